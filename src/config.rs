@@ -1,0 +1,859 @@
+//! Configuration: raw (as written in `tocsin.yml`) → validated ([`Config`]) → built (secrets read, by the daemon).
+//!
+//! Parsing rejects unknown fields and duplicate keys and reports `file:line:col`. Validation is pure and
+//! collects every error before returning, each naming its file, line, column and field. Secrets are
+//! never written in the file: only `*_env` (an environment variable's name) or `*_file` (a path).
+//! `TOCSIN_*` environment variables override the top-level settings ([`Config::apply_env`]).
+//! Every field's doc comment is its user documentation.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use serde_saphyr::Spanned;
+
+use crate::duration::PromDuration;
+
+/// The file name `tocsin run` looks for in the working directory when no `--config` is given.
+pub const DEFAULT_CONFIG_FILE: &str = "tocsin.yml";
+/// Listen address of the built-in default configuration.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:9477";
+
+/// Occurs when a configuration file cannot be read, parsed or validated.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The YAML is malformed, has an unknown field, a duplicate key or a value of the wrong type.
+    #[error("{path}:{line}:{col}: {message}")]
+    Parse {
+        path: PathBuf,
+        line: u64,
+        col: u64,
+        message: String,
+    },
+    /// The YAML parsed but values are inconsistent; every problem is listed.
+    #[error("{}", .0.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("\n"))]
+    Invalid(Vec<FieldError>),
+}
+
+/// One validation problem, located in its file.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FieldError {
+    pub path: PathBuf,
+    pub line: u64,
+    pub col: u64,
+    /// dotted field path, e.g. `targets[1].timeout`
+    pub field: String,
+    pub message: String,
+}
+
+impl fmt::Display for FieldError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}:{}:{}: {}: {}",
+            self.path.display(),
+            self.line,
+            self.col,
+            self.field,
+            self.message
+        )
+    }
+}
+
+/// The whole configuration file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Where samples are stored and for how long.
+    #[serde(default)]
+    pub storage: StorageConfig,
+    /// Defaults for every target's scrapes and probes.
+    #[serde(default)]
+    pub scrape: ScrapeConfig,
+    /// How often rules are evaluated.
+    #[serde(default)]
+    pub evaluation: EvaluationConfig,
+    /// The services to watch: each has a metrics endpoint, a health endpoint, or both.
+    #[serde(default)]
+    pub targets: Vec<TargetConfig>,
+    /// Glob patterns of rule files, relative to the working directory.
+    #[serde(default)]
+    pub rule_files: Vec<String>,
+    /// The HTTP server.
+    #[serde(default)]
+    pub server: ServerConfig,
+    /// Logging.
+    #[serde(default)]
+    pub log: LogConfig,
+    /// Notification routing tree (Alertmanager form). Accepted so a complete file validates;
+    /// not acted on until notifications are implemented.
+    #[serde(default)]
+    pub route: Option<serde_json::Value>,
+    /// Notification receivers. Accepted, not yet acted on (see `route`).
+    #[serde(default)]
+    pub receivers: Option<serde_json::Value>,
+    /// Inhibition rules. Accepted, not yet acted on (see `route`).
+    #[serde(default)]
+    pub inhibit_rules: Option<serde_json::Value>,
+}
+
+/// Where samples are stored and for how long.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StorageConfig {
+    /// The SQLite database file (created with its directory if missing). Default `data/tocsin.db`.
+    pub path: PathBuf,
+    /// How long samples are kept; older data is dropped in whole hour-long blocks. Default `15d`.
+    pub retention: PromDuration,
+    /// How often buffered samples are made durable. A crash loses at most this much. Default `5s`.
+    pub flush_interval: PromDuration,
+    /// How much recent data each series keeps in memory, so rule windows are read without
+    /// touching the disk. Older data is read from the file. Default `5m`.
+    pub head_window: PromDuration,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        StorageConfig {
+            path: PathBuf::from("data/tocsin.db"),
+            retention: PromDuration::from_secs(15 * 24 * 3600),
+            flush_interval: PromDuration::from_secs(5),
+            head_window: PromDuration::from_secs(300),
+        }
+    }
+}
+
+/// Defaults for every target; each target may override them.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ScrapeConfig {
+    /// Time between two scrapes (and two health probes) of a target. Default `15s`.
+    pub interval: PromDuration,
+    /// A scrape or probe that takes longer fails with `up` 0. At most `interval`. Default `10s`.
+    pub timeout: PromDuration,
+    /// A scrape with more samples than this fails (`up` 0) and stores nothing. Default `200000`.
+    pub sample_limit: usize,
+    /// A response body larger than this (after decompression) fails the scrape. Bytes, or with a unit:
+    /// `512KiB`, `32MiB`, `1GB`. Default `32MiB`.
+    pub body_size_limit: ByteSize,
+}
+
+impl Default for ScrapeConfig {
+    fn default() -> Self {
+        ScrapeConfig {
+            interval: PromDuration::from_secs(15),
+            timeout: PromDuration::from_secs(10),
+            sample_limit: 200_000,
+            body_size_limit: ByteSize(32 << 20),
+        }
+    }
+}
+
+/// How often rules are evaluated.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EvaluationConfig {
+    /// Default interval of rule groups that set none. Default `15s`.
+    pub interval: PromDuration,
+}
+
+impl Default for EvaluationConfig {
+    fn default() -> Self {
+        EvaluationConfig {
+            interval: PromDuration::from_secs(15),
+        }
+    }
+}
+
+/// One watched service.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TargetConfig {
+    /// Unique name; becomes the `job` label of every series from this target.
+    pub name: Spanned<String>,
+    /// URL of a Prometheus text-format endpoint, e.g. `http://127.0.0.1:8000/metrics`.
+    #[serde(default)]
+    pub metrics: Option<Spanned<String>>,
+    /// URL of an HTTP health endpoint: status code, latency and, for a JSON body, per-check results.
+    #[serde(default)]
+    pub health: Option<Spanned<String>>,
+    /// Extra labels added to every series from this target.
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    /// Overrides `scrape.interval`.
+    #[serde(default)]
+    pub interval: Option<Spanned<PromDuration>>,
+    /// Overrides `scrape.timeout`.
+    #[serde(default)]
+    pub timeout: Option<Spanned<PromDuration>>,
+    /// Overrides `scrape.sample_limit`.
+    #[serde(default)]
+    pub sample_limit: Option<usize>,
+    /// Overrides `scrape.body_size_limit`.
+    #[serde(default)]
+    pub body_size_limit: Option<ByteSize>,
+    /// No alert fires for this target until it has been watched this long (a starting service is
+    /// not an outage). Default `0s`.
+    #[serde(default)]
+    pub startup_grace: PromDuration,
+    /// Numeric fields of the health endpoint's JSON body to keep as gauges.
+    #[serde(default)]
+    pub health_json: Vec<JsonGauge>,
+    /// Name of an environment variable holding a bearer token sent to both endpoints.
+    #[serde(default)]
+    pub bearer_token_env: Option<String>,
+    /// Path of a file holding a bearer token sent to both endpoints (trailing newline ignored).
+    #[serde(default)]
+    pub bearer_token_file: Option<PathBuf>,
+}
+
+/// A numeric JSON field of a health body kept as a gauge.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct JsonGauge {
+    /// Dotted path into the body, e.g. `sync_success_rate` or `stats.queue.depth`.
+    pub field: Spanned<String>,
+    /// Name of the gauge. Default: `health_json_` followed by the path with `.` replaced by `_`.
+    #[serde(default)]
+    pub metric: Option<String>,
+}
+
+impl JsonGauge {
+    /// The metric name the gauge is stored under.
+    pub fn metric_name(&self) -> String {
+        self.metric
+            .clone()
+            .unwrap_or_else(|| format!("health_json_{}", self.field.value.replace('.', "_")))
+    }
+}
+
+/// The HTTP server.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Address and port to listen on. Default `127.0.0.1:9477`.
+    pub listen: String,
+    /// Name of an environment variable holding the bearer token required by API writes.
+    pub api_token_env: Option<String>,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listen: DEFAULT_LISTEN.to_string(),
+            api_token_env: None,
+        }
+    }
+}
+
+/// Logging to stdout.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// `text` (human) or `json` (one object a line). Default `text`.
+    pub format: LogFormat,
+    /// Minimum level, or a tracing filter such as `info,tocsin::scrape=debug`. Default `info`.
+    pub level: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            format: LogFormat::Text,
+            level: "info".to_string(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+impl std::str::FromStr for LogFormat {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "text" => Ok(LogFormat::Text),
+            "json" => Ok(LogFormat::Json),
+            other => Err(format!("unknown log format {other:?} (text or json)")),
+        }
+    }
+}
+
+/// A size in bytes, written as a number or with a unit (`B KB MB GB KiB MiB GiB`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct ByteSize(pub u64);
+
+impl ByteSize {
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let s = s.trim();
+        let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+        let (num, unit) = s.split_at(split);
+        let n: u64 = num
+            .parse()
+            .map_err(|_| format!("invalid size {s:?}: expected a number such as 32MiB"))?;
+        let mult: u64 = match unit.trim() {
+            "" | "B" => 1,
+            "KB" => 1_000,
+            "MB" => 1_000_000,
+            "GB" => 1_000_000_000,
+            "KiB" => 1 << 10,
+            "MiB" => 1 << 20,
+            "GiB" => 1 << 30,
+            other => return Err(format!("invalid size {s:?}: unknown unit {other:?}")),
+        };
+        n.checked_mul(mult)
+            .map(ByteSize)
+            .ok_or_else(|| format!("invalid size {s:?}: too large"))
+    }
+}
+
+impl<'de> Deserialize<'de> for ByteSize {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            N(u64),
+            S(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::N(n) => Ok(ByteSize(n)),
+            Raw::S(s) => ByteSize::parse(&s).map_err(serde::de::Error::custom),
+        }
+    }
+}
+
+/// A target with every default applied: what the scheduler runs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Target {
+    pub name: String,
+    pub metrics: Option<url::Url>,
+    pub health: Option<url::Url>,
+    pub labels: BTreeMap<String, String>,
+    pub interval: PromDuration,
+    pub timeout: PromDuration,
+    pub sample_limit: usize,
+    pub body_size_limit: u64,
+    pub startup_grace: PromDuration,
+    pub health_json: Vec<(String, String)>,
+    pub bearer_token: Option<Secret>,
+}
+
+/// A secret value; never printed.
+#[derive(Clone, PartialEq)]
+pub struct Secret(pub String);
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<secret>")
+    }
+}
+
+/// Occurs when a secret named by `*_env` or `*_file` cannot be read.
+#[derive(Debug, thiserror::Error)]
+pub enum SecretError {
+    #[error("target {target}: environment variable {var} is not set")]
+    MissingEnv { target: String, var: String },
+    #[error("target {target}: cannot read {path}: {source}")]
+    File {
+        target: String,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+fn is_label_name(s: &str) -> bool {
+    let mut chars = s.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+fn is_metric_name(s: &str) -> bool {
+    let mut chars = s.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_' || c == ':')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':')
+}
+
+impl Config {
+    /// Reads, parses and validates a configuration file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Config::from_yaml(&text, path)
+    }
+
+    /// Parses and validates configuration text; `path` is only used in error messages.
+    pub fn from_yaml(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        // an empty file is a valid, empty configuration
+        let cfg: Config = if text.trim().is_empty() {
+            serde_saphyr::from_str("{}")
+        } else {
+            serde_saphyr::from_str(text)
+        }
+        .map_err(|e| {
+            let (line, col) = e
+                .location()
+                .map(|l| (l.line(), l.column()))
+                .unwrap_or((0, 0));
+            ConfigError::Parse {
+                path: path.to_path_buf(),
+                line,
+                col,
+                message: parse_message(&e),
+            }
+        })?;
+        cfg.validate(path)?;
+        Ok(cfg)
+    }
+
+    /// The built-in configuration used when no file is given: tocsin watches itself.
+    pub fn builtin_default() -> Config {
+        serde_saphyr::from_str("{}").expect("the empty configuration parses")
+    }
+
+    /// When the configuration names no target, watch tocsin's own `/metrics` and `/health/ready`,
+    /// so a fresh `tocsin run` shows data at once. Called after [`Config::apply_env`] so it follows
+    /// an overridden listen address.
+    pub fn add_self_target_if_empty(&mut self) {
+        if !self.targets.is_empty() {
+            return;
+        }
+        let yaml = format!(
+            "targets:\n  - name: tocsin\n    metrics: http://{0}/metrics\n    health: http://{0}/health/ready\n",
+            self.server.listen
+        );
+        let with_target: Config = serde_saphyr::from_str(&yaml).expect("built-in target parses");
+        self.targets = with_target.targets;
+    }
+
+    /// Applies `TOCSIN_*` overrides from `vars` (pass `std::env::vars()`): `TOCSIN_LISTEN`,
+    /// `TOCSIN_STORAGE_PATH`, `TOCSIN_DATA_DIR` (the database becomes `<dir>/tocsin.db`),
+    /// `TOCSIN_RETENTION`, `TOCSIN_LOG_FORMAT`, `TOCSIN_LOG_LEVEL`. Unknown `TOCSIN_*` names are ignored
+    /// (`TOCSIN_API_TOKEN` and the like are secrets read elsewhere).
+    pub fn apply_env<I: IntoIterator<Item = (String, String)>>(
+        &mut self,
+        vars: I,
+    ) -> Result<(), String> {
+        for (k, v) in vars {
+            match k.as_str() {
+                "TOCSIN_LISTEN" => self.server.listen = v,
+                "TOCSIN_STORAGE_PATH" => self.storage.path = PathBuf::from(v),
+                "TOCSIN_DATA_DIR" => self.storage.path = Path::new(&v).join("tocsin.db"),
+                "TOCSIN_RETENTION" => {
+                    self.storage.retention =
+                        PromDuration::parse(&v).map_err(|e| format!("TOCSIN_RETENTION: {e}"))?
+                }
+                "TOCSIN_LOG_FORMAT" => {
+                    self.log.format = v.parse().map_err(|e| format!("TOCSIN_LOG_FORMAT: {e}"))?
+                }
+                "TOCSIN_LOG_LEVEL" => self.log.level = v,
+                _ => {}
+            }
+        }
+        if self.server.listen.parse::<SocketAddr>().is_err() {
+            return Err(format!(
+                "listen address {:?} is not host:port",
+                self.server.listen
+            ));
+        }
+        Ok(())
+    }
+
+    /// Checks everything that types alone cannot; returns every problem at once.
+    pub fn validate(&self, path: &Path) -> Result<(), ConfigError> {
+        let mut errors = Vec::new();
+        let mut err = |line: u64, col: u64, field: String, message: String| {
+            errors.push(FieldError {
+                path: path.to_path_buf(),
+                line,
+                col,
+                field,
+                message,
+            })
+        };
+        if self.server.listen.parse::<SocketAddr>().is_err() {
+            err(
+                0,
+                0,
+                "server.listen".into(),
+                format!("{:?} is not host:port", self.server.listen),
+            );
+        }
+        if self.scrape.interval.0.is_zero() {
+            err(0, 0, "scrape.interval".into(), "must be positive".into());
+        }
+        if self.scrape.timeout > self.scrape.interval {
+            err(
+                0,
+                0,
+                "scrape.timeout".into(),
+                format!(
+                    "{} is longer than the interval {}",
+                    self.scrape.timeout, self.scrape.interval
+                ),
+            );
+        }
+        if self.storage.retention.0.is_zero() {
+            err(0, 0, "storage.retention".into(), "must be positive".into());
+        }
+        if self.storage.flush_interval.0.is_zero() {
+            err(0, 0, "storage.flush_interval".into(), "must be positive".into());
+        }
+        let mut seen: BTreeMap<&str, u64> = BTreeMap::new();
+        for (i, t) in self.targets.iter().enumerate() {
+            let (line, col) = (t.name.referenced.line(), t.name.referenced.column());
+            let field = |f: &str| format!("targets[{i}].{f}");
+            let name = t.name.value.as_str();
+            if name.is_empty() {
+                err(line, col, field("name"), "must not be empty".into());
+            } else if let Some(first) = seen.insert(name, line) {
+                err(
+                    line,
+                    col,
+                    field("name"),
+                    format!("duplicate target name {name:?} (first at line {first})"),
+                );
+            }
+            if t.metrics.is_none() && t.health.is_none() {
+                err(
+                    line,
+                    col,
+                    format!("targets[{i}]"),
+                    format!("target {name:?} has neither metrics nor health"),
+                );
+            }
+            for (key, url) in [("metrics", &t.metrics), ("health", &t.health)] {
+                if let Some(u) = url {
+                    let (l, c) = (u.referenced.line(), u.referenced.column());
+                    match url::Url::parse(&u.value) {
+                        Ok(parsed) if matches!(parsed.scheme(), "http" | "https") => {}
+                        Ok(parsed) => err(
+                            l,
+                            c,
+                            field(key),
+                            format!("unsupported scheme {:?} (http or https)", parsed.scheme()),
+                        ),
+                        Err(e) => err(l, c, field(key), format!("invalid url {:?}: {e}", u.value)),
+                    }
+                }
+            }
+            let interval = t.interval.as_ref().map(|s| s.value).unwrap_or(self.scrape.interval);
+            let timeout = t.timeout.as_ref().map(|s| s.value).unwrap_or(self.scrape.timeout);
+            if let Some(iv) = &t.interval
+                && iv.value.0.is_zero()
+            {
+                err(
+                    iv.referenced.line(),
+                    iv.referenced.column(),
+                    field("interval"),
+                    "must be positive".into(),
+                );
+            }
+            if timeout > interval {
+                let (l, c) = t
+                    .timeout
+                    .as_ref()
+                    .map(|s| (s.referenced.line(), s.referenced.column()))
+                    .unwrap_or((line, col));
+                err(
+                    l,
+                    c,
+                    field("timeout"),
+                    format!("{timeout} is longer than the interval {interval}"),
+                );
+            }
+            for k in t.labels.keys() {
+                if !is_label_name(k) || k.starts_with("__") {
+                    err(line, col, field("labels"), format!("invalid label name {k:?}"));
+                }
+                if k == "job" || k == "instance" {
+                    err(
+                        line,
+                        col,
+                        field("labels"),
+                        format!("label {k:?} is set by tocsin from the target's name and url"),
+                    );
+                }
+            }
+            if t.bearer_token_env.is_some() && t.bearer_token_file.is_some() {
+                err(
+                    line,
+                    col,
+                    field("bearer_token_env"),
+                    "set bearer_token_env or bearer_token_file, not both".into(),
+                );
+            }
+            for (j, g) in t.health_json.iter().enumerate() {
+                let (l, c) = (g.field.referenced.line(), g.field.referenced.column());
+                if t.health.is_none() {
+                    err(
+                        l,
+                        c,
+                        field(&format!("health_json[{j}]")),
+                        "needs a health url".into(),
+                    );
+                }
+                if g.field.value.is_empty() || g.field.value.split('.').any(str::is_empty) {
+                    err(
+                        l,
+                        c,
+                        field(&format!("health_json[{j}].field")),
+                        format!("invalid path {:?}", g.field.value),
+                    );
+                }
+                let metric = g.metric_name();
+                if !is_metric_name(&metric) {
+                    err(
+                        l,
+                        c,
+                        field(&format!("health_json[{j}].metric")),
+                        format!("invalid metric name {metric:?}"),
+                    );
+                }
+            }
+        }
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(ConfigError::Invalid(errors))
+        }
+    }
+
+    /// Every target with defaults applied and secrets read (the only I/O here).
+    pub fn build_targets(&self) -> Result<Vec<Target>, SecretError> {
+        self.targets
+            .iter()
+            .map(|t| {
+                let name = t.name.value.clone();
+                let bearer_token = match (&t.bearer_token_env, &t.bearer_token_file) {
+                    (Some(var), _) => Some(Secret(std::env::var(var).map_err(|_| {
+                        SecretError::MissingEnv {
+                            target: name.clone(),
+                            var: var.clone(),
+                        }
+                    })?)),
+                    (None, Some(path)) => Some(Secret(
+                        std::fs::read_to_string(path)
+                            .map_err(|source| SecretError::File {
+                                target: name.clone(),
+                                path: path.clone(),
+                                source,
+                            })?
+                            .trim_end_matches(['\n', '\r'])
+                            .to_string(),
+                    )),
+                    (None, None) => None,
+                };
+                let parse = |u: &Option<Spanned<String>>| {
+                    u.as_ref()
+                        .map(|s| url::Url::parse(&s.value).expect("validated url"))
+                };
+                Ok(Target {
+                    metrics: parse(&t.metrics),
+                    health: parse(&t.health),
+                    labels: t.labels.clone(),
+                    interval: t.interval.as_ref().map(|s| s.value).unwrap_or(self.scrape.interval),
+                    timeout: t.timeout.as_ref().map(|s| s.value).unwrap_or(self.scrape.timeout),
+                    sample_limit: t.sample_limit.unwrap_or(self.scrape.sample_limit),
+                    body_size_limit: t.body_size_limit.unwrap_or(self.scrape.body_size_limit).0,
+                    startup_grace: t.startup_grace,
+                    health_json: t
+                        .health_json
+                        .iter()
+                        .map(|g| (g.field.value.clone(), g.metric_name()))
+                        .collect(),
+                    bearer_token,
+                    name,
+                })
+            })
+            .collect()
+    }
+
+    /// Names of sections that are accepted but not yet acted on, to warn about at startup.
+    pub fn inactive_sections(&self) -> Vec<&'static str> {
+        let mut v = Vec::new();
+        if self.route.is_some() {
+            v.push("route");
+        }
+        if self.receivers.is_some() {
+            v.push("receivers");
+        }
+        if self.inhibit_rules.is_some() {
+            v.push("inhibit_rules");
+        }
+        v
+    }
+}
+
+/// serde-saphyr's message without its own location suffix and snippet (we print `file:line:col` first).
+fn parse_message(e: &serde_saphyr::Error) -> String {
+    let full = e.to_string();
+    let first = full.lines().next().unwrap_or("").trim();
+    let first = match first.find(" at line ") {
+        Some(i) => &first[..i],
+        None => first,
+    };
+    let mut msg = first.trim_end_matches('.').to_string();
+    if let Some(c) = msg.get(..1) {
+        let lower = c.to_lowercase();
+        msg.replace_range(..1, &lower);
+    }
+    msg
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(yaml: &str) -> Result<Config, ConfigError> {
+        Config::from_yaml(yaml, Path::new("t.yml"))
+    }
+
+    #[test]
+    fn empty_file_gives_defaults() {
+        let c = parse("").unwrap();
+        assert_eq!(c.scrape.interval.to_string(), "15s");
+        assert_eq!(c.storage.retention.to_string(), "2w1d");
+        assert_eq!(c.server.listen, DEFAULT_LISTEN);
+        assert!(c.targets.is_empty());
+    }
+
+    #[test]
+    fn design_example_parses() {
+        let c = parse(include_str!("../fixtures/config/design-example.yml")).unwrap();
+        assert_eq!(c.targets.len(), 1);
+        let t = &c.build_targets().unwrap()[0];
+        assert_eq!(t.name, "scaidns");
+        assert_eq!(t.startup_grace.to_string(), "1m");
+        assert_eq!(t.interval.to_string(), "15s");
+        assert_eq!(c.inactive_sections(), vec!["route", "receivers", "inhibit_rules"]);
+    }
+
+    #[test]
+    fn unknown_field_is_an_error_with_location() {
+        let err = parse("scrape:\n  intervall: 15s\n").unwrap_err();
+        let s = err.to_string();
+        assert!(s.starts_with("t.yml:2:"), "{s}");
+        assert!(s.contains("intervall"), "{s}");
+    }
+
+    #[test]
+    fn duplicate_key_is_an_error() {
+        let err = parse("scrape:\n  interval: 15s\n  interval: 30s\n").unwrap_err();
+        let s = err.to_string();
+        assert!(s.starts_with("t.yml:3:"), "{s}");
+        assert!(s.to_lowercase().contains("duplicate"), "{s}");
+    }
+
+    #[test]
+    fn negative_duration_is_an_error_with_location() {
+        let err = parse("scrape:\n  timeout: -5s\n").unwrap_err();
+        let s = err.to_string();
+        assert!(s.starts_with("t.yml:2:"), "{s}");
+        assert!(s.contains("negative"), "{s}");
+    }
+
+    #[test]
+    fn validation_collects_every_error_with_field_and_line() {
+        let yaml = "\
+targets:
+  - name: a
+    metrics: ftp://x/metrics
+    timeout: 30s
+  - name: a
+    health: http://x/health
+    labels: { job: x }
+  - name: b
+";
+        let ConfigError::Invalid(errors) = parse(yaml).unwrap_err() else {
+            panic!("expected validation errors")
+        };
+        let text: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
+        let expect = [
+            "t.yml:3:14: targets[0].metrics: unsupported scheme \"ftp\"",
+            "t.yml:4:14: targets[0].timeout: 30s is longer than the interval 15s",
+            "t.yml:5:11: targets[1].name: duplicate target name \"a\" (first at line 2)",
+            "t.yml:5:11: targets[1].labels: label \"job\" is set by tocsin",
+            "t.yml:8:11: targets[2]: target \"b\" has neither metrics nor health",
+        ];
+        assert_eq!(errors.len(), expect.len(), "{text:#?}");
+        for (got, want) in text.iter().zip(expect) {
+            assert!(got.starts_with(want), "got {got:?}, want prefix {want:?}");
+        }
+    }
+
+    #[test]
+    fn env_overrides_top_level_settings() {
+        let mut c = parse("").unwrap();
+        c.apply_env([
+            ("TOCSIN_LISTEN".to_string(), "127.0.0.1:1234".to_string()),
+            ("TOCSIN_DATA_DIR".to_string(), "/var/lib/tocsin".to_string()),
+            ("TOCSIN_LOG_FORMAT".to_string(), "json".to_string()),
+            ("TOCSIN_LOG_LEVEL".to_string(), "debug".to_string()),
+            ("TOCSIN_RETENTION".to_string(), "2d".to_string()),
+            ("OTHER".to_string(), "x".to_string()),
+        ])
+        .unwrap();
+        assert_eq!(c.server.listen, "127.0.0.1:1234");
+        assert_eq!(c.storage.path, PathBuf::from("/var/lib/tocsin/tocsin.db"));
+        assert_eq!(c.log.format, LogFormat::Json);
+        assert_eq!(c.log.level, "debug");
+        assert_eq!(c.storage.retention.to_string(), "2d");
+        let bad = c.apply_env([("TOCSIN_LOG_FORMAT".to_string(), "xml".to_string())]);
+        assert!(bad.unwrap_err().contains("TOCSIN_LOG_FORMAT"));
+    }
+
+    #[test]
+    fn default_self_target_follows_listen_address() {
+        let mut c = Config::builtin_default();
+        c.apply_env([("TOCSIN_LISTEN".to_string(), "127.0.0.1:1234".to_string())])
+            .unwrap();
+        c.add_self_target_if_empty();
+        let t = &c.build_targets().unwrap()[0];
+        assert_eq!(t.metrics.as_ref().unwrap().as_str(), "http://127.0.0.1:1234/metrics");
+        assert_eq!(t.health.as_ref().unwrap().as_str(), "http://127.0.0.1:1234/health/ready");
+    }
+
+    #[test]
+    fn secrets_come_from_env_or_file_and_are_not_printed() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("token");
+        std::fs::write(&file, "s3cret\n").unwrap();
+        let yaml = format!(
+            "targets:\n  - name: a\n    metrics: http://x/m\n    bearer_token_file: {}\n",
+            file.display()
+        );
+        let t = &parse(&yaml).unwrap().build_targets().unwrap()[0];
+        assert_eq!(t.bearer_token, Some(Secret("s3cret".into())));
+        assert!(!format!("{t:?}").contains("s3cret"));
+        let yaml = "targets:\n  - name: a\n    metrics: http://x/m\n    bearer_token_env: TOCSIN_TEST_SURELY_UNSET\n";
+        let err = parse(yaml).unwrap().build_targets().unwrap_err();
+        assert!(err.to_string().contains("TOCSIN_TEST_SURELY_UNSET"));
+    }
+
+    #[test]
+    fn byte_sizes_parse_with_units() {
+        assert_eq!(ByteSize::parse("32MiB").unwrap().0, 32 << 20);
+        assert_eq!(ByteSize::parse("10MB").unwrap().0, 10_000_000);
+        assert_eq!(ByteSize::parse("512").unwrap().0, 512);
+        assert!(ByteSize::parse("5 parsecs").is_err());
+        let c = parse("scrape:\n  body_size_limit: 1KiB\n").unwrap();
+        assert_eq!(c.scrape.body_size_limit.0, 1024);
+    }
+}

@@ -1,0 +1,173 @@
+//! Durations in Prometheus notation: `15s`, `5m`, `1h30m`, `250ms`, `15d`, `1w`, `1y`.
+//!
+//! Units are `ms s m h d w y` (a day is 24h, a week 7d, a year 365d, as in Prometheus).
+//! Negative values and unknown units are errors; `0` alone means zero.
+
+use std::fmt;
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+/// Occurs when a duration string is not in Prometheus notation.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("invalid duration {input:?}: {reason} (write it like 15s, 5m, 1h30m)")]
+pub struct DurationError {
+    pub input: String,
+    pub reason: &'static str,
+}
+
+/// A non-negative duration written in Prometheus notation.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct PromDuration(pub Duration);
+
+const UNITS: [(&str, u64); 7] = [
+    ("y", 365 * 24 * 3600 * 1000),
+    ("w", 7 * 24 * 3600 * 1000),
+    ("d", 24 * 3600 * 1000),
+    ("h", 3600 * 1000),
+    ("m", 60 * 1000),
+    ("s", 1000),
+    ("ms", 1),
+];
+
+impl PromDuration {
+    pub fn from_secs(s: u64) -> Self {
+        PromDuration(Duration::from_secs(s))
+    }
+
+    pub fn as_millis(self) -> i64 {
+        self.0.as_millis() as i64
+    }
+
+    pub fn parse(input: &str) -> Result<Self, DurationError> {
+        let err = |reason| DurationError {
+            input: input.to_string(),
+            reason,
+        };
+        let s = input.trim();
+        if s.is_empty() {
+            return Err(err("empty"));
+        }
+        if s.starts_with('-') {
+            return Err(err("negative durations are not allowed"));
+        }
+        if s == "0" {
+            return Ok(PromDuration(Duration::ZERO));
+        }
+        let bytes = s.as_bytes();
+        let mut i = 0;
+        let mut total: u64 = 0;
+        // units must appear in decreasing order of size, each at most once, as in Prometheus
+        let mut last_unit_rank = 0usize;
+        while i < bytes.len() {
+            let start = i;
+            while i < bytes.len() && bytes[i].is_ascii_digit() {
+                i += 1;
+            }
+            if start == i {
+                return Err(err("expected a number"));
+            }
+            let n: u64 = s[start..i].parse().map_err(|_| err("number too large"))?;
+            let ustart = i;
+            while i < bytes.len() && bytes[i].is_ascii_alphabetic() {
+                i += 1;
+            }
+            let unit = &s[ustart..i];
+            let Some(rank) = UNITS.iter().position(|(u, _)| *u == unit) else {
+                return Err(if unit.is_empty() && i < bytes.len() {
+                    err("unexpected character (fractions are written 1500ms, not 1.5s)")
+                } else if unit.is_empty() {
+                    err("missing unit")
+                } else {
+                    err("unknown unit")
+                });
+            };
+            if rank + 1 <= last_unit_rank {
+                return Err(err("units out of order or repeated"));
+            }
+            last_unit_rank = rank + 1;
+            total = n
+                .checked_mul(UNITS[rank].1)
+                .and_then(|v| total.checked_add(v))
+                .ok_or_else(|| err("duration too large"))?;
+        }
+        Ok(PromDuration(Duration::from_millis(total)))
+    }
+}
+
+/// The shortest Prometheus notation, e.g. `1h30m`, `250ms`, `0s`.
+impl fmt::Display for PromDuration {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut ms = self.0.as_millis() as u64;
+        if ms == 0 {
+            return f.write_str("0s");
+        }
+        for (unit, size) in UNITS {
+            if ms >= size {
+                write!(f, "{}{unit}", ms / size)?;
+                ms %= size;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl<'de> Deserialize<'de> for PromDuration {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        PromDuration::parse(&s).map_err(serde::de::Error::custom)
+    }
+}
+
+impl Serialize for PromDuration {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_prometheus_notation() {
+        let cases = [
+            ("15s", 15_000),
+            ("5m", 300_000),
+            ("1h30m", 5_400_000),
+            ("250ms", 250),
+            ("1d", 86_400_000),
+            ("2w", 14 * 86_400_000),
+            ("1y", 365 * 86_400_000),
+            ("0", 0),
+            ("0s", 0),
+        ];
+        for (input, ms) in cases {
+            assert_eq!(PromDuration::parse(input).unwrap().as_millis(), ms, "{input}");
+        }
+    }
+
+    #[test]
+    fn rejects_bad_durations_with_reason() {
+        let cases = [
+            ("-5s", "negative"),
+            ("5", "missing unit"),
+            ("5x", "unknown unit"),
+            ("1m1h", "out of order"),
+            ("", "empty"),
+            ("s", "expected a number"),
+            ("1.5s", "unexpected character"),
+        ];
+        for (input, reason) in cases {
+            let err = PromDuration::parse(input).unwrap_err();
+            assert!(err.to_string().contains(reason), "{input}: {err}");
+        }
+    }
+
+    #[test]
+    fn display_round_trips() {
+        for s in ["15s", "1h30m", "250ms", "1d2h", "0s", "1w"] {
+            assert_eq!(PromDuration::parse(s).unwrap().to_string(), s);
+        }
+    }
+}
