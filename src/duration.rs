@@ -125,6 +125,13 @@ impl Serialize for PromDuration {
     }
 }
 
+impl std::str::FromStr for PromDuration {
+    type Err = DurationError;
+    fn from_str(s: &str) -> Result<Self, DurationError> {
+        PromDuration::parse(s)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

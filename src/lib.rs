@@ -1,6 +1,19 @@
-//! tocsin: a standalone alert daemon (module map in ARCHITECTURE.md)
+//! tocsin: a standalone alert daemon. The code map with invariants is ARCHITECTURE.md; in short:
+//!
+//! - [`config`]: `tocsin.yml` parsed (located errors), validated (every error at once), built.
+//! - [`textparse`]: strict zero-copy Prometheus/OpenMetrics text parser.
+//! - [`scrape`]: HTTP fetch of metrics and health endpoints, ingest into the store.
+//! - [`scheduler`]: per-endpoint tasks at stable offsets, store flushes; the only clock reader.
+//! - [`store`]: in-memory head of Gorilla chunks over one SQLite file; range and instant reads.
+//! - [`server`]: axum HTTP surface (health, readiness, status, self-metrics).
+//! - [`labels`], [`duration`], [`clock`], [`selfmetrics`]: shared vocabulary.
+pub mod clock;
 pub mod config;
 pub mod duration;
 pub mod labels;
+pub mod scheduler;
+pub mod scrape;
+pub mod selfmetrics;
+pub mod server;
 pub mod store;
 pub mod textparse;

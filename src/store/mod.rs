@@ -1,1 +1,379 @@
+//! The time-series store: an in-memory head over one SQLite file.
+//!
+//! Writes: [`Store::append`] puts samples into each series' open chunk (Gorilla-compressed, in
+//! memory) and into a write-ahead batch. [`Store::flush`], called by the scheduler every
+//! `storage.flush_interval`, writes in one transaction the new series, the batch (one `wal` row),
+//! and the chunks cut since the last flush, then deletes the `wal` rows whose samples are all in
+//! chunks. After a crash, [`Store::open`] replays the `wal` rows over the chunks: everything
+//! flushed is back. [`Store::close`] cuts every open chunk, so a clean restart replays nothing.
+//!
+//! Reads: [`Store::select`] (range read by label matchers) and [`Store::latest`] (instant lookup
+//! with lookback, staleness-aware) read memory first and the file only for older data.
+//!
+//! Every method may block (locks, SQLite): call from a blocking thread (`spawn_blocking`), never
+//! directly on the async runtime. Time is always an argument; the store never reads the clock.
+
 pub mod chunk;
+mod db;
+mod head;
+mod wal;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Instant;
+
+pub use head::{AppendStats, BLOCK_MS, SAMPLES_PER_CHUNK, SeriesRef, block_of, is_stale};
+
+use crate::labels::{Labels, Matcher};
+use db::{Db, FlushBatch};
+use head::Head;
+use wal::WalBatch;
+
+/// Occurs when the store cannot open its file or a read or write fails.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The data directory could not be created (permissions, a file in the way).
+    #[error("cannot create data directory {path}: {source}")]
+    CreateDir {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// SQLite could not open the file or it is not a database (never silently replaced).
+    #[error("cannot open store {path}: {source}")]
+    Open {
+        path: PathBuf,
+        #[source]
+        source: rusqlite::Error,
+    },
+    /// The file is a SQLite database of another program.
+    #[error("cannot open store {path}: it is a database of another program, not tocsin's")]
+    Foreign { path: PathBuf },
+    /// The file was written by a newer tocsin.
+    #[error("cannot open store {path}: schema version {version} is newer than this tocsin")]
+    NewerSchema { path: PathBuf, version: i64 },
+    /// Damaged contents: a failed integrity check, undecodable labels, chunk or WAL batch.
+    #[error("store {path} is corrupt: {detail}")]
+    Corrupt { path: PathBuf, detail: String },
+    /// A read or write failed after opening (disk full, I/O error).
+    #[error("store: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+}
+
+/// How the store keeps data.
+#[derive(Debug, Clone, Copy)]
+pub struct StoreOptions {
+    /// recent data kept in memory per series, in ms
+    pub head_window_ms: i64,
+    /// data older than this (ms) is deleted, in whole blocks
+    pub retention_ms: i64,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        StoreOptions {
+            head_window_ms: 5 * 60_000,
+            retention_ms: 15 * 24 * 3_600_000,
+        }
+    }
+}
+
+/// One series and its samples, ascending in time.
+#[derive(Debug, Clone)]
+pub struct SeriesSamples {
+    pub labels: Arc<Labels>,
+    pub samples: Vec<(i64, f64)>,
+}
+
+/// What one flush wrote.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct FlushStats {
+    pub samples: usize,
+    pub chunks: usize,
+    pub series: usize,
+    pub seconds: f64,
+}
+
+/// Sizes for self-metrics.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct StoreStats {
+    pub series: usize,
+    pub head_chunk_bytes: usize,
+    pub disk_bytes: u64,
+}
+
+#[derive(Default)]
+struct Pending {
+    wal: WalBatch,
+    notes: Vec<(SeriesRef, i64, String)>,
+    /// flushes that failed, oldest first, retried before the next one
+    failed: Vec<FlushBatch>,
+}
+
+pub struct Store {
+    head: RwLock<Head>,
+    pending: Mutex<Pending>,
+    db: Mutex<Db>,
+    notes: RwLock<HashMap<SeriesRef, (i64, String)>>,
+    opts: StoreOptions,
+}
+
+fn labels_json(l: &Labels) -> String {
+    serde_json::to_string(&l.iter().collect::<Vec<_>>()).expect("labels serialize")
+}
+
+impl Store {
+    /// Opens (or creates) the store at `path` and replays what was flushed but not yet in chunks.
+    pub fn open(path: &Path, opts: StoreOptions) -> Result<Store, StoreError> {
+        let db = Db::open(path)?;
+        let mut head = Head::default();
+        for (id, labels) in db.load_series()? {
+            head.insert(id, Arc::new(labels), i64::MAX);
+        }
+        let batches = db.wal_batches()?;
+        if let Some(first_block) = batches.iter().map(|(mint, _)| block_of(*mint)).min() {
+            let persisted = db.chunk_maxt_since(first_block)?;
+            for (&id, &maxt) in &persisted {
+                head.set_last_t(id, maxt);
+            }
+            let mut stats = AppendStats::default();
+            for (_, data) in &batches {
+                let samples = wal::decode(data).ok_or_else(|| StoreError::Corrupt {
+                    path: path.to_path_buf(),
+                    detail: "undecodable wal batch".into(),
+                })?;
+                for (id, t, v) in samples {
+                    head.append(id, t, v, &mut stats);
+                }
+            }
+            tracing::info!(
+                batches = batches.len(),
+                samples = stats.appended,
+                "replayed write-ahead batches"
+            );
+        }
+        let notes = db.notes()?.into_iter().map(|(id, t, s)| (id, (t, s))).collect();
+        Ok(Store {
+            head: RwLock::new(head),
+            pending: Mutex::new(Pending::default()),
+            db: Mutex::new(db),
+            notes: RwLock::new(notes),
+            opts,
+        })
+    }
+
+    /// The id of the series with these labels, created if new.
+    pub fn series_ref(&self, labels: Labels) -> SeriesRef {
+        let mut head = self.head.write().expect("head lock");
+        if let Some(id) = head.lookup(&labels) {
+            return id;
+        }
+        head.get_or_create(labels)
+    }
+
+    /// Ids for many label sets under one lock (a scrape's new series).
+    pub fn series_refs(&self, labels: Vec<Labels>) -> Vec<SeriesRef> {
+        let mut head = self.head.write().expect("head lock");
+        labels.into_iter().map(|l| head.get_or_create(l)).collect()
+    }
+
+    /// The labels of a series.
+    pub fn labels(&self, id: SeriesRef) -> Option<Arc<Labels>> {
+        self.head.read().expect("head lock").labels(id).cloned()
+    }
+
+    /// Appends samples (any order of series; each series' samples must be increasing in time).
+    pub fn append(&self, samples: &[(SeriesRef, i64, f64)]) -> AppendStats {
+        let mut stats = AppendStats::default();
+        let mut head = self.head.write().expect("head lock");
+        let mut pending = self.pending.lock().expect("pending lock");
+        for &(id, t, v) in samples {
+            let before = stats.appended;
+            head.append(id, t, v, &mut stats);
+            if stats.appended > before {
+                pending.wal.push(id, t, v);
+            }
+        }
+        stats
+    }
+
+    /// Keeps `text` with the series' latest sample (e.g. a failed health check's reason).
+    pub fn set_note(&self, id: SeriesRef, t: i64, text: &str) {
+        let mut notes = self.notes.write().expect("notes lock");
+        if notes.get(&id).is_some_and(|(_, old)| old == text) {
+            return;
+        }
+        notes.insert(id, (t, text.to_string()));
+        self.pending
+            .lock()
+            .expect("pending lock")
+            .notes
+            .push((id, t, text.to_string()));
+    }
+
+    /// The note kept with a series, if any.
+    pub fn note(&self, labels: &Labels) -> Option<String> {
+        let id = self.head.read().expect("head lock").lookup(labels)?;
+        self.notes
+            .read()
+            .expect("notes lock")
+            .get(&id)
+            .map(|(_, s)| s.clone())
+    }
+
+    /// Makes everything appended so far durable, trims memory to the head window, and applies
+    /// retention. `now` is the scheduler's time in ms.
+    pub fn flush(&self, now: i64) -> Result<FlushStats, StoreError> {
+        let started = Instant::now();
+        let mut batches = {
+            let mut head = self.head.write().expect("head lock");
+            let mut pending = self.pending.lock().expect("pending lock");
+            head.maintain(now, now - self.opts.head_window_ms);
+            let new_series = std::mem::take(&mut head.new_series)
+                .into_iter()
+                .filter_map(|id| head.labels(id).map(|l| (id, labels_json(l))))
+                .collect();
+            let wal = std::mem::take(&mut pending.wal);
+            let fresh = FlushBatch {
+                new_series,
+                wal_samples: wal.count,
+                wal: (!wal.is_empty()).then_some((wal.mint, wal.maxt, wal.buf)),
+                chunks: std::mem::take(&mut head.cut),
+                notes: std::mem::take(&mut pending.notes),
+                wal_watermark: head.open_low_watermark(),
+            };
+            let mut all = std::mem::take(&mut pending.failed);
+            all.push(fresh);
+            all
+        };
+        let mut stats = FlushStats::default();
+        let mut db = self.db.lock().expect("db lock");
+        // oldest first; on an error keep the unwritten batches for the next flush, so nothing
+        // appended is dropped because the disk was full for a while
+        let mut written = 0;
+        let mut result = Ok(());
+        for batch in &batches {
+            if let Err(e) = db.flush(batch) {
+                result = Err(e);
+                break;
+            }
+            stats.samples += batch.wal_samples;
+            stats.chunks += batch.chunks.len();
+            stats.series += batch.new_series.len();
+            written += 1;
+        }
+        if let Err(e) = result {
+            batches.drain(..written);
+            self.pending.lock().expect("pending lock").failed = batches;
+            return Err(e);
+        }
+        db.delete_blocks_before(block_of(now - self.opts.retention_ms))?;
+        db.checkpoint()?;
+        stats.seconds = started.elapsed().as_secs_f64();
+        Ok(stats)
+    }
+
+    /// Cuts every open chunk and flushes: after this the file holds everything and no WAL rows.
+    pub fn close(&self, now: i64) -> Result<FlushStats, StoreError> {
+        self.head.write().expect("head lock").cut_all();
+        self.flush(now)
+    }
+
+    /// Ids of the series matching all matchers.
+    pub fn select_ids(&self, matchers: &[Matcher]) -> Vec<SeriesRef> {
+        self.head.read().expect("head lock").select_ids(matchers)
+    }
+
+    /// Label sets of the series matching all matchers.
+    pub fn series(&self, matchers: &[Matcher]) -> Vec<Arc<Labels>> {
+        let head = self.head.read().expect("head lock");
+        head.select_ids(matchers)
+            .into_iter()
+            .filter_map(|id| head.labels(id).cloned())
+            .collect()
+    }
+
+    /// Samples in [mint, maxt] (ms, inclusive) of every series matching the matchers; series
+    /// without samples in the range are left out. Staleness markers are included as stored
+    /// (see [`is_stale`]).
+    pub fn select(
+        &self,
+        matchers: &[Matcher],
+        mint: i64,
+        maxt: i64,
+    ) -> Result<Vec<SeriesSamples>, StoreError> {
+        let mut out = Vec::new();
+        let mut need_disk = Vec::new();
+        {
+            let head = self.head.read().expect("head lock");
+            for id in head.select_ids(matchers) {
+                let mut samples = Vec::new();
+                let mem_since = head.read(id, mint, maxt, &mut samples);
+                if mint < mem_since {
+                    need_disk.push((out.len(), id, mem_since));
+                }
+                let labels = head.labels(id).expect("selected id exists").clone();
+                out.push((id, SeriesSamples { labels, samples }));
+            }
+        }
+        if !need_disk.is_empty() {
+            let db = self.db.lock().expect("db lock");
+            for (idx, id, mem_since) in need_disk {
+                let mut older = Vec::new();
+                db.read_chunks(id, mint, maxt, mem_since, &mut older)?;
+                if !older.is_empty() {
+                    let s = &mut out[idx].1.samples;
+                    older.append(s);
+                    *s = older;
+                }
+            }
+        }
+        Ok(out
+            .into_iter()
+            .map(|(_, s)| s)
+            .filter(|s| !s.samples.is_empty())
+            .collect())
+    }
+
+    /// For each matching series, its newest sample in (t - lookback, t], unless that sample is a
+    /// staleness marker (the series ended): Prometheus's instant-vector selection.
+    pub fn latest(
+        &self,
+        matchers: &[Matcher],
+        t: i64,
+        lookback: i64,
+    ) -> Result<Vec<(Arc<Labels>, i64, f64)>, StoreError> {
+        Ok(self
+            .select(matchers, t - lookback + 1, t)?
+            .into_iter()
+            .filter_map(|s| {
+                let &(st, v) = s.samples.last()?;
+                (!is_stale(v)).then_some((s.labels, st, v))
+            })
+            .collect())
+    }
+
+    /// When target `name` was first watched (ms); records `now` the first time.
+    pub fn target_first_seen(&self, name: &str, now: i64) -> Result<i64, StoreError> {
+        self.db.lock().expect("db lock").target_first_seen(name, now)
+    }
+
+    pub fn stats(&self) -> StoreStats {
+        let head = self.head.read().expect("head lock");
+        StoreStats {
+            series: head.series_count(),
+            head_chunk_bytes: head.chunk_bytes(),
+            disk_bytes: self.db.lock().expect("db lock").size_bytes(),
+        }
+    }
+
+    /// Bytes of chunk data on disk and the samples they hold.
+    pub fn chunk_stats(&self) -> Result<(u64, u64), StoreError> {
+        self.db.lock().expect("db lock").chunk_stats()
+    }
+
+    pub fn path(&self) -> PathBuf {
+        self.db.lock().expect("db lock").path().to_path_buf()
+    }
+}

@@ -1,0 +1,358 @@
+//! The scrape scheduler: one task per target endpoint plus the store's flush task.
+//! The only module (with the HTTP status page) that reads the [`Clock`]: it reads it once per tick
+//! and passes that `now` down.
+//!
+//! Invariants:
+//! - each endpoint runs in its own task at a stable offset inside its interval
+//!   (hash of name and URL), so targets do not fire together and a slow or dead target never delays another;
+//! - a tick that would start while the previous scrape of the same endpoint is still running is skipped;
+//! - parsing and store writes run on blocking threads, never on the async runtime;
+//! - on shutdown every task stops before its next tick; the caller then closes the store.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use serde::Serialize;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+use tokio::time::{Instant, MissedTickBehavior};
+
+use crate::clock::Clock;
+use crate::config::Target;
+use crate::scrape::{self, ScrapeCache, ScrapeError};
+use crate::selfmetrics::{ScrapeLabels, SelfMetrics};
+use crate::store::Store;
+
+/// What `/status` shows of one endpoint.
+#[derive(Debug, Clone, Serialize)]
+pub struct EndpointStatus {
+    pub target: String,
+    /// `metrics` or `health`
+    pub kind: &'static str,
+    pub url: String,
+    pub interval_seconds: f64,
+    /// ms since the epoch of the last completed scrape or probe
+    pub last_scrape_ms: Option<i64>,
+    pub last_duration_seconds: Option<f64>,
+    pub up: Option<bool>,
+    pub last_error: Option<String>,
+    pub samples: usize,
+    /// when tocsin first watched this target (persisted across restarts)
+    pub first_seen_ms: Option<i64>,
+    pub startup_grace_seconds: f64,
+    /// health checks of a JSON body: name, ok, text
+    pub checks: Vec<(String, bool, String)>,
+}
+
+/// Shared state the HTTP server reads.
+#[derive(Default)]
+pub struct StatusBoard {
+    pub endpoints: RwLock<BTreeMap<(String, &'static str), EndpointStatus>>,
+    /// the scheduler has started its tasks
+    pub running: AtomicBool,
+    /// the last flush succeeded
+    pub store_ok: AtomicBool,
+    pub last_flush_ms: AtomicI64,
+    pub last_flush_error: RwLock<Option<String>>,
+}
+
+impl StatusBoard {
+    fn update(&self, target: &str, kind: &'static str, f: impl FnOnce(&mut EndpointStatus)) {
+        if let Some(e) = self
+            .endpoints
+            .write()
+            .expect("status lock")
+            .get_mut(&(target.to_string(), kind))
+        {
+            f(e);
+        }
+    }
+}
+
+/// Everything a task needs; cheap to clone.
+#[derive(Clone)]
+pub struct Scheduler {
+    pub store: Arc<Store>,
+    pub clock: Arc<dyn Clock>,
+    pub metrics: Arc<SelfMetrics>,
+    pub status: Arc<StatusBoard>,
+    pub client: reqwest::Client,
+}
+
+/// Stable offset of an endpoint inside its interval.
+pub fn offset_ms(name: &str, url: &str, interval_ms: i64) -> i64 {
+    let h = xxhash_rust::xxh3::xxh3_64(format!("{name}\u{0}{url}").as_bytes());
+    (h % interval_ms.max(1) as u64) as i64
+}
+
+/// The first tick: the next wall time `t >= now` with `t mod interval == offset`.
+fn first_tick(now_ms: i64, interval_ms: i64, offset: i64) -> Duration {
+    let wait = (offset - now_ms.rem_euclid(interval_ms)).rem_euclid(interval_ms);
+    Duration::from_millis(wait as u64)
+}
+
+impl Scheduler {
+    /// Starts a task per endpoint and the flush task; they stop when `shutdown` turns true.
+    pub fn spawn(
+        &self,
+        targets: Vec<Target>,
+        flush_interval: Duration,
+        shutdown: watch::Receiver<bool>,
+    ) -> JoinSet<()> {
+        let mut set = JoinSet::new();
+        for target in targets {
+            let target = Arc::new(target);
+            for (kind, url) in [("metrics", &target.metrics), ("health", &target.health)] {
+                let Some(url) = url.clone() else { continue };
+                self.status.endpoints.write().expect("status lock").insert(
+                    (target.name.clone(), kind),
+                    EndpointStatus {
+                        target: target.name.clone(),
+                        kind,
+                        url: url.to_string(),
+                        interval_seconds: target.interval.0.as_secs_f64(),
+                        last_scrape_ms: None,
+                        last_duration_seconds: None,
+                        up: None,
+                        last_error: None,
+                        samples: 0,
+                        first_seen_ms: None,
+                        startup_grace_seconds: target.startup_grace.0.as_secs_f64(),
+                        checks: Vec::new(),
+                    },
+                );
+                let me = self.clone();
+                let target = target.clone();
+                let shutdown = shutdown.clone();
+                set.spawn(async move { me.endpoint_loop(target, kind, url, shutdown).await });
+            }
+        }
+        let me = self.clone();
+        set.spawn(async move { me.flush_loop(flush_interval, shutdown).await });
+        self.status.running.store(true, Ordering::SeqCst);
+        self.status.store_ok.store(true, Ordering::SeqCst);
+        set
+    }
+
+    async fn endpoint_loop(
+        self,
+        target: Arc<Target>,
+        kind: &'static str,
+        url: url::Url,
+        mut shutdown: watch::Receiver<bool>,
+    ) {
+        let interval_ms = target.interval.as_millis().max(1);
+        let now = self.clock.now_ms();
+        let store = self.store.clone();
+        let name = target.name.clone();
+        let first_seen = tokio::task::spawn_blocking(move || store.target_first_seen(&name, now))
+            .await
+            .ok()
+            .and_then(|r| r.ok());
+        self.status
+            .update(&target.name, kind, |e| e.first_seen_ms = first_seen);
+        let offset = offset_ms(&target.name, url.as_str(), interval_ms);
+        let start = Instant::now() + first_tick(now, interval_ms, offset);
+        let mut ticker = tokio::time::interval_at(start, Duration::from_millis(interval_ms as u64));
+        ticker.set_missed_tick_behavior(MissedTickBehavior::Skip);
+        let mut cache = Some(ScrapeCache::new(if kind == "metrics" {
+            scrape::metrics_base_labels(&target, &url)
+        } else {
+            scrape::health_base_labels(&target, &url)
+        }));
+        loop {
+            tokio::select! {
+                _ = ticker.tick() => {}
+                _ = shutdown.changed() => return,
+            }
+            if *shutdown.borrow() {
+                return;
+            }
+            let t = self.clock.now_ms();
+            cache = Some(if kind == "metrics" {
+                self.scrape_once(&target, &url, t, cache.take().expect("cache is returned"))
+                    .await
+            } else {
+                self.probe_once(&target, &url, t, cache.take().expect("cache is returned"))
+                    .await
+            });
+        }
+    }
+
+    /// One metrics scrape at time `t`.
+    async fn scrape_once(&self, target: &Target, url: &url::Url, t: i64, mut cache: ScrapeCache) -> ScrapeCache {
+        let started = Instant::now();
+        let fetched = scrape::fetch(
+            &self.client,
+            url,
+            target.timeout.0,
+            target.body_size_limit,
+            target.bearer_token.as_ref(),
+            "text/plain;version=0.0.4;q=0.9,application/openmetrics-text;version=1.0.0;q=0.5,*/*;q=0.1",
+        )
+        .await
+        .and_then(|r| {
+            if (200..300).contains(&r.status) {
+                Ok(r)
+            } else {
+                Err(ScrapeError::Status(r.status))
+            }
+        });
+        let fetch_seconds = started.elapsed().as_secs_f64();
+        let store = self.store.clone();
+        let limit = target.sample_limit;
+        let (cache, result) = tokio::task::spawn_blocking(move || {
+            let result = fetched.and_then(|resp| {
+                let body = std::str::from_utf8(&resp.body).map_err(|_| ScrapeError::NotUtf8)?;
+                cache.ingest(&store, body, t, limit)
+            });
+            match &result {
+                Ok(report) => cache.write_report(&store, t, true, fetch_seconds, report.scraped),
+                Err(_) => {
+                    cache.mark_all_stale(&store, t);
+                    cache.write_report(&store, t, false, fetch_seconds, 0);
+                }
+            }
+            (cache, result)
+        })
+        .await
+        .expect("ingest task does not panic");
+        let ok = result.is_ok();
+        self.metrics
+            .scrapes
+            .get_or_create(&ScrapeLabels {
+                target: target.name.clone(),
+                kind: "metrics",
+                result: if ok { "success" } else { "failure" },
+            })
+            .inc();
+        match &result {
+            Ok(r) => {
+                self.metrics.samples_ingested.inc_by(r.appended as u64);
+                self.metrics.samples_duplicate.inc_by(r.duplicates as u64);
+                self.metrics.samples_out_of_order.inc_by(r.out_of_order as u64);
+                tracing::debug!(target = %target.name, samples = r.scraped, new_series = r.new_series, stale = r.stale, "scraped");
+            }
+            Err(e) => tracing::warn!(target = %target.name, url = %url, error = %e, "scrape failed"),
+        }
+        self.status.update(&target.name, "metrics", |s| {
+            s.last_scrape_ms = Some(t);
+            s.last_duration_seconds = Some(fetch_seconds);
+            s.up = Some(ok);
+            s.samples = result.as_ref().map(|r| r.scraped).unwrap_or(0);
+            s.last_error = result.as_ref().err().map(|e| e.to_string());
+        });
+        cache
+    }
+
+    /// One health probe at time `t`.
+    async fn probe_once(&self, target: &Target, url: &url::Url, t: i64, cache: ScrapeCache) -> ScrapeCache {
+        let started = Instant::now();
+        let fetched = scrape::fetch(
+            &self.client,
+            url,
+            target.timeout.0,
+            target.body_size_limit,
+            target.bearer_token.as_ref(),
+            "application/json, */*;q=0.5",
+        )
+        .await;
+        let seconds = started.elapsed().as_secs_f64();
+        let store = self.store.clone();
+        let base = scrape::health_base_labels(target, url);
+        let gauges = target.health_json.clone();
+        let report = tokio::task::spawn_blocking(move || {
+            scrape::ingest_health(&store, &base, t, seconds, &fetched, &gauges)
+        })
+        .await
+        .expect("health ingest does not panic");
+        self.metrics
+            .scrapes
+            .get_or_create(&ScrapeLabels {
+                target: target.name.clone(),
+                kind: "health",
+                result: if report.up { "success" } else { "failure" },
+            })
+            .inc();
+        if !report.up {
+            tracing::warn!(target = %target.name, url = %url, error = report.error.as_deref().unwrap_or(""), "health probe failed");
+        }
+        self.status.update(&target.name, "health", |s| {
+            s.last_scrape_ms = Some(t);
+            s.last_duration_seconds = Some(seconds);
+            s.up = Some(report.up);
+            s.samples = 4 + report.checks.len();
+            s.last_error = report.error.clone();
+            s.checks = report.checks.clone();
+        });
+        cache
+    }
+
+    async fn flush_loop(self, every: Duration, mut shutdown: watch::Receiver<bool>) {
+        let mut ticker = tokio::time::interval_at(Instant::now() + every, every);
+        ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = ticker.tick() => {}
+                _ = shutdown.changed() => return,
+            }
+            if *shutdown.borrow() {
+                return;
+            }
+            let now = self.clock.now_ms();
+            self.flush(now).await;
+        }
+    }
+
+    /// Flushes the store at `now` on a blocking thread and records the outcome.
+    pub async fn flush(&self, now: i64) {
+        let store = self.store.clone();
+        let (result, stats) = tokio::task::spawn_blocking(move || (store.flush(now), store.stats()))
+            .await
+            .expect("flush task does not panic");
+        self.metrics.store_series.set(stats.series as i64);
+        self.metrics.store_head_chunk_bytes.set(stats.head_chunk_bytes as i64);
+        self.metrics.store_disk_bytes.set(stats.disk_bytes as i64);
+        match result {
+            Ok(f) => {
+                self.metrics.store_flush_seconds.observe(f.seconds);
+                self.status.store_ok.store(true, Ordering::SeqCst);
+                self.status.last_flush_ms.store(now, Ordering::SeqCst);
+                *self.status.last_flush_error.write().expect("status lock") = None;
+                tracing::debug!(samples = f.samples, chunks = f.chunks, series = f.series, seconds = f.seconds, "flushed");
+            }
+            Err(e) => {
+                self.metrics.store_flush_failures.inc();
+                self.status.store_ok.store(false, Ordering::SeqCst);
+                *self.status.last_flush_error.write().expect("status lock") = Some(e.to_string());
+                tracing::error!(error = %e, "store flush failed; buffered samples are kept and retried");
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn offsets_are_stable_and_inside_the_interval() {
+        let a = offset_ms("scaidns", "http://127.0.0.1:8000/metrics", 15_000);
+        assert_eq!(a, offset_ms("scaidns", "http://127.0.0.1:8000/metrics", 15_000));
+        assert!((0..15_000).contains(&a));
+        let spread: std::collections::HashSet<i64> = (0..50)
+            .map(|i| offset_ms(&format!("t{i}"), "http://x/metrics", 15_000) / 1000)
+            .collect();
+        assert!(spread.len() > 8, "offsets should spread over the interval: {spread:?}");
+    }
+
+    #[test]
+    fn first_tick_lands_on_the_offset() {
+        // now = 10_500 ms into a 15 s cycle... offset 2_000 → wait until 17_000 (cycle 1, +2 s)
+        assert_eq!(first_tick(15_000 + 10_500, 15_000, 2_000), Duration::from_millis(6_500));
+        assert_eq!(first_tick(15_000 + 1_000, 15_000, 2_000), Duration::from_millis(1_000));
+        assert_eq!(first_tick(15_000 + 2_000, 15_000, 2_000), Duration::ZERO);
+    }
+}

@@ -1,0 +1,98 @@
+//! tocsin's own metrics, served at `/metrics` in Prometheus text format (prometheus-client).
+//! Label values are bounded: target names come from the config, results from a fixed set.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+use std::sync::atomic::AtomicU64;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ScrapeLabels {
+    pub target: String,
+    /// `metrics` or `health`
+    pub kind: &'static str,
+    /// `success` or `failure`
+    pub result: &'static str,
+}
+
+/// Every self-metric, registered once at startup.
+pub struct SelfMetrics {
+    registry: Registry,
+    pub scrapes: Family<ScrapeLabels, Counter>,
+    pub samples_ingested: Counter,
+    pub samples_out_of_order: Counter,
+    pub samples_duplicate: Counter,
+    pub store_flush_seconds: Histogram,
+    pub store_flush_failures: Counter,
+    pub store_series: Gauge,
+    pub store_head_chunk_bytes: Gauge,
+    pub store_disk_bytes: Gauge,
+    pub start_time_seconds: Gauge<f64, AtomicU64>,
+}
+
+impl SelfMetrics {
+    pub fn new(start_time_seconds: f64) -> Self {
+        let mut registry = Registry::with_prefix("tocsin");
+        let scrapes = Family::<ScrapeLabels, Counter>::default();
+        registry.register("scrapes", "Scrapes and health probes by target, kind and result", scrapes.clone());
+        let samples_ingested = Counter::default();
+        registry.register("samples_ingested", "Samples appended to the store", samples_ingested.clone());
+        let samples_out_of_order = Counter::default();
+        registry.register(
+            "samples_out_of_order",
+            "Samples dropped because they were not newer than the series' last sample",
+            samples_out_of_order.clone(),
+        );
+        let samples_duplicate = Counter::default();
+        registry.register(
+            "samples_duplicate",
+            "Samples dropped because the same series appeared twice in one scrape",
+            samples_duplicate.clone(),
+        );
+        let store_flush_seconds = Histogram::new(exponential_buckets(0.0005, 2.0, 16));
+        registry.register(
+            "store_flush_seconds",
+            "Time to make buffered samples durable (one SQLite transaction)",
+            store_flush_seconds.clone(),
+        );
+        let store_flush_failures = Counter::default();
+        registry.register("store_flush_failures", "Flushes that failed and will be retried", store_flush_failures.clone());
+        let store_series = Gauge::default();
+        registry.register("store_series", "Series known to the store", store_series.clone());
+        let store_head_chunk_bytes = Gauge::default();
+        registry.register(
+            "store_head_chunk_bytes",
+            "Bytes of compressed samples held in memory",
+            store_head_chunk_bytes.clone(),
+        );
+        let store_disk_bytes = Gauge::default();
+        registry.register("store_disk_bytes", "Size of the database file and its WAL", store_disk_bytes.clone());
+        let start_time = Gauge::<f64, AtomicU64>::default();
+        start_time.set(start_time_seconds);
+        registry.register("start_time_seconds", "Unix time the daemon started", start_time.clone());
+        SelfMetrics {
+            registry,
+            scrapes,
+            samples_ingested,
+            samples_out_of_order,
+            samples_duplicate,
+            store_flush_seconds,
+            store_flush_failures,
+            store_series,
+            store_head_chunk_bytes,
+            store_disk_bytes,
+            start_time_seconds: start_time,
+        }
+    }
+
+    /// The text exposition.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)
+            .expect("writing to a String cannot fail");
+        out
+    }
+}

@@ -1,0 +1,106 @@
+//! The HTTP surface (axum): liveness, readiness, status and self-metrics.
+//! Handlers never touch SQLite: they read the [`StatusBoard`] and the self-metrics, which the
+//! scheduler keeps current.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Json, Response};
+use axum::routing::get;
+use serde_json::json;
+
+use crate::clock::Clock;
+use crate::scheduler::StatusBoard;
+use crate::selfmetrics::SelfMetrics;
+
+/// What the handlers read.
+#[derive(Clone)]
+pub struct AppState {
+    pub status: Arc<StatusBoard>,
+    pub metrics: Arc<SelfMetrics>,
+    pub clock: Arc<dyn Clock>,
+    pub started_ms: i64,
+    pub store_path: String,
+}
+
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/health/live", get(live))
+        .route("/health/ready", get(ready))
+        .route("/status", get(status))
+        .route("/metrics", get(metrics))
+        .with_state(state)
+}
+
+async fn live() -> Json<serde_json::Value> {
+    Json(json!({"status": "ok"}))
+}
+
+/// 200 with every check `ok`, or 503 `degraded` naming the failing checks (the seeds' shape).
+async fn ready(State(s): State<AppState>) -> Response {
+    let store = if s.status.store_ok.load(Ordering::SeqCst) {
+        "ok".to_string()
+    } else {
+        s.status
+            .last_flush_error
+            .read()
+            .expect("status lock")
+            .clone()
+            .unwrap_or_else(|| "store not open".into())
+    };
+    let scrape = if s.status.running.load(Ordering::SeqCst) {
+        "ok"
+    } else {
+        "scrape loop not running"
+    };
+    let all_ok = store == "ok" && scrape == "ok";
+    let body = json!({
+        "status": if all_ok { "ok" } else { "degraded" },
+        "checks": { "store": store, "scrape_loop": scrape },
+    });
+    let code = if all_ok {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (code, Json(body)).into_response()
+}
+
+async fn status(State(s): State<AppState>) -> Json<serde_json::Value> {
+    let now = s.clock.now_ms();
+    let endpoints: Vec<_> = s
+        .status
+        .endpoints
+        .read()
+        .expect("status lock")
+        .values()
+        .cloned()
+        .collect();
+    let last_flush = s.status.last_flush_ms.load(Ordering::SeqCst);
+    Json(json!({
+        "version": env!("CARGO_PKG_VERSION"),
+        "uptime_seconds": (now - s.started_ms) as f64 / 1000.0,
+        "started_ms": s.started_ms,
+        "store": {
+            "path": s.store_path,
+            "ok": s.status.store_ok.load(Ordering::SeqCst),
+            "last_flush_ms": (last_flush > 0).then_some(last_flush),
+            "last_flush_error": *s.status.last_flush_error.read().expect("status lock"),
+        },
+        "targets": endpoints,
+    }))
+}
+
+async fn metrics(State(s): State<AppState>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        s.metrics.encode(),
+    )
+        .into_response()
+}

@@ -1,0 +1,309 @@
+//! The SQLite file: schema, durable writes and disk reads. The only code in tocsin that touches SQLite.
+//!
+//! Tables: `series` (stable id per label set), `chunks` (compressed chunks; rowid in append order,
+//! indexed by `(block, series_id, mint)`, so writes land at the tail and retention deletes a prefix),
+//! `wal` (one row per flush with the samples not yet in a chunk), `notes` (the text that goes with a
+//! series' last sample, e.g. a health check's failure), `targets` (when each target was first watched).
+//! WAL journal mode, `synchronous=NORMAL`: a committed flush survives a process crash (kill -9);
+//! an OS crash or power loss may lose the last flushes.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use rusqlite::{Connection, OptionalExtension, params};
+
+use super::StoreError;
+use super::head::{ClosedChunk, SeriesRef, block_of};
+use crate::labels::Labels;
+
+/// `PRAGMA application_id` of a tocsin store ("tocs"): refuses to reuse another program's database.
+const APPLICATION_ID: i64 = 0x746f_6373;
+/// Schema version in `PRAGMA user_version`.
+const SCHEMA_VERSION: i64 = 1;
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS series (
+    id INTEGER PRIMARY KEY,
+    labels TEXT NOT NULL UNIQUE
+);
+CREATE TABLE IF NOT EXISTS chunks (
+    id INTEGER PRIMARY KEY,
+    block INTEGER NOT NULL,
+    series_id INTEGER NOT NULL,
+    mint INTEGER NOT NULL,
+    maxt INTEGER NOT NULL,
+    data BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS chunks_by_block_series ON chunks (block, series_id, mint);
+CREATE TABLE IF NOT EXISTS wal (
+    id INTEGER PRIMARY KEY,
+    mint INTEGER NOT NULL,
+    maxt INTEGER NOT NULL,
+    data BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS notes (
+    series_id INTEGER PRIMARY KEY,
+    t INTEGER NOT NULL,
+    text TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS targets (
+    name TEXT PRIMARY KEY,
+    first_seen INTEGER NOT NULL
+);
+";
+
+/// Everything one flush makes durable, in one transaction.
+#[derive(Default)]
+pub(crate) struct FlushBatch {
+    pub new_series: Vec<(SeriesRef, String)>,
+    pub wal: Option<(i64, i64, Vec<u8>)>,
+    /// samples in `wal`
+    pub wal_samples: usize,
+    pub chunks: Vec<ClosedChunk>,
+    pub notes: Vec<(SeriesRef, i64, String)>,
+    /// WAL rows whose samples all lie before this are in chunks now and are deleted
+    pub wal_watermark: Option<i64>,
+}
+
+pub(crate) struct Db {
+    conn: Connection,
+    path: PathBuf,
+}
+
+fn open_err(path: &Path) -> impl Fn(rusqlite::Error) -> StoreError + '_ {
+    move |source| StoreError::Open {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+impl Db {
+    pub fn open(path: &Path) -> Result<Db, StoreError> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|source| StoreError::CreateDir {
+                path: dir.to_path_buf(),
+                source,
+            })?;
+        }
+        let conn = Connection::open(path).map_err(open_err(path))?;
+        // the first statement reads the header: a file that is not SQLite fails here, clearly,
+        // and is never overwritten
+        let app_id: i64 = conn
+            .query_row("PRAGMA application_id", [], |r| r.get(0))
+            .map_err(open_err(path))?;
+        let tables: i64 = conn
+            .query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get(0))
+            .map_err(open_err(path))?;
+        if app_id != APPLICATION_ID && (app_id != 0 || tables != 0) {
+            return Err(StoreError::Foreign {
+                path: path.to_path_buf(),
+            });
+        }
+        let version: i64 = conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .map_err(open_err(path))?;
+        if version > SCHEMA_VERSION {
+            return Err(StoreError::NewerSchema {
+                path: path.to_path_buf(),
+                version,
+            });
+        }
+        conn.execute_batch(&format!(
+            "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA application_id={APPLICATION_ID};
+             PRAGMA user_version={SCHEMA_VERSION}; {SCHEMA}"
+        ))
+        .map_err(open_err(path))?;
+        // a damaged page in the schema or the tables we read at startup shows up now, not later
+        let check: String = conn
+            .query_row("PRAGMA quick_check(1)", [], |r| r.get(0))
+            .map_err(open_err(path))?;
+        if check != "ok" {
+            return Err(StoreError::Corrupt {
+                path: path.to_path_buf(),
+                detail: check,
+            });
+        }
+        Ok(Db {
+            conn,
+            path: path.to_path_buf(),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn load_series(&self) -> Result<Vec<(SeriesRef, Labels)>, StoreError> {
+        let mut stmt = self.conn.prepare("SELECT id, labels FROM series ORDER BY id")?;
+        let rows = stmt.query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)))?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (id, text) = row?;
+            let pairs: Vec<(String, String)> =
+                serde_json::from_str(&text).map_err(|e| StoreError::Corrupt {
+                    path: self.path.clone(),
+                    detail: format!("series {id}: labels {text:?}: {e}"),
+                })?;
+            out.push((id as SeriesRef, Labels::from_pairs(pairs)));
+        }
+        Ok(out)
+    }
+
+    /// For each series, the end of its newest chunk in blocks from `since_block` on.
+    pub fn chunk_maxt_since(&self, since_block: i64) -> Result<HashMap<SeriesRef, i64>, StoreError> {
+        let mut stmt = self.conn.prepare(
+            "SELECT series_id, max(maxt) FROM chunks WHERE block >= ?1 GROUP BY series_id",
+        )?;
+        let rows = stmt.query_map([since_block], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?)))?;
+        let mut out = HashMap::new();
+        for row in rows {
+            let (id, maxt) = row?;
+            out.insert(id as SeriesRef, maxt);
+        }
+        Ok(out)
+    }
+
+    /// The WAL rows in write order: (mint, data).
+    pub fn wal_batches(&self) -> Result<Vec<(i64, Vec<u8>)>, StoreError> {
+        let mut stmt = self.conn.prepare("SELECT mint, data FROM wal ORDER BY id")?;
+        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    pub fn notes(&self) -> Result<Vec<(SeriesRef, i64, String)>, StoreError> {
+        let mut stmt = self.conn.prepare("SELECT series_id, t, text FROM notes")?;
+        let rows = stmt.query_map([], |r| Ok((r.get::<_, i64>(0)? as SeriesRef, r.get(1)?, r.get(2)?)))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    pub fn flush(&mut self, batch: &FlushBatch) -> Result<(), StoreError> {
+        let tx = self.conn.transaction()?;
+        {
+            let mut ins_series = tx.prepare_cached("INSERT INTO series (id, labels) VALUES (?1, ?2)")?;
+            for (id, labels) in &batch.new_series {
+                ins_series.execute(params![i64::from(*id), labels])?;
+            }
+            let mut ins_chunk = tx.prepare_cached(
+                "INSERT INTO chunks (block, series_id, mint, maxt, data) VALUES (?1, ?2, ?3, ?4, ?5)",
+            )?;
+            for c in &batch.chunks {
+                ins_chunk.execute(params![
+                    block_of(c.mint),
+                    i64::from(c.series),
+                    c.mint,
+                    c.maxt,
+                    &c.data[..]
+                ])?;
+            }
+            if let Some((mint, maxt, data)) = &batch.wal {
+                tx.prepare_cached("INSERT INTO wal (mint, maxt, data) VALUES (?1, ?2, ?3)")?
+                    .execute(params![mint, maxt, data])?;
+            }
+            let mut ins_note = tx.prepare_cached(
+                "INSERT INTO notes (series_id, t, text) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (series_id) DO UPDATE SET t = excluded.t, text = excluded.text",
+            )?;
+            for (id, t, text) in &batch.notes {
+                ins_note.execute(params![i64::from(*id), t, text])?;
+            }
+            match batch.wal_watermark {
+                Some(w) => tx.execute("DELETE FROM wal WHERE maxt < ?1", [w])?,
+                // no open chunk anywhere: every sample is in a chunk
+                None => tx.execute("DELETE FROM wal", [])?,
+            };
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Appends samples of `series` in [mint, maxt] from chunks on disk that end before `before`.
+    pub fn read_chunks(
+        &self,
+        series: SeriesRef,
+        mint: i64,
+        maxt: i64,
+        before: i64,
+        out: &mut Vec<(i64, f64)>,
+    ) -> Result<(), StoreError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT mint, data FROM chunks WHERE block = ?1 AND series_id = ?2 AND maxt >= ?3 AND mint <= ?4
+             ORDER BY mint",
+        )?;
+        let hi = maxt.min(before.saturating_sub(1));
+        if hi < mint {
+            return Ok(());
+        }
+        // one point seek per block that exists: clamp the range to the blocks on disk
+        // (both ends come from the index, so this is two seeks)
+        let (first, last): (Option<i64>, Option<i64>) = self
+            .conn
+            .prepare_cached("SELECT min(block), max(block) FROM chunks")?
+            .query_row([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        let (Some(first), Some(last)) = (first, last) else {
+            return Ok(());
+        };
+        for block in block_of(mint).max(first)..=block_of(hi).min(last) {
+            let mut rows = stmt.query(params![block, i64::from(series), mint, hi])?;
+            while let Some(row) = rows.next()? {
+                let cmint: i64 = row.get(0)?;
+                let data: Vec<u8> = row.get(1)?;
+                super::chunk::decode_range(&data, mint, hi, out).map_err(|e| StoreError::Corrupt {
+                    path: self.path.clone(),
+                    detail: format!("chunk of series {series} at {cmint}: {e}"),
+                })?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Deletes blocks older than `first_kept_block`; returns the number of chunks deleted.
+    pub fn delete_blocks_before(&self, first_kept_block: i64) -> Result<usize, StoreError> {
+        Ok(self
+            .conn
+            .execute("DELETE FROM chunks WHERE block < ?1", [first_kept_block])?)
+    }
+
+    /// When `name` was first watched; records `now` if never.
+    pub fn target_first_seen(&self, name: &str, now: i64) -> Result<i64, StoreError> {
+        self.conn.execute(
+            "INSERT INTO targets (name, first_seen) VALUES (?1, ?2) ON CONFLICT (name) DO NOTHING",
+            params![name, now],
+        )?;
+        Ok(self.conn.query_row(
+            "SELECT first_seen FROM targets WHERE name = ?1",
+            [name],
+            |r| r.get(0),
+        )?)
+    }
+
+    /// Bytes on disk: the database file plus its WAL file.
+    pub fn size_bytes(&self) -> u64 {
+        let wal = PathBuf::from(format!("{}-wal", self.path.display()));
+        [self.path.as_path(), wal.as_path()]
+            .iter()
+            .filter_map(|p| std::fs::metadata(p).ok())
+            .map(|m| m.len())
+            .sum()
+    }
+
+    /// Sizes of the chunk data and the number of samples they hold, for the disk-per-sample figure.
+    pub fn chunk_stats(&self) -> Result<(u64, u64), StoreError> {
+        let mut stmt = self.conn.prepare("SELECT data FROM chunks")?;
+        let mut rows = stmt.query([])?;
+        let (mut bytes, mut samples) = (0u64, 0u64);
+        while let Some(row) = rows.next()? {
+            let data: Vec<u8> = row.get(0)?;
+            bytes += data.len() as u64;
+            samples += data.get(..2).map_or(0, |h| u64::from(u16::from_be_bytes([h[0], h[1]])));
+        }
+        Ok((bytes, samples))
+    }
+
+    /// Runs a passive WAL checkpoint so the `-wal` file does not grow without bound.
+    pub fn checkpoint(&self) -> Result<(), StoreError> {
+        self.conn
+            .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
+            .optional()?;
+        Ok(())
+    }
+}

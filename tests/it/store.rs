@@ -1,0 +1,249 @@
+//! The store against a real SQLite file: durability across restarts, chunking, reads, retention, bad files.
+
+use crate::common::*;
+use tocsin::labels::MatchOp;
+use tocsin::store::{BLOCK_MS, SAMPLES_PER_CHUNK, Store, StoreOptions, chunk::stale_nan};
+
+const T0: i64 = 1_700_000_000_000 - 1_700_000_000_000 % BLOCK_MS; // a block boundary
+
+fn counter(store: &Store, job: &str, from: i64, n: usize, step: i64) {
+    let id = store.series_ref(labels(&[("__name__", "requests_total"), ("job", job)]));
+    let batch: Vec<_> = (0..n).map(|i| (id, from + i as i64 * step, i as f64 * 1.5)).collect();
+    let stats = store.append(&batch);
+    assert_eq!(stats.appended, n);
+}
+
+#[test]
+fn appended_samples_are_read_back_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open_store(&dir);
+    counter(&store, "a", T0, 300, 1000);
+    let got = samples_of(&store, &name_is("requests_total"), T0, T0 + 299_000);
+    assert_eq!(got.len(), 300);
+    assert_eq!(got[0], (T0, 0.0));
+    assert_eq!(got[299], (T0 + 299_000, 299.0 * 1.5));
+    // the range is inclusive at both ends
+    let got = samples_of(&store, &name_is("requests_total"), T0 + 10_000, T0 + 12_000);
+    assert_eq!(got.iter().map(|s| s.0 - T0).collect::<Vec<_>>(), vec![10_000, 11_000, 12_000]);
+}
+
+#[test]
+fn flushed_samples_survive_a_crash() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = open_store(&dir);
+        // more than a chunk, so both closed chunks and the open chunk's WAL rows are involved
+        counter(&store, "a", T0, SAMPLES_PER_CHUNK * 2 + 17, 1000);
+        store.flush(T0 + 300_000).unwrap();
+        // dropped without close(): as after kill -9, only the flush is on disk
+    }
+    let store = open_store(&dir);
+    let got = samples_of(&store, &name_is("requests_total"), T0, T0 + 1_000_000);
+    assert_eq!(got.len(), SAMPLES_PER_CHUNK * 2 + 17);
+    assert!(got.windows(2).all(|w| w[0].0 < w[1].0), "no sample is replayed twice");
+    // appends continue after the replayed data
+    counter(&store, "a", T0 + 1_000_000, 5, 1000);
+    assert_eq!(samples_of(&store, &name_is("requests_total"), T0, T0 + 2_000_000).len(), SAMPLES_PER_CHUNK * 2 + 22);
+}
+
+#[test]
+fn replay_after_repeated_crashes_does_not_duplicate() {
+    let dir = tempfile::tempdir().unwrap();
+    for round in 0..3i64 {
+        let store = open_store(&dir);
+        counter(&store, "a", T0 + round * 200_000, 150, 1000);
+        store.flush(T0 + round * 200_000 + 150_000).unwrap();
+    }
+    let store = open_store(&dir);
+    let got = samples_of(&store, &name_is("requests_total"), T0, T0 + 1_000_000);
+    assert_eq!(got.len(), 450);
+    assert!(got.windows(2).all(|w| w[0].0 < w[1].0));
+}
+
+#[test]
+fn close_writes_everything_into_chunks() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = open_store(&dir);
+        counter(&store, "a", T0, 50, 15_000);
+        counter(&store, "b", T0, 10, 15_000);
+        store.close(T0 + 50 * 15_000).unwrap();
+        let (bytes, samples) = store.chunk_stats().unwrap();
+        assert_eq!(samples, 60);
+        assert!(bytes > 0);
+    }
+    let store = open_store(&dir);
+    assert_eq!(store.series(&[matcher(MatchOp::Regex, "job", "a|b")]).len(), 2);
+    assert_eq!(samples_of(&store, &[matcher(MatchOp::Equal, "job", "b")], T0, T0 + 10_000_000).len(), 10);
+}
+
+#[test]
+fn unflushed_samples_are_the_only_loss_after_a_crash() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = open_store(&dir);
+        counter(&store, "a", T0, 10, 1000);
+        store.flush(T0 + 10_000).unwrap();
+        counter(&store, "a", T0 + 10_000, 10, 1000);
+        // no flush: these ten are lost, the first ten are not
+    }
+    let store = open_store(&dir);
+    assert_eq!(samples_of(&store, &name_is("requests_total"), T0, T0 + 100_000).len(), 10);
+}
+
+#[test]
+fn old_data_is_read_from_disk_after_leaving_the_head_window() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = StoreOptions {
+        head_window_ms: 60_000,
+        ..StoreOptions::default()
+    };
+    let store = open_store_with(&dir, opts);
+    // two hours at 15 s: crosses a block boundary and many chunk cuts
+    counter(&store, "a", T0 + 1000, 480, 15_000);
+    store.flush(T0 + 480 * 15_000).unwrap();
+    let stats = store.stats();
+    let (disk_chunk_bytes, _) = store.chunk_stats().unwrap();
+    // memory holds the last minute plus the open chunk, not the two hours on disk
+    assert!(stats.head_chunk_bytes * 3 < disk_chunk_bytes as usize, "{stats:?} vs {disk_chunk_bytes}");
+    let got = samples_of(&store, &name_is("requests_total"), T0, T0 + 10 * BLOCK_MS);
+    assert_eq!(got.len(), 480);
+    assert!(got.windows(2).all(|w| w[1].0 - w[0].0 == 15_000));
+    // a read straddling disk and memory
+    let got = samples_of(&store, &name_is("requests_total"), T0 + 1000 + 470 * 15_000, T0 + 1000 + 479 * 15_000);
+    assert_eq!(got.len(), 10);
+}
+
+#[test]
+fn retention_drops_whole_old_blocks() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = StoreOptions {
+        head_window_ms: 60_000,
+        retention_ms: 2 * BLOCK_MS,
+    };
+    let store = open_store_with(&dir, opts);
+    counter(&store, "a", T0, 4 * 240, 15_000); // four hours
+    store.flush(T0 + 4 * BLOCK_MS).unwrap();
+    let got = samples_of(&store, &name_is("requests_total"), T0, T0 + 5 * BLOCK_MS);
+    // blocks 0 and 1 are gone; blocks 2 and 3 remain (the cutoff is block-aligned)
+    assert_eq!(got.first().map(|s| s.0), Some(T0 + 2 * BLOCK_MS));
+    assert_eq!(got.len(), 2 * 240);
+}
+
+#[test]
+fn latest_respects_lookback_and_staleness() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open_store(&dir);
+    let a = store.series_ref(labels(&[("__name__", "up"), ("job", "a")]));
+    let b = store.series_ref(labels(&[("__name__", "up"), ("job", "b")]));
+    store.append(&[(a, T0, 1.0), (b, T0, 1.0), (a, T0 + 15_000, 0.0), (b, T0 + 15_000, stale_nan())]);
+    let got = store.latest(&name_is("up"), T0 + 20_000, 300_000).unwrap();
+    assert_eq!(got.len(), 1, "the stale series is gone");
+    assert_eq!(got[0].0.get("job"), Some("a"));
+    assert_eq!((got[0].1, got[0].2), (T0 + 15_000, 0.0));
+    // outside the lookback nothing is returned
+    assert!(store.latest(&name_is("up"), T0 + 15_000 + 300_000, 300_000).unwrap().is_empty());
+    // before the stale marker the series was alive
+    assert_eq!(store.latest(&name_is("up"), T0 + 10_000, 300_000).unwrap().len(), 2);
+}
+
+#[test]
+fn out_of_order_and_duplicate_samples_are_counted_not_stored() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open_store(&dir);
+    let a = store.series_ref(labels(&[("__name__", "x")]));
+    let stats = store.append(&[(a, T0 + 2000, 1.0), (a, T0 + 1000, 2.0), (a, T0 + 2000, 1.0), (a, T0 + 2000, 3.0)]);
+    assert_eq!((stats.appended, stats.out_of_order, stats.duplicates), (1, 2, 1));
+    assert_eq!(samples_of(&store, &name_is("x"), T0, T0 + 10_000), vec![(T0 + 2000, 1.0)]);
+}
+
+#[test]
+fn matchers_select_by_equality_regex_and_absence() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open_store(&dir);
+    for (status, path) in [("200", "/a"), ("500", "/a"), ("503", "/b"), ("404", "")] {
+        let id = store.series_ref(labels(&[("__name__", "http_requests_total"), ("status", status), ("path", path)]));
+        store.append(&[(id, T0, 1.0)]);
+    }
+    let count = |m: Vec<tocsin::labels::Matcher>| store.select(&m, T0, T0).unwrap().len();
+    assert_eq!(count(vec![matcher(MatchOp::Regex, "status", "5..")]), 2);
+    assert_eq!(count(vec![matcher(MatchOp::NotRegex, "status", "5..")]), 2);
+    assert_eq!(count(vec![matcher(MatchOp::Equal, "path", "")]), 1);
+    assert_eq!(count(vec![matcher(MatchOp::NotEqual, "path", "/a"), matcher(MatchOp::Regex, "status", "5.*")]), 1);
+    assert_eq!(count(vec![matcher(MatchOp::Equal, "__name__", "http_requests_total")]), 4);
+    assert_eq!(count(vec![matcher(MatchOp::Equal, "__name__", "nope")]), 0);
+}
+
+#[test]
+fn series_ids_are_stable_across_restarts() {
+    let dir = tempfile::tempdir().unwrap();
+    let l = labels(&[("__name__", "x"), ("job", "a")]);
+    let first = {
+        let store = open_store(&dir);
+        store.series_ref(labels(&[("__name__", "y")]));
+        let id = store.series_ref(l.clone());
+        store.flush(T0).unwrap();
+        id
+    };
+    let store = open_store(&dir);
+    assert_eq!(store.series_ref(l), first);
+}
+
+#[test]
+fn notes_persist_with_their_series() {
+    let dir = tempfile::tempdir().unwrap();
+    let l = labels(&[("__name__", "health_check_ok"), ("check", "pdns")]);
+    {
+        let store = open_store(&dir);
+        let id = store.series_ref(l.clone());
+        store.append(&[(id, T0, 0.0)]);
+        store.set_note(id, T0, "connection refused");
+        store.flush(T0).unwrap();
+    }
+    let store = open_store(&dir);
+    assert_eq!(store.note(&l).as_deref(), Some("connection refused"));
+}
+
+#[test]
+fn target_first_seen_is_recorded_once() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = open_store(&dir);
+        assert_eq!(store.target_first_seen("scaidns", T0).unwrap(), T0);
+    }
+    let store = open_store(&dir);
+    assert_eq!(store.target_first_seen("scaidns", T0 + 60_000).unwrap(), T0);
+}
+
+#[test]
+fn a_corrupt_file_is_an_error_and_is_left_untouched() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("tocsin.db");
+    let garbage = b"this is not a database, it is a grocery list\n".repeat(200);
+    std::fs::write(&path, &garbage).unwrap();
+    let err = Store::open(&path, StoreOptions::default()).err().expect("open must fail");
+    let msg = err.to_string();
+    assert!(msg.contains("cannot open store") && msg.contains("tocsin.db"), "{msg}");
+    assert_eq!(std::fs::read(&path).unwrap(), garbage, "no silent reset");
+}
+
+#[test]
+fn another_programs_database_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("other.db");
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    conn.execute_batch("CREATE TABLE customers (id INTEGER PRIMARY KEY, name TEXT)").unwrap();
+    drop(conn);
+    let err = Store::open(&path, StoreOptions::default()).err().expect("open must fail");
+    assert!(err.to_string().contains("another program"), "{err}");
+}
+
+#[test]
+fn an_unwritable_data_directory_is_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    // a file where the directory should be: fails even when running as root
+    let blocker = dir.path().join("data");
+    std::fs::write(&blocker, b"").unwrap();
+    let err = Store::open(&blocker.join("tocsin.db"), StoreOptions::default()).err().expect("open must fail");
+    assert!(err.to_string().contains("cannot create data directory"), "{err}");
+}
