@@ -1,1 +1,100 @@
-fn main() {}
+//! Store benchmarks: append throughput (one scrape of 100k series per batch, as the scraper does),
+//! flush of that batch to SQLite, and a read of the last 5 minutes of 100k series.
+
+use std::hint::black_box;
+
+use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
+use tocsin::labels::{Labels, Matcher};
+use tocsin::store::{SeriesRef, Store, StoreOptions};
+
+const SERIES: usize = 100_000;
+const T0: i64 = 1_700_000_000_000;
+
+fn make_store(dir: &tempfile::TempDir) -> (Store, Vec<SeriesRef>) {
+    let store = Store::open(&dir.path().join("bench.db"), StoreOptions::default()).unwrap();
+    let labels = (0..SERIES)
+        .map(|i| {
+            Labels::from_pairs([
+                ("__name__", "bench_requests_total".to_string()),
+                ("instance", format!("host-{}", i % 100)),
+                ("series", i.to_string()),
+            ])
+        })
+        .collect();
+    let ids = store.series_refs(labels);
+    (store, ids)
+}
+
+/// One scrape's worth of samples at time `t`: noisy counters, as the peer's target serves.
+fn scrape_batch(ids: &[SeriesRef], step: i64) -> Vec<(SeriesRef, i64, f64)> {
+    ids.iter()
+        .enumerate()
+        .map(|(i, &id)| {
+            let v = (step as f64) * (10.0 + (i % 7) as f64) + ((step * 7919 + i as i64) % 13) as f64 * 0.37;
+            (id, T0 + step * 1000, v)
+        })
+        .collect()
+}
+
+fn append(c: &mut Criterion) {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, ids) = make_store(&dir);
+    let mut step = 0i64;
+    let mut g = c.benchmark_group("store_append");
+    g.throughput(Throughput::Elements(SERIES as u64));
+    g.sample_size(20);
+    g.bench_function("100k_series_one_scrape", |b| {
+        b.iter_batched(
+            || {
+                step += 1;
+                scrape_batch(&ids, step)
+            },
+            |batch| black_box(store.append(&batch)),
+            BatchSize::LargeInput,
+        )
+    });
+    g.bench_function("flush_one_scrape_of_100k", |b| {
+        b.iter_batched(
+            || {
+                step += 1;
+                store.append(&scrape_batch(&ids, step));
+                T0 + step * 1000
+            },
+            |now| black_box(store.flush(now).unwrap()),
+            BatchSize::LargeInput,
+        )
+    });
+    g.finish();
+}
+
+fn read(c: &mut Criterion) {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, ids) = make_store(&dir);
+    // 10 minutes at 1 s: the last 5 minutes are in memory, and some chunks are closed
+    for step in 0..600 {
+        store.append(&scrape_batch(&ids, step));
+        if step % 10 == 0 {
+            store.flush(T0 + step * 1000).unwrap();
+        }
+    }
+    let m = [Matcher::equal("__name__", "bench_requests_total")];
+    let end = T0 + 599_000;
+    let mut g = c.benchmark_group("store_read");
+    g.sample_size(10);
+    g.throughput(Throughput::Elements((SERIES * 300) as u64));
+    g.bench_function("last_5m_of_100k_series", |b| {
+        b.iter(|| {
+            let got = store.select(&m, end - 300_000 + 1, end).unwrap();
+            assert_eq!(got.len(), SERIES);
+            black_box(got)
+        })
+    });
+    g.throughput(Throughput::Elements(SERIES as u64));
+    g.bench_function("latest_of_100k_series", |b| {
+        b.iter(|| black_box(store.latest(&m, end, 300_000).unwrap()))
+    });
+    g.finish();
+}
+
+criterion_group!(benches, append, read);
+criterion_main!(benches);

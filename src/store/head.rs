@@ -291,6 +291,17 @@ impl Head {
         s.mem_since
     }
 
+    /// The newest sample of `id` in (t - lookback, t] when the open chunk alone decides it:
+    /// `Some(answer)`; `None` when older chunks must be read (empty open chunk, or samples after `t`).
+    pub fn latest_from_open(&self, id: SeriesRef, t: i64, lookback: i64) -> Option<Option<(i64, f64)>> {
+        let s = self.series.get(id as usize)?.as_ref()?;
+        let last_t = s.open.last_t()?;
+        if last_t > t {
+            return None;
+        }
+        Some((last_t > t - lookback).then(|| (last_t, s.open.last_value().expect("non-empty"))))
+    }
+
     /// Bytes held by chunks in memory (open and closed), for self-metrics.
     pub fn chunk_bytes(&self) -> usize {
         self.series

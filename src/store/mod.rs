@@ -303,18 +303,24 @@ impl Store {
         mint: i64,
         maxt: i64,
     ) -> Result<Vec<SeriesSamples>, StoreError> {
-        let mut out = Vec::new();
+        let ids = self.select_ids(matchers);
+        self.read_ids(&ids, mint, maxt)
+    }
+
+    /// Samples in [mint, maxt] of the given series: memory first, the file for older data.
+    fn read_ids(&self, ids: &[SeriesRef], mint: i64, maxt: i64) -> Result<Vec<SeriesSamples>, StoreError> {
+        let mut out = Vec::with_capacity(ids.len());
         let mut need_disk = Vec::new();
         {
             let head = self.head.read().expect("head lock");
-            for id in head.select_ids(matchers) {
+            for &id in ids {
+                let Some(labels) = head.labels(id).cloned() else { continue };
                 let mut samples = Vec::new();
                 let mem_since = head.read(id, mint, maxt, &mut samples);
                 if mint < mem_since {
                     need_disk.push((out.len(), id, mem_since));
                 }
-                let labels = head.labels(id).expect("selected id exists").clone();
-                out.push((id, SeriesSamples { labels, samples }));
+                out.push(SeriesSamples { labels, samples });
             }
         }
         if !need_disk.is_empty() {
@@ -323,35 +329,48 @@ impl Store {
                 let mut older = Vec::new();
                 db.read_chunks(id, mint, maxt, mem_since, &mut older)?;
                 if !older.is_empty() {
-                    let s = &mut out[idx].1.samples;
+                    let s = &mut out[idx].samples;
                     older.append(s);
                     *s = older;
                 }
             }
         }
-        Ok(out
-            .into_iter()
-            .map(|(_, s)| s)
-            .filter(|s| !s.samples.is_empty())
-            .collect())
+        out.retain(|s| !s.samples.is_empty());
+        Ok(out)
     }
 
     /// For each matching series, its newest sample in (t - lookback, t], unless that sample is a
     /// staleness marker (the series ended): Prometheus's instant-vector selection.
+    /// At the head of time (the usual evaluation) this reads only each series' last sample.
     pub fn latest(
         &self,
         matchers: &[Matcher],
         t: i64,
         lookback: i64,
     ) -> Result<Vec<(Arc<Labels>, i64, f64)>, StoreError> {
-        Ok(self
-            .select(matchers, t - lookback + 1, t)?
-            .into_iter()
-            .filter_map(|s| {
-                let &(st, v) = s.samples.last()?;
-                (!is_stale(v)).then_some((s.labels, st, v))
-            })
-            .collect())
+        let mut out = Vec::new();
+        let mut slow = Vec::new();
+        {
+            let head = self.head.read().expect("head lock");
+            for id in head.select_ids(matchers) {
+                match head.latest_from_open(id, t, lookback) {
+                    Some(Some((st, v))) => {
+                        if !is_stale(v) {
+                            out.push((head.labels(id).expect("selected").clone(), st, v));
+                        }
+                    }
+                    Some(None) => {}
+                    None => slow.push(id),
+                }
+            }
+        }
+        for s in self.read_ids(&slow, t - lookback + 1, t)? {
+            let &(st, v) = s.samples.last().expect("empty series are dropped");
+            if !is_stale(v) {
+                out.push((s.labels, st, v));
+            }
+        }
+        Ok(out)
     }
 
     /// When target `name` was first watched (ms); records `now` the first time.

@@ -1,0 +1,200 @@
+#!/usr/bin/env python3
+"""Measure tocsin beside Prometheus on one synthetic target (called by compare-prometheus.sh)."""
+import argparse, json, os, shutil, signal, sqlite3, subprocess, sys, tempfile, time, urllib.request
+
+CLK = os.sysconf("SC_CLK_TCK")
+PAGE = os.sysconf("SC_PAGE_SIZE")
+
+
+def cpu_seconds(pid):
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLK  # utime + stime
+
+
+def rss_bytes(pid):
+    with open(f"/proc/{pid}/statm") as f:
+        return int(f.read().split()[1]) * PAGE
+
+
+def dir_bytes(path):
+    total = 0
+    for root, _, files in os.walk(path):
+        for name in files:
+            try:
+                total += os.path.getsize(os.path.join(root, name))
+            except OSError:
+                pass
+    return total
+
+
+def get(url, timeout=10):
+    with urllib.request.urlopen(url, timeout=timeout) as r:
+        return r.read().decode()
+
+
+def metric(text, name):
+    """Sum of every sample of `name` in an exposition."""
+    total, found = 0.0, False
+    for line in text.splitlines():
+        if line.startswith(name) and (line[len(name)] in " {"):
+            total += float(line.rsplit(" ", 1)[1] if "}" not in line else line.rsplit("}", 1)[1].split()[0])
+            found = True
+    return total if found else None
+
+
+def free_port():
+    import socket
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    p = s.getsockname()[1]
+    s.close()
+    return p
+
+
+def wait_http(url, deadline=60):
+    end = time.time() + deadline
+    while time.time() < end:
+        try:
+            get(url, 2)
+            return
+        except Exception:
+            time.sleep(0.2)
+    raise SystemExit(f"{url} did not come up")
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--series", type=int, required=True)
+    ap.add_argument("--window", type=int, default=120)
+    ap.add_argument("--interval", type=int, default=1)
+    ap.add_argument("--warmup", type=int, default=30)
+    ap.add_argument("--tocsin", required=True)
+    ap.add_argument("--peer", required=True)
+    ap.add_argument("--out", required=True)
+    a = ap.parse_args()
+
+    work = tempfile.mkdtemp(prefix="tocsin-compare-")
+    p_target, p_prom, p_tocsin = free_port(), free_port(), free_port()
+    procs = {}
+    logs = []
+    try:
+        def start(name, cmd, **kw):
+            log = open(os.path.join(work, f"{name}.log"), "w")
+            logs.append(log)
+            procs[name] = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, **kw)
+
+        control = os.path.join(work, "control.json")
+        json.dump({"ready": True, "probe": None, "version": 0}, open(control, "w"))
+        start("target", [sys.executable, os.path.join(a.peer, "target.py"), "--port", str(p_target),
+                         "--series", str(a.series), "--control", control])
+        wait_http(f"http://127.0.0.1:{p_target}/health/live")
+        timeout = min(a.interval, 10)
+        with open(os.path.join(work, "prometheus.yml"), "w") as f:
+            f.write(f"""global:
+  scrape_interval: {a.interval}s
+  scrape_timeout: {timeout}s
+scrape_configs:
+  - job_name: seed
+    static_configs:
+      - targets: ['127.0.0.1:{p_target}']
+""")
+        prom_data = os.path.join(work, "prom-data")
+        start("prometheus", ["prometheus", f"--config.file={work}/prometheus.yml", f"--storage.tsdb.path={prom_data}",
+                             f"--web.listen-address=127.0.0.1:{p_prom}", "--web.enable-admin-api",
+                             "--storage.tsdb.retention.time=1d", "--log.level=warn"])
+        with open(os.path.join(work, "tocsin.yml"), "w") as f:
+            f.write(f"""storage: {{ path: {work}/tocsin-data/tocsin.db }}
+scrape: {{ interval: {a.interval}s, timeout: {timeout}s }}
+server: {{ listen: 127.0.0.1:{p_tocsin} }}
+log: {{ level: warn }}
+targets:
+  - name: seed
+    metrics: http://127.0.0.1:{p_target}/metrics
+""")
+        start("tocsin", [a.tocsin, "run", "--config", f"{work}/tocsin.yml"])
+        wait_http(f"http://127.0.0.1:{p_prom}/-/ready")
+        wait_http(f"http://127.0.0.1:{p_tocsin}/health/live")
+        print(f"warm-up {a.warmup}s: N={a.series} interval={a.interval}s", flush=True)
+        time.sleep(a.warmup)
+
+        def snapshot():
+            prom_m = get(f"http://127.0.0.1:{p_prom}/metrics")
+            toc_m = get(f"http://127.0.0.1:{p_tocsin}/metrics")
+            return {
+                "t": time.time(),
+                "cpu": {n: cpu_seconds(procs[n].pid) for n in ("prometheus", "tocsin")},
+                "samples": {"prometheus": metric(prom_m, "prometheus_tsdb_head_samples_appended_total"),
+                            "tocsin": metric(toc_m, "tocsin_samples_ingested_total")},
+                "disk": {"prometheus": dir_bytes(prom_data), "tocsin": dir_bytes(f"{work}/tocsin-data")},
+            }
+
+        s0 = snapshot()
+        rss = {"prometheus": [], "tocsin": []}
+        end = time.time() + a.window
+        while time.time() < end:
+            for n in rss:
+                rss[n].append(rss_bytes(procs[n].pid))
+            time.sleep(1)
+        s1 = snapshot()
+        dt = s1["t"] - s0["t"]
+        res = {"series": a.series, "interval_s": a.interval, "window_s": round(dt, 1), "daemons": {}}
+        for n in ("prometheus", "tocsin"):
+            samples = s1["samples"][n] - s0["samples"][n]
+            res["daemons"][n] = {
+                "cpu_s_per_s": round((s1["cpu"][n] - s0["cpu"][n]) / dt, 4),
+                "rss_mean_mb": round(sum(rss[n]) / len(rss[n]) / 2**20, 1),
+                "rss_max_mb": round(max(rss[n]) / 2**20, 1),
+                "samples_per_s": round(samples / dt),
+                "disk_growth_bytes_per_sample": round((s1["disk"][n] - s0["disk"][n]) / samples, 3) if samples else None,
+            }
+        # compacted figures: Prometheus's snapshot block and tocsin's chunks after a clean stop
+        snap = json.loads(urllib.request.urlopen(urllib.request.Request(
+            f"http://127.0.0.1:{p_prom}/api/v1/admin/tsdb/snapshot", method="POST"), timeout=120).read())
+        sdir = os.path.join(prom_data, "snapshots", snap["data"]["name"])
+        blocks = [os.path.join(sdir, b) for b in os.listdir(sdir) if os.path.isdir(os.path.join(sdir, b))]
+        bsamples = sum(json.load(open(os.path.join(b, "meta.json")))["stats"]["numSamples"] for b in blocks)
+        bbytes = sum(dir_bytes(b) for b in blocks)
+        res["daemons"]["prometheus"]["block_bytes_per_sample"] = round(bbytes / bsamples, 3) if bsamples else None
+        procs["tocsin"].send_signal(signal.SIGTERM)
+        procs["tocsin"].wait(timeout=60)
+        db = sqlite3.connect(f"{work}/tocsin-data/tocsin.db")
+        cbytes, csamples, overhead = 0, 0, 0
+        for (data,) in db.execute("SELECT data FROM chunks"):
+            cbytes += len(data)
+            csamples += int.from_bytes(data[:2], "big")
+        db.close()
+        res["daemons"]["tocsin"]["chunk_bytes_per_sample"] = round(cbytes / csamples, 3) if csamples else None
+        res["daemons"]["tocsin"]["file_bytes_per_sample"] = round(
+            dir_bytes(f"{work}/tocsin-data") / csamples, 3) if csamples else None
+        p, t = res["daemons"]["prometheus"], res["daemons"]["tocsin"]
+        res["ratios_tocsin_over_prometheus"] = {
+            "cpu": round(t["cpu_s_per_s"] / p["cpu_s_per_s"], 3) if p["cpu_s_per_s"] else None,
+            "rss_mean": round(t["rss_mean_mb"] / p["rss_mean_mb"], 3),
+            "rss_max": round(t["rss_max_mb"] / p["rss_max_mb"], 3),
+            "samples_per_s": round(t["samples_per_s"] / p["samples_per_s"], 3) if p["samples_per_s"] else None,
+            "compacted_bytes_per_sample": round(t["chunk_bytes_per_sample"] / p["block_bytes_per_sample"], 3)
+            if t.get("chunk_bytes_per_sample") and p.get("block_bytes_per_sample") else None,
+        }
+        out = os.path.join(a.out, f"compare-n{a.series}-i{a.interval}.json")
+        json.dump(res, open(out, "w"), indent=2)
+        print(json.dumps(res, indent=2))
+        print(f"written: {out}")
+    finally:
+        for name, p in reversed(list(procs.items())):
+            if p.poll() is None:
+                p.terminate()
+                try:
+                    p.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    p.kill()
+        for log in logs:
+            log.close()
+        if os.environ.get("KEEP") != "1":
+            shutil.rmtree(work, ignore_errors=True)
+        else:
+            print(f"kept: {work}")
+
+
+if __name__ == "__main__":
+    main()
