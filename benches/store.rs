@@ -30,7 +30,8 @@ fn scrape_batch(ids: &[SeriesRef], step: i64) -> Vec<(SeriesRef, i64, f64)> {
     ids.iter()
         .enumerate()
         .map(|(i, &id)| {
-            let v = (step as f64) * (10.0 + (i % 7) as f64) + ((step * 7919 + i as i64) % 13) as f64 * 0.37;
+            let v = (step as f64) * (10.0 + (i % 7) as f64)
+                + ((step * 7919 + i as i64) % 13) as f64 * 0.37;
             (id, T0 + step * 1000, v)
         })
         .collect()

@@ -513,7 +513,12 @@ impl Config {
             err(0, 0, "storage.retention".into(), "must be positive".into());
         }
         if self.storage.flush_interval.0.is_zero() {
-            err(0, 0, "storage.flush_interval".into(), "must be positive".into());
+            err(
+                0,
+                0,
+                "storage.flush_interval".into(),
+                "must be positive".into(),
+            );
         }
         let mut seen: BTreeMap<&str, u64> = BTreeMap::new();
         for (i, t) in self.targets.iter().enumerate() {
@@ -553,8 +558,16 @@ impl Config {
                     }
                 }
             }
-            let interval = t.interval.as_ref().map(|s| s.value).unwrap_or(self.scrape.interval);
-            let timeout = t.timeout.as_ref().map(|s| s.value).unwrap_or(self.scrape.timeout);
+            let interval = t
+                .interval
+                .as_ref()
+                .map(|s| s.value)
+                .unwrap_or(self.scrape.interval);
+            let timeout = t
+                .timeout
+                .as_ref()
+                .map(|s| s.value)
+                .unwrap_or(self.scrape.timeout);
             if let Some(iv) = &t.interval
                 && iv.value.0.is_zero()
             {
@@ -580,7 +593,12 @@ impl Config {
             }
             for k in t.labels.keys() {
                 if !is_label_name(k) || k.starts_with("__") {
-                    err(line, col, field("labels"), format!("invalid label name {k:?}"));
+                    err(
+                        line,
+                        col,
+                        field("labels"),
+                        format!("invalid label name {k:?}"),
+                    );
                 }
                 if k == "job" || k == "instance" {
                     err(
@@ -668,8 +686,16 @@ impl Config {
                     metrics: parse(&t.metrics),
                     health: parse(&t.health),
                     labels: t.labels.clone(),
-                    interval: t.interval.as_ref().map(|s| s.value).unwrap_or(self.scrape.interval),
-                    timeout: t.timeout.as_ref().map(|s| s.value).unwrap_or(self.scrape.timeout),
+                    interval: t
+                        .interval
+                        .as_ref()
+                        .map(|s| s.value)
+                        .unwrap_or(self.scrape.interval),
+                    timeout: t
+                        .timeout
+                        .as_ref()
+                        .map(|s| s.value)
+                        .unwrap_or(self.scrape.timeout),
                     sample_limit: t.sample_limit.unwrap_or(self.scrape.sample_limit),
                     body_size_limit: t.body_size_limit.unwrap_or(self.scrape.body_size_limit).0,
                     startup_grace: t.startup_grace,
@@ -742,7 +768,10 @@ mod tests {
         assert_eq!(t.name, "scaidns");
         assert_eq!(t.startup_grace.to_string(), "1m");
         assert_eq!(t.interval.to_string(), "15s");
-        assert_eq!(c.inactive_sections(), vec!["route", "receivers", "inhibit_rules"]);
+        assert_eq!(
+            c.inactive_sections(),
+            vec!["route", "receivers", "inhibit_rules"]
+        );
     }
 
     #[test]
@@ -826,8 +855,14 @@ targets:
             .unwrap();
         c.add_self_target_if_empty();
         let t = &c.build_targets().unwrap()[0];
-        assert_eq!(t.metrics.as_ref().unwrap().as_str(), "http://127.0.0.1:1234/metrics");
-        assert_eq!(t.health.as_ref().unwrap().as_str(), "http://127.0.0.1:1234/health/ready");
+        assert_eq!(
+            t.metrics.as_ref().unwrap().as_str(),
+            "http://127.0.0.1:1234/metrics"
+        );
+        assert_eq!(
+            t.health.as_ref().unwrap().as_str(),
+            "http://127.0.0.1:1234/health/ready"
+        );
     }
 
     #[test]

@@ -82,7 +82,7 @@ impl PromDuration {
                     err("unknown unit")
                 });
             };
-            if rank + 1 <= last_unit_rank {
+            if rank < last_unit_rank {
                 return Err(err("units out of order or repeated"));
             }
             last_unit_rank = rank + 1;
@@ -150,7 +150,11 @@ mod tests {
             ("0s", 0),
         ];
         for (input, ms) in cases {
-            assert_eq!(PromDuration::parse(input).unwrap().as_millis(), ms, "{input}");
+            assert_eq!(
+                PromDuration::parse(input).unwrap().as_millis(),
+                ms,
+                "{input}"
+            );
         }
     }
 

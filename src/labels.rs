@@ -227,7 +227,10 @@ mod tests {
         let b = Labels::from_pairs([("job", "x"), ("__name__", "up")]);
         assert_eq!(a.fingerprint(), b.fingerprint());
         // persisted: this value must never change between versions
-        assert_eq!(a.fingerprint(), xxhash_rust::xxh3::xxh3_64(b"__name__\xffup\xffjob\xffx\xff"));
+        assert_eq!(
+            a.fingerprint(),
+            xxhash_rust::xxh3::xxh3_64(b"__name__\xffup\xffjob\xffx\xff")
+        );
         // the separator keeps ("ab","c") and ("a","bc") apart
         let c = Labels::from_pairs([("ab", "c")]);
         let d = Labels::from_pairs([("a", "bc")]);
@@ -264,7 +267,11 @@ mod tests {
         let l = Labels::from_pairs([("a", "1")]);
         assert!(Matcher::equal("b", "").matches_labels(&l));
         assert!(!Matcher::equal("a", "").matches_labels(&l));
-        assert!(Matcher::new(MatchOp::NotEqual, "b", "x").unwrap().matches_labels(&l));
+        assert!(
+            Matcher::new(MatchOp::NotEqual, "b", "x")
+                .unwrap()
+                .matches_labels(&l)
+        );
     }
 
     #[test]

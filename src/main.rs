@@ -93,7 +93,9 @@ fn run(cli: Cli) -> Result<Outcome> {
 fn init_logging(format: LogFormat, level: &str) -> Result<()> {
     let filter = tracing_subscriber::EnvFilter::try_new(level)
         .with_context(|| format!("invalid log level {level:?}"))?;
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_target(false);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false);
     match format {
         LogFormat::Json => builder.json().init(),
         LogFormat::Text => builder.init(),
@@ -118,7 +120,10 @@ fn check(config: Option<PathBuf>) -> Result<Outcome> {
     match Config::load(&path) {
         Ok(cfg) => {
             for section in cfg.inactive_sections() {
-                println!("{}: warning: {section} is accepted but not yet acted on", path.display());
+                println!(
+                    "{}: warning: {section} is accepted but not yet acted on",
+                    path.display()
+                );
             }
             println!("{}: ok ({} targets)", path.display(), cfg.targets.len());
             Ok(Outcome::Ok)
@@ -141,12 +146,20 @@ fn scrape(url: &str, timeout: PromDuration, body_limit: u64) -> Result<Outcome> 
         .context("cannot start the async runtime")?;
     let client = tocsin::scrape::client();
     let resp = rt
-        .block_on(tocsin::scrape::fetch(&client, &url, timeout.0, body_limit, None, "text/plain;version=0.0.4"))
+        .block_on(tocsin::scrape::fetch(
+            &client,
+            &url,
+            timeout.0,
+            body_limit,
+            None,
+            "text/plain;version=0.0.4",
+        ))
         .with_context(|| format!("scrape {url}"))?;
     if !(200..300).contains(&resp.status) {
         bail!("scrape {url}: server returned HTTP status {}", resp.status);
     }
-    let body = std::str::from_utf8(&resp.body).with_context(|| format!("scrape {url}: body is not utf-8"))?;
+    let body = std::str::from_utf8(&resp.body)
+        .with_context(|| format!("scrape {url}: body is not utf-8"))?;
     let mut out = String::new();
     let mut count = 0usize;
     for entry in TextParser::new(body) {
@@ -177,7 +190,8 @@ fn scrape(url: &str, timeout: PromDuration, body_limit: u64) -> Result<Outcome> 
 
 async fn daemon(config: Option<PathBuf>, log_format: Option<LogFormat>) -> Result<()> {
     let (mut cfg, source) = load_config(config).map_err(|e| anyhow::anyhow!("{e}"))?;
-    cfg.apply_env(std::env::vars()).map_err(|e| anyhow::anyhow!(e))?;
+    cfg.apply_env(std::env::vars())
+        .map_err(|e| anyhow::anyhow!(e))?;
     if source.is_none() {
         cfg.add_self_target_if_empty();
     }
@@ -187,7 +201,10 @@ async fn daemon(config: Option<PathBuf>, log_format: Option<LogFormat>) -> Resul
         None => tracing::info!("no configuration file: running the built-in default"),
     }
     for section in cfg.inactive_sections() {
-        tracing::warn!(section, "configuration section accepted but not yet acted on");
+        tracing::warn!(
+            section,
+            "configuration section accepted but not yet acted on"
+        );
     }
     let targets = cfg.build_targets()?;
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
@@ -246,8 +263,14 @@ async fn daemon(config: Option<PathBuf>, log_format: Option<LogFormat>) -> Resul
         .await
         .context("store close task")?;
     match closed {
-        Ok(stats) => tracing::info!(samples = stats.samples, chunks = stats.chunks, "store flushed"),
-        Err(e) => tracing::error!(error = %e, "final store flush failed; samples since the last flush may be lost"),
+        Ok(stats) => tracing::info!(
+            samples = stats.samples,
+            chunks = stats.chunks,
+            "store flushed"
+        ),
+        Err(e) => {
+            tracing::error!(error = %e, "final store flush failed; samples since the last flush may be lost")
+        }
     }
     match tokio::time::timeout(Duration::from_secs(5), server).await {
         Ok(Ok(Err(e))) => tracing::error!(error = %e, "http server error"),
@@ -272,4 +295,3 @@ async fn wait_for_signal() {
         let _ = tokio::signal::ctrl_c().await;
     }
 }
-

@@ -182,7 +182,13 @@ impl Scheduler {
     }
 
     /// One metrics scrape at time `t`.
-    async fn scrape_once(&self, target: &Target, url: &url::Url, t: i64, mut cache: ScrapeCache) -> ScrapeCache {
+    async fn scrape_once(
+        &self,
+        target: &Target,
+        url: &url::Url,
+        t: i64,
+        mut cache: ScrapeCache,
+    ) -> ScrapeCache {
         let started = Instant::now();
         let fetched = scrape::fetch(
             &self.client,
@@ -232,10 +238,14 @@ impl Scheduler {
             Ok(r) => {
                 self.metrics.samples_ingested.inc_by(r.appended as u64);
                 self.metrics.samples_duplicate.inc_by(r.duplicates as u64);
-                self.metrics.samples_out_of_order.inc_by(r.out_of_order as u64);
+                self.metrics
+                    .samples_out_of_order
+                    .inc_by(r.out_of_order as u64);
                 tracing::debug!(target = %target.name, samples = r.scraped, new_series = r.new_series, stale = r.stale, "scraped");
             }
-            Err(e) => tracing::warn!(target = %target.name, url = %url, error = %e, "scrape failed"),
+            Err(e) => {
+                tracing::warn!(target = %target.name, url = %url, error = %e, "scrape failed")
+            }
         }
         self.status.update(&target.name, "metrics", |s| {
             s.last_scrape_ms = Some(t);
@@ -248,7 +258,13 @@ impl Scheduler {
     }
 
     /// One health probe at time `t`.
-    async fn probe_once(&self, target: &Target, url: &url::Url, t: i64, cache: ScrapeCache) -> ScrapeCache {
+    async fn probe_once(
+        &self,
+        target: &Target,
+        url: &url::Url,
+        t: i64,
+        cache: ScrapeCache,
+    ) -> ScrapeCache {
         let started = Instant::now();
         let fetched = scrape::fetch(
             &self.client,
@@ -309,11 +325,14 @@ impl Scheduler {
     /// Flushes the store at `now` on a blocking thread and records the outcome.
     pub async fn flush(&self, now: i64) {
         let store = self.store.clone();
-        let (result, stats) = tokio::task::spawn_blocking(move || (store.flush(now), store.stats()))
-            .await
-            .expect("flush task does not panic");
+        let (result, stats) =
+            tokio::task::spawn_blocking(move || (store.flush(now), store.stats()))
+                .await
+                .expect("flush task does not panic");
         self.metrics.store_series.set(stats.series as i64);
-        self.metrics.store_head_chunk_bytes.set(stats.head_chunk_bytes as i64);
+        self.metrics
+            .store_head_chunk_bytes
+            .set(stats.head_chunk_bytes as i64);
         self.metrics.store_disk_bytes.set(stats.disk_bytes as i64);
         match result {
             Ok(f) => {
@@ -321,7 +340,13 @@ impl Scheduler {
                 self.status.store_ok.store(true, Ordering::SeqCst);
                 self.status.last_flush_ms.store(now, Ordering::SeqCst);
                 *self.status.last_flush_error.write().expect("status lock") = None;
-                tracing::debug!(samples = f.samples, chunks = f.chunks, series = f.series, seconds = f.seconds, "flushed");
+                tracing::debug!(
+                    samples = f.samples,
+                    chunks = f.chunks,
+                    series = f.series,
+                    seconds = f.seconds,
+                    "flushed"
+                );
             }
             Err(e) => {
                 self.metrics.store_flush_failures.inc();
@@ -340,19 +365,31 @@ mod tests {
     #[test]
     fn offsets_are_stable_and_inside_the_interval() {
         let a = offset_ms("scaidns", "http://127.0.0.1:8000/metrics", 15_000);
-        assert_eq!(a, offset_ms("scaidns", "http://127.0.0.1:8000/metrics", 15_000));
+        assert_eq!(
+            a,
+            offset_ms("scaidns", "http://127.0.0.1:8000/metrics", 15_000)
+        );
         assert!((0..15_000).contains(&a));
         let spread: std::collections::HashSet<i64> = (0..50)
             .map(|i| offset_ms(&format!("t{i}"), "http://x/metrics", 15_000) / 1000)
             .collect();
-        assert!(spread.len() > 8, "offsets should spread over the interval: {spread:?}");
+        assert!(
+            spread.len() > 8,
+            "offsets should spread over the interval: {spread:?}"
+        );
     }
 
     #[test]
     fn first_tick_lands_on_the_offset() {
         // now = 10_500 ms into a 15 s cycle... offset 2_000 → wait until 17_000 (cycle 1, +2 s)
-        assert_eq!(first_tick(15_000 + 10_500, 15_000, 2_000), Duration::from_millis(6_500));
-        assert_eq!(first_tick(15_000 + 1_000, 15_000, 2_000), Duration::from_millis(1_000));
+        assert_eq!(
+            first_tick(15_000 + 10_500, 15_000, 2_000),
+            Duration::from_millis(6_500)
+        );
+        assert_eq!(
+            first_tick(15_000 + 1_000, 15_000, 2_000),
+            Duration::from_millis(1_000)
+        );
         assert_eq!(first_tick(15_000 + 2_000, 15_000, 2_000), Duration::ZERO);
     }
 }

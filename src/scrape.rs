@@ -81,11 +81,16 @@ pub async fn fetch(
     accept: &str,
 ) -> Result<Response, ScrapeError> {
     let work = async {
-        let mut req = client.get(url.clone()).header(reqwest::header::ACCEPT, accept);
+        let mut req = client
+            .get(url.clone())
+            .header(reqwest::header::ACCEPT, accept);
         if let Some(token) = bearer {
             req = req.bearer_auth(&token.0);
         }
-        let resp = req.send().await.map_err(|e| ScrapeError::Http(error_chain(&e)))?;
+        let resp = req
+            .send()
+            .await
+            .map_err(|e| ScrapeError::Http(error_chain(&e)))?;
         let status = resp.status().as_u16();
         let content_type = resp
             .headers()
@@ -199,7 +204,11 @@ impl ScrapeCache {
             };
             pairs.push((k, v.into_owned()));
         }
-        pairs.extend(self.base.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        pairs.extend(
+            self.base
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string())),
+        );
         Labels::from_pairs(pairs)
     }
 
@@ -245,7 +254,10 @@ impl ScrapeCache {
             .map(|(i, _)| i)
             .collect();
         if !missing.is_empty() {
-            let labels = missing.iter().map(|&i| self.series_labels(&samples[i])).collect();
+            let labels = missing
+                .iter()
+                .map(|&i| self.series_labels(&samples[i]))
+                .collect();
             let ids = store.series_refs(labels);
             report.new_series = ids.len();
             for (&i, id) in missing.iter().zip(ids) {
@@ -291,7 +303,11 @@ impl ScrapeCache {
     /// A failed scrape: every series of the previous scrape ends (staleness marker at `t`),
     /// as in Prometheus.
     pub fn mark_all_stale(&mut self, store: &Store, t: i64) -> usize {
-        let batch: Vec<_> = self.previous.iter().map(|&id| (id, t, stale_nan())).collect();
+        let batch: Vec<_> = self
+            .previous
+            .iter()
+            .map(|&id| (id, t, stale_nan()))
+            .collect();
         store.append(&batch);
         self.previous.clear();
         batch.len()
@@ -388,7 +404,8 @@ pub fn ingest_health(
             let ok_status = (200..300).contains(&resp.status);
             let looks_json = resp.content_type.contains("json")
                 || resp.body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{');
-            let parsed = looks_json.then(|| serde_json::from_slice::<serde_json::Value>(&resp.body));
+            let parsed =
+                looks_json.then(|| serde_json::from_slice::<serde_json::Value>(&resp.body));
             match parsed {
                 Some(Ok(json)) => {
                     let status_ok = match json.get("status") {
@@ -410,8 +427,10 @@ pub fn ingest_health(
                     }
                     report.up = ok_status && status_ok;
                     if report.up && !missing.is_empty() {
-                        report.error =
-                            Some(format!("json fields missing or not numbers: {}", missing.join(", ")));
+                        report.error = Some(format!(
+                            "json fields missing or not numbers: {}",
+                            missing.join(", ")
+                        ));
                     }
                     if !report.up {
                         let failing: Vec<String> = report
@@ -435,7 +454,8 @@ pub fn ingest_health(
                     if !ok_status {
                         report.error = Some(format!("HTTP status {}", resp.status));
                     } else if !json_gauges.is_empty() {
-                        report.error = Some("body is not JSON: configured fields unavailable".into());
+                        report.error =
+                            Some("body is not JSON: configured fields unavailable".into());
                     }
                 }
             }

@@ -37,9 +37,17 @@ impl SelfMetrics {
     pub fn new(start_time_seconds: f64) -> Self {
         let mut registry = Registry::with_prefix("tocsin");
         let scrapes = Family::<ScrapeLabels, Counter>::default();
-        registry.register("scrapes", "Scrapes and health probes by target, kind and result", scrapes.clone());
+        registry.register(
+            "scrapes",
+            "Scrapes and health probes by target, kind and result",
+            scrapes.clone(),
+        );
         let samples_ingested = Counter::default();
-        registry.register("samples_ingested", "Samples appended to the store", samples_ingested.clone());
+        registry.register(
+            "samples_ingested",
+            "Samples appended to the store",
+            samples_ingested.clone(),
+        );
         let samples_out_of_order = Counter::default();
         registry.register(
             "samples_out_of_order",
@@ -59,9 +67,17 @@ impl SelfMetrics {
             store_flush_seconds.clone(),
         );
         let store_flush_failures = Counter::default();
-        registry.register("store_flush_failures", "Flushes that failed and will be retried", store_flush_failures.clone());
+        registry.register(
+            "store_flush_failures",
+            "Flushes that failed and will be retried",
+            store_flush_failures.clone(),
+        );
         let store_series = Gauge::default();
-        registry.register("store_series", "Series known to the store", store_series.clone());
+        registry.register(
+            "store_series",
+            "Series known to the store",
+            store_series.clone(),
+        );
         let store_head_chunk_bytes = Gauge::default();
         registry.register(
             "store_head_chunk_bytes",
@@ -69,10 +85,18 @@ impl SelfMetrics {
             store_head_chunk_bytes.clone(),
         );
         let store_disk_bytes = Gauge::default();
-        registry.register("store_disk_bytes", "Size of the database file and its WAL", store_disk_bytes.clone());
+        registry.register(
+            "store_disk_bytes",
+            "Size of the database file and its WAL",
+            store_disk_bytes.clone(),
+        );
         let start_time = Gauge::<f64, AtomicU64>::default();
         start_time.set(start_time_seconds);
-        registry.register("start_time_seconds", "Unix time the daemon started", start_time.clone());
+        registry.register(
+            "start_time_seconds",
+            "Unix time the daemon started",
+            start_time.clone(),
+        );
         SelfMetrics {
             registry,
             scrapes,

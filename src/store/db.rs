@@ -134,7 +134,9 @@ impl Db {
     }
 
     pub fn load_series(&self) -> Result<Vec<(SeriesRef, Labels)>, StoreError> {
-        let mut stmt = self.conn.prepare("SELECT id, labels FROM series ORDER BY id")?;
+        let mut stmt = self
+            .conn
+            .prepare("SELECT id, labels FROM series ORDER BY id")?;
         let rows = stmt.query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)))?;
         let mut out = Vec::new();
         for row in rows {
@@ -150,11 +152,16 @@ impl Db {
     }
 
     /// For each series, the end of its newest chunk in blocks from `since_block` on.
-    pub fn chunk_maxt_since(&self, since_block: i64) -> Result<HashMap<SeriesRef, i64>, StoreError> {
+    pub fn chunk_maxt_since(
+        &self,
+        since_block: i64,
+    ) -> Result<HashMap<SeriesRef, i64>, StoreError> {
         let mut stmt = self.conn.prepare(
             "SELECT series_id, max(maxt) FROM chunks WHERE block >= ?1 GROUP BY series_id",
         )?;
-        let rows = stmt.query_map([since_block], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?)))?;
+        let rows = stmt.query_map([since_block], |r| {
+            Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?))
+        })?;
         let mut out = HashMap::new();
         for row in rows {
             let (id, maxt) = row?;
@@ -165,21 +172,26 @@ impl Db {
 
     /// The WAL rows in write order: (mint, data).
     pub fn wal_batches(&self) -> Result<Vec<(i64, Vec<u8>)>, StoreError> {
-        let mut stmt = self.conn.prepare("SELECT mint, data FROM wal ORDER BY id")?;
+        let mut stmt = self
+            .conn
+            .prepare("SELECT mint, data FROM wal ORDER BY id")?;
         let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
     pub fn notes(&self) -> Result<Vec<(SeriesRef, i64, String)>, StoreError> {
         let mut stmt = self.conn.prepare("SELECT series_id, t, text FROM notes")?;
-        let rows = stmt.query_map([], |r| Ok((r.get::<_, i64>(0)? as SeriesRef, r.get(1)?, r.get(2)?)))?;
+        let rows = stmt.query_map([], |r| {
+            Ok((r.get::<_, i64>(0)? as SeriesRef, r.get(1)?, r.get(2)?))
+        })?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
     pub fn flush(&mut self, batch: &FlushBatch) -> Result<(), StoreError> {
         let tx = self.conn.transaction()?;
         {
-            let mut ins_series = tx.prepare_cached("INSERT INTO series (id, labels) VALUES (?1, ?2)")?;
+            let mut ins_series =
+                tx.prepare_cached("INSERT INTO series (id, labels) VALUES (?1, ?2)")?;
             for (id, labels) in &batch.new_series {
                 ins_series.execute(params![i64::from(*id), labels])?;
             }
@@ -247,9 +259,11 @@ impl Db {
             while let Some(row) = rows.next()? {
                 let cmint: i64 = row.get(0)?;
                 let data: Vec<u8> = row.get(1)?;
-                super::chunk::decode_range(&data, mint, hi, out).map_err(|e| StoreError::Corrupt {
-                    path: self.path.clone(),
-                    detail: format!("chunk of series {series} at {cmint}: {e}"),
+                super::chunk::decode_range(&data, mint, hi, out).map_err(|e| {
+                    StoreError::Corrupt {
+                        path: self.path.clone(),
+                        detail: format!("chunk of series {series} at {cmint}: {e}"),
+                    }
                 })?;
             }
         }
@@ -294,7 +308,9 @@ impl Db {
         while let Some(row) = rows.next()? {
             let data: Vec<u8> = row.get(0)?;
             bytes += data.len() as u64;
-            samples += data.get(..2).map_or(0, |h| u64::from(u16::from_be_bytes([h[0], h[1]])));
+            samples += data
+                .get(..2)
+                .map_or(0, |h| u64::from(u16::from_be_bytes([h[0], h[1]])));
         }
         Ok((bytes, samples))
     }

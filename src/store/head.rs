@@ -176,7 +176,7 @@ impl Head {
     }
 
     fn close(id: SeriesRef, s: &mut MemSeries) -> ClosedChunk {
-        let enc = std::mem::replace(&mut s.open, ChunkEncoder::new());
+        let enc = std::mem::take(&mut s.open);
         let c = ClosedChunk {
             series: id,
             mint: enc.first_t().expect("closed chunk is not empty"),
@@ -285,7 +285,8 @@ impl Head {
                 let _ = chunk::decode_range(&c.data, mint, maxt, out);
             }
         }
-        if s.open.first_t().is_some_and(|f| f <= maxt) && s.open.last_t().is_some_and(|l| l >= mint) {
+        if s.open.first_t().is_some_and(|f| f <= maxt) && s.open.last_t().is_some_and(|l| l >= mint)
+        {
             let _ = chunk::decode_range(s.open.bytes(), mint, maxt, out);
         }
         s.mem_since
@@ -293,7 +294,12 @@ impl Head {
 
     /// The newest sample of `id` in (t - lookback, t] when the open chunk alone decides it:
     /// `Some(answer)`; `None` when older chunks must be read (empty open chunk, or samples after `t`).
-    pub fn latest_from_open(&self, id: SeriesRef, t: i64, lookback: i64) -> Option<Option<(i64, f64)>> {
+    pub fn latest_from_open(
+        &self,
+        id: SeriesRef,
+        t: i64,
+        lookback: i64,
+    ) -> Option<Option<(i64, f64)>> {
         let s = self.series.get(id as usize)?.as_ref()?;
         let last_t = s.open.last_t()?;
         if last_t > t {

@@ -153,7 +153,11 @@ impl Store {
                 "replayed write-ahead batches"
             );
         }
-        let notes = db.notes()?.into_iter().map(|(id, t, s)| (id, (t, s))).collect();
+        let notes = db
+            .notes()?
+            .into_iter()
+            .map(|(id, t, s)| (id, (t, s)))
+            .collect();
         Ok(Store {
             head: RwLock::new(head),
             pending: Mutex::new(Pending::default()),
@@ -308,13 +312,20 @@ impl Store {
     }
 
     /// Samples in [mint, maxt] of the given series: memory first, the file for older data.
-    fn read_ids(&self, ids: &[SeriesRef], mint: i64, maxt: i64) -> Result<Vec<SeriesSamples>, StoreError> {
+    fn read_ids(
+        &self,
+        ids: &[SeriesRef],
+        mint: i64,
+        maxt: i64,
+    ) -> Result<Vec<SeriesSamples>, StoreError> {
         let mut out = Vec::with_capacity(ids.len());
         let mut need_disk = Vec::new();
         {
             let head = self.head.read().expect("head lock");
             for &id in ids {
-                let Some(labels) = head.labels(id).cloned() else { continue };
+                let Some(labels) = head.labels(id).cloned() else {
+                    continue;
+                };
                 let mut samples = Vec::new();
                 let mem_since = head.read(id, mint, maxt, &mut samples);
                 if mint < mem_since {
@@ -375,7 +386,10 @@ impl Store {
 
     /// When target `name` was first watched (ms); records `now` the first time.
     pub fn target_first_seen(&self, name: &str, now: i64) -> Result<i64, StoreError> {
-        self.db.lock().expect("db lock").target_first_seen(name, now)
+        self.db
+            .lock()
+            .expect("db lock")
+            .target_first_seen(name, now)
     }
 
     pub fn stats(&self) -> StoreStats {

@@ -10,7 +10,11 @@ use tocsin::labels::MatchOp;
 const BIN: &str = env!("CARGO_BIN_EXE_tocsin");
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 struct Daemon {
@@ -44,7 +48,11 @@ fn start(dir: &Path, args: &[&str]) -> Daemon {
 }
 
 /// Polls `url` until `ok(body)` holds; panics after `deadline` (a bound, not a timing assertion).
-async fn wait_for(url: &str, deadline: Duration, ok: impl Fn(&serde_json::Value) -> bool) -> serde_json::Value {
+async fn wait_for(
+    url: &str,
+    deadline: Duration,
+    ok: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
     let client = reqwest::Client::new();
     let start = Instant::now();
     loop {
@@ -55,20 +63,32 @@ async fn wait_for(url: &str, deadline: Duration, ok: impl Fn(&serde_json::Value)
         {
             return v;
         }
-        assert!(start.elapsed() < deadline, "{url} did not reach the expected state within {deadline:?}");
+        assert!(
+            start.elapsed() < deadline,
+            "{url} did not reach the expected state within {deadline:?}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 
 fn terminate(d: &mut Daemon) -> std::process::ExitStatus {
     let pid = d.child.id().to_string();
-    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
     let start = Instant::now();
     loop {
         if let Some(status) = d.child.try_wait().unwrap() {
             return status;
         }
-        assert!(start.elapsed() < Duration::from_secs(20), "daemon did not stop on SIGTERM");
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "daemon did not stop on SIGTERM"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
 }
@@ -77,12 +97,27 @@ fn terminate(d: &mut Daemon) -> std::process::ExitStatus {
 async fn run_with_builtin_default_serves_health_and_watches_itself() {
     let dir = tempfile::tempdir().unwrap();
     let mut d = start(dir.path(), &[]);
-    let live = wait_for(&format!("{}/health/live", d.base), Duration::from_secs(30), |_| true).await;
+    let live = wait_for(
+        &format!("{}/health/live", d.base),
+        Duration::from_secs(30),
+        |_| true,
+    )
+    .await;
     assert_eq!(live["status"], "ok");
-    let ready = wait_for(&format!("{}/health/ready", d.base), Duration::from_secs(5), |_| true).await;
+    let ready = wait_for(
+        &format!("{}/health/ready", d.base),
+        Duration::from_secs(5),
+        |_| true,
+    )
+    .await;
     assert_eq!(ready["checks"]["store"], "ok");
     assert_eq!(ready["checks"]["scrape_loop"], "ok");
-    let status = wait_for(&format!("{}/status", d.base), Duration::from_secs(5), |_| true).await;
+    let status = wait_for(
+        &format!("{}/status", d.base),
+        Duration::from_secs(5),
+        |_| true,
+    )
+    .await;
     let kinds: Vec<&str> = status["targets"]
         .as_array()
         .unwrap()
@@ -91,10 +126,21 @@ async fn run_with_builtin_default_serves_health_and_watches_itself() {
         .map(|t| t["kind"].as_str().unwrap())
         .collect();
     assert_eq!(kinds, vec!["health", "metrics"]);
-    let metrics = reqwest::get(format!("{}/metrics", d.base)).await.unwrap().text().await.unwrap();
-    assert!(metrics.contains("tocsin_samples_ingested_total"), "{metrics}");
+    let metrics = reqwest::get(format!("{}/metrics", d.base))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("tocsin_samples_ingested_total"),
+        "{metrics}"
+    );
     assert!(terminate(&mut d).success());
-    assert!(dir.path().join("data/tocsin.db").exists(), "the default store is ./data/tocsin.db");
+    assert!(
+        dir.path().join("data/tocsin.db").exists(),
+        "the default store is ./data/tocsin.db"
+    );
 }
 
 fn write_config(dir: &Path, target_base: &str) {
@@ -105,9 +151,10 @@ fn write_config(dir: &Path, target_base: &str) {
 }
 
 fn scraped_up(v: &serde_json::Value, kind: &str) -> bool {
-    v["targets"]
-        .as_array()
-        .is_some_and(|ts| ts.iter().any(|t| t["target"] == "svc" && t["kind"] == kind && !t["last_scrape_ms"].is_null()))
+    v["targets"].as_array().is_some_and(|ts| {
+        ts.iter()
+            .any(|t| t["target"] == "svc" && t["kind"] == kind && !t["last_scrape_ms"].is_null())
+    })
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -116,26 +163,58 @@ async fn scraped_samples_survive_sigterm_and_restart() {
     let dir = tempfile::tempdir().unwrap();
     write_config(dir.path(), &target);
     let mut d = start(dir.path(), &["--config", "tocsin.yml"]);
-    let status = wait_for(&format!("{}/status", d.base), Duration::from_secs(30), |v| {
-        scraped_up(v, "metrics") && scraped_up(v, "health")
-    })
+    let status = wait_for(
+        &format!("{}/status", d.base),
+        Duration::from_secs(30),
+        |v| scraped_up(v, "metrics") && scraped_up(v, "health"),
+    )
     .await;
-    let health = status["targets"].as_array().unwrap().iter().find(|t| t["kind"] == "health").unwrap();
+    let health = status["targets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["kind"] == "health")
+        .unwrap();
     assert_eq!(health["up"], false);
-    assert_eq!(health["last_error"], "HTTP status 503; pdns: connection refused");
+    assert_eq!(
+        health["last_error"],
+        "HTTP status 503; pdns: connection refused"
+    );
     assert!(terminate(&mut d).success());
 
-    let store = tocsin::store::Store::open(&dir.path().join("data/tocsin.db"), Default::default()).unwrap();
-    let all = store.select(&[matcher(MatchOp::Equal, "job", "svc")], 0, i64::MAX).unwrap();
-    let names: std::collections::BTreeSet<String> =
-        all.iter().map(|s| s.labels.metric_name().unwrap().to_string()).collect();
-    for want in ["up", "scrape_duration_seconds", "scrape_samples_scraped", "http_requests_total", "health_check_ok", "probe_http_status_code"] {
+    let store =
+        tocsin::store::Store::open(&dir.path().join("data/tocsin.db"), Default::default()).unwrap();
+    let all = store
+        .select(&[matcher(MatchOp::Equal, "job", "svc")], 0, i64::MAX)
+        .unwrap();
+    let names: std::collections::BTreeSet<String> = all
+        .iter()
+        .map(|s| s.labels.metric_name().unwrap().to_string())
+        .collect();
+    for want in [
+        "up",
+        "scrape_duration_seconds",
+        "scrape_samples_scraped",
+        "http_requests_total",
+        "health_check_ok",
+        "probe_http_status_code",
+    ] {
         assert!(names.contains(want), "{want} missing from {names:?}");
     }
     let up = store
-        .select(&[matcher(MatchOp::Equal, "__name__", "up"), matcher(MatchOp::Equal, "probe", "")], 0, i64::MAX)
+        .select(
+            &[
+                matcher(MatchOp::Equal, "__name__", "up"),
+                matcher(MatchOp::Equal, "probe", ""),
+            ],
+            0,
+            i64::MAX,
+        )
         .unwrap();
-    assert!(up[0].samples.iter().all(|s| s.1 == 1.0), "the metrics endpoint was up");
+    assert!(
+        up[0].samples.iter().all(|s| s.1 == 1.0),
+        "the metrics endpoint was up"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -144,30 +223,58 @@ async fn flushed_samples_survive_kill_9() {
     let dir = tempfile::tempdir().unwrap();
     write_config(dir.path(), &target);
     let mut d = start(dir.path(), &["--config", "tocsin.yml"]);
-    let first = wait_for(&format!("{}/status", d.base), Duration::from_secs(30), |v| scraped_up(v, "metrics")).await;
-    let scraped_at = first["targets"].as_array().unwrap().iter().find(|t| t["kind"] == "metrics").unwrap()["last_scrape_ms"]
+    let first = wait_for(
+        &format!("{}/status", d.base),
+        Duration::from_secs(30),
+        |v| scraped_up(v, "metrics"),
+    )
+    .await;
+    let scraped_at = first["targets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["kind"] == "metrics")
+        .unwrap()["last_scrape_ms"]
         .as_i64()
         .unwrap();
     // wait for a flush after that scrape, then kill without warning
-    wait_for(&format!("{}/status", d.base), Duration::from_secs(30), |v| {
-        v["store"]["last_flush_ms"].as_i64().is_some_and(|f| f > scraped_at)
-    })
+    wait_for(
+        &format!("{}/status", d.base),
+        Duration::from_secs(30),
+        |v| {
+            v["store"]["last_flush_ms"]
+                .as_i64()
+                .is_some_and(|f| f > scraped_at)
+        },
+    )
     .await;
     d.child.kill().unwrap();
     d.child.wait().unwrap();
-    let store = tocsin::store::Store::open(&dir.path().join("data/tocsin.db"), Default::default()).unwrap();
+    let store =
+        tocsin::store::Store::open(&dir.path().join("data/tocsin.db"), Default::default()).unwrap();
     let got = store
-        .select(&[matcher(MatchOp::Equal, "__name__", "http_requests_total")], 0, i64::MAX)
+        .select(
+            &[matcher(MatchOp::Equal, "__name__", "http_requests_total")],
+            0,
+            i64::MAX,
+        )
         .unwrap();
     assert_eq!(got.len(), 2);
-    assert!(got[0].samples.iter().any(|s| s.0 == scraped_at), "the flushed scrape at {scraped_at} is on disk");
+    assert!(
+        got[0].samples.iter().any(|s| s.0 == scraped_at),
+        "the flushed scrape at {scraped_at} is on disk"
+    );
 }
 
 #[test]
 fn run_refuses_a_corrupt_store() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir(dir.path().join("data")).unwrap();
-    std::fs::write(dir.path().join("data/tocsin.db"), b"not sqlite at all".repeat(100)).unwrap();
+    std::fs::write(
+        dir.path().join("data/tocsin.db"),
+        b"not sqlite at all".repeat(100),
+    )
+    .unwrap();
     let out = Command::new(BIN)
         .arg("run")
         .current_dir(dir.path())
@@ -188,7 +295,10 @@ fn check_reports_every_error_with_location() {
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("bad.yml:4:14: targets[0].timeout"), "{err}");
-    assert!(err.contains("bad.yml:5:11: targets[1].name: duplicate target name"), "{err}");
+    assert!(
+        err.contains("bad.yml:5:11: targets[1].name: duplicate target name"),
+        "{err}"
+    );
 
     std::fs::write(&path, "scrape:\n  interval: 15s\n  typo_field: 1\n").unwrap();
     let out = Command::new(BIN).arg("check").arg(&path).output().unwrap();
@@ -197,9 +307,18 @@ fn check_reports_every_error_with_location() {
 
     let good = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/config/design-example.yml");
     let out = Command::new(BIN).arg("check").arg(&good).output().unwrap();
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 
-    let out = Command::new(BIN).arg("check").arg(dir.path().join("missing.yml")).output().unwrap();
+    let out = Command::new(BIN)
+        .arg("check")
+        .arg(dir.path().join("missing.yml"))
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).starts_with("error: cannot read"));
 }
@@ -209,13 +328,21 @@ async fn scrape_command_prints_samples_or_the_failing_line() {
     let base = crate::scrape::serve().await;
     let run = |path: &str| {
         let url = format!("{base}{path}");
-        tokio::task::spawn_blocking(move || Command::new(BIN).args(["scrape", &url]).output().unwrap())
+        tokio::task::spawn_blocking(move || {
+            Command::new(BIN).args(["scrape", &url]).output().unwrap()
+        })
     };
     let out = run("/metrics").await.unwrap();
     assert_eq!(out.status.code(), Some(0));
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(stdout.contains("http_requests_total{method=\"get\",status=\"500\"} 3\n"), "{stdout}");
-    assert!(stdout.contains("job:request_rate:5m{job=\"other\"} 2.5\n"), "{stdout}");
+    assert!(
+        stdout.contains("http_requests_total{method=\"get\",status=\"500\"} 3\n"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("job:request_rate:5m{job=\"other\"} 2.5\n"),
+        "{stdout}"
+    );
     let out = run("/malformed").await.unwrap();
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("line 3"));

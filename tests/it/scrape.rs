@@ -45,7 +45,7 @@ pub async fn serve() -> String {
     let app = Router::new()
         .route("/metrics", get(|| async { EXPOSITION }))
         .route("/malformed", get(|| async { MALFORMED }))
-        .route("/hang", get(|| std::future::pending::<&'static str>()))
+        .route("/hang", get(std::future::pending::<&'static str>))
         .route("/500", get(|| async { (StatusCode::INTERNAL_SERVER_ERROR, "boom") }))
         .route("/big", get(|| async { big_body() }))
         .route(
@@ -104,7 +104,8 @@ async fn serve_truncated() -> String {
             let mut buf = [0u8; 1024];
             let _ = tokio::io::AsyncReadExt::read(&mut sock, &mut buf).await;
             let body = "metric_a 1\n".repeat(10);
-            let head = "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: 1000\r\n\r\n";
+            let head =
+                "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: 1000\r\n\r\n";
             let _ = sock.write_all(head.as_bytes()).await;
             let _ = sock.write_all(body.as_bytes()).await;
             drop(sock);
@@ -114,7 +115,9 @@ async fn serve_truncated() -> String {
 }
 
 fn target(base: &str, metrics_path: &str, health_path: Option<&str>) -> Target {
-    let health = health_path.map(|p| format!("    health: {base}{p}\n")).unwrap_or_default();
+    let health = health_path
+        .map(|p| format!("    health: {base}{p}\n"))
+        .unwrap_or_default();
     let yaml = format!(
         "targets:\n  - name: svc\n    metrics: {base}{metrics_path}\n{health}    labels: {{ team: dns }}\n    health_json:\n      - field: sync_success_rate\n      - field: stats.pending\n        metric: connector_pending\n"
     );
@@ -131,14 +134,27 @@ fn target(base: &str, metrics_path: &str, health_path: Option<&str>) -> Target {
 }
 
 async fn fetch(url: &str, timeout: Duration, limit: u64) -> Result<scrape::Response, ScrapeError> {
-    scrape::fetch(&scrape::client(), &url::Url::parse(url).unwrap(), timeout, limit, None, "*/*").await
+    scrape::fetch(
+        &scrape::client(),
+        &url::Url::parse(url).unwrap(),
+        timeout,
+        limit,
+        None,
+        "*/*",
+    )
+    .await
 }
 
 fn new_cache(t: &Target) -> ScrapeCache {
     ScrapeCache::new(scrape::metrics_base_labels(t, t.metrics.as_ref().unwrap()))
 }
 
-fn ingest_url(store: &Store, cache: &mut ScrapeCache, body: &[u8], t: i64) -> Result<scrape::IngestReport, ScrapeError> {
+fn ingest_url(
+    store: &Store,
+    cache: &mut ScrapeCache,
+    body: &[u8],
+    t: i64,
+) -> Result<scrape::IngestReport, ScrapeError> {
     cache.ingest(store, std::str::from_utf8(body).unwrap(), t, 1000)
 }
 
@@ -149,9 +165,14 @@ async fn scrape_stores_samples_with_target_labels() {
     let store = open_store(&dir);
     let t = target(&base, "/metrics", None);
     let mut cache = new_cache(&t);
-    let resp = fetch(&format!("{base}/metrics"), Duration::from_secs(5), 1 << 20).await.unwrap();
+    let resp = fetch(&format!("{base}/metrics"), Duration::from_secs(5), 1 << 20)
+        .await
+        .unwrap();
     let report = ingest_url(&store, &mut cache, &resp.body, T0).unwrap();
-    assert_eq!((report.scraped, report.appended, report.new_series), (4, 4, 4));
+    assert_eq!(
+        (report.scraped, report.appended, report.new_series),
+        (4, 4, 4)
+    );
     let got = store
         .latest(&[matcher(MatchOp::Equal, "status", "500")], T0, 300_000)
         .unwrap();
@@ -163,7 +184,9 @@ async fn scrape_stores_samples_with_target_labels() {
     assert_eq!(l.get("team"), Some("dns"));
     assert_eq!(got[0].2, 3.0);
     // an exposed label colliding with a target label is kept as exported_<name>
-    let rate = store.latest(&name_is("job:request_rate:5m"), T0, 300_000).unwrap();
+    let rate = store
+        .latest(&name_is("job:request_rate:5m"), T0, 300_000)
+        .unwrap();
     assert_eq!(rate[0].0.get("exported_job"), Some("other"));
     assert_eq!(rate[0].0.get("job"), Some("svc"));
 }
@@ -171,7 +194,9 @@ async fn scrape_stores_samples_with_target_labels() {
 #[tokio::test]
 async fn gzip_bodies_are_decoded() {
     let base = serve().await;
-    let resp = fetch(&format!("{base}/gzip"), Duration::from_secs(5), 1 << 20).await.unwrap();
+    let resp = fetch(&format!("{base}/gzip"), Duration::from_secs(5), 1 << 20)
+        .await
+        .unwrap();
     assert_eq!(std::str::from_utf8(&resp.body).unwrap(), EXPOSITION);
 }
 
@@ -182,17 +207,31 @@ async fn malformed_exposition_stores_nothing_and_names_the_line() {
     let store = open_store(&dir);
     let t = target(&base, "/malformed", None);
     let mut cache = new_cache(&t);
-    let resp = fetch(&format!("{base}/malformed"), Duration::from_secs(5), 1 << 20).await.unwrap();
+    let resp = fetch(
+        &format!("{base}/malformed"),
+        Duration::from_secs(5),
+        1 << 20,
+    )
+    .await
+    .unwrap();
     let err = ingest_url(&store, &mut cache, &resp.body, T0).unwrap_err();
     let msg = err.to_string();
     assert!(msg.contains("line 3"), "{msg}");
-    assert!(store.latest(&name_is("ok_metric"), T0, 300_000).unwrap().is_empty(), "all or nothing");
+    assert!(
+        store
+            .latest(&name_is("ok_metric"), T0, 300_000)
+            .unwrap()
+            .is_empty(),
+        "all or nothing"
+    );
 }
 
 #[tokio::test(start_paused = true)]
 async fn a_hanging_target_times_out() {
     let base = serve().await;
-    let err = fetch(&format!("{base}/hang"), Duration::from_secs(10), 1 << 20).await.unwrap_err();
+    let err = fetch(&format!("{base}/hang"), Duration::from_secs(10), 1 << 20)
+        .await
+        .unwrap_err();
     assert!(matches!(err, ScrapeError::Timeout(_)), "{err}");
     assert_eq!(err.to_string(), "timeout after 10s");
 }
@@ -200,7 +239,9 @@ async fn a_hanging_target_times_out() {
 #[tokio::test]
 async fn a_500_is_returned_with_its_status() {
     let base = serve().await;
-    let resp = fetch(&format!("{base}/500"), Duration::from_secs(5), 1 << 20).await.unwrap();
+    let resp = fetch(&format!("{base}/500"), Duration::from_secs(5), 1 << 20)
+        .await
+        .unwrap();
     assert_eq!(resp.status, 500);
 }
 
@@ -208,7 +249,9 @@ async fn a_500_is_returned_with_its_status() {
 async fn a_50_mb_body_exceeds_the_default_limit() {
     let base = serve().await;
     let limit = Config::builtin_default().scrape.body_size_limit.0;
-    let err = fetch(&format!("{base}/big"), Duration::from_secs(30), limit).await.unwrap_err();
+    let err = fetch(&format!("{base}/big"), Duration::from_secs(30), limit)
+        .await
+        .unwrap_err();
     assert!(matches!(err, ScrapeError::BodyTooLarge { .. }), "{err}");
     assert!(err.to_string().contains(&limit.to_string()));
 }
@@ -216,7 +259,9 @@ async fn a_50_mb_body_exceeds_the_default_limit() {
 #[tokio::test]
 async fn a_body_cut_mid_way_is_an_error() {
     let url = serve_truncated().await;
-    let err = fetch(&url, Duration::from_secs(5), 1 << 20).await.unwrap_err();
+    let err = fetch(&url, Duration::from_secs(5), 1 << 20)
+        .await
+        .unwrap_err();
     assert!(matches!(err, ScrapeError::Http(_)), "{err}");
 }
 
@@ -241,14 +286,35 @@ async fn vanished_series_are_marked_stale() {
     cache.ingest(&store, "a 1\nb 2\n", T0, 100).unwrap();
     let report = cache.ingest(&store, "a 1\n", T0 + 15_000, 100).unwrap();
     assert_eq!(report.stale, 1);
-    assert!(store.latest(&name_is("b"), T0 + 15_000, 300_000).unwrap().is_empty());
-    assert_eq!(store.latest(&name_is("a"), T0 + 15_000, 300_000).unwrap().len(), 1);
+    assert!(
+        store
+            .latest(&name_is("b"), T0 + 15_000, 300_000)
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        store
+            .latest(&name_is("a"), T0 + 15_000, 300_000)
+            .unwrap()
+            .len(),
+        1
+    );
     // a series that comes back is live again
-    cache.ingest(&store, "a 1\nb 3\n", T0 + 30_000, 100).unwrap();
-    assert_eq!(store.latest(&name_is("b"), T0 + 30_000, 300_000).unwrap()[0].2, 3.0);
+    cache
+        .ingest(&store, "a 1\nb 3\n", T0 + 30_000, 100)
+        .unwrap();
+    assert_eq!(
+        store.latest(&name_is("b"), T0 + 30_000, 300_000).unwrap()[0].2,
+        3.0
+    );
     // a failed scrape ends every series
     assert_eq!(cache.mark_all_stale(&store, T0 + 45_000), 2);
-    assert!(store.latest(&name_is("a"), T0 + 45_000, 300_000).unwrap().is_empty());
+    assert!(
+        store
+            .latest(&name_is("a"), T0 + 45_000, 300_000)
+            .unwrap()
+            .is_empty()
+    );
 }
 
 #[tokio::test]
@@ -257,7 +323,9 @@ async fn duplicate_series_keep_the_first_sample() {
     let store = open_store(&dir);
     let t = target("http://127.0.0.1:9", "/metrics", None);
     let mut cache = new_cache(&t);
-    let report = cache.ingest(&store, "a{x=\"1\"} 1\na{x=\"1\"} 2\n", T0, 100).unwrap();
+    let report = cache
+        .ingest(&store, "a{x=\"1\"} 1\na{x=\"1\"} 2\n", T0, 100)
+        .unwrap();
     assert_eq!((report.appended, report.duplicates), (1, 1));
     assert_eq!(store.latest(&name_is("a"), T0, 1000).unwrap()[0].2, 1.0);
 }
@@ -266,11 +334,21 @@ async fn probe(base: &str, path: &str, store: &Store) -> scrape::HealthReport {
     let t = target(base, "/metrics", Some(path));
     let url = t.health.clone().unwrap();
     let result = fetch(url.as_str(), Duration::from_secs(5), 1 << 20).await;
-    scrape::ingest_health(store, &scrape::health_base_labels(&t, &url), T0, 0.01, &result, &t.health_json)
+    scrape::ingest_health(
+        store,
+        &scrape::health_base_labels(&t, &url),
+        T0,
+        0.01,
+        &result,
+        &t.health_json,
+    )
 }
 
 fn health_value(store: &Store, name: &str, extra: &[(&str, &str)]) -> Option<f64> {
-    let mut m = vec![matcher(MatchOp::Equal, "__name__", name), matcher(MatchOp::Equal, "probe", "health")];
+    let mut m = vec![
+        matcher(MatchOp::Equal, "__name__", name),
+        matcher(MatchOp::Equal, "probe", "health"),
+    ];
     m.extend(extra.iter().map(|(k, v)| matcher(MatchOp::Equal, k, v)));
     store.latest(&m, T0, 1000).unwrap().first().map(|s| s.2)
 }
@@ -283,9 +361,18 @@ async fn healthy_json_endpoint_writes_up_and_checks() {
     let report = probe(&base, "/health/ok", &store).await;
     assert!(report.up);
     assert_eq!(health_value(&store, "up", &[]), Some(1.0));
-    assert_eq!(health_value(&store, "probe_http_status_code", &[]), Some(200.0));
-    assert_eq!(health_value(&store, "health_check_ok", &[("check", "pdns")]), Some(1.0));
-    assert_eq!(health_value(&store, "probe_duration_seconds", &[]), Some(0.01));
+    assert_eq!(
+        health_value(&store, "probe_http_status_code", &[]),
+        Some(200.0)
+    );
+    assert_eq!(
+        health_value(&store, "health_check_ok", &[("check", "pdns")]),
+        Some(1.0)
+    );
+    assert_eq!(
+        health_value(&store, "probe_duration_seconds", &[]),
+        Some(0.01)
+    );
 }
 
 #[tokio::test]
@@ -295,11 +382,23 @@ async fn degraded_json_endpoint_names_the_failing_check() {
     let store = open_store(&dir);
     let report = probe(&base, "/health/degraded", &store).await;
     assert!(!report.up);
-    assert_eq!(report.error.as_deref(), Some("HTTP status 503; pdns: connection refused"));
+    assert_eq!(
+        report.error.as_deref(),
+        Some("HTTP status 503; pdns: connection refused")
+    );
     assert_eq!(health_value(&store, "up", &[]), Some(0.0));
-    assert_eq!(health_value(&store, "probe_http_status_code", &[]), Some(503.0));
-    assert_eq!(health_value(&store, "health_check_ok", &[("check", "database")]), Some(1.0));
-    assert_eq!(health_value(&store, "health_check_ok", &[("check", "pdns")]), Some(0.0));
+    assert_eq!(
+        health_value(&store, "probe_http_status_code", &[]),
+        Some(503.0)
+    );
+    assert_eq!(
+        health_value(&store, "health_check_ok", &[("check", "database")]),
+        Some(1.0)
+    );
+    assert_eq!(
+        health_value(&store, "health_check_ok", &[("check", "pdns")]),
+        Some(0.0)
+    );
     // the failure text is kept for annotations
     let pdns = store
         .series(&[matcher(MatchOp::Equal, "check", "pdns")])
@@ -316,7 +415,10 @@ async fn html_health_body_is_judged_by_status_code() {
     let report = probe(&base, "/health/html", &store).await;
     assert!(report.up, "{report:?}");
     // configured JSON fields cannot be read from HTML: said so, not silently skipped
-    assert_eq!(report.error.as_deref(), Some("body is not JSON: configured fields unavailable"));
+    assert_eq!(
+        report.error.as_deref(),
+        Some("body is not JSON: configured fields unavailable")
+    );
     assert!(report.checks.is_empty());
 }
 
@@ -327,7 +429,14 @@ async fn invalid_json_health_body_is_down_with_reason() {
     let store = open_store(&dir);
     let report = probe(&base, "/health/badjson", &store).await;
     assert!(!report.up);
-    assert!(report.error.as_deref().unwrap().starts_with("invalid JSON body: "), "{report:?}");
+    assert!(
+        report
+            .error
+            .as_deref()
+            .unwrap()
+            .starts_with("invalid JSON body: "),
+        "{report:?}"
+    );
     assert_eq!(health_value(&store, "up", &[]), Some(0.0));
 }
 
@@ -338,7 +447,10 @@ async fn configured_json_fields_become_gauges() {
     let store = open_store(&dir);
     let report = probe(&base, "/status", &store).await;
     assert!(report.up && report.error.is_none(), "{report:?}");
-    assert_eq!(health_value(&store, "health_json_sync_success_rate", &[]), Some(0.93));
+    assert_eq!(
+        health_value(&store, "health_json_sync_success_rate", &[]),
+        Some(0.93)
+    );
     assert_eq!(health_value(&store, "connector_pending", &[]), Some(12.0));
 }
 
@@ -352,6 +464,16 @@ async fn an_unreachable_health_endpoint_is_down_with_status_zero() {
     drop(listener);
     let report = probe(&base, "/health/ready", &store).await;
     assert!(!report.up);
-    assert!(report.error.as_deref().unwrap().starts_with("request failed"), "{report:?}");
-    assert_eq!(health_value(&store, "probe_http_status_code", &[]), Some(0.0));
+    assert!(
+        report
+            .error
+            .as_deref()
+            .unwrap()
+            .starts_with("request failed"),
+        "{report:?}"
+    );
+    assert_eq!(
+        health_value(&store, "probe_http_status_code", &[]),
+        Some(0.0)
+    );
 }

@@ -8,7 +8,9 @@ const T0: i64 = 1_700_000_000_000 - 1_700_000_000_000 % BLOCK_MS; // a block bou
 
 fn counter(store: &Store, job: &str, from: i64, n: usize, step: i64) {
     let id = store.series_ref(labels(&[("__name__", "requests_total"), ("job", job)]));
-    let batch: Vec<_> = (0..n).map(|i| (id, from + i as i64 * step, i as f64 * 1.5)).collect();
+    let batch: Vec<_> = (0..n)
+        .map(|i| (id, from + i as i64 * step, i as f64 * 1.5))
+        .collect();
     let stats = store.append(&batch);
     assert_eq!(stats.appended, n);
 }
@@ -24,7 +26,10 @@ fn appended_samples_are_read_back_in_order() {
     assert_eq!(got[299], (T0 + 299_000, 299.0 * 1.5));
     // the range is inclusive at both ends
     let got = samples_of(&store, &name_is("requests_total"), T0 + 10_000, T0 + 12_000);
-    assert_eq!(got.iter().map(|s| s.0 - T0).collect::<Vec<_>>(), vec![10_000, 11_000, 12_000]);
+    assert_eq!(
+        got.iter().map(|s| s.0 - T0).collect::<Vec<_>>(),
+        vec![10_000, 11_000, 12_000]
+    );
 }
 
 #[test]
@@ -40,10 +45,16 @@ fn flushed_samples_survive_a_crash() {
     let store = open_store(&dir);
     let got = samples_of(&store, &name_is("requests_total"), T0, T0 + 1_000_000);
     assert_eq!(got.len(), SAMPLES_PER_CHUNK * 2 + 17);
-    assert!(got.windows(2).all(|w| w[0].0 < w[1].0), "no sample is replayed twice");
+    assert!(
+        got.windows(2).all(|w| w[0].0 < w[1].0),
+        "no sample is replayed twice"
+    );
     // appends continue after the replayed data
     counter(&store, "a", T0 + 1_000_000, 5, 1000);
-    assert_eq!(samples_of(&store, &name_is("requests_total"), T0, T0 + 2_000_000).len(), SAMPLES_PER_CHUNK * 2 + 22);
+    assert_eq!(
+        samples_of(&store, &name_is("requests_total"), T0, T0 + 2_000_000).len(),
+        SAMPLES_PER_CHUNK * 2 + 22
+    );
 }
 
 #[test]
@@ -73,8 +84,20 @@ fn close_writes_everything_into_chunks() {
         assert!(bytes > 0);
     }
     let store = open_store(&dir);
-    assert_eq!(store.series(&[matcher(MatchOp::Regex, "job", "a|b")]).len(), 2);
-    assert_eq!(samples_of(&store, &[matcher(MatchOp::Equal, "job", "b")], T0, T0 + 10_000_000).len(), 10);
+    assert_eq!(
+        store.series(&[matcher(MatchOp::Regex, "job", "a|b")]).len(),
+        2
+    );
+    assert_eq!(
+        samples_of(
+            &store,
+            &[matcher(MatchOp::Equal, "job", "b")],
+            T0,
+            T0 + 10_000_000
+        )
+        .len(),
+        10
+    );
 }
 
 #[test]
@@ -88,7 +111,10 @@ fn unflushed_samples_are_the_only_loss_after_a_crash() {
         // no flush: these ten are lost, the first ten are not
     }
     let store = open_store(&dir);
-    assert_eq!(samples_of(&store, &name_is("requests_total"), T0, T0 + 100_000).len(), 10);
+    assert_eq!(
+        samples_of(&store, &name_is("requests_total"), T0, T0 + 100_000).len(),
+        10
+    );
 }
 
 #[test]
@@ -105,12 +131,20 @@ fn old_data_is_read_from_disk_after_leaving_the_head_window() {
     let stats = store.stats();
     let (disk_chunk_bytes, _) = store.chunk_stats().unwrap();
     // memory holds the last minute plus the open chunk, not the two hours on disk
-    assert!(stats.head_chunk_bytes * 3 < disk_chunk_bytes as usize, "{stats:?} vs {disk_chunk_bytes}");
+    assert!(
+        stats.head_chunk_bytes * 3 < disk_chunk_bytes as usize,
+        "{stats:?} vs {disk_chunk_bytes}"
+    );
     let got = samples_of(&store, &name_is("requests_total"), T0, T0 + 10 * BLOCK_MS);
     assert_eq!(got.len(), 480);
     assert!(got.windows(2).all(|w| w[1].0 - w[0].0 == 15_000));
     // a read straddling disk and memory
-    let got = samples_of(&store, &name_is("requests_total"), T0 + 1000 + 470 * 15_000, T0 + 1000 + 479 * 15_000);
+    let got = samples_of(
+        &store,
+        &name_is("requests_total"),
+        T0 + 1000 + 470 * 15_000,
+        T0 + 1000 + 479 * 15_000,
+    );
     assert_eq!(got.len(), 10);
 }
 
@@ -136,15 +170,31 @@ fn latest_respects_lookback_and_staleness() {
     let store = open_store(&dir);
     let a = store.series_ref(labels(&[("__name__", "up"), ("job", "a")]));
     let b = store.series_ref(labels(&[("__name__", "up"), ("job", "b")]));
-    store.append(&[(a, T0, 1.0), (b, T0, 1.0), (a, T0 + 15_000, 0.0), (b, T0 + 15_000, stale_nan())]);
+    store.append(&[
+        (a, T0, 1.0),
+        (b, T0, 1.0),
+        (a, T0 + 15_000, 0.0),
+        (b, T0 + 15_000, stale_nan()),
+    ]);
     let got = store.latest(&name_is("up"), T0 + 20_000, 300_000).unwrap();
     assert_eq!(got.len(), 1, "the stale series is gone");
     assert_eq!(got[0].0.get("job"), Some("a"));
     assert_eq!((got[0].1, got[0].2), (T0 + 15_000, 0.0));
     // outside the lookback nothing is returned
-    assert!(store.latest(&name_is("up"), T0 + 15_000 + 300_000, 300_000).unwrap().is_empty());
+    assert!(
+        store
+            .latest(&name_is("up"), T0 + 15_000 + 300_000, 300_000)
+            .unwrap()
+            .is_empty()
+    );
     // before the stale marker the series was alive
-    assert_eq!(store.latest(&name_is("up"), T0 + 10_000, 300_000).unwrap().len(), 2);
+    assert_eq!(
+        store
+            .latest(&name_is("up"), T0 + 10_000, 300_000)
+            .unwrap()
+            .len(),
+        2
+    );
 }
 
 #[test]
@@ -152,9 +202,20 @@ fn out_of_order_and_duplicate_samples_are_counted_not_stored() {
     let dir = tempfile::tempdir().unwrap();
     let store = open_store(&dir);
     let a = store.series_ref(labels(&[("__name__", "x")]));
-    let stats = store.append(&[(a, T0 + 2000, 1.0), (a, T0 + 1000, 2.0), (a, T0 + 2000, 1.0), (a, T0 + 2000, 3.0)]);
-    assert_eq!((stats.appended, stats.out_of_order, stats.duplicates), (1, 2, 1));
-    assert_eq!(samples_of(&store, &name_is("x"), T0, T0 + 10_000), vec![(T0 + 2000, 1.0)]);
+    let stats = store.append(&[
+        (a, T0 + 2000, 1.0),
+        (a, T0 + 1000, 2.0),
+        (a, T0 + 2000, 1.0),
+        (a, T0 + 2000, 3.0),
+    ]);
+    assert_eq!(
+        (stats.appended, stats.out_of_order, stats.duplicates),
+        (1, 2, 1)
+    );
+    assert_eq!(
+        samples_of(&store, &name_is("x"), T0, T0 + 10_000),
+        vec![(T0 + 2000, 1.0)]
+    );
 }
 
 #[test]
@@ -162,15 +223,32 @@ fn matchers_select_by_equality_regex_and_absence() {
     let dir = tempfile::tempdir().unwrap();
     let store = open_store(&dir);
     for (status, path) in [("200", "/a"), ("500", "/a"), ("503", "/b"), ("404", "")] {
-        let id = store.series_ref(labels(&[("__name__", "http_requests_total"), ("status", status), ("path", path)]));
+        let id = store.series_ref(labels(&[
+            ("__name__", "http_requests_total"),
+            ("status", status),
+            ("path", path),
+        ]));
         store.append(&[(id, T0, 1.0)]);
     }
     let count = |m: Vec<tocsin::labels::Matcher>| store.select(&m, T0, T0).unwrap().len();
     assert_eq!(count(vec![matcher(MatchOp::Regex, "status", "5..")]), 2);
     assert_eq!(count(vec![matcher(MatchOp::NotRegex, "status", "5..")]), 2);
     assert_eq!(count(vec![matcher(MatchOp::Equal, "path", "")]), 1);
-    assert_eq!(count(vec![matcher(MatchOp::NotEqual, "path", "/a"), matcher(MatchOp::Regex, "status", "5.*")]), 1);
-    assert_eq!(count(vec![matcher(MatchOp::Equal, "__name__", "http_requests_total")]), 4);
+    assert_eq!(
+        count(vec![
+            matcher(MatchOp::NotEqual, "path", "/a"),
+            matcher(MatchOp::Regex, "status", "5.*")
+        ]),
+        1
+    );
+    assert_eq!(
+        count(vec![matcher(
+            MatchOp::Equal,
+            "__name__",
+            "http_requests_total"
+        )]),
+        4
+    );
     assert_eq!(count(vec![matcher(MatchOp::Equal, "__name__", "nope")]), 0);
 }
 
@@ -221,9 +299,14 @@ fn a_corrupt_file_is_an_error_and_is_left_untouched() {
     let path = dir.path().join("tocsin.db");
     let garbage = b"this is not a database, it is a grocery list\n".repeat(200);
     std::fs::write(&path, &garbage).unwrap();
-    let err = Store::open(&path, StoreOptions::default()).err().expect("open must fail");
+    let err = Store::open(&path, StoreOptions::default())
+        .err()
+        .expect("open must fail");
     let msg = err.to_string();
-    assert!(msg.contains("cannot open store") && msg.contains("tocsin.db"), "{msg}");
+    assert!(
+        msg.contains("cannot open store") && msg.contains("tocsin.db"),
+        "{msg}"
+    );
     assert_eq!(std::fs::read(&path).unwrap(), garbage, "no silent reset");
 }
 
@@ -232,9 +315,12 @@ fn another_programs_database_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("other.db");
     let conn = rusqlite::Connection::open(&path).unwrap();
-    conn.execute_batch("CREATE TABLE customers (id INTEGER PRIMARY KEY, name TEXT)").unwrap();
+    conn.execute_batch("CREATE TABLE customers (id INTEGER PRIMARY KEY, name TEXT)")
+        .unwrap();
     drop(conn);
-    let err = Store::open(&path, StoreOptions::default()).err().expect("open must fail");
+    let err = Store::open(&path, StoreOptions::default())
+        .err()
+        .expect("open must fail");
     assert!(err.to_string().contains("another program"), "{err}");
 }
 
@@ -244,6 +330,11 @@ fn an_unwritable_data_directory_is_an_error() {
     // a file where the directory should be: fails even when running as root
     let blocker = dir.path().join("data");
     std::fs::write(&blocker, b"").unwrap();
-    let err = Store::open(&blocker.join("tocsin.db"), StoreOptions::default()).err().expect("open must fail");
-    assert!(err.to_string().contains("cannot create data directory"), "{err}");
+    let err = Store::open(&blocker.join("tocsin.db"), StoreOptions::default())
+        .err()
+        .expect("open must fail");
+    assert!(
+        err.to_string().contains("cannot create data directory"),
+        "{err}"
+    );
 }
