@@ -116,8 +116,10 @@ pub struct StorageConfig {
     pub retention: PromDuration,
     /// How often buffered samples are made durable. A crash loses at most this much. Default `5s`.
     pub flush_interval: PromDuration,
-    /// How much recent data each series keeps in memory, so rule windows are read without
-    /// touching the disk. Older data is read from the file. Default `5m`.
+    /// Recent data each series keeps in memory besides its open chunk, so rule windows are read
+    /// without touching the file. Older data is read from the file. Memory grows with it: at 100k
+    /// series scraped every second, each minute costs about 25 MiB. Default `0s` (the rule engine
+    /// raises it to the longest range its rules read).
     pub head_window: PromDuration,
 }
 
@@ -127,7 +129,7 @@ impl Default for StorageConfig {
             path: PathBuf::from("data/tocsin.db"),
             retention: PromDuration::from_secs(15 * 24 * 3600),
             flush_interval: PromDuration::from_secs(5),
-            head_window: PromDuration::from_secs(300),
+            head_window: PromDuration::from_secs(0),
         }
     }
 }

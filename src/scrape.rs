@@ -151,8 +151,11 @@ pub fn health_base_labels(target: &Target, url: &url::Url) -> Labels {
 
 struct CacheEntry {
     series: SeriesRef,
-    /// the scrape number that last saw this series (duplicate detection and pruning)
+    /// the scrape number that last saw this series (duplicates, staleness and pruning)
     seen: u64,
+    /// the last sample had no explicit timestamp, so the series ends with a staleness marker when it
+    /// vanishes (Prometheus does not mark series that carry their own timestamps)
+    track_staleness: bool,
 }
 
 /// What an ingested scrape did.
@@ -173,8 +176,10 @@ pub struct IngestReport {
 /// lookup, not a label parse), and the series seen last time (for staleness markers).
 pub struct ScrapeCache {
     base: Labels,
-    entries: HashMap<Box<str>, CacheEntry>,
-    previous: Vec<SeriesRef>,
+    /// xxh3 instead of SipHash: keys are ~100-byte series texts, hashed 100k times a scrape;
+    /// targets could choose colliding names only against themselves
+    entries: HashMap<Box<str>, CacheEntry, xxhash_rust::xxh3::Xxh3DefaultBuilder>,
+    /// the scrape number of the last successful scrape; series seen then and not now are stale
     generation: u64,
 }
 
@@ -185,8 +190,7 @@ impl ScrapeCache {
     pub fn new(base: Labels) -> Self {
         ScrapeCache {
             base,
-            entries: HashMap::new(),
-            previous: Vec::new(),
+            entries: HashMap::default(),
             generation: 0,
         }
     }
@@ -240,6 +244,7 @@ impl ScrapeCache {
                 }
             }
         }
+        let previous = self.generation;
         self.generation += 1;
         let generation = self.generation;
         let mut report = IngestReport {
@@ -266,12 +271,12 @@ impl ScrapeCache {
                     CacheEntry {
                         series: id,
                         seen: 0,
+                        track_staleness: false,
                     },
                 );
             }
         }
         let mut batch: Vec<(SeriesRef, i64, f64)> = Vec::with_capacity(samples.len());
-        let mut current: Vec<SeriesRef> = Vec::with_capacity(samples.len());
         for s in &samples {
             let entry = self.entries.get_mut(s.series).expect("resolved above");
             if entry.seen == generation {
@@ -279,22 +284,18 @@ impl ScrapeCache {
                 continue;
             }
             entry.seen = generation;
+            entry.track_staleness = s.timestamp_ms.is_none();
             batch.push((entry.series, s.timestamp_ms.unwrap_or(t), s.value));
-            if s.timestamp_ms.is_none() {
-                current.push(entry.series);
-            }
         }
-        current.sort_unstable();
-        for &old in &self.previous {
-            if current.binary_search(&old).is_err() {
-                batch.push((old, t, stale_nan()));
+        for e in self.entries.values() {
+            if e.seen == previous && previous > 0 && e.track_staleness {
+                batch.push((e.series, t, stale_nan()));
                 report.stale += 1;
             }
         }
         let stats: AppendStats = store.append(&batch);
         report.appended = stats.appended.saturating_sub(report.stale);
         report.out_of_order = stats.out_of_order + stats.duplicates;
-        self.previous = current;
         self.entries
             .retain(|_, e| e.seen + CACHE_KEEP_SCRAPES > generation);
         Ok(report)
@@ -303,13 +304,16 @@ impl ScrapeCache {
     /// A failed scrape: every series of the previous scrape ends (staleness marker at `t`),
     /// as in Prometheus.
     pub fn mark_all_stale(&mut self, store: &Store, t: i64) -> usize {
+        let last = self.generation;
         let batch: Vec<_> = self
-            .previous
-            .iter()
-            .map(|&id| (id, t, stale_nan()))
+            .entries
+            .values()
+            .filter(|e| e.seen == last && last > 0 && e.track_staleness)
+            .map(|e| (e.series, t, stale_nan()))
             .collect();
         store.append(&batch);
-        self.previous.clear();
+        // nothing was seen in this (failed) scrape: the next success marks nothing twice
+        self.generation += 1;
         batch.len()
     }
 

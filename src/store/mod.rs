@@ -20,6 +20,7 @@ mod wal;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Instant;
 
@@ -64,7 +65,7 @@ pub enum StoreError {
 /// How the store keeps data.
 #[derive(Debug, Clone, Copy)]
 pub struct StoreOptions {
-    /// recent data kept in memory per series, in ms
+    /// recent data kept in memory per series besides the open chunk, in ms (see [`Store::set_head_window`])
     pub head_window_ms: i64,
     /// data older than this (ms) is deleted, in whole blocks
     pub retention_ms: i64,
@@ -73,7 +74,7 @@ pub struct StoreOptions {
 impl Default for StoreOptions {
     fn default() -> Self {
         StoreOptions {
-            head_window_ms: 5 * 60_000,
+            head_window_ms: 0,
             retention_ms: 15 * 24 * 3_600_000,
         }
     }
@@ -117,6 +118,8 @@ pub struct Store {
     db: Mutex<Db>,
     notes: RwLock<HashMap<SeriesRef, (i64, String)>>,
     opts: StoreOptions,
+    /// current head window in ms: the configured one, raised by readers that need more
+    head_window_ms: AtomicI64,
 }
 
 fn labels_json(l: &Labels) -> String {
@@ -163,8 +166,16 @@ impl Store {
             pending: Mutex::new(Pending::default()),
             db: Mutex::new(db),
             notes: RwLock::new(notes),
+            head_window_ms: AtomicI64::new(opts.head_window_ms),
             opts,
         })
+    }
+
+    /// Keeps at least `ms` of recent data per series in memory (the rule engine sets its longest
+    /// range window here); never below the configured `head_window`. Takes effect at the next flush.
+    pub fn set_head_window(&self, ms: i64) {
+        self.head_window_ms
+            .store(ms.max(self.opts.head_window_ms), Ordering::Relaxed);
     }
 
     /// The id of the series with these labels, created if new.
@@ -233,7 +244,7 @@ impl Store {
         let mut batches = {
             let mut head = self.head.write().expect("head lock");
             let mut pending = self.pending.lock().expect("pending lock");
-            head.maintain(now, now - self.opts.head_window_ms);
+            head.maintain(now, now - self.head_window_ms.load(Ordering::Relaxed));
             let new_series = std::mem::take(&mut head.new_series)
                 .into_iter()
                 .filter_map(|id| head.labels(id).map(|l| (id, labels_json(l))))

@@ -338,3 +338,27 @@ fn an_unwritable_data_directory_is_an_error() {
         "{err}"
     );
 }
+
+#[test]
+fn readers_can_raise_the_head_window() {
+    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let lean = open_store(&a);
+    let wide = open_store(&b);
+    wide.set_head_window(3_600_000);
+    for store in [&lean, &wide] {
+        counter(store, "a", T0 + 1000, 240, 15_000); // one hour
+        store.flush(T0 + 240 * 15_000).unwrap();
+    }
+    let (lean_bytes, wide_bytes) = (lean.stats().head_chunk_bytes, wide.stats().head_chunk_bytes);
+    assert!(
+        wide_bytes > lean_bytes,
+        "wide {wide_bytes} lean {lean_bytes}"
+    );
+    // both read the whole hour, from memory or from the file
+    for store in [&lean, &wide] {
+        assert_eq!(
+            samples_of(store, &name_is("requests_total"), T0, T0 + BLOCK_MS).len(),
+            240
+        );
+    }
+}
