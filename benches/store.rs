@@ -68,22 +68,30 @@ fn append(c: &mut Criterion) {
     g.finish();
 }
 
-fn read(c: &mut Criterion) {
-    let dir = tempfile::tempdir().unwrap();
-    let (store, ids) = make_store(&dir);
-    // 10 minutes at 1 s: the last 5 minutes are in memory, and some chunks are closed
+/// 10 minutes at 1 s of every series, flushed every 10 s.
+fn filled(dir: &tempfile::TempDir, series: usize, head_window_ms: i64) -> Store {
+    let (store, ids) = make_store(dir);
+    store.set_head_window(head_window_ms);
     for step in 0..600 {
-        store.append(&scrape_batch(&ids, step));
+        store.append(&scrape_batch(&ids[..series], step));
         if step % 10 == 0 {
             store.flush(T0 + step * 1000).unwrap();
         }
     }
+    store.flush(T0 + 600_000).unwrap();
+    store
+}
+
+fn read(c: &mut Criterion) {
     let m = [Matcher::equal("__name__", "bench_requests_total")];
     let end = T0 + 599_000;
     let mut g = c.benchmark_group("store_read");
     g.sample_size(10);
+    // the rule engine keeps its longest window in memory: the last 5 minutes come from the head
+    let dir = tempfile::tempdir().unwrap();
+    let store = filled(&dir, SERIES, 300_000);
     g.throughput(Throughput::Elements((SERIES * 300) as u64));
-    g.bench_function("last_5m_of_100k_series", |b| {
+    g.bench_function("last_5m_of_100k_series_from_memory", |b| {
         b.iter(|| {
             let got = store.select(&m, end - 300_000 + 1, end).unwrap();
             assert_eq!(got.len(), SERIES);
@@ -93,6 +101,18 @@ fn read(c: &mut Criterion) {
     g.throughput(Throughput::Elements(SERIES as u64));
     g.bench_function("latest_of_100k_series", |b| {
         b.iter(|| black_box(store.latest(&m, end, 300_000).unwrap()))
+    });
+    drop(store);
+    // with no head window, the same read of 10k series goes to the SQLite file
+    let dir = tempfile::tempdir().unwrap();
+    let store = filled(&dir, 10_000, 0);
+    g.throughput(Throughput::Elements((10_000 * 300) as u64));
+    g.bench_function("last_5m_of_10k_series_from_disk", |b| {
+        b.iter(|| {
+            let got = store.select(&m, end - 300_000 + 1, end).unwrap();
+            assert_eq!(got.len(), 10_000);
+            black_box(got)
+        })
     });
     g.finish();
 }

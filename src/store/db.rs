@@ -228,13 +228,23 @@ impl Db {
         Ok(())
     }
 
-    /// Appends samples of `series` in [mint, maxt] from chunks on disk that end before `before`.
+    /// The first and last block on disk (two index seeks), to bound per-block reads.
+    pub fn block_range(&self) -> Result<Option<(i64, i64)>, StoreError> {
+        let (first, last): (Option<i64>, Option<i64>) = self
+            .conn
+            .prepare_cached("SELECT min(block), max(block) FROM chunks")?
+            .query_row([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        Ok(first.zip(last))
+    }
+
+    /// Appends samples of `series` in [mint, maxt] from chunks on disk that end before `before`;
+    /// `blocks` is [`Db::block_range`].
     pub fn read_chunks(
         &self,
         series: SeriesRef,
-        mint: i64,
-        maxt: i64,
+        (mint, maxt): (i64, i64),
         before: i64,
+        blocks: Option<(i64, i64)>,
         out: &mut Vec<(i64, f64)>,
     ) -> Result<(), StoreError> {
         let mut stmt = self.conn.prepare_cached(
@@ -245,15 +255,10 @@ impl Db {
         if hi < mint {
             return Ok(());
         }
-        // one point seek per block that exists: clamp the range to the blocks on disk
-        // (both ends come from the index, so this is two seeks)
-        let (first, last): (Option<i64>, Option<i64>) = self
-            .conn
-            .prepare_cached("SELECT min(block), max(block) FROM chunks")?
-            .query_row([], |r| Ok((r.get(0)?, r.get(1)?)))?;
-        let (Some(first), Some(last)) = (first, last) else {
+        let Some((first, last)) = blocks else {
             return Ok(());
         };
+        // one point seek per block on disk inside the range
         for block in block_of(mint).max(first)..=block_of(hi).min(last) {
             let mut rows = stmt.query(params![block, i64::from(series), mint, hi])?;
             while let Some(row) = rows.next()? {

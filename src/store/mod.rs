@@ -347,9 +347,10 @@ impl Store {
         }
         if !need_disk.is_empty() {
             let db = self.db.lock().expect("db lock");
+            let blocks = db.block_range()?;
             for (idx, id, mem_since) in need_disk {
                 let mut older = Vec::new();
-                db.read_chunks(id, mint, maxt, mem_since, &mut older)?;
+                db.read_chunks(id, (mint, maxt), mem_since, blocks, &mut older)?;
                 if !older.is_empty() {
                     let s = &mut out[idx].samples;
                     older.append(s);
