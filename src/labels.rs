@@ -13,11 +13,43 @@ use serde::Serialize;
 /// The label that holds the metric name.
 pub const METRIC_NAME: &str = "__name__";
 
-/// A sorted set of label pairs.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
-pub struct Labels(Vec<(String, String)>);
+/// A sorted set of label pairs, packed: one string holding every name and value back to back and
+/// their end offsets (two allocations per label set instead of two per label; a label set is kept
+/// for every series, so this is most of the store's per-series memory).
+#[derive(Clone, Default, PartialEq, Eq, Hash)]
+pub struct Labels {
+    data: Box<str>,
+    /// `ends[2i]` ends name `i`, `ends[2i + 1]` ends value `i`
+    ends: Box<[u32]>,
+}
 
 impl Labels {
+    fn pack(pairs: &[(String, String)]) -> Self {
+        let mut data = String::with_capacity(pairs.iter().map(|(k, v)| k.len() + v.len()).sum());
+        let mut ends = Vec::with_capacity(pairs.len() * 2);
+        for (k, v) in pairs {
+            data.push_str(k);
+            ends.push(data.len() as u32);
+            data.push_str(v);
+            ends.push(data.len() as u32);
+        }
+        Labels {
+            data: data.into_boxed_str(),
+            ends: ends.into_boxed_slice(),
+        }
+    }
+
+    fn pair(&self, i: usize) -> (&str, &str) {
+        let start = if i == 0 {
+            0
+        } else {
+            self.ends[2 * i - 1] as usize
+        };
+        let mid = self.ends[2 * i] as usize;
+        let end = self.ends[2 * i + 1] as usize;
+        (&self.data[start..mid], &self.data[mid..end])
+    }
+
     /// Builds a label set: sorts by name, drops empty values, and keeps the last value of a repeated name.
     pub fn from_pairs<I, K, V>(pairs: I) -> Self
     where
@@ -30,7 +62,7 @@ impl Labels {
             .map(|(k, v)| (k.into(), v.into()))
             .filter(|(_, v)| !v.is_empty())
             .collect();
-        // stable sort keeps insertion order among equal names, so `dedup` below keeps the last one
+        // stable sort keeps insertion order among equal names, so the loop below keeps the last one
         v.sort_by(|a, b| a.0.cmp(&b.0));
         let mut out: Vec<(String, String)> = Vec::with_capacity(v.len());
         for pair in v {
@@ -39,15 +71,22 @@ impl Labels {
                 _ => out.push(pair),
             }
         }
-        Labels(out)
+        Labels::pack(&out)
     }
 
     /// The value of `name`, if present.
     pub fn get(&self, name: &str) -> Option<&str> {
-        self.0
-            .binary_search_by(|(k, _)| k.as_str().cmp(name))
-            .ok()
-            .map(|i| self.0[i].1.as_str())
+        let (mut lo, mut hi) = (0, self.len());
+        while lo < hi {
+            let mid = (lo + hi) / 2;
+            let (k, v) = self.pair(mid);
+            match k.cmp(name) {
+                std::cmp::Ordering::Equal => return Some(v),
+                std::cmp::Ordering::Less => lo = mid + 1,
+                std::cmp::Ordering::Greater => hi = mid,
+            }
+        }
+        None
     }
 
     /// The metric name (`__name__`), if present.
@@ -56,42 +95,63 @@ impl Labels {
     }
 
     pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
-        self.0.iter().map(|(k, v)| (k.as_str(), v.as_str()))
+        (0..self.len()).map(|i| self.pair(i))
     }
 
     pub fn len(&self) -> usize {
-        self.0.len()
+        self.ends.len() / 2
     }
 
     pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        self.ends.is_empty()
     }
 
     /// A copy with `name` set to `value` (or removed when `value` is empty).
     pub fn with(&self, name: &str, value: &str) -> Labels {
-        let mut v = self.0.clone();
-        match v.binary_search_by(|(k, _)| k.as_str().cmp(name)) {
-            Ok(i) if value.is_empty() => {
-                v.remove(i);
-            }
-            Ok(i) => v[i].1 = value.to_string(),
-            Err(_) if value.is_empty() => {}
-            Err(i) => v.insert(i, (name.to_string(), value.to_string())),
-        }
-        Labels(v)
+        Labels::from_pairs(
+            self.iter()
+                .filter(|(k, _)| *k != name)
+                .chain(std::iter::once((name, value))),
+        )
     }
 
     /// A stable 64-bit hash of the label set: xxh3 over `name 0xff value 0xff` for each pair in order.
     /// Persisted; changing it changes every stored fingerprint.
     pub fn fingerprint(&self) -> u64 {
-        let mut buf = Vec::with_capacity(self.0.iter().map(|(k, v)| k.len() + v.len() + 2).sum());
-        for (k, v) in &self.0 {
+        let mut buf = Vec::with_capacity(self.data.len() + self.ends.len());
+        for (k, v) in self.iter() {
             buf.extend_from_slice(k.as_bytes());
             buf.push(0xff);
             buf.extend_from_slice(v.as_bytes());
             buf.push(0xff);
         }
         xxhash_rust::xxh3::xxh3_64(&buf)
+    }
+}
+
+/// Label sets order pair by pair, as Prometheus sorts series.
+impl Ord for Labels {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.iter().cmp(other.iter())
+    }
+}
+
+impl PartialOrd for Labels {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl fmt::Debug for Labels {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_map().entries(self.iter()).finish()
+    }
+}
+
+/// A sequence of `[name, value]` pairs.
+impl Serialize for Labels {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(self.iter())
     }
 }
 
@@ -235,6 +295,18 @@ mod tests {
         let c = Labels::from_pairs([("ab", "c")]);
         let d = Labels::from_pairs([("a", "bc")]);
         assert_ne!(c.fingerprint(), d.fingerprint());
+    }
+
+    #[test]
+    fn order_is_pair_by_pair() {
+        let a = Labels::from_pairs([("a", "1"), ("b", "2")]);
+        let b = Labels::from_pairs([("a", "10")]);
+        let c = Labels::from_pairs([("ab", "1")]);
+        assert!(a < b, "value 1 < 10");
+        assert!(a < c, "name a < ab");
+        assert_eq!(a.get("b"), Some("2"));
+        assert_eq!(a.get("c"), None);
+        assert_eq!(Labels::default().get("a"), None);
     }
 
     #[test]

@@ -6,7 +6,7 @@
 //! - [`scheduler`]: per-endpoint tasks at stable offsets, store flushes; the only clock reader.
 //! - [`store`]: in-memory head of Gorilla chunks over one SQLite file; range and instant reads.
 //! - [`server`]: axum HTTP surface (health, readiness, status, self-metrics).
-//! - [`labels`], [`duration`], [`clock`], [`selfmetrics`]: shared vocabulary.
+//! - [`labels`], [`duration`], [`clock`], [`selfmetrics`]: shared vocabulary; [`sys`]: the one libc call.
 pub mod clock;
 pub mod config;
 pub mod duration;
@@ -16,4 +16,5 @@ pub mod scrape;
 pub mod selfmetrics;
 pub mod server;
 pub mod store;
+pub mod sys;
 pub mod textparse;

@@ -339,10 +339,13 @@ impl Scheduler {
     /// Flushes the store at `now` on a blocking thread and records the outcome.
     pub async fn flush(&self, now: i64) {
         let store = self.store.clone();
-        let (result, stats) =
-            tokio::task::spawn_blocking(move || (store.flush(now), store.stats()))
-                .await
-                .expect("flush task does not panic");
+        let (result, stats) = tokio::task::spawn_blocking(move || {
+            let result = store.flush(now);
+            crate::sys::release_free_memory();
+            (result, store.stats())
+        })
+        .await
+        .expect("flush task does not panic");
         self.metrics.store_series.set(stats.series as i64);
         self.metrics
             .store_head_chunk_bytes

@@ -9,6 +9,7 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use rusqlite::{Connection, OptionalExtension, params};
 
@@ -52,10 +53,16 @@ CREATE TABLE IF NOT EXISTS targets (
 );
 ";
 
+/// The stored form of a label set: a JSON array of `[name, value]` pairs.
+fn labels_json(labels: &Labels, out: &mut String) {
+    let pairs: Vec<(&str, &str)> = labels.iter().collect();
+    out.push_str(&serde_json::to_string(&pairs).expect("labels serialize"));
+}
+
 /// Everything one flush makes durable, in one transaction.
 #[derive(Default)]
 pub(crate) struct FlushBatch {
-    pub new_series: Vec<(SeriesRef, String)>,
+    pub new_series: Vec<(SeriesRef, Arc<Labels>)>,
     pub wal: Option<(i64, i64, Vec<u8>)>,
     /// samples in `wal`
     pub wal_samples: usize,
@@ -192,8 +199,12 @@ impl Db {
         {
             let mut ins_series =
                 tx.prepare_cached("INSERT INTO series (id, labels) VALUES (?1, ?2)")?;
+            // one reused buffer: 100k new series at startup would otherwise be 100k strings at once
+            let mut text = String::new();
             for (id, labels) in &batch.new_series {
-                ins_series.execute(params![i64::from(*id), labels])?;
+                text.clear();
+                labels_json(labels, &mut text);
+                ins_series.execute(params![i64::from(*id), text])?;
             }
             let mut ins_chunk = tx.prepare_cached(
                 "INSERT INTO chunks (block, series_id, mint, maxt, data) VALUES (?1, ?2, ?3, ?4, ?5)",

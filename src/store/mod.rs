@@ -122,10 +122,6 @@ pub struct Store {
     head_window_ms: AtomicI64,
 }
 
-fn labels_json(l: &Labels) -> String {
-    serde_json::to_string(&l.iter().collect::<Vec<_>>()).expect("labels serialize")
-}
-
 impl Store {
     /// Opens (or creates) the store at `path` and replays what was flushed but not yet in chunks.
     pub fn open(path: &Path, opts: StoreOptions) -> Result<Store, StoreError> {
@@ -247,7 +243,7 @@ impl Store {
             head.maintain(now, now - self.head_window_ms.load(Ordering::Relaxed));
             let new_series = std::mem::take(&mut head.new_series)
                 .into_iter()
-                .filter_map(|id| head.labels(id).map(|l| (id, labels_json(l))))
+                .filter_map(|id| head.labels(id).map(|l| (id, l.clone())))
                 .collect();
             let wal = std::mem::take(&mut pending.wal);
             let fresh = FlushBatch {
