@@ -48,10 +48,21 @@ struct BitWriter {
     used: u8,
 }
 
+/// Growth step of an open chunk's buffer: open chunks live in memory for every series, and growing
+/// by doubling would leave a quarter of their memory unused on average.
+const GROW_BYTES: usize = 32;
+
 impl BitWriter {
+    fn push_byte(&mut self) {
+        if self.bytes.len() == self.bytes.capacity() {
+            self.bytes.reserve_exact(GROW_BYTES);
+        }
+        self.bytes.push(0);
+    }
+
     fn write_bit(&mut self, bit: bool) {
         if self.used == 0 {
-            self.bytes.push(0);
+            self.push_byte();
         }
         if bit {
             *self.bytes.last_mut().expect("pushed") |= 0x80 >> self.used;
@@ -63,7 +74,7 @@ impl BitWriter {
     fn write_bits(&mut self, v: u64, mut n: u8) {
         while n > 0 {
             if self.used == 0 {
-                self.bytes.push(0);
+                self.push_byte();
             }
             let free = 8 - self.used;
             let take = free.min(n);
