@@ -171,11 +171,9 @@ impl Scheduler {
         let start = Instant::now() + first_tick(now, interval_ms, offset);
         let mut ticker = tokio::time::interval_at(start, Duration::from_millis(interval_ms as u64));
         ticker.set_missed_tick_behavior(MissedTickBehavior::Skip);
-        let mut cache = Some(ScrapeCache::new(if kind == "metrics" {
-            scrape::metrics_base_labels(&target, &url)
-        } else {
-            scrape::health_base_labels(&target, &url)
-        }));
+        // metrics endpoints keep a series cache across scrapes (moved into the blocking ingest and back)
+        let mut cache = (kind == "metrics")
+            .then(|| ScrapeCache::new(scrape::metrics_base_labels(&target, &url)));
         loop {
             tokio::select! {
                 _ = ticker.tick() => {}
@@ -185,13 +183,10 @@ impl Scheduler {
                 return;
             }
             let t = scrape_timestamp(self.clock.now_ms(), interval_ms, offset);
-            cache = Some(if kind == "metrics" {
-                self.scrape_once(&target, &url, t, cache.take().expect("cache is returned"))
-                    .await
-            } else {
-                self.probe_once(&target, &url, t, cache.take().expect("cache is returned"))
-                    .await
-            });
+            match cache.take() {
+                Some(c) => cache = Some(self.scrape_once(&target, &url, t, c).await),
+                None => self.probe_once(&target, &url, t).await,
+            }
         }
     }
 
@@ -272,13 +267,7 @@ impl Scheduler {
     }
 
     /// One health probe at time `t`.
-    async fn probe_once(
-        &self,
-        target: &Target,
-        url: &url::Url,
-        t: i64,
-        cache: ScrapeCache,
-    ) -> ScrapeCache {
+    async fn probe_once(&self, target: &Target, url: &url::Url, t: i64) {
         let started = Instant::now();
         let fetched = scrape::fetch(
             &self.client,
@@ -317,7 +306,6 @@ impl Scheduler {
             s.last_error = report.error.clone();
             s.checks = report.checks.clone();
         });
-        cache
     }
 
     async fn flush_loop(self, every: Duration, mut shutdown: watch::Receiver<bool>) {
