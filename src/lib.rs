@@ -4,13 +4,15 @@
 //! - [`textparse`]: strict zero-copy Prometheus/OpenMetrics text parser.
 //! - [`scrape`]: HTTP fetch of metrics and health endpoints, ingest into the store.
 //! - [`scheduler`]: per-endpoint tasks at stable offsets, store flushes; the only clock reader.
+//! - [`promql`]: the query engine (Prometheus semantics) and its PromQL front end.
 //! - [`store`]: in-memory head of Gorilla chunks over one SQLite file; range and instant reads.
 //! - [`server`]: axum HTTP surface (health, readiness, status, self-metrics).
-//! - [`labels`], [`duration`], [`clock`], [`selfmetrics`]: shared vocabulary; [`sys`]: the one libc call.
+//! - [`labels`], [`duration`], [`timefmt`], [`clock`], [`selfmetrics`]: shared vocabulary; [`sys`]: the one libc call.
 pub mod clock;
 pub mod config;
 pub mod duration;
 pub mod labels;
+pub mod promql;
 pub mod scheduler;
 pub mod scrape;
 pub mod selfmetrics;
@@ -18,3 +20,4 @@ pub mod server;
 pub mod store;
 pub mod sys;
 pub mod textparse;
+pub mod timefmt;

@@ -51,6 +51,20 @@ enum Command {
         #[arg(long, default_value_t = 64 << 20)]
         body_limit: u64,
     },
+    /// Evaluate a PromQL expression against a store file (read-only: safe beside a running
+    /// daemon) and print the result. Exit 1 if the expression fails.
+    Query {
+        expr: String,
+        /// evaluation time: unix seconds or RFC 3339 (default: now)
+        #[arg(long)]
+        at: Option<String>,
+        /// store file (default: the configured storage path)
+        #[arg(long)]
+        db: Option<PathBuf>,
+        /// configuration file whose storage path to read (default: ./tocsin.yml or built-in)
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
 }
 
 /// How a command ended: 0 ok, 1 a check failed, 2 usage or I/O error.
@@ -87,6 +101,12 @@ fn run(cli: Cli) -> Result<Outcome> {
             timeout,
             body_limit,
         } => scrape(&url, timeout, body_limit),
+        Command::Query {
+            expr,
+            at,
+            db,
+            config,
+        } => query(&expr, at.as_deref(), db, config),
     }
 }
 
@@ -293,5 +313,40 @@ async fn wait_for_signal() {
     #[cfg(not(unix))]
     {
         let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+fn query(
+    expr: &str,
+    at: Option<&str>,
+    db: Option<PathBuf>,
+    config: Option<PathBuf>,
+) -> Result<Outcome> {
+    let t = match at {
+        Some(s) => tocsin::timefmt::parse_time(s)?,
+        None => SystemClock.now_ms(),
+    };
+    let path = match db {
+        Some(p) => p,
+        None => load_config(config)?.0.storage.path,
+    };
+    let parsed = match tocsin::promql::parse(expr) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("{e}");
+            return Ok(Outcome::CheckFailed);
+        }
+    };
+    let store = Store::open_read_only(&path)?;
+    let engine = tocsin::promql::Engine::default();
+    match engine.instant(&store, &parsed, t) {
+        Ok(v) => {
+            print!("{v}");
+            Ok(Outcome::Ok)
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            Ok(Outcome::CheckFailed)
+        }
     }
 }

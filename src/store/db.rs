@@ -85,14 +85,26 @@ fn open_err(path: &Path) -> impl Fn(rusqlite::Error) -> StoreError + '_ {
 }
 
 impl Db {
-    pub fn open(path: &Path) -> Result<Db, StoreError> {
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|source| StoreError::CreateDir {
-                path: dir.to_path_buf(),
-                source,
-            })?;
-        }
-        let conn = Connection::open(path).map_err(open_err(path))?;
+    /// Opens the file; `read_only` never creates or changes it (a reader beside a running
+    /// daemon: SQLite's WAL mode gives it a consistent snapshot per statement).
+    pub fn open(path: &Path, read_only: bool) -> Result<Db, StoreError> {
+        let conn = if read_only {
+            if !path.exists() {
+                return Err(StoreError::Missing {
+                    path: path.to_path_buf(),
+                });
+            }
+            Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+                .map_err(open_err(path))?
+        } else {
+            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                std::fs::create_dir_all(dir).map_err(|source| StoreError::CreateDir {
+                    path: dir.to_path_buf(),
+                    source,
+                })?;
+            }
+            Connection::open(path).map_err(open_err(path))?
+        };
         // the first statement reads the header: a file that is not SQLite fails here, clearly,
         // and is never overwritten
         let app_id: i64 = conn
@@ -113,6 +125,18 @@ impl Db {
             return Err(StoreError::NewerSchema {
                 path: path.to_path_buf(),
                 version,
+            });
+        }
+        if read_only {
+            if version != SCHEMA_VERSION {
+                return Err(StoreError::Corrupt {
+                    path: path.to_path_buf(),
+                    detail: format!("schema version {version}, expected {SCHEMA_VERSION}"),
+                });
+            }
+            return Ok(Db {
+                conn,
+                path: path.to_path_buf(),
             });
         }
         conn.execute_batch(&format!(

@@ -57,6 +57,9 @@ pub enum StoreError {
     /// Damaged contents: a failed integrity check, undecodable labels, chunk or WAL batch.
     #[error("store {path} is corrupt: {detail}")]
     Corrupt { path: PathBuf, detail: String },
+    /// A store opened for reading does not exist.
+    #[error("no store at {path}")]
+    Missing { path: PathBuf },
     /// A read or write failed after opening (disk full, I/O error).
     #[error("store: {0}")]
     Sqlite(#[from] rusqlite::Error),
@@ -125,7 +128,18 @@ pub struct Store {
 impl Store {
     /// Opens (or creates) the store at `path` and replays what was flushed but not yet in chunks.
     pub fn open(path: &Path, opts: StoreOptions) -> Result<Store, StoreError> {
-        let db = Db::open(path)?;
+        Self::open_with(path, opts, false)
+    }
+
+    /// Opens an existing store for reading only (`tocsin query`, replay): nothing in the file
+    /// changes, so it is safe beside a running daemon. Samples the daemon has not flushed yet
+    /// are not visible.
+    pub fn open_read_only(path: &Path) -> Result<Store, StoreError> {
+        Self::open_with(path, StoreOptions::default(), true)
+    }
+
+    fn open_with(path: &Path, opts: StoreOptions, read_only: bool) -> Result<Store, StoreError> {
+        let db = Db::open(path, read_only)?;
         let mut head = Head::default();
         for (id, labels) in db.load_series()? {
             head.insert(id, Arc::new(labels), i64::MAX);

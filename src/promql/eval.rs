@@ -1,0 +1,451 @@
+//! The evaluator: walks the AST at one evaluation time. A range query evaluates at every step
+//! (what Prometheus's range evaluation amounts to), sharing the compiled matchers.
+
+use std::cell::RefCell;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use promql_parser::label::{MatchOp as PMatchOp, Matcher as PMatcher};
+use promql_parser::parser::{
+    AtModifier, Expr, MatrixSelector, Offset, SubqueryExpr, VectorSelector,
+};
+
+use super::{QueryError, Sample, Series, Storage, Value, aggregate, binary, functions};
+use crate::labels::{Labels, MatchOp, Matcher};
+use crate::store::is_stale;
+
+/// Engine limits and defaults.
+#[derive(Clone, Debug)]
+pub struct EngineOptions {
+    /// How far back an instant selector looks for a sample (Prometheus: 5 m).
+    pub lookback_ms: i64,
+    /// Step of a subquery written without one (`x[1h:]`): the rule group's interval in
+    /// Prometheus; 1 m here unless the caller says otherwise.
+    pub default_subquery_step_ms: i64,
+    /// Most samples one range selection may return (a guard against a query reading the whole
+    /// store by mistake).
+    pub max_samples: usize,
+    /// Most steps one range query may evaluate.
+    pub max_steps: i64,
+}
+
+impl Default for EngineOptions {
+    fn default() -> Self {
+        EngineOptions {
+            lookback_ms: 5 * 60 * 1000,
+            default_subquery_step_ms: 60 * 1000,
+            max_samples: 50_000_000,
+            max_steps: 11_000,
+        }
+    }
+}
+
+/// Evaluates expressions over a storage. Stateless apart from its options; share freely.
+#[derive(Clone, Debug, Default)]
+pub struct Engine {
+    opts: EngineOptions,
+}
+
+impl Engine {
+    pub fn new(opts: EngineOptions) -> Self {
+        Engine { opts }
+    }
+
+    pub fn options(&self) -> &EngineOptions {
+        &self.opts
+    }
+
+    /// Evaluates `expr` at time `t` (ms).
+    pub fn instant(&self, storage: &dyn Storage, expr: &Expr, t: i64) -> Result<Value, QueryError> {
+        let ctx = Ctx::new(storage, &self.opts, t, t);
+        let v = ctx.eval(expr, t)?;
+        if let Value::Vector(samples) = &v {
+            check_unique(samples)?;
+        }
+        Ok(v)
+    }
+
+    /// Evaluates `expr` at every step from `start` to `end` (inclusive, ms): a matrix with one
+    /// series per label set, sorted by labels (scalar results become one series without labels).
+    pub fn range(
+        &self,
+        storage: &dyn Storage,
+        expr: &Expr,
+        start: i64,
+        end: i64,
+        step: i64,
+    ) -> Result<Value, QueryError> {
+        if step <= 0 {
+            return Err(QueryError::Eval(
+                "zero or negative query resolution step widths are not accepted".into(),
+            ));
+        }
+        if end < start {
+            return Err(QueryError::Eval(
+                "end timestamp must not be before start time".into(),
+            ));
+        }
+        if (end - start) / step >= self.opts.max_steps {
+            return Err(QueryError::Limit(format!(
+                "exceeded maximum resolution of {} points per timeseries",
+                self.opts.max_steps
+            )));
+        }
+        let ctx = Ctx::new(storage, &self.opts, start, end);
+        let mut out: BTreeMap<Labels, Vec<(i64, f64)>> = BTreeMap::new();
+        let mut t = start;
+        while t <= end {
+            match ctx.eval(expr, t)? {
+                Value::Scalar(v) => out.entry(Labels::default()).or_default().push((t, v)),
+                Value::Vector(samples) => {
+                    check_unique(&samples)?;
+                    for s in samples {
+                        out.entry(s.metric).or_default().push((t, s.v));
+                    }
+                }
+                other => {
+                    return Err(QueryError::Eval(format!(
+                        "invalid expression type {:?} for range query, must be scalar or instant vector",
+                        other.type_name()
+                    )));
+                }
+            }
+            t += step;
+        }
+        Ok(Value::Matrix(
+            out.into_iter()
+                .map(|(metric, points)| Series { metric, points })
+                .collect(),
+        ))
+    }
+}
+
+/// Fails when two samples of a vector share a label set (after a name was dropped, typically).
+pub(super) fn check_unique(samples: &[Sample]) -> Result<(), QueryError> {
+    if samples.len() < 2 {
+        return Ok(());
+    }
+    let mut seen = HashSet::with_capacity(samples.len());
+    for s in samples {
+        if !seen.insert(&s.metric) {
+            return Err(QueryError::Eval(
+                "vector cannot contain metrics with the same labelset".into(),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// A range vector and the window it was read for: what `rate` and friends need besides points.
+pub(super) struct RangeArg {
+    pub series: Vec<Series>,
+    /// end of the window (the evaluation time after `@` and `offset`), inclusive
+    pub maxt: i64,
+    /// length of the window (ms); the window is (maxt - range, maxt]
+    pub range: i64,
+    /// the evaluation time after `@`, before `offset` (`predict_linear` predicts from it)
+    pub eval_t: i64,
+}
+
+/// Selector matchers compiled once per query, keyed by the selector's address in the AST.
+type MatcherCache = RefCell<HashMap<*const VectorSelector, Arc<Vec<Vec<Matcher>>>>>;
+
+/// One query's evaluation state.
+pub(super) struct Ctx<'a> {
+    pub storage: &'a dyn Storage,
+    pub opts: &'a EngineOptions,
+    /// the query's range (equal for an instant query), for `@ start()` and `@ end()`
+    start: i64,
+    end: i64,
+    matchers: MatcherCache,
+}
+
+impl<'a> Ctx<'a> {
+    pub(super) fn new(
+        storage: &'a dyn Storage,
+        opts: &'a EngineOptions,
+        start: i64,
+        end: i64,
+    ) -> Self {
+        Ctx {
+            storage,
+            opts,
+            start,
+            end,
+            matchers: RefCell::new(HashMap::new()),
+        }
+    }
+
+    /// Evaluates `e` at time `t`.
+    pub(super) fn eval(&self, e: &Expr, t: i64) -> Result<Value, QueryError> {
+        match e {
+            Expr::NumberLiteral(n) => Ok(Value::Scalar(n.val)),
+            Expr::StringLiteral(s) => Ok(Value::String(s.val.clone())),
+            Expr::Paren(p) => self.eval(&p.expr, t),
+            Expr::Unary(u) => match self.eval(&u.expr, t)? {
+                Value::Scalar(v) => Ok(Value::Scalar(-v)),
+                Value::Vector(samples) => {
+                    let out: Vec<Sample> = samples
+                        .into_iter()
+                        .map(|s| Sample {
+                            metric: drop_name(&s.metric),
+                            t,
+                            v: -s.v,
+                        })
+                        .collect();
+                    check_unique(&out)?;
+                    Ok(Value::Vector(out))
+                }
+                other => Err(type_error("unary expression", &other)),
+            },
+            Expr::VectorSelector(vs) => Ok(Value::Vector(self.select_vector(vs, t)?)),
+            Expr::MatrixSelector(ms) => Ok(Value::Matrix(self.select_matrix(ms, t)?.series)),
+            Expr::Subquery(sq) => Ok(Value::Matrix(self.subquery(sq, t)?.series)),
+            Expr::Binary(b) => binary::eval(self, b, t),
+            Expr::Aggregate(a) => aggregate::eval(self, a, t),
+            Expr::Call(c) => functions::call(self, c, t),
+            Expr::Extension(_) => Err(QueryError::Eval("unsupported expression extension".into())),
+        }
+    }
+
+    /// Evaluates an argument that must be a scalar.
+    pub(super) fn eval_scalar(&self, e: &Expr, t: i64) -> Result<f64, QueryError> {
+        match self.eval(e, t)? {
+            Value::Scalar(v) => Ok(v),
+            other => Err(type_error("expected scalar", &other)),
+        }
+    }
+
+    /// Evaluates an argument that must be an instant vector.
+    pub(super) fn eval_vector(&self, e: &Expr, t: i64) -> Result<Vec<Sample>, QueryError> {
+        match self.eval(e, t)? {
+            Value::Vector(v) => Ok(v),
+            other => Err(type_error("expected instant vector", &other)),
+        }
+    }
+
+    /// Evaluates an argument that must be a range vector (a matrix selector or a subquery,
+    /// possibly in parentheses).
+    pub(super) fn eval_range(&self, e: &Expr, t: i64) -> Result<RangeArg, QueryError> {
+        match e {
+            Expr::MatrixSelector(ms) => self.select_matrix(ms, t),
+            Expr::Subquery(sq) => self.subquery(sq, t),
+            Expr::Paren(p) => self.eval_range(&p.expr, t),
+            other => Err(QueryError::Eval(format!(
+                "expected range vector, got {}",
+                expr_type_name(other)
+            ))),
+        }
+    }
+
+    /// The time a selector reads at: `@` replaces the evaluation time, `offset` moves it back.
+    fn ref_time(&self, at: &Option<AtModifier>, offset: &Option<Offset>, t: i64) -> i64 {
+        let base = match at {
+            None => t,
+            Some(AtModifier::Start) => self.start,
+            Some(AtModifier::End) => self.end,
+            Some(AtModifier::At(st)) => system_time_ms(*st),
+        };
+        base - offset_ms(offset)
+    }
+
+    fn compiled_matchers(&self, vs: &VectorSelector) -> Result<Arc<Vec<Vec<Matcher>>>, QueryError> {
+        let key = vs as *const VectorSelector;
+        if let Some(m) = self.matchers.borrow().get(&key) {
+            return Ok(m.clone());
+        }
+        let m = Arc::new(convert_matchers(vs)?);
+        self.matchers.borrow_mut().insert(key, m.clone());
+        Ok(m)
+    }
+
+    /// Instant-vector selection: each series' newest sample in (t - lookback, t], unless stale.
+    pub(super) fn select_vector(
+        &self,
+        vs: &VectorSelector,
+        t: i64,
+    ) -> Result<Vec<Sample>, QueryError> {
+        let rt = self.ref_time(&vs.at, &vs.offset, t);
+        let sets = self.compiled_matchers(vs)?;
+        let mut out = Vec::new();
+        let mut seen: HashSet<Arc<Labels>> = HashSet::new();
+        for set in sets.iter() {
+            for (labels, st, v) in self.storage.latest(set, rt, self.opts.lookback_ms)? {
+                if sets.len() > 1 && !seen.insert(labels.clone()) {
+                    continue;
+                }
+                out.push(Sample {
+                    metric: (*labels).clone(),
+                    t: st,
+                    v,
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    /// Range-vector selection: each series' samples in (t - range, t], staleness markers removed.
+    fn select_matrix(&self, ms: &MatrixSelector, t: i64) -> Result<RangeArg, QueryError> {
+        let vs = &ms.vs;
+        let maxt = self.ref_time(&vs.at, &vs.offset, t);
+        let range = duration_ms(&ms.range);
+        let sets = self.compiled_matchers(vs)?;
+        let mut series = Vec::new();
+        let mut seen: HashSet<Arc<Labels>> = HashSet::new();
+        let mut total = 0usize;
+        for set in sets.iter() {
+            for s in self.storage.select(set, maxt - range + 1, maxt)? {
+                if sets.len() > 1 && !seen.insert(s.labels.clone()) {
+                    continue;
+                }
+                let points: Vec<(i64, f64)> =
+                    s.samples.into_iter().filter(|p| !is_stale(p.1)).collect();
+                if points.is_empty() {
+                    continue;
+                }
+                total += points.len();
+                if total > self.opts.max_samples {
+                    return Err(QueryError::Limit(
+                        "query processing would load too many samples into memory".into(),
+                    ));
+                }
+                series.push(Series {
+                    metric: (*s.labels).clone(),
+                    points,
+                });
+            }
+        }
+        Ok(RangeArg {
+            series,
+            maxt,
+            range,
+            eval_t: maxt + offset_ms(&vs.offset),
+        })
+    }
+
+    /// `expr[range:step]`: the inner expression at every step-aligned time in (t - range, t].
+    fn subquery(&self, sq: &SubqueryExpr, t: i64) -> Result<RangeArg, QueryError> {
+        let maxt = self.ref_time(&sq.at, &sq.offset, t);
+        let range = duration_ms(&sq.range);
+        let step = match &sq.step {
+            Some(d) if !d.is_zero() => duration_ms(d),
+            _ => self.opts.default_subquery_step_ms,
+        };
+        let lo = maxt - range;
+        // the first step-aligned time after lo, as Prometheus computes it (Go's truncating
+        // division included)
+        let mut ts = step * (lo / step);
+        if ts <= lo {
+            ts += step;
+        }
+        let mut out: BTreeMap<Labels, Vec<(i64, f64)>> = BTreeMap::new();
+        let mut total = 0usize;
+        while ts <= maxt {
+            match self.eval(&sq.expr, ts)? {
+                Value::Scalar(v) => out.entry(Labels::default()).or_default().push((ts, v)),
+                Value::Vector(samples) => {
+                    check_unique(&samples)?;
+                    total += samples.len();
+                    for s in samples {
+                        out.entry(s.metric).or_default().push((ts, s.v));
+                    }
+                }
+                other => return Err(type_error("subquery", &other)),
+            }
+            if total > self.opts.max_samples {
+                return Err(QueryError::Limit(
+                    "query processing would load too many samples into memory".into(),
+                ));
+            }
+            ts += step;
+        }
+        Ok(RangeArg {
+            series: out
+                .into_iter()
+                .map(|(metric, points)| Series { metric, points })
+                .collect(),
+            maxt,
+            range,
+            eval_t: maxt + offset_ms(&sq.offset),
+        })
+    }
+}
+
+/// The selector's matchers in the store's form, one set per `or` alternative.
+fn convert_matchers(vs: &VectorSelector) -> Result<Vec<Vec<Matcher>>, QueryError> {
+    let convert = |set: &[PMatcher]| -> Result<Vec<Matcher>, QueryError> {
+        let mut out = Vec::with_capacity(set.len() + 1);
+        if let Some(name) = &vs.name {
+            out.push(Matcher::equal(crate::labels::METRIC_NAME, name));
+        }
+        for m in set {
+            let op = match m.op {
+                PMatchOp::Equal => MatchOp::Equal,
+                PMatchOp::NotEqual => MatchOp::NotEqual,
+                PMatchOp::Re(_) => MatchOp::Regex,
+                PMatchOp::NotRe(_) => MatchOp::NotRegex,
+            };
+            out.push(
+                Matcher::new(op, &m.name, &m.value).map_err(|e| QueryError::Eval(e.to_string()))?,
+            );
+        }
+        Ok(out)
+    };
+    if vs.matchers.or_matchers.is_empty() {
+        Ok(vec![convert(&vs.matchers.matchers)?])
+    } else {
+        vs.matchers
+            .or_matchers
+            .iter()
+            .map(|set| {
+                let mut all = vs.matchers.matchers.clone();
+                all.extend(set.iter().cloned());
+                convert(&all)
+            })
+            .collect()
+    }
+}
+
+pub(super) fn duration_ms(d: &Duration) -> i64 {
+    d.as_millis() as i64
+}
+
+pub(super) fn offset_ms(o: &Option<Offset>) -> i64 {
+    match o {
+        None => 0,
+        Some(Offset::Pos(d)) => duration_ms(d),
+        Some(Offset::Neg(d)) => -duration_ms(d),
+    }
+}
+
+fn system_time_ms(st: SystemTime) -> i64 {
+    match st.duration_since(UNIX_EPOCH) {
+        Ok(d) => d.as_millis() as i64,
+        Err(e) => -(e.duration().as_millis() as i64),
+    }
+}
+
+/// A copy of the label set without `__name__`.
+pub(super) fn drop_name(l: &Labels) -> Labels {
+    if l.metric_name().is_none() {
+        return l.clone();
+    }
+    Labels::from_pairs(l.iter().filter(|(k, _)| *k != crate::labels::METRIC_NAME))
+}
+
+pub(super) fn type_error(what: &str, v: &Value) -> QueryError {
+    QueryError::Eval(format!(
+        "{what}: unexpected value of type {}",
+        v.type_name()
+    ))
+}
+
+fn expr_type_name(e: &Expr) -> &'static str {
+    match e {
+        Expr::NumberLiteral(_) => "scalar",
+        Expr::StringLiteral(_) => "string",
+        Expr::MatrixSelector(_) | Expr::Subquery(_) => "range vector",
+        _ => "instant vector",
+    }
+}

@@ -1,0 +1,186 @@
+//! The query engine: Prometheus's vector semantics over a [`Storage`], with PromQL text as one
+//! front end (parsed by the `promql-parser` crate, AST only) and Rhai scripts as the other
+//! (`crate::rhai_api`).
+//!
+//! The engine is pure: it reads a storage snapshot at the evaluation time it is given, does no
+//! I/O of its own and never reads the clock. Times are milliseconds since the Unix epoch.
+//!
+//! - [`Engine::instant`] evaluates an expression at one time (what rules do).
+//! - [`Engine::range`] evaluates it at every step of a range (a matrix, one series per label set).
+//! - [`MemStorage`] is an in-memory [`Storage`] for tests and rule unit tests; [`crate::store::Store`]
+//!   is the daemon's.
+
+mod aggregate;
+mod binary;
+mod eval;
+mod functions;
+mod memstore;
+pub mod notation;
+
+use std::fmt;
+use std::sync::Arc;
+
+pub use eval::{Engine, EngineOptions};
+pub use memstore::MemStorage;
+
+use crate::labels::{Labels, Matcher};
+use crate::store::{SeriesSamples, Store, StoreError};
+
+/// One element of an instant vector. `t` is the time of the sample a selector read (what
+/// `timestamp()` returns); every other operation sets it to the evaluation time.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Sample {
+    pub metric: Labels,
+    pub t: i64,
+    pub v: f64,
+}
+
+/// One series of a range vector or of a range query's result, points ascending in time.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Series {
+    pub metric: Labels,
+    pub points: Vec<(i64, f64)>,
+}
+
+/// The result of an expression.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Value {
+    Scalar(f64),
+    String(String),
+    Vector(Vec<Sample>),
+    Matrix(Vec<Series>),
+}
+
+impl Value {
+    /// The PromQL type name, as in Prometheus's error messages.
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            Value::Scalar(_) => "scalar",
+            Value::String(_) => "string",
+            Value::Vector(_) => "vector",
+            Value::Matrix(_) => "matrix",
+        }
+    }
+}
+
+impl fmt::Display for Value {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Value::Scalar(v) => writeln!(f, "scalar: {}", format_float(*v)),
+            Value::String(s) => writeln!(f, "string: {s:?}"),
+            Value::Vector(samples) => {
+                for s in samples {
+                    writeln!(f, "{} {}", s.metric, format_float(s.v))?;
+                }
+                Ok(())
+            }
+            Value::Matrix(series) => {
+                for s in series {
+                    write!(f, "{} =>", s.metric)?;
+                    for (t, v) in &s.points {
+                        write!(f, " {} @{}", format_float(*v), *t as f64 / 1000.0)?;
+                    }
+                    writeln!(f)?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+/// A float as Prometheus prints it (`NaN`, `+Inf`, `-Inf`, shortest round-trip otherwise).
+pub fn format_float(v: f64) -> String {
+    if v.is_nan() {
+        "NaN".into()
+    } else if v == f64::INFINITY {
+        "+Inf".into()
+    } else if v == f64::NEG_INFINITY {
+        "-Inf".into()
+    } else {
+        format!("{v}")
+    }
+}
+
+/// Occurs when an expression cannot be parsed or evaluated. Each error concerns one expression;
+/// nothing else is affected.
+#[derive(Debug, Clone, thiserror::Error, PartialEq)]
+pub enum QueryError {
+    /// The text is not valid PromQL (the crate's message names the position where it can).
+    #[error("parse error in {expr:?}: {message}")]
+    Parse { expr: String, message: String },
+    /// The expression is valid syntax but cannot be evaluated (wrong types, many-to-many
+    /// matching, a bad parameter).
+    #[error("{0}")]
+    Eval(String),
+    /// The storage failed to read.
+    #[error("storage read failed: {0}")]
+    Storage(String),
+    /// A limit (samples, steps) was exceeded.
+    #[error("{0}")]
+    Limit(String),
+}
+
+/// Where the engine reads series from. Samples are ascending in time and include staleness
+/// markers as stored (see [`crate::store::is_stale`]).
+pub trait Storage {
+    /// Samples in [mint, maxt] (ms, inclusive) of every series matching all matchers; series with
+    /// no sample in the range may be left out.
+    fn select(
+        &self,
+        matchers: &[Matcher],
+        mint: i64,
+        maxt: i64,
+    ) -> Result<Vec<SeriesSamples>, QueryError>;
+
+    /// For each matching series, its newest sample in (t - lookback, t] unless that sample is a
+    /// staleness marker. The default reads the range; stores with a faster path override it.
+    fn latest(
+        &self,
+        matchers: &[Matcher],
+        t: i64,
+        lookback: i64,
+    ) -> Result<Vec<(Arc<Labels>, i64, f64)>, QueryError> {
+        Ok(self
+            .select(matchers, t - lookback + 1, t)?
+            .into_iter()
+            .filter_map(|s| {
+                let &(st, v) = s.samples.last()?;
+                (!crate::store::is_stale(v)).then_some((s.labels, st, v))
+            })
+            .collect())
+    }
+}
+
+impl From<StoreError> for QueryError {
+    fn from(e: StoreError) -> Self {
+        QueryError::Storage(e.to_string())
+    }
+}
+
+impl Storage for Store {
+    fn select(
+        &self,
+        matchers: &[Matcher],
+        mint: i64,
+        maxt: i64,
+    ) -> Result<Vec<SeriesSamples>, QueryError> {
+        Ok(Store::select(self, matchers, mint, maxt)?)
+    }
+
+    fn latest(
+        &self,
+        matchers: &[Matcher],
+        t: i64,
+        lookback: i64,
+    ) -> Result<Vec<(Arc<Labels>, i64, f64)>, QueryError> {
+        Ok(Store::latest(self, matchers, t, lookback)?)
+    }
+}
+
+/// Parses PromQL text into the crate's AST.
+pub fn parse(expr: &str) -> Result<promql_parser::parser::Expr, QueryError> {
+    promql_parser::parser::parse(expr).map_err(|message| QueryError::Parse {
+        expr: expr.to_string(),
+        message,
+    })
+}

@@ -1,0 +1,148 @@
+//! The query engine over the real store, and `tocsin query` against a store file.
+
+use std::process::Command;
+
+use tocsin::promql::{Engine, Value, parse};
+use tocsin::store::SeriesRef;
+
+use crate::common::{labels, open_store};
+
+const BIN: &str = env!("CARGO_BIN_EXE_tocsin");
+const T0: i64 = 1_700_000_000_000;
+
+/// Two counters of `http_requests_total` (200 and 500) growing 10/s and 1/s, every 15 s for 10 min.
+fn fill(store: &tocsin::store::Store) {
+    let ok: SeriesRef = store.series_ref(labels(&[
+        ("__name__", "http_requests_total"),
+        ("code", "200"),
+        ("job", "api"),
+    ]));
+    let err: SeriesRef = store.series_ref(labels(&[
+        ("__name__", "http_requests_total"),
+        ("code", "500"),
+        ("job", "api"),
+    ]));
+    let mut batch = Vec::new();
+    for i in 0..=40 {
+        let t = T0 + i * 15_000;
+        batch.push((ok, t, 150.0 * i as f64));
+        batch.push((err, t, 15.0 * i as f64));
+    }
+    store.append(&batch);
+    store.flush(T0 + 600_000).unwrap();
+}
+
+fn vector(v: Value) -> Vec<(String, f64)> {
+    let Value::Vector(mut s) = v else {
+        panic!("expected a vector, got {v:?}")
+    };
+    s.sort_by(|a, b| a.metric.cmp(&b.metric));
+    s.into_iter().map(|s| (s.metric.to_string(), s.v)).collect()
+}
+
+#[test]
+fn rate_and_error_ratio_over_the_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open_store(&dir);
+    fill(&store);
+    let engine = Engine::default();
+    let at = T0 + 600_000;
+    let rate = engine
+        .instant(&store, &parse("rate(http_requests_total[5m])").unwrap(), at)
+        .unwrap();
+    let got = vector(rate);
+    assert_eq!(got.len(), 2);
+    assert!((got[0].1 - 10.0).abs() < 1e-9, "{got:?}");
+    assert!((got[1].1 - 1.0).abs() < 1e-9, "{got:?}");
+    assert!(
+        !got[0].0.contains("__name__"),
+        "rate drops the name: {got:?}"
+    );
+
+    let ratio = parse(
+        r#"sum(rate(http_requests_total{code=~"5.."}[5m])) / sum(rate(http_requests_total[5m])) > 0.05"#,
+    )
+    .unwrap();
+    let got = vector(engine.instant(&store, &ratio, at).unwrap());
+    assert_eq!(got.len(), 1);
+    assert!((got[0].1 - 1.0 / 11.0).abs() < 1e-9, "{got:?}");
+
+    // the same data read after a restart comes from the file
+    drop(store);
+    let store = tocsin::store::Store::open_read_only(&dir.path().join("tocsin.db")).unwrap();
+    let got = vector(engine.instant(&store, &ratio, at).unwrap());
+    assert!((got[0].1 - 1.0 / 11.0).abs() < 1e-9, "{got:?}");
+}
+
+#[test]
+fn many_to_many_matching_is_an_error_for_that_expression() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open_store(&dir);
+    fill(&store);
+    let e = Engine::default()
+        .instant(
+            &store,
+            &parse("http_requests_total + on(job) http_requests_total").unwrap(),
+            T0 + 600_000,
+        )
+        .unwrap_err();
+    assert!(
+        e.to_string().contains("many-to-many matching not allowed"),
+        "{e}"
+    );
+}
+
+#[test]
+fn query_command_reads_a_store_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("tocsin.db");
+    {
+        let store = open_store(&dir);
+        fill(&store);
+        store.close(T0 + 600_000).unwrap();
+    }
+    let at = format!("{}", (T0 + 600_000) / 1000);
+    let out = Command::new(BIN)
+        .args([
+            "query",
+            "sum by (code) (increase(http_requests_total[5m]))",
+            "--at",
+            &at,
+            "--db",
+        ])
+        .arg(&db)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains(r#"{code="200"} 3000"#), "{stdout}");
+    assert!(stdout.contains(r#"{code="500"} 300"#), "{stdout}");
+
+    // rfc 3339 works too, and a bad expression exits 1 with the parser's message
+    let out = Command::new(BIN)
+        .args([
+            "query",
+            "sum(rate(x[5m])",
+            "--at",
+            "2023-11-14T22:23:20Z",
+            "--db",
+        ])
+        .arg(&db)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("parse error"));
+
+    // a missing store is a usage error (2) naming the path
+    let out = Command::new(BIN)
+        .args(["query", "up", "--db"])
+        .arg(dir.path().join("nope.db"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("nope.db"));
+}
