@@ -17,7 +17,19 @@ pub(super) fn eval(ctx: &Ctx<'_>, a: &AggregateExpr, t: i64) -> Result<Value, Qu
         None => None,
     };
     let input = ctx.eval_vector(&a.expr, t)?;
-    let grouping = a.modifier.as_ref();
+    aggregate(&op, param, input, a.modifier.as_ref(), t)
+}
+
+/// Applies an aggregation (`sum`, `topk`, …, lowercase) to an evaluated vector; `param` is the
+/// scalar or string parameter of `topk`, `quantile`, `count_values`.
+pub fn aggregate(
+    op: &str,
+    param: Option<Value>,
+    input: Vec<Sample>,
+    grouping: Option<&LabelModifier>,
+    t: i64,
+) -> Result<Value, QueryError> {
+    let op = op.to_string();
     let num_param = |name: &str| -> Result<f64, QueryError> {
         match &param {
             Some(Value::Scalar(v)) => Ok(*v),

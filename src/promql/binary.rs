@@ -5,13 +5,13 @@ use std::collections::{HashMap, HashSet};
 
 use promql_parser::parser::{BinaryExpr, LabelModifier, VectorMatchCardinality};
 
-use super::eval::{Ctx, check_unique, drop_name, type_error};
+use super::eval::{Ctx, check_unique, drop_name};
 use super::{QueryError, Sample, Value};
 use crate::labels::{Labels, METRIC_NAME};
 
 /// A binary operator, resolved once from the parser's token.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(super) enum Op {
+pub enum Op {
     Add,
     Sub,
     Mul,
@@ -31,7 +31,8 @@ pub(super) enum Op {
 }
 
 impl Op {
-    pub(super) fn parse(s: &str) -> Option<Op> {
+    /// The operator for its PromQL spelling (`+`, `>=`, `and`, `atan2`, …).
+    pub fn parse(s: &str) -> Option<Op> {
         Some(match s {
             "+" => Op::Add,
             "-" => Op::Sub,
@@ -53,7 +54,7 @@ impl Op {
         })
     }
 
-    pub(super) fn is_comparison(self) -> bool {
+    pub fn is_comparison(self) -> bool {
         matches!(self, Op::Eq | Op::Ne | Op::Gt | Op::Lt | Op::Ge | Op::Le)
     }
 
@@ -63,7 +64,7 @@ impl Op {
 
     /// `(value, keep)`: the arithmetic result, or for a comparison the left value and whether
     /// the comparison holds.
-    pub(super) fn apply(self, l: f64, r: f64) -> (f64, bool) {
+    pub fn apply(self, l: f64, r: f64) -> (f64, bool) {
         match self {
             Op::Add => (l + r, true),
             Op::Sub => (l - r, true),
@@ -95,9 +96,26 @@ pub(super) fn eval(ctx: &Ctx<'_>, b: &BinaryExpr, t: i64) -> Result<Value, Query
         ));
     }
     let lhs = ctx.eval(&b.lhs, t)?;
-    // `and` with an empty left side, `unless` likewise: the right side cannot matter, but
-    // Prometheus evaluates both; so do we, for identical errors
+    // Prometheus evaluates both sides even when one cannot matter; so do we, for identical errors
     let rhs = ctx.eval(&b.rhs, t)?;
+    let (card, matching) = match &b.modifier {
+        Some(m) => (m.card.clone(), m.matching.clone()),
+        None => (VectorMatchCardinality::OneToOne, None),
+    };
+    apply(op, lhs, rhs, &card, matching.as_ref(), return_bool, t)
+}
+
+/// Applies a binary operator to two evaluated operands (the Rhai front end's operators come here
+/// too). `card` and `matching` matter only between two vectors.
+pub fn apply(
+    op: Op,
+    lhs: Value,
+    rhs: Value,
+    card: &VectorMatchCardinality,
+    matching: Option<&LabelModifier>,
+    return_bool: bool,
+    t: i64,
+) -> Result<Value, QueryError> {
     match (lhs, rhs) {
         (Value::Scalar(l), Value::Scalar(r)) => {
             let (v, keep) = op.apply(l, r);
@@ -119,22 +137,19 @@ pub(super) fn eval(ctx: &Ctx<'_>, b: &BinaryExpr, t: i64) -> Result<Value, Query
             vector_scalar(op, r, l, true, return_bool, t).map(Value::Vector)
         }
         (Value::Vector(l), Value::Vector(r)) => {
-            let (card, matching) = match &b.modifier {
-                Some(m) => (m.card.clone(), m.matching.clone()),
-                None => (VectorMatchCardinality::OneToOne, None),
-            };
             let out = if op.is_set() {
-                set_op(op, l, r, matching.as_ref())
+                set_op(op, l, r, matching)
             } else {
-                vector_vector(op, l, r, &card, matching.as_ref(), return_bool, t)?
+                vector_vector(op, l, r, card, matching, return_bool, t)?
             };
             check_unique(&out)?;
             Ok(Value::Vector(out))
         }
-        (l, r) => Err(type_error(
-            &format!("binary operator {} between {} and", b.op, l.type_name()),
-            &r,
-        )),
+        (l, r) => Err(QueryError::Eval(format!(
+            "binary operator {op:?} not defined between {} and {}",
+            l.type_name(),
+            r.type_name()
+        ))),
     }
 }
 

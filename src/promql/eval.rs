@@ -121,6 +121,42 @@ impl Engine {
     }
 }
 
+/// An engine bound to a storage and one evaluation time, owning both: what front ends that
+/// evaluate many small queries per rule (Rhai scripts) hold. Cheap to clone; `Send + Sync`.
+#[derive(Clone)]
+pub struct Evaluator {
+    engine: Engine,
+    storage: Arc<dyn Storage + Send + Sync>,
+    t: i64,
+}
+
+impl Evaluator {
+    pub fn new(engine: Engine, storage: Arc<dyn Storage + Send + Sync>, t: i64) -> Self {
+        Evaluator { engine, storage, t }
+    }
+
+    /// The evaluation time (ms).
+    pub fn time(&self) -> i64 {
+        self.t
+    }
+
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// Parses and evaluates PromQL text at the evaluation time. Unlike [`Engine::instant`], a
+    /// range selector (`x[5m]`) is allowed and gives a matrix.
+    pub fn query(&self, promql: &str) -> Result<Value, QueryError> {
+        let expr = super::parse(promql)?;
+        self.eval(&expr)
+    }
+
+    /// Evaluates a parsed expression at the evaluation time.
+    pub fn eval(&self, expr: &Expr) -> Result<Value, QueryError> {
+        self.engine.instant(self.storage.as_ref(), expr, self.t)
+    }
+}
+
 /// Fails when two samples of a vector share a label set (after a name was dropped, typically).
 pub(super) fn check_unique(samples: &[Sample]) -> Result<(), QueryError> {
     if samples.len() < 2 {

@@ -10,8 +10,8 @@
 //! - [`MemStorage`] is an in-memory [`Storage`] for tests and rule unit tests; [`crate::store::Store`]
 //!   is the daemon's.
 
-mod aggregate;
-mod binary;
+pub mod aggregate;
+pub mod binary;
 mod eval;
 mod functions;
 mod memstore;
@@ -20,7 +20,7 @@ pub mod notation;
 use std::fmt;
 use std::sync::Arc;
 
-pub use eval::{Engine, EngineOptions};
+pub use eval::{Engine, EngineOptions, Evaluator};
 pub use memstore::MemStorage;
 
 use crate::labels::{Labels, Matcher};
