@@ -16,7 +16,7 @@ pub const METRIC_NAME: &str = "__name__";
 /// A sorted set of label pairs, packed: one string holding every name and value back to back and
 /// their end offsets (two allocations per label set instead of two per label; a label set is kept
 /// for every series, so this is most of the store's per-series memory).
-#[derive(Clone, Default, PartialEq, Eq, Hash)]
+#[derive(Clone, Default, PartialEq, Eq)]
 pub struct Labels {
     data: Box<str>,
     /// `ends[2i]` ends name `i`, `ends[2i + 1]` ends value `i`
@@ -106,6 +106,37 @@ impl Labels {
         self.ends.is_empty()
     }
 
+    /// The pairs whose name satisfies `keep`, packed directly (order is kept, so no sort).
+    pub fn filter(&self, mut keep: impl FnMut(&str) -> bool) -> Labels {
+        let mut data = String::new();
+        let mut ends = Vec::new();
+        for (k, v) in self.iter() {
+            if keep(k) {
+                if data.capacity() == 0 {
+                    data.reserve(self.data.len());
+                    ends.reserve(self.ends.len());
+                }
+                data.push_str(k);
+                ends.push(data.len() as u32);
+                data.push_str(v);
+                ends.push(data.len() as u32);
+            }
+        }
+        Labels {
+            data: data.into_boxed_str(),
+            ends: ends.into_boxed_slice(),
+        }
+    }
+
+    /// A copy without `__name__` (the set itself, cloned, when it has none).
+    pub fn without_name(&self) -> Labels {
+        if self.metric_name().is_some() {
+            self.filter(|k| k != METRIC_NAME)
+        } else {
+            self.clone()
+        }
+    }
+
     /// A copy with `name` set to `value` (or removed when `value` is empty).
     pub fn with(&self, name: &str, value: &str) -> Labels {
         Labels::from_pairs(
@@ -126,6 +157,14 @@ impl Labels {
             buf.push(0xff);
         }
         xxhash_rust::xxh3::xxh3_64(&buf)
+    }
+}
+
+/// Hashes the packed text only (one pass; equal label sets have equal text, and sets that differ
+/// only in where names end are told apart by `Eq`).
+impl std::hash::Hash for Labels {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        state.write(self.data.as_bytes());
     }
 }
 

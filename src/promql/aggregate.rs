@@ -9,6 +9,7 @@ use promql_parser::parser::{AggregateExpr, LabelModifier};
 use super::eval::Ctx;
 use super::{QueryError, Sample, Value, format_float};
 use crate::labels::{Labels, METRIC_NAME};
+use crate::scrape::BuildOneShot;
 
 pub(super) fn eval(ctx: &Ctx<'_>, a: &AggregateExpr, t: i64) -> Result<Value, QueryError> {
     let op = a.op.to_string().to_lowercase();
@@ -114,19 +115,16 @@ struct Group {
 pub(super) fn group_labels(l: &Labels, grouping: Option<&LabelModifier>) -> Labels {
     match grouping {
         None => Labels::default(),
-        Some(LabelModifier::Include(by)) => {
-            Labels::from_pairs(l.iter().filter(|(k, _)| by.labels.iter().any(|n| n == k)))
+        Some(LabelModifier::Include(by)) => l.filter(|k| by.labels.iter().any(|n| n == k)),
+        Some(LabelModifier::Exclude(without)) => {
+            l.filter(|k| k != METRIC_NAME && !without.labels.iter().any(|n| n == k))
         }
-        Some(LabelModifier::Exclude(without)) => Labels::from_pairs(
-            l.iter()
-                .filter(|(k, _)| *k != METRIC_NAME && !without.labels.iter().any(|n| n == k)),
-        ),
     }
 }
 
 /// Groups samples in order of each group's first sample (Prometheus's output order).
 fn group(input: Vec<Sample>, grouping: Option<&LabelModifier>, _t: i64, _keep: bool) -> Vec<Group> {
-    let mut index: HashMap<Labels, usize> = HashMap::new();
+    let mut index: HashMap<Labels, usize, BuildOneShot> = HashMap::default();
     let mut groups: Vec<Group> = Vec::new();
     for s in input {
         let key = group_labels(&s.metric, grouping);

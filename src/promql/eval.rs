@@ -13,6 +13,7 @@ use promql_parser::parser::{
 
 use super::{QueryError, Sample, Series, Storage, Value, aggregate, binary, functions};
 use crate::labels::{Labels, MatchOp, Matcher};
+use crate::scrape::BuildOneShot;
 use crate::store::is_stale;
 
 /// Engine limits and defaults.
@@ -162,7 +163,7 @@ pub(super) fn check_unique(samples: &[Sample]) -> Result<(), QueryError> {
     if samples.len() < 2 {
         return Ok(());
     }
-    let mut seen = HashSet::with_capacity(samples.len());
+    let mut seen = HashSet::with_capacity_and_hasher(samples.len(), BuildOneShot);
     for s in samples {
         if !seen.insert(&s.metric) {
             return Err(QueryError::Eval(
@@ -335,8 +336,8 @@ impl<'a> Ctx<'a> {
                 if sets.len() > 1 && !seen.insert(s.labels.clone()) {
                     continue;
                 }
-                let points: Vec<(i64, f64)> =
-                    s.samples.into_iter().filter(|p| !is_stale(p.1)).collect();
+                let mut points = s.samples;
+                points.retain(|p| !is_stale(p.1));
                 if points.is_empty() {
                     continue;
                 }
@@ -464,10 +465,7 @@ fn system_time_ms(st: SystemTime) -> i64 {
 
 /// A copy of the label set without `__name__`.
 pub(super) fn drop_name(l: &Labels) -> Labels {
-    if l.metric_name().is_none() {
-        return l.clone();
-    }
-    Labels::from_pairs(l.iter().filter(|(k, _)| *k != crate::labels::METRIC_NAME))
+    l.without_name()
 }
 
 pub(super) fn type_error(what: &str, v: &Value) -> QueryError {
