@@ -284,11 +284,16 @@ fn vector_vector(
         let sig = signature(&s.metric, matching);
         if let Some(dup) = one_by_sig.get(&sig) {
             let side = if one_to_many { "left" } else { "right" };
+            let (a, b) = if s.metric <= dup.metric {
+                (&s.metric, &dup.metric)
+            } else {
+                (&dup.metric, &s.metric)
+            };
             return Err(QueryError::Eval(format!(
                 "found duplicate series for the match group {} on the {side} hand-side of the operation: [{}, {}];many-to-many matching not allowed: matching labels must be unique on one side",
-                match_group(&s.metric, matching),
-                s.metric,
-                dup.metric
+                go_labels(&match_group(&s.metric, matching)),
+                go_labels(a),
+                go_labels(b)
             )));
         }
         one_by_sig.insert(sig, s);
@@ -301,6 +306,12 @@ fn vector_vector(
         let Some(o) = one_by_sig.get(&sig) else {
             continue;
         };
+        // checked before a comparison filters: an error must not depend on the values
+        if one_to_one && matched.insert(sig.clone(), HashSet::new()).is_some() {
+            return Err(QueryError::Eval(
+                "multiple matches for labels: many-to-one matching must be explicit (group_left/group_right)".into(),
+            ));
+        }
         let (l, r) = if one_to_many { (o.v, s.v) } else { (s.v, o.v) };
         let (mut v, keep) = op.apply(l, r);
         if return_bool {
@@ -312,13 +323,7 @@ fn vector_vector(
         if return_bool {
             metric = drop_name(&metric);
         }
-        if one_to_one {
-            if matched.insert(sig, HashSet::new()).is_some() {
-                return Err(QueryError::Eval(
-                    "multiple matches for labels: many-to-one matching must be explicit (group_left/group_right)".into(),
-                ));
-            }
-        } else if !matched.entry(sig).or_default().insert(metric.clone()) {
+        if !one_to_one && !matched.entry(sig).or_default().insert(metric.clone()) {
             return Err(QueryError::Eval(
                 "multiple matches for labels: grouping labels must ensure unique matches".into(),
             ));
@@ -374,4 +379,10 @@ fn match_group(l: &Labels, matching: Option<&LabelModifier>) -> Labels {
         ),
         None => drop_name(l),
     }
+}
+
+/// A label set as Go's `labels.Labels.String()` prints it: `{__name__="x", a="b"}`.
+fn go_labels(l: &Labels) -> String {
+    let pairs: Vec<String> = l.iter().map(|(k, v)| format!("{k}={v:?}")).collect();
+    format!("{{{}}}", pairs.join(", "))
 }

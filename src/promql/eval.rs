@@ -181,7 +181,8 @@ pub(super) struct RangeArg {
     pub maxt: i64,
     /// length of the window (ms); the window is (maxt - range, maxt]
     pub range: i64,
-    /// the evaluation time after `@`, before `offset` (`predict_linear` predicts from it)
+    /// the evaluation time, before `@` and `offset` (`predict_linear` predicts from it, as
+    /// Prometheus does)
     pub eval_t: i64,
 }
 
@@ -357,7 +358,7 @@ impl<'a> Ctx<'a> {
             series,
             maxt,
             range,
-            eval_t: maxt + offset_ms(&vs.offset),
+            eval_t: t,
         })
     }
 
@@ -404,7 +405,7 @@ impl<'a> Ctx<'a> {
                 .collect(),
             maxt,
             range,
-            eval_t: maxt + offset_ms(&sq.offset),
+            eval_t: t,
         })
     }
 }

@@ -179,8 +179,50 @@ impl Storage for Store {
 
 /// Parses PromQL text into the crate's AST.
 pub fn parse(expr: &str) -> Result<promql_parser::parser::Expr, QueryError> {
+    check_escapes(expr).map_err(|message| QueryError::Parse {
+        expr: expr.to_string(),
+        message,
+    })?;
     promql_parser::parser::parse(expr).map_err(|message| QueryError::Parse {
         expr: expr.to_string(),
         message,
     })
+}
+
+/// Rejects byte escapes (`\xff`, `\377`) that are not UTF-8 on their own: Go strings may hold
+/// such bytes, ours cannot, and the parser crate would silently turn them into other characters.
+fn check_escapes(expr: &str) -> Result<(), String> {
+    let b = expr.as_bytes();
+    let mut quote: Option<u8> = None;
+    let mut i = 0;
+    while i < b.len() {
+        let c = b[i];
+        match quote {
+            None if matches!(c, b'"' | b'\'' | b'`') => quote = Some(c),
+            None => {}
+            Some(b'`') if c == b'`' => quote = None,
+            Some(b'`') => {}
+            Some(q) if c == q => quote = None,
+            Some(_) if c == b'\\' && i + 1 < b.len() => {
+                let high = match b[i + 1] {
+                    b'x' => b
+                        .get(i + 2)
+                        .is_some_and(|h| matches!(h, b'8'..=b'9' | b'a'..=b'f' | b'A'..=b'F')),
+                    b'2'..=b'3' => b.get(i + 2).is_some_and(|d| d.is_ascii_digit()),
+                    _ => false,
+                };
+                if high {
+                    let end = (i + 4).min(b.len());
+                    return Err(format!(
+                        "escape {} at position {i} is a byte that is not valid utf-8 on its own",
+                        String::from_utf8_lossy(&b[i..end])
+                    ));
+                }
+                i += 1;
+            }
+            Some(_) => {}
+        }
+        i += 1;
+    }
+    Ok(())
 }
