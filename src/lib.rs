@@ -13,6 +13,7 @@ pub mod config;
 pub mod duration;
 pub mod labels;
 pub mod promql;
+pub mod rhai_api;
 pub mod scheduler;
 pub mod scrape;
 pub mod selfmetrics;

@@ -51,10 +51,13 @@ enum Command {
         #[arg(long, default_value_t = 64 << 20)]
         body_limit: u64,
     },
-    /// Evaluate a PromQL expression against a store file (read-only: safe beside a running
-    /// daemon) and print the result. Exit 1 if the expression fails.
+    /// Evaluate a PromQL expression (or, with --rhai, a rule script) against a store file
+    /// (read-only: safe beside a running daemon) and print the result. Exit 1 if it fails.
     Query {
         expr: String,
+        /// EXPR is a Rhai rule script, not PromQL
+        #[arg(long)]
+        rhai: bool,
         /// evaluation time: unix seconds or RFC 3339 (default: now)
         #[arg(long)]
         at: Option<String>,
@@ -103,10 +106,11 @@ fn run(cli: Cli) -> Result<Outcome> {
         } => scrape(&url, timeout, body_limit),
         Command::Query {
             expr,
+            rhai,
             at,
             db,
             config,
-        } => query(&expr, at.as_deref(), db, config),
+        } => query(&expr, rhai, at.as_deref(), db, config),
     }
 }
 
@@ -318,10 +322,14 @@ async fn wait_for_signal() {
 
 fn query(
     expr: &str,
+    rhai: bool,
     at: Option<&str>,
     db: Option<PathBuf>,
     config: Option<PathBuf>,
 ) -> Result<Outcome> {
+    use tocsin::promql::{Engine, Evaluator, Value};
+    use tocsin::rhai_api::{ScriptEngine, ScriptValue};
+
     let t = match at {
         Some(s) => tocsin::timefmt::parse_time(s)?,
         None => SystemClock.now_ms(),
@@ -330,16 +338,47 @@ fn query(
         Some(p) => p,
         None => load_config(config)?.0.storage.path,
     };
-    let parsed = match tocsin::promql::parse(expr) {
-        Ok(p) => p,
-        Err(e) => {
-            eprintln!("{e}");
-            return Ok(Outcome::CheckFailed);
+    // compile before opening the store: a typo fails fast and touches nothing
+    enum Compiled {
+        PromQL(promql_parser::parser::Expr),
+        Rhai(Box<ScriptEngine>, tocsin::rhai_api::CompiledScript),
+    }
+    let compiled = if rhai {
+        let engine = ScriptEngine::new();
+        match engine.compile(expr) {
+            Ok(c) => Compiled::Rhai(Box::new(engine), c),
+            Err(e) => {
+                eprintln!("error: {e}");
+                return Ok(Outcome::CheckFailed);
+            }
+        }
+    } else {
+        match tocsin::promql::parse(expr) {
+            Ok(p) => Compiled::PromQL(p),
+            Err(e) => {
+                eprintln!("error: {e}");
+                return Ok(Outcome::CheckFailed);
+            }
         }
     };
-    let store = Store::open_read_only(&path)?;
-    let engine = tocsin::promql::Engine::default();
-    match engine.instant(&store, &parsed, t) {
+    let store = Arc::new(Store::open_read_only(&path)?);
+    let result = match &compiled {
+        Compiled::PromQL(e) => Engine::default()
+            .instant(store.as_ref(), e, t)
+            .map_err(|e| e.to_string()),
+        Compiled::Rhai(engine, script) => {
+            let ev = Evaluator::new(Engine::default(), store, t);
+            engine
+                .run(script, &ev)
+                .map(|v| match v {
+                    ScriptValue::Vector(s) => Value::Vector(s),
+                    ScriptValue::Number(n) => Value::Scalar(n),
+                    ScriptValue::Bool(b) => Value::Scalar(if b { 1.0 } else { 0.0 }),
+                })
+                .map_err(|e| e.to_string())
+        }
+    };
+    match result {
         Ok(v) => {
             print!("{v}");
             Ok(Outcome::Ok)

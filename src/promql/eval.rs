@@ -186,6 +186,9 @@ pub(super) struct RangeArg {
     pub eval_t: i64,
 }
 
+/// What [`Ctx::for_each_range`] calls per series: the window, the series' labels, its points.
+pub(super) type RangeVisitor<'a> = dyn FnMut(&RangeArg, &Labels, &[(i64, f64)]) + 'a;
+
 /// Selector matchers compiled once per query, keyed by the selector's address in the AST.
 type MatcherCache = RefCell<HashMap<*const VectorSelector, Arc<Vec<Vec<Matcher>>>>>;
 
@@ -277,6 +280,76 @@ impl<'a> Ctx<'a> {
         }
     }
 
+    /// Calls `f` with each series of a range argument (staleness markers removed) without
+    /// materializing the whole range vector when the argument is a plain matrix selector; the
+    /// `RangeArg` passed has no series, only the window.
+    pub(super) fn for_each_range(
+        &self,
+        e: &Expr,
+        t: i64,
+        f: &mut RangeVisitor<'_>,
+    ) -> Result<(), QueryError> {
+        let ms = match e {
+            Expr::MatrixSelector(ms) => ms,
+            Expr::Paren(p) => return self.for_each_range(&p.expr, t, f),
+            other => {
+                let r = self.eval_range(other, t)?;
+                let window = RangeArg {
+                    series: Vec::new(),
+                    ..r
+                };
+                for s in &r.series {
+                    f(&window, &s.metric, &s.points);
+                }
+                return Ok(());
+            }
+        };
+        let vs = &ms.vs;
+        let maxt = self.ref_time(&vs.at, &vs.offset, t);
+        let range = duration_ms(&ms.range);
+        let window = RangeArg {
+            series: Vec::new(),
+            maxt,
+            range,
+            eval_t: t,
+        };
+        let sets = self.compiled_matchers(vs)?;
+        let mut seen: HashSet<Arc<Labels>> = HashSet::new();
+        let mut total = 0usize;
+        let mut buf: Vec<(i64, f64)> = Vec::new();
+        let mut over_limit = false;
+        for set in sets.iter() {
+            self.storage
+                .select_each(set, maxt - range + 1, maxt, &mut |labels, samples| {
+                    if over_limit || (sets.len() > 1 && !seen.insert(labels.clone())) {
+                        return;
+                    }
+                    let points: &[(i64, f64)] = if samples.iter().any(|p| is_stale(p.1)) {
+                        buf.clear();
+                        buf.extend(samples.iter().filter(|p| !is_stale(p.1)));
+                        &buf
+                    } else {
+                        samples
+                    };
+                    if points.is_empty() {
+                        return;
+                    }
+                    total += points.len();
+                    if total > self.opts.max_samples {
+                        over_limit = true;
+                        return;
+                    }
+                    f(&window, labels, points);
+                })?;
+        }
+        if over_limit {
+            return Err(QueryError::Limit(
+                "query processing would load too many samples into memory".into(),
+            ));
+        }
+        Ok(())
+    }
+
     /// The time a selector reads at: `@` replaces the evaluation time, `offset` moves it back.
     fn ref_time(&self, at: &Option<AtModifier>, offset: &Option<Offset>, t: i64) -> i64 {
         let base = match at {
@@ -318,6 +391,29 @@ impl<'a> Ctx<'a> {
                     t: st,
                     v,
                 });
+            }
+        }
+        Ok(out)
+    }
+
+    /// [`Ctx::select_vector`] without copying label sets: `(labels, sample time, value)`.
+    pub(super) fn select_vector_shared(
+        &self,
+        vs: &VectorSelector,
+        t: i64,
+    ) -> Result<Vec<(Arc<Labels>, i64, f64)>, QueryError> {
+        let rt = self.ref_time(&vs.at, &vs.offset, t);
+        let sets = self.compiled_matchers(vs)?;
+        if sets.len() == 1 {
+            return self.storage.latest(&sets[0], rt, self.opts.lookback_ms);
+        }
+        let mut out = Vec::new();
+        let mut seen: HashSet<Arc<Labels>> = HashSet::new();
+        for set in sets.iter() {
+            for item in self.storage.latest(set, rt, self.opts.lookback_ms)? {
+                if seen.insert(item.0.clone()) {
+                    out.push(item);
+                }
             }
         }
         Ok(out)

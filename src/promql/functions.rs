@@ -69,21 +69,6 @@ pub(super) fn call(ctx: &Ctx<'_>, c: &Call, t: i64) -> Result<Value, QueryError>
                 v: s.t as f64 / 1000.0,
             })
             .collect(),
-        "rate" | "increase" | "delta" => {
-            let (counter, rate) = match name {
-                "rate" => (true, true),
-                "increase" => (true, false),
-                _ => (false, false),
-            };
-            over_range(ctx, arg(0)?, t, true, |r, p| {
-                extrapolated_rate(p, r.maxt, r.range, counter, rate)
-            })?
-        }
-        "irate" => over_range(ctx, arg(0)?, t, true, |_, p| instant_delta(p, true))?,
-        "idelta" => over_range(ctx, arg(0)?, t, true, |_, p| instant_delta(p, false))?,
-        "deriv" => over_range(ctx, arg(0)?, t, true, |_, p| {
-            (p.len() >= 2).then(|| linear_regression(p, p[0].0).0)
-        })?,
         "predict_linear" => {
             let secs = ctx.eval_scalar(arg(1)?, t)?;
             over_range(ctx, arg(0)?, t, true, |r, p| {
@@ -93,42 +78,8 @@ pub(super) fn call(ctx: &Ctx<'_>, c: &Call, t: i64) -> Result<Value, QueryError>
                 })
             })?
         }
-        "resets" => over_range(ctx, arg(0)?, t, true, |_, p| {
-            Some(p.windows(2).filter(|w| w[1].1 < w[0].1).count() as f64)
-        })?,
-        "changes" => over_range(ctx, arg(0)?, t, true, |_, p| {
-            Some(
-                p.windows(2)
-                    .filter(|w| !(w[1].1 == w[0].1 || (w[1].1.is_nan() && w[0].1.is_nan())))
-                    .count() as f64,
-            )
-        })?,
-        "avg_over_time" => over_range(ctx, arg(0)?, t, true, |_, p| Some(mean_over_time(p)))?,
-        "sum_over_time" => over_range(ctx, arg(0)?, t, true, |_, p| {
-            Some(kahan_sum(&p.iter().map(|x| x.1).collect::<Vec<_>>()))
-        })?,
-        "count_over_time" => over_range(ctx, arg(0)?, t, true, |_, p| Some(p.len() as f64))?,
-        "present_over_time" => over_range(ctx, arg(0)?, t, true, |_, _| Some(1.0))?,
-        "min_over_time" => over_range(ctx, arg(0)?, t, true, |_, p| {
-            Some(p.iter().fold(
-                f64::NAN,
-                |m, &(_, v)| if v < m || m.is_nan() { v } else { m },
-            ))
-        })?,
-        "max_over_time" => over_range(ctx, arg(0)?, t, true, |_, p| {
-            Some(p.iter().fold(
-                f64::NAN,
-                |m, &(_, v)| if v > m || m.is_nan() { v } else { m },
-            ))
-        })?,
         "last_over_time" => over_range(ctx, arg(0)?, t, false, |_, p| p.last().map(|x| x.1))?,
         "first_over_time" => over_range(ctx, arg(0)?, t, false, |_, p| p.first().map(|x| x.1))?,
-        "stddev_over_time" => over_range(ctx, arg(0)?, t, true, |_, p| {
-            Some(variance_over_time(p).sqrt())
-        })?,
-        "stdvar_over_time" => {
-            over_range(ctx, arg(0)?, t, true, |_, p| Some(variance_over_time(p)))?
-        }
         "quantile_over_time" => {
             let q = ctx.eval_scalar(arg(0)?, t)?;
             over_range(ctx, arg(1)?, t, true, |_, p| {
@@ -231,14 +182,97 @@ pub(super) fn call(ctx: &Ctx<'_>, c: &Call, t: i64) -> Result<Value, QueryError>
                 })
                 .collect()
         }
-        other => {
-            return Err(QueryError::Eval(format!(
-                "function {other}() is not supported"
-            )));
-        }
+        other => match range_fn(other) {
+            Some(f) => over_range(ctx, arg(0)?, t, true, f)?,
+            None => {
+                return Err(QueryError::Eval(format!(
+                    "function {other}() is not supported"
+                )));
+            }
+        },
     };
     check_unique(&out)?;
     Ok(Value::Vector(out))
+}
+
+/// A function of one range vector computing one value per series (None: no output).
+type RangeFn = fn(&RangeArg, &[(i64, f64)]) -> Option<f64>;
+
+/// The single-argument range functions that drop the metric name, by name.
+fn range_fn(name: &str) -> Option<RangeFn> {
+    Some(match name {
+        "rate" => |r, p| extrapolated_rate(p, r.maxt, r.range, true, true),
+        "increase" => |r, p| extrapolated_rate(p, r.maxt, r.range, true, false),
+        "delta" => |r, p| extrapolated_rate(p, r.maxt, r.range, false, false),
+        "irate" => |_, p| instant_delta(p, true),
+        "idelta" => |_, p| instant_delta(p, false),
+        "deriv" => |_, p| (p.len() >= 2).then(|| linear_regression(p, p[0].0).0),
+        "resets" => |_, p| Some(p.windows(2).filter(|w| w[1].1 < w[0].1).count() as f64),
+        "changes" => |_, p| {
+            Some(
+                p.windows(2)
+                    .filter(|w| !(w[1].1 == w[0].1 || (w[1].1.is_nan() && w[0].1.is_nan())))
+                    .count() as f64,
+            )
+        },
+        "avg_over_time" => |_, p| Some(mean_over_time(p)),
+        "sum_over_time" => |_, p| Some(kahan_sum(&p.iter().map(|x| x.1).collect::<Vec<_>>())),
+        "count_over_time" => |_, p| Some(p.len() as f64),
+        "present_over_time" => |_, _| Some(1.0),
+        "min_over_time" => |_, p| {
+            Some(p.iter().fold(
+                f64::NAN,
+                |m, &(_, v)| if v < m || m.is_nan() { v } else { m },
+            ))
+        },
+        "max_over_time" => |_, p| {
+            Some(p.iter().fold(
+                f64::NAN,
+                |m, &(_, v)| if v > m || m.is_nan() { v } else { m },
+            ))
+        },
+        "stddev_over_time" => |_, p| Some(variance_over_time(p).sqrt()),
+        "stdvar_over_time" => |_, p| Some(variance_over_time(p)),
+        _ => return None,
+    })
+}
+
+/// Streams `f(series)` of a call like `rate(metric{…}[5m])` to `sink` with each series' own
+/// labels (the name still in them: the caller must treat it as dropped), without building the
+/// intermediate vector. Applies only when dropping the name cannot make two results collide
+/// (the selector names one metric), so the vector's uniqueness check could not have failed.
+/// Returns false, having called nothing, when the expression is not of that shape.
+pub(super) fn stream_range_call(
+    ctx: &Ctx<'_>,
+    e: &Expr,
+    t: i64,
+    sink: &mut dyn FnMut(&Labels, f64),
+) -> Result<bool, QueryError> {
+    let e = match e {
+        Expr::Paren(p) => return stream_range_call(ctx, &p.expr, t, sink),
+        e => e,
+    };
+    let Expr::Call(c) = e else {
+        return Ok(false);
+    };
+    let Some(f) = range_fn(c.func.name) else {
+        return Ok(false);
+    };
+    let [arg] = c.args.args.as_slice() else {
+        return Ok(false);
+    };
+    let Expr::MatrixSelector(ms) = arg.as_ref() else {
+        return Ok(false);
+    };
+    if ms.vs.name.is_none() || !ms.vs.matchers.or_matchers.is_empty() {
+        return Ok(false);
+    }
+    ctx.for_each_range(arg, t, &mut |r, metric, points| {
+        if let Some(v) = f(r, points) {
+            sink(metric, v);
+        }
+    })?;
+    Ok(true)
 }
 
 /// Applies `f` to each series of a range argument; series where `f` returns None are left out.
@@ -249,21 +283,20 @@ fn over_range(
     drop: bool,
     f: impl Fn(&RangeArg, &[(i64, f64)]) -> Option<f64>,
 ) -> Result<Vec<Sample>, QueryError> {
-    let r = ctx.eval_range(e, t)?;
-    let mut out = Vec::with_capacity(r.series.len());
-    for s in &r.series {
-        if let Some(v) = f(&r, &s.points) {
+    let mut out = Vec::new();
+    ctx.for_each_range(e, t, &mut |r, metric, points| {
+        if let Some(v) = f(r, points) {
             out.push(Sample {
                 metric: if drop {
-                    drop_name(&s.metric)
+                    drop_name(metric)
                 } else {
-                    s.metric.clone()
+                    metric.clone()
                 },
                 t,
                 v,
             });
         }
-    }
+    })?;
     Ok(out)
 }
 

@@ -24,7 +24,7 @@ pub use eval::{Engine, EngineOptions, Evaluator};
 pub use memstore::MemStorage;
 
 use crate::labels::{Labels, Matcher};
-use crate::store::{SeriesSamples, Store, StoreError};
+use crate::store::{SeriesSamples, SeriesVisitor, Store, StoreError};
 
 /// One element of an instant vector. `t` is the time of the sample a selector read (what
 /// `timestamp()` returns); every other operation sets it to the evaluation time.
@@ -132,6 +132,21 @@ pub trait Storage {
         maxt: i64,
     ) -> Result<Vec<SeriesSamples>, QueryError>;
 
+    /// Calls `f` with each matching series' samples in [mint, maxt], as [`Storage::select`]
+    /// returns them; stores that can avoid materializing every series override it.
+    fn select_each(
+        &self,
+        matchers: &[Matcher],
+        mint: i64,
+        maxt: i64,
+        f: &mut SeriesVisitor<'_>,
+    ) -> Result<(), QueryError> {
+        for s in self.select(matchers, mint, maxt)? {
+            f(&s.labels, &s.samples);
+        }
+        Ok(())
+    }
+
     /// For each matching series, its newest sample in (t - lookback, t] unless that sample is a
     /// staleness marker. The default reads the range; stores with a faster path override it.
     fn latest(
@@ -165,6 +180,16 @@ impl Storage for Store {
         maxt: i64,
     ) -> Result<Vec<SeriesSamples>, QueryError> {
         Ok(Store::select(self, matchers, mint, maxt)?)
+    }
+
+    fn select_each(
+        &self,
+        matchers: &[Matcher],
+        mint: i64,
+        maxt: i64,
+        f: &mut SeriesVisitor<'_>,
+    ) -> Result<(), QueryError> {
+        Ok(Store::select_each(self, matchers, mint, maxt, f)?)
     }
 
     fn latest(

@@ -3,6 +3,7 @@ mod common;
 mod daemon;
 mod promql;
 mod query;
+mod rhai;
 mod scheduler;
 mod scrape;
 mod store;

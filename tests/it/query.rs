@@ -137,6 +137,27 @@ fn query_command_reads_a_store_file() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("parse error"));
 
+    // a rhai script over the same file
+    let out = Command::new(BIN)
+        .args([
+            "query",
+            "--rhai",
+            r#"increase("http_requests_total", "5m").sum_by(["code"]) > 1000"#,
+            "--at",
+            &at,
+            "--db",
+        ])
+        .arg(&db)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(stdout.trim(), r#"{code="200"} 3000"#);
+
     // a missing store is a usage error (2) naming the path
     let out = Command::new(BIN)
         .args(["query", "up", "--db"])
