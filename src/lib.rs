@@ -5,6 +5,7 @@
 //! - [`scrape`]: HTTP fetch of metrics and health endpoints, ingest into the store.
 //! - [`scheduler`]: per-endpoint tasks at stable offsets, store flushes; the only clock reader.
 //! - [`promql`]: the query engine (Prometheus semantics) and its PromQL front end.
+//! - [`rhai_api`]: the Rhai front end: hardened script engine over the same query engine.
 //! - [`store`]: in-memory head of Gorilla chunks over one SQLite file; range and instant reads.
 //! - [`server`]: axum HTTP surface (health, readiness, status, self-metrics).
 //! - [`labels`], [`duration`], [`timefmt`], [`clock`], [`selfmetrics`]: shared vocabulary; [`sys`]: the one libc call.

@@ -167,3 +167,37 @@ fn query_command_reads_a_store_file() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("nope.db"));
 }
+
+#[test]
+fn bad_expressions_are_clear_errors_for_that_expression_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open_store(&dir);
+    fill(&store);
+    let engine = Engine::default();
+    let at = T0 + 600_000;
+    for (expr, want) in [
+        ("sum(rate(http_requests_total[5m])", "parse error"),
+        ("no_such_function(http_requests_total)", "parse error"),
+        ("rate(http_requests_total)", "parse error"),
+        (r#"http_requests_total{code=~"(5"}"#, "parse error"),
+        (
+            r#"label_replace(http_requests_total, "x", "$1", "code", "(5")"#,
+            "invalid regular expression",
+        ),
+        ("topk(NaN, http_requests_total)", "NaN"),
+    ] {
+        let e = parse(expr).and_then(|p| engine.instant(&store, &p, at));
+        let msg = e.expect_err(expr).to_string();
+        assert!(msg.contains(want), "{expr}: {msg}");
+    }
+    // division by zero is not an error: Prometheus semantics give +Inf and NaN
+    let got = vector(
+        engine
+            .instant(&store, &parse("http_requests_total / 0").unwrap(), at)
+            .unwrap(),
+    );
+    assert!(got.iter().all(|(_, v)| v.is_infinite()), "{got:?}");
+    // and the engine goes on answering other expressions
+    let ok = engine.instant(&store, &parse("count(http_requests_total)").unwrap(), at);
+    assert_eq!(vector(ok.unwrap())[0].1, 2.0);
+}
