@@ -166,12 +166,27 @@ impl Default for ScrapeConfig {
 pub struct EvaluationConfig {
     /// Default interval of rule groups that set none. Default `15s`.
     pub interval: PromDuration,
+    /// PromQL semantics where Prometheus 2.x and 3.x differ (range windows that include or
+    /// exclude their start, `rate` near a counter's start, compensated sums): `"2"` or `"3"`.
+    /// Default `"2"`, what rules written for today's Prometheus 2.x deployments expect.
+    pub promql_compat: String,
+}
+
+impl EvaluationConfig {
+    /// The engine setting for `promql_compat` (validated to be 2 or 3).
+    pub fn compat(&self) -> crate::promql::Compat {
+        match self.promql_compat.as_str() {
+            "3" => crate::promql::Compat::Prometheus3,
+            _ => crate::promql::Compat::Prometheus2,
+        }
+    }
 }
 
 impl Default for EvaluationConfig {
     fn default() -> Self {
         EvaluationConfig {
             interval: PromDuration::from_secs(15),
+            promql_compat: "2".into(),
         }
     }
 }
@@ -489,6 +504,28 @@ impl Config {
                 message,
             })
         };
+        if !matches!(self.evaluation.promql_compat.as_str(), "2" | "3") {
+            err(
+                0,
+                0,
+                "evaluation.promql_compat".into(),
+                format!(
+                    "must be \"2\" or \"3\", got {:?}",
+                    self.evaluation.promql_compat
+                ),
+            );
+        }
+        if !matches!(self.evaluation.promql_compat.as_str(), "2" | "3") {
+            err(
+                0,
+                0,
+                "evaluation.promql_compat".into(),
+                format!(
+                    "must be \"2\" or \"3\", got {:?}",
+                    self.evaluation.promql_compat
+                ),
+            );
+        }
         if self.server.listen.parse::<SocketAddr>().is_err() {
             err(
                 0,

@@ -7,6 +7,7 @@
 //! - [`promql`]: the query engine (Prometheus semantics) and its PromQL front end.
 //! - [`rhai_api`]: the Rhai front end: hardened script engine over the same query engine.
 //! - [`store`]: in-memory head of Gorilla chunks over one SQLite file; range and instant reads.
+//! - [`reload`]: the triggers of a rule reload (debounced file watcher, SIGHUP, API request) feeding one channel.
 //! - [`server`]: axum HTTP surface (health, readiness, status, self-metrics).
 //! - [`labels`], [`duration`], [`timefmt`], [`clock`], [`selfmetrics`]: shared vocabulary; [`sys`]: the one libc call.
 pub mod clock;
@@ -14,12 +15,15 @@ pub mod config;
 pub mod duration;
 pub mod labels;
 pub mod promql;
+pub mod reload;
 pub mod rhai_api;
+pub mod rules;
 pub mod scheduler;
 pub mod scrape;
 pub mod selfmetrics;
 pub mod server;
 pub mod store;
 pub mod sys;
+pub mod template;
 pub mod textparse;
 pub mod timefmt;

@@ -36,10 +36,27 @@ enum Command {
         #[arg(long, short)]
         config: Option<PathBuf>,
     },
-    /// Validate a configuration file; prints every error with file:line:col. Exit 0 valid, 1 invalid.
+    /// Validate a configuration file and rule files (templates and scripts included); prints
+    /// every error with file:line:col. Exit 0 valid, 1 invalid. A directory means its rule files
+    /// (`*.yml`, `*.yaml` but not `*_test.yml`); a file with top-level `groups` is a rule file;
+    /// another file is the configuration (its `rule_files` are checked too).
     Check {
         /// default: ./tocsin.yml
-        config: Option<PathBuf>,
+        paths: Vec<PathBuf>,
+    },
+    /// Run rule unit tests in promtool's format. Exit 0 all passed, 1 a test failed.
+    Test {
+        files: Vec<PathBuf>,
+        /// only test groups whose name matches this regex
+        #[arg(long)]
+        run: Option<String>,
+        /// write a JUnit XML report here
+        #[arg(long)]
+        junit: Option<PathBuf>,
+        /// PromQL semantics where Prometheus 2.x and 3.x differ: 2 or 3 (default: 2, as promtool
+        /// 2.x, which wrote most existing rule tests)
+        #[arg(long, default_value = "2", value_parser = parse_compat)]
+        promql_compat: tocsin::promql::Compat,
     },
     /// Fetch one metrics endpoint and print its samples, or the parse error with its line.
     Scrape {
@@ -98,7 +115,13 @@ fn run(cli: Cli) -> Result<Outcome> {
             rt.block_on(daemon(config, cli.log_format))?;
             Ok(Outcome::Ok)
         }
-        Command::Check { config } => check(config),
+        Command::Check { paths } => check(paths),
+        Command::Test {
+            files,
+            run,
+            junit,
+            promql_compat,
+        } => test(&files, run.as_deref(), junit, promql_compat),
         Command::Scrape {
             url,
             timeout,
@@ -139,27 +162,158 @@ fn load_config(explicit: Option<PathBuf>) -> Result<(Config, Option<PathBuf>), C
     }
 }
 
-fn check(config: Option<PathBuf>) -> Result<Outcome> {
-    let path = config.unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG_FILE));
-    match Config::load(&path) {
-        Ok(cfg) => {
-            for section in cfg.inactive_sections() {
-                println!(
-                    "{}: warning: {section} is accepted but not yet acted on",
-                    path.display()
-                );
+fn check(paths: Vec<PathBuf>) -> Result<Outcome> {
+    use tocsin::rules::{RuleErrors, expand_globs, load_files};
+    let paths = if paths.is_empty() {
+        vec![PathBuf::from(DEFAULT_CONFIG_FILE)]
+    } else {
+        paths
+    };
+    let mut failed = false;
+    let mut rule_files: Vec<PathBuf> = Vec::new();
+    let mut default_interval = 15_000;
+    for path in paths {
+        if path.is_dir() {
+            let mut found: Vec<PathBuf> = std::fs::read_dir(&path)
+                .with_context(|| format!("cannot read directory {}", path.display()))?
+                .flatten()
+                .map(|e| e.path())
+                .filter(|p| {
+                    let n = p
+                        .file_name()
+                        .map(|n| n.to_string_lossy().into_owned())
+                        .unwrap_or_default();
+                    (n.ends_with(".yml") || n.ends_with(".yaml")) && !n.contains("_test.")
+                })
+                .collect();
+            found.sort();
+            rule_files.extend(found);
+            continue;
+        }
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        let is_rules = text.lines().any(|l| l.starts_with("groups:"));
+        if is_rules {
+            rule_files.push(path);
+            continue;
+        }
+        match Config::from_yaml(&text, &path) {
+            Ok(cfg) => {
+                for section in cfg.inactive_sections() {
+                    println!(
+                        "{}: warning: {section} is accepted but not yet acted on",
+                        path.display()
+                    );
+                }
+                default_interval = cfg.evaluation.interval.as_millis();
+                let base = path.parent().map(PathBuf::from).unwrap_or_default();
+                match expand_globs(&cfg.rule_files, &base) {
+                    Ok(files) => rule_files.extend(files),
+                    Err(e) => {
+                        eprintln!("{e}");
+                        failed = true;
+                    }
+                }
+                println!("{}: ok ({} targets)", path.display(), cfg.targets.len());
             }
-            println!("{}: ok ({} targets)", path.display(), cfg.targets.len());
-            Ok(Outcome::Ok)
-        }
-        Err(ConfigError::Read { path, source }) => {
-            Err(anyhow::Error::new(source).context(format!("cannot read {}", path.display())))
-        }
-        Err(e) => {
-            eprintln!("{e}");
-            Ok(Outcome::CheckFailed)
+            Err(e) => {
+                eprintln!("{e}");
+                failed = true;
+            }
         }
     }
+    if !rule_files.is_empty() {
+        let scripts = tocsin::rhai_api::ScriptEngine::new();
+        match load_files(&rule_files, default_interval, &scripts) {
+            Ok(set) => {
+                for f in &set.files {
+                    let n: usize = set
+                        .groups
+                        .iter()
+                        .filter(|g| &g.file == f)
+                        .map(|g| g.rules.len())
+                        .sum();
+                    println!("{}: ok ({n} rules)", f.display());
+                }
+            }
+            Err(RuleErrors(errors)) => {
+                for e in errors {
+                    eprintln!("{e}");
+                }
+                failed = true;
+            }
+        }
+    }
+    Ok(if failed {
+        Outcome::CheckFailed
+    } else {
+        Outcome::Ok
+    })
+}
+
+fn parse_compat(s: &str) -> Result<tocsin::promql::Compat, String> {
+    match s {
+        "2" => Ok(tocsin::promql::Compat::Prometheus2),
+        "3" => Ok(tocsin::promql::Compat::Prometheus3),
+        other => Err(format!("expected 2 or 3, got {other:?}")),
+    }
+}
+
+fn test(
+    files: &[PathBuf],
+    run: Option<&str>,
+    junit: Option<PathBuf>,
+    compat: tocsin::promql::Compat,
+) -> Result<Outcome> {
+    use tocsin::rules::unittest::{junit_xml, run_file};
+    let run = run
+        .map(regex::Regex::new)
+        .transpose()
+        .context("invalid --run regex")?;
+    if files.is_empty() {
+        bail!("no test files given");
+    }
+    let mut failed = false;
+    let mut reports = Vec::new();
+    for f in files {
+        println!("Unit Testing:  {}", f.display());
+        match run_file(f, run.as_ref(), compat) {
+            Ok(r) => {
+                for g in &r.groups {
+                    for msg in &g.skipped {
+                        println!("  skipped in {}: {msg}", g.name);
+                    }
+                }
+                if r.passed() {
+                    println!("  SUCCESS");
+                } else {
+                    failed = true;
+                    println!("  FAILED:");
+                    for g in r.groups.iter().filter(|g| !g.failures.is_empty()) {
+                        for msg in &g.failures {
+                            println!("    in {}: {msg}", g.name);
+                        }
+                    }
+                }
+                reports.push(Ok(r));
+            }
+            Err(e) => {
+                failed = true;
+                println!("  FAILED:\n{e}");
+                reports.push(Err((f.clone(), e.to_string())));
+            }
+        }
+        println!();
+    }
+    if let Some(path) = junit {
+        std::fs::write(&path, junit_xml(&reports))
+            .with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    Ok(if failed {
+        Outcome::CheckFailed
+    } else {
+        Outcome::Ok
+    })
 }
 
 fn scrape(url: &str, timeout: PromDuration, body_limit: u64) -> Result<Outcome> {
@@ -262,12 +416,59 @@ async fn daemon(config: Option<PathBuf>, log_format: Option<LogFormat>) -> Resul
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let mut tasks = scheduler.spawn(targets, cfg.storage.flush_interval.0, shutdown_rx.clone());
 
+    // rules: restore persisted alert state, load, evaluate; reload on file change, SIGHUP, API
+    let rule_config = tocsin::rules::manager::RuleConfig {
+        patterns: cfg.rule_files.clone(),
+        base: source
+            .as_ref()
+            .and_then(|p| p.parent().map(PathBuf::from))
+            .unwrap_or_default(),
+        default_interval_ms: cfg.evaluation.interval.as_millis(),
+        grace: cfg
+            .targets
+            .iter()
+            .map(|t| (t.name.value.clone(), t.startup_grace.as_millis()))
+            .collect(),
+        external_labels: Default::default(),
+        external_url: format!("http://{}", cfg.server.listen),
+        compat: cfg.evaluation.compat(),
+    };
+    let manager = tocsin::rules::manager::RuleManager::new(
+        store.clone(),
+        clock.clone(),
+        metrics.clone(),
+        rule_config.clone(),
+    );
+    {
+        let m = manager.clone();
+        match tokio::task::spawn_blocking(move || m.restore()).await? {
+            Ok(n) if n > 0 => tracing::info!(alerts = n, "alert state restored"),
+            Ok(_) => {}
+            Err(e) => tracing::error!(error = %e, "cannot read persisted alert state"),
+        }
+    }
+    let (reload_tx, reload_rx) = tokio::sync::mpsc::channel(1);
+    let reloader = tokio::spawn(reload_loop(
+        manager.clone(),
+        rule_config,
+        reload_tx.clone(),
+        reload_rx,
+    ));
+    #[cfg(unix)]
+    let _sighup = tocsin::reload::spawn_sighup(reload_tx.clone())
+        .context("cannot install the SIGHUP handler")?;
+    let _ = reload_tx
+        .send(tocsin::reload::ReloadRequest::signal())
+        .await;
+
     let app = tocsin::server::router(tocsin::server::AppState {
         status,
         metrics,
         clock: clock.clone(),
         started_ms,
         store_path: store_path.display().to_string(),
+        reload: Some(reload_tx),
+        rules: Some(manager.clone()),
     });
     let mut server_shutdown = shutdown_rx.clone();
     let server = tokio::spawn(async move {
@@ -279,7 +480,9 @@ async fn daemon(config: Option<PathBuf>, log_format: Option<LogFormat>) -> Resul
     });
 
     wait_for_signal().await;
-    tracing::info!("shutting down: stopping scrapes and flushing the store");
+    tracing::info!("shutting down: stopping rules and scrapes, flushing the store");
+    reloader.abort();
+    manager.stop().await;
     let _ = shutdown_tx.send(true);
     while tasks.join_next().await.is_some() {}
     let now = clock.now_ms();
@@ -334,9 +537,11 @@ fn query(
         Some(s) => tocsin::timefmt::parse_time(s)?,
         None => SystemClock.now_ms(),
     };
-    let path = match db {
-        Some(p) => p,
-        None => load_config(config)?.0.storage.path,
+    let (cfg, _) = load_config(config)?;
+    let path = db.unwrap_or_else(|| cfg.storage.path.clone());
+    let engine_opts = tocsin::promql::EngineOptions {
+        compat: cfg.evaluation.compat(),
+        ..Default::default()
     };
     // compile before opening the store: a typo fails fast and touches nothing
     enum Compiled {
@@ -363,11 +568,11 @@ fn query(
     };
     let store = Arc::new(Store::open_read_only(&path)?);
     let result = match &compiled {
-        Compiled::PromQL(e) => Engine::default()
+        Compiled::PromQL(e) => Engine::new(engine_opts.clone())
             .instant(store.as_ref(), e, t)
             .map_err(|e| e.to_string()),
         Compiled::Rhai(engine, script) => {
-            let ev = Evaluator::new(Engine::default(), store, t);
+            let ev = Evaluator::new(Engine::new(engine_opts.clone()), store, t);
             engine
                 .run(script, &ev)
                 .map(|v| match v {
@@ -387,5 +592,43 @@ fn query(
             eprintln!("error: {e}");
             Ok(Outcome::CheckFailed)
         }
+    }
+}
+
+/// Serves reload requests one at a time: reloads the rules, answers the requester, and re-aims
+/// the file watcher at the files of the rule set now in use.
+async fn reload_loop(
+    manager: Arc<tocsin::rules::manager::RuleManager>,
+    config: tocsin::rules::manager::RuleConfig,
+    tx: tokio::sync::mpsc::Sender<tocsin::reload::ReloadRequest>,
+    mut rx: tokio::sync::mpsc::Receiver<tocsin::reload::ReloadRequest>,
+) {
+    use tocsin::reload::{ReloadOutcome, watch_rule_files};
+    let mut watcher = None;
+    while let Some(req) = rx.recv().await {
+        tracing::info!(cause = %req.cause, "reloading rules");
+        let report = manager.reload().await;
+        if report.ok || watcher.is_none() {
+            // watch the files in use, and the directories of glob patterns for new files
+            let files = manager.rules().files.clone();
+            let dirs: Vec<PathBuf> = config
+                .patterns
+                .iter()
+                .filter(|p| p.contains(['*', '?', '[']))
+                .filter_map(|p| config.base.join(p).parent().map(PathBuf::from))
+                .filter(|d| d.is_dir())
+                .collect();
+            match watch_rule_files(&files, &dirs, tx.clone()) {
+                Ok(w) => watcher = Some(w),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot watch rule files; SIGHUP and POST /-/reload still reload")
+                }
+            }
+        }
+        req.respond(if report.ok {
+            ReloadOutcome::succeeded()
+        } else {
+            ReloadOutcome::failed(report.errors)
+        });
     }
 }

@@ -715,8 +715,10 @@ fn aggregate_vector(
     v: &mut Vector,
     grouping: Option<&LabelModifier>,
 ) -> Fallible<Vector> {
-    let t = evaluator()?.time();
-    let out = aggregate::aggregate(op, None, v.0.clone(), grouping, t).map_err(query_error)?;
+    let ev = evaluator()?;
+    let (t, compat) = (ev.time(), ev.engine().options().compat);
+    let out =
+        aggregate::aggregate(op, None, v.0.clone(), grouping, t, compat).map_err(query_error)?;
     Vector::from_value(out)
 }
 
@@ -781,11 +783,12 @@ fn last_sample_age(sel: &str) -> Fallible<Vector> {
 /// `sum by (labels) (increase(num[dur])) / sum by (labels) (increase(den[dur]))`, leaving out
 /// groups whose denominator is zero or missing.
 fn ratio_by(num: &str, den: &str, dur: &str, by: &Array) -> Fallible<Vector> {
-    let t = evaluator()?.time();
+    let ev = evaluator()?;
+    let (t, compat) = (ev.time(), ev.engine().options().compat);
     let grouping = LabelModifier::Include(grouping_labels(by)?);
     let summed = |sel: &str| -> Fallible<Vec<Sample>> {
         let increase = eval_vector(&call("increase", vec![range_expr(sel, dur)?]))?;
-        let sum = aggregate::aggregate("sum", None, increase.0, Some(&grouping), t)
+        let sum = aggregate::aggregate("sum", None, increase.0, Some(&grouping), t, compat)
             .map_err(query_error)?;
         Ok(Vector::from_value(sum)?.0)
     };

@@ -31,6 +31,23 @@ pub struct SelfMetrics {
     pub store_head_chunk_bytes: Gauge,
     pub store_disk_bytes: Gauge,
     pub start_time_seconds: Gauge<f64, AtomicU64>,
+    /// 1 when the last rule reload succeeded (or none happened), 0 after a failed one
+    pub rule_reload_success: Gauge,
+    pub rule_group_last_duration_seconds: Family<GroupLabels, Gauge<f64, AtomicU64>>,
+    pub rule_group_iterations_missed: Family<GroupLabels, Counter>,
+    pub rule_evaluation_failures: Family<GroupLabels, Counter>,
+    pub alerts: Family<StateLabels, Gauge>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct GroupLabels {
+    pub group: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StateLabels {
+    /// `pending` or `firing`
+    pub state: &'static str,
 }
 
 impl SelfMetrics {
@@ -97,7 +114,40 @@ impl SelfMetrics {
             "Unix time the daemon started",
             start_time.clone(),
         );
+        let rule_reload_success = Gauge::default();
+        rule_reload_success.set(1);
+        registry.register(
+            "rule_reload_success",
+            "Whether the last rule reload succeeded (1) or kept the old rules (0)",
+            rule_reload_success.clone(),
+        );
+        let rule_group_last_duration_seconds =
+            Family::<GroupLabels, Gauge<f64, AtomicU64>>::default();
+        registry.register(
+            "rule_group_last_duration_seconds",
+            "Duration of the last evaluation of each rule group",
+            rule_group_last_duration_seconds.clone(),
+        );
+        let rule_group_iterations_missed = Family::<GroupLabels, Counter>::default();
+        registry.register(
+            "rule_group_iterations_missed",
+            "Evaluations skipped because the previous one of the group was still running",
+            rule_group_iterations_missed.clone(),
+        );
+        let rule_evaluation_failures = Family::<GroupLabels, Counter>::default();
+        registry.register(
+            "rule_evaluation_failures",
+            "Rule evaluations that failed",
+            rule_evaluation_failures.clone(),
+        );
+        let alerts = Family::<StateLabels, Gauge>::default();
+        registry.register("alerts", "Active alerts by state", alerts.clone());
         SelfMetrics {
+            rule_reload_success,
+            rule_group_last_duration_seconds,
+            rule_group_iterations_missed,
+            rule_evaluation_failures,
+            alerts,
             registry,
             scrapes,
             samples_ingested,

@@ -24,6 +24,9 @@ pub struct AppState {
     pub clock: Arc<dyn Clock>,
     pub started_ms: i64,
     pub store_path: String,
+    /// where `POST /-/reload` sends its request (None: rules not running)
+    pub reload: Option<tokio::sync::mpsc::Sender<crate::reload::ReloadRequest>>,
+    pub rules: Option<Arc<crate::rules::manager::RuleManager>>,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -32,6 +35,8 @@ pub fn router(state: AppState) -> Router {
         .route("/health/ready", get(ready))
         .route("/status", get(status))
         .route("/metrics", get(metrics))
+        .route("/-/reload", axum::routing::post(reload))
+        .route("/api/v1/alerts", get(alerts))
         .with_state(state)
 }
 
@@ -103,4 +108,45 @@ async fn metrics(State(s): State<AppState>) -> Response {
         s.metrics.encode(),
     )
         .into_response()
+}
+
+/// Reloads the rules and answers with the outcome: 200 when the new rules are in use, 500 with
+/// every error when the old ones kept running (as Prometheus's `/-/reload`).
+async fn reload(State(s): State<AppState>) -> Response {
+    let Some(tx) = s.reload else {
+        return (StatusCode::SERVICE_UNAVAILABLE, "rules are not running").into_response();
+    };
+    let (req, done) = crate::reload::ReloadRequest::api();
+    if tx.send(req).await.is_err() {
+        return (StatusCode::SERVICE_UNAVAILABLE, "reloader stopped").into_response();
+    }
+    match done.await {
+        Ok(outcome) if outcome.ok => Json(outcome).into_response(),
+        Ok(outcome) => (StatusCode::INTERNAL_SERVER_ERROR, Json(outcome)).into_response(),
+        Err(_) => (StatusCode::SERVICE_UNAVAILABLE, "reload abandoned").into_response(),
+    }
+}
+
+/// Pending and firing alerts in Prometheus's `/api/v1/alerts` shape.
+async fn alerts(State(s): State<AppState>) -> Json<serde_json::Value> {
+    let list: Vec<serde_json::Value> = s
+        .rules
+        .map(|m| m.alerts())
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|(_, a)| a.is_active())
+        .map(|(group, a)| {
+            json!({
+                "labels": a.labels.iter().collect::<std::collections::BTreeMap<_, _>>(),
+                "annotations": a.annotations,
+                "state": a.status.as_str(),
+                "activeAt": crate::timefmt::format_rfc3339(a.active_at),
+                "firedAt": a.fired_at.map(crate::timefmt::format_rfc3339),
+                "value": crate::promql::format_float(a.value),
+                "group": group,
+                "flapping": a.flapping,
+            })
+        })
+        .collect();
+    Json(json!({"status": "success", "data": {"alerts": list}}))
 }

@@ -8,7 +8,7 @@ use promql_parser::parser::{AggregateExpr, LabelModifier};
 
 use promql_parser::parser::Expr;
 
-use super::eval::Ctx;
+use super::eval::{Compat, Ctx};
 use super::functions;
 use super::{QueryError, Sample, Value, format_float};
 use crate::labels::{Labels, METRIC_NAME};
@@ -26,7 +26,7 @@ pub(super) fn eval(ctx: &Ctx<'_>, a: &AggregateExpr, t: i64) -> Result<Value, Qu
         return Ok(Value::Vector(out));
     }
     let input = ctx.eval_vector(&a.expr, t)?;
-    aggregate(&op, param, input, a.modifier.as_ref(), t)
+    aggregate(&op, param, input, a.modifier.as_ref(), t, ctx.opts.compat)
 }
 
 /// Aggregations computed from values alone.
@@ -76,7 +76,7 @@ fn fused(
             .map(|(metric, vals)| Sample {
                 metric,
                 t,
-                v: simple(op, &vals),
+                v: simple(op, &vals, ctx.opts.compat),
             })
             .collect(),
     ))
@@ -90,6 +90,7 @@ pub fn aggregate(
     input: Vec<Sample>,
     grouping: Option<&LabelModifier>,
     t: i64,
+    compat: Compat,
 ) -> Result<Value, QueryError> {
     let op = op.to_string();
     let num_param = |name: &str| -> Result<f64, QueryError> {
@@ -147,7 +148,7 @@ pub fn aggregate(
                     Sample {
                         metric: g.labels,
                         t,
-                        v: simple(&op, &vals),
+                        v: simple(&op, &vals, compat),
                     }
                 })
                 .collect()
@@ -290,8 +291,10 @@ fn avg(vals: &[f64]) -> f64 {
     }
 }
 
-fn simple(op: &str, vals: &[f64]) -> f64 {
+fn simple(op: &str, vals: &[f64], compat: Compat) -> f64 {
     match op {
+        "sum" if compat == Compat::Prometheus2 => vals.iter().sum(),
+        "avg" if compat == Compat::Prometheus2 => functions::incremental_mean(vals.iter().copied()),
         "sum" => kahan_sum(vals),
         "avg" => avg(vals),
         "count" => vals.len() as f64,

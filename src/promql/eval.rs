@@ -29,6 +29,28 @@ pub struct EngineOptions {
     pub max_samples: usize,
     /// Most steps one range query may evaluate.
     pub max_steps: i64,
+    /// Which Prometheus's semantics to follow where 2.x and 3.x differ.
+    pub compat: Compat,
+}
+
+/// Where Prometheus 2.x and 3.x evaluate differently, which to follow.
+///
+/// - Range selectors and the instant lookback: 2.x includes a sample exactly at the window's
+///   start (`[t - range, t]`), 3.x does not (`(t - range, t]`): `rate(x[1m])` over samples one
+///   minute apart has two samples in 2.x and one (no result) in 3.x.
+/// - `rate`/`increase`/`delta` extrapolation: 2.x applies the counter's zero point before the
+///   extrapolation threshold and multiplies in another order (results differ in the last bits).
+/// - `sum`, `avg`, `sum_over_time`, `avg_over_time`: 2.x uses plain sums and an incremental
+///   mean, 3.x compensated (Kahan) sums.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, serde::Deserialize)]
+pub enum Compat {
+    /// Prometheus 2.x (what rules written for 2.x, and promtool 2.x tests, expect)
+    #[serde(rename = "2")]
+    Prometheus2,
+    /// Prometheus 3.x
+    #[default]
+    #[serde(rename = "3")]
+    Prometheus3,
 }
 
 impl Default for EngineOptions {
@@ -38,6 +60,7 @@ impl Default for EngineOptions {
             default_subquery_step_ms: 60 * 1000,
             max_samples: 50_000_000,
             max_steps: 11_000,
+            compat: Compat::Prometheus3,
         }
     }
 }
@@ -184,6 +207,7 @@ pub(super) struct RangeArg {
     /// the evaluation time, before `@` and `offset` (`predict_linear` predicts from it, as
     /// Prometheus does)
     pub eval_t: i64,
+    pub compat: Compat,
 }
 
 /// What [`Ctx::for_each_range`] calls per series: the window, the series' labels, its points.
@@ -216,6 +240,19 @@ impl<'a> Ctx<'a> {
             end,
             matchers: RefCell::new(HashMap::new()),
         }
+    }
+
+    /// 1 when windows exclude their start (Prometheus 3), 0 when they include it (2).
+    fn open(&self) -> i64 {
+        match self.opts.compat {
+            Compat::Prometheus2 => 0,
+            Compat::Prometheus3 => 1,
+        }
+    }
+
+    /// The lookback as `Storage::latest` takes it: (t - lookback, t].
+    fn lookback(&self) -> i64 {
+        self.opts.lookback_ms + 1 - self.open()
     }
 
     /// Evaluates `e` at time `t`.
@@ -312,6 +349,7 @@ impl<'a> Ctx<'a> {
             maxt,
             range,
             eval_t: t,
+            compat: self.opts.compat,
         };
         let sets = self.compiled_matchers(vs)?;
         let mut seen: HashSet<Arc<Labels>> = HashSet::new();
@@ -319,8 +357,11 @@ impl<'a> Ctx<'a> {
         let mut buf: Vec<(i64, f64)> = Vec::new();
         let mut over_limit = false;
         for set in sets.iter() {
-            self.storage
-                .select_each(set, maxt - range + 1, maxt, &mut |labels, samples| {
+            self.storage.select_each(
+                set,
+                maxt - range + self.open(),
+                maxt,
+                &mut |labels, samples| {
                     if over_limit || (sets.len() > 1 && !seen.insert(labels.clone())) {
                         return;
                     }
@@ -340,7 +381,8 @@ impl<'a> Ctx<'a> {
                         return;
                     }
                     f(&window, labels, points);
-                })?;
+                },
+            )?;
         }
         if over_limit {
             return Err(QueryError::Limit(
@@ -382,7 +424,7 @@ impl<'a> Ctx<'a> {
         let mut out = Vec::new();
         let mut seen: HashSet<Arc<Labels>> = HashSet::new();
         for set in sets.iter() {
-            for (labels, st, v) in self.storage.latest(set, rt, self.opts.lookback_ms)? {
+            for (labels, st, v) in self.storage.latest(set, rt, self.lookback())? {
                 if sets.len() > 1 && !seen.insert(labels.clone()) {
                     continue;
                 }
@@ -405,12 +447,12 @@ impl<'a> Ctx<'a> {
         let rt = self.ref_time(&vs.at, &vs.offset, t);
         let sets = self.compiled_matchers(vs)?;
         if sets.len() == 1 {
-            return self.storage.latest(&sets[0], rt, self.opts.lookback_ms);
+            return self.storage.latest(&sets[0], rt, self.lookback());
         }
         let mut out = Vec::new();
         let mut seen: HashSet<Arc<Labels>> = HashSet::new();
         for set in sets.iter() {
-            for item in self.storage.latest(set, rt, self.opts.lookback_ms)? {
+            for item in self.storage.latest(set, rt, self.lookback())? {
                 if seen.insert(item.0.clone()) {
                     out.push(item);
                 }
@@ -429,7 +471,7 @@ impl<'a> Ctx<'a> {
         let mut seen: HashSet<Arc<Labels>> = HashSet::new();
         let mut total = 0usize;
         for set in sets.iter() {
-            for s in self.storage.select(set, maxt - range + 1, maxt)? {
+            for s in self.storage.select(set, maxt - range + self.open(), maxt)? {
                 if sets.len() > 1 && !seen.insert(s.labels.clone()) {
                     continue;
                 }
@@ -455,6 +497,7 @@ impl<'a> Ctx<'a> {
             maxt,
             range,
             eval_t: t,
+            compat: self.opts.compat,
         })
     }
 
@@ -470,7 +513,7 @@ impl<'a> Ctx<'a> {
         // the first step-aligned time after lo, as Prometheus computes it (Go's truncating
         // division included)
         let mut ts = step * (lo / step);
-        if ts <= lo {
+        if ts < lo + self.open() {
             ts += step;
         }
         let mut out: BTreeMap<Labels, Vec<(i64, f64)>> = BTreeMap::new();
@@ -502,6 +545,7 @@ impl<'a> Ctx<'a> {
             maxt,
             range,
             eval_t: t,
+            compat: self.opts.compat,
         })
     }
 }

@@ -8,7 +8,7 @@ use promql_parser::parser::{Call, Expr};
 use regex::Regex;
 
 use super::aggregate::{kahan_inc, kahan_sum, quantile, valid_label_name};
-use super::eval::{Ctx, RangeArg, check_unique, drop_name};
+use super::eval::{Compat, Ctx, RangeArg, check_unique, drop_name};
 use super::{QueryError, Sample, Value};
 use crate::labels::{Labels, METRIC_NAME};
 use crate::timefmt::civil_from_days;
@@ -201,9 +201,9 @@ type RangeFn = fn(&RangeArg, &[(i64, f64)]) -> Option<f64>;
 /// The single-argument range functions that drop the metric name, by name.
 fn range_fn(name: &str) -> Option<RangeFn> {
     Some(match name {
-        "rate" => |r, p| extrapolated_rate(p, r.maxt, r.range, true, true),
-        "increase" => |r, p| extrapolated_rate(p, r.maxt, r.range, true, false),
-        "delta" => |r, p| extrapolated_rate(p, r.maxt, r.range, false, false),
+        "rate" => |r, p| rate_for(r, p, true, true),
+        "increase" => |r, p| rate_for(r, p, true, false),
+        "delta" => |r, p| rate_for(r, p, false, false),
         "irate" => |_, p| instant_delta(p, true),
         "idelta" => |_, p| instant_delta(p, false),
         "deriv" => |_, p| (p.len() >= 2).then(|| linear_regression(p, p[0].0).0),
@@ -215,8 +215,18 @@ fn range_fn(name: &str) -> Option<RangeFn> {
                     .count() as f64,
             )
         },
-        "avg_over_time" => |_, p| Some(mean_over_time(p)),
-        "sum_over_time" => |_, p| Some(kahan_sum(&p.iter().map(|x| x.1).collect::<Vec<_>>())),
+        "avg_over_time" => |r, p| {
+            Some(match r.compat {
+                Compat::Prometheus2 => incremental_mean(p.iter().map(|x| x.1)),
+                Compat::Prometheus3 => mean_over_time(p),
+            })
+        },
+        "sum_over_time" => |r, p| {
+            Some(match r.compat {
+                Compat::Prometheus2 => p.iter().map(|x| x.1).sum(),
+                Compat::Prometheus3 => kahan_sum(&p.iter().map(|x| x.1).collect::<Vec<_>>()),
+            })
+        },
         "count_over_time" => |_, p| Some(p.len() as f64),
         "present_over_time" => |_, _| Some(1.0),
         "min_over_time" => |_, p| {
@@ -363,6 +373,85 @@ pub(super) fn extrapolated_rate(
         factor /= range as f64 / 1000.0;
     }
     Some(result * factor)
+}
+
+fn rate_for(r: &RangeArg, p: &[(i64, f64)], counter: bool, rate: bool) -> Option<f64> {
+    match r.compat {
+        Compat::Prometheus2 => extrapolated_rate_v2(p, r.maxt, r.range, counter, rate),
+        Compat::Prometheus3 => extrapolated_rate(p, r.maxt, r.range, counter, rate),
+    }
+}
+
+/// Prometheus 2.x's `extrapolatedRate`: the counter's zero point is applied before the
+/// extrapolation threshold is tested (3.x tests first), which changes results near a counter's
+/// start.
+fn extrapolated_rate_v2(
+    p: &[(i64, f64)],
+    maxt: i64,
+    range: i64,
+    is_counter: bool,
+    is_rate: bool,
+) -> Option<f64> {
+    if p.len() < 2 {
+        return None;
+    }
+    let (first_t, first_v) = p[0];
+    let (last_t, last_v) = p[p.len() - 1];
+    let mut result = last_v - first_v;
+    if is_counter {
+        let mut last = 0.0;
+        for &(_, v) in p {
+            if v < last {
+                result += last;
+            }
+            last = v;
+        }
+    }
+    let mut to_start = (first_t - (maxt - range)) as f64 / 1000.0;
+    let to_end = (maxt - last_t) as f64 / 1000.0;
+    let sampled = (last_t - first_t) as f64 / 1000.0;
+    let avg_between = sampled / (p.len() - 1) as f64;
+    if is_counter && result > 0.0 && first_v >= 0.0 {
+        let to_zero = sampled * (first_v / result);
+        if to_zero < to_start {
+            to_start = to_zero;
+        }
+    }
+    let threshold = avg_between * 1.1;
+    let mut interval = sampled;
+    interval += if to_start < threshold {
+        to_start
+    } else {
+        avg_between / 2.0
+    };
+    interval += if to_end < threshold {
+        to_end
+    } else {
+        avg_between / 2.0
+    };
+    let mut factor = interval / sampled;
+    if is_rate {
+        factor /= range as f64 / 1000.0;
+    }
+    Some(result * factor)
+}
+
+/// Prometheus 2.x's mean: `mean += v/n - mean/n`, with its handling of infinities.
+pub(super) fn incremental_mean(vals: impl Iterator<Item = f64>) -> f64 {
+    let (mut mean, mut count) = (0.0f64, 0.0);
+    for v in vals {
+        count += 1.0;
+        if mean.is_infinite() {
+            if v.is_infinite() && (mean > 0.0) == (v > 0.0) {
+                continue;
+            }
+            if !v.is_infinite() && !v.is_nan() {
+                continue;
+            }
+        }
+        mean += v / count - mean / count;
+    }
+    mean
 }
 
 /// `irate` (with counter-reset handling) and `idelta` from the last two samples.

@@ -20,7 +20,8 @@ pub mod notation;
 use std::fmt;
 use std::sync::Arc;
 
-pub use eval::{Engine, EngineOptions, Evaluator};
+pub use eval::{Compat, Engine, EngineOptions, Evaluator};
+pub use functions::almost_equal;
 pub use memstore::MemStorage;
 
 use crate::labels::{Labels, Matcher};

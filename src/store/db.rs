@@ -51,7 +51,25 @@ CREATE TABLE IF NOT EXISTS targets (
     name TEXT PRIMARY KEY,
     first_seen INTEGER NOT NULL
 );
+CREATE TABLE IF NOT EXISTS alerts (
+    rule_key TEXT NOT NULL,
+    fingerprint INTEGER NOT NULL,
+    state TEXT NOT NULL,
+    PRIMARY KEY (rule_key, fingerprint)
+);
+CREATE TABLE IF NOT EXISTS rule_evals (
+    id INTEGER PRIMARY KEY,
+    rule_key TEXT NOT NULL,
+    t INTEGER NOT NULL,
+    duration REAL NOT NULL,
+    results INTEGER NOT NULL,
+    error TEXT
+);
+CREATE INDEX IF NOT EXISTS rule_evals_by_key ON rule_evals (rule_key, t);
 ";
+
+/// Evaluations of each rule kept in `rule_evals`.
+pub const RULE_EVALS_KEPT: i64 = 20;
 
 /// The stored form of a label set: a JSON array of `[name, value]` pairs.
 fn labels_json(labels: &Labels, out: &mut String) {
@@ -70,6 +88,8 @@ pub(crate) struct FlushBatch {
     pub notes: Vec<(SeriesRef, i64, String)>,
     /// WAL rows whose samples all lie before this are in chunks now and are deleted
     pub wal_watermark: Option<i64>,
+    /// rule states to replace, in the same transaction as the samples the evaluation wrote
+    pub rules: Vec<super::RuleStateRow>,
 }
 
 pub(crate) struct Db {
@@ -253,6 +273,27 @@ impl Db {
             for (id, t, text) in &batch.notes {
                 ins_note.execute(params![i64::from(*id), t, text])?;
             }
+            for r in &batch.rules {
+                tx.prepare_cached("DELETE FROM alerts WHERE rule_key = ?1")?
+                    .execute([&r.rule_key])?;
+                let mut ins = tx.prepare_cached(
+                    "INSERT INTO alerts (rule_key, fingerprint, state) VALUES (?1, ?2, ?3)",
+                )?;
+                for (fp, state) in &r.alerts {
+                    ins.execute(params![&r.rule_key, *fp as i64, state])?;
+                }
+                if let Some(e) = &r.eval {
+                    tx.prepare_cached(
+                        "INSERT INTO rule_evals (rule_key, t, duration, results, error) VALUES (?1, ?2, ?3, ?4, ?5)",
+                    )?
+                    .execute(params![&r.rule_key, e.t, e.duration_s, e.results as i64, e.error])?;
+                    tx.prepare_cached(
+                        "DELETE FROM rule_evals WHERE rule_key = ?1 AND id NOT IN
+                         (SELECT id FROM rule_evals WHERE rule_key = ?1 ORDER BY t DESC, id DESC LIMIT ?2)",
+                    )?
+                    .execute(params![&r.rule_key, RULE_EVALS_KEPT])?;
+                }
+            }
             match batch.wal_watermark {
                 Some(w) => tx.execute("DELETE FROM wal WHERE maxt < ?1", [w])?,
                 // no open chunk anywhere: every sample is in a chunk
@@ -361,5 +402,34 @@ impl Db {
             .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
             .optional()?;
         Ok(())
+    }
+}
+
+impl Db {
+    /// Every persisted alert state, by rule key: `(fingerprint, state json)`.
+    pub fn rule_states(&self) -> Result<Vec<(String, u64, String)>, StoreError> {
+        let mut st = self.conn.prepare(
+            "SELECT rule_key, fingerprint, state FROM alerts ORDER BY rule_key, fingerprint",
+        )?;
+        let rows = st.query_map([], |r| {
+            Ok((r.get(0)?, r.get::<_, i64>(1)? as u64, r.get(2)?))
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// The last evaluations of a rule, newest first.
+    pub fn rule_evals(&self, rule_key: &str) -> Result<Vec<super::RuleEval>, StoreError> {
+        let mut st = self.conn.prepare(
+            "SELECT t, duration, results, error FROM rule_evals WHERE rule_key = ?1 ORDER BY t DESC, id DESC",
+        )?;
+        let rows = st.query_map([rule_key], |r| {
+            Ok(super::RuleEval {
+                t: r.get(0)?,
+                duration_s: r.get(1)?,
+                results: r.get::<_, i64>(2)? as usize,
+                error: r.get(3)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
     }
 }

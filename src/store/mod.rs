@@ -93,6 +93,24 @@ pub struct SeriesSamples {
     pub samples: Vec<(i64, f64)>,
 }
 
+/// One evaluation of a rule, as kept in the store (the last 20 per rule).
+#[derive(Debug, Clone, PartialEq)]
+pub struct RuleEval {
+    pub t: i64,
+    pub duration_s: f64,
+    pub results: usize,
+    pub error: Option<String>,
+}
+
+/// A rule's whole alert state after an evaluation (replacing what was stored), and the
+/// evaluation's record. Alert states are opaque JSON to the store.
+#[derive(Debug, Clone, Default)]
+pub struct RuleStateRow {
+    pub rule_key: String,
+    pub alerts: Vec<(u64, String)>,
+    pub eval: Option<RuleEval>,
+}
+
 /// What one flush wrote.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct FlushStats {
@@ -114,6 +132,7 @@ pub struct StoreStats {
 struct Pending {
     wal: WalBatch,
     notes: Vec<(SeriesRef, i64, String)>,
+    rules: Vec<RuleStateRow>,
     /// flushes that failed, oldest first, retried before the next one
     failed: Vec<FlushBatch>,
 }
@@ -270,6 +289,7 @@ impl Store {
                 chunks: std::mem::take(&mut head.cut),
                 notes: std::mem::take(&mut pending.notes),
                 wal_watermark: head.open_low_watermark(),
+                rules: std::mem::take(&mut pending.rules),
             };
             let mut all = std::mem::take(&mut pending.failed);
             all.push(fresh);
@@ -306,6 +326,27 @@ impl Store {
     pub fn close(&self, now: i64) -> Result<FlushStats, StoreError> {
         self.head.write().expect("head lock").cut_all();
         self.flush(now)
+    }
+
+    /// Queues rule states to be written by the next [`Store::flush`], in the same transaction
+    /// as the samples appended before it (a rule evaluation appends its recorded series, stages
+    /// its states, then flushes: results and state become durable together).
+    pub fn stage_rule_states(&self, rows: Vec<RuleStateRow>) {
+        self.pending
+            .lock()
+            .expect("pending lock")
+            .rules
+            .extend(rows);
+    }
+
+    /// Every persisted alert state: `(rule key, fingerprint, state json)`.
+    pub fn rule_states(&self) -> Result<Vec<(String, u64, String)>, StoreError> {
+        self.db.lock().expect("db lock").rule_states()
+    }
+
+    /// The last evaluations of a rule (at most 20), newest first.
+    pub fn rule_evals(&self, rule_key: &str) -> Result<Vec<RuleEval>, StoreError> {
+        self.db.lock().expect("db lock").rule_evals(rule_key)
     }
 
     /// Ids of the series matching all matchers.

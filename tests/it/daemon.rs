@@ -350,3 +350,151 @@ async fn scrape_command_prints_samples_or_the_failing_line() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("HTTP status 500"));
 }
+
+const RULES: &str = r#"groups:
+  - name: svc
+    interval: 1s
+    rules:
+      - alert: SvcUp
+        expr: up{job="svc", probe=""} == 1
+        labels: { severity: page }
+        annotations: { summary: "{{ $labels.job }} is up" }
+      - alert: SvcUpLong
+        expr: up{job="svc", probe=""} == 1
+        for: 1h
+      - alert: CheckFailing
+        expr: health_check_ok{job="svc"} == 0
+        annotations: { summary: "{{ $labels.check }}: {{ $labels.error }}" }
+      - record: svc:up
+        expr: max by (job) (up{job="svc"})
+"#;
+
+fn write_rules_config(dir: &Path, target_base: &str) {
+    let yaml = format!(
+        "storage: {{ flush_interval: 1s }}\nscrape: {{ interval: 1s, timeout: 1s }}\nevaluation: {{ interval: 1s }}\nrule_files: [rules/*.yml]\ntargets:\n  - name: svc\n    metrics: {target_base}/metrics\n    health: {target_base}/health/degraded\n"
+    );
+    std::fs::write(dir.join("tocsin.yml"), yaml).unwrap();
+    std::fs::create_dir_all(dir.join("rules")).unwrap();
+    std::fs::write(dir.join("rules/svc.yml"), RULES).unwrap();
+}
+
+fn alert<'a>(v: &'a serde_json::Value, name: &str) -> Option<&'a serde_json::Value> {
+    v["data"]["alerts"]
+        .as_array()?
+        .iter()
+        .find(|a| a["labels"]["alertname"] == name)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn alerts_fire_and_keep_their_state_across_kill_9() {
+    let target = crate::scrape::serve().await;
+    let dir = tempfile::tempdir().unwrap();
+    write_rules_config(dir.path(), &target);
+    let mut d = start(dir.path(), &["--config", "tocsin.yml"]);
+    let url = format!("{}/api/v1/alerts", d.base);
+    let before = wait_for(&url, Duration::from_secs(30), |v| {
+        alert(v, "SvcUp").is_some_and(|a| a["state"] == "firing")
+            && alert(v, "SvcUpLong").is_some_and(|a| a["state"] == "pending")
+            && alert(v, "CheckFailing").is_some()
+    })
+    .await;
+    let failing = alert(&before, "CheckFailing").unwrap();
+    assert_eq!(failing["labels"]["check"], "pdns");
+    assert_eq!(
+        failing["annotations"]["summary"],
+        "pdns: connection refused"
+    );
+    assert_eq!(
+        alert(&before, "SvcUp").unwrap()["annotations"]["summary"],
+        "svc is up"
+    );
+    let pending_since = alert(&before, "SvcUpLong").unwrap()["activeAt"].clone();
+
+    d.child.kill().unwrap();
+    d.child.wait().unwrap();
+    let d = start(dir.path(), &["--config", "tocsin.yml"]);
+    let url = format!("{}/api/v1/alerts", d.base);
+    // the first answer after the restart already has the old states: firing stays firing,
+    // pending keeps when it became active
+    let after = wait_for(&url, Duration::from_secs(30), |v| {
+        alert(v, "SvcUp").is_some()
+    })
+    .await;
+    assert_eq!(alert(&after, "SvcUp").unwrap()["state"], "firing");
+    let long = alert(&after, "SvcUpLong").unwrap();
+    assert_eq!(long["state"], "pending");
+    assert_eq!(long["activeAt"], pending_since);
+
+    // the recording rule wrote its series back to the store
+    let out = Command::new(BIN)
+        .args(["query", "svc:up", "--db"])
+        .arg(dir.path().join("data/tocsin.db"))
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).contains(r#"svc:up{job="svc"} 1"#));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broken_rule_file_keeps_the_old_rules_and_a_fixed_one_is_picked_up() {
+    let target = crate::scrape::serve().await;
+    let dir = tempfile::tempdir().unwrap();
+    write_rules_config(dir.path(), &target);
+    let d = start(dir.path(), &["--config", "tocsin.yml"]);
+    let url = format!("{}/api/v1/alerts", d.base);
+    wait_for(&url, Duration::from_secs(30), |v| {
+        alert(v, "SvcUp").is_some()
+    })
+    .await;
+
+    // broken: the reload fails with the location, the old rules keep running
+    std::fs::write(
+        dir.path().join("rules/svc.yml"),
+        "groups:\n  - name: svc\n    rules:\n      - alert: Broken\n        expr: up ==\n",
+    )
+    .unwrap();
+    let resp = reqwest::Client::new()
+        .post(format!("{}/-/reload", d.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 500);
+    let body: serde_json::Value = serde_json::from_str(&resp.text().await.unwrap()).unwrap();
+    let errors = body["errors"].to_string();
+    assert!(errors.contains("svc.yml:5:"), "{errors}");
+    assert!(errors.contains(r#"rule \"Broken\""#), "{errors}");
+    let metrics = reqwest::get(format!("{}/metrics", d.base))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("tocsin_rule_reload_success 0"),
+        "{metrics}"
+    );
+    let v: serde_json::Value =
+        serde_json::from_str(&reqwest::get(&url).await.unwrap().text().await.unwrap()).unwrap();
+    assert!(alert(&v, "SvcUp").is_some(), "old rules still evaluated");
+
+    // fixed, with a new alert: the file watcher reloads on its own (atomic save)
+    let tmp = dir.path().join("rules/svc.yml.tmp");
+    std::fs::write(
+        &tmp,
+        RULES.replace("alert: SvcUpLong", "alert: SvcUpRenamed"),
+    )
+    .unwrap();
+    std::fs::rename(&tmp, dir.path().join("rules/svc.yml")).unwrap();
+    let v = wait_for(&url, Duration::from_secs(30), |v| {
+        alert(v, "SvcUpRenamed").is_some()
+    })
+    .await;
+    assert!(
+        alert(&v, "SvcUpLong").is_none(),
+        "the removed rule's alerts are gone"
+    );
+    assert_eq!(
+        alert(&v, "SvcUp").unwrap()["state"],
+        "firing",
+        "an unchanged rule keeps its state"
+    );
+}

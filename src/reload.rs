@@ -1,0 +1,563 @@
+//! The triggers of a rule reload: a file watcher, SIGHUP and (through [`ReloadRequest::api`]) the
+//! `POST /-/reload` handler all send a [`ReloadRequest`] into one channel, which one reload
+//! function drains (load, validate, swap; not this module).
+//!
+//! Invariants:
+//! - nothing here blocks the async runtime: notify watches on its own threads, and the watcher and
+//!   the SIGHUP task forward with `try_send`; when the channel is full a reload is already pending
+//!   and will read the newest files, so the trigger is dropped (with a warning);
+//! - the watcher watches directories, never files, and never recursively: the parent directory of
+//!   each rule file and each rule directory. Editors that save atomically (write a temporary file,
+//!   rename it over the original) or delete and recreate a file replace its inode, which a watch on
+//!   the file itself would not survive; a watch on its directory does;
+//! - a watched directory that is removed loses its watch (inotify drops it with the inode), so the
+//!   watcher then watches its nearest existing ancestor until the directory is back, re-adds the
+//!   watch and requests a reload;
+//! - one debounced batch of file events sends at most one request; events that touch no rule file
+//!   (reads, editors' swap, backup and lock files, other files in the directories) send none;
+//! - after [`RuleWatcher`] is dropped no request is sent and its sender is released.
+//!
+//! The set of watched paths is fixed at creation: when a reload changes the rule files the config
+//! names (its globs now match other files or directories), the owner drops the [`RuleWatcher`] and
+//! calls [`watch_rule_files`] again with the new paths.
+//!
+//! Limits: a path is watched as written (made absolute, `..` kept, symlinks not resolved), so a
+//! rule file reached through a symlink whose target changes elsewhere (a Kubernetes ConfigMap
+//! mount swaps a `..data` link) is not seen; SIGHUP and the API cover those cases.
+
+use std::collections::BTreeSet;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::time::Duration;
+
+use notify::event::ModifyKind;
+use notify::{EventKind, RecommendedWatcher, RecursiveMode};
+use notify_debouncer_full::{DebounceEventResult, Debouncer, RecommendedCache};
+use serde::Serialize;
+use tokio::sync::{mpsc, oneshot};
+use tracing::{debug, info, warn};
+
+/// How long file events are held and merged before they become one reload request: long enough
+/// to cover an editor's save (temporary file, rename, swap file cleanup), short enough to feel
+/// immediate.
+pub const DEBOUNCE: Duration = Duration::from_millis(300);
+
+/// Why a reload was requested; logged with the reload and used as a metric label through
+/// [`ReloadCause::kind`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReloadCause {
+    /// Rule files changed on disk: the files (or, when a watched directory came back or the
+    /// kernel dropped events, the directories) one debounced batch of events touched, sorted.
+    FileChange(Vec<PathBuf>),
+    /// The process received SIGHUP.
+    Signal,
+    /// `POST /-/reload` was called.
+    Api,
+}
+
+/// One request to reload the rules, sent by a trigger to the reload function.
+#[derive(Debug)]
+pub struct ReloadRequest {
+    /// what triggered the reload
+    pub cause: ReloadCause,
+    /// where the reload function reports the outcome, when the trigger waits for it (the API does;
+    /// the file watcher and SIGHUP do not)
+    pub done: Option<oneshot::Sender<ReloadOutcome>>,
+}
+
+/// What a reload did, reported to a trigger that waits for it (the API returns it as JSON).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ReloadOutcome {
+    /// the new rules were loaded and swapped in; when false the previous rules stay active
+    pub ok: bool,
+    /// why the reload failed, one message per problem (file:line:col first where known); empty when `ok`
+    pub errors: Vec<String>,
+}
+
+/// Watches rule files and rule directories and sends a [`ReloadRequest`] when they change.
+/// Stops watching when dropped.
+pub struct RuleWatcher {
+    /// shared with the event handler on notify's debouncer thread, which holds only a weak
+    /// reference, so dropping this releases the watcher and the channel sender
+    inner: Arc<Mutex<Inner>>,
+}
+
+/// Why the rule watcher could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    /// The platform's file watcher could not be created (for example the per-user limit of
+    /// inotify instances is reached).
+    #[error("cannot create the rule file watcher")]
+    CreateWatcher(#[source] notify::Error),
+    /// A rule directory, or the directory of a rule file, could not be watched: it does not exist,
+    /// is not readable, or the per-user limit of inotify watches is reached.
+    #[error("cannot watch {}", path.display())]
+    Watch {
+        path: PathBuf,
+        #[source]
+        source: notify::Error,
+    },
+}
+
+impl ReloadCause {
+    /// A short fixed name for metric labels and logs: `file`, `signal` or `api`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ReloadCause::FileChange(_) => "file",
+            ReloadCause::Signal => "signal",
+            ReloadCause::Api => "api",
+        }
+    }
+}
+
+impl fmt::Display for ReloadCause {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ReloadCause::FileChange(paths) => {
+                f.write_str("rule files changed:")?;
+                for path in paths {
+                    write!(f, " {}", path.display())?;
+                }
+                Ok(())
+            }
+            ReloadCause::Signal => f.write_str("sighup received"),
+            ReloadCause::Api => f.write_str("reload requested through the api"),
+        }
+    }
+}
+
+impl ReloadRequest {
+    /// A request from the file watcher; nobody waits for its outcome.
+    pub fn file_change(paths: Vec<PathBuf>) -> ReloadRequest {
+        ReloadRequest {
+            cause: ReloadCause::FileChange(paths),
+            done: None,
+        }
+    }
+
+    /// A request from SIGHUP; nobody waits for its outcome.
+    pub fn signal() -> ReloadRequest {
+        ReloadRequest {
+            cause: ReloadCause::Signal,
+            done: None,
+        }
+    }
+
+    /// A request from `POST /-/reload` and the receiver its outcome arrives on. The handler
+    /// should `send(..).await` it (not `try_send`) so that its caller always gets an answer.
+    pub fn api() -> (ReloadRequest, oneshot::Receiver<ReloadOutcome>) {
+        let (done, outcome) = oneshot::channel();
+        let request = ReloadRequest {
+            cause: ReloadCause::Api,
+            done: Some(done),
+        };
+        (request, outcome)
+    }
+
+    /// Reports the outcome to the trigger if it waits for one; a trigger that stopped waiting
+    /// (the HTTP client went away) is ignored.
+    pub fn respond(self, outcome: ReloadOutcome) {
+        if let Some(done) = self.done {
+            let _ = done.send(outcome);
+        }
+    }
+}
+
+impl ReloadOutcome {
+    /// The new rules are active.
+    pub fn succeeded() -> ReloadOutcome {
+        ReloadOutcome {
+            ok: true,
+            errors: Vec::new(),
+        }
+    }
+
+    /// The reload failed for these reasons; the previous rules stay active.
+    pub fn failed(errors: Vec<String>) -> ReloadOutcome {
+        ReloadOutcome { ok: false, errors }
+    }
+}
+
+/// Starts watching `files` (each through its parent directory, so atomic saves and
+/// delete-and-recreate are seen) and `dirs` (any `*.yml` or `*.yaml` in them created, changed or
+/// removed; not recursive), sending one [`ReloadCause::FileChange`] request per debounced batch
+/// of changes ([`DEBOUNCE`]) to `tx`.
+///
+/// Relative paths are taken relative to the current directory; the paths in requests are
+/// absolute. Every directory must exist now; a directory removed later is watched for again
+/// (see the module documentation). Editors' swap, backup and lock files (`*.swp`, `*~`, `.#*`,
+/// vim's `4913` probe) never trigger a request.
+///
+/// The channel should be small (1 is enough): a request waiting in it already covers later
+/// changes, so the watcher drops triggers while it is full. Start watching before the first load
+/// of the rules, so that no change between loading and watching goes unseen.
+pub fn watch_rule_files(
+    files: &[PathBuf],
+    dirs: &[PathBuf],
+    tx: mpsc::Sender<ReloadRequest>,
+) -> Result<RuleWatcher, ReloadError> {
+    let absolute = |path: &PathBuf| {
+        std::path::absolute(path).map_err(|e| ReloadError::Watch {
+            path: path.clone(),
+            source: notify::Error::io(e),
+        })
+    };
+    let files = files
+        .iter()
+        .map(absolute)
+        .collect::<Result<BTreeSet<_>, _>>()?;
+    let dirs = dirs
+        .iter()
+        .map(absolute)
+        .collect::<Result<BTreeSet<_>, _>>()?;
+    let mut roots = dirs.clone();
+    roots.extend(
+        files
+            .iter()
+            .filter_map(|f| f.parent().map(Path::to_path_buf)),
+    );
+
+    let inner = Arc::new(Mutex::new(Inner {
+        debouncer: None,
+        tx,
+        files,
+        dirs,
+        roots,
+        watched: BTreeSet::new(),
+    }));
+    let weak: Weak<Mutex<Inner>> = Arc::downgrade(&inner);
+    let debouncer =
+        notify_debouncer_full::new_debouncer(DEBOUNCE, None, move |result: DebounceEventResult| {
+            // runs on notify's debouncer thread; a failed upgrade means the RuleWatcher is gone
+            if let Some(inner) = weak.upgrade() {
+                lock(&inner).on_batch(result);
+            }
+        })
+        .map_err(ReloadError::CreateWatcher)?;
+
+    {
+        let mut guard = lock(&inner);
+        let Inner {
+            debouncer: slot,
+            roots,
+            watched,
+            ..
+        } = &mut *guard;
+        let debouncer = slot.insert(debouncer);
+        for root in roots.iter() {
+            debouncer
+                .watch(root, RecursiveMode::NonRecursive)
+                .map_err(|source| ReloadError::Watch {
+                    path: root.clone(),
+                    source,
+                })?;
+            watched.insert(root.clone());
+        }
+        debug!(directories = ?roots, "watching rule files");
+    }
+    Ok(RuleWatcher { inner })
+}
+
+/// Sends a [`ReloadCause::Signal`] request on every SIGHUP until `tx` is closed; abort the
+/// returned task to stop earlier.
+///
+/// Must be called from within a tokio runtime. The signal handler is installed before this
+/// returns, so a SIGHUP sent afterwards never takes the default action (terminating the
+/// process); it stays installed for the life of the process, even after the task ends.
+#[cfg(unix)]
+pub fn spawn_sighup(
+    tx: mpsc::Sender<ReloadRequest>,
+) -> std::io::Result<tokio::task::JoinHandle<()>> {
+    use tokio::signal::unix::{SignalKind, signal};
+
+    let mut hangups = signal(SignalKind::hangup())?;
+    Ok(tokio::spawn(async move {
+        while hangups.recv().await.is_some() {
+            info!("sighup received, requesting a rule reload");
+            if !forward(&tx, ReloadRequest::signal()) {
+                break;
+            }
+        }
+    }))
+}
+
+impl Drop for RuleWatcher {
+    fn drop(&mut self) {
+        // Taking the debouncer under the lock the event handler sends under means no request is
+        // sent after this; dropping it stops notify's threads (without waiting for them).
+        let debouncer = lock(&self.inner).debouncer.take();
+        drop(debouncer);
+    }
+}
+
+impl fmt::Debug for RuleWatcher {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let inner = lock(&self.inner);
+        f.debug_struct("RuleWatcher")
+            .field("files", &inner.files)
+            .field("dirs", &inner.dirs)
+            .field("watched", &inner.watched)
+            .finish()
+    }
+}
+
+/// The watcher's state, owned by [`RuleWatcher`] and used by the event handler.
+struct Inner {
+    /// the notify watcher and its debouncer thread; `None` once the RuleWatcher is dropped
+    debouncer: Option<Debouncer<RecommendedWatcher, RecommendedCache>>,
+    /// where requests go
+    tx: mpsc::Sender<ReloadRequest>,
+    /// rule files watched by name (absolute)
+    files: BTreeSet<PathBuf>,
+    /// directories whose `*.yml` and `*.yaml` files are rule files (absolute)
+    dirs: BTreeSet<PathBuf>,
+    /// the directories that should be watched: `dirs` and the parents of `files`
+    roots: BTreeSet<PathBuf>,
+    /// the paths with a live watch: each root that exists, and for each missing root its nearest
+    /// existing ancestor, which reports the root's return
+    watched: BTreeSet<PathBuf>,
+}
+
+impl Inner {
+    /// Handles one debounced batch: at most one request, watches repaired first.
+    fn on_batch(&mut self, result: DebounceEventResult) {
+        if self.debouncer.is_none() {
+            return;
+        }
+        let events = match result {
+            Ok(events) => events,
+            Err(errors) => {
+                for error in errors {
+                    warn!(error = %error, "rule file watcher error");
+                }
+                return;
+            }
+        };
+        let mut changed = BTreeSet::new();
+        let mut touched = Vec::new();
+        let mut rescan = false;
+        for event in &events {
+            if event.need_rescan() {
+                rescan = true;
+                continue;
+            }
+            if moves_paths(&event.kind) {
+                touched.extend(event.paths.iter().cloned());
+            }
+            if changes_content(&event.kind) {
+                changed.extend(
+                    event
+                        .paths
+                        .iter()
+                        .filter(|path| self.is_rule_path(path))
+                        .cloned(),
+                );
+            }
+        }
+        let repair = touched.iter().any(|t| {
+            self.roots
+                .iter()
+                .chain(&self.watched)
+                .any(|w| w.starts_with(t))
+        });
+        if repair {
+            changed.extend(self.repair_watches(&touched));
+        }
+        if rescan {
+            warn!("file events were lost (kernel queue overflow), requesting a rule reload");
+            changed.extend(self.roots.iter().cloned());
+        }
+        if changed.is_empty() {
+            tracing::trace!(events = events.len(), "file events touch no rule file");
+            return;
+        }
+        let paths: Vec<PathBuf> = changed.into_iter().collect();
+        debug!(paths = ?paths, "rule files changed");
+        forward(&self.tx, ReloadRequest::file_change(paths));
+    }
+
+    /// Whether a change at `path` can change the rules: a watched file, a watched directory
+    /// itself (removed or back), or a rule file in a watched directory.
+    fn is_rule_path(&self, path: &Path) -> bool {
+        if self.files.contains(path) || self.roots.contains(path) {
+            return true;
+        }
+        let (Some(parent), Some(name)) = (path.parent(), path.file_name()) else {
+            return false;
+        };
+        self.dirs.contains(parent) && is_rule_file_name(&name.to_string_lossy())
+    }
+
+    /// Brings the live watches in line with the roots after `touched` paths were created,
+    /// removed or renamed: a missing root is replaced by a watch on its nearest existing ancestor,
+    /// a root that is back is watched again, and a watch whose path (or an ancestor) was touched
+    /// is re-added, since it may now follow another inode. Returns the roots watched anew, whose
+    /// files may have changed unseen.
+    fn repair_watches(&mut self, touched: &[PathBuf]) -> Vec<PathBuf> {
+        let Some(debouncer) = self.debouncer.as_mut() else {
+            return Vec::new();
+        };
+        let mut rewatch: BTreeSet<PathBuf> = self
+            .watched
+            .iter()
+            .filter(|w| touched.iter().any(|t| w.starts_with(t)))
+            .cloned()
+            .collect();
+        let mut restored = Vec::new();
+        // A root can come back between looking for it and watching its ancestor, unseen by any
+        // watch; so look again after each change of watches, a few times at most.
+        for _ in 0..4 {
+            let wanted: BTreeSet<PathBuf> = self
+                .roots
+                .iter()
+                .map(|root| nearest_existing_dir(root))
+                .collect();
+            rewatch.retain(|path| wanted.contains(path));
+            if wanted == self.watched && rewatch.is_empty() {
+                break;
+            }
+            for stale in self
+                .watched
+                .difference(&wanted)
+                .cloned()
+                .collect::<Vec<_>>()
+            {
+                // a removed directory's watch is already gone; this fails then, harmlessly
+                let _ = debouncer.unwatch(&stale);
+                self.watched.remove(&stale);
+                if self.roots.contains(&stale) {
+                    warn!(directory = %stale.display(), "rule directory removed, waiting for it to return");
+                }
+            }
+            for path in &wanted {
+                let again = rewatch.remove(path);
+                if self.watched.contains(path) && !again {
+                    continue;
+                }
+                if again {
+                    let _ = debouncer.unwatch(path);
+                }
+                match debouncer.watch(path, RecursiveMode::NonRecursive) {
+                    Ok(()) => {
+                        self.watched.insert(path.clone());
+                        if self.roots.contains(path) {
+                            info!(directory = %path.display(), "watching rule directory again");
+                            restored.push(path.clone());
+                        }
+                    }
+                    Err(error) => {
+                        // retried on the next event that creates, removes or renames it
+                        self.watched.remove(path);
+                        warn!(directory = %path.display(), error = %error, "cannot watch rule directory");
+                    }
+                }
+            }
+        }
+        restored
+    }
+}
+
+/// Event kinds that can change what a path holds; reads (`Access`) never do, and reading the
+/// rules is what the reload itself does.
+fn changes_content(kind: &EventKind) -> bool {
+    matches!(
+        kind,
+        EventKind::Create(_) | EventKind::Remove(_) | EventKind::Modify(_) | EventKind::Any
+    )
+}
+
+/// Event kinds that create, remove or rename a path, and so may invalidate a watch.
+fn moves_paths(kind: &EventKind) -> bool {
+    matches!(
+        kind,
+        EventKind::Create(_) | EventKind::Remove(_) | EventKind::Modify(ModifyKind::Name(_))
+    )
+}
+
+/// Whether a file name in a watched directory names a rule file: `*.yml` or `*.yaml`. Editors'
+/// artifacts do not end so (vim's `.x.yml.swp` and `4913` probe, `x.yml~` backups, `x.yml.tmp`
+/// atomic saves), except emacs lock links (`.#x.yml`), excluded by name.
+fn is_rule_file_name(name: &str) -> bool {
+    (name.ends_with(".yml") || name.ends_with(".yaml")) && !name.starts_with(".#")
+}
+
+/// `path` if it is a directory, else its nearest ancestor that is (`/` at worst).
+fn nearest_existing_dir(path: &Path) -> PathBuf {
+    path.ancestors()
+        .find(|p| p.is_dir())
+        .unwrap_or(path)
+        .to_path_buf()
+}
+
+/// Sends without blocking; returns false when the receiver is gone.
+fn forward(tx: &mpsc::Sender<ReloadRequest>, request: ReloadRequest) -> bool {
+    match tx.try_send(request) {
+        Ok(()) => true,
+        Err(mpsc::error::TrySendError::Full(request)) => {
+            warn!(cause = %request.cause, "reload already pending, trigger dropped");
+            true
+        }
+        Err(mpsc::error::TrySendError::Closed(_)) => {
+            debug!("reload channel closed, trigger dropped");
+            false
+        }
+    }
+}
+
+/// Locks, ignoring poisoning: the state stays consistent between statements, and a panicking
+/// handler must not stop the watcher from being dropped.
+fn lock(inner: &Mutex<Inner>) -> std::sync::MutexGuard<'_, Inner> {
+    inner.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rule_file_names() {
+        let cases = [
+            ("x.yml", true),
+            ("x.yaml", true),
+            // not yaml
+            ("x.json", false),
+            ("README", false),
+            // an atomic save's temporary file
+            ("x.yml.tmp", false),
+            // vim swap files and write probe
+            (".x.yml.swp", false),
+            (".x.yml.swo", false),
+            ("4913", false),
+            // backup
+            ("x.yml~", false),
+            // emacs lock link, which does end in .yml
+            (".#x.yml", false),
+        ];
+        for (name, want) in cases {
+            assert_eq!(is_rule_file_name(name), want, "{name}");
+        }
+    }
+
+    #[test]
+    fn cause_display_and_kind() {
+        let cause = ReloadCause::FileChange(vec!["/r/a.yml".into(), "/r/b.yml".into()]);
+        assert_eq!(cause.to_string(), "rule files changed: /r/a.yml /r/b.yml");
+        assert_eq!(cause.kind(), "file");
+        assert_eq!(ReloadCause::Signal.kind(), "signal");
+        assert_eq!(ReloadCause::Api.kind(), "api");
+    }
+
+    #[tokio::test]
+    async fn api_request_carries_the_outcome_back() {
+        let (request, outcome) = ReloadRequest::api();
+        assert_eq!(request.cause, ReloadCause::Api);
+        request.respond(ReloadOutcome::failed(vec![
+            "a.yml:3:5: unknown field".into(),
+        ]));
+        assert_eq!(
+            outcome.await.unwrap(),
+            ReloadOutcome::failed(vec!["a.yml:3:5: unknown field".into()])
+        );
+    }
+}

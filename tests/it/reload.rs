@@ -1,0 +1,250 @@
+//! Reload triggers against real files in a temporary directory, real notify and a real SIGHUP.
+//!
+//! Positive cases wait on the channel with a timeout (real time; the watcher runs on notify's own
+//! threads). Negative cases need no fixed wait: each ends by making a change that must be reported,
+//! and since one watcher reports in event order, a request for the ignored change would arrive
+//! first (or in the same request), so asserting that the next request names only the later
+//! change proves the earlier one sent nothing.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio::time::timeout;
+
+use tocsin::reload::{
+    ReloadCause, ReloadError, ReloadRequest, RuleWatcher, spawn_sighup, watch_rule_files,
+};
+
+/// Far above the debounce (300 ms), so only a watcher that missed the change times out.
+const WAIT: Duration = Duration::from_secs(5);
+
+/// A temporary directory with its path made absolute, as the watcher reports paths.
+fn tempdir() -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = std::path::absolute(dir.path()).unwrap();
+    (dir, path)
+}
+
+fn watch(files: &[PathBuf], dirs: &[PathBuf]) -> (RuleWatcher, mpsc::Receiver<ReloadRequest>) {
+    // room for several requests, so a duplicate would show up instead of being dropped
+    let (tx, rx) = mpsc::channel(16);
+    (watch_rule_files(files, dirs, tx).unwrap(), rx)
+}
+
+/// The paths of the next request, which must be a file change and arrive within [`WAIT`].
+async fn next_change(rx: &mut mpsc::Receiver<ReloadRequest>) -> Vec<PathBuf> {
+    let request = timeout(WAIT, rx.recv())
+        .await
+        .expect("no reload request within 5 s")
+        .expect("channel closed");
+    assert!(request.done.is_none());
+    match request.cause {
+        ReloadCause::FileChange(paths) => paths,
+        other => panic!("expected a file change, got {other:?}"),
+    }
+}
+
+/// Skips requests until one names `path`; other requests may come first when the kernel's events
+/// for one change fall into two debounce batches.
+async fn change_naming(rx: &mut mpsc::Receiver<ReloadRequest>, path: &Path) -> Vec<PathBuf> {
+    timeout(WAIT, async {
+        loop {
+            let paths = next_change(rx).await;
+            if paths.iter().any(|p| p == path) {
+                return paths;
+            }
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("no reload request naming {} within 5 s", path.display()))
+}
+
+/// Replaces `path` the way most editors save: write a temporary file, rename it over.
+fn save_atomically(path: &Path, contents: &str) {
+    let tmp = path.with_extension("yml.tmp");
+    fs::write(&tmp, contents).unwrap();
+    fs::rename(&tmp, path).unwrap();
+}
+
+#[tokio::test]
+async fn editing_a_watched_file_in_place_sends_one_request_naming_it() {
+    let (_guard, dir) = tempdir();
+    let a = dir.join("a.yml");
+    let b = dir.join("b.yml");
+    fs::write(&a, "groups: []\n").unwrap();
+    let (_watcher, mut rx) = watch(&[a.clone(), b.clone()], &[]);
+
+    fs::write(&a, "groups: [] # edited\n").unwrap();
+    assert_eq!(next_change(&mut rx).await, vec![a.clone()]);
+
+    // one request: the next one is for a later change, not a second one for the edit
+    fs::write(&b, "groups: []\n").unwrap();
+    assert_eq!(next_change(&mut rx).await, vec![b]);
+}
+
+#[tokio::test]
+async fn atomic_saves_are_seen_and_the_watch_survives_them() {
+    let (_guard, dir) = tempdir();
+    let x = dir.join("x.yml");
+    fs::write(&x, "groups: []\n").unwrap();
+    let (_watcher, mut rx) = watch(std::slice::from_ref(&x), &[]);
+
+    save_atomically(&x, "groups: [] # first save\n");
+    assert_eq!(next_change(&mut rx).await, vec![x.clone()]);
+
+    // the file is a new inode now; a watch on the old one would miss this
+    save_atomically(&x, "groups: [] # second save\n");
+    assert_eq!(next_change(&mut rx).await, vec![x.clone()]);
+}
+
+#[tokio::test]
+async fn a_vim_style_save_is_seen_and_the_watch_survives_it() {
+    let (_guard, dir) = tempdir();
+    let x = dir.join("x.yml");
+    fs::write(&x, "groups: []\n").unwrap();
+    let (_watcher, mut rx) = watch(std::slice::from_ref(&x), &[]);
+
+    // vim's default save: probe the directory, move the file to a backup, write anew, drop the backup
+    fs::write(dir.join("4913"), "").unwrap();
+    fs::remove_file(dir.join("4913")).unwrap();
+    let backup = dir.join("x.yml~");
+    fs::rename(&x, &backup).unwrap();
+    fs::write(&x, "groups: [] # saved by vim\n").unwrap();
+    fs::remove_file(&backup).unwrap();
+    assert_eq!(next_change(&mut rx).await, vec![x.clone()]);
+
+    fs::write(&x, "groups: [] # edited after\n").unwrap();
+    assert_eq!(next_change(&mut rx).await, vec![x]);
+}
+
+#[tokio::test]
+async fn a_deleted_and_recreated_file_is_seen_each_time() {
+    let (_guard, dir) = tempdir();
+    let x = dir.join("x.yml");
+    fs::write(&x, "groups: []\n").unwrap();
+    let (_watcher, mut rx) = watch(std::slice::from_ref(&x), &[]);
+
+    fs::remove_file(&x).unwrap();
+    assert_eq!(next_change(&mut rx).await, vec![x.clone()]);
+    fs::write(&x, "groups: [] # back\n").unwrap();
+    assert_eq!(next_change(&mut rx).await, vec![x.clone()]);
+    fs::write(&x, "groups: [] # edited after\n").unwrap();
+    assert_eq!(next_change(&mut rx).await, vec![x]);
+}
+
+#[tokio::test]
+async fn other_files_beside_a_watched_file_send_nothing() {
+    let (_guard, dir) = tempdir();
+    let x = dir.join("x.yml");
+    fs::write(&x, "groups: []\n").unwrap();
+    let (_watcher, mut rx) = watch(std::slice::from_ref(&x), &[]);
+
+    // only x.yml is a rule file here, even though other.yml matches *.yml
+    fs::write(dir.join("other.yml"), "groups: []\n").unwrap();
+    fs::write(dir.join("notes.txt"), "hello\n").unwrap();
+    fs::read_to_string(&x).unwrap();
+    fs::write(&x, "groups: [] # edited\n").unwrap();
+    assert_eq!(next_change(&mut rx).await, vec![x]);
+}
+
+#[tokio::test]
+async fn a_new_rule_file_in_a_watched_directory_is_seen_but_editor_files_are_not() {
+    let (_guard, dir) = tempdir();
+    let rules = dir.join("rules");
+    fs::create_dir(&rules).unwrap();
+    let (_watcher, mut rx) = watch(&[], std::slice::from_ref(&rules));
+
+    // what vim, emacs and atomic saves leave beside a file, and a file that is not yaml
+    for name in [
+        ".new.yml.swp",
+        ".new.yml.swx",
+        "4913",
+        "new.yml~",
+        ".#new.yml",
+        "new.yml.tmp",
+        "README.md",
+    ] {
+        // kept, not removed: the debouncer drops a file created and removed in one batch
+        fs::write(rules.join(name), "x").unwrap();
+    }
+    let new = rules.join("new.yml");
+    fs::write(&new, "groups: []\n").unwrap();
+    assert_eq!(next_change(&mut rx).await, vec![new.clone()]);
+
+    let other = rules.join("other.yaml");
+    fs::write(&other, "groups: []\n").unwrap();
+    assert_eq!(next_change(&mut rx).await, vec![other]);
+
+    fs::remove_file(&new).unwrap();
+    assert_eq!(next_change(&mut rx).await, vec![new]);
+}
+
+#[tokio::test]
+async fn a_removed_and_recreated_rule_directory_is_watched_again() {
+    let (_guard, dir) = tempdir();
+    let rules = dir.join("rules");
+    fs::create_dir(&rules).unwrap();
+    fs::write(rules.join("a.yml"), "groups: []\n").unwrap();
+    let (_watcher, mut rx) = watch(&[], std::slice::from_ref(&rules));
+
+    fs::remove_dir_all(&rules).unwrap();
+    change_naming(&mut rx, &rules).await;
+
+    // the directory is a new inode: the watcher must notice it exists again and watch it
+    fs::create_dir(&rules).unwrap();
+    change_naming(&mut rx, &rules).await;
+
+    let b = rules.join("b.yml");
+    fs::write(&b, "groups: []\n").unwrap();
+    change_naming(&mut rx, &b).await;
+}
+
+#[tokio::test]
+async fn a_missing_directory_is_an_error_naming_it() {
+    let (_guard, dir) = tempdir();
+    let missing = dir.join("missing");
+    let (tx, _rx) = mpsc::channel(1);
+    let err = watch_rule_files(&[], std::slice::from_ref(&missing), tx).unwrap_err();
+    assert!(matches!(&err, ReloadError::Watch { path, .. } if *path == missing));
+    assert_eq!(
+        err.to_string(),
+        format!("cannot watch {}", missing.display())
+    );
+}
+
+#[tokio::test]
+async fn dropping_the_watcher_stops_it_and_releases_the_channel() {
+    let (_guard, dir) = tempdir();
+    let x = dir.join("x.yml");
+    fs::write(&x, "groups: []\n").unwrap();
+    let (watcher, mut rx) = watch(std::slice::from_ref(&x), &[]);
+
+    drop(watcher);
+    fs::write(&x, "groups: [] # edited after drop\n").unwrap();
+    // the watcher held the only sender: the channel closes instead of delivering the edit
+    let next = timeout(WAIT, rx.recv()).await.expect("channel still open");
+    assert!(next.is_none(), "request after drop: {next:?}");
+}
+
+#[tokio::test]
+async fn sighup_sends_a_signal_request() {
+    let (tx, mut rx) = mpsc::channel(1);
+    // installs the handler before returning, so the signal below cannot kill the test process
+    let task = spawn_sighup(tx).unwrap();
+
+    let status = std::process::Command::new("kill")
+        .args(["-HUP", &std::process::id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+
+    let request = timeout(WAIT, rx.recv())
+        .await
+        .expect("no reload request within 5 s")
+        .expect("channel closed");
+    assert_eq!(request.cause, ReloadCause::Signal);
+    assert!(request.done.is_none());
+    task.abort();
+}
