@@ -306,3 +306,153 @@ fn render(
         Err(e) => format!("<error expanding template: {e}>"),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::promql::MemStorage;
+    use crate::rules::parse_file;
+    use crate::rules::tracker::AlertStatus;
+    use std::path::Path;
+
+    const RULES: &str = r#"groups:
+  - name: g
+    limit: 2
+    rules:
+      - record: job:up:min
+        expr: min by (job) (up)
+      - alert: JobDown
+        expr: job:up:min == 0
+        annotations: { summary: "{{ $labels.job }} down" }
+      - alert: CheckFailing
+        expr: health_check_ok == 0
+        annotations: { summary: "{{ $labels.check }}: {{ $labels.error }}" }
+      - alert: Any
+        expr: up >= 0
+"#;
+
+    fn setup(series: &[(&[(&str, &str)], f64)]) -> Arc<MemStorage> {
+        let mut m = MemStorage::new();
+        for (labels, v) in series {
+            m.add(&Labels::from_pairs(labels.iter().copied()), 0, *v);
+        }
+        Arc::new(m)
+    }
+
+    fn run(
+        storage: Arc<MemStorage>,
+        in_grace: &[&str],
+        states: &mut HashMap<String, RuleState>,
+    ) -> (Vec<RuleOutcome>, Vec<(Labels, i64, f64)>) {
+        let group = parse_file(RULES, Path::new("r.yml"), 15_000, &ScriptEngine::new())
+            .unwrap()
+            .remove(0);
+        let engine = Engine::default();
+        let scripts = ScriptEngine::new();
+        let ext = BTreeMap::new();
+        let grace: HashSet<String> = in_grace.iter().map(|s| s.to_string()).collect();
+        let note =
+            |l: &Labels| (l.get("check") == Some("pdns")).then(|| "connection refused".to_string());
+        let shared = std::sync::Mutex::new(Vec::new());
+        let ctx = GroupContext {
+            engine: &engine,
+            storage: storage.clone(),
+            scripts: &scripts,
+            external_labels: &ext,
+            external_url: "",
+            in_grace: &grace,
+            note: &note,
+        };
+        let out = eval_group(&group, states, &ctx, 1000, &mut |s| {
+            shared.lock().unwrap().extend_from_slice(s)
+        });
+        (out, shared.into_inner().unwrap())
+    }
+
+    #[test]
+    fn alerts_templates_grace_and_limit() {
+        let storage = setup(&[
+            (&[("__name__", "up"), ("job", "a")], 0.0),
+            (&[("__name__", "up"), ("job", "b")], 1.0),
+            (
+                &[
+                    ("__name__", "health_check_ok"),
+                    ("job", "a"),
+                    ("check", "pdns"),
+                ],
+                0.0,
+            ),
+        ]);
+        let mut states = HashMap::new();
+        let (out, written) = run(storage.clone(), &[], &mut states);
+        // the recording rule's series and ALERTS were written
+        assert!(
+            written
+                .iter()
+                .any(|(l, _, v)| l.metric_name() == Some("job:up:min")
+                    && l.get("job") == Some("a")
+                    && *v == 0.0)
+        );
+        assert!(
+            written
+                .iter()
+                .any(|(l, _, _)| l.metric_name() == Some("ALERTS")
+                    && l.get("alertstate") == Some("firing"))
+        );
+        let check = out.iter().find(|o| o.name == "CheckFailing").unwrap();
+        assert_eq!(check.results, 1);
+        let st = &states[&check.key];
+        let a = st.alerts.values().next().unwrap();
+        assert_eq!(a.status, AlertStatus::Firing);
+        assert_eq!(a.annotations["summary"], "pdns: connection refused");
+        // limit 2: two `up` series are within it
+        assert!(
+            out.iter()
+                .find(|o| o.name == "Any")
+                .unwrap()
+                .error
+                .is_none()
+        );
+
+        // a target in its startup grace raises nothing
+        let mut states = HashMap::new();
+        let (out, _) = run(storage, &["a"], &mut states);
+        assert_eq!(
+            out.iter()
+                .find(|o| o.name == "CheckFailing")
+                .unwrap()
+                .results,
+            0
+        );
+    }
+
+    #[test]
+    fn exceeding_the_limit_fails_the_rule_only() {
+        let storage = setup(&[
+            (&[("__name__", "up"), ("job", "a")], 1.0),
+            (&[("__name__", "up"), ("job", "b")], 1.0),
+            (&[("__name__", "up"), ("job", "c")], 1.0),
+        ]);
+        let mut states = HashMap::new();
+        let (out, _) = run(storage, &[], &mut states);
+        let any = out.iter().find(|o| o.name == "Any").unwrap();
+        assert_eq!(
+            any.error.as_deref(),
+            Some("exceeded limit of 2 with 3 alerts")
+        );
+        assert!(states[&any.key].alerts.is_empty());
+        // the recording rule is limited too; the other rules of the group still ran
+        let rec = out.iter().find(|o| o.name == "job:up:min").unwrap();
+        assert_eq!(
+            rec.error.as_deref(),
+            Some("exceeded limit of 2 with 3 series")
+        );
+        assert!(
+            out.iter()
+                .find(|o| o.name == "CheckFailing")
+                .unwrap()
+                .error
+                .is_none()
+        );
+    }
+}

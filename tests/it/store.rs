@@ -362,3 +362,38 @@ fn readers_can_raise_the_head_window() {
         );
     }
 }
+
+#[test]
+fn rule_states_replace_and_only_the_last_20_evaluations_are_kept() {
+    use tocsin::store::{RuleEval, RuleStateRow};
+    let dir = tempfile::tempdir().unwrap();
+    let store = open_store(&dir);
+    for i in 0..25 {
+        store.stage_rule_states(vec![RuleStateRow {
+            rule_key: "g/A/1".into(),
+            alerts: if i < 24 {
+                vec![(7, format!("state {i}")), (8, "x".into())]
+            } else {
+                vec![(7, "last".into())]
+            },
+            eval: Some(RuleEval {
+                t: i * 1000,
+                duration_s: 0.001,
+                results: i as usize,
+                error: (i == 24).then(|| "boom".to_string()),
+            }),
+        }]);
+        store.flush(i * 1000).unwrap();
+    }
+    drop(store);
+    let store = open_store(&dir);
+    assert_eq!(
+        store.rule_states().unwrap(),
+        vec![("g/A/1".to_string(), 7, "last".to_string())]
+    );
+    let evals = store.rule_evals("g/A/1").unwrap();
+    assert_eq!(evals.len(), 20);
+    assert_eq!(evals[0].t, 24_000, "newest first");
+    assert_eq!(evals[0].error.as_deref(), Some("boom"));
+    assert_eq!(evals[19].t, 5_000);
+}
