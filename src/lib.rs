@@ -14,6 +14,7 @@ pub mod clock;
 pub mod config;
 pub mod duration;
 pub mod labels;
+pub mod notify;
 pub mod promql;
 pub mod reload;
 pub mod rhai_api;

@@ -411,7 +411,7 @@ pub struct HealthReport {
 fn is_ok_word(s: &str) -> bool {
     matches!(
         s.to_ascii_lowercase().as_str(),
-        "ok" | "up" | "pass" | "passed" | "healthy" | "green" | "true"
+        "ok" | "up" | "pass" | "passed" | "healthy" | "green" | "true" | "ready"
     )
 }
 

@@ -259,13 +259,19 @@ pub fn expand_globs(patterns: &[String], base: &Path) -> Result<Vec<PathBuf>, Ru
         let Ok(entries) = std::fs::read_dir(&dir) else {
             continue;
         };
+        // rule unit tests live beside their rule files (`x.yml`, `x_test.yml`): a glob never
+        // loads a test file as rules
         let mut found: Vec<PathBuf> = entries
             .flatten()
             .map(|e| e.path())
             .filter(|p| {
                 p.is_file()
-                    && p.file_name()
-                        .is_some_and(|n| glob_match(&pat, &n.to_string_lossy()))
+                    && p.file_name().is_some_and(|n| {
+                        let n = n.to_string_lossy();
+                        glob_match(&pat, &n)
+                            && !n.ends_with("_test.yml")
+                            && !n.ends_with("_test.yaml")
+                    })
             })
             .collect();
         found.sort();
@@ -936,7 +942,7 @@ mod tests {
     #[test]
     fn globs_expand_sorted() {
         let dir = tempfile::tempdir().unwrap();
-        for f in ["b.yml", "a.yml", "c.txt"] {
+        for f in ["b.yml", "a.yml", "c.txt", "a_test.yml"] {
             std::fs::write(dir.path().join(f), "groups: []\n").unwrap();
         }
         let got = expand_globs(&["*.yml".into()], dir.path()).unwrap();

@@ -66,6 +66,25 @@ CREATE TABLE IF NOT EXISTS rule_evals (
     error TEXT
 );
 CREATE INDEX IF NOT EXISTS rule_evals_by_key ON rule_evals (rule_key, t);
+CREATE TABLE IF NOT EXISTS outbox (
+    id INTEGER PRIMARY KEY,
+    receiver TEXT NOT NULL,
+    group_key TEXT NOT NULL,
+    idempotency_key TEXT NOT NULL,
+    payload TEXT NOT NULL,
+    created INTEGER NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    next_attempt INTEGER NOT NULL,
+    last_error TEXT,
+    failed INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS outbox_due ON outbox (failed, next_attempt);
+CREATE TABLE IF NOT EXISTS nflog (
+    receiver TEXT NOT NULL,
+    group_key TEXT NOT NULL,
+    entry TEXT NOT NULL,
+    PRIMARY KEY (receiver, group_key)
+);
 ";
 
 /// Evaluations of each rule kept in `rule_evals`.
@@ -90,6 +109,8 @@ pub(crate) struct FlushBatch {
     pub wal_watermark: Option<i64>,
     /// rule states to replace, in the same transaction as the samples the evaluation wrote
     pub rules: Vec<super::RuleStateRow>,
+    /// notifications to queue and the notification-log entries they imply, same transaction
+    pub outbox: Vec<super::OutboxEntry>,
 }
 
 pub(crate) struct Db {
@@ -294,6 +315,18 @@ impl Db {
                     .execute(params![&r.rule_key, RULE_EVALS_KEPT])?;
                 }
             }
+            for o in &batch.outbox {
+                tx.prepare_cached(
+                    "INSERT INTO outbox (receiver, group_key, idempotency_key, payload, created, next_attempt)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?5)",
+                )?
+                .execute(params![&o.receiver, &o.group_key, &o.idempotency_key, &o.payload, o.created])?;
+                tx.prepare_cached(
+                    "INSERT INTO nflog (receiver, group_key, entry) VALUES (?1, ?2, ?3)
+                     ON CONFLICT (receiver, group_key) DO UPDATE SET entry = excluded.entry",
+                )?
+                .execute(params![&o.receiver, &o.group_key, &o.log_entry])?;
+            }
             match batch.wal_watermark {
                 Some(w) => tx.execute("DELETE FROM wal WHERE maxt < ?1", [w])?,
                 // no open chunk anywhere: every sample is in a chunk
@@ -430,6 +463,67 @@ impl Db {
                 error: r.get(3)?,
             })
         })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+}
+
+impl Db {
+    pub fn outbox_due(&self, now: i64, limit: usize) -> Result<Vec<super::OutboxRow>, StoreError> {
+        let mut st = self.conn.prepare_cached(
+            "SELECT id, receiver, group_key, idempotency_key, payload, created, attempts FROM outbox
+             WHERE failed = 0 AND next_attempt <= ?1 ORDER BY id LIMIT ?2",
+        )?;
+        let rows = st.query_map(params![now, limit as i64], |r| {
+            Ok(super::OutboxRow {
+                id: r.get(0)?,
+                receiver: r.get(1)?,
+                group_key: r.get(2)?,
+                idempotency_key: r.get(3)?,
+                payload: r.get(4)?,
+                created: r.get(5)?,
+                attempts: r.get::<_, i64>(6)? as u32,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    pub fn outbox_delivered(&self, id: i64) -> Result<(), StoreError> {
+        self.conn
+            .prepare_cached("DELETE FROM outbox WHERE id = ?1")?
+            .execute([id])?;
+        Ok(())
+    }
+
+    pub fn outbox_retry(&self, id: i64, next_attempt: i64, error: &str) -> Result<(), StoreError> {
+        self.conn
+            .prepare_cached(
+                "UPDATE outbox SET attempts = attempts + 1, next_attempt = ?2, last_error = ?3 WHERE id = ?1",
+            )?
+            .execute(params![id, next_attempt, error])?;
+        Ok(())
+    }
+
+    pub fn outbox_failed(&self, id: i64, error: &str) -> Result<(), StoreError> {
+        self.conn
+            .prepare_cached("UPDATE outbox SET attempts = attempts + 1, failed = 1, last_error = ?2 WHERE id = ?1")?
+            .execute(params![id, error])?;
+        Ok(())
+    }
+
+    /// Pending (not failed) outbox rows: the depth self-metric.
+    pub fn outbox_depth(&self) -> Result<u64, StoreError> {
+        Ok(self
+            .conn
+            .query_row("SELECT count(*) FROM outbox WHERE failed = 0", [], |r| {
+                r.get::<_, i64>(0)
+            })? as u64)
+    }
+
+    pub fn nflog(&self) -> Result<Vec<(String, String, String)>, StoreError> {
+        let mut st = self
+            .conn
+            .prepare("SELECT receiver, group_key, entry FROM nflog")?;
+        let rows = st.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
 }

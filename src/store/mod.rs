@@ -111,6 +111,32 @@ pub struct RuleStateRow {
     pub eval: Option<RuleEval>,
 }
 
+/// A notification to queue, with the notification-log entry that records it as sent: both are
+/// written in the flush's transaction, beside the alert states that caused them.
+#[derive(Debug, Clone, Default)]
+pub struct OutboxEntry {
+    pub receiver: String,
+    pub group_key: String,
+    pub idempotency_key: String,
+    /// the notification, serialized by the notifier
+    pub payload: String,
+    pub created: i64,
+    /// the notification log's new entry for (receiver, group key), serialized by the notifier
+    pub log_entry: String,
+}
+
+/// A queued notification.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OutboxRow {
+    pub id: i64,
+    pub receiver: String,
+    pub group_key: String,
+    pub idempotency_key: String,
+    pub payload: String,
+    pub created: i64,
+    pub attempts: u32,
+}
+
 /// What one flush wrote.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct FlushStats {
@@ -133,6 +159,7 @@ struct Pending {
     wal: WalBatch,
     notes: Vec<(SeriesRef, i64, String)>,
     rules: Vec<RuleStateRow>,
+    outbox: Vec<OutboxEntry>,
     /// flushes that failed, oldest first, retried before the next one
     failed: Vec<FlushBatch>,
 }
@@ -290,6 +317,7 @@ impl Store {
                 notes: std::mem::take(&mut pending.notes),
                 wal_watermark: head.open_low_watermark(),
                 rules: std::mem::take(&mut pending.rules),
+                outbox: std::mem::take(&mut pending.outbox),
             };
             let mut all = std::mem::take(&mut pending.failed);
             all.push(fresh);
@@ -337,6 +365,48 @@ impl Store {
             .expect("pending lock")
             .rules
             .extend(rows);
+    }
+
+    /// Queues notifications (and their log entries) for the next [`Store::flush`].
+    pub fn stage_notifications(&self, rows: Vec<OutboxEntry>) {
+        self.pending
+            .lock()
+            .expect("pending lock")
+            .outbox
+            .extend(rows);
+    }
+
+    /// Queued notifications due at `now`, oldest first.
+    pub fn outbox_due(&self, now: i64, limit: usize) -> Result<Vec<OutboxRow>, StoreError> {
+        self.db.lock().expect("db lock").outbox_due(now, limit)
+    }
+
+    /// Removes a delivered notification.
+    pub fn outbox_delivered(&self, id: i64) -> Result<(), StoreError> {
+        self.db.lock().expect("db lock").outbox_delivered(id)
+    }
+
+    /// Schedules another attempt.
+    pub fn outbox_retry(&self, id: i64, next_attempt: i64, error: &str) -> Result<(), StoreError> {
+        self.db
+            .lock()
+            .expect("db lock")
+            .outbox_retry(id, next_attempt, error)
+    }
+
+    /// Gives up on a notification (kept, marked failed, for inspection).
+    pub fn outbox_failed(&self, id: i64, error: &str) -> Result<(), StoreError> {
+        self.db.lock().expect("db lock").outbox_failed(id, error)
+    }
+
+    /// Notifications waiting to be delivered.
+    pub fn outbox_depth(&self) -> Result<u64, StoreError> {
+        self.db.lock().expect("db lock").outbox_depth()
+    }
+
+    /// The notification log: `(receiver, group key, entry)`.
+    pub fn nflog(&self) -> Result<Vec<(String, String, String)>, StoreError> {
+        self.db.lock().expect("db lock").nflog()
     }
 
     /// Every persisted alert state: `(rule key, fingerprint, state json)`.

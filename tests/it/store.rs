@@ -397,3 +397,45 @@ fn rule_states_replace_and_only_the_last_20_evaluations_are_kept() {
     assert_eq!(evals[0].error.as_deref(), Some("boom"));
     assert_eq!(evals[19].t, 5_000);
 }
+
+#[test]
+fn outbox_rows_are_durable_and_retried_or_failed() {
+    use tocsin::store::OutboxEntry;
+    let dir = tempfile::tempdir().unwrap();
+    let store = open_store(&dir);
+    for (i, r) in ["ops", "oncall"].iter().enumerate() {
+        store.stage_notifications(vec![OutboxEntry {
+            receiver: r.to_string(),
+            group_key: "{}:{}".into(),
+            idempotency_key: format!("k{i}"),
+            payload: "{}".into(),
+            created: 1000,
+            log_entry: format!("sent {i}"),
+        }]);
+    }
+    // nothing is visible before the flush that makes it durable
+    assert!(store.outbox_due(5000, 10).unwrap().is_empty());
+    store.flush(1000).unwrap();
+    drop(store);
+    let store = open_store(&dir);
+    let due = store.outbox_due(1000, 10).unwrap();
+    assert_eq!(due.len(), 2);
+    assert_eq!(store.nflog().unwrap().len(), 2);
+    store
+        .outbox_retry(due[0].id, 3000, "connection refused")
+        .unwrap();
+    store.outbox_failed(due[1].id, "HTTP 400").unwrap();
+    assert!(store.outbox_due(2999, 10).unwrap().is_empty());
+    let again = store.outbox_due(3000, 10).unwrap();
+    assert_eq!(
+        (
+            again.len(),
+            again[0].attempts,
+            again[0].idempotency_key.as_str()
+        ),
+        (1, 1, "k0")
+    );
+    assert_eq!(store.outbox_depth().unwrap(), 1);
+    store.outbox_delivered(again[0].id).unwrap();
+    assert_eq!(store.outbox_depth().unwrap(), 0);
+}

@@ -1,0 +1,151 @@
+//! The dedup stage: whether a group's current state needs a notification, as Alertmanager's
+//! `DedupStage.needsUpdate` decides it, with the reason named. Pure: the notification log entry
+//! and `now` are arguments.
+
+use std::collections::BTreeSet;
+
+use super::Change;
+
+/// What the last notification of a group (to one receiver) said.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct LogEntry {
+    /// fingerprints of the alerts firing then
+    pub firing: BTreeSet<String>,
+    /// fingerprints of the alerts resolved then
+    pub resolved: BTreeSet<String>,
+    /// when it was sent (ms)
+    pub at: i64,
+}
+
+/// Decides whether to notify about a group now. `firing` and `resolved` are the fingerprints of
+/// the group's alerts in each state; `repeat_ms` is the route's `repeat_interval`.
+pub fn decide(
+    prev: Option<&LogEntry>,
+    firing: &BTreeSet<String>,
+    resolved: &BTreeSet<String>,
+    send_resolved: bool,
+    repeat_ms: i64,
+    now: i64,
+) -> Option<Change> {
+    let Some(prev) = prev else {
+        // never notified: only when something fires (a group that fired and resolved unseen
+        // within one interval is nothing the receiver knows about)
+        return (!firing.is_empty()).then_some(Change::FirstNotification);
+    };
+    if !firing.is_subset(&prev.firing) {
+        return Some(Change::NewAlerts);
+    }
+    if firing.is_empty() {
+        // every alert the receiver heard about is resolved: notify regardless of send_resolved,
+        // so the log forgets them (the sender leaves resolved alerts out when it must)
+        return (!prev.firing.is_empty()).then_some(Change::AllResolved);
+    }
+    if send_resolved && !resolved.is_subset(&prev.resolved) {
+        return Some(Change::NewResolved);
+    }
+    (prev.at < now - repeat_ms).then_some(Change::RepeatIntervalElapsed)
+}
+
+/// A key naming one group state for one receiver: what a receiver can dedup a repeated delivery
+/// on (the one at-least-once case: a crash between sending and logging).
+pub fn idempotency_key(
+    receiver: &str,
+    group_key: &str,
+    firing: &BTreeSet<String>,
+    resolved: &BTreeSet<String>,
+    at: i64,
+) -> String {
+    let mut buf = format!("{receiver}\u{0}{group_key}\u{0}{at}\u{0}");
+    for f in firing {
+        buf.push_str(f);
+        buf.push(',');
+    }
+    buf.push('\u{0}');
+    for r in resolved {
+        buf.push_str(r);
+        buf.push(',');
+    }
+    format!("{:016x}", xxhash_rust::xxh3::xxh3_64(buf.as_bytes()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn set(items: &[&str]) -> BTreeSet<String> {
+        items.iter().map(|s| s.to_string()).collect()
+    }
+
+    const H: i64 = 3_600_000;
+
+    #[test]
+    fn named_reasons_as_alertmanager_decides() {
+        let none = set(&[]);
+        assert_eq!(
+            decide(None, &set(&["a"]), &none, true, 4 * H, 0),
+            Some(Change::FirstNotification)
+        );
+        assert_eq!(decide(None, &none, &set(&["a"]), true, 4 * H, 0), None);
+        let prev = LogEntry {
+            firing: set(&["a"]),
+            resolved: none.clone(),
+            at: 0,
+        };
+        assert_eq!(
+            decide(Some(&prev), &set(&["a"]), &none, true, 4 * H, H),
+            None
+        );
+        assert_eq!(
+            decide(Some(&prev), &set(&["a", "b"]), &none, true, 4 * H, H),
+            Some(Change::NewAlerts)
+        );
+        assert_eq!(
+            decide(Some(&prev), &none, &set(&["a"]), false, 4 * H, H),
+            Some(Change::AllResolved)
+        );
+        assert_eq!(
+            decide(Some(&prev), &set(&["a"]), &none, true, 4 * H, 4 * H + 1),
+            Some(Change::RepeatIntervalElapsed)
+        );
+        let two = LogEntry {
+            firing: set(&["a", "b"]),
+            resolved: none.clone(),
+            at: 0,
+        };
+        assert_eq!(
+            decide(Some(&two), &set(&["a"]), &set(&["b"]), true, 4 * H, H),
+            Some(Change::NewResolved)
+        );
+        assert_eq!(
+            decide(Some(&two), &set(&["a"]), &set(&["b"]), false, 4 * H, H),
+            None
+        );
+        // fired and resolved between two notifications of an empty log: nothing to say
+        let empty = LogEntry {
+            firing: none.clone(),
+            resolved: set(&["x"]),
+            at: 0,
+        };
+        assert_eq!(
+            decide(Some(&empty), &none, &set(&["x", "y"]), true, 4 * H, H),
+            None
+        );
+    }
+
+    #[test]
+    fn idempotency_key_is_stable_per_group_state() {
+        let k1 = idempotency_key("ops", "g", &set(&["a", "b"]), &set(&[]), 5);
+        assert_eq!(
+            k1,
+            idempotency_key("ops", "g", &set(&["b", "a"]), &set(&[]), 5)
+        );
+        assert_ne!(
+            k1,
+            idempotency_key("ops", "g", &set(&["a"]), &set(&["b"]), 5)
+        );
+        assert_ne!(
+            k1,
+            idempotency_key("oncall", "g", &set(&["a", "b"]), &set(&[]), 5)
+        );
+    }
+}
