@@ -4,6 +4,7 @@
 //! (receivers) are separate files.
 
 pub mod dedup;
+pub mod dispatch;
 
 use std::collections::BTreeMap;
 

@@ -1,0 +1,239 @@
+//! The group and dedup stages: alerts (already past inhibition and silences) are routed to
+//! receivers, grouped per route by `group_by`, and each group is flushed `group_wait` after it
+//! first appears and every `group_interval` after that; at a flush, [`dedup::decide`] says
+//! whether the receiver needs to hear anything, and why. Pure: `now` and the notification log
+//! are arguments; what to send comes back with the log entries that record it, for the caller to
+//! write in one transaction.
+//!
+//! Group membership is recomputed from the alerts at every tick (the tracker keeps resolved
+//! alerts for 15 minutes, so a resolution is seen at the next flush); only the groups' timing is
+//! state, and it is rebuilt after a restart (a group then waits `group_wait` again, and the
+//! notification log keeps that from repeating what was already sent).
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use super::dedup::{LogEntry, decide, idempotency_key};
+use super::{AlertSnapshot, AlertState, Notification};
+
+/// Where one alert goes: what a routing tree says for it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RouteTarget {
+    pub receiver: String,
+    pub group_key: String,
+    pub group_labels: BTreeMap<String, String>,
+    pub group_wait_ms: i64,
+    pub group_interval_ms: i64,
+    pub repeat_interval_ms: i64,
+    pub send_resolved: bool,
+}
+
+/// Routes an alert's labels (the routing tree, or a fixed route in tests).
+pub trait Routes {
+    fn routes(&self, labels: &BTreeMap<String, String>) -> Vec<RouteTarget>;
+}
+
+#[derive(Debug, Clone)]
+struct GroupTiming {
+    next_flush: i64,
+}
+
+/// The groups' timing across ticks.
+#[derive(Debug, Default)]
+pub struct Dispatcher {
+    groups: HashMap<(String, String), GroupTiming>,
+}
+
+/// A notification to queue and the log entry recording it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Outgoing {
+    pub notification: Notification,
+    pub log: LogEntry,
+}
+
+impl Dispatcher {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// One tick at `now`: `alerts` are the alerts that may be notified (firing, and resolved ones
+    /// still within retention), `log` the notification log by (receiver, group key).
+    pub fn tick(
+        &mut self,
+        alerts: &[AlertSnapshot],
+        routes: &dyn Routes,
+        log: &HashMap<(String, String), LogEntry>,
+        external_url: &str,
+        now: i64,
+    ) -> Vec<Outgoing> {
+        let mut members: BTreeMap<(String, String), (RouteTarget, Vec<AlertSnapshot>)> =
+            BTreeMap::new();
+        for a in alerts {
+            for r in routes.routes(&a.labels) {
+                members
+                    .entry((r.receiver.clone(), r.group_key.clone()))
+                    .or_insert_with(|| (r.clone(), Vec::new()))
+                    .1
+                    .push(a.clone());
+            }
+        }
+        // groups with no alert left are forgotten
+        self.groups.retain(|k, _| members.contains_key(k));
+        let mut out = Vec::new();
+        for (key, (route, group_alerts)) in members {
+            let firing_now = group_alerts.iter().any(|a| a.status == AlertState::Firing);
+            let timing = self.groups.entry(key.clone()).or_insert_with(|| GroupTiming {
+                // Alertmanager starts a group only for a firing alert; a group seen first with
+                // resolved alerts only (after a restart) flushes at once so the log can settle
+                next_flush: if firing_now { now + route.group_wait_ms } else { now },
+            });
+            if now < timing.next_flush {
+                continue;
+            }
+            timing.next_flush = now + route.group_interval_ms.max(1);
+            let firing: BTreeSet<String> = group_alerts
+                .iter()
+                .filter(|a| a.status == AlertState::Firing)
+                .map(|a| a.fingerprint.clone())
+                .collect();
+            let resolved: BTreeSet<String> = group_alerts
+                .iter()
+                .filter(|a| a.status == AlertState::Resolved)
+                .map(|a| a.fingerprint.clone())
+                .collect();
+            let prev = log.get(&key);
+            let Some(change) = decide(
+                prev,
+                &firing,
+                &resolved,
+                route.send_resolved,
+                route.repeat_interval_ms,
+                now,
+            ) else {
+                continue;
+            };
+            let mut sent: Vec<AlertSnapshot> = group_alerts;
+            if !route.send_resolved {
+                sent.retain(|a| a.status == AlertState::Firing);
+            }
+            sent.sort_by(|a, b| a.labels.cmp(&b.labels));
+            let entry = LogEntry {
+                firing: firing.clone(),
+                resolved: resolved.clone(),
+                at: now,
+            };
+            let notification = Notification {
+                receiver: route.receiver.clone(),
+                group_key: route.group_key.clone(),
+                group_labels: route.group_labels.clone(),
+                alerts: sent,
+                external_url: external_url.to_string(),
+                idempotency_key: idempotency_key(&key.0, &key.1, &firing, &resolved, now),
+                change,
+            };
+            // all resolved for a receiver that does not want resolutions: the notification has
+            // no alerts; the caller logs it and sends nothing
+            out.push(Outgoing {
+                notification,
+                log: entry,
+            });
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::notify::Change;
+
+    struct ByAlertname;
+    impl Routes for ByAlertname {
+        fn routes(&self, labels: &BTreeMap<String, String>) -> Vec<RouteTarget> {
+            let name = labels.get("alertname").cloned().unwrap_or_default();
+            vec![RouteTarget {
+                receiver: "ops".into(),
+                group_key: format!("{{}}:{{alertname=\"{name}\"}}"),
+                group_labels: BTreeMap::from([("alertname".to_string(), name)]),
+                group_wait_ms: 30_000,
+                group_interval_ms: 300_000,
+                repeat_interval_ms: 4 * 3_600_000,
+                send_resolved: true,
+            }]
+        }
+    }
+
+    fn alert(name: &str, instance: &str, state: AlertState) -> AlertSnapshot {
+        AlertSnapshot {
+            labels: BTreeMap::from([
+                ("alertname".to_string(), name.to_string()),
+                ("instance".to_string(), instance.to_string()),
+            ]),
+            annotations: BTreeMap::new(),
+            status: state,
+            starts_at: 0,
+            ends_at: None,
+            generator_url: String::new(),
+            fingerprint: format!("{name}/{instance}"),
+        }
+    }
+
+    /// Runs ticks, applying each outgoing log entry as the caller would.
+    fn step(
+        d: &mut Dispatcher,
+        log: &mut HashMap<(String, String), LogEntry>,
+        alerts: &[AlertSnapshot],
+        now: i64,
+    ) -> Vec<Outgoing> {
+        let out = d.tick(alerts, &ByAlertname, log, "http://t", now);
+        for o in &out {
+            log.insert(
+                (o.notification.receiver.clone(), o.notification.group_key.clone()),
+                o.log.clone(),
+            );
+        }
+        out
+    }
+
+    #[test]
+    fn group_wait_then_group_interval_then_changes_only() {
+        let mut d = Dispatcher::new();
+        let mut log = HashMap::new();
+        let a = alert("Down", "a", AlertState::Firing);
+        assert!(step(&mut d, &mut log, &[a.clone()], 0).is_empty(), "group_wait");
+        let out = step(&mut d, &mut log, &[a.clone()], 30_000);
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].notification.change, Change::FirstNotification);
+        // a second alert joins: it waits for the group interval, then one notification
+        let b = alert("Down", "b", AlertState::Firing);
+        assert!(step(&mut d, &mut log, &[a.clone(), b.clone()], 60_000).is_empty());
+        let out = step(&mut d, &mut log, &[a.clone(), b.clone()], 330_000);
+        assert_eq!(out[0].notification.change, Change::NewAlerts);
+        assert_eq!(out[0].notification.alerts.len(), 2);
+        // nothing changed: silence until repeat_interval
+        assert!(step(&mut d, &mut log, &[a.clone(), b.clone()], 630_000).is_empty());
+        // b resolves
+        let b_res = alert("Down", "b", AlertState::Resolved);
+        let out = step(&mut d, &mut log, &[a.clone(), b_res.clone()], 930_000);
+        assert_eq!(out[0].notification.change, Change::NewResolved);
+        // everything resolves
+        let a_res = alert("Down", "a", AlertState::Resolved);
+        let out = step(&mut d, &mut log, &[a_res, b_res], 1_230_000);
+        assert_eq!(out[0].notification.change, Change::AllResolved);
+        // the group is forgotten once its alerts are gone
+        assert!(step(&mut d, &mut log, &[], 1_530_000).is_empty());
+        assert!(d.groups.is_empty());
+    }
+
+    #[test]
+    fn a_restart_does_not_repeat_what_the_log_says_was_sent() {
+        let mut log = HashMap::new();
+        let a = alert("Down", "a", AlertState::Firing);
+        let mut d = Dispatcher::new();
+        step(&mut d, &mut log, &[a.clone()], 0);
+        assert_eq!(step(&mut d, &mut log, &[a.clone()], 30_000).len(), 1);
+        // new dispatcher (restart) with the durable log: waits group_wait, then says nothing
+        let mut d = Dispatcher::new();
+        assert!(step(&mut d, &mut log, &[a.clone()], 40_000).is_empty());
+        assert!(step(&mut d, &mut log, &[a.clone()], 70_000).is_empty());
+    }
+}
