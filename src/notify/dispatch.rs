@@ -81,11 +81,18 @@ impl Dispatcher {
         let mut out = Vec::new();
         for (key, (route, group_alerts)) in members {
             let firing_now = group_alerts.iter().any(|a| a.status == AlertState::Firing);
-            let timing = self.groups.entry(key.clone()).or_insert_with(|| GroupTiming {
-                // Alertmanager starts a group only for a firing alert; a group seen first with
-                // resolved alerts only (after a restart) flushes at once so the log can settle
-                next_flush: if firing_now { now + route.group_wait_ms } else { now },
-            });
+            let timing = self
+                .groups
+                .entry(key.clone())
+                .or_insert_with(|| GroupTiming {
+                    // Alertmanager starts a group only for a firing alert; a group seen first with
+                    // resolved alerts only (after a restart) flushes at once so the log can settle
+                    next_flush: if firing_now {
+                        now + route.group_wait_ms
+                    } else {
+                        now
+                    },
+                });
             if now < timing.next_flush {
                 continue;
             }
@@ -187,7 +194,10 @@ mod tests {
         let out = d.tick(alerts, &ByAlertname, log, "http://t", now);
         for o in &out {
             log.insert(
-                (o.notification.receiver.clone(), o.notification.group_key.clone()),
+                (
+                    o.notification.receiver.clone(),
+                    o.notification.group_key.clone(),
+                ),
                 o.log.clone(),
             );
         }
@@ -199,8 +209,11 @@ mod tests {
         let mut d = Dispatcher::new();
         let mut log = HashMap::new();
         let a = alert("Down", "a", AlertState::Firing);
-        assert!(step(&mut d, &mut log, &[a.clone()], 0).is_empty(), "group_wait");
-        let out = step(&mut d, &mut log, &[a.clone()], 30_000);
+        assert!(
+            step(&mut d, &mut log, std::slice::from_ref(&a), 0).is_empty(),
+            "group_wait"
+        );
+        let out = step(&mut d, &mut log, std::slice::from_ref(&a), 30_000);
         assert_eq!(out.len(), 1);
         assert_eq!(out[0].notification.change, Change::FirstNotification);
         // a second alert joins: it waits for the group interval, then one notification
@@ -229,11 +242,14 @@ mod tests {
         let mut log = HashMap::new();
         let a = alert("Down", "a", AlertState::Firing);
         let mut d = Dispatcher::new();
-        step(&mut d, &mut log, &[a.clone()], 0);
-        assert_eq!(step(&mut d, &mut log, &[a.clone()], 30_000).len(), 1);
+        step(&mut d, &mut log, std::slice::from_ref(&a), 0);
+        assert_eq!(
+            step(&mut d, &mut log, std::slice::from_ref(&a), 30_000).len(),
+            1
+        );
         // new dispatcher (restart) with the durable log: waits group_wait, then says nothing
         let mut d = Dispatcher::new();
-        assert!(step(&mut d, &mut log, &[a.clone()], 40_000).is_empty());
-        assert!(step(&mut d, &mut log, &[a.clone()], 70_000).is_empty());
+        assert!(step(&mut d, &mut log, std::slice::from_ref(&a), 40_000).is_empty());
+        assert!(step(&mut d, &mut log, std::slice::from_ref(&a), 70_000).is_empty());
     }
 }

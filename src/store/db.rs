@@ -470,8 +470,10 @@ impl Db {
 impl Db {
     pub fn outbox_due(&self, now: i64, limit: usize) -> Result<Vec<super::OutboxRow>, StoreError> {
         let mut st = self.conn.prepare_cached(
-            "SELECT id, receiver, group_key, idempotency_key, payload, created, attempts FROM outbox
-             WHERE failed = 0 AND next_attempt <= ?1 ORDER BY id LIMIT ?2",
+            "SELECT id, receiver, group_key, idempotency_key, payload, created, attempts, next_attempt
+             FROM outbox WHERE failed = 0 AND receiver IN
+               (SELECT receiver FROM outbox WHERE failed = 0 AND next_attempt <= ?1)
+             ORDER BY id LIMIT ?2",
         )?;
         let rows = st.query_map(params![now, limit as i64], |r| {
             Ok(super::OutboxRow {
@@ -482,9 +484,20 @@ impl Db {
                 payload: r.get(4)?,
                 created: r.get(5)?,
                 attempts: r.get::<_, i64>(6)? as u32,
+                next_attempt: r.get(7)?,
             })
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    pub fn outbox_insert(&self, o: &super::OutboxEntry) -> Result<(), StoreError> {
+        self.conn
+            .prepare_cached(
+                "INSERT INTO outbox (receiver, group_key, idempotency_key, payload, created, next_attempt)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?5)",
+            )?
+            .execute(params![&o.receiver, &o.group_key, &o.idempotency_key, &o.payload, o.created])?;
+        Ok(())
     }
 
     pub fn outbox_delivered(&self, id: i64) -> Result<(), StoreError> {

@@ -135,6 +135,7 @@ pub struct OutboxRow {
     pub payload: String,
     pub created: i64,
     pub attempts: u32,
+    pub next_attempt: i64,
 }
 
 /// What one flush wrote.
@@ -376,9 +377,15 @@ impl Store {
             .extend(rows);
     }
 
-    /// Queued notifications due at `now`, oldest first.
+    /// Queued notifications of every receiver that has one due at `now`, oldest first, due or
+    /// not: a receiver's rows go out in order, so a row not yet due holds back the later ones.
     pub fn outbox_due(&self, now: i64, limit: usize) -> Result<Vec<OutboxRow>, StoreError> {
         self.db.lock().expect("db lock").outbox_due(now, limit)
+    }
+
+    /// Queues a notification at once (a fallback after a permanent failure; no log entry).
+    pub fn outbox_insert(&self, entry: &OutboxEntry) -> Result<(), StoreError> {
+        self.db.lock().expect("db lock").outbox_insert(entry)
     }
 
     /// Removes a delivered notification.

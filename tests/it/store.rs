@@ -425,7 +425,10 @@ fn outbox_rows_are_durable_and_retried_or_failed() {
         .outbox_retry(due[0].id, 3000, "connection refused")
         .unwrap();
     store.outbox_failed(due[1].id, "HTTP 400").unwrap();
-    assert!(store.outbox_due(2999, 10).unwrap().is_empty());
+    assert!(
+        store.outbox_due(2999, 10).unwrap().is_empty(),
+        "nothing due"
+    );
     let again = store.outbox_due(3000, 10).unwrap();
     assert_eq!(
         (
