@@ -5,6 +5,7 @@
 
 pub mod dedup;
 pub mod dispatch;
+pub mod pipeline;
 pub mod sender;
 
 use std::collections::BTreeMap;

@@ -247,6 +247,7 @@ impl Sender {
                             payload: n.to_json(),
                             created: now,
                             log_entry: String::new(),
+                            log_receiver: String::new(),
                         });
                     }
                 }

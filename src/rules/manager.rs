@@ -73,6 +73,8 @@ pub struct RuleManager {
     running: tokio::sync::Mutex<Option<Running>>,
     /// serializes reloads
     reload_lock: tokio::sync::Mutex<()>,
+    /// the notification pipeline, run after each evaluation (None: notifications off)
+    notifier: RwLock<Option<Arc<crate::notify::pipeline::Notifier>>>,
 }
 
 impl RuleManager {
@@ -99,7 +101,14 @@ impl RuleManager {
             first_seen: Mutex::new(HashMap::new()),
             running: tokio::sync::Mutex::new(None),
             reload_lock: tokio::sync::Mutex::new(()),
+            notifier: RwLock::new(None),
         })
+    }
+
+    /// Turns notifications on: after each evaluation every alert goes through `notifier`, and
+    /// what it queues is written with the evaluation's results.
+    pub fn set_notifier(&self, notifier: Arc<crate::notify::pipeline::Notifier>) {
+        *self.notifier.write().expect("notifier lock") = Some(notifier);
     }
 
     /// Reads the alert states persisted by an earlier run (blocking: call before starting).
@@ -366,6 +375,11 @@ impl RuleManager {
         }
         drop(states);
         self.store.stage_rule_states(rows);
+        let notifier = self.notifier.read().expect("notifier lock").clone();
+        if let Some(n) = notifier {
+            let alerts: Vec<Alert> = self.alerts().into_iter().map(|(_, a)| a).collect();
+            n.tick(&alerts, &self.store, t);
+        }
         if let Err(e) = self.store.flush(t) {
             tracing::error!(group = group.name, error = %e, "cannot persist rule evaluation; retried at the next flush");
         }

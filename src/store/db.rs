@@ -321,11 +321,17 @@ impl Db {
                      VALUES (?1, ?2, ?3, ?4, ?5, ?5)",
                 )?
                 .execute(params![&o.receiver, &o.group_key, &o.idempotency_key, &o.payload, o.created])?;
-                tx.prepare_cached(
-                    "INSERT INTO nflog (receiver, group_key, entry) VALUES (?1, ?2, ?3)
-                     ON CONFLICT (receiver, group_key) DO UPDATE SET entry = excluded.entry",
-                )?
-                .execute(params![&o.receiver, &o.group_key, &o.log_entry])?;
+                if !o.log_entry.is_empty() {
+                    tx.prepare_cached(
+                        "INSERT INTO nflog (receiver, group_key, entry) VALUES (?1, ?2, ?3)
+                         ON CONFLICT (receiver, group_key) DO UPDATE SET entry = excluded.entry",
+                    )?
+                    .execute(params![
+                        &o.log_receiver,
+                        &o.group_key,
+                        &o.log_entry
+                    ])?;
+                }
             }
             match batch.wal_watermark {
                 Some(w) => tx.execute("DELETE FROM wal WHERE maxt < ?1", [w])?,

@@ -121,8 +121,11 @@ pub struct OutboxEntry {
     /// the notification, serialized by the notifier
     pub payload: String,
     pub created: i64,
-    /// the notification log's new entry for (receiver, group key), serialized by the notifier
+    /// the notification log's new entry for (`log_receiver`, group key), serialized by the
+    /// notifier; empty: no log entry (a fallback)
     pub log_entry: String,
+    /// the receiver the log entry is for (`receiver` is one of its integrations)
+    pub log_receiver: String,
 }
 
 /// A queued notification.

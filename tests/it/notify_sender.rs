@@ -41,6 +41,7 @@ fn enqueue(store: &tocsin::store::Store, integration: &str, n: &Notification, no
         payload: n.to_json(),
         created: now,
         log_entry: LogEntry::default().to_json(),
+        log_receiver: "ops".into(),
     }]);
     store.flush(now).unwrap();
 }
@@ -149,4 +150,118 @@ async fn a_permanent_failure_is_not_retried_and_goes_to_the_fallback() {
         "never retried"
     );
     assert!(ops.lock().unwrap().is_empty());
+}
+
+/// One fixed route: every alert to `ops`, grouped by alertname, group_wait 30s.
+struct OneRoute;
+impl tocsin::notify::dispatch::Routes for OneRoute {
+    fn routes(
+        &self,
+        labels: &std::collections::BTreeMap<String, String>,
+    ) -> Vec<tocsin::notify::dispatch::RouteTarget> {
+        let name = labels.get("alertname").cloned().unwrap_or_default();
+        vec![tocsin::notify::dispatch::RouteTarget {
+            receiver: "ops".into(),
+            group_key: format!("{{}}:{{alertname={name:?}}}"),
+            group_labels: [("alertname".to_string(), name)].into(),
+            group_wait_ms: 30_000,
+            group_interval_ms: 300_000,
+            repeat_interval_ms: 4 * 3_600_000,
+            send_resolved: true,
+        }]
+    }
+}
+
+#[tokio::test]
+async fn tracker_states_become_notifications_once_across_a_restart() {
+    use tocsin::labels::Labels;
+    use tocsin::notify::pipeline::{NoInhibition, Notifier};
+    use tocsin::rules::tracker::{Candidate, RuleState, Timing};
+
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(open_store(&dir));
+    let integrations = HashMap::from([("ops".to_string(), vec!["ops/webhook".to_string()])]);
+    let notifier = |store: &tocsin::store::Store| {
+        Notifier::new(
+            store,
+            Arc::new(OneRoute),
+            Arc::new(NoInhibition),
+            integrations.clone(),
+            "http://tocsin".into(),
+        )
+        .unwrap()
+    };
+    let n = notifier(&store);
+    let mut state = RuleState::default();
+    let cand = || Candidate {
+        labels: Labels::from_pairs([("alertname", "Down"), ("instance", "a")]),
+        annotations: Default::default(),
+        value: 1.0,
+        source_key: String::new(),
+    };
+    let none = Default::default();
+    // fires at 0; group_wait holds it until 30 s
+    for t in [0, 15_000, 30_000, 45_000] {
+        state.update(vec![cand()], &none, Timing::default(), t);
+        let alerts: Vec<_> = state.alerts.values().cloned().collect();
+        n.tick(&alerts, &store, t);
+        store.flush(t).unwrap();
+    }
+    assert_eq!(
+        store.outbox_depth().unwrap(),
+        1,
+        "one notification for the firing alert"
+    );
+
+    // a restart: the log is durable, so the same state is not notified again
+    drop(n);
+    let n = notifier(&store);
+    for t in [60_000, 90_000, 120_000] {
+        state.update(vec![cand()], &none, Timing::default(), t);
+        let alerts: Vec<_> = state.alerts.values().cloned().collect();
+        n.tick(&alerts, &store, t);
+        store.flush(t).unwrap();
+    }
+    assert_eq!(store.outbox_depth().unwrap(), 1);
+
+    // it resolves: the next flush of the group sends the resolution
+    for t in [150_000, 450_000] {
+        state.update(vec![], &none, Timing::default(), t);
+        let alerts: Vec<_> = state.alerts.values().cloned().collect();
+        n.tick(&alerts, &store, t);
+        store.flush(t).unwrap();
+    }
+    let clock = Arc::new(ManualClock::new(450_000));
+    let got = Arc::new(Mutex::new(Vec::new()));
+    let seen = got.clone();
+    let deliver: DeliverFn = Arc::new(move |n: Notification| {
+        let seen = seen.clone();
+        Box::pin(async move {
+            seen.lock().unwrap().push((n.change, n.alerts[0].status));
+            Ok(())
+        })
+    });
+    let mut sender = Sender::new(
+        store.clone(),
+        clock,
+        HashMap::from([(
+            "ops/webhook".to_string(),
+            Integration {
+                deliver,
+                fallback: None,
+            },
+        )]),
+        HashMap::new(),
+    );
+    sender.pass().await;
+    assert_eq!(
+        *got.lock().unwrap(),
+        [
+            (
+                Change::FirstNotification,
+                tocsin::notify::AlertState::Firing
+            ),
+            (Change::AllResolved, tocsin::notify::AlertState::Resolved)
+        ]
+    );
 }

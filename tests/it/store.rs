@@ -411,6 +411,7 @@ fn outbox_rows_are_durable_and_retried_or_failed() {
             payload: "{}".into(),
             created: 1000,
             log_entry: format!("sent {i}"),
+            log_receiver: r.to_string(),
         }]);
     }
     // nothing is visible before the flush that makes it durable
