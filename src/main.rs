@@ -461,6 +461,28 @@ async fn daemon(config: Option<PathBuf>, log_format: Option<LogFormat>) -> Resul
         .send(tocsin::reload::ReloadRequest::signal())
         .await;
 
+    let silences = {
+        let store = store.clone();
+        let now = clock.now_ms();
+        Arc::new(
+            tokio::task::spawn_blocking(move || {
+                tocsin::notify::silence::Silences::load(store, now)
+            })
+            .await??,
+        )
+    };
+    let api_token = match &cfg.server.api_token_env {
+        Some(var) => Some(
+            std::env::var(var)
+                .with_context(|| format!("server.api_token_env names {var}, which is not set"))?,
+        ),
+        None => None,
+    };
+    if api_token.is_none() {
+        tracing::warn!(
+            "server.api_token_env is not set: API writes (silences, reload) need no token"
+        );
+    }
     let app = tocsin::server::router(tocsin::server::AppState {
         status,
         metrics,
@@ -469,6 +491,8 @@ async fn daemon(config: Option<PathBuf>, log_format: Option<LogFormat>) -> Resul
         store_path: store_path.display().to_string(),
         reload: Some(reload_tx),
         rules: Some(manager.clone()),
+        silences: Some(silences.clone()),
+        api_token,
     });
     let mut server_shutdown = shutdown_rx.clone();
     let server = tokio::spawn(async move {

@@ -27,6 +27,10 @@ pub struct AppState {
     /// where `POST /-/reload` sends its request (None: rules not running)
     pub reload: Option<tokio::sync::mpsc::Sender<crate::reload::ReloadRequest>>,
     pub rules: Option<Arc<crate::rules::manager::RuleManager>>,
+    pub silences: Option<Arc<crate::notify::silence::Silences>>,
+    /// bearer token API writes need (None: writes are refused unless no token is configured,
+    /// see `server.api_token_env`)
+    pub api_token: Option<String>,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -37,6 +41,12 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics", get(metrics))
         .route("/-/reload", axum::routing::post(reload))
         .route("/api/v1/alerts", get(alerts))
+        .route("/api/v1/silences", get(list_silences).post(post_silence))
+        .route(
+            "/api/v1/silences/{id}",
+            axum::routing::delete(delete_silence),
+        )
+        .layer(axum::extract::DefaultBodyLimit::max(64 * 1024))
         .with_state(state)
 }
 
@@ -112,7 +122,10 @@ async fn metrics(State(s): State<AppState>) -> Response {
 
 /// Reloads the rules and answers with the outcome: 200 when the new rules are in use, 500 with
 /// every error when the old ones kept running (as Prometheus's `/-/reload`).
-async fn reload(State(s): State<AppState>) -> Response {
+async fn reload(State(s): State<AppState>, headers: axum::http::HeaderMap) -> Response {
+    if let Err(r) = authorized(&s, &headers) {
+        return r;
+    }
     let Some(tx) = s.reload else {
         return (StatusCode::SERVICE_UNAVAILABLE, "rules are not running").into_response();
     };
@@ -149,4 +162,162 @@ async fn alerts(State(s): State<AppState>) -> Json<serde_json::Value> {
         })
         .collect();
     Json(json!({"status": "success", "data": {"alerts": list}}))
+}
+
+/// Refuses a write without the configured bearer token.
+fn authorized(s: &AppState, headers: &axum::http::HeaderMap) -> Result<(), Response> {
+    let Some(token) = &s.api_token else {
+        return Ok(());
+    };
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    if given == Some(token.as_str()) {
+        Ok(())
+    } else {
+        Err((
+            StatusCode::UNAUTHORIZED,
+            Json(json!({"status": "error", "error": "missing or wrong bearer token"})),
+        )
+            .into_response())
+    }
+}
+
+fn bad_request(msg: impl Into<String>) -> Response {
+    (
+        StatusCode::BAD_REQUEST,
+        Json(json!({"status": "error", "error": msg.into()})),
+    )
+        .into_response()
+}
+
+async fn list_silences(State(s): State<AppState>) -> Json<serde_json::Value> {
+    let now = s.clock.now_ms();
+    let list: Vec<serde_json::Value> = s
+        .silences
+        .map(|x| x.all())
+        .unwrap_or_default()
+        .into_iter()
+        .map(|x| {
+            json!({
+                "id": x.id,
+                "matchers": x.matchers,
+                "startsAt": crate::timefmt::format_rfc3339(x.starts_at),
+                "endsAt": crate::timefmt::format_rfc3339(x.ends_at),
+                "createdBy": x.created_by,
+                "comment": x.comment,
+                "status": {"state": x.state(now)},
+            })
+        })
+        .collect();
+    Json(json!({"status": "success", "data": list}))
+}
+
+/// `POST /api/v1/silences`: Alertmanager's silence shape (`matchers` as objects or as
+/// `name="value"` strings, `startsAt`/`endsAt` RFC 3339 or unix seconds, `createdBy`, `comment`,
+/// optional `id` to replace one).
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SilenceBody {
+    #[serde(default)]
+    id: String,
+    matchers: Vec<MatcherInput>,
+    #[serde(rename = "startsAt", default)]
+    starts_at: Option<String>,
+    #[serde(rename = "endsAt")]
+    ends_at: String,
+    #[serde(rename = "createdBy")]
+    created_by: String,
+    #[serde(default)]
+    comment: String,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(untagged)]
+enum MatcherInput {
+    Text(String),
+    Spec(crate::notify::silence::MatcherSpec),
+}
+
+async fn post_silence(
+    State(s): State<AppState>,
+    headers: axum::http::HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    if let Err(r) = authorized(&s, &headers) {
+        return r;
+    }
+    let Some(silences) = s.silences.clone() else {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "silences are not available",
+        )
+            .into_response();
+    };
+    let b: SilenceBody = match serde_json::from_slice(&body) {
+        Ok(b) => b,
+        Err(e) => return bad_request(format!("invalid silence: {e}")),
+    };
+    let now = s.clock.now_ms();
+    let mut matchers = Vec::new();
+    for m in b.matchers {
+        match m {
+            MatcherInput::Spec(spec) => matchers.push(spec),
+            MatcherInput::Text(t) => match crate::notify::silence::MatcherSpec::parse(&t) {
+                Ok(spec) => matchers.push(spec),
+                Err(e) => return bad_request(e),
+            },
+        }
+    }
+    let time = |t: &str| crate::timefmt::parse_time(t).map_err(|e| bad_request(e.to_string()));
+    let starts_at = match b.starts_at.as_deref().map(time).transpose() {
+        Ok(t) => t.unwrap_or(now),
+        Err(r) => return r,
+    };
+    let ends_at = match time(&b.ends_at) {
+        Ok(t) => t,
+        Err(r) => return r,
+    };
+    let silence = crate::notify::silence::Silence {
+        id: b.id,
+        matchers,
+        starts_at,
+        ends_at,
+        created_by: b.created_by,
+        comment: b.comment,
+    };
+    match tokio::task::spawn_blocking(move || silences.put(silence, now)).await {
+        Ok(Ok(id)) => Json(json!({"status": "success", "data": {"silenceID": id}})).into_response(),
+        Ok(Err(e)) => bad_request(e),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+    }
+}
+
+async fn delete_silence(
+    State(s): State<AppState>,
+    headers: axum::http::HeaderMap,
+    axum::extract::Path(id): axum::extract::Path<String>,
+) -> Response {
+    if let Err(r) = authorized(&s, &headers) {
+        return r;
+    }
+    let Some(silences) = s.silences.clone() else {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "silences are not available",
+        )
+            .into_response();
+    };
+    let now = s.clock.now_ms();
+    match tokio::task::spawn_blocking(move || silences.expire(&id, now)).await {
+        Ok(Ok(true)) => Json(json!({"status": "success"})).into_response(),
+        Ok(Ok(false)) => (
+            StatusCode::NOT_FOUND,
+            Json(json!({"status": "error", "error": "no such silence"})),
+        )
+            .into_response(),
+        Ok(Err(e)) => (StatusCode::INTERNAL_SERVER_ERROR, e).into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+    }
 }

@@ -7,6 +7,7 @@ pub mod dedup;
 pub mod dispatch;
 pub mod pipeline;
 pub mod sender;
+pub mod silence;
 
 use std::collections::BTreeMap;
 

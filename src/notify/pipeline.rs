@@ -39,6 +39,7 @@ pub struct Notifier {
     external_url: String,
     dispatcher: Mutex<Dispatcher>,
     log: Mutex<HashMap<(String, String), LogEntry>>,
+    silences: Option<Arc<super::silence::Silences>>,
 }
 
 impl Notifier {
@@ -62,7 +63,14 @@ impl Notifier {
             external_url,
             dispatcher: Mutex::new(Dispatcher::new()),
             log: Mutex::new(log),
+            silences: None,
         })
+    }
+
+    /// Adds the silence stage.
+    pub fn with_silences(mut self, silences: Arc<super::silence::Silences>) -> Self {
+        self.silences = Some(silences);
+        self
     }
 
     /// One tick at `now` over every alert of every rule: stages what must be sent. Returns the

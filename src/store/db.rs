@@ -79,6 +79,11 @@ CREATE TABLE IF NOT EXISTS outbox (
     failed INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS outbox_due ON outbox (failed, next_attempt);
+CREATE TABLE IF NOT EXISTS silences (
+    id TEXT PRIMARY KEY,
+    silence TEXT NOT NULL,
+    ends_at INTEGER NOT NULL
+);
 CREATE TABLE IF NOT EXISTS nflog (
     receiver TEXT NOT NULL,
     group_key TEXT NOT NULL,
@@ -544,5 +549,32 @@ impl Db {
             .prepare("SELECT receiver, group_key, entry FROM nflog")?;
         let rows = st.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
         Ok(rows.collect::<Result<_, _>>()?)
+    }
+}
+
+impl Db {
+    pub fn put_silence(&self, id: &str, json: &str, ends_at: i64) -> Result<(), StoreError> {
+        self.conn
+            .prepare_cached(
+                "INSERT INTO silences (id, silence, ends_at) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (id) DO UPDATE SET silence = excluded.silence, ends_at = excluded.ends_at",
+            )?
+            .execute(params![id, json, ends_at])?;
+        Ok(())
+    }
+
+    pub fn silences(&self) -> Result<Vec<String>, StoreError> {
+        let mut st = self
+            .conn
+            .prepare("SELECT silence FROM silences ORDER BY id")?;
+        let rows = st.query_map([], |r| r.get(0))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Deletes silences that ended before `before` (kept a while for the API, as Alertmanager).
+    pub fn delete_silences_before(&self, before: i64) -> Result<(), StoreError> {
+        self.conn
+            .execute("DELETE FROM silences WHERE ends_at < ?1", [before])?;
+        Ok(())
     }
 }

@@ -414,6 +414,21 @@ impl Store {
         self.db.lock().expect("db lock").outbox_depth()
     }
 
+    /// Writes (creates or replaces) a silence, durably at once.
+    pub fn put_silence(&self, id: &str, json: &str, ends_at: i64) -> Result<(), StoreError> {
+        self.db
+            .lock()
+            .expect("db lock")
+            .put_silence(id, json, ends_at)
+    }
+
+    /// Every stored silence (JSON), dropping those that ended before `forget_before`.
+    pub fn silences(&self, forget_before: i64) -> Result<Vec<String>, StoreError> {
+        let db = self.db.lock().expect("db lock");
+        db.delete_silences_before(forget_before)?;
+        db.silences()
+    }
+
     /// The notification log: `(receiver, group key, entry)`.
     pub fn nflog(&self) -> Result<Vec<(String, String, String)>, StoreError> {
         self.db.lock().expect("db lock").nflog()

@@ -498,3 +498,94 @@ async fn a_broken_rule_file_keeps_the_old_rules_and_a_fixed_one_is_picked_up() {
         "an unchanged rule keeps its state"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silences_api_needs_the_token_and_refuses_bad_input() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("tocsin.yml"),
+        "server: { api_token_env: TEST_TOCSIN_TOKEN }\n",
+    )
+    .unwrap();
+    let port = free_port();
+    let child = Command::new(BIN)
+        .args(["run", "--config", "tocsin.yml"])
+        .current_dir(dir.path())
+        .env("TOCSIN_LISTEN", format!("127.0.0.1:{port}"))
+        .env("TEST_TOCSIN_TOKEN", "s3cret")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let d = Daemon {
+        child,
+        base: format!("http://127.0.0.1:{port}"),
+    };
+    wait_for(
+        &format!("{}/health/live", d.base),
+        Duration::from_secs(30),
+        |_| true,
+    )
+    .await;
+    let client = reqwest::Client::new();
+    let url = format!("{}/api/v1/silences", d.base);
+    let body = r#"{"matchers":["alertname=\"Down\""],"endsAt":"2999-01-01T00:00:00Z","createdBy":"ops","comment":"maintenance"}"#;
+    let post = |token: Option<&str>, body: &str| {
+        let mut r = client
+            .post(&url)
+            .header("content-type", "application/json")
+            .body(body.to_string());
+        if let Some(t) = token {
+            r = r.bearer_auth(t);
+        }
+        r.send()
+    };
+    assert_eq!(post(None, body).await.unwrap().status(), 401);
+    assert_eq!(post(Some("wrong"), body).await.unwrap().status(), 401);
+    for bad in [
+        "{not json",
+        r#"{"matchers":["alertname=\"Down\""],"endsAt":"2999-01-01T00:00:00Z","createdBy":"ops","typo":1}"#,
+        r#"{"matchers":["noop"],"endsAt":"2999-01-01T00:00:00Z","createdBy":"ops"}"#,
+        r#"{"matchers":["a=~\".*\""],"endsAt":"2999-01-01T00:00:00Z","createdBy":"ops"}"#,
+        r#"{"matchers":["a=\"b\""],"endsAt":"yesterday","createdBy":"ops"}"#,
+    ] {
+        let resp = post(Some("s3cret"), bad).await.unwrap();
+        assert_eq!(resp.status(), 400, "{bad}");
+    }
+    let huge = format!(
+        r#"{{"matchers":["a=\"{}\""],"endsAt":"2999-01-01T00:00:00Z","createdBy":"ops"}}"#,
+        "x".repeat(100_000)
+    );
+    assert_eq!(post(Some("s3cret"), &huge).await.unwrap().status(), 413);
+    let resp = post(Some("s3cret"), body).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let v: serde_json::Value = serde_json::from_str(&resp.text().await.unwrap()).unwrap();
+    let id = v["data"]["silenceID"].as_str().unwrap().to_string();
+    let list: serde_json::Value =
+        serde_json::from_str(&client.get(&url).send().await.unwrap().text().await.unwrap())
+            .unwrap();
+    assert_eq!(list["data"][0]["status"]["state"], "active");
+    assert_eq!(
+        list["data"].as_array().unwrap().len(),
+        1,
+        "bad requests changed nothing"
+    );
+    let del = client
+        .delete(format!("{url}/{id}"))
+        .bearer_auth("s3cret")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(del.status(), 200);
+    let list: serde_json::Value =
+        serde_json::from_str(&client.get(&url).send().await.unwrap().text().await.unwrap())
+            .unwrap();
+    assert_eq!(list["data"][0]["status"]["state"], "expired");
+    // reload is a write too
+    let r = client
+        .post(format!("{}/-/reload", d.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+}

@@ -1,0 +1,284 @@
+//! Silences: label matchers with a start and an end, an author and a comment, stored in SQLite.
+//! A firing alert matched by an active silence is not notified (the silence stage runs before
+//! routing, so a silence created while a group waits suppresses it).
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::labels::{MatchOp, Matcher};
+
+/// One matcher as the API and CLI write it: `name="value"`, `name!=value`, `name=~"re"`, `name!~re`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MatcherSpec {
+    pub name: String,
+    pub value: String,
+    #[serde(rename = "isRegex", default)]
+    pub is_regex: bool,
+    #[serde(rename = "isEqual", default = "yes")]
+    pub is_equal: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl MatcherSpec {
+    /// Parses `name="value"` (quotes optional; `=`, `!=`, `=~`, `!~`).
+    pub fn parse(s: &str) -> Result<MatcherSpec, String> {
+        let s = s.trim();
+        let name_end = s
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .ok_or_else(|| format!("matcher {s:?} has no operator"))?;
+        let (name, rest) = s.split_at(name_end);
+        if name.is_empty() {
+            return Err(format!("matcher {s:?} has no label name"));
+        }
+        let rest = rest.trim_start();
+        let (is_equal, is_regex, value) = if let Some(v) = rest.strip_prefix("=~") {
+            (true, true, v)
+        } else if let Some(v) = rest.strip_prefix("!~") {
+            (false, true, v)
+        } else if let Some(v) = rest.strip_prefix("!=") {
+            (false, false, v)
+        } else if let Some(v) = rest.strip_prefix('=') {
+            (true, false, v)
+        } else {
+            return Err(format!(
+                "matcher {s:?}: expected =, !=, =~ or !~ after {name:?}"
+            ));
+        };
+        let value = value.trim();
+        let value = if value.starts_with('"') {
+            crate::promql::notation::unquote(value).map_err(|e| format!("matcher {s:?}: {e}"))?
+        } else {
+            value.to_string()
+        };
+        let spec = MatcherSpec {
+            name: name.to_string(),
+            value,
+            is_regex,
+            is_equal,
+        };
+        spec.compile()?;
+        Ok(spec)
+    }
+
+    pub fn compile(&self) -> Result<Matcher, String> {
+        let op = match (self.is_equal, self.is_regex) {
+            (true, false) => MatchOp::Equal,
+            (false, false) => MatchOp::NotEqual,
+            (true, true) => MatchOp::Regex,
+            (false, true) => MatchOp::NotRegex,
+        };
+        Matcher::new(op, &self.name, &self.value).map_err(|e| e.to_string())
+    }
+}
+
+/// A silence, as stored and as the API shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Silence {
+    pub id: String,
+    pub matchers: Vec<MatcherSpec>,
+    /// ms since the epoch
+    #[serde(rename = "startsAt")]
+    pub starts_at: i64,
+    #[serde(rename = "endsAt")]
+    pub ends_at: i64,
+    #[serde(rename = "createdBy")]
+    pub created_by: String,
+    pub comment: String,
+}
+
+impl Silence {
+    /// Checks what a new silence must satisfy: matchers that compile, at least one that does not
+    /// match the empty string (a silence of everything is a mistake), an end after the start.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.matchers.is_empty() {
+            return Err("a silence needs at least one matcher".into());
+        }
+        let mut all_empty = true;
+        for m in &self.matchers {
+            let c = m.compile()?;
+            if !c.matches_empty() {
+                all_empty = false;
+            }
+        }
+        if all_empty {
+            return Err("at least one matcher must not match the empty string".into());
+        }
+        if self.ends_at <= self.starts_at {
+            return Err("endsAt must be after startsAt".into());
+        }
+        if self.created_by.trim().is_empty() {
+            return Err("createdBy must not be empty".into());
+        }
+        Ok(())
+    }
+
+    /// `active`, `pending` (starts later) or `expired` at `now`.
+    pub fn state(&self, now: i64) -> &'static str {
+        if now < self.starts_at {
+            "pending"
+        } else if now < self.ends_at {
+            "active"
+        } else {
+            "expired"
+        }
+    }
+
+    /// Whether the silence is active at `now` and matches `labels`.
+    pub fn silences(&self, labels: &BTreeMap<String, String>, now: i64) -> bool {
+        self.state(now) == "active"
+            && self.matchers.iter().all(|m| {
+                m.compile()
+                    .map(|c| c.matches(labels.get(&m.name).map(String::as_str).unwrap_or("")))
+                    .unwrap_or(false)
+            })
+    }
+
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).expect("silences serialize")
+    }
+
+    pub fn from_json(text: &str) -> Option<Silence> {
+        serde_json::from_str(text).ok()
+    }
+}
+
+/// Expired silences are kept this long (as Alertmanager's default retention), then forgotten.
+pub const EXPIRED_RETENTION_MS: i64 = 5 * 24 * 3_600_000;
+
+/// The silences in force, kept in memory and written through to the store.
+pub struct Silences {
+    store: std::sync::Arc<crate::store::Store>,
+    list: std::sync::RwLock<Vec<Silence>>,
+}
+
+impl Silences {
+    /// Loads the stored silences (blocking).
+    pub fn load(
+        store: std::sync::Arc<crate::store::Store>,
+        now: i64,
+    ) -> Result<Self, crate::store::StoreError> {
+        let list = store
+            .silences(now - EXPIRED_RETENTION_MS)?
+            .iter()
+            .filter_map(|j| Silence::from_json(j))
+            .collect();
+        Ok(Silences {
+            store,
+            list: std::sync::RwLock::new(list),
+        })
+    }
+
+    /// Creates a silence (a new id when `id` is empty) or replaces one; returns its id
+    /// (blocking: writes the store).
+    pub fn put(&self, mut s: Silence, now: i64) -> Result<String, String> {
+        s.validate()?;
+        if s.id.is_empty() {
+            s.id = format!(
+                "{:016x}",
+                xxhash_rust::xxh3::xxh3_64(
+                    format!("{}/{now}/{}", s.to_json(), self.all().len()).as_bytes()
+                )
+            );
+        }
+        self.store
+            .put_silence(&s.id, &s.to_json(), s.ends_at)
+            .map_err(|e| e.to_string())?;
+        let mut list = self.list.write().expect("silences lock");
+        list.retain(|x| x.id != s.id);
+        list.push(s.clone());
+        Ok(s.id)
+    }
+
+    /// Ends a silence now; false when there is no such silence.
+    pub fn expire(&self, id: &str, now: i64) -> Result<bool, String> {
+        let Some(mut s) = self.all().into_iter().find(|s| s.id == id) else {
+            return Ok(false);
+        };
+        if s.ends_at > now {
+            s.ends_at = now.max(s.starts_at + 1);
+            if s.starts_at > now {
+                s.starts_at = now - 1;
+                s.ends_at = now;
+            }
+            self.store
+                .put_silence(&s.id, &s.to_json(), s.ends_at)
+                .map_err(|e| e.to_string())?;
+            let mut list = self.list.write().expect("silences lock");
+            list.retain(|x| x.id != s.id);
+            list.push(s);
+        }
+        Ok(true)
+    }
+
+    pub fn all(&self) -> Vec<Silence> {
+        self.list.read().expect("silences lock").clone()
+    }
+
+    /// Whether an active silence matches `labels` at `now`.
+    pub fn silenced(&self, labels: &BTreeMap<String, String>, now: i64) -> bool {
+        self.list
+            .read()
+            .expect("silences lock")
+            .iter()
+            .any(|s| s.silences(labels, now))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn matchers_parse_and_silence_only_while_active() {
+        let s = Silence {
+            id: "1".into(),
+            matchers: vec![
+                MatcherSpec::parse(r#"alertname="Down""#).unwrap(),
+                MatcherSpec::parse("instance=~a.*").unwrap(),
+            ],
+            starts_at: 100,
+            ends_at: 200,
+            created_by: "me".into(),
+            comment: "maintenance".into(),
+        };
+        s.validate().unwrap();
+        let hit = labels(&[("alertname", "Down"), ("instance", "abc")]);
+        assert!(!s.silences(&hit, 99));
+        assert!(s.silences(&hit, 150));
+        assert!(!s.silences(&hit, 200));
+        assert!(
+            !s.silences(&labels(&[("alertname", "Down"), ("instance", "xa")]), 150),
+            "anchored"
+        );
+        assert_eq!(Silence::from_json(&s.to_json()), Some(s));
+    }
+
+    #[test]
+    fn bad_silences_are_refused_with_a_reason() {
+        assert!(MatcherSpec::parse("noop").is_err());
+        assert!(MatcherSpec::parse(r#"a=~"(""#).is_err());
+        let mut s = Silence {
+            id: String::new(),
+            matchers: vec![MatcherSpec::parse(r#"a=~".*""#).unwrap()],
+            starts_at: 0,
+            ends_at: 10,
+            created_by: "me".into(),
+            comment: String::new(),
+        };
+        assert!(s.validate().unwrap_err().contains("empty string"));
+        s.matchers = vec![MatcherSpec::parse("a=b").unwrap()];
+        s.ends_at = 0;
+        assert!(s.validate().unwrap_err().contains("endsAt"));
+    }
+}
