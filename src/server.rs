@@ -123,7 +123,7 @@ async fn metrics(State(s): State<AppState>) -> Response {
 /// Reloads the rules and answers with the outcome: 200 when the new rules are in use, 500 with
 /// every error when the old ones kept running (as Prometheus's `/-/reload`).
 async fn reload(State(s): State<AppState>, headers: axum::http::HeaderMap) -> Response {
-    if let Err(r) = authorized(&s, &headers) {
+    if let Some(r) = unauthorized(&s, &headers) {
         return r;
     }
     let Some(tx) = s.reload else {
@@ -164,24 +164,22 @@ async fn alerts(State(s): State<AppState>) -> Json<serde_json::Value> {
     Json(json!({"status": "success", "data": {"alerts": list}}))
 }
 
-/// Refuses a write without the configured bearer token.
-fn authorized(s: &AppState, headers: &axum::http::HeaderMap) -> Result<(), Response> {
+/// The refusal of a write without the configured bearer token (None: allowed).
+fn unauthorized(s: &AppState, headers: &axum::http::HeaderMap) -> Option<Response> {
     let Some(token) = &s.api_token else {
-        return Ok(());
+        return None;
     };
     let given = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "));
-    if given == Some(token.as_str()) {
-        Ok(())
-    } else {
-        Err((
+    (given != Some(token.as_str())).then(|| {
+        (
             StatusCode::UNAUTHORIZED,
             Json(json!({"status": "error", "error": "missing or wrong bearer token"})),
         )
-            .into_response())
-    }
+            .into_response()
+    })
 }
 
 fn bad_request(msg: impl Into<String>) -> Response {
@@ -245,7 +243,7 @@ async fn post_silence(
     headers: axum::http::HeaderMap,
     body: axum::body::Bytes,
 ) -> Response {
-    if let Err(r) = authorized(&s, &headers) {
+    if let Some(r) = unauthorized(&s, &headers) {
         return r;
     }
     let Some(silences) = s.silences.clone() else {
@@ -270,14 +268,18 @@ async fn post_silence(
             },
         }
     }
-    let time = |t: &str| crate::timefmt::parse_time(t).map_err(|e| bad_request(e.to_string()));
-    let starts_at = match b.starts_at.as_deref().map(time).transpose() {
+    let starts_at = match b
+        .starts_at
+        .as_deref()
+        .map(crate::timefmt::parse_time)
+        .transpose()
+    {
         Ok(t) => t.unwrap_or(now),
-        Err(r) => return r,
+        Err(e) => return bad_request(e.to_string()),
     };
-    let ends_at = match time(&b.ends_at) {
+    let ends_at = match crate::timefmt::parse_time(&b.ends_at) {
         Ok(t) => t,
-        Err(r) => return r,
+        Err(e) => return bad_request(e.to_string()),
     };
     let silence = crate::notify::silence::Silence {
         id: b.id,
@@ -299,7 +301,7 @@ async fn delete_silence(
     headers: axum::http::HeaderMap,
     axum::extract::Path(id): axum::extract::Path<String>,
 ) -> Response {
-    if let Err(r) = authorized(&s, &headers) {
+    if let Some(r) = unauthorized(&s, &headers) {
         return r;
     }
     let Some(silences) = s.silences.clone() else {
