@@ -5,10 +5,12 @@
 
 pub mod dedup;
 pub mod dispatch;
+pub mod email;
 pub mod pipeline;
 pub mod receivers;
 pub mod sender;
 pub mod silence;
+pub mod webhook;
 
 use std::collections::BTreeMap;
 

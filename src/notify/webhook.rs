@@ -1,0 +1,398 @@
+//! The webhook receiver: Alertmanager's version 4 JSON payload (so receivers written for
+//! Alertmanager work unchanged), signed with HMAC-SHA256 when a secret is set, POSTed with a
+//! timeout, and the outcome classified for the sender's retry loop.
+//!
+//! Classification is the one place that decides retry for HTTP: 2xx is delivered; 429, 5xx,
+//! connect errors, resets and timeouts are transient; every other status is permanent.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+
+use super::{AlertSnapshot, AlertState, DeliveryError, Notification};
+use crate::timefmt::format_rfc3339;
+
+/// The header carrying `sha256=<hex HMAC-SHA256 of the body>` when a secret is set.
+pub const SIGNATURE_HEADER: &str = "X-Tocsin-Signature";
+/// The header carrying [`Notification::idempotency_key`]: a receiver that sees the same value
+/// twice got the same group state twice (the one at-least-once case) and can drop the second.
+pub const IDEMPOTENCY_HEADER: &str = "Idempotency-Key";
+/// What Alertmanager writes as `endsAt` while an alert fires (Go's zero `time.Time`).
+pub const ZERO_TIME: &str = "0001-01-01T00:00:00Z";
+/// How much of an error response's body goes into the failure message.
+const BODY_EXCERPT_BYTES: usize = 200;
+
+/// One webhook integration, as the `receivers` config section builds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WebhookConfig {
+    /// where the payload is POSTed
+    pub url: String,
+    /// HMAC-SHA256 key for the `X-Tocsin-Signature` header; no header when unset
+    pub secret: Option<String>,
+    /// limit for the whole request (connect, send, response); Alertmanager's default is 10 s
+    pub timeout: Duration,
+    /// most alerts in one payload, the rest counted in `truncatedAlerts`; 0 means all
+    pub max_alerts: usize,
+    /// whether resolved alerts are sent (default true, as Alertmanager)
+    pub send_resolved: bool,
+}
+
+/// The version 4 payload for `n`, or None when nothing is left to send (every alert resolved
+/// and `send_resolved` is false).
+///
+/// Order of operations follows Alertmanager: resolved alerts are left out first (when
+/// `send_resolved` is false), then the list is cut to `max_alerts`, then `status`,
+/// `commonLabels` and `commonAnnotations` are computed over the alerts actually sent.
+pub fn payload(n: &Notification, cfg: &WebhookConfig) -> Option<serde_json::Value> {
+    let mut alerts: Vec<&AlertSnapshot> = n
+        .alerts
+        .iter()
+        .filter(|a| cfg.send_resolved || a.status == AlertState::Firing)
+        .collect();
+    if alerts.is_empty() {
+        return None;
+    }
+    let truncated = if cfg.max_alerts > 0 && alerts.len() > cfg.max_alerts {
+        let cut = alerts.len() - cfg.max_alerts;
+        alerts.truncate(cfg.max_alerts);
+        cut
+    } else {
+        0
+    };
+    let status = if alerts.iter().any(|a| a.status == AlertState::Firing) {
+        AlertState::Firing
+    } else {
+        AlertState::Resolved
+    };
+    let json_alerts: Vec<serde_json::Value> = alerts
+        .iter()
+        .map(|a| {
+            serde_json::json!({
+                "status": a.status.as_str(),
+                "labels": a.labels,
+                "annotations": a.annotations,
+                "startsAt": format_rfc3339(a.starts_at),
+                "endsAt": ends_at(a),
+                "generatorURL": a.generator_url,
+                "fingerprint": a.fingerprint,
+            })
+        })
+        .collect();
+    Some(serde_json::json!({
+        "version": "4",
+        "groupKey": n.group_key,
+        "truncatedAlerts": truncated,
+        "status": status.as_str(),
+        "receiver": n.receiver,
+        "groupLabels": n.group_labels,
+        "commonLabels": common(alerts.iter().map(|a| &a.labels)),
+        "commonAnnotations": common(alerts.iter().map(|a| &a.annotations)),
+        "externalURL": n.external_url,
+        "alerts": json_alerts,
+    }))
+}
+
+/// `sha256=<lowercase hex HMAC-SHA256 of body keyed by secret>`: the `X-Tocsin-Signature`
+/// value. A receiver recomputes it over the raw body bytes it received.
+pub fn signature(secret: &str, body: &[u8]) -> String {
+    // HMAC accepts keys of any length, so this cannot fail
+    let mut mac =
+        Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("hmac takes any key length");
+    mac.update(body);
+    let digest = mac.finalize().into_bytes();
+    let mut out = String::with_capacity(7 + 2 * digest.len());
+    out.push_str("sha256=");
+    for b in digest {
+        out.push_str(&format!("{b:02x}"));
+    }
+    out
+}
+
+/// POSTs the payload of `n` to `cfg.url` and classifies the outcome. Nothing to send (see
+/// [`payload`]) counts as delivered.
+pub async fn send(
+    client: &reqwest::Client,
+    cfg: &WebhookConfig,
+    n: &Notification,
+) -> Result<(), DeliveryError> {
+    let Some(body) = payload(n, cfg) else {
+        return Ok(());
+    };
+    let body = serde_json::to_vec(&body).expect("a json value always serializes");
+    let mut request = client
+        .post(&cfg.url)
+        .timeout(cfg.timeout)
+        .header(reqwest::header::CONTENT_TYPE, "application/json")
+        .header(IDEMPOTENCY_HEADER, &n.idempotency_key);
+    if let Some(secret) = &cfg.secret {
+        request = request.header(SIGNATURE_HEADER, signature(secret, &body));
+    }
+    let response = request
+        .body(body)
+        .send()
+        .await
+        .map_err(|e| classify_error(&cfg.url, &e))?;
+    let status = response.status();
+    if status.is_success() {
+        return Ok(());
+    }
+    let excerpt = body_excerpt(response).await;
+    Err(classify_status(status.as_u16(), &excerpt))
+}
+
+/// The decision for an HTTP status that is not 2xx: 429 and 5xx are worth retrying, every
+/// other status is permanent. `excerpt` (the start of the response body) goes into the message.
+pub fn classify_status(status: u16, excerpt: &str) -> DeliveryError {
+    let message = if excerpt.is_empty() {
+        format!("webhook returned http {status}")
+    } else {
+        format!("webhook returned http {status}: {excerpt}")
+    };
+    if status == 429 || (500..600).contains(&status) {
+        DeliveryError::Transient(message)
+    } else {
+        DeliveryError::Permanent(message)
+    }
+}
+
+/// A request that did not get a response: a bad URL or request is permanent; connect errors,
+/// timeouts, resets and broken bodies are transient.
+fn classify_error(url: &str, e: &reqwest::Error) -> DeliveryError {
+    let what = if e.is_timeout() {
+        "timed out"
+    } else if e.is_connect() {
+        "could not connect"
+    } else {
+        "request failed"
+    };
+    // the source chain holds the cause (connection refused, reset…); reqwest's Display does not
+    let mut message = format!("webhook {url}: {what}");
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        message.push_str(": ");
+        message.push_str(&s.to_string());
+        source = s.source();
+    }
+    if e.is_builder() {
+        DeliveryError::Permanent(message)
+    } else {
+        DeliveryError::Transient(message)
+    }
+}
+
+/// The first [`BODY_EXCERPT_BYTES`] of a response body, whitespace collapsed; empty when the
+/// body cannot be read (the status alone then tells what happened).
+async fn body_excerpt(mut response: reqwest::Response) -> String {
+    let mut bytes = Vec::new();
+    while bytes.len() < BODY_EXCERPT_BYTES {
+        match response.chunk().await {
+            Ok(Some(chunk)) => bytes.extend_from_slice(&chunk),
+            _ => break,
+        }
+    }
+    bytes.truncate(BODY_EXCERPT_BYTES);
+    String::from_utf8_lossy(&bytes)
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn ends_at(a: &AlertSnapshot) -> String {
+    match (a.status, a.ends_at) {
+        (AlertState::Resolved, Some(ms)) => format_rfc3339(ms),
+        _ => ZERO_TIME.to_string(),
+    }
+}
+
+/// The pairs every map holds with the same value (Alertmanager's `commonLabels`).
+fn common<'a>(
+    mut maps: impl Iterator<Item = &'a BTreeMap<String, String>>,
+) -> BTreeMap<String, String> {
+    let Some(first) = maps.next() else {
+        return BTreeMap::new();
+    };
+    let mut shared = first.clone();
+    for m in maps {
+        shared.retain(|k, v| m.get(k) == Some(v));
+    }
+    shared
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::notify::Change;
+
+    fn alert(name: &str, instance: &str, status: AlertState) -> AlertSnapshot {
+        AlertSnapshot {
+            labels: BTreeMap::from([
+                ("alertname".into(), name.into()),
+                ("instance".into(), instance.into()),
+                ("job".into(), "scaisend".into()),
+            ]),
+            annotations: BTreeMap::from([
+                ("summary".into(), format!("{instance} is slow")),
+                ("runbook_url".into(), "https://runbooks/q".into()),
+            ]),
+            status,
+            starts_at: 1_700_000_000_000,
+            ends_at: (status == AlertState::Resolved).then_some(1_700_000_060_500),
+            generator_url: "http://tocsin/rules".into(),
+            fingerprint: format!("fp-{instance}"),
+        }
+    }
+
+    fn notification(alerts: Vec<AlertSnapshot>) -> Notification {
+        Notification {
+            receiver: "ops".into(),
+            group_key: "{}:{alertname=\"Q\"}".into(),
+            group_labels: BTreeMap::from([("alertname".into(), "Q".into())]),
+            alerts,
+            external_url: "http://tocsin:9300".into(),
+            idempotency_key: "k1".into(),
+            change: Change::FirstNotification,
+        }
+    }
+
+    fn config() -> WebhookConfig {
+        WebhookConfig {
+            url: "http://127.0.0.1:1/hook".into(),
+            secret: None,
+            timeout: Duration::from_secs(1),
+            max_alerts: 0,
+            send_resolved: true,
+        }
+    }
+
+    #[test]
+    fn payload_has_alertmanager_version_4_shape() {
+        let n = notification(vec![
+            alert("Q", "a", AlertState::Firing),
+            alert("Q", "b", AlertState::Resolved),
+        ]);
+        let p = payload(&n, &config()).unwrap();
+        let expected = serde_json::json!({
+            "version": "4",
+            "groupKey": "{}:{alertname=\"Q\"}",
+            "truncatedAlerts": 0,
+            "status": "firing",
+            "receiver": "ops",
+            "groupLabels": {"alertname": "Q"},
+            // instance and summary differ between the two alerts
+            "commonLabels": {"alertname": "Q", "job": "scaisend"},
+            "commonAnnotations": {"runbook_url": "https://runbooks/q"},
+            "externalURL": "http://tocsin:9300",
+            "alerts": [
+                {
+                    "status": "firing",
+                    "labels": {"alertname": "Q", "instance": "a", "job": "scaisend"},
+                    "annotations": {"summary": "a is slow", "runbook_url": "https://runbooks/q"},
+                    "startsAt": "2023-11-14T22:13:20Z",
+                    "endsAt": "0001-01-01T00:00:00Z",
+                    "generatorURL": "http://tocsin/rules",
+                    "fingerprint": "fp-a",
+                },
+                {
+                    "status": "resolved",
+                    "labels": {"alertname": "Q", "instance": "b", "job": "scaisend"},
+                    "annotations": {"summary": "b is slow", "runbook_url": "https://runbooks/q"},
+                    "startsAt": "2023-11-14T22:13:20Z",
+                    "endsAt": "2023-11-14T22:14:20.500Z",
+                    "generatorURL": "http://tocsin/rules",
+                    "fingerprint": "fp-b",
+                },
+            ],
+        });
+        assert_eq!(p, expected);
+    }
+
+    #[test]
+    fn max_alerts_truncates_and_counts_the_rest() {
+        let n = notification(vec![
+            alert("Q", "a", AlertState::Resolved),
+            alert("Q", "b", AlertState::Firing),
+            alert("Q", "c", AlertState::Firing),
+        ]);
+        let cfg = WebhookConfig {
+            max_alerts: 1,
+            ..config()
+        };
+        let p = payload(&n, &cfg).unwrap();
+        assert_eq!(p["truncatedAlerts"], 2);
+        assert_eq!(p["alerts"].as_array().unwrap().len(), 1);
+        // status and common labels describe what is sent: the one resolved alert
+        assert_eq!(p["status"], "resolved");
+        assert_eq!(p["commonLabels"]["instance"], "a");
+    }
+
+    #[test]
+    fn send_resolved_false_leaves_resolved_alerts_out() {
+        let cfg = WebhookConfig {
+            send_resolved: false,
+            ..config()
+        };
+        let mixed = notification(vec![
+            alert("Q", "a", AlertState::Firing),
+            alert("Q", "b", AlertState::Resolved),
+        ]);
+        let p = payload(&mixed, &cfg).unwrap();
+        let fingerprints: Vec<_> = p["alerts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a["fingerprint"].clone())
+            .collect();
+        assert_eq!(fingerprints, vec!["fp-a"]);
+        assert_eq!(p["commonLabels"]["instance"], "a");
+        // nothing left: nothing to send
+        let all_resolved = notification(vec![alert("Q", "b", AlertState::Resolved)]);
+        assert_eq!(payload(&all_resolved, &cfg), None);
+        // with send_resolved the all-resolved group is sent, status resolved
+        assert_eq!(
+            payload(&all_resolved, &config()).unwrap()["status"],
+            "resolved"
+        );
+    }
+
+    #[test]
+    fn signature_is_hmac_sha256_hex() {
+        // RFC 4231 test case 2
+        assert_eq!(
+            signature("Jefe", b"what do ya want for nothing?"),
+            "sha256=5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
+        );
+    }
+
+    #[test]
+    fn statuses_classify_for_retry() {
+        let cases = [
+            // rate limited: try again later
+            (429, true),
+            // server errors, including gateways in front of the receiver
+            (500, true),
+            (502, true),
+            (503, true),
+            // the request itself is wrong: retrying sends the same wrong request
+            (400, false),
+            (401, false),
+            (404, false),
+            (413, false),
+            // a redirect that was not followed is a configuration problem
+            (301, false),
+        ];
+        for (status, transient) in cases {
+            let got = classify_status(status, "");
+            assert_eq!(
+                matches!(got, DeliveryError::Transient(_)),
+                transient,
+                "{status}: {got}"
+            );
+        }
+        assert_eq!(
+            classify_status(503, "down for maintenance"),
+            DeliveryError::Transient("webhook returned http 503: down for maintenance".into())
+        );
+    }
+}

@@ -1,0 +1,540 @@
+//! The webhook and email receivers against real servers on 127.0.0.1 started by each test: an
+//! axum server recording requests, and a small scripted SMTP server (EHLO/AUTH/MAIL/RCPT/DATA/
+//! QUIT) that can be told to refuse AUTH, refuse MAIL, or drop the connection mid-DATA.
+//! The SMTP tests run in plain mode (`tls: none` to 127.0.0.1): TLS would need certificates;
+//! the STARTTLS case checks that a server not offering it gets nothing.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::body::Bytes;
+use axum::extract::Path;
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::post;
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpListener;
+
+use tocsin::notify::email::{self, EmailConfig, TlsMode};
+use tocsin::notify::webhook::{self, WebhookConfig};
+use tocsin::notify::{AlertSnapshot, AlertState, Change, DeliveryError, Notification};
+
+fn alert(instance: &str, status: AlertState) -> AlertSnapshot {
+    AlertSnapshot {
+        labels: BTreeMap::from([
+            ("alertname".into(), "ScaiSendQueueGrowing".into()),
+            ("instance".into(), instance.into()),
+            ("job".into(), "scaisend".into()),
+        ]),
+        annotations: BTreeMap::from([
+            ("summary".into(), format!("queue on {instance} grows")),
+            (
+                "runbook_url".into(),
+                "https://runbooks.example/queue".into(),
+            ),
+        ]),
+        status,
+        starts_at: 1_700_000_000_000,
+        ends_at: (status == AlertState::Resolved).then_some(1_700_000_300_250),
+        generator_url: "http://tocsin:9300/rules".into(),
+        fingerprint: format!("fp-{instance}"),
+    }
+}
+
+fn notification(alerts: Vec<AlertSnapshot>) -> Notification {
+    Notification {
+        receiver: "ops".into(),
+        group_key: "{}:{alertname=\"ScaiSendQueueGrowing\", job=\"scaisend\"}".into(),
+        group_labels: BTreeMap::from([
+            ("alertname".into(), "ScaiSendQueueGrowing".into()),
+            ("job".into(), "scaisend".into()),
+        ]),
+        alerts,
+        external_url: "http://tocsin:9300".into(),
+        idempotency_key: "5eed5eed5eed5eed".into(),
+        change: Change::NewAlerts,
+    }
+}
+
+fn two_firing_one_resolved() -> Notification {
+    notification(vec![
+        alert("a", AlertState::Firing),
+        alert("b", AlertState::Firing),
+        alert("c", AlertState::Resolved),
+    ])
+}
+
+// ---------------------------------------------------------------------------------------------
+// webhook
+
+type Recorded = Arc<Mutex<Vec<(HeaderMap, Bytes)>>>;
+
+/// An HTTP server: `POST /hook` records the request and answers 200; `POST /status/{code}`
+/// answers `code` with a short body.
+async fn http_receiver() -> (SocketAddr, Recorded) {
+    let recorded: Recorded = Arc::default();
+    let sink = recorded.clone();
+    let app = axum::Router::new()
+        .route(
+            "/hook",
+            post(move |headers: HeaderMap, body: Bytes| {
+                let sink = sink.clone();
+                async move {
+                    sink.lock().unwrap().push((headers, body));
+                    StatusCode::OK
+                }
+            }),
+        )
+        .route(
+            "/status/{code}",
+            post(|Path(code): Path<u16>| async move {
+                (
+                    StatusCode::from_u16(code).unwrap(),
+                    "receiver says no\n  (details)",
+                )
+            }),
+        );
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (addr, recorded)
+}
+
+/// A server that accepts connections and never says a word.
+async fn silent_server() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = listener.accept().await {
+            held.push(socket);
+        }
+    });
+    addr
+}
+
+/// A port nothing listens on (bound, then released).
+async fn closed_port() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    listener.local_addr().unwrap()
+}
+
+fn webhook_config(url: String) -> WebhookConfig {
+    WebhookConfig {
+        url,
+        secret: None,
+        timeout: Duration::from_secs(5),
+        max_alerts: 0,
+        send_resolved: true,
+    }
+}
+
+#[tokio::test]
+async fn webhook_posts_alertmanager_payload_signed_with_idempotency_key() {
+    let (addr, recorded) = http_receiver().await;
+    let cfg = WebhookConfig {
+        secret: Some("s3cret".into()),
+        ..webhook_config(format!("http://{addr}/hook"))
+    };
+    let n = two_firing_one_resolved();
+    webhook::send(&reqwest::Client::new(), &cfg, &n)
+        .await
+        .unwrap();
+
+    let got = recorded.lock().unwrap().clone();
+    assert_eq!(got.len(), 1);
+    let (headers, body) = &got[0];
+    assert_eq!(headers["content-type"], "application/json");
+    assert_eq!(headers["idempotency-key"], "5eed5eed5eed5eed");
+
+    // the signature verifies over the raw body with the shared secret
+    let signature = headers["x-tocsin-signature"].to_str().unwrap();
+    let hex = signature.strip_prefix("sha256=").expect("sha256= prefix");
+    let expected: Vec<u8> = (0..hex.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
+        .collect();
+    let mut mac = Hmac::<Sha256>::new_from_slice(b"s3cret").unwrap();
+    mac.update(body);
+    mac.verify_slice(&expected)
+        .expect("signature verifies with the secret");
+    let mut wrong = Hmac::<Sha256>::new_from_slice(b"other").unwrap();
+    wrong.update(body);
+    assert!(wrong.verify_slice(&expected).is_err());
+
+    let p: serde_json::Value = serde_json::from_slice(body).unwrap();
+    assert_eq!(p["version"], "4");
+    assert_eq!(p["groupKey"], n.group_key);
+    assert_eq!(p["status"], "firing");
+    assert_eq!(p["receiver"], "ops");
+    assert_eq!(p["truncatedAlerts"], 0);
+    assert_eq!(p["externalURL"], "http://tocsin:9300");
+    assert_eq!(
+        p["groupLabels"],
+        serde_json::json!({"alertname": "ScaiSendQueueGrowing", "job": "scaisend"})
+    );
+    assert_eq!(
+        p["commonLabels"],
+        serde_json::json!({"alertname": "ScaiSendQueueGrowing", "job": "scaisend"})
+    );
+    assert_eq!(
+        p["commonAnnotations"],
+        serde_json::json!({"runbook_url": "https://runbooks.example/queue"})
+    );
+    let alerts = p["alerts"].as_array().unwrap();
+    assert_eq!(alerts.len(), 3);
+    assert_eq!(alerts[0]["status"], "firing");
+    assert_eq!(alerts[0]["startsAt"], "2023-11-14T22:13:20Z");
+    assert_eq!(alerts[0]["endsAt"], "0001-01-01T00:00:00Z");
+    assert_eq!(alerts[0]["fingerprint"], "fp-a");
+    assert_eq!(alerts[0]["generatorURL"], "http://tocsin:9300/rules");
+    assert_eq!(alerts[2]["status"], "resolved");
+    assert_eq!(alerts[2]["endsAt"], "2023-11-14T22:18:20.250Z");
+}
+
+#[tokio::test]
+async fn webhook_without_secret_sends_no_signature() {
+    let (addr, recorded) = http_receiver().await;
+    let cfg = webhook_config(format!("http://{addr}/hook"));
+    webhook::send(&reqwest::Client::new(), &cfg, &two_firing_one_resolved())
+        .await
+        .unwrap();
+    let got = recorded.lock().unwrap();
+    assert!(got[0].0.get("x-tocsin-signature").is_none());
+    assert_eq!(got[0].0["idempotency-key"], "5eed5eed5eed5eed");
+}
+
+#[tokio::test]
+async fn webhook_with_nothing_to_send_does_not_call_the_receiver() {
+    let (addr, recorded) = http_receiver().await;
+    let cfg = WebhookConfig {
+        send_resolved: false,
+        ..webhook_config(format!("http://{addr}/hook"))
+    };
+    let all_resolved = notification(vec![alert("c", AlertState::Resolved)]);
+    webhook::send(&reqwest::Client::new(), &cfg, &all_resolved)
+        .await
+        .unwrap();
+    assert!(recorded.lock().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn webhook_statuses_classify_as_transient_or_permanent() {
+    let (addr, _) = http_receiver().await;
+    let client = reqwest::Client::new();
+    let n = two_firing_one_resolved();
+    let cases = [
+        // the receiver is failing: retry later
+        (500, true),
+        // rate limited: retry later
+        (429, true),
+        // the request is wrong: retrying changes nothing
+        (400, false),
+    ];
+    for (code, transient) in cases {
+        let cfg = webhook_config(format!("http://{addr}/status/{code}"));
+        let err = webhook::send(&client, &cfg, &n).await.unwrap_err();
+        let message = match (&err, transient) {
+            (DeliveryError::Transient(m), true) | (DeliveryError::Permanent(m), false) => m,
+            _ => panic!("{code}: wrong class: {err}"),
+        };
+        // the status and an excerpt of the body, whitespace collapsed
+        assert!(
+            message.contains(&format!("http {code}: receiver says no (details)")),
+            "{message}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn webhook_to_a_closed_port_is_transient() {
+    let addr = closed_port().await;
+    let cfg = webhook_config(format!("http://{addr}/hook"));
+    let err = webhook::send(&reqwest::Client::new(), &cfg, &two_firing_one_resolved())
+        .await
+        .unwrap_err();
+    match err {
+        DeliveryError::Transient(m) => assert!(m.contains("could not connect"), "{m}"),
+        other => panic!("expected transient, got {other}"),
+    }
+}
+
+#[tokio::test]
+async fn webhook_that_never_answers_is_transient_after_the_timeout() {
+    let addr = silent_server().await;
+    let cfg = WebhookConfig {
+        timeout: Duration::from_millis(300),
+        ..webhook_config(format!("http://{addr}/hook"))
+    };
+    let started = Instant::now();
+    let err = webhook::send(&reqwest::Client::new(), &cfg, &two_firing_one_resolved())
+        .await
+        .unwrap_err();
+    let took = started.elapsed();
+    match err {
+        DeliveryError::Transient(m) => assert!(m.contains("timed out"), "{m}"),
+        other => panic!("expected transient, got {other}"),
+    }
+    assert!(
+        took >= Duration::from_millis(300) && took < Duration::from_secs(5),
+        "{took:?}"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// email
+
+/// What the scripted SMTP server does differently from a server that accepts everything.
+#[derive(Debug, Clone, Copy, Default)]
+struct Script {
+    /// the reply to AUTH (default `235` accepted)
+    auth_reply: Option<&'static str>,
+    /// the reply to MAIL FROM (default `250`)
+    mail_reply: Option<&'static str>,
+    /// close the connection after the first line of message data
+    drop_in_data: bool,
+}
+
+/// One accepted message.
+#[derive(Debug, Clone, Default)]
+struct Mail {
+    auth: Option<String>,
+    from: String,
+    rcpt: Vec<String>,
+    data: String,
+}
+
+/// A minimal SMTP server on 127.0.0.1 (one task per connection) recording accepted messages.
+/// It offers 8BITMIME and AUTH PLAIN, never STARTTLS.
+async fn smtp_server(script: Script) -> (SocketAddr, Arc<Mutex<Vec<Mail>>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let mails: Arc<Mutex<Vec<Mail>>> = Arc::default();
+    let sink = mails.clone();
+    tokio::spawn(async move {
+        while let Ok((socket, _)) = listener.accept().await {
+            tokio::spawn(smtp_session(socket, script, sink.clone()));
+        }
+    });
+    (addr, mails)
+}
+
+async fn smtp_session(
+    socket: tokio::net::TcpStream,
+    script: Script,
+    mails: Arc<Mutex<Vec<Mail>>>,
+) -> std::io::Result<()> {
+    let (read, mut write) = socket.into_split();
+    let mut lines = BufReader::new(read).lines();
+    write.write_all(b"220 test.local ESMTP\r\n").await?;
+    let mut mail = Mail::default();
+    while let Some(line) = lines.next_line().await? {
+        let upper = line.to_ascii_uppercase();
+        let reply: String = if upper.starts_with("EHLO") {
+            "250-test.local\r\n250-8BITMIME\r\n250-AUTH PLAIN\r\n250 SIZE 10000000".into()
+        } else if upper.starts_with("AUTH") {
+            mail.auth = Some(line.clone());
+            script.auth_reply.unwrap_or("235 2.7.0 accepted").into()
+        } else if upper.starts_with("MAIL FROM:") {
+            mail.from = line[10..].trim().to_string();
+            script.mail_reply.unwrap_or("250 2.1.0 ok").into()
+        } else if upper.starts_with("RCPT TO:") {
+            mail.rcpt.push(line[8..].trim().to_string());
+            "250 2.1.5 ok".into()
+        } else if upper == "DATA" {
+            write.write_all(b"354 go ahead\r\n").await?;
+            let mut data = String::new();
+            while let Some(l) = lines.next_line().await? {
+                if script.drop_in_data {
+                    // hang up with the message half sent
+                    return Ok(());
+                }
+                if l == "." {
+                    break;
+                }
+                data.push_str(&l);
+                data.push('\n');
+            }
+            mail.data = data;
+            mails.lock().unwrap().push(std::mem::take(&mut mail));
+            "250 2.0.0 queued".into()
+        } else if upper == "QUIT" {
+            write.write_all(b"221 2.0.0 bye\r\n").await?;
+            return Ok(());
+        } else if upper == "RSET" || upper == "NOOP" {
+            "250 ok".into()
+        } else {
+            "502 5.5.2 not implemented".into()
+        };
+        write.write_all(format!("{reply}\r\n").as_bytes()).await?;
+    }
+    Ok(())
+}
+
+fn email_config(addr: SocketAddr) -> EmailConfig {
+    EmailConfig {
+        to: vec!["ops@example.org".into(), "Pager <pager@example.org>".into()],
+        from: "Tocsin <tocsin@example.org>".into(),
+        smarthost: addr.to_string(),
+        username: None,
+        password: None,
+        tls: TlsMode::None,
+        send_resolved: true,
+        timeout: Duration::from_secs(5),
+        hello: Some("tocsin.test".into()),
+    }
+}
+
+fn expect_permanent(result: Result<(), DeliveryError>) -> String {
+    match result {
+        Err(DeliveryError::Permanent(m)) => m,
+        other => panic!("expected a permanent failure, got {other:?}"),
+    }
+}
+
+fn expect_transient(result: Result<(), DeliveryError>) -> String {
+    match result {
+        Err(DeliveryError::Transient(m)) => m,
+        other => panic!("expected a transient failure, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn email_reaches_every_recipient_with_subject_and_both_parts() {
+    let (addr, mails) = smtp_server(Script::default()).await;
+    let cfg = EmailConfig {
+        username: Some("alerts".into()),
+        password: Some("hunter2".into()),
+        ..email_config(addr)
+    };
+    email::send(&cfg, &two_firing_one_resolved()).await.unwrap();
+
+    let mails = mails.lock().unwrap();
+    assert_eq!(mails.len(), 1, "one message for all recipients");
+    let m = &mails[0];
+    assert_eq!(m.from, "<tocsin@example.org>");
+    assert_eq!(m.rcpt, vec!["<ops@example.org>", "<pager@example.org>"]);
+    // AUTH PLAIN with the configured credentials: base64("\0alerts\0hunter2")
+    assert_eq!(m.auth.as_deref(), Some("AUTH PLAIN AGFsZXJ0cwBodW50ZXIy"));
+    let data = &m.data;
+    for want in [
+        "Subject: [FIRING:2] ScaiSendQueueGrowing (scaisend)",
+        "Message-ID: <5eed5eed5eed5eed@tocsin>",
+        "X-Tocsin-Idempotency-Key: 5eed5eed5eed5eed",
+        "Content-Type: multipart/alternative",
+        "Content-Type: text/plain; charset=utf-8",
+        "Content-Type: text/html; charset=utf-8",
+        // from the text part
+        "Firing (2)",
+        "Summary: queue on a grows",
+        // from the html part
+        "<h3>Resolved (1)</h3>",
+    ] {
+        assert!(data.contains(want), "{want:?} missing in:\n{data}");
+    }
+    assert!(data.contains("ops@example.org") && data.contains("pager@example.org"));
+}
+
+#[tokio::test]
+async fn email_leaves_resolved_out_unless_send_resolved() {
+    // nothing listens: Ok proves no connection was attempted
+    let cfg = EmailConfig {
+        send_resolved: false,
+        ..email_config(closed_port().await)
+    };
+    let all_resolved = notification(vec![alert("c", AlertState::Resolved)]);
+    email::send(&cfg, &all_resolved).await.unwrap();
+
+    let (addr, mails) = smtp_server(Script::default()).await;
+    let cfg = EmailConfig {
+        send_resolved: false,
+        ..email_config(addr)
+    };
+    email::send(&cfg, &two_firing_one_resolved()).await.unwrap();
+    let data = mails.lock().unwrap()[0].data.clone();
+    assert!(data.contains("Firing (2)"), "{data}");
+    assert!(!data.contains("Resolved ("), "{data}");
+}
+
+#[tokio::test]
+async fn email_dropped_mid_data_is_transient() {
+    let (addr, mails) = smtp_server(Script {
+        drop_in_data: true,
+        ..Script::default()
+    })
+    .await;
+    let m = expect_transient(email::send(&email_config(addr), &two_firing_one_resolved()).await);
+    // the client either sees the hang-up while writing or finds no reply after the data
+    assert!(
+        m.contains("connection closed") || m.contains("network error"),
+        "{m}"
+    );
+    assert!(mails.lock().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn email_refused_with_550_is_permanent_and_451_transient() {
+    let (addr, _) = smtp_server(Script {
+        mail_reply: Some("550 5.7.1 sender rejected"),
+        ..Script::default()
+    })
+    .await;
+    let m = expect_permanent(email::send(&email_config(addr), &two_firing_one_resolved()).await);
+    assert!(m.contains("550") && m.contains("sender rejected"), "{m}");
+
+    let (addr, _) = smtp_server(Script {
+        mail_reply: Some("451 4.3.0 try again later"),
+        ..Script::default()
+    })
+    .await;
+    let m = expect_transient(email::send(&email_config(addr), &two_firing_one_resolved()).await);
+    assert!(m.contains("451"), "{m}");
+}
+
+#[tokio::test]
+async fn email_auth_rejected_is_permanent() {
+    let (addr, mails) = smtp_server(Script {
+        auth_reply: Some("535 5.7.8 authentication credentials invalid"),
+        ..Script::default()
+    })
+    .await;
+    let cfg = EmailConfig {
+        username: Some("alerts".into()),
+        password: Some("wrong".into()),
+        ..email_config(addr)
+    };
+    let m = expect_permanent(email::send(&cfg, &two_firing_one_resolved()).await);
+    assert!(m.contains("authentication rejected"), "{m}");
+    assert!(mails.lock().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn email_starttls_required_but_not_offered_is_permanent_and_sends_nothing() {
+    let (addr, mails) = smtp_server(Script::default()).await;
+    let cfg = EmailConfig {
+        tls: TlsMode::StartTls,
+        username: Some("alerts".into()),
+        password: Some("hunter2".into()),
+        ..email_config(addr)
+    };
+    let m = expect_permanent(email::send(&cfg, &two_firing_one_resolved()).await);
+    assert!(m.contains("does not offer STARTTLS"), "{m}");
+    assert!(mails.lock().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn email_to_a_closed_port_or_a_silent_server_is_transient() {
+    let cfg = email_config(closed_port().await);
+    expect_transient(email::send(&cfg, &two_firing_one_resolved()).await);
+
+    let cfg = EmailConfig {
+        timeout: Duration::from_millis(300),
+        ..email_config(silent_server().await)
+    };
+    let started = Instant::now();
+    expect_transient(email::send(&cfg, &two_firing_one_resolved()).await);
+    assert!(started.elapsed() < Duration::from_secs(5));
+}
