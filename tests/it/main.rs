@@ -2,6 +2,7 @@
 mod common;
 mod daemon;
 mod notify_receivers;
+mod notify_route;
 mod notify_sender;
 mod promql;
 mod query;
