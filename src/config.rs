@@ -94,16 +94,24 @@ pub struct Config {
     /// Logging.
     #[serde(default)]
     pub log: LogConfig,
-    /// Notification routing tree (Alertmanager form). Accepted so a complete file validates;
-    /// not acted on until notifications are implemented.
+    /// The notification routing tree, in Alertmanager's form: `receiver`, `group_by`,
+    /// `group_wait` (30s), `group_interval` (5m), `repeat_interval` (4h), `matchers`,
+    /// `continue`, `mute_time_intervals`, `active_time_intervals` and child `routes`.
+    /// Without it no notification is sent (alerts are still tracked and served by the API).
     #[serde(default)]
     pub route: Option<serde_json::Value>,
-    /// Notification receivers. Accepted, not yet acted on (see `route`).
+    /// Where notifications go: each receiver has a `name`, a `webhook` and/or an `email`
+    /// integration, an optional `fallback` receiver for what it fails permanently, and an
+    /// optional `digest: all | changes_only`.
     #[serde(default)]
     pub receivers: Option<serde_json::Value>,
-    /// Inhibition rules. Accepted, not yet acted on (see `route`).
+    /// Inhibition rules: `source_matchers`, `target_matchers`, `equal`.
     #[serde(default)]
     pub inhibit_rules: Option<serde_json::Value>,
+    /// Named time intervals (`times`, `weekdays`, `days_of_month`, `months`, `years`,
+    /// `location`) that routes mute or activate by name.
+    #[serde(default)]
+    pub time_intervals: Option<serde_json::Value>,
 }
 
 /// Where samples are stored and for how long.
@@ -436,6 +444,34 @@ impl Config {
             }
         })?;
         cfg.validate(path)?;
+        // the notification sections are kept untyped (their own module validates them, every
+        // problem with its field path); the line is the section's
+        if let Err(errors) = crate::notify::setup::NotifyPlan::new(
+            cfg.route.as_ref(),
+            cfg.receivers.as_ref(),
+            cfg.inhibit_rules.as_ref(),
+            cfg.time_intervals.as_ref(),
+        ) {
+            return Err(ConfigError::Invalid(
+                errors
+                    .into_iter()
+                    .map(|(field, message)| {
+                        let section = field
+                            .split(['.', '[', ' '])
+                            .next()
+                            .unwrap_or("")
+                            .to_string();
+                        FieldError {
+                            path: path.to_path_buf(),
+                            line: section_line(text, &section),
+                            col: 1,
+                            field,
+                            message,
+                        }
+                    })
+                    .collect(),
+            ));
+        }
         Ok(cfg)
     }
 
@@ -750,20 +786,28 @@ impl Config {
             .collect()
     }
 
-    /// Names of sections that are accepted but not yet acted on, to warn about at startup.
-    pub fn inactive_sections(&self) -> Vec<&'static str> {
-        let mut v = Vec::new();
-        if self.route.is_some() {
-            v.push("route");
-        }
-        if self.receivers.is_some() {
-            v.push("receivers");
-        }
-        if self.inhibit_rules.is_some() {
-            v.push("inhibit_rules");
-        }
-        v
+    /// The notification sections, validated; None when there is no `route` (notifications off).
+    pub fn notify_plan(&self) -> Option<crate::notify::setup::NotifyPlan> {
+        crate::notify::setup::NotifyPlan::new(
+            self.route.as_ref(),
+            self.receivers.as_ref(),
+            self.inhibit_rules.as_ref(),
+            self.time_intervals.as_ref(),
+        )
+        .ok()
+        .flatten()
     }
+}
+
+/// The line of a top-level `key:` in `text` (1-based), or 0.
+fn section_line(text: &str, key: &str) -> u64 {
+    text.lines()
+        .position(|l| {
+            l.strip_prefix(key)
+                .is_some_and(|rest| rest.trim_start().starts_with(':'))
+        })
+        .map(|i| i as u64 + 1)
+        .unwrap_or(0)
 }
 
 /// serde-saphyr's message without its own location suffix and snippet (we print `file:line:col` first).
@@ -807,10 +851,7 @@ mod tests {
         assert_eq!(t.name, "scaidns");
         assert_eq!(t.startup_grace.to_string(), "1m");
         assert_eq!(t.interval.to_string(), "15s");
-        assert_eq!(
-            c.inactive_sections(),
-            vec!["route", "receivers", "inhibit_rules"]
-        );
+        assert!(c.notify_plan().is_some());
     }
 
     #[test]

@@ -81,6 +81,17 @@ enum Command {
     },
     /// Evaluate a PromQL expression (or, with --rhai, a rule script) against a store file
     /// (read-only: safe beside a running daemon) and print the result. Exit 1 if it fails.
+    /// Print the receivers an alert with these labels would reach (`label=value …`), as
+    /// `amtool config routes test` does.
+    RouteTest {
+        #[arg(required = true)]
+        labels: Vec<String>,
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// Exit non-zero unless the receivers are exactly these (comma-separated, in order).
+        #[arg(long)]
+        verify_receivers: Option<String>,
+    },
     Query {
         expr: String,
         /// EXPR is a Rhai rule script, not PromQL
@@ -163,6 +174,11 @@ fn run(cli: Cli) -> Result<Outcome> {
             timeout,
             body_limit,
         } => scrape(&url, timeout, body_limit),
+        Command::RouteTest {
+            labels,
+            config,
+            verify_receivers,
+        } => route_test(&labels, config, verify_receivers.as_deref()),
         Command::Query {
             expr,
             rhai,
@@ -196,6 +212,43 @@ fn load_config(explicit: Option<PathBuf>) -> Result<(Config, Option<PathBuf>), C
         Some(p) => Ok((Config::load(&p)?, Some(p))),
         None => Ok((Config::builtin_default(), None)),
     }
+}
+
+fn route_test(labels: &[String], config: Option<PathBuf>, verify: Option<&str>) -> Result<Outcome> {
+    let (cfg, source) = load_config(config).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let Some(plan) = cfg.notify_plan() else {
+        bail!(
+            "{}: no route configured",
+            source
+                .map(|p| p.display().to_string())
+                .unwrap_or_else(|| "built-in configuration".into())
+        );
+    };
+    let mut map = std::collections::BTreeMap::new();
+    for l in labels {
+        let Some((k, v)) = l.split_once('=') else {
+            bail!("expected label=value, got {l:?}");
+        };
+        let v = v
+            .strip_prefix('"')
+            .and_then(|v| v.strip_suffix('"'))
+            .unwrap_or(v);
+        map.insert(k.trim().to_string(), v.to_string());
+    }
+    let receivers = plan.routes().route_test(&map);
+    println!("{}", receivers.join(","));
+    if let Some(want) = verify {
+        let want: Vec<&str> = want.split(',').map(str::trim).collect();
+        if want != receivers {
+            eprintln!(
+                "want receivers {}, got {}",
+                want.join(","),
+                receivers.join(",")
+            );
+            return Ok(Outcome::CheckFailed);
+        }
+    }
+    Ok(Outcome::Ok)
 }
 
 fn check(paths: Vec<PathBuf>) -> Result<Outcome> {
@@ -235,11 +288,17 @@ fn check(paths: Vec<PathBuf>) -> Result<Outcome> {
         }
         match Config::from_yaml(&text, &path) {
             Ok(cfg) => {
-                for section in cfg.inactive_sections() {
-                    println!(
-                        "{}: warning: {section} is accepted but not yet acted on",
+                match cfg.notify_plan() {
+                    Some(plan) => println!(
+                        "{}: notifications: {} receivers, {} inhibition rules",
+                        path.display(),
+                        plan.receivers.len(),
+                        plan.routing.inhibitor.len()
+                    ),
+                    None => println!(
+                        "{}: warning: no route: alerts are tracked but no notification is sent",
                         path.display()
-                    );
+                    ),
                 }
                 default_interval = cfg.evaluation.interval.as_millis();
                 let base = path.parent().map(PathBuf::from).unwrap_or_default();
@@ -414,12 +473,6 @@ async fn daemon(config: Option<PathBuf>, log_format: Option<LogFormat>) -> Resul
         Some(p) => tracing::info!(config = %p.display(), "configuration loaded"),
         None => tracing::info!("no configuration file: running the built-in default"),
     }
-    for section in cfg.inactive_sections() {
-        tracing::warn!(
-            section,
-            "configuration section accepted but not yet acted on"
-        );
-    }
     let targets = cfg.build_targets()?;
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let started_ms = clock.now_ms();
@@ -507,6 +560,51 @@ async fn daemon(config: Option<PathBuf>, log_format: Option<LogFormat>) -> Resul
             .await??,
         )
     };
+    let env: std::collections::HashMap<String, String> = std::env::vars().collect();
+    let sender_task = match cfg.notify_plan() {
+        Some(plan) => {
+            let integrations = plan
+                .integrations(&env, tocsin::scrape::client())
+                .map_err(|e| anyhow::anyhow!("receivers: {}", e.join("; ")))?;
+            let names = plan.integration_names();
+            let notifier = {
+                let store = store.clone();
+                let routes = Arc::new(plan.routes());
+                let inhibitor = Arc::new(plan.routing.inhibitor.clone());
+                let names = names.clone();
+                let url = format!("http://{}", cfg.server.listen);
+                tokio::task::spawn_blocking(move || {
+                    tocsin::notify::pipeline::Notifier::new(&store, routes, inhibitor, names, url)
+                })
+                .await??
+            };
+            manager.set_notifier(Arc::new(
+                notifier
+                    .with_silences(silences.clone())
+                    .with_metrics(metrics.clone()),
+            ));
+            tracing::info!(
+                receivers = plan.receivers.len(),
+                integrations = integrations.len(),
+                "notifications on"
+            );
+            let sender = tocsin::notify::sender::Sender::new(
+                store.clone(),
+                clock.clone(),
+                integrations,
+                names,
+            );
+            Some(tokio::spawn(sender_loop(
+                sender,
+                metrics.clone(),
+                shutdown_rx.clone(),
+            )))
+        }
+        None => {
+            tracing::warn!("no route configured: alerts are tracked but no notification is sent");
+            None
+        }
+    };
     let api_token = match &cfg.server.api_token_env {
         Some(var) => Some(
             std::env::var(var)
@@ -543,6 +641,11 @@ async fn daemon(config: Option<PathBuf>, log_format: Option<LogFormat>) -> Resul
     tracing::info!("shutting down: stopping rules and scrapes, flushing the store");
     reloader.abort();
     manager.stop().await;
+    if let Some(sender) = sender_task {
+        // a delivery in flight finishes (bounded by its timeout); what is left stays queued
+        let _ = shutdown_tx.send(true);
+        let _ = tokio::time::timeout(Duration::from_secs(15), sender).await;
+    }
     let _ = shutdown_tx.send(true);
     while tasks.join_next().await.is_some() {}
     let now = clock.now_ms();
@@ -565,6 +668,56 @@ async fn daemon(config: Option<PathBuf>, log_format: Option<LogFormat>) -> Resul
         _ => {}
     }
     Ok(())
+}
+
+/// Drains the outbox: a pass every 250 ms (sooner when a pass was full), until shutdown.
+async fn sender_loop(
+    mut sender: tocsin::notify::sender::Sender,
+    metrics: Arc<SelfMetrics>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    use tocsin::notify::sender::BreakerState;
+    use tocsin::selfmetrics::{DeliveryLabels, IntegrationLabels};
+    loop {
+        let report = sender.pass().await;
+        let count = |integration: &str, result: &'static str| {
+            metrics
+                .notifications
+                .get_or_create(&DeliveryLabels {
+                    integration: integration.to_string(),
+                    result,
+                })
+                .inc();
+        };
+        for (i, _) in &report.delivered {
+            count(i, "delivered");
+        }
+        for i in &report.retried {
+            count(i, "retried");
+        }
+        for (i, _) in &report.failed {
+            count(i, "failed");
+        }
+        for (integration, state) in sender.breakers() {
+            let v = match state {
+                BreakerState::Closed => 0,
+                BreakerState::Open { .. } => 1,
+                BreakerState::HalfOpen => 2,
+            };
+            metrics
+                .notification_breaker_state
+                .get_or_create(&IntegrationLabels { integration })
+                .set(v);
+        }
+        let store = sender.store.clone();
+        if let Ok(Ok(depth)) = tokio::task::spawn_blocking(move || store.outbox_depth()).await {
+            metrics.notification_outbox_depth.set(depth as i64);
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(250)) => {}
+            _ = shutdown.changed() => return,
+        }
+    }
 }
 
 async fn wait_for_signal() {

@@ -37,6 +37,30 @@ pub struct SelfMetrics {
     pub rule_group_iterations_missed: Family<GroupLabels, Counter>,
     pub rule_evaluation_failures: Family<GroupLabels, Counter>,
     pub alerts: Family<StateLabels, Gauge>,
+    /// notifications queued by the pipeline, by receiver
+    pub notifications_queued: Family<ReceiverLabels, Counter>,
+    /// delivery attempts by integration (`ops/webhook`) and result
+    pub notifications: Family<DeliveryLabels, Counter>,
+    pub notification_outbox_depth: Gauge,
+    /// 0 closed, 1 open, 2 half-open
+    pub notification_breaker_state: Family<IntegrationLabels, Gauge>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReceiverLabels {
+    pub receiver: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct IntegrationLabels {
+    pub integration: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DeliveryLabels {
+    pub integration: String,
+    /// `delivered`, `retried` (transient failure) or `failed` (permanent failure)
+    pub result: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -142,7 +166,35 @@ impl SelfMetrics {
         );
         let alerts = Family::<StateLabels, Gauge>::default();
         registry.register("alerts", "Active alerts by state", alerts.clone());
+        let notifications_queued = Family::<ReceiverLabels, Counter>::default();
+        registry.register(
+            "notifications_queued",
+            "Notifications the pipeline queued in the outbox, by receiver",
+            notifications_queued.clone(),
+        );
+        let notifications = Family::<DeliveryLabels, Counter>::default();
+        registry.register(
+            "notifications",
+            "Notification delivery attempts by integration and result (delivered, retried, failed)",
+            notifications.clone(),
+        );
+        let notification_outbox_depth = Gauge::default();
+        registry.register(
+            "notification_outbox_depth",
+            "Notifications waiting in the outbox for delivery or retry",
+            notification_outbox_depth.clone(),
+        );
+        let notification_breaker_state = Family::<IntegrationLabels, Gauge>::default();
+        registry.register(
+            "notification_breaker_state",
+            "Circuit breaker of each integration: 0 closed, 1 open, 2 half-open",
+            notification_breaker_state.clone(),
+        );
         SelfMetrics {
+            notifications_queued,
+            notifications,
+            notification_outbox_depth,
+            notification_breaker_state,
             rule_reload_success,
             rule_group_last_duration_seconds,
             rule_group_iterations_missed,

@@ -16,7 +16,7 @@ use super::dedup::{LogEntry, decide, idempotency_key};
 use super::{AlertSnapshot, AlertState, Notification};
 
 /// Where one alert goes: what a routing tree says for it.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct RouteTarget {
     pub receiver: String,
     pub group_key: String,
@@ -25,11 +25,30 @@ pub struct RouteTarget {
     pub group_interval_ms: i64,
     pub repeat_interval_ms: i64,
     pub send_resolved: bool,
+    /// inside a mute time interval (or outside every active one) at this tick: the group keeps
+    /// its timing but sends and logs nothing, as Alertmanager's time-mute stage
+    pub muted: bool,
+    /// the receiver's digest mode: which alerts a notification lists
+    pub digest: Digest,
 }
 
-/// Routes an alert's labels (the routing tree, or a fixed route in tests).
+/// How much of a group a notification lists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Digest {
+    /// Alertmanager's behaviour: every alert of the group, firing and resolved
+    #[default]
+    Off,
+    /// one notification per evaluation cycle for everything the receiver gets: the alerts new
+    /// or resolved since the last one, and every alert still firing
+    All,
+    /// as `all`, but only the alerts new or resolved since the last one
+    ChangesOnly,
+}
+
+/// Routes an alert's labels (the routing tree, or a fixed route in tests) at `now` (ms).
 pub trait Routes {
-    fn routes(&self, labels: &BTreeMap<String, String>) -> Vec<RouteTarget>;
+    fn routes(&self, labels: &BTreeMap<String, String>, now: i64) -> Vec<RouteTarget>;
 }
 
 #[derive(Debug, Clone)]
@@ -68,7 +87,7 @@ impl Dispatcher {
         let mut members: BTreeMap<(String, String), (RouteTarget, Vec<AlertSnapshot>)> =
             BTreeMap::new();
         for a in alerts {
-            for r in routes.routes(&a.labels) {
+            for r in routes.routes(&a.labels, now) {
                 members
                     .entry((r.receiver.clone(), r.group_key.clone()))
                     .or_insert_with(|| (r.clone(), Vec::new()))
@@ -97,6 +116,9 @@ impl Dispatcher {
                 continue;
             }
             timing.next_flush = now + route.group_interval_ms.max(1);
+            if route.muted {
+                continue;
+            }
             let firing: BTreeSet<String> = group_alerts
                 .iter()
                 .filter(|a| a.status == AlertState::Firing)
@@ -118,10 +140,25 @@ impl Dispatcher {
             ) else {
                 continue;
             };
+            // what is new since the last notification: firing alerts it did not list as firing,
+            // resolved alerts it did not list as resolved
+            let changed: BTreeSet<String> = match prev {
+                None => firing.union(&resolved).cloned().collect(),
+                Some(p) => firing
+                    .difference(&p.firing)
+                    .chain(resolved.difference(&p.resolved))
+                    .cloned()
+                    .collect(),
+            };
             let mut sent: Vec<AlertSnapshot> = group_alerts;
-            if !route.send_resolved {
-                sent.retain(|a| a.status == AlertState::Firing);
-            }
+            sent.retain(|a| match (a.status, route.digest) {
+                (AlertState::Resolved, _) if !route.send_resolved => false,
+                (AlertState::Resolved, Digest::All | Digest::ChangesOnly) => {
+                    changed.contains(&a.fingerprint)
+                }
+                (AlertState::Firing, Digest::ChangesOnly) => changed.contains(&a.fingerprint),
+                _ => true,
+            });
             sent.sort_by(|a, b| a.labels.cmp(&b.labels));
             let entry = LogEntry {
                 firing: firing.clone(),
@@ -136,6 +173,7 @@ impl Dispatcher {
                 external_url: external_url.to_string(),
                 idempotency_key: idempotency_key(&key.0, &key.1, &firing, &resolved, now),
                 change,
+                changed,
             };
             // all resolved for a receiver that does not want resolutions: the notification has
             // no alerts; the caller logs it and sends nothing
@@ -155,7 +193,7 @@ mod tests {
 
     struct ByAlertname;
     impl Routes for ByAlertname {
-        fn routes(&self, labels: &BTreeMap<String, String>) -> Vec<RouteTarget> {
+        fn routes(&self, labels: &BTreeMap<String, String>, _now: i64) -> Vec<RouteTarget> {
             let name = labels.get("alertname").cloned().unwrap_or_default();
             vec![RouteTarget {
                 receiver: "ops".into(),
@@ -165,6 +203,7 @@ mod tests {
                 group_interval_ms: 300_000,
                 repeat_interval_ms: 4 * 3_600_000,
                 send_resolved: true,
+                ..Default::default()
             }]
         }
     }
@@ -251,5 +290,68 @@ mod tests {
         let mut d = Dispatcher::new();
         assert!(step(&mut d, &mut log, std::slice::from_ref(&a), 40_000).is_empty());
         assert!(step(&mut d, &mut log, std::slice::from_ref(&a), 70_000).is_empty());
+    }
+    #[test]
+    fn a_muted_group_keeps_its_timing_and_sends_nothing_until_unmuted() {
+        struct Muted(bool);
+        impl Routes for Muted {
+            fn routes(&self, l: &BTreeMap<String, String>, now: i64) -> Vec<RouteTarget> {
+                let mut t = ByAlertname.routes(l, now);
+                t[0].muted = self.0;
+                t
+            }
+        }
+        let mut d = Dispatcher::new();
+        let log = HashMap::new();
+        let a = alert("Down", "a", AlertState::Firing);
+        let one = std::slice::from_ref(&a);
+        assert!(d.tick(one, &Muted(true), &log, "", 0).is_empty());
+        assert!(d.tick(one, &Muted(true), &log, "", 30_000).is_empty());
+        // unmuted: the next flush (group_interval after the muted one) sends
+        assert!(d.tick(one, &Muted(false), &log, "", 60_000).is_empty());
+        assert_eq!(d.tick(one, &Muted(false), &log, "", 330_000).len(), 1);
+    }
+
+    #[test]
+    fn digest_changes_only_lists_only_what_changed() {
+        struct Digested(Digest);
+        impl Routes for Digested {
+            fn routes(&self, l: &BTreeMap<String, String>, now: i64) -> Vec<RouteTarget> {
+                let mut t = ByAlertname.routes(l, now);
+                t[0].group_key = "{digest}:ops".into();
+                t[0].group_wait_ms = 0;
+                t[0].group_interval_ms = 0;
+                t[0].digest = self.0;
+                t
+            }
+        }
+        for (mode, want) in [
+            (Digest::ChangesOnly, vec!["b", "c"]),
+            (Digest::All, vec!["a", "b", "c"]),
+        ] {
+            let mut d = Dispatcher::new();
+            let mut log = HashMap::new();
+            let a = alert("A", "a", AlertState::Firing);
+            let b = alert("B", "b", AlertState::Firing);
+            let c = alert("C", "c", AlertState::Firing);
+            let r = Digested(mode);
+            let out = d.tick(&[a.clone(), b.clone()], &r, &log, "", 0);
+            assert_eq!(out.len(), 1, "one notification for both alert names");
+            log.insert(("ops".into(), "{digest}:ops".into()), out[0].log.clone());
+            assert!(d.tick(&[a.clone(), b.clone()], &r, &log, "", 1).is_empty());
+            // b resolves and c starts
+            let b_res = alert("B", "b", AlertState::Resolved);
+            let out = d.tick(&[a.clone(), b_res, c], &r, &log, "", 2);
+            let n = &out[0].notification;
+            let listed: Vec<&str> = n
+                .alerts
+                .iter()
+                .map(|x| x.labels["instance"].as_str())
+                .collect();
+            let mut listed = listed;
+            listed.sort();
+            assert_eq!(listed, want, "{mode:?}");
+            assert_eq!(n.changed, ["B/b".to_string(), "C/c".to_string()].into());
+        }
     }
 }

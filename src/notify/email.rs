@@ -133,21 +133,23 @@ impl EmailConfig {
 ///
 /// The subject follows Alertmanager's: `[FIRING:<firing count>]` or `[RESOLVED]`, the group's
 /// alertname, then the values of the other group labels in parentheses. The body opens with
-/// why it was sent ([`super::Change`]) and lists the firing alerts, then the resolved ones,
-/// each with labels, summary, description, runbook link and times.
+/// why it was sent ([`super::Change`]) and lists the alerts new since the last notification of
+/// the group, then the resolved ones, then those still firing (known before), each with labels,
+/// summary, description, runbook link and times.
 pub fn render(n: &Notification) -> RenderedEmail {
-    let firing: Vec<&AlertSnapshot> = n
+    let (firing, resolved): (Vec<&AlertSnapshot>, Vec<&AlertSnapshot>) = n
         .alerts
         .iter()
-        .filter(|a| a.status == AlertState::Firing)
-        .collect();
-    let resolved: Vec<&AlertSnapshot> = n
-        .alerts
+        .partition(|a| a.status == AlertState::Firing);
+    let (new, still): (Vec<&AlertSnapshot>, Vec<&AlertSnapshot>) = firing
         .iter()
-        .filter(|a| a.status == AlertState::Resolved)
-        .collect();
+        .partition(|a| n.changed.contains(&a.fingerprint));
     let subject = subject(n, firing.len());
-    let sections = [("Firing", &firing), ("Resolved", &resolved)];
+    let sections = [
+        ("New", &new),
+        ("Resolved", &resolved),
+        ("Still firing", &still),
+    ];
 
     let mut text = format!("{subject}\n\nWhy: {}\n", n.change.as_str());
     if !n.group_labels.is_empty() {
@@ -554,6 +556,7 @@ mod tests {
             external_url: "http://tocsin:9300".into(),
             idempotency_key: "00ff00ff00ff00ff".into(),
             change,
+            changed: ["fp-a".to_string()].into(),
         }
     }
 
@@ -616,18 +619,24 @@ mod tests {
     }
 
     #[test]
-    fn body_lists_firing_then_resolved_with_annotations() {
+    fn body_lists_new_then_resolved_then_still_firing_with_annotations() {
         let n = notification(
             vec![
                 alert("b", AlertState::Resolved),
                 alert("a", AlertState::Firing),
+                alert("c", AlertState::Firing),
             ],
             Change::NewResolved,
         );
         let r = render(&n);
-        let firing = r.text.find("Firing (1)").expect("firing section");
+        let firing = r.text.find("New (1)").expect("new section");
         let resolved = r.text.find("Resolved (1)").expect("resolved section");
-        assert!(firing < resolved, "{}", r.text);
+        let still = r
+            .text
+            .find("Still firing (1)")
+            .expect("still firing section");
+        assert!(firing < resolved && resolved < still, "{}", r.text);
+        assert!(r.text[still..].contains("instance=\"c\""));
         assert!(r.text.contains("Why: new resolved"), "{}", r.text);
         assert!(r.text[firing..resolved].contains("instance=\"a\""));
         assert!(r.text[resolved..].contains("instance=\"b\""));
@@ -639,7 +648,8 @@ mod tests {
         assert!(r.html.contains(
             "<a href=\"https://runbooks.example/queue\">https://runbooks.example/queue</a>"
         ));
-        assert!(r.html.contains("<h3>Firing (1)</h3>"));
+        assert!(r.html.contains("<h3>New (1)</h3>"));
+        assert!(r.html.contains("<h3>Still firing (1)</h3>"));
         assert!(r.html.contains("<h3>Resolved (1)</h3>"));
         // an all-firing notification has no resolved section
         let only_firing = render(&notification(

@@ -10,10 +10,11 @@ pub mod pipeline;
 pub mod receivers;
 pub mod route;
 pub mod sender;
+pub mod setup;
 pub mod silence;
 pub mod webhook;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 /// One alert as a receiver sees it (Alertmanager's webhook `alerts[]` element).
 #[derive(Debug, Clone, PartialEq)]
@@ -60,6 +61,10 @@ pub struct Notification {
     pub idempotency_key: String,
     /// what changed since the last notification of this group (for subjects and digests)
     pub change: Change,
+    /// fingerprints of the alerts new since the last notification of this group: firing ones
+    /// it did not list as firing, resolved ones it did not list as resolved (everything, for a
+    /// first notification); the email's "new" section, the rest firing is "still firing"
+    pub changed: BTreeSet<String>,
 }
 
 /// Why this notification is sent (dedup's decision, as a named reason).
@@ -139,6 +144,7 @@ impl Notification {
             "external_url": self.external_url,
             "idempotency_key": self.idempotency_key,
             "change": self.change.as_str(),
+            "changed": self.changed,
         })
         .to_string()
     }
@@ -177,6 +183,10 @@ impl Notification {
             external_url: s("external_url")?,
             idempotency_key: s("idempotency_key")?,
             change: Change::parse(&s("change")?)?,
+            changed: v
+                .get("changed")
+                .and_then(|c| serde_json::from_value(c.clone()).ok())
+                .unwrap_or_default(),
         })
     }
 }
@@ -227,6 +237,7 @@ mod tests {
             external_url: "http://t".into(),
             idempotency_key: "k".into(),
             change: Change::AllResolved,
+            changed: BTreeSet::from(["abc".to_string()]),
         };
         assert_eq!(Notification::from_json(&n.to_json()), Some(n));
     }

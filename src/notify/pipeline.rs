@@ -1,6 +1,7 @@
 //! The notification pipeline as the rule manager drives it: after each group evaluation, on the
 //! same blocking thread and before the store flush, the alerts of every rule go through inhibit →
-//! route → group → dedup ([`Dispatcher`]); what must be sent is staged in the outbox together with
+//! silence → route → group → dedup ([`Dispatcher`]) (a silenced alert still inhibits others, as
+//! in Alertmanager); what must be sent is staged in the outbox together with
 //! its notification-log entry, so the flush writes alert states, outbox rows and log in one
 //! transaction. The [`Sender`](super::sender::Sender) delivers from the outbox.
 
@@ -20,6 +21,11 @@ pub trait Inhibits {
         target: &BTreeMap<String, String>,
         sources: &[BTreeMap<String, String>],
     ) -> bool;
+
+    /// Whether there are rules at all (if not, nothing waits for sources to be evaluated).
+    fn has_rules(&self) -> bool {
+        true
+    }
 }
 
 /// Inhibits nothing.
@@ -27,6 +33,10 @@ pub struct NoInhibition;
 
 impl Inhibits for NoInhibition {
     fn inhibited(&self, _: &BTreeMap<String, String>, _: &[BTreeMap<String, String>]) -> bool {
+        false
+    }
+
+    fn has_rules(&self) -> bool {
         false
     }
 }
@@ -40,6 +50,7 @@ pub struct Notifier {
     dispatcher: Mutex<Dispatcher>,
     log: Mutex<HashMap<(String, String), LogEntry>>,
     silences: Option<Arc<super::silence::Silences>>,
+    metrics: Option<Arc<crate::selfmetrics::SelfMetrics>>,
 }
 
 impl Notifier {
@@ -64,6 +75,7 @@ impl Notifier {
             dispatcher: Mutex::new(Dispatcher::new()),
             log: Mutex::new(log),
             silences: None,
+            metrics: None,
         })
     }
 
@@ -73,9 +85,23 @@ impl Notifier {
         self
     }
 
+    /// Counts what is queued in self-metrics.
+    pub fn with_metrics(mut self, metrics: Arc<crate::selfmetrics::SelfMetrics>) -> Self {
+        self.metrics = Some(metrics);
+        self
+    }
+
     /// One tick at `now` over every alert of every rule: stages what must be sent. Returns the
     /// number of notifications staged.
-    pub fn tick(&self, alerts: &[Alert], store: &Store, now: i64) -> usize {
+    ///
+    /// `all_evaluated` says whether every rule group has been evaluated since startup. Until
+    /// then, with inhibition rules configured, nothing is sent: an alert restored from the last
+    /// run, or raised by the first group, could otherwise go out before the group holding its
+    /// inhibiting source has run (Alertmanager #4064). Groups start waiting once it is true.
+    pub fn tick(&self, alerts: &[Alert], store: &Store, now: i64, all_evaluated: bool) -> usize {
+        if !all_evaluated && self.inhibitor.has_rules() {
+            return 0;
+        }
         let snapshots: Vec<AlertSnapshot> = alerts
             .iter()
             .filter_map(|a| snapshot(a, &self.external_url))
@@ -88,7 +114,13 @@ impl Notifier {
         let candidates: Vec<AlertSnapshot> = snapshots
             .into_iter()
             .filter(|s| {
-                s.status != AlertState::Firing || !self.inhibitor.inhibited(&s.labels, &sources)
+                let silenced = self
+                    .silences
+                    .as_ref()
+                    .is_some_and(|sil| sil.silenced(&s.labels, now));
+                !silenced
+                    && (s.status != AlertState::Firing
+                        || !self.inhibitor.inhibited(&s.labels, &sources))
             })
             .collect();
         let mut log = self.log.lock().expect("nflog lock");
@@ -126,6 +158,13 @@ impl Notifier {
                 alerts = n.alerts.len(),
                 "notification queued"
             );
+            if let Some(m) = &self.metrics {
+                m.notifications_queued
+                    .get_or_create(&crate::selfmetrics::ReceiverLabels {
+                        receiver: n.receiver.clone(),
+                    })
+                    .inc();
+            }
             log.insert((n.receiver.clone(), n.group_key.clone()), o.log.clone());
         }
         let staged = out.len();

@@ -19,6 +19,10 @@ pub struct ReceiverConfig {
     /// receiver that gets what this one failed permanently
     #[serde(default)]
     pub fallback: Option<String>,
+    /// `all` or `changes_only`: everything routed to this receiver goes out as at most one
+    /// notification per evaluation cycle (see [`super::dispatch::Digest`])
+    #[serde(default)]
+    pub digest: super::dispatch::Digest,
 }
 
 #[derive(Debug, Clone, Deserialize)]

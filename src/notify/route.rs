@@ -1312,6 +1312,11 @@ impl Inhibitor {
     }
 
     /// Whether there are no rules (nothing is ever inhibited).
+    /// The number of inhibition rules.
+    pub fn len(&self) -> usize {
+        self.rules.len()
+    }
+
     pub fn is_empty(&self) -> bool {
         self.rules.is_empty()
     }
@@ -1320,6 +1325,10 @@ impl Inhibitor {
 impl super::pipeline::Inhibits for Inhibitor {
     fn inhibited(&self, target: &LabelMap, sources: &[LabelMap]) -> bool {
         Inhibitor::inhibited(self, target, sources)
+    }
+
+    fn has_rules(&self) -> bool {
+        !self.is_empty()
     }
 }
 

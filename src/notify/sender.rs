@@ -55,7 +55,8 @@ struct Breaker {
 #[derive(Debug, Default, Clone, PartialEq)]
 pub struct PassReport {
     pub delivered: Vec<(String, String)>,
-    pub retried: usize,
+    /// integrations whose delivery failed transiently and will be retried
+    pub retried: Vec<String>,
     pub failed: Vec<(String, String)>,
 }
 
@@ -83,6 +84,14 @@ impl Sender {
             receivers,
             breakers: HashMap::new(),
         }
+    }
+
+    /// Every integration's breaker state, for self-metrics.
+    pub fn breakers(&self) -> Vec<(String, BreakerState)> {
+        self.integrations
+            .keys()
+            .map(|name| (name.clone(), self.breaker(name)))
+            .collect()
     }
 
     pub fn breaker(&self, integration: &str) -> BreakerState {
@@ -226,7 +235,7 @@ impl Sender {
                     error = e,
                     "notification failed, will retry"
                 );
-                report.retried += 1;
+                report.retried.push(row.receiver.clone());
                 let _ = tokio::task::spawn_blocking(move || store.outbox_retry(id, next, &e)).await;
             }
             Err(DeliveryError::Permanent(e)) => {

@@ -253,6 +253,7 @@ mod tests {
             external_url: "http://tocsin:9300".into(),
             idempotency_key: "k1".into(),
             change: Change::FirstNotification,
+            changed: Default::default(),
         }
     }
 

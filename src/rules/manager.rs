@@ -75,6 +75,8 @@ pub struct RuleManager {
     reload_lock: tokio::sync::Mutex<()>,
     /// the notification pipeline, run after each evaluation (None: notifications off)
     notifier: RwLock<Option<Arc<crate::notify::pipeline::Notifier>>>,
+    /// names of the groups evaluated at least once since startup (inhibition waits for all)
+    evaluated: Mutex<std::collections::HashSet<String>>,
 }
 
 impl RuleManager {
@@ -102,6 +104,7 @@ impl RuleManager {
             running: tokio::sync::Mutex::new(None),
             reload_lock: tokio::sync::Mutex::new(()),
             notifier: RwLock::new(None),
+            evaluated: Mutex::new(Default::default()),
         })
     }
 
@@ -378,7 +381,12 @@ impl RuleManager {
         let notifier = self.notifier.read().expect("notifier lock").clone();
         if let Some(n) = notifier {
             let alerts: Vec<Alert> = self.alerts().into_iter().map(|(_, a)| a).collect();
-            n.tick(&alerts, &self.store, t);
+            let all_evaluated = {
+                let mut seen = self.evaluated.lock().expect("evaluated lock");
+                seen.insert(group.name.clone());
+                self.rules().groups.iter().all(|g| seen.contains(&g.name))
+            };
+            n.tick(&alerts, &self.store, t, all_evaluated);
         }
         if let Err(e) = self.store.flush(t) {
             tracing::error!(group = group.name, error = %e, "cannot persist rule evaluation; retried at the next flush");

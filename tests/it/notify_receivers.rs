@@ -56,6 +56,7 @@ fn notification(alerts: Vec<AlertSnapshot>) -> Notification {
         external_url: "http://tocsin:9300".into(),
         idempotency_key: "5eed5eed5eed5eed".into(),
         change: Change::NewAlerts,
+        changed: ["fp-a".to_string(), "fp-c".to_string()].into(),
     }
 }
 
@@ -428,7 +429,8 @@ async fn email_reaches_every_recipient_with_subject_and_both_parts() {
         "Content-Type: text/plain; charset=utf-8",
         "Content-Type: text/html; charset=utf-8",
         // from the text part
-        "Firing (2)",
+        "New (1)",
+        "Still firing (1)",
         "Summary: queue on a grows",
         // from the html part
         "<h3>Resolved (1)</h3>",
@@ -455,7 +457,7 @@ async fn email_leaves_resolved_out_unless_send_resolved() {
     };
     email::send(&cfg, &two_firing_one_resolved()).await.unwrap();
     let data = mails.lock().unwrap()[0].data.clone();
-    assert!(data.contains("Firing (2)"), "{data}");
+    assert!(data.contains("New (1)"), "{data}");
     assert!(!data.contains("Resolved ("), "{data}");
 }
 

@@ -30,6 +30,7 @@ fn notification(key: &str) -> Notification {
         external_url: String::new(),
         idempotency_key: format!("idem-{key}"),
         change: Change::FirstNotification,
+        changed: Default::default(),
     }
 }
 
@@ -158,6 +159,7 @@ impl tocsin::notify::dispatch::Routes for OneRoute {
     fn routes(
         &self,
         labels: &std::collections::BTreeMap<String, String>,
+        _now: i64,
     ) -> Vec<tocsin::notify::dispatch::RouteTarget> {
         let name = labels.get("alertname").cloned().unwrap_or_default();
         vec![tocsin::notify::dispatch::RouteTarget {
@@ -168,6 +170,7 @@ impl tocsin::notify::dispatch::Routes for OneRoute {
             group_interval_ms: 300_000,
             repeat_interval_ms: 4 * 3_600_000,
             send_resolved: true,
+            ..Default::default()
         }]
     }
 }
@@ -204,7 +207,7 @@ async fn tracker_states_become_notifications_once_across_a_restart() {
     for t in [0, 15_000, 30_000, 45_000] {
         state.update(vec![cand()], &none, Timing::default(), t);
         let alerts: Vec<_> = state.alerts.values().cloned().collect();
-        n.tick(&alerts, &store, t);
+        n.tick(&alerts, &store, t, true);
         store.flush(t).unwrap();
     }
     assert_eq!(
@@ -219,7 +222,7 @@ async fn tracker_states_become_notifications_once_across_a_restart() {
     for t in [60_000, 90_000, 120_000] {
         state.update(vec![cand()], &none, Timing::default(), t);
         let alerts: Vec<_> = state.alerts.values().cloned().collect();
-        n.tick(&alerts, &store, t);
+        n.tick(&alerts, &store, t, true);
         store.flush(t).unwrap();
     }
     assert_eq!(store.outbox_depth().unwrap(), 1);
@@ -228,7 +231,7 @@ async fn tracker_states_become_notifications_once_across_a_restart() {
     for t in [150_000, 450_000] {
         state.update(vec![], &none, Timing::default(), t);
         let alerts: Vec<_> = state.alerts.values().cloned().collect();
-        n.tick(&alerts, &store, t);
+        n.tick(&alerts, &store, t, true);
         store.flush(t).unwrap();
     }
     let clock = Arc::new(ManualClock::new(450_000));

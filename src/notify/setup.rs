@@ -1,0 +1,397 @@
+//! From the configuration to the notification stages: the `route`, `receivers`,
+//! `inhibit_rules` and `time_intervals` sections are validated together ([`NotifyPlan::new`],
+//! no I/O, every problem at once with its field path), then turned into what the pipeline and
+//! the sender run: [`TreeRoutes`] (the routing tree as the dispatcher's [`Routes`], with time
+//! muting and digest receivers), the receivers' integration names, and the integrations
+//! themselves ([`NotifyPlan::integrations`], which reads secrets).
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use super::dispatch::{Digest, RouteTarget, Routes};
+use super::email::{EmailConfig, TlsMode};
+use super::receivers::{self, DEFAULT_TIMEOUT, ReceiverConfig};
+use super::route::{LabelMap, Router, Routing, RoutingConfig, TimeIntervals};
+use super::sender::{DeliverFn, Integration};
+use super::webhook::WebhookConfig;
+
+/// The notification sections, validated.
+#[derive(Debug, Clone)]
+pub struct NotifyPlan {
+    pub routing: Routing,
+    pub receivers: Vec<ReceiverConfig>,
+}
+
+/// What a receiver's routes need to know about it.
+#[derive(Debug, Clone, Copy, Default)]
+struct ReceiverOpts {
+    send_resolved: bool,
+    digest: Digest,
+}
+
+impl NotifyPlan {
+    /// Validates the sections as the configuration keeps them. `Ok(None)` when there is no
+    /// `route`: notifications are off (alerts are still tracked and served by the API).
+    /// Errors are `(field path, message)`, e.g. `("route.routes[0].receiver", "undefined …")`.
+    pub fn new(
+        route: Option<&serde_json::Value>,
+        receivers: Option<&serde_json::Value>,
+        inhibit_rules: Option<&serde_json::Value>,
+        time_intervals: Option<&serde_json::Value>,
+    ) -> Result<Option<NotifyPlan>, Vec<(String, String)>> {
+        let mut errors: Vec<(String, String)> = Vec::new();
+        let parsed = match receivers.filter(|v| !v.is_null()) {
+            Some(v) => receivers::parse(v).unwrap_or_else(|es| {
+                errors.extend(es.into_iter().map(split_path));
+                Vec::new()
+            }),
+            None => Vec::new(),
+        };
+        if route.filter(|v| !v.is_null()).is_none() {
+            if !parsed.is_empty() {
+                errors.push((
+                    "route".into(),
+                    "receivers are defined but no route sends anything to them".into(),
+                ));
+            }
+            return if errors.is_empty() {
+                Ok(None)
+            } else {
+                Err(errors)
+            };
+        }
+        let routing = RoutingConfig::from_values(route, receivers, inhibit_rules, time_intervals)
+            .and_then(|c| Routing::new(&c));
+        match routing {
+            Ok(routing) if errors.is_empty() => Ok(Some(NotifyPlan {
+                routing,
+                receivers: parsed,
+            })),
+            Ok(_) => Err(errors),
+            Err(es) => {
+                errors.extend(es.0.into_iter().map(|e| (e.path, e.kind.to_string())));
+                Err(errors)
+            }
+        }
+    }
+
+    /// The routing tree as the dispatcher sees it.
+    pub fn routes(&self) -> TreeRoutes {
+        let opts = self
+            .receivers
+            .iter()
+            .map(|r| {
+                let webhook = r.webhook.as_ref().map(|w| w.send_resolved.unwrap_or(true));
+                let email = r
+                    .email
+                    .as_ref()
+                    .map(|e| e.send_resolved.unwrap_or(r.digest != Digest::Off));
+                (
+                    r.name.clone(),
+                    ReceiverOpts {
+                        send_resolved: webhook.unwrap_or(false) || email.unwrap_or(false),
+                        digest: r.digest,
+                    },
+                )
+            })
+            .collect();
+        TreeRoutes {
+            router: self.routing.router.clone(),
+            time_intervals: self.routing.time_intervals.clone(),
+            receivers: opts,
+        }
+    }
+
+    /// Receiver name → the outbox names of its integrations (`ops/webhook`, `ops/email`).
+    pub fn integration_names(&self) -> HashMap<String, Vec<String>> {
+        self.receivers
+            .iter()
+            .map(|r| {
+                let mut names = Vec::new();
+                if r.webhook.is_some() {
+                    names.push(format!("{}/webhook", r.name));
+                }
+                if r.email.is_some() {
+                    names.push(format!("{}/email", r.name));
+                }
+                (r.name.clone(), names)
+            })
+            .collect()
+    }
+
+    /// The sender's integrations, with secrets read from `env` (pass the process environment)
+    /// or files. Errors name the receiver and field.
+    pub fn integrations(
+        &self,
+        env: &HashMap<String, String>,
+        client: reqwest::Client,
+    ) -> Result<HashMap<String, Integration>, Vec<String>> {
+        let mut out = HashMap::new();
+        let mut errors = Vec::new();
+        for r in &self.receivers {
+            let at = format!("receivers ({:?})", r.name);
+            if let Some(w) = &r.webhook {
+                match receivers::secret(&w.secret_env, &w.secret_file, env, "secret") {
+                    Ok(secret) => {
+                        let cfg = WebhookConfig {
+                            url: w.url.clone(),
+                            secret,
+                            timeout: w.timeout.map(|t| t.0).unwrap_or(DEFAULT_TIMEOUT),
+                            max_alerts: w.max_alerts.unwrap_or(0),
+                            send_resolved: w.send_resolved.unwrap_or(true),
+                        };
+                        let client = client.clone();
+                        let deliver: DeliverFn = Arc::new(move |n| {
+                            let (client, cfg) = (client.clone(), cfg.clone());
+                            Box::pin(async move { super::webhook::send(&client, &cfg, &n).await })
+                        });
+                        out.insert(
+                            format!("{}/webhook", r.name),
+                            Integration {
+                                deliver,
+                                fallback: r.fallback.clone(),
+                            },
+                        );
+                    }
+                    Err(e) => errors.push(format!("{at}.webhook.{e}")),
+                }
+            }
+            if let Some(e) = &r.email {
+                let password =
+                    match receivers::secret(&e.password_env, &e.password_file, env, "password") {
+                        Ok(p) => p,
+                        Err(msg) => {
+                            errors.push(format!("{at}.email.{msg}"));
+                            continue;
+                        }
+                    };
+                let port = e
+                    .smarthost
+                    .rsplit_once(':')
+                    .and_then(|(_, p)| p.parse().ok())
+                    .unwrap_or(25);
+                let cfg = EmailConfig {
+                    to: e.to.clone(),
+                    from: e.from.clone(),
+                    smarthost: e.smarthost.clone(),
+                    username: e.username.clone(),
+                    password,
+                    tls: e
+                        .tls
+                        .as_deref()
+                        .and_then(TlsMode::parse)
+                        .unwrap_or_else(|| TlsMode::default_for_port(port)),
+                    send_resolved: e.send_resolved.unwrap_or(r.digest != Digest::Off),
+                    timeout: e.timeout.map(|t| t.0).unwrap_or(DEFAULT_TIMEOUT),
+                    hello: None,
+                };
+                if let Err(msg) = cfg.validate() {
+                    errors.push(format!("{at}.email: {msg}"));
+                    continue;
+                }
+                let deliver: DeliverFn = Arc::new(move |n| {
+                    let cfg = cfg.clone();
+                    Box::pin(async move { super::email::send(&cfg, &n).await })
+                });
+                out.insert(
+                    format!("{}/email", r.name),
+                    Integration {
+                        deliver,
+                        fallback: r.fallback.clone(),
+                    },
+                );
+            }
+        }
+        if errors.is_empty() {
+            Ok(out)
+        } else {
+            Err(errors)
+        }
+    }
+}
+
+/// `receivers[1] ("ops").webhook.url: not a valid url` → (`receivers[1] ("ops").webhook.url`,
+/// `not a valid url`).
+fn split_path(e: String) -> (String, String) {
+    match e.split_once(": ") {
+        Some((path, msg)) => (path.to_string(), msg.to_string()),
+        None => ("receivers".to_string(), e),
+    }
+}
+
+/// The routing tree as the dispatcher's [`Routes`]: one target per matching route, muted when
+/// its time intervals say so at `now`. A digest receiver gets one group for everything routed to
+/// it (group key `{digest}:<receiver>`), flushed at every evaluation without waiting.
+#[derive(Debug, Clone)]
+pub struct TreeRoutes {
+    router: Router,
+    time_intervals: TimeIntervals,
+    receivers: HashMap<String, ReceiverOpts>,
+}
+
+impl TreeRoutes {
+    /// The receivers an alert reaches (`tocsin route-test`), once per matching route.
+    pub fn route_test(&self, labels: &LabelMap) -> Vec<String> {
+        self.router.route_test(labels)
+    }
+}
+
+impl Routes for TreeRoutes {
+    fn routes(&self, labels: &BTreeMap<String, String>, now: i64) -> Vec<RouteTarget> {
+        let mut out: Vec<RouteTarget> = Vec::new();
+        for m in self.router.matches(labels) {
+            let opts = self.receivers.get(&m.receiver).copied().unwrap_or_default();
+            let muted = m.muted_at(&self.time_intervals, now);
+            let target = if opts.digest == Digest::Off {
+                let (group_key, group_labels) = self.router.group_key(&m, labels);
+                RouteTarget {
+                    receiver: m.receiver,
+                    group_key,
+                    group_labels,
+                    group_wait_ms: m.group_wait,
+                    group_interval_ms: m.group_interval,
+                    repeat_interval_ms: m.repeat_interval,
+                    send_resolved: opts.send_resolved,
+                    muted,
+                    digest: Digest::Off,
+                }
+            } else {
+                RouteTarget {
+                    group_key: format!("{{digest}}:{}", m.receiver),
+                    receiver: m.receiver,
+                    group_labels: BTreeMap::new(),
+                    group_wait_ms: 0,
+                    group_interval_ms: 0,
+                    repeat_interval_ms: m.repeat_interval,
+                    send_resolved: opts.send_resolved,
+                    muted,
+                    digest: opts.digest,
+                }
+            };
+            // two routes to one digest receiver are still one digest
+            if !out
+                .iter()
+                .any(|t| t.receiver == target.receiver && t.group_key == target.group_key)
+            {
+                out.push(target);
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn labels(pairs: &[(&str, &str)]) -> LabelMap {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    fn plan(route: serde_json::Value, receivers: serde_json::Value) -> NotifyPlan {
+        NotifyPlan::new(Some(&route), Some(&receivers), None, None)
+            .unwrap()
+            .unwrap()
+    }
+
+    #[test]
+    fn no_route_means_notifications_off_and_orphan_receivers_are_an_error() {
+        assert!(NotifyPlan::new(None, None, None, None).unwrap().is_none());
+        let receivers = json!([{"name": "ops", "webhook": {"url": "http://127.0.0.1:1/"}}]);
+        let e = NotifyPlan::new(None, Some(&receivers), None, None).unwrap_err();
+        assert_eq!(e[0].0, "route");
+    }
+
+    #[test]
+    fn errors_from_every_section_come_together_with_paths() {
+        let route = json!({"receiver": "ops", "routes": [{"receiver": "oncall", "matchers": ["severity=~\"("]}]});
+        let receivers = json!([{"name": "ops", "webhook": {"url": "not a url"}}]);
+        let e = NotifyPlan::new(Some(&route), Some(&receivers), None, None).unwrap_err();
+        let text: Vec<String> = e.iter().map(|(p, m)| format!("{p}: {m}")).collect();
+        let text = text.join("\n");
+        assert!(text.contains("webhook.url: not a valid url"), "{text}");
+        assert!(text.contains("undefined receiver \"oncall\""), "{text}");
+        assert!(text.contains("route.routes[0].matchers[0]"), "{text}");
+    }
+
+    #[test]
+    fn targets_carry_group_key_timing_and_send_resolved() {
+        let p = plan(
+            json!({"receiver": "ops", "group_by": ["alertname"], "group_wait": "10s",
+                   "routes": [{"matchers": ["severity=\"page\""], "receiver": "mail", "continue": true}]}),
+            json!([{"name": "ops", "webhook": {"url": "http://127.0.0.1:1/"}},
+                   {"name": "mail", "email": {"to": ["a@b"], "from": "t@b", "smarthost": "127.0.0.1:25"}}]),
+        );
+        let r = p.routes();
+        let t = r.routes(&labels(&[("alertname", "Down"), ("severity", "page")]), 0);
+        assert_eq!(t.len(), 1, "a matching child answers for its parent: {t:?}");
+        assert_eq!(t[0].receiver, "mail");
+        assert!(!t[0].send_resolved, "email defaults to send_resolved false");
+        assert_eq!(t[0].group_wait_ms, 10_000);
+        let t = r.routes(&labels(&[("alertname", "Down"), ("severity", "ticket")]), 0);
+        assert_eq!(t[0].receiver, "ops");
+        assert!(t[0].send_resolved, "webhook defaults to send_resolved true");
+        assert_eq!(t[0].group_labels, labels(&[("alertname", "Down")]));
+        assert_eq!(
+            p.integration_names()["mail"],
+            vec!["mail/email".to_string()]
+        );
+    }
+
+    #[test]
+    fn digest_receiver_gets_one_group_without_waiting() {
+        let p = plan(
+            json!({"receiver": "status", "group_by": ["alertname"]}),
+            json!([{"name": "status", "digest": "changes_only",
+                    "email": {"to": ["a@b"], "from": "t@b", "smarthost": "127.0.0.1:25"}}]),
+        );
+        let r = p.routes();
+        let a = r.routes(&labels(&[("alertname", "A")]), 0);
+        let b = r.routes(&labels(&[("alertname", "B")]), 0);
+        assert_eq!(a[0].group_key, b[0].group_key);
+        assert_eq!(a[0].group_wait_ms, 0);
+        assert_eq!(a[0].digest, Digest::ChangesOnly);
+        assert!(a[0].send_resolved, "a digest lists resolutions by default");
+    }
+
+    #[test]
+    fn time_intervals_mute_at_now() {
+        let p = NotifyPlan::new(
+            Some(&json!({"receiver": "ops", "routes": [{"receiver": "ops", "matchers": ["team=\"a\""],
+                         "mute_time_intervals": ["nights"]}]})),
+            Some(&json!([{"name": "ops", "webhook": {"url": "http://127.0.0.1:1/"}}])),
+            None,
+            Some(&json!([{"name": "nights", "time_intervals": [{"times": [{"start_time": "00:00", "end_time": "06:00"}]}]}])),
+        )
+        .unwrap()
+        .unwrap();
+        let r = p.routes();
+        let l = labels(&[("team", "a")]);
+        // 2026-01-01T03:00Z and 12:00Z
+        let night = 1_767_236_400_000;
+        assert!(r.routes(&l, night)[0].muted);
+        assert!(!r.routes(&l, night + 9 * 3_600_000)[0].muted);
+    }
+
+    #[test]
+    fn integrations_read_secrets_and_report_missing_ones() {
+        let p = plan(
+            json!({"receiver": "ops"}),
+            json!([{"name": "ops", "webhook": {"url": "http://127.0.0.1:1/", "secret_env": "HOOK_SECRET"},
+                    "email": {"to": ["a@b"], "from": "t@b", "smarthost": "127.0.0.1:25", "tls": "none"}}]),
+        );
+        let client = reqwest::Client::new();
+        let e = p
+            .integrations(&HashMap::new(), client.clone())
+            .err()
+            .unwrap();
+        assert!(e[0].contains("HOOK_SECRET"), "{e:?}");
+        let env = HashMap::from([("HOOK_SECRET".to_string(), "s".to_string())]);
+        let i = p.integrations(&env, client).unwrap();
+        assert!(i.contains_key("ops/webhook") && i.contains_key("ops/email"));
+    }
+}
