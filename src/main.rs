@@ -578,6 +578,8 @@ async fn daemon(config: Option<PathBuf>, log_format: Option<LogFormat>) -> Resul
                 })
                 .await??
             };
+            let wakeup = Arc::new(tokio::sync::Notify::new());
+            manager.set_delivery_wakeup(wakeup.clone());
             manager.set_notifier(Arc::new(
                 notifier
                     .with_silences(silences.clone())
@@ -597,6 +599,7 @@ async fn daemon(config: Option<PathBuf>, log_format: Option<LogFormat>) -> Resul
             Some(tokio::spawn(sender_loop(
                 sender,
                 metrics.clone(),
+                wakeup,
                 shutdown_rx.clone(),
             )))
         }
@@ -670,10 +673,12 @@ async fn daemon(config: Option<PathBuf>, log_format: Option<LogFormat>) -> Resul
     Ok(())
 }
 
-/// Drains the outbox: a pass every 250 ms (sooner when a pass was full), until shutdown.
+/// Drains the outbox: a pass as soon as an evaluation made notifications durable, and every
+/// 250 ms for retries that came due, until shutdown.
 async fn sender_loop(
     mut sender: tocsin::notify::sender::Sender,
     metrics: Arc<SelfMetrics>,
+    wakeup: Arc<tokio::sync::Notify>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     use tocsin::notify::sender::BreakerState;
@@ -715,6 +720,7 @@ async fn sender_loop(
         }
         tokio::select! {
             _ = tokio::time::sleep(Duration::from_millis(250)) => {}
+            _ = wakeup.notified() => {}
             _ = shutdown.changed() => return,
         }
     }

@@ -248,11 +248,13 @@ impl Sender {
                 let mut rows = Vec::new();
                 if let Some((fb, mut n)) = fallback {
                     n.receiver = fb.to_string();
+                    // the key the fallback receiver sees (header, Message-ID) is the row's key
+                    n.idempotency_key = format!("{}/fallback", row.idempotency_key);
                     for integration in self.receivers.get(fb).cloned().unwrap_or_default() {
                         rows.push(OutboxEntry {
                             receiver: integration,
                             group_key: row.group_key.clone(),
-                            idempotency_key: format!("{}/fallback", row.idempotency_key),
+                            idempotency_key: n.idempotency_key.clone(),
                             payload: n.to_json(),
                             created: now,
                             log_entry: String::new(),

@@ -77,6 +77,8 @@ pub struct RuleManager {
     notifier: RwLock<Option<Arc<crate::notify::pipeline::Notifier>>>,
     /// names of the groups evaluated at least once since startup (inhibition waits for all)
     evaluated: Mutex<std::collections::HashSet<String>>,
+    /// woken after a flush that made notifications durable, so the sender need not poll
+    delivery_wakeup: RwLock<Option<Arc<tokio::sync::Notify>>>,
 }
 
 impl RuleManager {
@@ -105,6 +107,7 @@ impl RuleManager {
             reload_lock: tokio::sync::Mutex::new(()),
             notifier: RwLock::new(None),
             evaluated: Mutex::new(Default::default()),
+            delivery_wakeup: RwLock::new(None),
         })
     }
 
@@ -112,6 +115,11 @@ impl RuleManager {
     /// what it queues is written with the evaluation's results.
     pub fn set_notifier(&self, notifier: Arc<crate::notify::pipeline::Notifier>) {
         *self.notifier.write().expect("notifier lock") = Some(notifier);
+    }
+
+    /// Wakes `wakeup` whenever an evaluation's flush has made new notifications durable.
+    pub fn set_delivery_wakeup(&self, wakeup: Arc<tokio::sync::Notify>) {
+        *self.delivery_wakeup.write().expect("wakeup lock") = Some(wakeup);
     }
 
     /// Reads the alert states persisted by an earlier run (blocking: call before starting).
@@ -379,6 +387,7 @@ impl RuleManager {
         drop(states);
         self.store.stage_rule_states(rows);
         let notifier = self.notifier.read().expect("notifier lock").clone();
+        let mut staged = 0;
         if let Some(n) = notifier {
             let alerts: Vec<Alert> = self.alerts().into_iter().map(|(_, a)| a).collect();
             let all_evaluated = {
@@ -386,10 +395,18 @@ impl RuleManager {
                 seen.insert(group.name.clone());
                 self.rules().groups.iter().all(|g| seen.contains(&g.name))
             };
-            n.tick(&alerts, &self.store, t, all_evaluated);
+            staged = n.tick(&alerts, &self.store, t, all_evaluated);
         }
-        if let Err(e) = self.store.flush(t) {
-            tracing::error!(group = group.name, error = %e, "cannot persist rule evaluation; retried at the next flush");
+        match self.store.flush(t) {
+            Err(e) => {
+                tracing::error!(group = group.name, error = %e, "cannot persist rule evaluation; retried at the next flush")
+            }
+            Ok(_) if staged > 0 => {
+                if let Some(w) = self.delivery_wakeup.read().expect("wakeup lock").as_ref() {
+                    w.notify_one();
+                }
+            }
+            Ok(_) => {}
         }
         self.update_alert_gauges();
         outcomes

@@ -1,6 +1,7 @@
 //! The webhook and email receivers against real servers on 127.0.0.1 started by each test: an
 //! axum server recording requests, and a small scripted SMTP server (EHLO/AUTH/MAIL/RCPT/DATA/
-//! QUIT) that can be told to refuse AUTH, refuse MAIL, or drop the connection mid-DATA.
+//! QUIT, in `common.rs`) that can be told to refuse AUTH, refuse MAIL, or drop the connection
+//! mid-DATA.
 //! The SMTP tests run in plain mode (`tls: none` to 127.0.0.1): TLS would need certificates;
 //! the STARTTLS case checks that a server not offering it gets nothing.
 
@@ -15,10 +16,11 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpListener;
 
 use tocsin::notify::email::{self, EmailConfig, TlsMode};
+
+use crate::common::{Script, smtp_server};
 use tocsin::notify::webhook::{self, WebhookConfig};
 use tocsin::notify::{AlertSnapshot, AlertState, Change, DeliveryError, Notification};
 
@@ -287,93 +289,6 @@ async fn webhook_that_never_answers_is_transient_after_the_timeout() {
 
 // ---------------------------------------------------------------------------------------------
 // email
-
-/// What the scripted SMTP server does differently from a server that accepts everything.
-#[derive(Debug, Clone, Copy, Default)]
-struct Script {
-    /// the reply to AUTH (default `235` accepted)
-    auth_reply: Option<&'static str>,
-    /// the reply to MAIL FROM (default `250`)
-    mail_reply: Option<&'static str>,
-    /// close the connection after the first line of message data
-    drop_in_data: bool,
-}
-
-/// One accepted message.
-#[derive(Debug, Clone, Default)]
-struct Mail {
-    auth: Option<String>,
-    from: String,
-    rcpt: Vec<String>,
-    data: String,
-}
-
-/// A minimal SMTP server on 127.0.0.1 (one task per connection) recording accepted messages.
-/// It offers 8BITMIME and AUTH PLAIN, never STARTTLS.
-async fn smtp_server(script: Script) -> (SocketAddr, Arc<Mutex<Vec<Mail>>>) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let mails: Arc<Mutex<Vec<Mail>>> = Arc::default();
-    let sink = mails.clone();
-    tokio::spawn(async move {
-        while let Ok((socket, _)) = listener.accept().await {
-            tokio::spawn(smtp_session(socket, script, sink.clone()));
-        }
-    });
-    (addr, mails)
-}
-
-async fn smtp_session(
-    socket: tokio::net::TcpStream,
-    script: Script,
-    mails: Arc<Mutex<Vec<Mail>>>,
-) -> std::io::Result<()> {
-    let (read, mut write) = socket.into_split();
-    let mut lines = BufReader::new(read).lines();
-    write.write_all(b"220 test.local ESMTP\r\n").await?;
-    let mut mail = Mail::default();
-    while let Some(line) = lines.next_line().await? {
-        let upper = line.to_ascii_uppercase();
-        let reply: String = if upper.starts_with("EHLO") {
-            "250-test.local\r\n250-8BITMIME\r\n250-AUTH PLAIN\r\n250 SIZE 10000000".into()
-        } else if upper.starts_with("AUTH") {
-            mail.auth = Some(line.clone());
-            script.auth_reply.unwrap_or("235 2.7.0 accepted").into()
-        } else if upper.starts_with("MAIL FROM:") {
-            mail.from = line[10..].trim().to_string();
-            script.mail_reply.unwrap_or("250 2.1.0 ok").into()
-        } else if upper.starts_with("RCPT TO:") {
-            mail.rcpt.push(line[8..].trim().to_string());
-            "250 2.1.5 ok".into()
-        } else if upper == "DATA" {
-            write.write_all(b"354 go ahead\r\n").await?;
-            let mut data = String::new();
-            while let Some(l) = lines.next_line().await? {
-                if script.drop_in_data {
-                    // hang up with the message half sent
-                    return Ok(());
-                }
-                if l == "." {
-                    break;
-                }
-                data.push_str(&l);
-                data.push('\n');
-            }
-            mail.data = data;
-            mails.lock().unwrap().push(std::mem::take(&mut mail));
-            "250 2.0.0 queued".into()
-        } else if upper == "QUIT" {
-            write.write_all(b"221 2.0.0 bye\r\n").await?;
-            return Ok(());
-        } else if upper == "RSET" || upper == "NOOP" {
-            "250 ok".into()
-        } else {
-            "502 5.5.2 not implemented".into()
-        };
-        write.write_all(format!("{reply}\r\n").as_bytes()).await?;
-    }
-    Ok(())
-}
 
 fn email_config(addr: SocketAddr) -> EmailConfig {
     EmailConfig {

@@ -144,6 +144,8 @@ async fn a_permanent_failure_is_not_retried_and_goes_to_the_fallback() {
         second.delivered,
         [("pager/webhook".to_string(), "idem-a/fallback".to_string())]
     );
+    // the fallback receiver is handed the row's key, not the failed delivery's
+    assert_eq!(*pager.lock().unwrap(), ["idem-a/fallback"]);
     clock.advance(3_600_000);
     let later = sender.pass().await;
     assert!(
