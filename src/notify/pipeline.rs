@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 
 use super::dedup::LogEntry;
-use super::dispatch::{Dispatcher, Routes};
+use super::dispatch::{Dispatcher, Outgoing, Routes};
 use super::{AlertSnapshot, AlertState};
 use crate::rules::tracker::{Alert, AlertStatus};
 use crate::store::{OutboxEntry, Store};
@@ -41,14 +41,83 @@ impl Inhibits for NoInhibition {
     }
 }
 
+/// What the stages keep between ticks: the groups' timing and the notification log by
+/// (receiver, group key). The daemon's [`Notifier`] keeps it beside the durable log in the
+/// store; `tocsin test` keeps only this, in memory.
+#[derive(Debug, Default)]
+pub struct PipelineState {
+    pub dispatcher: Dispatcher,
+    pub log: HashMap<(String, String), LogEntry>,
+}
+
+/// The stages after the alert tracker, without a store: silence → inhibit → route → group →
+/// dedup. What one tick needs besides the alerts and the [`PipelineState`].
+pub struct Stages<'a> {
+    pub routes: &'a dyn Routes,
+    pub inhibitor: &'a dyn Inhibits,
+    /// whether an alert's labels are silenced at a time (ms)
+    pub silenced: &'a dyn Fn(&BTreeMap<String, String>, i64) -> bool,
+    /// the daemon's URL, for links in notifications
+    pub external_url: &'a str,
+}
+
+impl Stages<'_> {
+    /// One tick at `now` over every alert of every rule: returns what must be sent, and records
+    /// it in `state`'s notification log (the caller makes that durable, if it keeps one).
+    ///
+    /// `all_evaluated` says whether every rule group has been evaluated since startup. Until
+    /// then, with inhibition rules configured, nothing is sent: an alert restored from the last
+    /// run, or raised by the first group, could otherwise go out before the group holding its
+    /// inhibiting source has run (Alertmanager #4064). Groups start waiting once it is true.
+    pub fn tick(
+        &self,
+        alerts: &[Alert],
+        state: &mut PipelineState,
+        now: i64,
+        all_evaluated: bool,
+    ) -> Vec<Outgoing> {
+        if !all_evaluated && self.inhibitor.has_rules() {
+            return Vec::new();
+        }
+        let snapshots: Vec<AlertSnapshot> = alerts
+            .iter()
+            .filter_map(|a| snapshot(a, self.external_url))
+            .collect();
+        let sources: Vec<BTreeMap<String, String>> = snapshots
+            .iter()
+            .filter(|s| s.status == AlertState::Firing)
+            .map(|s| s.labels.clone())
+            .collect();
+        let candidates: Vec<AlertSnapshot> = snapshots
+            .into_iter()
+            .filter(|s| {
+                !(self.silenced)(&s.labels, now)
+                    && (s.status != AlertState::Firing
+                        || !self.inhibitor.inhibited(&s.labels, &sources))
+            })
+            .collect();
+        let out =
+            state
+                .dispatcher
+                .tick(&candidates, self.routes, &state.log, self.external_url, now);
+        for o in &out {
+            let n = &o.notification;
+            state
+                .log
+                .insert((n.receiver.clone(), n.group_key.clone()), o.log.clone());
+        }
+        out
+    }
+}
+
+/// The pipeline as the rule manager drives it: [`Stages`] with the silences, then the outbox.
 pub struct Notifier {
     routes: Arc<dyn Routes + Send + Sync>,
     inhibitor: Arc<dyn Inhibits + Send + Sync>,
     /// receiver name → its outbox integration names (`receiver/webhook`, …)
     integrations: HashMap<String, Vec<String>>,
     external_url: String,
-    dispatcher: Mutex<Dispatcher>,
-    log: Mutex<HashMap<(String, String), LogEntry>>,
+    state: Mutex<PipelineState>,
     silences: Option<Arc<super::silence::Silences>>,
     metrics: Option<Arc<crate::selfmetrics::SelfMetrics>>,
 }
@@ -72,8 +141,10 @@ impl Notifier {
             inhibitor,
             integrations,
             external_url,
-            dispatcher: Mutex::new(Dispatcher::new()),
-            log: Mutex::new(log),
+            state: Mutex::new(PipelineState {
+                dispatcher: Dispatcher::new(),
+                log,
+            }),
             silences: None,
             metrics: None,
         })
@@ -91,46 +162,27 @@ impl Notifier {
         self
     }
 
-    /// One tick at `now` over every alert of every rule: stages what must be sent. Returns the
-    /// number of notifications staged.
+    /// One tick at `now` over every alert of every rule ([`Stages::tick`]): stages what must be
+    /// sent in the store's outbox, with its notification-log entries. Returns the number of
+    /// notifications staged.
     ///
-    /// `all_evaluated` says whether every rule group has been evaluated since startup. Until
-    /// then, with inhibition rules configured, nothing is sent: an alert restored from the last
-    /// run, or raised by the first group, could otherwise go out before the group holding its
-    /// inhibiting source has run (Alertmanager #4064). Groups start waiting once it is true.
+    /// `all_evaluated` says whether every rule group has been evaluated since startup (see
+    /// [`Stages::tick`]: with inhibition rules, nothing is sent before).
     pub fn tick(&self, alerts: &[Alert], store: &Store, now: i64, all_evaluated: bool) -> usize {
-        if !all_evaluated && self.inhibitor.has_rules() {
-            return 0;
-        }
-        let snapshots: Vec<AlertSnapshot> = alerts
-            .iter()
-            .filter_map(|a| snapshot(a, &self.external_url))
-            .collect();
-        let sources: Vec<BTreeMap<String, String>> = snapshots
-            .iter()
-            .filter(|s| s.status == AlertState::Firing)
-            .map(|s| s.labels.clone())
-            .collect();
-        let candidates: Vec<AlertSnapshot> = snapshots
-            .into_iter()
-            .filter(|s| {
-                let silenced = self
-                    .silences
-                    .as_ref()
-                    .is_some_and(|sil| sil.silenced(&s.labels, now));
-                !silenced
-                    && (s.status != AlertState::Firing
-                        || !self.inhibitor.inhibited(&s.labels, &sources))
-            })
-            .collect();
-        let mut log = self.log.lock().expect("nflog lock");
-        let out = self.dispatcher.lock().expect("dispatcher lock").tick(
-            &candidates,
-            self.routes.as_ref(),
-            &log,
-            &self.external_url,
-            now,
-        );
+        let silenced = |labels: &BTreeMap<String, String>, now: i64| {
+            self.silences
+                .as_ref()
+                .is_some_and(|sil| sil.silenced(labels, now))
+        };
+        let stages = Stages {
+            routes: self.routes.as_ref(),
+            inhibitor: self.inhibitor.as_ref(),
+            silenced: &silenced,
+            external_url: &self.external_url,
+        };
+        // held until the rows are staged: concurrent ticks stage in the order they logged
+        let mut state = self.state.lock().expect("pipeline state lock");
+        let out = stages.tick(alerts, &mut state, now, all_evaluated);
         let mut rows = Vec::new();
         for o in &out {
             let n = &o.notification;
@@ -165,10 +217,10 @@ impl Notifier {
                     })
                     .inc();
             }
-            log.insert((n.receiver.clone(), n.group_key.clone()), o.log.clone());
         }
         let staged = out.len();
         store.stage_notifications(rows);
+        drop(state);
         staged
     }
 }
@@ -194,4 +246,104 @@ pub fn snapshot(a: &Alert, external_url: &str) -> Option<AlertSnapshot> {
         generator_url: format!("{external_url}/api/v1/alerts"),
         fingerprint: format!("{:016x}", a.fingerprint()),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::labels::Labels;
+    use crate::notify::dispatch::RouteTarget;
+
+    /// Every alert to `ops`, one group per alertname, no waiting.
+    struct Immediate;
+    impl Routes for Immediate {
+        fn routes(&self, labels: &BTreeMap<String, String>, _now: i64) -> Vec<RouteTarget> {
+            let name = labels.get("alertname").cloned().unwrap_or_default();
+            vec![RouteTarget {
+                receiver: "ops".into(),
+                group_key: format!("{{}}:{{alertname=\"{name}\"}}"),
+                group_labels: BTreeMap::from([("alertname".to_string(), name)]),
+                group_interval_ms: 60_000,
+                repeat_interval_ms: 3_600_000,
+                send_resolved: true,
+                ..Default::default()
+            }]
+        }
+    }
+
+    /// `Down` inhibits `Slow` (no label has to be equal).
+    struct DownInhibitsSlow;
+    impl Inhibits for DownInhibitsSlow {
+        fn inhibited(
+            &self,
+            target: &BTreeMap<String, String>,
+            sources: &[BTreeMap<String, String>],
+        ) -> bool {
+            target.get("alertname").is_some_and(|n| n == "Slow")
+                && sources
+                    .iter()
+                    .any(|s| s.get("alertname").is_some_and(|n| n == "Down"))
+        }
+    }
+
+    fn firing(name: &str) -> Alert {
+        Alert {
+            labels: Labels::from_pairs([("alertname".to_string(), name.to_string())]),
+            annotations: BTreeMap::new(),
+            status: AlertStatus::Firing,
+            active_at: 0,
+            fired_at: Some(0),
+            resolved_at: None,
+            keep_firing_since: None,
+            value: 1.0,
+            source_key: String::new(),
+            flap_history: 0,
+            flap_len: 0,
+            flapping: false,
+        }
+    }
+
+    fn names(out: &[Outgoing]) -> Vec<String> {
+        out.iter()
+            .map(|o| o.notification.group_labels["alertname"].clone())
+            .collect()
+    }
+
+    #[test]
+    fn stages_filter_silenced_and_inhibited_alerts_then_log_what_they_send() {
+        let silenced = |l: &BTreeMap<String, String>, _: i64| l["alertname"] == "Muted";
+        let stages = Stages {
+            routes: &Immediate,
+            inhibitor: &DownInhibitsSlow,
+            silenced: &silenced,
+            external_url: "http://t",
+        };
+        let mut state = PipelineState::default();
+        let alerts = [firing("Down"), firing("Slow"), firing("Muted")];
+        // with inhibition rules, nothing before every group has been evaluated
+        assert!(stages.tick(&alerts, &mut state, 0, false).is_empty());
+        let out = stages.tick(&alerts, &mut state, 0, true);
+        assert_eq!(names(&out), ["Down"]);
+        assert_eq!(out[0].notification.external_url, "http://t");
+        assert!(
+            state
+                .log
+                .contains_key(&("ops".into(), out[0].notification.group_key.clone()))
+        );
+        // the log keeps the next flush from repeating it
+        assert!(stages.tick(&alerts, &mut state, 60_000, true).is_empty());
+    }
+
+    #[test]
+    fn without_inhibition_rules_nothing_waits_for_every_group() {
+        let stages = Stages {
+            routes: &Immediate,
+            inhibitor: &NoInhibition,
+            silenced: &|_: &BTreeMap<String, String>, _: i64| false,
+            external_url: "",
+        };
+        let mut state = PipelineState::default();
+        let out = stages.tick(&[firing("Down")], &mut state, 0, false);
+        assert_eq!(names(&out), ["Down"]);
+    }
 }

@@ -5,18 +5,35 @@
 //! evaluated every `evaluation_interval` from the start up to the last `eval_time`, samples
 //! becoming visible as time passes (as promtool does), and alerts are compared at the evaluation
 //! at or just before each `eval_time`.
+//!
+//! An extension, `notification_test`, checks what receivers get: after every group evaluation
+//! the alerts go through the real notification stages ([`Stages`]: inhibit → route → group →
+//! dedup, with the notification log in memory) at the step's time, and each notification is
+//! recorded as its receiver's integrations would send it (webhook payload, email subject and
+//! text). The routing comes from the file's `config` (a tocsin.yml) or, without one, sends every
+//! alert to one receiver `default` (`group_by: [alertname]`, Alertmanager's default timings, a
+//! webhook with `send_resolved: true` and an email with `send_resolved: false`). Links in
+//! notifications use the test group's `external_url`, as templates do.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 
 use serde::Deserialize;
+use serde_saphyr::Spanned;
 
 use super::group::{GroupContext, eval_group};
-use super::tracker::{AlertStatus, RuleState};
+use super::tracker::{Alert, AlertStatus, RuleState};
 use super::{RuleSet, load_files};
 use crate::duration::PromDuration;
 use crate::labels::{Labels, Matcher};
+use crate::notify::email::{self, RenderedEmail};
+use crate::notify::pipeline::{PipelineState, Stages};
+use crate::notify::receivers::DEFAULT_TIMEOUT;
+use crate::notify::route::Inhibitor;
+use crate::notify::setup::{NotifyPlan, TreeRoutes};
+use crate::notify::webhook::{self, WebhookConfig};
+use crate::notify::{AlertState, Notification};
 use crate::promql::notation::{NotationError, parse_metric, parse_values};
 use crate::promql::{Engine, MemStorage, QueryError, Storage, Value};
 use crate::rhai_api::ScriptEngine;
@@ -40,6 +57,15 @@ pub enum TestFileError {
     },
     #[error("{0}")]
     Rules(#[from] super::RuleErrors),
+    /// The file's `config` (the routing for notification tests) cannot be loaded or is invalid.
+    #[error("{path}:{line}:{col}: config: {source}")]
+    Config {
+        path: PathBuf,
+        line: u64,
+        col: u64,
+        #[source]
+        source: crate::config::ConfigError,
+    },
 }
 
 #[derive(Debug, Deserialize)]
@@ -53,6 +79,10 @@ struct RawTestFile {
     group_eval_order: Vec<String>,
     #[serde(default)]
     fuzzy_compare: bool,
+    /// a tocsin.yml (relative to the test file) whose `route`, `receivers`, `inhibit_rules` and
+    /// `time_intervals` notification tests use
+    #[serde(default)]
+    config: Option<Spanned<String>>,
     #[serde(default)]
     tests: Vec<RawTestGroup>,
 }
@@ -70,6 +100,8 @@ struct RawTestGroup {
     alert_rule_test: Vec<RawAlertTest>,
     #[serde(default)]
     promql_expr_test: Vec<RawExprTest>,
+    #[serde(default)]
+    notification_test: Vec<RawNotificationTest>,
     #[serde(default)]
     external_labels: BTreeMap<String, String>,
     #[serde(default)]
@@ -144,6 +176,61 @@ struct RawExpSample {
     histogram: Option<String>,
 }
 
+/// What receivers got in the window ending at `eval_time` (from the previous entry's
+/// `eval_time`, exclusive, or from the start, inclusive).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawNotificationTest {
+    eval_time: Spanned<PromDuration>,
+    /// every entry must match a distinct notification sent in the window; empty: none sent
+    #[serde(default)]
+    exp_notifications: Vec<RawExpNotification>,
+    /// notifications beyond the expected ones do not fail the test
+    #[serde(default)]
+    ignore_extra: bool,
+}
+
+/// One expected notification: every field given must match.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawExpNotification {
+    receiver: String,
+    /// the notification's overall status (firing when any alert it lists fires)
+    #[serde(default)]
+    status: Option<ExpStatus>,
+    /// the email's exact subject
+    #[serde(default)]
+    subject: Option<String>,
+    #[serde(default)]
+    subject_contains: Option<String>,
+    /// texts that must all appear in the email's text part
+    #[serde(default)]
+    body_contains: Vec<String>,
+    /// webhook payload fields: a JSON pointer (`/alerts/0/status`) or a dotted path
+    /// (`alerts.0.labels.alertname`) → the expected value
+    #[serde(default)]
+    webhook: BTreeMap<String, serde_json::Value>,
+    /// the number of alerts the notification lists
+    #[serde(default)]
+    alerts: Option<usize>,
+}
+
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+enum ExpStatus {
+    Firing,
+    Resolved,
+}
+
+impl ExpStatus {
+    fn state(self) -> AlertState {
+        match self {
+            ExpStatus::Firing => AlertState::Firing,
+            ExpStatus::Resolved => AlertState::Resolved,
+        }
+    }
+}
+
 /// The outcome of one test group.
 #[derive(Debug, Clone)]
 pub struct GroupReport {
@@ -215,6 +302,49 @@ pub fn run_file(
         }
     })?;
     let base = path.parent().unwrap_or(Path::new("."));
+    let parse_error = |at: &serde_saphyr::Location, message: String| TestFileError::Parse {
+        path: path.to_path_buf(),
+        line: at.line(),
+        col: at.column(),
+        message,
+    };
+    for tg in &raw.tests {
+        for pair in tg.notification_test.windows(2) {
+            if pair[1].eval_time.value.as_millis() <= pair[0].eval_time.value.as_millis() {
+                return Err(parse_error(
+                    &pair[1].eval_time.referenced,
+                    format!(
+                        "notification_test eval_time {} is not after the previous entry's {}: \
+                         each entry covers what was sent since the previous one",
+                        pair[1].eval_time.value, pair[0].eval_time.value
+                    ),
+                ));
+            }
+        }
+    }
+    let notify = match &raw.config {
+        Some(c) => {
+            let file = base.join(&c.value);
+            let cfg =
+                crate::config::Config::load(&file).map_err(|source| TestFileError::Config {
+                    path: path.to_path_buf(),
+                    line: c.referenced.line(),
+                    col: c.referenced.column(),
+                    source,
+                })?;
+            let Some(plan) = cfg.notify_plan() else {
+                return Err(parse_error(
+                    &c.referenced,
+                    format!(
+                        "config {}: no route: notification tests need its route and receivers",
+                        file.display()
+                    ),
+                ));
+            };
+            NotifySetup::new(&plan)
+        }
+        None => NotifySetup::builtin(),
+    };
     let eval_interval = raw
         .evaluation_interval
         .map(|d| d.as_millis())
@@ -233,6 +363,14 @@ pub fn run_file(
             .groups
             .sort_by_key(|g| order.get(g.name.as_str()).copied().unwrap_or(usize::MAX));
     }
+    let ctx = FileContext {
+        rules: &rules,
+        eval_interval,
+        fuzzy: raw.fuzzy_compare,
+        scripts: &scripts,
+        compat,
+        notify: &notify,
+    };
     let mut report = FileReport {
         path: path.to_path_buf(),
         groups: Vec::new(),
@@ -247,15 +385,7 @@ pub fn run_file(
             continue;
         }
         let mut skipped = Vec::new();
-        let failures = run_group(
-            tg,
-            &rules,
-            eval_interval,
-            raw.fuzzy_compare,
-            &scripts,
-            compat,
-            &mut skipped,
-        );
+        let failures = run_group(tg, &ctx, &mut skipped);
         report.groups.push(GroupReport {
             name,
             failures,
@@ -265,15 +395,18 @@ pub fn run_file(
     Ok(report)
 }
 
-fn run_group(
-    tg: &RawTestGroup,
-    rules: &RuleSet,
+/// What every test group of a file shares.
+struct FileContext<'a> {
+    rules: &'a RuleSet,
     eval_interval: i64,
     fuzzy: bool,
-    scripts: &ScriptEngine,
+    scripts: &'a ScriptEngine,
     compat: crate::promql::Compat,
-    skipped: &mut Vec<String>,
-) -> Vec<String> {
+    notify: &'a NotifySetup,
+}
+
+fn run_group(tg: &RawTestGroup, fc: &FileContext, skipped: &mut Vec<String>) -> Vec<String> {
+    let (rules, eval_interval, fuzzy) = (fc.rules, fc.eval_interval, fc.fuzzy);
     let mut failures = Vec::new();
     let interval = tg.interval.map(|d| d.as_millis()).unwrap_or(eval_interval);
     let start = match &tg.start_timestamp {
@@ -314,7 +447,7 @@ fn run_group(
     let storage = Arc::new(Shared::default());
     let engine = Engine::new(crate::promql::EngineOptions {
         default_subquery_step_ms: eval_interval,
-        compat,
+        compat: fc.compat,
         ..Default::default()
     });
     let in_grace = HashSet::new();
@@ -322,7 +455,7 @@ fn run_group(
     let ctx = GroupContext {
         engine: &engine,
         storage: storage.clone(),
-        scripts,
+        scripts: fc.scripts,
         external_labels: &tg.external_labels,
         external_url: &tg.external_url,
         in_grace: &in_grace,
@@ -334,8 +467,17 @@ fn run_group(
         .iter()
         .map(|a| a.eval_time.as_millis())
         .chain(tg.promql_expr_test.iter().map(|p| p.eval_time.as_millis()))
+        .chain(
+            tg.notification_test
+                .iter()
+                .map(|n| n.eval_time.value.as_millis()),
+        )
         .max()
         .unwrap_or(0);
+    // notifications are recorded only when the group checks them
+    let mut recorder = (!tg.notification_test.is_empty())
+        .then(|| Recorder::new(fc.notify, &tg.external_url, start));
+    let mut evaluated_once = false;
     let mut states: Vec<HashMap<String, RuleState>> = vec![HashMap::new(); rules.groups.len()];
     let mut next_sample = 0;
     let mut curr = 0;
@@ -358,6 +500,16 @@ fn run_group(
                     mem.add(l, *t, *v);
                 }
             });
+            if let Some(rec) = recorder.as_mut() {
+                // as the daemon: a tick after each group evaluation, over every rule's alerts
+                evaluated_once |= gi + 1 == rules.groups.len();
+                let alerts: Vec<Alert> = states
+                    .iter()
+                    .flat_map(|m| m.values())
+                    .flat_map(|st| st.alerts.values().cloned())
+                    .collect();
+                rec.tick(&alerts, ts, evaluated_once);
+            }
             for o in outcomes {
                 if let Some(e) = o.error {
                     eval_errors.push(format!(
@@ -418,6 +570,9 @@ fn run_group(
             curr += 1;
         }
         ts += eval_interval;
+    }
+    if let Some(rec) = &recorder {
+        failures.extend(check_notifications(&tg.notification_test, &rec.sent));
     }
     // the rest of the input becomes visible for the expression tests
     {
@@ -515,6 +670,436 @@ fn run_group(
     failures
 }
 
+/// The routing and receivers notification tests run against.
+struct NotifySetup {
+    routes: TreeRoutes,
+    inhibitor: Inhibitor,
+    /// receiver name → what its integrations send
+    receivers: HashMap<String, Outputs>,
+}
+
+/// What one receiver's integrations make of a notification.
+struct Outputs {
+    webhook: Option<WebhookConfig>,
+    /// the email integration's `send_resolved`; None without an email integration
+    email: Option<bool>,
+}
+
+impl NotifySetup {
+    /// The stages and receivers of a validated configuration.
+    fn new(plan: &NotifyPlan) -> Self {
+        let receivers = plan
+            .receivers
+            .iter()
+            .map(|r| {
+                // the defaults `NotifyPlan::integrations` applies
+                let webhook = r.webhook.as_ref().map(|w| WebhookConfig {
+                    url: w.url.clone(),
+                    secret: None,
+                    timeout: DEFAULT_TIMEOUT,
+                    max_alerts: w.max_alerts.unwrap_or(0),
+                    send_resolved: w.send_resolved.unwrap_or(true),
+                });
+                let email = r.email.as_ref().map(|e| {
+                    e.send_resolved
+                        .unwrap_or(r.digest != crate::notify::dispatch::Digest::Off)
+                });
+                (r.name.clone(), Outputs { webhook, email })
+            })
+            .collect();
+        NotifySetup {
+            routes: plan.routes(),
+            inhibitor: plan.routing.inhibitor.clone(),
+            receivers,
+        }
+    }
+
+    /// Without a `config`: every alert to the receiver `default`, grouped by alertname, with
+    /// Alertmanager's default timings, a webhook (resolved alerts sent) and an email (not).
+    fn builtin() -> Self {
+        let route = serde_json::json!({
+            "receiver": "default",
+            "group_by": ["alertname"],
+            "group_wait": "30s",
+            "group_interval": "5m",
+            "repeat_interval": "4h",
+        });
+        let receivers = serde_json::json!([{
+            "name": "default",
+            "webhook": {"url": "http://127.0.0.1/", "send_resolved": true},
+            "email": {"to": ["default@localhost"], "from": "tocsin@localhost",
+                      "smarthost": "localhost:25", "send_resolved": false},
+        }]);
+        let plan = NotifyPlan::new(Some(&route), Some(&receivers), None, None)
+            .ok()
+            .flatten()
+            .expect("the built-in routing is valid");
+        Self::new(&plan)
+    }
+
+    /// `n` as its receiver's integrations send it, at `at` (ms since the test's start); None
+    /// when nothing goes out (a notification with no alerts left, a receiver without
+    /// integrations, resolved alerts only for integrations that do not send them).
+    fn deliver(&self, n: &Notification, at: i64) -> Option<Sent> {
+        if n.alerts.is_empty() {
+            // the sender only logs it
+            return None;
+        }
+        let out = self.receivers.get(&n.receiver)?;
+        let webhook = out
+            .webhook
+            .as_ref()
+            .and_then(|cfg| webhook::payload(n, cfg));
+        let email = out.email.and_then(|send_resolved| {
+            // as `email::send` filters before rendering
+            let mut n = n.clone();
+            if !send_resolved {
+                n.alerts.retain(|a| a.status == AlertState::Firing);
+            }
+            (!n.alerts.is_empty()).then(|| email::render(&n))
+        });
+        if webhook.is_none() && email.is_none() {
+            return None;
+        }
+        let status = if n.alerts.iter().any(|a| a.status == AlertState::Firing) {
+            AlertState::Firing
+        } else {
+            AlertState::Resolved
+        };
+        Some(Sent {
+            at,
+            receiver: n.receiver.clone(),
+            status,
+            alerts: n.alerts.len(),
+            email,
+            webhook,
+        })
+    }
+}
+
+/// One notification as its receiver got it.
+struct Sent {
+    /// ms since the test's start
+    at: i64,
+    receiver: String,
+    /// firing when any alert listed fires (the webhook payload's `status`)
+    status: AlertState,
+    /// the alerts the notification lists
+    alerts: usize,
+    /// None when the receiver has no email integration or it sends nothing for this one
+    email: Option<RenderedEmail>,
+    /// None when the receiver has no webhook integration or it sends nothing for this one
+    webhook: Option<serde_json::Value>,
+}
+
+/// The recording notifier: the real stages after the tracker, with the notification log in
+/// memory and no silences, recording what receivers would get.
+struct Recorder<'a> {
+    setup: &'a NotifySetup,
+    external_url: &'a str,
+    /// the test's start (ms): recorded times are relative to it
+    start: i64,
+    state: PipelineState,
+    sent: Vec<Sent>,
+}
+
+fn never_silenced(_: &BTreeMap<String, String>, _: i64) -> bool {
+    false
+}
+
+impl<'a> Recorder<'a> {
+    fn new(setup: &'a NotifySetup, external_url: &'a str, start: i64) -> Self {
+        Recorder {
+            setup,
+            external_url,
+            start,
+            state: PipelineState::default(),
+            sent: Vec::new(),
+        }
+    }
+
+    /// One pipeline tick at `now` over every rule's alerts, as the daemon runs it after a
+    /// group evaluation.
+    fn tick(&mut self, alerts: &[Alert], now: i64, all_evaluated: bool) {
+        let stages = Stages {
+            routes: &self.setup.routes,
+            inhibitor: &self.setup.inhibitor,
+            silenced: &never_silenced,
+            external_url: self.external_url,
+        };
+        for o in stages.tick(alerts, &mut self.state, now, all_evaluated) {
+            if let Some(s) = self.setup.deliver(&o.notification, now - self.start) {
+                self.sent.push(s);
+            }
+        }
+    }
+}
+
+/// Compares each `notification_test` entry with what was sent in its window; one failure text
+/// per entry that does not hold.
+fn check_notifications(tests: &[RawNotificationTest], sent: &[Sent]) -> Vec<String> {
+    let mut failures = Vec::new();
+    let mut after: Option<i64> = None;
+    for test in tests {
+        let until = test.eval_time.value.as_millis();
+        let got: Vec<&Sent> = sent
+            .iter()
+            .filter(|s| s.at <= until && after.is_none_or(|a| s.at > a))
+            .collect();
+        let window = match after {
+            None => format!("[0s, {}]", test.eval_time.value),
+            Some(a) => format!("({}, {}]", ms(a), test.eval_time.value),
+        };
+        after = Some(until);
+        let fits: Vec<Vec<bool>> = test
+            .exp_notifications
+            .iter()
+            .map(|e| got.iter().map(|g| mismatches(e, g).is_empty()).collect())
+            .collect();
+        let matched = max_matching(&fits, got.len());
+        let mut reasons = Vec::new();
+        // sent notifications an explanation already compares with an expected entry
+        let mut mentioned = HashSet::new();
+        for (i, e) in test.exp_notifications.iter().enumerate() {
+            if matched[i].is_some() {
+                continue;
+            }
+            let same: Vec<usize> = (0..got.len())
+                .filter(|&j| got[j].receiver == e.receiver)
+                .collect();
+            if same.is_empty() {
+                reasons.push(format!(
+                    "exp {i}: nothing was sent to receiver {:?}",
+                    e.receiver
+                ));
+            }
+            for j in same {
+                mentioned.insert(j);
+                let m = mismatches(e, got[j]);
+                if m.is_empty() {
+                    reasons.push(format!(
+                        "exp {i}: got {j} fits, but is matched by another expected entry"
+                    ));
+                } else {
+                    reasons.push(format!("exp {i} vs got {j}: {}", m.join("; ")));
+                }
+            }
+        }
+        if !test.ignore_extra {
+            let extra = (0..got.len()).filter(|j| !matched.contains(&Some(*j)));
+            for j in extra.filter(|j| !mentioned.contains(j)) {
+                reasons.push(format!(
+                    "got {j}: not expected (ignore_extra: true on the entry allows more)"
+                ));
+            }
+        }
+        if reasons.is_empty() {
+            continue;
+        }
+        failures.push(format!(
+            "notification_test: time: {}, sent in {window},\n        exp:{}\n        got:{}\n        {}",
+            test.eval_time.value,
+            show_expected(&test.exp_notifications),
+            show_sent(&got),
+            reasons.join("\n        ")
+        ));
+    }
+    failures
+}
+
+/// Why `g` does not satisfy `e`, one text per differing field; empty when it does.
+fn mismatches(e: &RawExpNotification, g: &Sent) -> Vec<String> {
+    if e.receiver != g.receiver {
+        return vec![format!("receiver is {:?}", g.receiver)];
+    }
+    let mut out = Vec::new();
+    if let Some(st) = e.status
+        && st.state() != g.status
+    {
+        out.push(format!("status is {}", g.status.as_str()));
+    }
+    if let Some(n) = e.alerts
+        && n != g.alerts
+    {
+        out.push(format!("alerts is {}", g.alerts));
+    }
+    let wants_email = e.subject.is_some() || e.subject_contains.is_some();
+    match &g.email {
+        None if wants_email || !e.body_contains.is_empty() => out.push(
+            "no email sent (no email integration, or only resolved alerts and send_resolved false)"
+                .to_string(),
+        ),
+        None => {}
+        Some(m) => {
+            if let Some(s) = &e.subject
+                && &m.subject != s
+            {
+                out.push(format!("subject is {:?}", m.subject));
+            }
+            if let Some(s) = &e.subject_contains
+                && !m.subject.contains(s.as_str())
+            {
+                out.push(format!("subject {:?} lacks {s:?}", m.subject));
+            }
+            let lacking: Vec<&String> = e
+                .body_contains
+                .iter()
+                .filter(|b| !m.text.contains(b.as_str()))
+                .collect();
+            if !lacking.is_empty() {
+                out.push(format!(
+                    "email text lacks {lacking:?}; the text is:\n{}",
+                    m.text
+                        .lines()
+                        .map(|l| format!("          | {l}"))
+                        .collect::<Vec<_>>()
+                        .join("\n")
+                ));
+            }
+        }
+    }
+    if !e.webhook.is_empty() {
+        match &g.webhook {
+            None => out.push(
+                "no webhook sent (no webhook integration, or only resolved alerts and send_resolved false)"
+                    .to_string(),
+            ),
+            Some(payload) => {
+                for (path, want) in &e.webhook {
+                    match json_at(payload, path) {
+                        None => out.push(format!("webhook {path}: absent")),
+                        Some(v) if !json_matches(v, want) => {
+                            out.push(format!("webhook {path} is {v}"))
+                        }
+                        Some(_) => {}
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+/// A maximum matching of expected entries to sent notifications (`fits[exp][got]`): for each
+/// expected entry, the notification it is matched with.
+fn max_matching(fits: &[Vec<bool>], n_got: usize) -> Vec<Option<usize>> {
+    fn augment(
+        i: usize,
+        fits: &[Vec<bool>],
+        seen: &mut [bool],
+        owner: &mut [Option<usize>],
+    ) -> bool {
+        for j in 0..seen.len() {
+            if fits[i][j] && !seen[j] {
+                seen[j] = true;
+                if owner[j].is_none_or(|k| augment(k, fits, seen, owner)) {
+                    owner[j] = Some(i);
+                    return true;
+                }
+            }
+        }
+        false
+    }
+    let mut owner: Vec<Option<usize>> = vec![None; n_got];
+    for i in 0..fits.len() {
+        let mut seen = vec![false; n_got];
+        augment(i, fits, &mut seen, &mut owner);
+    }
+    let mut by_exp = vec![None; fits.len()];
+    for (j, o) in owner.iter().enumerate() {
+        if let Some(i) = o {
+            by_exp[*i] = Some(j);
+        }
+    }
+    by_exp
+}
+
+/// The value at a JSON pointer (`/alerts/0/status`) or a dotted path (`alerts.0.status`).
+fn json_at<'v>(v: &'v serde_json::Value, path: &str) -> Option<&'v serde_json::Value> {
+    if path.is_empty() || path.starts_with('/') {
+        return v.pointer(path);
+    }
+    path.split('.').try_fold(v, |cur, seg| match cur {
+        serde_json::Value::Object(m) => m.get(seg),
+        serde_json::Value::Array(a) => a.get(seg.parse::<usize>().ok()?),
+        _ => None,
+    })
+}
+
+/// Equal JSON, or a string equal to the text of an expected number or boolean (a label value
+/// `"5"` written unquoted in YAML).
+fn json_matches(got: &serde_json::Value, want: &serde_json::Value) -> bool {
+    use serde_json::Value;
+    got == want
+        || match (got, want) {
+            (Value::String(g), Value::Number(n)) => *g == n.to_string(),
+            (Value::String(g), Value::Bool(b)) => *g == b.to_string(),
+            (Value::Number(g), Value::Number(w)) => g.as_f64() == w.as_f64(),
+            _ => false,
+        }
+}
+
+fn ms(t: i64) -> PromDuration {
+    PromDuration(std::time::Duration::from_millis(t.max(0) as u64))
+}
+
+fn show_expected(exp: &[RawExpNotification]) -> String {
+    if exp.is_empty() {
+        return "[]".into();
+    }
+    let parts: Vec<String> = exp
+        .iter()
+        .enumerate()
+        .map(|(i, e)| {
+            let mut f = vec![format!("receiver: {}", e.receiver)];
+            if let Some(s) = e.status {
+                f.push(format!("status: {}", s.state().as_str()));
+            }
+            if let Some(s) = &e.subject {
+                f.push(format!("subject: {s:?}"));
+            }
+            if let Some(s) = &e.subject_contains {
+                f.push(format!("subject_contains: {s:?}"));
+            }
+            if !e.body_contains.is_empty() {
+                f.push(format!("body_contains: {:?}", e.body_contains));
+            }
+            for (k, v) in &e.webhook {
+                f.push(format!("webhook {k}: {v}"));
+            }
+            if let Some(n) = e.alerts {
+                f.push(format!("alerts: {n}"));
+            }
+            format!("\n          {i}: {}", f.join(", "))
+        })
+        .collect();
+    parts.join("")
+}
+
+fn show_sent(got: &[&Sent]) -> String {
+    if got.is_empty() {
+        return "[]".into();
+    }
+    let parts: Vec<String> = got
+        .iter()
+        .enumerate()
+        .map(|(i, g)| {
+            let subject = match &g.email {
+                Some(m) => format!("subject: {:?}", m.subject),
+                None => "no email".to_string(),
+            };
+            format!(
+                "\n          {i}: receiver: {}, {subject}, status: {}, alerts: {}, at: {}",
+                g.receiver,
+                g.status.as_str(),
+                g.alerts,
+                ms(g.at)
+            )
+        })
+        .collect();
+    parts.join("")
+}
+
 /// A series selector-like metric (`name{a="b"}`) with nothing after it.
 fn metric(s: &str) -> Result<Labels, String> {
     let (labels, rest) = parse_metric(s).map_err(|e| e.to_string())?;
@@ -587,4 +1172,284 @@ pub fn junit_xml(reports: &[Result<FileReport, (PathBuf, String)>]) -> String {
     }
     out.push_str("</testsuites>\n");
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const RULES: &str = r#"
+groups:
+  - name: g
+    rules:
+      - alert: Down
+        expr: up == 0
+        labels: { severity: page }
+        annotations: { summary: "{{ $labels.instance }} is down" }
+      - alert: Slow
+        expr: latency_seconds > 1
+        labels: { severity: warning }
+        annotations: { summary: "{{ $labels.instance }} is slow" }
+"#;
+
+    /// Writes `rules.yml`, the extra files and `t_test.yml` (the header below, then `body`) to
+    /// a temporary directory and runs the test file.
+    fn run(extra: &[(&str, &str)], body: &str) -> Result<FileReport, TestFileError> {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("rules.yml"), RULES).unwrap();
+        for (name, text) in extra {
+            std::fs::write(dir.path().join(name), text).unwrap();
+        }
+        let path = dir.path().join("t_test.yml");
+        std::fs::write(&path, format!("rule_files: [rules.yml]\n{body}")).unwrap();
+        run_file(&path, None, crate::promql::Compat::default())
+    }
+
+    fn failures(r: &FileReport) -> String {
+        r.groups
+            .iter()
+            .flat_map(|g| g.failures.iter().map(move |f| format!("{}: {f}", g.name)))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    /// A group of `up{instance="a"}` values (1m apart) and its notification_test entries.
+    fn group(name: &str, up: &str, latency: &str, notification_test: &str) -> String {
+        format!(
+            "  - name: {name}\n    interval: 1m\n    input_series:\n      \
+             - series: 'up{{instance=\"a\"}}'\n        values: '{up}'\n      \
+             - series: 'latency_seconds{{instance=\"a\"}}'\n        values: '{latency}'\n    \
+             notification_test:\n{notification_test}"
+        )
+    }
+
+    #[test]
+    fn builtin_routing_sends_webhook_and_email_then_resolved_by_webhook_only() {
+        // Down fires at 0 and resolves at 3m: first flush after group_wait (30s) at the 1m
+        // evaluation, the resolution at the next flush, group_interval (5m) later
+        let tests = [
+            (
+                "as sent",
+                r#"      - eval_time: 30s
+        exp_notifications: []
+      - eval_time: 1m
+        exp_notifications:
+          - receiver: default
+            status: firing
+            alerts: 1
+            subject: "[FIRING:1] Down"
+            subject_contains: Down
+            body_contains: ["Summary: a is down", "Why: first notification"]
+            webhook:
+              status: firing
+              groupKey: '{}:{alertname="Down"}'
+              alerts.0.labels.instance: a
+              /commonLabels/severity: page
+      - eval_time: 5m
+        exp_notifications: []
+      - eval_time: 6m
+        exp_notifications:
+          - receiver: default
+            status: resolved
+            webhook: { status: resolved, alerts.0.endsAt: "1970-01-01T00:03:00Z" }
+"#,
+                None,
+            ),
+            (
+                "resolved by email",
+                r#"      - eval_time: 6m
+        ignore_extra: true
+        exp_notifications:
+          - receiver: default
+            subject: "[RESOLVED] Down"
+"#,
+                Some("no email sent"),
+            ),
+            (
+                "wrong subject",
+                r#"      - eval_time: 1m
+        exp_notifications:
+          - receiver: default
+            subject: "[FIRING:2] Down"
+"#,
+                Some(
+                    "notification_test: time: 1m, sent in [0s, 1m],\n        exp:\n          \
+                     0: receiver: default, subject: \"[FIRING:2] Down\"\n        got:\n          \
+                     0: receiver: default, subject: \"[FIRING:1] Down\", status: firing, alerts: 1, at: 1m\n        \
+                     exp 0 vs got 0: subject is \"[FIRING:1] Down\"",
+                ),
+            ),
+        ];
+        for (name, entries, want) in tests {
+            let body = format!("tests:\n{}", group(name, "0 0 0 1x10", "0x10", entries));
+            let r = run(&[], &body).unwrap();
+            let got = failures(&r);
+            match want {
+                None => assert!(r.passed(), "{name}: {got}"),
+                Some(w) => assert!(got.contains(w), "{name}: want {w:?} in\n{got}"),
+            }
+        }
+    }
+
+    #[test]
+    fn expected_entries_match_distinct_notifications_and_extras_fail() {
+        // Down and Slow fire at 0: two notifications to `default` at 1m
+        let cases = [
+            // the first entry fits both: a greedy match would give it Down and fail the second
+            (
+                "  - receiver: default\n  - receiver: default\n    subject: \"[FIRING:1] Down\"\n",
+                false,
+                None,
+            ),
+            ("  - receiver: default\n", true, None),
+            (
+                "  - receiver: default\n",
+                false,
+                Some("got 1: not expected (ignore_extra: true on the entry allows more)"),
+            ),
+            (
+                "  - receiver: default\n    subject: \"[FIRING:1] Down\"\n  - receiver: default\n    subject: \"[FIRING:1] Down\"\n",
+                false,
+                Some("exp 1: got 0 fits, but is matched by another expected entry"),
+            ),
+            (
+                "  - receiver: ops\n",
+                true,
+                Some("exp 0: nothing was sent to receiver \"ops\""),
+            ),
+        ];
+        for (exp, ignore_extra, want) in cases {
+            let exp: String = exp.lines().map(|l| format!("          {l}\n")).collect();
+            let entries = format!(
+                "      - eval_time: 1m\n        ignore_extra: {ignore_extra}\n        exp_notifications:\n{exp}"
+            );
+            let body = format!("tests:\n{}", group("g", "0x5", "2x5", &entries));
+            let r = run(&[], &body).unwrap();
+            let got = failures(&r);
+            match want {
+                None => assert!(r.passed(), "{exp}: {got}"),
+                Some(w) => assert!(got.contains(w), "{exp}: want {w:?} in\n{got}"),
+            }
+        }
+    }
+
+    #[test]
+    fn config_routes_and_inhibits_as_the_daemon() {
+        let config = r#"
+route:
+  receiver: ops
+  group_by: [alertname]
+  group_wait: 0s
+  routes: [ { matchers: ['severity="page"'], receiver: pager } ]
+receivers:
+  - name: ops
+    email: { to: [ops@example.org], from: t@example.org, smarthost: "mail.example.org:587" }
+  - name: pager
+    webhook: { url: "http://127.0.0.1:9/" }
+inhibit_rules:
+  - { source_matchers: ['alertname="Down"'], target_matchers: ['alertname="Slow"'], equal: [instance] }
+"#;
+        // Slow fires from 0, Down from 2m: Slow reaches ops at once (group_wait 0s); once Down
+        // fires, Slow is inhibited, which is no change ops hears about (Alertmanager)
+        let entries = r#"      - eval_time: 0s
+        exp_notifications:
+          - { receiver: ops, subject: "[FIRING:1] Slow", body_contains: ["a is slow"] }
+      - eval_time: 2m
+        exp_notifications:
+          - { receiver: pager, status: firing, webhook: { receiver: pager } }
+"#;
+        let body = format!(
+            "config: notify.yml\ntests:\n{}",
+            group("routed", "1 1 0x5", "2x8", entries)
+        );
+        let r = run(&[("notify.yml", config)], &body).unwrap();
+        assert!(r.passed(), "{}", failures(&r));
+        // an email-only receiver has no webhook to check
+        let entries = r#"      - eval_time: 0s
+        exp_notifications:
+          - { receiver: ops, webhook: { status: firing } }
+"#;
+        let body = format!(
+            "config: notify.yml\ntests:\n{}",
+            group("no webhook", "1x5", "2x5", entries)
+        );
+        let r = run(&[("notify.yml", config)], &body).unwrap();
+        assert!(failures(&r).contains("no webhook sent"), "{}", failures(&r));
+    }
+
+    #[test]
+    fn file_problems_are_errors_with_positions() {
+        let entry = |extra: &str| {
+            format!(
+                "tests:\n{}",
+                group(
+                    "g",
+                    "1",
+                    "1",
+                    &format!(
+                        "      - eval_time: 1m\n        exp_notifications:\n          - receiver: x\n{extra}"
+                    )
+                )
+            )
+        };
+        // c.yml has no route
+        let cases = [
+            (entry("            subjet: y\n"), "t_test.yml:14:13: "),
+            (entry("            status: pending\n"), "t_test.yml:14:21: "),
+            (
+                format!(
+                    "tests:\n{}",
+                    group(
+                        "g",
+                        "1",
+                        "1",
+                        "      - eval_time: 2m\n      - eval_time: 1m\n"
+                    )
+                ),
+                "t_test.yml:12:20: notification_test eval_time 1m is not after the previous entry's 2m",
+            ),
+            (
+                "config: none.yml\ntests: []\n".to_string(),
+                "t_test.yml:2:9: config: cannot read ",
+            ),
+            (
+                "config: c.yml\ntests: []\n".to_string(),
+                "t_test.yml:2:9: config ",
+            ),
+            (
+                "config: c.yml\n".to_string(),
+                "c.yml: no route: notification tests need its route and receivers",
+            ),
+        ];
+        for (body, want) in cases {
+            let e = run(&[("c.yml", "receivers: []\n")], &body)
+                .expect_err(want)
+                .to_string();
+            assert!(e.contains(want), "want {want:?} in {e:?}");
+        }
+    }
+
+    #[test]
+    fn webhook_paths_are_json_pointers_or_dotted() {
+        let v = serde_json::json!({"status": "firing", "truncatedAlerts": 0,
+            "alerts": [{"labels": {"code": "5", "a.b": "dots"}}]});
+        let cases = [
+            ("status", serde_json::json!("firing"), true),
+            ("/status", serde_json::json!("firing"), true),
+            ("truncatedAlerts", serde_json::json!(0), true),
+            ("truncatedAlerts", serde_json::json!(0.0), true),
+            // a label value written unquoted in YAML
+            ("alerts.0.labels.code", serde_json::json!(5), true),
+            ("alerts.0.labels.code", serde_json::json!(6), false),
+            // a key with a dot needs a pointer
+            ("/alerts/0/labels/a.b", serde_json::json!("dots"), true),
+            ("alerts.0.labels.a.b", serde_json::json!("dots"), false),
+            ("alerts.1.labels", serde_json::json!(null), false),
+            ("status.x", serde_json::json!(null), false),
+        ];
+        for (path, want, ok) in cases {
+            let m = json_at(&v, path).is_some_and(|g| json_matches(g, &want));
+            assert_eq!(m, ok, "{path} {want}");
+        }
+    }
 }

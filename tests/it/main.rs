@@ -5,6 +5,7 @@ mod notify_daemon;
 mod notify_receivers;
 mod notify_route;
 mod notify_sender;
+mod notify_test_cmd;
 mod promql;
 mod query;
 mod reload;
