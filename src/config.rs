@@ -551,17 +551,6 @@ impl Config {
                 ),
             );
         }
-        if !matches!(self.evaluation.promql_compat.as_str(), "2" | "3") {
-            err(
-                0,
-                0,
-                "evaluation.promql_compat".into(),
-                format!(
-                    "must be \"2\" or \"3\", got {:?}",
-                    self.evaluation.promql_compat
-                ),
-            );
-        }
         if self.server.listen.parse::<SocketAddr>().is_err() {
             err(
                 0,

@@ -1,6 +1,6 @@
 //! The group and dedup stages: alerts (already past inhibition and silences) are routed to
 //! receivers, grouped per route by `group_by`, and each group is flushed `group_wait` after it
-//! first appears and every `group_interval` after that; at a flush, [`dedup::decide`] says
+//! first appears and every `group_interval` after that; at a flush, [`super::dedup::decide`] says
 //! whether the receiver needs to hear anything, and why. Pure: `now` and the notification log
 //! are arguments; what to send comes back with the log entries that record it, for the caller to
 //! write in one transaction.

@@ -81,11 +81,8 @@ impl NotifyPlan {
             .receivers
             .iter()
             .map(|r| {
-                let webhook = r.webhook.as_ref().map(|w| w.send_resolved.unwrap_or(true));
-                let email = r
-                    .email
-                    .as_ref()
-                    .map(|e| e.send_resolved.unwrap_or(r.digest != Digest::Off));
+                let webhook = webhook_config(r, None).map(|w| w.send_resolved);
+                let email = email_send_resolved(r);
                 (
                     r.name.clone(),
                     ReceiverOpts {
@@ -133,13 +130,7 @@ impl NotifyPlan {
             if let Some(w) = &r.webhook {
                 match receivers::secret(&w.secret_env, &w.secret_file, env, "secret") {
                     Ok(secret) => {
-                        let cfg = WebhookConfig {
-                            url: w.url.clone(),
-                            secret,
-                            timeout: w.timeout.map(|t| t.0).unwrap_or(DEFAULT_TIMEOUT),
-                            max_alerts: w.max_alerts.unwrap_or(0),
-                            send_resolved: w.send_resolved.unwrap_or(true),
-                        };
+                        let cfg = webhook_config(r, secret).expect("the receiver has a webhook");
                         let client = client.clone();
                         let deliver: DeliverFn = Arc::new(move |n| {
                             let (client, cfg) = (client.clone(), cfg.clone());
@@ -181,7 +172,7 @@ impl NotifyPlan {
                         .as_deref()
                         .and_then(TlsMode::parse)
                         .unwrap_or_else(|| TlsMode::default_for_port(port)),
-                    send_resolved: e.send_resolved.unwrap_or(r.digest != Digest::Off),
+                    send_resolved: email_send_resolved(r).unwrap_or(false),
                     timeout: e.timeout.map(|t| t.0).unwrap_or(DEFAULT_TIMEOUT),
                     hello: None,
                 };
@@ -208,6 +199,26 @@ impl NotifyPlan {
             Err(errors)
         }
     }
+}
+
+/// The receiver's webhook integration with its defaults applied (`send_resolved` true,
+/// timeout 10 s, every alert); None without one. `secret` is read by the caller.
+pub fn webhook_config(r: &ReceiverConfig, secret: Option<String>) -> Option<WebhookConfig> {
+    r.webhook.as_ref().map(|w| WebhookConfig {
+        url: w.url.clone(),
+        secret,
+        timeout: w.timeout.map(|t| t.0).unwrap_or(DEFAULT_TIMEOUT),
+        max_alerts: w.max_alerts.unwrap_or(0),
+        send_resolved: w.send_resolved.unwrap_or(true),
+    })
+}
+
+/// Whether the receiver's email integration sends resolutions: as set, else false (as
+/// Alertmanager) but true for a digest receiver; None without an email integration.
+pub fn email_send_resolved(r: &ReceiverConfig) -> Option<bool> {
+    r.email
+        .as_ref()
+        .map(|e| e.send_resolved.unwrap_or(r.digest != Digest::Off))
 }
 
 /// `receivers[1] ("ops").webhook.url: not a valid url` → (`receivers[1] ("ops").webhook.url`,

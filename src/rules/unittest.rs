@@ -29,7 +29,6 @@ use crate::duration::PromDuration;
 use crate::labels::{Labels, Matcher};
 use crate::notify::email::{self, RenderedEmail};
 use crate::notify::pipeline::{PipelineState, Stages};
-use crate::notify::receivers::DEFAULT_TIMEOUT;
 use crate::notify::route::Inhibitor;
 use crate::notify::setup::{NotifyPlan, TreeRoutes};
 use crate::notify::webhook::{self, WebhookConfig};
@@ -692,18 +691,9 @@ impl NotifySetup {
             .receivers
             .iter()
             .map(|r| {
-                // the defaults `NotifyPlan::integrations` applies
-                let webhook = r.webhook.as_ref().map(|w| WebhookConfig {
-                    url: w.url.clone(),
-                    secret: None,
-                    timeout: DEFAULT_TIMEOUT,
-                    max_alerts: w.max_alerts.unwrap_or(0),
-                    send_resolved: w.send_resolved.unwrap_or(true),
-                });
-                let email = r.email.as_ref().map(|e| {
-                    e.send_resolved
-                        .unwrap_or(r.digest != crate::notify::dispatch::Digest::Off)
-                });
+                // the integrations as the daemon builds them (no secret: nothing is signed)
+                let webhook = crate::notify::setup::webhook_config(r, None);
+                let email = crate::notify::setup::email_send_resolved(r);
                 (r.name.clone(), Outputs { webhook, email })
             })
             .collect();
