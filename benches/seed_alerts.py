@@ -72,6 +72,8 @@ def smtp_sink(port, path):
                     l = await reader.readline()
                     if not l or l in (b".\r\n", b".\n"):
                         break
+                    if l.startswith(b".."):
+                        l = l[1:]  # dot-stuffing (RFC 5321 4.5.2)
                     data.append(l.decode(errors="replace"))
                 with open(path, "a") as f:
                     f.write(json.dumps({"recv_ts": time.time(), "rcpt": rcpt, "data": "".join(data)}) + "\n")

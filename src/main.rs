@@ -192,9 +192,11 @@ fn run(cli: Cli) -> Result<Outcome> {
 fn init_logging(format: LogFormat, level: &str) -> Result<()> {
     let filter = tracing_subscriber::EnvFilter::try_new(level)
         .with_context(|| format!("invalid log level {level:?}"))?;
+    // colours only on a terminal: a log file or journal gets plain text
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_target(false);
+        .with_target(false)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()));
     match format {
         LogFormat::Json => builder.json().init(),
         LogFormat::Text => builder.init(),
@@ -569,7 +571,10 @@ async fn daemon(config: Option<PathBuf>, log_format: Option<LogFormat>) -> Resul
             let names = plan.integration_names();
             let notifier = {
                 let store = store.clone();
-                let routes = Arc::new(plan.routes());
+                let routes = Arc::new(
+                    plan.routes()
+                        .with_digest_interval(cfg.evaluation.interval.as_millis()),
+                );
                 let inhibitor = Arc::new(plan.routing.inhibitor.clone());
                 let names = names.clone();
                 let url = format!("http://{}", cfg.server.listen);

@@ -96,6 +96,7 @@ impl NotifyPlan {
             router: self.routing.router.clone(),
             time_intervals: self.routing.time_intervals.clone(),
             receivers: opts,
+            digest_interval_ms: 0,
         }
     }
 
@@ -232,15 +233,26 @@ fn split_path(e: String) -> (String, String) {
 
 /// The routing tree as the dispatcher's [`Routes`]: one target per matching route, muted when
 /// its time intervals say so at `now`. A digest receiver gets one group for everything routed to
-/// it (group key `{digest}:<receiver>`), flushed at every evaluation without waiting.
+/// it (group key `{digest}:<receiver>`), flushed without waiting and then at most once per
+/// [`TreeRoutes::with_digest_interval`].
 #[derive(Debug, Clone)]
 pub struct TreeRoutes {
     router: Router,
     time_intervals: TimeIntervals,
     receivers: HashMap<String, ReceiverOpts>,
+    /// how often a digest group may flush: the evaluation interval
+    digest_interval_ms: i64,
 }
 
 impl TreeRoutes {
+    /// Digest groups flush at most once per `ms` (pass the evaluation interval, so a cycle in
+    /// which several rule groups evaluate still sends one digest; what a later group of the
+    /// cycle changed goes into the next one). 0: at every evaluation.
+    pub fn with_digest_interval(mut self, ms: i64) -> Self {
+        self.digest_interval_ms = ms.max(0);
+        self
+    }
+
     /// The receivers an alert reaches (`tocsin route-test`), once per matching route.
     pub fn route_test(&self, labels: &LabelMap) -> Vec<String> {
         self.router.route_test(labels)
@@ -272,7 +284,7 @@ impl Routes for TreeRoutes {
                     receiver: m.receiver,
                     group_labels: BTreeMap::new(),
                     group_wait_ms: 0,
-                    group_interval_ms: 0,
+                    group_interval_ms: self.digest_interval_ms,
                     repeat_interval_ms: m.repeat_interval,
                     send_resolved: opts.send_resolved,
                     muted,
