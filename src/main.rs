@@ -35,6 +35,10 @@ enum Command {
     Run {
         #[arg(long, short)]
         config: Option<PathBuf>,
+        /// Shadow mode: evaluate, route and record every notification, deliver none (they are
+        /// listed as `shadow` at /api/v1/notifications and counted in self-metrics).
+        #[arg(long)]
+        dry_run: bool,
     },
     /// Validate a configuration file and rule files (templates and scripts included); prints
     /// every error with file:line:col. Exit 0 valid, 1 invalid. A directory means its rule files
@@ -149,12 +153,12 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> Result<Outcome> {
     match cli.command {
-        Command::Run { config } => {
+        Command::Run { config, dry_run } => {
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()
                 .context("cannot start the async runtime")?;
-            rt.block_on(daemon(config, cli.log_format))?;
+            rt.block_on(daemon(config, cli.log_format, dry_run))?;
             Ok(Outcome::Ok)
         }
         Command::Check { paths } => check(paths),
@@ -463,7 +467,11 @@ fn scrape(url: &str, timeout: PromDuration, body_limit: u64) -> Result<Outcome> 
     Ok(Outcome::Ok)
 }
 
-async fn daemon(config: Option<PathBuf>, log_format: Option<LogFormat>) -> Result<()> {
+async fn daemon(
+    config: Option<PathBuf>,
+    log_format: Option<LogFormat>,
+    dry_run: bool,
+) -> Result<()> {
     let (mut cfg, source) = load_config(config).map_err(|e| anyhow::anyhow!("{e}"))?;
     cfg.apply_env(std::env::vars())
         .map_err(|e| anyhow::anyhow!(e))?;
@@ -588,7 +596,8 @@ async fn daemon(config: Option<PathBuf>, log_format: Option<LogFormat>) -> Resul
             manager.set_notifier(Arc::new(
                 notifier
                     .with_silences(silences.clone())
-                    .with_metrics(metrics.clone()),
+                    .with_metrics(metrics.clone())
+                    .with_dry_run(dry_run),
             ));
             tracing::info!(
                 receivers = plan.receivers.len(),
@@ -601,12 +610,18 @@ async fn daemon(config: Option<PathBuf>, log_format: Option<LogFormat>) -> Resul
                 integrations,
                 names,
             );
-            Some(tokio::spawn(sender_loop(
-                sender,
-                metrics.clone(),
-                wakeup,
-                shutdown_rx.clone(),
-            )))
+            if dry_run {
+                // what an earlier run queued stays queued for the next run that delivers
+                tracing::warn!("dry run: notifications are recorded as shadow ones, none is sent");
+                None
+            } else {
+                Some(tokio::spawn(sender_loop(
+                    sender,
+                    metrics.clone(),
+                    wakeup,
+                    shutdown_rx.clone(),
+                )))
+            }
         }
         None => {
             tracing::warn!("no route configured: alerts are tracked but no notification is sent");

@@ -39,6 +39,8 @@ pub struct SelfMetrics {
     pub alerts: Family<StateLabels, Gauge>,
     /// notifications queued by the pipeline, by receiver
     pub notifications_queued: Family<ReceiverLabels, Counter>,
+    /// shadow notifications recorded (dry run), by receiver
+    pub notifications_shadow: Family<ReceiverLabels, Counter>,
     /// delivery attempts by integration (`ops/webhook`) and result
     pub notifications: Family<DeliveryLabels, Counter>,
     pub notification_outbox_depth: Gauge,
@@ -172,6 +174,12 @@ impl SelfMetrics {
             "Notifications the pipeline queued in the outbox, by receiver",
             notifications_queued.clone(),
         );
+        let notifications_shadow = Family::<ReceiverLabels, Counter>::default();
+        registry.register(
+            "notifications_shadow",
+            "Shadow notifications recorded and not sent (dry run: tocsin run --dry-run or a rule's dry_run), by receiver",
+            notifications_shadow.clone(),
+        );
         let notifications = Family::<DeliveryLabels, Counter>::default();
         registry.register(
             "notifications",
@@ -192,6 +200,7 @@ impl SelfMetrics {
         );
         SelfMetrics {
             notifications_queued,
+            notifications_shadow,
             notifications,
             notification_outbox_depth,
             notification_breaker_state,

@@ -118,6 +118,11 @@ pub struct Notifier {
     integrations: HashMap<String, Vec<String>>,
     external_url: String,
     state: Mutex<PipelineState>,
+    /// groups and log of shadow notifications (dry run): in memory only, so after a restart a
+    /// shadow group may be recorded again
+    shadow_state: Mutex<PipelineState>,
+    /// `tocsin run --dry-run`: every notification is a shadow one
+    dry_run: bool,
     silences: Option<Arc<super::silence::Silences>>,
     metrics: Option<Arc<crate::selfmetrics::SelfMetrics>>,
 }
@@ -145,6 +150,8 @@ impl Notifier {
                 dispatcher: Dispatcher::new(),
                 log,
             }),
+            shadow_state: Mutex::new(PipelineState::default()),
+            dry_run: false,
             silences: None,
             metrics: None,
         })
@@ -153,6 +160,13 @@ impl Notifier {
     /// Adds the silence stage.
     pub fn with_silences(mut self, silences: Arc<super::silence::Silences>) -> Self {
         self.silences = Some(silences);
+        self
+    }
+
+    /// Shadow mode for everything (`tocsin run --dry-run`): evaluated, routed and recorded in
+    /// the notification history as `shadow`, never delivered.
+    pub fn with_dry_run(mut self, dry_run: bool) -> Self {
+        self.dry_run = dry_run;
         self
     }
 
@@ -169,6 +183,21 @@ impl Notifier {
     /// `all_evaluated` says whether every rule group has been evaluated since startup (see
     /// [`Stages::tick`]: with inhibition rules, nothing is sent before).
     pub fn tick(&self, alerts: &[Alert], store: &Store, now: i64, all_evaluated: bool) -> usize {
+        self.tick_with_shadow(alerts, &[], store, now, all_evaluated)
+    }
+
+    /// [`Notifier::tick`], with the alerts of `dry_run` rules in `shadow`: they go through
+    /// the same stages on their own (their groups, log and inhibition apart from the real
+    /// alerts', so a rule in shadow mode changes nothing anyone receives) and what they would
+    /// send is recorded as shadow notifications. Returns the number of real notifications staged.
+    pub fn tick_with_shadow(
+        &self,
+        alerts: &[Alert],
+        shadow: &[Alert],
+        store: &Store,
+        now: i64,
+        all_evaluated: bool,
+    ) -> usize {
         let silenced = |labels: &BTreeMap<String, String>, now: i64| {
             self.silences
                 .as_ref()
@@ -180,13 +209,39 @@ impl Notifier {
             silenced: &silenced,
             external_url: &self.external_url,
         };
-        // held until the rows are staged: concurrent ticks stage in the order they logged
-        let mut state = self.state.lock().expect("pipeline state lock");
-        let out = stages.tick(alerts, &mut state, now, all_evaluated);
+        let (real, shadow): (&[Alert], Vec<Alert>) = if self.dry_run {
+            (&[], alerts.iter().chain(shadow).cloned().collect())
+        } else {
+            (alerts, shadow.to_vec())
+        };
+        let mut staged = 0;
+        if !self.dry_run {
+            // held until the rows are staged: concurrent ticks stage in the order they logged
+            let mut state = self.state.lock().expect("pipeline state lock");
+            let out = stages.tick(real, &mut state, now, all_evaluated);
+            staged = out.len();
+            store.stage_notifications(self.rows(&out, now, false));
+            drop(state);
+        }
+        {
+            let mut state = self.shadow_state.lock().expect("shadow state lock");
+            let out = stages.tick(&shadow, &mut state, now, all_evaluated);
+            store.stage_shadow(self.rows(&out, now, true));
+            drop(state);
+        }
+        staged
+    }
+
+    /// The outbox (or shadow) rows for `out`: one per integration of each receiver.
+    fn rows(&self, out: &[Outgoing], now: i64, shadow: bool) -> Vec<OutboxEntry> {
         let mut rows = Vec::new();
-        for o in &out {
+        for o in out {
             let n = &o.notification;
-            let entry = o.log.to_json();
+            let entry = if shadow {
+                String::new()
+            } else {
+                o.log.to_json()
+            };
             for integration in self
                 .integrations
                 .get(&n.receiver)
@@ -208,20 +263,26 @@ impl Notifier {
                 group = n.group_key,
                 reason = n.change.as_str(),
                 alerts = n.alerts.len(),
-                "notification queued"
+                shadow,
+                "{}",
+                if shadow {
+                    "shadow notification recorded, not sent (dry run)"
+                } else {
+                    "notification queued"
+                }
             );
             if let Some(m) = &self.metrics {
-                m.notifications_queued
-                    .get_or_create(&crate::selfmetrics::ReceiverLabels {
-                        receiver: n.receiver.clone(),
-                    })
-                    .inc();
+                let labels = crate::selfmetrics::ReceiverLabels {
+                    receiver: n.receiver.clone(),
+                };
+                if shadow {
+                    m.notifications_shadow.get_or_create(&labels).inc();
+                } else {
+                    m.notifications_queued.get_or_create(&labels).inc();
+                }
             }
         }
-        let staged = out.len();
-        store.stage_notifications(rows);
-        drop(state);
-        staged
+        rows
     }
 }
 

@@ -224,7 +224,7 @@ impl Sender {
                 report
                     .delivered
                     .push((row.receiver.clone(), row.idempotency_key.clone()));
-                let _ = tokio::task::spawn_blocking(move || store.outbox_delivered(id)).await;
+                let _ = tokio::task::spawn_blocking(move || store.outbox_delivered(id, now)).await;
             }
             Err(DeliveryError::Transient(e)) => {
                 let seed = xxhash_rust::xxh3::xxh3_64(format!("{id}/{}", row.attempts).as_bytes());
@@ -264,7 +264,7 @@ impl Sender {
                 }
                 let _ =
                     tokio::task::spawn_blocking(move || -> Result<(), crate::store::StoreError> {
-                        store.outbox_failed(id, &e)?;
+                        store.outbox_failed(id, &e, now)?;
                         for r in &rows {
                             store.outbox_insert(r)?;
                         }

@@ -156,6 +156,31 @@ impl RuleManager {
         out
     }
 
+    /// Every alert, split into those of ordinary rules and those of `dry_run` rules.
+    fn alerts_by_mode(&self) -> (Vec<Alert>, Vec<Alert>) {
+        let dry: std::collections::HashSet<String> = self
+            .rules()
+            .groups
+            .iter()
+            .flat_map(|g| g.rules.iter())
+            .filter(|r| r.dry_run)
+            .map(|r| r.key.clone())
+            .collect();
+        let states = self.states.read().expect("states lock");
+        let (mut real, mut shadow) = (Vec::new(), Vec::new());
+        for st in states.values() {
+            for (key, rs) in st.lock().expect("group states lock").iter() {
+                let into = if dry.contains(key) {
+                    &mut shadow
+                } else {
+                    &mut real
+                };
+                into.extend(rs.alerts.values().cloned());
+            }
+        }
+        (real, shadow)
+    }
+
     /// Loads and validates every rule file; on success swaps the rules in and restarts the group
     /// tasks (keeping the state of unchanged rules), on any error keeps everything as it is.
     pub async fn reload(self: &Arc<Self>) -> ReloadReport {
@@ -389,13 +414,13 @@ impl RuleManager {
         let notifier = self.notifier.read().expect("notifier lock").clone();
         let mut staged = 0;
         if let Some(n) = notifier {
-            let alerts: Vec<Alert> = self.alerts().into_iter().map(|(_, a)| a).collect();
+            let (alerts, shadow) = self.alerts_by_mode();
             let all_evaluated = {
                 let mut seen = self.evaluated.lock().expect("evaluated lock");
                 seen.insert(group.name.clone());
                 self.rules().groups.iter().all(|g| seen.contains(&g.name))
             };
-            staged = n.tick(&alerts, &self.store, t, all_evaluated);
+            staged = n.tick_with_shadow(&alerts, &shadow, &self.store, t, all_evaluated);
         }
         match self.store.flush(t) {
             Err(e) => {

@@ -84,6 +84,16 @@ CREATE TABLE IF NOT EXISTS silences (
     silence TEXT NOT NULL,
     ends_at INTEGER NOT NULL
 );
+CREATE TABLE IF NOT EXISTS sent (
+    id INTEGER PRIMARY KEY,
+    at INTEGER NOT NULL,
+    integration TEXT NOT NULL,
+    group_key TEXT NOT NULL,
+    idempotency_key TEXT NOT NULL,
+    status TEXT NOT NULL,
+    error TEXT,
+    payload TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS nflog (
     receiver TEXT NOT NULL,
     group_key TEXT NOT NULL,
@@ -92,8 +102,18 @@ CREATE TABLE IF NOT EXISTS nflog (
 );
 ";
 
+/// Rows kept in `sent`, the history of delivered, failed and shadow notifications.
+pub const SENT_KEPT: i64 = 1000;
+
 /// Evaluations of each rule kept in `rule_evals`.
 pub const RULE_EVALS_KEPT: i64 = 20;
+
+/// Keeps the newest [`SENT_KEPT`] rows of the notification history.
+fn prune_sent(tx: &rusqlite::Transaction<'_>) -> Result<(), StoreError> {
+    tx.prepare_cached("DELETE FROM sent WHERE id <= (SELECT MAX(id) FROM sent) - ?1")?
+        .execute([SENT_KEPT])?;
+    Ok(())
+}
 
 /// The stored form of a label set: a JSON array of `[name, value]` pairs.
 fn labels_json(labels: &Labels, out: &mut String) {
@@ -116,6 +136,8 @@ pub(crate) struct FlushBatch {
     pub rules: Vec<super::RuleStateRow>,
     /// notifications to queue and the notification-log entries they imply, same transaction
     pub outbox: Vec<super::OutboxEntry>,
+    /// shadow notifications (dry run): recorded in `sent`, never queued
+    pub shadow: Vec<super::OutboxEntry>,
 }
 
 pub(crate) struct Db {
@@ -338,6 +360,16 @@ impl Db {
                     ])?;
                 }
             }
+            for o in &batch.shadow {
+                tx.prepare_cached(
+                    "INSERT INTO sent (at, integration, group_key, idempotency_key, status, payload)
+                     VALUES (?1, ?2, ?3, ?4, 'shadow', ?5)",
+                )?
+                .execute(params![o.created, &o.receiver, &o.group_key, &o.idempotency_key, &o.payload])?;
+            }
+            if !batch.shadow.is_empty() {
+                prune_sent(&tx)?;
+            }
             match batch.wal_watermark {
                 Some(w) => tx.execute("DELETE FROM wal WHERE maxt < ?1", [w])?,
                 // no open chunk anywhere: every sample is in a chunk
@@ -511,11 +543,43 @@ impl Db {
         Ok(())
     }
 
-    pub fn outbox_delivered(&self, id: i64) -> Result<(), StoreError> {
-        self.conn
-            .prepare_cached("DELETE FROM outbox WHERE id = ?1")?
+    pub fn outbox_delivered(&mut self, id: i64, now: i64) -> Result<(), StoreError> {
+        let tx = self.conn.transaction()?;
+        tx.prepare_cached(
+            "INSERT INTO sent (at, integration, group_key, idempotency_key, status, payload)
+             SELECT ?2, receiver, group_key, idempotency_key, 'delivered', payload FROM outbox WHERE id = ?1",
+        )?
+        .execute(params![id, now])?;
+        tx.prepare_cached("DELETE FROM outbox WHERE id = ?1")?
             .execute([id])?;
+        prune_sent(&tx)?;
+        tx.commit()?;
         Ok(())
+    }
+
+    /// The newest rows of the notification history, newest first; `status` filters.
+    pub fn sent(
+        &self,
+        limit: usize,
+        status: Option<&str>,
+    ) -> Result<Vec<super::SentRow>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT id, at, integration, group_key, idempotency_key, status, error, payload FROM sent
+             WHERE ?1 IS NULL OR status = ?1 ORDER BY id DESC LIMIT ?2",
+        )?;
+        let rows = stmt.query_map(params![status, limit as i64], |r| {
+            Ok(super::SentRow {
+                id: r.get(0)?,
+                at: r.get(1)?,
+                integration: r.get(2)?,
+                group_key: r.get(3)?,
+                idempotency_key: r.get(4)?,
+                status: r.get(5)?,
+                error: r.get(6)?,
+                payload: r.get(7)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
     }
 
     pub fn outbox_retry(&self, id: i64, next_attempt: i64, error: &str) -> Result<(), StoreError> {
@@ -527,10 +591,19 @@ impl Db {
         Ok(())
     }
 
-    pub fn outbox_failed(&self, id: i64, error: &str) -> Result<(), StoreError> {
-        self.conn
-            .prepare_cached("UPDATE outbox SET attempts = attempts + 1, failed = 1, last_error = ?2 WHERE id = ?1")?
-            .execute(params![id, error])?;
+    pub fn outbox_failed(&mut self, id: i64, error: &str, now: i64) -> Result<(), StoreError> {
+        let tx = self.conn.transaction()?;
+        tx.prepare_cached(
+            "UPDATE outbox SET attempts = attempts + 1, failed = 1, last_error = ?2 WHERE id = ?1",
+        )?
+        .execute(params![id, error])?;
+        tx.prepare_cached(
+            "INSERT INTO sent (at, integration, group_key, idempotency_key, status, error, payload)
+             SELECT ?3, receiver, group_key, idempotency_key, 'failed', ?2, payload FROM outbox WHERE id = ?1",
+        )?
+        .execute(params![id, error, now])?;
+        prune_sent(&tx)?;
+        tx.commit()?;
         Ok(())
     }
 

@@ -128,6 +128,24 @@ pub struct OutboxEntry {
     pub log_receiver: String,
 }
 
+/// One row of the notification history (`sent`): a delivery, a permanent failure or a shadow
+/// (dry-run) notification.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SentRow {
+    pub id: i64,
+    /// ms since the epoch
+    pub at: i64,
+    /// `receiver/kind`
+    pub integration: String,
+    pub group_key: String,
+    pub idempotency_key: String,
+    /// `delivered`, `failed` or `shadow`
+    pub status: String,
+    pub error: Option<String>,
+    /// the notification as queued (`Notification::to_json`)
+    pub payload: String,
+}
+
 /// A queued notification.
 #[derive(Debug, Clone, PartialEq)]
 pub struct OutboxRow {
@@ -164,6 +182,7 @@ struct Pending {
     notes: Vec<(SeriesRef, i64, String)>,
     rules: Vec<RuleStateRow>,
     outbox: Vec<OutboxEntry>,
+    shadow: Vec<OutboxEntry>,
     /// flushes that failed, oldest first, retried before the next one
     failed: Vec<FlushBatch>,
 }
@@ -322,6 +341,7 @@ impl Store {
                 wal_watermark: head.open_low_watermark(),
                 rules: std::mem::take(&mut pending.rules),
                 outbox: std::mem::take(&mut pending.outbox),
+                shadow: std::mem::take(&mut pending.shadow),
             };
             let mut all = std::mem::take(&mut pending.failed);
             all.push(fresh);
@@ -380,6 +400,22 @@ impl Store {
             .extend(rows);
     }
 
+    /// Queues shadow (dry-run) notifications for the next [`Store::flush`]: recorded in the
+    /// notification history, never delivered.
+    pub fn stage_shadow(&self, rows: Vec<OutboxEntry>) {
+        self.pending
+            .lock()
+            .expect("pending lock")
+            .shadow
+            .extend(rows);
+    }
+
+    /// The newest `limit` rows of the notification history, newest first, optionally only
+    /// those with `status` (`delivered`, `failed`, `shadow`).
+    pub fn sent(&self, limit: usize, status: Option<&str>) -> Result<Vec<SentRow>, StoreError> {
+        self.db.lock().expect("db lock").sent(limit, status)
+    }
+
     /// Queued notifications of every receiver that has one due at `now`, oldest first, due or
     /// not: a receiver's rows go out in order, so a row not yet due holds back the later ones.
     pub fn outbox_due(&self, now: i64, limit: usize) -> Result<Vec<OutboxRow>, StoreError> {
@@ -392,8 +428,8 @@ impl Store {
     }
 
     /// Removes a delivered notification.
-    pub fn outbox_delivered(&self, id: i64) -> Result<(), StoreError> {
-        self.db.lock().expect("db lock").outbox_delivered(id)
+    pub fn outbox_delivered(&self, id: i64, now: i64) -> Result<(), StoreError> {
+        self.db.lock().expect("db lock").outbox_delivered(id, now)
     }
 
     /// Schedules another attempt.
@@ -405,8 +441,11 @@ impl Store {
     }
 
     /// Gives up on a notification (kept, marked failed, for inspection).
-    pub fn outbox_failed(&self, id: i64, error: &str) -> Result<(), StoreError> {
-        self.db.lock().expect("db lock").outbox_failed(id, error)
+    pub fn outbox_failed(&self, id: i64, error: &str, now: i64) -> Result<(), StoreError> {
+        self.db
+            .lock()
+            .expect("db lock")
+            .outbox_failed(id, error, now)
     }
 
     /// Notifications waiting to be delivered.

@@ -270,3 +270,77 @@ async fn tracker_states_become_notifications_once_across_a_restart() {
         ]
     );
 }
+
+#[tokio::test]
+async fn shadow_notifications_are_recorded_and_never_queued() {
+    use tocsin::labels::Labels;
+    use tocsin::notify::pipeline::{NoInhibition, Notifier};
+    use tocsin::rules::tracker::{Candidate, RuleState, Timing};
+
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(open_store(&dir));
+    let integrations = HashMap::from([("ops".to_string(), vec!["ops/webhook".to_string()])]);
+    let notifier = |dry_run: bool| {
+        Notifier::new(
+            &store,
+            Arc::new(OneRoute),
+            Arc::new(NoInhibition),
+            integrations.clone(),
+            "http://tocsin".into(),
+        )
+        .unwrap()
+        .with_dry_run(dry_run)
+    };
+    let cand = |name: &str| Candidate {
+        labels: Labels::from_pairs([("alertname", name), ("instance", "a")]),
+        annotations: Default::default(),
+        value: 1.0,
+        source_key: String::new(),
+    };
+    let none = Default::default();
+    let (mut real, mut dry) = (RuleState::default(), RuleState::default());
+
+    // a dry_run rule beside an ordinary one: only the ordinary one reaches the outbox
+    let n = notifier(false);
+    for t in [0, 30_000] {
+        real.update(vec![cand("Real")], &none, Timing::default(), t);
+        dry.update(vec![cand("Shadow")], &none, Timing::default(), t);
+        let a: Vec<_> = real.alerts.values().cloned().collect();
+        let s: Vec<_> = dry.alerts.values().cloned().collect();
+        n.tick_with_shadow(&a, &s, &store, t, true);
+        store.flush(t).unwrap();
+    }
+    assert_eq!(store.outbox_depth().unwrap(), 1, "the real alert is queued");
+    let shadow = store.sent(10, Some("shadow")).unwrap();
+    assert_eq!(shadow.len(), 1, "{shadow:?}");
+    assert_eq!(shadow[0].integration, "ops/webhook");
+    assert!(shadow[0].group_key.contains("Shadow"), "{shadow:?}");
+    let payload = Notification::from_json(&shadow[0].payload).unwrap();
+    assert_eq!(payload.alerts[0].labels["alertname"], "Shadow");
+
+    // --dry-run: everything is shadow, nothing is queued
+    let dir = tempfile::tempdir().unwrap();
+    let store2 = Arc::new(open_store(&dir));
+    let n = Notifier::new(
+        &store2,
+        Arc::new(OneRoute),
+        Arc::new(NoInhibition),
+        integrations.clone(),
+        "http://tocsin".into(),
+    )
+    .unwrap()
+    .with_dry_run(true);
+    let mut all = RuleState::default();
+    for t in [0, 30_000] {
+        all.update(vec![cand("Real")], &none, Timing::default(), t);
+        let a: Vec<_> = all.alerts.values().cloned().collect();
+        n.tick(&a, &store2, t, true);
+        store2.flush(t).unwrap();
+    }
+    assert_eq!(store2.outbox_depth().unwrap(), 0);
+    assert_eq!(store2.sent(10, Some("shadow")).unwrap().len(), 1);
+    assert!(
+        store2.nflog().unwrap().is_empty(),
+        "shadow notifications leave the real notification log alone"
+    );
+}

@@ -425,7 +425,7 @@ fn outbox_rows_are_durable_and_retried_or_failed() {
     store
         .outbox_retry(due[0].id, 3000, "connection refused")
         .unwrap();
-    store.outbox_failed(due[1].id, "HTTP 400").unwrap();
+    store.outbox_failed(due[1].id, "HTTP 400", 7).unwrap();
     assert!(
         store.outbox_due(2999, 10).unwrap().is_empty(),
         "nothing due"
@@ -440,6 +440,16 @@ fn outbox_rows_are_durable_and_retried_or_failed() {
         (1, 1, "k0")
     );
     assert_eq!(store.outbox_depth().unwrap(), 1);
-    store.outbox_delivered(again[0].id).unwrap();
+    store.outbox_delivered(again[0].id, 8).unwrap();
+    // both outcomes are in the history, newest first
+    let sent = store.sent(10, None).unwrap();
+    assert_eq!(
+        sent.iter()
+            .map(|r| (r.status.as_str(), r.at))
+            .collect::<Vec<_>>(),
+        vec![("delivered", 8), ("failed", 7)]
+    );
+    assert_eq!(sent[1].error.as_deref(), Some("HTTP 400"));
+    assert_eq!(store.sent(10, Some("failed")).unwrap().len(), 1);
     assert_eq!(store.outbox_depth().unwrap(), 0);
 }
