@@ -455,19 +455,12 @@ impl Config {
             return Err(ConfigError::Invalid(
                 errors
                     .into_iter()
-                    .map(|(field, message)| {
-                        let section = field
-                            .split(['.', '[', ' '])
-                            .next()
-                            .unwrap_or("")
-                            .to_string();
-                        FieldError {
-                            path: path.to_path_buf(),
-                            line: section_line(text, &section),
-                            col: 1,
-                            field,
-                            message,
-                        }
+                    .map(|(field, message)| FieldError {
+                        path: path.to_path_buf(),
+                        line: field_line(text, &field),
+                        col: 1,
+                        field,
+                        message,
                     })
                     .collect(),
             ));
@@ -788,24 +781,109 @@ impl Config {
     }
 }
 
-/// The line of a top-level `key:` in `text` (1-based), or 0.
-fn section_line(text: &str, key: &str) -> u64 {
-    text.lines()
-        .position(|l| {
-            l.strip_prefix(key)
-                .is_some_and(|rest| rest.trim_start().starts_with(':'))
+/// The line (1-based) of the field at `path` (`route.routes[0].matchers[1]`, or
+/// `receivers[0] ("ops").webhook.url`) in block-style YAML `text`: the deepest part of the path
+/// that can be found, so a flow-style value (`routes: [ … ]`) gives the line it starts on. 0 when
+/// not even the top-level key is found.
+fn field_line(text: &str, path: &str) -> u64 {
+    // (indent, content) of every line, comments and blanks as None
+    let lines: Vec<Option<(usize, &str)>> = text
+        .lines()
+        .map(|l| {
+            let content = l.trim_start();
+            (!content.is_empty() && !content.starts_with('#'))
+                .then(|| (l.len() - content.len(), content))
         })
-        .map(|i| i as u64 + 1)
-        .unwrap_or(0)
+        .collect();
+    // a line as a mapping entry: `- key: v` holds `key: v` two columns in
+    let entry = |i: usize| -> Option<(usize, &str)> {
+        let (indent, c) = lines[i]?;
+        match c.strip_prefix("- ") {
+            Some(rest) => Some((indent + 2, rest.trim_start())),
+            None => Some((indent, c)),
+        }
+    };
+    let mut tokens = Vec::new();
+    for part in path.split('.') {
+        let part = part.split(" (").next().unwrap_or(part);
+        let mut it = part.split('[');
+        tokens.push(Err(it.next().unwrap_or("")));
+        for idx in it {
+            if let Ok(n) = idx.trim_end_matches(']').parse::<usize>() {
+                tokens.push(Ok(n));
+            }
+        }
+    }
+    // the current node: its first line (where its own key or dash is) and the range of lines
+    // that belong to it
+    let (mut at, mut from, mut to, mut found) = (None::<usize>, 0usize, lines.len(), 0u64);
+    for token in tokens {
+        let owner_indent = at.and_then(entry).map(|(i, _)| i);
+        let inside = |i: usize| match (lines[i], owner_indent) {
+            (Some((indent, c)), Some(o)) => indent > o || (indent == o && c.starts_with("- ")),
+            _ => true,
+        };
+        let next = match token {
+            Err(key) => {
+                // only the node's own keys: those at the indent of its first entry
+                let first = (from..to).find(|&i| lines[i].is_some() && inside(i));
+                let child = first.and_then(entry).map(|(i, _)| i);
+                (from..to).filter(|&i| inside(i)).find(|&i| {
+                    entry(i).is_some_and(|(indent, c)| {
+                        Some(indent) == child
+                            && c.strip_prefix(key)
+                                .is_some_and(|r| r.trim_start().starts_with(':'))
+                    })
+                })
+            }
+            Ok(n) => {
+                let first = (from..to).find(|&i| lines[i].is_some() && inside(i));
+                let dash = first.and_then(|i| lines[i]).map(|(d, _)| d);
+                (from..to)
+                    .filter(|&i| {
+                        lines[i].is_some_and(|(d, c)| Some(d) == dash && c.starts_with("- "))
+                    })
+                    .nth(n)
+            }
+        };
+        let Some(line) = next else { break };
+        // mapping children must be deeper than a key; list items end at the next item
+        let (indent, is_item) = match token {
+            Err(_) => (entry(line).map(|(i, _)| i).unwrap_or(0), false),
+            Ok(_) => (lines[line].map(|(d, _)| d).unwrap_or(0), true),
+        };
+        let end = (line + 1..to)
+            .find(|&i| {
+                lines[i].is_some_and(|(d, c)| {
+                    d < indent || (d == indent && (is_item || !c.starts_with("- ")))
+                })
+            })
+            .unwrap_or(to);
+        at = Some(line);
+        from = if is_item { line } else { line + 1 };
+        to = end;
+        found = line as u64 + 1;
+        if is_item {
+            // the item's first key is on its dash line: search from there
+            at = None;
+        }
+    }
+    found
 }
 
 /// serde-saphyr's message without its own location suffix and snippet (we print `file:line:col` first).
-fn parse_message(e: &serde_saphyr::Error) -> String {
+pub(crate) fn parse_message(e: &serde_saphyr::Error) -> String {
     let full = e.to_string();
     let first = full.lines().next().unwrap_or("").trim();
     let first = match first.find(" at line ") {
         Some(i) => &first[..i],
         None => first,
+    };
+    // `error: line 2 column 3: unknown field …`: the caller prints the location itself
+    let first = first.strip_prefix("error: ").unwrap_or(first);
+    let first = match first.strip_prefix("line ").and_then(|r| r.split_once(": ")) {
+        Some((at, rest)) if at.contains(" column ") => rest,
+        _ => first,
     };
     let mut msg = first.trim_end_matches('.').to_string();
     if let Some(c) = msg.get(..1) {
@@ -841,6 +919,28 @@ mod tests {
         assert_eq!(t.startup_grace.to_string(), "1m");
         assert_eq!(t.interval.to_string(), "15s");
         assert!(c.notify_plan().is_some());
+    }
+
+    #[test]
+    fn notification_errors_point_at_the_field_line() {
+        let yaml = "targets: []\nroute:\n  receiver: ops\n  routes:\n    - matchers: ['a=\"b\"']\n      routes:\n        - receiver: nobody\n      receiver: ops\n    - receiver: pager\nreceivers:\n  - name: ops\n    webhook: { url: \"http://127.0.0.1:1/\" }\n";
+        assert_eq!(field_line(yaml, "route.routes[1].receiver"), 9);
+        assert_eq!(field_line(yaml, "route.routes[0].routes[0].receiver"), 7);
+        assert_eq!(field_line(yaml, "route.routes[0].receiver"), 8);
+        assert_eq!(field_line(yaml, "receivers[0] (\"ops\").webhook.url"), 12);
+        assert_eq!(field_line(yaml, "inhibit_rules[0]"), 0);
+        let ConfigError::Invalid(errors) = parse(yaml).unwrap_err() else {
+            panic!("expected field errors")
+        };
+        let lines: Vec<(u64, &str)> = errors.iter().map(|e| (e.line, e.field.as_str())).collect();
+        assert!(
+            lines.contains(&(9, "route.routes[1].receiver")),
+            "{lines:?}"
+        );
+        assert!(
+            lines.contains(&(7, "route.routes[0].routes[0].receiver")),
+            "{lines:?}"
+        );
     }
 
     #[test]

@@ -233,12 +233,23 @@ pub enum MatchOp {
 
 /// Occurs when a matcher is built from a regex that does not compile.
 #[derive(Debug, thiserror::Error)]
-#[error("invalid regex {pattern:?} for label {label}: {source}")]
+#[error("invalid regex {pattern:?} for label {label}: {}", regex_reason(.source))]
 pub struct MatcherError {
     pub label: String,
     pub pattern: String,
     #[source]
     pub source: regex::Error,
+}
+
+/// A regex error on one line: the `regex` crate prints a syntax error over several lines (the
+/// pattern, a caret, then `error: …`); messages here are one line each.
+pub fn regex_reason(e: &regex::Error) -> String {
+    let text = e.to_string();
+    text.lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .map(|l| l.trim().trim_start_matches("error: ").to_string())
+        .unwrap_or(text)
 }
 
 /// One label matcher, as in `{status=~"5.."}`. Regexes are anchored at both ends, as in Prometheus.

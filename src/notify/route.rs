@@ -794,7 +794,7 @@ fn compile_node(
                 format!("match_re.{name}"),
                 RouteErrorKind::Matcher(MatcherSyntaxError {
                     input: format!("{name}=~{value:?}"),
-                    reason: e.source.to_string(),
+                    reason: crate::labels::regex_reason(&e.source),
                 }),
             ),
         }
@@ -1356,7 +1356,7 @@ fn side(
             Matcher::new(MatchOp::Regex, name, value).map_err(|e| {
                 RouteErrorKind::Matcher(MatcherSyntaxError {
                     input: format!("{name}=~{value:?}"),
-                    reason: e.source.to_string(),
+                    reason: crate::labels::regex_reason(&e.source),
                 })
             })
         } else {
@@ -1461,7 +1461,7 @@ fn parse_one_matcher(s: &str) -> Result<Matcher, String> {
         return Err(format!("expected =, !=, =~ or !~ after {name:?}"));
     };
     let value = unescape_value(raw.trim())?;
-    Matcher::new(op, name, &value).map_err(|e| e.source.to_string())
+    Matcher::new(op, name, &value).map_err(|e| crate::labels::regex_reason(&e.source))
 }
 
 fn unescape_value(raw: &str) -> Result<String, String> {

@@ -386,15 +386,12 @@ pub fn parse_file(
                 .location()
                 .map(|l| (l.line(), l.column()))
                 .unwrap_or((0, 0));
-            let full = e.to_string();
-            let first = full.lines().next().unwrap_or("").trim();
-            let msg = first.split(" at line ").next().unwrap_or(first);
             RuleErrors(vec![RuleError {
                 path: path.to_path_buf(),
                 line,
                 col,
                 context: String::new(),
-                message: msg.trim_end_matches('.').to_string(),
+                message: crate::config::parse_message(&e),
             }])
         })?
     };

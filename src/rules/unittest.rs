@@ -286,18 +286,11 @@ pub fn run_file(
             .location()
             .map(|l| (l.line(), l.column()))
             .unwrap_or((0, 0));
-        let full = e.to_string();
-        let first = full.lines().next().unwrap_or("").trim();
         TestFileError::Parse {
             path: path.to_path_buf(),
             line,
             col,
-            message: first
-                .split(" at line ")
-                .next()
-                .unwrap_or(first)
-                .trim_end_matches('.')
-                .to_string(),
+            message: crate::config::parse_message(&e),
         }
     })?;
     let base = path.parent().unwrap_or(Path::new("."));
