@@ -547,9 +547,12 @@ async fn daemon(
         }
     }
     let (reload_tx, reload_rx) = tokio::sync::mpsc::channel(1);
+    // set once notifications are built below; a reload then re-reads their sections
+    let notify_reload: Arc<std::sync::Mutex<Option<NotifyReload>>> = Default::default();
     let reloader = tokio::spawn(reload_loop(
         manager.clone(),
         rule_config,
+        notify_reload.clone(),
         reload_tx.clone(),
         reload_rx,
     ));
@@ -593,12 +596,23 @@ async fn daemon(
             };
             let wakeup = Arc::new(tokio::sync::Notify::new());
             manager.set_delivery_wakeup(wakeup.clone());
-            manager.set_notifier(Arc::new(
+            let notifier = Arc::new(
                 notifier
                     .with_silences(silences.clone())
                     .with_metrics(metrics.clone())
                     .with_dry_run(dry_run),
-            ));
+            );
+            manager.set_notifier(notifier.clone());
+            let (integrations_tx, integrations_rx) = watch::channel(None);
+            if let Some(path) = &source {
+                *notify_reload.lock().expect("notify reload lock") = Some(NotifyReload {
+                    source: path.clone(),
+                    notifier,
+                    integrations: integrations_tx,
+                    current: notify_sections(&cfg),
+                    digest_interval_ms: cfg.evaluation.interval.as_millis(),
+                });
+            }
             tracing::info!(
                 receivers = plan.receivers.len(),
                 integrations = integrations.len(),
@@ -619,6 +633,7 @@ async fn daemon(
                     sender,
                     metrics.clone(),
                     wakeup,
+                    integrations_rx,
                     shutdown_rx.clone(),
                 )))
             }
@@ -699,11 +714,18 @@ async fn sender_loop(
     mut sender: tocsin::notify::sender::Sender,
     metrics: Arc<SelfMetrics>,
     wakeup: Arc<tokio::sync::Notify>,
+    mut reloaded: watch::Receiver<Option<Integrations>>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     use tocsin::notify::sender::BreakerState;
     use tocsin::selfmetrics::{DeliveryLabels, IntegrationLabels};
     loop {
+        if reloaded.has_changed().unwrap_or(false)
+            && let Some((integrations, receivers)) = reloaded.borrow_and_update().clone()
+        {
+            sender.integrations = integrations;
+            sender.receivers = receivers;
+        }
         let report = sender.pass().await;
         let count = |integration: &str, result: &'static str| {
             metrics
@@ -836,9 +858,71 @@ fn query(
 
 /// Serves reload requests one at a time: reloads the rules, answers the requester, and re-aims
 /// the file watcher at the files of the rule set now in use.
+/// The sender's integrations and each receiver's integration names, as a reload replaces them.
+type Integrations = (
+    std::collections::HashMap<String, tocsin::notify::sender::Integration>,
+    std::collections::HashMap<String, Vec<String>>,
+);
+
+/// What a reload needs to swap the notification sections of the configuration file.
+struct NotifyReload {
+    source: PathBuf,
+    notifier: Arc<tocsin::notify::pipeline::Notifier>,
+    integrations: watch::Sender<Option<Integrations>>,
+    /// the sections in force, to tell whether a reload changed them
+    current: String,
+    digest_interval_ms: i64,
+}
+
+/// The notification sections of `cfg`, compared across reloads.
+fn notify_sections(cfg: &Config) -> String {
+    serde_json::json!([
+        cfg.route,
+        cfg.receivers,
+        cfg.inhibit_rules,
+        cfg.time_intervals
+    ])
+    .to_string()
+}
+
+/// Re-reads the configuration file and swaps routing, inhibition and receivers when their
+/// sections changed; every error keeps the old ones. Other sections (targets, storage, server)
+/// need a restart.
+fn reload_notifications(r: &mut NotifyReload) -> Result<bool, Vec<String>> {
+    let cfg = Config::load(&r.source).map_err(|e| vec![e.to_string()])?;
+    let sections = notify_sections(&cfg);
+    if sections == r.current {
+        return Ok(false);
+    }
+    let Some(plan) = cfg.notify_plan() else {
+        return Err(vec![format!(
+            "{}: route removed: turning notifications off needs a restart",
+            r.source.display()
+        )]);
+    };
+    let env: std::collections::HashMap<String, String> = std::env::vars().collect();
+    let integrations = plan
+        .integrations(&env, tocsin::scrape::client())
+        .map_err(|e| {
+            e.into_iter()
+                .map(|e| format!("{}: {e}", r.source.display()))
+                .collect::<Vec<_>>()
+        })?;
+    let names = plan.integration_names();
+    r.notifier.set_routing(
+        Arc::new(plan.routes().with_digest_interval(r.digest_interval_ms)),
+        Arc::new(plan.routing.inhibitor.clone()),
+        names.clone(),
+    );
+    let _ = r.integrations.send(Some((integrations, names)));
+    r.current = sections;
+    Ok(true)
+}
+
 async fn reload_loop(
     manager: Arc<tocsin::rules::manager::RuleManager>,
     config: tocsin::rules::manager::RuleConfig,
+    notify: Arc<std::sync::Mutex<Option<NotifyReload>>>,
     tx: tokio::sync::mpsc::Sender<tocsin::reload::ReloadRequest>,
     mut rx: tokio::sync::mpsc::Receiver<tocsin::reload::ReloadRequest>,
 ) {
@@ -864,10 +948,26 @@ async fn reload_loop(
                 }
             }
         }
-        req.respond(if report.ok {
+        let mut errors = report.errors;
+        if let Some(r) = notify.lock().expect("notify reload lock").as_mut() {
+            match reload_notifications(r) {
+                Ok(true) => tracing::info!("notification routing and receivers reloaded"),
+                Ok(false) => {}
+                Err(e) => {
+                    for line in &e {
+                        tracing::error!(
+                            error = line,
+                            "notification configuration not reloaded, the old one stays"
+                        );
+                    }
+                    errors.extend(e);
+                }
+            }
+        }
+        req.respond(if errors.is_empty() {
             ReloadOutcome::succeeded()
         } else {
-            ReloadOutcome::failed(report.errors)
+            ReloadOutcome::failed(errors)
         });
     }
 }

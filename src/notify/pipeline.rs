@@ -112,10 +112,8 @@ impl Stages<'_> {
 
 /// The pipeline as the rule manager drives it: [`Stages`] with the silences, then the outbox.
 pub struct Notifier {
-    routes: Arc<dyn Routes + Send + Sync>,
-    inhibitor: Arc<dyn Inhibits + Send + Sync>,
-    /// receiver name → its outbox integration names (`receiver/webhook`, …)
-    integrations: HashMap<String, Vec<String>>,
+    /// swapped as a whole by a configuration reload ([`Notifier::set_routing`])
+    routing: std::sync::RwLock<RoutingParts>,
     external_url: String,
     state: Mutex<PipelineState>,
     /// groups and log of shadow notifications (dry run): in memory only, so after a restart a
@@ -125,6 +123,14 @@ pub struct Notifier {
     dry_run: bool,
     silences: Option<Arc<super::silence::Silences>>,
     metrics: Option<Arc<crate::selfmetrics::SelfMetrics>>,
+}
+
+/// What a configuration reload replaces.
+struct RoutingParts {
+    routes: Arc<dyn Routes + Send + Sync>,
+    inhibitor: Arc<dyn Inhibits + Send + Sync>,
+    /// receiver name → its outbox integration names (`receiver/webhook`, …)
+    integrations: HashMap<String, Vec<String>>,
 }
 
 impl Notifier {
@@ -142,9 +148,11 @@ impl Notifier {
             .filter_map(|(r, g, e)| LogEntry::from_json(&e).map(|e| ((r, g), e)))
             .collect();
         Ok(Notifier {
-            routes,
-            inhibitor,
-            integrations,
+            routing: std::sync::RwLock::new(RoutingParts {
+                routes,
+                inhibitor,
+                integrations,
+            }),
             external_url,
             state: Mutex::new(PipelineState {
                 dispatcher: Dispatcher::new(),
@@ -161,6 +169,22 @@ impl Notifier {
     pub fn with_silences(mut self, silences: Arc<super::silence::Silences>) -> Self {
         self.silences = Some(silences);
         self
+    }
+
+    /// Replaces the routing tree, inhibition rules and receivers (a configuration reload). Groups
+    /// keep their timing and the notification log stays: a group whose key is unchanged is not
+    /// notified again for the same state.
+    pub fn set_routing(
+        &self,
+        routes: Arc<dyn Routes + Send + Sync>,
+        inhibitor: Arc<dyn Inhibits + Send + Sync>,
+        integrations: HashMap<String, Vec<String>>,
+    ) {
+        *self.routing.write().expect("routing lock") = RoutingParts {
+            routes,
+            inhibitor,
+            integrations,
+        };
     }
 
     /// Shadow mode for everything (`tocsin run --dry-run`): evaluated, routed and recorded in
@@ -203,9 +227,17 @@ impl Notifier {
                 .as_ref()
                 .is_some_and(|sil| sil.silenced(labels, now))
         };
+        let (routes, inhibitor, integrations) = {
+            let r = self.routing.read().expect("routing lock");
+            (
+                r.routes.clone(),
+                r.inhibitor.clone(),
+                r.integrations.clone(),
+            )
+        };
         let stages = Stages {
-            routes: self.routes.as_ref(),
-            inhibitor: self.inhibitor.as_ref(),
+            routes: routes.as_ref(),
+            inhibitor: inhibitor.as_ref(),
             silenced: &silenced,
             external_url: &self.external_url,
         };
@@ -220,20 +252,26 @@ impl Notifier {
             let mut state = self.state.lock().expect("pipeline state lock");
             let out = stages.tick(real, &mut state, now, all_evaluated);
             staged = out.len();
-            store.stage_notifications(self.rows(&out, now, false));
+            store.stage_notifications(self.rows(&out, &integrations, now, false));
             drop(state);
         }
         {
             let mut state = self.shadow_state.lock().expect("shadow state lock");
             let out = stages.tick(&shadow, &mut state, now, all_evaluated);
-            store.stage_shadow(self.rows(&out, now, true));
+            store.stage_shadow(self.rows(&out, &integrations, now, true));
             drop(state);
         }
         staged
     }
 
     /// The outbox (or shadow) rows for `out`: one per integration of each receiver.
-    fn rows(&self, out: &[Outgoing], now: i64, shadow: bool) -> Vec<OutboxEntry> {
+    fn rows(
+        &self,
+        out: &[Outgoing],
+        integrations: &HashMap<String, Vec<String>>,
+        now: i64,
+        shadow: bool,
+    ) -> Vec<OutboxEntry> {
         let mut rows = Vec::new();
         for o in out {
             let n = &o.notification;
@@ -242,12 +280,7 @@ impl Notifier {
             } else {
                 o.log.to_json()
             };
-            for integration in self
-                .integrations
-                .get(&n.receiver)
-                .cloned()
-                .unwrap_or_default()
-            {
+            for integration in integrations.get(&n.receiver).cloned().unwrap_or_default() {
                 rows.push(OutboxEntry {
                     receiver: integration,
                     group_key: n.group_key.clone(),

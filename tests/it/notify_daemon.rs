@@ -894,3 +894,60 @@ fn route_test_prints_receivers_and_check_names_an_undefined_one() {
         "{err}"
     );
 }
+
+/// POST /-/reload with the token: (status, body).
+async fn reload(d: &Daemon) -> (u16, String) {
+    let r = reqwest::Client::new()
+        .post(format!("{}/-/reload", d.base))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap();
+    (r.status().as_u16(), r.text().await.unwrap())
+}
+
+#[tokio::test]
+async fn a_reload_swaps_receivers_and_a_broken_config_keeps_the_old_ones() {
+    let target = Target::start(&["a", "b", "c"]).await;
+    let first = Hook::start(Answer::Status(200)).await;
+    let second = Hook::start(Answer::Status(200)).await;
+    let dir = tempfile::tempdir().unwrap();
+    write_config(dir.path(), &target, &webhook_to(&first.url, "0s", ""));
+    let d = Daemon::start(dir.path());
+    target.set(&[("a", true)]);
+    first
+        .wait_for("a at the first receiver", |h| h.cond() == "a")
+        .await;
+
+    // a broken edit: refused with the error, the old routing stays
+    write_config(
+        dir.path(),
+        &target,
+        &format!(
+            "{}receivers:\n  - name: other\n    webhook: {{ url: \"{}\" }}\n",
+            route("ops", "0s"),
+            second.url
+        ),
+    );
+    let (status, body) = reload(&d).await;
+    assert_eq!(status, 500, "{body}");
+    assert!(body.contains("undefined receiver \\\"ops\\\""), "{body}");
+    target.set(&[("a", true), ("b", true)]);
+    first
+        .wait_for("b at the first receiver", |h| h.cond() == "b")
+        .await;
+
+    // a good edit: the next group goes to the second receiver
+    write_config(dir.path(), &target, &webhook_to(&second.url, "0s", ""));
+    let (status, body) = reload(&d).await;
+    assert_eq!(status, 200, "{body}");
+    target.set(&[("a", true), ("b", true), ("c", true)]);
+    second
+        .wait_for("c at the second receiver", |h| h.cond() == "c")
+        .await;
+    assert!(
+        !first.seen().iter().any(|(c, _)| c == "c"),
+        "{:?}",
+        first.seen()
+    );
+}
