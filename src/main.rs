@@ -539,8 +539,11 @@ async fn daemon(config: Option<PathBuf>, log_format: Option<LogFormat>) -> Resul
         }
     }
     let (reload_tx, reload_rx) = tokio::sync::mpsc::channel(1);
+    let reloads = Arc::new(tocsin::reload::ReloadHistory::default());
     let reloader = tokio::spawn(reload_loop(
         manager.clone(),
+        reloads.clone(),
+        clock.clone(),
         rule_config,
         reload_tx.clone(),
         reload_rx,
@@ -625,6 +628,13 @@ async fn daemon(config: Option<PathBuf>, log_format: Option<LogFormat>) -> Resul
             "server.api_token_env is not set: API writes (silences, reload) need no token"
         );
     }
+    let read_token =
+        match &cfg.server.api_read_token_env {
+            Some(var) => Some(std::env::var(var).with_context(|| {
+                format!("server.api_read_token_env names {var}, which is not set")
+            })?),
+            None => None,
+        };
     let app = tocsin::server::router(tocsin::server::AppState {
         status,
         metrics,
@@ -632,9 +642,19 @@ async fn daemon(config: Option<PathBuf>, log_format: Option<LogFormat>) -> Resul
         started_ms,
         store_path: store_path.display().to_string(),
         reload: Some(reload_tx),
+        reloads,
         rules: Some(manager.clone()),
         silences: Some(silences.clone()),
+        store: Some(store.clone()),
+        engine: tocsin::promql::Engine::new(tocsin::promql::EngineOptions {
+            compat: cfg.evaluation.compat(),
+            default_subquery_step_ms: cfg.evaluation.interval.as_millis(),
+            // the API refuses more than 11,000 points per series itself (Prometheus's check)
+            max_steps: tocsin::server::MAX_POINTS + 1,
+            ..Default::default()
+        }),
         api_token,
+        read_token,
     });
     let mut server_shutdown = shutdown_rx.clone();
     let server = tokio::spawn(async move {
@@ -823,6 +843,8 @@ fn query(
 /// the file watcher at the files of the rule set now in use.
 async fn reload_loop(
     manager: Arc<tocsin::rules::manager::RuleManager>,
+    history: Arc<tocsin::reload::ReloadHistory>,
+    clock: Arc<dyn Clock>,
     config: tocsin::rules::manager::RuleConfig,
     tx: tokio::sync::mpsc::Sender<tocsin::reload::ReloadRequest>,
     mut rx: tokio::sync::mpsc::Receiver<tocsin::reload::ReloadRequest>,
@@ -832,6 +854,12 @@ async fn reload_loop(
     while let Some(req) = rx.recv().await {
         tracing::info!(cause = %req.cause, "reloading rules");
         let report = manager.reload().await;
+        history.record(tocsin::reload::ReloadRecord {
+            t: clock.now_ms(),
+            cause: req.cause.kind(),
+            ok: report.ok,
+            errors: report.errors.clone(),
+        });
         if report.ok || watcher.is_none() {
             // watch the files in use, and the directories of glob patterns for new files
             let files = manager.rules().files.clone();
