@@ -269,6 +269,10 @@ pub struct ServerConfig {
     pub listen: String,
     /// Name of an environment variable holding the bearer token required by API writes.
     pub api_token_env: Option<String>,
+    /// Name of an environment variable holding a bearer token required by API reads
+    /// (`/api/v1/*`, `/status`). Unset: reads are open. The write token is accepted for reads too.
+    /// `/health/*`, `/metrics` and `/api/v1/openapi.json` stay open.
+    pub api_read_token_env: Option<String>,
 }
 
 impl Default for ServerConfig {
@@ -276,6 +280,7 @@ impl Default for ServerConfig {
         ServerConfig {
             listen: DEFAULT_LISTEN.to_string(),
             api_token_env: None,
+            api_read_token_env: None,
         }
     }
 }

@@ -8,7 +8,7 @@
 //! - [`rhai_api`]: the Rhai front end: hardened script engine over the same query engine.
 //! - [`store`]: in-memory head of Gorilla chunks over one SQLite file; range and instant reads.
 //! - [`reload`]: the triggers of a rule reload (debounced file watcher, SIGHUP, API request) feeding one channel.
-//! - [`server`]: axum HTTP surface (health, readiness, status, self-metrics).
+//! - [`server`]: axum HTTP surface (health, readiness, status, self-metrics, the JSON API under `/api/v1/` and its OpenAPI document).
 //! - [`labels`], [`duration`], [`timefmt`], [`clock`], [`selfmetrics`]: shared vocabulary; [`sys`]: the one libc call.
 pub mod clock;
 pub mod config;

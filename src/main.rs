@@ -549,8 +549,11 @@ async fn daemon(
     let (reload_tx, reload_rx) = tokio::sync::mpsc::channel(1);
     // set once notifications are built below; a reload then re-reads their sections
     let notify_reload: Arc<std::sync::Mutex<Option<NotifyReload>>> = Default::default();
+    let reloads = Arc::new(tocsin::reload::ReloadHistory::default());
     let reloader = tokio::spawn(reload_loop(
         manager.clone(),
+        reloads.clone(),
+        clock.clone(),
         rule_config,
         notify_reload.clone(),
         reload_tx.clone(),
@@ -655,6 +658,13 @@ async fn daemon(
             "server.api_token_env is not set: API writes (silences, reload) need no token"
         );
     }
+    let read_token =
+        match &cfg.server.api_read_token_env {
+            Some(var) => Some(std::env::var(var).with_context(|| {
+                format!("server.api_read_token_env names {var}, which is not set")
+            })?),
+            None => None,
+        };
     let app = tocsin::server::router(tocsin::server::AppState {
         status,
         metrics,
@@ -662,9 +672,19 @@ async fn daemon(
         started_ms,
         store_path: store_path.display().to_string(),
         reload: Some(reload_tx),
+        reloads,
         rules: Some(manager.clone()),
         silences: Some(silences.clone()),
+        store: Some(store.clone()),
+        engine: tocsin::promql::Engine::new(tocsin::promql::EngineOptions {
+            compat: cfg.evaluation.compat(),
+            default_subquery_step_ms: cfg.evaluation.interval.as_millis(),
+            // the API refuses more than 11,000 points per series itself (Prometheus's check)
+            max_steps: tocsin::server::MAX_POINTS + 1,
+            ..Default::default()
+        }),
         api_token,
+        read_token,
     });
     let mut server_shutdown = shutdown_rx.clone();
     let server = tokio::spawn(async move {
@@ -921,6 +941,8 @@ fn reload_notifications(r: &mut NotifyReload) -> Result<bool, Vec<String>> {
 
 async fn reload_loop(
     manager: Arc<tocsin::rules::manager::RuleManager>,
+    history: Arc<tocsin::reload::ReloadHistory>,
+    clock: Arc<dyn Clock>,
     config: tocsin::rules::manager::RuleConfig,
     notify: Arc<std::sync::Mutex<Option<NotifyReload>>>,
     tx: tokio::sync::mpsc::Sender<tocsin::reload::ReloadRequest>,
@@ -931,6 +953,12 @@ async fn reload_loop(
     while let Some(req) = rx.recv().await {
         tracing::info!(cause = %req.cause, "reloading rules");
         let report = manager.reload().await;
+        history.record(tocsin::reload::ReloadRecord {
+            t: clock.now_ms(),
+            cause: req.cause.kind(),
+            ok: report.ok,
+            errors: report.errors.clone(),
+        });
         if report.ok || watcher.is_none() {
             // watch the files in use, and the directories of glob patterns for new files
             let files = manager.rules().files.clone();

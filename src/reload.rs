@@ -75,6 +75,47 @@ pub struct ReloadOutcome {
     pub errors: Vec<String>,
 }
 
+/// Reloads kept in [`ReloadHistory`].
+pub const RELOADS_KEPT: usize = 20;
+
+/// One reload, as `/api/v1/status` reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ReloadRecord {
+    /// when the reload finished (ms since the epoch)
+    pub t: i64,
+    /// `file`, `signal` or `api` ([`ReloadCause::kind`])
+    pub cause: &'static str,
+    pub ok: bool,
+    pub errors: Vec<String>,
+}
+
+/// The last [`RELOADS_KEPT`] reloads, oldest first: written by the reload loop, read by the API.
+#[derive(Debug, Default)]
+pub struct ReloadHistory {
+    records: Mutex<std::collections::VecDeque<ReloadRecord>>,
+}
+
+impl ReloadHistory {
+    /// Records a finished reload, forgetting the oldest beyond [`RELOADS_KEPT`].
+    pub fn record(&self, record: ReloadRecord) {
+        let mut r = self.records.lock().unwrap_or_else(PoisonError::into_inner);
+        if r.len() == RELOADS_KEPT {
+            r.pop_front();
+        }
+        r.push_back(record);
+    }
+
+    /// The kept reloads, oldest first.
+    pub fn recent(&self) -> Vec<ReloadRecord> {
+        self.records
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .cloned()
+            .collect()
+    }
+}
+
 /// Watches rule files and rule directories and sends a [`ReloadRequest`] when they change.
 /// Stops watching when dropped.
 pub struct RuleWatcher {

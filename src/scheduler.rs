@@ -44,6 +44,10 @@ pub struct EndpointStatus {
     pub startup_grace_seconds: f64,
     /// health checks of a JSON body: name, ok, text
     pub checks: Vec<(String, bool, String)>,
+    /// the labels every series of this endpoint carries (`job`, `instance`, target labels);
+    /// shown by `/api/v1/targets`, not by `/status`
+    #[serde(skip)]
+    pub labels: Vec<(String, String)>,
 }
 
 /// Shared state the HTTP server reads.
@@ -135,6 +139,13 @@ impl Scheduler {
                         first_seen_ms: None,
                         startup_grace_seconds: target.startup_grace.0.as_secs_f64(),
                         checks: Vec::new(),
+                        labels: match kind {
+                            "metrics" => scrape::metrics_base_labels(&target, &url),
+                            _ => scrape::health_base_labels(&target, &url),
+                        }
+                        .iter()
+                        .map(|(k, v)| (k.to_string(), v.to_string()))
+                        .collect(),
                     },
                 );
                 let me = self.clone();

@@ -55,6 +55,8 @@ pub trait QueryFn {
 #[derive(Debug, Clone)]
 pub struct Template {
     nodes: Vec<Node>,
+    /// the text it was parsed from (what the rules API shows)
+    source: String,
 }
 
 #[derive(Debug, Clone)]
@@ -184,7 +186,15 @@ impl Template {
         if let Some((kw, off)) = end {
             return Err(p.err(off, format!("unexpected {{{{{kw}}}}}")));
         }
-        Ok(Template { nodes })
+        Ok(Template {
+            nodes,
+            source: text.to_string(),
+        })
+    }
+
+    /// The text the template was parsed from.
+    pub fn source(&self) -> &str {
+        &self.source
     }
 
     /// Renders with `data`; `query` serves `query "…"` (None: `query` fails).

@@ -181,6 +181,30 @@ impl RuleManager {
         (real, shadow)
     }
 
+    /// The alerts of every alerting rule by rule key (active and recently resolved).
+    pub fn alerts_by_rule(&self) -> HashMap<String, Vec<Alert>> {
+        let states = self.states.read().expect("states lock");
+        let mut out = HashMap::new();
+        for st in states.values() {
+            for (key, rs) in st.lock().expect("group states lock").iter() {
+                out.insert(key.clone(), rs.alerts.values().cloned().collect());
+            }
+        }
+        out
+    }
+
+    /// How many groups of the rule set in use have been evaluated since startup, of how many.
+    pub fn groups_evaluated(&self) -> (usize, usize) {
+        let seen = self.evaluated.lock().expect("evaluated lock");
+        let rules = self.rules();
+        let done = rules
+            .groups
+            .iter()
+            .filter(|g| seen.contains(&g.name))
+            .count();
+        (done, rules.groups.len())
+    }
+
     /// Loads and validates every rule file; on success swaps the rules in and restarts the group
     /// tasks (keeping the state of unchanged rules), on any error keeps everything as it is.
     pub async fn reload(self: &Arc<Self>) -> ReloadReport {
@@ -407,19 +431,31 @@ impl RuleManager {
                     results: o.results,
                     error: o.error.clone(),
                 }),
+                transitions: o
+                    .transitions
+                    .iter()
+                    .map(|tr| crate::store::RuleTransition {
+                        t: tr.at,
+                        fingerprint: tr.fingerprint,
+                        labels: tr.labels.to_string(),
+                        from: tr.from.as_str().to_string(),
+                        to: tr.to.as_str().to_string(),
+                        flapping: tr.flapping,
+                    })
+                    .collect(),
             });
         }
         drop(states);
         self.store.stage_rule_states(rows);
+        let all_evaluated = {
+            let mut seen = self.evaluated.lock().expect("evaluated lock");
+            seen.insert(group.name.clone());
+            self.rules().groups.iter().all(|g| seen.contains(&g.name))
+        };
         let notifier = self.notifier.read().expect("notifier lock").clone();
         let mut staged = 0;
         if let Some(n) = notifier {
             let (alerts, shadow) = self.alerts_by_mode();
-            let all_evaluated = {
-                let mut seen = self.evaluated.lock().expect("evaluated lock");
-                seen.insert(group.name.clone());
-                self.rules().groups.iter().all(|g| seen.contains(&g.name))
-            };
             staged = n.tick_with_shadow(&alerts, &shadow, &self.store, t, all_evaluated);
         }
         match self.store.flush(t) {

@@ -3,7 +3,9 @@
 //! Tables: `series` (stable id per label set), `chunks` (compressed chunks; rowid in append order,
 //! indexed by `(block, series_id, mint)`, so writes land at the tail and retention deletes a prefix),
 //! `wal` (one row per flush with the samples not yet in a chunk), `notes` (the text that goes with a
-//! series' last sample, e.g. a health check's failure), `targets` (when each target was first watched).
+//! series' last sample, e.g. a health check's failure), `targets` (when each target was first watched),
+//! `alerts` (each rule's alert states), `rule_evals` (the last 20 evaluations per rule),
+//! `rule_transitions` (the last 100 alert state transitions per rule), `outbox`, `nflog`, `silences`.
 //! WAL journal mode, `synchronous=NORMAL`: a committed flush survives a process crash (kill -9);
 //! an OS crash or power loss may lose the last flushes.
 
@@ -66,6 +68,17 @@ CREATE TABLE IF NOT EXISTS rule_evals (
     error TEXT
 );
 CREATE INDEX IF NOT EXISTS rule_evals_by_key ON rule_evals (rule_key, t);
+CREATE TABLE IF NOT EXISTS rule_transitions (
+    id INTEGER PRIMARY KEY,
+    rule_key TEXT NOT NULL,
+    t INTEGER NOT NULL,
+    fingerprint INTEGER NOT NULL,
+    labels TEXT NOT NULL,
+    from_state TEXT NOT NULL,
+    to_state TEXT NOT NULL,
+    flapping INTEGER
+);
+CREATE INDEX IF NOT EXISTS rule_transitions_by_key ON rule_transitions (rule_key, id);
 CREATE TABLE IF NOT EXISTS outbox (
     id INTEGER PRIMARY KEY,
     receiver TEXT NOT NULL,
@@ -114,6 +127,9 @@ fn prune_sent(tx: &rusqlite::Transaction<'_>) -> Result<(), StoreError> {
         .execute([SENT_KEPT])?;
     Ok(())
 }
+
+/// Alert state transitions of each rule kept in `rule_transitions`.
+pub const RULE_TRANSITIONS_KEPT: i64 = 100;
 
 /// The stored form of a label set: a JSON array of `[name, value]` pairs.
 fn labels_json(labels: &Labels, out: &mut String) {
@@ -341,6 +357,28 @@ impl Db {
                     )?
                     .execute(params![&r.rule_key, RULE_EVALS_KEPT])?;
                 }
+                if !r.transitions.is_empty() {
+                    let mut ins = tx.prepare_cached(
+                        "INSERT INTO rule_transitions (rule_key, t, fingerprint, labels, from_state, to_state, flapping)
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                    )?;
+                    for tr in &r.transitions {
+                        ins.execute(params![
+                            &r.rule_key,
+                            tr.t,
+                            tr.fingerprint as i64,
+                            &tr.labels,
+                            &tr.from,
+                            &tr.to,
+                            tr.flapping
+                        ])?;
+                    }
+                    tx.prepare_cached(
+                        "DELETE FROM rule_transitions WHERE rule_key = ?1 AND id NOT IN
+                         (SELECT id FROM rule_transitions WHERE rule_key = ?1 ORDER BY id DESC LIMIT ?2)",
+                    )?
+                    .execute(params![&r.rule_key, RULE_TRANSITIONS_KEPT])?;
+                }
             }
             for o in &batch.outbox {
                 tx.prepare_cached(
@@ -504,6 +542,30 @@ impl Db {
                 duration_s: r.get(1)?,
                 results: r.get::<_, i64>(2)? as usize,
                 error: r.get(3)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+}
+
+impl Db {
+    /// The last alert state transitions of a rule, newest first.
+    pub fn rule_transitions(
+        &self,
+        rule_key: &str,
+    ) -> Result<Vec<super::RuleTransition>, StoreError> {
+        let mut st = self.conn.prepare_cached(
+            "SELECT t, fingerprint, labels, from_state, to_state, flapping FROM rule_transitions
+             WHERE rule_key = ?1 ORDER BY id DESC",
+        )?;
+        let rows = st.query_map([rule_key], |r| {
+            Ok(super::RuleTransition {
+                t: r.get(0)?,
+                fingerprint: r.get::<_, i64>(1)? as u64,
+                labels: r.get(2)?,
+                from: r.get(3)?,
+                to: r.get(4)?,
+                flapping: r.get(5)?,
             })
         })?;
         Ok(rows.collect::<Result<_, _>>()?)

@@ -102,13 +102,30 @@ pub struct RuleEval {
     pub error: Option<String>,
 }
 
-/// A rule's whole alert state after an evaluation (replacing what was stored), and the
-/// evaluation's record. Alert states are opaque JSON to the store.
+/// One change of an alert's state, as kept in the store (the last 100 per rule).
+#[derive(Debug, Clone, PartialEq)]
+pub struct RuleTransition {
+    /// evaluation time of the change (ms)
+    pub t: i64,
+    pub fingerprint: u64,
+    /// the alert's labels as text (`{a="b"}`)
+    pub labels: String,
+    /// `inactive`, `pending` or `firing`
+    pub from: String,
+    pub to: String,
+    /// Some(true) when the alert started flapping, Some(false) when it stopped
+    pub flapping: Option<bool>,
+}
+
+/// A rule's whole alert state after an evaluation (replacing what was stored), the
+/// evaluation's record and its alert state transitions. Alert states are opaque JSON to the store.
 #[derive(Debug, Clone, Default)]
 pub struct RuleStateRow {
     pub rule_key: String,
     pub alerts: Vec<(u64, String)>,
     pub eval: Option<RuleEval>,
+    /// appended to the rule's transition history (oldest first)
+    pub transitions: Vec<RuleTransition>,
 }
 
 /// A notification to queue, with the notification-log entry that records it as sent: both are
@@ -481,6 +498,11 @@ impl Store {
     /// The last evaluations of a rule (at most 20), newest first.
     pub fn rule_evals(&self, rule_key: &str) -> Result<Vec<RuleEval>, StoreError> {
         self.db.lock().expect("db lock").rule_evals(rule_key)
+    }
+
+    /// The last alert state transitions of a rule (at most 100), newest first.
+    pub fn rule_transitions(&self, rule_key: &str) -> Result<Vec<RuleTransition>, StoreError> {
+        self.db.lock().expect("db lock").rule_transitions(rule_key)
     }
 
     /// Ids of the series matching all matchers.

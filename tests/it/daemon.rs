@@ -7,9 +7,9 @@ use std::time::{Duration, Instant};
 use crate::common::*;
 use tocsin::labels::MatchOp;
 
-const BIN: &str = env!("CARGO_BIN_EXE_tocsin");
+pub(crate) const BIN: &str = env!("CARGO_BIN_EXE_tocsin");
 
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -17,9 +17,9 @@ fn free_port() -> u16 {
         .port()
 }
 
-struct Daemon {
-    child: Child,
-    base: String,
+pub(crate) struct Daemon {
+    pub(crate) child: Child,
+    pub(crate) base: String,
 }
 
 impl Drop for Daemon {
@@ -48,7 +48,7 @@ fn start(dir: &Path, args: &[&str]) -> Daemon {
 }
 
 /// Polls `url` until `ok(body)` holds; panics after `deadline` (a bound, not a timing assertion).
-async fn wait_for(
+pub(crate) async fn wait_for(
     url: &str,
     deadline: Duration,
     ok: impl Fn(&serde_json::Value) -> bool,

@@ -382,6 +382,7 @@ fn rule_states_replace_and_only_the_last_20_evaluations_are_kept() {
                 results: i as usize,
                 error: (i == 24).then(|| "boom".to_string()),
             }),
+            ..Default::default()
         }]);
         store.flush(i * 1000).unwrap();
     }
@@ -452,4 +453,45 @@ fn outbox_rows_are_durable_and_retried_or_failed() {
     assert_eq!(sent[1].error.as_deref(), Some("HTTP 400"));
     assert_eq!(store.sent(10, Some("failed")).unwrap().len(), 1);
     assert_eq!(store.outbox_depth().unwrap(), 0);
+}
+
+#[test]
+fn rule_transitions_are_written_with_the_flush_and_only_the_last_100_are_kept() {
+    use tocsin::store::{RuleStateRow, RuleTransition};
+    let dir = tempfile::tempdir().unwrap();
+    let store = open_store(&dir);
+    let tr = |i: i64| RuleTransition {
+        t: i * 1000,
+        fingerprint: 7,
+        labels: format!("{{n=\"{i}\"}}"),
+        from: "pending".into(),
+        to: "firing".into(),
+        flapping: (i == 119).then_some(true),
+    };
+    store.stage_rule_states(vec![RuleStateRow {
+        rule_key: "g/A/1".into(),
+        transitions: vec![tr(0)],
+        ..Default::default()
+    }]);
+    assert!(
+        store.rule_transitions("g/A/1").unwrap().is_empty(),
+        "staged, not yet flushed"
+    );
+    store.flush(1000).unwrap();
+    assert_eq!(store.rule_transitions("g/A/1").unwrap(), vec![tr(0)]);
+    for i in 1..120 {
+        store.stage_rule_states(vec![RuleStateRow {
+            rule_key: "g/A/1".into(),
+            transitions: vec![tr(i)],
+            ..Default::default()
+        }]);
+        store.flush(i * 1000).unwrap();
+    }
+    drop(store);
+    let store = open_store(&dir);
+    let kept = store.rule_transitions("g/A/1").unwrap();
+    assert_eq!(kept.len(), 100);
+    assert_eq!(kept[0], tr(119), "newest first");
+    assert_eq!(kept[99], tr(20));
+    assert!(store.rule_transitions("other").unwrap().is_empty());
 }

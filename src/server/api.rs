@@ -1,0 +1,554 @@
+//! The read side of `/api/v1/`: `query` and `query_range` (Prometheus's parameters, response
+//! shape, error types and status codes), `rules` and `targets` (Prometheus's shapes plus tocsin's
+//! fields) and `status`. Store reads and query evaluation run under `spawn_blocking`.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{RawQuery, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Json, Response};
+use serde_json::{Value as Json_, json};
+
+use super::{ApiError, AppState, api_error, body_or_refusal};
+use crate::promql::{QueryError, Value, format_float};
+use crate::rules::tracker::{Alert, AlertStatus};
+use crate::rules::{Rule, RuleKind};
+use crate::timefmt::format_rfc3339;
+
+/// Most points per series a range query may return (Prometheus's limit).
+pub const MAX_POINTS: i64 = 11_000;
+
+/// A query's time limit when it gives no `timeout` (Prometheus's `query.timeout` default).
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// What Prometheus shows for a time that never happened (a target never scraped).
+const ZERO_TIME: &str = "0001-01-01T00:00:00Z";
+
+/// Parameters of a request: the URL's query string, then a form body; repeated names kept.
+pub(super) fn params(query: Option<&str>, form: &[u8]) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = Vec::new();
+    if let Some(q) = query {
+        out.extend(url::form_urlencoded::parse(q.as_bytes()).into_owned());
+    }
+    out.extend(url::form_urlencoded::parse(form).into_owned());
+    out
+}
+
+fn param<'a>(params: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    params
+        .iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.as_str())
+}
+
+fn bad_data(msg: impl Into<String>) -> ApiError {
+    ApiError::bad_data(msg)
+}
+
+/// The parameters of a GET or form POST: a body must be `application/x-www-form-urlencoded`.
+fn request_params(
+    q: Option<&str>,
+    headers: &HeaderMap,
+    body: Result<axum::body::Bytes, BytesRejection>,
+) -> Result<Vec<(String, String)>, ApiError> {
+    let body = body_or_refusal(body)?;
+    if !body.is_empty() {
+        let ct = headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        if !ct.starts_with("application/x-www-form-urlencoded") {
+            return Err(ApiError {
+                code: StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                kind: "bad_data",
+                message: format!(
+                    "unsupported content type {ct:?}: expected application/x-www-form-urlencoded"
+                ),
+            });
+        }
+    }
+    Ok(params(q, &body))
+}
+
+/// A time parameter: unix seconds or RFC 3339, in ms.
+fn time_param(params: &[(String, String)], name: &str) -> Result<Option<i64>, ApiError> {
+    param(params, name)
+        .map(|v| {
+            crate::timefmt::parse_time(v).map_err(|_| {
+                bad_data(format!(
+                    "invalid parameter {name:?}: cannot parse {v:?} to a valid timestamp"
+                ))
+            })
+        })
+        .transpose()
+}
+
+/// A duration parameter: float seconds or Prometheus notation (`15s`, `1m30s`), in ms.
+fn duration_param(params: &[(String, String)], name: &str) -> Result<Option<i64>, ApiError> {
+    param(params, name)
+        .map(|v| {
+            let err = || {
+                bad_data(format!(
+                    "invalid parameter {name:?}: cannot parse {v:?} to a valid duration"
+                ))
+            };
+            if let Ok(secs) = v.parse::<f64>() {
+                let ms = (secs * 1000.0).round();
+                if !ms.is_finite() || ms.abs() > i64::MAX as f64 / 2.0 {
+                    return Err(err());
+                }
+                return Ok(ms as i64);
+            }
+            crate::duration::PromDuration::parse(v)
+                .map(|d| d.as_millis())
+                .map_err(|_| err())
+        })
+        .transpose()
+}
+
+/// The parsed expression, or the refusal of a missing or invalid one.
+fn expr_param(params: &[(String, String)]) -> Result<promql_parser::parser::Expr, ApiError> {
+    let q = param(params, "query").unwrap_or("");
+    if q.trim().is_empty() {
+        return Err(bad_data("invalid parameter \"query\": empty query"));
+    }
+    crate::promql::parse(q).map_err(|e| bad_data(format!("invalid parameter \"query\": {e}")))
+}
+
+/// Runs `f` (an evaluation) on a blocking thread within `timeout`, answering in Prometheus's
+/// shape; `t` is the evaluation time of an instant query. A timed-out evaluation is answered
+/// with 503 and finishes in the background (the engine cannot be interrupted).
+async fn run_query(
+    timeout_ms: i64,
+    t: Option<i64>,
+    f: impl FnOnce() -> Result<Value, QueryError> + Send + 'static,
+) -> Response {
+    let timeout = Duration::from_millis(timeout_ms.max(0) as u64);
+    match tokio::time::timeout(timeout, tokio::task::spawn_blocking(f)).await {
+        Err(_) => api_error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "timeout",
+            "query timed out in expression evaluation",
+        ),
+        Ok(Err(e)) => api_error(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()),
+        Ok(Ok(Err(QueryError::Storage(e)))) => {
+            api_error(StatusCode::INTERNAL_SERVER_ERROR, "internal", e)
+        }
+        Ok(Ok(Err(QueryError::Parse { message, .. }))) => bad_data(message).into_response(),
+        Ok(Ok(Err(QueryError::Eval(e)))) if e.starts_with("invalid expression type") => {
+            bad_data(e).into_response()
+        }
+        Ok(Ok(Err(e))) => api_error(StatusCode::UNPROCESSABLE_ENTITY, "execution", e.to_string()),
+        Ok(Ok(Ok(v))) => {
+            Json(json!({"status": "success", "data": value_json(&v, t)})).into_response()
+        }
+    }
+}
+
+fn point(t: i64, v: f64) -> Json_ {
+    json!([t as f64 / 1000.0, format_float(v)])
+}
+
+fn labels_map(l: &crate::labels::Labels) -> BTreeMap<&str, &str> {
+    l.iter().collect()
+}
+
+/// A query result as Prometheus encodes it: `{"resultType": …, "result": …}`. An instant query's
+/// scalars, strings and vector samples carry its evaluation time `t`.
+fn value_json(v: &Value, t: Option<i64>) -> Json_ {
+    let at = t.unwrap_or(0);
+    match v {
+        Value::Scalar(x) => json!({"resultType": "scalar", "result": point(at, *x)}),
+        Value::String(s) => json!({"resultType": "string", "result": [at as f64 / 1000.0, s]}),
+        Value::Vector(samples) => json!({
+            "resultType": "vector",
+            "result": samples.iter().map(|s| json!({
+                "metric": labels_map(&s.metric),
+                "value": point(t.unwrap_or(s.t), s.v),
+            })).collect::<Vec<_>>(),
+        }),
+        Value::Matrix(series) => json!({
+            "resultType": "matrix",
+            "result": series.iter().map(|s| json!({
+                "metric": labels_map(&s.metric),
+                "values": s.points.iter().map(|(t, v)| point(*t, *v)).collect::<Vec<_>>(),
+            })).collect::<Vec<_>>(),
+        }),
+    }
+}
+
+/// `GET|POST /api/v1/query`: `query`, `time` (default now), `timeout`.
+pub(super) async fn query(
+    State(s): State<AppState>,
+    RawQuery(q): RawQuery,
+    headers: HeaderMap,
+    body: Result<axum::body::Bytes, BytesRejection>,
+) -> Response {
+    let params = match request_params(q.as_deref(), &headers, body) {
+        Ok(p) => p,
+        Err(e) => return e.into_response(),
+    };
+    let expr = match expr_param(&params) {
+        Ok(e) => e,
+        Err(e) => return e.into_response(),
+    };
+    let t = match time_param(&params, "time") {
+        Ok(t) => t.unwrap_or_else(|| s.clock.now_ms()),
+        Err(e) => return e.into_response(),
+    };
+    let timeout = match duration_param(&params, "timeout") {
+        Ok(d) => d.unwrap_or(DEFAULT_TIMEOUT.as_millis() as i64),
+        Err(e) => return e.into_response(),
+    };
+    let Some(store) = s.store.clone() else {
+        return api_error(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "no store");
+    };
+    let engine = s.engine.clone();
+    run_query(timeout, Some(t), move || {
+        engine.instant(store.as_ref(), &expr, t)
+    })
+    .await
+}
+
+/// `GET|POST /api/v1/query_range`: `query`, `start`, `end`, `step`, `timeout`.
+pub(super) async fn query_range(
+    State(s): State<AppState>,
+    RawQuery(q): RawQuery,
+    headers: HeaderMap,
+    body: Result<axum::body::Bytes, BytesRejection>,
+) -> Response {
+    let params = match request_params(q.as_deref(), &headers, body) {
+        Ok(p) => p,
+        Err(e) => return e.into_response(),
+    };
+    let expr = match expr_param(&params) {
+        Ok(e) => e,
+        Err(e) => return e.into_response(),
+    };
+    let (start, end) = match (time_param(&params, "start"), time_param(&params, "end")) {
+        (Ok(Some(a)), Ok(Some(b))) => (a, b),
+        (Err(e), _) | (_, Err(e)) => return e.into_response(),
+        (Ok(None), _) => return bad_data("invalid parameter \"start\": missing").into_response(),
+        (_, Ok(None)) => return bad_data("invalid parameter \"end\": missing").into_response(),
+    };
+    if end < start {
+        return bad_data("invalid parameter \"end\": end timestamp must not be before start time")
+            .into_response();
+    }
+    let step = match duration_param(&params, "step") {
+        Ok(Some(d)) => d,
+        Ok(None) => return bad_data("invalid parameter \"step\": missing").into_response(),
+        Err(e) => return e.into_response(),
+    };
+    if step <= 0 {
+        return bad_data(
+            "invalid parameter \"step\": zero or negative query resolution step widths are not accepted. Try a positive integer",
+        )
+        .into_response();
+    }
+    if (end - start) / step > MAX_POINTS {
+        return bad_data(
+            "exceeded maximum resolution of 11,000 points per timeseries. Try decreasing the query resolution (?step=XX)",
+        )
+        .into_response();
+    }
+    let timeout = match duration_param(&params, "timeout") {
+        Ok(d) => d.unwrap_or(DEFAULT_TIMEOUT.as_millis() as i64),
+        Err(e) => return e.into_response(),
+    };
+    let Some(store) = s.store.clone() else {
+        return api_error(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "no store");
+    };
+    let engine = s.engine.clone();
+    run_query(timeout, None, move || {
+        engine.range(store.as_ref(), &expr, start, end, step)
+    })
+    .await
+}
+
+/// One alert as `/api/v1/alerts` and `/api/v1/rules` show it.
+pub(super) fn alert_json(a: &Alert) -> Json_ {
+    json!({
+        "labels": labels_map(&a.labels),
+        "annotations": a.annotations,
+        "state": a.status.as_str(),
+        "activeAt": format_rfc3339(a.active_at),
+        "firedAt": a.fired_at.map(format_rfc3339),
+        "value": format_float(a.value),
+        "flapping": a.flapping,
+    })
+}
+
+fn templates_json(t: &[(String, std::sync::Arc<crate::template::Template>)]) -> Json_ {
+    json!(
+        t.iter()
+            .map(|(k, v)| (k.as_str(), v.source()))
+            .collect::<BTreeMap<_, _>>()
+    )
+}
+
+/// What the store holds of one rule: its last evaluations and transitions, newest first.
+type RuleHistory = (
+    Vec<crate::store::RuleEval>,
+    Vec<crate::store::RuleTransition>,
+);
+
+fn rule_json(rule: &Rule, alerts: &[Alert], history: &RuleHistory) -> Json_ {
+    let (evals, transitions) = history;
+    let last = evals.first();
+    let mut v = json!({
+        "name": rule.name,
+        "query": rule.condition.text(),
+        "language": match rule.condition {
+            crate::rules::Condition::PromQL { .. } => "promql",
+            crate::rules::Condition::Script { .. } => "rhai",
+        },
+        "labels": templates_json(&rule.labels),
+        "health": match last {
+            None => "unknown",
+            Some(e) if e.error.is_some() => "err",
+            Some(_) => "ok",
+        },
+        "lastError": last.and_then(|e| e.error.clone()).unwrap_or_default(),
+        "lastEvaluation": last.map_or_else(|| ZERO_TIME.to_string(), |e| format_rfc3339(e.t)),
+        "evaluationTime": last.map_or(0.0, |e| e.duration_s),
+        "dryRun": rule.dry_run,
+        "evaluations": evals.iter().map(|e| json!({
+            "t": format_rfc3339(e.t),
+            "duration": e.duration_s,
+            "results": e.results,
+            "error": e.error,
+        })).collect::<Vec<_>>(),
+    });
+    match &rule.kind {
+        RuleKind::Record => v["type"] = json!("recording"),
+        RuleKind::Alert {
+            hold,
+            keep_firing_for,
+            annotations,
+            ..
+        } => {
+            let state = if alerts.iter().any(|a| a.status == AlertStatus::Firing) {
+                "firing"
+            } else if alerts.iter().any(|a| a.status == AlertStatus::Pending) {
+                "pending"
+            } else {
+                "inactive"
+            };
+            v["type"] = json!("alerting");
+            v["duration"] = json!(*hold as f64 / 1000.0);
+            v["keepFiringFor"] = json!(*keep_firing_for as f64 / 1000.0);
+            v["annotations"] = templates_json(annotations);
+            v["state"] = json!(state);
+            v["alerts"] = json!(
+                alerts
+                    .iter()
+                    .filter(|a| a.is_active())
+                    .map(alert_json)
+                    .collect::<Vec<_>>()
+            );
+            v["transitions"] = json!(
+                transitions
+                    .iter()
+                    .map(|t| json!({
+                        "t": format_rfc3339(t.t),
+                        "fingerprint": format!("{:016x}", t.fingerprint),
+                        "labels": t.labels,
+                        "from": t.from,
+                        "to": t.to,
+                        "flapping": t.flapping,
+                    }))
+                    .collect::<Vec<_>>()
+            );
+        }
+    }
+    v
+}
+
+/// `GET /api/v1/rules`: Prometheus's groups and rules, each rule with its last evaluations and
+/// (alerting rules) its alert state transitions from the store. `type=alert|record` filters.
+pub(super) async fn rules(State(s): State<AppState>, RawQuery(q): RawQuery) -> Response {
+    let params = params(q.as_deref(), &[]);
+    let want = match param(&params, "type") {
+        None => None,
+        Some("alert") => Some(true),
+        Some("record") => Some(false),
+        Some(other) => {
+            return bad_data(format!(
+                "invalid parameter \"type\": {other:?} is not alert or record"
+            ))
+            .into_response();
+        }
+    };
+    let Some(manager) = s.rules.clone() else {
+        return Json(json!({"status": "success", "data": {"groups": []}})).into_response();
+    };
+    let set = manager.rules();
+    let alerts = manager.alerts_by_rule();
+    let keys: Vec<String> = set
+        .groups
+        .iter()
+        .flat_map(|g| g.rules.iter().map(|r| r.key.clone()))
+        .collect();
+    let history = match s.store.clone() {
+        None => Ok(BTreeMap::new()),
+        Some(store) => tokio::task::spawn_blocking(move || {
+            let mut out = BTreeMap::new();
+            for k in keys {
+                let evals = store.rule_evals(&k)?;
+                let transitions = store.rule_transitions(&k)?;
+                out.insert(k, (evals, transitions));
+            }
+            Ok::<_, crate::store::StoreError>(out)
+        })
+        .await
+        .unwrap_or_else(|e| Ok(panic_history(e))),
+    };
+    let history = match history {
+        Ok(h) => h,
+        Err(e) => {
+            return api_error(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string());
+        }
+    };
+    let empty: RuleHistory = Default::default();
+    let groups: Vec<Json_> = set
+        .groups
+        .iter()
+        .map(|g| {
+            let rules: Vec<Json_> = g
+                .rules
+                .iter()
+                .filter(|r| want.is_none_or(|a| r.is_alert() == a))
+                .map(|r| {
+                    let h = history.get(&r.key).unwrap_or(&empty);
+                    rule_json(r, alerts.get(&r.key).map_or(&[], |v| v), h)
+                })
+                .collect();
+            let latest: Vec<&crate::store::RuleEval> = g
+                .rules
+                .iter()
+                .filter_map(|r| history.get(&r.key).and_then(|h| h.0.first()))
+                .collect();
+            let last_t = latest.iter().map(|e| e.t).max();
+            json!({
+                "name": g.name,
+                "file": g.file.display().to_string(),
+                "interval": g.interval_ms as f64 / 1000.0,
+                "limit": g.limit,
+                "rules": rules,
+                "lastEvaluation": last_t.map_or_else(|| ZERO_TIME.to_string(), format_rfc3339),
+                "evaluationTime": latest.iter().filter(|e| Some(e.t) == last_t).map(|e| e.duration_s).sum::<f64>(),
+            })
+        })
+        .collect();
+    Json(json!({"status": "success", "data": {"groups": groups}})).into_response()
+}
+
+/// A panicked store read answers as no history (logged): the rules themselves are still worth showing.
+fn panic_history(e: tokio::task::JoinError) -> BTreeMap<String, RuleHistory> {
+    tracing::error!(error = %e, "reading rule history panicked");
+    BTreeMap::new()
+}
+
+/// `GET /api/v1/targets`: Prometheus's `activeTargets` (one per scraped endpoint: a target's
+/// metrics and health endpoints are two) plus tocsin's `kind` and `samples`.
+pub(super) async fn targets(State(s): State<AppState>) -> Response {
+    let endpoints: Vec<_> = s
+        .status
+        .endpoints
+        .read()
+        .expect("status lock")
+        .values()
+        .cloned()
+        .collect();
+    let active: Vec<Json_> = endpoints
+        .iter()
+        .map(|e| {
+            let labels: BTreeMap<&str, &str> = e
+                .labels
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_str()))
+                .collect();
+            json!({
+                "discoveredLabels": labels,
+                "labels": labels,
+                "scrapePool": e.target,
+                "scrapeUrl": e.url,
+                "globalUrl": e.url,
+                "lastError": e.last_error.clone().unwrap_or_default(),
+                "lastScrape": e.last_scrape_ms.map_or_else(|| ZERO_TIME.to_string(), format_rfc3339),
+                "lastScrapeDuration": e.last_duration_seconds.unwrap_or(0.0),
+                "health": match e.up {
+                    None => "unknown",
+                    Some(true) => "up",
+                    Some(false) => "down",
+                },
+                "scrapeInterval": crate::duration::PromDuration(Duration::from_secs_f64(e.interval_seconds)).to_string(),
+                "kind": e.kind,
+                "samples": e.samples,
+            })
+        })
+        .collect();
+    Json(json!({"status": "success", "data": {"activeTargets": active, "droppedTargets": []}}))
+        .into_response()
+}
+
+/// `GET /api/v1/status`: uptime, startup progress, reload history, build information.
+pub(super) async fn status(State(s): State<AppState>) -> Response {
+    let now = s.clock.now_ms();
+    let (endpoints, scraped) = {
+        let e = s.status.endpoints.read().expect("status lock");
+        (
+            e.len(),
+            e.values().filter(|x| x.last_scrape_ms.is_some()).count(),
+        )
+    };
+    let reloads = s.reloads.recent();
+    let rules_loaded = reloads.iter().any(|r| r.ok);
+    let (groups_evaluated, groups, rules) = match &s.rules {
+        Some(m) => {
+            let (done, total) = m.groups_evaluated();
+            (done, total, m.rules().rule_count())
+        }
+        None => (0, 0, 0),
+    };
+    let last_flush = s.status.last_flush_ms.load(Ordering::SeqCst);
+    Json(json!({
+        "status": "success",
+        "data": {
+            "startTime": format_rfc3339(s.started_ms),
+            "uptimeSeconds": (now - s.started_ms) as f64 / 1000.0,
+            "build": {
+                "version": env!("CARGO_PKG_VERSION"),
+                "gitHash": option_env!("TOCSIN_GIT_HASH").unwrap_or("unknown"),
+            },
+            "startup": {
+                "scrapeLoopRunning": s.status.running.load(Ordering::SeqCst),
+                "endpoints": endpoints,
+                "endpointsScraped": scraped,
+                "firstScrapeDone": scraped == endpoints,
+                "rulesLoaded": rules_loaded,
+                "ruleGroups": groups,
+                "rules": rules,
+                "ruleGroupsEvaluated": groups_evaluated,
+                "firstEvaluationDone": rules_loaded && groups_evaluated == groups,
+            },
+            "reloads": reloads.iter().map(|r| json!({
+                "time": format_rfc3339(r.t),
+                "cause": r.cause,
+                "success": r.ok,
+                "errors": r.errors,
+            })).collect::<Vec<_>>(),
+            "store": {
+                "path": s.store_path,
+                "ok": s.status.store_ok.load(Ordering::SeqCst),
+                "lastFlush": (last_flush > 0).then(|| format_rfc3339(last_flush)),
+                "lastFlushError": *s.status.last_flush_error.read().expect("status lock"),
+            },
+        }
+    }))
+    .into_response()
+}

@@ -1,0 +1,755 @@
+//! The HTTP surface (axum): liveness, readiness, status, self-metrics, and the JSON API under
+//! `/api/v1/` (alerts, rules, targets, silences, query, query_range, status, its OpenAPI document).
+//!
+//! Every route is one entry of [`routes`]: the router is built from that list and the test of the
+//! OpenAPI document (`openapi.json`, served at `/api/v1/openapi.json`) compares it with the same
+//! list, so a route cannot be added without documenting it. Each route has an [`Access`] level,
+//! checked before the handler runs: writes need `server.api_token_env`'s token, reads need
+//! `server.api_read_token_env`'s (or the write token) when one is configured.
+//!
+//! Handlers never touch SQLite on the async runtime: the [`StatusBoard`], the self-metrics and the
+//! rule manager are memory; store reads and queries run under `spawn_blocking`.
+
+mod api;
+
+pub use api::MAX_POINTS;
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use axum::Router;
+use axum::extract::State;
+use axum::extract::rejection::BytesRejection;
+use axum::handler::Handler;
+use axum::http::{Method, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Json, Response};
+use axum::routing::{MethodFilter, MethodRouter};
+use serde_json::json;
+
+use crate::clock::Clock;
+use crate::scheduler::StatusBoard;
+use crate::selfmetrics::SelfMetrics;
+
+/// The OpenAPI 3.0 document of every route, served at `/api/v1/openapi.json`.
+pub const OPENAPI: &str = include_str!("openapi.json");
+
+/// Largest request body accepted (silences, query forms): larger ones get 413.
+pub const BODY_LIMIT: usize = 64 * 1024;
+
+/// What the handlers read.
+#[derive(Clone)]
+pub struct AppState {
+    pub status: Arc<StatusBoard>,
+    pub metrics: Arc<SelfMetrics>,
+    pub clock: Arc<dyn Clock>,
+    pub started_ms: i64,
+    pub store_path: String,
+    /// where `POST /-/reload` sends its request (None: rules not running)
+    pub reload: Option<tokio::sync::mpsc::Sender<crate::reload::ReloadRequest>>,
+    /// the last reloads, for `/api/v1/status`
+    pub reloads: Arc<crate::reload::ReloadHistory>,
+    pub rules: Option<Arc<crate::rules::manager::RuleManager>>,
+    pub silences: Option<Arc<crate::notify::silence::Silences>>,
+    /// the store `query`, `query_range` and `rules` read (None: those answer 503)
+    pub store: Option<Arc<crate::store::Store>>,
+    /// the engine API queries run on
+    pub engine: crate::promql::Engine,
+    /// bearer token API writes need (None: writes are refused unless no token is configured,
+    /// see `server.api_token_env`)
+    pub api_token: Option<String>,
+    /// bearer token API reads need besides the write token (None: reads are open, see
+    /// `server.api_read_token_env`)
+    pub read_token: Option<String>,
+}
+
+/// Who may call a route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// anyone: probes, self-metrics, the API description
+    Open,
+    /// anyone unless `server.api_read_token_env` is set, then that token or the write token
+    Read,
+    /// the bearer token of `server.api_token_env` (anyone when none is configured)
+    Write,
+}
+
+/// One route: method, path (axum's syntax, which is OpenAPI's: `/api/v1/silences/{id}`), access
+/// and handler.
+pub struct Route {
+    pub method: Method,
+    pub path: &'static str,
+    pub access: Access,
+    handler: MethodRouter<AppState>,
+}
+
+fn route<H, T>(method: Method, path: &'static str, access: Access, handler: H) -> Route
+where
+    H: Handler<T, AppState>,
+    T: 'static,
+{
+    let filter = MethodFilter::try_from(method.clone()).expect("a routable method");
+    Route {
+        method,
+        path,
+        access,
+        handler: axum::routing::on(filter, handler),
+    }
+}
+
+/// Every route the server answers: the one list the router is built from and the OpenAPI
+/// document is checked against.
+pub fn routes() -> Vec<Route> {
+    use Access::{Open, Read, Write};
+    vec![
+        route(Method::GET, "/health/live", Open, live),
+        route(Method::GET, "/health/ready", Open, ready),
+        route(Method::GET, "/metrics", Open, metrics),
+        route(Method::GET, "/status", Read, status),
+        route(Method::POST, "/-/reload", Write, reload),
+        route(Method::GET, "/api/v1/alerts", Read, alerts),
+        route(Method::GET, "/api/v1/rules", Read, api::rules),
+        route(Method::GET, "/api/v1/targets", Read, api::targets),
+        route(Method::GET, "/api/v1/silences", Read, list_silences),
+        route(Method::POST, "/api/v1/silences", Write, post_silence),
+        route(
+            Method::DELETE,
+            "/api/v1/silences/{id}",
+            Write,
+            delete_silence,
+        ),
+        route(Method::GET, "/api/v1/query", Read, api::query),
+        route(Method::POST, "/api/v1/query", Read, api::query),
+        route(Method::GET, "/api/v1/query_range", Read, api::query_range),
+        route(Method::POST, "/api/v1/query_range", Read, api::query_range),
+        route(Method::GET, "/api/v1/status", Read, api::status),
+        route(Method::GET, "/api/v1/openapi.json", Open, openapi),
+    ]
+}
+
+pub fn router(state: AppState) -> Router {
+    let mut router = Router::new();
+    for r in routes() {
+        let guard = axum::middleware::from_fn_with_state((state.clone(), r.access), authorize);
+        router = router.route(r.path, r.handler.route_layer(guard));
+    }
+    router
+        .layer(axum::extract::DefaultBodyLimit::max(BODY_LIMIT))
+        .with_state(state)
+}
+
+/// Refuses a request without the token its route's [`Access`] needs.
+async fn authorize(
+    State((s, access)): State<(AppState, Access)>,
+    req: axum::extract::Request,
+    next: Next,
+) -> Response {
+    let given = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    let write_ok = s.api_token.as_deref().is_none_or(|t| given == Some(t));
+    let allowed = match access {
+        Access::Open => true,
+        Access::Write => write_ok,
+        Access::Read => match &s.read_token {
+            None => true,
+            Some(t) => given == Some(t.as_str()) || (s.api_token.is_some() && write_ok),
+        },
+    };
+    if allowed {
+        next.run(req).await
+    } else {
+        api_error(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "missing or wrong bearer token",
+        )
+    }
+}
+
+/// An error in Prometheus's API shape: `{"status":"error","errorType":…,"error":…}`.
+fn api_error(code: StatusCode, error_type: &str, msg: impl Into<String>) -> Response {
+    (
+        code,
+        Json(json!({"status": "error", "errorType": error_type, "error": msg.into()})),
+    )
+        .into_response()
+}
+
+/// A refused or failed API request, answered in Prometheus's error shape with its status code.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct ApiError {
+    /// 400 for bad parameters, 413 for a body over [`BODY_LIMIT`], 422 for evaluation errors…
+    pub code: StatusCode,
+    /// Prometheus's `errorType`: `bad_data`, `execution`, `timeout`, `internal`, …
+    pub kind: &'static str,
+    pub message: String,
+}
+
+impl ApiError {
+    fn bad_data(message: impl Into<String>) -> ApiError {
+        ApiError {
+            code: StatusCode::BAD_REQUEST,
+            kind: "bad_data",
+            message: message.into(),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        api_error(self.code, self.kind, self.message)
+    }
+}
+
+/// A request body, or the refusal of one that is too large or unreadable (413/400 with a message).
+fn body_or_refusal(
+    body: Result<axum::body::Bytes, BytesRejection>,
+) -> Result<axum::body::Bytes, ApiError> {
+    body.map_err(|r| ApiError {
+        code: r.status(),
+        kind: "bad_data",
+        message: r.body_text().to_lowercase(),
+    })
+}
+
+async fn openapi() -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], OPENAPI).into_response()
+}
+
+async fn live() -> Json<serde_json::Value> {
+    Json(json!({"status": "ok"}))
+}
+
+/// 200 with every check `ok`, or 503 `degraded` naming the failing checks (the seeds' shape).
+async fn ready(State(s): State<AppState>) -> Response {
+    let store = if s.status.store_ok.load(Ordering::SeqCst) {
+        "ok".to_string()
+    } else {
+        s.status
+            .last_flush_error
+            .read()
+            .expect("status lock")
+            .clone()
+            .unwrap_or_else(|| "store not open".into())
+    };
+    let scrape = if s.status.running.load(Ordering::SeqCst) {
+        "ok"
+    } else {
+        "scrape loop not running"
+    };
+    let all_ok = store == "ok" && scrape == "ok";
+    let body = json!({
+        "status": if all_ok { "ok" } else { "degraded" },
+        "checks": { "store": store, "scrape_loop": scrape },
+    });
+    let code = if all_ok {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (code, Json(body)).into_response()
+}
+
+async fn status(State(s): State<AppState>) -> Json<serde_json::Value> {
+    let now = s.clock.now_ms();
+    let endpoints: Vec<_> = s
+        .status
+        .endpoints
+        .read()
+        .expect("status lock")
+        .values()
+        .cloned()
+        .collect();
+    let last_flush = s.status.last_flush_ms.load(Ordering::SeqCst);
+    Json(json!({
+        "version": env!("CARGO_PKG_VERSION"),
+        "uptime_seconds": (now - s.started_ms) as f64 / 1000.0,
+        "started_ms": s.started_ms,
+        "store": {
+            "path": s.store_path,
+            "ok": s.status.store_ok.load(Ordering::SeqCst),
+            "last_flush_ms": (last_flush > 0).then_some(last_flush),
+            "last_flush_error": *s.status.last_flush_error.read().expect("status lock"),
+        },
+        "targets": endpoints,
+    }))
+}
+
+async fn metrics(State(s): State<AppState>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        s.metrics.encode(),
+    )
+        .into_response()
+}
+
+/// Reloads the rules and answers with the outcome: 200 when the new rules are in use, 500 with
+/// every error when the old ones kept running (as Prometheus's `/-/reload`).
+async fn reload(State(s): State<AppState>) -> Response {
+    let Some(tx) = s.reload else {
+        return (StatusCode::SERVICE_UNAVAILABLE, "rules are not running").into_response();
+    };
+    let (req, done) = crate::reload::ReloadRequest::api();
+    if tx.send(req).await.is_err() {
+        return (StatusCode::SERVICE_UNAVAILABLE, "reloader stopped").into_response();
+    }
+    match done.await {
+        Ok(outcome) if outcome.ok => Json(outcome).into_response(),
+        Ok(outcome) => (StatusCode::INTERNAL_SERVER_ERROR, Json(outcome)).into_response(),
+        Err(_) => (StatusCode::SERVICE_UNAVAILABLE, "reload abandoned").into_response(),
+    }
+}
+
+/// Pending and firing alerts in Prometheus's `/api/v1/alerts` shape. Filters: `state=firing|pending`,
+/// `filter={a="b",…}` (Alertmanager matchers; repeated filters all apply) and `match[]={…}`
+/// (repeated: an alert matching any one set is kept, as Prometheus's series selectors).
+async fn alerts(
+    State(s): State<AppState>,
+    axum::extract::RawQuery(q): axum::extract::RawQuery,
+) -> Response {
+    use crate::notify::route::parse_matchers;
+    let params = api::params(q.as_deref(), &[]);
+    let mut state = None;
+    let mut filter = Vec::new();
+    let mut any_of = Vec::new();
+    for (k, v) in &params {
+        match k.as_str() {
+            "state" => match v.as_str() {
+                "firing" | "pending" => state = Some(v.clone()),
+                _ => {
+                    return bad_request(format!(
+                        "invalid parameter \"state\": {v:?} is not firing or pending"
+                    ));
+                }
+            },
+            "filter" => match parse_matchers(v) {
+                Ok(m) => filter.extend(m),
+                Err(e) => return bad_request(format!("invalid parameter \"filter\": {e}")),
+            },
+            "match[]" => match parse_matchers(v) {
+                Ok(m) => any_of.push(m),
+                Err(e) => return bad_request(format!("invalid parameter \"match[]\": {e}")),
+            },
+            _ => {}
+        }
+    }
+    let list: Vec<serde_json::Value> = s
+        .rules
+        .map(|m| m.alerts())
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|(_, a)| a.is_active())
+        .filter(|(_, a)| state.as_deref().is_none_or(|st| a.status.as_str() == st))
+        .filter(|(_, a)| filter.iter().all(|m| m.matches_labels(&a.labels)))
+        .filter(|(_, a)| {
+            any_of.is_empty()
+                || any_of
+                    .iter()
+                    .any(|set| set.iter().all(|m| m.matches_labels(&a.labels)))
+        })
+        .map(|(group, a)| {
+            let mut v = api::alert_json(&a);
+            v["group"] = json!(group);
+            v
+        })
+        .collect();
+    Json(json!({"status": "success", "data": {"alerts": list}})).into_response()
+}
+
+fn bad_request(msg: impl Into<String>) -> Response {
+    api_error(StatusCode::BAD_REQUEST, "bad_data", msg)
+}
+
+async fn list_silences(State(s): State<AppState>) -> Json<serde_json::Value> {
+    let now = s.clock.now_ms();
+    let list: Vec<serde_json::Value> = s
+        .silences
+        .map(|x| x.all())
+        .unwrap_or_default()
+        .into_iter()
+        .map(|x| {
+            json!({
+                "id": x.id,
+                "matchers": x.matchers,
+                "startsAt": crate::timefmt::format_rfc3339(x.starts_at),
+                "endsAt": crate::timefmt::format_rfc3339(x.ends_at),
+                "createdBy": x.created_by,
+                "comment": x.comment,
+                "status": {"state": x.state(now)},
+            })
+        })
+        .collect();
+    Json(json!({"status": "success", "data": list}))
+}
+
+/// `POST /api/v1/silences`: Alertmanager's silence shape (`matchers` as objects or as
+/// `name="value"` strings, `startsAt`/`endsAt` RFC 3339 or unix seconds, `createdBy`, `comment`,
+/// optional `id` to replace one).
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SilenceBody {
+    #[serde(default)]
+    id: String,
+    matchers: Vec<MatcherInput>,
+    #[serde(rename = "startsAt", default)]
+    starts_at: Option<String>,
+    #[serde(rename = "endsAt")]
+    ends_at: String,
+    #[serde(rename = "createdBy")]
+    created_by: String,
+    #[serde(default)]
+    comment: String,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(untagged)]
+enum MatcherInput {
+    Text(String),
+    Spec(crate::notify::silence::MatcherSpec),
+}
+
+async fn post_silence(
+    State(s): State<AppState>,
+    body: Result<axum::body::Bytes, BytesRejection>,
+) -> Response {
+    let body = match body_or_refusal(body) {
+        Ok(b) => b,
+        Err(e) => return e.into_response(),
+    };
+    let Some(silences) = s.silences.clone() else {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "silences are not available",
+        )
+            .into_response();
+    };
+    let b: SilenceBody = match serde_json::from_slice(&body) {
+        Ok(b) => b,
+        Err(e) => return bad_request(format!("invalid silence: {e}")),
+    };
+    let now = s.clock.now_ms();
+    let mut matchers = Vec::new();
+    for m in b.matchers {
+        match m {
+            MatcherInput::Spec(spec) => matchers.push(spec),
+            MatcherInput::Text(t) => match crate::notify::silence::MatcherSpec::parse(&t) {
+                Ok(spec) => matchers.push(spec),
+                Err(e) => return bad_request(e),
+            },
+        }
+    }
+    let starts_at = match b
+        .starts_at
+        .as_deref()
+        .map(crate::timefmt::parse_time)
+        .transpose()
+    {
+        Ok(t) => t.unwrap_or(now),
+        Err(e) => return bad_request(e.to_string()),
+    };
+    let ends_at = match crate::timefmt::parse_time(&b.ends_at) {
+        Ok(t) => t,
+        Err(e) => return bad_request(e.to_string()),
+    };
+    let silence = crate::notify::silence::Silence {
+        id: b.id,
+        matchers,
+        starts_at,
+        ends_at,
+        created_by: b.created_by,
+        comment: b.comment,
+    };
+    match tokio::task::spawn_blocking(move || silences.put(silence, now)).await {
+        Ok(Ok(id)) => Json(json!({"status": "success", "data": {"silenceID": id}})).into_response(),
+        Ok(Err(e)) => bad_request(e),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+    }
+}
+
+async fn delete_silence(
+    State(s): State<AppState>,
+    axum::extract::Path(id): axum::extract::Path<String>,
+) -> Response {
+    let Some(silences) = s.silences.clone() else {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "silences are not available",
+        )
+            .into_response();
+    };
+    let now = s.clock.now_ms();
+    match tokio::task::spawn_blocking(move || silences.expire(&id, now)).await {
+        Ok(Ok(true)) => Json(json!({"status": "success"})).into_response(),
+        Ok(Ok(false)) => api_error(StatusCode::NOT_FOUND, "not_found", "no such silence"),
+        Ok(Err(e)) => (StatusCode::INTERNAL_SERVER_ERROR, e).into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use axum::body::Body;
+    use axum::http::Request;
+    use serde_json::Value;
+    use tower::ServiceExt;
+
+    use super::*;
+    use crate::clock::ManualClock;
+    use crate::rules::manager::{RuleConfig, RuleManager};
+    use crate::store::{Store, StoreOptions};
+
+    const T0: i64 = 1_700_000_000_000;
+
+    fn doc() -> Value {
+        serde_json::from_str(OPENAPI).expect("openapi.json is json")
+    }
+
+    fn documented_operations(doc: &Value) -> BTreeSet<(String, String)> {
+        let mut out = BTreeSet::new();
+        for (path, item) in doc["paths"].as_object().expect("paths") {
+            for method in item.as_object().expect("path item").keys() {
+                if ["get", "post", "put", "delete", "patch", "head", "options"]
+                    .contains(&method.as_str())
+                {
+                    out.insert((method.to_uppercase(), path.clone()));
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn the_router_serves_exactly_the_operations_the_openapi_document_lists() {
+        let doc = doc();
+        assert_eq!(doc["openapi"].as_str().map(|v| &v[..2]), Some("3."));
+        let served: BTreeSet<(String, String)> = routes()
+            .iter()
+            .map(|r| (r.method.to_string(), r.path.to_string()))
+            .collect();
+        assert_eq!(served.len(), routes().len(), "a route is listed twice");
+        assert_eq!(served, documented_operations(&doc));
+    }
+
+    #[test]
+    fn write_routes_are_documented_as_needing_the_bearer_token() {
+        let doc = doc();
+        for r in routes() {
+            let op = &doc["paths"][r.path][r.method.as_str().to_lowercase()];
+            let optional = op["security"].as_array().is_some_and(|s| {
+                s.iter()
+                    .any(|x| x.as_object().is_some_and(|o| o.is_empty()))
+            });
+            assert_eq!(
+                optional,
+                r.access != Access::Write,
+                "{} {}: security does not match its access {:?}",
+                r.method,
+                r.path,
+                r.access
+            );
+        }
+    }
+
+    /// A daemon's state over a real store in `dir`, one rule group loaded and evaluated once.
+    async fn state(dir: &std::path::Path) -> AppState {
+        std::fs::write(
+            dir.join("rules.yml"),
+            "groups:\n  - name: g\n    rules:\n      - alert: Always\n        expr: vector(1)\n        labels: { severity: page }\n      - record: one\n        expr: vector(1)\n",
+        )
+        .unwrap();
+        let store = Arc::new(Store::open(&dir.join("tocsin.db"), StoreOptions::default()).unwrap());
+        let clock: Arc<dyn Clock> = Arc::new(ManualClock::new(T0));
+        let metrics = Arc::new(SelfMetrics::new(T0 as f64 / 1000.0));
+        let manager = RuleManager::new(
+            store.clone(),
+            clock.clone(),
+            metrics.clone(),
+            RuleConfig {
+                patterns: vec!["rules.yml".into()],
+                base: dir.to_path_buf(),
+                default_interval_ms: 60_000,
+                grace: Default::default(),
+                external_labels: Default::default(),
+                external_url: String::new(),
+                compat: Default::default(),
+            },
+        );
+        assert!(manager.reload().await.ok);
+        manager.stop().await;
+        let group = manager.rules().groups[0].clone();
+        let m = manager.clone();
+        tokio::task::spawn_blocking(move || m.evaluate(&group, T0))
+            .await
+            .unwrap();
+        let silences = {
+            let store = store.clone();
+            tokio::task::spawn_blocking(move || {
+                crate::notify::silence::Silences::load(store, T0).unwrap()
+            })
+            .await
+            .unwrap()
+        };
+        let reloads = Arc::new(crate::reload::ReloadHistory::default());
+        reloads.record(crate::reload::ReloadRecord {
+            t: T0,
+            cause: "signal",
+            ok: true,
+            errors: Vec::new(),
+        });
+        let status = Arc::new(StatusBoard::default());
+        status.running.store(true, Ordering::SeqCst);
+        status.store_ok.store(true, Ordering::SeqCst);
+        AppState {
+            status,
+            metrics,
+            clock,
+            started_ms: T0,
+            store_path: "tocsin.db".into(),
+            reload: None,
+            reloads,
+            rules: Some(manager),
+            silences: Some(Arc::new(silences)),
+            store: Some(store),
+            engine: Default::default(),
+            api_token: Some("w".into()),
+            read_token: None,
+        }
+    }
+
+    /// The schema `s` with a `$ref` followed.
+    fn resolve<'a>(doc: &'a Value, s: &'a Value) -> &'a Value {
+        match s["$ref"].as_str() {
+            Some(r) => {
+                let name = r.strip_prefix("#/components/schemas/").expect("local ref");
+                &doc["components"]["schemas"][name]
+            }
+            None => s,
+        }
+    }
+
+    /// The keys `schema` requires that `body` lacks, checked at the top level and in `data`.
+    fn missing_keys(doc: &Value, schema: &Value, body: &Value, at: &str) -> Vec<String> {
+        let schema = resolve(doc, schema);
+        let mut out = Vec::new();
+        for key in schema["required"].as_array().into_iter().flatten() {
+            let key = key.as_str().unwrap();
+            match body.get(key) {
+                None => out.push(format!("{at}{key}")),
+                Some(v) if key == "data" => {
+                    out.extend(missing_keys(doc, &schema["properties"]["data"], v, "data."))
+                }
+                Some(_) => {}
+            }
+        }
+        out
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn every_get_route_answers_with_the_keys_its_documented_schema_requires() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = state(dir.path()).await;
+        let doc = doc();
+        let mut checked = 0;
+        for r in routes().into_iter().filter(|r| r.method == Method::GET) {
+            let op = &doc["paths"][r.path]["get"];
+            // required query parameters take the document's examples
+            let query: Vec<String> = op["parameters"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|p| p["required"] == true && p["in"] == "query")
+                .map(|p| {
+                    let example = p["example"]
+                        .as_str()
+                        .expect("required parameter has an example");
+                    format!(
+                        "{}={}",
+                        p["name"].as_str().unwrap(),
+                        url::form_urlencoded::byte_serialize(example.as_bytes())
+                            .collect::<String>()
+                    )
+                })
+                .collect();
+            let uri = if query.is_empty() {
+                r.path.to_string()
+            } else {
+                format!("{}?{}", r.path, query.join("&"))
+            };
+            let resp = router(state.clone())
+                .oneshot(Request::get(&uri).body(Body::empty()).unwrap())
+                .await
+                .unwrap();
+            let code = resp.status();
+            let doc_response = &op["responses"][code.as_str()];
+            assert!(
+                doc_response.is_object(),
+                "GET {uri}: status {code} is not documented"
+            );
+            assert!(code.is_success(), "GET {uri}: {code}");
+            let content = doc_response["content"]
+                .as_object()
+                .expect("documented content");
+            let bytes = axum::body::to_bytes(resp.into_body(), 1 << 20)
+                .await
+                .unwrap();
+            let Some(json_schema) = content.get("application/json") else {
+                continue;
+            };
+            let body: Value = serde_json::from_slice(&bytes)
+                .unwrap_or_else(|e| panic!("GET {uri}: not json: {e}"));
+            let missing = missing_keys(&doc, &json_schema["schema"], &body, "");
+            assert!(
+                missing.is_empty(),
+                "GET {uri}: missing {missing:?} in {body}"
+            );
+            checked += 1;
+        }
+        assert!(checked >= 10, "only {checked} json routes checked");
+    }
+
+    #[tokio::test]
+    async fn reads_need_the_read_token_once_configured_and_accept_the_write_token() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut state = state(dir.path()).await;
+        state.read_token = Some("r".into());
+        let get = |token: Option<&str>| {
+            let mut req = Request::get("/api/v1/alerts");
+            if let Some(t) = token {
+                req = req.header(header::AUTHORIZATION, format!("Bearer {t}"));
+            }
+            router(state.clone()).oneshot(req.body(Body::empty()).unwrap())
+        };
+        assert_eq!(get(None).await.unwrap().status(), StatusCode::UNAUTHORIZED);
+        assert_eq!(
+            get(Some("x")).await.unwrap().status(),
+            StatusCode::UNAUTHORIZED
+        );
+        assert_eq!(get(Some("r")).await.unwrap().status(), StatusCode::OK);
+        assert_eq!(get(Some("w")).await.unwrap().status(), StatusCode::OK);
+        let live = router(state.clone())
+            .oneshot(Request::get("/health/live").body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(live.status(), StatusCode::OK, "probes stay open");
+        // the read token does not authorize writes
+        let reload = router(state.clone())
+            .oneshot(
+                Request::post("/-/reload")
+                    .header(header::AUTHORIZATION, "Bearer r")
+                    .body(Body::empty())
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(reload.status(), StatusCode::UNAUTHORIZED);
+    }
+}
