@@ -28,3 +28,18 @@ pub mod sys;
 pub mod template;
 pub mod textparse;
 pub mod timefmt;
+
+/// The commit tocsin was built from (`git rev-parse --short=12 HEAD` at build time, set by
+/// `build.rs`), "unknown" when built without `.git`.
+pub const GIT_HASH: &str = match option_env!("TOCSIN_GIT_HASH") {
+    Some(h) => h,
+    None => "unknown",
+};
+
+/// What `tocsin --version` prints after the name: `0.1.0 (0123456789ab)`.
+pub const LONG_VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (",
+    env!("TOCSIN_GIT_HASH"),
+    ")"
+);

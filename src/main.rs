@@ -19,7 +19,7 @@ use tocsin::store::{Store, StoreOptions};
 use tocsin::textparse::{Entry, Parser as TextParser};
 
 #[derive(Parser)]
-#[command(name = "tocsin", version, about = "scrape, store, alert: one binary")]
+#[command(name = "tocsin", version = tocsin::LONG_VERSION, about = "scrape, store, alert: one binary")]
 struct Cli {
     /// Log format: text or json (overrides the config file and TOCSIN_LOG_FORMAT).
     #[arg(long, global = true)]
