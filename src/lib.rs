@@ -1,6 +1,7 @@
 //! tocsin: a standalone alert daemon. The code map with invariants is ARCHITECTURE.md; in short:
 //!
 //! - [`config`]: `tocsin.yml` parsed (located errors), validated (every error at once), built.
+//! - [`config_reference`]: `tocsin config-reference`, Markdown from the config types' doc comments.
 //! - [`textparse`]: strict zero-copy Prometheus/OpenMetrics text parser.
 //! - [`scrape`]: HTTP fetch of metrics and health endpoints, ingest into the store.
 //! - [`scheduler`]: per-endpoint tasks at stable offsets, store flushes; the only clock reader.
@@ -12,6 +13,7 @@
 //! - [`labels`], [`duration`], [`timefmt`], [`clock`], [`selfmetrics`]: shared vocabulary; [`sys`]: the one libc call.
 pub mod clock;
 pub mod config;
+pub mod config_reference;
 pub mod duration;
 pub mod labels;
 pub mod notify;

@@ -15,3 +15,35 @@ fn version_names_the_release_and_the_commit() {
     assert!(text.starts_with(&format!("tocsin {} (", env!("CARGO_PKG_VERSION"))));
     assert!(text.contains(&format!("({})", tocsin::GIT_HASH)));
 }
+
+#[test]
+fn committed_config_reference_matches_the_doc_comments() {
+    let out = Command::new(BIN).arg("config-reference").output().unwrap();
+    assert!(
+        out.status.success(),
+        "tocsin config-reference failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let generated = String::from_utf8(out.stdout).unwrap();
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join(tocsin::config_reference::COMMITTED_PATH);
+    let committed = std::fs::read_to_string(&path).unwrap_or_default();
+    if generated != committed {
+        let (g, c): (Vec<&str>, Vec<&str>) =
+            (generated.lines().collect(), committed.lines().collect());
+        let n = (0..g.len().max(c.len()))
+            .find(|&i| g.get(i) != c.get(i))
+            .unwrap_or(g.len());
+        let (want, got) = (
+            g.get(n).copied().unwrap_or("<end of file>"),
+            c.get(n).copied().unwrap_or("<end of file>"),
+        );
+        let n = n + 1;
+        panic!(
+            "{} is out of date with the config types' doc comments (first difference at line {n}:\n  \
+             generated: {want}\n  committed: {got})\nregenerate it with: {}",
+            tocsin::config_reference::COMMITTED_PATH,
+            tocsin::config_reference::REGENERATE
+        );
+    }
+}
