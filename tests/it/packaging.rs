@@ -47,3 +47,55 @@ fn committed_config_reference_matches_the_doc_comments() {
         );
     }
 }
+
+/// The seed systems with an example under `fixtures/examples/<system>/tocsin.yml`.
+const EXAMPLES: &[&str] = &[
+    "scaidns",
+    "scaisend",
+    "pdns-connector",
+    "cdn",
+    "status-server",
+];
+
+#[test]
+fn every_example_config_and_its_rules_pass_check() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let dir = root.join("fixtures/examples");
+    let mut found: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.path().join("tocsin.yml").is_file())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    found.sort();
+    let mut want: Vec<String> = EXAMPLES.iter().map(|s| s.to_string()).collect();
+    want.sort();
+    assert_eq!(found, want, "an example per seed system, and no other");
+    for system in EXAMPLES {
+        let config = format!("fixtures/examples/{system}/tocsin.yml");
+        // as the examples' comments say: run from the repository root, secrets not set
+        let out = Command::new(BIN)
+            .args(["check", &config])
+            .current_dir(root)
+            .env_remove("SMTP_PASSWORD")
+            .env_remove("WEBHOOK_SECRET")
+            .env_remove("TOCSIN_API_TOKEN")
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "tocsin check {config} failed:\n{stdout}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        // the shipped rule file was found and loaded, and notifications are configured
+        assert!(
+            stdout.contains(&format!("rules/{system}.yml: ok (")),
+            "{config}: rules/{system}.yml not checked:\n{stdout}"
+        );
+        assert!(
+            stdout.contains(&format!("{config}: notifications: ")),
+            "{config}: no route:\n{stdout}"
+        );
+    }
+}
