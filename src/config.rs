@@ -69,7 +69,9 @@ impl fmt::Display for FieldError {
     }
 }
 
-/// The whole configuration file.
+/// The whole configuration file. Environment variables override some settings: `TOCSIN_LISTEN`
+/// (`server.listen`), `TOCSIN_STORAGE_PATH` (`storage.path`), `TOCSIN_DATA_DIR` (the database
+/// becomes `<dir>/tocsin.db`), `TOCSIN_RETENTION`, `TOCSIN_LOG_FORMAT`, `TOCSIN_LOG_LEVEL`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
@@ -85,7 +87,10 @@ pub struct Config {
     /// The services to watch: each has a metrics endpoint, a health endpoint, or both.
     #[serde(default)]
     pub targets: Vec<TargetConfig>,
-    /// Glob patterns of rule files, relative to the working directory.
+    /// Rule files (Prometheus rule-file format plus tocsin's `script`, `resolve`,
+    /// `flap_detection`, `dry_run`): paths or patterns with wildcards in the file name
+    /// (`rules/*.yml`), relative to the directory of this configuration file. A pattern never
+    /// matches rule test files (`*_test.yml`).
     #[serde(default)]
     pub rule_files: Vec<String>,
     /// The HTTP server.
@@ -247,7 +252,7 @@ pub struct TargetConfig {
 pub struct JsonGauge {
     /// Dotted path into the body, e.g. `sync_success_rate` or `stats.queue.depth`.
     pub field: Spanned<String>,
-    /// Name of the gauge. Default: `health_json_` followed by the path with `.` replaced by `_`.
+    /// Name of the gauge. When unset, `health_json_` followed by the path with `.` replaced by `_`.
     #[serde(default)]
     pub metric: Option<String>,
 }
@@ -304,11 +309,14 @@ impl Default for LogConfig {
     }
 }
 
+/// How log lines are written.
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
+    /// For people: time, level, message and fields on one line (coloured on a terminal).
     #[default]
     Text,
+    /// One JSON object a line, for a log collector.
     Json,
 }
 

@@ -1,6 +1,7 @@
 //! tocsin: a standalone alert daemon. The code map with invariants is ARCHITECTURE.md; in short:
 //!
 //! - [`config`]: `tocsin.yml` parsed (located errors), validated (every error at once), built.
+//! - [`config_reference`]: `tocsin config-reference`, Markdown from the config types' doc comments.
 //! - [`textparse`]: strict zero-copy Prometheus/OpenMetrics text parser.
 //! - [`scrape`]: HTTP fetch of metrics and health endpoints, ingest into the store.
 //! - [`scheduler`]: per-endpoint tasks at stable offsets, store flushes; the only clock reader.
@@ -12,6 +13,7 @@
 //! - [`labels`], [`duration`], [`timefmt`], [`clock`], [`selfmetrics`]: shared vocabulary; [`sys`]: the one libc call.
 pub mod clock;
 pub mod config;
+pub mod config_reference;
 pub mod duration;
 pub mod labels;
 pub mod notify;
@@ -28,3 +30,18 @@ pub mod sys;
 pub mod template;
 pub mod textparse;
 pub mod timefmt;
+
+/// The commit tocsin was built from (`git rev-parse --short=12 HEAD` at build time, set by
+/// `build.rs`), "unknown" when built without `.git`.
+pub const GIT_HASH: &str = match option_env!("TOCSIN_GIT_HASH") {
+    Some(h) => h,
+    None => "unknown",
+};
+
+/// What `tocsin --version` prints after the name: `0.1.0 (0123456789ab)`.
+pub const LONG_VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (",
+    env!("TOCSIN_GIT_HASH"),
+    ")"
+);

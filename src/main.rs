@@ -19,7 +19,7 @@ use tocsin::store::{Store, StoreOptions};
 use tocsin::textparse::{Entry, Parser as TextParser};
 
 #[derive(Parser)]
-#[command(name = "tocsin", version, about = "scrape, store, alert: one binary")]
+#[command(name = "tocsin", version = tocsin::LONG_VERSION, about = "scrape, store, alert: one binary")]
 struct Cli {
     /// Log format: text or json (overrides the config file and TOCSIN_LOG_FORMAT).
     #[arg(long, global = true)]
@@ -96,6 +96,9 @@ enum Command {
         #[arg(long)]
         verify_receivers: Option<String>,
     },
+    /// Print the configuration reference (Markdown), generated from the config types' doc
+    /// comments. Exit 2 if a config type, field or value lacks one.
+    ConfigReference,
     Query {
         expr: String,
         /// EXPR is a Rhai rule script, not PromQL
@@ -190,7 +193,15 @@ fn run(cli: Cli) -> Result<Outcome> {
             db,
             config,
         } => query(&expr, rhai, at.as_deref(), db, config),
+        Command::ConfigReference => config_reference(),
     }
+}
+
+fn config_reference() -> Result<Outcome> {
+    let text = tocsin::config_reference::generate()
+        .context("cannot generate the configuration reference")?;
+    print!("{text}");
+    Ok(Outcome::Ok)
 }
 
 fn init_logging(format: LogFormat, level: &str) -> Result<()> {

@@ -32,7 +32,7 @@ pub struct RouteTarget {
     pub digest: Digest,
 }
 
-/// How much of a group a notification lists.
+/// How a receiver batches what is routed to it (`digest`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Digest {

@@ -8,58 +8,85 @@ use serde::Deserialize;
 
 use crate::duration::PromDuration;
 
+/// One receiver: where the notifications routed to it go. It needs a `webhook`, an `email` or
+/// both (each notification goes to every integration it has).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ReceiverConfig {
+    /// Unique name, referred to by `route.receiver` and by other receivers' `fallback`.
     pub name: String,
+    /// Deliver as an HTTP POST of Alertmanager's version 4 webhook JSON.
     #[serde(default)]
     pub webhook: Option<WebhookRaw>,
+    /// Deliver as an email over SMTP.
     #[serde(default)]
     pub email: Option<EmailRaw>,
-    /// receiver that gets what this one failed permanently
+    /// Name of the receiver that gets what this one failed permanently (an HTTP 4xx other than
+    /// 429, an SMTP 5xx, rejected auth). It cannot be the receiver itself.
     #[serde(default)]
     pub fallback: Option<String>,
     /// `all` or `changes_only`: everything routed to this receiver goes out as at most one
-    /// notification per evaluation cycle (see [`super::dispatch::Digest`])
+    /// notification per evaluation cycle (see [`Digest`](super::dispatch::Digest)). Default `off`
+    /// (Alertmanager's behaviour: one notification per group).
     #[serde(default)]
     pub digest: super::dispatch::Digest,
 }
 
+/// A webhook integration: Alertmanager's version 4 JSON, so existing receivers work.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct WebhookRaw {
+    /// The URL notifications are POSTed to. Each carries an `Idempotency-Key` header, the same
+    /// on a repeat after a crash.
     pub url: String,
-    /// environment variable holding the HMAC secret (`X-Tocsin-Signature`)
+    /// Name of an environment variable holding the HMAC-SHA256 secret: each body is signed in
+    /// the `X-Tocsin-Signature` header. No signature when neither this nor `secret_file` is set.
     #[serde(default)]
     pub secret_env: Option<String>,
+    /// Path of a file holding the HMAC secret (trailing newline ignored); instead of `secret_env`.
     #[serde(default)]
     pub secret_file: Option<String>,
+    /// A delivery that takes longer fails and is retried. Default `10s`.
     #[serde(default)]
     pub timeout: Option<PromDuration>,
+    /// Most alerts listed in one notification (the rest are counted in `truncatedAlerts`);
+    /// `0` lists all. Default `0`.
     #[serde(default)]
     pub max_alerts: Option<usize>,
+    /// Whether resolved alerts are sent (and a group whose alerts all resolved). Default `true`.
     #[serde(default)]
     pub send_resolved: Option<bool>,
 }
 
+/// An email integration: one message per notification, text and HTML parts, over SMTP with TLS.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EmailRaw {
+    /// Recipients, at least one.
     pub to: Vec<String>,
+    /// Sender address.
     pub from: String,
-    /// `host:port`; port 465 means implicit TLS unless `tls` says otherwise
+    /// The SMTP server, `host:port`. Port 465 means implicit TLS unless `tls` says otherwise.
     pub smarthost: String,
+    /// SMTP AUTH user name, set together with a password.
     #[serde(default)]
     pub username: Option<String>,
+    /// Name of an environment variable holding the SMTP AUTH password.
     #[serde(default)]
     pub password_env: Option<String>,
+    /// Path of a file holding the SMTP AUTH password (trailing newline ignored); instead of
+    /// `password_env`.
     #[serde(default)]
     pub password_file: Option<String>,
-    /// `implicit`, `starttls` or `none` (none only for localhost)
+    /// `implicit` (TLS from the start), `starttls` (required, never skipped) or `none` (only for
+    /// a server on localhost). When unset, `implicit` on port 465 and `starttls` on any other.
     #[serde(default)]
     pub tls: Option<String>,
+    /// Whether resolved alerts are sent. Default `false`, or `true` for a `digest` receiver.
     #[serde(default)]
     pub send_resolved: Option<bool>,
+    /// A delivery (connect, TLS, auth and send) that takes longer fails and is retried.
+    /// Default `10s`.
     #[serde(default)]
     pub timeout: Option<PromDuration>,
 }

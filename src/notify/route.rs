@@ -82,7 +82,7 @@ pub struct RouteConfig {
     #[serde(default)]
     pub group_by: Option<Vec<String>>,
     /// Whether an alert matched by this route goes on to be matched against the following
-    /// sibling routes. Default false: the first matching sibling wins. Not allowed on the root.
+    /// sibling routes. Default `false`: the first matching sibling wins. Not allowed on the root.
     #[serde(default)]
     pub r#continue: bool,
     /// Label matchers an alert must all satisfy to take this route: `severity="page"`,

@@ -7,6 +7,7 @@ mod notify_receivers;
 mod notify_route;
 mod notify_sender;
 mod notify_test_cmd;
+mod packaging;
 mod promql;
 mod query;
 mod reload;

@@ -1,0 +1,101 @@
+//! What ships beside the code: `--version`, the committed configuration reference, the example
+//! configurations under `fixtures/examples/`.
+
+use std::process::Command;
+
+const BIN: &str = env!("CARGO_BIN_EXE_tocsin");
+
+#[test]
+fn version_names_the_release_and_the_commit() {
+    let out = Command::new(BIN).arg("--version").output().unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    let want = regex::Regex::new(r"^tocsin \d+\.\d+\.\d+ \(([0-9a-f]{12}|unknown)\)\n$").unwrap();
+    assert!(want.is_match(&text), "unexpected --version output {text:?}");
+    assert!(text.starts_with(&format!("tocsin {} (", env!("CARGO_PKG_VERSION"))));
+    assert!(text.contains(&format!("({})", tocsin::GIT_HASH)));
+}
+
+#[test]
+fn committed_config_reference_matches_the_doc_comments() {
+    let out = Command::new(BIN).arg("config-reference").output().unwrap();
+    assert!(
+        out.status.success(),
+        "tocsin config-reference failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let generated = String::from_utf8(out.stdout).unwrap();
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join(tocsin::config_reference::COMMITTED_PATH);
+    let committed = std::fs::read_to_string(&path).unwrap_or_default();
+    if generated != committed {
+        let (g, c): (Vec<&str>, Vec<&str>) =
+            (generated.lines().collect(), committed.lines().collect());
+        let n = (0..g.len().max(c.len()))
+            .find(|&i| g.get(i) != c.get(i))
+            .unwrap_or(g.len());
+        let (want, got) = (
+            g.get(n).copied().unwrap_or("<end of file>"),
+            c.get(n).copied().unwrap_or("<end of file>"),
+        );
+        let n = n + 1;
+        panic!(
+            "{} is out of date with the config types' doc comments (first difference at line {n}:\n  \
+             generated: {want}\n  committed: {got})\nregenerate it with: {}",
+            tocsin::config_reference::COMMITTED_PATH,
+            tocsin::config_reference::REGENERATE
+        );
+    }
+}
+
+/// The seed systems with an example under `fixtures/examples/<system>/tocsin.yml`.
+const EXAMPLES: &[&str] = &[
+    "scaidns",
+    "scaisend",
+    "pdns-connector",
+    "cdn",
+    "status-server",
+];
+
+#[test]
+fn every_example_config_and_its_rules_pass_check() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let dir = root.join("fixtures/examples");
+    let mut found: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.path().join("tocsin.yml").is_file())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    found.sort();
+    let mut want: Vec<String> = EXAMPLES.iter().map(|s| s.to_string()).collect();
+    want.sort();
+    assert_eq!(found, want, "an example per seed system, and no other");
+    for system in EXAMPLES {
+        let config = format!("fixtures/examples/{system}/tocsin.yml");
+        // as the examples' comments say: run from the repository root, secrets not set
+        let out = Command::new(BIN)
+            .args(["check", &config])
+            .current_dir(root)
+            .env_remove("SMTP_PASSWORD")
+            .env_remove("WEBHOOK_SECRET")
+            .env_remove("TOCSIN_API_TOKEN")
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "tocsin check {config} failed:\n{stdout}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        // the shipped rule file was found and loaded, and notifications are configured
+        assert!(
+            stdout.contains(&format!("rules/{system}.yml: ok (")),
+            "{config}: rules/{system}.yml not checked:\n{stdout}"
+        );
+        assert!(
+            stdout.contains(&format!("{config}: notifications: ")),
+            "{config}: no route:\n{stdout}"
+        );
+    }
+}
