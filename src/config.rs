@@ -153,8 +153,9 @@ impl Default for StorageConfig {
 pub struct ScrapeConfig {
     /// Time between two scrapes (and two health probes) of a target. Default `15s`.
     pub interval: PromDuration,
-    /// A scrape or probe that takes longer fails with `up` 0. At most `interval`. Default `10s`.
-    pub timeout: PromDuration,
+    /// A scrape or probe that takes longer fails with `up` 0. At most `interval`. Default `10s`,
+    /// or the interval when that is shorter (as Prometheus).
+    pub timeout: Option<PromDuration>,
     /// A scrape with more samples than this fails (`up` 0) and stores nothing. Default `200000`.
     pub sample_limit: usize,
     /// A response body larger than this (after decompression) fails the scrape. Bytes, or with a unit:
@@ -166,7 +167,7 @@ impl Default for ScrapeConfig {
     fn default() -> Self {
         ScrapeConfig {
             interval: PromDuration::from_secs(15),
-            timeout: PromDuration::from_secs(10),
+            timeout: None,
             sample_limit: 200_000,
             body_size_limit: ByteSize(32 << 20),
         }
@@ -568,14 +569,16 @@ impl Config {
         if self.scrape.interval.0.is_zero() {
             err(0, 0, "scrape.interval".into(), "must be positive".into());
         }
-        if self.scrape.timeout > self.scrape.interval {
+        if let Some(timeout) = self.scrape.timeout
+            && timeout > self.scrape.interval
+        {
             err(
                 0,
                 0,
                 "scrape.timeout".into(),
                 format!(
                     "{} is longer than the interval {}",
-                    self.scrape.timeout, self.scrape.interval
+                    timeout, self.scrape.interval
                 ),
             );
         }
@@ -637,7 +640,7 @@ impl Config {
                 .timeout
                 .as_ref()
                 .map(|s| s.value)
-                .unwrap_or(self.scrape.timeout);
+                .unwrap_or_else(|| self.default_timeout(interval));
             if let Some(iv) = &t.interval
                 && iv.value.0.is_zero()
             {
@@ -761,11 +764,14 @@ impl Config {
                         .as_ref()
                         .map(|s| s.value)
                         .unwrap_or(self.scrape.interval),
-                    timeout: t
-                        .timeout
-                        .as_ref()
-                        .map(|s| s.value)
-                        .unwrap_or(self.scrape.timeout),
+                    timeout: t.timeout.as_ref().map(|s| s.value).unwrap_or_else(|| {
+                        self.default_timeout(
+                            t.interval
+                                .as_ref()
+                                .map(|s| s.value)
+                                .unwrap_or(self.scrape.interval),
+                        )
+                    }),
                     sample_limit: t.sample_limit.unwrap_or(self.scrape.sample_limit),
                     body_size_limit: t.body_size_limit.unwrap_or(self.scrape.body_size_limit).0,
                     startup_grace: t.startup_grace,
@@ -779,6 +785,14 @@ impl Config {
                 })
             })
             .collect()
+    }
+
+    /// The timeout of a target scraped every `interval` that sets none: `scrape.timeout`, or
+    /// 10 s capped at the interval (Prometheus's default).
+    pub fn default_timeout(&self, interval: PromDuration) -> PromDuration {
+        self.scrape
+            .timeout
+            .unwrap_or_else(|| PromDuration::from_secs(10).min(interval))
     }
 
     /// The notification sections, validated; None when there is no `route` (notifications off).
@@ -932,6 +946,15 @@ mod tests {
         assert_eq!(t.startup_grace.to_string(), "1m");
         assert_eq!(t.interval.to_string(), "15s");
         assert!(c.notify_plan().is_some());
+    }
+
+    #[test]
+    fn default_timeout_is_capped_at_a_short_interval() {
+        let c = parse("scrape: { interval: 5s }\ntargets:\n  - name: a\n    metrics: http://127.0.0.1:1/metrics\n  - name: b\n    metrics: http://127.0.0.1:2/metrics\n    interval: 30s\n").unwrap();
+        let t = c.build_targets().unwrap();
+        assert_eq!(t[0].timeout.to_string(), "5s");
+        assert_eq!(t[1].timeout.to_string(), "10s");
+        assert!(parse("scrape: { interval: 5s, timeout: 6s }\n").is_err());
     }
 
     #[test]
