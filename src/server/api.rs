@@ -552,3 +552,67 @@ pub(super) async fn status(State(s): State<AppState>) -> Response {
     }))
     .into_response()
 }
+
+/// `GET /api/v1/notifications`: the notification history, newest first: deliveries, permanent
+/// failures and shadow (dry-run) notifications, each with the notification as queued.
+/// `status=delivered|failed|shadow` filters, `limit` (default 100, at most 1000) bounds.
+pub(super) async fn notifications(State(s): State<AppState>, RawQuery(q): RawQuery) -> Response {
+    let params = params(q.as_deref(), &[]);
+    let status = match param(&params, "status") {
+        None => None,
+        Some(v @ ("delivered" | "failed" | "shadow")) => Some(v.to_string()),
+        Some(other) => {
+            return bad_data(format!(
+                "invalid parameter \"status\": {other:?} is not delivered, failed or shadow"
+            ))
+            .into_response();
+        }
+    };
+    let limit = match param(&params, "limit").map(str::parse::<usize>) {
+        None => 100,
+        Some(Ok(n)) if (1..=1000).contains(&n) => n,
+        Some(_) => {
+            return bad_data("invalid parameter \"limit\": expected 1 to 1000").into_response();
+        }
+    };
+    let Some(store) = s.store.clone() else {
+        return Json(json!({"status": "success", "data": []})).into_response();
+    };
+    let rows = tokio::task::spawn_blocking(move || store.sent(limit, status.as_deref())).await;
+    let rows = match rows {
+        Ok(Ok(rows)) => rows,
+        Ok(Err(e)) => {
+            return api_error(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string());
+        }
+        Err(e) => {
+            return api_error(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string());
+        }
+    };
+    let data: Vec<Json_> = rows
+        .into_iter()
+        .map(|r| {
+            let n = crate::notify::Notification::from_json(&r.payload);
+            let subject = n
+                .as_ref()
+                .map(|n| crate::notify::email::render(n).subject)
+                .unwrap_or_default();
+            json!({
+                "at": format_rfc3339(r.at),
+                "status": r.status,
+                "integration": r.integration,
+                "receiver": n.as_ref().map(|n| n.receiver.clone()),
+                "groupKey": r.group_key,
+                "idempotencyKey": r.idempotency_key,
+                "error": r.error,
+                "subject": subject,
+                "reason": n.as_ref().map(|n| n.change.as_str()),
+                "alerts": n.as_ref().map(|n| n.alerts.iter().map(|a| json!({
+                    "status": a.status.as_str(),
+                    "labels": a.labels,
+                    "annotations": a.annotations,
+                })).collect::<Vec<_>>()).unwrap_or_default(),
+            })
+        })
+        .collect();
+    Json(json!({"status": "success", "data": data})).into_response()
+}

@@ -123,6 +123,12 @@ pub fn routes() -> Vec<Route> {
         route(Method::GET, "/api/v1/query_range", Read, api::query_range),
         route(Method::POST, "/api/v1/query_range", Read, api::query_range),
         route(Method::GET, "/api/v1/status", Read, api::status),
+        route(
+            Method::GET,
+            "/api/v1/notifications",
+            Read,
+            api::notifications,
+        ),
         route(Method::GET, "/api/v1/openapi.json", Open, openapi),
     ]
 }

@@ -299,6 +299,10 @@ struct Daemon {
 
 impl Daemon {
     fn start(dir: &Path) -> Daemon {
+        Daemon::start_with(dir, &[])
+    }
+
+    fn start_with(dir: &Path, extra: &[&str]) -> Daemon {
         let port = closed_port().port();
         let log = dir.join(format!(
             "daemon-{}.log",
@@ -307,6 +311,7 @@ impl Daemon {
         let out = std::fs::File::create(&log).unwrap();
         let child = Command::new(BIN)
             .args(["run", "-c", "tocsin.yml"])
+            .args(extra)
             .current_dir(dir)
             .env("TOCSIN_LISTEN", format!("127.0.0.1:{port}"))
             .env("TOCSIN_LOG_LEVEL", "info")
@@ -949,5 +954,58 @@ async fn a_reload_swaps_receivers_and_a_broken_config_keeps_the_old_ones() {
         !first.seen().iter().any(|(c, _)| c == "c"),
         "{:?}",
         first.seen()
+    );
+}
+
+#[tokio::test]
+async fn dry_run_records_shadow_notifications_and_sends_nothing() {
+    let target = Target::start(&["a"]).await;
+    let hook = Hook::start(Answer::Status(200)).await;
+    let dir = tempfile::tempdir().unwrap();
+    write_config(dir.path(), &target, &webhook_to(&hook.url, "0s", ""));
+    let d = Daemon::start_with(dir.path(), &["--dry-run"]);
+    let shadow = |status: &'static str| {
+        let d = &d;
+        async move {
+            let text = reqwest::Client::new()
+                .get(format!("{}/api/v1/notifications?status=shadow", d.base))
+                .bearer_auth(TOKEN)
+                .send()
+                .await
+                .ok()?
+                .text()
+                .await
+                .ok()?;
+            let v: serde_json::Value = serde_json::from_str(&text).ok()?;
+            v["data"]
+                .as_array()?
+                .iter()
+                .find(|n| n["alerts"][0]["status"] == status)
+                .cloned()
+        }
+    };
+    target.set(&[("a", true)]);
+    let deadline = Deadline::new("a shadow firing notification".to_string());
+    let firing = loop {
+        if let Some(n) = shadow("firing").await {
+            break n;
+        }
+        deadline.tick().await;
+    };
+    assert_eq!(firing["integration"], "ops/webhook");
+    assert_eq!(firing["receiver"], "ops");
+    assert_eq!(firing["subject"], "[FIRING:1] DemoCondition (a)");
+    assert_eq!(firing["alerts"][0]["labels"]["cond"], "a");
+    target.set(&[("a", false)]);
+    let deadline = Deadline::new("a shadow resolved notification".to_string());
+    while shadow("resolved").await.is_none() {
+        deadline.tick().await;
+    }
+    assert!(hook.seen().is_empty(), "{:?}", hook.seen());
+    let text = d.get("/metrics").await.unwrap_or_default();
+    assert_eq!(
+        metric(&text, "tocsin_notifications_shadow_total{receiver=\"ops\"}"),
+        2.0,
+        "{text}"
     );
 }
