@@ -47,6 +47,7 @@ pub fn router(state: AppState) -> Router {
             axum::routing::delete(delete_silence),
         )
         .layer(axum::extract::DefaultBodyLimit::max(64 * 1024))
+        .merge(crate::ui::routes())
         .with_state(state)
 }
 
