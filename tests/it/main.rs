@@ -15,3 +15,4 @@ mod scheduler;
 mod scrape;
 mod store;
 mod textparse;
+mod ui;
