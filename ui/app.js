@@ -329,7 +329,7 @@ async function drawSpark(el, alert) {
 function evaluationStrip(evals) {
   return h("span", { class: "evals" }, evals.map((e) => {
     const n = Array.isArray(e.results) ? e.results.length : Number(e.results || 0);
-    const cls = e.error ? "ev error" : n > 0 ? "ev hit" : "ev empty";
+    const cls = e.error ? "ev ev-error" : n > 0 ? "ev ev-hit" : "ev ev-empty";
     return h("span", { class: cls, title: `${new Date(toMs(e.t)).toISOString()}: ${e.error || `${n} result${n === 1 ? "" : "s"}`}` });
   }));
 }
@@ -349,6 +349,8 @@ function evaluationTable(evals) {
 
 function renderRules(el, result) {
   state.queries.clear();
+  // evaluations an operator opened stay open across refreshes
+  const open = new Set([...el.querySelectorAll("tr.rule details[open]")].map((d) => d.closest("tr").dataset.key));
   if (result.status === "rejected") {
     el.replaceChildren(unavailable(result.reason, "rules"));
     return;
@@ -366,7 +368,8 @@ function renderRules(el, result) {
       const firing = (r.alerts || []).length;
       const why = r.type !== "recording" && (r.state === "inactive" || r.state === undefined)
         ? "why not firing: the last evaluations" : "the last evaluations";
-      return h("tr", { class: `rule ${r.health || ""}`, "data-rule": r.name },
+      const key = `${g.name}\0${r.name}\0${r.query}`;
+      return h("tr", { class: `rule ${r.health || ""}`, "data-rule": r.name, "data-key": key },
         h("td", { class: "name" }, r.name, h("div", { class: "muted small" }, r.type || "")),
         h("td", {}, r.state ? h("span", { class: `badge ${r.state}` }, r.state) : "", firing ? h("span", { class: "muted small" }, ` ${firing} alert${firing === 1 ? "" : "s"}`) : null),
         h("td", {}, h("span", { class: `badge ${r.health || "unknown"}` }, r.health || "unknown")),
@@ -374,7 +377,7 @@ function renderRules(el, result) {
         h("td", { class: "error" }, r.lastError || ""),
         h("td", {}, h("code", { class: "query" }, r.query || "")),
         h("td", {}, evals.length
-          ? h("details", {}, h("summary", {}, evaluationStrip(evals), " ", why), evaluationTable(evals))
+          ? h("details", { open: open.has(key) }, h("summary", {}, evaluationStrip(evals), " ", why), evaluationTable(evals))
           : h("span", { class: "muted small" }, "none kept")));
     });
     return h("div", { class: "group" },

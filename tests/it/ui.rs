@@ -730,3 +730,203 @@ async fn silence_created_in_the_browser_marks_the_alert_and_keeps_it_from_the_we
 
     save_screenshot(&browser.screenshot().await, "alerts.png");
 }
+
+/// A route answering `v` as JSON.
+fn fixed(v: Value) -> axum::routing::MethodRouter {
+    get(move || {
+        let v = v.clone();
+        async move { axum::Json(v) }
+    })
+}
+
+type Queries = Arc<Mutex<Vec<std::collections::HashMap<String, String>>>>;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn panels_draw_rules_targets_and_sparklines_from_prometheus_shaped_answers() {
+    let Some((chromium, chromedriver)) = browser_tools() else {
+        return;
+    };
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    let now_s = now_ms / 1000;
+    let at = |ago_s: i64| tocsin::timefmt::format_rfc3339(now_ms - ago_s * 1000);
+    let alert = |instance: &str| {
+        json!({"labels": {"alertname": "DiskFull", "instance": instance, "severity": "page"},
+               "annotations": {"summary": format!("disk of {instance} full")},
+               "state": "firing", "activeAt": at(300), "firedAt": at(300), "value": "0.97",
+               "group": "disk"})
+    };
+    let evals = |errors: bool| {
+        (0..20)
+            .map(|i| {
+                json!({"t": now_s - 20 + i, "duration_s": 0.002,
+                       "results": if errors { 0 } else { 1 },
+                       "error": if errors && i == 19 { "many-to-many matching not allowed" } else { "" }})
+            })
+            .collect::<Vec<_>>()
+    };
+    let rules = json!({"status": "success", "data": {"groups": [{"name": "disk", "file": "rules/disk.yml",
+    "rules": [
+        {"name": "DiskFull", "query": "disk_used_ratio > 0.95", "type": "alerting", "health": "ok",
+         "state": "firing", "lastError": "", "lastEvaluation": at(1),
+         "alerts": [alert("db1"), alert("db2")], "evaluations": evals(false)},
+        {"name": "LoadHigh", "query": "load1 > on() group_left load_limit", "type": "alerting",
+         "health": "err", "state": "inactive", "lastError": "many-to-many matching not allowed",
+         "lastEvaluation": at(1), "alerts": [], "evaluations": evals(true)},
+    ]}]}});
+    let targets = json!({"status": "success", "data": {"activeTargets": [
+        {"labels": {"job": "db", "instance": "db1:9100"}, "scrapeUrl": "http://db1:9100/metrics",
+         "health": "down", "lastError": "connection refused", "lastScrape": at(2)},
+        {"labels": {"job": "db", "instance": "db2:9100"}, "scrapeUrl": "http://db2:9100/metrics",
+         "health": "up", "lastError": "", "lastScrape": at(3)},
+    ]}});
+    let silences = json!({"status": "success", "data": [
+        {"id": "s-1", "matchers": [{"name": "instance", "value": "db2|db3", "isRegex": true, "isEqual": true}],
+         "startsAt": at(60), "endsAt": at(-3600), "createdBy": "ops", "comment": "reindex",
+         "status": {"state": "active"}},
+    ]});
+    // the expression's series over the hour: db1 climbing to 0.97, db2 flat
+    let series = |instance: &str, value: &dyn Fn(i64) -> f64| {
+        json!({"metric": {"instance": instance},
+               "values": (0..=60).map(|i| json!([now_s - 3600 + i * 60, value(i).to_string()])).collect::<Vec<_>>()})
+    };
+    let matrix = json!({"status": "success", "data": {"resultType": "matrix", "result": [
+        series("db2", &|_| 0.5),
+        series("db1", &|i| 0.9 + i as f64 * 0.07 / 60.0),
+    ]}});
+    let queries: Queries = Arc::default();
+    let app: axum::Router = tocsin::ui::routes()
+        .route(
+            "/api/v1/alerts",
+            fixed(json!({"status": "success", "data": {"alerts": [alert("db1"), alert("db2")]}})),
+        )
+        .route("/api/v1/rules", fixed(rules))
+        .route("/api/v1/targets", fixed(targets))
+        .route("/api/v1/silences", fixed(silences))
+        .route(
+            "/api/v1/query_range",
+            get({
+                let queries = queries.clone();
+                move |axum::extract::Query(q): axum::extract::Query<
+                    std::collections::HashMap<String, String>,
+                >| {
+                    queries.lock().unwrap().push(q);
+                    let matrix = matrix.clone();
+                    async move { axum::Json(matrix) }
+                }
+            }),
+        );
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let dir = tempfile::tempdir().unwrap();
+    let browser = Browser::start(&chromium, &chromedriver, dir.path()).await;
+    browser.navigate(&format!("http://{addr}/")).await;
+
+    // alerts: db1's sparkline is its own series of the rule's query over the last hour;
+    // db2 is silenced by the regex silence, db1 is not
+    let db1 = "tr.alert[data-key*='instance=\"db1\"']";
+    let db2 = "tr.alert[data-key*='instance=\"db2\"']";
+    browser
+        .wait_for(&format!("{db1} .spark svg.sparkline polyline"))
+        .await;
+    let title = browser.text(&format!("{db1} .spark svg title")).await;
+    assert!(title.starts_with("disk_used_ratio > 0.95"), "{title}");
+    assert!(
+        title.contains("last 0.97"),
+        "db1's series, not db2's: {title}"
+    );
+    {
+        let q = queries.lock().unwrap();
+        assert_eq!(q[0]["query"], "disk_used_ratio > 0.95");
+        let start: i64 = q[0]["start"].parse().unwrap();
+        let end: i64 = q[0]["end"].parse().unwrap();
+        assert_eq!(end - start, 3600, "the last hour");
+        assert!((end - now_s).abs() < 60, "ending now: {end} vs {now_s}");
+        assert_eq!(q[0]["step"], "60");
+    }
+    assert!(
+        browser
+            .find(&format!("{db2} .badge.silenced"))
+            .await
+            .is_ok()
+    );
+    assert!(
+        browser
+            .find(&format!("{db1} .badge.silenced"))
+            .await
+            .is_err()
+    );
+
+    // rules: state, health, error, and the last evaluations saying why one does not fire
+    browser.click("a[data-tab=rules]").await;
+    browser.wait_for("#rules tr.rule[data-rule=LoadHigh]").await;
+    let load = browser.text("#rules tr.rule[data-rule=LoadHigh]").await;
+    for want in [
+        "inactive",
+        "err",
+        "many-to-many matching not allowed",
+        "why not firing",
+    ] {
+        assert!(load.contains(want), "{want:?} missing: {load}");
+    }
+    let strip = browser
+        .script(
+            "const r = document.querySelector('#rules tr.rule[data-rule=LoadHigh]'); \
+             return [r.querySelectorAll('.ev').length, r.querySelectorAll('.ev.ev-error').length, \
+                     r.querySelectorAll('.ev.ev-hit').length]",
+            json!([]),
+        )
+        .await;
+    assert_eq!(
+        strip,
+        json!([20, 1, 0]),
+        "20 evaluations, the last one failed"
+    );
+    let disk = browser.text("#rules tr.rule[data-rule=DiskFull]").await;
+    assert!(
+        disk.contains("firing") && disk.contains("2 alerts"),
+        "{disk}"
+    );
+    assert!(!disk.contains("why not firing"), "{disk}");
+
+    // targets: down first with its error
+    browser.click("a[data-tab=targets]").await;
+    browser.wait_for("#targets tr.target.down").await;
+    let down = browser.text("#targets tr.target.down").await;
+    assert!(
+        down.contains("http://db1:9100/metrics") && down.contains("connection refused"),
+        "{down}"
+    );
+    assert!(browser.find("#targets tr.target.up").await.is_ok());
+
+    // silences: the active one with its matcher as text
+    browser.click("a[data-tab=silences]").await;
+    let silence = browser.text("#silences tr.silence.active").await;
+    assert!(
+        silence.contains("instance=~\"db2|db3\"") && silence.contains("reindex"),
+        "{silence}"
+    );
+
+    browser.click("a[data-tab=rules]").await;
+    browser
+        .click("#rules tr.rule[data-rule=LoadHigh] summary")
+        .await;
+    // the opened evaluations stay open when the panel is drawn again
+    let updated = "return document.getElementById('updated').dataset.at";
+    let before = browser.script(updated, json!([])).await;
+    browser.click("#refresh").await;
+    let deadline = Deadline::new("a refresh");
+    while browser.script(updated, json!([])).await == before {
+        deadline.tick().await;
+    }
+    assert!(
+        browser
+            .find("#rules tr.rule[data-rule=LoadHigh] details[open]")
+            .await
+            .is_ok()
+    );
+    save_screenshot(&browser.screenshot().await, "rules.png");
+}
