@@ -10,6 +10,7 @@
 //! - [`store`]: in-memory head of Gorilla chunks over one SQLite file; range and instant reads.
 //! - [`reload`]: the triggers of a rule reload (debounced file watcher, SIGHUP, API request) feeding one channel.
 //! - [`server`]: axum HTTP surface (health, readiness, status, self-metrics, the JSON API under `/api/v1/` and its OpenAPI document).
+//! - [`ui`]: the web UI at `/`, a static bundle embedded in the binary, reading the JSON API.
 //! - [`labels`], [`duration`], [`timefmt`], [`clock`], [`selfmetrics`]: shared vocabulary; [`sys`]: the one libc call.
 pub mod clock;
 pub mod config;
@@ -30,6 +31,7 @@ pub mod sys;
 pub mod template;
 pub mod textparse;
 pub mod timefmt;
+pub mod ui;
 
 /// The commit tocsin was built from (`git rev-parse --short=12 HEAD` at build time, set by
 /// `build.rs`), "unknown" when built without `.git`.

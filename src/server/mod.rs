@@ -140,6 +140,7 @@ pub fn router(state: AppState) -> Router {
         router = router.route(r.path, r.handler.route_layer(guard));
     }
     router
+        .merge(crate::ui::routes())
         .layer(axum::extract::DefaultBodyLimit::max(BODY_LIMIT))
         .with_state(state)
 }

@@ -409,6 +409,26 @@ async fn alerts_fire_and_keep_their_state_across_kill_9() {
         "svc is up"
     );
     let pending_since = alert(&before, "SvcUpLong").unwrap()["activeAt"].clone();
+    // the API shows an evaluation's states just before its flush: kill only once the store has
+    // one (its ALERTS series is committed in the same transaction as the alert states)
+    let db = dir.path().join("data/tocsin.db");
+    let start_wait = Instant::now();
+    while !Command::new(BIN)
+        .args([
+            "query",
+            r#"ALERTS{alertname="SvcUpLong", alertstate="pending"}"#,
+            "--db",
+        ])
+        .arg(&db)
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("SvcUpLong"))
+    {
+        assert!(
+            start_wait.elapsed() < Duration::from_secs(30),
+            "the pending state never reached the store"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 
     d.child.kill().unwrap();
     d.child.wait().unwrap();

@@ -17,3 +17,4 @@ mod scheduler;
 mod scrape;
 mod store;
 mod textparse;
+mod ui;

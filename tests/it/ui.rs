@@ -1,0 +1,932 @@
+//! The web UI in a real browser: headless Chromium driven through `chromedriver` over the W3C
+//! WebDriver HTTP protocol (a small client below, on reqwest), against the real binary (or, for
+//! the panels whose API is not served yet, against the UI's routes beside a stub API in the
+//! Prometheus shapes it is written for). Without `chromium` and `chromedriver` on the PATH the
+//! browser tests print `skipping: …` and pass.
+//!
+//! No assertion follows a fixed sleep: every wait polls with a deadline. "Nothing was sent for the
+//! silenced alert" is shown with a marker: another group that fired after the silence, with the
+//! same group_wait, reaches the webhook; the silenced group would have been due before it.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::routing::{get, post};
+use serde_json::{Value, json};
+use tokio::net::TcpListener;
+
+const BIN: &str = env!("CARGO_BIN_EXE_tocsin");
+const TOKEN_VAR: &str = "TOCSIN_UI_TEST_TOKEN";
+const TOKEN: &str = "ui-s3cret";
+/// Bound on every wait (browser start included), generous next to 1 s scrapes and evaluations.
+const DEADLINE: Duration = Duration::from_secs(30);
+/// The key W3C WebDriver names an element reference by.
+const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
+
+const RULES: &str = r#"groups:
+  - name: demo
+    interval: 1s
+    rules:
+      - alert: DemoCondition
+        expr: demo_condition == 1
+        for: 0s
+        labels: { severity: page }
+        annotations: { summary: "condition {{ $labels.cond }} is on" }
+"#;
+
+// ---------------------------------------------------------------------------------------------
+// waiting
+
+/// A bound on a polling loop: `tick` waits one poll interval, or panics once the deadline passed.
+struct Deadline {
+    start: Instant,
+    what: String,
+}
+
+impl Deadline {
+    fn new(what: impl Into<String>) -> Deadline {
+        Deadline {
+            start: Instant::now(),
+            what: what.into(),
+        }
+    }
+
+    async fn tick(&self) {
+        assert!(
+            self.start.elapsed() < DEADLINE,
+            "{}: not within {DEADLINE:?}",
+            self.what
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn free_addr() -> SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+}
+
+// ---------------------------------------------------------------------------------------------
+// the browser: chromedriver and a tiny W3C WebDriver client
+
+/// `name` found in a directory of `PATH`.
+fn on_path(name: &str) -> Option<PathBuf> {
+    std::env::split_paths(&std::env::var_os("PATH")?)
+        .map(|dir| dir.join(name))
+        .find(|p| p.is_file())
+}
+
+/// The browser and its driver, or None (after printing why) when they are not installed.
+fn browser_tools() -> Option<(PathBuf, PathBuf)> {
+    let chromium = on_path("chromium").or_else(|| on_path("chromium-browser"));
+    match (chromium, on_path("chromedriver")) {
+        (Some(browser), Some(driver)) => Some((browser, driver)),
+        _ => {
+            println!(
+                "skipping: chromium/chromedriver not installed (apt install chromium chromium-driver)"
+            );
+            None
+        }
+    }
+}
+
+fn running_as_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| o.stdout.trim_ascii() == b"0")
+}
+
+/// A chromedriver this test started, with one browser session. Dropping it ends the session
+/// (chromedriver closes the browser) and kills the chromedriver's process group, which holds
+/// the browser processes it started, by that id.
+struct Browser {
+    driver: Child,
+    base: String,
+    session: String,
+    http: reqwest::Client,
+    log: PathBuf,
+}
+
+/// A WebDriver error: the protocol's error code (`no such element`, `stale element reference` …).
+struct WdError {
+    code: String,
+    message: String,
+}
+
+impl std::fmt::Display for WdError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.code, self.message)
+    }
+}
+
+impl Browser {
+    async fn start(browser: &Path, driver: &Path, dir: &Path) -> Browser {
+        let addr = free_addr();
+        let log = dir.join("chromedriver.log");
+        let out = std::fs::File::create(&log).unwrap();
+        let child = {
+            use std::os::unix::process::CommandExt;
+            Command::new(driver)
+                .arg(format!("--port={}", addr.port()))
+                .arg("--allowed-ips=127.0.0.1")
+                .stdout(Stdio::from(out.try_clone().unwrap()))
+                .stderr(Stdio::from(out))
+                // its own process group: the browsers it starts are in it too
+                .process_group(0)
+                .spawn()
+                .unwrap()
+        };
+        let mut me = Browser {
+            driver: child,
+            base: format!("http://{addr}"),
+            session: String::new(),
+            http: reqwest::Client::new(),
+            log,
+        };
+        let deadline = Deadline::new("chromedriver ready");
+        loop {
+            if let Ok(v) = me.call(reqwest::Method::GET, "/status", None).await
+                && v["ready"] == true
+            {
+                break;
+            }
+            deadline.tick().await;
+        }
+        let mut args = vec![
+            "--headless",
+            "--disable-gpu",
+            "--disable-dev-shm-usage",
+            "--window-size=1400,900",
+            "--no-first-run",
+        ];
+        if running_as_root() {
+            args.push("--no-sandbox");
+        }
+        let caps = json!({"capabilities": {"alwaysMatch": {
+            "browserName": "chrome",
+            "goog:chromeOptions": {"binary": browser.to_str().unwrap(), "args": args},
+        }}});
+        let v = me
+            .call(reqwest::Method::POST, "/session", Some(caps))
+            .await
+            .unwrap_or_else(|e| panic!("cannot start a browser session: {e}"));
+        me.session = v["sessionId"].as_str().unwrap().to_string();
+        me
+    }
+
+    /// One WebDriver command: its `value`, or the protocol error.
+    async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> Result<Value, WdError> {
+        let mut req = self.http.request(method, format!("{}{path}", self.base));
+        if let Some(body) = body {
+            req = req
+                .header("content-type", "application/json")
+                .body(body.to_string());
+        }
+        let resp = req.send().await.map_err(|e| WdError {
+            code: "transport".into(),
+            message: e.to_string(),
+        })?;
+        let text = resp.text().await.unwrap_or_default();
+        let v: Value = serde_json::from_str(&text).unwrap_or_default();
+        let value = v["value"].clone();
+        match value["error"].as_str() {
+            Some(code) => Err(WdError {
+                code: code.to_string(),
+                message: value["message"].as_str().unwrap_or_default().to_string(),
+            }),
+            None => Ok(value),
+        }
+    }
+
+    async fn session_call(&self, method: reqwest::Method, path: &str, body: Value) -> Value {
+        let path = format!("/session/{}{path}", self.session);
+        let body = (method != reqwest::Method::GET).then_some(body);
+        self.call(method, &path, body)
+            .await
+            .unwrap_or_else(|e| panic!("webdriver {path}: {e}"))
+    }
+
+    async fn navigate(&self, url: &str) {
+        self.session_call(reqwest::Method::POST, "/url", json!({"url": url}))
+            .await;
+    }
+
+    async fn find(&self, css: &str) -> Result<String, WdError> {
+        let path = format!("/session/{}/element", self.session);
+        let v = self
+            .call(
+                reqwest::Method::POST,
+                &path,
+                Some(json!({"using": "css selector", "value": css})),
+            )
+            .await?;
+        Ok(v[ELEMENT].as_str().unwrap_or_default().to_string())
+    }
+
+    /// Waits until an element matches `css`.
+    async fn wait_for(&self, css: &str) {
+        let deadline = Deadline::new(format!("an element {css}"));
+        while self.find(css).await.is_err() {
+            deadline.tick().await;
+        }
+    }
+
+    /// Finds and acts on an element, again while the page re-renders under it (it refreshes
+    /// its panels every second, so a found element may be replaced before the action).
+    async fn on_element(&self, css: &str, action: &str, body: Value) {
+        let deadline = Deadline::new(format!("{action} on {css}"));
+        loop {
+            let result = match self.find(css).await {
+                Ok(id) => {
+                    let path = format!("/session/{}/element/{id}/{action}", self.session);
+                    self.call(reqwest::Method::POST, &path, Some(body.clone()))
+                        .await
+                        .map(drop)
+                }
+                Err(e) => Err(e),
+            };
+            match result {
+                Ok(()) => return,
+                Err(e)
+                    if matches!(
+                        e.code.as_str(),
+                        "no such element" | "stale element reference" | "element not interactable"
+                    ) => {}
+                Err(e) => panic!("{action} on {css}: {e}"),
+            }
+            deadline.tick().await;
+        }
+    }
+
+    async fn click(&self, css: &str) {
+        self.on_element(css, "click", json!({})).await;
+    }
+
+    /// Replaces the text of an input.
+    async fn fill(&self, css: &str, text: &str) {
+        self.on_element(css, "clear", json!({})).await;
+        self.on_element(css, "value", json!({"text": text})).await;
+    }
+
+    async fn script(&self, script: &str, args: Value) -> Value {
+        self.session_call(
+            reqwest::Method::POST,
+            "/execute/sync",
+            json!({"script": script, "args": args}),
+        )
+        .await
+    }
+
+    /// The text content of the first element matching `css` ("" when none does).
+    async fn text(&self, css: &str) -> String {
+        self.script(
+            "const e = document.querySelector(arguments[0]); return e ? e.textContent : '';",
+            json!([css]),
+        )
+        .await
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
+    }
+
+    /// A PNG of the viewport.
+    async fn screenshot(&self) -> Vec<u8> {
+        let v = self
+            .session_call(reqwest::Method::GET, "/screenshot", Value::Null)
+            .await;
+        base64_decode(v.as_str().expect("screenshot as base64"))
+    }
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        // end the session (chromedriver closes its browser), then the driver's process group
+        if !self.session.is_empty() {
+            let addr = self.base.trim_start_matches("http://").to_string();
+            let request = format!(
+                "DELETE /session/{} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n",
+                self.session
+            );
+            if let Ok(mut conn) = std::net::TcpStream::connect(&addr) {
+                use std::io::{Read, Write};
+                let _ = conn.set_read_timeout(Some(Duration::from_secs(10)));
+                let _ = conn.write_all(request.as_bytes());
+                let _ = conn.read_to_end(&mut Vec::new());
+            }
+        }
+        let _ = Command::new("kill")
+            .args(["-KILL", "--", &format!("-{}", self.driver.id())])
+            .status();
+        let _ = self.driver.wait();
+        if std::thread::panicking() {
+            let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+            eprintln!("--- {} ---\n{log}", self.log.display());
+        }
+    }
+}
+
+/// Standard base64 (WebDriver's screenshot encoding).
+fn base64_decode(text: &str) -> Vec<u8> {
+    let value = |c: u8| match c {
+        b'A'..=b'Z' => c - b'A',
+        b'a'..=b'z' => c - b'a' + 26,
+        b'0'..=b'9' => c - b'0' + 52,
+        b'+' => 62,
+        b'/' => 63,
+        _ => panic!("not base64: {c}"),
+    };
+    let digits: Vec<u8> = text
+        .bytes()
+        .filter(|c| !c.is_ascii_whitespace() && *c != b'=')
+        .map(value)
+        .collect();
+    let mut out = Vec::with_capacity(digits.len() * 3 / 4);
+    for chunk in digits.chunks(4) {
+        let n = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |n, (i, d)| n | u32::from(*d) << (18 - 6 * i));
+        out.extend_from_slice(&n.to_be_bytes()[1..chunk.len()]);
+    }
+    out
+}
+
+/// Where CI keeps the screenshots: `target/ui-artifacts/` (created).
+fn artifact(name: &str) -> PathBuf {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target"));
+    let dir = target.join("ui-artifacts");
+    std::fs::create_dir_all(&dir).unwrap();
+    dir.join(name)
+}
+
+fn save_screenshot(png: &[u8], name: &str) {
+    assert!(
+        png.starts_with(b"\x89PNG\r\n\x1a\n"),
+        "the screenshot is a PNG"
+    );
+    let path = artifact(name);
+    std::fs::write(&path, png).unwrap();
+    println!("screenshot: {}", path.display());
+}
+
+// ---------------------------------------------------------------------------------------------
+// the scraped target, the webhook receiver and the daemon
+
+type Conditions = Arc<Mutex<Vec<(String, bool)>>>;
+
+/// Serves `demo_condition{cond="…"}` 1 or 0 at `/metrics`, as the test sets them; all start off.
+async fn start_target(conds: &[&str]) -> (String, Conditions) {
+    let conditions: Conditions = Arc::new(Mutex::new(
+        conds.iter().map(|c| (c.to_string(), false)).collect(),
+    ));
+    let app = axum::Router::new()
+        .route(
+            "/metrics",
+            get(|State(c): State<Conditions>| async move {
+                let mut out = String::from("# TYPE demo_condition gauge\n");
+                for (cond, on) in c.lock().unwrap().iter() {
+                    out.push_str(&format!(
+                        "demo_condition{{cond=\"{cond}\"}} {}\n",
+                        u8::from(*on)
+                    ));
+                }
+                out
+            }),
+        )
+        .with_state(conditions.clone());
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (format!("http://{addr}"), conditions)
+}
+
+fn set_condition(conditions: &Conditions, cond: &str, on: bool) {
+    let mut c = conditions.lock().unwrap();
+    c.iter_mut().find(|(name, _)| name == cond).unwrap().1 = on;
+}
+
+type Hits = Arc<Mutex<Vec<Value>>>;
+
+/// A webhook receiver recording every `POST /hook` body, answering 200.
+async fn start_hook() -> (String, Hits) {
+    let hits: Hits = Arc::default();
+    let app = axum::Router::new()
+        .route(
+            "/hook",
+            post(|State(h): State<Hits>, body: Bytes| async move {
+                h.lock()
+                    .unwrap()
+                    .push(serde_json::from_slice(&body).unwrap_or_default());
+            }),
+        )
+        .with_state(hits.clone());
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (format!("http://{addr}/hook"), hits)
+}
+
+/// `(cond, status)` of every webhook request, in arrival order.
+fn seen(hits: &Hits) -> Vec<(String, String)> {
+    hits.lock()
+        .unwrap()
+        .iter()
+        .map(|b| {
+            (
+                b["groupLabels"]["cond"].as_str().unwrap_or("").to_string(),
+                b["status"].as_str().unwrap_or("").to_string(),
+            )
+        })
+        .collect()
+}
+
+/// `tocsin run -c tocsin.yml` in a directory; its output goes to a file printed if the test fails.
+struct Daemon {
+    child: Child,
+    base: String,
+    log: PathBuf,
+}
+
+impl Daemon {
+    fn start(dir: &Path) -> Daemon {
+        let addr = free_addr();
+        let log = dir.join("daemon.log");
+        let out = std::fs::File::create(&log).unwrap();
+        let child = Command::new(BIN)
+            .args(["run", "-c", "tocsin.yml"])
+            .current_dir(dir)
+            .env("TOCSIN_LISTEN", addr.to_string())
+            .env("TOCSIN_LOG_LEVEL", "info")
+            .env(TOKEN_VAR, TOKEN)
+            .stdout(Stdio::from(out.try_clone().unwrap()))
+            .stderr(Stdio::from(out))
+            .spawn()
+            .unwrap();
+        Daemon {
+            child,
+            base: format!("http://{addr}"),
+            log,
+        }
+    }
+
+    async fn get(&self, path: &str) -> Value {
+        let text = match reqwest::get(format!("{}{path}", self.base)).await {
+            Ok(resp) => resp.text().await.unwrap_or_default(),
+            Err(_) => String::new(),
+        };
+        serde_json::from_str(&text).unwrap_or_default()
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+            eprintln!("--- {} ---\n{log}", self.log.display());
+        }
+    }
+}
+
+/// The CSS selector of the alert row of `cond`.
+fn alert_row(cond: &str) -> String {
+    format!("tr.alert[data-key*='cond=\"{cond}\"']")
+}
+
+// ---------------------------------------------------------------------------------------------
+// the tests
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ui_bundle_is_served_with_content_types_and_a_csp_without_inline_script() {
+    let app: axum::Router = tocsin::ui::routes();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+
+    let mut bodies = Vec::new();
+    for (path, content_type) in [
+        ("/", "text/html; charset=utf-8"),
+        ("/ui/app.js", "text/javascript; charset=utf-8"),
+        ("/ui/style.css", "text/css; charset=utf-8"),
+    ] {
+        let resp = reqwest::get(format!("http://{addr}{path}")).await.unwrap();
+        assert_eq!(resp.status(), 200, "{path}");
+        let header = |name: &str| {
+            resp.headers()
+                .get(name)
+                .map(|v| v.to_str().unwrap().to_string())
+                .unwrap_or_default()
+        };
+        assert_eq!(header("content-type"), content_type, "{path}");
+        assert_eq!(header("x-content-type-options"), "nosniff", "{path}");
+        let csp = header("content-security-policy");
+        assert!(csp.contains("script-src 'self'"), "{path}: {csp}");
+        assert!(csp.contains("default-src 'none'"), "{path}: {csp}");
+        assert!(!csp.contains("unsafe-inline"), "{path}: {csp}");
+        bodies.push(resp.text().await.unwrap());
+    }
+    let (html, js) = (&bodies[0], &bodies[1]);
+    // every script is a file of the bundle; nothing comes from another origin
+    for tag in html.split("<script").skip(1) {
+        assert!(
+            tag.starts_with(" src=\"/ui/"),
+            "inline or foreign script: {tag}"
+        );
+        assert!(tag.contains("></script>"), "a script with a body: {tag}");
+    }
+    assert!(!html.contains("http://") && !html.contains("https://"));
+    assert!(
+        !html.contains("style=\""),
+        "inline styles are refused by the CSP"
+    );
+    // the page is built from DOM nodes: data from the API is never parsed as HTML
+    assert!(!js.contains("innerHTML") && !js.contains("outerHTML") && !js.contains("eval("));
+
+    let resp = reqwest::get(format!("http://{addr}/ui/missing.js"))
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 404);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silence_created_in_the_browser_marks_the_alert_and_keeps_it_from_the_webhook() {
+    let Some((chromium, chromedriver)) = browser_tools() else {
+        return;
+    };
+    let (target, conditions) = start_target(&["a", "b"]).await;
+    let (hook, hits) = start_hook().await;
+    let dir = tempfile::tempdir().unwrap();
+    // a's and b's groups each wait 8 s: the silence comes within a's wait, b fires after the
+    // silence, so b's group is due after a's would have been
+    let config = format!(
+        "storage: {{ flush_interval: 1s }}\n\
+         scrape: {{ interval: 1s, timeout: 1s }}\n\
+         evaluation: {{ interval: 1s }}\n\
+         rule_files: [rules.yml]\n\
+         targets:\n  - name: svc\n    metrics: {target}/metrics\n\
+         server: {{ api_token_env: {TOKEN_VAR} }}\n\
+         route: {{ receiver: ops, group_by: [alertname, cond], group_wait: 8s, \
+         group_interval: 1s, repeat_interval: 1h }}\n\
+         receivers:\n  - name: ops\n    webhook: {{ url: \"{hook}\" }}\n"
+    );
+    std::fs::write(dir.path().join("tocsin.yml"), config).unwrap();
+    std::fs::write(dir.path().join("rules.yml"), RULES).unwrap();
+    let d = Daemon::start(dir.path());
+    let browser = Browser::start(&chromium, &chromedriver, dir.path()).await;
+
+    // load: the page comes up and reads the API (nothing fires yet)
+    let deadline = Deadline::new("the daemon listening");
+    while d.get("/health/live").await["status"] != "ok" {
+        deadline.tick().await;
+    }
+    browser.navigate(&format!("{}/?refresh=1", d.base)).await;
+    browser.wait_for("#alerts-body .empty").await;
+    assert_eq!(
+        browser.script("return document.title", json!([])).await,
+        "tocsin"
+    );
+    assert!(
+        browser
+            .text("#alerts-body")
+            .await
+            .contains("nothing pending or firing")
+    );
+
+    // the alert fires and shows up, with its labels and annotation
+    set_condition(&conditions, "a", true);
+    browser
+        .wait_for(&format!("{}.firing", alert_row("a")))
+        .await;
+    let row = browser.text(&alert_row("a")).await;
+    for want in [
+        "firing",
+        "DemoCondition",
+        "severity=page",
+        "job=svc",
+        "condition a is on",
+    ] {
+        assert!(
+            row.contains(want),
+            "{want:?} missing in the alert row: {row}"
+        );
+    }
+
+    // silence it from its row: matchers prefilled from its labels; the token is asked for
+    browser
+        .click(&format!("{} button.silence", alert_row("a")))
+        .await;
+    browser.wait_for("#silence-dialog[open]").await;
+    let matchers = browser
+        .script(
+            "return document.querySelector('#silence-form textarea[name=matchers]').value",
+            json!([]),
+        )
+        .await;
+    let matchers = matchers.as_str().unwrap();
+    for want in [
+        "alertname=\"DemoCondition\"",
+        "cond=\"a\"",
+        "severity=\"page\"",
+    ] {
+        assert!(matchers.contains(want), "{want} not prefilled: {matchers}");
+    }
+    browser
+        .fill("#silence-form input[name=duration]", "1h")
+        .await;
+    browser
+        .fill("#silence-form input[name=author]", "ui-test")
+        .await;
+    browser
+        .fill("#silence-form input[name=comment]", "maintenance")
+        .await;
+    browser.click("#silence-submit").await;
+    browser.wait_for("#token-dialog[open]").await;
+    browser.fill("#token-form input[name=token]", TOKEN).await;
+    browser.click("#token-submit").await;
+
+    // the alert list shows it silenced, the daemon has the silence
+    browser
+        .wait_for(&format!("{} .badge.silenced", alert_row("a")))
+        .await;
+    assert!(
+        seen(&hits).is_empty(),
+        "the silence came before the group's flush: {:?}",
+        seen(&hits)
+    );
+    let silences = d.get("/api/v1/silences").await;
+    let list = silences["data"].as_array().unwrap();
+    assert_eq!(list.len(), 1, "{silences}");
+    assert_eq!(list[0]["createdBy"], "ui-test");
+    assert_eq!(list[0]["comment"], "maintenance");
+    assert_eq!(list[0]["status"]["state"], "active");
+    assert!(
+        list[0]["matchers"]
+            .as_array()
+            .unwrap()
+            .contains(&json!({"name": "cond", "value": "a", "isRegex": false, "isEqual": true})),
+        "{silences}"
+    );
+    let token = browser
+        .script(
+            "return sessionStorage.getItem('tocsin.apiToken')",
+            json!([]),
+        )
+        .await;
+    assert_eq!(token, TOKEN, "the token is kept for the session");
+    browser.click("a[data-tab=silences]").await;
+    browser.wait_for("#silences-body tr.silence.active").await;
+    assert!(browser.text("#silences-body").await.contains("ui-test"));
+    browser.click("a[data-tab=alerts]").await;
+
+    // marker: b fires after the silence; its group is due after a's would have been
+    set_condition(&conditions, "b", true);
+    let deadline = Deadline::new("b's notification");
+    while seen(&hits).is_empty() {
+        deadline.tick().await;
+    }
+    assert_eq!(
+        seen(&hits),
+        vec![("b".to_string(), "firing".to_string())],
+        "nothing for the silenced alert"
+    );
+    browser
+        .wait_for(&format!("{}.firing", alert_row("b")))
+        .await;
+    assert!(
+        browser
+            .find(&format!("{} .badge.silenced", alert_row("b")))
+            .await
+            .is_err(),
+        "b is not silenced"
+    );
+
+    // the other panels: lit up by the rules and targets API, or saying it is not there yet
+    let rules = browser.text("#rules-body").await;
+    assert!(
+        rules.contains("DemoCondition") || rules.contains("not available"),
+        "{rules}"
+    );
+    let targets = browser.text("#targets-body").await;
+    assert!(
+        targets.contains(&target) || targets.contains("not available"),
+        "{targets}"
+    );
+
+    save_screenshot(&browser.screenshot().await, "alerts.png");
+}
+
+/// A route answering `v` as JSON.
+fn fixed(v: Value) -> axum::routing::MethodRouter {
+    get(move || {
+        let v = v.clone();
+        async move { axum::Json(v) }
+    })
+}
+
+type Queries = Arc<Mutex<Vec<std::collections::HashMap<String, String>>>>;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn panels_draw_rules_targets_and_sparklines_from_prometheus_shaped_answers() {
+    let Some((chromium, chromedriver)) = browser_tools() else {
+        return;
+    };
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    let now_s = now_ms / 1000;
+    let at = |ago_s: i64| tocsin::timefmt::format_rfc3339(now_ms - ago_s * 1000);
+    let alert = |instance: &str| {
+        json!({"labels": {"alertname": "DiskFull", "instance": instance, "severity": "page"},
+               "annotations": {"summary": format!("disk of {instance} full")},
+               "state": "firing", "activeAt": at(300), "firedAt": at(300), "value": "0.97",
+               "group": "disk"})
+    };
+    let evals = |errors: bool| {
+        (0..20)
+            .map(|i| {
+                json!({"t": now_s - 20 + i, "duration_s": 0.002,
+                       "results": if errors { 0 } else { 1 },
+                       "error": if errors && i == 19 { "many-to-many matching not allowed" } else { "" }})
+            })
+            .collect::<Vec<_>>()
+    };
+    let rules = json!({"status": "success", "data": {"groups": [{"name": "disk", "file": "rules/disk.yml",
+    "rules": [
+        {"name": "DiskFull", "query": "disk_used_ratio > 0.95", "type": "alerting", "health": "ok",
+         "state": "firing", "lastError": "", "lastEvaluation": at(1),
+         "alerts": [alert("db1"), alert("db2")], "evaluations": evals(false)},
+        {"name": "LoadHigh", "query": "load1 > on() group_left load_limit", "type": "alerting",
+         "health": "err", "state": "inactive", "lastError": "many-to-many matching not allowed",
+         "lastEvaluation": at(1), "alerts": [], "evaluations": evals(true)},
+    ]}]}});
+    let targets = json!({"status": "success", "data": {"activeTargets": [
+        {"labels": {"job": "db", "instance": "db1:9100"}, "scrapeUrl": "http://db1:9100/metrics",
+         "health": "down", "lastError": "connection refused", "lastScrape": at(2)},
+        {"labels": {"job": "db", "instance": "db2:9100"}, "scrapeUrl": "http://db2:9100/metrics",
+         "health": "up", "lastError": "", "lastScrape": at(3)},
+    ]}});
+    let silences = json!({"status": "success", "data": [
+        {"id": "s-1", "matchers": [{"name": "instance", "value": "db2|db3", "isRegex": true, "isEqual": true}],
+         "startsAt": at(60), "endsAt": at(-3600), "createdBy": "ops", "comment": "reindex",
+         "status": {"state": "active"}},
+    ]});
+    // the expression's series over the hour: db1 climbing to 0.97, db2 flat
+    let series = |instance: &str, value: &dyn Fn(i64) -> f64| {
+        json!({"metric": {"instance": instance},
+               "values": (0..=60).map(|i| json!([now_s - 3600 + i * 60, value(i).to_string()])).collect::<Vec<_>>()})
+    };
+    let matrix = json!({"status": "success", "data": {"resultType": "matrix", "result": [
+        series("db2", &|_| 0.5),
+        series("db1", &|i| 0.9 + i as f64 * 0.07 / 60.0),
+    ]}});
+    let queries: Queries = Arc::default();
+    let app: axum::Router = tocsin::ui::routes()
+        .route(
+            "/api/v1/alerts",
+            fixed(json!({"status": "success", "data": {"alerts": [alert("db1"), alert("db2")]}})),
+        )
+        .route("/api/v1/rules", fixed(rules))
+        .route("/api/v1/targets", fixed(targets))
+        .route("/api/v1/silences", fixed(silences))
+        .route(
+            "/api/v1/query_range",
+            get({
+                let queries = queries.clone();
+                move |axum::extract::Query(q): axum::extract::Query<
+                    std::collections::HashMap<String, String>,
+                >| {
+                    queries.lock().unwrap().push(q);
+                    let matrix = matrix.clone();
+                    async move { axum::Json(matrix) }
+                }
+            }),
+        );
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let dir = tempfile::tempdir().unwrap();
+    let browser = Browser::start(&chromium, &chromedriver, dir.path()).await;
+    browser.navigate(&format!("http://{addr}/")).await;
+
+    // alerts: db1's sparkline is its own series of the rule's query over the last hour;
+    // db2 is silenced by the regex silence, db1 is not
+    let db1 = "tr.alert[data-key*='instance=\"db1\"']";
+    let db2 = "tr.alert[data-key*='instance=\"db2\"']";
+    browser
+        .wait_for(&format!("{db1} .spark svg.sparkline polyline"))
+        .await;
+    let title = browser.text(&format!("{db1} .spark svg title")).await;
+    assert!(title.starts_with("disk_used_ratio > 0.95"), "{title}");
+    assert!(
+        title.contains("last 0.97"),
+        "db1's series, not db2's: {title}"
+    );
+    {
+        let q = queries.lock().unwrap();
+        assert_eq!(q[0]["query"], "disk_used_ratio > 0.95");
+        let start: i64 = q[0]["start"].parse().unwrap();
+        let end: i64 = q[0]["end"].parse().unwrap();
+        assert_eq!(end - start, 3600, "the last hour");
+        assert!((end - now_s).abs() < 60, "ending now: {end} vs {now_s}");
+        assert_eq!(q[0]["step"], "60");
+    }
+    assert!(
+        browser
+            .find(&format!("{db2} .badge.silenced"))
+            .await
+            .is_ok()
+    );
+    assert!(
+        browser
+            .find(&format!("{db1} .badge.silenced"))
+            .await
+            .is_err()
+    );
+
+    // rules: state, health, error, and the last evaluations saying why one does not fire
+    browser.click("a[data-tab=rules]").await;
+    browser.wait_for("#rules tr.rule[data-rule=LoadHigh]").await;
+    let load = browser.text("#rules tr.rule[data-rule=LoadHigh]").await;
+    for want in [
+        "inactive",
+        "err",
+        "many-to-many matching not allowed",
+        "why not firing",
+    ] {
+        assert!(load.contains(want), "{want:?} missing: {load}");
+    }
+    let strip = browser
+        .script(
+            "const r = document.querySelector('#rules tr.rule[data-rule=LoadHigh]'); \
+             return [r.querySelectorAll('.ev').length, r.querySelectorAll('.ev.ev-error').length, \
+                     r.querySelectorAll('.ev.ev-hit').length]",
+            json!([]),
+        )
+        .await;
+    assert_eq!(
+        strip,
+        json!([20, 1, 0]),
+        "20 evaluations, the last one failed"
+    );
+    let disk = browser.text("#rules tr.rule[data-rule=DiskFull]").await;
+    assert!(
+        disk.contains("firing") && disk.contains("2 alerts"),
+        "{disk}"
+    );
+    assert!(!disk.contains("why not firing"), "{disk}");
+
+    // targets: down first with its error
+    browser.click("a[data-tab=targets]").await;
+    browser.wait_for("#targets tr.target.down").await;
+    let down = browser.text("#targets tr.target.down").await;
+    assert!(
+        down.contains("http://db1:9100/metrics") && down.contains("connection refused"),
+        "{down}"
+    );
+    assert!(browser.find("#targets tr.target.up").await.is_ok());
+
+    // silences: the active one with its matcher as text
+    browser.click("a[data-tab=silences]").await;
+    let silence = browser.text("#silences tr.silence.active").await;
+    assert!(
+        silence.contains("instance=~\"db2|db3\"") && silence.contains("reindex"),
+        "{silence}"
+    );
+
+    browser.click("a[data-tab=rules]").await;
+    browser
+        .click("#rules tr.rule[data-rule=LoadHigh] summary")
+        .await;
+    // the opened evaluations stay open when the panel is drawn again
+    let updated = "return document.getElementById('updated').dataset.at";
+    let before = browser.script(updated, json!([])).await;
+    browser.click("#refresh").await;
+    let deadline = Deadline::new("a refresh");
+    while browser.script(updated, json!([])).await == before {
+        deadline.tick().await;
+    }
+    assert!(
+        browser
+            .find("#rules tr.rule[data-rule=LoadHigh] details[open]")
+            .await
+            .is_ok()
+    );
+    save_screenshot(&browser.screenshot().await, "rules.png");
+}
