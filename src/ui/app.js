@@ -414,6 +414,31 @@ function renderTargets(el, result) {
 }
 
 // ---------------------------------------------------------------------------------------------
+// notifications: what was delivered, failed, or only recorded (shadow mode)
+
+function renderNotifications(el, result) {
+  if (result.status === "rejected") {
+    el.replaceChildren(unavailable(result.reason, "notifications"));
+    return;
+  }
+  const rows = result.value.data || [];
+  if (rows.length === 0) {
+    el.replaceChildren(message("no notifications yet", "muted empty"));
+    return;
+  }
+  el.replaceChildren(h("table", {},
+    h("thead", {}, h("tr", {}, ["When", "Status", "Integration", "Subject", "Alerts", "Error"].map((t) => h("th", {}, t)))),
+    h("tbody", {}, rows.map((n) => h("tr", { class: `notification ${n.status || ""}` },
+      timeCell(n.at),
+      h("td", {}, h("span", { class: `badge ${n.status || ""}`, title: n.status === "shadow"
+        ? "shadow mode: routed and recorded, not sent" : "" }, n.status || "")),
+      h("td", {}, h("code", {}, n.integration || "")),
+      h("td", {}, n.subject || ""),
+      h("td", {}, String((n.alerts || []).length)),
+      h("td", { class: "error" }, n.error || ""))))));
+}
+
+// ---------------------------------------------------------------------------------------------
 // silences
 
 function renderSilences(el, result) {
@@ -515,16 +540,18 @@ async function refresh() {
   state.refreshing = true;
   state.again = false;
   try {
-    const [alerts, silences, rules, targets] = await Promise.allSettled([
+    const [alerts, silences, rules, targets, notifications] = await Promise.allSettled([
       getJSON("/api/v1/alerts"),
       getJSON("/api/v1/silences"),
       getJSON("/api/v1/rules"),
       getJSON("/api/v1/targets"),
+      getJSON("/api/v1/notifications?limit=100"),
     ]);
     // silences and rules first: the alert rows read them (silenced, sparkline query)
     renderSilences(document.getElementById("silences-body"), silences);
     renderRules(document.getElementById("rules-body"), rules);
     renderTargets(document.getElementById("targets-body"), targets);
+    renderNotifications(document.getElementById("notifications-body"), notifications);
     renderAlerts(document.getElementById("alerts-body"), alerts);
     const updated = document.getElementById("updated");
     updated.textContent = `updated ${new Date().toLocaleTimeString()}`;
@@ -537,7 +564,7 @@ async function refresh() {
 
 function showTab() {
   const want = (location.hash || "#alerts").slice(1);
-  const tabs = ["alerts", "rules", "targets", "silences"];
+  const tabs = ["alerts", "rules", "targets", "silences", "notifications"];
   const tab = tabs.includes(want) ? want : "alerts";
   for (const t of tabs) {
     document.getElementById(t).hidden = t !== tab;

@@ -716,19 +716,25 @@ async fn silence_created_in_the_browser_marks_the_alert_and_keeps_it_from_the_we
         "b is not silenced"
     );
 
-    // the other panels: lit up by the rules and targets API, or saying it is not there yet
-    let rules = browser.text("#rules-body").await;
-    assert!(
-        rules.contains("DemoCondition") || rules.contains("not available"),
-        "{rules}"
-    );
-    let targets = browser.text("#targets-body").await;
-    assert!(
-        targets.contains(&target) || targets.contains("not available"),
-        "{targets}"
-    );
-
     save_screenshot(&browser.screenshot().await, "alerts.png");
+
+    // the other panels, from the real API: rules, targets, and the notification history with b's
+    // delivery (and nothing for the silenced a)
+    let rules = browser.text("#rules-body").await;
+    assert!(rules.contains("DemoCondition"), "{rules}");
+    let targets = browser.text("#targets-body").await;
+    assert!(targets.contains(&target), "{targets}");
+    browser.click("a[data-tab=notifications]").await;
+    browser
+        .wait_for("#notifications-body tr.notification.delivered")
+        .await;
+    let history = browser.text("#notifications-body").await;
+    assert!(
+        history.contains("[FIRING:1] DemoCondition (b)"),
+        "{history}"
+    );
+    assert!(!history.contains("DemoCondition (a)"), "{history}");
+    save_screenshot(&browser.screenshot().await, "notifications.png");
 }
 
 /// A route answering `v` as JSON.
