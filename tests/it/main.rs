@@ -9,6 +9,7 @@ mod notify_test_cmd;
 mod promql;
 mod query;
 mod reload;
+mod replay;
 mod rhai;
 mod rules;
 mod scheduler;
