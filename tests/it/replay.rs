@@ -563,7 +563,7 @@ fn replay_of_a_day_finds_the_incident_and_compare_finds_a_threshold_change() {
         )),
         "{stdout}"
     );
-    assert!(stdout.contains("960 group evaluations"), "{stdout}");
+    assert!(stdout.contains("1920 group evaluations"), "{stdout}");
     assert!(stdout.contains("notifications: default "), "{stdout}");
 
     // --compare: the threshold raised to 50% never fires
