@@ -8,6 +8,7 @@
 //! - [`promql`]: the query engine (Prometheus semantics) and its PromQL front end.
 //! - [`rhai_api`]: the Rhai front end: hardened script engine over the same query engine.
 //! - [`store`]: in-memory head of Gorilla chunks over one SQLite file; range and instant reads.
+//! - [`replay`]: the rules over stored history with a manual clock: transitions and notifications.
 //! - [`reload`]: the triggers of a rule reload (debounced file watcher, SIGHUP, API request) feeding one channel.
 //! - [`server`]: axum HTTP surface (health, readiness, status, self-metrics, the JSON API under `/api/v1/` and its OpenAPI document).
 //! - [`ui`]: the web UI at `/`, a static bundle embedded in the binary, reading the JSON API.
@@ -20,6 +21,7 @@ pub mod labels;
 pub mod notify;
 pub mod promql;
 pub mod reload;
+pub mod replay;
 pub mod rhai_api;
 pub mod rules;
 pub mod scheduler;

@@ -100,6 +100,24 @@ pub fn parse_time(s: &str) -> Result<i64, TimeError> {
     Ok(secs * 1000 + ms)
 }
 
+/// [`parse_time`], plus times relative to `now` (ms): `now`, and `-1d`, `-90m` (a Prometheus
+/// duration before `now`). A negative number without a unit stays Unix seconds.
+pub fn parse_time_at(s: &str, now: i64) -> Result<i64, TimeError> {
+    if s == "now" {
+        return Ok(now);
+    }
+    if let Some(d) = s.strip_prefix('-')
+        && d.ends_with(|c: char| c.is_ascii_alphabetic())
+    {
+        return crate::duration::PromDuration::parse(d)
+            .map(|d| now - d.as_millis())
+            .map_err(|_| TimeError {
+                input: s.to_string(),
+            });
+    }
+    parse_time(s)
+}
+
 /// Milliseconds since the epoch as RFC 3339 in UTC, with milliseconds when there are any.
 pub fn format_rfc3339(ms: i64) -> String {
     let secs = ms.div_euclid(1000);
@@ -142,6 +160,18 @@ mod tests {
             "2023-11-14T22:13:20.500Z"
         );
         assert_eq!(format_rfc3339(-1000), "1969-12-31T23:59:59Z");
+    }
+
+    #[test]
+    fn relative_times_count_back_from_now() {
+        let now = 1_700_000_000_000;
+        assert_eq!(parse_time_at("now", now).unwrap(), now);
+        assert_eq!(parse_time_at("-1d", now).unwrap(), now - 86_400_000);
+        assert_eq!(parse_time_at("-1h30m", now).unwrap(), now - 5_400_000);
+        assert_eq!(parse_time_at("-10", now).unwrap(), -10_000);
+        assert_eq!(parse_time_at("0", now).unwrap(), 0);
+        assert!(parse_time_at("-1x", now).is_err());
+        assert!(parse_time_at("-d", now).is_err());
     }
 
     #[test]

@@ -8,6 +8,7 @@ pub mod dispatch;
 pub mod email;
 pub mod pipeline;
 pub mod receivers;
+pub mod recorder;
 pub mod route;
 pub mod sender;
 pub mod setup;

@@ -302,6 +302,32 @@ impl Db {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
+    /// The first and last sample time in chunks and write-ahead rows, None when the file holds
+    /// no sample. Reads only the first and last block's rows (index seeks on `block`).
+    pub fn sample_range(&self) -> Result<Option<(i64, i64)>, StoreError> {
+        let (cmin, cmax): (Option<i64>, Option<i64>) = self.conn.query_row(
+            "SELECT (SELECT min(mint) FROM chunks WHERE block = (SELECT min(block) FROM chunks)),
+                    (SELECT max(maxt) FROM chunks WHERE block = (SELECT max(block) FROM chunks))",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )?;
+        let (wmin, wmax): (Option<i64>, Option<i64>) =
+            self.conn
+                .query_row("SELECT min(mint), max(maxt) FROM wal", [], |r| {
+                    Ok((r.get(0)?, r.get(1)?))
+                })?;
+        let min = cmin.into_iter().chain(wmin).min();
+        let max = cmax.into_iter().chain(wmax).max();
+        Ok(min.zip(max))
+    }
+
+    /// When each target was first watched (ms), without recording anything (read-only stores).
+    pub fn targets_first_seen(&self) -> Result<Vec<(String, i64)>, StoreError> {
+        let mut stmt = self.conn.prepare("SELECT name, first_seen FROM targets")?;
+        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
     pub fn flush(&mut self, batch: &FlushBatch) -> Result<(), StoreError> {
         let tx = self.conn.transaction()?;
         {

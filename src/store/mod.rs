@@ -640,6 +640,18 @@ impl Store {
         Ok(out)
     }
 
+    /// The first and last sample time on disk (chunks and flushed write-ahead rows), None for
+    /// a store without samples. Cheap: two index seeks and the first and last block's rows.
+    pub fn sample_range(&self) -> Result<Option<(i64, i64)>, StoreError> {
+        self.db.lock().expect("db lock").sample_range()
+    }
+
+    /// When each target was first watched (ms), as [`Store::target_first_seen`] recorded it;
+    /// reads only, so it works on a read-only store.
+    pub fn targets_first_seen(&self) -> Result<Vec<(String, i64)>, StoreError> {
+        self.db.lock().expect("db lock").targets_first_seen()
+    }
+
     /// When target `name` was first watched (ms); records `now` the first time.
     pub fn target_first_seen(&self, name: &str, now: i64) -> Result<i64, StoreError> {
         self.db

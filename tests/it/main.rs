@@ -11,6 +11,7 @@ mod packaging;
 mod promql;
 mod query;
 mod reload;
+mod replay;
 mod rhai;
 mod rules;
 mod scheduler;

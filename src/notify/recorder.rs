@@ -1,0 +1,189 @@
+//! The recording notifier: the real stages after the tracker ([`Stages`]: inhibit → route →
+//! group → dedup) with the notification log in memory, recording what each receiver's
+//! integrations would send instead of sending it. Shared by `tocsin test`'s `notification_test`
+//! and `tocsin replay`; the daemon runs the same [`Stages::tick`] through its
+//! [`Notifier`](super::pipeline::Notifier) with the log in the store.
+
+use std::collections::{BTreeMap, HashMap};
+
+use super::email::{self, RenderedEmail};
+use super::pipeline::{PipelineState, Stages};
+use super::route::Inhibitor;
+use super::setup::{NotifyPlan, TreeRoutes};
+use super::webhook::{self, WebhookConfig};
+use super::{AlertState, Notification};
+use crate::rules::tracker::Alert;
+
+/// The routing and receivers a recording runs against.
+pub struct NotifySetup {
+    routes: TreeRoutes,
+    inhibitor: Inhibitor,
+    /// receiver name → what its integrations send
+    receivers: HashMap<String, Outputs>,
+}
+
+/// What one receiver's integrations make of a notification.
+struct Outputs {
+    webhook: Option<WebhookConfig>,
+    /// the email integration's `send_resolved`; None without an email integration
+    email: Option<bool>,
+}
+
+impl NotifySetup {
+    /// The stages and receivers of a validated configuration.
+    pub fn new(plan: &NotifyPlan) -> Self {
+        let receivers = plan
+            .receivers
+            .iter()
+            .map(|r| {
+                // the integrations as the daemon builds them (no secret: nothing is signed)
+                let webhook = super::setup::webhook_config(r, None);
+                let email = super::setup::email_send_resolved(r);
+                (r.name.clone(), Outputs { webhook, email })
+            })
+            .collect();
+        NotifySetup {
+            routes: plan.routes(),
+            inhibitor: plan.routing.inhibitor.clone(),
+            receivers,
+        }
+    }
+
+    /// Without a configuration: every alert to the receiver `default`, grouped by alertname,
+    /// with Alertmanager's default timings, a webhook (resolved alerts sent) and an email (not).
+    pub fn builtin() -> Self {
+        let route = serde_json::json!({
+            "receiver": "default",
+            "group_by": ["alertname"],
+            "group_wait": "30s",
+            "group_interval": "5m",
+            "repeat_interval": "4h",
+        });
+        let receivers = serde_json::json!([{
+            "name": "default",
+            "webhook": {"url": "http://127.0.0.1/", "send_resolved": true},
+            "email": {"to": ["default@localhost"], "from": "tocsin@localhost",
+                      "smarthost": "localhost:25", "send_resolved": false},
+        }]);
+        let plan = NotifyPlan::new(Some(&route), Some(&receivers), None, None)
+            .ok()
+            .flatten()
+            .expect("the built-in routing is valid");
+        Self::new(&plan)
+    }
+
+    /// Digest groups flush at most once per `ms`, as the daemon sets it (its evaluation
+    /// interval; see [`TreeRoutes::with_digest_interval`]).
+    pub fn with_digest_interval(mut self, ms: i64) -> Self {
+        self.routes = self.routes.with_digest_interval(ms);
+        self
+    }
+
+    /// `n` as its receiver's integrations send it, at `at`; None when nothing goes out (a
+    /// notification with no alerts left, a receiver without integrations, resolved alerts only
+    /// for integrations that do not send them).
+    pub fn deliver(&self, n: &Notification, at: i64) -> Option<Sent> {
+        if n.alerts.is_empty() {
+            // the sender only logs it
+            return None;
+        }
+        let out = self.receivers.get(&n.receiver)?;
+        let webhook = out
+            .webhook
+            .as_ref()
+            .and_then(|cfg| webhook::payload(n, cfg));
+        let email = out.email.and_then(|send_resolved| {
+            // as `email::send` filters before rendering
+            let mut n = n.clone();
+            if !send_resolved {
+                n.alerts.retain(|a| a.status == AlertState::Firing);
+            }
+            (!n.alerts.is_empty()).then(|| email::render(&n))
+        });
+        if webhook.is_none() && email.is_none() {
+            return None;
+        }
+        let status = if n.alerts.iter().any(|a| a.status == AlertState::Firing) {
+            AlertState::Firing
+        } else {
+            AlertState::Resolved
+        };
+        Some(Sent {
+            at,
+            receiver: n.receiver.clone(),
+            status,
+            alerts: n.alerts.len(),
+            subject: email::render(n).subject,
+            email,
+            webhook,
+            notification: n.clone(),
+        })
+    }
+}
+
+/// One notification as its receiver got it.
+#[derive(Debug, Clone)]
+pub struct Sent {
+    /// when it went out (ms; relative to the recorder's `start`)
+    pub at: i64,
+    pub receiver: String,
+    /// firing when any alert listed fires (the webhook payload's `status`)
+    pub status: AlertState,
+    /// the alerts the notification lists
+    pub alerts: usize,
+    /// the subject an email of this notification has (whether or not the receiver has email)
+    pub subject: String,
+    /// None when the receiver has no email integration or it sends nothing for this one
+    pub email: Option<RenderedEmail>,
+    /// None when the receiver has no webhook integration or it sends nothing for this one
+    pub webhook: Option<serde_json::Value>,
+    /// what the pipeline decided to send
+    pub notification: Notification,
+}
+
+/// The recording notifier: the real stages after the tracker, with the notification log in
+/// memory and no silences, recording what receivers would get.
+pub struct Recorder<'a> {
+    setup: &'a NotifySetup,
+    external_url: &'a str,
+    /// recorded times are relative to this (ms)
+    start: i64,
+    state: PipelineState,
+    /// what was sent, in order
+    pub sent: Vec<Sent>,
+}
+
+fn never_silenced(_: &BTreeMap<String, String>, _: i64) -> bool {
+    false
+}
+
+impl<'a> Recorder<'a> {
+    /// An empty recording; `start` is subtracted from recorded times (0: absolute times).
+    pub fn new(setup: &'a NotifySetup, external_url: &'a str, start: i64) -> Self {
+        Recorder {
+            setup,
+            external_url,
+            start,
+            state: PipelineState::default(),
+            sent: Vec::new(),
+        }
+    }
+
+    /// One pipeline tick at `now` over every rule's alerts, as the daemon runs it after a
+    /// group evaluation; returns how many notifications it recorded.
+    pub fn tick(&mut self, alerts: &[Alert], now: i64, all_evaluated: bool) -> usize {
+        let stages = Stages {
+            routes: &self.setup.routes,
+            inhibitor: &self.setup.inhibitor,
+            silenced: &never_silenced,
+            external_url: self.external_url,
+        };
+        let before = self.sent.len();
+        for o in stages.tick(alerts, &mut self.state, now, all_evaluated) {
+            if let Some(s) = self.setup.deliver(&o.notification, now - self.start) {
+                self.sent.push(s);
+            }
+        }
+        self.sent.len() - before
+    }
+}
