@@ -1259,6 +1259,11 @@ fn replay(args: ReplayArgs) -> Result<Outcome> {
         external_url: format!("http://{}", cfg.server.listen),
         grace,
         note: &note,
+        silences: store
+            .stored_silences()?
+            .iter()
+            .filter_map(|t| tocsin::notify::silence::Silence::from_json(t))
+            .collect(),
     };
     let bar = if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
         let bar = indicatif::ProgressBar::new(0);

@@ -16,7 +16,8 @@
 //! replay of changed rules reads its own recorded series, not those the daemon wrote.
 //!
 //! Known differences from the live daemon: alert state starts empty at `from` (an alert pending
-//! before it starts over); silences are not applied; at an evaluation time every sample stamped
+//! before it starts over); silences are applied while they were active, but only those still in the
+//! store (expired ones are forgotten after 5 days); at an evaluation time every sample stamped
 //! at or before it is visible, whereas the live daemon may not have ingested the scrape of that
 //! same instant yet (a transition can come one evaluation earlier in a replay).
 //!
@@ -132,6 +133,8 @@ pub struct Replay<'a> {
     pub grace: HashMap<String, (i64, i64)>,
     /// the failure text kept with a series, for `$labels.error`
     pub note: &'a (dyn Fn(&Labels) -> Option<String> + Sync),
+    /// silences applied while they were active (the store's: expired ones are kept 5 days)
+    pub silences: Vec<crate::notify::silence::Silence>,
 }
 
 /// What a transition did, as the timeline names it.
@@ -293,7 +296,9 @@ pub fn replay(r: &Replay<'_>, progress: &mut dyn FnMut(u64, u64)) -> Timeline {
     let scripts = ScriptEngine::new();
     let mut states: Vec<HashMap<String, RuleState>> = vec![HashMap::new(); r.rules.groups.len()];
     let mut evaluated = vec![false; r.rules.groups.len()];
-    let mut recorder = r.notify.map(|n| Recorder::new(n, &r.external_url, 0));
+    let mut recorder = r
+        .notify
+        .map(|n| Recorder::new(n, &r.external_url, 0).with_silences(r.silences.clone()));
     let mut timeline = Timeline {
         from: r.from,
         to: r.to,
@@ -919,6 +924,15 @@ mod tests {
     }
 
     fn run(set: &RuleSet, setup: Option<&NotifySetup>, step: Option<i64>) -> Timeline {
+        run_silenced(set, setup, step, Vec::new())
+    }
+
+    fn run_silenced(
+        set: &RuleSet,
+        setup: Option<&NotifySetup>,
+        step: Option<i64>,
+        silences: Vec<crate::notify::silence::Silence>,
+    ) -> Timeline {
         let note = |_: &Labels| None;
         replay(
             &Replay {
@@ -934,6 +948,7 @@ mod tests {
                 external_url: String::new(),
                 grace: HashMap::new(),
                 note: &note,
+                silences,
             },
             &mut |_, _| {},
         )
@@ -994,6 +1009,27 @@ mod tests {
             text.contains("1970-01-01T00:02:30Z  notify    default  [FIRING:1] High"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn a_silence_active_at_the_time_suppresses_what_it_matches() {
+        let set = rules(RULES);
+        let setup = NotifySetup::builtin();
+        let silence = |starts_at, ends_at| crate::notify::silence::Silence {
+            id: "s".into(),
+            matchers: vec![crate::notify::silence::MatcherSpec::parse("alertname=High").unwrap()],
+            starts_at,
+            ends_at,
+            created_by: "t".into(),
+            comment: String::new(),
+        };
+        // active over the flush at 150 s: nothing goes out; the alert still fires
+        let t = run_silenced(&set, Some(&setup), Some(10_000), vec![silence(0, 200_000)]);
+        assert!(t.notifications.is_empty(), "{:?}", t.notifications);
+        assert!(kinds(&t).contains(&(120_000, "firing")));
+        // over before the alert fires: no effect
+        let t = run_silenced(&set, Some(&setup), Some(10_000), vec![silence(0, 50_000)]);
+        assert_eq!(t.notifications.len(), 1);
     }
 
     #[test]

@@ -142,19 +142,18 @@ pub struct Sent {
 }
 
 /// The recording notifier: the real stages after the tracker, with the notification log in
-/// memory and no silences, recording what receivers would get.
+/// memory and the silences it is given (none in `tocsin test`), recording what receivers would
+/// get.
 pub struct Recorder<'a> {
     setup: &'a NotifySetup,
     external_url: &'a str,
     /// recorded times are relative to this (ms)
     start: i64,
     state: PipelineState,
+    /// applied at the time of each tick (each active then or not)
+    silences: Vec<crate::notify::silence::Silence>,
     /// what was sent, in order
     pub sent: Vec<Sent>,
-}
-
-fn never_silenced(_: &BTreeMap<String, String>, _: i64) -> bool {
-    false
 }
 
 impl<'a> Recorder<'a> {
@@ -165,17 +164,28 @@ impl<'a> Recorder<'a> {
             external_url,
             start,
             state: PipelineState::default(),
+            silences: Vec::new(),
             sent: Vec::new(),
         }
+    }
+
+    /// Applies these silences, each while it was active (`tocsin replay` passes the stored ones).
+    pub fn with_silences(mut self, silences: Vec<crate::notify::silence::Silence>) -> Self {
+        self.silences = silences;
+        self
     }
 
     /// One pipeline tick at `now` over every rule's alerts, as the daemon runs it after a
     /// group evaluation; returns how many notifications it recorded.
     pub fn tick(&mut self, alerts: &[Alert], now: i64, all_evaluated: bool) -> usize {
+        let silences = &self.silences;
+        let silenced = |labels: &BTreeMap<String, String>, now: i64| {
+            silences.iter().any(|s| s.silences(labels, now))
+        };
         let stages = Stages {
             routes: &self.setup.routes,
             inhibitor: &self.setup.inhibitor,
-            silenced: &never_silenced,
+            silenced: &silenced,
             external_url: self.external_url,
         };
         let before = self.sent.len();

@@ -479,6 +479,11 @@ impl Store {
     }
 
     /// Every stored silence (JSON), dropping those that ended before `forget_before`.
+    /// Every stored silence, without forgetting any (for a read-only store: `tocsin replay`).
+    pub fn stored_silences(&self) -> Result<Vec<String>, StoreError> {
+        self.db.lock().expect("db lock").silences()
+    }
+
     pub fn silences(&self, forget_before: i64) -> Result<Vec<String>, StoreError> {
         let db = self.db.lock().expect("db lock");
         db.delete_silences_before(forget_before)?;
