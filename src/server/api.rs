@@ -414,14 +414,31 @@ pub(super) async fn rules(State(s): State<AppState>, RawQuery(q): RawQuery) -> R
         }
     };
     let empty: RuleHistory = Default::default();
+    // Prometheus's filters: each repeated parameter is a set of names; given, only those
+    let set_of = |name: &str| -> Vec<&str> {
+        params
+            .iter()
+            .filter(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+            .collect()
+    };
+    let (names, group_names, files) = (
+        set_of("rule_name[]"),
+        set_of("rule_group[]"),
+        set_of("file[]"),
+    );
+    let filtered = !(names.is_empty() && group_names.is_empty() && files.is_empty());
     let groups: Vec<Json_> = set
         .groups
         .iter()
-        .map(|g| {
+        .filter(|g| group_names.is_empty() || group_names.contains(&g.name.as_str()))
+        .filter(|g| files.is_empty() || files.contains(&g.file.display().to_string().as_str()))
+        .filter_map(|g| {
             let rules: Vec<Json_> = g
                 .rules
                 .iter()
                 .filter(|r| want.is_none_or(|a| r.is_alert() == a))
+                .filter(|r| names.is_empty() || names.contains(&r.name.as_str()))
                 .map(|r| {
                     let h = history.get(&r.key).unwrap_or(&empty);
                     rule_json(r, alerts.get(&r.key).map_or(&[], |v| v), h)
@@ -433,7 +450,8 @@ pub(super) async fn rules(State(s): State<AppState>, RawQuery(q): RawQuery) -> R
                 .filter_map(|r| history.get(&r.key).and_then(|h| h.0.first()))
                 .collect();
             let last_t = latest.iter().map(|e| e.t).max();
-            json!({
+            // with filters, groups left without rules are left out (as Prometheus)
+            (!filtered || !rules.is_empty()).then(|| json!({
                 "name": g.name,
                 "file": g.file.display().to_string(),
                 "interval": g.interval_ms as f64 / 1000.0,
@@ -441,7 +459,7 @@ pub(super) async fn rules(State(s): State<AppState>, RawQuery(q): RawQuery) -> R
                 "rules": rules,
                 "lastEvaluation": last_t.map_or_else(|| ZERO_TIME.to_string(), format_rfc3339),
                 "evaluationTime": latest.iter().filter(|e| Some(e.t) == last_t).map(|e| e.duration_s).sum::<f64>(),
-            })
+            }))
         })
         .collect();
     Json(json!({"status": "success", "data": {"groups": groups}})).into_response()
@@ -455,13 +473,26 @@ fn panic_history(e: tokio::task::JoinError) -> BTreeMap<String, RuleHistory> {
 
 /// `GET /api/v1/targets`: Prometheus's `activeTargets` (one per scraped endpoint: a target's
 /// metrics and health endpoints are two) plus tocsin's `kind` and `samples`.
-pub(super) async fn targets(State(s): State<AppState>) -> Response {
+pub(super) async fn targets(State(s): State<AppState>, RawQuery(q): RawQuery) -> Response {
+    let params = params(q.as_deref(), &[]);
+    // Prometheus's `state`: tocsin has no relabelling, so nothing is ever dropped
+    let active_wanted = match param(&params, "state") {
+        None | Some("active" | "any") => true,
+        Some("dropped") => false,
+        Some(other) => {
+            return bad_data(format!(
+                "invalid parameter \"state\": {other:?} is not active, dropped or any"
+            ))
+            .into_response();
+        }
+    };
     let endpoints: Vec<_> = s
         .status
         .endpoints
         .read()
         .expect("status lock")
         .values()
+        .filter(|_| active_wanted)
         .cloned()
         .collect();
     let active: Vec<Json_> = endpoints

@@ -145,6 +145,17 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
+/// Compares a given token with the configured one in time that does not depend on where they
+/// differ (only on the length), so the token cannot be guessed byte by byte from timings.
+fn token_eq(given: &str, want: &str) -> bool {
+    given.len() == want.len()
+        && given
+            .bytes()
+            .zip(want.bytes())
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0
+}
+
 /// Refuses a request without the token its route's [`Access`] needs.
 async fn authorize(
     State((s, access)): State<(AppState, Access)>,
@@ -156,13 +167,14 @@ async fn authorize(
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "));
-    let write_ok = s.api_token.as_deref().is_none_or(|t| given == Some(t));
+    let matches = |want: &str| given.is_some_and(|g| token_eq(g, want));
+    let write_ok = s.api_token.as_deref().is_none_or(matches);
     let allowed = match access {
         Access::Open => true,
         Access::Write => write_ok,
         Access::Read => match &s.read_token {
             None => true,
-            Some(t) => given == Some(t.as_str()) || (s.api_token.is_some() && write_ok),
+            Some(t) => matches(t) || (s.api_token.is_some() && write_ok),
         },
     };
     if allowed {
@@ -502,6 +514,14 @@ async fn delete_silence(
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn tokens_compare_whole_and_exact() {
+        assert!(super::token_eq("s3cret", "s3cret"));
+        assert!(!super::token_eq("s3cre", "s3cret"));
+        assert!(!super::token_eq("s3cres", "s3cret"));
+        assert!(!super::token_eq("", "s3cret"));
+    }
+
     use std::collections::BTreeSet;
 
     use axum::body::Body;

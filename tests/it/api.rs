@@ -167,6 +167,32 @@ async fn read_endpoints_answer_in_prometheus_shapes_with_tocsin_extensions() {
         1
     );
 
+    // Prometheus's name filters: a rule by name, a group by name; an unknown group leaves none
+    let (_, by_name) = get(&format!("{b}/api/v1/rules?rule_name[]=Always")).await;
+    let names: Vec<&str> = by_name["data"]["groups"][0]["rules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["Always"]);
+    let (_, no_group) = get(&format!("{b}/api/v1/rules?rule_group[]=nope")).await;
+    assert_eq!(no_group["data"]["groups"], serde_json::json!([]));
+    let (_, by_file) = get(&format!("{b}/api/v1/rules?file[]=rules.yml&type=alert")).await;
+    assert_eq!(
+        by_file["data"]["groups"][0]["rules"]
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
+
+    // targets: Prometheus's state filter (nothing is ever dropped)
+    let (_, dropped) = get(&format!("{b}/api/v1/targets?state=dropped")).await;
+    assert_eq!(dropped["data"]["activeTargets"], serde_json::json!([]));
+    let (code, _) = get(&format!("{b}/api/v1/targets?state=sleeping")).await;
+    assert_eq!(code, 400);
+
     // targets: one per endpoint
     let (_, targets) = get(&format!("{b}/api/v1/targets")).await;
     let active = targets["data"]["activeTargets"].as_array().unwrap();
