@@ -185,6 +185,8 @@ impl Scheduler {
         // metrics endpoints keep a series cache across scrapes (moved into the blocking ingest and back)
         let mut cache = (kind == "metrics")
             .then(|| ScrapeCache::new(scrape::metrics_base_labels(&target, &url)));
+        // a health endpoint's checks at the last probe: one that disappears gets a stale marker
+        let mut checks = std::collections::BTreeSet::new();
         loop {
             tokio::select! {
                 _ = ticker.tick() => {}
@@ -196,7 +198,7 @@ impl Scheduler {
             let t = scrape_timestamp(self.clock.now_ms(), interval_ms, offset);
             match cache.take() {
                 Some(c) => cache = Some(self.scrape_once(&target, &url, t, c).await),
-                None => self.probe_once(&target, &url, t).await,
+                None => checks = self.probe_once(&target, &url, t, checks).await,
             }
         }
     }
@@ -277,8 +279,15 @@ impl Scheduler {
         cache
     }
 
-    /// One health probe at time `t`.
-    async fn probe_once(&self, target: &Target, url: &url::Url, t: i64) {
+    /// One health probe at time `t`; `checks` are the check names the last probe reported, and
+    /// the names this one reported come back.
+    async fn probe_once(
+        &self,
+        target: &Target,
+        url: &url::Url,
+        t: i64,
+        checks: std::collections::BTreeSet<String>,
+    ) -> std::collections::BTreeSet<String> {
         let started = Instant::now();
         let fetched = scrape::fetch(
             &self.client,
@@ -293,8 +302,11 @@ impl Scheduler {
         let store = self.store.clone();
         let base = scrape::health_base_labels(target, url);
         let gauges = target.health_json.clone();
-        let report = tokio::task::spawn_blocking(move || {
-            scrape::ingest_health(&store, &base, t, seconds, &fetched, &gauges)
+        let (report, checks) = tokio::task::spawn_blocking(move || {
+            let mut checks = checks;
+            let report =
+                scrape::ingest_health(&store, &base, t, seconds, &fetched, &gauges, &mut checks);
+            (report, checks)
         })
         .await
         .expect("health ingest does not panic");
@@ -317,6 +329,7 @@ impl Scheduler {
             s.last_error = report.error.clone();
             s.checks = report.checks.clone();
         });
+        checks
     }
 
     async fn flush_loop(self, every: Duration, mut shutdown: watch::Receiver<bool>) {

@@ -443,6 +443,7 @@ pub fn ingest_health(
     seconds: f64,
     result: &Result<Response, ScrapeError>,
     json_gauges: &[(String, String)],
+    last_checks: &mut std::collections::BTreeSet<String>,
 ) -> HealthReport {
     let mut report = HealthReport {
         up: false,
@@ -545,5 +546,20 @@ pub fn ingest_health(
             store.set_note(id, t, text);
         }
     }
+    // checks the last probe reported and this one did not (gone from the body, or the probe
+    // failed): their series end with a stale marker, as Prometheus ends a vanished series, so
+    // `health_check_ok == 0` does not stay true on the last value forever
+    let now: std::collections::BTreeSet<String> =
+        report.checks.iter().map(|(n, _, _)| n.clone()).collect();
+    let gone: Vec<Labels> = last_checks
+        .difference(&now)
+        .map(|name| base.with("__name__", "health_check_ok").with("check", name))
+        .collect();
+    if !gone.is_empty() {
+        let ids = store.series_refs(gone);
+        let batch: Vec<_> = ids.iter().map(|&id| (id, t, stale_nan())).collect();
+        store.append(&batch);
+    }
+    *last_checks = now;
     report
 }

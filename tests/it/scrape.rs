@@ -331,16 +331,30 @@ async fn duplicate_series_keep_the_first_sample() {
 }
 
 async fn probe(base: &str, path: &str, store: &Store) -> scrape::HealthReport {
+    probe_at(base, path, store, T0, &mut Default::default()).await
+}
+
+async fn probe_at(
+    base: &str,
+    path: &str,
+    store: &Store,
+    at: i64,
+    checks: &mut std::collections::BTreeSet<String>,
+) -> scrape::HealthReport {
     let t = target(base, "/metrics", Some(path));
     let url = t.health.clone().unwrap();
     let result = fetch(url.as_str(), Duration::from_secs(5), 1 << 20).await;
+    // the same labels whatever the path, as one endpoint's probes over time
+    let mut base_labels = t.clone();
+    base_labels.health = Some(url::Url::parse(&format!("{base}/health")).unwrap());
     scrape::ingest_health(
         store,
-        &scrape::health_base_labels(&t, &url),
-        T0,
+        &scrape::health_base_labels(&base_labels, base_labels.health.as_ref().unwrap()),
+        at,
         0.01,
         &result,
         &t.health_json,
+        checks,
     )
 }
 
@@ -405,6 +419,33 @@ async fn degraded_json_endpoint_names_the_failing_check() {
         .pop()
         .unwrap();
     assert_eq!(store.note(&pdns).as_deref(), Some("connection refused"));
+}
+
+#[tokio::test]
+async fn a_check_that_disappears_goes_stale() {
+    let base = serve().await;
+    let dir = tempfile::tempdir().unwrap();
+    let store = open_store(&dir);
+    let mut checks = Default::default();
+    probe_at(&base, "/health/degraded", &store, T0, &mut checks).await;
+    let pdns = || {
+        vec![
+            matcher(MatchOp::Equal, "__name__", "health_check_ok"),
+            matcher(MatchOp::Equal, "check", "pdns"),
+        ]
+    };
+    assert_eq!(store.latest(&pdns(), T0, 60_000).unwrap()[0].2, 0.0);
+    // the next probe reports no checks (an HTML body): the check's series ends
+    probe_at(&base, "/health/html", &store, T0 + 15_000, &mut checks).await;
+    assert!(checks.is_empty());
+    let later = store.latest(&pdns(), T0 + 15_000, 60_000).unwrap();
+    assert!(
+        later.is_empty(),
+        "a stale marker ends the series: {later:?}"
+    );
+    let raw = samples_of(&store, &pdns(), T0, T0 + 15_000);
+    assert_eq!(raw.len(), 2);
+    assert!(tocsin::store::is_stale(raw[1].1), "{raw:?}");
 }
 
 #[tokio::test]
