@@ -104,8 +104,8 @@ enum Command {
         /// EXPR is a Rhai rule script, not PromQL
         #[arg(long)]
         rhai: bool,
-        /// evaluation time: unix seconds or RFC 3339 (default: now)
-        #[arg(long)]
+        /// evaluation time: unix seconds, RFC 3339, `now` or `-1h` (default: now)
+        #[arg(long, allow_hyphen_values = true)]
         at: Option<String>,
         /// store file (default: the configured storage path)
         #[arg(long)]
@@ -879,9 +879,10 @@ fn query(
     use tocsin::promql::{Engine, Evaluator, Value};
     use tocsin::rhai_api::{ScriptEngine, ScriptValue};
 
+    let now = SystemClock.now_ms();
     let t = match at {
-        Some(s) => tocsin::timefmt::parse_time(s)?,
-        None => SystemClock.now_ms(),
+        Some(s) => tocsin::timefmt::parse_time_at(s, now)?,
+        None => now,
     };
     let (cfg, _) = load_config(config)?;
     let path = db.unwrap_or_else(|| cfg.storage.path.clone());

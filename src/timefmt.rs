@@ -2,13 +2,17 @@
 //! (Proleptic Gregorian calendar arithmetic after H. Hinnant's `chrono`-compatible algorithms;
 //! a date crate would be a dependency for two functions.)
 
-/// Occurs when a time argument is neither Unix seconds nor RFC 3339.
+/// Occurs when a time argument is neither Unix seconds nor RFC 3339 (nor, on the command line,
+/// `now` or `-<duration>`).
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 #[error(
-    "invalid time {input:?}: expected unix seconds (1700000000.5) or rfc 3339 (2026-11-22T10:00:00Z)"
+    "invalid time {input:?}: expected unix seconds (1700000000.5) or rfc 3339 (2026-11-22T10:00:00Z){}",
+    if *relative { ", or now, -1h, -2d" } else { "" }
 )]
 pub struct TimeError {
     pub input: String,
+    /// whether relative forms were accepted too (the message lists them)
+    pub relative: bool,
 }
 
 /// Days since 1970-01-01 to (year, month 1-12, day 1-31).
@@ -41,6 +45,7 @@ pub fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
 pub fn parse_time(s: &str) -> Result<i64, TimeError> {
     let err = || TimeError {
         input: s.to_string(),
+        relative: false,
     };
     if let Ok(secs) = s.parse::<f64>() {
         if !secs.is_finite() {
@@ -113,9 +118,13 @@ pub fn parse_time_at(s: &str, now: i64) -> Result<i64, TimeError> {
             .map(|d| now - d.as_millis())
             .map_err(|_| TimeError {
                 input: s.to_string(),
+                relative: true,
             });
     }
-    parse_time(s)
+    parse_time(s).map_err(|e| TimeError {
+        relative: true,
+        ..e
+    })
 }
 
 /// Milliseconds since the epoch as RFC 3339 in UTC, with milliseconds when there are any.

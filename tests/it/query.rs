@@ -137,6 +137,30 @@ fn query_command_reads_a_store_file() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("parse error"));
 
+    // relative times: `--at -1h` parses (nothing stored an hour ago: an empty result); a bad
+    // time names every accepted form
+    let out = Command::new(BIN)
+        .args(["query", "vector(1)", "--at", "-1h", "--db"])
+        .arg(&db)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = Command::new(BIN)
+        .args(["query", "vector(1)", "--at", "yesterday", "--db"])
+        .arg(&db)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("or now, -1h, -2d"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
     // a rhai script over the same file
     let out = Command::new(BIN)
         .args([
