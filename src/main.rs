@@ -137,6 +137,10 @@ enum Command {
         /// at the offsets the daemon uses)
         #[arg(long)]
         step: Option<PromDuration>,
+        /// evaluate this long before --from without reporting it, so alerts already pending or
+        /// firing at --from keep their state (e.g. the longest `for` of the rules)
+        #[arg(long, default_value = "0s")]
+        warmup: PromDuration,
         /// configuration whose route and receivers, evaluation interval, targets' startup
         /// grace and storage path to use (default: ./tocsin.yml or built-in; without a route,
         /// one receiver `default` grouped by alertname, as `tocsin test`)
@@ -235,6 +239,7 @@ fn run(cli: Cli) -> Result<Outcome> {
             from,
             to,
             step,
+            warmup,
             config,
             format,
             compare,
@@ -244,6 +249,7 @@ fn run(cli: Cli) -> Result<Outcome> {
             from,
             to,
             step,
+            warmup,
             config,
             json: format == "json",
             compare,
@@ -1167,6 +1173,7 @@ struct ReplayArgs {
     from: String,
     to: String,
     step: Option<PromDuration>,
+    warmup: PromDuration,
     config: Option<PathBuf>,
     json: bool,
     compare: Option<PathBuf>,
@@ -1254,6 +1261,7 @@ fn replay(args: ReplayArgs) -> Result<Outcome> {
         from,
         to,
         step_ms: args.step.map(|s| s.as_millis()),
+        warmup_ms: args.warmup.as_millis(),
         default_interval_ms: default_interval,
         compat: cfg.evaluation.compat(),
         external_labels: Default::default(),

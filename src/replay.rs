@@ -15,9 +15,10 @@
 //! series and `ALERTS` — is kept in memory and hides the stored series of the same names, so a
 //! replay of changed rules reads its own recorded series, not those the daemon wrote.
 //!
-//! Known differences from the live daemon: alert state starts empty at `from` (an alert pending
-//! before it starts over); silences are applied while they were active, but only those still in the
-//! store (expired ones are forgotten after 5 days); at an evaluation time every sample stamped
+//! Known differences from the live daemon: alert state starts empty at `from - warmup` (with no
+//! warm-up, an alert pending before it starts over); silences are applied while they were
+//! active, but only those still in the store (expired ones are forgotten after 5 days); at an
+//! evaluation time every sample stamped
 //! at or before it is visible, whereas the live daemon may not have ingested the scrape of that
 //! same instant yet (a transition can come one evaluation earlier in a replay).
 //!
@@ -135,6 +136,10 @@ pub struct Replay<'a> {
     pub note: &'a (dyn Fn(&Labels) -> Option<String> + Sync),
     /// silences applied while they were active (the store's: expired ones are kept 5 days)
     pub silences: Vec<crate::notify::silence::Silence>,
+    /// evaluate this long before `from` without reporting, so alerts already pending or firing
+    /// at `from` keep their state (and what was notified before is not notified again); the
+    /// transitions that led to a state still held at `from` are reported at their times
+    pub warmup_ms: i64,
 }
 
 /// What a transition did, as the timeline names it.
@@ -285,7 +290,7 @@ pub fn schedule(rules: &RuleSet, from: i64, to: i64, step_ms: Option<i64>) -> Ve
 
 /// Runs the replay; `progress(done, total)` is called after each group evaluation.
 pub fn replay(r: &Replay<'_>, progress: &mut dyn FnMut(u64, u64)) -> Timeline {
-    let slots = schedule(r.rules, r.from, r.to, r.step_ms);
+    let slots = schedule(r.rules, r.from - r.warmup_ms.max(0), r.to, r.step_ms);
     let total = slots.len() as u64;
     let storage = Arc::new(Overlay::new(r.storage.clone(), produced_names(r.rules)));
     let engine = Engine::new(crate::promql::EngineOptions {
@@ -305,7 +310,24 @@ pub fn replay(r: &Replay<'_>, progress: &mut dyn FnMut(u64, u64)) -> Timeline {
         ..Default::default()
     };
     let mut errors: HashMap<(usize, String, String), usize> = HashMap::new();
+    // during the warm-up: the transitions of each alert since it was last inactive
+    let mut warm: BTreeMap<String, Vec<TransitionEvent>> = BTreeMap::new();
+    let mut warming = r.warmup_ms > 0;
     for (done, &(t, gi)) in slots.iter().enumerate() {
+        if warming && t >= r.from {
+            warming = false;
+            let mut held: Vec<TransitionEvent> =
+                std::mem::take(&mut warm).into_values().flatten().collect();
+            held.sort_by_key(|e| e.at);
+            for e in held {
+                *timeline
+                    .totals
+                    .transitions
+                    .entry(e.kind.as_str())
+                    .or_default() += 1;
+                timeline.transitions.push(e);
+            }
+        }
         let group = &r.rules.groups[gi];
         let in_grace: HashSet<String> = r
             .grace
@@ -325,6 +347,37 @@ pub fn replay(r: &Replay<'_>, progress: &mut dyn FnMut(u64, u64)) -> Timeline {
         let outcomes = eval_group(group, &mut states[gi], &ctx, t, &mut |series| {
             storage.add(series)
         });
+        if warming {
+            for o in outcomes {
+                for tr in o.transitions {
+                    let e = TransitionEvent {
+                        at: tr.at,
+                        group: group.name.clone(),
+                        alertname: tr.labels.get("alertname").unwrap_or_default().to_string(),
+                        labels: without_alertname(&tr.labels),
+                        kind: TransitionKind::of(&tr),
+                    };
+                    match e.kind {
+                        TransitionKind::Resolved | TransitionKind::Cleared => {
+                            warm.remove(&e.alert());
+                        }
+                        _ => warm.entry(e.alert()).or_default().push(e),
+                    }
+                }
+            }
+            evaluated[gi] = true;
+            if let Some(rec) = recorder.as_mut() {
+                // the pipeline runs (its groups and log carry over), what it sends is not reported
+                let alerts: Vec<Alert> = states
+                    .iter()
+                    .flat_map(|m| m.values())
+                    .flat_map(|st| st.alerts.values().cloned())
+                    .collect();
+                rec.tick(&alerts, t, evaluated.iter().all(|e| *e));
+            }
+            progress(done as u64 + 1, total);
+            continue;
+        }
         timeline.totals.evaluations += 1;
         for o in outcomes {
             timeline.totals.rule_evaluations += 1;
@@ -402,6 +455,17 @@ pub fn replay(r: &Replay<'_>, progress: &mut dyn FnMut(u64, u64)) -> Timeline {
             }
         }
         progress(done as u64 + 1, total);
+    }
+    // a range with no slot of its own after the warm-up: what is held is still reported
+    let mut held: Vec<TransitionEvent> = warm.into_values().flatten().collect();
+    held.sort_by_key(|e| e.at);
+    for e in held {
+        *timeline
+            .totals
+            .transitions
+            .entry(e.kind.as_str())
+            .or_default() += 1;
+        timeline.transitions.push(e);
     }
     timeline
 }
@@ -933,13 +997,24 @@ mod tests {
         step: Option<i64>,
         silences: Vec<crate::notify::silence::Silence>,
     ) -> Timeline {
+        run_from(set, setup, step, silences, 0, 0)
+    }
+
+    fn run_from(
+        set: &RuleSet,
+        setup: Option<&NotifySetup>,
+        step: Option<i64>,
+        silences: Vec<crate::notify::silence::Silence>,
+        from: i64,
+        warmup_ms: i64,
+    ) -> Timeline {
         let note = |_: &Labels| None;
         replay(
             &Replay {
                 storage: storage(),
                 rules: set,
                 notify: setup,
-                from: 0,
+                from,
                 to: 300_000,
                 step_ms: step,
                 default_interval_ms: 10_000,
@@ -949,6 +1024,7 @@ mod tests {
                 grace: HashMap::new(),
                 note: &note,
                 silences,
+                warmup_ms,
             },
             &mut |_, _| {},
         )
@@ -1009,6 +1085,56 @@ mod tests {
             text.contains("1970-01-01T00:02:30Z  notify    default  [FIRING:1] High"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn a_warmup_keeps_the_state_an_alert_had_at_from() {
+        let set = rules(RULES);
+        let setup = NotifySetup::builtin();
+        // from 150 s without warm-up: the alert starts over, pending at 150 s, firing at 170 s
+        let cold = run_from(&set, Some(&setup), Some(10_000), Vec::new(), 150_000, 0);
+        assert_eq!(
+            kinds(&cold),
+            [
+                (150_000, "pending"),
+                (170_000, "firing"),
+                (200_000, "resolved")
+            ]
+        );
+        // with a minute of warm-up: it fired at 120 s, as live; the notification went out at
+        // 150 s (group_wait 30 s), inside the range; evaluations before from are not counted
+        let warm = run_from(
+            &set,
+            Some(&setup),
+            Some(10_000),
+            Vec::new(),
+            150_000,
+            60_000,
+        );
+        assert_eq!(
+            kinds(&warm),
+            [
+                (100_000, "pending"),
+                (120_000, "firing"),
+                (200_000, "resolved")
+            ]
+        );
+        assert_eq!(warm.totals.evaluations, cold.totals.evaluations);
+        assert_eq!(
+            warm.firing_intervals()["High {job=\"a\"}"],
+            [(120_000, Some(200_000))]
+        );
+        // a notification sent during the warm-up is not reported again
+        let late = run_from(
+            &set,
+            Some(&setup),
+            Some(10_000),
+            Vec::new(),
+            160_000,
+            80_000,
+        );
+        assert!(late.notifications.is_empty(), "{:?}", late.notifications);
+        assert_eq!(kinds(&late)[1], (120_000, "firing"));
     }
 
     #[test]
