@@ -508,18 +508,21 @@ fn serde_value<'a>(attr: &'a str, key: &str) -> Option<&'a str> {
     })
 }
 
-fn parse_fields(
+/// Walks the members of a type body starting at line `i` up to its closing `}`: collects each
+/// member's `///` doc and `#[...]` attributes and hands them to `member` with the declaration
+/// line (trimmed) and its 1-based number. Returns the line after the body.
+fn parse_members(
     file: &str,
     lines: &[&str],
     mut i: usize,
-) -> Result<(Vec<Field>, usize), ReferenceError> {
-    let mut fields = Vec::new();
+    mut member: impl FnMut(&str, usize, Doc, &[String]) -> Result<(), ReferenceError>,
+) -> Result<usize, ReferenceError> {
     let mut doc: Vec<String> = Vec::new();
     let mut attrs: Vec<String> = Vec::new();
     while i < lines.len() {
         let line = lines[i].trim();
         if lines[i] == "}" {
-            return Ok((fields, i + 1));
+            return Ok(i + 1);
         }
         if let Some(d) = line.strip_prefix("///") {
             doc.push(d.strip_prefix(' ').unwrap_or(d).to_string());
@@ -536,23 +539,7 @@ fn parse_fields(
             i += 1;
             continue;
         }
-        let decl = line.strip_prefix("pub ").unwrap_or(line);
-        let Some((name, ty)) = decl.strip_suffix(',').and_then(|d| d.split_once(": ")) else {
-            return Err(ReferenceError::Syntax {
-                file: file.to_string(),
-                line: i + 1,
-                text: line.to_string(),
-            });
-        };
-        let name = name.trim().trim_start_matches("r#");
-        let renamed = attrs.iter().find_map(|a| serde_value(a, "rename"));
-        fields.push(Field {
-            name: renamed.unwrap_or(name).to_string(),
-            ty: ty.trim().to_string(),
-            doc: Doc(std::mem::take(&mut doc)),
-            has_default: attrs.iter().any(|a| serde_words(a).contains(&"default")),
-            line: i + 1,
-        });
+        member(line, i + 1, Doc(std::mem::take(&mut doc)), &attrs)?;
         attrs.clear();
         i += 1;
     }
@@ -563,43 +550,51 @@ fn parse_fields(
     })
 }
 
+fn parse_fields(
+    file: &str,
+    lines: &[&str],
+    i: usize,
+) -> Result<(Vec<Field>, usize), ReferenceError> {
+    let mut fields = Vec::new();
+    let next = parse_members(file, lines, i, |line, at, doc, attrs| {
+        let decl = line.strip_prefix("pub ").unwrap_or(line);
+        let Some((name, ty)) = decl.strip_suffix(',').and_then(|d| d.split_once(": ")) else {
+            return Err(ReferenceError::Syntax {
+                file: file.to_string(),
+                line: at,
+                text: line.to_string(),
+            });
+        };
+        let name = name.trim().trim_start_matches("r#");
+        let renamed = attrs.iter().find_map(|a| serde_value(a, "rename"));
+        fields.push(Field {
+            name: renamed.unwrap_or(name).to_string(),
+            ty: ty.trim().to_string(),
+            doc,
+            has_default: attrs.iter().any(|a| serde_words(a).contains(&"default")),
+            line: at,
+        });
+        Ok(())
+    })?;
+    Ok((fields, next))
+}
+
 fn parse_variants(
     file: &str,
     lines: &[&str],
-    mut i: usize,
+    i: usize,
     enum_attrs: &[String],
 ) -> Result<(Vec<Variant>, usize), ReferenceError> {
     let rename_all = enum_attrs.iter().find_map(|a| serde_value(a, "rename_all"));
     let mut variants = Vec::new();
-    let mut doc: Vec<String> = Vec::new();
-    let mut attrs: Vec<String> = Vec::new();
-    while i < lines.len() {
-        let line = lines[i].trim();
-        if lines[i] == "}" {
-            return Ok((variants, i + 1));
-        }
-        if let Some(d) = line.strip_prefix("///") {
-            doc.push(d.strip_prefix(' ').unwrap_or(d).to_string());
-            i += 1;
-            continue;
-        }
-        if line.starts_with("#[") {
-            let (attr, next) = attribute(lines, i);
-            attrs.push(attr);
-            i = next;
-            continue;
-        }
-        if line.is_empty() || line.starts_with("//") {
-            i += 1;
-            continue;
-        }
+    let next = parse_members(file, lines, i, |line, at, doc, attrs| {
         let Some(name) = line
             .strip_suffix(',')
             .filter(|n| n.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'))
         else {
             return Err(ReferenceError::Syntax {
                 file: file.to_string(),
-                line: i + 1,
+                line: at,
                 text: line.to_string(),
             });
         };
@@ -613,17 +608,12 @@ fn parse_variants(
         };
         variants.push(Variant {
             name: shown,
-            doc: Doc(std::mem::take(&mut doc)),
-            line: i + 1,
+            doc,
+            line: at,
         });
-        attrs.clear();
-        i += 1;
-    }
-    Err(ReferenceError::Syntax {
-        file: file.to_string(),
-        line: i,
-        text: "end of file inside a type".into(),
-    })
+        Ok(())
+    })?;
+    Ok((variants, next))
 }
 
 fn snake_case(name: &str) -> String {

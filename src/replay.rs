@@ -201,6 +201,17 @@ pub struct TransitionEvent {
 }
 
 impl TransitionEvent {
+    /// The timeline's form of a tracker transition in `group`.
+    fn of(group: &str, tr: &Transition) -> TransitionEvent {
+        TransitionEvent {
+            at: tr.at,
+            group: group.to_string(),
+            alertname: tr.labels.get("alertname").unwrap_or_default().to_string(),
+            labels: without_alertname(&tr.labels),
+            kind: TransitionKind::of(tr),
+        }
+    }
+
     /// `Name {a="b"}`: the alert's identity in output and comparisons.
     pub fn alert(&self) -> String {
         format!("{} {}", self.alertname, self.labels)
@@ -316,17 +327,7 @@ pub fn replay(r: &Replay<'_>, progress: &mut dyn FnMut(u64, u64)) -> Timeline {
     for (done, &(t, gi)) in slots.iter().enumerate() {
         if warming && t >= r.from {
             warming = false;
-            let mut held: Vec<TransitionEvent> =
-                std::mem::take(&mut warm).into_values().flatten().collect();
-            held.sort_by_key(|e| e.at);
-            for e in held {
-                *timeline
-                    .totals
-                    .transitions
-                    .entry(e.kind.as_str())
-                    .or_default() += 1;
-                timeline.transitions.push(e);
-            }
+            timeline.report_held(std::mem::take(&mut warm));
         }
         let group = &r.rules.groups[gi];
         let in_grace: HashSet<String> = r
@@ -347,33 +348,26 @@ pub fn replay(r: &Replay<'_>, progress: &mut dyn FnMut(u64, u64)) -> Timeline {
         let outcomes = eval_group(group, &mut states[gi], &ctx, t, &mut |series| {
             storage.add(series)
         });
+        evaluated[gi] = true;
+        // as the daemon: a tick after each group evaluation, over every rule's alerts (during
+        // the warm-up too: its groups and log carry over, what it sends is not reported)
+        let sent = recorder.as_mut().map_or(0, |rec| {
+            let alerts: Vec<Alert> = states
+                .iter()
+                .flat_map(|m| m.values())
+                .flat_map(|st| st.alerts.values().cloned())
+                .collect();
+            rec.tick(&alerts, t, evaluated.iter().all(|e| *e))
+        });
         if warming {
-            for o in outcomes {
-                for tr in o.transitions {
-                    let e = TransitionEvent {
-                        at: tr.at,
-                        group: group.name.clone(),
-                        alertname: tr.labels.get("alertname").unwrap_or_default().to_string(),
-                        labels: without_alertname(&tr.labels),
-                        kind: TransitionKind::of(&tr),
-                    };
-                    match e.kind {
-                        TransitionKind::Resolved | TransitionKind::Cleared => {
-                            warm.remove(&e.alert());
-                        }
-                        _ => warm.entry(e.alert()).or_default().push(e),
+            for tr in outcomes.into_iter().flat_map(|o| o.transitions) {
+                let e = TransitionEvent::of(&group.name, &tr);
+                match e.kind {
+                    TransitionKind::Resolved | TransitionKind::Cleared => {
+                        warm.remove(&e.alert());
                     }
+                    _ => warm.entry(e.alert()).or_default().push(e),
                 }
-            }
-            evaluated[gi] = true;
-            if let Some(rec) = recorder.as_mut() {
-                // the pipeline runs (its groups and log carry over), what it sends is not reported
-                let alerts: Vec<Alert> = states
-                    .iter()
-                    .flat_map(|m| m.values())
-                    .flat_map(|st| st.alerts.values().cloned())
-                    .collect();
-                rec.tick(&alerts, t, evaluated.iter().all(|e| *e));
             }
             progress(done as u64 + 1, total);
             continue;
@@ -399,32 +393,11 @@ pub fn replay(r: &Replay<'_>, progress: &mut dyn FnMut(u64, u64)) -> Timeline {
                 }
             }
             for tr in o.transitions {
-                let kind = TransitionKind::of(&tr);
-                *timeline
-                    .totals
-                    .transitions
-                    .entry(kind.as_str())
-                    .or_default() += 1;
-                timeline.transitions.push(TransitionEvent {
-                    at: tr.at,
-                    group: group.name.clone(),
-                    alertname: tr.labels.get("alertname").unwrap_or_default().to_string(),
-                    labels: without_alertname(&tr.labels),
-                    kind,
-                });
+                timeline.push_transition(TransitionEvent::of(&group.name, &tr));
             }
         }
-        evaluated[gi] = true;
-        if let Some(rec) = recorder.as_mut() {
-            // as the daemon: a tick after each group evaluation, over every rule's alerts
-            let alerts: Vec<Alert> = states
-                .iter()
-                .flat_map(|m| m.values())
-                .flat_map(|st| st.alerts.values().cloned())
-                .collect();
-            let all_evaluated = evaluated.iter().all(|e| *e);
-            let n = rec.tick(&alerts, t, all_evaluated);
-            for s in &rec.sent[rec.sent.len() - n..] {
+        if let Some(rec) = recorder.as_ref() {
+            for s in &rec.sent[rec.sent.len() - sent..] {
                 *timeline
                     .totals
                     .notifications
@@ -457,17 +430,19 @@ pub fn replay(r: &Replay<'_>, progress: &mut dyn FnMut(u64, u64)) -> Timeline {
         progress(done as u64 + 1, total);
     }
     // a range with no slot of its own after the warm-up: what is held is still reported
-    let mut held: Vec<TransitionEvent> = warm.into_values().flatten().collect();
-    held.sort_by_key(|e| e.at);
-    for e in held {
-        *timeline
-            .totals
-            .transitions
-            .entry(e.kind.as_str())
-            .or_default() += 1;
-        timeline.transitions.push(e);
-    }
+    timeline.report_held(warm);
     timeline
+}
+
+/// `firing 2, resolved 1`, or `none`.
+fn counts<K: std::fmt::Display, V: std::fmt::Display>(m: &BTreeMap<K, V>) -> String {
+    if m.is_empty() {
+        return "none".to_string();
+    }
+    m.iter()
+        .map(|(k, n)| format!("{k} {n}"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 fn without_alertname(l: &Labels) -> Labels {
@@ -492,6 +467,22 @@ fn produced_names(rules: &RuleSet) -> HashSet<String> {
 }
 
 impl Timeline {
+    /// Adds a transition and counts it.
+    fn push_transition(&mut self, e: TransitionEvent) {
+        *self.totals.transitions.entry(e.kind.as_str()).or_default() += 1;
+        self.transitions.push(e);
+    }
+
+    /// Reports the transitions held through a warm-up (those leading to a state still held),
+    /// in time order.
+    fn report_held(&mut self, held: BTreeMap<String, Vec<TransitionEvent>>) {
+        let mut held: Vec<TransitionEvent> = held.into_values().flatten().collect();
+        held.sort_by_key(|e| e.at);
+        for e in held {
+            self.push_transition(e);
+        }
+    }
+
     /// Each alert's firing intervals (`Name {labels}` → intervals in time order).
     pub fn firing_intervals(&self) -> BTreeMap<String, Vec<Interval>> {
         let mut out: BTreeMap<String, Vec<Interval>> = BTreeMap::new();
@@ -568,34 +559,8 @@ impl Timeline {
             tt.rule_evaluations,
             tt.failed
         );
-        let kinds: Vec<String> = tt
-            .transitions
-            .iter()
-            .map(|(k, n)| format!("{k} {n}"))
-            .collect();
-        let _ = writeln!(
-            out,
-            "transitions: {}",
-            if kinds.is_empty() {
-                "none".to_string()
-            } else {
-                kinds.join(", ")
-            }
-        );
-        let receivers: Vec<String> = tt
-            .notifications
-            .iter()
-            .map(|(k, n)| format!("{k} {n}"))
-            .collect();
-        let _ = writeln!(
-            out,
-            "notifications: {}",
-            if receivers.is_empty() {
-                "none".to_string()
-            } else {
-                receivers.join(", ")
-            }
-        );
+        let _ = writeln!(out, "transitions: {}", counts(&tt.transitions));
+        let _ = writeln!(out, "notifications: {}", counts(&tt.notifications));
         out
     }
 

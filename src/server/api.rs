@@ -180,37 +180,45 @@ fn value_json(v: &Value, t: Option<i64>) -> Json_ {
     }
 }
 
+/// What both query endpoints read first: the parameters (query string and form body) and the
+/// parsed `query`.
+fn query_request(
+    q: Option<&str>,
+    headers: &HeaderMap,
+    body: Result<axum::body::Bytes, BytesRejection>,
+) -> Result<(Vec<(String, String)>, promql_parser::parser::Expr), ApiError> {
+    let params = request_params(q, headers, body)?;
+    let expr = expr_param(&params)?;
+    Ok((params, expr))
+}
+
+/// `timeout`, default [`DEFAULT_TIMEOUT`] (ms).
+fn timeout_param(params: &[(String, String)]) -> Result<i64, ApiError> {
+    Ok(duration_param(params, "timeout")?.unwrap_or(DEFAULT_TIMEOUT.as_millis() as i64))
+}
+
 /// `GET|POST /api/v1/query`: `query`, `time` (default now), `timeout`.
 pub(super) async fn query(
     State(s): State<AppState>,
     RawQuery(q): RawQuery,
     headers: HeaderMap,
     body: Result<axum::body::Bytes, BytesRejection>,
-) -> Response {
-    let params = match request_params(q.as_deref(), &headers, body) {
-        Ok(p) => p,
-        Err(e) => return e.into_response(),
-    };
-    let expr = match expr_param(&params) {
-        Ok(e) => e,
-        Err(e) => return e.into_response(),
-    };
-    let t = match time_param(&params, "time") {
-        Ok(t) => t.unwrap_or_else(|| s.clock.now_ms()),
-        Err(e) => return e.into_response(),
-    };
-    let timeout = match duration_param(&params, "timeout") {
-        Ok(d) => d.unwrap_or(DEFAULT_TIMEOUT.as_millis() as i64),
-        Err(e) => return e.into_response(),
-    };
+) -> Result<Response, ApiError> {
+    let (params, expr) = query_request(q.as_deref(), &headers, body)?;
+    let t = time_param(&params, "time")?.unwrap_or_else(|| s.clock.now_ms());
+    let timeout = timeout_param(&params)?;
     let Some(store) = s.store.clone() else {
-        return api_error(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "no store");
+        return Ok(api_error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            "no store",
+        ));
     };
     let engine = s.engine.clone();
-    run_query(timeout, Some(t), move || {
+    Ok(run_query(timeout, Some(t), move || {
         engine.instant(store.as_ref(), &expr, t)
     })
-    .await
+    .await)
 }
 
 /// `GET|POST /api/v1/query_range`: `query`, `start`, `end`, `step`, `timeout`.
@@ -219,54 +227,43 @@ pub(super) async fn query_range(
     RawQuery(q): RawQuery,
     headers: HeaderMap,
     body: Result<axum::body::Bytes, BytesRejection>,
-) -> Response {
-    let params = match request_params(q.as_deref(), &headers, body) {
-        Ok(p) => p,
-        Err(e) => return e.into_response(),
-    };
-    let expr = match expr_param(&params) {
-        Ok(e) => e,
-        Err(e) => return e.into_response(),
-    };
-    let (start, end) = match (time_param(&params, "start"), time_param(&params, "end")) {
-        (Ok(Some(a)), Ok(Some(b))) => (a, b),
-        (Err(e), _) | (_, Err(e)) => return e.into_response(),
-        (Ok(None), _) => return bad_data("invalid parameter \"start\": missing").into_response(),
-        (_, Ok(None)) => return bad_data("invalid parameter \"end\": missing").into_response(),
-    };
+) -> Result<Response, ApiError> {
+    let (params, expr) = query_request(q.as_deref(), &headers, body)?;
+    // a malformed start or end is reported before a missing one
+    let (start, end) = (time_param(&params, "start"), time_param(&params, "end"));
+    let (start, end) = (start?, end?);
+    let start = start.ok_or_else(|| bad_data("invalid parameter \"start\": missing"))?;
+    let end = end.ok_or_else(|| bad_data("invalid parameter \"end\": missing"))?;
     if end < start {
-        return bad_data("invalid parameter \"end\": end timestamp must not be before start time")
-            .into_response();
+        return Err(bad_data(
+            "invalid parameter \"end\": end timestamp must not be before start time",
+        ));
     }
-    let step = match duration_param(&params, "step") {
-        Ok(Some(d)) => d,
-        Ok(None) => return bad_data("invalid parameter \"step\": missing").into_response(),
-        Err(e) => return e.into_response(),
-    };
+    let step = duration_param(&params, "step")?
+        .ok_or_else(|| bad_data("invalid parameter \"step\": missing"))?;
     if step <= 0 {
-        return bad_data(
+        return Err(bad_data(
             "invalid parameter \"step\": zero or negative query resolution step widths are not accepted. Try a positive integer",
-        )
-        .into_response();
+        ));
     }
     if (end - start) / step > MAX_POINTS {
-        return bad_data(
+        return Err(bad_data(
             "exceeded maximum resolution of 11,000 points per timeseries. Try decreasing the query resolution (?step=XX)",
-        )
-        .into_response();
+        ));
     }
-    let timeout = match duration_param(&params, "timeout") {
-        Ok(d) => d.unwrap_or(DEFAULT_TIMEOUT.as_millis() as i64),
-        Err(e) => return e.into_response(),
-    };
+    let timeout = timeout_param(&params)?;
     let Some(store) = s.store.clone() else {
-        return api_error(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "no store");
+        return Ok(api_error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            "no store",
+        ));
     };
     let engine = s.engine.clone();
-    run_query(timeout, None, move || {
+    Ok(run_query(timeout, None, move || {
         engine.range(store.as_ref(), &expr, start, end, step)
     })
-    .await
+    .await)
 }
 
 /// One alert as `/api/v1/alerts` and `/api/v1/rules` show it.
