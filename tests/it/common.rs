@@ -11,6 +11,49 @@ use tokio::net::TcpListener;
 use tocsin::labels::{Labels, MatchOp, Matcher};
 use tocsin::store::{Store, StoreOptions};
 
+/// A loopback address nothing listens on (bound, then released): a port for a daemon or server
+/// the test starts, or a receiver that is down.
+pub fn free_addr() -> SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+}
+
+/// A bound on a polling loop: `tick` waits one poll interval, or panics once `within` has
+/// passed since the deadline was made (a bound, not a timing assertion).
+pub struct Deadline {
+    start: std::time::Instant,
+    what: String,
+    within: std::time::Duration,
+    poll: std::time::Duration,
+}
+
+impl Deadline {
+    pub fn new(
+        what: impl Into<String>,
+        within: std::time::Duration,
+        poll: std::time::Duration,
+    ) -> Deadline {
+        Deadline {
+            start: std::time::Instant::now(),
+            what: what.into(),
+            within,
+            poll,
+        }
+    }
+
+    pub async fn tick(&self) {
+        assert!(
+            self.start.elapsed() < self.within,
+            "{}: not within {:?}",
+            self.what,
+            self.within
+        );
+        tokio::time::sleep(self.poll).await;
+    }
+}
+
 /// `../shared` beside the project, if present (CI always has it).
 pub fn shared_dir() -> Option<PathBuf> {
     let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared");

@@ -10,11 +10,7 @@ use tocsin::labels::MatchOp;
 pub(crate) const BIN: &str = env!("CARGO_BIN_EXE_tocsin");
 
 pub(crate) fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    crate::common::free_addr().port()
 }
 
 pub(crate) struct Daemon {
@@ -54,7 +50,11 @@ pub(crate) async fn wait_for(
     ok: impl Fn(&serde_json::Value) -> bool,
 ) -> serde_json::Value {
     let client = reqwest::Client::new();
-    let start = Instant::now();
+    let bound = crate::common::Deadline::new(
+        format!("{url} reaching the expected state"),
+        deadline,
+        Duration::from_millis(50),
+    );
     loop {
         if let Ok(resp) = client.get(url).send().await
             && let Ok(text) = resp.text().await
@@ -63,11 +63,7 @@ pub(crate) async fn wait_for(
         {
             return v;
         }
-        assert!(
-            start.elapsed() < deadline,
-            "{url} did not reach the expected state within {deadline:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        bound.tick().await;
     }
 }
 

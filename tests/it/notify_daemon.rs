@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::extract::State;
@@ -27,7 +27,7 @@ use tokio::net::TcpListener;
 
 use tocsin::notify::webhook::IDEMPOTENCY_HEADER;
 
-use crate::common::{Script, smtp_server};
+use crate::common::{Deadline, Script, free_addr, smtp_server};
 
 const BIN: &str = env!("CARGO_BIN_EXE_tocsin");
 /// The variable `server.api_token_env` names in every test config.
@@ -161,7 +161,7 @@ impl Hook {
 
     /// Listens on `addr` (a port released earlier; retried while the kernel still holds it).
     async fn start_on(addr: SocketAddr, answer: Answer) -> Hook {
-        let deadline = Deadline::new(format!("binding {addr} again"));
+        let deadline = wait_bound(format!("binding {addr} again"));
         loop {
             if let Ok(listener) = TcpListener::bind(addr).await {
                 return Hook::serve(listener, answer);
@@ -205,7 +205,7 @@ impl Hook {
 
     /// Waits for a request that satisfies `ok` and returns the first such.
     async fn wait_for(&self, what: &str, ok: impl Fn(&Hit) -> bool) -> Hit {
-        let deadline = Deadline::new(format!("{what} at {}", self.url));
+        let deadline = wait_bound(format!("{what} at {}", self.url));
         loop {
             if let Some(hit) = self.hits().into_iter().find(|h| ok(h)) {
                 return hit;
@@ -253,39 +253,12 @@ async fn record(State(s): State<Arc<HookState>>, headers: HeaderMap, body: Bytes
     }
 }
 
-/// A port nothing listens on (bound, then released).
-fn closed_port() -> SocketAddr {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-}
-
 // ---------------------------------------------------------------------------------------------
 // the daemon
 
-/// A bound on a polling loop: `tick` waits one poll interval, or panics once the deadline passed.
-struct Deadline {
-    start: Instant,
-    what: String,
-}
-
-impl Deadline {
-    fn new(what: impl Into<String>) -> Deadline {
-        Deadline {
-            start: Instant::now(),
-            what: what.into(),
-        }
-    }
-
-    async fn tick(&self) {
-        assert!(
-            self.start.elapsed() < DEADLINE,
-            "{}: not within {DEADLINE:?}",
-            self.what
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+/// A polling bound of [`DEADLINE`], polled every 50 ms.
+fn wait_bound(what: impl Into<String>) -> Deadline {
+    Deadline::new(what, DEADLINE, Duration::from_millis(50))
 }
 
 static DAEMONS: AtomicUsize = AtomicUsize::new(0);
@@ -303,7 +276,7 @@ impl Daemon {
     }
 
     fn start_with(dir: &Path, extra: &[&str]) -> Daemon {
-        let port = closed_port().port();
+        let port = free_addr().port();
         let log = dir.join(format!(
             "daemon-{}.log",
             DAEMONS.fetch_add(1, Ordering::SeqCst)
@@ -355,7 +328,7 @@ impl Daemon {
     }
 
     async fn wait_notifications(&self, integration: &str, result: &str, at_least: f64) -> f64 {
-        let deadline = Deadline::new(format!(
+        let deadline = wait_bound(format!(
             "{integration} {result} notifications reaching {at_least}"
         ));
         loop {
@@ -368,7 +341,7 @@ impl Daemon {
     }
 
     async fn wait_outbox_depth(&self, at_least: f64) {
-        let deadline = Deadline::new(format!("outbox depth reaching {at_least}"));
+        let deadline = wait_bound(format!("outbox depth reaching {at_least}"));
         loop {
             let text = self.get("/metrics").await.unwrap_or_default();
             if metric(&text, "tocsin_notification_outbox_depth") >= at_least {
@@ -380,7 +353,7 @@ impl Daemon {
 
     /// Waits until the alert of `cond` is firing (`/api/v1/alerts`).
     async fn wait_firing(&self, cond: &str) {
-        let deadline = Deadline::new(format!("alert {cond} firing"));
+        let deadline = wait_bound(format!("alert {cond} firing"));
         loop {
             let v: serde_json::Value = self
                 .get("/api/v1/alerts")
@@ -541,12 +514,12 @@ async fn email_says_what_fires_then_what_resolved() {
     let d = Daemon::start(dir.path());
 
     target.set(&[("a", true)]);
-    let deadline = Deadline::new("the firing mail");
+    let deadline = wait_bound("the firing mail");
     while mails.lock().unwrap().is_empty() {
         deadline.tick().await;
     }
     target.set(&[("a", false)]);
-    let deadline = Deadline::new("the resolved mail");
+    let deadline = wait_bound("the resolved mail");
     while mails.lock().unwrap().len() < 2 {
         deadline.tick().await;
     }
@@ -685,7 +658,7 @@ async fn a_400_is_not_retried_and_goes_to_the_fallback() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_with_a_notification_in_the_outbox_sends_it_once_after_restart() {
     let target = Target::start(&["a", "b"]).await;
-    let port = closed_port();
+    let port = free_addr();
     let url = format!("http://{port}/hook");
     let dir = tempfile::tempdir().unwrap();
     write_config(dir.path(), &target, &webhook_to(&url, "1s", ""));
@@ -985,7 +958,7 @@ async fn dry_run_records_shadow_notifications_and_sends_nothing() {
         }
     };
     target.set(&[("a", true)]);
-    let deadline = Deadline::new("a shadow firing notification".to_string());
+    let deadline = wait_bound("a shadow firing notification".to_string());
     let firing = loop {
         if let Some(n) = shadow("firing").await {
             break n;
@@ -997,7 +970,7 @@ async fn dry_run_records_shadow_notifications_and_sends_nothing() {
     assert_eq!(firing["subject"], "[FIRING:1] DemoCondition (a)");
     assert_eq!(firing["alerts"][0]["labels"]["cond"], "a");
     target.set(&[("a", false)]);
-    let deadline = Deadline::new("a shadow resolved notification".to_string());
+    let deadline = wait_bound("a shadow resolved notification".to_string());
     while shadow("resolved").await.is_none() {
         deadline.tick().await;
     }

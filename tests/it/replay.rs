@@ -16,6 +16,7 @@ use axum::routing::{get, post};
 use serde_json::Value;
 use tokio::net::TcpListener;
 
+use crate::common::Deadline;
 use tocsin::labels::Labels;
 use tocsin::store::{Store, StoreOptions};
 
@@ -39,13 +40,9 @@ fn text(b: &[u8]) -> String {
 
 /// Polls `ok` every 50 ms until it holds; panics after [`DEADLINE`].
 async fn wait_until(what: &str, mut ok: impl FnMut() -> bool) {
-    let start = Instant::now();
+    let deadline = Deadline::new(what, DEADLINE, Duration::from_millis(50));
     while !ok() {
-        assert!(
-            start.elapsed() < DEADLINE,
-            "{what}: not within {DEADLINE:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        deadline.tick().await;
     }
 }
 

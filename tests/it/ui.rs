@@ -8,16 +8,17 @@
 //! silenced alert" is shown with a marker: another group that fired after the silence, with the
 //! same group_wait, reaches the webhook; the silenced group would have been due before it.
 
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::routing::{get, post};
 use serde_json::{Value, json};
+
+use crate::common::{Deadline, free_addr};
 use tokio::net::TcpListener;
 
 const BIN: &str = env!("CARGO_BIN_EXE_tocsin");
@@ -42,35 +43,9 @@ const RULES: &str = r#"groups:
 // ---------------------------------------------------------------------------------------------
 // waiting
 
-/// A bound on a polling loop: `tick` waits one poll interval, or panics once the deadline passed.
-struct Deadline {
-    start: Instant,
-    what: String,
-}
-
-impl Deadline {
-    fn new(what: impl Into<String>) -> Deadline {
-        Deadline {
-            start: Instant::now(),
-            what: what.into(),
-        }
-    }
-
-    async fn tick(&self) {
-        assert!(
-            self.start.elapsed() < DEADLINE,
-            "{}: not within {DEADLINE:?}",
-            self.what
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-fn free_addr() -> SocketAddr {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
+/// A polling bound of [`DEADLINE`], polled every 100 ms.
+fn wait_bound(what: impl Into<String>) -> Deadline {
+    Deadline::new(what, DEADLINE, Duration::from_millis(100))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -151,7 +126,7 @@ impl Browser {
             http: reqwest::Client::new(),
             log,
         };
-        let deadline = Deadline::new("chromedriver ready");
+        let deadline = wait_bound("chromedriver ready");
         loop {
             if let Ok(v) = me.call(reqwest::Method::GET, "/status", None).await
                 && v["ready"] == true
@@ -238,7 +213,7 @@ impl Browser {
 
     /// Waits until an element matches `css`.
     async fn wait_for(&self, css: &str) {
-        let deadline = Deadline::new(format!("an element {css}"));
+        let deadline = wait_bound(format!("an element {css}"));
         while self.find(css).await.is_err() {
             deadline.tick().await;
         }
@@ -247,7 +222,7 @@ impl Browser {
     /// Finds and acts on an element, again while the page re-renders under it (it refreshes
     /// its panels every second, so a found element may be replaced before the action).
     async fn on_element(&self, css: &str, action: &str, body: Value) {
-        let deadline = Deadline::new(format!("{action} on {css}"));
+        let deadline = wait_bound(format!("{action} on {css}"));
         loop {
             let result = match self.find(css).await {
                 Ok(id) => {
@@ -591,7 +566,7 @@ async fn silence_created_in_the_browser_marks_the_alert_and_keeps_it_from_the_we
     let browser = Browser::start(&chromium, &chromedriver, dir.path()).await;
 
     // load: the page comes up and reads the API (nothing fires yet)
-    let deadline = Deadline::new("the daemon listening");
+    let deadline = wait_bound("the daemon listening");
     while d.get("/health/live").await["status"] != "ok" {
         deadline.tick().await;
     }
@@ -696,7 +671,7 @@ async fn silence_created_in_the_browser_marks_the_alert_and_keeps_it_from_the_we
 
     // marker: b fires after the silence; its group is due after a's would have been
     set_condition(&conditions, "b", true);
-    let deadline = Deadline::new("b's notification");
+    let deadline = wait_bound("b's notification");
     while seen(&hits).is_empty() {
         deadline.tick().await;
     }
@@ -924,7 +899,7 @@ async fn panels_draw_rules_targets_and_sparklines_from_prometheus_shaped_answers
     let updated = "return document.getElementById('updated').dataset.at";
     let before = browser.script(updated, json!([])).await;
     browser.click("#refresh").await;
-    let deadline = Deadline::new("a refresh");
+    let deadline = wait_bound("a refresh");
     while browser.script(updated, json!([])).await == before {
         deadline.tick().await;
     }
