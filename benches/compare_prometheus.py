@@ -63,6 +63,17 @@ def wait_http(url, deadline=60):
     raise SystemExit(f"{url} did not come up")
 
 
+def stop_all(procs, timeout=30):
+    """SIGTERM every process still running, newest first; SIGKILL one not gone within `timeout`."""
+    for p in reversed(list(procs)):
+        if p.poll() is None:
+            p.terminate()
+            try:
+                p.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                p.kill()
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--series", type=int, required=True)
@@ -181,13 +192,7 @@ targets:
         print(json.dumps(res, indent=2))
         print(f"written: {out}")
     finally:
-        for name, p in reversed(list(procs.items())):
-            if p.poll() is None:
-                p.terminate()
-                try:
-                    p.wait(timeout=30)
-                except subprocess.TimeoutExpired:
-                    p.kill()
+        stop_all(procs.values())
         for log in logs:
             log.close()
         if os.environ.get("KEEP") != "1":

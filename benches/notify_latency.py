@@ -14,30 +14,13 @@ import argparse
 import json
 import os
 import random
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_http(url, deadline=60):
-    end = time.time() + deadline
-    while time.time() < end:
-        try:
-            urllib.request.urlopen(url, timeout=2).read()
-            return
-        except OSError:
-            time.sleep(0.1)
-    raise SystemExit("no answer from %s" % url)
+# the helpers compare-prometheus.sh uses: free ports, readiness polling, /proc CPU, stopping by PID
+from compare_prometheus import cpu_seconds, free_port, stop_all, wait_http
 
 
 def main():
@@ -117,19 +100,8 @@ log: {{ level: warn }}
         json.dump(result, open(os.path.join(run, "result.json"), "w"), indent=1)
         print(json.dumps(result, indent=1))
     finally:
-        for p in reversed(procs):
-            if p.poll() is None:
-                p.send_signal(signal.SIGTERM)
-                try:
-                    p.wait(10)
-                except subprocess.TimeoutExpired:
-                    p.kill()
+        stop_all(procs, timeout=10)
 
-
-def cpu_seconds(pid):
-    with open("/proc/%d/stat" % pid) as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 if __name__ == "__main__":

@@ -11,34 +11,17 @@ import argparse
 import asyncio
 import json
 import os
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-import urllib.request
+
+# the helpers compare-prometheus.sh uses: free ports, readiness polling, /proc CPU, stopping by PID
+from compare_prometheus import free_port, stop_all, wait_http
 
 EXPECTED = ["ScaiDNSHigh5xxRatio", "ScaiDNSLatencyP99High", "ScaiSendQueueTooDeep",
             "PdnsConnectorLockWaitHigh", "ScaiDNSNotReady"]
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_http(url, deadline=60):
-    end = time.time() + deadline
-    while time.time() < end:
-        try:
-            urllib.request.urlopen(url, timeout=2).read()
-            return
-        except OSError:
-            time.sleep(0.1)
-    raise SystemExit("no answer from %s" % url)
 
 
 def smtp_sink(port, path):
@@ -150,13 +133,7 @@ log: {{ level: warn }}
         wait_http("http://127.0.0.1:%d/health/live" % p_tocsin)
         time.sleep(a.window)
     finally:
-        for p in reversed(procs):
-            if p.poll() is None:
-                p.send_signal(signal.SIGTERM)
-                try:
-                    p.wait(10)
-                except subprocess.TimeoutExpired:
-                    p.kill()
+        stop_all(procs, timeout=10)
     by_hook, by_mail = {}, {}
     if os.path.exists(hooks):
         for line in open(hooks):
