@@ -650,17 +650,20 @@ async fn daemon(
     let env: std::collections::HashMap<String, String> = std::env::vars().collect();
     let sender_task = match cfg.notify_plan() {
         Some(plan) => {
-            let integrations = plan
-                .integrations(&env, tocsin::scrape::client())
+            let tocsin::notify::setup::NotifyParts {
+                routes,
+                inhibitor,
+                names,
+                integrations,
+            } = plan
+                .parts(
+                    &env,
+                    tocsin::scrape::client(),
+                    cfg.evaluation.interval.as_millis(),
+                )
                 .map_err(|e| anyhow::anyhow!("receivers: {}", e.join("; ")))?;
-            let names = plan.integration_names();
             let notifier = {
                 let store = store.clone();
-                let routes = Arc::new(
-                    plan.routes()
-                        .with_digest_interval(cfg.evaluation.interval.as_millis()),
-                );
-                let inhibitor = Arc::new(plan.routing.inhibitor.clone());
                 let names = names.clone();
                 let url = format!("http://{}", cfg.server.listen);
                 tokio::task::spawn_blocking(move || {
@@ -993,20 +996,16 @@ fn reload_notifications(r: &mut NotifyReload) -> Result<bool, Vec<String>> {
         )]);
     };
     let env: std::collections::HashMap<String, String> = std::env::vars().collect();
-    let integrations = plan
-        .integrations(&env, tocsin::scrape::client())
+    let parts = plan
+        .parts(&env, tocsin::scrape::client(), r.digest_interval_ms)
         .map_err(|e| {
             e.into_iter()
                 .map(|e| format!("{}: {e}", r.source.display()))
                 .collect::<Vec<_>>()
         })?;
-    let names = plan.integration_names();
-    r.notifier.set_routing(
-        Arc::new(plan.routes().with_digest_interval(r.digest_interval_ms)),
-        Arc::new(plan.routing.inhibitor.clone()),
-        names.clone(),
-    );
-    let _ = r.integrations.send(Some((integrations, names)));
+    r.notifier
+        .set_routing(parts.routes, parts.inhibitor, parts.names.clone());
+    let _ = r.integrations.send(Some((parts.integrations, parts.names)));
     r.current = sections;
     Ok(true)
 }

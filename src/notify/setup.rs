@@ -222,6 +222,34 @@ pub fn email_send_resolved(r: &ReceiverConfig) -> Option<bool> {
         .map(|e| e.send_resolved.unwrap_or(r.digest != Digest::Off))
 }
 
+/// What the daemon runs from a plan: the notifier's routes, inhibitor and receivers'
+/// integration names, and the sender's integrations.
+pub struct NotifyParts {
+    pub routes: Arc<TreeRoutes>,
+    pub inhibitor: Arc<super::route::Inhibitor>,
+    /// receiver name → its outbox integration names
+    pub names: HashMap<String, Vec<String>>,
+    pub integrations: HashMap<String, Integration>,
+}
+
+impl NotifyPlan {
+    /// Everything the daemon needs at startup or after a reload, secrets read from `env`;
+    /// digest groups flush at most once per `digest_interval_ms`.
+    pub fn parts(
+        &self,
+        env: &HashMap<String, String>,
+        client: reqwest::Client,
+        digest_interval_ms: i64,
+    ) -> Result<NotifyParts, Vec<String>> {
+        Ok(NotifyParts {
+            integrations: self.integrations(env, client)?,
+            routes: Arc::new(self.routes().with_digest_interval(digest_interval_ms)),
+            inhibitor: Arc::new(self.routing.inhibitor.clone()),
+            names: self.integration_names(),
+        })
+    }
+}
+
 /// `receivers[1] ("ops").webhook.url: not a valid url` → (`receivers[1] ("ops").webhook.url`,
 /// `not a valid url`).
 fn split_path(e: String) -> (String, String) {
