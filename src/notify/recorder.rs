@@ -151,7 +151,7 @@ pub struct Recorder<'a> {
     start: i64,
     state: PipelineState,
     /// applied at the time of each tick (each active then or not)
-    silences: Vec<crate::notify::silence::Silence>,
+    silences: Vec<crate::notify::silence::CompiledSilence>,
     /// what was sent, in order
     pub sent: Vec<Sent>,
 }
@@ -171,7 +171,10 @@ impl<'a> Recorder<'a> {
 
     /// Applies these silences, each while it was active (`tocsin replay` passes the stored ones).
     pub fn with_silences(mut self, silences: Vec<crate::notify::silence::Silence>) -> Self {
-        self.silences = silences;
+        self.silences = silences
+            .into_iter()
+            .map(crate::notify::silence::CompiledSilence::new)
+            .collect();
         self
     }
 

@@ -127,14 +127,10 @@ impl Silence {
         }
     }
 
-    /// Whether the silence is active at `now` and matches `labels`.
+    /// Whether the silence is active at `now` and matches `labels`. Compiles the matchers on
+    /// every call: what checks many alerts keeps a [`CompiledSilence`].
     pub fn silences(&self, labels: &BTreeMap<String, String>, now: i64) -> bool {
-        self.state(now) == "active"
-            && self.matchers.iter().all(|m| {
-                m.compile()
-                    .map(|c| c.matches(labels.get(&m.name).map(String::as_str).unwrap_or("")))
-                    .unwrap_or(false)
-            })
+        CompiledSilence::new(self.clone()).silences(labels, now)
     }
 
     pub fn to_json(&self) -> String {
@@ -146,13 +142,37 @@ impl Silence {
     }
 }
 
+/// A silence with its matchers compiled once, so checking alerts against it compiles nothing.
+#[derive(Debug, Clone)]
+pub struct CompiledSilence {
+    pub silence: Silence,
+    /// None when a matcher does not compile (a silence that then matches nothing)
+    matchers: Option<Vec<Matcher>>,
+}
+
+impl CompiledSilence {
+    pub fn new(silence: Silence) -> CompiledSilence {
+        let matchers = silence.matchers.iter().map(|m| m.compile().ok()).collect();
+        CompiledSilence { silence, matchers }
+    }
+
+    /// Whether the silence is active at `now` and matches `labels`.
+    pub fn silences(&self, labels: &BTreeMap<String, String>, now: i64) -> bool {
+        self.silence.state(now) == "active"
+            && self.matchers.as_ref().is_some_and(|ms| {
+                ms.iter()
+                    .all(|m| m.matches(labels.get(&m.name).map(String::as_str).unwrap_or("")))
+            })
+    }
+}
+
 /// Expired silences are kept this long (as Alertmanager's default retention), then forgotten.
 pub const EXPIRED_RETENTION_MS: i64 = 5 * 24 * 3_600_000;
 
 /// The silences in force, kept in memory and written through to the store.
 pub struct Silences {
     store: std::sync::Arc<crate::store::Store>,
-    list: std::sync::RwLock<Vec<Silence>>,
+    list: std::sync::RwLock<Vec<CompiledSilence>>,
 }
 
 impl Silences {
@@ -165,6 +185,7 @@ impl Silences {
             .silences(now - EXPIRED_RETENTION_MS)?
             .iter()
             .filter_map(|j| Silence::from_json(j))
+            .map(CompiledSilence::new)
             .collect();
         Ok(Silences {
             store,
@@ -188,8 +209,8 @@ impl Silences {
             .put_silence(&s.id, &s.to_json(), s.ends_at)
             .map_err(|e| e.to_string())?;
         let mut list = self.list.write().expect("silences lock");
-        list.retain(|x| x.id != s.id);
-        list.push(s.clone());
+        list.retain(|x| x.silence.id != s.id);
+        list.push(CompiledSilence::new(s.clone()));
         Ok(s.id)
     }
 
@@ -208,14 +229,19 @@ impl Silences {
                 .put_silence(&s.id, &s.to_json(), s.ends_at)
                 .map_err(|e| e.to_string())?;
             let mut list = self.list.write().expect("silences lock");
-            list.retain(|x| x.id != s.id);
-            list.push(s);
+            list.retain(|x| x.silence.id != s.id);
+            list.push(CompiledSilence::new(s));
         }
         Ok(true)
     }
 
     pub fn all(&self) -> Vec<Silence> {
-        self.list.read().expect("silences lock").clone()
+        self.list
+            .read()
+            .expect("silences lock")
+            .iter()
+            .map(|c| c.silence.clone())
+            .collect()
     }
 
     /// Whether an active silence matches `labels` at `now`.
