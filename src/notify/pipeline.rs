@@ -227,24 +227,21 @@ impl Notifier {
                 .as_ref()
                 .is_some_and(|sil| sil.silenced(labels, now))
         };
-        let (routes, inhibitor, integrations) = {
-            let r = self.routing.read().expect("routing lock");
-            (
-                r.routes.clone(),
-                r.inhibitor.clone(),
-                r.integrations.clone(),
-            )
-        };
+        // read-held for the tick: a reload (rare) waits for it
+        let routing = self.routing.read().expect("routing lock");
+        let integrations = &routing.integrations;
         let stages = Stages {
-            routes: routes.as_ref(),
-            inhibitor: inhibitor.as_ref(),
+            routes: routing.routes.as_ref(),
+            inhibitor: routing.inhibitor.as_ref(),
             silenced: &silenced,
             external_url: &self.external_url,
         };
-        let (real, shadow): (&[Alert], Vec<Alert>) = if self.dry_run {
-            (&[], alerts.iter().chain(shadow).cloned().collect())
+        let everything: Vec<Alert>;
+        let (real, shadow): (&[Alert], &[Alert]) = if self.dry_run {
+            everything = alerts.iter().chain(shadow).cloned().collect();
+            (&[], &everything)
         } else {
-            (alerts, shadow.to_vec())
+            (alerts, shadow)
         };
         let mut staged = 0;
         if !self.dry_run {
@@ -252,13 +249,13 @@ impl Notifier {
             let mut state = self.state.lock().expect("pipeline state lock");
             let out = stages.tick(real, &mut state, now, all_evaluated);
             staged = out.len();
-            store.stage_notifications(self.rows(&out, &integrations, now, false));
+            store.stage_notifications(self.rows(&out, integrations, now, false));
             drop(state);
         }
         {
             let mut state = self.shadow_state.lock().expect("shadow state lock");
-            let out = stages.tick(&shadow, &mut state, now, all_evaluated);
-            store.stage_shadow(self.rows(&out, &integrations, now, true));
+            let out = stages.tick(shadow, &mut state, now, all_evaluated);
+            store.stage_shadow(self.rows(&out, integrations, now, true));
             drop(state);
         }
         staged

@@ -166,16 +166,12 @@ impl RuleManager {
             .filter(|r| r.dry_run)
             .map(|r| r.key.clone())
             .collect();
-        let states = self.states.read().expect("states lock");
         let (mut real, mut shadow) = (Vec::new(), Vec::new());
-        for st in states.values() {
-            for (key, rs) in st.lock().expect("group states lock").iter() {
-                let into = if dry.contains(key) {
-                    &mut shadow
-                } else {
-                    &mut real
-                };
-                into.extend(rs.alerts.values().cloned());
+        for (key, alerts) in self.alerts_by_rule() {
+            if dry.contains(&key) {
+                shadow.extend(alerts);
+            } else {
+                real.extend(alerts);
             }
         }
         (real, shadow)
