@@ -5,7 +5,7 @@ use std::fmt::Write;
 use std::hint::black_box;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use tocsin::textparse::{Entry, Parser};
+use tocsin::ingest::textparse::{Entry, Parser};
 
 fn exposition(samples: usize) -> String {
     let mut s = String::with_capacity(samples * 90);

@@ -15,23 +15,17 @@
 //! - [`labels`], [`duration`], [`timefmt`], [`clock`], [`selfmetrics`]: shared vocabulary; [`sys`]: the one libc call.
 pub mod clock;
 pub mod config;
-pub mod config_reference;
+pub mod daemon;
 pub mod duration;
+pub mod ingest;
 pub mod labels;
 pub mod notify;
 pub mod promql;
-pub mod reload;
-pub mod replay;
-pub mod rhai_api;
 pub mod rules;
-pub mod scheduler;
-pub mod scrape;
 pub mod selfmetrics;
 pub mod server;
 pub mod store;
 pub mod sys;
-pub mod template;
-pub mod textparse;
 pub mod timefmt;
 pub mod ui;
 

@@ -13,10 +13,10 @@ use tokio::sync::watch;
 use tocsin::clock::{Clock, SystemClock};
 use tocsin::config::{Config, ConfigError, DEFAULT_CONFIG_FILE, LogFormat};
 use tocsin::duration::PromDuration;
-use tocsin::scheduler::{Scheduler, StatusBoard};
+use tocsin::ingest::scheduler::{Scheduler, StatusBoard};
 use tocsin::selfmetrics::SelfMetrics;
 use tocsin::store::{Store, StoreOptions};
-use tocsin::textparse::{Entry, Parser as TextParser};
+use tocsin::ingest::textparse::{Entry, Parser as TextParser};
 
 #[derive(Parser)]
 #[command(name = "tocsin", version = tocsin::LONG_VERSION, about = "scrape, store, alert: one binary")]
@@ -258,7 +258,7 @@ fn run(cli: Cli) -> Result<Outcome> {
 }
 
 fn config_reference() -> Result<Outcome> {
-    let text = tocsin::config_reference::generate()
+    let text = tocsin::config::reference::generate()
         .context("cannot generate the configuration reference")?;
     print!("{text}");
     Ok(Outcome::Ok)
@@ -395,7 +395,7 @@ fn check(paths: Vec<PathBuf>) -> Result<Outcome> {
         }
     }
     if !rule_files.is_empty() {
-        let scripts = tocsin::rhai_api::ScriptEngine::new();
+        let scripts = tocsin::promql::rhai::ScriptEngine::new();
         match load_files(&rule_files, default_interval, &scripts) {
             Ok(set) => {
                 for f in &set.files {
@@ -494,9 +494,9 @@ fn scrape(url: &str, timeout: PromDuration, body_limit: u64) -> Result<Outcome> 
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    let client = tocsin::scrape::client();
+    let client = tocsin::ingest::scrape::client();
     let resp = rt
-        .block_on(tocsin::scrape::fetch(
+        .block_on(tocsin::ingest::scrape::fetch(
             &client,
             &url,
             timeout.0,
@@ -581,7 +581,7 @@ async fn daemon(
         clock: clock.clone(),
         metrics: metrics.clone(),
         status: status.clone(),
-        client: tocsin::scrape::client(),
+        client: tocsin::ingest::scrape::client(),
     };
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let mut tasks = scheduler.spawn(targets, cfg.storage.flush_interval.0, shutdown_rx.clone());
@@ -620,7 +620,7 @@ async fn daemon(
     let (reload_tx, reload_rx) = tokio::sync::mpsc::channel(1);
     // set once notifications are built below; a reload then re-reads their sections
     let notify_reload: Arc<std::sync::Mutex<Option<NotifyReload>>> = Default::default();
-    let reloads = Arc::new(tocsin::reload::ReloadHistory::default());
+    let reloads = Arc::new(tocsin::daemon::reload::ReloadHistory::default());
     let reloader = tokio::spawn(reload_loop(
         manager.clone(),
         reloads.clone(),
@@ -631,10 +631,10 @@ async fn daemon(
         reload_rx,
     ));
     #[cfg(unix)]
-    let _sighup = tocsin::reload::spawn_sighup(reload_tx.clone())
+    let _sighup = tocsin::daemon::reload::spawn_sighup(reload_tx.clone())
         .context("cannot install the SIGHUP handler")?;
     let _ = reload_tx
-        .send(tocsin::reload::ReloadRequest::signal())
+        .send(tocsin::daemon::reload::ReloadRequest::signal())
         .await;
 
     let silences = {
@@ -658,7 +658,7 @@ async fn daemon(
             } = plan
                 .parts(
                     &env,
-                    tocsin::scrape::client(),
+                    tocsin::ingest::scrape::client(),
                     cfg.evaluation.interval.as_millis(),
                 )
                 .map_err(|e| anyhow::anyhow!("receivers: {}", e.join("; ")))?;
@@ -886,7 +886,7 @@ fn query(
     config: Option<PathBuf>,
 ) -> Result<Outcome> {
     use tocsin::promql::{Engine, Evaluator, Value};
-    use tocsin::rhai_api::{ScriptEngine, ScriptValue};
+    use tocsin::promql::rhai::{ScriptEngine, ScriptValue};
 
     let now = SystemClock.now_ms();
     let t = match at {
@@ -902,7 +902,7 @@ fn query(
     // compile before opening the store: a typo fails fast and touches nothing
     enum Compiled {
         PromQL(promql_parser::parser::Expr),
-        Rhai(Box<ScriptEngine>, tocsin::rhai_api::CompiledScript),
+        Rhai(Box<ScriptEngine>, tocsin::promql::rhai::CompiledScript),
     }
     let compiled = if rhai {
         let engine = ScriptEngine::new();
@@ -997,7 +997,7 @@ fn reload_notifications(r: &mut NotifyReload) -> Result<bool, Vec<String>> {
     };
     let env: std::collections::HashMap<String, String> = std::env::vars().collect();
     let parts = plan
-        .parts(&env, tocsin::scrape::client(), r.digest_interval_ms)
+        .parts(&env, tocsin::ingest::scrape::client(), r.digest_interval_ms)
         .map_err(|e| {
             e.into_iter()
                 .map(|e| format!("{}: {e}", r.source.display()))
@@ -1012,19 +1012,19 @@ fn reload_notifications(r: &mut NotifyReload) -> Result<bool, Vec<String>> {
 
 async fn reload_loop(
     manager: Arc<tocsin::rules::manager::RuleManager>,
-    history: Arc<tocsin::reload::ReloadHistory>,
+    history: Arc<tocsin::daemon::reload::ReloadHistory>,
     clock: Arc<dyn Clock>,
     config: tocsin::rules::manager::RuleConfig,
     notify: Arc<std::sync::Mutex<Option<NotifyReload>>>,
-    tx: tokio::sync::mpsc::Sender<tocsin::reload::ReloadRequest>,
-    mut rx: tokio::sync::mpsc::Receiver<tocsin::reload::ReloadRequest>,
+    tx: tokio::sync::mpsc::Sender<tocsin::daemon::reload::ReloadRequest>,
+    mut rx: tokio::sync::mpsc::Receiver<tocsin::daemon::reload::ReloadRequest>,
 ) {
-    use tocsin::reload::{ReloadOutcome, watch_rule_files};
+    use tocsin::daemon::reload::{ReloadOutcome, watch_rule_files};
     let mut watcher = None;
     while let Some(req) = rx.recv().await {
         tracing::info!(cause = %req.cause, "reloading rules");
         let report = manager.reload().await;
-        history.record(tocsin::reload::ReloadRecord {
+        history.record(tocsin::daemon::reload::ReloadRecord {
             t: clock.now_ms(),
             cause: req.cause.kind(),
             ok: report.ok,
@@ -1180,7 +1180,7 @@ struct ReplayArgs {
 
 fn replay(args: ReplayArgs) -> Result<Outcome> {
     use tocsin::notify::recorder::NotifySetup;
-    use tocsin::replay::{Replay, check_range, compare, replay, rule_files, show_intervals};
+    use tocsin::rules::replay::{Replay, check_range, compare, replay, rule_files, show_intervals};
     use tocsin::rules::{RuleErrors, RuleSet, expand_globs, load_files};
 
     let now = SystemClock.now_ms();
@@ -1192,7 +1192,7 @@ fn replay(args: ReplayArgs) -> Result<Outcome> {
     let (cfg, source) = load_config(args.config).map_err(|e| anyhow::anyhow!("{e}"))?;
     let default_interval = cfg.evaluation.interval.as_millis();
     // rules first: a broken file fails fast and opens nothing
-    let scripts = tocsin::rhai_api::ScriptEngine::new();
+    let scripts = tocsin::promql::rhai::ScriptEngine::new();
     let load = |path: Option<&PathBuf>| -> Result<Result<RuleSet, RuleErrors>> {
         let files = match path {
             Some(p) => rule_files(p)?,

@@ -13,7 +13,7 @@ use promql_parser::parser::{
 
 use super::{QueryError, Sample, Series, Storage, Value, aggregate, binary, functions};
 use crate::labels::{Labels, MatchOp, Matcher};
-use crate::scrape::BuildOneShot;
+use crate::ingest::scrape::BuildOneShot;
 use crate::store::is_stale;
 
 /// Engine limits and defaults.

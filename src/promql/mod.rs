@@ -1,6 +1,6 @@
 //! The query engine: Prometheus's vector semantics over a [`Storage`], with PromQL text as one
 //! front end (parsed by the `promql-parser` crate, AST only) and Rhai scripts as the other
-//! (`crate::rhai_api`).
+//! (`crate::promql::rhai`).
 //!
 //! The engine is pure: it reads a storage snapshot at the evaluation time it is given, does no
 //! I/O of its own and never reads the clock. Times are milliseconds since the Unix epoch.
@@ -16,6 +16,7 @@ mod eval;
 mod functions;
 mod memstore;
 pub mod notation;
+pub mod rhai;
 
 use std::fmt;
 use std::sync::Arc;

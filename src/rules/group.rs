@@ -13,8 +13,8 @@ use super::tracker::{Candidate, RuleState, Timing, Transition};
 use super::{Condition, Group, Rule, RuleKind};
 use crate::labels::{Labels, METRIC_NAME};
 use crate::promql::{Engine, Evaluator, Sample, Storage, Value};
-use crate::rhai_api::{ScriptEngine, to_vector};
-use crate::template::{QueryFn, QueryResult, Template, TemplateData};
+use crate::promql::rhai::{ScriptEngine, to_vector};
+use crate::rules::template::{QueryFn, QueryResult, Template, TemplateData};
 
 /// Receives a rule's output series `(labels, t, value)` before the next rule runs.
 pub type SeriesSink<'a> = dyn FnMut(&[(Labels, i64, f64)]) + 'a;

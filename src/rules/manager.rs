@@ -22,7 +22,7 @@ use super::{Group, RuleErrors, RuleSet, expand_globs, load_files};
 use crate::clock::Clock;
 use crate::labels::Labels;
 use crate::promql::Engine;
-use crate::rhai_api::ScriptEngine;
+use crate::promql::rhai::ScriptEngine;
 use crate::selfmetrics::{GroupLabels, SelfMetrics, StateLabels};
 use crate::store::{RuleEval, RuleStateRow, Store};
 
@@ -309,7 +309,7 @@ impl RuleManager {
     async fn group_loop(self: Arc<Self>, group: Arc<Group>, mut shutdown: watch::Receiver<bool>) {
         let interval = group.interval_ms.max(1);
         let offset =
-            crate::scheduler::offset_ms(&group.name, &group.file.to_string_lossy(), interval);
+            crate::ingest::scheduler::offset_ms(&group.name, &group.file.to_string_lossy(), interval);
         let now = self.clock.now_ms();
         let wait = (offset - now.rem_euclid(interval)).rem_euclid(interval);
         let start = Instant::now() + Duration::from_millis(wait as u64);

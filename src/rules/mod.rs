@@ -10,6 +10,8 @@
 
 pub mod group;
 pub mod manager;
+pub mod replay;
+pub mod template;
 pub mod tracker;
 pub mod unittest;
 
@@ -22,8 +24,8 @@ use serde::Deserialize;
 use serde_saphyr::Spanned;
 
 use crate::duration::PromDuration;
-use crate::rhai_api::{CompiledScript, ScriptEngine};
-use crate::template::Template;
+use crate::promql::rhai::{CompiledScript, ScriptEngine};
+use crate::rules::template::Template;
 
 /// One problem in a rule file, located.
 #[derive(Debug, Clone, PartialEq)]
@@ -807,7 +809,7 @@ fn compile_script(
         Err(e) => {
             // block scalars start on the line after the key
             let (line, col) = match &e {
-                crate::rhai_api::ScriptError::Compile { line, col, .. } => {
+                crate::promql::rhai::ScriptError::Compile { line, col, .. } => {
                     (*line as u64, *col as u64)
                 }
                 _ => (0, 0),

@@ -31,7 +31,7 @@ use crate::notify::AlertState;
 use crate::notify::recorder::{NotifySetup, Recorder, Sent};
 use crate::promql::notation::{NotationError, parse_metric, parse_values};
 use crate::promql::{Engine, MemStorage, QueryError, Storage, Value};
-use crate::rhai_api::ScriptEngine;
+use crate::promql::rhai::ScriptEngine;
 use crate::store::SeriesSamples;
 
 /// Occurs when a test file cannot be read or parsed (as opposed to a test failing).

@@ -279,7 +279,7 @@ pub(super) fn alert_json(a: &Alert) -> Json_ {
     })
 }
 
-fn templates_json(t: &[(String, std::sync::Arc<crate::template::Template>)]) -> Json_ {
+fn templates_json(t: &[(String, std::sync::Arc<crate::rules::template::Template>)]) -> Json_ {
     json!(
         t.iter()
             .map(|(k, v)| (k.as_str(), v.source()))

@@ -28,7 +28,7 @@ use axum::routing::{MethodFilter, MethodRouter};
 use serde_json::json;
 
 use crate::clock::Clock;
-use crate::scheduler::StatusBoard;
+use crate::ingest::scheduler::StatusBoard;
 use crate::selfmetrics::SelfMetrics;
 
 /// The OpenAPI 3.0 document of every route, served at `/api/v1/openapi.json`.
@@ -46,9 +46,9 @@ pub struct AppState {
     pub started_ms: i64,
     pub store_path: String,
     /// where `POST /-/reload` sends its request (None: rules not running)
-    pub reload: Option<tokio::sync::mpsc::Sender<crate::reload::ReloadRequest>>,
+    pub reload: Option<tokio::sync::mpsc::Sender<crate::daemon::reload::ReloadRequest>>,
     /// the last reloads, for `/api/v1/status`
-    pub reloads: Arc<crate::reload::ReloadHistory>,
+    pub reloads: Arc<crate::daemon::reload::ReloadHistory>,
     pub rules: Option<Arc<crate::rules::manager::RuleManager>>,
     pub silences: Option<Arc<crate::notify::silence::Silences>>,
     /// the store `query`, `query_range` and `rules` read (None: those answer 503)
@@ -315,7 +315,7 @@ async fn reload(State(s): State<AppState>) -> Response {
     let Some(tx) = s.reload else {
         return (StatusCode::SERVICE_UNAVAILABLE, "rules are not running").into_response();
     };
-    let (req, done) = crate::reload::ReloadRequest::api();
+    let (req, done) = crate::daemon::reload::ReloadRequest::api();
     if tx.send(req).await.is_err() {
         return (StatusCode::SERVICE_UNAVAILABLE, "reloader stopped").into_response();
     }
@@ -625,8 +625,8 @@ mod tests {
             .await
             .unwrap()
         };
-        let reloads = Arc::new(crate::reload::ReloadHistory::default());
-        reloads.record(crate::reload::ReloadRecord {
+        let reloads = Arc::new(crate::daemon::reload::ReloadHistory::default());
+        reloads.record(crate::daemon::reload::ReloadRecord {
             t: T0,
             cause: "signal",
             ok: true,

@@ -26,7 +26,7 @@ fn committed_config_reference_matches_the_doc_comments() {
     );
     let generated = String::from_utf8(out.stdout).unwrap();
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join(tocsin::config_reference::COMMITTED_PATH);
+        .join(tocsin::config::reference::COMMITTED_PATH);
     let committed = std::fs::read_to_string(&path).unwrap_or_default();
     if generated != committed {
         let (g, c): (Vec<&str>, Vec<&str>) =
@@ -42,8 +42,8 @@ fn committed_config_reference_matches_the_doc_comments() {
         panic!(
             "{} is out of date with the config types' doc comments (first difference at line {n}:\n  \
              generated: {want}\n  committed: {got})\nregenerate it with: {}",
-            tocsin::config_reference::COMMITTED_PATH,
-            tocsin::config_reference::REGENERATE
+            tocsin::config::reference::COMMITTED_PATH,
+            tocsin::config::reference::REGENERATE
         );
     }
 }

@@ -13,7 +13,7 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::time::timeout;
 
-use tocsin::reload::{
+use tocsin::daemon::reload::{
     ReloadCause, ReloadError, ReloadRequest, RuleWatcher, spawn_sighup, watch_rule_files,
 };
 

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use tocsin::promql::{Engine, Evaluator, Sample};
-use tocsin::rhai_api::{ScriptEngine, ScriptValue, to_vector};
+use tocsin::promql::rhai::{ScriptEngine, ScriptValue, to_vector};
 use tocsin::store::Store;
 
 use crate::common::{labels, open_store};

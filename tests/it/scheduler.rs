@@ -9,7 +9,7 @@ use crate::common::*;
 use tocsin::clock::{Clock, SystemClock};
 use tocsin::config::Config;
 use tocsin::labels::MatchOp;
-use tocsin::scheduler::{Scheduler, StatusBoard};
+use tocsin::ingest::scheduler::{Scheduler, StatusBoard};
 use tocsin::selfmetrics::SelfMetrics;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -39,7 +39,7 @@ async fn a_hanging_target_does_not_delay_another() {
         clock: Arc::new(SystemClock),
         metrics: Arc::new(SelfMetrics::new(0.0)),
         status: status.clone(),
-        client: tocsin::scrape::client(),
+        client: tocsin::ingest::scrape::client(),
     };
     let (tx, rx) = watch::channel(false);
     let mut tasks = scheduler.spawn(targets, Duration::from_secs(3600), rx);

@@ -4,7 +4,7 @@
 use std::collections::BTreeSet;
 
 use crate::common::shared_dir;
-use tocsin::textparse::{Entry, MetricKind, Parser};
+use tocsin::ingest::textparse::{Entry, MetricKind, Parser};
 
 /// name, labels, value
 type ParsedSample = (String, Vec<(String, String)>, f64);

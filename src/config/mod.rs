@@ -6,6 +6,8 @@
 //! `TOCSIN_*` environment variables override the top-level settings ([`Config::apply_env`]).
 //! Every field's doc comment is its user documentation.
 
+pub mod reference;
+
 use std::collections::BTreeMap;
 use std::fmt;
 use std::net::SocketAddr;
@@ -297,7 +299,7 @@ impl Default for ServerConfig {
 pub struct LogConfig {
     /// `text` (human) or `json` (one object a line). Default `text`.
     pub format: LogFormat,
-    /// Minimum level, or a tracing filter such as `info,tocsin::scrape=debug`. Default `info`.
+    /// Minimum level, or a tracing filter such as `info,tocsin::ingest::scrape=debug`. Default `info`.
     pub level: String,
 }
 
@@ -939,7 +941,7 @@ mod tests {
 
     #[test]
     fn design_example_parses() {
-        let c = parse(include_str!("../fixtures/config/design-example.yml")).unwrap();
+        let c = parse(include_str!("../../fixtures/config/design-example.yml")).unwrap();
         assert_eq!(c.targets.len(), 1);
         let t = &c.build_targets().unwrap()[0];
         assert_eq!(t.name, "scaidns");

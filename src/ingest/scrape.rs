@@ -19,7 +19,7 @@ use futures_util::StreamExt;
 use crate::config::{Secret, Target};
 use crate::labels::Labels;
 use crate::store::{AppendStats, SeriesRef, Store, chunk::stale_nan};
-use crate::textparse::{Entry, ParseError, Parser};
+use crate::ingest::textparse::{Entry, ParseError, Parser};
 
 /// Occurs when a scrape or probe fails; the reason is kept in the target's status.
 #[derive(Debug, thiserror::Error)]
@@ -225,7 +225,7 @@ impl ScrapeCache {
 
     /// Labels of an exposed sample, with the target's labels added and colliding exposed labels
     /// renamed to `exported_<name>`.
-    fn series_labels(&self, s: &crate::textparse::Sample<'_>) -> Labels {
+    fn series_labels(&self, s: &crate::ingest::textparse::Sample<'_>) -> Labels {
         let mut pairs: Vec<(String, String)> = Vec::with_capacity(self.base.len() + 4);
         pairs.push(("__name__".to_string(), s.name.to_string()));
         for (k, v) in s.labels() {
@@ -337,7 +337,7 @@ impl ScrapeCache {
     /// Queues one sample of a known series, unless the series was already seen in this scrape.
     fn take(
         entry: &mut CacheEntry,
-        s: &crate::textparse::Sample<'_>,
+        s: &crate::ingest::textparse::Sample<'_>,
         t: i64,
         generation: u64,
         batch: &mut Vec<(SeriesRef, i64, f64)>,

@@ -21,7 +21,7 @@ use tokio::time::{Instant, MissedTickBehavior};
 
 use crate::clock::Clock;
 use crate::config::Target;
-use crate::scrape::{self, ScrapeCache, ScrapeError};
+use crate::ingest::scrape::{self, ScrapeCache, ScrapeError};
 use crate::selfmetrics::{ScrapeLabels, SelfMetrics};
 use crate::store::Store;
 

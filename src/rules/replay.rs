@@ -32,7 +32,7 @@ use crate::labels::{Labels, METRIC_NAME, MatchOp, Matcher};
 use crate::notify::AlertState;
 use crate::notify::recorder::{NotifySetup, Recorder};
 use crate::promql::{Engine, MemStorage, QueryError, Storage};
-use crate::rhai_api::ScriptEngine;
+use crate::promql::rhai::ScriptEngine;
 use crate::rules::group::{GroupContext, eval_group};
 use crate::rules::tracker::{Alert, AlertStatus, RuleState, Transition};
 use crate::rules::{RuleKind, RuleSet};
@@ -285,7 +285,7 @@ pub fn schedule(rules: &RuleSet, from: i64, to: i64, step_ms: Option<i64>) -> Ve
                 let interval = g.interval_ms.max(1);
                 // the daemon's slots: t mod interval == offset
                 let offset =
-                    crate::scheduler::offset_ms(&g.name, &g.file.to_string_lossy(), interval);
+                    crate::ingest::scheduler::offset_ms(&g.name, &g.file.to_string_lossy(), interval);
                 (from + (offset - from).rem_euclid(interval), interval)
             }
         };
@@ -1127,7 +1127,7 @@ mod tests {
     fn schedule_uses_the_daemons_offsets_or_the_step() {
         let set = rules(RULES);
         let slots = schedule(&set, 1_000, 31_000, None);
-        let offset = crate::scheduler::offset_ms("g", "r.yml", 10_000);
+        let offset = crate::ingest::scheduler::offset_ms("g", "r.yml", 10_000);
         assert!(slots.iter().all(|(t, _)| t.rem_euclid(10_000) == offset));
         assert_eq!(slots.len(), 3);
         assert_eq!(

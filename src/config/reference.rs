@@ -16,13 +16,13 @@ use std::fmt::Write as _;
 
 /// The files holding the configuration types, as compiled into the binary.
 pub const SOURCES: &[(&str, &str)] = &[
-    ("src/config.rs", include_str!("config.rs")),
+    ("src/config/mod.rs", include_str!("mod.rs")),
     (
         "src/notify/receivers.rs",
-        include_str!("notify/receivers.rs"),
+        include_str!("../notify/receivers.rs"),
     ),
-    ("src/notify/route.rs", include_str!("notify/route.rs")),
-    ("src/notify/dispatch.rs", include_str!("notify/dispatch.rs")),
+    ("src/notify/route.rs", include_str!("../notify/route.rs")),
+    ("src/notify/dispatch.rs", include_str!("../notify/dispatch.rs")),
 ];
 
 /// The type of the whole file.
