@@ -14,9 +14,9 @@ use tocsin::clock::{Clock, SystemClock};
 use tocsin::config::{Config, ConfigError, DEFAULT_CONFIG_FILE, LogFormat};
 use tocsin::duration::PromDuration;
 use tocsin::ingest::scheduler::{Scheduler, StatusBoard};
+use tocsin::ingest::textparse::{Entry, Parser as TextParser};
 use tocsin::selfmetrics::SelfMetrics;
 use tocsin::store::{Store, StoreOptions};
-use tocsin::ingest::textparse::{Entry, Parser as TextParser};
 
 #[derive(Parser)]
 #[command(name = "tocsin", version = tocsin::LONG_VERSION, about = "scrape, store, alert: one binary")]
@@ -706,7 +706,7 @@ async fn daemon(
                 tracing::warn!("dry run: notifications are recorded as shadow ones, none is sent");
                 None
             } else {
-                Some(tokio::spawn(sender_loop(
+                Some(tokio::spawn(tocsin::notify::sender::run(
                     sender,
                     metrics.clone(),
                     wakeup,
@@ -802,66 +802,6 @@ async fn daemon(
     Ok(())
 }
 
-/// Drains the outbox: a pass as soon as an evaluation made notifications durable, and every
-/// 250 ms for retries that came due, until shutdown.
-async fn sender_loop(
-    mut sender: tocsin::notify::sender::Sender,
-    metrics: Arc<SelfMetrics>,
-    wakeup: Arc<tokio::sync::Notify>,
-    mut reloaded: watch::Receiver<Option<Integrations>>,
-    mut shutdown: watch::Receiver<bool>,
-) {
-    use tocsin::notify::sender::BreakerState;
-    use tocsin::selfmetrics::{DeliveryLabels, IntegrationLabels};
-    loop {
-        if reloaded.has_changed().unwrap_or(false)
-            && let Some((integrations, receivers)) = reloaded.borrow_and_update().clone()
-        {
-            sender.integrations = integrations;
-            sender.receivers = receivers;
-        }
-        let report = sender.pass().await;
-        let count = |integration: &str, result: &'static str| {
-            metrics
-                .notifications
-                .get_or_create(&DeliveryLabels {
-                    integration: integration.to_string(),
-                    result,
-                })
-                .inc();
-        };
-        for (i, _) in &report.delivered {
-            count(i, "delivered");
-        }
-        for i in &report.retried {
-            count(i, "retried");
-        }
-        for (i, _) in &report.failed {
-            count(i, "failed");
-        }
-        for (integration, state) in sender.breakers() {
-            let v = match state {
-                BreakerState::Closed => 0,
-                BreakerState::Open { .. } => 1,
-                BreakerState::HalfOpen => 2,
-            };
-            metrics
-                .notification_breaker_state
-                .get_or_create(&IntegrationLabels { integration })
-                .set(v);
-        }
-        let store = sender.store.clone();
-        if let Ok(Ok(depth)) = tokio::task::spawn_blocking(move || store.outbox_depth()).await {
-            metrics.notification_outbox_depth.set(depth as i64);
-        }
-        tokio::select! {
-            _ = tokio::time::sleep(Duration::from_millis(250)) => {}
-            _ = wakeup.notified() => {}
-            _ = shutdown.changed() => return,
-        }
-    }
-}
-
 async fn wait_for_signal() {
     #[cfg(unix)]
     {
@@ -885,8 +825,8 @@ fn query(
     db: Option<PathBuf>,
     config: Option<PathBuf>,
 ) -> Result<Outcome> {
-    use tocsin::promql::{Engine, Evaluator, Value};
     use tocsin::promql::rhai::{ScriptEngine, ScriptValue};
+    use tocsin::promql::{Engine, Evaluator, Value};
 
     let now = SystemClock.now_ms();
     let t = match at {
@@ -951,19 +891,11 @@ fn query(
     }
 }
 
-/// Serves reload requests one at a time: reloads the rules, answers the requester, and re-aims
-/// the file watcher at the files of the rule set now in use.
-/// The sender's integrations and each receiver's integration names, as a reload replaces them.
-type Integrations = (
-    std::collections::HashMap<String, tocsin::notify::sender::Integration>,
-    std::collections::HashMap<String, Vec<String>>,
-);
-
 /// What a reload needs to swap the notification sections of the configuration file.
 struct NotifyReload {
     source: PathBuf,
     notifier: Arc<tocsin::notify::pipeline::Notifier>,
-    integrations: watch::Sender<Option<Integrations>>,
+    integrations: watch::Sender<Option<tocsin::notify::sender::Integrations>>,
     /// the sections in force, to tell whether a reload changed them
     current: String,
     digest_interval_ms: i64,

@@ -275,3 +275,64 @@ impl Sender {
         }
     }
 }
+/// The sender's integrations and each receiver's integration names, as a reload replaces them.
+pub type Integrations = (HashMap<String, Integration>, HashMap<String, Vec<String>>);
+
+/// Drains the outbox: a pass as soon as an evaluation made notifications durable, and every
+/// 250 ms for retries that came due, until shutdown.
+pub async fn run(
+    mut sender: Sender,
+    metrics: Arc<crate::selfmetrics::SelfMetrics>,
+    wakeup: Arc<tokio::sync::Notify>,
+    mut reloaded: tokio::sync::watch::Receiver<Option<Integrations>>,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) {
+    use crate::selfmetrics::{DeliveryLabels, IntegrationLabels};
+    loop {
+        if reloaded.has_changed().unwrap_or(false)
+            && let Some((integrations, receivers)) = reloaded.borrow_and_update().clone()
+        {
+            sender.integrations = integrations;
+            sender.receivers = receivers;
+        }
+        let report = sender.pass().await;
+        let count = |integration: &str, result: &'static str| {
+            metrics
+                .notifications
+                .get_or_create(&DeliveryLabels {
+                    integration: integration.to_string(),
+                    result,
+                })
+                .inc();
+        };
+        for (i, _) in &report.delivered {
+            count(i, "delivered");
+        }
+        for i in &report.retried {
+            count(i, "retried");
+        }
+        for (i, _) in &report.failed {
+            count(i, "failed");
+        }
+        for (integration, state) in sender.breakers() {
+            let v = match state {
+                BreakerState::Closed => 0,
+                BreakerState::Open { .. } => 1,
+                BreakerState::HalfOpen => 2,
+            };
+            metrics
+                .notification_breaker_state
+                .get_or_create(&IntegrationLabels { integration })
+                .set(v);
+        }
+        let store = sender.store.clone();
+        if let Ok(Ok(depth)) = tokio::task::spawn_blocking(move || store.outbox_depth()).await {
+            metrics.notification_outbox_depth.set(depth as i64);
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(std::time::Duration::from_millis(250)) => {}
+            _ = wakeup.notified() => {}
+            _ = shutdown.changed() => return,
+        }
+    }
+}

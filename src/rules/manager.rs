@@ -308,8 +308,11 @@ impl RuleManager {
 
     async fn group_loop(self: Arc<Self>, group: Arc<Group>, mut shutdown: watch::Receiver<bool>) {
         let interval = group.interval_ms.max(1);
-        let offset =
-            crate::ingest::scheduler::offset_ms(&group.name, &group.file.to_string_lossy(), interval);
+        let offset = crate::ingest::scheduler::offset_ms(
+            &group.name,
+            &group.file.to_string_lossy(),
+            interval,
+        );
         let now = self.clock.now_ms();
         let wait = (offset - now.rem_euclid(interval)).rem_euclid(interval);
         let start = Instant::now() + Duration::from_millis(wait as u64);

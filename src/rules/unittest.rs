@@ -30,8 +30,8 @@ use crate::labels::{Labels, Matcher};
 use crate::notify::AlertState;
 use crate::notify::recorder::{NotifySetup, Recorder, Sent};
 use crate::promql::notation::{NotationError, parse_metric, parse_values};
-use crate::promql::{Engine, MemStorage, QueryError, Storage, Value};
 use crate::promql::rhai::ScriptEngine;
+use crate::promql::{Engine, MemStorage, QueryError, Storage, Value};
 use crate::store::SeriesSamples;
 
 /// Occurs when a test file cannot be read or parsed (as opposed to a test failing).
