@@ -1,0 +1,218 @@
+//! The command line: clap's types, one module per command, and what commands share (loading
+//! the configuration, logging). This is the binary's edge: errors are `anyhow` here, typed below.
+
+pub(crate) mod check;
+pub(crate) mod query;
+pub(crate) mod replay;
+pub(crate) mod route_test;
+pub(crate) mod run;
+pub(crate) mod scrape;
+pub(crate) mod silence;
+pub(crate) mod test;
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+
+use tocsin::config::{Config, ConfigError, DEFAULT_CONFIG_FILE, LogFormat};
+use tocsin::duration::PromDuration;
+
+#[derive(Parser)]
+#[command(name = "tocsin", version = tocsin::LONG_VERSION, about = "scrape, store, alert: one binary")]
+pub(crate) struct Cli {
+    /// Log format: text or json (overrides the config file and TOCSIN_LOG_FORMAT).
+    #[arg(long, global = true)]
+    pub(crate) log_format: Option<LogFormat>,
+    #[command(subcommand)]
+    pub(crate) command: Command,
+}
+
+#[derive(Subcommand)]
+pub(crate) enum Command {
+    /// Run the daemon. Without --config, uses ./tocsin.yml if present, else the built-in default
+    /// (listen on 127.0.0.1:9477, watch itself, store in ./data/).
+    Run {
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// Shadow mode: evaluate, route and record every notification, deliver none (they are
+        /// listed as `shadow` at /api/v1/notifications and counted in self-metrics).
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Validate a configuration file and rule files (templates and scripts included); prints
+    /// every error with file:line:col. Exit 0 valid, 1 invalid. A directory means its rule files
+    /// (`*.yml`, `*.yaml` but not `*_test.yml`); a file with top-level `groups` is a rule file;
+    /// another file is the configuration (its `rule_files` are checked too).
+    Check {
+        /// default: ./tocsin.yml
+        paths: Vec<PathBuf>,
+    },
+    /// Manage silences of a running daemon through its API (like amtool silence).
+    Silence {
+        #[command(subcommand)]
+        action: SilenceAction,
+        /// the daemon's address (default: the configured server.listen)
+        #[arg(long, global = true)]
+        url: Option<String>,
+        /// configuration file whose listen address and token variable to use
+        #[arg(long, short, global = true)]
+        config: Option<PathBuf>,
+    },
+    /// Run rule unit tests in promtool's format. Exit 0 all passed, 1 a test failed.
+    Test {
+        files: Vec<PathBuf>,
+        /// only test groups whose name matches this regex
+        #[arg(long)]
+        run: Option<String>,
+        /// write a JUnit XML report here
+        #[arg(long)]
+        junit: Option<PathBuf>,
+        /// PromQL semantics where Prometheus 2.x and 3.x differ: 2 or 3 (default: 2, as promtool
+        /// 2.x, which wrote most existing rule tests)
+        #[arg(long, default_value = "2", value_parser = test::parse_compat)]
+        promql_compat: tocsin::promql::Compat,
+    },
+    /// Fetch one metrics endpoint and print its samples, or the parse error with its line.
+    Scrape {
+        url: String,
+        /// whole-request timeout
+        #[arg(long, default_value = "10s")]
+        timeout: PromDuration,
+        /// maximum body size in bytes (after decompression)
+        #[arg(long, default_value_t = 64 << 20)]
+        body_limit: u64,
+    },
+    /// Print the receivers an alert with these labels would reach (`label=value …`), as
+    /// `amtool config routes test` does.
+    RouteTest {
+        #[arg(required = true)]
+        labels: Vec<String>,
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// Exit non-zero unless the receivers are exactly these (comma-separated, in order).
+        #[arg(long)]
+        verify_receivers: Option<String>,
+    },
+    /// Print the configuration reference (Markdown), generated from the config types' doc
+    /// comments. Exit 2 if a config type, field or value lacks one.
+    ConfigReference,
+    /// Evaluate a PromQL expression (or, with --rhai, a rule script) against a store file
+    /// (read-only: safe beside a running daemon) and print the result. Exit 1 if it fails.
+    Query {
+        expr: String,
+        /// EXPR is a Rhai rule script, not PromQL
+        #[arg(long)]
+        rhai: bool,
+        /// evaluation time: unix seconds, RFC 3339, `now` or `-1h` (default: now)
+        #[arg(long, allow_hyphen_values = true)]
+        at: Option<String>,
+        /// store file (default: the configured storage path)
+        #[arg(long)]
+        db: Option<PathBuf>,
+        /// configuration file whose storage path to read (default: ./tocsin.yml or built-in)
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
+    /// Backtest: evaluate rules over stored history with the daemon's engine, alert tracker and
+    /// notification pipeline (a manual clock, nothing sent) and print the timeline of alert
+    /// transitions and of the notifications that would have gone out, with totals. The store
+    /// is opened read-only: safe beside a running daemon, it sees what the daemon has flushed.
+    /// Exit 1 when rules fail to load, the range holds no samples, or --compare finds a
+    /// difference; 2 on usage or I/O errors (a missing store).
+    Replay {
+        /// store file (default: the configured storage path)
+        #[arg(long)]
+        db: Option<PathBuf>,
+        /// rule file or directory (default: the configuration's rule_files)
+        #[arg(long)]
+        rules: Option<PathBuf>,
+        /// first evaluation time: unix seconds, RFC 3339, `now` or `-1d` (before now)
+        #[arg(long, allow_hyphen_values = true)]
+        from: String,
+        /// last evaluation time (inclusive), as --from
+        #[arg(long, allow_hyphen_values = true, default_value = "now")]
+        to: String,
+        /// evaluate every group at this step from --from (default: each group's own interval,
+        /// at the offsets the daemon uses)
+        #[arg(long)]
+        step: Option<PromDuration>,
+        /// evaluate this long before --from without reporting it, so alerts already pending or
+        /// firing at --from keep their state (e.g. the longest `for` of the rules)
+        #[arg(long, default_value = "0s")]
+        warmup: PromDuration,
+        /// configuration whose route and receivers, evaluation interval, targets' startup
+        /// grace and storage path to use (default: ./tocsin.yml or built-in; without a route,
+        /// one receiver `default` grouped by alertname, as `tocsin test`)
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// output: text or json (one document)
+        #[arg(long, default_value = "text", value_parser = ["text", "json"])]
+        format: String,
+        /// replay these rules too and print the alerts whose firing differs
+        #[arg(long)]
+        compare: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+pub(crate) enum SilenceAction {
+    /// Silence alerts matching every MATCHER (`alertname="Down"`, `instance=~"db.*"`).
+    Add {
+        #[arg(required = true)]
+        matchers: Vec<String>,
+        /// how long, from now
+        #[arg(long, default_value = "1h")]
+        duration: PromDuration,
+        #[arg(long, default_value_t = std::env::var("USER").unwrap_or_else(|_| "tocsin".into()))]
+        author: String,
+        #[arg(long, default_value = "")]
+        comment: String,
+    },
+    /// List silences.
+    List,
+    /// End a silence now.
+    Expire { id: String },
+}
+
+/// How a command ended: 0 ok, 1 a check failed, 2 usage or I/O error.
+pub(crate) enum Outcome {
+    Ok,
+    CheckFailed,
+}
+
+pub(crate) fn config_reference() -> Result<Outcome> {
+    let text = tocsin::config::reference::generate()
+        .context("cannot generate the configuration reference")?;
+    print!("{text}");
+    Ok(Outcome::Ok)
+}
+
+pub(crate) fn init_logging(format: LogFormat, level: &str) -> Result<()> {
+    let filter = tracing_subscriber::EnvFilter::try_new(level)
+        .with_context(|| format!("invalid log level {level:?}"))?;
+    // colours only on a terminal: a log file or journal gets plain text
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()));
+    match format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+    Ok(())
+}
+
+/// The configuration `run` and `check` use, and where it came from.
+pub(crate) fn load_config(
+    explicit: Option<PathBuf>,
+) -> Result<(Config, Option<PathBuf>), ConfigError> {
+    let path = explicit.or_else(|| {
+        let p = PathBuf::from(DEFAULT_CONFIG_FILE);
+        p.exists().then_some(p)
+    });
+    match path {
+        Some(p) => Ok((Config::load(&p)?, Some(p))),
+        None => Ok((Config::builtin_default(), None)),
+    }
+}

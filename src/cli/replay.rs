@@ -1,0 +1,213 @@
+//! `tocsin replay`: backtest rules over stored history.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{Context, Result, bail};
+
+use super::{Outcome, load_config};
+use tocsin::clock::{Clock, SystemClock};
+use tocsin::duration::PromDuration;
+use tocsin::store::Store;
+
+/// The arguments of `tocsin replay`.
+pub(crate) struct ReplayArgs {
+    pub(crate) db: Option<PathBuf>,
+    pub(crate) rules: Option<PathBuf>,
+    pub(crate) from: String,
+    pub(crate) to: String,
+    pub(crate) step: Option<PromDuration>,
+    pub(crate) warmup: PromDuration,
+    pub(crate) config: Option<PathBuf>,
+    pub(crate) json: bool,
+    pub(crate) compare: Option<PathBuf>,
+}
+
+pub(crate) fn replay(args: ReplayArgs) -> Result<Outcome> {
+    use tocsin::notify::recorder::NotifySetup;
+    use tocsin::rules::replay::{Replay, check_range, compare, replay, rule_files, show_intervals};
+    use tocsin::rules::{RuleErrors, RuleSet, expand_globs, load_files};
+
+    let now = SystemClock.now_ms();
+    let from = tocsin::timefmt::parse_time_at(&args.from, now).context("--from")?;
+    let to = tocsin::timefmt::parse_time_at(&args.to, now).context("--to")?;
+    if args.step.is_some_and(|s| s.as_millis() <= 0) {
+        bail!("--step must be positive");
+    }
+    let (cfg, source) = load_config(args.config).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let default_interval = cfg.evaluation.interval.as_millis();
+    // rules first: a broken file fails fast and opens nothing
+    let scripts = tocsin::promql::rhai::ScriptEngine::new();
+    let load = |path: Option<&PathBuf>| -> Result<Result<RuleSet, RuleErrors>> {
+        let files = match path {
+            Some(p) => rule_files(p)?,
+            None => {
+                if cfg.rule_files.is_empty() {
+                    bail!("no rules: give --rules or a configuration with rule_files");
+                }
+                let base = source
+                    .as_ref()
+                    .and_then(|p| p.parent().map(PathBuf::from))
+                    .unwrap_or_default();
+                match expand_globs(&cfg.rule_files, &base) {
+                    Ok(f) => f,
+                    Err(e) => return Ok(Err(e)),
+                }
+            }
+        };
+        Ok(load_files(&files, default_interval, &scripts))
+    };
+    let mut sets = vec![load(args.rules.as_ref())?];
+    if let Some(other) = &args.compare {
+        sets.push(load(Some(other))?);
+    }
+    let mut failed = false;
+    for set in &sets {
+        if let Err(RuleErrors(errors)) = set {
+            for e in errors {
+                eprintln!("{e}");
+            }
+            failed = true;
+        }
+    }
+    if failed {
+        return Ok(Outcome::CheckFailed);
+    }
+    let sets: Vec<RuleSet> = sets.into_iter().flatten().collect();
+
+    let path = args.db.unwrap_or_else(|| cfg.storage.path.clone());
+    let store = Arc::new(Store::open_read_only(&path)?);
+    if let Err(e) = check_range(from, to, store.sample_range()?) {
+        eprintln!("error: {}: {e}", path.display());
+        return Ok(Outcome::CheckFailed);
+    }
+    let first_seen: std::collections::HashMap<String, i64> =
+        store.targets_first_seen()?.into_iter().collect();
+    let grace = cfg
+        .targets
+        .iter()
+        .filter_map(|t| {
+            let first = *first_seen.get(&t.name.value)?;
+            Some((t.name.value.clone(), (t.startup_grace.as_millis(), first)))
+        })
+        .collect();
+    let setup = match cfg.notify_plan() {
+        Some(plan) => NotifySetup::new(&plan),
+        None => NotifySetup::builtin(),
+    }
+    .with_digest_interval(default_interval);
+    let note_store = store.clone();
+    let note = move |l: &tocsin::labels::Labels| note_store.note(l);
+    let mut input = Replay {
+        storage: store.clone(),
+        rules: &sets[0],
+        notify: Some(&setup),
+        from,
+        to,
+        step_ms: args.step.map(|s| s.as_millis()),
+        warmup_ms: args.warmup.as_millis(),
+        default_interval_ms: default_interval,
+        compat: cfg.evaluation.compat(),
+        external_labels: Default::default(),
+        external_url: format!("http://{}", cfg.server.listen),
+        grace,
+        note: &note,
+        silences: store
+            .stored_silences()?
+            .iter()
+            .filter_map(|t| tocsin::notify::silence::Silence::from_json(t))
+            .collect(),
+    };
+    let bar = if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+        let bar = indicatif::ProgressBar::new(0);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{msg} [{bar:40}] {pos}/{len} evaluations ({per_sec}, eta {eta})",
+            )
+            .expect("a valid template")
+            .progress_chars("=> "),
+        );
+        bar
+    } else {
+        indicatif::ProgressBar::hidden()
+    };
+    let mut timelines = Vec::new();
+    for (i, set) in sets.iter().enumerate() {
+        input.rules = set;
+        bar.reset();
+        bar.set_message(if i == 0 { "replay" } else { "compare" });
+        let started = std::time::Instant::now();
+        let timeline = replay(&input, &mut |done, total| {
+            if done == 1 {
+                bar.set_length(total);
+            }
+            if done % 64 == 0 || done == total {
+                bar.set_position(done);
+            }
+        });
+        let secs = started.elapsed().as_secs_f64();
+        eprintln!(
+            "replayed {} group evaluations in {secs:.2}s ({:.0}/s)",
+            timeline.totals.evaluations,
+            timeline.totals.evaluations as f64 / secs.max(1e-9)
+        );
+        timelines.push(timeline);
+    }
+    bar.finish_and_clear();
+
+    let Some(other) = timelines.get(1) else {
+        let t = &timelines[0];
+        if args.json {
+            println!("{}", t.to_json());
+        } else {
+            print!("{}", t.render_text());
+        }
+        return Ok(Outcome::Ok);
+    };
+    let diffs = compare(&timelines[0], other);
+    let (a, b) = (
+        args.rules
+            .map(|p| p.display().to_string())
+            .unwrap_or_else(|| "configured rules".into()),
+        args.compare
+            .map(|p| p.display().to_string())
+            .unwrap_or_default(),
+    );
+    if args.json {
+        let doc = serde_json::json!({
+            "a": a,
+            "b": b,
+            "differences": diffs.iter().map(|d| serde_json::json!({
+                "alert": d.alert,
+                "a": d.a.iter().map(|(s, e)| serde_json::json!([s, e])).collect::<Vec<_>>(),
+                "b": d.b.iter().map(|(s, e)| serde_json::json!([s, e])).collect::<Vec<_>>(),
+            })).collect::<Vec<_>>(),
+            "a_timeline": timelines[0].to_json(),
+            "b_timeline": other.to_json(),
+        });
+        println!("{doc}");
+    } else {
+        println!("a: {a}\nb: {b}");
+        for d in &diffs {
+            let what = match (d.a.is_empty(), d.b.is_empty()) {
+                (false, true) => "only in a",
+                (true, false) => "only in b",
+                _ => "differs",
+            };
+            println!("{what:<10} {}", d.alert);
+            println!("    a: {}", show_intervals(&d.a));
+            println!("    b: {}", show_intervals(&d.b));
+        }
+        println!(
+            "{} alerts differ ({} fired in a, {} in b)",
+            diffs.len(),
+            timelines[0].firing_intervals().len(),
+            other.firing_intervals().len()
+        );
+    }
+    Ok(if diffs.is_empty() {
+        Outcome::Ok
+    } else {
+        Outcome::CheckFailed
+    })
+}

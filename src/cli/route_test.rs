@@ -1,0 +1,48 @@
+//! `tocsin route-test`: the receivers an alert with given labels would reach.
+
+use std::path::PathBuf;
+
+use anyhow::{Result, bail};
+
+use super::{Outcome, load_config};
+
+pub(crate) fn route_test(
+    labels: &[String],
+    config: Option<PathBuf>,
+    verify: Option<&str>,
+) -> Result<Outcome> {
+    let (cfg, source) = load_config(config).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let Some(plan) = cfg.notify_plan() else {
+        bail!(
+            "{}: no route configured",
+            source
+                .map(|p| p.display().to_string())
+                .unwrap_or_else(|| "built-in configuration".into())
+        );
+    };
+    let mut map = std::collections::BTreeMap::new();
+    for l in labels {
+        let Some((k, v)) = l.split_once('=') else {
+            bail!("expected label=value, got {l:?}");
+        };
+        let v = v
+            .strip_prefix('"')
+            .and_then(|v| v.strip_suffix('"'))
+            .unwrap_or(v);
+        map.insert(k.trim().to_string(), v.to_string());
+    }
+    let receivers = plan.routes().route_test(&map);
+    println!("{}", receivers.join(","));
+    if let Some(want) = verify {
+        let want: Vec<&str> = want.split(',').map(str::trim).collect();
+        if want != receivers {
+            eprintln!(
+                "want receivers {}, got {}",
+                want.join(","),
+                receivers.join(",")
+            );
+            return Ok(Outcome::CheckFailed);
+        }
+    }
+    Ok(Outcome::Ok)
+}

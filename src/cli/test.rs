@@ -1,0 +1,72 @@
+//! `tocsin test`: rule unit tests in promtool's format.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result, bail};
+
+use super::Outcome;
+
+pub(crate) fn parse_compat(s: &str) -> Result<tocsin::promql::Compat, String> {
+    match s {
+        "2" => Ok(tocsin::promql::Compat::Prometheus2),
+        "3" => Ok(tocsin::promql::Compat::Prometheus3),
+        other => Err(format!("expected 2 or 3, got {other:?}")),
+    }
+}
+
+pub(crate) fn test(
+    files: &[PathBuf],
+    run: Option<&str>,
+    junit: Option<PathBuf>,
+    compat: tocsin::promql::Compat,
+) -> Result<Outcome> {
+    use tocsin::rules::unittest::{junit_xml, run_file};
+    let run = run
+        .map(regex::Regex::new)
+        .transpose()
+        .context("invalid --run regex")?;
+    if files.is_empty() {
+        bail!("no test files given");
+    }
+    let mut failed = false;
+    let mut reports = Vec::new();
+    for f in files {
+        println!("Unit Testing:  {}", f.display());
+        match run_file(f, run.as_ref(), compat) {
+            Ok(r) => {
+                for g in &r.groups {
+                    for msg in &g.skipped {
+                        println!("  skipped in {}: {msg}", g.name);
+                    }
+                }
+                if r.passed() {
+                    println!("  SUCCESS");
+                } else {
+                    failed = true;
+                    println!("  FAILED:");
+                    for g in r.groups.iter().filter(|g| !g.failures.is_empty()) {
+                        for msg in &g.failures {
+                            println!("    in {}: {msg}", g.name);
+                        }
+                    }
+                }
+                reports.push(Ok(r));
+            }
+            Err(e) => {
+                failed = true;
+                println!("  FAILED:\n{e}");
+                reports.push(Err((f.clone(), e.to_string())));
+            }
+        }
+        println!();
+    }
+    if let Some(path) = junit {
+        std::fs::write(&path, junit_xml(&reports))
+            .with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    Ok(if failed {
+        Outcome::CheckFailed
+    } else {
+        Outcome::Ok
+    })
+}
