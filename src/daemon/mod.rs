@@ -1,2 +1,396 @@
-//! The daemon.
+//! The daemon as a library: [`Daemon::start`] wires the store, the scrape scheduler, the rule
+//! manager, the notification pipeline and sender, the reload loop and the HTTP server from a
+//! validated [`Config`], and returns a [`Running`] daemon; [`Running::shutdown`] stops it in order
+//! (rules, sender, scrapes, final store flush, HTTP server). `tocsin run` is this plus signal
+//! handling and logging; tests start it in-process on a loopback port.
+//!
+//! Invariants:
+//! - nothing here reads the clock except to stamp the start time: the loops it starts read the
+//!   [`Clock`] they are given, once per tick;
+//! - nothing here reads the process environment: secrets and tokens come from
+//!   [`DaemonOptions::env`], which `tocsin run` fills from `std::env::vars()`;
+//! - SQLite work runs on blocking threads, never on the runtime's;
+//! - shutdown never waits longer than its bounds (15 s for a delivery in flight, 5 s for the HTTP
+//!   server) and always ends with a final store flush.
+
 pub mod reload;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::clock::Clock;
+use crate::config::Config;
+use crate::ingest::scheduler::{Scheduler, StatusBoard};
+use crate::notify::pipeline::Notifier;
+use crate::rules::manager::{RuleConfig, RuleManager};
+use crate::selfmetrics::SelfMetrics;
+use crate::store::{Store, StoreError, StoreOptions};
+
+/// Why the daemon could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    /// A `*_env`/`*_file` secret of a target could not be read.
+    #[error("targets: {0}")]
+    Secret(#[from] crate::config::SecretError),
+    /// The store could not be opened or read.
+    #[error("store: {0}")]
+    Store(#[from] StoreError),
+    /// The listen address could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        addr: String,
+        source: std::io::Error,
+    },
+    /// A receiver could not be built (a missing secret, an invalid URL).
+    #[error("receivers: {0}")]
+    Receivers(String),
+    /// `server.api_token_env` or `server.api_read_token_env` names an unset variable.
+    #[error("server.{field} names {var}, which is not set")]
+    TokenUnset { field: &'static str, var: String },
+    /// The SIGHUP handler could not be installed.
+    #[error("cannot install the sighup handler: {0}")]
+    Signal(std::io::Error),
+    /// A blocking start-up task panicked.
+    #[error("start-up task failed: {0}")]
+    Task(#[from] tokio::task::JoinError),
+}
+
+/// How to run besides the configuration.
+#[derive(Debug, Clone, Default)]
+pub struct DaemonOptions {
+    /// The configuration file, re-read by reloads for its notification sections; `None` for the
+    /// built-in default (then only rules reload).
+    pub source: Option<PathBuf>,
+    /// Shadow mode: evaluate, route and record every notification, deliver none.
+    pub dry_run: bool,
+    /// The environment `*_env` settings are read from.
+    pub env: HashMap<String, String>,
+}
+
+/// The entry point: see the module documentation.
+pub struct Daemon;
+
+/// A started daemon. Dropping it without [`Running::shutdown`] aborts nothing: call shutdown.
+pub struct Running {
+    addr: SocketAddr,
+    store: Arc<Store>,
+    clock: Arc<dyn Clock>,
+    manager: Arc<RuleManager>,
+    shutdown_tx: watch::Sender<bool>,
+    scrapes: tokio::task::JoinSet<()>,
+    sender: Option<JoinHandle<()>>,
+    reloader: JoinHandle<()>,
+    server: JoinHandle<std::io::Result<()>>,
+    #[cfg(unix)]
+    sighup: JoinHandle<()>,
+}
+
+impl Daemon {
+    /// Opens the store, starts every loop and the HTTP server, and requests the first rule load.
+    pub async fn start(
+        cfg: Config,
+        clock: Arc<dyn Clock>,
+        opts: DaemonOptions,
+    ) -> Result<Running, DaemonError> {
+        let targets = cfg.build_targets()?;
+        let started_ms = clock.now_ms();
+        let store_path = cfg.storage.path.clone();
+        let store_opts = StoreOptions {
+            head_window_ms: cfg.storage.head_window.as_millis(),
+            retention_ms: cfg.storage.retention.as_millis(),
+        };
+        let store = {
+            let path = store_path.clone();
+            tokio::task::spawn_blocking(move || Store::open(&path, store_opts)).await??
+        };
+        let store = Arc::new(store);
+        let listener = tokio::net::TcpListener::bind(&cfg.server.listen)
+            .await
+            .map_err(|source| DaemonError::Listen {
+                addr: cfg.server.listen.clone(),
+                source,
+            })?;
+        let addr = listener
+            .local_addr()
+            .map_err(|source| DaemonError::Listen {
+                addr: cfg.server.listen.clone(),
+                source,
+            })?;
+        tracing::info!(listen = %addr, store = %store_path.display(), targets = targets.len(), "tocsin started");
+
+        let metrics = Arc::new(SelfMetrics::new(started_ms as f64 / 1000.0));
+        let status = Arc::new(StatusBoard::default());
+        let scheduler = Scheduler {
+            store: store.clone(),
+            clock: clock.clone(),
+            metrics: metrics.clone(),
+            status: status.clone(),
+            client: crate::ingest::scrape::client(),
+        };
+        let (shutdown_tx, shutdown_rx) = watch::channel(false);
+        let scrapes = scheduler.spawn(targets, cfg.storage.flush_interval.0, shutdown_rx.clone());
+
+        // rules: restore persisted alert state; the reload loop loads them
+        let rule_config = RuleConfig {
+            patterns: cfg.rule_files.clone(),
+            base: opts
+                .source
+                .as_ref()
+                .and_then(|p| p.parent().map(PathBuf::from))
+                .unwrap_or_default(),
+            default_interval_ms: cfg.evaluation.interval.as_millis(),
+            grace: cfg
+                .targets
+                .iter()
+                .map(|t| (t.name.value.clone(), t.startup_grace.as_millis()))
+                .collect(),
+            external_labels: Default::default(),
+            external_url: format!("http://{addr}"),
+            compat: cfg.evaluation.compat(),
+        };
+        let manager = RuleManager::new(
+            store.clone(),
+            clock.clone(),
+            metrics.clone(),
+            rule_config.clone(),
+        );
+        {
+            let m = manager.clone();
+            match tokio::task::spawn_blocking(move || m.restore()).await? {
+                Ok(n) if n > 0 => tracing::info!(alerts = n, "alert state restored"),
+                Ok(_) => {}
+                Err(e) => tracing::error!(error = %e, "cannot read persisted alert state"),
+            }
+        }
+
+        let silences = {
+            let store = store.clone();
+            let now = clock.now_ms();
+            Arc::new(
+                tokio::task::spawn_blocking(move || {
+                    crate::notify::silence::Silences::load(store, now)
+                })
+                .await??,
+            )
+        };
+        let (notify_reload, sender) = start_notifications(
+            &cfg,
+            &opts,
+            addr,
+            &store,
+            &clock,
+            &metrics,
+            &manager,
+            &silences,
+            shutdown_rx.clone(),
+        )
+        .await?;
+
+        let (reload_tx, reload_rx) = tokio::sync::mpsc::channel(1);
+        let reloads = Arc::new(reload::ReloadHistory::default());
+        let reloader = tokio::spawn(
+            reload::Reloader {
+                manager: manager.clone(),
+                history: reloads.clone(),
+                clock: clock.clone(),
+                rules: rule_config,
+                notify: notify_reload,
+                env: opts.env.clone(),
+                tx: reload_tx.clone(),
+            }
+            .run(reload_rx),
+        );
+        #[cfg(unix)]
+        let sighup = reload::spawn_sighup(reload_tx.clone()).map_err(DaemonError::Signal)?;
+        let _ = reload_tx.send(reload::ReloadRequest::startup()).await;
+
+        let token = |field: &'static str, var: &Option<String>| match var {
+            Some(var) => match opts.env.get(var) {
+                Some(v) => Ok(Some(v.clone())),
+                None => Err(DaemonError::TokenUnset {
+                    field,
+                    var: var.clone(),
+                }),
+            },
+            None => Ok(None),
+        };
+        let api_token = token("api_token_env", &cfg.server.api_token_env)?;
+        let read_token = token("api_read_token_env", &cfg.server.api_read_token_env)?;
+        if api_token.is_none() {
+            tracing::warn!(
+                "server.api_token_env is not set: API writes (silences, reload) need no token"
+            );
+        }
+        let app = crate::server::router(crate::server::AppState {
+            status,
+            metrics,
+            clock: clock.clone(),
+            started_ms,
+            store_path: store_path.display().to_string(),
+            reload: Some(reload_tx),
+            reloads,
+            rules: Some(manager.clone()),
+            silences: Some(silences),
+            store: Some(store.clone()),
+            engine: crate::promql::Engine::new(crate::promql::EngineOptions {
+                compat: cfg.evaluation.compat(),
+                default_subquery_step_ms: cfg.evaluation.interval.as_millis(),
+                // the API refuses more than 11,000 points per series itself (Prometheus's check)
+                max_steps: crate::server::MAX_POINTS + 1,
+                ..Default::default()
+            }),
+            api_token,
+            read_token,
+        });
+        let mut server_shutdown = shutdown_rx.clone();
+        let server = tokio::spawn(async move {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(async move {
+                    let _ = server_shutdown.changed().await;
+                })
+                .await
+        });
+        Ok(Running {
+            addr,
+            store,
+            clock,
+            manager,
+            shutdown_tx,
+            scrapes,
+            sender,
+            reloader,
+            server,
+            #[cfg(unix)]
+            sighup,
+        })
+    }
+}
+
+/// Builds routing, receivers and the notifier from the configuration's notification sections,
+/// hands the notifier to the rule manager and starts the sender (unless dry-run). Returns what a
+/// reload needs to swap the sections (when they come from a file) and the sender task.
+#[allow(clippy::too_many_arguments)]
+async fn start_notifications(
+    cfg: &Config,
+    opts: &DaemonOptions,
+    addr: SocketAddr,
+    store: &Arc<Store>,
+    clock: &Arc<dyn Clock>,
+    metrics: &Arc<SelfMetrics>,
+    manager: &Arc<RuleManager>,
+    silences: &Arc<crate::notify::silence::Silences>,
+    shutdown: watch::Receiver<bool>,
+) -> Result<(Option<reload::NotifyReload>, Option<JoinHandle<()>>), DaemonError> {
+    let Some(plan) = cfg.notify_plan() else {
+        tracing::warn!("no route configured: alerts are tracked but no notification is sent");
+        return Ok((None, None));
+    };
+    let digest_interval_ms = cfg.evaluation.interval.as_millis();
+    let crate::notify::setup::NotifyParts {
+        routes,
+        inhibitor,
+        names,
+        integrations,
+    } = plan
+        .parts(
+            &opts.env,
+            crate::ingest::scrape::client(),
+            digest_interval_ms,
+        )
+        .map_err(|e| DaemonError::Receivers(e.join("; ")))?;
+    let notifier = {
+        let store = store.clone();
+        let names = names.clone();
+        let url = format!("http://{addr}");
+        tokio::task::spawn_blocking(move || Notifier::new(&store, routes, inhibitor, names, url))
+            .await??
+    };
+    let wakeup = Arc::new(tokio::sync::Notify::new());
+    manager.set_delivery_wakeup(wakeup.clone());
+    let notifier = Arc::new(
+        notifier
+            .with_silences(silences.clone())
+            .with_metrics(metrics.clone())
+            .with_dry_run(opts.dry_run),
+    );
+    manager.set_notifier(notifier.clone());
+    let (integrations_tx, integrations_rx) = watch::channel(None);
+    let notify_reload = opts.source.as_ref().map(|path| reload::NotifyReload {
+        source: path.clone(),
+        notifier,
+        integrations: integrations_tx,
+        current: reload::notify_sections(cfg),
+        digest_interval_ms,
+    });
+    tracing::info!(
+        receivers = plan.receivers.len(),
+        integrations = integrations.len(),
+        "notifications on"
+    );
+    if opts.dry_run {
+        // what an earlier run queued stays queued for the next run that delivers
+        tracing::warn!("dry run: notifications are recorded as shadow ones, none is sent");
+        return Ok((notify_reload, None));
+    }
+    let sender =
+        crate::notify::sender::Sender::new(store.clone(), clock.clone(), integrations, names);
+    let task = tokio::spawn(crate::notify::sender::run(
+        sender,
+        metrics.clone(),
+        wakeup,
+        integrations_rx,
+        shutdown,
+    ));
+    Ok((notify_reload, Some(task)))
+}
+
+impl Running {
+    /// The address the HTTP server listens on (the port chosen when the config says `:0`).
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The rule manager, for in-process tests and tools.
+    pub fn rules(&self) -> &Arc<RuleManager> {
+        &self.manager
+    }
+
+    /// Stops rules, the sender (a delivery in flight finishes, bounded by its timeout; what is
+    /// left stays queued), scrapes, flushes the store and stops the HTTP server.
+    pub async fn shutdown(mut self) {
+        tracing::info!("shutting down: stopping rules and scrapes, flushing the store");
+        self.reloader.abort();
+        #[cfg(unix)]
+        self.sighup.abort();
+        self.manager.stop().await;
+        let _ = self.shutdown_tx.send(true);
+        if let Some(sender) = self.sender.take() {
+            let _ = tokio::time::timeout(Duration::from_secs(15), sender).await;
+        }
+        while self.scrapes.join_next().await.is_some() {}
+        let now = self.clock.now_ms();
+        let store = self.store.clone();
+        match tokio::task::spawn_blocking(move || store.close(now)).await {
+            Ok(Ok(stats)) => tracing::info!(
+                samples = stats.samples,
+                chunks = stats.chunks,
+                "store flushed"
+            ),
+            Ok(Err(e)) => {
+                tracing::error!(error = %e, "final store flush failed; samples since the last flush may be lost")
+            }
+            Err(e) => tracing::error!(error = %e, "final store flush task failed"),
+        }
+        match tokio::time::timeout(Duration::from_secs(5), self.server).await {
+            Ok(Ok(Err(e))) => tracing::error!(error = %e, "http server error"),
+            Err(_) => tracing::warn!("http server did not stop within 5s"),
+            _ => {}
+        }
+    }
+}

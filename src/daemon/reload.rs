@@ -54,6 +54,8 @@ pub enum ReloadCause {
     Signal,
     /// `POST /-/reload` was called.
     Api,
+    /// The daemon started: the first load of the rules.
+    Startup,
 }
 
 /// One request to reload the rules, sent by a trigger to the reload function.
@@ -83,7 +85,7 @@ pub const RELOADS_KEPT: usize = 20;
 pub struct ReloadRecord {
     /// when the reload finished (ms since the epoch)
     pub t: i64,
-    /// `file`, `signal` or `api` ([`ReloadCause::kind`])
+    /// `file`, `signal`, `api` or `startup` ([`ReloadCause::kind`])
     pub cause: &'static str,
     pub ok: bool,
     pub errors: Vec<String>,
@@ -142,12 +144,13 @@ pub enum ReloadError {
 }
 
 impl ReloadCause {
-    /// A short fixed name for metric labels and logs: `file`, `signal` or `api`.
+    /// A short fixed name for metric labels and logs: `file`, `signal`, `api` or `startup`.
     pub fn kind(&self) -> &'static str {
         match self {
             ReloadCause::FileChange(_) => "file",
             ReloadCause::Signal => "signal",
             ReloadCause::Api => "api",
+            ReloadCause::Startup => "startup",
         }
     }
 }
@@ -164,6 +167,7 @@ impl fmt::Display for ReloadCause {
             }
             ReloadCause::Signal => f.write_str("sighup received"),
             ReloadCause::Api => f.write_str("reload requested through the api"),
+            ReloadCause::Startup => f.write_str("daemon started"),
         }
     }
 }
@@ -181,6 +185,14 @@ impl ReloadRequest {
     pub fn signal() -> ReloadRequest {
         ReloadRequest {
             cause: ReloadCause::Signal,
+            done: None,
+        }
+    }
+
+    /// The first load at start-up; nobody waits for its outcome.
+    pub fn startup() -> ReloadRequest {
+        ReloadRequest {
+            cause: ReloadCause::Startup,
             done: None,
         }
     }
@@ -321,6 +333,185 @@ pub fn spawn_sighup(
             }
         }
     }))
+}
+
+/// What a reload needs to swap the notification sections of the configuration file.
+pub struct NotifyReload {
+    /// the configuration file the sections are re-read from
+    pub source: PathBuf,
+    /// the notifier whose routing and inhibition a reload replaces
+    pub notifier: Arc<crate::notify::pipeline::Notifier>,
+    /// where the sender receives its new integrations
+    pub integrations: tokio::sync::watch::Sender<Option<crate::notify::sender::Integrations>>,
+    /// the sections in force, to tell whether a reload changed them
+    pub current: String,
+    /// a digest receiver's interval (the evaluation interval)
+    pub digest_interval_ms: i64,
+}
+
+/// The notification sections of `cfg`, compared across reloads.
+pub fn notify_sections(cfg: &crate::config::Config) -> String {
+    serde_json::json!([
+        cfg.route,
+        cfg.receivers,
+        cfg.inhibit_rules,
+        cfg.time_intervals
+    ])
+    .to_string()
+}
+
+/// New notification sections, built and validated, ready to swap in.
+struct PreparedNotify {
+    sections: String,
+    parts: crate::notify::setup::NotifyParts,
+}
+
+impl NotifyReload {
+    /// Re-reads the configuration file and builds its notification sections when they changed
+    /// (`None`: unchanged). Blocking: reads the file. Other sections (targets, storage, server)
+    /// need a restart.
+    fn prepare(
+        &self,
+        env: &std::collections::HashMap<String, String>,
+    ) -> Result<Option<PreparedNotify>, Vec<String>> {
+        let cfg = crate::config::Config::load(&self.source).map_err(|e| vec![e.to_string()])?;
+        let sections = notify_sections(&cfg);
+        if sections == self.current {
+            return Ok(None);
+        }
+        let Some(plan) = cfg.notify_plan() else {
+            return Err(vec![format!(
+                "{}: route removed: turning notifications off needs a restart",
+                self.source.display()
+            )]);
+        };
+        let parts = plan
+            .parts(
+                env,
+                crate::ingest::scrape::client(),
+                self.digest_interval_ms,
+            )
+            .map_err(|e| {
+                e.into_iter()
+                    .map(|e| format!("{}: {e}", self.source.display()))
+                    .collect::<Vec<_>>()
+            })?;
+        Ok(Some(PreparedNotify { sections, parts }))
+    }
+
+    /// Swaps in what [`NotifyReload::prepare`] built.
+    fn apply(&mut self, p: PreparedNotify) {
+        self.notifier
+            .set_routing(p.parts.routes, p.parts.inhibitor, p.parts.names.clone());
+        let _ = self
+            .integrations
+            .send(Some((p.parts.integrations, p.parts.names)));
+        self.current = p.sections;
+    }
+}
+
+/// The one reload function: serves reload requests one at a time. Each reload validates the
+/// rule files and the configuration's notification sections together on a blocking thread,
+/// then swaps both or neither; it answers the requester and re-aims the file watcher at the
+/// rule files now in use.
+pub struct Reloader {
+    pub manager: Arc<crate::rules::manager::RuleManager>,
+    pub history: Arc<ReloadHistory>,
+    pub clock: Arc<dyn crate::clock::Clock>,
+    pub rules: crate::rules::manager::RuleConfig,
+    /// `None`: notifications are off or come from the built-in default (not reloadable)
+    pub notify: Option<NotifyReload>,
+    /// the environment `*_env` secrets of receivers are read from
+    pub env: std::collections::HashMap<String, String>,
+    /// handed to the file watcher
+    pub tx: mpsc::Sender<ReloadRequest>,
+}
+
+impl Reloader {
+    /// Runs until every sender of `rx` is gone.
+    pub async fn run(mut self, mut rx: mpsc::Receiver<ReloadRequest>) {
+        let mut watcher = None;
+        while let Some(req) = rx.recv().await {
+            info!(cause = %req.cause, "reloading rules");
+            let errors = self.reload_once().await;
+            let ok = errors.is_empty();
+            self.history.record(ReloadRecord {
+                t: self.clock.now_ms(),
+                cause: req.cause.kind(),
+                ok,
+                errors: errors.clone(),
+            });
+            if ok || watcher.is_none() {
+                // watch the files in use, and the directories of glob patterns for new files
+                let files = self.manager.rules().files.clone();
+                let dirs: Vec<PathBuf> = self
+                    .rules
+                    .patterns
+                    .iter()
+                    .filter(|p| p.contains(['*', '?', '[']))
+                    .filter_map(|p| self.rules.base.join(p).parent().map(PathBuf::from))
+                    .filter(|d| d.is_dir())
+                    .collect();
+                match watch_rule_files(&files, &dirs, self.tx.clone()) {
+                    Ok(w) => watcher = Some(w),
+                    Err(e) => {
+                        warn!(error = %e, "cannot watch rule files; SIGHUP and POST /-/reload still reload")
+                    }
+                }
+            }
+            req.respond(if ok {
+                ReloadOutcome::succeeded()
+            } else {
+                ReloadOutcome::failed(errors)
+            });
+        }
+    }
+
+    /// One reload: every error of the rules and of the notification sections, or none when
+    /// both were swapped in.
+    async fn reload_once(&mut self) -> Vec<String> {
+        let manager = self.manager.clone();
+        let notify = self.notify.take();
+        let env = self.env.clone();
+        let prepared = tokio::task::spawn_blocking(move || {
+            let rules = manager.load_rules();
+            let sections = notify.as_ref().map(|n| n.prepare(&env));
+            (rules, sections, notify)
+        })
+        .await;
+        let (rules, sections, notify) = match prepared {
+            Ok(p) => p,
+            Err(e) => {
+                // the notify handle went with the task: notifications stay as they are but can
+                // no longer reload; say so loudly
+                tracing::error!(error = %e, "reload task failed; notification sections can no longer reload");
+                return vec![format!("reload task failed: {e}")];
+            }
+        };
+        self.notify = notify;
+        let mut errors: Vec<String> = Vec::new();
+        if let Err(e) = &rules {
+            errors.extend(e.0.iter().map(|e| e.to_string()));
+        }
+        if let Some(Err(e)) = &sections {
+            errors.extend(e.iter().cloned());
+        }
+        if !errors.is_empty() {
+            for e in &errors {
+                tracing::error!(error = %e, "reload failed, the old rules and notification configuration stay");
+            }
+            self.manager.reload_failed();
+            return errors;
+        }
+        if let Ok(set) = rules {
+            self.manager.apply(set).await;
+        }
+        if let (Some(Ok(Some(p))), Some(n)) = (sections, self.notify.as_mut()) {
+            n.apply(p);
+            info!("notification routing and receivers reloaded");
+        }
+        errors
+    }
 }
 
 impl Drop for RuleWatcher {

@@ -1491,6 +1491,16 @@ mod tests {
 
     #[test]
     fn data_limits_stop_growing_arrays_strings_and_maps() {
+        // a time limit that cannot come first, so the data limits are what stops each script
+        // even on a loaded machine (the default 1 s was reached first under a parallel build)
+        let runtime_message = |script: &str| {
+            let engine = ScriptEngine::with_time_limit(Duration::from_secs(600));
+            let compiled = engine.compile(script).unwrap();
+            match engine.run(&compiled, &evaluator()) {
+                Err(ScriptError::Runtime { message, .. }) => message,
+                other => panic!("{script}: expected a runtime error, got {other:?}"),
+            }
+        };
         let message = runtime_message("let a = []; loop { a.push(1) }");
         assert!(
             message.contains("array exceeds the size limit"),

@@ -203,10 +203,11 @@ impl RuleManager {
 
     /// Loads and validates every rule file; on success swaps the rules in and restarts the group
     /// tasks (keeping the state of unchanged rules), on any error keeps everything as it is.
+    /// The daemon's reload (`daemon::reload::Reloader`) validates the notification sections
+    /// too, and calls [`RuleManager::load_rules`] and [`RuleManager::apply`] itself.
     pub async fn reload(self: &Arc<Self>) -> ReloadReport {
-        let _serial = self.reload_lock.lock().await;
         let me = self.clone();
-        let loaded = tokio::task::spawn_blocking(move || me.load())
+        let loaded = tokio::task::spawn_blocking(move || me.load_rules())
             .await
             .unwrap_or_else(|e| {
                 Err(RuleErrors(vec![super::RuleError {
@@ -217,21 +218,32 @@ impl RuleManager {
                     message: format!("rule loading panicked: {e}"),
                 }]))
             });
-        let set = match loaded {
-            Ok(set) => set,
+        match loaded {
+            Ok(set) => self.apply(set).await,
             Err(errors) => {
                 for e in &errors.0 {
                     tracing::error!(error = %e, "rule reload failed, old rules keep running");
                 }
-                self.metrics.rule_reload_success.set(0);
-                return ReloadReport {
+                self.reload_failed();
+                ReloadReport {
                     ok: false,
                     groups: self.rules().groups.len(),
                     rules: self.rules().rule_count(),
                     errors: errors.0.iter().map(|e| e.to_string()).collect(),
-                };
+                }
             }
-        };
+        }
+    }
+
+    /// Records a failed reload (the old rules keep running).
+    pub fn reload_failed(&self) {
+        self.metrics.rule_reload_success.set(0);
+    }
+
+    /// Swaps `set` in and restarts the group tasks, keeping the state of every rule whose key
+    /// is unchanged. Reloads are serialized.
+    pub async fn apply(self: &Arc<Self>, set: RuleSet) -> ReloadReport {
+        let _serial = self.reload_lock.lock().await;
         let set = Arc::new(set);
         self.swap_states(&set);
         *self.rules.write().expect("rules lock") = set.clone();
@@ -250,7 +262,8 @@ impl RuleManager {
         }
     }
 
-    fn load(&self) -> Result<RuleSet, RuleErrors> {
+    /// Loads and validates every rule file named by the configuration's patterns (blocking).
+    pub fn load_rules(&self) -> Result<RuleSet, RuleErrors> {
         let files = expand_globs(&self.config.patterns, &self.config.base)?;
         load_files(&files, self.config.default_interval_ms, &self.scripts)
     }

@@ -269,7 +269,7 @@ async fn read_endpoints_answer_in_prometheus_shapes_with_tocsin_extensions() {
     assert!(data["build"]["gitHash"].is_string());
     assert_eq!(data["startup"]["rules"], 3);
     assert_eq!(data["reloads"][0]["success"], true);
-    assert_eq!(data["reloads"][0]["cause"], "signal");
+    assert_eq!(data["reloads"][0]["cause"], "startup");
 
     // the API description
     let (code, doc) = get(&format!("{b}/api/v1/openapi.json")).await;
