@@ -2,6 +2,7 @@
 mod api;
 mod common;
 mod daemon;
+mod daemon_inproc;
 mod notify_daemon;
 mod notify_receivers;
 mod notify_route;

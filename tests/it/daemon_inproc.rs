@@ -1,0 +1,118 @@
+//! The daemon started in-process through the library (`tocsin::daemon::Daemon`): behaviour that
+//! needs the whole wiring but not a separate process.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tocsin::clock::SystemClock;
+use tocsin::config::Config;
+use tocsin::daemon::{Daemon, DaemonOptions, Running};
+
+use crate::common::{Deadline, free_addr};
+
+const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/reload");
+
+/// Writes fixture `name` to `to`, with the listen address and data directory filled in.
+fn install(name: &str, to: &Path, dir: &Path, listen: &str) {
+    let text = std::fs::read_to_string(Path::new(FIXTURES).join(name)).unwrap();
+    let text = text
+        .replace("LISTEN", listen)
+        .replace("DATA", &dir.join("data").display().to_string());
+    std::fs::write(to, text).unwrap();
+}
+
+async fn start(dir: &Path) -> Running {
+    let path = dir.join("tocsin.yml");
+    let cfg = Config::load(&path).unwrap();
+    let opts = DaemonOptions {
+        source: Some(path),
+        dry_run: false,
+        env: Default::default(),
+    };
+    Daemon::start(cfg, Arc::new(SystemClock), opts)
+        .await
+        .unwrap()
+}
+
+/// The names of the rules the daemon's API lists.
+async fn rule_names(base: &str) -> Vec<String> {
+    let text = reqwest::get(format!("{base}/api/v1/rules"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let mut names: Vec<String> = v["data"]["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|g| g["rules"].as_array().unwrap().iter())
+        .map(|r| r["name"].as_str().unwrap().to_string())
+        .collect();
+    names.sort();
+    names
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_with_valid_rules_and_an_undefined_receiver_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let listen = free_addr().to_string();
+    std::fs::create_dir(dir.path().join("rules")).unwrap();
+    let rules = dir.path().join("rules/reload.yml");
+    install(
+        "tocsin.yml",
+        &dir.path().join("tocsin.yml"),
+        dir.path(),
+        &listen,
+    );
+    install("rules-one.yml", &rules, dir.path(), &listen);
+    let daemon = start(dir.path()).await;
+    let base = format!("http://{}", daemon.addr());
+    let loaded = Deadline::new(
+        "first rule load",
+        Duration::from_secs(20),
+        Duration::from_millis(50),
+    );
+    while rule_names(&base).await != ["First"] {
+        loaded.tick().await;
+    }
+
+    // valid new rules, and a configuration whose route names an undefined receiver
+    install("rules-two.yml", &rules, dir.path(), &listen);
+    install(
+        "tocsin-undefined-receiver.yml",
+        &dir.path().join("tocsin.yml"),
+        dir.path(),
+        &listen,
+    );
+    let client = reqwest::Client::new();
+    let resp = client
+        .post(format!("{base}/-/reload"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 500);
+    let body = resp.text().await.unwrap();
+    assert!(body.contains("pager"), "{body}");
+    // neither the rules nor the routing changed
+    assert_eq!(rule_names(&base).await, ["First"]);
+    assert_eq!(daemon.rules().rules().rule_count(), 1);
+
+    // the same rules with the receiver fixed go in
+    install(
+        "tocsin.yml",
+        &dir.path().join("tocsin.yml"),
+        dir.path(),
+        &listen,
+    );
+    let resp = client
+        .post(format!("{base}/-/reload"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200, "{}", resp.text().await.unwrap());
+    assert_eq!(rule_names(&base).await, ["First", "Second"]);
+    daemon.shutdown().await;
+}
