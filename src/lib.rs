@@ -26,6 +26,7 @@ pub mod selfmetrics;
 pub mod server;
 pub mod store;
 pub mod sys;
+pub mod task;
 pub mod timefmt;
 pub mod ui;
 

@@ -36,6 +36,9 @@ pub struct SelfMetrics {
     pub rule_group_last_duration_seconds: Family<GroupLabels, Gauge<f64, AtomicU64>>,
     pub rule_group_iterations_missed: Family<GroupLabels, Counter>,
     pub rule_evaluation_failures: Family<GroupLabels, Counter>,
+    /// panics caught in blocking work (scrape ingest, health probe, store flush, rule group
+    /// evaluation); the endpoint or group goes on at its next tick
+    pub task_panics: Family<TaskLabels, Counter>,
     pub alerts: Family<StateLabels, Gauge>,
     /// notifications queued by the pipeline, by receiver
     pub notifications_queued: Family<ReceiverLabels, Counter>,
@@ -46,6 +49,13 @@ pub struct SelfMetrics {
     pub notification_outbox_depth: Gauge,
     /// 0 closed, 1 open, 2 half-open
     pub notification_breaker_state: Family<IntegrationLabels, Gauge>,
+}
+
+/// The kind of loop a caught panic happened in: `scrape`, `probe`, `flush` or `rule_group`
+/// (the endpoint or group is named in the log line, not in a label, to bound cardinality).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TaskLabels {
+    pub task: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -198,7 +208,14 @@ impl SelfMetrics {
             "Circuit breaker of each integration: 0 closed, 1 open, 2 half-open",
             notification_breaker_state.clone(),
         );
+        let task_panics = Family::<TaskLabels, Counter>::default();
+        registry.register(
+            "task_panics",
+            "Panics caught in blocking work by loop kind; the endpoint or group keeps running",
+            task_panics.clone(),
+        );
         SelfMetrics {
+            task_panics,
             notifications_queued,
             notifications_shadow,
             notifications,

@@ -231,7 +231,7 @@ impl Scheduler {
         let fetch_seconds = started.elapsed().as_secs_f64();
         let store = self.store.clone();
         let limit = target.sample_limit;
-        let (cache, result) = tokio::task::spawn_blocking(move || {
+        let joined = crate::task::blocking(&self.metrics, "scrape", &target.name, move || {
             let result = fetched.and_then(|resp| {
                 let body = std::str::from_utf8(&resp.body).map_err(|_| ScrapeError::NotUtf8)?;
                 cache.ingest(&store, body, t, limit)
@@ -245,8 +245,18 @@ impl Scheduler {
             }
             (cache, result)
         })
-        .await
-        .expect("ingest task does not panic");
+        .await;
+        let (cache, result) = match joined {
+            Some(r) => r,
+            None => {
+                // the cache went with the panicking task: start afresh (known series are
+                // found again through the store's index at the next scrape)
+                (
+                    ScrapeCache::new(scrape::metrics_base_labels(target, url)),
+                    Err(ScrapeError::Panicked),
+                )
+            }
+        };
         let ok = result.is_ok();
         self.metrics
             .scrapes
@@ -302,14 +312,16 @@ impl Scheduler {
         let store = self.store.clone();
         let base = scrape::health_base_labels(target, url);
         let gauges = target.health_json.clone();
-        let (report, checks) = tokio::task::spawn_blocking(move || {
+        let joined = crate::task::blocking(&self.metrics, "probe", &target.name, move || {
             let mut checks = checks;
             let report =
                 scrape::ingest_health(&store, &base, t, seconds, &fetched, &gauges, &mut checks);
             (report, checks)
         })
-        .await
-        .expect("health ingest does not panic");
+        .await;
+        let Some((report, checks)) = joined else {
+            return Default::default();
+        };
         self.metrics
             .scrapes
             .get_or_create(&ScrapeLabels {
@@ -351,13 +363,15 @@ impl Scheduler {
     /// Flushes the store at `now` on a blocking thread and records the outcome.
     pub async fn flush(&self, now: i64) {
         let store = self.store.clone();
-        let (result, stats) = tokio::task::spawn_blocking(move || {
+        let joined = crate::task::blocking(&self.metrics, "flush", "store", move || {
             let result = store.flush(now);
             crate::sys::release_free_memory();
             (result, store.stats())
         })
-        .await
-        .expect("flush task does not panic");
+        .await;
+        let Some((result, stats)) = joined else {
+            return;
+        };
         self.metrics.store_series.set(stats.series as i64);
         self.metrics
             .store_head_chunk_bytes

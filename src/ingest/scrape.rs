@@ -38,6 +38,9 @@ pub enum ScrapeError {
     Parse(#[from] ParseError),
     #[error("{got} samples exceed the sample limit of {limit}")]
     SampleLimit { limit: usize, got: usize },
+    /// The ingest task panicked (a bug): logged and counted in `tocsin_task_panics_total`.
+    #[error("ingest failed unexpectedly (a panic, logged)")]
+    Panicked,
 }
 
 /// A fetched response.
