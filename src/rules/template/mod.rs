@@ -1,0 +1,407 @@
+//! Alert label and annotation templates in Prometheus's form: Go `text/template` syntax with
+//! Prometheus's functions (`humanize`, `humanizePercentage`, `printf`, `query`, …) and its
+//! variables (`$labels`, `$value`, `$externalLabels`, `$externalURL`).
+//!
+//! Written here rather than taken from a crate: `gtmpl` (the Go-template crate) is passively
+//! maintained, takes functions as plain `fn` pointers (so `query` would need global state),
+//! prints floats the Rust way (`inf`, no exponents) and reports parse errors by line only.
+//!
+//! Supported: text and `{{ }}` actions with `{{-`/`-}}` trimming and `{{/* comments */}}`;
+//! pipelines (`x | f a`), parenthesized pipelines, `$var := …`, `if`/`else if`/`else`/`end`,
+//! `range` (over query results or a map, with `$i, $x :=`), `with`; fields `.Labels.x`, `.Value`,
+//! `$labels.x`; string, number and boolean literals. Everything is checked at [`Template::parse`]
+//! (what `tocsin check` runs): syntax, unknown functions, undefined variables. Not supported
+//! (parse errors): `define`/`template`/`block`, method calls on values, `break`/`continue`.
+//! Comparisons (`eq`, `lt`, …) compare numbers numerically whatever their Go type (Go would
+//! reject `gt $value 1` for mixing float and int; accepting it is the kinder choice).
+
+mod format;
+mod parse;
+mod render;
+
+use std::collections::BTreeMap;
+
+pub use format::{go_float_v, go_g};
+use parse::*;
+use render::*;
+
+/// Occurs when a template does not parse (at `check` time) or fails while rendering.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum TemplateError {
+    #[error("template: {line}:{col}: {message}")]
+    Parse {
+        line: usize,
+        col: usize,
+        message: String,
+    },
+    #[error("template: {0}")]
+    Render(String),
+}
+
+/// What a template sees.
+pub struct TemplateData<'a> {
+    pub labels: &'a BTreeMap<String, String>,
+    pub external_labels: &'a BTreeMap<String, String>,
+    pub external_url: &'a str,
+    pub value: f64,
+}
+
+/// One sample of a `query` result.
+#[derive(Debug, Clone, PartialEq)]
+pub struct QueryResult {
+    pub labels: BTreeMap<String, String>,
+    pub value: f64,
+}
+
+/// Runs `query "…"` for templates (the rule layer gives the real engine at the evaluation time).
+pub trait QueryFn {
+    fn query(&self, promql: &str) -> Result<Vec<QueryResult>, String>;
+}
+
+/// A parsed template, ready to render many times.
+#[derive(Debug, Clone)]
+pub struct Template {
+    pub(super) nodes: Vec<Node>,
+    /// the text it was parsed from (what the rules API shows)
+    pub(super) source: String,
+}
+
+#[derive(Debug, Clone)]
+pub(super) enum Node {
+    Text(String),
+    Action(Pipeline),
+    If {
+        branches: Vec<(Pipeline, Vec<Node>)>,
+        otherwise: Vec<Node>,
+    },
+    Range {
+        pipe: Pipeline,
+        vars: Vec<String>,
+        body: Vec<Node>,
+        otherwise: Vec<Node>,
+    },
+    With {
+        pipe: Pipeline,
+        body: Vec<Node>,
+        otherwise: Vec<Node>,
+    },
+}
+
+#[derive(Debug, Clone)]
+pub(super) struct Pipeline {
+    /// `$x := …` (declare) or `$x = …` (assign)
+    pub(super) decl: Option<String>,
+    pub(super) cmds: Vec<Vec<Arg>>,
+}
+
+#[derive(Debug, Clone)]
+pub(super) enum Arg {
+    Func(String),
+    Var(String, Vec<String>),
+    Field(Vec<String>),
+    Dot,
+    Str(String),
+    Num(f64),
+    Bool(bool),
+    Sub(Box<Pipeline>),
+}
+
+pub(super) const FUNCS: &[&str] = &[
+    "humanize",
+    "humanize1024",
+    "humanizeDuration",
+    "humanizePercentage",
+    "humanizeTimestamp",
+    "toUpper",
+    "toLower",
+    "title",
+    "reReplaceAll",
+    "match",
+    "printf",
+    "query",
+    "first",
+    "value",
+    "label",
+    "sortByLabel",
+    "strvalue",
+    "args",
+    "safeHtml",
+    "stripPort",
+    "stripDomain",
+    "parseDuration",
+    "pathPrefix",
+    "externalURL",
+    "eq",
+    "ne",
+    "lt",
+    "le",
+    "gt",
+    "ge",
+    "and",
+    "or",
+    "not",
+    "len",
+    "index",
+    "print",
+    "println",
+    "html",
+    "js",
+    "urlquery",
+];
+
+impl Template {
+    /// Parses and checks a template: syntax, functions and variables.
+    pub fn parse(text: &str) -> Result<Template, TemplateError> {
+        let segments = split(text)?;
+        let mut p = Parser {
+            segs: segments,
+            i: 0,
+            text,
+            scopes: vec![vec![
+                "$".into(),
+                "$labels".into(),
+                "$externalLabels".into(),
+                "$externalURL".into(),
+                "$value".into(),
+            ]],
+            pending_else: None,
+        };
+        let (nodes, end) = p.nodes()?;
+        if let Some((kw, off)) = end {
+            return Err(p.err(off, format!("unexpected {{{{{kw}}}}}")));
+        }
+        Ok(Template {
+            nodes,
+            source: text.to_string(),
+        })
+    }
+
+    /// The text the template was parsed from.
+    pub fn source(&self) -> &str {
+        &self.source
+    }
+
+    /// Renders with `data`; `query` serves `query "…"` (None: `query` fails).
+    pub fn render(
+        &self,
+        data: &TemplateData<'_>,
+        query: Option<&dyn QueryFn>,
+    ) -> Result<String, TemplateError> {
+        let mut r = Renderer {
+            data,
+            query,
+            vars: vec![vec![
+                ("$labels".into(), Val::Map(data.labels.clone())),
+                (
+                    "$externalLabels".into(),
+                    Val::Map(data.external_labels.clone()),
+                ),
+                (
+                    "$externalURL".into(),
+                    Val::Str(data.external_url.to_string()),
+                ),
+                ("$value".into(), Val::Num(data.value)),
+                ("$".into(), Val::Root),
+            ]],
+            out: String::new(),
+        };
+        r.nodes(&self.nodes, &Val::Root)?;
+        Ok(r.out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn render_with(t: &str, labels: &[(&str, &str)], value: f64) -> Result<String, TemplateError> {
+        let labels: BTreeMap<String, String> = labels
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let ext = BTreeMap::from([("cluster".to_string(), "eu1".to_string())]);
+        let data = TemplateData {
+            labels: &labels,
+            external_labels: &ext,
+            external_url: "http://tocsin.example:9477/x",
+            value,
+        };
+        struct Q;
+        impl QueryFn for Q {
+            fn query(&self, q: &str) -> Result<Vec<QueryResult>, String> {
+                if q == "fail" {
+                    return Err("boom".into());
+                }
+                Ok(vec![
+                    QueryResult {
+                        labels: BTreeMap::from([("instance".into(), "b".into())]),
+                        value: 2.0,
+                    },
+                    QueryResult {
+                        labels: BTreeMap::from([("instance".into(), "a".into())]),
+                        value: 1.5,
+                    },
+                ])
+            }
+        }
+        Template::parse(t)?.render(&data, Some(&Q))
+    }
+
+    fn render(t: &str, value: f64) -> String {
+        render_with(t, &[("instance", "host:1"), ("job", "api")], value).unwrap()
+    }
+
+    #[test]
+    fn prometheus_humanize_outputs() {
+        // expected values from Prometheus's template_test.go
+        for (v, want) in [
+            (0.0, "0"),
+            (1.0, "1"),
+            (1234567.0, "1.235M"),
+            (12345.0, "12.35k"),
+            (0.0001234, "123.4u"),
+            (-1234567.0, "-1.235M"),
+            (f64::INFINITY, "+Inf"),
+            (f64::NAN, "NaN"),
+            (1e30, "1e+06Y"),
+        ] {
+            assert_eq!(render("{{ humanize $value }}", v), want, "humanize({v})");
+        }
+        for (v, want) in [
+            (0.0, "0"),
+            (1.0, "1"),
+            (1048576.0, "1Mi"),
+            (1234567.0, "1.177Mi"),
+            (4096.0, "4ki"),
+        ] {
+            assert_eq!(
+                render("{{ humanize1024 $value }}", v),
+                want,
+                "humanize1024({v})"
+            );
+        }
+        for (v, want) in [
+            (0.0, "0s"),
+            (1.0, "1s"),
+            (60.0, "1m 0s"),
+            (3600.0, "1h 0m 0s"),
+            (86400.0, "1d 0h 0m 0s"),
+            (90061.0, "1d 1h 1m 1s"),
+            (3661.0, "1h 1m 1s"),
+            (1.5, "1.5s"),
+            (0.5, "500ms"),
+            (0.0012, "1.2ms"),
+            (-3661.0, "-1h 1m 1s"),
+            (f64::INFINITY, "+Inf"),
+        ] {
+            assert_eq!(
+                render("{{ humanizeDuration $value }}", v),
+                want,
+                "humanizeDuration({v})"
+            );
+        }
+        assert_eq!(render("{{ $value | humanizePercentage }}", 0.0512), "5.12%");
+        assert_eq!(render("{{ $value | humanizePercentage }}", 0.0123), "1.23%");
+        assert_eq!(
+            render("{{ humanizeTimestamp $value }}", 1435065584.128),
+            "2015-06-23 13:19:44.128 +0000 UTC"
+        );
+    }
+
+    #[test]
+    fn seed_annotations_render_as_promtool() {
+        assert_eq!(
+            render(
+                "scaidns 5xx ratio {{ $value | humanizePercentage }} on {{ $labels.instance }}",
+                0.0123
+            ),
+            "scaidns 5xx ratio 1.23% on host:1"
+        );
+        assert_eq!(
+            render(r#"{{ printf "%.2f" $value }} jobs/s"#, 1.23456),
+            "1.23 jobs/s"
+        );
+        assert_eq!(
+            render(
+                "{{ .Labels.job }} {{ .Value }} {{ $externalLabels.cluster }}",
+                2.5
+            ),
+            "api 2.5 eu1"
+        );
+        assert_eq!(render("{{ $value }}", 1e21), "1e+21");
+        assert_eq!(render("{{ $value }}", 0.00001), "1e-05");
+    }
+
+    #[test]
+    fn control_flow_variables_and_trimming() {
+        assert_eq!(
+            render(
+                "{{ if gt $value 1.0 }}high{{ else if gt $value 0.5 }}mid{{ else }}low{{ end }}",
+                0.7
+            ),
+            "mid"
+        );
+        assert_eq!(
+            render("{{- $x := toUpper $labels.job -}} [ {{ $x }} ]", 0.0),
+            "[ API ]"
+        );
+        assert_eq!(render("a {{/* note */}} b", 0.0), "a  b");
+        assert_eq!(
+            render("{{ with $labels.missing }}x{{ else }}none{{ end }}", 0.0),
+            "none"
+        );
+        assert_eq!(
+            render(
+                "{{ range $k, $v := $labels }}{{ $k }}={{ $v }};{{ end }}",
+                0.0
+            ),
+            "instance=host:1;job=api;"
+        );
+        assert_eq!(
+            render(
+                r#"{{ reReplaceAll ":.*" "" $labels.instance | title }}"#,
+                0.0
+            ),
+            "Host"
+        );
+        assert_eq!(
+            render(
+                r#"{{ if match "^host" $labels.instance }}yes{{ end }}"#,
+                0.0
+            ),
+            "yes"
+        );
+        assert_eq!(render("{{ $labels.instance | stripPort }}", 0.0), "host");
+    }
+
+    #[test]
+    fn query_results_are_usable() {
+        assert_eq!(render(r#"{{ query "x" | first | value }}"#, 0.0), "2");
+        assert_eq!(
+            render(
+                r#"{{ range query "x" | sortByLabel "instance" }}{{ .Labels.instance }}:{{ .Value }} {{ end }}"#,
+                0.0
+            ),
+            "a:1.5 b:2 "
+        );
+        let e = render_with(r#"{{ query "fail" }}"#, &[], 0.0).unwrap_err();
+        assert!(e.to_string().contains("boom"), "{e}");
+    }
+
+    #[test]
+    fn check_time_errors_name_the_position() {
+        let e = Template::parse("ok {{ nosuchfunc $value }}").unwrap_err();
+        assert!(matches!(&e, TemplateError::Parse { line: 1, .. }), "{e}");
+        assert!(e.to_string().contains("\"nosuchfunc\" not defined"), "{e}");
+        let e = Template::parse("Instance {{ $label.foo }} down").unwrap_err();
+        assert!(
+            e.to_string().contains("undefined variable \"$label\""),
+            "{e}"
+        );
+        assert!(Template::parse("{{ if $value }}x").is_err());
+        assert!(Template::parse("x }} {{ end }}").is_err());
+        assert!(Template::parse("{{ template \"x\" }}").is_err());
+        let e = Template::parse("line1\n{{ $value | \n").unwrap_err();
+        assert!(matches!(e, TemplateError::Parse { line: 2, .. }), "{e}");
+    }
+}
