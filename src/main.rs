@@ -28,6 +28,7 @@ fn run(cli: Cli) -> Result<Outcome> {
         Command::Run { config, dry_run } => {
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
+                .thread_stack_size(tocsin::daemon::THREAD_STACK_BYTES)
                 .build()
                 .context("cannot start the async runtime")?;
             rt.block_on(cli::run::daemon(config, cli.log_format, dry_run))?;

@@ -32,6 +32,12 @@ use crate::rules::manager::{RuleConfig, RuleManager};
 use crate::selfmetrics::SelfMetrics;
 use crate::store::{Store, StoreError, StoreOptions};
 
+/// The stack of every thread of the daemon's runtime (workers and blocking threads), 8 MiB
+/// instead of tokio's 2: query evaluation recurses once per level of the expression, bounded by
+/// [`crate::promql::MAX_EXPR_DEPTH`], about 20 KB a level in a debug build. The memory is
+/// reserved, not committed: a thread touches only what it uses.
+pub const THREAD_STACK_BYTES: usize = 8 << 20;
+
 /// Why the daemon could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {

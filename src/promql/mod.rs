@@ -204,16 +204,100 @@ impl Storage for Store {
     }
 }
 
-/// Parses PromQL text into the crate's AST.
+/// The deepest expression tocsin parses: a bound on the syntax tree's depth, so parsing,
+/// evaluating and dropping an expression never overflows a thread's stack (before, one API
+/// request with `abs(` nested 1,400 deep, `up+up+…` 6,000 times or unary `-` 20,000 times
+/// aborted the daemon). Rule expressions are rarely deeper than 20; the test
+/// `deepest_expressions_fit_a_small_stack` runs the worst shapes at this depth through parse,
+/// evaluation and drop in a debug build on half the stack the daemon's threads get
+/// ([`crate::daemon::THREAD_STACK_BYTES`]).
+pub const MAX_EXPR_DEPTH: usize = 128;
+
+/// Parses PromQL text into the crate's AST. Expressions deeper than [`MAX_EXPR_DEPTH`] are
+/// refused before the parser sees them.
 pub fn parse(expr: &str) -> Result<promql_parser::parser::Expr, QueryError> {
     check_escapes(expr).map_err(|message| QueryError::Parse {
         expr: expr.to_string(),
         message,
     })?;
+    let depth = depth_bound(expr);
+    if depth > MAX_EXPR_DEPTH {
+        return Err(QueryError::Parse {
+            expr: truncated(expr),
+            message: format!(
+                "expression nests {depth} levels deep (brackets and operators), more than the limit of {MAX_EXPR_DEPTH}"
+            ),
+        });
+    }
     promql_parser::parser::parse(expr).map_err(|message| QueryError::Parse {
         expr: expr.to_string(),
         message,
     })
+}
+
+/// An upper bound on the depth of the syntax tree of `expr`, read from the text alone: the
+/// deepest bracket nesting plus the number of operator characters and keyword operators outside
+/// string literals. Every level of the tree is a bracket (calls, aggregations, subqueries,
+/// parentheses) or an operator, so the tree is never deeper than this; it over-counts (a `-` in
+/// `1e-3` or an offset), which only makes the bound safer. Linear, no recursion.
+fn depth_bound(expr: &str) -> usize {
+    let b = expr.as_bytes();
+    let (mut depth, mut max_depth, mut ops) = (0usize, 0usize, 0usize);
+    let mut quote: Option<u8> = None;
+    let mut i = 0;
+    while i < b.len() {
+        let c = b[i];
+        if let Some(q) = quote {
+            if c == b'\\' && q != b'`' {
+                i += 1;
+            } else if c == q {
+                quote = None;
+            }
+            i += 1;
+            continue;
+        }
+        match c {
+            b'"' | b'\'' | b'`' => quote = Some(c),
+            b'(' | b'[' | b'{' => {
+                depth += 1;
+                max_depth = max_depth.max(depth);
+            }
+            b')' | b']' | b'}' => depth = depth.saturating_sub(1),
+            b'+' | b'-' | b'*' | b'/' | b'%' | b'^' | b'<' | b'>' | b'=' | b'!' => ops += 1,
+            b'#' => {
+                // a comment runs to the end of the line
+                while i < b.len() && b[i] != b'\n' {
+                    i += 1;
+                }
+            }
+            c if c.is_ascii_alphabetic() || c == b'_' => {
+                let start = i;
+                while i < b.len() && (b[i].is_ascii_alphanumeric() || b[i] == b'_' || b[i] == b':')
+                {
+                    i += 1;
+                }
+                let word = &expr[start..i];
+                if ["and", "or", "unless", "atan2"]
+                    .iter()
+                    .any(|k| word.eq_ignore_ascii_case(k))
+                {
+                    ops += 1;
+                }
+                continue;
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    max_depth.saturating_add(ops)
+}
+
+/// `expr` for an error message: at most 100 characters.
+fn truncated(expr: &str) -> String {
+    match expr.char_indices().nth(100) {
+        Some((i, _)) => format!("{}…", &expr[..i]),
+        None => expr.to_string(),
+    }
 }
 
 /// Rejects byte escapes (`\xff`, `\377`) that are not UTF-8 on their own: Go strings may hold
@@ -252,4 +336,85 @@ fn check_escapes(expr: &str) -> Result<(), String> {
         i += 1;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The shapes that overflowed the stack, `n` levels deep.
+    fn deep(n: usize) -> Vec<(&'static str, String)> {
+        vec![
+            ("calls", format!("{}up{}", "abs(".repeat(n), ")".repeat(n))),
+            (
+                "sort_desc",
+                format!("{}up{}", "sort_desc(".repeat(n), ")".repeat(n)),
+            ),
+            ("binary chain", vec!["up"; n + 1].join("+")),
+            ("unary minus", format!("{}up", "-".repeat(n))),
+            (
+                "parentheses",
+                format!("{}up{}", "(".repeat(n), ")".repeat(n)),
+            ),
+            (
+                "subqueries",
+                format!("{}up{}", "max_over_time(".repeat(n), "[15s:15s])".repeat(n)),
+            ),
+        ]
+    }
+
+    #[test]
+    fn expressions_deeper_than_the_limit_are_refused_with_the_limit_named() {
+        for n in [MAX_EXPR_DEPTH + 1, 1_400, 6_000, 20_000] {
+            for (shape, expr) in deep(n) {
+                match parse(&expr) {
+                    Err(QueryError::Parse {
+                        message,
+                        expr: shown,
+                    }) => {
+                        assert!(message.contains("limit of 128"), "{shape}: {message}");
+                        assert!(
+                            shown.chars().count() <= 101,
+                            "{shape}: message holds the whole text"
+                        );
+                    }
+                    other => panic!("{shape} at {n}: expected a parse error, got {other:?}"),
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn operators_inside_strings_and_comments_do_not_count() {
+        let long = format!(
+            "up{{job=\"{}\"}} # {}",
+            "-".repeat(5_000),
+            "+".repeat(5_000)
+        );
+        assert!(parse(&long).is_ok());
+        assert_eq!(depth_bound("rate(x[5m]) > 0.5 and y"), 4);
+    }
+
+    #[test]
+    fn deepest_expressions_fit_a_small_stack() {
+        // the daemon's threads have THREAD_STACK_BYTES; half of it here keeps a 2x margin, and
+        // debug builds have the largest frames (~20 KB a level of `abs(`: 150 levels fit in 4 MiB, 200 do not), so this is the worst case
+        let handle = std::thread::Builder::new()
+            .stack_size(crate::daemon::THREAD_STACK_BYTES / 2)
+            .spawn(|| {
+                let mut storage = MemStorage::new();
+                let up = crate::labels::Labels::from_pairs([("__name__", "up")]);
+                for i in 0..10 {
+                    storage.add(&up, i * 15_000, 1.0);
+                }
+                let engine = Engine::new(EngineOptions::default());
+                for (shape, expr) in deep(MAX_EXPR_DEPTH - 2) {
+                    let ast = parse(&expr).unwrap_or_else(|e| panic!("{shape}: {e}"));
+                    let _ = engine.instant(&storage, &ast, 120_000);
+                    drop(ast);
+                }
+            })
+            .unwrap();
+        handle.join().expect("no stack overflow at the depth limit");
+    }
 }
