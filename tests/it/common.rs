@@ -44,6 +44,9 @@ pub const EXPOSITION: &str = include_str!("../../fixtures/it/exposition.txt");
 /// The `DemoCondition` rule group: fires (`for: 0s`) while `demo_condition{cond}` is 1.
 pub const DEMO_RULES: &str = include_str!("../../fixtures/it/demo-rules.yml");
 
+/// An exposition whose third line is broken (an unterminated label value).
+pub const MALFORMED: &str = "ok_metric 1\nother_metric{a=\"b\"} 2\nbroken{a=\"unterminated} 3\n";
+
 /// A health body whose checks all pass.
 pub const HEALTH_OK: &str = r#"{"status":"ok","checks":{"database":"ok","pdns":"ok"}}"#;
 
@@ -661,7 +664,12 @@ impl Daemon {
     }
 
     /// Polls `GET path` until its JSON body satisfies `ok`; returns that body.
-    pub async fn wait_json(&self, path: &str, within: Duration, ok: impl Fn(&Value) -> bool) -> Value {
+    pub async fn wait_json(
+        &self,
+        path: &str,
+        within: Duration,
+        ok: impl Fn(&Value) -> bool,
+    ) -> Value {
         let deadline = Deadline::within(format!("{path} reaching the expected state"), within);
         deadline
             .until_some(async || {
