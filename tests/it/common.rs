@@ -759,7 +759,7 @@ impl Drop for Daemon {
 
 /// `../shared` beside the project, if present (CI always has it).
 pub fn shared_dir() -> Option<PathBuf> {
-    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared");
+    let p = project_dir().join("../shared");
     p.is_dir().then_some(p)
 }
 

@@ -209,7 +209,7 @@ fn check_reports_every_error_with_location() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("bad.yml:3:"));
 
-    let good = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/config/design-example.yml");
+    let good = project_dir().join("fixtures/config/design-example.yml");
     let out = Command::new(BIN).arg("check").arg(&good).output().unwrap();
     assert_eq!(
         out.status.code(),

@@ -324,7 +324,7 @@ fn base64_decode(text: &str) -> Vec<u8> {
 fn artifact(name: &str) -> PathBuf {
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target"));
+        .unwrap_or_else(|| crate::common::project_dir().join("target"));
     let dir = target.join("ui-artifacts");
     std::fs::create_dir_all(&dir).unwrap();
     dir.join(name)
