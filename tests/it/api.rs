@@ -3,55 +3,26 @@
 //! queries and times) answered with a 4xx and a message while nothing changes.
 
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::daemon::{BIN, Daemon, free_port, wait_for};
+use crate::common::{Daemon, FakeTarget, HEALTH_DEGRADED};
 
 const TOKEN: &str = "s3cret";
 
-const RULES: &str = r#"groups:
-  - name: api
-    interval: 1s
-    rules:
-      - alert: Always
-        expr: vector(1)
-        labels: { severity: ticket }
-        annotations: { summary: "value {{ $value }}" }
-      - alert: SvcUp
-        expr: up{job="svc"} > 0
-        for: 1h
-        labels: { severity: page }
-      - record: svc:up
-        expr: sum(up{job="svc"})
-"#;
+const RULES: &str = include_str!("../../fixtures/it/api-rules.yml");
 
-fn start(dir: &Path, target_base: &str) -> Daemon {
-    std::fs::write(dir.join("rules.yml"), RULES).unwrap();
-    std::fs::write(
-        dir.join("tocsin.yml"),
-        format!(
+fn start(dir: &Path, target: &FakeTarget) -> Daemon {
+    let base = target.base();
+    Daemon::in_dir(dir)
+        .file("rules.yml", RULES)
+        .config(&format!(
             "rule_files: [rules.yml]\nserver: {{ api_token_env: API_TOKEN }}\nstorage: {{ flush_interval: 1s }}\n\
-             scrape: {{ interval: 1s, timeout: 1s }}\ntargets:\n  - name: svc\n    metrics: {target_base}/metrics\n    health: {target_base}/health/degraded\n"
-        ),
-    )
-    .unwrap();
-    let port = free_port();
-    let child = Command::new(BIN)
-        .args(["run", "--config", "tocsin.yml"])
-        .current_dir(dir)
-        .env("TOCSIN_LISTEN", format!("127.0.0.1:{port}"))
+             scrape: {{ interval: 1s, timeout: 1s }}\ntargets:\n  - name: svc\n    metrics: {base}/metrics\n    health: {base}/health\n"
+        ))
         .env("API_TOKEN", TOKEN)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    Daemon {
-        child,
-        base: format!("http://127.0.0.1:{port}"),
-    }
+        .start()
 }
 
 async fn get(url: &str) -> (u16, Value) {
@@ -66,22 +37,17 @@ async fn get(url: &str) -> (u16, Value) {
 
 /// A started daemon that has scraped its target and evaluated its rules with both alerts active.
 async fn ready_daemon(dir: &Path) -> Daemon {
-    let target = crate::scrape::serve().await;
+    let target = FakeTarget::start().await;
+    target.set_health(503, HEALTH_DEGRADED);
     let d = start(dir, &target);
-    wait_for(
-        &format!("{}/api/v1/status", d.base),
-        Duration::from_secs(30),
-        |v| {
-            v["data"]["startup"]["firstScrapeDone"] == true
-                && v["data"]["startup"]["firstEvaluationDone"] == true
-        },
-    )
+    d.wait_json("/api/v1/status", Duration::from_secs(30), |v| {
+        v["data"]["startup"]["firstScrapeDone"] == true
+            && v["data"]["startup"]["firstEvaluationDone"] == true
+    })
     .await;
-    wait_for(
-        &format!("{}/api/v1/alerts", d.base),
-        Duration::from_secs(15),
-        |v| v["data"]["alerts"].as_array().is_some_and(|a| a.len() == 2),
-    )
+    d.wait_json("/api/v1/alerts", Duration::from_secs(15), |v| {
+        v["data"]["alerts"].as_array().is_some_and(|a| a.len() == 2)
+    })
     .await;
     d
 }

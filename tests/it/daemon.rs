@@ -1,119 +1,28 @@
 //! The real binary: `run` (default config, a scraped target, SIGTERM and kill -9), `check`, `scrape`.
 
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
 use crate::common::*;
 use tocsin::labels::MatchOp;
 
-pub(crate) const BIN: &str = env!("CARGO_BIN_EXE_tocsin");
-
-pub(crate) fn free_port() -> u16 {
-    crate::common::free_addr().port()
-}
-
-pub(crate) struct Daemon {
-    pub(crate) child: Child,
-    pub(crate) base: String,
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start(dir: &Path, args: &[&str]) -> Daemon {
-    let port = free_port();
-    let child = Command::new(BIN)
-        .arg("run")
-        .args(args)
-        .current_dir(dir)
-        .env("TOCSIN_LISTEN", format!("127.0.0.1:{port}"))
-        .env("TOCSIN_LOG_LEVEL", "info")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    Daemon {
-        child,
-        base: format!("http://127.0.0.1:{port}"),
-    }
-}
-
-/// Polls `url` until `ok(body)` holds; panics after `deadline` (a bound, not a timing assertion).
-pub(crate) async fn wait_for(
-    url: &str,
-    deadline: Duration,
-    ok: impl Fn(&serde_json::Value) -> bool,
-) -> serde_json::Value {
-    let client = reqwest::Client::new();
-    let bound = crate::common::Deadline::new(
-        format!("{url} reaching the expected state"),
-        deadline,
-        Duration::from_millis(50),
-    );
-    loop {
-        if let Ok(resp) = client.get(url).send().await
-            && let Ok(text) = resp.text().await
-            && let Ok(v) = serde_json::from_str::<serde_json::Value>(&text)
-            && ok(&v)
-        {
-            return v;
-        }
-        bound.tick().await;
-    }
-}
-
-fn terminate(d: &mut Daemon) -> std::process::ExitStatus {
-    let pid = d.child.id().to_string();
-    assert!(
-        Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
-    let start = Instant::now();
-    loop {
-        if let Some(status) = d.child.try_wait().unwrap() {
-            return status;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(20),
-            "daemon did not stop on SIGTERM"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
+const RULES: &str = include_str!("../../fixtures/it/svc-rules.yml");
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn run_with_builtin_default_serves_health_and_watches_itself() {
     let dir = tempfile::tempdir().unwrap();
-    let mut d = start(dir.path(), &[]);
-    let live = wait_for(
-        &format!("{}/health/live", d.base),
-        Duration::from_secs(30),
-        |_| true,
-    )
-    .await;
+    let mut d = Daemon::in_dir(dir.path()).start();
+    let live = d.wait_ready().await;
     assert_eq!(live["status"], "ok");
-    let ready = wait_for(
-        &format!("{}/health/ready", d.base),
-        Duration::from_secs(5),
-        |_| true,
-    )
-    .await;
+    let ready = d
+        .wait_json("/health/ready", Duration::from_secs(5), |_| true)
+        .await;
     assert_eq!(ready["checks"]["store"], "ok");
     assert_eq!(ready["checks"]["scrape_loop"], "ok");
-    let status = wait_for(
-        &format!("{}/status", d.base),
-        Duration::from_secs(5),
-        |_| true,
-    )
-    .await;
+    let status = d
+        .wait_json("/status", Duration::from_secs(5), |_| true)
+        .await;
     let kinds: Vec<&str> = status["targets"]
         .as_array()
         .unwrap()
@@ -122,7 +31,7 @@ async fn run_with_builtin_default_serves_health_and_watches_itself() {
         .map(|t| t["kind"].as_str().unwrap())
         .collect();
     assert_eq!(kinds, vec!["health", "metrics"]);
-    let metrics = reqwest::get(format!("{}/metrics", d.base))
+    let metrics = reqwest::get(d.url("/metrics"))
         .await
         .unwrap()
         .text()
@@ -132,18 +41,26 @@ async fn run_with_builtin_default_serves_health_and_watches_itself() {
         metrics.contains("tocsin_samples_ingested_total"),
         "{metrics}"
     );
-    assert!(terminate(&mut d).success());
+    assert!(d.terminate().await.success());
     assert!(
         dir.path().join("data/tocsin.db").exists(),
         "the default store is ./data/tocsin.db"
     );
 }
 
-fn write_config(dir: &Path, target_base: &str) {
-    let yaml = format!(
-        "storage: {{ flush_interval: 1s }}\nscrape: {{ interval: 1s, timeout: 1s }}\ntargets:\n  - name: svc\n    metrics: {target_base}/metrics\n    health: {target_base}/health/degraded\n"
-    );
-    std::fs::write(dir.join("tocsin.yml"), yaml).unwrap();
+/// A target whose `pdns` health check fails (503).
+async fn degraded_target() -> FakeTarget {
+    let target = FakeTarget::start().await;
+    target.set_health(503, HEALTH_DEGRADED);
+    target
+}
+
+/// The daemon scraping `target` as `svc` every second, flushing every second.
+fn svc_daemon(dir: &Path, target: &FakeTarget) -> DaemonBuilder {
+    let base = target.base();
+    Daemon::in_dir(dir).config(&format!(
+        "storage: {{ flush_interval: 1s }}\nscrape: {{ interval: 1s, timeout: 1s }}\ntargets:\n  - name: svc\n    metrics: {base}/metrics\n    health: {base}/health\n"
+    ))
 }
 
 fn scraped_up(v: &serde_json::Value, kind: &str) -> bool {
@@ -155,16 +72,14 @@ fn scraped_up(v: &serde_json::Value, kind: &str) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scraped_samples_survive_sigterm_and_restart() {
-    let target = crate::scrape::serve().await;
+    let target = degraded_target().await;
     let dir = tempfile::tempdir().unwrap();
-    write_config(dir.path(), &target);
-    let mut d = start(dir.path(), &["--config", "tocsin.yml"]);
-    let status = wait_for(
-        &format!("{}/status", d.base),
-        Duration::from_secs(30),
-        |v| scraped_up(v, "metrics") && scraped_up(v, "health"),
-    )
-    .await;
+    let mut d = svc_daemon(dir.path(), &target).start();
+    let status = d
+        .wait_json("/status", Duration::from_secs(30), |v| {
+            scraped_up(v, "metrics") && scraped_up(v, "health")
+        })
+        .await;
     let health = status["targets"]
         .as_array()
         .unwrap()
@@ -176,7 +91,7 @@ async fn scraped_samples_survive_sigterm_and_restart() {
         health["last_error"],
         "HTTP status 503; pdns: connection refused"
     );
-    assert!(terminate(&mut d).success());
+    assert!(d.terminate().await.success());
 
     let store =
         tocsin::store::Store::open(&dir.path().join("data/tocsin.db"), Default::default()).unwrap();
@@ -215,16 +130,14 @@ async fn scraped_samples_survive_sigterm_and_restart() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn flushed_samples_survive_kill_9() {
-    let target = crate::scrape::serve().await;
+    let target = degraded_target().await;
     let dir = tempfile::tempdir().unwrap();
-    write_config(dir.path(), &target);
-    let mut d = start(dir.path(), &["--config", "tocsin.yml"]);
-    let first = wait_for(
-        &format!("{}/status", d.base),
-        Duration::from_secs(30),
-        |v| scraped_up(v, "metrics"),
-    )
-    .await;
+    let mut d = svc_daemon(dir.path(), &target).start();
+    let first = d
+        .wait_json("/status", Duration::from_secs(30), |v| {
+            scraped_up(v, "metrics")
+        })
+        .await;
     let scraped_at = first["targets"]
         .as_array()
         .unwrap()
@@ -234,18 +147,13 @@ async fn flushed_samples_survive_kill_9() {
         .as_i64()
         .unwrap();
     // wait for a flush after that scrape, then kill without warning
-    wait_for(
-        &format!("{}/status", d.base),
-        Duration::from_secs(30),
-        |v| {
-            v["store"]["last_flush_ms"]
-                .as_i64()
-                .is_some_and(|f| f > scraped_at)
-        },
-    )
+    d.wait_json("/status", Duration::from_secs(30), |v| {
+        v["store"]["last_flush_ms"]
+            .as_i64()
+            .is_some_and(|f| f > scraped_at)
+    })
     .await;
-    d.child.kill().unwrap();
-    d.child.wait().unwrap();
+    d.kill_9();
     let store =
         tocsin::store::Store::open(&dir.path().join("data/tocsin.db"), Default::default()).unwrap();
     let got = store
@@ -274,7 +182,7 @@ fn run_refuses_a_corrupt_store() {
     let out = Command::new(BIN)
         .arg("run")
         .current_dir(dir.path())
-        .env("TOCSIN_LISTEN", format!("127.0.0.1:{}", free_port()))
+        .env("TOCSIN_LISTEN", free_addr().to_string())
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
@@ -301,7 +209,7 @@ fn check_reports_every_error_with_location() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("bad.yml:3:"));
 
-    let good = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/config/design-example.yml");
+    let good = project_dir().join("fixtures/config/design-example.yml");
     let out = Command::new(BIN).arg("check").arg(&good).output().unwrap();
     assert_eq!(
         out.status.code(),
@@ -321,9 +229,11 @@ fn check_reports_every_error_with_location() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scrape_command_prints_samples_or_the_failing_line() {
-    let base = crate::scrape::serve().await;
+    let target = FakeTarget::start().await;
+    target.route("/malformed", Reply::text(MALFORMED));
+    target.route("/500", Reply::text("boom").status(500));
     let run = |path: &str| {
-        let url = format!("{base}{path}");
+        let url = target.url(path);
         tokio::task::spawn_blocking(move || {
             Command::new(BIN).args(["scrape", &url]).output().unwrap()
         })
@@ -347,31 +257,14 @@ async fn scrape_command_prints_samples_or_the_failing_line() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("HTTP status 500"));
 }
 
-const RULES: &str = r#"groups:
-  - name: svc
-    interval: 1s
-    rules:
-      - alert: SvcUp
-        expr: up{job="svc", probe=""} == 1
-        labels: { severity: page }
-        annotations: { summary: "{{ $labels.job }} is up" }
-      - alert: SvcUpLong
-        expr: up{job="svc", probe=""} == 1
-        for: 1h
-      - alert: CheckFailing
-        expr: health_check_ok{job="svc"} == 0
-        annotations: { summary: "{{ $labels.check }}: {{ $labels.error }}" }
-      - record: svc:up
-        expr: max by (job) (up{job="svc"})
-"#;
-
-fn write_rules_config(dir: &Path, target_base: &str) {
-    let yaml = format!(
-        "storage: {{ flush_interval: 1s }}\nscrape: {{ interval: 1s, timeout: 1s }}\nevaluation: {{ interval: 1s }}\nrule_files: [rules/*.yml]\ntargets:\n  - name: svc\n    metrics: {target_base}/metrics\n    health: {target_base}/health/degraded\n"
-    );
-    std::fs::write(dir.join("tocsin.yml"), yaml).unwrap();
-    std::fs::create_dir_all(dir.join("rules")).unwrap();
-    std::fs::write(dir.join("rules/svc.yml"), RULES).unwrap();
+/// The daemon scraping `target` as `svc` and evaluating `rules/svc.yml`, every second.
+fn rules_daemon(dir: &Path, target: &FakeTarget) -> DaemonBuilder {
+    let base = target.base();
+    Daemon::in_dir(dir)
+        .file("rules/svc.yml", RULES)
+        .config(&format!(
+            "storage: {{ flush_interval: 1s }}\nscrape: {{ interval: 1s, timeout: 1s }}\nevaluation: {{ interval: 1s }}\nrule_files: [rules/*.yml]\ntargets:\n  - name: svc\n    metrics: {base}/metrics\n    health: {base}/health\n"
+        ))
 }
 
 fn alert<'a>(v: &'a serde_json::Value, name: &str) -> Option<&'a serde_json::Value> {
@@ -383,17 +276,16 @@ fn alert<'a>(v: &'a serde_json::Value, name: &str) -> Option<&'a serde_json::Val
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn alerts_fire_and_keep_their_state_across_kill_9() {
-    let target = crate::scrape::serve().await;
+    let target = degraded_target().await;
     let dir = tempfile::tempdir().unwrap();
-    write_rules_config(dir.path(), &target);
-    let mut d = start(dir.path(), &["--config", "tocsin.yml"]);
-    let url = format!("{}/api/v1/alerts", d.base);
-    let before = wait_for(&url, Duration::from_secs(30), |v| {
-        alert(v, "SvcUp").is_some_and(|a| a["state"] == "firing")
-            && alert(v, "SvcUpLong").is_some_and(|a| a["state"] == "pending")
-            && alert(v, "CheckFailing").is_some()
-    })
-    .await;
+    let mut d = rules_daemon(dir.path(), &target).start();
+    let before = d
+        .wait_json("/api/v1/alerts", Duration::from_secs(30), |v| {
+            alert(v, "SvcUp").is_some_and(|a| a["state"] == "firing")
+                && alert(v, "SvcUpLong").is_some_and(|a| a["state"] == "pending")
+                && alert(v, "CheckFailing").is_some()
+        })
+        .await;
     let failing = alert(&before, "CheckFailing").unwrap();
     assert_eq!(failing["labels"]["check"], "pdns");
     assert_eq!(
@@ -408,34 +300,32 @@ async fn alerts_fire_and_keep_their_state_across_kill_9() {
     // the API shows an evaluation's states just before its flush: kill only once the store has
     // one (its ALERTS series is committed in the same transaction as the alert states)
     let db = dir.path().join("data/tocsin.db");
-    let start_wait = Instant::now();
-    while !Command::new(BIN)
-        .args([
-            "query",
-            r#"ALERTS{alertname="SvcUpLong", alertstate="pending"}"#,
-            "--db",
-        ])
-        .arg(&db)
-        .output()
-        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("SvcUpLong"))
-    {
-        assert!(
-            start_wait.elapsed() < Duration::from_secs(30),
-            "the pending state never reached the store"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-
-    d.child.kill().unwrap();
-    d.child.wait().unwrap();
-    let d = start(dir.path(), &["--config", "tocsin.yml"]);
-    let url = format!("{}/api/v1/alerts", d.base);
-    // the first answer after the restart already has the old states: firing stays firing,
-    // pending keeps when it became active
-    let after = wait_for(&url, Duration::from_secs(30), |v| {
-        alert(v, "SvcUp").is_some()
+    Deadline::within(
+        "the pending state never reached the store",
+        Duration::from_secs(30),
+    )
+    .until(|| {
+        Command::new(BIN)
+            .args([
+                "query",
+                r#"ALERTS{alertname="SvcUpLong", alertstate="pending"}"#,
+                "--db",
+            ])
+            .arg(&db)
+            .output()
+            .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("SvcUpLong"))
     })
     .await;
+
+    d.kill_9();
+    let d = d.start_again();
+    // the first answer after the restart already has the old states: firing stays firing,
+    // pending keeps when it became active
+    let after = d
+        .wait_json("/api/v1/alerts", Duration::from_secs(30), |v| {
+            alert(v, "SvcUp").is_some()
+        })
+        .await;
     assert_eq!(alert(&after, "SvcUp").unwrap()["state"], "firing");
     let long = alert(&after, "SvcUpLong").unwrap();
     assert_eq!(long["state"], "pending");
@@ -452,12 +342,11 @@ async fn alerts_fire_and_keep_their_state_across_kill_9() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_broken_rule_file_keeps_the_old_rules_and_a_fixed_one_is_picked_up() {
-    let target = crate::scrape::serve().await;
+    let target = degraded_target().await;
     let dir = tempfile::tempdir().unwrap();
-    write_rules_config(dir.path(), &target);
-    let d = start(dir.path(), &["--config", "tocsin.yml"]);
-    let url = format!("{}/api/v1/alerts", d.base);
-    wait_for(&url, Duration::from_secs(30), |v| {
+    let d = rules_daemon(dir.path(), &target).start();
+    let url = d.url("/api/v1/alerts");
+    d.wait_json("/api/v1/alerts", Duration::from_secs(30), |v| {
         alert(v, "SvcUp").is_some()
     })
     .await;
@@ -469,7 +358,7 @@ async fn a_broken_rule_file_keeps_the_old_rules_and_a_fixed_one_is_picked_up() {
     )
     .unwrap();
     let resp = reqwest::Client::new()
-        .post(format!("{}/-/reload", d.base))
+        .post(d.url("/-/reload"))
         .send()
         .await
         .unwrap();
@@ -478,7 +367,7 @@ async fn a_broken_rule_file_keeps_the_old_rules_and_a_fixed_one_is_picked_up() {
     let errors = body["errors"].to_string();
     assert!(errors.contains("svc.yml:5:"), "{errors}");
     assert!(errors.contains(r#"rule \"Broken\""#), "{errors}");
-    let metrics = reqwest::get(format!("{}/metrics", d.base))
+    let metrics = reqwest::get(d.url("/metrics"))
         .await
         .unwrap()
         .text()
@@ -500,10 +389,11 @@ async fn a_broken_rule_file_keeps_the_old_rules_and_a_fixed_one_is_picked_up() {
     )
     .unwrap();
     std::fs::rename(&tmp, dir.path().join("rules/svc.yml")).unwrap();
-    let v = wait_for(&url, Duration::from_secs(30), |v| {
-        alert(v, "SvcUpRenamed").is_some()
-    })
-    .await;
+    let v = d
+        .wait_json("/api/v1/alerts", Duration::from_secs(30), |v| {
+            alert(v, "SvcUpRenamed").is_some()
+        })
+        .await;
     assert!(
         alert(&v, "SvcUpLong").is_none(),
         "the removed rule's alerts are gone"
@@ -518,33 +408,13 @@ async fn a_broken_rule_file_keeps_the_old_rules_and_a_fixed_one_is_picked_up() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn silences_api_needs_the_token_and_refuses_bad_input() {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(
-        dir.path().join("tocsin.yml"),
-        "server: { api_token_env: TEST_TOCSIN_TOKEN }\n",
-    )
-    .unwrap();
-    let port = free_port();
-    let child = Command::new(BIN)
-        .args(["run", "--config", "tocsin.yml"])
-        .current_dir(dir.path())
-        .env("TOCSIN_LISTEN", format!("127.0.0.1:{port}"))
+    let d = Daemon::in_dir(dir.path())
+        .config("server: { api_token_env: TEST_TOCSIN_TOKEN }\n")
         .env("TEST_TOCSIN_TOKEN", "s3cret")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let d = Daemon {
-        child,
-        base: format!("http://127.0.0.1:{port}"),
-    };
-    wait_for(
-        &format!("{}/health/live", d.base),
-        Duration::from_secs(30),
-        |_| true,
-    )
-    .await;
+        .start();
+    d.wait_ready().await;
     let client = reqwest::Client::new();
-    let url = format!("{}/api/v1/silences", d.base);
+    let url = d.url("/api/v1/silences");
     let body = r#"{"matchers":["alertname=\"Down\""],"endsAt":"2999-01-01T00:00:00Z","createdBy":"ops","comment":"maintenance"}"#;
     let post = |token: Option<&str>, body: &str| {
         let mut r = client
@@ -598,10 +468,6 @@ async fn silences_api_needs_the_token_and_refuses_bad_input() {
             .unwrap();
     assert_eq!(list["data"][0]["status"]["state"], "expired");
     // reload is a write too
-    let r = client
-        .post(format!("{}/-/reload", d.base))
-        .send()
-        .await
-        .unwrap();
+    let r = client.post(d.url("/-/reload")).send().await.unwrap();
     assert_eq!(r.status(), 401);
 }

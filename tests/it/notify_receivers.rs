@@ -7,20 +7,15 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use axum::body::Bytes;
-use axum::extract::Path;
-use axum::http::{HeaderMap, StatusCode};
-use axum::routing::post;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 use tokio::net::TcpListener;
 
 use tocsin::notify::email::{self, EmailConfig, TlsMode};
 
-use crate::common::{Script, smtp_server};
+use crate::common::{Answer, Script, WebhookSink, free_addr, smtp_server};
 use tocsin::notify::webhook::{self, WebhookConfig};
 use tocsin::notify::{AlertSnapshot, AlertState, Change, DeliveryError, Notification};
 
@@ -73,39 +68,6 @@ fn two_firing_one_resolved() -> Notification {
 // ---------------------------------------------------------------------------------------------
 // webhook
 
-type Recorded = Arc<Mutex<Vec<(HeaderMap, Bytes)>>>;
-
-/// An HTTP server: `POST /hook` records the request and answers 200; `POST /status/{code}`
-/// answers `code` with a short body.
-async fn http_receiver() -> (SocketAddr, Recorded) {
-    let recorded: Recorded = Arc::default();
-    let sink = recorded.clone();
-    let app = axum::Router::new()
-        .route(
-            "/hook",
-            post(move |headers: HeaderMap, body: Bytes| {
-                let sink = sink.clone();
-                async move {
-                    sink.lock().unwrap().push((headers, body));
-                    StatusCode::OK
-                }
-            }),
-        )
-        .route(
-            "/status/{code}",
-            post(|Path(code): Path<u16>| async move {
-                (
-                    StatusCode::from_u16(code).unwrap(),
-                    "receiver says no\n  (details)",
-                )
-            }),
-        );
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    (addr, recorded)
-}
-
 /// A server that accepts connections and never says a word.
 async fn silent_server() -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -117,12 +79,6 @@ async fn silent_server() -> SocketAddr {
         }
     });
     addr
-}
-
-/// A port nothing listens on (bound, then released).
-async fn closed_port() -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    listener.local_addr().unwrap()
 }
 
 fn webhook_config(url: String) -> WebhookConfig {
@@ -137,19 +93,19 @@ fn webhook_config(url: String) -> WebhookConfig {
 
 #[tokio::test]
 async fn webhook_posts_alertmanager_payload_signed_with_idempotency_key() {
-    let (addr, recorded) = http_receiver().await;
+    let hook = WebhookSink::start(Answer::Status(200)).await;
     let cfg = WebhookConfig {
         secret: Some("s3cret".into()),
-        ..webhook_config(format!("http://{addr}/hook"))
+        ..webhook_config(hook.url().to_string())
     };
     let n = two_firing_one_resolved();
     webhook::send(&reqwest::Client::new(), &cfg, &n)
         .await
         .unwrap();
 
-    let got = recorded.lock().unwrap().clone();
+    let got = hook.hits();
     assert_eq!(got.len(), 1);
-    let (headers, body) = &got[0];
+    let (headers, body) = (&got[0].headers, &got[0].raw);
     assert_eq!(headers["content-type"], "application/json");
     assert_eq!(headers["idempotency-key"], "5eed5eed5eed5eed");
 
@@ -200,33 +156,33 @@ async fn webhook_posts_alertmanager_payload_signed_with_idempotency_key() {
 
 #[tokio::test]
 async fn webhook_without_secret_sends_no_signature() {
-    let (addr, recorded) = http_receiver().await;
-    let cfg = webhook_config(format!("http://{addr}/hook"));
+    let hook = WebhookSink::start(Answer::Status(200)).await;
+    let cfg = webhook_config(hook.url().to_string());
     webhook::send(&reqwest::Client::new(), &cfg, &two_firing_one_resolved())
         .await
         .unwrap();
-    let got = recorded.lock().unwrap();
-    assert!(got[0].0.get("x-tocsin-signature").is_none());
-    assert_eq!(got[0].0["idempotency-key"], "5eed5eed5eed5eed");
+    let got = hook.hits();
+    assert!(got[0].headers.get("x-tocsin-signature").is_none());
+    assert_eq!(got[0].headers["idempotency-key"], "5eed5eed5eed5eed");
 }
 
 #[tokio::test]
 async fn webhook_with_nothing_to_send_does_not_call_the_receiver() {
-    let (addr, recorded) = http_receiver().await;
+    let hook = WebhookSink::start(Answer::Status(200)).await;
     let cfg = WebhookConfig {
         send_resolved: false,
-        ..webhook_config(format!("http://{addr}/hook"))
+        ..webhook_config(hook.url().to_string())
     };
     let all_resolved = notification(vec![alert("c", AlertState::Resolved)]);
     webhook::send(&reqwest::Client::new(), &cfg, &all_resolved)
         .await
         .unwrap();
-    assert!(recorded.lock().unwrap().is_empty());
+    assert!(hook.hits().is_empty());
 }
 
 #[tokio::test]
 async fn webhook_statuses_classify_as_transient_or_permanent() {
-    let (addr, _) = http_receiver().await;
+    let hook = WebhookSink::start(Answer::Status(200)).await;
     let client = reqwest::Client::new();
     let n = two_firing_one_resolved();
     let cases = [
@@ -238,7 +194,8 @@ async fn webhook_statuses_classify_as_transient_or_permanent() {
         (400, false),
     ];
     for (code, transient) in cases {
-        let cfg = webhook_config(format!("http://{addr}/status/{code}"));
+        hook.answer(Answer::Reply(code, "receiver says no\n  (details)"));
+        let cfg = webhook_config(hook.url().to_string());
         let err = webhook::send(&client, &cfg, &n).await.unwrap_err();
         let message = match (&err, transient) {
             (DeliveryError::Transient(m), true) | (DeliveryError::Permanent(m), false) => m,
@@ -254,7 +211,7 @@ async fn webhook_statuses_classify_as_transient_or_permanent() {
 
 #[tokio::test]
 async fn webhook_to_a_closed_port_is_transient() {
-    let addr = closed_port().await;
+    let addr = free_addr();
     let cfg = webhook_config(format!("http://{addr}/hook"));
     let err = webhook::send(&reqwest::Client::new(), &cfg, &two_firing_one_resolved())
         .await
@@ -360,7 +317,7 @@ async fn email_leaves_resolved_out_unless_send_resolved() {
     // nothing listens: Ok proves no connection was attempted
     let cfg = EmailConfig {
         send_resolved: false,
-        ..email_config(closed_port().await)
+        ..email_config(free_addr())
     };
     let all_resolved = notification(vec![alert("c", AlertState::Resolved)]);
     email::send(&cfg, &all_resolved).await.unwrap();
@@ -444,7 +401,7 @@ async fn email_starttls_required_but_not_offered_is_permanent_and_sends_nothing(
 
 #[tokio::test]
 async fn email_to_a_closed_port_or_a_silent_server_is_transient() {
-    let cfg = email_config(closed_port().await);
+    let cfg = email_config(free_addr());
     expect_transient(email::send(&cfg, &two_firing_one_resolved()).await);
 
     let cfg = EmailConfig {

@@ -5,11 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-const BIN: &str = env!("CARGO_BIN_EXE_tocsin");
-
-fn project() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
+use crate::common::{BIN, project_dir};
 
 /// Runs `tocsin test` in the project directory; (exit 0, stdout and stderr).
 fn tocsin_test(args: &[&str], file: &Path) -> (bool, String) {
@@ -17,7 +13,7 @@ fn tocsin_test(args: &[&str], file: &Path) -> (bool, String) {
         .arg("test")
         .args(args)
         .arg(file)
-        .current_dir(project())
+        .current_dir(project_dir())
         .output()
         .unwrap();
     let text = format!(
@@ -113,7 +109,7 @@ fn every_shipped_rule_test_asserts_a_notification() {
     // something about notifications: a receiver, an email subject, a body line and a webhook field
     let mut missing = Vec::new();
     let mut files = 0;
-    for entry in std::fs::read_dir(project().join("rules"))
+    for entry in std::fs::read_dir(project_dir().join("rules"))
         .unwrap()
         .flatten()
     {

@@ -3,7 +3,7 @@
 
 use std::process::Command;
 
-const BIN: &str = env!("CARGO_BIN_EXE_tocsin");
+use crate::common::{BIN, project_dir};
 
 #[test]
 fn version_names_the_release_and_the_commit() {
@@ -25,8 +25,7 @@ fn committed_config_reference_matches_the_doc_comments() {
         String::from_utf8_lossy(&out.stderr)
     );
     let generated = String::from_utf8(out.stdout).unwrap();
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join(tocsin::config::reference::COMMITTED_PATH);
+    let path = project_dir().join(tocsin::config::reference::COMMITTED_PATH);
     let committed = std::fs::read_to_string(&path).unwrap_or_default();
     if generated != committed {
         let (g, c): (Vec<&str>, Vec<&str>) =
@@ -59,7 +58,7 @@ const EXAMPLES: &[&str] = &[
 
 #[test]
 fn every_example_config_and_its_rules_pass_check() {
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let root = project_dir();
     let dir = root.join("fixtures/examples");
     let mut found: Vec<String> = std::fs::read_dir(&dir)
         .unwrap()
@@ -76,7 +75,7 @@ fn every_example_config_and_its_rules_pass_check() {
         // as the examples' comments say: run from the repository root, secrets not set
         let out = Command::new(BIN)
             .args(["check", &config])
-            .current_dir(root)
+            .current_dir(&root)
             .env_remove("SMTP_PASSWORD")
             .env_remove("WEBHOOK_SECRET")
             .env_remove("TOCSIN_API_TOKEN")

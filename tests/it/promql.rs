@@ -153,7 +153,7 @@ fn prometheus_promql_test_files() {
     }
     eprintln!("promql conformance: total {total}");
 
-    let baseline_path = Path::new(env!("CARGO_MANIFEST_DIR")).join(BASELINE);
+    let baseline_path = crate::common::project_dir().join(BASELINE);
     if std::env::var("TOCSIN_BLESS").is_ok_and(|v| v == "1") {
         write_baseline(&baseline_path, &failures);
         eprintln!(

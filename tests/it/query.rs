@@ -5,9 +5,7 @@ use std::process::Command;
 use tocsin::promql::{Engine, Value, parse};
 use tocsin::store::SeriesRef;
 
-use crate::common::{labels, open_store};
-
-const BIN: &str = env!("CARGO_BIN_EXE_tocsin");
+use crate::common::{BIN, labels, open_store};
 const T0: i64 = 1_700_000_000_000;
 
 /// Two counters of `http_requests_total` (200 and 500) growing 10/s and 1/s, every 15 s for 10 min.

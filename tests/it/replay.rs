@@ -4,23 +4,18 @@
 //!
 //! No assertion follows a fixed sleep: the live daemon is watched with bounded polling loops.
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::path::Path;
+use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use axum::body::Bytes;
-use axum::extract::State;
-use axum::routing::{get, post};
 use serde_json::Value;
-use tokio::net::TcpListener;
 
-use crate::common::Deadline;
+use crate::common::{
+    Answer, BIN, Daemon, Deadline, FakeTarget, WebhookSink, free_addr, project_dir,
+};
 use tocsin::labels::Labels;
 use tocsin::store::{Store, StoreOptions};
 
-const BIN: &str = env!("CARGO_BIN_EXE_tocsin");
 /// Bound on every wait: generous next to the 1 s scrape, evaluation and group intervals.
 const DEADLINE: Duration = Duration::from_secs(20);
 
@@ -38,114 +33,30 @@ fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
 
-/// Polls `ok` every 50 ms until it holds; panics after [`DEADLINE`].
-async fn wait_until(what: &str, mut ok: impl FnMut() -> bool) {
-    let deadline = Deadline::new(what, DEADLINE, Duration::from_millis(50));
-    while !ok() {
-        deadline.tick().await;
-    }
-}
-
 // ---------------------------------------------------------------------------------------------
 // live, then replay
 
-/// The scraped target: `demo_condition{cond="a"}` 1 or 0, and how many scrapes it served.
-#[derive(Default)]
-struct Target {
-    on: AtomicBool,
-    scrapes: AtomicUsize,
-}
-
-async fn exposition(State(t): State<Arc<Target>>) -> String {
-    t.scrapes.fetch_add(1, Ordering::SeqCst);
-    format!(
-        "# TYPE demo_condition gauge\ndemo_condition{{cond=\"a\"}} {}\n",
-        u8::from(t.on.load(Ordering::SeqCst))
-    )
-}
-
-type Hits = Arc<std::sync::Mutex<Vec<Value>>>;
-
-async fn record(State(hits): State<Hits>, body: Bytes) -> &'static str {
-    hits.lock()
-        .unwrap()
-        .push(serde_json::from_slice(&body).unwrap_or_default());
-    "ok"
-}
-
-async fn serve(app: axum::Router) -> String {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    format!("http://{addr}")
-}
-
-/// The daemon child; killed (by its PID, through `Child`) if the test fails before stopping it.
-struct Daemon {
-    child: Child,
-    log: PathBuf,
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        if std::thread::panicking() {
-            let log = std::fs::read_to_string(&self.log).unwrap_or_default();
-            eprintln!("--- {} ---\n{log}", self.log.display());
-        }
-    }
-}
-
-impl Daemon {
-    /// SIGTERM (the store is flushed on the way out), then waits for the exit.
-    async fn terminate(&mut self) {
-        let pid = self.child.id().to_string();
-        assert!(
-            Command::new("kill")
-                .args(["-TERM", &pid])
-                .status()
-                .unwrap()
-                .success()
-        );
-        let child = &mut self.child;
-        wait_until("daemon stopping on SIGTERM", || {
-            child.try_wait().unwrap().is_some()
+/// The transitions the daemon logged (JSON lines): `(rule, kind)` with kind as replay names it.
+fn transitions(d: &Daemon) -> Vec<(String, String)> {
+    d.stdout()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|v| v["fields"]["message"] == "alert transition")
+        .map(|v| {
+            let f = &v["fields"];
+            let kind = match (f["from"].as_str().unwrap(), f["to"].as_str().unwrap()) {
+                (_, "pending") => "pending",
+                (_, "firing") => "firing",
+                ("firing", "inactive") => "resolved",
+                _ => "cleared",
+            };
+            (f["rule"].as_str().unwrap().to_string(), kind.to_string())
         })
-        .await;
-    }
-
-    /// The transitions the daemon logged: `(rule, kind)` with kind as replay names it.
-    fn transitions(&self) -> Vec<(String, String)> {
-        std::fs::read_to_string(&self.log)
-            .unwrap()
-            .lines()
-            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-            .filter(|v| v["fields"]["message"] == "alert transition")
-            .map(|v| {
-                let f = &v["fields"];
-                let kind = match (f["from"].as_str().unwrap(), f["to"].as_str().unwrap()) {
-                    (_, "pending") => "pending",
-                    (_, "firing") => "firing",
-                    ("firing", "inactive") => "resolved",
-                    _ => "cleared",
-                };
-                (f["rule"].as_str().unwrap().to_string(), kind.to_string())
-            })
-            .collect()
-    }
+        .collect()
 }
 
-const LIVE_RULES: &str = r#"groups:
-  - name: demo
-    interval: 1s
-    rules:
-      - alert: DemoCondition
-        expr: demo_condition == 1
-        for: 1s
-        labels: { severity: page }
-        annotations: { summary: "condition {{ $labels.cond }} is on" }
-"#;
+/// `DemoCondition` with `for: 1s`: a pending state before it fires.
+const LIVE_RULES: &str = include_str!("../../fixtures/it/demo-rules-for-1s.yml");
 
 fn ms_now() -> i64 {
     std::time::SystemTime::now()
@@ -170,61 +81,42 @@ fn secs(ms: i64) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replay_of_a_live_run_matches_what_the_daemon_sent() {
     let dir = tempfile::tempdir().unwrap();
-    let target = Arc::new(Target::default());
-    let target_url = serve(
-        axum::Router::new()
-            .route("/metrics", get(exposition))
-            .with_state(target.clone()),
-    )
-    .await;
-    let hits: Hits = Arc::default();
-    let hook_url = serve(
-        axum::Router::new()
-            .route("/hook", post(record))
-            .with_state(hits.clone()),
-    )
-    .await;
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    std::fs::write(
-        dir.path().join("tocsin.yml"),
-        format!(
-            "storage: {{ flush_interval: 1s }}\n\
+    let target = FakeTarget::with_conditions(&["a"]).await;
+    let target_url = target.base();
+    let hook = WebhookSink::start(Answer::Reply(200, "ok")).await;
+    let hook_url = hook.url();
+    let listen = free_addr();
+    let config = format!(
+        "storage: {{ flush_interval: 1s }}\n\
              scrape: {{ interval: 1s, timeout: 1s }}\n\
              evaluation: {{ interval: 1s }}\n\
              rule_files: [rules.yml]\n\
              targets:\n  - name: svc\n    metrics: {target_url}/metrics\n\
-             server: {{ listen: \"127.0.0.1:{port}\" }}\n\
+             server: {{ listen: \"{listen}\" }}\n\
              route: {{ receiver: ops, group_by: [alertname, cond], group_wait: 0s, \
              group_interval: 1s, repeat_interval: 1h }}\n\
-             receivers:\n  - name: ops\n    webhook: {{ url: \"{hook_url}/hook\" }}\n"
-        ),
-    )
-    .unwrap();
-    std::fs::write(dir.path().join("rules.yml"), LIVE_RULES).unwrap();
+             receivers:\n  - name: ops\n    webhook: {{ url: \"{hook_url}\" }}\n"
+    );
 
     let from = ms_now();
-    let log = dir.path().join("daemon.log");
-    let out = std::fs::File::create(&log).unwrap();
-    let child = Command::new(BIN)
-        .args(["--log-format", "json", "run", "-c", "tocsin.yml"])
-        .current_dir(dir.path())
-        .env("TOCSIN_LOG_LEVEL", "info")
-        .stdout(Stdio::from(out.try_clone().unwrap()))
-        .stderr(Stdio::from(out))
-        .spawn()
-        .unwrap();
-    let mut daemon = Daemon { child, log };
+    let mut daemon = Daemon::in_dir(dir.path())
+        .file("rules.yml", LIVE_RULES)
+        .config(&config)
+        .listen(listen)
+        .arg("--log-format")
+        .arg("json")
+        .start();
 
     // a few scrapes with the condition off, then on until the firing notification arrives
-    let scrapes = || target.scrapes.load(Ordering::SeqCst);
-    wait_until("three scrapes", || scrapes() >= 3).await;
-    target.on.store(true, Ordering::SeqCst);
-    let has = |status: &str| hits.lock().unwrap().iter().any(|h| h["status"] == status);
-    wait_until("the firing notification", || has("firing")).await;
+    let scrapes = || target.requests("/metrics");
+    let has = |status: &str| hook.hits().iter().any(|h| h.status() == status);
+    Deadline::within("three scrapes", DEADLINE)
+        .until(|| scrapes() >= 3)
+        .await;
+    target.set_conditions(&[("a", true)]);
+    Deadline::within("the firing notification", DEADLINE)
+        .until(|| has("firing"))
+        .await;
 
     // fault: replay beside the running daemon reads what it has flushed, read-only
     let beside = replay_cmd(
@@ -251,10 +143,14 @@ async fn replay_of_a_live_run_matches_what_the_daemon_sent() {
         "{v}"
     );
 
-    target.on.store(false, Ordering::SeqCst);
-    wait_until("the resolved notification", || has("resolved")).await;
+    target.set_conditions(&[("a", false)]);
+    Deadline::within("the resolved notification", DEADLINE)
+        .until(|| has("resolved"))
+        .await;
     let seen = scrapes();
-    wait_until("two more scrapes", || scrapes() >= seen + 2).await;
+    Deadline::within("two more scrapes", DEADLINE)
+        .until(|| scrapes() >= seen + 2)
+        .await;
     daemon.terminate().await;
     let to = ms_now();
 
@@ -282,7 +178,7 @@ async fn replay_of_a_live_run_matches_what_the_daemon_sent() {
     let replayed: Value = serde_json::from_slice(&out.stdout).unwrap();
 
     // transitions: the same sequence
-    let live_transitions = daemon.transitions();
+    let live_transitions = transitions(&daemon);
     let replay_transitions: Vec<(String, String)> = replayed["transitions"]
         .as_array()
         .unwrap()
@@ -305,7 +201,7 @@ async fn replay_of_a_live_run_matches_what_the_daemon_sent() {
     assert_eq!(replay_transitions, live_transitions, "{replayed:#}");
 
     // notifications: the same receiver, status and alerts, in the same order
-    let live: Vec<Value> = hits.lock().unwrap().clone();
+    let live: Vec<Value> = hook.bodies();
     let summary = |receiver: &str, status: &str, alerts: &[Value], name_in_labels: bool| {
         let mut names: Vec<String> = alerts
             .iter()
@@ -472,7 +368,7 @@ fn replay_of_a_day_finds_the_incident_and_compare_finds_a_threshold_change() {
     let started = Instant::now();
     write_day(&db);
     eprintln!("wrote a day of 5 series at 15 s in {:?}", started.elapsed());
-    let rules = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("rules/scaidns.yml");
+    let rules = project_dir().join("rules/scaidns.yml");
     let (rules_s, db_s) = (rules.to_str().unwrap(), db.to_str().unwrap());
     let (from, to) = (rfc(DAY), rfc(DAY + 86_400_000 - 1));
 

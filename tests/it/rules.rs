@@ -4,9 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use crate::common::shared_dir;
-
-const BIN: &str = env!("CARGO_BIN_EXE_tocsin");
+use crate::common::{BIN, project_dir, shared_dir};
 
 fn tocsin(args: &[&str], files: &[PathBuf], cwd: &Path) -> (bool, String) {
     let out = Command::new(BIN)
@@ -23,14 +21,10 @@ fn tocsin(args: &[&str], files: &[PathBuf], cwd: &Path) -> (bool, String) {
     (out.status.success(), text)
 }
 
-fn project() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
 #[test]
 fn shipped_rules_check_and_pass_their_tests() {
-    let rules = project().join("rules");
-    let (ok, out) = tocsin(&["check"], std::slice::from_ref(&rules), &project());
+    let rules = project_dir().join("rules");
+    let (ok, out) = tocsin(&["check"], std::slice::from_ref(&rules), &project_dir());
     assert!(ok, "{out}");
     let mut tests: Vec<PathBuf> = std::fs::read_dir(&rules)
         .unwrap()
@@ -40,7 +34,7 @@ fn shipped_rules_check_and_pass_their_tests() {
         .collect();
     tests.sort();
     assert!(!tests.is_empty(), "every shipped rule file has a test file");
-    let (ok, out) = tocsin(&["test"], &tests, &project());
+    let (ok, out) = tocsin(&["test"], &tests, &project_dir());
     assert!(ok, "{out}");
 }
 

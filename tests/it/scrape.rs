@@ -4,10 +4,6 @@
 use std::io::Write;
 use std::time::Duration;
 
-use axum::Router;
-use axum::http::{StatusCode, header};
-use axum::response::IntoResponse;
-use axum::routing::get;
 use tokio::io::AsyncWriteExt;
 
 use crate::common::*;
@@ -17,16 +13,6 @@ use tocsin::labels::MatchOp;
 use tocsin::store::Store;
 
 const T0: i64 = 1_700_000_000_000;
-
-const EXPOSITION: &str = r#"# HELP http_requests_total Requests.
-# TYPE http_requests_total counter
-http_requests_total{method="get",status="200"} 1027
-http_requests_total{method="get",status="500"} 3
-job:request_rate:5m{job="other"} 2.5
-queue_depth 42
-"#;
-
-const MALFORMED: &str = "ok_metric 1\nother_metric{a=\"b\"} 2\nbroken{a=\"unterminated} 3\n";
 
 fn big_body() -> String {
     // ~50 MB of valid samples
@@ -40,58 +26,11 @@ fn gzip(text: &str) -> Vec<u8> {
     enc.finish().unwrap()
 }
 
-/// A test server with one route per behaviour; returns its base URL.
-pub async fn serve() -> String {
-    let app = Router::new()
-        .route("/metrics", get(|| async { EXPOSITION }))
-        .route("/malformed", get(|| async { MALFORMED }))
-        .route("/hang", get(std::future::pending::<&'static str>))
-        .route("/500", get(|| async { (StatusCode::INTERNAL_SERVER_ERROR, "boom") }))
-        .route("/big", get(|| async { big_body() }))
-        .route(
-            "/gzip",
-            get(|| async { ([(header::CONTENT_ENCODING, "gzip")], gzip(EXPOSITION)).into_response() }),
-        )
-        .route(
-            "/health/ok",
-            get(|| async {
-                (
-                    [(header::CONTENT_TYPE, "application/json")],
-                    r#"{"status":"ok","checks":{"database":"ok","pdns":"ok"}}"#,
-                )
-            }),
-        )
-        .route(
-            "/health/degraded",
-            get(|| async {
-                (
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    [(header::CONTENT_TYPE, "application/json")],
-                    r#"{"status":"degraded","checks":{"database":"ok","pdns":"connection refused"}}"#,
-                )
-            }),
-        )
-        .route(
-            "/health/html",
-            get(|| async { ([(header::CONTENT_TYPE, "text/html")], "<html><body>It works!</body></html>") }),
-        )
-        .route(
-            "/health/badjson",
-            get(|| async { ([(header::CONTENT_TYPE, "application/json")], r#"{"status": "ok", "checks": {"#) }),
-        )
-        .route(
-            "/status",
-            get(|| async {
-                (
-                    [(header::CONTENT_TYPE, "application/json")],
-                    r#"{"status":"ok","sync_success_rate":0.93,"stats":{"pending":12}}"#,
-                )
-            }),
-        );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    format!("http://{addr}")
+/// The health body of a service with two extra JSON fields to read.
+const STATUS_JSON: &str = r#"{"status":"ok","sync_success_rate":0.93,"stats":{"pending":12}}"#;
+
+fn html() -> Reply {
+    Reply::text("<html><body>It works!</body></html>").header("content-type", "text/html")
 }
 
 /// A raw server that promises 1000 bytes and closes after 100.
@@ -114,7 +53,7 @@ async fn serve_truncated() -> String {
     format!("http://{addr}/metrics")
 }
 
-fn target(base: &str, metrics_path: &str, health_path: Option<&str>) -> Target {
+fn scrape_target(base: &str, metrics_path: &str, health_path: Option<&str>) -> Target {
     let health = health_path
         .map(|p| format!("    health: {base}{p}\n"))
         .unwrap_or_default();
@@ -160,10 +99,11 @@ fn ingest_url(
 
 #[tokio::test]
 async fn scrape_stores_samples_with_target_labels() {
-    let base = serve().await;
+    let target = FakeTarget::start().await;
+    let base = target.base();
     let dir = tempfile::tempdir().unwrap();
     let store = open_store(&dir);
-    let t = target(&base, "/metrics", None);
+    let t = scrape_target(base, "/metrics", None);
     let mut cache = new_cache(&t);
     let resp = fetch(&format!("{base}/metrics"), Duration::from_secs(5), 1 << 20)
         .await
@@ -193,8 +133,12 @@ async fn scrape_stores_samples_with_target_labels() {
 
 #[tokio::test]
 async fn gzip_bodies_are_decoded() {
-    let base = serve().await;
-    let resp = fetch(&format!("{base}/gzip"), Duration::from_secs(5), 1 << 20)
+    let target = FakeTarget::start().await;
+    target.route(
+        "/gzip",
+        Reply::bytes(gzip(EXPOSITION)).header("content-encoding", "gzip"),
+    );
+    let resp = fetch(&target.url("/gzip"), Duration::from_secs(5), 1 << 20)
         .await
         .unwrap();
     assert_eq!(std::str::from_utf8(&resp.body).unwrap(), EXPOSITION);
@@ -202,18 +146,15 @@ async fn gzip_bodies_are_decoded() {
 
 #[tokio::test]
 async fn malformed_exposition_stores_nothing_and_names_the_line() {
-    let base = serve().await;
+    let target = FakeTarget::start().await;
+    target.route("/malformed", Reply::text(MALFORMED));
     let dir = tempfile::tempdir().unwrap();
     let store = open_store(&dir);
-    let t = target(&base, "/malformed", None);
+    let t = scrape_target(target.base(), "/malformed", None);
     let mut cache = new_cache(&t);
-    let resp = fetch(
-        &format!("{base}/malformed"),
-        Duration::from_secs(5),
-        1 << 20,
-    )
-    .await
-    .unwrap();
+    let resp = fetch(&target.url("/malformed"), Duration::from_secs(5), 1 << 20)
+        .await
+        .unwrap();
     let err = ingest_url(&store, &mut cache, &resp.body, T0).unwrap_err();
     let msg = err.to_string();
     assert!(msg.contains("line 3"), "{msg}");
@@ -228,8 +169,9 @@ async fn malformed_exposition_stores_nothing_and_names_the_line() {
 
 #[tokio::test(start_paused = true)]
 async fn a_hanging_target_times_out() {
-    let base = serve().await;
-    let err = fetch(&format!("{base}/hang"), Duration::from_secs(10), 1 << 20)
+    let target = FakeTarget::start().await;
+    target.route("/hang", Reply::hang());
+    let err = fetch(&target.url("/hang"), Duration::from_secs(10), 1 << 20)
         .await
         .unwrap_err();
     assert!(matches!(err, ScrapeError::Timeout(_)), "{err}");
@@ -238,8 +180,9 @@ async fn a_hanging_target_times_out() {
 
 #[tokio::test]
 async fn a_500_is_returned_with_its_status() {
-    let base = serve().await;
-    let resp = fetch(&format!("{base}/500"), Duration::from_secs(5), 1 << 20)
+    let target = FakeTarget::start().await;
+    target.route("/500", Reply::text("boom").status(500));
+    let resp = fetch(&target.url("/500"), Duration::from_secs(5), 1 << 20)
         .await
         .unwrap();
     assert_eq!(resp.status, 500);
@@ -247,9 +190,10 @@ async fn a_500_is_returned_with_its_status() {
 
 #[tokio::test]
 async fn a_50_mb_body_exceeds_the_default_limit() {
-    let base = serve().await;
+    let target = FakeTarget::start().await;
+    target.route("/big", Reply::text(big_body()));
     let limit = Config::builtin_default().scrape.body_size_limit.0;
-    let err = fetch(&format!("{base}/big"), Duration::from_secs(30), limit)
+    let err = fetch(&target.url("/big"), Duration::from_secs(30), limit)
         .await
         .unwrap_err();
     assert!(matches!(err, ScrapeError::BodyTooLarge { .. }), "{err}");
@@ -267,10 +211,10 @@ async fn a_body_cut_mid_way_is_an_error() {
 
 #[tokio::test]
 async fn sample_limit_fails_the_scrape_and_stores_nothing() {
-    let base = serve().await;
+    let target = FakeTarget::start().await;
     let dir = tempfile::tempdir().unwrap();
     let store = open_store(&dir);
-    let t = target(&base, "/metrics", None);
+    let t = scrape_target(target.base(), "/metrics", None);
     let mut cache = new_cache(&t);
     let err = cache.ingest(&store, EXPOSITION, T0, 3).unwrap_err();
     assert_eq!(err.to_string(), "4 samples exceed the sample limit of 3");
@@ -281,7 +225,7 @@ async fn sample_limit_fails_the_scrape_and_stores_nothing() {
 async fn vanished_series_are_marked_stale() {
     let dir = tempfile::tempdir().unwrap();
     let store = open_store(&dir);
-    let t = target("http://127.0.0.1:9", "/metrics", None);
+    let t = scrape_target("http://127.0.0.1:9", "/metrics", None);
     let mut cache = new_cache(&t);
     cache.ingest(&store, "a 1\nb 2\n", T0, 100).unwrap();
     let report = cache.ingest(&store, "a 1\n", T0 + 15_000, 100).unwrap();
@@ -321,7 +265,7 @@ async fn vanished_series_are_marked_stale() {
 async fn duplicate_series_keep_the_first_sample() {
     let dir = tempfile::tempdir().unwrap();
     let store = open_store(&dir);
-    let t = target("http://127.0.0.1:9", "/metrics", None);
+    let t = scrape_target("http://127.0.0.1:9", "/metrics", None);
     let mut cache = new_cache(&t);
     let report = cache
         .ingest(&store, "a{x=\"1\"} 1\na{x=\"1\"} 2\n", T0, 100)
@@ -341,7 +285,7 @@ async fn probe_at(
     at: i64,
     checks: &mut std::collections::BTreeSet<String>,
 ) -> scrape::HealthReport {
-    let t = target(base, "/metrics", Some(path));
+    let t = scrape_target(base, "/metrics", Some(path));
     let url = t.health.clone().unwrap();
     let result = fetch(url.as_str(), Duration::from_secs(5), 1 << 20).await;
     // the same labels whatever the path, as one endpoint's probes over time
@@ -369,10 +313,11 @@ fn health_value(store: &Store, name: &str, extra: &[(&str, &str)]) -> Option<f64
 
 #[tokio::test]
 async fn healthy_json_endpoint_writes_up_and_checks() {
-    let base = serve().await;
+    let target = FakeTarget::start().await;
+    target.set_health(200, HEALTH_OK);
     let dir = tempfile::tempdir().unwrap();
     let store = open_store(&dir);
-    let report = probe(&base, "/health/ok", &store).await;
+    let report = probe(target.base(), "/health", &store).await;
     assert!(report.up);
     assert_eq!(health_value(&store, "up", &[]), Some(1.0));
     assert_eq!(
@@ -391,10 +336,11 @@ async fn healthy_json_endpoint_writes_up_and_checks() {
 
 #[tokio::test]
 async fn degraded_json_endpoint_names_the_failing_check() {
-    let base = serve().await;
+    let target = FakeTarget::start().await;
+    target.set_health(503, HEALTH_DEGRADED);
     let dir = tempfile::tempdir().unwrap();
     let store = open_store(&dir);
-    let report = probe(&base, "/health/degraded", &store).await;
+    let report = probe(target.base(), "/health", &store).await;
     assert!(!report.up);
     assert_eq!(
         report.error.as_deref(),
@@ -423,11 +369,12 @@ async fn degraded_json_endpoint_names_the_failing_check() {
 
 #[tokio::test]
 async fn a_check_that_disappears_goes_stale() {
-    let base = serve().await;
+    let target = FakeTarget::start().await;
+    target.set_health(503, HEALTH_DEGRADED);
     let dir = tempfile::tempdir().unwrap();
     let store = open_store(&dir);
     let mut checks = Default::default();
-    probe_at(&base, "/health/degraded", &store, T0, &mut checks).await;
+    probe_at(target.base(), "/health", &store, T0, &mut checks).await;
     let pdns = || {
         vec![
             matcher(MatchOp::Equal, "__name__", "health_check_ok"),
@@ -436,7 +383,8 @@ async fn a_check_that_disappears_goes_stale() {
     };
     assert_eq!(store.latest(&pdns(), T0, 60_000).unwrap()[0].2, 0.0);
     // the next probe reports no checks (an HTML body): the check's series ends
-    probe_at(&base, "/health/html", &store, T0 + 15_000, &mut checks).await;
+    target.route("/health", html());
+    probe_at(target.base(), "/health", &store, T0 + 15_000, &mut checks).await;
     assert!(checks.is_empty());
     let later = store.latest(&pdns(), T0 + 15_000, 60_000).unwrap();
     assert!(
@@ -450,10 +398,11 @@ async fn a_check_that_disappears_goes_stale() {
 
 #[tokio::test]
 async fn html_health_body_is_judged_by_status_code() {
-    let base = serve().await;
+    let target = FakeTarget::start().await;
+    target.route("/health", html());
     let dir = tempfile::tempdir().unwrap();
     let store = open_store(&dir);
-    let report = probe(&base, "/health/html", &store).await;
+    let report = probe(target.base(), "/health", &store).await;
     assert!(report.up, "{report:?}");
     // configured JSON fields cannot be read from HTML: said so, not silently skipped
     assert_eq!(
@@ -465,10 +414,11 @@ async fn html_health_body_is_judged_by_status_code() {
 
 #[tokio::test]
 async fn invalid_json_health_body_is_down_with_reason() {
-    let base = serve().await;
+    let target = FakeTarget::start().await;
+    target.set_health(200, r#"{"status": "ok", "checks": {"#);
     let dir = tempfile::tempdir().unwrap();
     let store = open_store(&dir);
-    let report = probe(&base, "/health/badjson", &store).await;
+    let report = probe(target.base(), "/health", &store).await;
     assert!(!report.up);
     assert!(
         report
@@ -483,10 +433,11 @@ async fn invalid_json_health_body_is_down_with_reason() {
 
 #[tokio::test]
 async fn configured_json_fields_become_gauges() {
-    let base = serve().await;
+    let target = FakeTarget::start().await;
+    target.set_health(200, STATUS_JSON);
     let dir = tempfile::tempdir().unwrap();
     let store = open_store(&dir);
-    let report = probe(&base, "/status", &store).await;
+    let report = probe(target.base(), "/health", &store).await;
     assert!(report.up && report.error.is_none(), "{report:?}");
     assert_eq!(
         health_value(&store, "health_json_sync_success_rate", &[]),
@@ -499,10 +450,8 @@ async fn configured_json_fields_become_gauges() {
 async fn an_unreachable_health_endpoint_is_down_with_status_zero() {
     let dir = tempfile::tempdir().unwrap();
     let store = open_store(&dir);
-    // port 9 (discard) on loopback: nothing listens there in the test environment
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    drop(listener);
+    // a port bound and released: nothing listens there
+    let base = format!("http://{}", free_addr());
     let report = probe(&base, "/health/ready", &store).await;
     assert!(!report.up);
     assert!(

@@ -13,40 +13,21 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use axum::body::Bytes;
-use axum::extract::State;
-use axum::routing::{get, post};
+use axum::routing::get;
 use serde_json::{Value, json};
 
-use crate::common::{Deadline, free_addr};
-use tokio::net::TcpListener;
+use crate::common::{
+    Answer, DEMO_RULES, Daemon, Deadline, FakeTarget, WebhookSink, free_addr, serve,
+};
 
-const BIN: &str = env!("CARGO_BIN_EXE_tocsin");
 const TOKEN_VAR: &str = "TOCSIN_UI_TEST_TOKEN";
 const TOKEN: &str = "ui-s3cret";
 /// Bound on every wait (browser start included), generous next to 1 s scrapes and evaluations.
 const DEADLINE: Duration = Duration::from_secs(30);
+/// Poll interval of the waits: a WebDriver call costs more than a request to the daemon.
+const POLL: Duration = Duration::from_millis(100);
 /// The key W3C WebDriver names an element reference by.
 const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
-
-const RULES: &str = r#"groups:
-  - name: demo
-    interval: 1s
-    rules:
-      - alert: DemoCondition
-        expr: demo_condition == 1
-        for: 0s
-        labels: { severity: page }
-        annotations: { summary: "condition {{ $labels.cond }} is on" }
-"#;
-
-// ---------------------------------------------------------------------------------------------
-// waiting
-
-/// A polling bound of [`DEADLINE`], polled every 100 ms.
-fn wait_bound(what: impl Into<String>) -> Deadline {
-    Deadline::new(what, DEADLINE, Duration::from_millis(100))
-}
 
 // ---------------------------------------------------------------------------------------------
 // the browser: chromedriver and a tiny W3C WebDriver client
@@ -126,7 +107,7 @@ impl Browser {
             http: reqwest::Client::new(),
             log,
         };
-        let deadline = wait_bound("chromedriver ready");
+        let deadline = Deadline::within("chromedriver ready", DEADLINE).every(POLL);
         loop {
             if let Ok(v) = me.call(reqwest::Method::GET, "/status", None).await
                 && v["ready"] == true
@@ -213,7 +194,7 @@ impl Browser {
 
     /// Waits until an element matches `css`.
     async fn wait_for(&self, css: &str) {
-        let deadline = wait_bound(format!("an element {css}"));
+        let deadline = Deadline::within(format!("an element {css}"), DEADLINE).every(POLL);
         while self.find(css).await.is_err() {
             deadline.tick().await;
         }
@@ -222,7 +203,7 @@ impl Browser {
     /// Finds and acts on an element, again while the page re-renders under it (it refreshes
     /// its panels every second, so a found element may be replaced before the action).
     async fn on_element(&self, css: &str, action: &str, body: Value) {
-        let deadline = wait_bound(format!("{action} on {css}"));
+        let deadline = Deadline::within(format!("{action} on {css}"), DEADLINE).every(POLL);
         loop {
             let result = match self.find(css).await {
                 Ok(id) => {
@@ -343,7 +324,7 @@ fn base64_decode(text: &str) -> Vec<u8> {
 fn artifact(name: &str) -> PathBuf {
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target"));
+        .unwrap_or_else(|| crate::common::project_dir().join("target"));
     let dir = target.join("ui-artifacts");
     std::fs::create_dir_all(&dir).unwrap();
     dir.join(name)
@@ -360,124 +341,7 @@ fn save_screenshot(png: &[u8], name: &str) {
 }
 
 // ---------------------------------------------------------------------------------------------
-// the scraped target, the webhook receiver and the daemon
-
-type Conditions = Arc<Mutex<Vec<(String, bool)>>>;
-
-/// Serves `demo_condition{cond="…"}` 1 or 0 at `/metrics`, as the test sets them; all start off.
-async fn start_target(conds: &[&str]) -> (String, Conditions) {
-    let conditions: Conditions = Arc::new(Mutex::new(
-        conds.iter().map(|c| (c.to_string(), false)).collect(),
-    ));
-    let app = axum::Router::new()
-        .route(
-            "/metrics",
-            get(|State(c): State<Conditions>| async move {
-                let mut out = String::from("# TYPE demo_condition gauge\n");
-                for (cond, on) in c.lock().unwrap().iter() {
-                    out.push_str(&format!(
-                        "demo_condition{{cond=\"{cond}\"}} {}\n",
-                        u8::from(*on)
-                    ));
-                }
-                out
-            }),
-        )
-        .with_state(conditions.clone());
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    (format!("http://{addr}"), conditions)
-}
-
-fn set_condition(conditions: &Conditions, cond: &str, on: bool) {
-    let mut c = conditions.lock().unwrap();
-    c.iter_mut().find(|(name, _)| name == cond).unwrap().1 = on;
-}
-
-type Hits = Arc<Mutex<Vec<Value>>>;
-
-/// A webhook receiver recording every `POST /hook` body, answering 200.
-async fn start_hook() -> (String, Hits) {
-    let hits: Hits = Arc::default();
-    let app = axum::Router::new()
-        .route(
-            "/hook",
-            post(|State(h): State<Hits>, body: Bytes| async move {
-                h.lock()
-                    .unwrap()
-                    .push(serde_json::from_slice(&body).unwrap_or_default());
-            }),
-        )
-        .with_state(hits.clone());
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    (format!("http://{addr}/hook"), hits)
-}
-
-/// `(cond, status)` of every webhook request, in arrival order.
-fn seen(hits: &Hits) -> Vec<(String, String)> {
-    hits.lock()
-        .unwrap()
-        .iter()
-        .map(|b| {
-            (
-                b["groupLabels"]["cond"].as_str().unwrap_or("").to_string(),
-                b["status"].as_str().unwrap_or("").to_string(),
-            )
-        })
-        .collect()
-}
-
-/// `tocsin run -c tocsin.yml` in a directory; its output goes to a file printed if the test fails.
-struct Daemon {
-    child: Child,
-    base: String,
-    log: PathBuf,
-}
-
-impl Daemon {
-    fn start(dir: &Path) -> Daemon {
-        let addr = free_addr();
-        let log = dir.join("daemon.log");
-        let out = std::fs::File::create(&log).unwrap();
-        let child = Command::new(BIN)
-            .args(["run", "-c", "tocsin.yml"])
-            .current_dir(dir)
-            .env("TOCSIN_LISTEN", addr.to_string())
-            .env("TOCSIN_LOG_LEVEL", "info")
-            .env(TOKEN_VAR, TOKEN)
-            .stdout(Stdio::from(out.try_clone().unwrap()))
-            .stderr(Stdio::from(out))
-            .spawn()
-            .unwrap();
-        Daemon {
-            child,
-            base: format!("http://{addr}"),
-            log,
-        }
-    }
-
-    async fn get(&self, path: &str) -> Value {
-        let text = match reqwest::get(format!("{}{path}", self.base)).await {
-            Ok(resp) => resp.text().await.unwrap_or_default(),
-            Err(_) => String::new(),
-        };
-        serde_json::from_str(&text).unwrap_or_default()
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        if std::thread::panicking() {
-            let log = std::fs::read_to_string(&self.log).unwrap_or_default();
-            eprintln!("--- {} ---\n{log}", self.log.display());
-        }
-    }
-}
+// the alert rows
 
 /// The CSS selector of the alert row of `cond`.
 fn alert_row(cond: &str) -> String {
@@ -489,10 +353,7 @@ fn alert_row(cond: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ui_bundle_is_served_with_content_types_and_a_csp_without_inline_script() {
-    let app: axum::Router = tocsin::ui::routes();
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let addr = serve(tocsin::ui::routes()).await;
 
     let mut bodies = Vec::new();
     for (path, content_type) in [
@@ -544,8 +405,10 @@ async fn silence_created_in_the_browser_marks_the_alert_and_keeps_it_from_the_we
     let Some((chromium, chromedriver)) = browser_tools() else {
         return;
     };
-    let (target, conditions) = start_target(&["a", "b"]).await;
-    let (hook, hits) = start_hook().await;
+    let target = FakeTarget::with_conditions(&["a", "b"]).await;
+    let hook = WebhookSink::start(Answer::Status(200)).await;
+    let hook_url = hook.url();
+    let target_base = target.base();
     let dir = tempfile::tempdir().unwrap();
     // a's and b's groups each wait 8 s: the silence comes within a's wait, b fires after the
     // silence, so b's group is due after a's would have been
@@ -554,22 +417,21 @@ async fn silence_created_in_the_browser_marks_the_alert_and_keeps_it_from_the_we
          scrape: {{ interval: 1s, timeout: 1s }}\n\
          evaluation: {{ interval: 1s }}\n\
          rule_files: [rules.yml]\n\
-         targets:\n  - name: svc\n    metrics: {target}/metrics\n\
+         targets:\n  - name: svc\n    metrics: {target_base}/metrics\n\
          server: {{ api_token_env: {TOKEN_VAR} }}\n\
          route: {{ receiver: ops, group_by: [alertname, cond], group_wait: 8s, \
          group_interval: 1s, repeat_interval: 1h }}\n\
-         receivers:\n  - name: ops\n    webhook: {{ url: \"{hook}\" }}\n"
+         receivers:\n  - name: ops\n    webhook: {{ url: \"{hook_url}\" }}\n"
     );
-    std::fs::write(dir.path().join("tocsin.yml"), config).unwrap();
-    std::fs::write(dir.path().join("rules.yml"), RULES).unwrap();
-    let d = Daemon::start(dir.path());
+    let d = Daemon::in_dir(dir.path())
+        .file("rules.yml", DEMO_RULES)
+        .config(&config)
+        .env(TOKEN_VAR, TOKEN)
+        .start();
     let browser = Browser::start(&chromium, &chromedriver, dir.path()).await;
 
     // load: the page comes up and reads the API (nothing fires yet)
-    let deadline = wait_bound("the daemon listening");
-    while d.get("/health/live").await["status"] != "ok" {
-        deadline.tick().await;
-    }
+    d.wait_ready().await;
     browser.navigate(&format!("{}/?refresh=1", d.base)).await;
     browser.wait_for("#alerts-body .empty").await;
     assert_eq!(
@@ -584,7 +446,7 @@ async fn silence_created_in_the_browser_marks_the_alert_and_keeps_it_from_the_we
     );
 
     // the alert fires and shows up, with its labels and annotation
-    set_condition(&conditions, "a", true);
+    target.set_conditions(&[("a", true)]);
     browser
         .wait_for(&format!("{}.firing", alert_row("a")))
         .await;
@@ -640,11 +502,11 @@ async fn silence_created_in_the_browser_marks_the_alert_and_keeps_it_from_the_we
         .wait_for(&format!("{} .badge.silenced", alert_row("a")))
         .await;
     assert!(
-        seen(&hits).is_empty(),
+        hook.seen().is_empty(),
         "the silence came before the group's flush: {:?}",
-        seen(&hits)
+        hook.seen()
     );
-    let silences = d.get("/api/v1/silences").await;
+    let silences = d.get_json("/api/v1/silences").await;
     let list = silences["data"].as_array().unwrap();
     assert_eq!(list.len(), 1, "{silences}");
     assert_eq!(list[0]["createdBy"], "ui-test");
@@ -670,13 +532,13 @@ async fn silence_created_in_the_browser_marks_the_alert_and_keeps_it_from_the_we
     browser.click("a[data-tab=alerts]").await;
 
     // marker: b fires after the silence; its group is due after a's would have been
-    set_condition(&conditions, "b", true);
-    let deadline = wait_bound("b's notification");
-    while seen(&hits).is_empty() {
-        deadline.tick().await;
-    }
+    target.set_conditions(&[("b", true)]);
+    Deadline::within("b's notification", DEADLINE)
+        .every(POLL)
+        .until(|| !hook.seen().is_empty())
+        .await;
     assert_eq!(
-        seen(&hits),
+        hook.seen(),
         vec![("b".to_string(), "firing".to_string())],
         "nothing for the silenced alert"
     );
@@ -698,7 +560,7 @@ async fn silence_created_in_the_browser_marks_the_alert_and_keeps_it_from_the_we
     let rules = browser.text("#rules-body").await;
     assert!(rules.contains("DemoCondition"), "{rules}");
     let targets = browser.text("#targets-body").await;
-    assert!(targets.contains(&target), "{targets}");
+    assert!(targets.contains(target_base), "{targets}");
     browser.click("a[data-tab=notifications]").await;
     browser
         .wait_for("#notifications-body tr.notification.delivered")
@@ -799,9 +661,7 @@ async fn panels_draw_rules_targets_and_sparklines_from_prometheus_shaped_answers
                 }
             }),
         );
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let addr = serve(app).await;
     let dir = tempfile::tempdir().unwrap();
     let browser = Browser::start(&chromium, &chromedriver, dir.path()).await;
     browser.navigate(&format!("http://{addr}/")).await;
@@ -899,7 +759,7 @@ async fn panels_draw_rules_targets_and_sparklines_from_prometheus_shaped_answers
     let updated = "return document.getElementById('updated').dataset.at";
     let before = browser.script(updated, json!([])).await;
     browser.click("#refresh").await;
-    let deadline = wait_bound("a refresh");
+    let deadline = Deadline::within("a refresh", DEADLINE).every(POLL);
     while browser.script(updated, json!([])).await == before {
         deadline.tick().await;
     }
