@@ -31,8 +31,8 @@ use std::sync::{Arc, RwLock};
 use crate::labels::{Labels, METRIC_NAME, MatchOp, Matcher};
 use crate::notify::AlertState;
 use crate::notify::recorder::{NotifySetup, Recorder};
-use crate::promql::{Engine, MemStorage, QueryError, Storage};
 use crate::promql::rhai::ScriptEngine;
+use crate::promql::{Engine, MemStorage, QueryError, Storage};
 use crate::rules::group::{GroupContext, eval_group};
 use crate::rules::tracker::{Alert, AlertStatus, RuleState, Transition};
 use crate::rules::{RuleKind, RuleSet};
@@ -284,8 +284,11 @@ pub fn schedule(rules: &RuleSet, from: i64, to: i64, step_ms: Option<i64>) -> Ve
             None => {
                 let interval = g.interval_ms.max(1);
                 // the daemon's slots: t mod interval == offset
-                let offset =
-                    crate::ingest::scheduler::offset_ms(&g.name, &g.file.to_string_lossy(), interval);
+                let offset = crate::ingest::scheduler::offset_ms(
+                    &g.name,
+                    &g.file.to_string_lossy(),
+                    interval,
+                );
                 (from + (offset - from).rem_euclid(interval), interval)
             }
         };
