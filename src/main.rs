@@ -303,7 +303,7 @@ fn route_test(labels: &[String], config: Option<PathBuf>, verify: Option<&str>) 
     };
     let mut map = std::collections::BTreeMap::new();
     for l in labels {
-        let Some((k, v)) = l.split_once('=') else {
+        let Ok((k, v)) = &tocsin::labels::parse_label_pair(l) else {
             bail!("expected label=value, got {l:?}");
         };
         let v = v
