@@ -24,6 +24,7 @@ use serde::Deserialize;
 use serde_saphyr::Spanned;
 
 use crate::duration::PromDuration;
+use crate::labels::{valid_label_name, valid_metric_name};
 use crate::promql::rhai::{CompiledScript, ScriptEngine};
 use crate::rules::template::Template;
 
@@ -861,18 +862,6 @@ fn rule_key(group: &str, name: &str, cond: &Condition, labels: &[(String, String
         "{group}/{name}/{:016x}",
         xxhash_rust::xxh3::xxh3_64(buf.as_bytes())
     )
-}
-
-pub fn valid_label_name(s: &str) -> bool {
-    let mut c = s.chars();
-    matches!(c.next(), Some(f) if f.is_ascii_alphabetic() || f == '_')
-        && c.all(|ch| ch.is_ascii_alphanumeric() || ch == '_')
-}
-
-pub fn valid_metric_name(s: &str) -> bool {
-    let mut c = s.chars();
-    matches!(c.next(), Some(f) if f.is_ascii_alphabetic() || f == '_' || f == ':')
-        && c.all(|ch| ch.is_ascii_alphanumeric() || ch == '_' || ch == ':')
 }
 
 #[cfg(test)]
