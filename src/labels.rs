@@ -232,7 +232,7 @@ pub enum MatchOp {
 }
 
 /// Occurs when a matcher is built from a regex that does not compile.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
 #[error("invalid regex {pattern:?} for label {label}: {}", regex_reason(.source))]
 pub struct MatcherError {
     pub label: String,
@@ -314,9 +314,550 @@ impl Matcher {
     }
 }
 
+/// Whether `s` is a label name in Prometheus's classic syntax: `[a-zA-Z_][a-zA-Z0-9_]*`.
+/// Names the configuration and rule files define must be; matchers may name any label.
+pub fn valid_label_name(s: &str) -> bool {
+    let mut chars = s.chars();
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+/// Whether `s` is a metric name in Prometheus's classic syntax: `[a-zA-Z_:][a-zA-Z0-9_:]*`.
+pub fn valid_metric_name(s: &str) -> bool {
+    let mut chars = s.chars();
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_' || c == ':')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':')
+}
+
+// ---------------------------------------------------------------------------------------------
+// Matcher strings
+// ---------------------------------------------------------------------------------------------
+
+/// Occurs when a matcher string does not parse or its regex does not compile.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("invalid matcher {input:?} at character {position}: {kind}")]
+pub struct MatcherParseError {
+    /// The text as written.
+    pub input: String,
+    /// Where the problem is: a character (not byte) position, 1 for the first.
+    pub position: usize,
+    /// What is wrong there.
+    pub kind: MatcherParseErrorKind,
+}
+
+/// What is wrong with a matcher string.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum MatcherParseErrorKind {
+    /// The text is empty, blank, or `{}`.
+    #[error("no matcher")]
+    Empty,
+    /// Two commas follow each other (or a list starts with one).
+    #[error("empty matcher between commas")]
+    EmptyBetweenCommas,
+    /// A label name was expected here: at the start, or after `{` or a comma.
+    #[error("expected a label name, found {0}")]
+    ExpectedName(String),
+    /// A quoted label name is empty (`""="x"`).
+    #[error("empty label name")]
+    EmptyName,
+    /// The label name is not followed by an operator.
+    #[error("expected =, !=, =~ or !~ after {name:?}, found {found}")]
+    ExpectedOperator { name: String, found: String },
+    /// A quoted name or value has no closing quote.
+    #[error("missing closing quote")]
+    UnclosedQuote,
+    /// Something other than a comma, `}` or the end follows a quoted value.
+    #[error("text after the closing quote")]
+    TextAfterQuote,
+    /// An unquoted value holds a `"` (quote the value and escape it as `\"`).
+    #[error("unescaped double quote in the value")]
+    UnescapedQuote,
+    /// The list opens with `{` and does not close it.
+    #[error("opening brace without a closing brace")]
+    UnclosedBrace,
+    /// Something follows the end of the matcher or list (a second matcher where one is
+    /// expected, text after `}`, a `}` without `{`).
+    #[error("unexpected {0}")]
+    Unexpected(String),
+    /// The value of `=~` or `!~` is not a valid regex.
+    #[error("regex does not compile: {0}")]
+    Regex(String),
+    /// A label pair (`name=value`) was expected and the operator is another one.
+    #[error("expected name=value, found the operator {0}")]
+    NotEquality(&'static str),
+}
+
+/// Parses one matcher, Alertmanager's syntax: `name="value"`, `name!="value"`, `name=~"regex"`,
+/// `name!~"regex"`, with optional whitespace around each part.
+///
+/// - A name is a run of characters other than whitespace and `{}!=~,"'`\`, UTF-8 included
+///   (`severity`, `café`, `k8s.namespace`), or any text in double quotes (`"my label"`).
+/// - A value is double-quoted, with the escapes `\"`, `\\` and `\n` (any other backslash is kept
+///   as written, so `"host\d+"` is the regex `host\d+`), or bare: the rest of the text, trimmed,
+///   which may hold anything but a double quote (`team=b c` is the value `b c`).
+/// - Regexes are anchored at both ends.
+pub fn parse_matcher(input: &str) -> Result<Matcher, MatcherParseError> {
+    let mut p = MatcherParser::new(input, false);
+    p.skip_space();
+    if p.at_end() {
+        return Err(p.error(p.pos, MatcherParseErrorKind::Empty));
+    }
+    let parsed = p.matcher()?;
+    p.skip_space();
+    if !p.at_end() {
+        return Err(p.error(p.pos, MatcherParseErrorKind::Unexpected(p.found())));
+    }
+    p.compile(parsed)
+}
+
+/// Parses a list of matchers: one or more [`parse_matcher`] matchers separated by commas,
+/// optionally in braces (`{a="1", b=~"x|y"}`), a trailing comma allowed. A bare value ends at
+/// the next comma or `}` (quote it to hold either).
+pub fn parse_matchers(input: &str) -> Result<Vec<Matcher>, MatcherParseError> {
+    let mut p = MatcherParser::new(input, true);
+    p.skip_space();
+    let brace = p.peek() == Some('{');
+    let open = p.pos;
+    if brace {
+        p.pos += 1;
+        p.skip_space();
+    }
+    let mut out = Vec::new();
+    loop {
+        match p.peek() {
+            None if brace => return Err(p.error(open, MatcherParseErrorKind::UnclosedBrace)),
+            None | Some('}') if out.is_empty() => {
+                return Err(p.error(p.pos, MatcherParseErrorKind::Empty));
+            }
+            None => break,
+            Some('}') if brace => {
+                p.pos += 1;
+                break;
+            }
+            Some(',') => {
+                return Err(p.error(p.pos, MatcherParseErrorKind::EmptyBetweenCommas));
+            }
+            _ => {}
+        }
+        let parsed = p.matcher()?;
+        out.push(p.compile(parsed)?);
+        p.skip_space();
+        match p.peek() {
+            Some(',') => {
+                p.pos += 1;
+                p.skip_space();
+            }
+            Some('}') if brace => {}
+            None => {}
+            _ => return Err(p.error(p.pos, MatcherParseErrorKind::Unexpected(p.found()))),
+        }
+    }
+    p.skip_space();
+    if !p.at_end() {
+        return Err(p.error(p.pos, MatcherParseErrorKind::Unexpected(p.found())));
+    }
+    Ok(out)
+}
+
+/// Parses a label pair as `tocsin route-test` and amtool take them: one [`parse_matcher`]
+/// matcher whose operator is `=`, returned as name and value.
+pub fn parse_label_pair(input: &str) -> Result<(String, String), MatcherParseError> {
+    let mut p = MatcherParser::new(input, false);
+    p.skip_space();
+    if p.at_end() {
+        return Err(p.error(p.pos, MatcherParseErrorKind::Empty));
+    }
+    let parsed = p.matcher()?;
+    p.skip_space();
+    if !p.at_end() {
+        return Err(p.error(p.pos, MatcherParseErrorKind::Unexpected(p.found())));
+    }
+    if parsed.op != MatchOp::Equal {
+        return Err(p.error(
+            parsed.op_at,
+            MatcherParseErrorKind::NotEquality(op_text(parsed.op)),
+        ));
+    }
+    Ok((parsed.name, parsed.value))
+}
+
+/// The operator as written in a matcher.
+pub fn op_text(op: MatchOp) -> &'static str {
+    match op {
+        MatchOp::Equal => "=",
+        MatchOp::NotEqual => "!=",
+        MatchOp::Regex => "=~",
+        MatchOp::NotRegex => "!~",
+    }
+}
+
+/// Characters that end a bare label name (Alertmanager's reserved characters).
+fn ends_name(c: char) -> bool {
+    c.is_whitespace() || "{}!=~,\"'`\\".contains(c)
+}
+
+/// One matcher before its regex is compiled, with where its parts start.
+struct ParsedMatcher {
+    name: String,
+    op: MatchOp,
+    op_at: usize,
+    value: String,
+    value_at: usize,
+}
+
+/// A cursor over the characters of a matcher string (positions count characters, so errors
+/// point at the right place in UTF-8 text).
+struct MatcherParser<'a> {
+    input: &'a str,
+    chars: Vec<char>,
+    pos: usize,
+    /// whether a bare value ends at `,` and `}` (in a list) or runs to the end (one matcher)
+    in_list: bool,
+}
+
+impl<'a> MatcherParser<'a> {
+    fn new(input: &'a str, in_list: bool) -> Self {
+        MatcherParser {
+            input,
+            chars: input.chars().collect(),
+            pos: 0,
+            in_list,
+        }
+    }
+
+    fn error(&self, at: usize, kind: MatcherParseErrorKind) -> MatcherParseError {
+        MatcherParseError {
+            input: self.input.to_string(),
+            position: at + 1,
+            kind,
+        }
+    }
+
+    fn peek(&self) -> Option<char> {
+        self.chars.get(self.pos).copied()
+    }
+
+    fn at_end(&self) -> bool {
+        self.pos >= self.chars.len()
+    }
+
+    /// The character at the cursor, for messages: `'{'` or `the end`.
+    fn found(&self) -> String {
+        match self.peek() {
+            Some(c) => format!("{c:?}"),
+            None => "the end".into(),
+        }
+    }
+
+    fn skip_space(&mut self) {
+        while self.peek().is_some_and(char::is_whitespace) {
+            self.pos += 1;
+        }
+    }
+
+    /// `name op value`, the cursor on the name's first character.
+    fn matcher(&mut self) -> Result<ParsedMatcher, MatcherParseError> {
+        let name_at = self.pos;
+        let name = if self.peek() == Some('"') {
+            let name = self.quoted()?;
+            if name.is_empty() {
+                return Err(self.error(name_at, MatcherParseErrorKind::EmptyName));
+            }
+            name
+        } else {
+            let start = self.pos;
+            while self.peek().is_some_and(|c| !ends_name(c)) {
+                self.pos += 1;
+            }
+            if self.pos == start {
+                return Err(self.error(self.pos, MatcherParseErrorKind::ExpectedName(self.found())));
+            }
+            self.chars[start..self.pos].iter().collect()
+        };
+        self.skip_space();
+        let op_at = self.pos;
+        let op = match (self.peek(), self.chars.get(self.pos + 1).copied()) {
+            (Some('='), Some('~')) => MatchOp::Regex,
+            (Some('!'), Some('~')) => MatchOp::NotRegex,
+            (Some('!'), Some('=')) => MatchOp::NotEqual,
+            (Some('='), _) => MatchOp::Equal,
+            _ => {
+                let found = self.found();
+                return Err(self.error(
+                    op_at,
+                    MatcherParseErrorKind::ExpectedOperator { name, found },
+                ));
+            }
+        };
+        self.pos += op_text(op).len();
+        self.skip_space();
+        let value_at = self.pos;
+        let value = if self.peek() == Some('"') {
+            let value = self.quoted()?;
+            let after = self.pos;
+            self.skip_space();
+            let ends = match self.peek() {
+                None => true,
+                Some(',' | '}') => self.in_list,
+                Some(_) => false,
+            };
+            if !ends {
+                return Err(self.error(after, MatcherParseErrorKind::TextAfterQuote));
+            }
+            value
+        } else {
+            self.bare_value()?
+        };
+        Ok(ParsedMatcher {
+            name,
+            op,
+            op_at,
+            value,
+            value_at,
+        })
+    }
+
+    /// A double-quoted string, the cursor on its opening quote; leaves the cursor after the
+    /// closing one.
+    fn quoted(&mut self) -> Result<String, MatcherParseError> {
+        let open = self.pos;
+        self.pos += 1;
+        let mut out = String::new();
+        loop {
+            match self.peek() {
+                None => return Err(self.error(open, MatcherParseErrorKind::UnclosedQuote)),
+                Some('"') => {
+                    self.pos += 1;
+                    return Ok(out);
+                }
+                Some('\\') => {
+                    self.pos += 1;
+                    self.escape(&mut out);
+                }
+                Some(c) => {
+                    out.push(c);
+                    self.pos += 1;
+                }
+            }
+        }
+    }
+
+    /// A bare value: up to the end (or, in a list, the next `,` or `}`), trimmed.
+    fn bare_value(&mut self) -> Result<String, MatcherParseError> {
+        let mut out = String::new();
+        while let Some(c) = self.peek() {
+            match c {
+                ',' | '}' if self.in_list => break,
+                '"' => return Err(self.error(self.pos, MatcherParseErrorKind::UnescapedQuote)),
+                '\\' => {
+                    self.pos += 1;
+                    self.escape(&mut out);
+                }
+                c => {
+                    out.push(c);
+                    self.pos += 1;
+                }
+            }
+        }
+        out.truncate(out.trim_end().len());
+        Ok(out)
+    }
+
+    /// The character after a backslash (the cursor on it): `\"`, `\\` and `\n` are unescaped,
+    /// any other is kept with its backslash, as Alertmanager's classic parser does, so regex
+    /// classes such as `\d` survive. A backslash at the very end is kept.
+    fn escape(&mut self, out: &mut String) {
+        match self.peek() {
+            Some('n') => out.push('\n'),
+            Some(c @ ('"' | '\\')) => out.push(c),
+            Some(c) => {
+                out.push('\\');
+                out.push(c);
+            }
+            None => {
+                out.push('\\');
+                return;
+            }
+        }
+        self.pos += 1;
+    }
+
+    fn compile(&self, m: ParsedMatcher) -> Result<Matcher, MatcherParseError> {
+        Matcher::new(m.op, &m.name, &m.value).map_err(|e| {
+            self.error(
+                m.value_at,
+                MatcherParseErrorKind::Regex(regex_reason(&e.source)),
+            )
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Parses `input` with `parse` and renders the result as `name op "value"` items joined by
+    /// `, `, or as `error at N: kind`.
+    fn render(result: Result<Vec<Matcher>, MatcherParseError>) -> String {
+        match result {
+            Ok(ms) => ms
+                .iter()
+                .map(|m| format!("{}{}{:?}", m.name, op_text(m.op), m.value))
+                .collect::<Vec<_>>()
+                .join(", "),
+            Err(e) => format!("error at {}: {}", e.position, e.kind),
+        }
+    }
+
+    fn check_list(input: &str, expected: &str) {
+        assert_eq!(render(parse_matchers(input)), expected, "list {input:?}");
+    }
+
+    fn check_one(input: &str, expected: &str) {
+        assert_eq!(
+            render(parse_matcher(input).map(|m| vec![m])),
+            expected,
+            "one {input:?}"
+        );
+    }
+
+    #[test]
+    fn matcher_lists_parse_as_alertmanager_writes_them() {
+        // each operator, quoted and bare values, spaces around the operator
+        check_list(r#"severity="page""#, r#"severity="page""#);
+        check_list("team != x", r#"team!="x""#);
+        check_list(r#"alertname=~"Foo|Bar""#, r#"alertname=~"Foo|Bar""#);
+        check_list(r#"env!~"dev.*""#, r#"env!~"dev.*""#);
+        // a backslash other than \" \\ \n is kept, so regex classes survive
+        check_list(r#"instance!~"host\d+""#, r#"instance!~"host\\d+""#);
+        check_list(r#"a="x\ny\\z""#, r#"a="x\ny\\z""#);
+        // escaped quote and a comma inside quotes
+        check_list(r#"msg="a \"b\", c""#, r#"msg="a \"b\", c""#);
+        // several, in braces, with a trailing comma and whitespace everywhere
+        check_list(r#"  { a = "1" ,b=~"x|y",  }  "#, r#"a="1", b=~"x|y""#);
+        check_list(r#"a="1",b="2","#, r#"a="1", b="2""#);
+        // empty value: matches alerts without the label
+        check_list(r#"env="""#, r#"env="""#);
+        check_list("env=", r#"env="""#);
+        // a bare value runs to the next comma or brace, trimmed, and may hold spaces
+        check_list("team=b c , x=y", r#"team="b c", x="y""#);
+        check_list(r#"a=x\"y"#, r#"a="x\"y""#);
+        // UTF-8 names and values; quoted names hold anything (the routes parser took only
+        // [a-zA-Z0-9_:] and the silence parser only [a-zA-Z0-9_])
+        check_list(r#""my label"="x""#, r#"my label="x""#);
+        check_list("café=crème", r#"café="crème""#);
+        check_list(
+            r#"k8s.namespace="a", foo:bar=b"#,
+            r#"k8s.namespace="a", foo:bar="b""#,
+        );
+        check_list(r#"{"a\"b"=~"🔥+"}"#, r#"a"b=~"🔥+""#);
+        // the silence parser took a name starting with a digit, the route parser did not
+        check_list("0day=x", r#"0day="x""#);
+    }
+
+    #[test]
+    fn bad_matcher_lists_say_what_and_where() {
+        check_list("", "error at 1: no matcher");
+        check_list("  {  }", "error at 6: no matcher");
+        check_list(
+            "severity",
+            r#"error at 9: expected =, !=, =~ or !~ after "severity", found the end"#,
+        );
+        check_list(
+            "a ~= b",
+            r#"error at 3: expected =, !=, =~ or !~ after "a", found '~'"#,
+        );
+        check_list(r#"="x""#, "error at 1: expected a label name, found '='");
+        check_list(r#"""="x""#, "error at 1: empty label name");
+        check_list(r#"a="x"y"#, "error at 6: text after the closing quote");
+        check_list(r#"a="x"#, "error at 3: missing closing quote");
+        // positions count characters, not bytes
+        check_list(r#"é="x"#, "error at 3: missing closing quote");
+        check_list(
+            r#"a=x"y"#,
+            "error at 4: unescaped double quote in the value",
+        );
+        check_list(
+            r#"a=~"(""#,
+            "error at 4: regex does not compile: unclosed group",
+        );
+        check_list(
+            r#"a="1",,b="2""#,
+            "error at 7: empty matcher between commas",
+        );
+        check_list(r#",a="1""#, "error at 1: empty matcher between commas");
+        check_list(
+            r#"{a="1""#,
+            "error at 1: opening brace without a closing brace",
+        );
+        check_list(r#"a="1"}"#, "error at 6: unexpected '}'");
+        check_list(r#"{a="1"} b"#, "error at 9: unexpected 'b'");
+        check_list(r#"{a="1"}}"#, "error at 8: unexpected '}'");
+        // the message names the input
+        assert_eq!(
+            parse_matchers(r#"a="x"#).unwrap_err().to_string(),
+            r#"invalid matcher "a=\"x" at character 3: missing closing quote"#
+        );
+    }
+
+    #[test]
+    fn one_matcher_takes_a_bare_value_to_the_end() {
+        check_one(r#"alertname="Down""#, r#"alertname="Down""#);
+        check_one("instance=~a.*", r#"instance=~"a.*""#);
+        // as Alertmanager's classic parser: a bare value may hold commas and braces
+        check_one("a=b,c", r#"a="b,c""#);
+        check_one("a=~x{1,2}", r#"a=~"x{1,2}""#);
+        check_one(" a = b c ", r#"a="b c""#);
+        check_one(
+            "noop",
+            r#"error at 5: expected =, !=, =~ or !~ after "noop", found the end"#,
+        );
+        check_one(r#"{a="b"}"#, "error at 1: expected a label name, found '{'");
+        check_one(
+            r#"a="b", c="d""#,
+            "error at 6: text after the closing quote",
+        );
+        check_one("   ", "error at 4: no matcher");
+    }
+
+    #[test]
+    fn label_pairs_are_equality_matchers() {
+        let pair = |s: &str| parse_label_pair(s).map_err(|e| e.to_string());
+        assert_eq!(
+            pair("severity=page"),
+            Ok(("severity".into(), "page".into()))
+        );
+        assert_eq!(
+            pair(r#"msg="a \"b\"""#),
+            Ok(("msg".into(), r#"a "b""#.into()))
+        );
+        assert_eq!(
+            pair("severity!=page"),
+            Err(r#"invalid matcher "severity!=page" at character 9: expected name=value, found the operator !="#.into())
+        );
+        assert!(pair("severity").is_err());
+    }
+
+    #[test]
+    fn names_are_checked_as_prometheus_does() {
+        for (name, label, metric) in [
+            ("job", true, true),
+            ("_x9", true, true),
+            ("9x", false, false),
+            ("a:b", false, true),
+            (":a", false, true),
+            ("a-b", false, false),
+            ("café", false, false),
+            ("", false, false),
+        ] {
+            assert_eq!(valid_label_name(name), label, "label {name:?}");
+            assert_eq!(valid_metric_name(name), metric, "metric {name:?}");
+        }
+    }
 
     #[test]
     fn labels_are_sorted_and_drop_empty_values() {

@@ -12,11 +12,13 @@
 //! - [`reload`]: the triggers of a rule reload (debounced file watcher, SIGHUP, API request) feeding one channel.
 //! - [`server`]: axum HTTP surface (health, readiness, status, self-metrics, the JSON API under `/api/v1/` and its OpenAPI document).
 //! - [`ui`]: the web UI at `/`, a static bundle embedded in the binary, reading the JSON API.
-//! - [`labels`], [`duration`], [`timefmt`], [`clock`], [`selfmetrics`]: shared vocabulary; [`sys`]: the one libc call.
+//! - [`labels`], [`duration`], [`timefmt`], [`clock`], [`selfmetrics`]: shared vocabulary; [`error`]: the one
+//!   error-chain formatter; [`sys`]: the one libc call.
 pub mod clock;
 pub mod config;
 pub mod daemon;
 pub mod duration;
+pub mod error;
 pub mod ingest;
 pub mod labels;
 pub mod notify;

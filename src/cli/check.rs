@@ -19,19 +19,8 @@ pub(crate) fn check(paths: Vec<PathBuf>) -> Result<Outcome> {
     let mut default_interval = 15_000;
     for path in paths {
         if path.is_dir() {
-            let mut found: Vec<PathBuf> = std::fs::read_dir(&path)
-                .with_context(|| format!("cannot read directory {}", path.display()))?
-                .flatten()
-                .map(|e| e.path())
-                .filter(|p| {
-                    let n = p
-                        .file_name()
-                        .map(|n| n.to_string_lossy().into_owned())
-                        .unwrap_or_default();
-                    (n.ends_with(".yml") || n.ends_with(".yaml")) && !n.contains("_test.")
-                })
-                .collect();
-            found.sort();
+            let found = tocsin::rules::rule_files_in(&path)
+                .with_context(|| format!("cannot read directory {}", path.display()))?;
             rule_files.extend(found);
             continue;
         }

@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
 
 use super::{Outcome, load_config};
 
@@ -22,14 +22,9 @@ pub(crate) fn route_test(
     };
     let mut map = std::collections::BTreeMap::new();
     for l in labels {
-        let Some((k, v)) = l.split_once('=') else {
-            bail!("expected label=value, got {l:?}");
-        };
-        let v = v
-            .strip_prefix('"')
-            .and_then(|v| v.strip_suffix('"'))
-            .unwrap_or(v);
-        map.insert(k.trim().to_string(), v.to_string());
+        let (k, v) = tocsin::labels::parse_label_pair(l)
+            .with_context(|| format!("expected label=value, got {l:?}"))?;
+        map.insert(k, v);
     }
     let receivers = plan.routes().route_test(&map);
     println!("{}", receivers.join(","));

@@ -17,6 +17,7 @@ use serde::Deserialize;
 use serde_saphyr::Spanned;
 
 use crate::duration::PromDuration;
+use crate::labels::{valid_label_name, valid_metric_name};
 
 /// The file name `tocsin run` looks for in the working directory when no `--config` is given.
 pub const DEFAULT_CONFIG_FILE: &str = "tocsin.yml";
@@ -417,18 +418,6 @@ pub enum SecretError {
     },
 }
 
-fn is_label_name(s: &str) -> bool {
-    let mut chars = s.chars();
-    matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
-        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
-}
-
-fn is_metric_name(s: &str) -> bool {
-    let mut chars = s.chars();
-    matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_' || c == ':')
-        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':')
-}
-
 impl Config {
     /// Reads, parses and validates a configuration file.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
@@ -667,7 +656,7 @@ impl Config {
                 );
             }
             for k in t.labels.keys() {
-                if !is_label_name(k) || k.starts_with("__") {
+                if !valid_label_name(k) || k.starts_with("__") {
                     err(
                         line,
                         col,
@@ -711,7 +700,7 @@ impl Config {
                     );
                 }
                 let metric = g.metric_name();
-                if !is_metric_name(&metric) {
+                if !valid_metric_name(&metric) {
                     err(
                         l,
                         c,

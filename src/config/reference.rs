@@ -21,7 +21,22 @@ pub const SOURCES: &[(&str, &str)] = &[
         "src/notify/receivers.rs",
         include_str!("../notify/receivers.rs"),
     ),
-    ("src/notify/route.rs", include_str!("../notify/route.rs")),
+    (
+        "src/notify/route/mod.rs",
+        include_str!("../notify/route/mod.rs"),
+    ),
+    (
+        "src/notify/route/tree.rs",
+        include_str!("../notify/route/tree.rs"),
+    ),
+    (
+        "src/notify/route/inhibit.rs",
+        include_str!("../notify/route/inhibit.rs"),
+    ),
+    (
+        "src/notify/route/time_intervals.rs",
+        include_str!("../notify/route/time_intervals.rs"),
+    ),
     (
         "src/notify/dispatch.rs",
         include_str!("../notify/dispatch.rs"),

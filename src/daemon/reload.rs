@@ -14,7 +14,8 @@
 //!   watcher then watches its nearest existing ancestor until the directory is back, re-adds the
 //!   watch and requests a reload;
 //! - one debounced batch of file events sends at most one request; events that touch no rule file
-//!   (reads, editors' swap, backup and lock files, other files in the directories) send none;
+//!   (reads, editors' swap, backup and lock files, rule unit tests, other files in the directories)
+//!   send none;
 //! - after [`RuleWatcher`] is dropped no request is sent and its sender is released.
 //!
 //! The set of watched paths is fixed at creation: when a reload changes the rule files the config
@@ -233,8 +234,8 @@ impl ReloadOutcome {
 }
 
 /// Starts watching `files` (each through its parent directory, so atomic saves and
-/// delete-and-recreate are seen) and `dirs` (any `*.yml` or `*.yaml` in them created, changed or
-/// removed; not recursive), sending one [`ReloadCause::FileChange`] request per debounced batch
+/// delete-and-recreate are seen) and `dirs` (any rule file in them, [`crate::rules::is_rule_file`],
+/// created, changed or removed; not recursive), sending one [`ReloadCause::FileChange`] request per debounced batch
 /// of changes ([`DEBOUNCE`]) to `tx`.
 ///
 /// Relative paths are taken relative to the current directory; the paths in requests are
@@ -542,7 +543,7 @@ struct Inner {
     tx: mpsc::Sender<ReloadRequest>,
     /// rule files watched by name (absolute)
     files: BTreeSet<PathBuf>,
-    /// directories whose `*.yml` and `*.yaml` files are rule files (absolute)
+    /// directories whose rule files ([`crate::rules::is_rule_file`]) are watched (absolute)
     dirs: BTreeSet<PathBuf>,
     /// the directories that should be watched: `dirs` and the parents of `files`
     roots: BTreeSet<PathBuf>,
@@ -615,10 +616,10 @@ impl Inner {
         if self.files.contains(path) || self.roots.contains(path) {
             return true;
         }
-        let (Some(parent), Some(name)) = (path.parent(), path.file_name()) else {
+        let Some(parent) = path.parent() else {
             return false;
         };
-        self.dirs.contains(parent) && is_rule_file_name(&name.to_string_lossy())
+        self.dirs.contains(parent) && crate::rules::is_rule_file(path)
     }
 
     /// Brings the live watches in line with the roots after `touched` paths were created,
@@ -707,13 +708,6 @@ fn moves_paths(kind: &EventKind) -> bool {
     )
 }
 
-/// Whether a file name in a watched directory names a rule file: `*.yml` or `*.yaml`. Editors'
-/// artifacts do not end so (vim's `.x.yml.swp` and `4913` probe, `x.yml~` backups, `x.yml.tmp`
-/// atomic saves), except emacs lock links (`.#x.yml`), excluded by name.
-fn is_rule_file_name(name: &str) -> bool {
-    (name.ends_with(".yml") || name.ends_with(".yaml")) && !name.starts_with(".#")
-}
-
 /// `path` if it is a directory, else its nearest ancestor that is (`/` at worst).
 fn nearest_existing_dir(path: &Path) -> PathBuf {
     path.ancestors()
@@ -746,30 +740,6 @@ fn lock(inner: &Mutex<Inner>) -> std::sync::MutexGuard<'_, Inner> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn rule_file_names() {
-        let cases = [
-            ("x.yml", true),
-            ("x.yaml", true),
-            // not yaml
-            ("x.json", false),
-            ("README", false),
-            // an atomic save's temporary file
-            ("x.yml.tmp", false),
-            // vim swap files and write probe
-            (".x.yml.swp", false),
-            (".x.yml.swo", false),
-            ("4913", false),
-            // backup
-            ("x.yml~", false),
-            // emacs lock link, which does end in .yml
-            (".#x.yml", false),
-        ];
-        for (name, want) in cases {
-            assert_eq!(is_rule_file_name(name), want, "{name}");
-        }
-    }
 
     #[test]
     fn cause_display_and_kind() {

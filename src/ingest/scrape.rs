@@ -59,20 +59,6 @@ pub fn client() -> reqwest::Client {
         .expect("http client builds")
 }
 
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut src = e.source();
-    while let Some(inner) = src {
-        let text = inner.to_string();
-        if !s.contains(&text) {
-            s.push_str(": ");
-            s.push_str(&text);
-        }
-        src = inner.source();
-    }
-    s
-}
-
 /// GETs `url` with one `timeout` for the whole exchange, reading at most `body_limit` bytes
 /// (after gzip decoding). Any status is returned; the caller decides what it means.
 pub async fn fetch(
@@ -93,7 +79,7 @@ pub async fn fetch(
         let resp = req
             .send()
             .await
-            .map_err(|e| ScrapeError::Http(error_chain(&e)))?;
+            .map_err(|e| ScrapeError::Http(crate::error::chain(&e)))?;
         let status = resp.status().as_u16();
         let content_type = resp
             .headers()
@@ -108,7 +94,7 @@ pub async fn fetch(
         let mut body = Vec::with_capacity(resp.content_length().unwrap_or(0) as usize);
         let mut stream = resp.bytes_stream();
         while let Some(chunk) = stream.next().await {
-            let chunk = chunk.map_err(|e| ScrapeError::Http(error_chain(&e)))?;
+            let chunk = chunk.map_err(|e| ScrapeError::Http(crate::error::chain(&e)))?;
             if body.len() as u64 + chunk.len() as u64 > body_limit {
                 return Err(ScrapeError::BodyTooLarge { limit: body_limit });
             }

@@ -238,7 +238,7 @@ pub async fn send(cfg: &EmailConfig, n: &Notification) -> Result<(), DeliveryErr
 /// - a 5xx reply (535: authentication rejected), STARTTLS required but not offered, no common
 ///   AUTH mechanism, a TLS handshake that fails on the certificate → permanent.
 pub fn classify(smarthost: &str, e: &lettre::transport::smtp::Error) -> DeliveryError {
-    let detail = chain(e);
+    let detail = crate::error::chain(e);
     if let Some(code) = e.status() {
         let number = u16::from(code);
         let what = match number {
@@ -300,7 +300,11 @@ fn is_local(host: &str) -> bool {
 fn transport(cfg: &EmailConfig) -> Result<AsyncSmtpTransport<Tokio1Executor>, DeliveryError> {
     let (host, port) = split_host_port(&cfg.smarthost).map_err(DeliveryError::Permanent)?;
     let tls_error = |e: lettre::transport::smtp::Error| {
-        DeliveryError::Permanent(format!("smtp {}: tls setup: {}", cfg.smarthost, chain(&e)))
+        DeliveryError::Permanent(format!(
+            "smtp {}: tls setup: {}",
+            cfg.smarthost,
+            crate::error::chain(&e)
+        ))
     };
     let mut builder = match cfg.tls {
         TlsMode::Implicit => {
@@ -478,21 +482,6 @@ fn escape(s: &str) -> String {
             '\'' => out.push_str("&#39;"),
             c => out.push(c),
         }
-    }
-    out
-}
-
-/// The error and its sources, `: `-joined (lettre's Display leaves the cause to the chain).
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        let text = s.to_string();
-        if !out.contains(&text) {
-            out.push_str(": ");
-            out.push_str(&text);
-        }
-        source = s.source();
     }
     out
 }

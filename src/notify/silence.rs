@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::labels::{MatchOp, Matcher};
+use crate::labels::{MatchOp, Matcher, MatcherError, MatcherParseError};
 
 /// One matcher as the API and CLI write it: `name="value"`, `name!=value`, `name=~"re"`, `name!~re`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -24,54 +24,31 @@ fn yes() -> bool {
 }
 
 impl MatcherSpec {
-    /// Parses `name="value"` (quotes optional; `=`, `!=`, `=~`, `!~`).
-    pub fn parse(s: &str) -> Result<MatcherSpec, String> {
-        let s = s.trim();
-        let name_end = s
-            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
-            .ok_or_else(|| format!("matcher {s:?} has no operator"))?;
-        let (name, rest) = s.split_at(name_end);
-        if name.is_empty() {
-            return Err(format!("matcher {s:?} has no label name"));
-        }
-        let rest = rest.trim_start();
-        let (is_equal, is_regex, value) = if let Some(v) = rest.strip_prefix("=~") {
-            (true, true, v)
-        } else if let Some(v) = rest.strip_prefix("!~") {
-            (false, true, v)
-        } else if let Some(v) = rest.strip_prefix("!=") {
-            (false, false, v)
-        } else if let Some(v) = rest.strip_prefix('=') {
-            (true, false, v)
-        } else {
-            return Err(format!(
-                "matcher {s:?}: expected =, !=, =~ or !~ after {name:?}"
-            ));
-        };
-        let value = value.trim();
-        let value = if value.starts_with('"') {
-            crate::promql::notation::unquote(value).map_err(|e| format!("matcher {s:?}: {e}"))?
-        } else {
-            value.to_string()
-        };
-        let spec = MatcherSpec {
-            name: name.to_string(),
-            value,
-            is_regex,
-            is_equal,
-        };
-        spec.compile()?;
-        Ok(spec)
+    /// Parses one matcher string (`name="value"`, `name!=value`, `name=~"re"`, `name!~re`) with
+    /// the one matcher grammar, [`crate::labels::parse_matcher`].
+    pub fn parse(s: &str) -> Result<MatcherSpec, MatcherParseError> {
+        crate::labels::parse_matcher(s).map(|m| MatcherSpec::from(&m))
     }
 
-    pub fn compile(&self) -> Result<Matcher, String> {
+    pub fn compile(&self) -> Result<Matcher, MatcherError> {
         let op = match (self.is_equal, self.is_regex) {
             (true, false) => MatchOp::Equal,
             (false, false) => MatchOp::NotEqual,
             (true, true) => MatchOp::Regex,
             (false, true) => MatchOp::NotRegex,
         };
-        Matcher::new(op, &self.name, &self.value).map_err(|e| e.to_string())
+        Matcher::new(op, &self.name, &self.value)
+    }
+}
+
+impl From<&Matcher> for MatcherSpec {
+    fn from(m: &Matcher) -> Self {
+        MatcherSpec {
+            name: m.name.clone(),
+            value: m.value.clone(),
+            is_regex: matches!(m.op, MatchOp::Regex | MatchOp::NotRegex),
+            is_equal: matches!(m.op, MatchOp::Equal | MatchOp::Regex),
+        }
     }
 }
 
@@ -99,7 +76,7 @@ impl Silence {
         }
         let mut all_empty = true;
         for m in &self.matchers {
-            let c = m.compile()?;
+            let c = m.compile().map_err(|e| e.to_string())?;
             if !c.matches_empty() {
                 all_empty = false;
             }

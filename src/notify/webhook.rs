@@ -169,11 +169,9 @@ fn classify_error(url: &str, e: &reqwest::Error) -> DeliveryError {
     };
     // the source chain holds the cause (connection refused, reset…); reqwest's Display does not
     let mut message = format!("webhook {url}: {what}");
-    let mut source = std::error::Error::source(e);
-    while let Some(s) = source {
+    if let Some(cause) = std::error::Error::source(e) {
         message.push_str(": ");
-        message.push_str(&s.to_string());
-        source = s.source();
+        message.push_str(&crate::error::chain(cause));
     }
     if e.is_builder() {
         DeliveryError::Permanent(message)

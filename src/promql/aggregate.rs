@@ -163,6 +163,9 @@ pub fn aggregate(
     Ok(Value::Vector(out))
 }
 
+/// A label name PromQL may create (`count_values`, `label_replace`): any non-empty UTF-8, as in
+/// Prometheus 3. Not `labels::valid_label_name`, the classic check for names the configuration and
+/// rule files define.
 pub(super) fn valid_label_name(name: &str) -> bool {
     !name.is_empty() && std::str::from_utf8(name.as_bytes()).is_ok()
 }

@@ -24,6 +24,7 @@ use serde::Deserialize;
 use serde_saphyr::Spanned;
 
 use crate::duration::PromDuration;
+use crate::labels::{valid_label_name, valid_metric_name};
 use crate::promql::rhai::{CompiledScript, ScriptEngine};
 use crate::rules::template::Template;
 
@@ -225,6 +226,39 @@ impl RuleSet {
     }
 }
 
+/// Whether `path` names a rule file: `*.yml` or `*.yaml`, not a rule unit test (`*_test.yml`,
+/// `*_test.yaml`, which live beside their rule files) and not hidden. Editors' artifacts do not
+/// qualify: vim's `.x.yml.swp` and `4913` probe, `x.yml~` backups and `x.yml.tmp` atomic saves do
+/// not end in `.yml`, emacs lock links (`.#x.yml`) are hidden. Looks at the name only, so it
+/// answers for a path already removed. The one definition, for the reload watcher, `tocsin replay`
+/// and directories given to `tocsin check`.
+pub fn is_rule_file(path: &Path) -> bool {
+    let Some(name) = path.file_name().map(|n| n.to_string_lossy()) else {
+        return false;
+    };
+    (name.ends_with(".yml") || name.ends_with(".yaml"))
+        && !name.starts_with('.')
+        && !is_rule_test_file_name(&name)
+}
+
+/// The rule files ([`is_rule_file`]) directly in `dir`, sorted.
+pub fn rule_files_in(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(dir)? {
+        let path = entry?.path();
+        if is_rule_file(&path) && path.is_file() {
+            found.push(path);
+        }
+    }
+    found.sort();
+    Ok(found)
+}
+
+/// Rule unit test files (`x_test.yml` beside `x.yml`): never loaded as rules, even by a glob.
+fn is_rule_test_file_name(name: &str) -> bool {
+    name.ends_with("_test.yml") || name.ends_with("_test.yaml")
+}
+
 /// Expands glob patterns (`rules/*.yml`) relative to `base` into sorted, existing files. A pattern
 /// without wildcards must name an existing file.
 pub fn expand_globs(patterns: &[String], base: &Path) -> Result<Vec<PathBuf>, RuleErrors> {
@@ -270,9 +304,7 @@ pub fn expand_globs(patterns: &[String], base: &Path) -> Result<Vec<PathBuf>, Ru
                 p.is_file()
                     && p.file_name().is_some_and(|n| {
                         let n = n.to_string_lossy();
-                        glob_match(&pat, &n)
-                            && !n.ends_with("_test.yml")
-                            && !n.ends_with("_test.yaml")
+                        glob_match(&pat, &n) && !is_rule_test_file_name(&n)
                     })
             })
             .collect();
@@ -863,21 +895,58 @@ fn rule_key(group: &str, name: &str, cond: &Condition, labels: &[(String, String
     )
 }
 
-pub fn valid_label_name(s: &str) -> bool {
-    let mut c = s.chars();
-    matches!(c.next(), Some(f) if f.is_ascii_alphabetic() || f == '_')
-        && c.all(|ch| ch.is_ascii_alphanumeric() || ch == '_')
-}
-
-pub fn valid_metric_name(s: &str) -> bool {
-    let mut c = s.chars();
-    matches!(c.next(), Some(f) if f.is_ascii_alphabetic() || f == '_' || f == ':')
-        && c.all(|ch| ch.is_ascii_alphanumeric() || ch == '_' || ch == ':')
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rule_file_names() {
+        let cases = [
+            ("x.yml", true),
+            ("x.yaml", true),
+            // not yaml
+            ("x.json", false),
+            ("README", false),
+            // an atomic save's temporary file
+            ("x.yml.tmp", false),
+            // vim swap files and write probe
+            (".x.yml.swp", false),
+            (".x.yml.swo", false),
+            ("4913", false),
+            // backup
+            ("x.yml~", false),
+            // emacs lock link, which does end in .yml
+            (".#x.yml", false),
+            // rule unit tests, beside their rule files
+            ("x_test.yml", false),
+            ("x_test.yaml", false),
+            ("x_test.json.yml", true),
+            // hidden
+            (".x.yml", false),
+            // the directory does not matter
+            ("/etc/tocsin/.d/x.yml", true),
+            ("rules_test/x.yml", true),
+        ];
+        for (name, want) in cases {
+            assert_eq!(is_rule_file(Path::new(name)), want, "{name}");
+        }
+    }
+
+    #[test]
+    fn a_directory_lists_its_rule_files_sorted() {
+        let dir = tempfile::tempdir().unwrap();
+        for f in ["b.yaml", "a.yml", "a_test.yml", ".a.yml", "c.txt"] {
+            std::fs::write(dir.path().join(f), "groups: []\n").unwrap();
+        }
+        std::fs::create_dir(dir.path().join("d.yml")).unwrap();
+        let names: Vec<String> = rule_files_in(dir.path())
+            .unwrap()
+            .iter()
+            .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(names, ["a.yml", "b.yaml"]);
+        assert!(rule_files_in(&dir.path().join("missing")).is_err());
+    }
 
     fn parse(text: &str) -> Result<Vec<Group>, RuleErrors> {
         parse_file(text, Path::new("r.yml"), 15_000, &ScriptEngine::new())

@@ -83,8 +83,8 @@ pub fn check_range(from: i64, to: i64, held: Option<(i64, i64)>) -> Result<(), R
     }
 }
 
-/// The rule files a path stands for: a file is itself; a directory its `*.yml`/`*.yaml` files
-/// except `*_test.*` (as `tocsin check`), sorted.
+/// The rule files a path stands for: a file is itself; a directory its rule files
+/// ([`crate::rules::rule_files_in`]), sorted.
 pub fn rule_files(path: &Path) -> Result<Vec<PathBuf>, ReplayError> {
     let read_err = |source| ReplayError::RulePath {
         path: path.to_path_buf(),
@@ -94,19 +94,7 @@ pub fn rule_files(path: &Path) -> Result<Vec<PathBuf>, ReplayError> {
     if !meta.is_dir() {
         return Ok(vec![path.to_path_buf()]);
     }
-    let mut found: Vec<PathBuf> = std::fs::read_dir(path)
-        .map_err(read_err)?
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| {
-            let n = p
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_default();
-            (n.ends_with(".yml") || n.ends_with(".yaml")) && !n.contains("_test.")
-        })
-        .collect();
-    found.sort();
+    let found = crate::rules::rule_files_in(path).map_err(read_err)?;
     if found.is_empty() {
         return Err(ReplayError::NoRuleFiles(path.to_path_buf()));
     }

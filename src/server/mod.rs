@@ -333,7 +333,7 @@ async fn alerts(
     State(s): State<AppState>,
     axum::extract::RawQuery(q): axum::extract::RawQuery,
 ) -> Response {
-    use crate::notify::route::parse_matchers;
+    use crate::labels::parse_matchers;
     let params = api::params(q.as_deref(), &[]);
     let mut state = None;
     let mut filter = Vec::new();
@@ -460,7 +460,7 @@ async fn post_silence(
             MatcherInput::Spec(spec) => matchers.push(spec),
             MatcherInput::Text(t) => match crate::notify::silence::MatcherSpec::parse(&t) {
                 Ok(spec) => matchers.push(spec),
-                Err(e) => return bad_request(e),
+                Err(e) => return bad_request(e.to_string()),
             },
         }
     }

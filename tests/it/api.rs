@@ -309,7 +309,7 @@ async fn faults_are_refused_with_a_message_and_change_nothing() {
     assert_refused(
         post(bad_matcher.to_vec(), Some(TOKEN)).await.unwrap(),
         400,
-        "has no label name",
+        "expected a label name",
     )
     .await;
     let mut huge =

@@ -399,7 +399,7 @@ receivers: [{ name: ops }]
             "route.routes[1].active_time_intervals[1]",
             "undefined time interval \"holidays\" used in route",
         ),
-        ("route.routes[1].match_re.service", "invalid matcher"),
+        ("route.routes[1].match_re.service", "invalid regex"),
         (
             "route.routes[1].matchers[1]",
             "invalid matcher \"team=~\\\"(\\\"\"",
