@@ -49,6 +49,9 @@ pub struct SelfMetrics {
     pub notification_outbox_depth: Gauge,
     /// 0 closed, 1 open, 2 half-open
     pub notification_breaker_state: Family<IntegrationLabels, Gauge>,
+    /// store calls of the sender that failed, by operation: each leaves a notification queued
+    /// (sent again later) or a metric stale
+    pub notification_store_errors: Family<StoreOpLabels, Counter>,
 }
 
 /// The kind of loop a caught panic happened in: `scrape`, `probe`, `flush` or `rule_group`
@@ -73,6 +76,13 @@ pub struct DeliveryLabels {
     pub integration: String,
     /// `delivered`, `retried` (transient failure) or `failed` (permanent failure)
     pub result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StoreOpLabels {
+    /// `read_outbox`, `mark_delivered`, `schedule_retry`, `mark_failed`, `queue_fallback` or
+    /// `outbox_depth` (`notify::sender::StoreOp`)
+    pub operation: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -214,7 +224,14 @@ impl SelfMetrics {
             "Panics caught in blocking work by loop kind; the endpoint or group keeps running",
             task_panics.clone(),
         );
+        let notification_store_errors = Family::<StoreOpLabels, Counter>::default();
+        registry.register(
+            "notification_store_errors",
+            "Store calls of the notification sender that failed, by operation",
+            notification_store_errors.clone(),
+        );
         SelfMetrics {
+            notification_store_errors,
             task_panics,
             notifications_queued,
             notifications_shadow,

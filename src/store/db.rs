@@ -602,9 +602,10 @@ impl Db {
     pub fn outbox_due(&self, now: i64, limit: usize) -> Result<Vec<super::OutboxRow>, StoreError> {
         let mut st = self.conn.prepare_cached(
             "SELECT id, receiver, group_key, idempotency_key, payload, created, attempts, next_attempt
-             FROM outbox WHERE failed = 0 AND receiver IN
-               (SELECT receiver FROM outbox WHERE failed = 0 AND next_attempt <= ?1)
-             ORDER BY id LIMIT ?2",
+             FROM (SELECT *, row_number() OVER (PARTITION BY receiver ORDER BY id) AS nth
+                   FROM outbox WHERE failed = 0 AND receiver IN
+                     (SELECT receiver FROM outbox WHERE failed = 0 AND next_attempt <= ?1))
+             WHERE nth <= ?2 ORDER BY id",
         )?;
         let rows = st.query_map(params![now, limit as i64], |r| {
             Ok(super::OutboxRow {

@@ -435,6 +435,8 @@ impl Store {
 
     /// Queued notifications of every receiver that has one due at `now`, oldest first, due or
     /// not: a receiver's rows go out in order, so a row not yet due holds back the later ones.
+    /// At most `limit` rows per receiver (its oldest), so one receiver's backlog cannot crowd
+    /// out the others.
     pub fn outbox_due(&self, now: i64, limit: usize) -> Result<Vec<OutboxRow>, StoreError> {
         self.db.lock().expect("db lock").outbox_due(now, limit)
     }

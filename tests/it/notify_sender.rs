@@ -1,8 +1,10 @@
 //! The outbox sender over a real store with a manual clock: retries across a 10-minute outage
 //! deliver everything once and in order; a permanent failure goes to the fallback; the breaker
-//! opens and closes again.
+//! opens and closes again; a webhook that hangs does not delay another receiver (the daemon's
+//! loop against real HTTP servers on 127.0.0.1); shutdown starts no new attempt.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tocsin::clock::{Clock, ManualClock};
@@ -11,7 +13,7 @@ use tocsin::notify::sender::{BreakerState, DeliverFn, Integration, Sender};
 use tocsin::notify::{Change, DeliveryError, Notification};
 use tocsin::store::OutboxEntry;
 
-use crate::common::open_store;
+use crate::common::{Deadline, open_store};
 
 fn notification(key: &str) -> Notification {
     Notification {
@@ -343,4 +345,320 @@ async fn shadow_notifications_are_recorded_and_never_queued() {
         store2.nflog().unwrap().is_empty(),
         "shadow notifications leave the real notification log alone"
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// the daemon's loop (`sender::run`) with real webhooks
+
+/// A webhook integration as `notify::setup` builds it, POSTing to `addr` with `timeout`.
+fn webhook_integration(addr: std::net::SocketAddr, timeout: std::time::Duration) -> Integration {
+    let cfg = tocsin::notify::webhook::WebhookConfig {
+        url: format!("http://{addr}/hook"),
+        secret: None,
+        timeout,
+        max_alerts: 0,
+        send_resolved: true,
+    };
+    let client = tocsin::ingest::scrape::client();
+    Integration {
+        deliver: Arc::new(move |n| {
+            let (client, cfg) = (client.clone(), cfg.clone());
+            Box::pin(async move { tocsin::notify::webhook::send(&client, &cfg, &n).await })
+        }),
+        fallback: None,
+    }
+}
+
+/// A webhook that answers every POST with 200, counting them.
+async fn answering_webhook() -> (std::net::SocketAddr, Arc<AtomicUsize>) {
+    let hits = Arc::new(AtomicUsize::new(0));
+    let counter = hits.clone();
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(move || {
+            let counter = counter.clone();
+            async move {
+                counter.fetch_add(1, Ordering::SeqCst);
+                axum::http::StatusCode::OK
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (addr, hits)
+}
+
+/// A webhook that accepts the connection, reads the request and never answers, counting
+/// requests; it hangs up on every connection once `true` is sent on the returned channel.
+async fn hanging_webhook() -> (
+    std::net::SocketAddr,
+    Arc<AtomicUsize>,
+    tokio::sync::watch::Sender<bool>,
+) {
+    use tokio::io::AsyncReadExt;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let requests = Arc::new(AtomicUsize::new(0));
+    let (hang_up, hang_up_rx) = tokio::sync::watch::channel(false);
+    let counter = requests.clone();
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            let (counter, mut hang_up) = (counter.clone(), hang_up_rx.clone());
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                if matches!(socket.read(&mut buf).await, Ok(n) if n > 0) {
+                    counter.fetch_add(1, Ordering::SeqCst);
+                }
+                let _ = hang_up.wait_for(|h| *h).await;
+                drop(socket);
+            });
+        }
+    });
+    (addr, requests, hang_up)
+}
+
+#[tokio::test]
+async fn a_hanging_webhook_does_not_delay_another_receivers_delivery() {
+    use std::time::Duration;
+    use tocsin::notify::sender::run;
+
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(open_store(&dir));
+    let (dead_addr, dead_requests, hang_up) = hanging_webhook().await;
+    let (live_addr, live_hits) = answering_webhook().await;
+    let integrations = HashMap::from([
+        (
+            "dead/webhook".to_string(),
+            webhook_integration(dead_addr, Duration::from_secs(30)),
+        ),
+        (
+            "live/webhook".to_string(),
+            webhook_integration(live_addr, Duration::from_secs(30)),
+        ),
+    ]);
+    // the dead receiver's row is the older one: a sender taking rows one at a time starts there
+    enqueue(&store, "dead/webhook", &notification("a"), 0);
+    enqueue(&store, "live/webhook", &notification("b"), 0);
+    let clock = Arc::new(ManualClock::new(1_000));
+    let sender = Sender::new(store.clone(), clock, integrations, HashMap::new());
+    let metrics = Arc::new(tocsin::selfmetrics::SelfMetrics::new(0.0));
+    let (_reload_tx, reload_rx) = tokio::sync::watch::channel(None);
+    let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
+    let task = tokio::spawn(run(
+        sender,
+        metrics.clone(),
+        Arc::new(tokio::sync::Notify::new()),
+        reload_rx,
+        shutdown_rx,
+    ));
+
+    // well inside the dead webhook's 30 s timeout
+    let deadline = Deadline::new(
+        "the live receiver's delivery recorded while the dead one hangs",
+        Duration::from_secs(10),
+        Duration::from_millis(20),
+    );
+    loop {
+        let delivered = store.sent(10, Some("delivered")).unwrap();
+        if delivered.iter().any(|r| r.integration == "live/webhook")
+            && dead_requests.load(Ordering::SeqCst) == 1
+        {
+            break;
+        }
+        deadline.tick().await;
+    }
+    assert_eq!(live_hits.load(Ordering::SeqCst), 1);
+    let delivered = store.sent(10, Some("delivered")).unwrap();
+    assert_eq!(delivered.len(), 1, "only the live receiver: {delivered:?}");
+    assert_eq!(delivered[0].idempotency_key, "idem-b");
+    let queued = store.outbox_due(i64::MAX, 10).unwrap();
+    assert_eq!(
+        (
+            queued.len(),
+            queued[0].receiver.as_str(),
+            queued[0].attempts
+        ),
+        (1, "dead/webhook", 0),
+        "the dead receiver's request is still in flight"
+    );
+
+    // shutdown: the attempt in flight ends (here: the server hangs up) and is recorded, the
+    // loop returns, the row stays queued for the next start
+    shutdown_tx.send(true).unwrap();
+    hang_up.send(true).unwrap();
+    tokio::time::timeout(Duration::from_secs(10), task)
+        .await
+        .expect("the loop ends once the attempt in flight ends")
+        .unwrap();
+    let queued = store.outbox_due(i64::MAX, 10).unwrap();
+    assert_eq!(
+        (
+            queued.len(),
+            queued[0].receiver.as_str(),
+            queued[0].attempts
+        ),
+        (1, "dead/webhook", 1),
+        "the failed attempt is recorded as a retry"
+    );
+    assert_eq!(dead_requests.load(Ordering::SeqCst), 1, "no new attempt");
+    let text = metrics.encode();
+    assert!(
+        text.contains(
+            r#"tocsin_notifications_total{integration="live/webhook",result="delivered"} 1"#
+        ),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn after_shutdown_no_attempt_starts_and_the_rest_stays_queued() {
+    use std::time::Duration;
+    use tocsin::notify::sender::run;
+
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(open_store(&dir));
+    for k in ["a", "b"] {
+        enqueue(&store, "ops/webhook", &notification(k), 0);
+    }
+    // each attempt is counted, then waits for a release
+    let attempts = Arc::new(AtomicUsize::new(0));
+    let (release, release_rx) = tokio::sync::watch::channel(false);
+    let counter = attempts.clone();
+    let deliver: DeliverFn = Arc::new(move |_n| {
+        let (counter, mut release) = (counter.clone(), release_rx.clone());
+        Box::pin(async move {
+            counter.fetch_add(1, Ordering::SeqCst);
+            let _ = release.wait_for(|r| *r).await;
+            Ok(())
+        })
+    });
+    let integrations = HashMap::from([(
+        "ops/webhook".to_string(),
+        Integration {
+            deliver,
+            fallback: None,
+        },
+    )]);
+    let sender = Sender::new(
+        store.clone(),
+        Arc::new(ManualClock::new(1_000)),
+        integrations,
+        HashMap::new(),
+    );
+    let (_reload_tx, reload_rx) = tokio::sync::watch::channel(None);
+    let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
+    let task = tokio::spawn(run(
+        sender,
+        Arc::new(tocsin::selfmetrics::SelfMetrics::new(0.0)),
+        Arc::new(tokio::sync::Notify::new()),
+        reload_rx,
+        shutdown_rx,
+    ));
+    let deadline = Deadline::new(
+        "the first attempt starts",
+        Duration::from_secs(10),
+        Duration::from_millis(10),
+    );
+    while attempts.load(Ordering::SeqCst) == 0 {
+        deadline.tick().await;
+    }
+    // shutdown while the first attempt is in flight, then let it finish
+    shutdown_tx.send(true).unwrap();
+    release.send(true).unwrap();
+    tokio::time::timeout(Duration::from_secs(10), task)
+        .await
+        .expect("the loop ends once the attempt in flight ends")
+        .unwrap();
+    assert_eq!(
+        attempts.load(Ordering::SeqCst),
+        1,
+        "the second never started"
+    );
+    let delivered = store.sent(10, Some("delivered")).unwrap();
+    assert_eq!(
+        delivered
+            .iter()
+            .map(|r| r.idempotency_key.as_str())
+            .collect::<Vec<_>>(),
+        ["idem-a"],
+        "the attempt in flight is recorded"
+    );
+    let queued = store.outbox_due(i64::MAX, 10).unwrap();
+    assert_eq!(
+        queued
+            .iter()
+            .map(|r| (r.idempotency_key.as_str(), r.attempts))
+            .collect::<Vec<_>>(),
+        [("idem-b", 0)],
+        "the rest stays queued, untried"
+    );
+}
+
+#[tokio::test]
+async fn a_store_error_after_delivery_is_counted_and_keeps_the_row_queued_in_order() {
+    use std::time::Duration;
+    use tocsin::notify::sender::{Held, StoreOp, run};
+
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = open_store(&dir);
+        for k in ["a", "b"] {
+            enqueue(&store, "ops/webhook", &notification(k), 0);
+        }
+        store.close(0).unwrap();
+    }
+    // reads work, every write fails (SQLite refuses writes on a read-only connection)
+    let store =
+        Arc::new(tocsin::store::Store::open_read_only(&dir.path().join("tocsin.db")).unwrap());
+    let clock = Arc::new(ManualClock::new(1_000));
+    let got = Arc::new(Mutex::new(Vec::new()));
+    let integrations = || {
+        HashMap::from([(
+            "ops/webhook".to_string(),
+            Integration {
+                deliver: receiver(clock.clone(), 0, false, got.clone()),
+                fallback: None,
+            },
+        )])
+    };
+    let mut sender = Sender::new(store.clone(), clock.clone(), integrations(), HashMap::new());
+    let report = sender.pass().await;
+    assert_eq!(report.store_errors, [StoreOp::MarkDelivered]);
+    assert_eq!(
+        report.held,
+        [("ops/webhook".to_string(), Held::StoreError)],
+        "b waits behind a, whose outcome is not recorded"
+    );
+    assert_eq!(*got.lock().unwrap(), ["idem-a"]);
+    assert_eq!(store.outbox_depth().unwrap(), 2, "a is sent again later");
+
+    // the daemon's loop counts it in the self-metrics
+    let metrics = Arc::new(tocsin::selfmetrics::SelfMetrics::new(0.0));
+    let (_reload_tx, reload_rx) = tokio::sync::watch::channel(None);
+    let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
+    let sender = Sender::new(store.clone(), clock.clone(), integrations(), HashMap::new());
+    let task = tokio::spawn(run(
+        sender,
+        metrics.clone(),
+        Arc::new(tokio::sync::Notify::new()),
+        reload_rx,
+        shutdown_rx,
+    ));
+    let deadline = Deadline::new(
+        "the store error counted",
+        Duration::from_secs(10),
+        Duration::from_millis(10),
+    );
+    while !metrics
+        .encode()
+        .contains(r#"tocsin_notification_store_errors_total{operation="mark_delivered"}"#)
+    {
+        deadline.tick().await;
+    }
+    shutdown_tx.send(true).unwrap();
+    tokio::time::timeout(Duration::from_secs(10), task)
+        .await
+        .unwrap()
+        .unwrap();
 }

@@ -456,6 +456,35 @@ fn outbox_rows_are_durable_and_retried_or_failed() {
 }
 
 #[test]
+fn outbox_due_limits_rows_per_receiver_so_one_backlog_does_not_hide_others() {
+    use tocsin::store::OutboxEntry;
+    let dir = tempfile::tempdir().unwrap();
+    let store = open_store(&dir);
+    // a dead receiver's backlog queued first, then one row for another receiver
+    let entry = |receiver: &str, i: usize| OutboxEntry {
+        receiver: receiver.to_string(),
+        group_key: "{}:{}".into(),
+        idempotency_key: format!("{receiver}{i}"),
+        payload: "{}".into(),
+        created: 1000,
+        log_entry: String::new(),
+        log_receiver: String::new(),
+    };
+    for i in 0..5 {
+        store.outbox_insert(&entry("dead", i)).unwrap();
+    }
+    store.outbox_insert(&entry("live", 0)).unwrap();
+    let due = store.outbox_due(1000, 3).unwrap();
+    assert_eq!(
+        due.iter()
+            .map(|r| r.idempotency_key.as_str())
+            .collect::<Vec<_>>(),
+        ["dead0", "dead1", "dead2", "live0"],
+        "the oldest 3 of each receiver, in id order"
+    );
+}
+
+#[test]
 fn rule_transitions_are_written_with_the_flush_and_only_the_last_100_are_kept() {
     use tocsin::store::{RuleStateRow, RuleTransition};
     let dir = tempfile::tempdir().unwrap();
