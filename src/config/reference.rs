@@ -22,7 +22,10 @@ pub const SOURCES: &[(&str, &str)] = &[
         include_str!("../notify/receivers.rs"),
     ),
     ("src/notify/route.rs", include_str!("../notify/route.rs")),
-    ("src/notify/dispatch.rs", include_str!("../notify/dispatch.rs")),
+    (
+        "src/notify/dispatch.rs",
+        include_str!("../notify/dispatch.rs"),
+    ),
 ];
 
 /// The type of the whole file.

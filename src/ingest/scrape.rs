@@ -17,9 +17,9 @@ use std::time::Duration;
 use futures_util::StreamExt;
 
 use crate::config::{Secret, Target};
+use crate::ingest::textparse::{Entry, ParseError, Parser};
 use crate::labels::Labels;
 use crate::store::{AppendStats, SeriesRef, Store, chunk::stale_nan};
-use crate::ingest::textparse::{Entry, ParseError, Parser};
 
 /// Occurs when a scrape or probe fails; the reason is kept in the target's status.
 #[derive(Debug, thiserror::Error)]

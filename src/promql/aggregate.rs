@@ -11,8 +11,8 @@ use promql_parser::parser::Expr;
 use super::eval::{Compat, Ctx};
 use super::functions;
 use super::{QueryError, Sample, Value, format_float};
-use crate::labels::{Labels, METRIC_NAME};
 use crate::ingest::scrape::BuildOneShot;
+use crate::labels::{Labels, METRIC_NAME};
 
 pub(super) fn eval(ctx: &Ctx<'_>, a: &AggregateExpr, t: i64) -> Result<Value, QueryError> {
     let op = a.op.to_string().to_lowercase();

@@ -12,8 +12,8 @@ use promql_parser::parser::{
 };
 
 use super::{QueryError, Sample, Series, Storage, Value, aggregate, binary, functions};
-use crate::labels::{Labels, MatchOp, Matcher};
 use crate::ingest::scrape::BuildOneShot;
+use crate::labels::{Labels, MatchOp, Matcher};
 use crate::store::is_stale;
 
 /// Engine limits and defaults.

@@ -12,8 +12,8 @@ use std::time::Instant;
 use super::tracker::{Candidate, RuleState, Timing, Transition};
 use super::{Condition, Group, Rule, RuleKind};
 use crate::labels::{Labels, METRIC_NAME};
-use crate::promql::{Engine, Evaluator, Sample, Storage, Value};
 use crate::promql::rhai::{ScriptEngine, to_vector};
+use crate::promql::{Engine, Evaluator, Sample, Storage, Value};
 use crate::rules::template::{QueryFn, QueryResult, Template, TemplateData};
 
 /// Receives a rule's output series `(labels, t, value)` before the next rule runs.

@@ -2,8 +2,8 @@
 
 use std::sync::Arc;
 
-use tocsin::promql::{Engine, Evaluator, Sample};
 use tocsin::promql::rhai::{ScriptEngine, ScriptValue, to_vector};
+use tocsin::promql::{Engine, Evaluator, Sample};
 use tocsin::store::Store;
 
 use crate::common::{labels, open_store};

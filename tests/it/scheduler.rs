@@ -8,8 +8,8 @@ use tokio::sync::watch;
 use crate::common::*;
 use tocsin::clock::{Clock, SystemClock};
 use tocsin::config::Config;
-use tocsin::labels::MatchOp;
 use tocsin::ingest::scheduler::{Scheduler, StatusBoard};
+use tocsin::labels::MatchOp;
 use tocsin::selfmetrics::SelfMetrics;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

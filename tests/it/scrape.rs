@@ -12,8 +12,8 @@ use tokio::io::AsyncWriteExt;
 
 use crate::common::*;
 use tocsin::config::{Config, Target};
-use tocsin::labels::MatchOp;
 use tocsin::ingest::scrape::{self, ScrapeCache, ScrapeError};
+use tocsin::labels::MatchOp;
 use tocsin::store::Store;
 
 const T0: i64 = 1_700_000_000_000;
