@@ -437,7 +437,7 @@ impl RuleManager {
         drop(order);
         match committed {
             Err(e) => {
-                tracing::error!(group = group.name, error = %e, "cannot persist rule evaluation; retried at the next flush")
+                tracing::error!(group = group.name, error = %e, "cannot persist rule evaluation; retried by the next store write")
             }
             Ok(_) if queued > 0 => {
                 if let Some(w) = self.delivery_wakeup.read().expect("wakeup lock").as_ref() {

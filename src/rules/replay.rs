@@ -351,23 +351,13 @@ pub fn replay(r: &Replay<'_>, progress: &mut dyn FnMut(u64, u64)) -> Timeline {
         // as the daemon: a tick after each group evaluation, over every rule's alerts (during
         // the warm-up too: its groups and log carry over, what it sends is not reported)
         let mut own = std::mem::take(&mut states[gi]);
-        let mut others = |alerts: &mut Alerts| {
-            // the group's own states are out of `states` for the step (empty here)
-            for (g, st) in r.rules.groups.iter().zip(&states) {
-                alerts.add_group(g, st);
-            }
-        };
-        let batch = step::step(
-            group,
-            &mut own,
-            &ctx,
-            t,
-            recorder.as_mut().map(|rec| step::Notify {
-                stages: rec as &mut dyn Tick,
-                others: &mut others,
-                all_evaluated,
-            }),
-        );
+        let notify = recorder.as_mut().map(|rec| step::Notify {
+            stages: rec as &mut dyn Tick,
+            // the group's own states are out of `states` for the step
+            others: Alerts::of(r.rules.groups.iter().zip(&states)),
+            all_evaluated,
+        });
+        let batch = step::step(group, &mut own, &ctx, t, notify);
         states[gi] = own;
         storage.add(&batch.samples);
         let sent = recorder

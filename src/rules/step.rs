@@ -163,8 +163,8 @@ pub fn notify(batch: &mut EvalBatch, stages: &mut dyn Tick, alerts: &Alerts, all
 /// The notification half of a [`step`].
 pub struct Notify<'a> {
     pub stages: &'a mut dyn Tick,
-    /// adds the alerts of every other group (the step adds its own group's)
-    pub others: &'a mut dyn FnMut(&mut Alerts),
+    /// the alerts of every other group (the step adds its own group's, as evaluated)
+    pub others: Alerts,
     /// whether every group has been evaluated once
     pub all_evaluated: bool,
 }
@@ -180,9 +180,8 @@ pub fn step(
 ) -> EvalBatch {
     let mut batch = evaluate(group, states, ctx, t);
     if let Some(n) = with {
-        let mut alerts = Alerts::default();
+        let mut alerts = n.others;
         alerts.add_group(group, states);
-        (n.others)(&mut alerts);
         notify(&mut batch, n.stages, &alerts, n.all_evaluated);
     }
     batch
@@ -525,7 +524,7 @@ mod tests {
             10_000,
             Some(Notify {
                 stages: &mut Echo,
-                others: &mut |_: &mut Alerts| {},
+                others: Alerts::default(),
                 all_evaluated: true,
             }),
         );

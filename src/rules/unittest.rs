@@ -487,23 +487,13 @@ fn run_group(tg: &RawTestGroup, fc: &FileContext, skipped: &mut Vec<String>) -> 
             // each is one step: the group, then a pipeline tick over every rule's alerts
             evaluated_once |= gi + 1 == rules.groups.len();
             let mut own = std::mem::take(&mut states[gi]);
-            let mut others = |alerts: &mut Alerts| {
-                // the group's own states are out of `states` for the step (empty here)
-                for (g, st) in rules.groups.iter().zip(&states) {
-                    alerts.add_group(g, st);
-                }
-            };
-            let batch = step::step(
-                g,
-                &mut own,
-                &ctx,
-                ts,
-                recorder.as_mut().map(|rec| step::Notify {
-                    stages: rec as &mut dyn Tick,
-                    others: &mut others,
-                    all_evaluated: evaluated_once,
-                }),
-            );
+            let notify = recorder.as_mut().map(|rec| step::Notify {
+                stages: rec as &mut dyn Tick,
+                // the group's own states are out of `states` for the step
+                others: Alerts::of(rules.groups.iter().zip(&states)),
+                all_evaluated: evaluated_once,
+            });
+            let batch = step::step(g, &mut own, &ctx, ts, notify);
             states[gi] = own;
             {
                 let mut mem = storage.0.write().expect("storage lock");
