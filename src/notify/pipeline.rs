@@ -1,9 +1,9 @@
 //! The notification pipeline as the rule manager drives it: after each group evaluation, on the
-//! same blocking thread and before the store flush, the alerts of every rule go through inhibit →
-//! silence → route → group → dedup ([`Dispatcher`]) (a silenced alert still inhibits others, as
-//! in Alertmanager); what must be sent is staged in the outbox together with
-//! its notification-log entry, so the flush writes alert states, outbox rows and log in one
-//! transaction. The [`Sender`](super::sender::Sender) delivers from the outbox.
+//! same blocking thread, the alerts of every rule go through inhibit → silence → route → group
+//! → dedup ([`Dispatcher`]) (a silenced alert still inhibits others, as in Alertmanager); what
+//! must be sent comes back with its notification-log entry in the evaluation's batch
+//! ([`crate::rules::step`]), and the rule manager commits alert states, outbox rows and log in
+//! one transaction. The [`Sender`](super::sender::Sender) delivers from the outbox.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -110,7 +110,38 @@ impl Stages<'_> {
     }
 }
 
-/// The pipeline as the rule manager drives it: [`Stages`] with the silences, then the outbox.
+/// What one tick of the stages decided: the notifications to send and, apart, what shadow
+/// (`dry_run`) alerts would send. Each carries the log entry that records it.
+#[derive(Debug, Default)]
+pub struct Ticked {
+    pub sent: Vec<Outgoing>,
+    pub shadow: Vec<Outgoing>,
+}
+
+/// One tick of the stages after the tracker, as an evaluation step runs it
+/// ([`crate::rules::step`]): the daemon's [`Notifier`] (log beside the store's), or the
+/// [`Recorder`](super::recorder::Recorder) of `tocsin test` and replay (log in memory).
+pub trait Tick {
+    /// Runs the stages at `now` over every rule's alerts: `alerts` of ordinary rules, `shadow`
+    /// of `dry_run` rules.
+    fn tick(&mut self, alerts: &[Alert], shadow: &[Alert], now: i64, all_evaluated: bool)
+    -> Ticked;
+}
+
+impl Tick for &Notifier {
+    fn tick(
+        &mut self,
+        alerts: &[Alert],
+        shadow: &[Alert],
+        now: i64,
+        all_evaluated: bool,
+    ) -> Ticked {
+        Notifier::tick(self, alerts, shadow, now, all_evaluated)
+    }
+}
+
+/// The pipeline as the rule manager drives it: [`Stages`] with the silences; its output becomes
+/// outbox rows ([`Notifier::outbox_rows`]) committed with the evaluation.
 pub struct Notifier {
     /// swapped as a whole by a configuration reload ([`Notifier::set_routing`])
     routing: std::sync::RwLock<RoutingParts>,
@@ -200,28 +231,24 @@ impl Notifier {
         self
     }
 
-    /// One tick at `now` over every alert of every rule ([`Stages::tick`]): stages what must be
-    /// sent in the store's outbox, with its notification-log entries. Returns the number of
-    /// notifications staged.
+    /// One tick at `now` over every alert of every rule ([`Stages::tick`]): what must be sent,
+    /// recorded in the pipeline's notification log in memory; the caller makes it durable with
+    /// [`Notifier::outbox_rows`] in the transaction of the alert states that caused it.
+    ///
+    /// `shadow` holds the alerts of `dry_run` rules: they go through the same stages on their
+    /// own (their groups, log and inhibition apart from the real alerts', so a rule in shadow
+    /// mode changes nothing anyone receives) and come back as [`Ticked::shadow`]. With
+    /// `--dry-run` every alert is a shadow one.
     ///
     /// `all_evaluated` says whether every rule group has been evaluated since startup (see
     /// [`Stages::tick`]: with inhibition rules, nothing is sent before).
-    pub fn tick(&self, alerts: &[Alert], store: &Store, now: i64, all_evaluated: bool) -> usize {
-        self.tick_with_shadow(alerts, &[], store, now, all_evaluated)
-    }
-
-    /// [`Notifier::tick`], with the alerts of `dry_run` rules in `shadow`: they go through
-    /// the same stages on their own (their groups, log and inhibition apart from the real
-    /// alerts', so a rule in shadow mode changes nothing anyone receives) and what they would
-    /// send is recorded as shadow notifications. Returns the number of real notifications staged.
-    pub fn tick_with_shadow(
+    pub fn tick(
         &self,
         alerts: &[Alert],
         shadow: &[Alert],
-        store: &Store,
         now: i64,
         all_evaluated: bool,
-    ) -> usize {
+    ) -> Ticked {
         let silenced = |labels: &BTreeMap<String, String>, now: i64| {
             self.silences
                 .as_ref()
@@ -229,7 +256,6 @@ impl Notifier {
         };
         // read-held for the tick: a reload (rare) waits for it
         let routing = self.routing.read().expect("routing lock");
-        let integrations = &routing.integrations;
         let stages = Stages {
             routes: routing.routes.as_ref(),
             inhibitor: routing.inhibitor.as_ref(),
@@ -243,22 +269,28 @@ impl Notifier {
         } else {
             (alerts, shadow)
         };
-        let mut staged = 0;
+        let mut ticked = Ticked::default();
         if !self.dry_run {
-            // held until the rows are staged: concurrent ticks stage in the order they logged
             let mut state = self.state.lock().expect("pipeline state lock");
-            let out = stages.tick(real, &mut state, now, all_evaluated);
-            staged = out.len();
-            store.stage_notifications(self.rows(&out, integrations, now, false));
-            drop(state);
+            ticked.sent = stages.tick(real, &mut state, now, all_evaluated);
         }
-        {
-            let mut state = self.shadow_state.lock().expect("shadow state lock");
-            let out = stages.tick(shadow, &mut state, now, all_evaluated);
-            store.stage_shadow(self.rows(&out, integrations, now, true));
-            drop(state);
-        }
-        staged
+        let mut state = self.shadow_state.lock().expect("shadow state lock");
+        ticked.shadow = stages.tick(shadow, &mut state, now, all_evaluated);
+        ticked
+    }
+
+    /// The outbox rows for what a tick sends, with their notification-log entries: one per
+    /// integration of each receiver (as the routing is now). Counted and logged as queued.
+    pub fn outbox_rows(&self, sent: &[Outgoing], now: i64) -> Vec<OutboxEntry> {
+        let routing = self.routing.read().expect("routing lock");
+        self.rows(sent, &routing.integrations, now, false)
+    }
+
+    /// The notification-history rows (`sent`, status `shadow`) for what shadow alerts would
+    /// send: recorded, never queued.
+    pub fn shadow_rows(&self, shadow: &[Outgoing], now: i64) -> Vec<OutboxEntry> {
+        let routing = self.routing.read().expect("routing lock");
+        self.rows(shadow, &routing.integrations, now, true)
     }
 
     /// The outbox (or shadow) rows for `out`: one per integration of each receiver.

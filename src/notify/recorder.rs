@@ -6,8 +6,9 @@
 
 use std::collections::{BTreeMap, HashMap};
 
+use super::dispatch::Outgoing;
 use super::email::{self, RenderedEmail};
-use super::pipeline::{PipelineState, Stages};
+use super::pipeline::{PipelineState, Stages, Tick, Ticked};
 use super::route::Inhibitor;
 use super::setup::{NotifyPlan, TreeRoutes};
 use super::webhook::{self, WebhookConfig};
@@ -178,9 +179,30 @@ impl<'a> Recorder<'a> {
         self
     }
 
-    /// One pipeline tick at `now` over every rule's alerts, as the daemon runs it after a
-    /// group evaluation; returns how many notifications it recorded.
-    pub fn tick(&mut self, alerts: &[Alert], now: i64, all_evaluated: bool) -> usize {
+    /// Records what a tick sent at `now` as its receivers' integrations would send it; returns
+    /// how many notifications it recorded.
+    pub fn record(&mut self, sent: &[Outgoing], now: i64) -> usize {
+        let before = self.sent.len();
+        for o in sent {
+            if let Some(s) = self.setup.deliver(&o.notification, now - self.start) {
+                self.sent.push(s);
+            }
+        }
+        self.sent.len() - before
+    }
+}
+
+impl Tick for Recorder<'_> {
+    /// One pipeline tick at `now` over every rule's alerts, as the daemon runs it after a group
+    /// evaluation. The alerts of `dry_run` rules go with the others: a recording shows what a
+    /// rule would send, shadow or not (nothing here is delivered either way).
+    fn tick(
+        &mut self,
+        alerts: &[Alert],
+        shadow: &[Alert],
+        now: i64,
+        all_evaluated: bool,
+    ) -> Ticked {
         let silences = &self.silences;
         let silenced = |labels: &BTreeMap<String, String>, now: i64| {
             silences.iter().any(|s| s.silences(labels, now))
@@ -191,12 +213,16 @@ impl<'a> Recorder<'a> {
             silenced: &silenced,
             external_url: self.external_url,
         };
-        let before = self.sent.len();
-        for o in stages.tick(alerts, &mut self.state, now, all_evaluated) {
-            if let Some(s) = self.setup.deliver(&o.notification, now - self.start) {
-                self.sent.push(s);
-            }
+        let all: Vec<Alert>;
+        let alerts = if shadow.is_empty() {
+            alerts
+        } else {
+            all = alerts.iter().chain(shadow).cloned().collect();
+            &all
+        };
+        Ticked {
+            sent: stages.tick(alerts, &mut self.state, now, all_evaluated),
+            shadow: Vec::new(),
         }
-        self.sent.len() - before
     }
 }

@@ -1,6 +1,8 @@
-//! The daemon's rule engine: one task per rule group at a stable offset inside its interval,
-//! each evaluation on a blocking thread (queries, templates, SQLite), its results (recorded
-//! series, `ALERTS`) and the alert states written in one store transaction. Reloading (file
+//! The daemon's rule engine: one task per rule group at its slots ([`super::slot_at`]: a stable
+//! offset from the group's name), each evaluation on a blocking thread (queries, templates,
+//! SQLite) as one [`step`](super::step) whose batch — recorded series, `ALERTS`, alert states,
+//! evaluation records, transitions, outbox rows — is committed with one store call, one
+//! transaction ([`Store::commit_evaluation`]). Reloading (file
 //! watcher, SIGHUP, `POST /-/reload`) goes through [`RuleManager::reload`]: load and validate
 //! everything, keep the old rules on any error, else swap and keep the state of every rule whose
 //! identity (its key) is unchanged.
@@ -16,7 +18,8 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio::time::{Instant, MissedTickBehavior};
 
-use super::group::{GroupContext, RuleOutcome, eval_group};
+use super::group::{GroupContext, RuleOutcome};
+use super::step::{self, Alerts};
 use super::tracker::{Alert, AlertStatus, RuleState};
 use super::{Group, RuleErrors, RuleSet, expand_globs, load_files};
 use crate::clock::Clock;
@@ -24,7 +27,7 @@ use crate::labels::Labels;
 use crate::promql::Engine;
 use crate::promql::rhai::ScriptEngine;
 use crate::selfmetrics::{GroupLabels, SelfMetrics, StateLabels};
-use crate::store::{RuleEval, RuleStateRow, Store};
+use crate::store::{EvaluationRows, Store};
 
 /// Where rules come from and how they are evaluated by default.
 #[derive(Debug, Clone)]
@@ -77,8 +80,13 @@ pub struct RuleManager {
     notifier: RwLock<Option<Arc<crate::notify::pipeline::Notifier>>>,
     /// names of the groups evaluated at least once since startup (inhibition waits for all)
     evaluated: Mutex<std::collections::HashSet<String>>,
-    /// woken after a flush that made notifications durable, so the sender need not poll
+    /// woken after a commit that made notifications durable, so the sender need not poll
     delivery_wakeup: RwLock<Option<Arc<tokio::sync::Notify>>>,
+    /// held from a group's pipeline tick to its commit: groups evaluate concurrently, but the
+    /// notification log and the outbox must reach the store in the order the ticks decided
+    /// (else an older log entry could overwrite a newer one, or a resolution queue before its
+    /// firing notification)
+    commit_order: Mutex<()>,
 }
 
 impl RuleManager {
@@ -108,6 +116,7 @@ impl RuleManager {
             notifier: RwLock::new(None),
             evaluated: Mutex::new(Default::default()),
             delivery_wakeup: RwLock::new(None),
+            commit_order: Mutex::new(()),
         })
     }
 
@@ -156,25 +165,18 @@ impl RuleManager {
         out
     }
 
-    /// Every alert, split into those of ordinary rules and those of `dry_run` rules.
-    fn alerts_by_mode(&self) -> (Vec<Alert>, Vec<Alert>) {
-        let dry: std::collections::HashSet<String> = self
-            .rules()
-            .groups
-            .iter()
-            .flat_map(|g| g.rules.iter())
-            .filter(|r| r.dry_run)
-            .map(|r| r.key.clone())
-            .collect();
-        let (mut real, mut shadow) = (Vec::new(), Vec::new());
-        for (key, alerts) in self.alerts_by_rule() {
-            if dry.contains(&key) {
-                shadow.extend(alerts);
-            } else {
-                real.extend(alerts);
+    /// Every alert of the rule set in use, split into those of ordinary rules and those of
+    /// `dry_run` rules. Locks each group's states in turn: call without holding one.
+    fn alerts_by_mode(&self) -> Alerts {
+        let rules = self.rules();
+        let states = self.states.read().expect("states lock");
+        let mut out = Alerts::default();
+        for g in &rules.groups {
+            if let Some(st) = states.get(&g.name) {
+                out.add_group(g, &st.lock().expect("group states lock"));
             }
         }
-        (real, shadow)
+        out
     }
 
     /// The alerts of every alerting rule by rule key (active and recently resolved).
@@ -321,13 +323,8 @@ impl RuleManager {
 
     async fn group_loop(self: Arc<Self>, group: Arc<Group>, mut shutdown: watch::Receiver<bool>) {
         let interval = group.interval_ms.max(1);
-        let offset = crate::ingest::scheduler::offset_ms(
-            &group.name,
-            &group.file.to_string_lossy(),
-            interval,
-        );
         let now = self.clock.now_ms();
-        let wait = (offset - now.rem_euclid(interval)).rem_euclid(interval);
+        let wait = super::next_slot(&group.name, interval, now) - now;
         let start = Instant::now() + Duration::from_millis(wait as u64);
         let mut ticker = tokio::time::interval_at(start, Duration::from_millis(interval as u64));
         ticker.set_missed_tick_behavior(MissedTickBehavior::Skip);
@@ -343,9 +340,8 @@ impl RuleManager {
             if *shutdown.borrow() {
                 return;
             }
-            let now = self.clock.now_ms();
             // the evaluation time is the scheduled slot, so evaluations are exactly one interval apart
-            let t = now - (now - offset).rem_euclid(interval);
+            let t = super::slot_at(&group.name, interval, self.clock.now_ms());
             if let Some(prev) = last_slot
                 && t - prev > interval
             {
@@ -376,7 +372,9 @@ impl RuleManager {
         }
     }
 
-    /// Evaluates `group` at `t` and makes its results and states durable together (blocking).
+    /// Evaluates `group` at `t` as one [`step`](super::step) and commits its batch: recorded
+    /// series, alert states and the notifications they cause become durable together
+    /// (blocking).
     pub fn evaluate(&self, group: &Group, t: i64) -> Vec<RuleOutcome> {
         let states = self
             .states
@@ -397,20 +395,13 @@ impl RuleManager {
             in_grace: &in_grace,
             note: &note,
         };
-        let mut states = states.lock().expect("group states lock");
-        let outcomes = eval_group(group, &mut states, &ctx, t, &mut |series| {
-            let ids = self
-                .store
-                .series_refs(series.iter().map(|s| s.0.clone()).collect());
-            let batch: Vec<_> = ids
-                .into_iter()
-                .zip(series)
-                .map(|(id, (_, t, v))| (id, *t, *v))
-                .collect();
-            self.store.append(&batch);
-        });
-        let mut rows = Vec::with_capacity(outcomes.len());
-        for o in &outcomes {
+        let mut batch = step::evaluate(
+            group,
+            &mut states.lock().expect("group states lock"),
+            &ctx,
+            t,
+        );
+        for o in &batch.outcomes {
             if let Some(e) = &o.error {
                 tracing::warn!(
                     group = group.name,
@@ -430,51 +421,38 @@ impl RuleManager {
                     "alert transition"
                 );
             }
-            let alerts = states
-                .get(&o.key)
-                .map(|s| s.alerts.iter().map(|(fp, a)| (*fp, a.to_json())).collect())
-                .unwrap_or_default();
-            rows.push(RuleStateRow {
-                rule_key: o.key.clone(),
-                alerts,
-                eval: Some(RuleEval {
-                    t: o.t,
-                    duration_s: o.duration_s,
-                    results: o.results,
-                    error: o.error.clone(),
-                }),
-                transitions: o
-                    .transitions
-                    .iter()
-                    .map(|tr| crate::store::RuleTransition {
-                        t: tr.at,
-                        fingerprint: tr.fingerprint,
-                        labels: tr.labels.to_string(),
-                        from: tr.from.as_str().to_string(),
-                        to: tr.to.as_str().to_string(),
-                        flapping: tr.flapping,
-                    })
-                    .collect(),
-            });
         }
-        drop(states);
-        self.store.stage_rule_states(rows);
         let all_evaluated = {
             let mut seen = self.evaluated.lock().expect("evaluated lock");
             seen.insert(group.name.clone());
             self.rules().groups.iter().all(|g| seen.contains(&g.name))
         };
         let notifier = self.notifier.read().expect("notifier lock").clone();
-        let mut staged = 0;
-        if let Some(n) = notifier {
-            let (alerts, shadow) = self.alerts_by_mode();
-            staged = n.tick_with_shadow(&alerts, &shadow, &self.store, t, all_evaluated);
-        }
-        match self.store.flush(t) {
-            Err(e) => {
-                tracing::error!(group = group.name, error = %e, "cannot persist rule evaluation; retried at the next flush")
+        let alerts = notifier.as_ref().map(|_| self.alerts_by_mode());
+        let order = self.commit_order.lock().expect("commit order lock");
+        let (outbox, shadow) = match (&notifier, &alerts) {
+            (Some(n), Some(alerts)) => {
+                step::notify(&mut batch, &mut n.as_ref(), alerts, all_evaluated);
+                (
+                    n.outbox_rows(&batch.notifications, t),
+                    n.shadow_rows(&batch.shadow, t),
+                )
             }
-            Ok(_) if staged > 0 => {
+            _ => Default::default(),
+        };
+        let queued = outbox.len();
+        let committed = self.store.commit_evaluation(EvaluationRows {
+            samples: batch.samples,
+            rules: batch.rules,
+            outbox,
+            shadow,
+        });
+        drop(order);
+        match committed {
+            Err(e) => {
+                tracing::error!(group = group.name, error = %e, "cannot persist rule evaluation; retried by the next store write")
+            }
+            Ok(_) if queued > 0 => {
                 if let Some(w) = self.delivery_wakeup.read().expect("wakeup lock").as_ref() {
                     w.notify_one();
                 }
@@ -482,7 +460,7 @@ impl RuleManager {
             Ok(_) => {}
         }
         self.update_alert_gauges();
-        outcomes
+        batch.outcomes
     }
 
     fn update_alert_gauges(&self) {

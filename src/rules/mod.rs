@@ -6,11 +6,15 @@
 //!
 //! - [`tracker`]: the alert state machine (pure: `now` is an argument).
 //! - [`group`]: evaluating a group at one time (conditions, templates, tracker, recording rules).
+//! - [`step`]: one evaluation step (a group at a slot, then the notification stages) returning
+//!   its batch; the one driver logic the daemon ([`manager`]), `tocsin test` ([`unittest`]) and
+//!   `tocsin replay` ([`replay`]) share. [`slot_offset`]/[`slot_at`]: when a group evaluates.
 //! - [`unittest`]: `tocsin test`, promtool's rule unit-test format over the real engine and tracker.
 
 pub mod group;
 pub mod manager;
 pub mod replay;
+pub mod step;
 pub mod template;
 pub mod tracker;
 pub mod unittest;
@@ -257,6 +261,31 @@ pub fn rule_files_in(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
 /// Rule unit test files (`x_test.yml` beside `x.yml`): never loaded as rules, even by a glob.
 fn is_rule_test_file_name(name: &str) -> bool {
     name.ends_with("_test.yml") || name.ends_with("_test.yaml")
+}
+
+/// Where a group's evaluation slots sit inside its interval (ms): a stable hash of the group's
+/// name, its identity (names are unique across files, and rule keys are built on it). Not the
+/// file: a group moved to another file, or the same file loaded from another path (`tocsin
+/// replay --compare`), keeps its schedule as it keeps its alert state.
+pub fn slot_offset(group_name: &str, interval_ms: i64) -> i64 {
+    let h = xxhash_rust::xxh3::xxh3_64(group_name.as_bytes());
+    (h % interval_ms.max(1) as u64) as i64
+}
+
+/// The group's latest evaluation slot at or before `t` (ms): `slot mod interval == offset`.
+/// The daemon evaluates at the slot its tick falls in; replay walks the same slots.
+pub fn slot_at(group_name: &str, interval_ms: i64, t: i64) -> i64 {
+    let interval = interval_ms.max(1);
+    t - (t - slot_offset(group_name, interval)).rem_euclid(interval)
+}
+
+/// The group's first evaluation slot at or after `t` (ms).
+pub fn next_slot(group_name: &str, interval_ms: i64, t: i64) -> i64 {
+    slot_at(
+        group_name,
+        interval_ms,
+        t.saturating_add(interval_ms.max(1) - 1),
+    )
 }
 
 /// Expands glob patterns (`rules/*.yml`) relative to `base` into sorted, existing files. A pattern
@@ -1005,6 +1034,42 @@ mod tests {
         let e = parse(dup).unwrap_err().to_string();
         assert!(e.contains("duplicate alert"), "{e}");
         assert!(e.contains("duplicate group name"), "{e}");
+    }
+
+    #[test]
+    fn a_group_moved_to_another_file_keeps_its_slots_and_rule_keys() {
+        let text = "groups:\n  - name: disk\n    interval: 30s\n    rules:\n      - alert: Full\n        expr: disk_free < 1\n";
+        let here = parse_file(text, Path::new("a/r.yml"), 15_000, &ScriptEngine::new()).unwrap();
+        let there =
+            parse_file(text, Path::new("b/other.yml"), 15_000, &ScriptEngine::new()).unwrap();
+        let (g, h) = (&here[0], &there[0]);
+        assert_ne!(g.file, h.file);
+        for t in [0, 1, 29_999, 1_700_000_012_345] {
+            assert_eq!(
+                slot_at(&g.name, g.interval_ms, t),
+                slot_at(&h.name, h.interval_ms, t)
+            );
+        }
+        assert_eq!(g.rules[0].key, h.rules[0].key, "state follows the rule key");
+        // another group name: another offset (xxh3 of the name, not of the path)
+        assert_ne!(slot_offset("disk", 30_000), slot_offset("net", 30_000));
+    }
+
+    #[test]
+    fn slots_are_the_latest_at_or_the_first_after_a_time() {
+        let off = slot_offset("g", 10_000);
+        // (t, latest slot at or before t, first slot at or after t)
+        let cases = [
+            (off, off, off),
+            (off + 1, off, off + 10_000),
+            (off + 9_999, off, off + 10_000),
+            (off - 1, off - 10_000, off),
+            (100_000 + off, 100_000 + off, 100_000 + off),
+        ];
+        for (t, at, next) in cases {
+            assert_eq!(slot_at("g", 10_000, t), at, "slot_at {t}");
+            assert_eq!(next_slot("g", 10_000, t), next, "next_slot {t}");
+        }
     }
 
     #[test]

@@ -4,11 +4,12 @@
 //! instead of the scheduler. The result is a [`Timeline`]: every alert transition and every
 //! notification that would have gone out (receiver, subject), with totals.
 //!
-//! Schedule: each group is evaluated at the slots the daemon would use (its interval, at the
-//! stable offset derived from the group name and file path), so a replay of the files the
-//! daemon loaded evaluates at the same times; `step` instead evaluates every group at
-//! `from`, `from + step`, …. After each group evaluation the alerts of every rule go through
-//! the notification stages at that time, as the daemon does.
+//! Schedule: each group is evaluated at the slots the daemon would use ([`super::slot_at`]: its
+//! interval, at the stable offset derived from the group's name), so a replay of the rules the
+//! daemon loaded evaluates at the same times, wherever their files are; `step` instead
+//! evaluates every group at `from`, `from + step`, …. Each evaluation is the daemon's
+//! [`step`](super::step): the group, then the notification stages over every rule's alerts at
+//! that time; its batch's samples go to the overlay, its notifications to the [`Recorder`].
 //!
 //! Reads: the raw series come from the given [`Storage`] (the read-only store in `tocsin
 //! replay`: it sees what a running daemon has flushed). What the rules produce — recording rule
@@ -30,11 +31,13 @@ use std::sync::{Arc, RwLock};
 
 use crate::labels::{Labels, METRIC_NAME, MatchOp, Matcher};
 use crate::notify::AlertState;
+use crate::notify::pipeline::Tick;
 use crate::notify::recorder::{NotifySetup, Recorder};
 use crate::promql::rhai::ScriptEngine;
 use crate::promql::{Engine, MemStorage, QueryError, Storage};
-use crate::rules::group::{GroupContext, eval_group};
-use crate::rules::tracker::{Alert, AlertStatus, RuleState, Transition};
+use crate::rules::group::GroupContext;
+use crate::rules::step::{self, Alerts};
+use crate::rules::tracker::{AlertStatus, RuleState, Transition};
 use crate::rules::{RuleKind, RuleSet};
 use crate::store::{SeriesSamples, SeriesVisitor};
 use crate::timefmt::format_rfc3339;
@@ -269,16 +272,11 @@ pub fn schedule(rules: &RuleSet, from: i64, to: i64, step_ms: Option<i64>) -> Ve
     for (gi, g) in rules.groups.iter().enumerate() {
         let (first, interval) = match step_ms {
             Some(step) => (from, step.max(1)),
-            None => {
-                let interval = g.interval_ms.max(1);
-                // the daemon's slots: t mod interval == offset
-                let offset = crate::ingest::scheduler::offset_ms(
-                    &g.name,
-                    &g.file.to_string_lossy(),
-                    interval,
-                );
-                (from + (offset - from).rem_euclid(interval), interval)
-            }
+            // the daemon's slots
+            None => (
+                super::next_slot(&g.name, g.interval_ms, from),
+                g.interval_ms.max(1),
+            ),
         };
         let mut t = first;
         while t <= to {
@@ -336,20 +334,24 @@ pub fn replay(r: &Replay<'_>, progress: &mut dyn FnMut(u64, u64)) -> Timeline {
             in_grace: &in_grace,
             note: r.note,
         };
-        let outcomes = eval_group(group, &mut states[gi], &ctx, t, &mut |series| {
-            storage.add(series)
-        });
         evaluated[gi] = true;
+        let all_evaluated = evaluated.iter().all(|e| *e);
         // as the daemon: a tick after each group evaluation, over every rule's alerts (during
         // the warm-up too: its groups and log carry over, what it sends is not reported)
-        let sent = recorder.as_mut().map_or(0, |rec| {
-            let alerts: Vec<Alert> = states
-                .iter()
-                .flat_map(|m| m.values())
-                .flat_map(|st| st.alerts.values().cloned())
-                .collect();
-            rec.tick(&alerts, t, evaluated.iter().all(|e| *e))
+        let mut own = std::mem::take(&mut states[gi]);
+        let notify = recorder.as_mut().map(|rec| step::Notify {
+            stages: rec as &mut dyn Tick,
+            // the group's own states are out of `states` for the step
+            others: Alerts::of(r.rules.groups.iter().zip(&states)),
+            all_evaluated,
         });
+        let batch = step::step(group, &mut own, &ctx, t, notify);
+        states[gi] = own;
+        storage.add(&batch.samples);
+        let sent = recorder
+            .as_mut()
+            .map_or(0, |rec| rec.record(&batch.notifications, t));
+        let outcomes = batch.outcomes;
         if warming {
             for tr in outcomes.into_iter().flat_map(|o| o.transitions) {
                 let e = TransitionEvent::of(&group.name, &tr);
@@ -1118,7 +1120,7 @@ mod tests {
     fn schedule_uses_the_daemons_offsets_or_the_step() {
         let set = rules(RULES);
         let slots = schedule(&set, 1_000, 31_000, None);
-        let offset = crate::ingest::scheduler::offset_ms("g", "r.yml", 10_000);
+        let offset = crate::rules::slot_offset("g", 10_000);
         assert!(slots.iter().all(|(t, _)| t.rem_euclid(10_000) == offset));
         assert_eq!(slots.len(), 3);
         assert_eq!(

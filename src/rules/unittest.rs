@@ -22,12 +22,14 @@ use std::sync::{Arc, RwLock};
 use serde::Deserialize;
 use serde_saphyr::Spanned;
 
-use super::group::{GroupContext, eval_group};
-use super::tracker::{Alert, AlertStatus, RuleState};
+use super::group::GroupContext;
+use super::step::{self, Alerts};
+use super::tracker::{AlertStatus, RuleState};
 use super::{RuleSet, load_files};
 use crate::duration::PromDuration;
 use crate::labels::{Labels, Matcher};
 use crate::notify::AlertState;
+use crate::notify::pipeline::Tick;
 use crate::notify::recorder::{NotifySetup, Recorder, Sent};
 use crate::promql::notation::{NotationError, parse_metric, parse_values};
 use crate::promql::rhai::ScriptEngine;
@@ -481,24 +483,28 @@ fn run_group(tg: &RawTestGroup, fc: &FileContext, skipped: &mut Vec<String>) -> 
         }
         let mut eval_errors = Vec::new();
         for (gi, g) in rules.groups.iter().enumerate() {
-            // promtool evaluates every group at every evaluation_interval step
-            let outcomes = eval_group(g, &mut states[gi], &ctx, ts, &mut |series| {
+            // promtool evaluates every group at every evaluation_interval step; as the daemon,
+            // each is one step: the group, then a pipeline tick over every rule's alerts
+            evaluated_once |= gi + 1 == rules.groups.len();
+            let mut own = std::mem::take(&mut states[gi]);
+            let notify = recorder.as_mut().map(|rec| step::Notify {
+                stages: rec as &mut dyn Tick,
+                // the group's own states are out of `states` for the step
+                others: Alerts::of(rules.groups.iter().zip(&states)),
+                all_evaluated: evaluated_once,
+            });
+            let batch = step::step(g, &mut own, &ctx, ts, notify);
+            states[gi] = own;
+            {
                 let mut mem = storage.0.write().expect("storage lock");
-                for (l, t, v) in series {
+                for (l, t, v) in &batch.samples {
                     mem.add(l, *t, *v);
                 }
-            });
-            if let Some(rec) = recorder.as_mut() {
-                // as the daemon: a tick after each group evaluation, over every rule's alerts
-                evaluated_once |= gi + 1 == rules.groups.len();
-                let alerts: Vec<Alert> = states
-                    .iter()
-                    .flat_map(|m| m.values())
-                    .flat_map(|st| st.alerts.values().cloned())
-                    .collect();
-                rec.tick(&alerts, ts, evaluated_once);
             }
-            for o in outcomes {
+            if let Some(rec) = recorder.as_mut() {
+                rec.record(&batch.notifications, ts);
+            }
+            for o in batch.outcomes {
                 if let Some(e) = o.error {
                     eval_errors.push(format!(
                         "rule: {}, time: {}, err: {e}",

@@ -146,14 +146,26 @@ pub(crate) struct FlushBatch {
     pub wal_samples: usize,
     pub chunks: Vec<ClosedChunk>,
     pub notes: Vec<(SeriesRef, i64, String)>,
-    /// WAL rows whose samples all lie before this are in chunks now and are deleted
-    pub wal_watermark: Option<i64>,
+    /// which WAL rows are in chunks now and are deleted
+    pub wal_trim: WalTrim,
     /// rule states to replace, in the same transaction as the samples the evaluation wrote
     pub rules: Vec<super::RuleStateRow>,
     /// notifications to queue and the notification-log entries they imply, same transaction
     pub outbox: Vec<super::OutboxEntry>,
     /// shadow notifications (dry run): recorded in `sent`, never queued
     pub shadow: Vec<super::OutboxEntry>,
+}
+
+/// Which `wal` rows a batch deletes: a flush deletes those whose samples are all in chunks; an
+/// evaluation's commit writes no chunk and deletes nothing.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) enum WalTrim {
+    #[default]
+    Keep,
+    /// rows whose samples all lie before this (the oldest open chunk's start)
+    Before(i64),
+    /// no open chunk anywhere: every sample is in a chunk
+    All,
 }
 
 pub(crate) struct Db {
@@ -434,10 +446,10 @@ impl Db {
             if !batch.shadow.is_empty() {
                 prune_sent(&tx)?;
             }
-            match batch.wal_watermark {
-                Some(w) => tx.execute("DELETE FROM wal WHERE maxt < ?1", [w])?,
-                // no open chunk anywhere: every sample is in a chunk
-                None => tx.execute("DELETE FROM wal", [])?,
+            match batch.wal_trim {
+                WalTrim::Keep => 0,
+                WalTrim::Before(w) => tx.execute("DELETE FROM wal WHERE maxt < ?1", [w])?,
+                WalTrim::All => tx.execute("DELETE FROM wal", [])?,
             };
         }
         tx.commit()?;

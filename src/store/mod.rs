@@ -7,6 +7,14 @@
 //! chunks. After a crash, [`Store::open`] replays the `wal` rows over the chunks: everything
 //! flushed is back. [`Store::close`] cuts every open chunk, so a clean restart replays nothing.
 //!
+//! A rule evaluation is committed on its own: [`Store::commit_evaluation`] appends the recorded
+//! series and writes them (their own `wal` row), the alert states, evaluation records,
+//! transitions, outbox rows with their notification-log entries and shadow notifications in one
+//! transaction. It cuts, trims and deletes nothing: chunks, the head window, retention and the
+//! SQLite checkpoint stay with the scheduler's periodic flush. Flushes and commits take the file
+//! lock before they snapshot memory, so they reach the file in the order they snapshot (a
+//! flush's `wal` trim never removes a row whose samples its chunks do not hold).
+//!
 //! Reads: [`Store::select`] (range read by label matchers) and [`Store::latest`] (instant lookup
 //! with lookback, staleness-aware) read memory first and the file only for older data.
 //!
@@ -27,7 +35,7 @@ use std::time::Instant;
 pub use head::{AppendStats, BLOCK_MS, SAMPLES_PER_CHUNK, SeriesRef, block_of, is_stale};
 
 use crate::labels::{Labels, Matcher};
-use db::{Db, FlushBatch};
+use db::{Db, FlushBatch, WalTrim};
 use head::Head;
 use wal::WalBatch;
 
@@ -129,7 +137,7 @@ pub struct RuleStateRow {
 }
 
 /// A notification to queue, with the notification-log entry that records it as sent: both are
-/// written in the flush's transaction, beside the alert states that caused them.
+/// written in the evaluation's transaction, beside the alert states that caused them.
 #[derive(Debug, Clone, Default)]
 pub struct OutboxEntry {
     pub receiver: String,
@@ -143,6 +151,20 @@ pub struct OutboxEntry {
     pub log_entry: String,
     /// the receiver the log entry is for (`receiver` is one of its integrations)
     pub log_receiver: String,
+}
+
+/// What one rule evaluation makes durable, in one transaction ([`Store::commit_evaluation`]).
+#[derive(Debug, Clone, Default)]
+pub struct EvaluationRows {
+    /// recorded series and `ALERTS` at the evaluation time, appended to the head and written as
+    /// one `wal` row
+    pub samples: Vec<(Labels, i64, f64)>,
+    /// each rule's alert states (replacing what was stored), evaluation record and transitions
+    pub rules: Vec<RuleStateRow>,
+    /// notifications to queue, each with its notification-log entry
+    pub outbox: Vec<OutboxEntry>,
+    /// shadow (dry-run) notifications: recorded in the history as `shadow`, never queued
+    pub shadow: Vec<OutboxEntry>,
 }
 
 /// One row of the notification history (`sent`): a delivery, a permanent failure or a shadow
@@ -197,10 +219,7 @@ pub struct StoreStats {
 struct Pending {
     wal: WalBatch,
     notes: Vec<(SeriesRef, i64, String)>,
-    rules: Vec<RuleStateRow>,
-    outbox: Vec<OutboxEntry>,
-    shadow: Vec<OutboxEntry>,
-    /// flushes that failed, oldest first, retried before the next one
+    /// flushes and commits that failed, oldest first, retried before the next write
     failed: Vec<FlushBatch>,
 }
 
@@ -340,7 +359,9 @@ impl Store {
     /// retention. `now` is the scheduler's time in ms.
     pub fn flush(&self, now: i64) -> Result<FlushStats, StoreError> {
         let started = Instant::now();
-        let mut batches = {
+        // the file lock first: see the module doc (writes reach the file in snapshot order)
+        let mut db = self.db.lock().expect("db lock");
+        let batches = {
             let mut head = self.head.write().expect("head lock");
             let mut pending = self.pending.lock().expect("pending lock");
             head.maintain(now, now - self.head_window_ms.load(Ordering::Relaxed));
@@ -355,39 +376,82 @@ impl Store {
                 wal: (!wal.is_empty()).then_some((wal.mint, wal.maxt, wal.buf)),
                 chunks: std::mem::take(&mut head.cut),
                 notes: std::mem::take(&mut pending.notes),
-                wal_watermark: head.open_low_watermark(),
-                rules: std::mem::take(&mut pending.rules),
-                outbox: std::mem::take(&mut pending.outbox),
-                shadow: std::mem::take(&mut pending.shadow),
+                wal_trim: match head.open_low_watermark() {
+                    Some(w) => WalTrim::Before(w),
+                    None => WalTrim::All,
+                },
+                ..Default::default()
             };
             let mut all = std::mem::take(&mut pending.failed);
             all.push(fresh);
             all
         };
-        let mut stats = FlushStats::default();
+        let mut stats = self.write(&mut db, batches)?;
+        db.delete_blocks_before(block_of(now - self.opts.retention_ms))?;
+        db.checkpoint()?;
+        stats.seconds = started.elapsed().as_secs_f64();
+        Ok(stats)
+    }
+
+    /// Makes one rule evaluation durable: appends its samples (recorded series, `ALERTS`) and
+    /// writes them with its alert states, evaluation records, transitions, outbox rows and
+    /// their notification-log entries, and shadow notifications, in one transaction. So after a
+    /// crash an alert's state and the notification it caused are both there or both not.
+    /// Nothing else: no chunk, trim, retention or checkpoint (the periodic [`Store::flush`]).
+    /// On an error everything is kept and written first by the next flush or commit.
+    pub fn commit_evaluation(&self, rows: EvaluationRows) -> Result<FlushStats, StoreError> {
+        let started = Instant::now();
         let mut db = self.db.lock().expect("db lock");
-        // oldest first; on an error keep the unwritten batches for the next flush, so nothing
-        // appended is dropped because the disk was full for a while
-        let mut written = 0;
-        let mut result = Ok(());
-        for batch in &batches {
+        let batches = {
+            let mut head = self.head.write().expect("head lock");
+            let mut pending = self.pending.lock().expect("pending lock");
+            let mut wal = WalBatch::default();
+            let mut stats = AppendStats::default();
+            for (labels, t, v) in rows.samples {
+                let id = head.get_or_create(labels);
+                let before = stats.appended;
+                head.append(id, t, v, &mut stats);
+                if stats.appended > before {
+                    wal.push(id, t, v);
+                }
+            }
+            // series rows before the wal row that names them (scrapes' new series come along)
+            let new_series = std::mem::take(&mut head.new_series)
+                .into_iter()
+                .filter_map(|id| head.labels(id).map(|l| (id, l.clone())))
+                .collect();
+            let fresh = FlushBatch {
+                new_series,
+                wal_samples: wal.count,
+                wal: (!wal.is_empty()).then_some((wal.mint, wal.maxt, wal.buf)),
+                rules: rows.rules,
+                outbox: rows.outbox,
+                shadow: rows.shadow,
+                ..Default::default()
+            };
+            let mut all = std::mem::take(&mut pending.failed);
+            all.push(fresh);
+            all
+        };
+        let mut stats = self.write(&mut db, batches)?;
+        stats.seconds = started.elapsed().as_secs_f64();
+        Ok(stats)
+    }
+
+    /// Writes batches oldest first, one transaction each; on an error keeps the unwritten ones
+    /// for the next flush or commit, so nothing is dropped because the disk was full a while.
+    fn write(&self, db: &mut Db, mut batches: Vec<FlushBatch>) -> Result<FlushStats, StoreError> {
+        let mut stats = FlushStats::default();
+        for (written, batch) in batches.iter().enumerate() {
             if let Err(e) = db.flush(batch) {
-                result = Err(e);
-                break;
+                batches.drain(..written);
+                self.pending.lock().expect("pending lock").failed = batches;
+                return Err(e);
             }
             stats.samples += batch.wal_samples;
             stats.chunks += batch.chunks.len();
             stats.series += batch.new_series.len();
-            written += 1;
         }
-        if let Err(e) = result {
-            batches.drain(..written);
-            self.pending.lock().expect("pending lock").failed = batches;
-            return Err(e);
-        }
-        db.delete_blocks_before(block_of(now - self.opts.retention_ms))?;
-        db.checkpoint()?;
-        stats.seconds = started.elapsed().as_secs_f64();
         Ok(stats)
     }
 
@@ -395,36 +459,6 @@ impl Store {
     pub fn close(&self, now: i64) -> Result<FlushStats, StoreError> {
         self.head.write().expect("head lock").cut_all();
         self.flush(now)
-    }
-
-    /// Queues rule states to be written by the next [`Store::flush`], in the same transaction
-    /// as the samples appended before it (a rule evaluation appends its recorded series, stages
-    /// its states, then flushes: results and state become durable together).
-    pub fn stage_rule_states(&self, rows: Vec<RuleStateRow>) {
-        self.pending
-            .lock()
-            .expect("pending lock")
-            .rules
-            .extend(rows);
-    }
-
-    /// Queues notifications (and their log entries) for the next [`Store::flush`].
-    pub fn stage_notifications(&self, rows: Vec<OutboxEntry>) {
-        self.pending
-            .lock()
-            .expect("pending lock")
-            .outbox
-            .extend(rows);
-    }
-
-    /// Queues shadow (dry-run) notifications for the next [`Store::flush`]: recorded in the
-    /// notification history, never delivered.
-    pub fn stage_shadow(&self, rows: Vec<OutboxEntry>) {
-        self.pending
-            .lock()
-            .expect("pending lock")
-            .shadow
-            .extend(rows);
     }
 
     /// The newest `limit` rows of the notification history, newest first, optionally only
@@ -668,10 +702,14 @@ impl Store {
     }
 
     pub fn stats(&self) -> StoreStats {
-        let head = self.head.read().expect("head lock");
+        // the head lock is released before the file lock: writers take the file lock first
+        let (series, head_chunk_bytes) = {
+            let head = self.head.read().expect("head lock");
+            (head.series_count(), head.chunk_bytes())
+        };
         StoreStats {
-            series: head.series_count(),
-            head_chunk_bytes: head.chunk_bytes(),
+            series,
+            head_chunk_bytes,
             disk_bytes: self.db.lock().expect("db lock").size_bytes(),
         }
     }

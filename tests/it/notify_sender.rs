@@ -11,7 +11,7 @@ use tocsin::clock::{Clock, ManualClock};
 use tocsin::notify::dedup::LogEntry;
 use tocsin::notify::sender::{BreakerState, DeliverFn, Integration, Sender};
 use tocsin::notify::{Change, DeliveryError, Notification};
-use tocsin::store::OutboxEntry;
+use tocsin::store::{EvaluationRows, OutboxEntry};
 
 use crate::common::{Deadline, open_store};
 
@@ -37,16 +37,40 @@ fn notification(key: &str) -> Notification {
 }
 
 fn enqueue(store: &tocsin::store::Store, integration: &str, n: &Notification, now: i64) {
-    store.stage_notifications(vec![OutboxEntry {
-        receiver: integration.into(),
-        group_key: n.group_key.clone(),
-        idempotency_key: n.idempotency_key.clone(),
-        payload: n.to_json(),
-        created: now,
-        log_entry: LogEntry::default().to_json(),
-        log_receiver: "ops".into(),
-    }]);
+    store
+        .commit_evaluation(EvaluationRows {
+            outbox: vec![OutboxEntry {
+                receiver: integration.into(),
+                group_key: n.group_key.clone(),
+                idempotency_key: n.idempotency_key.clone(),
+                payload: n.to_json(),
+                created: now,
+                log_entry: LogEntry::default().to_json(),
+                log_receiver: "ops".into(),
+            }],
+            ..Default::default()
+        })
+        .unwrap();
     store.flush(now).unwrap();
+}
+
+/// One pipeline tick at `now` committed as the rule manager commits an evaluation's: the
+/// outbox rows and shadow notifications in one transaction.
+fn tick(
+    n: &tocsin::notify::pipeline::Notifier,
+    alerts: &[tocsin::rules::tracker::Alert],
+    shadow: &[tocsin::rules::tracker::Alert],
+    store: &tocsin::store::Store,
+    now: i64,
+) {
+    let ticked = n.tick(alerts, shadow, now, true);
+    store
+        .commit_evaluation(EvaluationRows {
+            outbox: n.outbox_rows(&ticked.sent, now),
+            shadow: n.shadow_rows(&ticked.shadow, now),
+            ..Default::default()
+        })
+        .unwrap();
 }
 
 /// A receiver that fails (transiently or permanently) until `down_until`, recording deliveries.
@@ -211,7 +235,7 @@ async fn tracker_states_become_notifications_once_across_a_restart() {
     for t in [0, 15_000, 30_000, 45_000] {
         state.update(vec![cand()], &none, Timing::default(), t);
         let alerts: Vec<_> = state.alerts.values().cloned().collect();
-        n.tick(&alerts, &store, t, true);
+        tick(&n, &alerts, &[], &store, t);
         store.flush(t).unwrap();
     }
     assert_eq!(
@@ -226,7 +250,7 @@ async fn tracker_states_become_notifications_once_across_a_restart() {
     for t in [60_000, 90_000, 120_000] {
         state.update(vec![cand()], &none, Timing::default(), t);
         let alerts: Vec<_> = state.alerts.values().cloned().collect();
-        n.tick(&alerts, &store, t, true);
+        tick(&n, &alerts, &[], &store, t);
         store.flush(t).unwrap();
     }
     assert_eq!(store.outbox_depth().unwrap(), 1);
@@ -235,7 +259,7 @@ async fn tracker_states_become_notifications_once_across_a_restart() {
     for t in [150_000, 450_000] {
         state.update(vec![], &none, Timing::default(), t);
         let alerts: Vec<_> = state.alerts.values().cloned().collect();
-        n.tick(&alerts, &store, t, true);
+        tick(&n, &alerts, &[], &store, t);
         store.flush(t).unwrap();
     }
     let clock = Arc::new(ManualClock::new(450_000));
@@ -309,7 +333,7 @@ async fn shadow_notifications_are_recorded_and_never_queued() {
         dry.update(vec![cand("Shadow")], &none, Timing::default(), t);
         let a: Vec<_> = real.alerts.values().cloned().collect();
         let s: Vec<_> = dry.alerts.values().cloned().collect();
-        n.tick_with_shadow(&a, &s, &store, t, true);
+        tick(&n, &a, &s, &store, t);
         store.flush(t).unwrap();
     }
     assert_eq!(store.outbox_depth().unwrap(), 1, "the real alert is queued");
@@ -336,7 +360,7 @@ async fn shadow_notifications_are_recorded_and_never_queued() {
     for t in [0, 30_000] {
         all.update(vec![cand("Real")], &none, Timing::default(), t);
         let a: Vec<_> = all.alerts.values().cloned().collect();
-        n.tick(&a, &store2, t, true);
+        tick(&n, &a, &[], &store2, t);
         store2.flush(t).unwrap();
     }
     assert_eq!(store2.outbox_depth().unwrap(), 0);

@@ -297,6 +297,11 @@ const INCIDENT: (i64, i64) = (DAY + 12 * 3_600_000, DAY + 12 * 3_600_000 + 20 * 
 /// counters (100 2xx per scrape; 10 5xx per scrape during the incident), `up`, the readiness
 /// probe and one readiness check, flushed every hour as the daemon would.
 fn write_day(path: &Path) {
+    write_samples(path, DAY, DAY + 86_400_000);
+}
+
+/// [`write_day`]'s samples in [from, to).
+fn write_samples(path: &Path, from: i64, to: i64) {
     let store = Store::open(path, StoreOptions::default()).unwrap();
     let base = [
         ("job", "scaidns"),
@@ -322,8 +327,8 @@ fn write_day(path: &Path) {
         ]),
     ]);
     let (mut ok, mut errors) = (0.0, 0.0);
-    let mut t = DAY;
-    while t < DAY + 86_400_000 {
+    let mut t = from;
+    while t < to {
         ok += 100.0;
         if (INCIDENT.0..INCIDENT.1).contains(&t) {
             errors += 10.0;
@@ -509,6 +514,81 @@ fn replay_of_a_day_finds_the_incident_and_compare_finds_a_threshold_change() {
     );
     assert!(out.status.success(), "{}", text(&out.stdout));
     assert!(text(&out.stdout).contains("0 alerts differ"));
+}
+
+/// The same rule file at two paths (another directory, another name) evaluates at the same
+/// slots, so `--compare` finds nothing: a group's schedule follows its name, not its file.
+#[test]
+fn compare_of_one_rule_file_at_two_paths_reports_no_difference() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("incident.db");
+    let (from, to) = (INCIDENT.0 - 3_600_000, INCIDENT.1 + 3_600_000);
+    write_samples(&db, from, to);
+    let shipped =
+        std::fs::read_to_string(crate::common::project_dir().join("rules/scaidns.yml")).unwrap();
+    let (a, b) = (
+        dir.path().join("a/scaidns.yml"),
+        dir.path().join("b/c/moved.yml"),
+    );
+    for p in [&a, &b] {
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, &shipped).unwrap();
+    }
+    let args = |format: &'static str| {
+        let mut v = vec![
+            "--db".to_string(),
+            db.to_str().unwrap().to_string(),
+            "--rules".into(),
+            a.to_str().unwrap().into(),
+            "--compare".into(),
+            b.to_str().unwrap().into(),
+            "--from".into(),
+            rfc(from),
+            "--to".into(),
+            rfc(to - 1),
+        ];
+        if !format.is_empty() {
+            v.extend(["--format".to_string(), format.to_string()]);
+        }
+        v
+    };
+    let run = |format| {
+        let args = args(format);
+        replay_cmd(
+            dir.path(),
+            &args.iter().map(String::as_str).collect::<Vec<_>>(),
+        )
+    };
+    let out = run("json");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        v["differences"],
+        serde_json::json!([]),
+        "{}",
+        v["differences"]
+    );
+    // not vacuous: the incident fired in both, at the same evaluation
+    let fired = |side: &str| -> Vec<i64> {
+        v[side]["transitions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|t| t["kind"] == "firing")
+            .map(|t| t["at_ms"].as_i64().unwrap())
+            .collect()
+    };
+    assert_eq!(fired("a_timeline").len(), 1, "{}", v["a_timeline"]);
+    assert_eq!(fired("a_timeline"), fired("b_timeline"));
+    assert_eq!(v["a_timeline"]["totals"], v["b_timeline"]["totals"]);
+
+    let out = run("");
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", text(&out.stderr));
+    assert!(
+        stdout.contains("0 alerts differ (1 fired in a, 1 in b)"),
+        "{stdout}"
+    );
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -365,11 +365,11 @@ fn readers_can_raise_the_head_window() {
 
 #[test]
 fn rule_states_replace_and_only_the_last_20_evaluations_are_kept() {
-    use tocsin::store::{RuleEval, RuleStateRow};
+    use tocsin::store::{EvaluationRows, RuleEval, RuleStateRow};
     let dir = tempfile::tempdir().unwrap();
     let store = open_store(&dir);
     for i in 0..25 {
-        store.stage_rule_states(vec![RuleStateRow {
+        let rules = vec![RuleStateRow {
             rule_key: "g/A/1".into(),
             alerts: if i < 24 {
                 vec![(7, format!("state {i}")), (8, "x".into())]
@@ -383,8 +383,13 @@ fn rule_states_replace_and_only_the_last_20_evaluations_are_kept() {
                 error: (i == 24).then(|| "boom".to_string()),
             }),
             ..Default::default()
-        }]);
-        store.flush(i * 1000).unwrap();
+        }];
+        store
+            .commit_evaluation(EvaluationRows {
+                rules,
+                ..Default::default()
+            })
+            .unwrap();
     }
     drop(store);
     let store = open_store(&dir);
@@ -401,11 +406,12 @@ fn rule_states_replace_and_only_the_last_20_evaluations_are_kept() {
 
 #[test]
 fn outbox_rows_are_durable_and_retried_or_failed() {
-    use tocsin::store::OutboxEntry;
+    use tocsin::store::{EvaluationRows, OutboxEntry};
     let dir = tempfile::tempdir().unwrap();
     let store = open_store(&dir);
+    let mut outbox = Vec::new();
     for (i, r) in ["ops", "oncall"].iter().enumerate() {
-        store.stage_notifications(vec![OutboxEntry {
+        outbox.push(OutboxEntry {
             receiver: r.to_string(),
             group_key: "{}:{}".into(),
             idempotency_key: format!("k{i}"),
@@ -413,11 +419,16 @@ fn outbox_rows_are_durable_and_retried_or_failed() {
             created: 1000,
             log_entry: format!("sent {i}"),
             log_receiver: r.to_string(),
-        }]);
+        });
     }
-    // nothing is visible before the flush that makes it durable
+    // nothing is visible before the commit that makes it durable
     assert!(store.outbox_due(5000, 10).unwrap().is_empty());
-    store.flush(1000).unwrap();
+    store
+        .commit_evaluation(EvaluationRows {
+            outbox,
+            ..Default::default()
+        })
+        .unwrap();
     drop(store);
     let store = open_store(&dir);
     let due = store.outbox_due(1000, 10).unwrap();
@@ -486,7 +497,7 @@ fn outbox_due_limits_rows_per_receiver_so_one_backlog_does_not_hide_others() {
 
 #[test]
 fn rule_transitions_are_written_with_the_flush_and_only_the_last_100_are_kept() {
-    use tocsin::store::{RuleStateRow, RuleTransition};
+    use tocsin::store::{EvaluationRows, RuleStateRow, RuleTransition};
     let dir = tempfile::tempdir().unwrap();
     let store = open_store(&dir);
     let tr = |i: i64| RuleTransition {
@@ -497,24 +508,23 @@ fn rule_transitions_are_written_with_the_flush_and_only_the_last_100_are_kept() 
         to: "firing".into(),
         flapping: (i == 119).then_some(true),
     };
-    store.stage_rule_states(vec![RuleStateRow {
-        rule_key: "g/A/1".into(),
-        transitions: vec![tr(0)],
-        ..Default::default()
-    }]);
-    assert!(
-        store.rule_transitions("g/A/1").unwrap().is_empty(),
-        "staged, not yet flushed"
-    );
-    store.flush(1000).unwrap();
-    assert_eq!(store.rule_transitions("g/A/1").unwrap(), vec![tr(0)]);
-    for i in 1..120 {
-        store.stage_rule_states(vec![RuleStateRow {
+    let rows = |i: i64| EvaluationRows {
+        rules: vec![RuleStateRow {
             rule_key: "g/A/1".into(),
             transitions: vec![tr(i)],
             ..Default::default()
-        }]);
-        store.flush(i * 1000).unwrap();
+        }],
+        ..Default::default()
+    };
+    let first = rows(0);
+    assert!(
+        store.rule_transitions("g/A/1").unwrap().is_empty(),
+        "in the batch, not yet committed"
+    );
+    store.commit_evaluation(first).unwrap();
+    assert_eq!(store.rule_transitions("g/A/1").unwrap(), vec![tr(0)]);
+    for i in 1..120 {
+        store.commit_evaluation(rows(i)).unwrap();
     }
     drop(store);
     let store = open_store(&dir);
