@@ -19,6 +19,7 @@ pub mod config;
 pub mod daemon;
 pub mod duration;
 pub mod error;
+pub mod hash;
 pub mod ingest;
 pub mod labels;
 pub mod notify;

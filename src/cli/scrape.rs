@@ -12,9 +12,9 @@ pub(crate) fn scrape(url: &str, timeout: PromDuration, body_limit: u64) -> Resul
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    let client = tocsin::ingest::scrape::client();
+    let client = tocsin::ingest::client();
     let resp = rt
-        .block_on(tocsin::ingest::scrape::fetch(
+        .block_on(tocsin::ingest::fetch(
             &client,
             &url,
             timeout.0,

@@ -300,7 +300,7 @@ impl Default for ServerConfig {
 pub struct LogConfig {
     /// `text` (human) or `json` (one object a line). Default `text`.
     pub format: LogFormat,
-    /// Minimum level, or a tracing filter such as `info,tocsin::ingest::scrape=debug`. Default `info`.
+    /// Minimum level, or a tracing filter such as `info,tocsin::ingest=debug`. Default `info`.
     pub level: String,
 }
 

@@ -137,7 +137,7 @@ impl Daemon {
             clock: clock.clone(),
             metrics: metrics.clone(),
             status: status.clone(),
-            client: crate::ingest::scrape::client(),
+            client: crate::ingest::client(),
         };
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let scrapes = scheduler.spawn(targets, cfg.storage.flush_interval.0, shutdown_rx.clone());
@@ -304,11 +304,7 @@ async fn start_notifications(
         names,
         integrations,
     } = plan
-        .parts(
-            &opts.env,
-            crate::ingest::scrape::client(),
-            digest_interval_ms,
-        )
+        .parts(&opts.env, crate::ingest::client(), digest_interval_ms)
         .map_err(|e| DaemonError::Receivers(e.join("; ")))?;
     let notifier = {
         let store = store.clone();

@@ -387,11 +387,7 @@ impl NotifyReload {
             )]);
         };
         let parts = plan
-            .parts(
-                env,
-                crate::ingest::scrape::client(),
-                self.digest_interval_ms,
-            )
+            .parts(env, crate::ingest::client(), self.digest_interval_ms)
             .map_err(|e| {
                 e.into_iter()
                     .map(|e| format!("{}: {e}", self.source.display()))

@@ -1,4 +1,54 @@
-//! Ingest: everything that brings samples into the store.
+//! Ingest: everything that brings samples into the store, and the only code besides `notify`
+//! that touches the network.
+//!
+//! - [`fetch`]: one bounded HTTP exchange per scrape or probe.
+//! - [`textparse`]: the strict Prometheus/OpenMetrics text parser.
+//! - [`cache`]: the per-target scrape cache and metrics ingest (staleness, duplicates, limits).
+//! - [`health`]: health probes judged and written as `up`/`probe_*`/`health_check_ok` series.
+//! - [`scheduler`]: one task per endpoint at a stable offset, and the store's periodic flush.
+//!
+//! Series labels: every series from a target gets the target's `labels`, `job` = target name and
+//! `instance` = host:port of the URL. Health-probe series also get `probe="health"`, so the probe's
+//! `up` and the metrics scrape's `up` stay apart. An exposed label that collides with one of these
+//! is kept as `exported_<name>` (Prometheus's `honor_labels: false`).
+
+pub mod cache;
+pub mod fetch;
+pub mod health;
 pub mod scheduler;
-pub mod scrape;
 pub mod textparse;
+
+use crate::config::Target;
+use crate::labels::Labels;
+
+pub use cache::{IngestReport, ScrapeCache};
+pub use fetch::{Response, ScrapeError, client, fetch};
+pub use health::{HealthReport, ingest_health};
+
+/// `host:port` of a URL (the default port filled in), for the `instance` label.
+pub fn instance_of(url: &url::Url) -> String {
+    let host = url.host_str().unwrap_or("");
+    match url.port_or_known_default() {
+        Some(p) => format!("{host}:{p}"),
+        None => host.to_string(),
+    }
+}
+
+/// The labels every series from this target's metrics endpoint carries.
+pub fn metrics_base_labels(target: &Target, url: &url::Url) -> Labels {
+    Labels::from_pairs(
+        target
+            .labels
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .chain([
+                ("job".to_string(), target.name.clone()),
+                ("instance".to_string(), instance_of(url)),
+            ]),
+    )
+}
+
+/// The labels every series from this target's health probe carries.
+pub fn health_base_labels(target: &Target, url: &url::Url) -> Labels {
+    metrics_base_labels(target, url).with("probe", "health")
+}

@@ -19,9 +19,9 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio::time::{Instant, MissedTickBehavior};
 
+use super::{ScrapeCache, ScrapeError};
 use crate::clock::Clock;
 use crate::config::Target;
-use crate::ingest::scrape::{self, ScrapeCache, ScrapeError};
 use crate::selfmetrics::{ScrapeLabels, SelfMetrics};
 use crate::store::Store;
 
@@ -140,8 +140,8 @@ impl Scheduler {
                         startup_grace_seconds: target.startup_grace.0.as_secs_f64(),
                         checks: Vec::new(),
                         labels: match kind {
-                            "metrics" => scrape::metrics_base_labels(&target, &url),
-                            _ => scrape::health_base_labels(&target, &url),
+                            "metrics" => super::metrics_base_labels(&target, &url),
+                            _ => super::health_base_labels(&target, &url),
                         }
                         .iter()
                         .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -184,7 +184,7 @@ impl Scheduler {
         ticker.set_missed_tick_behavior(MissedTickBehavior::Skip);
         // metrics endpoints keep a series cache across scrapes (moved into the blocking ingest and back)
         let mut cache = (kind == "metrics")
-            .then(|| ScrapeCache::new(scrape::metrics_base_labels(&target, &url)));
+            .then(|| ScrapeCache::new(super::metrics_base_labels(&target, &url)));
         // a health endpoint's checks at the last probe: one that disappears gets a stale marker
         let mut checks = std::collections::BTreeSet::new();
         loop {
@@ -212,7 +212,7 @@ impl Scheduler {
         mut cache: ScrapeCache,
     ) -> ScrapeCache {
         let started = Instant::now();
-        let fetched = scrape::fetch(
+        let fetched = super::fetch(
             &self.client,
             url,
             target.timeout.0,
@@ -252,7 +252,7 @@ impl Scheduler {
                 // the cache went with the panicking task: start afresh (known series are
                 // found again through the store's index at the next scrape)
                 (
-                    ScrapeCache::new(scrape::metrics_base_labels(target, url)),
+                    ScrapeCache::new(super::metrics_base_labels(target, url)),
                     Err(ScrapeError::Panicked),
                 )
             }
@@ -299,7 +299,7 @@ impl Scheduler {
         checks: std::collections::BTreeSet<String>,
     ) -> std::collections::BTreeSet<String> {
         let started = Instant::now();
-        let fetched = scrape::fetch(
+        let fetched = super::fetch(
             &self.client,
             url,
             target.timeout.0,
@@ -310,12 +310,12 @@ impl Scheduler {
         .await;
         let seconds = started.elapsed().as_secs_f64();
         let store = self.store.clone();
-        let base = scrape::health_base_labels(target, url);
+        let base = super::health_base_labels(target, url);
         let gauges = target.health_json.clone();
         let joined = crate::task::blocking(&self.metrics, "probe", &target.name, move || {
             let mut checks = checks;
             let report =
-                scrape::ingest_health(&store, &base, t, seconds, &fetched, &gauges, &mut checks);
+                super::ingest_health(&store, &base, t, seconds, &fetched, &gauges, &mut checks);
             (report, checks)
         })
         .await;

@@ -11,7 +11,7 @@ use promql_parser::parser::Expr;
 use super::eval::{Compat, Ctx};
 use super::functions;
 use super::{QueryError, Sample, Value, format_float};
-use crate::ingest::scrape::BuildOneShot;
+use crate::hash::BuildOneShot;
 use crate::labels::{Labels, METRIC_NAME};
 
 pub(super) fn eval(ctx: &Ctx<'_>, a: &AggregateExpr, t: i64) -> Result<Value, QueryError> {

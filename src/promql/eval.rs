@@ -12,7 +12,7 @@ use promql_parser::parser::{
 };
 
 use super::{QueryError, Sample, Series, Storage, Value, aggregate, binary, functions};
-use crate::ingest::scrape::BuildOneShot;
+use crate::hash::BuildOneShot;
 use crate::labels::{Labels, MatchOp, Matcher};
 use crate::store::is_stale;
 

@@ -383,7 +383,7 @@ fn webhook_integration(addr: std::net::SocketAddr, timeout: std::time::Duration)
         max_alerts: 0,
         send_resolved: true,
     };
-    let client = tocsin::ingest::scrape::client();
+    let client = tocsin::ingest::client();
     Integration {
         deliver: Arc::new(move |n| {
             let (client, cfg) = (client.clone(), cfg.clone());

@@ -41,7 +41,7 @@ async fn a_hanging_target_does_not_delay_another() {
         clock: Arc::new(SystemClock),
         metrics: Arc::new(SelfMetrics::new(0.0)),
         status: status.clone(),
-        client: tocsin::ingest::scrape::client(),
+        client: tocsin::ingest::client(),
     };
     let (tx, rx) = watch::channel(false);
     let mut tasks = scheduler.spawn(targets, Duration::from_secs(3600), rx);

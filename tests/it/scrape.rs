@@ -8,7 +8,7 @@ use tokio::io::AsyncWriteExt;
 
 use crate::common::*;
 use tocsin::config::{Config, Target};
-use tocsin::ingest::scrape::{self, ScrapeCache, ScrapeError};
+use tocsin::ingest::{self as scrape, ScrapeCache, ScrapeError};
 use tocsin::labels::MatchOp;
 use tocsin::store::Store;
 
