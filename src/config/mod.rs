@@ -717,14 +717,18 @@ impl Config {
         }
     }
 
-    /// Every target with defaults applied and secrets read (the only I/O here).
-    pub fn build_targets(&self) -> Result<Vec<Target>, SecretError> {
+    /// Every target with defaults applied and secrets read (the only I/O here): `*_env`
+    /// settings from `env` (the process environment, passed in by the command line).
+    pub fn build_targets(
+        &self,
+        env: &std::collections::HashMap<String, String>,
+    ) -> Result<Vec<Target>, SecretError> {
         self.targets
             .iter()
             .map(|t| {
                 let name = t.name.value.clone();
                 let bearer_token = match (&t.bearer_token_env, &t.bearer_token_file) {
-                    (Some(var), _) => Some(Secret(std::env::var(var).map_err(|_| {
+                    (Some(var), _) => Some(Secret(env.get(var).cloned().ok_or_else(|| {
                         SecretError::MissingEnv {
                             target: name.clone(),
                             var: var.clone(),
@@ -932,7 +936,7 @@ mod tests {
     fn design_example_parses() {
         let c = parse(include_str!("../../fixtures/config/design-example.yml")).unwrap();
         assert_eq!(c.targets.len(), 1);
-        let t = &c.build_targets().unwrap()[0];
+        let t = &c.build_targets(&Default::default()).unwrap()[0];
         assert_eq!(t.name, "scaidns");
         assert_eq!(t.startup_grace.to_string(), "1m");
         assert_eq!(t.interval.to_string(), "15s");
@@ -942,7 +946,7 @@ mod tests {
     #[test]
     fn default_timeout_is_capped_at_a_short_interval() {
         let c = parse("scrape: { interval: 5s }\ntargets:\n  - name: a\n    metrics: http://127.0.0.1:1/metrics\n  - name: b\n    metrics: http://127.0.0.1:2/metrics\n    interval: 30s\n").unwrap();
-        let t = c.build_targets().unwrap();
+        let t = c.build_targets(&Default::default()).unwrap();
         assert_eq!(t[0].timeout.to_string(), "5s");
         assert_eq!(t[1].timeout.to_string(), "10s");
         assert!(parse("scrape: { interval: 5s, timeout: 6s }\n").is_err());
@@ -1050,7 +1054,7 @@ targets:
         c.apply_env([("TOCSIN_LISTEN".to_string(), "127.0.0.1:1234".to_string())])
             .unwrap();
         c.add_self_target_if_empty();
-        let t = &c.build_targets().unwrap()[0];
+        let t = &c.build_targets(&Default::default()).unwrap()[0];
         assert_eq!(
             t.metrics.as_ref().unwrap().as_str(),
             "http://127.0.0.1:1234/metrics"
@@ -1070,12 +1074,25 @@ targets:
             "targets:\n  - name: a\n    metrics: http://x/m\n    bearer_token_file: {}\n",
             file.display()
         );
-        let t = &parse(&yaml).unwrap().build_targets().unwrap()[0];
+        let t = &parse(&yaml)
+            .unwrap()
+            .build_targets(&Default::default())
+            .unwrap()[0];
         assert_eq!(t.bearer_token, Some(Secret("s3cret".into())));
         assert!(!format!("{t:?}").contains("s3cret"));
         let yaml = "targets:\n  - name: a\n    metrics: http://x/m\n    bearer_token_env: TOCSIN_TEST_SURELY_UNSET\n";
-        let err = parse(yaml).unwrap().build_targets().unwrap_err();
+        let err = parse(yaml)
+            .unwrap()
+            .build_targets(&Default::default())
+            .unwrap_err();
         assert!(err.to_string().contains("TOCSIN_TEST_SURELY_UNSET"));
+        // the variables come from the map given, not the process environment
+        let env = std::collections::HashMap::from([(
+            "TOCSIN_TEST_SURELY_UNSET".to_string(),
+            "t0ken".to_string(),
+        )]);
+        let t = &parse(yaml).unwrap().build_targets(&env).unwrap()[0];
+        assert_eq!(t.bearer_token, Some(Secret("t0ken".into())));
     }
 
     #[test]

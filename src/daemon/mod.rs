@@ -104,7 +104,7 @@ impl Daemon {
         clock: Arc<dyn Clock>,
         opts: DaemonOptions,
     ) -> Result<Running, DaemonError> {
-        let targets = cfg.build_targets()?;
+        let targets = cfg.build_targets(&opts.env)?;
         let started_ms = clock.now_ms();
         let store_path = cfg.storage.path.clone();
         let store_opts = StoreOptions {

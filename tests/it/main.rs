@@ -1,5 +1,6 @@
 //! The one integration-test binary: real SQLite files, real HTTP servers on 127.0.0.1, the real binary.
 mod api;
+mod architecture;
 mod common;
 mod daemon;
 mod daemon_inproc;

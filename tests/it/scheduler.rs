@@ -31,7 +31,7 @@ async fn a_hanging_target_does_not_delay_another() {
     );
     let targets = Config::from_yaml(&yaml, std::path::Path::new("t.yml"))
         .unwrap()
-        .build_targets()
+        .build_targets(&Default::default())
         .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let store = Arc::new(open_store(&dir));

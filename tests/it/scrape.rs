@@ -67,7 +67,7 @@ fn scrape_target(base: &str, metrics_path: &str, health_path: Option<&str>) -> T
     };
     Config::from_yaml(&yaml, std::path::Path::new("test.yml"))
         .unwrap()
-        .build_targets()
+        .build_targets(&Default::default())
         .unwrap()
         .remove(0)
 }
