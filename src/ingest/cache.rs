@@ -44,6 +44,23 @@ pub struct ScrapeCache {
     generation: u64,
 }
 
+/// Refuses exposed label names a target may not set, as Prometheus does: `__name__` (the metric
+/// name comes from before the braces; before this check `x{__name__="up"} 0` wrote `up 0` and
+/// overwrote the scrape's own `up`) and a name given twice. Sorts `names`: O(n log n), so a line
+/// with many labels costs no more than parsing it.
+fn check_exposed_names(names: &mut [&str]) -> Result<(), String> {
+    if names.contains(&"__name__") {
+        return Err(
+            "label name \"__name__\" is reserved: the metric name comes before the braces".into(),
+        );
+    }
+    names.sort_unstable();
+    match names.windows(2).find(|w| w[0] == w[1]) {
+        Some(w) => Err(format!("duplicate label name {:?}", w[0])),
+        None => Ok(()),
+    }
+}
+
 /// Entries unseen for this many scrapes are forgotten (bounded memory under series churn).
 const CACHE_KEEP_SCRAPES: u64 = 10;
 
@@ -58,10 +75,15 @@ impl ScrapeCache {
 
     /// Labels of an exposed sample, with the target's labels added and colliding exposed labels
     /// renamed to `exported_<name>`.
-    fn series_labels(&self, s: &crate::ingest::textparse::Sample<'_>) -> Labels {
+    fn series_labels(
+        &self,
+        s: &crate::ingest::textparse::Sample<'_>,
+    ) -> Result<Labels, crate::ingest::textparse::ParseError> {
         let mut pairs: Vec<(String, String)> = Vec::with_capacity(self.base.len() + 4);
         pairs.push(("__name__".to_string(), s.name.to_string()));
+        let mut exposed: Vec<&str> = Vec::new();
         for (k, v) in s.labels() {
+            exposed.push(k);
             let k = if self.base.get(k).is_some() {
                 format!("exported_{k}")
             } else {
@@ -69,12 +91,18 @@ impl ScrapeCache {
             };
             pairs.push((k, v.into_owned()));
         }
+        check_exposed_names(&mut exposed).map_err(|message| {
+            crate::ingest::textparse::ParseError {
+                line: s.line,
+                message,
+            }
+        })?;
         pairs.extend(
             self.base
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string())),
         );
-        Labels::from_pairs(pairs)
+        Ok(Labels::from_pairs(pairs))
     }
 
     /// Parses `body` and appends its samples at time `t` (samples with their own timestamp keep
@@ -131,10 +159,26 @@ impl ScrapeCache {
                     fresh.push(i);
                 }
             }
-            let labels = fresh
+            // a series is checked once, when first seen: its text is the cache key after that
+            let labels = match fresh
                 .iter()
                 .map(|&i| self.series_labels(&samples[i]))
-                .collect();
+                .collect::<Result<Vec<_>, _>>()
+            {
+                Ok(labels) => labels,
+                Err(e) => {
+                    // the scrape fails as a whole: undo this scrape's marks, so the caller's
+                    // `mark_all_stale` marks the series of the last successful scrape (a series
+                    // seen now after an older gap gets a second, harmless staleness marker)
+                    for entry in self.entries.values_mut() {
+                        if entry.seen == generation {
+                            entry.seen = previous;
+                        }
+                    }
+                    self.generation = previous;
+                    return Err(e.into());
+                }
+            };
             let ids = store.series_refs(labels);
             report.new_series = ids.len();
             for (&i, id) in fresh.iter().zip(ids) {

@@ -467,3 +467,49 @@ async fn an_unreachable_health_endpoint_is_down_with_status_zero() {
         Some(0.0)
     );
 }
+
+/// A target cannot rename a series or overwrite the scrape's own `up` through an exposed
+/// `__name__`, nor give a label twice: the scrape fails as a whole with the line, as Prometheus's
+/// does, and the series of the last good scrape end with staleness markers.
+#[tokio::test]
+async fn reserved_and_duplicate_label_names_fail_the_scrape() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open_store(&dir);
+    let t = scrape_target("http://127.0.0.1:9", "/metrics", None);
+    let mut cache = new_cache(&t);
+    cache.ingest(&store, "a 1\nb 2\n", T0, 100).unwrap();
+    for (body, want) in [
+        (
+            "a 1\nx{__name__=\"up\"} 0\n",
+            "line 2: label name \"__name__\" is reserved",
+        ),
+        (
+            "a 1\nb 2\nc{k=\"1\",k=\"2\"} 3\n",
+            "line 3: duplicate label name \"k\"",
+        ),
+    ] {
+        let err = cache.ingest(&store, body, T0 + 15_000, 100).unwrap_err();
+        assert!(err.to_string().contains(want), "{body:?}: {err}");
+        assert!(matches!(err, ScrapeError::Parse(_)));
+    }
+    // nothing of the failed bodies was stored: no `up 0` from the target, no `c`
+    assert!(
+        store
+            .latest(&name_is("up"), T0 + 15_000, 300_000)
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        store
+            .latest(&name_is("c"), T0 + 15_000, 300_000)
+            .unwrap()
+            .is_empty()
+    );
+    // the failed scrape ends the last good scrape's series, as any failed scrape
+    assert_eq!(cache.mark_all_stale(&store, T0 + 15_000), 2);
+    // and the next good scrape works
+    let report = cache
+        .ingest(&store, "a 1\nb 2\n", T0 + 30_000, 100)
+        .unwrap();
+    assert_eq!(report.appended, 2);
+}
