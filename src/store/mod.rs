@@ -68,9 +68,77 @@ pub enum StoreError {
     /// A store opened for reading does not exist.
     #[error("no store at {path}")]
     Missing { path: PathBuf },
+    /// Another process (a second `tocsin run` on the same `storage.path`) holds the store's
+    /// write lock: two daemons on one store would each send every notification.
+    #[error(
+        "store {path} is in use by another tocsin{holder} (lock file {lock}); stop it or give this one another storage.path"
+    )]
+    Locked {
+        path: PathBuf,
+        lock: String,
+        /// ` (pid N)` when the holder wrote its pid, else empty
+        holder: String,
+    },
+    /// The lock file beside the store could not be created or written.
+    #[error("cannot lock store {path}: {source}")]
+    Lock {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     /// A read or write failed after opening (disk full, I/O error).
     #[error("store: {0}")]
     Sqlite(#[from] rusqlite::Error),
+}
+
+/// Takes the exclusive write lock of the store at `path`: an advisory lock (`flock`) on
+/// `<path>.lock`, held by the returned file until it is dropped (also when the process dies,
+/// kill -9 included: the kernel releases it). The holder's pid is written into the file for the
+/// error message of the next one. Read-only opens take no lock, so `tocsin query` and `replay`
+/// work beside a running daemon.
+fn lock_store(path: &Path) -> Result<std::fs::File, StoreError> {
+    use std::io::{Read, Seek, Write};
+    let lock_path = PathBuf::from(format!("{}.lock", path.display()));
+    let io = |source| StoreError::Lock {
+        path: path.to_path_buf(),
+        source,
+    };
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|source| StoreError::CreateDir {
+            path: dir.to_path_buf(),
+            source,
+        })?;
+    }
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&lock_path)
+        .map_err(io)?;
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => {
+            let mut pid = String::new();
+            // at most a line: the holder writes only its pid
+            let _ = (&file).take(32).read_to_string(&mut pid);
+            let pid = pid.trim();
+            return Err(StoreError::Locked {
+                path: path.to_path_buf(),
+                lock: lock_path.display().to_string(),
+                holder: if pid.is_empty() {
+                    String::new()
+                } else {
+                    format!(" (pid {pid})")
+                },
+            });
+        }
+        Err(std::fs::TryLockError::Error(e)) => return Err(io(e)),
+    }
+    file.set_len(0).map_err(io)?;
+    file.rewind().map_err(io)?;
+    writeln!(file, "{}", std::process::id()).map_err(io)?;
+    Ok(file)
 }
 
 /// How the store keeps data.
@@ -231,6 +299,8 @@ pub struct Store {
     opts: StoreOptions,
     /// current head window in ms: the configured one, raised by readers that need more
     head_window_ms: AtomicI64,
+    /// the exclusive write lock (`<path>.lock`), held while the store is open for writing
+    _lock: Option<std::fs::File>,
 }
 
 impl Store {
@@ -247,6 +317,11 @@ impl Store {
     }
 
     fn open_with(path: &Path, opts: StoreOptions, read_only: bool) -> Result<Store, StoreError> {
+        let lock = if read_only {
+            None
+        } else {
+            Some(lock_store(path)?)
+        };
         let db = Db::open(path, read_only)?;
         let mut head = Head::default();
         for (id, labels) in db.load_series()? {
@@ -286,6 +361,7 @@ impl Store {
             notes: RwLock::new(notes),
             head_window_ms: AtomicI64::new(opts.head_window_ms),
             opts,
+            _lock: lock,
         })
     }
 

@@ -114,5 +114,17 @@ async fn a_reload_with_valid_rules_and_an_undefined_receiver_changes_nothing() {
         .unwrap();
     assert_eq!(resp.status(), 200, "{}", resp.text().await.unwrap());
     assert_eq!(rule_names(&base).await, ["First", "Second"]);
+
+    // a second daemon on the same store is refused before it sends anything
+    let mut second = Config::load(&dir.path().join("tocsin.yml")).unwrap();
+    second.server.listen = free_addr().to_string();
+    let err = Daemon::start(second, Arc::new(SystemClock), DaemonOptions::default())
+        .await
+        .err()
+        .expect("a second daemon on one store must be refused");
+    assert!(
+        err.to_string().contains("in use by another tocsin"),
+        "{err}"
+    );
     daemon.shutdown().await;
 }

@@ -534,3 +534,26 @@ fn rule_transitions_are_written_with_the_flush_and_only_the_last_100_are_kept() 
     assert_eq!(kept[99], tr(20));
     assert!(store.rule_transitions("other").unwrap().is_empty());
 }
+
+/// One writer per store: a second open for writing is refused with a clear error naming the
+/// holder's pid and the lock file, read-only opens work beside the writer, and the lock goes
+/// with the writer.
+#[test]
+fn a_second_writer_is_refused_and_readers_are_not() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("data/tocsin.db");
+    let first = Store::open(&path, StoreOptions::default()).unwrap();
+    let err = Store::open(&path, StoreOptions::default())
+        .err()
+        .expect("a second writer must be refused");
+    let text = err.to_string();
+    assert!(
+        text.contains("in use by another tocsin")
+            && text.contains(&format!("(pid {})", std::process::id()))
+            && text.contains("tocsin.db.lock"),
+        "{text}"
+    );
+    assert!(Store::open_read_only(&path).is_ok());
+    drop(first);
+    assert!(Store::open(&path, StoreOptions::default()).is_ok());
+}
