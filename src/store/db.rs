@@ -24,6 +24,10 @@ const APPLICATION_ID: i64 = 0x746f_6373;
 /// Schema version in `PRAGMA user_version`.
 const SCHEMA_VERSION: i64 = 1;
 
+/// The tables of the first schema: every tocsin store has them (later tables are created by
+/// `CREATE TABLE IF NOT EXISTS` when an older store is opened).
+const CORE_TABLES: [&str; 3] = ["series", "chunks", "wal"];
+
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS series (
     id INTEGER PRIMARY KEY,
@@ -199,6 +203,14 @@ impl Db {
                     source,
                 })?;
             }
+            // a 0-byte file is not a store tocsin left (its first open writes the header in
+            // the same step): a truncated or wrongly created file is refused, never re-initialised
+            if std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.len() == 0) {
+                return Err(StoreError::Corrupt {
+                    path: path.to_path_buf(),
+                    detail: "the file is empty (0 bytes); move it away to start a new store".into(),
+                });
+            }
             Connection::open(path).map_err(open_err(path))?
         };
         // the first statement reads the header: a file that is not SQLite fails here, clearly,
@@ -213,6 +225,26 @@ impl Db {
             return Err(StoreError::Foreign {
                 path: path.to_path_buf(),
             });
+        }
+        if app_id == APPLICATION_ID {
+            // tocsin's own store: the tables every version has wrote must all be there; one
+            // missing (a damaged file, a hand edit) would be re-created empty below and old
+            // chunks attributed to new, unrelated series ids
+            for table in CORE_TABLES {
+                let found: i64 = conn
+                    .query_row(
+                        "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = ?1",
+                        [table],
+                        |r| r.get(0),
+                    )
+                    .map_err(open_err(path))?;
+                if found == 0 {
+                    return Err(StoreError::Corrupt {
+                        path: path.to_path_buf(),
+                        detail: format!("table {table} is missing"),
+                    });
+                }
+            }
         }
         let version: i64 = conn
             .query_row("PRAGMA user_version", [], |r| r.get(0))

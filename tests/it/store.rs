@@ -557,3 +557,37 @@ fn a_second_writer_is_refused_and_readers_are_not() {
     drop(first);
     assert!(Store::open(&path, StoreOptions::default()).is_ok());
 }
+
+/// Damaged stores are refused with the reason, never silently reset: an empty file, and a
+/// tocsin store missing one of its core tables (re-creating it would attribute old chunks to
+/// new, unrelated series).
+#[test]
+fn damaged_stores_are_refused_not_reset() {
+    let dir = tempfile::tempdir().unwrap();
+    let empty = dir.path().join("empty.db");
+    std::fs::write(&empty, b"").unwrap();
+    let err = Store::open(&empty, StoreOptions::default())
+        .err()
+        .expect("empty file refused");
+    assert!(err.to_string().contains("the file is empty"), "{err}");
+    assert_eq!(
+        std::fs::metadata(&empty).unwrap().len(),
+        0,
+        "the file was touched"
+    );
+
+    let path = dir.path().join("tocsin.db");
+    drop(Store::open(&path, StoreOptions::default()).unwrap());
+    rusqlite::Connection::open(&path)
+        .unwrap()
+        .execute_batch("DROP TABLE series")
+        .unwrap();
+    let err = Store::open(&path, StoreOptions::default())
+        .err()
+        .expect("missing table refused");
+    assert!(err.to_string().contains("table series is missing"), "{err}");
+    let err = Store::open_read_only(&path)
+        .err()
+        .expect("also when reading");
+    assert!(err.to_string().contains("table series is missing"), "{err}");
+}
