@@ -25,6 +25,13 @@ pub use format::{go_float_v, go_g};
 use parse::*;
 use render::*;
 
+/// The deepest nesting of blocks (`if`, `range`, `with`) and parenthesized pipelines a template
+/// may have: parsing and rendering recurse once per level, and a template nested 3,000 deep
+/// aborted the daemon with a stack overflow at load (it passed `check`). Real templates nest a
+/// few levels; the test `deepest_templates_fit_a_small_stack` parses and renders the worst
+/// shapes at this depth in a debug build on half the stack the daemon's threads get.
+pub const MAX_TEMPLATE_DEPTH: usize = 64;
+
 /// Occurs when a template does not parse (at `check` time) or fails while rendering.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum TemplateError {
@@ -165,6 +172,7 @@ impl Template {
                 "$value".into(),
             ]],
             pending_else: None,
+            depth: 0,
         };
         let (nodes, end) = p.nodes()?;
         if let Some((kw, off)) = end {
@@ -403,5 +411,62 @@ mod tests {
         assert!(Template::parse("{{ template \"x\" }}").is_err());
         let e = Template::parse("line1\n{{ $value | \n").unwrap_err();
         assert!(matches!(e, TemplateError::Parse { line: 2, .. }), "{e}");
+    }
+
+    /// The shapes that overflowed the stack, `n` levels deep.
+    fn deep_templates(n: usize) -> Vec<(&'static str, String)> {
+        vec![
+            (
+                "if",
+                format!("{}x{}", "{{ if true }}".repeat(n), "{{ end }}".repeat(n)),
+            ),
+            (
+                "with",
+                format!("{}x{}", "{{ with 1 }}".repeat(n), "{{ end }}".repeat(n)),
+            ),
+            (
+                "range",
+                format!(
+                    "{}x{}",
+                    "{{ range $labels }}".repeat(n),
+                    "{{ end }}".repeat(n)
+                ),
+            ),
+            (
+                "parentheses",
+                format!("{{{{ {}1{} }}}}", "(".repeat(n), ")".repeat(n)),
+            ),
+        ]
+    }
+
+    #[test]
+    fn templates_deeper_than_the_limit_are_refused_at_parse() {
+        for n in [MAX_TEMPLATE_DEPTH, 3_000, 20_000] {
+            for (shape, text) in deep_templates(n) {
+                match Template::parse(&text) {
+                    Err(TemplateError::Parse { message, line, .. }) => {
+                        assert!(message.contains("limit of 64"), "{shape}: {message}");
+                        assert_eq!(line, 1, "{shape}");
+                    }
+                    other => panic!("{shape} at {n}: expected a parse error, got {other:?}"),
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn deepest_templates_fit_a_small_stack() {
+        let handle = std::thread::Builder::new()
+            .stack_size(crate::daemon::THREAD_STACK_BYTES / 2)
+            .spawn(|| {
+                for (shape, text) in deep_templates(MAX_TEMPLATE_DEPTH - 2) {
+                    Template::parse(&text).unwrap_or_else(|e| panic!("{shape}: {e}"));
+                    let out = render_with(&text, &[("a", "b")], 1.0)
+                        .unwrap_or_else(|e| panic!("{shape}: {e}"));
+                    assert!(out == "x" || out == "1", "{shape}: {out}");
+                }
+            })
+            .unwrap();
+        handle.join().expect("no stack overflow at the depth limit");
     }
 }

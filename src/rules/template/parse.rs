@@ -287,6 +287,8 @@ pub(super) struct Parser<'a> {
     pub(super) scopes: Vec<Vec<String>>,
     /// the tokens after `else` of the `{{else …}}` that ended the last `nodes()`
     pub(super) pending_else: Option<Vec<Tok>>,
+    /// blocks (`if`, `range`, `with`) and parenthesized pipelines open around the current point
+    pub(super) depth: usize,
 }
 
 impl Parser<'_> {
@@ -295,9 +297,35 @@ impl Parser<'_> {
         TemplateError::Parse { line, col, message }
     }
 
+    /// Counts one more level of nesting at `off`, refusing more than [`MAX_TEMPLATE_DEPTH`].
+    fn enter(&mut self, off: usize) -> Result<(), TemplateError> {
+        self.depth += 1;
+        if self.depth > MAX_TEMPLATE_DEPTH {
+            return Err(self.err(
+                off,
+                format!(
+                    "nested deeper than the limit of {MAX_TEMPLATE_DEPTH} blocks and parentheses"
+                ),
+            ));
+        }
+        Ok(())
+    }
+
     /// Nodes until an `end`/`else` keyword (returned with its offset) or the end of input.
     #[allow(clippy::type_complexity)]
     pub(super) fn nodes(&mut self) -> Result<(Vec<Node>, Option<(String, usize)>), TemplateError> {
+        let off = match self.segs.get(self.i) {
+            Some(Seg::Action(_, off)) => *off,
+            _ => 0,
+        };
+        self.enter(off)?;
+        let result = self.nodes_at_depth();
+        self.depth -= 1;
+        result
+    }
+
+    #[allow(clippy::type_complexity)]
+    fn nodes_at_depth(&mut self) -> Result<(Vec<Node>, Option<(String, usize)>), TemplateError> {
         let mut out = Vec::new();
         while self.i < self.segs.len() {
             let (action, off) = match &self.segs[self.i] {
@@ -443,6 +471,13 @@ impl Parser<'_> {
     }
 
     pub(super) fn pipeline(&mut self, toks: &[Tok], off: usize) -> Result<Pipeline, TemplateError> {
+        self.enter(off)?;
+        let result = self.pipeline_at_depth(toks, off);
+        self.depth -= 1;
+        result
+    }
+
+    fn pipeline_at_depth(&mut self, toks: &[Tok], off: usize) -> Result<Pipeline, TemplateError> {
         let mut toks = toks;
         let mut decl = None;
         if let [Tok::Var(name, f), Tok::Declare | Tok::Assign, rest @ ..] = toks {
