@@ -114,11 +114,15 @@ pub struct RuleManager {
     /// (else an older log entry could overwrite a newer one, or a resolution queue before its
     /// firing notification)
     commit_order: Mutex<()>,
-    /// test seam: how many evaluations from now panic, after updating their states and before
-    /// publishing them (the worst moment: the task's states are lost with the panic)
+    /// test seam: run by each evaluation after it updated its states and before it publishes
+    /// them (where a panic loses the most, and where a slow evaluation would hold a lock if any
+    /// were held over it)
     #[cfg(test)]
-    panic_next: std::sync::atomic::AtomicUsize,
+    hook: Option<TestHook>,
 }
+
+#[cfg(test)]
+type TestHook = Arc<dyn Fn(&Group) + Send + Sync>;
 
 /// What readers see, each part replaced whole (never mutated through a shared reference).
 #[derive(Default)]
@@ -154,6 +158,8 @@ pub struct RuleManagerBuilder {
     config: RuleConfig,
     notifier: Option<Arc<Notifier>>,
     delivery_wakeup: Option<Arc<tokio::sync::Notify>>,
+    #[cfg(test)]
+    hook: Option<TestHook>,
 }
 
 impl RuleManagerBuilder {
@@ -167,6 +173,13 @@ impl RuleManagerBuilder {
     ) -> Self {
         self.notifier = Some(notifier);
         self.delivery_wakeup = Some(wakeup);
+        self
+    }
+
+    /// Runs `hook` in every evaluation between updating and publishing its states.
+    #[cfg(test)]
+    fn hook(mut self, hook: impl Fn(&Group) + Send + Sync + 'static) -> Self {
+        self.hook = Some(Arc::new(hook));
         self
     }
 
@@ -190,7 +203,7 @@ impl RuleManagerBuilder {
             running: tokio::sync::Mutex::new(None),
             commit_order: Mutex::new(()),
             #[cfg(test)]
-            panic_next: Default::default(),
+            hook: self.hook,
         })
     }
 }
@@ -219,6 +232,8 @@ impl RuleManager {
             config,
             notifier: None,
             delivery_wakeup: None,
+            #[cfg(test)]
+            hook: None,
         }
     }
 
@@ -579,16 +594,8 @@ impl RuleManager {
             }
         }
         #[cfg(test)]
-        if self
-            .panic_next
-            .fetch_update(
-                std::sync::atomic::Ordering::SeqCst,
-                std::sync::atomic::Ordering::SeqCst,
-                |n| n.checked_sub(1),
-            )
-            .is_ok()
-        {
-            panic!("test seam: evaluation of group {} panics", group.name);
+        if let Some(hook) = &self.hook {
+            hook(group);
         }
         let all_evaluated = self.publish(&group.name, &own.states);
         let outcomes = self.commit(group, batch, all_evaluated);
@@ -717,7 +724,7 @@ async fn halt(running: &mut Option<Running>) {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::atomic::Ordering;
+    use std::sync::atomic::{AtomicUsize, Ordering};
 
     use super::*;
     use crate::clock::TokioClock;
@@ -726,23 +733,28 @@ mod tests {
 
     const T0: i64 = 1_700_000_000_000;
 
-    fn manager(dir: &std::path::Path, rules: &str, metrics: Arc<SelfMetrics>) -> Arc<RuleManager> {
+    /// A manager over `rules` in a store in `dir`, `hook` run in each evaluation between
+    /// updating and publishing its states.
+    fn manager(
+        dir: &std::path::Path,
+        rules: &str,
+        metrics: Arc<SelfMetrics>,
+        hook: impl Fn(&Group) + Send + Sync + 'static,
+    ) -> Arc<RuleManager> {
         std::fs::write(dir.join("rules.yml"), rules).unwrap();
         let store = Arc::new(Store::open(&dir.join("tocsin.db"), StoreOptions::default()).unwrap());
-        RuleManager::new(
-            store,
-            Arc::new(TokioClock::new(T0)),
-            metrics,
-            RuleConfig {
-                patterns: vec!["rules.yml".into()],
-                base: dir.to_path_buf(),
-                default_interval_ms: 10_000,
-                grace: Default::default(),
-                external_labels: Default::default(),
-                external_url: String::new(),
-                compat: Default::default(),
-            },
-        )
+        let config = RuleConfig {
+            patterns: vec!["rules.yml".into()],
+            base: dir.to_path_buf(),
+            default_interval_ms: 10_000,
+            grace: Default::default(),
+            external_labels: Default::default(),
+            external_url: String::new(),
+            compat: Default::default(),
+        };
+        RuleManager::builder(store, Arc::new(TokioClock::new(T0)), metrics, config)
+            .hook(hook)
+            .build()
     }
 
     /// The only alert once it satisfies `want`, waiting (in paused tokio time) up to 2 minutes.
@@ -762,10 +774,21 @@ mod tests {
     async fn a_panicking_evaluation_costs_one_tick_and_its_group_goes_on_from_its_snapshot() {
         let dir = tempfile::tempdir().unwrap();
         let metrics = Arc::new(SelfMetrics::new(0.0));
+        // how many evaluations from now panic
+        let panic_next = Arc::new(AtomicUsize::new(0));
+        let armed = panic_next.clone();
         let manager = manager(
             dir.path(),
             "groups:\n  - name: g\n    interval: 10s\n    rules:\n      - alert: Always\n        expr: vector(1)\n        for: 15s\n",
             metrics.clone(),
+            move |g| {
+                if armed
+                    .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                    .is_ok()
+                {
+                    panic!("test: evaluation of group {} panics", g.name);
+                }
+            },
         );
         assert!(manager.reload().await.ok);
         let panics = || {
@@ -778,7 +801,7 @@ mod tests {
         let first = alert_when(&manager, |a| a.status == AlertStatus::Pending).await;
 
         // the next evaluation panics after updating its states, before publishing them
-        manager.panic_next.store(1, Ordering::SeqCst);
+        panic_next.store(1, Ordering::SeqCst);
         while panics() == 0 {
             tokio::time::sleep(Duration::from_secs(1)).await;
         }
@@ -792,5 +815,84 @@ mod tests {
         assert_eq!(panics(), 1);
         assert_eq!(manager.groups_evaluated(), (1, 1));
         manager.stop().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_slow_group_stalls_neither_the_alert_readers_nor_another_group() {
+        let dir = tempfile::tempdir().unwrap();
+        // once armed (after the group tasks are stopped), the evaluation of group "slow" waits in
+        // the seam until the test lets it go
+        let armed = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let is_armed = armed.clone();
+        let (release, held) = std::sync::mpsc::channel::<()>();
+        let held = Mutex::new(held);
+        let (entered_tx, entered) = tokio::sync::oneshot::channel::<()>();
+        let entered_tx = Mutex::new(Some(entered_tx));
+        let manager = manager(
+            dir.path(),
+            "groups:\n  - name: slow\n    interval: 1h\n    rules:\n      - alert: Slow\n        expr: vector(1)\n  - name: fast\n    interval: 1h\n    rules:\n      - alert: Fast\n        expr: vector(1)\n",
+            Arc::new(SelfMetrics::new(0.0)),
+            move |g| {
+                if g.name == "slow" && is_armed.load(Ordering::SeqCst) {
+                    if let Some(tx) = entered_tx.lock().unwrap().take() {
+                        let _ = tx.send(());
+                    }
+                    let _ = held.lock().unwrap().recv();
+                }
+            },
+        );
+        // the group tasks start and stop before their first slot (up to an hour away)
+        assert!(manager.reload().await.ok);
+        manager.stop().await;
+        armed.store(true, Ordering::SeqCst);
+        let rules = manager.rules();
+        let group = |name: &str| {
+            rules
+                .groups
+                .iter()
+                .find(|g| g.name == name)
+                .unwrap()
+                .clone()
+        };
+
+        let m = manager.clone();
+        let slow_group = group("slow");
+        let slow = tokio::task::spawn_blocking(move || m.evaluate(&slow_group, T0));
+        entered.await.unwrap();
+
+        // while "slow" is in its evaluation: "fast" evaluates, and its alert is read at once
+        let within = |what| {
+            let m = manager.clone();
+            let fast = group("fast");
+            async move {
+                tokio::time::timeout(
+                    Duration::from_secs(10),
+                    tokio::task::spawn_blocking(move || match what {
+                        "evaluate" => {
+                            m.evaluate(&fast, T0);
+                            Vec::new()
+                        }
+                        _ => m.alerts(),
+                    }),
+                )
+                .await
+                .expect("not stalled by the slow group")
+                .unwrap()
+            }
+        };
+        within("evaluate").await;
+        let names = |alerts: Vec<(String, Alert)>| -> Vec<String> {
+            let mut v: Vec<String> = alerts.into_iter().map(|(g, _)| g).collect();
+            v.sort();
+            v
+        };
+        assert_eq!(names(within("alerts").await), ["fast"]);
+        assert_eq!(manager.alerts_by_rule().len(), 1);
+        assert_eq!(manager.groups_evaluated(), (1, 2));
+
+        release.send(()).unwrap();
+        slow.await.unwrap();
+        assert_eq!(names(manager.alerts()), ["fast", "slow"]);
+        assert_eq!(manager.groups_evaluated(), (2, 2));
     }
 }
