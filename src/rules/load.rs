@@ -2,7 +2,7 @@
 //! ([`parse_file`]), every rule validated and its expression, script and templates compiled,
 //! every error collected with its file:line:col, group and rule ([`load_files`]). A rule set is
 //! either wholly valid or not used at all. The types it builds ([`RuleSet`], [`Group`], [`Rule`])
-//! and what a rule file is ([`is_rule_file`]) are in the parent module.
+//! and what a rule file is ([`super::is_rule_file`]) are in the parent module.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
