@@ -142,7 +142,8 @@ impl Daemon {
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let scrapes = scheduler.spawn(targets, cfg.storage.flush_interval.0, shutdown_rx.clone());
 
-        // rules: restore persisted alert state; the reload loop loads them
+        // rules: built once notifications are (the manager is given the pipeline), persisted
+        // alert state restored; the reload loop loads them
         let rule_config = RuleConfig {
             patterns: cfg.rule_files.clone(),
             base: opts
@@ -160,21 +161,6 @@ impl Daemon {
             external_url: format!("http://{addr}"),
             compat: cfg.evaluation.compat(),
         };
-        let manager = RuleManager::new(
-            store.clone(),
-            clock.clone(),
-            metrics.clone(),
-            rule_config.clone(),
-        );
-        {
-            let m = manager.clone();
-            match tokio::task::spawn_blocking(move || m.restore()).await? {
-                Ok(n) if n > 0 => tracing::info!(alerts = n, "alert state restored"),
-                Ok(_) => {}
-                Err(e) => tracing::error!(error = %e, "cannot read persisted alert state"),
-            }
-        }
-
         let silences = {
             let store = store.clone();
             let now = clock.now_ms();
@@ -185,18 +171,39 @@ impl Daemon {
                 .await??,
             )
         };
-        let (notify_reload, sender) = start_notifications(
+        let Notifications {
+            reload: notify_reload,
+            sender,
+            pipeline,
+        } = start_notifications(
             &cfg,
             &opts,
             addr,
             &store,
             &clock,
             &metrics,
-            &manager,
             &silences,
             shutdown_rx.clone(),
         )
         .await?;
+        let mut builder = RuleManager::builder(
+            store.clone(),
+            clock.clone(),
+            metrics.clone(),
+            rule_config.clone(),
+        );
+        if let Some((notifier, wakeup)) = pipeline {
+            builder = builder.notifications(notifier, wakeup);
+        }
+        let manager = builder.build();
+        {
+            let m = manager.clone();
+            match tokio::task::spawn_blocking(move || m.restore()).await? {
+                Ok(n) if n > 0 => tracing::info!(alerts = n, "alert state restored"),
+                Ok(_) => {}
+                Err(e) => tracing::error!(error = %e, "cannot read persisted alert state"),
+            }
+        }
 
         let (reload_tx, reload_rx) = tokio::sync::mpsc::channel(1);
         let reloads = Arc::new(reload::ReloadHistory::default());
@@ -278,9 +285,19 @@ impl Daemon {
     }
 }
 
-/// Builds routing, receivers and the notifier from the configuration's notification sections,
-/// hands the notifier to the rule manager and starts the sender (unless dry-run). Returns what a
-/// reload needs to swap the sections (when they come from a file) and the sender task.
+/// What [`start_notifications`] started, for the rule manager, the reload loop and shutdown.
+#[derive(Default)]
+struct Notifications {
+    /// what a reload needs to swap the notification sections (when they come from a file)
+    reload: Option<reload::NotifyReload>,
+    /// the sender task (none in dry-run)
+    sender: Option<JoinHandle<()>>,
+    /// the notifier and the sender's wake-up, for the rule manager's builder
+    pipeline: Option<(Arc<Notifier>, Arc<tokio::sync::Notify>)>,
+}
+
+/// Builds routing, receivers and the notifier from the configuration's notification sections
+/// and starts the sender (unless dry-run). Nothing when no route is configured.
 #[allow(clippy::too_many_arguments)]
 async fn start_notifications(
     cfg: &Config,
@@ -289,13 +306,12 @@ async fn start_notifications(
     store: &Arc<Store>,
     clock: &Arc<dyn Clock>,
     metrics: &Arc<SelfMetrics>,
-    manager: &Arc<RuleManager>,
     silences: &Arc<crate::notify::silence::Silences>,
     shutdown: watch::Receiver<bool>,
-) -> Result<(Option<reload::NotifyReload>, Option<JoinHandle<()>>), DaemonError> {
+) -> Result<Notifications, DaemonError> {
     let Some(plan) = cfg.notify_plan() else {
         tracing::warn!("no route configured: alerts are tracked but no notification is sent");
-        return Ok((None, None));
+        return Ok(Notifications::default());
     };
     let digest_interval_ms = cfg.evaluation.interval.as_millis();
     let crate::notify::setup::NotifyParts {
@@ -314,14 +330,13 @@ async fn start_notifications(
             .await??
     };
     let wakeup = Arc::new(tokio::sync::Notify::new());
-    manager.set_delivery_wakeup(wakeup.clone());
     let notifier = Arc::new(
         notifier
             .with_silences(silences.clone())
             .with_metrics(metrics.clone())
             .with_dry_run(opts.dry_run),
     );
-    manager.set_notifier(notifier.clone());
+    let pipeline = Some((notifier.clone(), wakeup.clone()));
     let (integrations_tx, integrations_rx) = watch::channel(None);
     let notify_reload = opts.source.as_ref().map(|path| reload::NotifyReload {
         source: path.clone(),
@@ -338,7 +353,11 @@ async fn start_notifications(
     if opts.dry_run {
         // what an earlier run queued stays queued for the next run that delivers
         tracing::warn!("dry run: notifications are recorded as shadow ones, none is sent");
-        return Ok((notify_reload, None));
+        return Ok(Notifications {
+            reload: notify_reload,
+            sender: None,
+            pipeline,
+        });
     }
     let sender =
         crate::notify::sender::Sender::new(store.clone(), clock.clone(), integrations, names);
@@ -349,7 +368,11 @@ async fn start_notifications(
         integrations_rx,
         shutdown,
     ));
-    Ok((notify_reload, Some(task)))
+    Ok(Notifications {
+        reload: notify_reload,
+        sender: Some(task),
+        pipeline,
+    })
 }
 
 impl Running {

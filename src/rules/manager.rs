@@ -8,6 +8,40 @@
 //! identity (its key) is unchanged.
 //!
 //! Like the scrape scheduler, this module reads the [`Clock`] once per tick and passes `now` down.
+//!
+//! # Invariants
+//!
+//! - **A group's state has one owner: its task.** The task owns its rules' alert states (and its
+//!   cache of targets' first-seen times), moves them into each blocking evaluation and gets them
+//!   back, as the scrape scheduler does with its series cache. No lock is held over an
+//!   evaluation, so a slow group delays nobody but itself.
+//! - **Readers see published snapshots, never a group's working state.** After each evaluation
+//!   the task publishes an immutable copy of its states (`Arc<GroupStates>`) into one map (the
+//!   board), replacing its previous one in O(1) under a write lock held for that swap only.
+//!   [`RuleManager::alerts`], [`RuleManager::alerts_by_rule`], the alert gauges and the pipeline
+//!   tick clone the `Arc`s under a read lock and work on them after releasing it: they never
+//!   wait for an evaluation. Between evaluations a group's published snapshot equals the state
+//!   its task owns.
+//! - **A panic costs one tick.** Evaluations run through [`crate::task::blocking`]: a panic is
+//!   logged with the group, counted in `tocsin_task_panics_total{task="rule_group"}`, and the
+//!   group goes on at its next slot. The states moved into the panicking evaluation are lost
+//!   with it; the group restarts from its last published snapshot (what the previous
+//!   evaluation left, or this one's if it panicked after publishing), and its first-seen cache
+//!   is read again from the store.
+//! - **No two evaluations of one group overlap.** A reload stops the group tasks and waits for
+//!   an evaluation in progress to finish (its blocking thread cannot be cancelled) and publish;
+//!   only then are states handed over and new tasks started. Reloads and [`RuleManager::stop`]
+//!   are serialized by the lock on the running tasks.
+//! - **Reload keeps state by rule key.** A rule whose key survives keeps its state wherever its
+//!   group moved; state restored from the store at startup is handed to a rule the first time
+//!   its key is loaded; the rule set and the new snapshots are published together.
+//! - **Notifications reach the store in tick order.** Groups evaluate concurrently, but the
+//!   pipeline tick (over every group's published alerts, read under the same lock) and the
+//!   commit of its outbox rows and notification log happen under one order lock, so an older
+//!   log entry never overwrites a newer one and a resolution never queues before its firing
+//!   notification.
+//! - **Set once, at construction**: the notification pipeline and the sender's wake-up
+//!   ([`RuleManagerBuilder::notifications`]).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
@@ -19,11 +53,12 @@ use tokio::task::JoinSet;
 use tokio::time::{Instant, MissedTickBehavior};
 
 use super::group::{GroupContext, RuleOutcome};
-use super::step::{self, Alerts};
+use super::step::{self, Alerts, EvalBatch};
 use super::tracker::{Alert, AlertStatus, RuleState};
 use super::{Group, RuleErrors, RuleSet, expand_globs, load_files};
 use crate::clock::Clock;
 use crate::labels::Labels;
+use crate::notify::pipeline::Notifier;
 use crate::promql::Engine;
 use crate::promql::rhai::ScriptEngine;
 use crate::selfmetrics::{GroupLabels, SelfMetrics, StateLabels};
@@ -53,12 +88,8 @@ pub struct ReloadReport {
     pub errors: Vec<String>,
 }
 
-type GroupStates = Arc<Mutex<HashMap<String, RuleState>>>;
-
-struct Running {
-    shutdown: watch::Sender<bool>,
-    tasks: JoinSet<()>,
-}
+/// One group's alert state: per alerting rule key, its alerts.
+type GroupStates = HashMap<String, RuleState>;
 
 pub struct RuleManager {
     store: Arc<Store>,
@@ -67,39 +98,97 @@ pub struct RuleManager {
     engine: Engine,
     scripts: Arc<ScriptEngine>,
     config: RuleConfig,
-    rules: RwLock<Arc<RuleSet>>,
-    /// per group name, the states of its alerting rules by rule key
-    states: RwLock<HashMap<String, GroupStates>>,
+    /// the notification pipeline, ticked after each evaluation (None: notifications off)
+    notifier: Option<Arc<Notifier>>,
+    /// woken after a commit that made notifications durable, so the sender need not poll
+    delivery_wakeup: Option<Arc<tokio::sync::Notify>>,
+    /// what readers see: the rule set in use and each group's last published states; written
+    /// only to swap one snapshot (after an evaluation) or everything (at a reload)
+    board: RwLock<Board>,
     /// states read from the store at startup, handed to rules as they first load
     restored: Mutex<HashMap<String, RuleState>>,
-    first_seen: Mutex<HashMap<String, i64>>,
+    /// the group tasks; held over a whole reload or stop, which serializes them
     running: tokio::sync::Mutex<Option<Running>>,
-    /// serializes reloads
-    reload_lock: tokio::sync::Mutex<()>,
-    /// the notification pipeline, run after each evaluation (None: notifications off)
-    notifier: RwLock<Option<Arc<crate::notify::pipeline::Notifier>>>,
-    /// names of the groups evaluated at least once since startup (inhibition waits for all)
-    evaluated: Mutex<std::collections::HashSet<String>>,
-    /// woken after a commit that made notifications durable, so the sender need not poll
-    delivery_wakeup: RwLock<Option<Arc<tokio::sync::Notify>>>,
     /// held from a group's pipeline tick to its commit: groups evaluate concurrently, but the
     /// notification log and the outbox must reach the store in the order the ticks decided
     /// (else an older log entry could overwrite a newer one, or a resolution queue before its
     /// firing notification)
     commit_order: Mutex<()>,
+    /// test seam: run by each evaluation after it updated its states and before it publishes
+    /// them (where a panic loses the most, and where a slow evaluation would hold a lock if any
+    /// were held over it)
+    #[cfg(test)]
+    hook: Option<TestHook>,
 }
 
-impl RuleManager {
-    pub fn new(
-        store: Arc<Store>,
-        clock: Arc<dyn Clock>,
-        metrics: Arc<SelfMetrics>,
-        config: RuleConfig,
-    ) -> Arc<Self> {
+#[cfg(test)]
+type TestHook = Arc<dyn Fn(&Group) + Send + Sync>;
+
+/// What readers see, each part replaced whole (never mutated through a shared reference).
+#[derive(Default)]
+struct Board {
+    /// the rule set in use
+    rules: Arc<RuleSet>,
+    /// per group of `rules`, its rules' states as its last evaluation (or the last reload) left
+    /// them
+    groups: HashMap<String, Arc<GroupStates>>,
+    /// names of the groups evaluated at least once since startup (inhibition waits for all)
+    evaluated: HashSet<String>,
+}
+
+/// What a group task owns between evaluations, moved into each blocking evaluation and back.
+#[derive(Default)]
+struct GroupOwned {
+    states: GroupStates,
+    /// target name → first seen (ms): the store keeps the first value it was given, so this only
+    /// saves a query per target and evaluation
+    first_seen: HashMap<String, i64>,
+}
+
+struct Running {
+    shutdown: watch::Sender<bool>,
+    tasks: JoinSet<()>,
+}
+
+/// Builds a [`RuleManager`]. What is set once is given here, never swapped in later.
+pub struct RuleManagerBuilder {
+    store: Arc<Store>,
+    clock: Arc<dyn Clock>,
+    metrics: Arc<SelfMetrics>,
+    config: RuleConfig,
+    notifier: Option<Arc<Notifier>>,
+    delivery_wakeup: Option<Arc<tokio::sync::Notify>>,
+    #[cfg(test)]
+    hook: Option<TestHook>,
+}
+
+impl RuleManagerBuilder {
+    /// Turns notifications on: after each evaluation every alert goes through `notifier`, what it
+    /// queues is written with the evaluation's results, and `wakeup` is woken after each commit
+    /// that queued something.
+    pub fn notifications(
+        mut self,
+        notifier: Arc<Notifier>,
+        wakeup: Arc<tokio::sync::Notify>,
+    ) -> Self {
+        self.notifier = Some(notifier);
+        self.delivery_wakeup = Some(wakeup);
+        self
+    }
+
+    /// Runs `hook` in every evaluation between updating and publishing its states.
+    #[cfg(test)]
+    fn hook(mut self, hook: impl Fn(&Group) + Send + Sync + 'static) -> Self {
+        self.hook = Some(Arc::new(hook));
+        self
+    }
+
+    pub fn build(self) -> Arc<RuleManager> {
+        let config = self.config;
         Arc::new(RuleManager {
-            store,
-            clock,
-            metrics,
+            store: self.store,
+            clock: self.clock,
+            metrics: self.metrics,
             engine: Engine::new(crate::promql::EngineOptions {
                 compat: config.compat,
                 default_subquery_step_ms: config.default_interval_ms,
@@ -107,28 +196,45 @@ impl RuleManager {
             }),
             scripts: Arc::new(ScriptEngine::new()),
             config,
-            rules: RwLock::new(Arc::new(RuleSet::default())),
-            states: RwLock::new(HashMap::new()),
+            notifier: self.notifier,
+            delivery_wakeup: self.delivery_wakeup,
+            board: RwLock::new(Board::default()),
             restored: Mutex::new(HashMap::new()),
-            first_seen: Mutex::new(HashMap::new()),
             running: tokio::sync::Mutex::new(None),
-            reload_lock: tokio::sync::Mutex::new(()),
-            notifier: RwLock::new(None),
-            evaluated: Mutex::new(Default::default()),
-            delivery_wakeup: RwLock::new(None),
             commit_order: Mutex::new(()),
+            #[cfg(test)]
+            hook: self.hook,
         })
     }
+}
 
-    /// Turns notifications on: after each evaluation every alert goes through `notifier`, and
-    /// what it queues is written with the evaluation's results.
-    pub fn set_notifier(&self, notifier: Arc<crate::notify::pipeline::Notifier>) {
-        *self.notifier.write().expect("notifier lock") = Some(notifier);
+impl RuleManager {
+    /// A manager with notifications off; [`RuleManager::builder`] turns them on.
+    pub fn new(
+        store: Arc<Store>,
+        clock: Arc<dyn Clock>,
+        metrics: Arc<SelfMetrics>,
+        config: RuleConfig,
+    ) -> Arc<Self> {
+        Self::builder(store, clock, metrics, config).build()
     }
 
-    /// Wakes `wakeup` whenever an evaluation's flush has made new notifications durable.
-    pub fn set_delivery_wakeup(&self, wakeup: Arc<tokio::sync::Notify>) {
-        *self.delivery_wakeup.write().expect("wakeup lock") = Some(wakeup);
+    pub fn builder(
+        store: Arc<Store>,
+        clock: Arc<dyn Clock>,
+        metrics: Arc<SelfMetrics>,
+        config: RuleConfig,
+    ) -> RuleManagerBuilder {
+        RuleManagerBuilder {
+            store,
+            clock,
+            metrics,
+            config,
+            notifier: None,
+            delivery_wakeup: None,
+            #[cfg(test)]
+            hook: None,
+        }
     }
 
     /// Reads the alert states persisted by an earlier run (blocking: call before starting).
@@ -150,15 +256,39 @@ impl RuleManager {
 
     /// The rule set in use.
     pub fn rules(&self) -> Arc<RuleSet> {
-        self.rules.read().expect("rules lock").clone()
+        self.board.read().expect("board lock").rules.clone()
+    }
+
+    /// The rule set in use and every group's published states, read under the board's lock
+    /// held for `Arc` clones only.
+    fn snapshot(&self) -> (Arc<RuleSet>, Vec<(String, Arc<GroupStates>)>) {
+        let board = self.board.read().expect("board lock");
+        let groups = board
+            .groups
+            .iter()
+            .map(|(name, st)| (name.clone(), st.clone()))
+            .collect();
+        (board.rules.clone(), groups)
+    }
+
+    /// A copy of `group`'s published states (empty for a group not in the rule set).
+    fn published(&self, group: &str) -> GroupStates {
+        let snapshot = self
+            .board
+            .read()
+            .expect("board lock")
+            .groups
+            .get(group)
+            .cloned();
+        snapshot.map(|s| s.as_ref().clone()).unwrap_or_default()
     }
 
     /// Every alert of every rule (active and recently resolved), with its rule's group.
     pub fn alerts(&self) -> Vec<(String, Alert)> {
-        let states = self.states.read().expect("states lock");
+        let (_, groups) = self.snapshot();
         let mut out = Vec::new();
-        for (group, st) in states.iter() {
-            for rs in st.lock().expect("group states lock").values() {
+        for (group, st) in &groups {
+            for rs in st.values() {
                 out.extend(rs.alerts.values().map(|a| (group.clone(), a.clone())));
             }
         }
@@ -166,14 +296,14 @@ impl RuleManager {
     }
 
     /// Every alert of the rule set in use, split into those of ordinary rules and those of
-    /// `dry_run` rules. Locks each group's states in turn: call without holding one.
+    /// `dry_run` rules.
     fn alerts_by_mode(&self) -> Alerts {
-        let rules = self.rules();
-        let states = self.states.read().expect("states lock");
+        let (rules, groups) = self.snapshot();
+        let groups: HashMap<String, Arc<GroupStates>> = groups.into_iter().collect();
         let mut out = Alerts::default();
         for g in &rules.groups {
-            if let Some(st) = states.get(&g.name) {
-                out.add_group(g, &st.lock().expect("group states lock"));
+            if let Some(st) = groups.get(&g.name) {
+                out.add_group(g, st);
             }
         }
         out
@@ -181,10 +311,10 @@ impl RuleManager {
 
     /// The alerts of every alerting rule by rule key (active and recently resolved).
     pub fn alerts_by_rule(&self) -> HashMap<String, Vec<Alert>> {
-        let states = self.states.read().expect("states lock");
+        let (_, groups) = self.snapshot();
         let mut out = HashMap::new();
-        for st in states.values() {
-            for (key, rs) in st.lock().expect("group states lock").iter() {
+        for (_, st) in &groups {
+            for (key, rs) in st.iter() {
                 out.insert(key.clone(), rs.alerts.values().cloned().collect());
             }
         }
@@ -193,14 +323,14 @@ impl RuleManager {
 
     /// How many groups of the rule set in use have been evaluated since startup, of how many.
     pub fn groups_evaluated(&self) -> (usize, usize) {
-        let seen = self.evaluated.lock().expect("evaluated lock");
-        let rules = self.rules();
-        let done = rules
+        let board = self.board.read().expect("board lock");
+        let done = board
+            .rules
             .groups
             .iter()
-            .filter(|g| seen.contains(&g.name))
+            .filter(|g| board.evaluated.contains(&g.name))
             .count();
-        (done, rules.groups.len())
+        (done, board.rules.groups.len())
     }
 
     /// Loads and validates every rule file; on success swaps the rules in and restarts the group
@@ -243,14 +373,15 @@ impl RuleManager {
     }
 
     /// Swaps `set` in and restarts the group tasks, keeping the state of every rule whose key
-    /// is unchanged. Reloads are serialized.
+    /// is unchanged. Reloads are serialized: the lock on the running tasks is held throughout.
     pub async fn apply(self: &Arc<Self>, set: RuleSet) -> ReloadReport {
-        let _serial = self.reload_lock.lock().await;
+        let mut running = self.running.lock().await;
+        // every evaluation in progress finishes and publishes before its state is handed over
+        halt(&mut running).await;
         let set = Arc::new(set);
-        self.swap_states(&set);
-        *self.rules.write().expect("rules lock") = set.clone();
+        let owned = self.swap_states(&set);
         self.metrics.rule_reload_success.set(1);
-        self.restart_groups(&set).await;
+        *running = Some(self.spawn_groups(&set, owned));
         tracing::info!(
             groups = set.groups.len(),
             rules = set.rule_count(),
@@ -270,58 +401,77 @@ impl RuleManager {
         load_files(&files, self.config.default_interval_ms, &self.scripts)
     }
 
-    /// New per-group state maps: a rule whose key survives keeps its state (wherever its group
-    /// went); state restored from the store is handed to rules seen for the first time.
-    fn swap_states(&self, set: &RuleSet) {
-        let mut old: HashMap<String, RuleState> = HashMap::new();
-        for st in self.states.read().expect("states lock").values() {
-            old.extend(st.lock().expect("group states lock").drain());
+    /// Publishes `set` with new per-group states and returns them for the new group tasks: a
+    /// rule whose key survives keeps its state (wherever its group went); state restored from
+    /// the store is handed to rules seen for the first time. Call with no group task running.
+    fn swap_states(&self, set: &Arc<RuleSet>) -> HashMap<String, GroupStates> {
+        let (_, published) = self.snapshot();
+        let mut old: HashMap<&String, &RuleState> = HashMap::new();
+        for (_, st) in &published {
+            old.extend(st.iter());
         }
         let mut restored = self.restored.lock().expect("restored lock");
-        let mut new = HashMap::new();
+        let mut owned = HashMap::new();
         for g in &set.groups {
-            let mut m = HashMap::new();
+            let mut m = GroupStates::new();
             for r in g.rules.iter().filter(|r| r.is_alert()) {
-                if let Some(s) = old.remove(&r.key).or_else(|| restored.remove(&r.key)) {
+                let kept = old.get(&r.key).map(|s| (*s).clone());
+                if let Some(s) = kept.or_else(|| restored.remove(&r.key)) {
                     m.insert(r.key.clone(), s);
                 }
             }
-            new.insert(g.name.clone(), Arc::new(Mutex::new(m)));
+            owned.insert(g.name.clone(), m);
         }
-        *self.states.write().expect("states lock") = new;
+        drop(restored);
+        let groups = owned
+            .iter()
+            .map(|(name, m)| (name.clone(), Arc::new(m.clone())))
+            .collect();
+        let replaced = {
+            let mut board = self.board.write().expect("board lock");
+            board.rules = set.clone();
+            std::mem::replace(&mut board.groups, groups)
+        };
+        // the old snapshots are freed here, not under the lock
+        drop((published, replaced));
+        owned
     }
 
-    async fn restart_groups(self: &Arc<Self>, set: &Arc<RuleSet>) {
-        let mut running = self.running.lock().await;
-        if let Some(mut r) = running.take() {
-            let _ = r.shutdown.send(true);
-            // an evaluation in progress finishes (its blocking thread cannot be cancelled);
-            // waiting keeps two evaluations of one group from overlapping across a reload
-            while r.tasks.join_next().await.is_some() {}
-        }
+    /// Starts one task per group of `set`, each owning its group's states from `owned`.
+    fn spawn_groups(
+        self: &Arc<Self>,
+        set: &Arc<RuleSet>,
+        mut owned: HashMap<String, GroupStates>,
+    ) -> Running {
         let (tx, rx) = watch::channel(false);
         let mut tasks = JoinSet::new();
         for g in &set.groups {
             let me = self.clone();
             let group = Arc::new(g.clone());
             let rx = rx.clone();
-            tasks.spawn(async move { me.group_loop(group, rx).await });
+            let own = GroupOwned {
+                states: owned.remove(&g.name).unwrap_or_default(),
+                first_seen: HashMap::new(),
+            };
+            tasks.spawn(async move { me.group_loop(group, own, rx).await });
         }
-        *running = Some(Running {
+        Running {
             shutdown: tx,
             tasks,
-        });
+        }
     }
 
     /// Stops every group task (after a running evaluation finishes).
     pub async fn stop(&self) {
-        if let Some(mut r) = self.running.lock().await.take() {
-            let _ = r.shutdown.send(true);
-            while r.tasks.join_next().await.is_some() {}
-        }
+        halt(&mut *self.running.lock().await).await;
     }
 
-    async fn group_loop(self: Arc<Self>, group: Arc<Group>, mut shutdown: watch::Receiver<bool>) {
+    async fn group_loop(
+        self: Arc<Self>,
+        group: Arc<Group>,
+        mut own: GroupOwned,
+        mut shutdown: watch::Receiver<bool>,
+    ) {
         let interval = group.interval_ms.max(1);
         let now = self.clock.now_ms();
         let wait = super::next_slot(&group.name, interval, now) - now;
@@ -355,35 +505,61 @@ impl RuleManager {
             let me = self.clone();
             let g = group.clone();
             let started = std::time::Instant::now();
-            let outcomes = tokio::task::spawn_blocking(move || me.evaluate(&g, t)).await;
+            let joined =
+                crate::task::blocking(&self.metrics, "rule_group", &group.name, move || {
+                    let outcomes = me.evaluate_owned(&g, &mut own, t);
+                    (own, outcomes)
+                })
+                .await;
             self.metrics
                 .rule_group_last_duration_seconds
                 .get_or_create(&labels)
                 .set(started.elapsed().as_secs_f64());
-            if let Ok(outcomes) = outcomes {
-                let failures = outcomes.iter().filter(|o| o.error.is_some()).count() as u64;
-                if failures > 0 {
-                    self.metrics
-                        .rule_evaluation_failures
-                        .get_or_create(&labels)
-                        .inc_by(failures);
+            match joined {
+                Some((back, outcomes)) => {
+                    own = back;
+                    let failures = outcomes.iter().filter(|o| o.error.is_some()).count() as u64;
+                    if failures > 0 {
+                        self.metrics
+                            .rule_evaluation_failures
+                            .get_or_create(&labels)
+                            .inc_by(failures);
+                    }
+                }
+                None => {
+                    // the states went with the panicking thread: start again from the snapshot
+                    // last published (no evaluation of this group runs now to change it)
+                    own = GroupOwned {
+                        states: self.published(&group.name),
+                        first_seen: HashMap::new(),
+                    };
+                    tracing::warn!(
+                        group = group.name,
+                        t,
+                        "rule group goes on from its last published alert state"
+                    );
                 }
             }
         }
     }
 
-    /// Evaluates `group` at `t` as one [`step`](super::step) and commits its batch: recorded
-    /// series, alert states and the notifications they cause become durable together
-    /// (blocking).
+    /// Evaluates `group` at `t` outside its task, from its published states, and commits the
+    /// batch as a group task does (blocking). For tools and tests, with the
+    /// group tasks stopped ([`RuleManager::stop`]): two evaluations of one group must not
+    /// overlap.
     pub fn evaluate(&self, group: &Group, t: i64) -> Vec<RuleOutcome> {
-        let states = self
-            .states
-            .read()
-            .expect("states lock")
-            .get(&group.name)
-            .cloned()
-            .unwrap_or_default();
-        let in_grace = self.in_grace(t);
+        let mut own = GroupOwned {
+            states: self.published(&group.name),
+            first_seen: HashMap::new(),
+        };
+        self.evaluate_owned(group, &mut own, t)
+    }
+
+    /// Evaluates `group` at `t` over the states its task owns as one [`step`](super::step),
+    /// publishes the new states, ticks the pipeline and commits the batch: recorded series,
+    /// alert states and the notifications they cause become durable together (blocking).
+    fn evaluate_owned(&self, group: &Group, own: &mut GroupOwned, t: i64) -> Vec<RuleOutcome> {
+        let in_grace = self.in_grace(&mut own.first_seen, t);
         let store = self.store.clone();
         let note = move |l: &Labels| store.note(l);
         let ctx = GroupContext {
@@ -395,12 +571,7 @@ impl RuleManager {
             in_grace: &in_grace,
             note: &note,
         };
-        let mut batch = step::evaluate(
-            group,
-            &mut states.lock().expect("group states lock"),
-            &ctx,
-            t,
-        );
+        let batch = step::evaluate(group, &mut own.states, &ctx, t);
         for o in &batch.outcomes {
             if let Some(e) = &o.error {
                 tracing::warn!(
@@ -422,23 +593,54 @@ impl RuleManager {
                 );
             }
         }
-        let all_evaluated = {
-            let mut seen = self.evaluated.lock().expect("evaluated lock");
-            seen.insert(group.name.clone());
-            self.rules().groups.iter().all(|g| seen.contains(&g.name))
+        #[cfg(test)]
+        if let Some(hook) = &self.hook {
+            hook(group);
+        }
+        let all_evaluated = self.publish(&group.name, &own.states);
+        let outcomes = self.commit(group, batch, all_evaluated);
+        self.update_alert_gauges();
+        outcomes
+    }
+
+    /// Replaces `group`'s published snapshot with a copy of `states` and marks the group
+    /// evaluated; returns whether every group of the rule set in use has been evaluated. A group
+    /// not in the rule set (a tool's [`RuleManager::evaluate`]) publishes nothing.
+    fn publish(&self, group: &str, states: &GroupStates) -> bool {
+        // copied before taking the lock, and the old snapshot freed after releasing it
+        let mut snapshot = Arc::new(states.clone());
+        let all = {
+            let mut board = self.board.write().expect("board lock");
+            if let Some(slot) = board.groups.get_mut(group) {
+                std::mem::swap(slot, &mut snapshot);
+            }
+            board.evaluated.insert(group.to_string());
+            board
+                .rules
+                .groups
+                .iter()
+                .all(|g| board.evaluated.contains(&g.name))
         };
-        let notifier = self.notifier.read().expect("notifier lock").clone();
-        let alerts = notifier.as_ref().map(|_| self.alerts_by_mode());
+        drop(snapshot);
+        all
+    }
+
+    /// Ticks the pipeline over every group's published alerts and commits the batch with what it
+    /// queued, both under the order lock; wakes the sender when something was queued.
+    fn commit(&self, group: &Group, mut batch: EvalBatch, all_evaluated: bool) -> Vec<RuleOutcome> {
+        let t = batch.t;
         let order = self.commit_order.lock().expect("commit order lock");
-        let (outbox, shadow) = match (&notifier, &alerts) {
-            (Some(n), Some(alerts)) => {
-                step::notify(&mut batch, &mut n.as_ref(), alerts, all_evaluated);
+        let (outbox, shadow) = match &self.notifier {
+            Some(n) => {
+                // read under the order lock: a tick never sees older alerts than the tick before
+                let alerts = self.alerts_by_mode();
+                step::notify(&mut batch, &mut n.as_ref(), &alerts, all_evaluated);
                 (
                     n.outbox_rows(&batch.notifications, t),
                     n.shadow_rows(&batch.shadow, t),
                 )
             }
-            _ => Default::default(),
+            None => Default::default(),
         };
         let queued = outbox.len();
         let committed = self.store.commit_evaluation(EvaluationRows {
@@ -453,19 +655,23 @@ impl RuleManager {
                 tracing::error!(group = group.name, error = %e, "cannot persist rule evaluation; retried by the next store write")
             }
             Ok(_) if queued > 0 => {
-                if let Some(w) = self.delivery_wakeup.read().expect("wakeup lock").as_ref() {
+                if let Some(w) = &self.delivery_wakeup {
                     w.notify_one();
                 }
             }
             Ok(_) => {}
         }
-        self.update_alert_gauges();
         batch.outcomes
     }
 
     fn update_alert_gauges(&self) {
+        let (_, groups) = self.snapshot();
         let (mut pending, mut firing) = (0, 0);
-        for (_, a) in self.alerts() {
+        for a in groups
+            .iter()
+            .flat_map(|(_, st)| st.values())
+            .flat_map(|rs| rs.alerts.values())
+        {
             match a.status {
                 AlertStatus::Pending => pending += 1,
                 AlertStatus::Firing => firing += 1,
@@ -482,19 +688,19 @@ impl RuleManager {
             .set(firing);
     }
 
-    /// Targets (by `job`, the target name) still within their startup grace at `t`.
-    fn in_grace(&self, t: i64) -> HashSet<String> {
+    /// Targets (by `job`, the target name) still within their startup grace at `t`;
+    /// `first_seen` caches what the store answered.
+    fn in_grace(&self, first_seen: &mut HashMap<String, i64>, t: i64) -> HashSet<String> {
         let mut out = HashSet::new();
-        let mut seen = self.first_seen.lock().expect("first seen lock");
         for (name, grace) in &self.config.grace {
             if *grace <= 0 {
                 continue;
             }
-            let first = match seen.get(name) {
+            let first = match first_seen.get(name) {
                 Some(f) => *f,
                 None => match self.store.target_first_seen(name, t) {
                     Ok(f) => {
-                        seen.insert(name.clone(), f);
+                        first_seen.insert(name.clone(), f);
                         f
                     }
                     Err(_) => continue,
@@ -505,5 +711,188 @@ impl RuleManager {
             }
         }
         out
+    }
+}
+
+/// Stops the group tasks in `running`, waiting for an evaluation in progress to finish.
+async fn halt(running: &mut Option<Running>) {
+    if let Some(mut r) = running.take() {
+        let _ = r.shutdown.send(true);
+        while r.tasks.join_next().await.is_some() {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+    use crate::clock::TokioClock;
+    use crate::selfmetrics::TaskLabels;
+    use crate::store::StoreOptions;
+
+    const T0: i64 = 1_700_000_000_000;
+
+    /// A manager over `rules` in a store in `dir`, `hook` run in each evaluation between
+    /// updating and publishing its states.
+    fn manager(
+        dir: &std::path::Path,
+        rules: &str,
+        metrics: Arc<SelfMetrics>,
+        hook: impl Fn(&Group) + Send + Sync + 'static,
+    ) -> Arc<RuleManager> {
+        std::fs::write(dir.join("rules.yml"), rules).unwrap();
+        let store = Arc::new(Store::open(&dir.join("tocsin.db"), StoreOptions::default()).unwrap());
+        let config = RuleConfig {
+            patterns: vec!["rules.yml".into()],
+            base: dir.to_path_buf(),
+            default_interval_ms: 10_000,
+            grace: Default::default(),
+            external_labels: Default::default(),
+            external_url: String::new(),
+            compat: Default::default(),
+        };
+        RuleManager::builder(store, Arc::new(TokioClock::new(T0)), metrics, config)
+            .hook(hook)
+            .build()
+    }
+
+    /// The only alert once it satisfies `want`, waiting (in paused tokio time) up to 2 minutes.
+    async fn alert_when(manager: &RuleManager, want: impl Fn(&Alert) -> bool) -> Alert {
+        for _ in 0..120 {
+            if let [(_, a)] = manager.alerts().as_slice()
+                && want(a)
+            {
+                return a.clone();
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+        panic!("no such alert: {:?}", manager.alerts());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_panicking_evaluation_costs_one_tick_and_its_group_goes_on_from_its_snapshot() {
+        let dir = tempfile::tempdir().unwrap();
+        let metrics = Arc::new(SelfMetrics::new(0.0));
+        // how many evaluations from now panic
+        let panic_next = Arc::new(AtomicUsize::new(0));
+        let armed = panic_next.clone();
+        let manager = manager(
+            dir.path(),
+            "groups:\n  - name: g\n    interval: 10s\n    rules:\n      - alert: Always\n        expr: vector(1)\n        for: 15s\n",
+            metrics.clone(),
+            move |g| {
+                if armed
+                    .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                    .is_ok()
+                {
+                    panic!("test: evaluation of group {} panics", g.name);
+                }
+            },
+        );
+        assert!(manager.reload().await.ok);
+        let panics = || {
+            metrics
+                .task_panics
+                .get_or_create(&TaskLabels { task: "rule_group" })
+                .get()
+        };
+        // first slot: pending since that slot
+        let first = alert_when(&manager, |a| a.status == AlertStatus::Pending).await;
+
+        // the next evaluation panics after updating its states, before publishing them
+        panic_next.store(1, Ordering::SeqCst);
+        while panics() == 0 {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+
+        // the group evaluates at its next slot from the published state: still pending since the
+        // first slot, so firing two slots after it (a group restarted empty would be pending
+        // since the third slot instead)
+        let fired = alert_when(&manager, |a| a.status == AlertStatus::Firing).await;
+        assert_eq!(fired.active_at, first.active_at);
+        assert_eq!(fired.fired_at, Some(first.active_at + 20_000));
+        assert_eq!(panics(), 1);
+        assert_eq!(manager.groups_evaluated(), (1, 1));
+        manager.stop().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_slow_group_stalls_neither_the_alert_readers_nor_another_group() {
+        let dir = tempfile::tempdir().unwrap();
+        // once armed (after the group tasks are stopped), the evaluation of group "slow" waits in
+        // the seam until the test lets it go
+        let armed = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let is_armed = armed.clone();
+        let (release, held) = std::sync::mpsc::channel::<()>();
+        let held = Mutex::new(held);
+        let (entered_tx, entered) = tokio::sync::oneshot::channel::<()>();
+        let entered_tx = Mutex::new(Some(entered_tx));
+        let manager = manager(
+            dir.path(),
+            "groups:\n  - name: slow\n    interval: 1h\n    rules:\n      - alert: Slow\n        expr: vector(1)\n  - name: fast\n    interval: 1h\n    rules:\n      - alert: Fast\n        expr: vector(1)\n",
+            Arc::new(SelfMetrics::new(0.0)),
+            move |g| {
+                if g.name == "slow" && is_armed.load(Ordering::SeqCst) {
+                    if let Some(tx) = entered_tx.lock().unwrap().take() {
+                        let _ = tx.send(());
+                    }
+                    let _ = held.lock().unwrap().recv();
+                }
+            },
+        );
+        // the group tasks start and stop before their first slot (up to an hour away)
+        assert!(manager.reload().await.ok);
+        manager.stop().await;
+        armed.store(true, Ordering::SeqCst);
+        let rules = manager.rules();
+        let group = |name: &str| {
+            rules
+                .groups
+                .iter()
+                .find(|g| g.name == name)
+                .unwrap()
+                .clone()
+        };
+
+        let m = manager.clone();
+        let slow_group = group("slow");
+        let slow = tokio::task::spawn_blocking(move || m.evaluate(&slow_group, T0));
+        entered.await.unwrap();
+
+        // while "slow" is in its evaluation: "fast" evaluates, and its alert is read at once
+        let within = |what| {
+            let m = manager.clone();
+            let fast = group("fast");
+            async move {
+                tokio::time::timeout(
+                    Duration::from_secs(10),
+                    tokio::task::spawn_blocking(move || match what {
+                        "evaluate" => {
+                            m.evaluate(&fast, T0);
+                            Vec::new()
+                        }
+                        _ => m.alerts(),
+                    }),
+                )
+                .await
+                .expect("not stalled by the slow group")
+                .unwrap()
+            }
+        };
+        within("evaluate").await;
+        let names = |alerts: Vec<(String, Alert)>| -> Vec<String> {
+            let mut v: Vec<String> = alerts.into_iter().map(|(g, _)| g).collect();
+            v.sort();
+            v
+        };
+        assert_eq!(names(within("alerts").await), ["fast"]);
+        assert_eq!(manager.alerts_by_rule().len(), 1);
+        assert_eq!(manager.groups_evaluated(), (1, 2));
+
+        release.send(()).unwrap();
+        slow.await.unwrap();
+        assert_eq!(names(manager.alerts()), ["fast", "slow"]);
+        assert_eq!(manager.groups_evaluated(), (2, 2));
     }
 }

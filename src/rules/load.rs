@@ -1,0 +1,808 @@
+//! Loading rule files: glob patterns expanded to files ([`expand_globs`]), every file parsed
+//! ([`parse_file`]), every rule validated and its expression, script and templates compiled,
+//! every error collected with its file:line:col, group and rule ([`load_files`]). A rule set is
+//! either wholly valid or not used at all. The types it builds ([`RuleSet`], [`Group`], [`Rule`])
+//! and what a rule file is ([`super::is_rule_file`]) are in the parent module.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde::Deserialize;
+use serde_saphyr::Spanned;
+
+use super::{
+    Condition, FlapDetection, Group, Rule, RuleError, RuleErrors, RuleKind, RuleSet,
+    is_rule_test_file_name,
+};
+use crate::duration::PromDuration;
+use crate::labels::{valid_label_name, valid_metric_name};
+use crate::promql::rhai::ScriptEngine;
+use crate::rules::template::Template;
+
+// ---------------------------------------------------------------- raw file format
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFile {
+    #[serde(default)]
+    groups: Vec<RawGroup>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawGroup {
+    name: Spanned<String>,
+    #[serde(default)]
+    interval: Option<Spanned<PromDuration>>,
+    #[serde(default)]
+    limit: Option<Spanned<i64>>,
+    #[serde(default)]
+    query_offset: Option<Spanned<PromDuration>>,
+    #[serde(default)]
+    labels: BTreeMap<String, String>,
+    #[serde(default)]
+    rules: Vec<RawRule>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRule {
+    #[serde(default)]
+    alert: Option<Spanned<String>>,
+    #[serde(default)]
+    record: Option<Spanned<String>>,
+    #[serde(default)]
+    expr: Option<Spanned<String>>,
+    #[serde(default)]
+    script: Option<Spanned<String>>,
+    #[serde(default)]
+    resolve: Option<Spanned<String>>,
+    #[serde(default, rename = "for")]
+    for_: Option<Spanned<PromDuration>>,
+    #[serde(default)]
+    keep_firing_for: Option<Spanned<PromDuration>>,
+    #[serde(default)]
+    labels: BTreeMap<String, Spanned<String>>,
+    #[serde(default)]
+    annotations: BTreeMap<String, Spanned<String>>,
+    #[serde(default)]
+    flap_detection: Option<Spanned<RawFlap>>,
+    #[serde(default)]
+    dry_run: bool,
+}
+
+#[derive(Debug, Deserialize, Clone, Copy)]
+#[serde(deny_unknown_fields)]
+struct RawFlap {
+    /// percent state change below which a flapping alert stops flapping (Nagios default 20)
+    #[serde(default = "default_flap_low")]
+    low: f64,
+    /// percent state change above which an alert starts flapping (Nagios default 30)
+    #[serde(default = "default_flap_high")]
+    high: f64,
+}
+
+fn default_flap_low() -> f64 {
+    20.0
+}
+fn default_flap_high() -> f64 {
+    30.0
+}
+
+/// Expands glob patterns (`rules/*.yml`) relative to `base` into sorted, existing files. A pattern
+/// without wildcards must name an existing file.
+pub fn expand_globs(patterns: &[String], base: &Path) -> Result<Vec<PathBuf>, RuleErrors> {
+    let mut out = Vec::new();
+    let mut errors = Vec::new();
+    for p in patterns {
+        let full = if Path::new(p).is_absolute() {
+            PathBuf::from(p)
+        } else {
+            base.join(p)
+        };
+        let has_glob = p.contains(['*', '?', '[']);
+        if !has_glob {
+            if full.is_file() {
+                out.push(full);
+            } else {
+                errors.push(file_error(&full, format!("rule file {p:?} not found")));
+            }
+            continue;
+        }
+        let dir = full.parent().map(Path::to_path_buf).unwrap_or_default();
+        let pat = full
+            .file_name()
+            .map(|f| f.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        if dir.to_string_lossy().contains(['*', '?', '[']) {
+            errors.push(file_error(
+                &full,
+                "wildcards are supported in the file name only".into(),
+            ));
+            continue;
+        }
+        // as Prometheus: a pattern whose directory does not exist matches nothing
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        // rule unit tests live beside their rule files (`x.yml`, `x_test.yml`): a glob never
+        // loads a test file as rules
+        let mut found: Vec<PathBuf> = entries
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| {
+                p.is_file()
+                    && p.file_name().is_some_and(|n| {
+                        let n = n.to_string_lossy();
+                        glob_match(&pat, &n) && !is_rule_test_file_name(&n)
+                    })
+            })
+            .collect();
+        found.sort();
+        out.extend(found);
+    }
+    if errors.is_empty() {
+        out.dedup();
+        Ok(out)
+    } else {
+        Err(RuleErrors(errors))
+    }
+}
+
+/// Shell-style match of one path component: `*`, `?` and literal characters.
+fn glob_match(pat: &str, name: &str) -> bool {
+    let (p, n): (Vec<char>, Vec<char>) = (pat.chars().collect(), name.chars().collect());
+    let (mut pi, mut ni, mut star, mut mark) = (0, 0, None, 0);
+    while ni < n.len() {
+        if pi < p.len() && (p[pi] == '?' || p[pi] == n[ni]) {
+            pi += 1;
+            ni += 1;
+        } else if pi < p.len() && p[pi] == '*' {
+            star = Some(pi);
+            mark = ni;
+            pi += 1;
+        } else if let Some(s) = star {
+            pi = s + 1;
+            mark += 1;
+            ni = mark;
+        } else {
+            return false;
+        }
+    }
+    while pi < p.len() && p[pi] == '*' {
+        pi += 1;
+    }
+    pi == p.len()
+}
+
+fn file_error(path: &Path, message: String) -> RuleError {
+    RuleError {
+        path: path.to_path_buf(),
+        line: 0,
+        col: 0,
+        context: String::new(),
+        message,
+    }
+}
+
+/// Loads, validates and compiles rule files. `default_interval_ms` applies to groups without
+/// `interval`. Every error of every file is returned together.
+pub fn load_files(
+    files: &[PathBuf],
+    default_interval_ms: i64,
+    scripts: &ScriptEngine,
+) -> Result<RuleSet, RuleErrors> {
+    let mut set = RuleSet::default();
+    let mut errors = Vec::new();
+    let mut group_names: HashMap<String, (PathBuf, u64)> = HashMap::new();
+    for path in files {
+        let text = match std::fs::read_to_string(path) {
+            Ok(t) => t,
+            Err(e) => {
+                errors.push(file_error(path, format!("cannot read rule file: {e}")));
+                continue;
+            }
+        };
+        match parse_file(&text, path, default_interval_ms, scripts) {
+            Ok(groups) => {
+                for g in groups {
+                    let line = g.rules.first().map(|r| r.line).unwrap_or(0);
+                    if let Some((first, first_line)) = group_names.get(&g.name) {
+                        errors.push(RuleError {
+                            path: path.clone(),
+                            line,
+                            col: 0,
+                            context: format!("group {:?}", g.name),
+                            message: format!(
+                                "duplicate group name (first in {}:{first_line})",
+                                first.display()
+                            ),
+                        });
+                        continue;
+                    }
+                    group_names.insert(g.name.clone(), (path.clone(), line));
+                    set.groups.push(g);
+                }
+            }
+            Err(mut e) => errors.append(&mut e.0),
+        }
+        set.files.push(path.clone());
+    }
+    if errors.is_empty() {
+        Ok(set)
+    } else {
+        Err(RuleErrors(errors))
+    }
+}
+
+/// Parses and validates one rule file's text; `path` is used in messages and as the group's file.
+pub fn parse_file(
+    text: &str,
+    path: &Path,
+    default_interval_ms: i64,
+    scripts: &ScriptEngine,
+) -> Result<Vec<Group>, RuleErrors> {
+    let raw: RawFile = if text.trim().is_empty() {
+        RawFile { groups: Vec::new() }
+    } else {
+        serde_saphyr::from_str(text).map_err(|e| {
+            let (line, col) = e
+                .location()
+                .map(|l| (l.line(), l.column()))
+                .unwrap_or((0, 0));
+            RuleErrors(vec![RuleError {
+                path: path.to_path_buf(),
+                line,
+                col,
+                context: String::new(),
+                message: crate::config::parse_message(&e),
+            }])
+        })?
+    };
+    let mut errors = Vec::new();
+    let mut groups = Vec::new();
+    let mut seen_groups: HashMap<String, u64> = HashMap::new();
+    for (gi, g) in raw.groups.into_iter().enumerate() {
+        let gline = g.name.referenced.line();
+        let gname = g.name.value.clone();
+        if gname.trim().is_empty() {
+            er(
+                &mut errors,
+                path,
+                gline,
+                g.name.referenced.column(),
+                format!("groups[{gi}].name"),
+                "group name must not be empty".into(),
+            );
+        }
+        if let Some(first) = seen_groups.insert(gname.clone(), gline) {
+            er(
+                &mut errors,
+                path,
+                gline,
+                g.name.referenced.column(),
+                format!("group {gname:?}"),
+                format!("duplicate group name in this file (first at line {first})"),
+            );
+        }
+        let interval_ms = match &g.interval {
+            Some(i) if i.value.as_millis() == 0 => {
+                er(
+                    &mut errors,
+                    path,
+                    i.referenced.line(),
+                    i.referenced.column(),
+                    format!("group {gname:?}: interval"),
+                    "interval must be greater than zero".into(),
+                );
+                default_interval_ms
+            }
+            Some(i) => i.value.as_millis(),
+            None => default_interval_ms,
+        };
+        let limit = match &g.limit {
+            Some(l) if l.value < 0 => {
+                er(
+                    &mut errors,
+                    path,
+                    l.referenced.line(),
+                    l.referenced.column(),
+                    format!("group {gname:?}: limit"),
+                    "limit must not be negative".into(),
+                );
+                0
+            }
+            Some(l) => l.value as usize,
+            None => 0,
+        };
+        for k in g.labels.keys() {
+            if !valid_label_name(k) {
+                er(
+                    &mut errors,
+                    path,
+                    gline,
+                    0,
+                    format!("group {gname:?}: labels"),
+                    format!("invalid label name {k:?}"),
+                );
+            }
+        }
+        let mut rules = Vec::new();
+        let mut seen_rules: HashMap<(String, Vec<(String, String)>), u64> = HashMap::new();
+        for (ri, r) in g.rules.into_iter().enumerate() {
+            let ctx_of = |name: &str| format!("group {gname:?}, rule {name:?}");
+            let (name, line, col, is_alert) = match (&r.alert, &r.record) {
+                (Some(a), None) => (
+                    a.value.clone(),
+                    a.referenced.line(),
+                    a.referenced.column(),
+                    true,
+                ),
+                (None, Some(rec)) => (
+                    rec.value.clone(),
+                    rec.referenced.line(),
+                    rec.referenced.column(),
+                    false,
+                ),
+                (Some(a), Some(_)) => {
+                    er(
+                        &mut errors,
+                        path,
+                        a.referenced.line(),
+                        a.referenced.column(),
+                        ctx_of(&a.value),
+                        "a rule has either `alert` or `record`, not both".into(),
+                    );
+                    continue;
+                }
+                (None, None) => {
+                    let (l, c) = r
+                        .expr
+                        .as_ref()
+                        .or(r.script.as_ref())
+                        .map(|e| (e.referenced.line(), e.referenced.column()))
+                        .unwrap_or((gline, 0));
+                    er(
+                        &mut errors,
+                        path,
+                        l,
+                        c,
+                        format!("group {gname:?}, rules[{ri}]"),
+                        "a rule needs `alert` or `record`".into(),
+                    );
+                    continue;
+                }
+            };
+            let ctx = ctx_of(&name);
+            if name.trim().is_empty() {
+                er(
+                    &mut errors,
+                    path,
+                    line,
+                    col,
+                    ctx.clone(),
+                    "rule name must not be empty".into(),
+                );
+            } else if !is_alert && !valid_metric_name(&name) {
+                er(
+                    &mut errors,
+                    path,
+                    line,
+                    col,
+                    ctx.clone(),
+                    format!("invalid recording rule name {name:?}: must be a valid metric name"),
+                );
+            }
+            let static_labels: Vec<(String, String)> = r
+                .labels
+                .iter()
+                .map(|(k, v)| (k.clone(), v.value.clone()))
+                .collect();
+            if is_alert {
+                if let Some(first) = seen_rules.insert((name.clone(), static_labels.clone()), line)
+                {
+                    er(
+                        &mut errors,
+                        path,
+                        line,
+                        col,
+                        ctx.clone(),
+                        format!(
+                            "duplicate alert with the same labels in this group (first at line {first}): their states could not be told apart"
+                        ),
+                    );
+                }
+            } else if let Some(first) =
+                seen_rules.insert((name.clone(), static_labels.clone()), line)
+            {
+                er(
+                    &mut errors,
+                    path,
+                    line,
+                    col,
+                    ctx.clone(),
+                    format!(
+                        "duplicate recording rule with the same labels in this group (first at line {first})"
+                    ),
+                );
+            }
+            let condition = match (&r.expr, &r.script) {
+                (Some(e), None) => compile_promql(e, &ctx, "expr", path, &mut errors),
+                (None, Some(s)) => compile_script(s, &ctx, scripts, path, &mut errors),
+                (Some(e), Some(_)) => {
+                    push(
+                        &mut errors,
+                        path,
+                        e,
+                        &ctx,
+                        "a rule has either `expr` (PromQL) or `script` (Rhai), not both".into(),
+                    );
+                    None
+                }
+                (None, None) => {
+                    errors.push(RuleError {
+                        path: path.to_path_buf(),
+                        line,
+                        col,
+                        context: ctx.clone(),
+                        message: "a rule needs `expr` (PromQL) or `script` (Rhai)".into(),
+                    });
+                    None
+                }
+            };
+            let mut labels = Vec::new();
+            for (k, v) in &r.labels {
+                if !valid_label_name(k) || k == crate::labels::METRIC_NAME {
+                    push(
+                        &mut errors,
+                        path,
+                        v,
+                        &ctx,
+                        format!("invalid label name {k:?}"),
+                    );
+                }
+                if let Some(t) =
+                    compile_template(v, &ctx, &format!("labels.{k}"), path, &mut errors)
+                {
+                    labels.push((k.clone(), t));
+                }
+            }
+            let kind = if is_alert {
+                let mut annotations = Vec::new();
+                for (k, v) in &r.annotations {
+                    if let Some(t) =
+                        compile_template(v, &ctx, &format!("annotations.{k}"), path, &mut errors)
+                    {
+                        annotations.push((k.clone(), t));
+                    }
+                }
+                let resolve = r
+                    .resolve
+                    .as_ref()
+                    .and_then(|e| compile_promql(e, &ctx, "resolve", path, &mut errors));
+                let flap = r.flap_detection.as_ref().and_then(|f| {
+                    let v = f.value;
+                    let ok = (0.0..=100.0).contains(&v.low) && (0.0..=100.0).contains(&v.high) && v.low < v.high;
+                    if !ok {
+                        push(&mut errors, path, f, &ctx, format!("flap_detection: need 0 <= low < high <= 100, got low {} and high {}", v.low, v.high));
+                    }
+                    ok.then_some(FlapDetection { low: v.low, high: v.high })
+                });
+                RuleKind::Alert {
+                    hold: r.for_.as_ref().map(|d| d.value.as_millis()).unwrap_or(0),
+                    keep_firing_for: r
+                        .keep_firing_for
+                        .as_ref()
+                        .map(|d| d.value.as_millis())
+                        .unwrap_or(0),
+                    resolve,
+                    annotations,
+                    flap,
+                }
+            } else {
+                for (field, present) in [
+                    (
+                        "for",
+                        r.for_
+                            .as_ref()
+                            .map(|s| (s.referenced.line(), s.referenced.column())),
+                    ),
+                    (
+                        "keep_firing_for",
+                        r.keep_firing_for
+                            .as_ref()
+                            .map(|s| (s.referenced.line(), s.referenced.column())),
+                    ),
+                    (
+                        "resolve",
+                        r.resolve
+                            .as_ref()
+                            .map(|s| (s.referenced.line(), s.referenced.column())),
+                    ),
+                    (
+                        "flap_detection",
+                        r.flap_detection
+                            .as_ref()
+                            .map(|s| (s.referenced.line(), s.referenced.column())),
+                    ),
+                ] {
+                    if let Some((l, c)) = present {
+                        errors.push(RuleError {
+                            path: path.to_path_buf(),
+                            line: l,
+                            col: c,
+                            context: ctx.clone(),
+                            message: format!("`{field}` is only valid on alerting rules"),
+                        });
+                    }
+                }
+                if let Some((_, v)) = r.annotations.iter().next() {
+                    push(
+                        &mut errors,
+                        path,
+                        v,
+                        &ctx,
+                        "`annotations` are only valid on alerting rules".into(),
+                    );
+                }
+                RuleKind::Record
+            };
+            let Some(condition) = condition else {
+                continue;
+            };
+            let key = rule_key(&gname, &name, &condition, &static_labels);
+            rules.push(Rule {
+                name,
+                kind,
+                condition,
+                labels,
+                dry_run: r.dry_run,
+                key,
+                line,
+            });
+        }
+        groups.push(Group {
+            name: gname,
+            file: path.to_path_buf(),
+            interval_ms,
+            limit,
+            query_offset_ms: g.query_offset.map(|o| o.value.as_millis()).unwrap_or(0),
+            labels: g.labels,
+            rules,
+        });
+    }
+    if errors.is_empty() {
+        Ok(groups)
+    } else {
+        Err(RuleErrors(errors))
+    }
+}
+
+fn er(
+    errors: &mut Vec<RuleError>,
+    path: &Path,
+    line: u64,
+    col: u64,
+    context: String,
+    message: String,
+) {
+    errors.push(RuleError {
+        path: path.to_path_buf(),
+        line,
+        col,
+        context,
+        message,
+    });
+}
+
+fn push<T>(errors: &mut Vec<RuleError>, path: &Path, at: &Spanned<T>, ctx: &str, message: String) {
+    errors.push(RuleError {
+        path: path.to_path_buf(),
+        line: at.referenced.line(),
+        col: at.referenced.column(),
+        context: ctx.to_string(),
+        message,
+    });
+}
+
+fn compile_promql(
+    e: &Spanned<String>,
+    ctx: &str,
+    field: &str,
+    path: &Path,
+    errors: &mut Vec<RuleError>,
+) -> Option<Condition> {
+    match crate::promql::parse(&e.value) {
+        Ok(expr) => {
+            if matches!(expr, promql_parser::parser::Expr::StringLiteral(_)) {
+                push(
+                    errors,
+                    path,
+                    e,
+                    ctx,
+                    format!("{field}: the expression must be a vector or a scalar, not a string"),
+                );
+                return None;
+            }
+            if matches!(
+                expr,
+                promql_parser::parser::Expr::MatrixSelector(_)
+                    | promql_parser::parser::Expr::Subquery(_)
+            ) {
+                push(
+                    errors,
+                    path,
+                    e,
+                    ctx,
+                    format!(
+                        "{field}: the expression must be an instant vector or a scalar, not a range vector"
+                    ),
+                );
+                return None;
+            }
+            Some(Condition::PromQL {
+                text: e.value.clone(),
+                expr: Arc::new(expr),
+            })
+        }
+        Err(err) => {
+            let msg = match err {
+                crate::promql::QueryError::Parse { message, .. } => message,
+                other => other.to_string(),
+            };
+            push(errors, path, e, ctx, format!("{field}: {msg}"));
+            None
+        }
+    }
+}
+
+fn compile_script(
+    s: &Spanned<String>,
+    ctx: &str,
+    scripts: &ScriptEngine,
+    path: &Path,
+    errors: &mut Vec<RuleError>,
+) -> Option<Condition> {
+    match scripts.compile(&s.value) {
+        Ok(c) => Some(Condition::Script {
+            text: s.value.clone(),
+            script: Arc::new(c),
+        }),
+        Err(e) => {
+            // block scalars start on the line after the key
+            let (line, col) = match &e {
+                crate::promql::rhai::ScriptError::Compile { line, col, .. } => {
+                    (*line as u64, *col as u64)
+                }
+                _ => (0, 0),
+            };
+            errors.push(RuleError {
+                path: path.to_path_buf(),
+                line: s.referenced.line()
+                    + line.saturating_sub(1)
+                    + u64::from(s.value.contains('\n')),
+                col: if line > 0 { col } else { s.referenced.column() },
+                context: ctx.to_string(),
+                message: format!("script: {e}"),
+            });
+            None
+        }
+    }
+}
+
+fn compile_template(
+    v: &Spanned<String>,
+    ctx: &str,
+    field: &str,
+    path: &Path,
+    errors: &mut Vec<RuleError>,
+) -> Option<Arc<Template>> {
+    match Template::parse(&v.value) {
+        Ok(t) => Some(Arc::new(t)),
+        Err(e) => {
+            push(errors, path, v, ctx, format!("{field}: {e}"));
+            None
+        }
+    }
+}
+
+/// The identity of a rule across reloads and restarts.
+fn rule_key(group: &str, name: &str, cond: &Condition, labels: &[(String, String)]) -> String {
+    let mut buf = String::new();
+    for part in [group, name, cond.text()] {
+        buf.push_str(part);
+        buf.push('\u{0}');
+    }
+    for (k, v) in labels {
+        buf.push_str(k);
+        buf.push('=');
+        buf.push_str(v);
+        buf.push('\u{0}');
+    }
+    format!(
+        "{group}/{name}/{:016x}",
+        xxhash_rust::xxh3::xxh3_64(buf.as_bytes())
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Vec<Group>, RuleErrors> {
+        parse_file(text, Path::new("r.yml"), 15_000, &ScriptEngine::new())
+    }
+
+    #[test]
+    fn prometheus_rule_file_loads_unchanged() {
+        let g = parse(
+            "groups:\n  - name: a\n    interval: 30s\n    rules:\n      - alert: Down\n        expr: up == 0\n        for: 5m\n        keep_firing_for: 1m\n        labels: { severity: page }\n        annotations: { summary: \"{{ $labels.instance }} down\" }\n      - record: job:up:sum\n        expr: sum by (job) (up)\n",
+        )
+        .unwrap();
+        assert_eq!(g[0].interval_ms, 30_000);
+        assert_eq!(g[0].rules.len(), 2);
+        let RuleKind::Alert {
+            hold,
+            keep_firing_for,
+            ..
+        } = &g[0].rules[0].kind
+        else {
+            panic!("alert expected")
+        };
+        assert_eq!((*hold, *keep_firing_for), (300_000, 60_000));
+        assert!(!g[0].rules[1].is_alert());
+    }
+
+    #[test]
+    fn every_error_is_reported_with_its_location() {
+        let text = "groups:\n  - name: a\n    rules:\n      - alert: A\n        expr: sum(rate(x[5m])\n      - record: bad name\n        expr: up\n        for: 1m\n      - alert: C\n        script: \"let x = ;\"\n      - alert: D\n        expr: up\n        annotations: { s: \"{{ nosuchfunc $value }}\" }\n";
+        let e = parse(text).unwrap_err();
+        let all = e.to_string();
+        assert!(all.contains("r.yml:5:"), "{all}");
+        assert!(all.contains("group \"a\", rule \"A\""), "{all}");
+        assert!(all.contains("invalid recording rule name"), "{all}");
+        assert!(
+            all.contains("`for` is only valid on alerting rules"),
+            "{all}"
+        );
+        assert!(all.contains("rule \"C\": script"), "{all}");
+        assert!(all.contains("annotations.s"), "{all}");
+        assert_eq!(e.0.len(), 5, "{all}");
+    }
+
+    #[test]
+    fn unknown_fields_and_bad_durations_are_parse_errors() {
+        let e = parse("groups:\n  - name: a\n    rules:\n      - alert: A\n        expr: up\n        fro: 5m\n").unwrap_err();
+        assert!(e.to_string().contains("r.yml:6:"), "{e}");
+        let e = parse("groups:\n  - name: a\n    rules:\n      - alert: A\n        expr: up\n        for: -5m\n").unwrap_err();
+        assert!(e.to_string().contains("r.yml:6:"), "{e}");
+    }
+
+    #[test]
+    fn duplicates_are_errors_but_alerts_differing_in_labels_are_not() {
+        let ok = "groups:\n  - name: a\n    rules:\n      - alert: A\n        expr: x > 1\n        labels: { severity: warning }\n      - alert: A\n        expr: x > 2\n        labels: { severity: page }\n";
+        assert!(parse(ok).is_ok());
+        let dup = "groups:\n  - name: a\n    rules:\n      - alert: A\n        expr: x > 1\n      - alert: A\n        expr: x > 2\n  - name: a\n    rules: []\n";
+        let e = parse(dup).unwrap_err().to_string();
+        assert!(e.contains("duplicate alert"), "{e}");
+        assert!(e.contains("duplicate group name"), "{e}");
+    }
+
+    #[test]
+    fn globs_expand_sorted() {
+        let dir = tempfile::tempdir().unwrap();
+        for f in ["b.yml", "a.yml", "c.txt", "a_test.yml"] {
+            std::fs::write(dir.path().join(f), "groups: []\n").unwrap();
+        }
+        let got = expand_globs(&["*.yml".into()], dir.path()).unwrap();
+        let names: Vec<_> = got
+            .iter()
+            .map(|p| p.file_name().unwrap().to_str().unwrap())
+            .collect();
+        assert_eq!(names, ["a.yml", "b.yml"]);
+        assert!(expand_globs(&["missing.yml".into()], dir.path()).is_err());
+        assert!(glob_match("*_test.yml", "scaidns_test.yml"));
+        assert!(!glob_match("*_test.yml", "scaidns.yml"));
+    }
+}
