@@ -113,15 +113,24 @@ pub struct Config {
     /// Where notifications go: each receiver has a `name`, a `webhook` and/or an `email`
     /// integration, an optional `fallback` receiver for what it fails permanently, and an
     /// optional `digest: all | changes_only`.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "empty_when_null")]
     pub receivers: Vec<ReceiverConfig>,
     /// Inhibition rules: `source_matchers`, `target_matchers`, `equal`.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "empty_when_null")]
     pub inhibit_rules: Vec<InhibitRuleConfig>,
     /// Named time intervals (`times`, `weekdays`, `days_of_month`, `months`, `years`,
     /// `location`) that routes mute or activate by name.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "empty_when_null")]
     pub time_intervals: Vec<TimeIntervalConfig>,
+}
+
+/// A list section left empty (`inhibit_rules:` with nothing after it, or `~`) is an empty list.
+fn empty_when_null<'de, D, T>(d: D) -> Result<Vec<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<Vec<T>>::deserialize(d).map(Option::unwrap_or_default)
 }
 
 /// Where samples are stored and for how long.
@@ -908,6 +917,18 @@ mod tests {
             let got = errors[0].to_string();
             assert!(got.starts_with(want), "{yaml:?}\ngot  {got}\nwant {want}");
         }
+    }
+
+    #[test]
+    fn empty_notification_sections_are_empty_lists() {
+        let c = parse("route: { receiver: a }\nreceivers:\n  - { name: a, webhook: { url: \"http://x/\" } }\ninhibit_rules:\ntime_intervals: ~\n").unwrap();
+        assert!(c.inhibit_rules.is_empty() && c.time_intervals.is_empty());
+        assert!(
+            parse("receivers:\nroute:\n")
+                .unwrap()
+                .notify_plan()
+                .is_none()
+        );
     }
 
     #[test]
