@@ -18,6 +18,8 @@ use serde_saphyr::Spanned;
 
 use crate::duration::PromDuration;
 use crate::labels::{valid_label_name, valid_metric_name};
+use crate::notify::receivers::ReceiverConfig;
+use crate::notify::route::{InhibitRuleConfig, RouteConfig, TimeIntervalConfig};
 
 /// The file name `tocsin run` looks for in the working directory when no `--config` is given.
 pub const DEFAULT_CONFIG_FILE: &str = "tocsin.yml";
@@ -107,19 +109,28 @@ pub struct Config {
     /// `continue`, `mute_time_intervals`, `active_time_intervals` and child `routes`.
     /// Without it no notification is sent (alerts are still tracked and served by the API).
     #[serde(default)]
-    pub route: Option<serde_json::Value>,
+    pub route: Option<Spanned<RouteConfig>>,
     /// Where notifications go: each receiver has a `name`, a `webhook` and/or an `email`
     /// integration, an optional `fallback` receiver for what it fails permanently, and an
     /// optional `digest: all | changes_only`.
-    #[serde(default)]
-    pub receivers: Option<serde_json::Value>,
+    #[serde(default, deserialize_with = "empty_when_null")]
+    pub receivers: Vec<ReceiverConfig>,
     /// Inhibition rules: `source_matchers`, `target_matchers`, `equal`.
-    #[serde(default)]
-    pub inhibit_rules: Option<serde_json::Value>,
+    #[serde(default, deserialize_with = "empty_when_null")]
+    pub inhibit_rules: Vec<InhibitRuleConfig>,
     /// Named time intervals (`times`, `weekdays`, `days_of_month`, `months`, `years`,
     /// `location`) that routes mute or activate by name.
-    #[serde(default)]
-    pub time_intervals: Option<serde_json::Value>,
+    #[serde(default, deserialize_with = "empty_when_null")]
+    pub time_intervals: Vec<TimeIntervalConfig>,
+}
+
+/// A list section left empty (`inhibit_rules:` with nothing after it, or `~`) is an empty list.
+fn empty_when_null<'de, D, T>(d: D) -> Result<Vec<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<Vec<T>>::deserialize(d).map(Option::unwrap_or_default)
 }
 
 /// Where samples are stored and for how long.
@@ -449,27 +460,6 @@ impl Config {
             }
         })?;
         cfg.validate(path)?;
-        // the notification sections are kept untyped (their own module validates them, every
-        // problem with its field path); the line is the section's
-        if let Err(errors) = crate::notify::setup::NotifyPlan::new(
-            cfg.route.as_ref(),
-            cfg.receivers.as_ref(),
-            cfg.inhibit_rules.as_ref(),
-            cfg.time_intervals.as_ref(),
-        ) {
-            return Err(ConfigError::Invalid(
-                errors
-                    .into_iter()
-                    .map(|(field, message)| FieldError {
-                        path: path.to_path_buf(),
-                        line: field_line(text, &field),
-                        col: 1,
-                        field,
-                        message,
-                    })
-                    .collect(),
-            ));
-        }
         Ok(cfg)
     }
 
@@ -526,7 +516,8 @@ impl Config {
         Ok(())
     }
 
-    /// Checks everything that types alone cannot; returns every problem at once.
+    /// Checks everything that types alone cannot, the notification sections included
+    /// ([`crate::notify::setup::NotifyPlan::new`]); returns every problem at once.
     pub fn validate(&self, path: &Path) -> Result<(), ConfigError> {
         let mut errors = Vec::new();
         let mut err = |line: u64, col: u64, field: String, message: String| {
@@ -710,6 +701,15 @@ impl Config {
                 }
             }
         }
+        if let Err(notify) = crate::notify::setup::NotifyPlan::new(self) {
+            errors.extend(notify.into_iter().map(|e| FieldError {
+                path: path.to_path_buf(),
+                line: e.at.line(),
+                col: e.at.column(),
+                message: e.kind.to_string(),
+                field: e.path,
+            }));
+        }
         if errors.is_empty() {
             Ok(())
         } else {
@@ -792,105 +792,8 @@ impl Config {
 
     /// The notification sections, validated; None when there is no `route` (notifications off).
     pub fn notify_plan(&self) -> Option<crate::notify::setup::NotifyPlan> {
-        crate::notify::setup::NotifyPlan::new(
-            self.route.as_ref(),
-            self.receivers.as_ref(),
-            self.inhibit_rules.as_ref(),
-            self.time_intervals.as_ref(),
-        )
-        .ok()
-        .flatten()
+        crate::notify::setup::NotifyPlan::new(self).ok().flatten()
     }
-}
-
-/// The line (1-based) of the field at `path` (`route.routes[0].matchers[1]`, or
-/// `receivers[0] ("ops").webhook.url`) in block-style YAML `text`: the deepest part of the path
-/// that can be found, so a flow-style value (`routes: [ … ]`) gives the line it starts on. 0 when
-/// not even the top-level key is found.
-fn field_line(text: &str, path: &str) -> u64 {
-    // (indent, content) of every line, comments and blanks as None
-    let lines: Vec<Option<(usize, &str)>> = text
-        .lines()
-        .map(|l| {
-            let content = l.trim_start();
-            (!content.is_empty() && !content.starts_with('#'))
-                .then(|| (l.len() - content.len(), content))
-        })
-        .collect();
-    // a line as a mapping entry: `- key: v` holds `key: v` two columns in
-    let entry = |i: usize| -> Option<(usize, &str)> {
-        let (indent, c) = lines[i]?;
-        match c.strip_prefix("- ") {
-            Some(rest) => Some((indent + 2, rest.trim_start())),
-            None => Some((indent, c)),
-        }
-    };
-    let mut tokens = Vec::new();
-    for part in path.split('.') {
-        let part = part.split(" (").next().unwrap_or(part);
-        let mut it = part.split('[');
-        tokens.push(Err(it.next().unwrap_or("")));
-        for idx in it {
-            if let Ok(n) = idx.trim_end_matches(']').parse::<usize>() {
-                tokens.push(Ok(n));
-            }
-        }
-    }
-    // the current node: its first line (where its own key or dash is) and the range of lines
-    // that belong to it
-    let (mut at, mut from, mut to, mut found) = (None::<usize>, 0usize, lines.len(), 0u64);
-    for token in tokens {
-        let owner_indent = at.and_then(entry).map(|(i, _)| i);
-        let inside = |i: usize| match (lines[i], owner_indent) {
-            (Some((indent, c)), Some(o)) => indent > o || (indent == o && c.starts_with("- ")),
-            _ => true,
-        };
-        let next = match token {
-            Err(key) => {
-                // only the node's own keys: those at the indent of its first entry
-                let first = (from..to).find(|&i| lines[i].is_some() && inside(i));
-                let child = first.and_then(entry).map(|(i, _)| i);
-                (from..to).filter(|&i| inside(i)).find(|&i| {
-                    entry(i).is_some_and(|(indent, c)| {
-                        Some(indent) == child
-                            && c.strip_prefix(key)
-                                .is_some_and(|r| r.trim_start().starts_with(':'))
-                    })
-                })
-            }
-            Ok(n) => {
-                let first = (from..to).find(|&i| lines[i].is_some() && inside(i));
-                let dash = first.and_then(|i| lines[i]).map(|(d, _)| d);
-                (from..to)
-                    .filter(|&i| {
-                        lines[i].is_some_and(|(d, c)| Some(d) == dash && c.starts_with("- "))
-                    })
-                    .nth(n)
-            }
-        };
-        let Some(line) = next else { break };
-        // mapping children must be deeper than a key; list items end at the next item
-        let (indent, is_item) = match token {
-            Err(_) => (entry(line).map(|(i, _)| i).unwrap_or(0), false),
-            Ok(_) => (lines[line].map(|(d, _)| d).unwrap_or(0), true),
-        };
-        let end = (line + 1..to)
-            .find(|&i| {
-                lines[i].is_some_and(|(d, c)| {
-                    d < indent || (d == indent && (is_item || !c.starts_with("- ")))
-                })
-            })
-            .unwrap_or(to);
-        at = Some(line);
-        from = if is_item { line } else { line + 1 };
-        to = end;
-        found = line as u64 + 1;
-        if is_item {
-            // the item's first key is on its dash line: search from there
-            at = None;
-        }
-    }
-    found
 }
 
 /// serde-saphyr's message without its own location suffix and snippet (we print `file:line:col` first).
@@ -955,23 +858,91 @@ mod tests {
     #[test]
     fn notification_errors_point_at_the_field_line() {
         let yaml = "targets: []\nroute:\n  receiver: ops\n  routes:\n    - matchers: ['a=\"b\"']\n      routes:\n        - receiver: nobody\n      receiver: ops\n    - receiver: pager\nreceivers:\n  - name: ops\n    webhook: { url: \"http://127.0.0.1:1/\" }\n";
-        assert_eq!(field_line(yaml, "route.routes[1].receiver"), 9);
-        assert_eq!(field_line(yaml, "route.routes[0].routes[0].receiver"), 7);
-        assert_eq!(field_line(yaml, "route.routes[0].receiver"), 8);
-        assert_eq!(field_line(yaml, "receivers[0] (\"ops\").webhook.url"), 12);
-        assert_eq!(field_line(yaml, "inhibit_rules[0]"), 0);
         let ConfigError::Invalid(errors) = parse(yaml).unwrap_err() else {
             panic!("expected field errors")
         };
-        let lines: Vec<(u64, &str)> = errors.iter().map(|e| (e.line, e.field.as_str())).collect();
+        let lines: Vec<(u64, u64, &str)> = errors
+            .iter()
+            .map(|e| (e.line, e.col, e.field.as_str()))
+            .collect();
         assert!(
-            lines.contains(&(9, "route.routes[1].receiver")),
+            lines.contains(&(9, 17, "route.routes[1].receiver")),
             "{lines:?}"
         );
         assert!(
-            lines.contains(&(7, "route.routes[0].routes[0].receiver")),
+            lines.contains(&(7, 21, "route.routes[0].routes[0].receiver")),
             "{lines:?}"
         );
+        assert_eq!(
+            errors[0].to_string(),
+            "t.yml:7:21: route.routes[0].routes[0].receiver: undefined receiver \"nobody\" used in route"
+        );
+    }
+
+    #[test]
+    fn notification_errors_in_flow_style_carry_the_fields_line_and_column() {
+        // (yaml, the first error as `tocsin check` prints it); flow style puts several fields
+        // on one line, so only the column tells them apart
+        let cases: &[(&str, &str)] = &[
+            // an undefined receiver on the root route, written inline
+            (
+                "route: { receiver: nobody }\nreceivers: [ { name: a, webhook: { url: \"http://x/\" } } ]\n",
+                "t.yml:1:20: route.receiver: undefined receiver \"nobody\" used in route",
+            ),
+            // a receiver's bad url inside a flow list
+            (
+                "route: { receiver: a }\nreceivers: [ { name: a, webhook: { url: \"x\" } } ]\n",
+                "t.yml:2:41: receivers[0] (\"a\").webhook.url: not a valid url: \"x\"",
+            ),
+            // the second child route's receiver, both children on one line
+            (
+                "route: { receiver: a, routes: [ { receiver: a }, { receiver: pager } ] }\nreceivers: [ { name: a, webhook: { url: \"http://x/\" } } ]\n",
+                "t.yml:1:62: route.routes[1].receiver: undefined receiver \"pager\" used in route",
+            ),
+            // a bad matcher in a flow list on the line after its key
+            (
+                "targets: []\nroute:\n  receiver: a\n  routes: [ { receiver: a,\n             matchers: ['x=~\"(\"'] } ]\nreceivers: [ { name: a, webhook: { url: \"http://x/\" } } ]\n",
+                "t.yml:5:25: route.routes[0].matchers[0]: invalid matcher",
+            ),
+            // inhibition and time intervals, inline
+            (
+                "route: { receiver: a }\nreceivers: [ { name: a, webhook: { url: \"http://x/\" } } ]\ninhibit_rules: [ { source_matchers: ['a=\"1\"'], equal: [ok, \"not ok\"] } ]\n",
+                "t.yml:3:60: inhibit_rules[0].equal[1]: invalid label name \"not ok\"",
+            ),
+            (
+                "route: { receiver: a }\nreceivers: [ { name: a, webhook: { url: \"http://x/\" } } ]\ntime_intervals: [ { name: n, time_intervals: [ { location: Mars/Olympus } ] } ]\n",
+                "t.yml:3:60: time_intervals[0].time_intervals[0].location: unknown time zone \"Mars/Olympus\"",
+            ),
+        ];
+        for (yaml, want) in cases {
+            let ConfigError::Invalid(errors) = parse(yaml).unwrap_err() else {
+                panic!("expected field errors for {yaml:?}")
+            };
+            let got = errors[0].to_string();
+            assert!(got.starts_with(want), "{yaml:?}\ngot  {got}\nwant {want}");
+        }
+    }
+
+    #[test]
+    fn empty_notification_sections_are_empty_lists() {
+        let c = parse("route: { receiver: a }\nreceivers:\n  - { name: a, webhook: { url: \"http://x/\" } }\ninhibit_rules:\ntime_intervals: ~\n").unwrap();
+        assert!(c.inhibit_rules.is_empty() && c.time_intervals.is_empty());
+        assert!(
+            parse("receivers:\nroute:\n")
+                .unwrap()
+                .notify_plan()
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn config_and_notification_errors_are_reported_together() {
+        let yaml = "targets:\n  - name: a\nroute: { receiver: nobody }\n";
+        let ConfigError::Invalid(errors) = parse(yaml).unwrap_err() else {
+            panic!("expected field errors")
+        };
+        let fields: Vec<&str> = errors.iter().map(|e| e.field.as_str()).collect();
+        assert_eq!(fields, ["targets[0]", "route.receiver"]);
     }
 
     #[test]

@@ -8,8 +8,9 @@
 //! when a type, field or enum value lacks a doc comment or a field's type is not understood:
 //! adding an undocumented field breaks `tocsin config-reference` and its test.
 //!
-//! The raw `Config` keeps the notification sections as untyped JSON (they are validated together
-//! by `notify::setup`); [`TYPED_SECTIONS`] names the types they are read as.
+//! The notification sections (`route`, `receivers`, `inhibit_rules`, `time_intervals`) are typed
+//! fields of `Config` like any other and are followed the same way; [`TYPED_SECTIONS`] names the
+//! few fields whose Rust type is not what the user writes.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::fmt::Write as _;
@@ -46,14 +47,10 @@ pub const SOURCES: &[(&str, &str)] = &[
 /// The type of the whole file.
 pub const ROOT: &str = "Config";
 
-/// Fields whose Rust type is not what the user writes, with the type they are read as: the
-/// sections the raw config keeps untyped (`serde_json::Value`, required here), and the route
-/// timings, strings parsed as durations when the routing tree is built.
+/// Fields whose Rust type is not what the user writes, with the type they are read as: the route
+/// timings, strings parsed as durations when the routing tree is built (so a bad one is reported
+/// with its route's path). A `serde_json::Value` field would have to be named here too.
 pub const TYPED_SECTIONS: &[(&str, &str, &str)] = &[
-    ("Config", "route", "RouteConfig"),
-    ("Config", "receivers", "Vec<ReceiverConfig>"),
-    ("Config", "inhibit_rules", "Vec<InhibitRuleConfig>"),
-    ("Config", "time_intervals", "Vec<TimeIntervalConfig>"),
     ("RouteConfig", "group_wait", "Option<PromDuration>"),
     ("RouteConfig", "group_interval", "Option<PromDuration>"),
     ("RouteConfig", "repeat_interval", "Option<PromDuration>"),

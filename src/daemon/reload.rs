@@ -350,7 +350,9 @@ pub struct NotifyReload {
     pub digest_interval_ms: i64,
 }
 
-/// The notification sections of `cfg`, compared across reloads.
+/// The notification sections of `cfg` as they are compared across reloads: the typed sections
+/// serialized as JSON. Positions are not part of it (`Spanned` serializes its value only), so
+/// moving or reformatting a section (block or flow style) is no change and rebuilds nothing.
 pub fn notify_sections(cfg: &crate::config::Config) -> String {
     serde_json::json!([
         cfg.route,
@@ -736,6 +738,32 @@ fn lock(inner: &Mutex<Inner>) -> std::sync::MutexGuard<'_, Inner> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn notify_sections_ignore_layout_and_positions_but_not_values() {
+        let sections = |yaml: &str| {
+            notify_sections(
+                &crate::config::Config::from_yaml(yaml, std::path::Path::new("t.yml")).unwrap(),
+            )
+        };
+        let block = sections(
+            "route:\n  receiver: ops\n  group_wait: 10s\nreceivers:\n  - name: ops\n    digest: all\n    webhook:\n      url: http://127.0.0.1:1/\n",
+        );
+        // the same sections in flow style, moved down by a target: no change, nothing rebuilt
+        let flow = sections(
+            "targets: [{ name: a, metrics: \"http://127.0.0.1:2/metrics\" }]\nroute: { receiver: ops, group_wait: 10s }\nreceivers: [{ name: ops, digest: all, webhook: { url: \"http://127.0.0.1:1/\" } }]\n",
+        );
+        assert_eq!(block, flow);
+        // a changed value is a change, in any section
+        let other_url = sections(
+            "route: { receiver: ops, group_wait: 10s }\nreceivers: [{ name: ops, digest: all, webhook: { url: \"http://127.0.0.1:9/\" } }]\n",
+        );
+        assert_ne!(block, other_url);
+        let other_digest = sections(
+            "route: { receiver: ops, group_wait: 10s }\nreceivers: [{ name: ops, digest: changes_only, webhook: { url: \"http://127.0.0.1:1/\" } }]\n",
+        );
+        assert_ne!(block, other_digest);
+    }
 
     #[test]
     fn cause_display_and_kind() {

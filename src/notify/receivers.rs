@@ -1,20 +1,24 @@
-//! The `receivers` section: typed, validated, secrets read from the environment or files
-//! (never written in the file itself), and turned into the sender's integrations.
+//! The `receivers` section: typed (a field of `config::Config`, the fields errors point at
+//! `Spanned`), validated without I/O ([`validate`], every problem with its path and position),
+//! secrets read from the environment or files (never written in the file itself) when
+//! `notify::setup` builds the sender's integrations.
 
 use std::collections::{BTreeSet, HashMap};
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize, Serializer};
+use serde_saphyr::{Location, Spanned};
 
+use super::dispatch::Digest;
 use crate::duration::PromDuration;
 
 /// One receiver: where the notifications routed to it go. It needs a `webhook`, an `email` or
 /// both (each notification goes to every integration it has).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ReceiverConfig {
     /// Unique name, referred to by `route.receiver` and by other receivers' `fallback`.
-    pub name: String,
+    pub name: Spanned<String>,
     /// Deliver as an HTTP POST of Alertmanager's version 4 webhook JSON.
     #[serde(default)]
     pub webhook: Option<WebhookRaw>,
@@ -24,21 +28,21 @@ pub struct ReceiverConfig {
     /// Name of the receiver that gets what this one failed permanently (an HTTP 4xx other than
     /// 429, an SMTP 5xx, rejected auth). It cannot be the receiver itself.
     #[serde(default)]
-    pub fallback: Option<String>,
+    pub fallback: Option<Spanned<String>>,
     /// `all` or `changes_only`: everything routed to this receiver goes out as at most one
     /// notification per evaluation cycle (see [`Digest`](super::dispatch::Digest)). Default `off`
     /// (Alertmanager's behaviour: one notification per group).
-    #[serde(default)]
-    pub digest: super::dispatch::Digest,
+    #[serde(default, serialize_with = "digest_name")]
+    pub digest: Digest,
 }
 
 /// A webhook integration: Alertmanager's version 4 JSON, so existing receivers work.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct WebhookRaw {
     /// The URL notifications are POSTed to. Each carries an `Idempotency-Key` header, the same
     /// on a repeat after a crash.
-    pub url: String,
+    pub url: Spanned<String>,
     /// Name of an environment variable holding the HMAC-SHA256 secret: each body is signed in
     /// the `X-Tocsin-Signature` header. No signature when neither this nor `secret_file` is set.
     #[serde(default)]
@@ -59,15 +63,15 @@ pub struct WebhookRaw {
 }
 
 /// An email integration: one message per notification, text and HTML parts, over SMTP with TLS.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct EmailRaw {
     /// Recipients, at least one.
-    pub to: Vec<String>,
+    pub to: Spanned<Vec<String>>,
     /// Sender address.
     pub from: String,
     /// The SMTP server, `host:port`. Port 465 means implicit TLS unless `tls` says otherwise.
-    pub smarthost: String,
+    pub smarthost: Spanned<String>,
     /// SMTP AUTH user name, set together with a password.
     #[serde(default)]
     pub username: Option<String>,
@@ -81,7 +85,7 @@ pub struct EmailRaw {
     /// `implicit` (TLS from the start), `starttls` (required, never skipped) or `none` (only for
     /// a server on localhost). When unset, `implicit` on port 465 and `starttls` on any other.
     #[serde(default)]
-    pub tls: Option<String>,
+    pub tls: Option<Spanned<String>>,
     /// Whether resolved alerts are sent. Default `false`, or `true` for a `digest` receiver.
     #[serde(default)]
     pub send_resolved: Option<bool>,
@@ -112,68 +116,147 @@ pub fn secret(
     }
 }
 
-/// Parses and checks the `receivers` section: names unique and non-empty, at least one
-/// integration each, fallbacks that exist and are not the receiver itself, URLs that parse.
-pub fn parse(value: &serde_json::Value) -> Result<Vec<ReceiverConfig>, Vec<String>> {
-    let list: Vec<ReceiverConfig> =
-        serde_json::from_value(value.clone()).map_err(|e| vec![format!("receivers: {e}")])?;
+/// One problem in the `receivers` section, located by its path and position.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{path}: {kind}")]
+pub struct ReceiverError {
+    /// Field path with the receiver's name, e.g. `receivers[1] ("ops").webhook.url`.
+    pub path: String,
+    /// Where the field is written ([`Location::UNKNOWN`] when not read from YAML).
+    pub at: Location,
+    /// What is wrong there.
+    pub kind: ReceiverErrorKind,
+}
+
+/// What is wrong with one field of a receiver.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ReceiverErrorKind {
+    /// A receiver's `name` is empty or blank.
+    #[error("must not be empty")]
+    EmptyName,
+    /// Two receivers have the same name.
+    #[error("duplicate receiver name")]
+    DuplicateName,
+    /// A webhook `url` does not parse as a URL.
+    #[error("not a valid url: {0:?}")]
+    InvalidUrl(String),
+    /// An email integration has an empty `to`.
+    #[error("needs at least one recipient")]
+    NoRecipient,
+    /// An email `smarthost` has no port.
+    #[error("expected host:port, got {0:?}")]
+    SmarthostWithoutPort(String),
+    /// An email `tls` is not one of the three modes.
+    #[error("expected implicit, starttls or none, got {0:?}")]
+    UnknownTls(String),
+    /// `tls: none` for a server other than localhost (credentials and alerts in clear text).
+    #[error("none is only allowed for localhost")]
+    PlainTextNotLocal,
+    /// A receiver names itself as its `fallback`.
+    #[error("a receiver cannot be its own fallback")]
+    OwnFallback,
+    /// A `fallback` names no receiver.
+    #[error("no receiver named {0:?}")]
+    UnknownFallback(String),
+}
+
+/// Checks the `receivers` section without I/O: names unique and non-empty, fallbacks that exist
+/// and are not the receiver itself, URLs that parse, email settings that make sense. Returns
+/// every problem, in the order of the file.
+pub fn validate(list: &[ReceiverConfig]) -> Vec<ReceiverError> {
     let mut errors = Vec::new();
+    let mut push = |path: String, at: Location, kind| errors.push(ReceiverError { path, at, kind });
     let mut names = BTreeSet::new();
     for (i, r) in list.iter().enumerate() {
-        let at = format!("receivers[{i}] ({:?})", r.name);
-        if r.name.trim().is_empty() {
-            errors.push(format!("receivers[{i}].name: must not be empty"));
-        } else if !names.insert(r.name.clone()) {
-            errors.push(format!("{at}: duplicate receiver name"));
+        let name = &r.name.value;
+        let at = format!("receivers[{i}] ({name:?})");
+        if name.trim().is_empty() {
+            push(
+                format!("receivers[{i}].name"),
+                r.name.referenced,
+                ReceiverErrorKind::EmptyName,
+            );
+        } else if !names.insert(name.as_str()) {
+            push(
+                at.clone(),
+                r.name.referenced,
+                ReceiverErrorKind::DuplicateName,
+            );
         }
         if let Some(w) = &r.webhook
-            && url::Url::parse(&w.url).is_err()
+            && url::Url::parse(&w.url.value).is_err()
         {
-            errors.push(format!("{at}.webhook.url: not a valid url: {:?}", w.url));
+            push(
+                format!("{at}.webhook.url"),
+                w.url.referenced,
+                ReceiverErrorKind::InvalidUrl(w.url.value.clone()),
+            );
         }
         if let Some(e) = &r.email {
-            if e.to.is_empty() {
-                errors.push(format!("{at}.email.to: needs at least one recipient"));
+            if e.to.value.is_empty() {
+                push(
+                    format!("{at}.email.to"),
+                    e.to.referenced,
+                    ReceiverErrorKind::NoRecipient,
+                );
             }
-            if !e.smarthost.contains(':') {
-                errors.push(format!(
-                    "{at}.email.smarthost: expected host:port, got {:?}",
-                    e.smarthost
-                ));
+            if !e.smarthost.value.contains(':') {
+                push(
+                    format!("{at}.email.smarthost"),
+                    e.smarthost.referenced,
+                    ReceiverErrorKind::SmarthostWithoutPort(e.smarthost.value.clone()),
+                );
             }
-            if let Some(t) = &e.tls
-                && !matches!(t.as_str(), "implicit" | "starttls" | "none")
-            {
-                errors.push(format!(
-                    "{at}.email.tls: expected implicit, starttls or none, got {t:?}"
-                ));
-            }
-            if e.tls.as_deref() == Some("none") {
-                let host = e.smarthost.rsplit_once(':').map(|h| h.0).unwrap_or("");
-                if !matches!(host, "localhost" | "127.0.0.1" | "::1" | "[::1]") {
-                    errors.push(format!(
-                        "{at}.email.tls: none is only allowed for localhost"
-                    ));
+            if let Some(t) = &e.tls {
+                if !matches!(t.value.as_str(), "implicit" | "starttls" | "none") {
+                    push(
+                        format!("{at}.email.tls"),
+                        t.referenced,
+                        ReceiverErrorKind::UnknownTls(t.value.clone()),
+                    );
+                }
+                if t.value == "none" {
+                    let host = e
+                        .smarthost
+                        .value
+                        .rsplit_once(':')
+                        .map(|h| h.0)
+                        .unwrap_or("");
+                    if !matches!(host, "localhost" | "127.0.0.1" | "::1" | "[::1]") {
+                        push(
+                            format!("{at}.email.tls"),
+                            t.referenced,
+                            ReceiverErrorKind::PlainTextNotLocal,
+                        );
+                    }
                 }
             }
         }
     }
     for (i, r) in list.iter().enumerate() {
         if let Some(f) = &r.fallback {
-            if f == &r.name {
-                errors.push(format!(
-                    "receivers[{i}].fallback: a receiver cannot be its own fallback"
-                ));
-            } else if !names.contains(f) {
-                errors.push(format!("receivers[{i}].fallback: no receiver named {f:?}"));
+            let path = format!("receivers[{i}].fallback");
+            if f.value == r.name.value {
+                push(path, f.referenced, ReceiverErrorKind::OwnFallback);
+            } else if !names.contains(f.value.as_str()) {
+                push(
+                    path,
+                    f.referenced,
+                    ReceiverErrorKind::UnknownFallback(f.value.clone()),
+                );
             }
         }
     }
-    if errors.is_empty() {
-        Ok(list)
-    } else {
-        Err(errors)
-    }
+    errors
+}
+
+/// `digest` as written (`off`, `all`, `changes_only`), so sections compare by what the file says.
+fn digest_name<S: Serializer>(digest: &Digest, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(match digest {
+        Digest::Off => "off",
+        Digest::All => "all",
+        Digest::ChangesOnly => "changes_only",
+    })
 }
 
 /// The default webhook timeout (Alertmanager's is 10 s).
@@ -185,24 +268,33 @@ mod tests {
 
     #[test]
     fn receivers_validate_with_every_error() {
-        let v = serde_json::json!([
-            {"name": "ops", "webhook": {"url": "http://127.0.0.1:1/hook"}, "fallback": "pager"},
-            {"name": "ops", "webhook": {"url": "not a url"}},
-            {"name": "mail", "email": {"to": [], "from": "a@b", "smarthost": "mail.example.org:25", "tls": "none"}, "fallback": "mail"},
-        ]);
-        let e = parse(&v).unwrap_err().join("\n");
+        let list: Vec<ReceiverConfig> = serde_saphyr::from_str(
+            r#"
+- { name: ops, webhook: { url: "http://127.0.0.1:1/hook" }, fallback: pager }
+- { name: ops, webhook: { url: "not a url" } }
+- name: mail
+  email: { to: [], from: a@b, smarthost: "mail.example.org:25", tls: none }
+  fallback: mail
+"#,
+        )
+        .unwrap();
+        let e: Vec<String> = validate(&list)
+            .iter()
+            .map(|e| format!("{}:{}: {e}", e.at.line(), e.at.column()))
+            .collect();
+        let e = e.join("\n");
         for want in [
-            "duplicate receiver name",
-            "not a valid url",
-            "needs at least one recipient",
-            "none is only allowed for localhost",
-            "cannot be its own fallback",
-            "no receiver named \"pager\"",
+            "3:11: receivers[1] (\"ops\"): duplicate receiver name",
+            "3:32: receivers[1] (\"ops\").webhook.url: not a valid url",
+            "5:16: receivers[2] (\"mail\").email.to: needs at least one recipient",
+            "5:70: receivers[2] (\"mail\").email.tls: none is only allowed for localhost",
+            "6:13: receivers[2].fallback: a receiver cannot be its own fallback",
+            "2:71: receivers[0].fallback: no receiver named \"pager\"",
         ] {
             assert!(e.contains(want), "{want} missing in:\n{e}");
         }
-        let unknown = serde_json::json!([{"name": "x", "slack": {}}]);
-        assert!(parse(&unknown).unwrap_err()[0].contains("unknown field"));
+        let unknown = serde_saphyr::from_str::<Vec<ReceiverConfig>>("[{ name: x, slack: {} }]");
+        assert!(unknown.unwrap_err().to_string().contains("unknown field"));
     }
 
     #[test]

@@ -40,7 +40,7 @@ impl NotifySetup {
                 // the integrations as the daemon builds them (no secret: nothing is signed)
                 let webhook = super::setup::webhook_config(r, None);
                 let email = super::setup::email_send_resolved(r);
-                (r.name.clone(), Outputs { webhook, email })
+                (r.name.value.clone(), Outputs { webhook, email })
             })
             .collect();
         NotifySetup {
@@ -53,22 +53,25 @@ impl NotifySetup {
     /// Without a configuration: every alert to the receiver `default`, grouped by alertname,
     /// with Alertmanager's default timings, a webhook (resolved alerts sent) and an email (not).
     pub fn builtin() -> Self {
-        let route = serde_json::json!({
-            "receiver": "default",
-            "group_by": ["alertname"],
-            "group_wait": "30s",
-            "group_interval": "5m",
-            "repeat_interval": "4h",
-        });
-        let receivers = serde_json::json!([{
-            "name": "default",
-            "webhook": {"url": "http://127.0.0.1/", "send_resolved": true},
-            "email": {"to": ["default@localhost"], "from": "tocsin@localhost",
-                      "smarthost": "localhost:25", "send_resolved": false},
-        }]);
-        let plan = NotifyPlan::new(Some(&route), Some(&receivers), None, None)
+        const BUILTIN: &str = r#"
+route:
+  receiver: default
+  group_by: [alertname]
+  group_wait: 30s
+  group_interval: 5m
+  repeat_interval: 4h
+receivers:
+  - name: default
+    webhook: { url: "http://127.0.0.1/", send_resolved: true }
+    email:
+      to: [default@localhost]
+      from: tocsin@localhost
+      smarthost: localhost:25
+      send_resolved: false
+"#;
+        let plan = crate::config::Config::from_yaml(BUILTIN, std::path::Path::new("built-in"))
             .ok()
-            .flatten()
+            .and_then(|c| c.notify_plan())
             .expect("the built-in routing is valid");
         Self::new(&plan)
     }

@@ -1,25 +1,74 @@
-//! From the configuration to the notification stages: the `route`, `receivers`,
-//! `inhibit_rules` and `time_intervals` sections are validated together ([`NotifyPlan::new`],
-//! no I/O, every problem at once with its field path), then turned into what the pipeline and
-//! the sender run: [`TreeRoutes`] (the routing tree as the dispatcher's [`Routes`], with time
-//! muting and digest receivers), the receivers' integration names, and the integrations
-//! themselves ([`NotifyPlan::integrations`], which reads secrets).
+//! From the configuration to the notification stages: the typed `route`, `receivers`,
+//! `inhibit_rules` and `time_intervals` fields of [`Config`] are validated together
+//! ([`NotifyPlan::new`], no I/O, every problem at once with its field path and position), then
+//! turned into what the pipeline and the sender run: [`TreeRoutes`] (the routing tree as the
+//! dispatcher's [`Routes`], with time muting and digest receivers), the receivers' integration
+//! names, and the integrations themselves ([`NotifyPlan::integrations`], which reads secrets).
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
+use serde_saphyr::Location;
+
 use super::dispatch::{Digest, RouteTarget, Routes};
 use super::email::{EmailConfig, TlsMode};
-use super::receivers::{self, DEFAULT_TIMEOUT, ReceiverConfig};
-use super::route::{LabelMap, Router, Routing, RoutingConfig, TimeIntervals};
+use super::receivers::{self, DEFAULT_TIMEOUT, ReceiverConfig, ReceiverError, ReceiverErrorKind};
+use super::route::{LabelMap, RouteError, RouteErrorKind, Router, Routing, TimeIntervals};
 use super::sender::{DeliverFn, Integration};
 use super::webhook::WebhookConfig;
+use crate::config::Config;
 
 /// The notification sections, validated.
 #[derive(Debug, Clone)]
 pub struct NotifyPlan {
     pub routing: Routing,
     pub receivers: Vec<ReceiverConfig>,
+}
+
+/// One problem in the notification sections, located by its field path and position.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{path}: {kind}")]
+pub struct NotifyError {
+    /// Dotted field path, e.g. `route.routes[1].receiver` or `receivers[0] ("ops").webhook.url`.
+    pub path: String,
+    /// Where the field is written ([`Location::UNKNOWN`] when not read from YAML).
+    pub at: Location,
+    /// What is wrong there.
+    pub kind: NotifyErrorKind,
+}
+
+/// What is wrong with one field of the notification sections.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum NotifyErrorKind {
+    /// A problem in `route`, `inhibit_rules` or `time_intervals`.
+    #[error(transparent)]
+    Route(RouteErrorKind),
+    /// A problem in `receivers`.
+    #[error(transparent)]
+    Receiver(ReceiverErrorKind),
+    /// Receivers are defined but there is no `route` (notifications would be off).
+    #[error("receivers are defined but no route sends anything to them")]
+    ReceiversWithoutRoute,
+}
+
+impl From<RouteError> for NotifyError {
+    fn from(e: RouteError) -> Self {
+        NotifyError {
+            path: e.path,
+            at: e.at,
+            kind: NotifyErrorKind::Route(e.kind),
+        }
+    }
+}
+
+impl From<ReceiverError> for NotifyError {
+    fn from(e: ReceiverError) -> Self {
+        NotifyError {
+            path: e.path,
+            at: e.at,
+            kind: NotifyErrorKind::Receiver(e.kind),
+        }
+    }
 }
 
 /// What a receiver's routes need to know about it.
@@ -30,29 +79,21 @@ struct ReceiverOpts {
 }
 
 impl NotifyPlan {
-    /// Validates the sections as the configuration keeps them. `Ok(None)` when there is no
-    /// `route`: notifications are off (alerts are still tracked and served by the API).
-    /// Errors are `(field path, message)`, e.g. `("route.routes[0].receiver", "undefined …")`.
-    pub fn new(
-        route: Option<&serde_json::Value>,
-        receivers: Option<&serde_json::Value>,
-        inhibit_rules: Option<&serde_json::Value>,
-        time_intervals: Option<&serde_json::Value>,
-    ) -> Result<Option<NotifyPlan>, Vec<(String, String)>> {
-        let mut errors: Vec<(String, String)> = Vec::new();
-        let parsed = match receivers.filter(|v| !v.is_null()) {
-            Some(v) => receivers::parse(v).unwrap_or_else(|es| {
-                errors.extend(es.into_iter().map(split_path));
-                Vec::new()
-            }),
-            None => Vec::new(),
-        };
-        if route.filter(|v| !v.is_null()).is_none() {
-            if !parsed.is_empty() {
-                errors.push((
-                    "route".into(),
-                    "receivers are defined but no route sends anything to them".into(),
-                ));
+    /// Validates the notification sections of `cfg` together, without I/O. `Ok(None)` when there
+    /// is no `route`: notifications are off (alerts are still tracked and served by the API).
+    /// Every problem of every section is returned, each with its path and position.
+    pub fn new(cfg: &Config) -> Result<Option<NotifyPlan>, Vec<NotifyError>> {
+        let mut errors: Vec<NotifyError> = receivers::validate(&cfg.receivers)
+            .into_iter()
+            .map(NotifyError::from)
+            .collect();
+        if cfg.route.is_none() {
+            if let Some(first) = cfg.receivers.first() {
+                errors.push(NotifyError {
+                    path: "route".into(),
+                    at: first.name.referenced,
+                    kind: NotifyErrorKind::ReceiversWithoutRoute,
+                });
             }
             return if errors.is_empty() {
                 Ok(None)
@@ -60,16 +101,26 @@ impl NotifyPlan {
                 Err(errors)
             };
         }
-        let routing = RoutingConfig::from_values(route, receivers, inhibit_rules, time_intervals)
-            .and_then(|c| Routing::new(&c));
+        let names: Vec<&str> = cfg
+            .receivers
+            .iter()
+            .map(|r| r.name.value.as_str())
+            .collect();
+        let routing = Routing::from_sections(
+            cfg.route.as_ref(),
+            &names,
+            &cfg.time_intervals,
+            &[],
+            &cfg.inhibit_rules,
+        );
         match routing {
             Ok(routing) if errors.is_empty() => Ok(Some(NotifyPlan {
                 routing,
-                receivers: parsed,
+                receivers: cfg.receivers.clone(),
             })),
             Ok(_) => Err(errors),
             Err(es) => {
-                errors.extend(es.0.into_iter().map(|e| (e.path, e.kind.to_string())));
+                errors.extend(es.0.into_iter().map(NotifyError::from));
                 Err(errors)
             }
         }
@@ -84,7 +135,7 @@ impl NotifyPlan {
                 let webhook = webhook_config(r, None).map(|w| w.send_resolved);
                 let email = email_send_resolved(r);
                 (
-                    r.name.clone(),
+                    r.name.value.clone(),
                     ReceiverOpts {
                         send_resolved: webhook.unwrap_or(false) || email.unwrap_or(false),
                         digest: r.digest,
@@ -105,14 +156,15 @@ impl NotifyPlan {
         self.receivers
             .iter()
             .map(|r| {
+                let name = &r.name.value;
                 let mut names = Vec::new();
                 if r.webhook.is_some() {
-                    names.push(format!("{}/webhook", r.name));
+                    names.push(format!("{name}/webhook"));
                 }
                 if r.email.is_some() {
-                    names.push(format!("{}/email", r.name));
+                    names.push(format!("{name}/email"));
                 }
-                (r.name.clone(), names)
+                (name.clone(), names)
             })
             .collect()
     }
@@ -127,7 +179,9 @@ impl NotifyPlan {
         let mut out = HashMap::new();
         let mut errors = Vec::new();
         for r in &self.receivers {
-            let at = format!("receivers ({:?})", r.name);
+            let name = &r.name.value;
+            let fallback = r.fallback.as_ref().map(|f| f.value.clone());
+            let at = format!("receivers ({name:?})");
             if let Some(w) = &r.webhook {
                 match receivers::secret(&w.secret_env, &w.secret_file, env, "secret") {
                     Ok(secret) => {
@@ -138,10 +192,10 @@ impl NotifyPlan {
                             Box::pin(async move { super::webhook::send(&client, &cfg, &n).await })
                         });
                         out.insert(
-                            format!("{}/webhook", r.name),
+                            format!("{name}/webhook"),
                             Integration {
                                 deliver,
-                                fallback: r.fallback.clone(),
+                                fallback: fallback.clone(),
                             },
                         );
                     }
@@ -159,19 +213,20 @@ impl NotifyPlan {
                     };
                 let port = e
                     .smarthost
+                    .value
                     .rsplit_once(':')
                     .and_then(|(_, p)| p.parse().ok())
                     .unwrap_or(25);
                 let cfg = EmailConfig {
-                    to: e.to.clone(),
+                    to: e.to.value.clone(),
                     from: e.from.clone(),
-                    smarthost: e.smarthost.clone(),
+                    smarthost: e.smarthost.value.clone(),
                     username: e.username.clone(),
                     password,
                     tls: e
                         .tls
-                        .as_deref()
-                        .and_then(TlsMode::parse)
+                        .as_ref()
+                        .and_then(|t| TlsMode::parse(&t.value))
                         .unwrap_or_else(|| TlsMode::default_for_port(port)),
                     send_resolved: email_send_resolved(r).unwrap_or(false),
                     timeout: e.timeout.map(|t| t.0).unwrap_or(DEFAULT_TIMEOUT),
@@ -185,13 +240,7 @@ impl NotifyPlan {
                     let cfg = cfg.clone();
                     Box::pin(async move { super::email::send(&cfg, &n).await })
                 });
-                out.insert(
-                    format!("{}/email", r.name),
-                    Integration {
-                        deliver,
-                        fallback: r.fallback.clone(),
-                    },
-                );
+                out.insert(format!("{name}/email"), Integration { deliver, fallback });
             }
         }
         if errors.is_empty() {
@@ -206,7 +255,7 @@ impl NotifyPlan {
 /// timeout 10 s, every alert); None without one. `secret` is read by the caller.
 pub fn webhook_config(r: &ReceiverConfig, secret: Option<String>) -> Option<WebhookConfig> {
     r.webhook.as_ref().map(|w| WebhookConfig {
-        url: w.url.clone(),
+        url: w.url.value.clone(),
         secret,
         timeout: w.timeout.map(|t| t.0).unwrap_or(DEFAULT_TIMEOUT),
         max_alerts: w.max_alerts.unwrap_or(0),
@@ -247,15 +296,6 @@ impl NotifyPlan {
             inhibitor: Arc::new(self.routing.inhibitor.clone()),
             names: self.integration_names(),
         })
-    }
-}
-
-/// `receivers[1] ("ops").webhook.url: not a valid url` → (`receivers[1] ("ops").webhook.url`,
-/// `not a valid url`).
-fn split_path(e: String) -> (String, String) {
-    match e.split_once(": ") {
-        Some((path, msg)) => (path.to_string(), msg.to_string()),
-        None => ("receivers".to_string(), e),
     }
 }
 
@@ -334,7 +374,6 @@ impl Routes for TreeRoutes {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
 
     fn labels(pairs: &[(&str, &str)]) -> LabelMap {
         pairs
@@ -343,26 +382,38 @@ mod tests {
             .collect()
     }
 
-    fn plan(route: serde_json::Value, receivers: serde_json::Value) -> NotifyPlan {
-        NotifyPlan::new(Some(&route), Some(&receivers), None, None)
-            .unwrap()
-            .unwrap()
+    /// The sections as `config` reads them (raw, not yet validated).
+    fn sections(yaml: &str) -> Config {
+        serde_saphyr::from_str(yaml).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn plan(yaml: &str) -> NotifyPlan {
+        NotifyPlan::new(&sections(yaml)).unwrap().unwrap()
     }
 
     #[test]
     fn no_route_means_notifications_off_and_orphan_receivers_are_an_error() {
-        assert!(NotifyPlan::new(None, None, None, None).unwrap().is_none());
-        let receivers = json!([{"name": "ops", "webhook": {"url": "http://127.0.0.1:1/"}}]);
-        let e = NotifyPlan::new(None, Some(&receivers), None, None).unwrap_err();
-        assert_eq!(e[0].0, "route");
+        assert!(NotifyPlan::new(&sections("{}")).unwrap().is_none());
+        let cfg = sections("receivers: [{ name: ops, webhook: { url: \"http://127.0.0.1:1/\" } }]");
+        let e = NotifyPlan::new(&cfg).unwrap_err();
+        assert_eq!(e[0].path, "route");
+        assert_eq!(
+            (e[0].at.line(), e[0].at.column()),
+            (1, 21),
+            "the first receiver"
+        );
     }
 
     #[test]
     fn errors_from_every_section_come_together_with_paths() {
-        let route = json!({"receiver": "ops", "routes": [{"receiver": "oncall", "matchers": ["severity=~\"("]}]});
-        let receivers = json!([{"name": "ops", "webhook": {"url": "not a url"}}]);
-        let e = NotifyPlan::new(Some(&route), Some(&receivers), None, None).unwrap_err();
-        let text: Vec<String> = e.iter().map(|(p, m)| format!("{p}: {m}")).collect();
+        let cfg = sections(
+            r#"
+route: { receiver: ops, routes: [{ receiver: oncall, matchers: ['severity=~"("'] }] }
+receivers: [{ name: ops, webhook: { url: "not a url" } }]
+"#,
+        );
+        let e = NotifyPlan::new(&cfg).unwrap_err();
+        let text: Vec<String> = e.iter().map(|e| e.to_string()).collect();
         let text = text.join("\n");
         assert!(text.contains("webhook.url: not a valid url"), "{text}");
         assert!(text.contains("undefined receiver \"oncall\""), "{text}");
@@ -372,10 +423,16 @@ mod tests {
     #[test]
     fn targets_carry_group_key_timing_and_send_resolved() {
         let p = plan(
-            json!({"receiver": "ops", "group_by": ["alertname"], "group_wait": "10s",
-                   "routes": [{"matchers": ["severity=\"page\""], "receiver": "mail", "continue": true}]}),
-            json!([{"name": "ops", "webhook": {"url": "http://127.0.0.1:1/"}},
-                   {"name": "mail", "email": {"to": ["a@b"], "from": "t@b", "smarthost": "127.0.0.1:25"}}]),
+            r#"
+route:
+  receiver: ops
+  group_by: [alertname]
+  group_wait: 10s
+  routes: [{ matchers: ['severity="page"'], receiver: mail, continue: true }]
+receivers:
+  - { name: ops, webhook: { url: "http://127.0.0.1:1/" } }
+  - { name: mail, email: { to: [a@b], from: t@b, smarthost: "127.0.0.1:25" } }
+"#,
         );
         let r = p.routes();
         let t = r.routes(&labels(&[("alertname", "Down"), ("severity", "page")]), 0);
@@ -396,9 +453,13 @@ mod tests {
     #[test]
     fn digest_receiver_gets_one_group_without_waiting() {
         let p = plan(
-            json!({"receiver": "status", "group_by": ["alertname"]}),
-            json!([{"name": "status", "digest": "changes_only",
-                    "email": {"to": ["a@b"], "from": "t@b", "smarthost": "127.0.0.1:25"}}]),
+            r#"
+route: { receiver: status, group_by: [alertname] }
+receivers:
+  - name: status
+    digest: changes_only
+    email: { to: [a@b], from: t@b, smarthost: "127.0.0.1:25" }
+"#,
         );
         let r = p.routes();
         let a = r.routes(&labels(&[("alertname", "A")]), 0);
@@ -411,15 +472,17 @@ mod tests {
 
     #[test]
     fn time_intervals_mute_at_now() {
-        let p = NotifyPlan::new(
-            Some(&json!({"receiver": "ops", "routes": [{"receiver": "ops", "matchers": ["team=\"a\""],
-                         "mute_time_intervals": ["nights"]}]})),
-            Some(&json!([{"name": "ops", "webhook": {"url": "http://127.0.0.1:1/"}}])),
-            None,
-            Some(&json!([{"name": "nights", "time_intervals": [{"times": [{"start_time": "00:00", "end_time": "06:00"}]}]}])),
-        )
-        .unwrap()
-        .unwrap();
+        let p = plan(
+            r#"
+route:
+  receiver: ops
+  routes: [{ receiver: ops, matchers: ['team="a"'], mute_time_intervals: [nights] }]
+receivers: [{ name: ops, webhook: { url: "http://127.0.0.1:1/" } }]
+time_intervals:
+  - name: nights
+    time_intervals: [{ times: [{ start_time: "00:00", end_time: "06:00" }] }]
+"#,
+        );
         let r = p.routes();
         let l = labels(&[("team", "a")]);
         // 2026-01-01T03:00Z and 12:00Z
@@ -431,9 +494,13 @@ mod tests {
     #[test]
     fn integrations_read_secrets_and_report_missing_ones() {
         let p = plan(
-            json!({"receiver": "ops"}),
-            json!([{"name": "ops", "webhook": {"url": "http://127.0.0.1:1/", "secret_env": "HOOK_SECRET"},
-                    "email": {"to": ["a@b"], "from": "t@b", "smarthost": "127.0.0.1:25", "tls": "none"}}]),
+            r#"
+route: { receiver: ops }
+receivers:
+  - name: ops
+    webhook: { url: "http://127.0.0.1:1/", secret_env: HOOK_SECRET }
+    email: { to: [a@b], from: t@b, smarthost: "127.0.0.1:25", tls: none }
+"#,
         );
         let client = reqwest::Client::new();
         let e = p

@@ -1,6 +1,6 @@
 //! The routing tree, time intervals and inhibition as a configuration file sets them up:
-//! each test starts from YAML (or from the untyped values `config` keeps) and asserts what an
-//! alert's labels lead to.
+//! each test starts from YAML (the routing sections alone, or a whole configuration file) and
+//! asserts what an alert's labels lead to.
 
 use std::collections::BTreeMap;
 
@@ -653,18 +653,22 @@ fn an_alert_matching_both_sides_does_not_inhibit_itself() {
 }
 
 #[test]
-fn routing_builds_from_the_untyped_values_config_keeps() {
-    let cfg = RoutingConfig::from_values(
-        Some(&serde_json::json!({
-            "receiver": "ops",
-            "routes": [{ "matchers": ["severity=\"page\""], "receiver": "oncall" }],
-        })),
-        Some(&serde_json::json!([{ "name": "ops" }, { "name": "oncall", "webhook": { "url": "http://x" } }])),
-        Some(&serde_json::json!([{ "source_match": { "alertname": "TargetDown" }, "target_match_re": { "severity": "warn.*" } }])),
-        None,
+fn routing_builds_from_the_typed_sections_config_keeps() {
+    use std::path::Path;
+    use tocsin::config::{Config, ConfigError};
+
+    let cfg = Config::from_yaml(
+        r#"
+route:
+  receiver: ops
+  routes: [{ matchers: ['severity="page"'], receiver: oncall }]
+receivers: [{ name: ops, webhook: { url: "http://x" } }, { name: oncall, webhook: { url: "http://x" } }]
+inhibit_rules: [{ source_match: { alertname: TargetDown }, target_match_re: { severity: warn.* } }]
+"#,
+        Path::new("t.yml"),
     )
-    .unwrap();
-    let r = Routing::new(&cfg).unwrap();
+    .unwrap_or_else(|e| panic!("{e}"));
+    let r = cfg.notify_plan().unwrap().routing;
     assert_eq!(receivers(&r, &[("severity", "page")]), ["oncall"]);
     // legacy inhibition fields, no `equal`: any firing TargetDown mutes every warning
     assert!(r.inhibitor.inhibited(
@@ -672,14 +676,13 @@ fn routing_builds_from_the_untyped_values_config_keeps() {
         &[labels(&[("alertname", "TargetDown")])]
     ));
 
-    // a section of the wrong shape is reported under its name, with the others
-    let e = RoutingConfig::from_values(
-        Some(&serde_json::json!({ "receiver": "ops", "routes": "none" })),
-        None,
-        Some(&serde_json::json!({ "not": "a list" })),
-        None,
+    // a section of the wrong shape is a parse error at its place in the file (serde stops at
+    // the first one, as for every other section)
+    let e = Config::from_yaml(
+        "route: { receiver: ops, routes: none }\ninhibit_rules: { not: a list }\n",
+        Path::new("t.yml"),
     )
     .unwrap_err();
-    let paths: Vec<&str> = e.0.iter().map(|e| e.path.as_str()).collect();
-    assert_eq!(paths, ["route", "inhibit_rules"]);
+    assert!(matches!(e, ConfigError::Parse { line: 1, .. }), "{e}");
+    assert!(e.to_string().starts_with("t.yml:1:"), "{e}");
 }

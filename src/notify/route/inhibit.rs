@@ -3,38 +3,42 @@
 
 use std::collections::BTreeMap;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
+use serde_saphyr::Spanned;
 
-use super::{LabelMap, RouteError, RouteErrorKind, RouteErrors, label, lenient_map, matches_all};
+use super::{
+    LabelMap, RouteError, RouteErrorKind, RouteErrors, label, lenient_spanned_map, matches_all,
+    values,
+};
 use crate::labels::{self, MatchOp, Matcher};
 
 /// One inhibition rule, as written: while an alert matching the source matchers fires, alerts
 /// matching the target matchers that have the same values for the `equal` labels are not sent.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct InhibitRuleConfig {
     /// Matchers the inhibiting (source) alert must satisfy, e.g. `alertname="TargetDown"`.
     #[serde(default)]
-    pub source_matchers: Vec<String>,
+    pub source_matchers: Vec<Spanned<String>>,
     /// Matchers the inhibited (target) alert must satisfy, e.g. `severity="warning"`.
     #[serde(default)]
-    pub target_matchers: Vec<String>,
+    pub target_matchers: Vec<Spanned<String>>,
     /// Labels that must have the same value in source and target (a label missing from both
     /// counts as equal).
     #[serde(default)]
-    pub equal: Vec<String>,
+    pub equal: Vec<Spanned<String>>,
     /// Deprecated Alertmanager form of `source_matchers`: label name → exact value.
-    #[serde(default, deserialize_with = "lenient_map")]
-    pub source_match: BTreeMap<String, String>,
+    #[serde(default, deserialize_with = "lenient_spanned_map")]
+    pub source_match: BTreeMap<String, Spanned<String>>,
     /// Deprecated Alertmanager form of `source_matchers`: label name → regex.
-    #[serde(default, deserialize_with = "lenient_map")]
-    pub source_match_re: BTreeMap<String, String>,
+    #[serde(default, deserialize_with = "lenient_spanned_map")]
+    pub source_match_re: BTreeMap<String, Spanned<String>>,
     /// Deprecated Alertmanager form of `target_matchers`: label name → exact value.
-    #[serde(default, deserialize_with = "lenient_map")]
-    pub target_match: BTreeMap<String, String>,
+    #[serde(default, deserialize_with = "lenient_spanned_map")]
+    pub target_match: BTreeMap<String, Spanned<String>>,
     /// Deprecated Alertmanager form of `target_matchers`: label name → regex.
-    #[serde(default, deserialize_with = "lenient_map")]
-    pub target_match_re: BTreeMap<String, String>,
+    #[serde(default, deserialize_with = "lenient_spanned_map")]
+    pub target_match_re: BTreeMap<String, Spanned<String>>,
 }
 
 /// The compiled inhibition rules.
@@ -82,10 +86,11 @@ impl Inhibitor {
                 errors,
             );
             for (j, name) in r.equal.iter().enumerate() {
-                if !labels::valid_label_name(name) {
+                if !labels::valid_label_name(&name.value) {
                     errors.push(RouteError {
                         path: format!("{path}.equal[{j}]"),
-                        kind: RouteErrorKind::InvalidLabelName(name.clone()),
+                        at: name.referenced,
+                        kind: RouteErrorKind::InvalidLabelName(name.value.clone()),
                     });
                 }
             }
@@ -93,7 +98,7 @@ impl Inhibitor {
                 compiled.push(InhibitRule {
                     source,
                     target,
-                    equal: r.equal.clone(),
+                    equal: values(&r.equal),
                 });
             }
         }
@@ -147,25 +152,26 @@ impl crate::notify::pipeline::Inhibits for Inhibitor {
 /// Compiles one side of an inhibition rule from its new-style and legacy matchers.
 fn side(
     path: &str,
-    (matchers_field, matchers): (&str, &[String]),
-    (eq_field, eq): (&str, &BTreeMap<String, String>),
-    (re_field, re): (&str, &BTreeMap<String, String>),
+    (matchers_field, matchers): (&str, &[Spanned<String>]),
+    (eq_field, eq): (&str, &BTreeMap<String, Spanned<String>>),
+    (re_field, re): (&str, &BTreeMap<String, Spanned<String>>),
     errors: &mut Vec<RouteError>,
 ) -> Vec<Matcher> {
     let mut out = Vec::new();
     for (name, value) in eq {
         if labels::valid_label_name(name) {
-            out.push(Matcher::equal(name, value));
+            out.push(Matcher::equal(name, &value.value));
         } else {
             errors.push(RouteError {
                 path: format!("{path}.{eq_field}.{name}"),
+                at: value.referenced,
                 kind: RouteErrorKind::InvalidLabelName(name.clone()),
             });
         }
     }
     for (name, value) in re {
         let made = if labels::valid_label_name(name) {
-            Matcher::new(MatchOp::Regex, name, value).map_err(RouteErrorKind::Regex)
+            Matcher::new(MatchOp::Regex, name, &value.value).map_err(RouteErrorKind::Regex)
         } else {
             Err(RouteErrorKind::InvalidLabelName(name.clone()))
         };
@@ -173,15 +179,17 @@ fn side(
             Ok(m) => out.push(m),
             Err(kind) => errors.push(RouteError {
                 path: format!("{path}.{re_field}.{name}"),
+                at: value.referenced,
                 kind,
             }),
         }
     }
     for (i, line) in matchers.iter().enumerate() {
-        match labels::parse_matchers(line) {
+        match labels::parse_matchers(&line.value) {
             Ok(ms) => out.extend(ms),
             Err(e) => errors.push(RouteError {
                 path: format!("{path}.{matchers_field}[{i}]"),
+                at: line.referenced,
                 kind: RouteErrorKind::Matcher(e),
             }),
         }

@@ -5,10 +5,12 @@
 //!
 //! Configuration goes raw → validated → built, as everywhere in tocsin: [`RouteConfig`],
 //! [`InhibitRuleConfig`] and [`TimeIntervalConfig`] are the YAML as written (unknown fields
-//! rejected); [`Router::new`], [`Inhibitor::new`], [`TimeIntervals::new`] (or [`Routing::new`] for
-//! all three) validate them without I/O, report every problem at once with its path
-//! (`route.routes[1].matchers[0]`), and return the compiled form. Nothing here reads the clock:
-//! [`RouteMatch::muted_at`] takes `now` as an argument.
+//! rejected), fields of `tocsin.yml`'s `Config`; the fields an error can point at are
+//! `Spanned`, so every [`RouteError`] carries its line and column besides its path.
+//! [`Router::new`], [`Inhibitor::new`], [`TimeIntervals::new`] (or [`Routing::new`] /
+//! [`Routing::from_sections`] for all three) validate them without I/O, report every problem at
+//! once with its path (`route.routes[1].matchers[0]`), and return the compiled form. Nothing here
+//! reads the clock: [`RouteMatch::muted_at`] takes `now` as an argument.
 //!
 //! Where tocsin departs from Alertmanager, on purpose:
 //! - `mute_time_intervals` and `active_time_intervals` are inherited by child routes that do not
@@ -26,6 +28,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
 use serde::{Deserialize, Deserializer};
+use serde_saphyr::{Location, Spanned};
 
 use crate::duration::DurationError;
 use crate::labels::{Matcher, MatcherError, MatcherParseError};
@@ -50,13 +53,14 @@ pub const DEFAULT_REPEAT_INTERVAL_MS: i64 = 4 * 3_600_000;
 // Raw configuration
 // ---------------------------------------------------------------------------------------------
 
-/// The routing-related sections of `tocsin.yml`, read on their own: other sections are ignored
-/// here (the whole file's schema is `config`'s business), typos inside these sections are not.
+/// The routing-related sections of `tocsin.yml`, read on their own (routing tests, tools): other
+/// sections are ignored here, typos inside these sections are not. The daemon reads the same
+/// section types as fields of `config::Config` and validates them with [`Routing::from_sections`].
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 pub struct RoutingConfig {
     /// The root of the routing tree.
     #[serde(default)]
-    pub route: Option<RouteConfig>,
+    pub route: Option<Spanned<RouteConfig>>,
     /// The receivers; only their names matter for routing.
     #[serde(default)]
     pub receivers: Vec<ReceiverName>,
@@ -83,13 +87,16 @@ pub struct ReceiverName {
 // Errors
 // ---------------------------------------------------------------------------------------------
 
-/// One problem in the routing configuration, located by its path.
+/// One problem in the routing configuration, located by its path and position.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 #[error("{}{kind}", if path.is_empty() { String::new() } else { format!("{path}: ") })]
 pub struct RouteError {
     /// Dotted field path, e.g. `route.routes[1].matchers[0]`; empty when the YAML itself is
     /// malformed.
     pub path: String,
+    /// Where the field is written (line and column; [`Location::UNKNOWN`] when the sections were
+    /// not read from YAML, or for a section that is missing altogether).
+    pub at: Location,
     /// What is wrong there.
     pub kind: RouteErrorKind,
 }
@@ -185,56 +192,15 @@ impl RoutingConfig {
             let first = first.strip_prefix("error: ").unwrap_or(first);
             RouteErrors(vec![RouteError {
                 path: String::new(),
+                at: e.location().unwrap_or(Location::UNKNOWN),
                 kind: RouteErrorKind::Parse(first.to_string()),
             }])
         })
     }
 
-    /// Reads the routing sections from the untyped values `config` keeps for them; every section
-    /// that does not have the expected shape is reported.
-    pub fn from_values(
-        route: Option<&serde_json::Value>,
-        receivers: Option<&serde_json::Value>,
-        inhibit_rules: Option<&serde_json::Value>,
-        time_intervals: Option<&serde_json::Value>,
-    ) -> Result<Self, RouteErrors> {
-        let mut errors = Vec::new();
-        let cfg = RoutingConfig {
-            route: section(route, "route", &mut errors),
-            receivers: section(receivers, "receivers", &mut errors).unwrap_or_default(),
-            inhibit_rules: section(inhibit_rules, "inhibit_rules", &mut errors).unwrap_or_default(),
-            time_intervals: section(time_intervals, "time_intervals", &mut errors)
-                .unwrap_or_default(),
-            mute_time_intervals: Vec::new(),
-        };
-        if errors.is_empty() {
-            Ok(cfg)
-        } else {
-            Err(RouteErrors(errors))
-        }
-    }
-
     /// The receiver names, for [`Router::new`].
     pub fn receiver_names(&self) -> Vec<&str> {
         self.receivers.iter().map(|r| r.name.as_str()).collect()
-    }
-}
-
-fn section<T: serde::de::DeserializeOwned>(
-    value: Option<&serde_json::Value>,
-    path: &str,
-    errors: &mut Vec<RouteError>,
-) -> Option<T> {
-    let value = value.filter(|v| !v.is_null())?;
-    match serde_json::from_value(value.clone()) {
-        Ok(v) => Some(v),
-        Err(e) => {
-            errors.push(RouteError {
-                path: path.to_string(),
-                kind: RouteErrorKind::Parse(e.to_string()),
-            });
-            None
-        }
     }
 }
 
@@ -246,14 +212,33 @@ impl Routing {
     /// Validates and builds the routing tree, inhibition rules and time intervals together,
     /// reporting every problem in all three.
     pub fn new(cfg: &RoutingConfig) -> Result<Self, RouteErrors> {
+        Routing::from_sections(
+            cfg.route.as_ref(),
+            &cfg.receiver_names(),
+            &cfg.time_intervals,
+            &cfg.mute_time_intervals,
+            &cfg.inhibit_rules,
+        )
+    }
+
+    /// [`Routing::new`] over sections held elsewhere (`config::Config`): the root route, the
+    /// receiver names routes may use, the time intervals (and those under Alertmanager's
+    /// deprecated name `mute_time_intervals`) and the inhibition rules.
+    pub fn from_sections(
+        route: Option<&Spanned<RouteConfig>>,
+        receivers: &[&str],
+        time_intervals: &[TimeIntervalConfig],
+        mute_time_intervals: &[TimeIntervalConfig],
+        inhibit_rules: &[InhibitRuleConfig],
+    ) -> Result<Self, RouteErrors> {
         let mut errors = Vec::new();
-        let time_intervals = TimeIntervals::compile(
-            cfg.time_intervals
+        let time_intervals_compiled = TimeIntervals::compile(
+            time_intervals
                 .iter()
                 .enumerate()
                 .map(|(i, t)| (format!("time_intervals[{i}]"), t))
                 .chain(
-                    cfg.mute_time_intervals
+                    mute_time_intervals
                         .iter()
                         .enumerate()
                         .map(|(i, t)| (format!("mute_time_intervals[{i}]"), t)),
@@ -261,14 +246,13 @@ impl Routing {
             &mut errors,
         );
         // every configured name counts as defined, so a malformed interval is reported once
-        let interval_names: BTreeSet<&str> = cfg
-            .time_intervals
+        let interval_names: BTreeSet<&str> = time_intervals
             .iter()
-            .chain(&cfg.mute_time_intervals)
-            .map(|t| t.name.as_str())
+            .chain(mute_time_intervals)
+            .map(|t| t.name.value.as_str())
             .collect();
-        let receivers: BTreeSet<&str> = cfg.receivers.iter().map(|r| r.name.as_str()).collect();
-        let router = match &cfg.route {
+        let receivers: BTreeSet<&str> = receivers.iter().copied().collect();
+        let router = match route {
             Some(route) => Some(Router::compile(
                 route,
                 &receivers,
@@ -278,17 +262,18 @@ impl Routing {
             None => {
                 errors.push(RouteError {
                     path: "route".into(),
+                    at: Location::UNKNOWN,
                     kind: RouteErrorKind::NoRoute,
                 });
                 None
             }
         };
-        let inhibitor = Inhibitor::compile(&cfg.inhibit_rules, &mut errors);
+        let inhibitor = Inhibitor::compile(inhibit_rules, &mut errors);
         match router {
             Some(router) if errors.is_empty() => Ok(Routing {
                 router,
                 inhibitor,
-                time_intervals,
+                time_intervals: time_intervals_compiled,
             }),
             _ => Err(RouteErrors(errors)),
         }
@@ -346,26 +331,41 @@ pub(super) fn lenient_string<'de, D: Deserializer<'de>>(d: D) -> Result<String, 
     Text::deserialize(d).map(|t| t.0)
 }
 
-pub(super) fn lenient_opt_string<'de, D: Deserializer<'de>>(
-    d: D,
-) -> Result<Option<String>, D::Error> {
-    Option::<Text>::deserialize(d).map(|t| t.map(|t| t.0))
+fn spanned_text(t: Spanned<Text>) -> Spanned<String> {
+    Spanned::new(t.value.0, t.referenced, t.defined)
 }
 
-pub(super) fn lenient_strings<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
-    Option::<Vec<Text>>::deserialize(d)
-        .map(|v| v.unwrap_or_default().into_iter().map(|t| t.0).collect())
+pub(super) fn lenient_opt_spanned<'de, D: Deserializer<'de>>(
+    d: D,
+) -> Result<Option<Spanned<String>>, D::Error> {
+    Option::<Spanned<Text>>::deserialize(d).map(|t| t.map(spanned_text))
 }
 
-pub(super) fn lenient_map<'de, D: Deserializer<'de>>(
+pub(super) fn lenient_spanned_strings<'de, D: Deserializer<'de>>(
     d: D,
-) -> Result<BTreeMap<String, String>, D::Error> {
-    Option::<BTreeMap<String, Text>>::deserialize(d).map(|m| {
-        m.unwrap_or_default()
+) -> Result<Vec<Spanned<String>>, D::Error> {
+    Option::<Vec<Spanned<Text>>>::deserialize(d).map(|v| {
+        v.unwrap_or_default()
             .into_iter()
-            .map(|(k, v)| (k, v.0))
+            .map(spanned_text)
             .collect()
     })
+}
+
+pub(super) fn lenient_spanned_map<'de, D: Deserializer<'de>>(
+    d: D,
+) -> Result<BTreeMap<String, Spanned<String>>, D::Error> {
+    Option::<BTreeMap<String, Spanned<Text>>>::deserialize(d).map(|m| {
+        m.unwrap_or_default()
+            .into_iter()
+            .map(|(k, v)| (k, spanned_text(v)))
+            .collect()
+    })
+}
+
+/// The values of spanned strings, for messages and compiled forms.
+pub(super) fn values(items: &[Spanned<String>]) -> Vec<String> {
+    items.iter().map(|s| s.value.clone()).collect()
 }
 
 #[cfg(test)]
@@ -393,16 +393,31 @@ receivers: [{ name: ops, webhook: { url: http://x } }]
 "#,
         )
         .unwrap();
-        let route = cfg.route.as_ref().unwrap();
-        assert_eq!(route.group_by, Some(vec!["...".to_string()]));
+        let route = &cfg.route.as_ref().unwrap().value;
         assert_eq!(
-            route.routes[0].r#match.get("code").map(String::as_str),
+            route.group_by.as_deref().map(values),
+            Some(vec!["...".into()])
+        );
+        assert_eq!(
+            route.routes[0]
+                .value
+                .r#match
+                .get("code")
+                .map(|v| v.value.as_str()),
             Some("500")
         );
         let spec = &cfg.time_intervals[0].time_intervals[0];
-        assert_eq!(spec.times[0].start_time, "09:00");
-        assert_eq!(spec.days_of_month, vec!["1", "-1"]);
-        assert_eq!(spec.years, vec!["2024"]);
+        assert_eq!(spec.times[0].value.start_time, "09:00");
+        assert_eq!(values(&spec.days_of_month), vec!["1", "-1"]);
+        assert_eq!(values(&spec.years), vec!["2024"]);
+        // each value knows where it is written: `years: [2024]` on line 13
+        assert_eq!(
+            (
+                spec.years[0].referenced.line(),
+                spec.years[0].referenced.column()
+            ),
+            (13, 17)
+        );
         assert_eq!(cfg.receiver_names(), vec!["ops"]);
     }
 

@@ -6,16 +6,17 @@ use std::collections::BTreeMap;
 
 use chrono::{Datelike, Timelike};
 use chrono_tz::Tz;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
+use serde_saphyr::{Location, Spanned};
 
-use super::{RouteError, RouteErrorKind, RouteErrors, lenient_string, lenient_strings};
+use super::{RouteError, RouteErrorKind, RouteErrors, lenient_spanned_strings, lenient_string};
 
 /// A named time interval, as written: the union of its `time_intervals`.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct TimeIntervalConfig {
     /// The name routes refer to.
-    pub name: String,
+    pub name: Spanned<String>,
     /// The instants in the interval: an instant is in it when any of these contains it.
     #[serde(default)]
     pub time_intervals: Vec<TimeIntervalSpec>,
@@ -23,34 +24,34 @@ pub struct TimeIntervalConfig {
 
 /// One recurring time range. Every field that is set must match for an instant to be inside;
 /// within a field, any one entry matching is enough; a field left out (or empty) matches always.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct TimeIntervalSpec {
     /// Times of day, `start_time` inclusive and `end_time` exclusive, `HH:MM` (`24:00` allowed as
     /// an end), in `location`'s wall-clock time.
     #[serde(default)]
-    pub times: Vec<TimeOfDayConfig>,
+    pub times: Vec<Spanned<TimeOfDayConfig>>,
     /// Days of the week, by English name, alone or as an inclusive range: `monday:friday`,
     /// `saturday`. Weeks start on Sunday, so write the weekend as `[saturday, sunday]`.
-    #[serde(default, deserialize_with = "lenient_strings")]
-    pub weekdays: Vec<String>,
+    #[serde(default, deserialize_with = "lenient_spanned_strings")]
+    pub weekdays: Vec<Spanned<String>>,
     /// Days of the month, alone or as inclusive ranges; negative counts from the end of the
     /// month (`-1` is its last day): `1:5`, `-3:-1`, `15`.
-    #[serde(default, deserialize_with = "lenient_strings")]
-    pub days_of_month: Vec<String>,
+    #[serde(default, deserialize_with = "lenient_spanned_strings")]
+    pub days_of_month: Vec<Spanned<String>>,
     /// Months by English name or number 1–12, alone or as inclusive ranges: `january:march`, `12`.
-    #[serde(default, deserialize_with = "lenient_strings")]
-    pub months: Vec<String>,
+    #[serde(default, deserialize_with = "lenient_spanned_strings")]
+    pub months: Vec<Spanned<String>>,
     /// Years, alone or as inclusive ranges: `2025`, `2025:2027`.
-    #[serde(default, deserialize_with = "lenient_strings")]
-    pub years: Vec<String>,
+    #[serde(default, deserialize_with = "lenient_spanned_strings")]
+    pub years: Vec<Spanned<String>>,
     /// The IANA time zone the other fields are read in, e.g. `Europe/Berlin`. Default `UTC`.
     #[serde(default)]
-    pub location: Option<String>,
+    pub location: Option<Spanned<String>>,
 }
 
 /// A time-of-day range, as written.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct TimeOfDayConfig {
     /// Start, inclusive, `HH:MM`.
@@ -107,10 +108,11 @@ impl TimeIntervals {
     ) -> TimeIntervals {
         let mut by_name = BTreeMap::new();
         for (path, cfg) in configs {
-            if by_name.contains_key(&cfg.name) {
+            if by_name.contains_key(&cfg.name.value) {
                 errors.push(RouteError {
                     path: format!("{path}.name"),
-                    kind: RouteErrorKind::DuplicateTimeInterval(cfg.name.clone()),
+                    at: cfg.name.referenced,
+                    kind: RouteErrorKind::DuplicateTimeInterval(cfg.name.value.clone()),
                 });
                 continue;
             }
@@ -122,7 +124,7 @@ impl TimeIntervals {
                     TimeInterval::compile(spec, &format!("{path}.time_intervals[{i}]"), errors)
                 })
                 .collect();
-            by_name.insert(cfg.name.clone(), specs);
+            by_name.insert(cfg.name.value.clone(), specs);
         }
         TimeIntervals { by_name }
     }
@@ -144,27 +146,34 @@ impl TimeIntervals {
 impl TimeInterval {
     /// Compiles one spec, pushing every problem; None if there is any.
     fn compile(spec: &TimeIntervalSpec, path: &str, errors: &mut Vec<RouteError>) -> Option<Self> {
-        let mut problems: Vec<(String, RouteErrorKind)> = Vec::new();
+        let mut problems: Vec<(String, Location, RouteErrorKind)> = Vec::new();
         let mut times = Vec::new();
         for (i, t) in spec.times.iter().enumerate() {
-            match parse_time_of_day_range(t) {
+            match parse_time_of_day_range(&t.value) {
                 Ok(r) => times.push(r),
-                Err(m) => problems.push((format!("times[{i}]"), RouteErrorKind::TimeRange(m))),
+                Err(m) => problems.push((
+                    format!("times[{i}]"),
+                    t.referenced,
+                    RouteErrorKind::TimeRange(m),
+                )),
             }
         }
-        let mut ranges =
-            |field: &str, items: &[String], parse: fn(&str) -> Result<(i32, i32), String>| {
-                let mut out = Vec::new();
-                for (i, item) in items.iter().enumerate() {
-                    match parse(item) {
-                        Ok(r) => out.push(r),
-                        Err(m) => {
-                            problems.push((format!("{field}[{i}]"), RouteErrorKind::TimeRange(m)))
-                        }
-                    }
+        let mut ranges = |field: &str,
+                          items: &[Spanned<String>],
+                          parse: fn(&str) -> Result<(i32, i32), String>| {
+            let mut out = Vec::new();
+            for (i, item) in items.iter().enumerate() {
+                match parse(&item.value) {
+                    Ok(r) => out.push(r),
+                    Err(m) => problems.push((
+                        format!("{field}[{i}]"),
+                        item.referenced,
+                        RouteErrorKind::TimeRange(m),
+                    )),
                 }
-                out
-            };
+            }
+            out
+        };
         let weekdays = ranges("weekdays", &spec.weekdays, parse_weekday_range);
         let days_of_month = ranges(
             "days_of_month",
@@ -173,19 +182,21 @@ impl TimeInterval {
         );
         let months = ranges("months", &spec.months, parse_month_range);
         let years = ranges("years", &spec.years, parse_year_range);
-        let location = match spec.location.as_deref() {
+        let location = match &spec.location {
             None => Tz::UTC,
-            Some(name) => name.trim().parse::<Tz>().unwrap_or_else(|_| {
+            Some(name) => name.value.trim().parse::<Tz>().unwrap_or_else(|_| {
                 problems.push((
                     "location".into(),
-                    RouteErrorKind::UnknownLocation(name.to_string()),
+                    name.referenced,
+                    RouteErrorKind::UnknownLocation(name.value.clone()),
                 ));
                 Tz::UTC
             }),
         };
         if !problems.is_empty() {
-            errors.extend(problems.into_iter().map(|(field, kind)| RouteError {
+            errors.extend(problems.into_iter().map(|(field, at, kind)| RouteError {
                 path: format!("{path}.{field}"),
+                at,
                 kind,
             }));
             return None;

@@ -6,66 +6,67 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt::{self, Write as _};
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
+use serde_saphyr::{Location, Spanned};
 
 use super::{
     DEFAULT_GROUP_INTERVAL_MS, DEFAULT_GROUP_WAIT_MS, DEFAULT_REPEAT_INTERVAL_MS, LabelMap,
-    RouteError, RouteErrorKind, RouteErrors, TimeIntervals, lenient_map, lenient_opt_string,
-    matches_all,
+    RouteError, RouteErrorKind, RouteErrors, TimeIntervals, lenient_opt_spanned,
+    lenient_spanned_map, matches_all, values,
 };
 use crate::duration::PromDuration;
 use crate::labels::{self, MatchOp, Matcher};
 
 /// One node of the routing tree, as written. Options that are not set are inherited from the
 /// parent node (the root inherits Alertmanager's defaults).
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RouteConfig {
     /// The receiver that gets the alerts this route matches. Required on the root route.
     #[serde(default)]
-    pub receiver: Option<String>,
+    pub receiver: Option<Spanned<String>>,
     /// Labels whose values split alerts into groups (one notification per group). `['...']`
     /// groups by every label, so each alert is its own group. An empty list is the same as
     /// leaving it out (inherited), as in Alertmanager.
     #[serde(default)]
-    pub group_by: Option<Vec<String>>,
+    pub group_by: Option<Vec<Spanned<String>>>,
     /// Whether an alert matched by this route goes on to be matched against the following
     /// sibling routes. Default `false`: the first matching sibling wins. Not allowed on the root.
     #[serde(default)]
-    pub r#continue: bool,
+    pub r#continue: Option<Spanned<bool>>,
     /// Label matchers an alert must all satisfy to take this route: `severity="page"`,
     /// `alertname=~"Foo|Bar"` (regexes are anchored at both ends), `team!=x`, `env!~"dev.*"`.
     /// One entry may hold several, separated by commas. The root route has none.
     #[serde(default)]
-    pub matchers: Vec<String>,
+    pub matchers: Vec<Spanned<String>>,
     /// Deprecated Alertmanager form of `matchers`: label name → exact value.
-    #[serde(default, deserialize_with = "lenient_map")]
-    pub r#match: BTreeMap<String, String>,
+    #[serde(default, deserialize_with = "lenient_spanned_map")]
+    pub r#match: BTreeMap<String, Spanned<String>>,
     /// Deprecated Alertmanager form of `matchers`: label name → regex (anchored).
-    #[serde(default, deserialize_with = "lenient_map")]
-    pub match_re: BTreeMap<String, String>,
+    #[serde(default, deserialize_with = "lenient_spanned_map")]
+    pub match_re: BTreeMap<String, Spanned<String>>,
     /// How long a new group waits for more alerts before its first notification, e.g. `30s`.
     /// Default `30s`.
-    #[serde(default, deserialize_with = "lenient_opt_string")]
-    pub group_wait: Option<String>,
+    #[serde(default, deserialize_with = "lenient_opt_spanned")]
+    pub group_wait: Option<Spanned<String>>,
     /// How long a group waits before notifying about alerts added to or resolved in it,
     /// e.g. `5m`. Default `5m`; must not be zero.
-    #[serde(default, deserialize_with = "lenient_opt_string")]
-    pub group_interval: Option<String>,
+    #[serde(default, deserialize_with = "lenient_opt_spanned")]
+    pub group_interval: Option<Spanned<String>>,
     /// How long before a notification is sent again for a group that has not changed, e.g. `4h`.
     /// Default `4h`; must not be zero.
-    #[serde(default, deserialize_with = "lenient_opt_string")]
-    pub repeat_interval: Option<String>,
+    #[serde(default, deserialize_with = "lenient_opt_spanned")]
+    pub repeat_interval: Option<Spanned<String>>,
     /// Names of time intervals during which this route sends nothing (it still matches, so it
     /// still stops later siblings unless `continue` is set). Not allowed on the root.
     #[serde(default)]
-    pub mute_time_intervals: Option<Vec<String>>,
+    pub mute_time_intervals: Option<Vec<Spanned<String>>>,
     /// Names of time intervals outside of which this route sends nothing. Not allowed on the root.
     #[serde(default)]
-    pub active_time_intervals: Option<Vec<String>>,
+    pub active_time_intervals: Option<Vec<Spanned<String>>>,
     /// Child routes, tried in order.
     #[serde(default)]
-    pub routes: Vec<RouteConfig>,
+    pub routes: Vec<Spanned<RouteConfig>>,
 }
 
 /// Which labels split a route's alerts into groups.
@@ -141,9 +142,9 @@ struct Known<'a> {
 
 impl Router {
     /// Validates `route` against the receiver names and the defined time intervals and builds the
-    /// tree; every problem is reported with its path.
+    /// tree; every problem is reported with its path and position.
     pub fn new<S: AsRef<str>>(
-        route: &RouteConfig,
+        route: &Spanned<RouteConfig>,
         receivers: &[S],
         time_intervals: &TimeIntervals,
     ) -> Result<Self, RouteErrors> {
@@ -159,54 +160,66 @@ impl Router {
     }
 
     pub(super) fn compile(
-        route: &RouteConfig,
+        spanned: &Spanned<RouteConfig>,
         receivers: &BTreeSet<&str>,
         time_intervals: &BTreeSet<&str>,
         errors: &mut Vec<RouteError>,
     ) -> Router {
         let path = "route";
-        let err = |errors: &mut Vec<RouteError>, field: &str, kind| {
+        let route = &spanned.value;
+        let err = |errors: &mut Vec<RouteError>, field: &str, at: Location, kind| {
             errors.push(RouteError {
                 path: format!("{path}.{field}"),
+                at,
                 kind,
             })
         };
-        if route.receiver.as_deref().is_none_or(str::is_empty) {
-            err(errors, "receiver", RouteErrorKind::RootWithoutReceiver);
+        match &route.receiver {
+            Some(r) if !r.value.is_empty() => {}
+            // an empty name points at itself, a missing one at the route
+            r => err(
+                errors,
+                "receiver",
+                r.as_ref().map_or(spanned.referenced, |r| r.referenced),
+                RouteErrorKind::RootWithoutReceiver,
+            ),
         }
-        for (field, present) in [
-            ("matchers", !route.matchers.is_empty()),
-            ("match", !route.r#match.is_empty()),
-            ("match_re", !route.match_re.is_empty()),
+        for (field, at) in [
+            ("matchers", route.matchers.first().map(|m| m.referenced)),
+            ("match", route.r#match.values().next().map(|m| m.referenced)),
+            (
+                "match_re",
+                route.match_re.values().next().map(|m| m.referenced),
+            ),
         ] {
-            if present {
-                err(errors, field, RouteErrorKind::RootWithMatchers);
+            if let Some(at) = at {
+                err(errors, field, at, RouteErrorKind::RootWithMatchers);
             }
         }
-        if route.r#continue {
-            err(errors, "continue", RouteErrorKind::RootWithContinue);
-        }
-        if route
-            .mute_time_intervals
-            .as_ref()
-            .is_some_and(|v| !v.is_empty())
-        {
+        if let Some(c) = route.r#continue.as_ref().filter(|c| c.value) {
             err(
                 errors,
-                "mute_time_intervals",
-                RouteErrorKind::RootWithTimeIntervals("mute"),
+                "continue",
+                c.referenced,
+                RouteErrorKind::RootWithContinue,
             );
         }
-        if route
-            .active_time_intervals
-            .as_ref()
-            .is_some_and(|v| !v.is_empty())
-        {
-            err(
-                errors,
+        for (field, which, names) in [
+            ("mute_time_intervals", "mute", &route.mute_time_intervals),
+            (
                 "active_time_intervals",
-                RouteErrorKind::RootWithTimeIntervals("active"),
-            );
+                "active",
+                &route.active_time_intervals,
+            ),
+        ] {
+            if let Some(first) = names.as_ref().and_then(|v| v.first()) {
+                err(
+                    errors,
+                    field,
+                    first.referenced,
+                    RouteErrorKind::RootWithTimeIntervals(which),
+                );
+            }
         }
         let defaults = Inherited {
             receiver: String::new(),
@@ -221,7 +234,15 @@ impl Router {
             receivers,
             time_intervals,
         };
-        let mut root = compile_node(route, path, None, String::new(), &defaults, &known, errors);
+        let mut root = compile_node(
+            spanned,
+            path,
+            None,
+            String::new(),
+            &defaults,
+            &known,
+            errors,
+        );
         assign_route_ids(&mut root);
         Router { root }
     }
@@ -272,7 +293,7 @@ impl Router {
 }
 
 fn compile_node(
-    cfg: &RouteConfig,
+    spanned: &Spanned<RouteConfig>,
     path: &str,
     parent_key: Option<&str>,
     index_path: String,
@@ -280,49 +301,57 @@ fn compile_node(
     known: &Known,
     errors: &mut Vec<RouteError>,
 ) -> RouteNode {
-    let mut push = |field: String, kind: RouteErrorKind| {
+    let cfg = &spanned.value;
+    let mut push = |field: String, at: Location, kind: RouteErrorKind| {
         errors.push(RouteError {
             path: format!("{path}.{field}"),
+            at,
             kind,
         })
     };
     let mut opts = parent.clone();
 
-    if let Some(receiver) = cfg.receiver.as_deref().filter(|r| !r.is_empty()) {
-        if !known.receivers.contains(receiver) {
+    if let Some(receiver) = cfg.receiver.as_ref().filter(|r| !r.value.is_empty()) {
+        if !known.receivers.contains(receiver.value.as_str()) {
             push(
                 "receiver".into(),
-                RouteErrorKind::UnknownReceiver(receiver.to_string()),
+                receiver.referenced,
+                RouteErrorKind::UnknownReceiver(receiver.value.clone()),
             );
         }
-        opts.receiver = receiver.to_string();
+        opts.receiver = receiver.value.clone();
     }
 
     if let Some(group_by) = cfg.group_by.as_ref().filter(|g| !g.is_empty()) {
         let mut seen = BTreeSet::new();
         let mut names = Vec::new();
-        let mut all = false;
+        let mut all = None;
         for (i, name) in group_by.iter().enumerate() {
+            let (at, name) = (name.referenced, &name.value);
             if name == "..." {
-                all = true;
+                all = Some(at);
             } else if !labels::valid_label_name(name) {
                 push(
                     format!("group_by[{i}]"),
+                    at,
                     RouteErrorKind::InvalidLabelName(name.clone()),
                 );
             } else if !seen.insert(name.as_str()) {
                 push(
                     format!("group_by[{i}]"),
+                    at,
                     RouteErrorKind::DuplicateGroupBy(name.clone()),
                 );
             } else {
                 names.push(name.clone());
             }
         }
-        if all && group_by.len() > 1 {
-            push("group_by".into(), RouteErrorKind::WildcardWithLabels);
+        if let Some(at) = all
+            && group_by.len() > 1
+        {
+            push("group_by".into(), at, RouteErrorKind::WildcardWithLabels);
         }
-        opts.group_by = if all {
+        opts.group_by = if all.is_some() {
             GroupBy::All
         } else {
             GroupBy::Labels(names)
@@ -345,12 +374,14 @@ fn compile_node(
         ),
     ] {
         let Some(raw) = raw else { continue };
-        match PromDuration::parse(raw) {
-            Ok(d) if d.as_millis() == 0 && !may_be_zero => {
-                push(field.into(), RouteErrorKind::ZeroInterval(field))
-            }
+        match PromDuration::parse(&raw.value) {
+            Ok(d) if d.as_millis() == 0 && !may_be_zero => push(
+                field.into(),
+                raw.referenced,
+                RouteErrorKind::ZeroInterval(field),
+            ),
             Ok(d) => *slot = d.as_millis(),
-            Err(e) => push(field.into(), RouteErrorKind::Duration(e)),
+            Err(e) => push(field.into(), raw.referenced, RouteErrorKind::Duration(e)),
         }
     }
 
@@ -369,23 +400,25 @@ fn compile_node(
         // tocsin inherits these when unset (Alertmanager does not: see the module docs)
         let Some(names) = raw else { continue };
         for (i, name) in names.iter().enumerate() {
-            if !known.time_intervals.contains(name.as_str()) {
+            if !known.time_intervals.contains(name.value.as_str()) {
                 push(
                     format!("{field}[{i}]"),
-                    RouteErrorKind::UnknownTimeInterval(name.clone()),
+                    name.referenced,
+                    RouteErrorKind::UnknownTimeInterval(name.value.clone()),
                 );
             }
         }
-        *slot = names.clone();
+        *slot = values(names);
     }
 
     let mut matchers = Vec::new();
     for (name, value) in &cfg.r#match {
         if labels::valid_label_name(name) {
-            matchers.push(Matcher::equal(name, value));
+            matchers.push(Matcher::equal(name, &value.value));
         } else {
             push(
                 format!("match.{name}"),
+                value.referenced,
                 RouteErrorKind::InvalidLabelName(name.clone()),
             );
         }
@@ -394,19 +427,28 @@ fn compile_node(
         if !labels::valid_label_name(name) {
             push(
                 format!("match_re.{name}"),
+                value.referenced,
                 RouteErrorKind::InvalidLabelName(name.clone()),
             );
             continue;
         }
-        match Matcher::new(MatchOp::Regex, name, value) {
+        match Matcher::new(MatchOp::Regex, name, &value.value) {
             Ok(m) => matchers.push(m),
-            Err(e) => push(format!("match_re.{name}"), RouteErrorKind::Regex(e)),
+            Err(e) => push(
+                format!("match_re.{name}"),
+                value.referenced,
+                RouteErrorKind::Regex(e),
+            ),
         }
     }
     for (i, line) in cfg.matchers.iter().enumerate() {
-        match labels::parse_matchers(line) {
+        match labels::parse_matchers(&line.value) {
             Ok(ms) => matchers.extend(ms),
-            Err(e) => push(format!("matchers[{i}]"), RouteErrorKind::Matcher(e)),
+            Err(e) => push(
+                format!("matchers[{i}]"),
+                line.referenced,
+                RouteErrorKind::Matcher(e),
+            ),
         }
     }
     matchers.sort_by(|a, b| {
@@ -448,7 +490,7 @@ fn compile_node(
 
     RouteNode {
         matchers,
-        r#continue: cfg.r#continue,
+        r#continue: cfg.r#continue.as_ref().is_some_and(|c| c.value),
         target: RouteMatch {
             receiver: opts.receiver,
             group_by: opts.group_by,
