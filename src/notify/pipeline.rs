@@ -176,7 +176,14 @@ impl Notifier {
         let log = store
             .nflog()?
             .into_iter()
-            .filter_map(|(r, g, e)| LogEntry::from_json(&e).map(|e| ((r, g), e)))
+            .filter_map(|(r, g, e)| match LogEntry::from_json(&e) {
+                Ok(e) => Some(((r, g), e)),
+                Err(e) => {
+                    // the group is then notified as if for the first time
+                    tracing::warn!(receiver = r, group = g, error = %e, "unreadable notification log entry skipped");
+                    None
+                }
+            })
             .collect();
         Ok(Notifier {
             routing: std::sync::RwLock::new(RoutingParts {

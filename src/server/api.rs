@@ -619,7 +619,17 @@ pub(super) async fn notifications(State(s): State<AppState>, RawQuery(q): RawQue
     let data: Vec<Json_> = rows
         .into_iter()
         .map(|r| {
-            let n = crate::notify::Notification::from_json(&r.payload);
+            let n = crate::notify::Notification::from_json(&r.payload)
+                .inspect_err(|e| {
+                    tracing::warn!(
+                        integration = r.integration,
+                        group = r.group_key,
+                        idempotency_key = r.idempotency_key,
+                        error = %e,
+                        "unreadable notification history payload"
+                    )
+                })
+                .ok();
             let subject = n
                 .as_ref()
                 .map(|n| crate::notify::email::render(n).subject)
