@@ -208,6 +208,16 @@ impl Serialize for Labels {
     }
 }
 
+/// A label set serialized as a JSON object, `{"name": "value"}` (webhook payloads, the API),
+/// where [`Labels`] itself serializes as `[name, value]` pairs.
+pub struct AsMap<'a>(pub &'a Labels);
+
+impl Serialize for AsMap<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_map(self.0.iter())
+    }
+}
+
 /// Prometheus notation: `name{a="1", b="x\"y"}`, `{a="1"}` when there is no name.
 impl fmt::Display for Labels {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

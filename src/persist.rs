@@ -159,7 +159,7 @@ pub mod label_map {
     use crate::labels::Labels;
 
     pub fn serialize<S: Serializer>(labels: &Labels, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_map(labels.iter())
+        serde::Serialize::serialize(&crate::labels::AsMap(labels), s)
     }
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Labels, D::Error> {

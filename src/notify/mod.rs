@@ -19,12 +19,13 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
+use crate::labels::Labels;
 use crate::persist;
 
 /// One alert as a receiver sees it (Alertmanager's webhook `alerts[]` element).
 #[derive(Debug, Clone, PartialEq)]
 pub struct AlertSnapshot {
-    pub labels: BTreeMap<String, String>,
+    pub labels: Labels,
     pub annotations: BTreeMap<String, String>,
     /// `firing` or `resolved`
     pub status: AlertState,
@@ -33,8 +34,8 @@ pub struct AlertSnapshot {
     /// ms since the epoch; None while firing
     pub ends_at: Option<i64>,
     pub generator_url: String,
-    /// hex fingerprint of the label set (stable)
-    pub fingerprint: String,
+    /// the label set's fingerprint ([`Labels::fingerprint`]); 16 hex digits in the webhook payload
+    pub fingerprint: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -59,7 +60,8 @@ pub struct Notification {
     pub receiver: String,
     /// Alertmanager's group key, e.g. `{}/{severity="page"}:{alertname="X"}`
     pub group_key: String,
-    pub group_labels: BTreeMap<String, String>,
+    /// the alerts' values of the route's `group_by` labels
+    pub group_labels: Labels,
     pub alerts: Vec<AlertSnapshot>,
     /// the daemon's URL for links
     pub external_url: String,
@@ -70,7 +72,7 @@ pub struct Notification {
     /// fingerprints of the alerts new since the last notification of this group: firing ones
     /// it did not list as firing, resolved ones it did not list as resolved (everything, for a
     /// first notification); the email's "new" section, the rest firing is "still firing"
-    pub changed: BTreeSet<String>,
+    pub changed: BTreeSet<u64>,
 }
 
 /// Why this notification is sent (dedup's decision, as a named reason; persisted as its text).
@@ -126,27 +128,30 @@ pub struct NotificationRow {
     pub v: Option<u32>,
     pub receiver: String,
     pub group_key: String,
-    pub group_labels: BTreeMap<String, String>,
+    #[serde(with = "persist::label_map")]
+    pub group_labels: Labels,
     pub alerts: Vec<AlertSnapshotRow>,
     pub external_url: String,
     pub idempotency_key: String,
     pub change: Change,
     /// absent in rows written before the email's "new" section existed
-    #[serde(default)]
-    pub changed: BTreeSet<String>,
+    #[serde(default, with = "persist::hex_fingerprints")]
+    pub changed: BTreeSet<u64>,
 }
 
 /// One alert of a [`NotificationRow`].
 #[derive(Debug, Serialize, Deserialize)]
 pub struct AlertSnapshotRow {
-    pub labels: BTreeMap<String, String>,
+    #[serde(with = "persist::label_map")]
+    pub labels: Labels,
     pub annotations: BTreeMap<String, String>,
     pub status: AlertState,
     pub starts_at: i64,
     #[serde(default)]
     pub ends_at: Option<i64>,
     pub generator_url: String,
-    pub fingerprint: String,
+    #[serde(with = "persist::hex_fingerprint")]
+    pub fingerprint: u64,
 }
 
 impl persist::Row for NotificationRow {
@@ -174,7 +179,7 @@ impl Notification {
                     starts_at: a.starts_at,
                     ends_at: a.ends_at,
                     generator_url: a.generator_url.clone(),
-                    fingerprint: a.fingerprint.clone(),
+                    fingerprint: a.fingerprint,
                 })
                 .collect(),
             external_url: self.external_url.clone(),
@@ -219,8 +224,10 @@ impl Notification {
 pub struct LogEntryRow {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub v: Option<u32>,
-    pub firing: BTreeSet<String>,
-    pub resolved: BTreeSet<String>,
+    #[serde(with = "persist::hex_fingerprints")]
+    pub firing: BTreeSet<u64>,
+    #[serde(with = "persist::hex_fingerprints")]
+    pub resolved: BTreeSet<u64>,
     pub at: i64,
 }
 
@@ -271,20 +278,20 @@ mod tests {
         let n = Notification {
             receiver: "ops".into(),
             group_key: "{}:{alertname=\"X\"}".into(),
-            group_labels: BTreeMap::from([("alertname".into(), "X".into())]),
+            group_labels: Labels::from_pairs([("alertname", "X")]),
             alerts: vec![AlertSnapshot {
-                labels: BTreeMap::from([("alertname".into(), "X".into())]),
+                labels: Labels::from_pairs([("alertname", "X")]),
                 annotations: BTreeMap::from([("summary".into(), "s".into())]),
                 status: AlertState::Resolved,
                 starts_at: 1,
                 ends_at: Some(2),
                 generator_url: "http://g".into(),
-                fingerprint: "abc".into(),
+                fingerprint: 0xabc,
             }],
             external_url: "http://t".into(),
             idempotency_key: "k".into(),
             change: Change::AllResolved,
-            changed: BTreeSet::from(["abc".to_string()]),
+            changed: BTreeSet::from([0xabc]),
         };
         assert_eq!(Notification::from_json(&n.to_json()).unwrap(), n);
     }
@@ -297,7 +304,9 @@ mod tests {
         assert_eq!(n.change, Change::AllResolved);
         assert_eq!(n.alerts[0].status, AlertState::Resolved);
         assert_eq!(n.alerts[0].ends_at, Some(2));
-        assert_eq!(n.group_labels["alertname"], "X");
+        assert_eq!(n.group_labels.get("alertname"), Some("X"));
+        assert_eq!(n.alerts[0].fingerprint, 0xab);
+        assert_eq!(n.changed, BTreeSet::from([0xab]));
         assert_eq!(Notification::from_json(&n.to_json()).unwrap(), n);
         assert!(n.to_json().starts_with(r#"{"v":1,"#));
         // rows from before `changed` existed
@@ -323,8 +332,8 @@ mod tests {
     #[test]
     fn log_entry_round_trips_and_reads_rows_written_before_versions() {
         let e = dedup::LogEntry {
-            firing: ["00000000000000aa".to_string()].into(),
-            resolved: ["00000000000000bb".to_string()].into(),
+            firing: [0xaa].into(),
+            resolved: [0xbb].into(),
             at: 5,
         };
         assert_eq!(dedup::LogEntry::from_json(&e.to_json()).unwrap(), e);

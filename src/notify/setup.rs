@@ -5,15 +5,16 @@
 //! muting and digest receivers), the receivers' integration names, and the integrations
 //! themselves ([`NotifyPlan::integrations`], which reads secrets).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use super::dispatch::{Digest, RouteTarget, Routes};
 use super::email::{EmailConfig, TlsMode};
 use super::receivers::{self, DEFAULT_TIMEOUT, ReceiverConfig};
-use super::route::{LabelMap, Router, Routing, RoutingConfig, TimeIntervals};
+use super::route::{Router, Routing, RoutingConfig, TimeIntervals};
 use super::sender::{DeliverFn, Integration};
 use super::webhook::WebhookConfig;
+use crate::labels::Labels;
 
 /// The notification sections, validated.
 #[derive(Debug, Clone)]
@@ -282,13 +283,13 @@ impl TreeRoutes {
     }
 
     /// The receivers an alert reaches (`tocsin route-test`), once per matching route.
-    pub fn route_test(&self, labels: &LabelMap) -> Vec<String> {
+    pub fn route_test(&self, labels: &Labels) -> Vec<String> {
         self.router.route_test(labels)
     }
 }
 
 impl Routes for TreeRoutes {
-    fn routes(&self, labels: &BTreeMap<String, String>, now: i64) -> Vec<RouteTarget> {
+    fn routes(&self, labels: &Labels, now: i64) -> Vec<RouteTarget> {
         let mut out: Vec<RouteTarget> = Vec::new();
         for m in self.router.matches(labels) {
             let opts = self.receivers.get(&m.receiver).copied().unwrap_or_default();
@@ -310,7 +311,7 @@ impl Routes for TreeRoutes {
                 RouteTarget {
                     group_key: format!("{{digest}}:{}", m.receiver),
                     receiver: m.receiver,
-                    group_labels: BTreeMap::new(),
+                    group_labels: Labels::default(),
                     group_wait_ms: 0,
                     group_interval_ms: self.digest_interval_ms,
                     repeat_interval_ms: m.repeat_interval,
@@ -336,11 +337,8 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    fn labels(pairs: &[(&str, &str)]) -> LabelMap {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
+    fn labels(pairs: &[(&str, &str)]) -> Labels {
+        Labels::from_pairs(pairs.iter().copied())
     }
 
     fn plan(route: serde_json::Value, receivers: serde_json::Value) -> NotifyPlan {

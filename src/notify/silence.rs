@@ -2,11 +2,9 @@
 //! A firing alert matched by an active silence is not notified (the silence stage runs before
 //! routing, so a silence created while a group waits suppresses it).
 
-use std::collections::BTreeMap;
-
 use serde::{Deserialize, Serialize};
 
-use crate::labels::{MatchOp, Matcher, MatcherError, MatcherParseError};
+use crate::labels::{Labels, MatchOp, Matcher, MatcherError, MatcherParseError};
 
 /// One matcher as the API and CLI write it: `name="value"`, `name!=value`, `name=~"re"`, `name!~re`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -106,7 +104,7 @@ impl Silence {
 
     /// Whether the silence is active at `now` and matches `labels`. Compiles the matchers on
     /// every call: what checks many alerts keeps a [`CompiledSilence`].
-    pub fn silences(&self, labels: &BTreeMap<String, String>, now: i64) -> bool {
+    pub fn silences(&self, labels: &Labels, now: i64) -> bool {
         CompiledSilence::new(self.clone()).silences(labels, now)
     }
 
@@ -191,12 +189,12 @@ impl CompiledSilence {
     }
 
     /// Whether the silence is active at `now` and matches `labels`.
-    pub fn silences(&self, labels: &BTreeMap<String, String>, now: i64) -> bool {
+    pub fn silences(&self, labels: &Labels, now: i64) -> bool {
         self.silence.state(now) == "active"
-            && self.matchers.as_ref().is_some_and(|ms| {
-                ms.iter()
-                    .all(|m| m.matches(labels.get(&m.name).map(String::as_str).unwrap_or("")))
-            })
+            && self
+                .matchers
+                .as_ref()
+                .is_some_and(|ms| ms.iter().all(|m| m.matches_labels(labels)))
     }
 }
 
@@ -282,7 +280,7 @@ impl Silences {
     }
 
     /// Whether an active silence matches `labels` at `now`.
-    pub fn silenced(&self, labels: &BTreeMap<String, String>, now: i64) -> bool {
+    pub fn silenced(&self, labels: &Labels, now: i64) -> bool {
         self.list
             .read()
             .expect("silences lock")
@@ -295,11 +293,8 @@ impl Silences {
 mod tests {
     use super::*;
 
-    fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
+    fn labels(pairs: &[(&str, &str)]) -> Labels {
+        Labels::from_pairs(pairs.iter().copied())
     }
 
     #[test]
