@@ -123,10 +123,12 @@ pub mod hex_fingerprint {
     }
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
-        let text = String::deserialize(d)?;
-        crate::labels::parse_fingerprint(&text).ok_or_else(|| {
-            serde::de::Error::custom(format!("invalid fingerprint {text:?}: expected hex digits"))
-        })
+        parse(&String::deserialize(d)?)
+    }
+
+    pub(super) fn parse<E: serde::de::Error>(text: &str) -> Result<u64, E> {
+        crate::labels::parse_fingerprint(text)
+            .ok_or_else(|| E::custom(format!("invalid fingerprint {text:?}: expected hex digits")))
     }
 }
 
@@ -141,13 +143,7 @@ pub mod hex_fingerprints {
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<BTreeSet<u64>, D::Error> {
         Vec::<String>::deserialize(d)?
             .iter()
-            .map(|text| {
-                crate::labels::parse_fingerprint(text).ok_or_else(|| {
-                    serde::de::Error::custom(format!(
-                        "invalid fingerprint {text:?}: expected hex digits"
-                    ))
-                })
-            })
+            .map(|text| hex_fingerprint::parse(text))
             .collect()
     }
 }
