@@ -160,6 +160,20 @@ impl Labels {
     }
 }
 
+/// A fingerprint as text: 16 hex digits, zero-padded (webhook payloads, the API, logs, persisted
+/// rows; padded, so text order is numeric order).
+pub fn format_fingerprint(fp: u64) -> String {
+    format!("{fp:016x}")
+}
+
+/// Reads a fingerprint written by [`format_fingerprint`] (1 to 16 hex digits).
+pub fn parse_fingerprint(text: &str) -> Option<u64> {
+    if text.is_empty() || text.len() > 16 || !text.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    u64::from_str_radix(text, 16).ok()
+}
+
 /// Hashes the packed text only (one pass; equal label sets have equal text, and sets that differ
 /// only in where names end are told apart by `Eq`).
 impl std::hash::Hash for Labels {
@@ -191,6 +205,16 @@ impl fmt::Debug for Labels {
 impl Serialize for Labels {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         s.collect_seq(self.iter())
+    }
+}
+
+/// A label set serialized as a JSON object, `{"name": "value"}` (webhook payloads, the API),
+/// where [`Labels`] itself serializes as `[name, value]` pairs.
+pub struct AsMap<'a>(pub &'a Labels);
+
+impl Serialize for AsMap<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_map(self.0.iter())
     }
 }
 

@@ -12,6 +12,7 @@
 //! - [`reload`]: the triggers of a rule reload (debounced file watcher, SIGHUP, API request) feeding one channel.
 //! - [`server`]: axum HTTP surface (health, readiness, status, self-metrics, the JSON API under `/api/v1/` and its OpenAPI document).
 //! - [`ui`]: the web UI at `/`, a static bundle embedded in the binary, reading the JSON API.
+//! - [`persist`]: the persisted JSON rows' versions, errors and serde forms.
 //! - [`labels`], [`duration`], [`timefmt`], [`clock`], [`selfmetrics`]: shared vocabulary; [`error`]: the one
 //!   error-chain formatter; [`sys`]: the one libc call.
 pub mod clock;
@@ -23,6 +24,7 @@ pub mod hash;
 pub mod ingest;
 pub mod labels;
 pub mod notify;
+pub mod persist;
 pub mod promql;
 pub mod rules;
 pub mod selfmetrics;

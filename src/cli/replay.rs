@@ -112,11 +112,7 @@ pub(crate) fn replay(args: ReplayArgs) -> Result<Outcome> {
         external_url: format!("http://{}", cfg.server.listen),
         grace,
         note: &note,
-        silences: store
-            .stored_silences()?
-            .iter()
-            .filter_map(|t| tocsin::notify::silence::Silence::from_json(t))
-            .collect(),
+        silences: tocsin::notify::silence::read_stored(&store.stored_silences()?),
     };
     let bar = if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
         let bar = indicatif::ProgressBar::new(0);

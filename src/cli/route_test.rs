@@ -20,13 +20,16 @@ pub(crate) fn route_test(
                 .unwrap_or_else(|| "built-in configuration".into())
         );
     };
-    let mut map = std::collections::BTreeMap::new();
+    let mut pairs = Vec::new();
     for l in labels {
         let (k, v) = tocsin::labels::parse_label_pair(l)
             .with_context(|| format!("expected label=value, got {l:?}"))?;
-        map.insert(k, v);
+        pairs.push((k, v));
     }
-    let receivers = plan.routes().route_test(&map);
+    // a repeated name keeps its last value, an empty value is an absent label (as matching reads it)
+    let receivers = plan
+        .routes()
+        .route_test(&tocsin::labels::Labels::from_pairs(pairs));
     println!("{}", receivers.join(","));
     if let Some(want) = verify {
         let want: Vec<&str> = want.split(',').map(str::trim).collect();

@@ -10,9 +10,9 @@ use super::Change;
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct LogEntry {
     /// fingerprints of the alerts firing then
-    pub firing: BTreeSet<String>,
+    pub firing: BTreeSet<u64>,
     /// fingerprints of the alerts resolved then
-    pub resolved: BTreeSet<String>,
+    pub resolved: BTreeSet<u64>,
     /// when it was sent (ms)
     pub at: i64,
 }
@@ -21,8 +21,8 @@ pub struct LogEntry {
 /// the group's alerts in each state; `repeat_ms` is the route's `repeat_interval`.
 pub fn decide(
     prev: Option<&LogEntry>,
-    firing: &BTreeSet<String>,
-    resolved: &BTreeSet<String>,
+    firing: &BTreeSet<u64>,
+    resolved: &BTreeSet<u64>,
     send_resolved: bool,
     repeat_ms: i64,
     now: i64,
@@ -51,18 +51,19 @@ pub fn decide(
 pub fn idempotency_key(
     receiver: &str,
     group_key: &str,
-    firing: &BTreeSet<String>,
-    resolved: &BTreeSet<String>,
+    firing: &BTreeSet<u64>,
+    resolved: &BTreeSet<u64>,
     at: i64,
 ) -> String {
     let mut buf = format!("{receiver}\u{0}{group_key}\u{0}{at}\u{0}");
+    // fingerprints as the hex text they were before they were numbers, so keys stay the same
     for f in firing {
-        buf.push_str(f);
+        buf.push_str(&crate::labels::format_fingerprint(*f));
         buf.push(',');
     }
     buf.push('\u{0}');
     for r in resolved {
-        buf.push_str(r);
+        buf.push_str(&crate::labels::format_fingerprint(*r));
         buf.push(',');
     }
     format!("{:016x}", xxhash_rust::xxh3::xxh3_64(buf.as_bytes()))
@@ -72,8 +73,12 @@ pub fn idempotency_key(
 mod tests {
     use super::*;
 
-    fn set(items: &[&str]) -> BTreeSet<String> {
-        items.iter().map(|s| s.to_string()).collect()
+    /// Fingerprints named by letters (the label set `{alertname="a"}` for `a`).
+    fn set(items: &[&str]) -> BTreeSet<u64> {
+        items
+            .iter()
+            .map(|s| crate::labels::Labels::from_pairs([("alertname", *s)]).fingerprint())
+            .collect()
     }
 
     const H: i64 = 3_600_000;
@@ -146,6 +151,17 @@ mod tests {
         assert_ne!(
             k1,
             idempotency_key("oncall", "g", &set(&["a", "b"]), &set(&[]), 5)
+        );
+    }
+
+    #[test]
+    fn idempotency_key_hashes_fingerprints_as_the_hex_text_they_were() {
+        // the same keys as when fingerprints were strings: a receiver deduplicating on them
+        // sees no change across the upgrade
+        let text = "ops\u{0}g\u{0}5\u{0}0000000000000001,00000000000000ff,\u{0}000000000000abcd,";
+        assert_eq!(
+            idempotency_key("ops", "g", &[1, 0xff].into(), &[0xabcd].into(), 5),
+            format!("{:016x}", xxhash_rust::xxh3::xxh3_64(text.as_bytes()))
         );
     }
 }

@@ -14,13 +14,14 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use super::dedup::{LogEntry, decide, idempotency_key};
 use super::{AlertSnapshot, AlertState, Notification};
+use crate::labels::Labels;
 
 /// Where one alert goes: what a routing tree says for it.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct RouteTarget {
     pub receiver: String,
     pub group_key: String,
-    pub group_labels: BTreeMap<String, String>,
+    pub group_labels: Labels,
     pub group_wait_ms: i64,
     pub group_interval_ms: i64,
     pub repeat_interval_ms: i64,
@@ -48,7 +49,7 @@ pub enum Digest {
 
 /// Routes an alert's labels (the routing tree, or a fixed route in tests) at `now` (ms).
 pub trait Routes {
-    fn routes(&self, labels: &BTreeMap<String, String>, now: i64) -> Vec<RouteTarget>;
+    fn routes(&self, labels: &Labels, now: i64) -> Vec<RouteTarget>;
 }
 
 #[derive(Debug, Clone)]
@@ -119,15 +120,15 @@ impl Dispatcher {
             if route.muted {
                 continue;
             }
-            let firing: BTreeSet<String> = group_alerts
+            let firing: BTreeSet<u64> = group_alerts
                 .iter()
                 .filter(|a| a.status == AlertState::Firing)
-                .map(|a| a.fingerprint.clone())
+                .map(|a| a.fingerprint)
                 .collect();
-            let resolved: BTreeSet<String> = group_alerts
+            let resolved: BTreeSet<u64> = group_alerts
                 .iter()
                 .filter(|a| a.status == AlertState::Resolved)
-                .map(|a| a.fingerprint.clone())
+                .map(|a| a.fingerprint)
                 .collect();
             let prev = log.get(&key);
             let Some(change) = decide(
@@ -142,7 +143,7 @@ impl Dispatcher {
             };
             // what is new since the last notification: firing alerts it did not list as firing,
             // resolved alerts it did not list as resolved
-            let changed: BTreeSet<String> = match prev {
+            let changed: BTreeSet<u64> = match prev {
                 None => firing.union(&resolved).cloned().collect(),
                 Some(p) => firing
                     .difference(&p.firing)
@@ -193,12 +194,12 @@ mod tests {
 
     struct ByAlertname;
     impl Routes for ByAlertname {
-        fn routes(&self, labels: &BTreeMap<String, String>, _now: i64) -> Vec<RouteTarget> {
-            let name = labels.get("alertname").cloned().unwrap_or_default();
+        fn routes(&self, labels: &Labels, _now: i64) -> Vec<RouteTarget> {
+            let name = labels.get("alertname").unwrap_or_default();
             vec![RouteTarget {
                 receiver: "ops".into(),
                 group_key: format!("{{}}:{{alertname=\"{name}\"}}"),
-                group_labels: BTreeMap::from([("alertname".to_string(), name)]),
+                group_labels: Labels::from_pairs([("alertname", name)]),
                 group_wait_ms: 30_000,
                 group_interval_ms: 300_000,
                 repeat_interval_ms: 4 * 3_600_000,
@@ -208,18 +209,20 @@ mod tests {
         }
     }
 
+    /// The fingerprint of the test alert `name` on `instance`.
+    fn fp(name: &str, instance: &str) -> u64 {
+        Labels::from_pairs([("alertname", name), ("instance", instance)]).fingerprint()
+    }
+
     fn alert(name: &str, instance: &str, state: AlertState) -> AlertSnapshot {
         AlertSnapshot {
-            labels: BTreeMap::from([
-                ("alertname".to_string(), name.to_string()),
-                ("instance".to_string(), instance.to_string()),
-            ]),
+            labels: Labels::from_pairs([("alertname", name), ("instance", instance)]),
             annotations: BTreeMap::new(),
             status: state,
             starts_at: 0,
             ends_at: None,
             generator_url: String::new(),
-            fingerprint: format!("{name}/{instance}"),
+            fingerprint: fp(name, instance),
         }
     }
 
@@ -295,7 +298,7 @@ mod tests {
     fn a_muted_group_keeps_its_timing_and_sends_nothing_until_unmuted() {
         struct Muted(bool);
         impl Routes for Muted {
-            fn routes(&self, l: &BTreeMap<String, String>, now: i64) -> Vec<RouteTarget> {
+            fn routes(&self, l: &Labels, now: i64) -> Vec<RouteTarget> {
                 let mut t = ByAlertname.routes(l, now);
                 t[0].muted = self.0;
                 t
@@ -316,7 +319,7 @@ mod tests {
     fn digest_changes_only_lists_only_what_changed() {
         struct Digested(Digest);
         impl Routes for Digested {
-            fn routes(&self, l: &BTreeMap<String, String>, now: i64) -> Vec<RouteTarget> {
+            fn routes(&self, l: &Labels, now: i64) -> Vec<RouteTarget> {
                 let mut t = ByAlertname.routes(l, now);
                 t[0].group_key = "{digest}:ops".into();
                 t[0].group_wait_ms = 0;
@@ -346,12 +349,12 @@ mod tests {
             let listed: Vec<&str> = n
                 .alerts
                 .iter()
-                .map(|x| x.labels["instance"].as_str())
+                .map(|x| x.labels.get("instance").unwrap_or_default())
                 .collect();
             let mut listed = listed;
             listed.sort();
             assert_eq!(listed, want, "{mode:?}");
-            assert_eq!(n.changed, ["B/b".to_string(), "C/c".to_string()].into());
+            assert_eq!(n.changed, [fp("B", "b"), fp("C", "c")].into());
         }
     }
 }

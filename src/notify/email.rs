@@ -7,7 +7,7 @@
 //! nor mail go over an unencrypted link to another host, and a server that does not offer
 //! STARTTLS when it is required gets nothing (lettre refuses before AUTH or MAIL).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::time::Duration;
 
 use lettre::message::header::{HeaderName, HeaderValue};
@@ -18,6 +18,7 @@ use lettre::transport::smtp::response::Severity;
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 
 use super::{AlertSnapshot, AlertState, DeliveryError, Notification};
+use crate::labels::Labels;
 use crate::timefmt::format_rfc3339;
 
 /// The header carrying [`Notification::idempotency_key`] verbatim; the `Message-ID` is derived
@@ -373,11 +374,11 @@ fn subject(n: &Notification, firing: usize) -> String {
     };
     // the group's alertname, else the alertnames of its alerts
     let name = match n.group_labels.get("alertname") {
-        Some(name) => name.clone(),
+        Some(name) => name.to_string(),
         None => n
             .alerts
             .iter()
-            .filter_map(|a| a.labels.get("alertname").map(String::as_str))
+            .filter_map(|a| a.labels.get("alertname"))
             .collect::<BTreeSet<_>>()
             .into_iter()
             .collect::<Vec<_>>()
@@ -386,8 +387,8 @@ fn subject(n: &Notification, firing: usize) -> String {
     let others: Vec<&str> = n
         .group_labels
         .iter()
-        .filter(|(k, _)| k.as_str() != "alertname")
-        .map(|(_, v)| v.as_str())
+        .filter(|(k, _)| *k != "alertname")
+        .map(|(_, v)| v)
         .collect();
     let mut subject = status;
     if !name.is_empty() {
@@ -400,7 +401,7 @@ fn subject(n: &Notification, firing: usize) -> String {
     subject
 }
 
-fn label_list(labels: &BTreeMap<String, String>) -> String {
+fn label_list(labels: &Labels) -> String {
     labels
         .iter()
         .map(|(k, v)| format!("{k}={v:?}"))
@@ -409,7 +410,7 @@ fn label_list(labels: &BTreeMap<String, String>) -> String {
 }
 
 fn alert_text(a: &AlertSnapshot) -> String {
-    let name = a.labels.get("alertname").map(String::as_str).unwrap_or("");
+    let name = a.labels.get("alertname").unwrap_or("");
     let mut out = format!("* {name} {{{}}}\n", label_list(&a.labels));
     for (key, title) in [("summary", "Summary"), ("description", "Description")] {
         if let Some(v) = a.annotations.get(key) {
@@ -431,7 +432,7 @@ fn alert_text(a: &AlertSnapshot) -> String {
 }
 
 fn alert_html(a: &AlertSnapshot) -> String {
-    let name = a.labels.get("alertname").map(String::as_str).unwrap_or("");
+    let name = a.labels.get("alertname").unwrap_or("");
     let mut out = format!(
         "<li><b>{}</b> <code>{}</code>\n<ul>\n",
         escape(name),
@@ -509,13 +510,14 @@ fn io_interrupted(e: &dyn std::error::Error) -> bool {
 mod tests {
     use super::*;
     use crate::notify::Change;
+    use std::collections::BTreeMap;
 
     fn alert(instance: &str, status: AlertState) -> AlertSnapshot {
         AlertSnapshot {
-            labels: BTreeMap::from([
-                ("alertname".into(), "ScaiSendQueueGrowing".into()),
-                ("instance".into(), instance.into()),
-                ("job".into(), "scaisend".into()),
+            labels: Labels::from_pairs([
+                ("alertname", "ScaiSendQueueGrowing"),
+                ("instance", instance),
+                ("job", "scaisend"),
             ]),
             annotations: BTreeMap::from([
                 ("summary".into(), format!("queue on {instance} grows")),
@@ -529,7 +531,8 @@ mod tests {
             starts_at: 1_700_000_000_000,
             ends_at: (status == AlertState::Resolved).then_some(1_700_000_600_000),
             generator_url: "http://tocsin:9300/rules".into(),
-            fingerprint: format!("fp-{instance}"),
+            // instances are hex digits here: `a` has fingerprint 0xa
+            fingerprint: u64::from_str_radix(instance, 16).unwrap(),
         }
     }
 
@@ -537,15 +540,15 @@ mod tests {
         Notification {
             receiver: "mail".into(),
             group_key: "{}:{alertname=\"ScaiSendQueueGrowing\", job=\"scaisend\"}".into(),
-            group_labels: BTreeMap::from([
-                ("alertname".into(), "ScaiSendQueueGrowing".into()),
-                ("job".into(), "scaisend".into()),
+            group_labels: Labels::from_pairs([
+                ("alertname", "ScaiSendQueueGrowing"),
+                ("job", "scaisend"),
             ]),
             alerts,
             external_url: "http://tocsin:9300".into(),
             idempotency_key: "00ff00ff00ff00ff".into(),
             change,
-            changed: ["fp-a".to_string()].into(),
+            changed: [0xa].into(),
         }
     }
 
@@ -591,18 +594,18 @@ mod tests {
         let mut n = notification(
             vec![alert("a", AlertState::Firing), {
                 let mut b = alert("b", AlertState::Firing);
-                b.labels.insert("alertname".into(), "DiskFull".into());
+                b.labels = b.labels.with("alertname", "DiskFull");
                 b
             }],
             Change::FirstNotification,
         );
-        n.group_labels = BTreeMap::from([("job".into(), "scaisend".into())]);
+        n.group_labels = Labels::from_pairs([("job", "scaisend")]);
         assert_eq!(
             render(&n).subject,
             "[FIRING:2] DiskFull, ScaiSendQueueGrowing (scaisend)"
         );
         // no grouping labels, no parentheses
-        n.group_labels.clear();
+        n.group_labels = Labels::default();
         n.alerts.truncate(1);
         assert_eq!(render(&n).subject, "[FIRING:1] ScaiSendQueueGrowing");
     }
@@ -651,15 +654,14 @@ mod tests {
     #[test]
     fn html_part_escapes_labels_annotations_and_links() {
         let mut a = alert("a", AlertState::Firing);
-        a.labels
-            .insert("path".into(), "<script>alert('x')</script>".into());
+        a.labels = a.labels.with("path", "<script>alert('x')</script>");
         a.annotations
             .insert("summary".into(), "a & b <b>bold</b> \"quoted\"".into());
         a.annotations
             .insert("runbook_url".into(), "javascript:alert(1)".into());
         a.generator_url = "https://g/?a=1&b=\"><img src=x>".into();
         let mut n = notification(vec![a], Change::FirstNotification);
-        n.group_labels.insert("team".into(), "<ops>".into());
+        n.group_labels = n.group_labels.with("team", "<ops>");
         let html = render(&n).html;
         for raw in ["<script>", "<b>bold", "<img", "<ops>", "href=\"javascript"] {
             assert!(!html.contains(raw), "{raw} unescaped in:\n{html}");

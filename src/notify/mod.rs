@@ -17,10 +17,15 @@ pub mod webhook;
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use serde::{Deserialize, Serialize};
+
+use crate::labels::Labels;
+use crate::persist;
+
 /// One alert as a receiver sees it (Alertmanager's webhook `alerts[]` element).
 #[derive(Debug, Clone, PartialEq)]
 pub struct AlertSnapshot {
-    pub labels: BTreeMap<String, String>,
+    pub labels: Labels,
     pub annotations: BTreeMap<String, String>,
     /// `firing` or `resolved`
     pub status: AlertState,
@@ -29,11 +34,12 @@ pub struct AlertSnapshot {
     /// ms since the epoch; None while firing
     pub ends_at: Option<i64>,
     pub generator_url: String,
-    /// hex fingerprint of the label set (stable)
-    pub fingerprint: String,
+    /// the label set's fingerprint ([`Labels::fingerprint`]); 16 hex digits in the webhook payload
+    pub fingerprint: u64,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum AlertState {
     Firing,
     Resolved,
@@ -54,7 +60,8 @@ pub struct Notification {
     pub receiver: String,
     /// Alertmanager's group key, e.g. `{}/{severity="page"}:{alertname="X"}`
     pub group_key: String,
-    pub group_labels: BTreeMap<String, String>,
+    /// the alerts' values of the route's `group_by` labels
+    pub group_labels: Labels,
     pub alerts: Vec<AlertSnapshot>,
     /// the daemon's URL for links
     pub external_url: String,
@@ -65,16 +72,21 @@ pub struct Notification {
     /// fingerprints of the alerts new since the last notification of this group: firing ones
     /// it did not list as firing, resolved ones it did not list as resolved (everything, for a
     /// first notification); the email's "new" section, the rest firing is "still firing"
-    pub changed: BTreeSet<String>,
+    pub changed: BTreeSet<u64>,
 }
 
-/// Why this notification is sent (dedup's decision, as a named reason).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Why this notification is sent (dedup's decision, as a named reason; persisted as its text).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Change {
+    #[serde(rename = "first notification")]
     FirstNotification,
+    #[serde(rename = "new alerts in group")]
     NewAlerts,
+    #[serde(rename = "new resolved")]
     NewResolved,
+    #[serde(rename = "all resolved")]
     AllResolved,
+    #[serde(rename = "repeat interval elapsed")]
     RepeatIntervalElapsed,
 }
 
@@ -106,104 +118,145 @@ impl Change {
             Change::RepeatIntervalElapsed => "repeat interval elapsed",
         }
     }
+}
 
-    fn parse(s: &str) -> Option<Change> {
-        Some(match s {
-            "first notification" => Change::FirstNotification,
-            "new alerts in group" => Change::NewAlerts,
-            "new resolved" => Change::NewResolved,
-            "all resolved" => Change::AllResolved,
-            "repeat interval elapsed" => Change::RepeatIntervalElapsed,
-            _ => return None,
-        })
+/// The outbox form of a [`Notification`] (`outbox` and `sent` payloads), version 1. Rows written
+/// before versions existed have the same layout without `v`.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct NotificationRow {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub v: Option<u32>,
+    pub receiver: String,
+    pub group_key: String,
+    #[serde(with = "persist::label_map")]
+    pub group_labels: Labels,
+    pub alerts: Vec<AlertSnapshotRow>,
+    pub external_url: String,
+    pub idempotency_key: String,
+    pub change: Change,
+    /// absent in rows written before the email's "new" section existed
+    #[serde(default, with = "persist::hex_fingerprints")]
+    pub changed: BTreeSet<u64>,
+}
+
+/// One alert of a [`NotificationRow`].
+#[derive(Debug, Serialize, Deserialize)]
+pub struct AlertSnapshotRow {
+    #[serde(with = "persist::label_map")]
+    pub labels: Labels,
+    pub annotations: BTreeMap<String, String>,
+    pub status: AlertState,
+    pub starts_at: i64,
+    #[serde(default)]
+    pub ends_at: Option<i64>,
+    pub generator_url: String,
+    #[serde(with = "persist::hex_fingerprint")]
+    pub fingerprint: u64,
+}
+
+impl persist::Row for NotificationRow {
+    const KIND: persist::RowKind = persist::RowKind::Notification;
+    fn version(&self) -> Option<u32> {
+        self.v
     }
 }
 
 impl Notification {
-    /// The outbox form (JSON), read back by [`Notification::from_json`].
+    /// The outbox form (JSON, [`NotificationRow`]), read back by [`Notification::from_json`].
     pub fn to_json(&self) -> String {
-        let alerts: Vec<serde_json::Value> = self
-            .alerts
-            .iter()
-            .map(|a| {
-                serde_json::json!({
-                    "labels": a.labels,
-                    "annotations": a.annotations,
-                    "status": a.status.as_str(),
-                    "starts_at": a.starts_at,
-                    "ends_at": a.ends_at,
-                    "generator_url": a.generator_url,
-                    "fingerprint": a.fingerprint,
+        let row = NotificationRow {
+            v: persist::current_version(),
+            receiver: self.receiver.clone(),
+            group_key: self.group_key.clone(),
+            group_labels: self.group_labels.clone(),
+            alerts: self
+                .alerts
+                .iter()
+                .map(|a| AlertSnapshotRow {
+                    labels: a.labels.clone(),
+                    annotations: a.annotations.clone(),
+                    status: a.status,
+                    starts_at: a.starts_at,
+                    ends_at: a.ends_at,
+                    generator_url: a.generator_url.clone(),
+                    fingerprint: a.fingerprint,
                 })
-            })
-            .collect();
-        serde_json::json!({
-            "receiver": self.receiver,
-            "group_key": self.group_key,
-            "group_labels": self.group_labels,
-            "alerts": alerts,
-            "external_url": self.external_url,
-            "idempotency_key": self.idempotency_key,
-            "change": self.change.as_str(),
-            "changed": self.changed,
-        })
-        .to_string()
+                .collect(),
+            external_url: self.external_url.clone(),
+            idempotency_key: self.idempotency_key.clone(),
+            change: self.change,
+            changed: self.changed.clone(),
+        };
+        serde_json::to_string(&row).expect("notification rows serialize")
     }
 
-    /// Reads an outbox payload; None when it is not one this version wrote.
-    pub fn from_json(text: &str) -> Option<Notification> {
-        let v: serde_json::Value = serde_json::from_str(text).ok()?;
-        let s = |k: &str| v.get(k).and_then(|x| x.as_str()).map(str::to_string);
-        let map = |x: &serde_json::Value| -> Option<BTreeMap<String, String>> {
-            serde_json::from_value(x.clone()).ok()
-        };
-        let alerts = v
-            .get("alerts")?
-            .as_array()?
-            .iter()
-            .map(|a| {
-                Some(AlertSnapshot {
-                    labels: map(a.get("labels")?)?,
-                    annotations: map(a.get("annotations")?)?,
-                    status: match a.get("status")?.as_str()? {
-                        "firing" => AlertState::Firing,
-                        _ => AlertState::Resolved,
-                    },
-                    starts_at: a.get("starts_at")?.as_i64()?,
-                    ends_at: a.get("ends_at").and_then(|e| e.as_i64()),
-                    generator_url: a.get("generator_url")?.as_str()?.to_string(),
-                    fingerprint: a.get("fingerprint")?.as_str()?.to_string(),
+    /// Reads an outbox payload (any version this build knows, and rows without one).
+    pub fn from_json(text: &str) -> Result<Notification, persist::PersistError> {
+        let r: NotificationRow = persist::read_row(text)?;
+        Ok(Notification {
+            receiver: r.receiver,
+            group_key: r.group_key,
+            group_labels: r.group_labels,
+            alerts: r
+                .alerts
+                .into_iter()
+                .map(|a| AlertSnapshot {
+                    labels: a.labels,
+                    annotations: a.annotations,
+                    status: a.status,
+                    starts_at: a.starts_at,
+                    ends_at: a.ends_at,
+                    generator_url: a.generator_url,
+                    fingerprint: a.fingerprint,
                 })
-            })
-            .collect::<Option<Vec<_>>>()?;
-        Some(Notification {
-            receiver: s("receiver")?,
-            group_key: s("group_key")?,
-            group_labels: map(v.get("group_labels")?)?,
-            alerts,
-            external_url: s("external_url")?,
-            idempotency_key: s("idempotency_key")?,
-            change: Change::parse(&s("change")?)?,
-            changed: v
-                .get("changed")
-                .and_then(|c| serde_json::from_value(c.clone()).ok())
-                .unwrap_or_default(),
+                .collect(),
+            external_url: r.external_url,
+            idempotency_key: r.idempotency_key,
+            change: r.change,
+            changed: r.changed,
         })
     }
 }
 
+/// The persisted form of a [`dedup::LogEntry`] (`nflog` table and the outbox's `log_entry`),
+/// version 1. Rows written before versions existed have the same layout without `v`.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct LogEntryRow {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub v: Option<u32>,
+    #[serde(with = "persist::hex_fingerprints")]
+    pub firing: BTreeSet<u64>,
+    #[serde(with = "persist::hex_fingerprints")]
+    pub resolved: BTreeSet<u64>,
+    pub at: i64,
+}
+
+impl persist::Row for LogEntryRow {
+    const KIND: persist::RowKind = persist::RowKind::LogEntry;
+    fn version(&self) -> Option<u32> {
+        self.v
+    }
+}
+
 impl dedup::LogEntry {
+    /// The persisted form (JSON, [`LogEntryRow`]), read back by [`dedup::LogEntry::from_json`].
     pub fn to_json(&self) -> String {
-        serde_json::json!({"firing": self.firing, "resolved": self.resolved, "at": self.at})
-            .to_string()
+        let row = LogEntryRow {
+            v: persist::current_version(),
+            firing: self.firing.clone(),
+            resolved: self.resolved.clone(),
+            at: self.at,
+        };
+        serde_json::to_string(&row).expect("log entry rows serialize")
     }
 
-    pub fn from_json(text: &str) -> Option<dedup::LogEntry> {
-        let v: serde_json::Value = serde_json::from_str(text).ok()?;
-        Some(dedup::LogEntry {
-            firing: serde_json::from_value(v.get("firing")?.clone()).ok()?,
-            resolved: serde_json::from_value(v.get("resolved")?.clone()).ok()?,
-            at: v.get("at")?.as_i64()?,
+    /// Reads a persisted log entry (any version this build knows, and rows without one).
+    pub fn from_json(text: &str) -> Result<dedup::LogEntry, persist::PersistError> {
+        let r: LogEntryRow = persist::read_row(text)?;
+        Ok(dedup::LogEntry {
+            firing: r.firing,
+            resolved: r.resolved,
+            at: r.at,
         })
     }
 }
@@ -225,22 +278,74 @@ mod tests {
         let n = Notification {
             receiver: "ops".into(),
             group_key: "{}:{alertname=\"X\"}".into(),
-            group_labels: BTreeMap::from([("alertname".into(), "X".into())]),
+            group_labels: Labels::from_pairs([("alertname", "X")]),
             alerts: vec![AlertSnapshot {
-                labels: BTreeMap::from([("alertname".into(), "X".into())]),
+                labels: Labels::from_pairs([("alertname", "X")]),
                 annotations: BTreeMap::from([("summary".into(), "s".into())]),
                 status: AlertState::Resolved,
                 starts_at: 1,
                 ends_at: Some(2),
                 generator_url: "http://g".into(),
-                fingerprint: "abc".into(),
+                fingerprint: 0xabc,
             }],
             external_url: "http://t".into(),
             idempotency_key: "k".into(),
             change: Change::AllResolved,
-            changed: BTreeSet::from(["abc".to_string()]),
+            changed: BTreeSet::from([0xabc]),
         };
-        assert_eq!(Notification::from_json(&n.to_json()), Some(n));
+        assert_eq!(Notification::from_json(&n.to_json()).unwrap(), n);
+    }
+
+    #[test]
+    fn notification_written_before_versions_reads_back() {
+        // as the hand-written `to_json` of before typed rows wrote it (no `v`, keys sorted)
+        let old = r#"{"alerts":[{"annotations":{"summary":"s"},"ends_at":2,"fingerprint":"00000000000000ab","generator_url":"http://g","labels":{"alertname":"X"},"starts_at":1,"status":"resolved"}],"change":"all resolved","changed":["00000000000000ab"],"external_url":"http://t","group_key":"{}:{alertname=\"X\"}","group_labels":{"alertname":"X"},"idempotency_key":"k","receiver":"ops"}"#;
+        let n = Notification::from_json(old).unwrap();
+        assert_eq!(n.change, Change::AllResolved);
+        assert_eq!(n.alerts[0].status, AlertState::Resolved);
+        assert_eq!(n.alerts[0].ends_at, Some(2));
+        assert_eq!(n.group_labels.get("alertname"), Some("X"));
+        assert_eq!(n.alerts[0].fingerprint, 0xab);
+        assert_eq!(n.changed, BTreeSet::from([0xab]));
+        assert_eq!(Notification::from_json(&n.to_json()).unwrap(), n);
+        assert!(n.to_json().starts_with(r#"{"v":1,"#));
+        // rows from before `changed` existed
+        let older = old.replace(r#""changed":["00000000000000ab"],"#, "");
+        assert!(Notification::from_json(&older).unwrap().changed.is_empty());
+    }
+
+    #[test]
+    fn a_damaged_notification_names_the_field() {
+        let e = Notification::from_json(r#"{"v":1,"receiver":"ops","group_key":"g","group_labels":{},"alerts":[{"labels":{},"annotations":{},"status":"firing","generator_url":"","fingerprint":"00"}]}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("notification: missing field `starts_at` at line 1 column"),
+            "{e}"
+        );
+        let e = Notification::from_json(r#"{"receiver":"ops","change":"bored"}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("unknown variant `bored`"), "{e}");
+    }
+
+    #[test]
+    fn log_entry_round_trips_and_reads_rows_written_before_versions() {
+        let e = dedup::LogEntry {
+            firing: [0xaa].into(),
+            resolved: [0xbb].into(),
+            at: 5,
+        };
+        assert_eq!(dedup::LogEntry::from_json(&e.to_json()).unwrap(), e);
+        let old = r#"{"at":5,"firing":["00000000000000aa"],"resolved":["00000000000000bb"]}"#;
+        assert_eq!(dedup::LogEntry::from_json(old).unwrap(), e);
+        let damaged = dedup::LogEntry::from_json(r#"{"firing":[],"resolved":[]}"#)
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            damaged,
+            "notification log entry: missing field `at` at line 1 column 27"
+        );
     }
 
     #[test]

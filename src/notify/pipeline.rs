@@ -5,22 +5,19 @@
 //! ([`crate::rules::step`]), and the rule manager commits alert states, outbox rows and log in
 //! one transaction. The [`Sender`](super::sender::Sender) delivers from the outbox.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use super::dedup::LogEntry;
 use super::dispatch::{Dispatcher, Outgoing, Routes};
 use super::{AlertSnapshot, AlertState};
+use crate::labels::Labels;
 use crate::rules::tracker::{Alert, AlertStatus};
 use crate::store::{OutboxEntry, Store};
 
 /// Decides whether a firing alert is inhibited by other firing alerts.
 pub trait Inhibits {
-    fn inhibited(
-        &self,
-        target: &BTreeMap<String, String>,
-        sources: &[BTreeMap<String, String>],
-    ) -> bool;
+    fn inhibited(&self, target: &Labels, sources: &[Labels]) -> bool;
 
     /// Whether there are rules at all (if not, nothing waits for sources to be evaluated).
     fn has_rules(&self) -> bool {
@@ -32,7 +29,7 @@ pub trait Inhibits {
 pub struct NoInhibition;
 
 impl Inhibits for NoInhibition {
-    fn inhibited(&self, _: &BTreeMap<String, String>, _: &[BTreeMap<String, String>]) -> bool {
+    fn inhibited(&self, _: &Labels, _: &[Labels]) -> bool {
         false
     }
 
@@ -56,7 +53,7 @@ pub struct Stages<'a> {
     pub routes: &'a dyn Routes,
     pub inhibitor: &'a dyn Inhibits,
     /// whether an alert's labels are silenced at a time (ms)
-    pub silenced: &'a dyn Fn(&BTreeMap<String, String>, i64) -> bool,
+    pub silenced: &'a dyn Fn(&Labels, i64) -> bool,
     /// the daemon's URL, for links in notifications
     pub external_url: &'a str,
 }
@@ -83,7 +80,7 @@ impl Stages<'_> {
             .iter()
             .filter_map(|a| snapshot(a, self.external_url))
             .collect();
-        let sources: Vec<BTreeMap<String, String>> = snapshots
+        let sources: Vec<Labels> = snapshots
             .iter()
             .filter(|s| s.status == AlertState::Firing)
             .map(|s| s.labels.clone())
@@ -176,7 +173,14 @@ impl Notifier {
         let log = store
             .nflog()?
             .into_iter()
-            .filter_map(|(r, g, e)| LogEntry::from_json(&e).map(|e| ((r, g), e)))
+            .filter_map(|(r, g, e)| match LogEntry::from_json(&e) {
+                Ok(e) => Some(((r, g), e)),
+                Err(e) => {
+                    // the group is then notified as if for the first time
+                    tracing::warn!(receiver = r, group = g, error = %e, "unreadable notification log entry skipped");
+                    None
+                }
+            })
             .collect();
         Ok(Notifier {
             routing: std::sync::RwLock::new(RoutingParts {
@@ -249,7 +253,7 @@ impl Notifier {
         now: i64,
         all_evaluated: bool,
     ) -> Ticked {
-        let silenced = |labels: &BTreeMap<String, String>, now: i64| {
+        let silenced = |labels: &Labels, now: i64| {
             self.silences
                 .as_ref()
                 .is_some_and(|sil| sil.silenced(labels, now))
@@ -357,35 +361,31 @@ pub fn snapshot(a: &Alert, external_url: &str) -> Option<AlertSnapshot> {
         _ => return None,
     };
     Some(AlertSnapshot {
-        labels: a
-            .labels
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect(),
+        labels: a.labels.clone(),
         annotations: a.annotations.clone(),
         status,
         starts_at: a.active_at,
         ends_at: a.resolved_at,
         generator_url: format!("{external_url}/api/v1/alerts"),
-        fingerprint: format!("{:016x}", a.fingerprint()),
+        fingerprint: a.fingerprint(),
     })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::labels::Labels;
     use crate::notify::dispatch::RouteTarget;
+    use std::collections::BTreeMap;
 
     /// Every alert to `ops`, one group per alertname, no waiting.
     struct Immediate;
     impl Routes for Immediate {
-        fn routes(&self, labels: &BTreeMap<String, String>, _now: i64) -> Vec<RouteTarget> {
-            let name = labels.get("alertname").cloned().unwrap_or_default();
+        fn routes(&self, labels: &Labels, _now: i64) -> Vec<RouteTarget> {
+            let name = labels.get("alertname").unwrap_or_default();
             vec![RouteTarget {
                 receiver: "ops".into(),
                 group_key: format!("{{}}:{{alertname=\"{name}\"}}"),
-                group_labels: BTreeMap::from([("alertname".to_string(), name)]),
+                group_labels: Labels::from_pairs([("alertname", name)]),
                 group_interval_ms: 60_000,
                 repeat_interval_ms: 3_600_000,
                 send_resolved: true,
@@ -397,15 +397,9 @@ mod tests {
     /// `Down` inhibits `Slow` (no label has to be equal).
     struct DownInhibitsSlow;
     impl Inhibits for DownInhibitsSlow {
-        fn inhibited(
-            &self,
-            target: &BTreeMap<String, String>,
-            sources: &[BTreeMap<String, String>],
-        ) -> bool {
-            target.get("alertname").is_some_and(|n| n == "Slow")
-                && sources
-                    .iter()
-                    .any(|s| s.get("alertname").is_some_and(|n| n == "Down"))
+        fn inhibited(&self, target: &Labels, sources: &[Labels]) -> bool {
+            target.get("alertname") == Some("Slow")
+                && sources.iter().any(|s| s.get("alertname") == Some("Down"))
         }
     }
 
@@ -428,13 +422,16 @@ mod tests {
 
     fn names(out: &[Outgoing]) -> Vec<String> {
         out.iter()
-            .map(|o| o.notification.group_labels["alertname"].clone())
+            .map(|o| {
+                let labels = &o.notification.group_labels;
+                labels.get("alertname").unwrap_or_default().to_string()
+            })
             .collect()
     }
 
     #[test]
     fn stages_filter_silenced_and_inhibited_alerts_then_log_what_they_send() {
-        let silenced = |l: &BTreeMap<String, String>, _: i64| l["alertname"] == "Muted";
+        let silenced = |l: &Labels, _: i64| l.get("alertname") == Some("Muted");
         let stages = Stages {
             routes: &Immediate,
             inhibitor: &DownInhibitsSlow,
@@ -462,7 +459,7 @@ mod tests {
         let stages = Stages {
             routes: &Immediate,
             inhibitor: &NoInhibition,
-            silenced: &|_: &BTreeMap<String, String>, _: i64| false,
+            silenced: &|_: &Labels, _: i64| false,
             external_url: "",
         };
         let mut state = PipelineState::default();

@@ -4,7 +4,7 @@
 //! and `tocsin replay`; the daemon runs the same [`Stages::tick`] through its
 //! [`Notifier`](super::pipeline::Notifier) with the log in the store.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 
 use super::dispatch::Outgoing;
 use super::email::{self, RenderedEmail};
@@ -207,7 +207,7 @@ impl Tick for Recorder<'_> {
         all_evaluated: bool,
     ) -> Ticked {
         let silences = &self.silences;
-        let silenced = |labels: &BTreeMap<String, String>, now: i64| {
+        let silenced = |labels: &crate::labels::Labels, now: i64| {
             silences.iter().any(|s| s.silences(labels, now))
         };
         let stages = Stages {

@@ -468,9 +468,19 @@ impl Batch {
         if !self.breaker.allows(now) {
             return Some(Held::BreakerOpen);
         }
-        let Some(n) = Notification::from_json(&row.payload) else {
-            let e = DeliveryError::Permanent("unreadable outbox payload".into());
-            return self.finish(row, Err(e), None, report).await;
+        let n = match Notification::from_json(&row.payload) {
+            Ok(n) => n,
+            Err(e) => {
+                tracing::warn!(
+                    integration = row.receiver,
+                    group = row.group_key,
+                    idempotency_key = row.idempotency_key,
+                    error = %e,
+                    "unreadable outbox payload"
+                );
+                let e = DeliveryError::Permanent(format!("unreadable outbox payload: {e}"));
+                return self.finish(row, Err(e), None, report).await;
+            }
         };
         let result = if n.alerts.is_empty() {
             // logged only (all resolved for a receiver without send_resolved)

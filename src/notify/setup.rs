@@ -5,7 +5,7 @@
 //! dispatcher's [`Routes`], with time muting and digest receivers), the receivers' integration
 //! names, and the integrations themselves ([`NotifyPlan::integrations`], which reads secrets).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use serde_saphyr::Location;
@@ -13,10 +13,11 @@ use serde_saphyr::Location;
 use super::dispatch::{Digest, RouteTarget, Routes};
 use super::email::{EmailConfig, TlsMode};
 use super::receivers::{self, DEFAULT_TIMEOUT, ReceiverConfig, ReceiverError, ReceiverErrorKind};
-use super::route::{LabelMap, RouteError, RouteErrorKind, Router, Routing, TimeIntervals};
+use super::route::{RouteError, RouteErrorKind, Router, Routing, TimeIntervals};
 use super::sender::{DeliverFn, Integration};
 use super::webhook::WebhookConfig;
 use crate::config::Config;
+use crate::labels::Labels;
 
 /// The notification sections, validated.
 #[derive(Debug, Clone)]
@@ -322,13 +323,13 @@ impl TreeRoutes {
     }
 
     /// The receivers an alert reaches (`tocsin route-test`), once per matching route.
-    pub fn route_test(&self, labels: &LabelMap) -> Vec<String> {
+    pub fn route_test(&self, labels: &Labels) -> Vec<String> {
         self.router.route_test(labels)
     }
 }
 
 impl Routes for TreeRoutes {
-    fn routes(&self, labels: &BTreeMap<String, String>, now: i64) -> Vec<RouteTarget> {
+    fn routes(&self, labels: &Labels, now: i64) -> Vec<RouteTarget> {
         let mut out: Vec<RouteTarget> = Vec::new();
         for m in self.router.matches(labels) {
             let opts = self.receivers.get(&m.receiver).copied().unwrap_or_default();
@@ -350,7 +351,7 @@ impl Routes for TreeRoutes {
                 RouteTarget {
                     group_key: format!("{{digest}}:{}", m.receiver),
                     receiver: m.receiver,
-                    group_labels: BTreeMap::new(),
+                    group_labels: Labels::default(),
                     group_wait_ms: 0,
                     group_interval_ms: self.digest_interval_ms,
                     repeat_interval_ms: m.repeat_interval,
@@ -375,11 +376,8 @@ impl Routes for TreeRoutes {
 mod tests {
     use super::*;
 
-    fn labels(pairs: &[(&str, &str)]) -> LabelMap {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
+    fn labels(pairs: &[(&str, &str)]) -> Labels {
+        Labels::from_pairs(pairs.iter().copied())
     }
 
     /// The sections as `config` reads them (raw, not yet validated).

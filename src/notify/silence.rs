@@ -2,11 +2,9 @@
 //! A firing alert matched by an active silence is not notified (the silence stage runs before
 //! routing, so a silence created while a group waits suppresses it).
 
-use std::collections::BTreeMap;
-
 use serde::{Deserialize, Serialize};
 
-use crate::labels::{MatchOp, Matcher, MatcherError, MatcherParseError};
+use crate::labels::{Labels, MatchOp, Matcher, MatcherError, MatcherParseError};
 
 /// One matcher as the API and CLI write it: `name="value"`, `name!=value`, `name=~"re"`, `name!~re`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -106,17 +104,74 @@ impl Silence {
 
     /// Whether the silence is active at `now` and matches `labels`. Compiles the matchers on
     /// every call: what checks many alerts keeps a [`CompiledSilence`].
-    pub fn silences(&self, labels: &BTreeMap<String, String>, now: i64) -> bool {
+    pub fn silences(&self, labels: &Labels, now: i64) -> bool {
         CompiledSilence::new(self.clone()).silences(labels, now)
     }
 
+    /// The persisted form (JSON, [`SilenceRow`]), read back by [`Silence::from_json`].
     pub fn to_json(&self) -> String {
-        serde_json::to_string(self).expect("silences serialize")
+        let row = SilenceRow {
+            v: crate::persist::current_version(),
+            id: self.id.clone(),
+            matchers: self.matchers.clone(),
+            starts_at: self.starts_at,
+            ends_at: self.ends_at,
+            created_by: self.created_by.clone(),
+            comment: self.comment.clone(),
+        };
+        serde_json::to_string(&row).expect("silence rows serialize")
     }
 
-    pub fn from_json(text: &str) -> Option<Silence> {
-        serde_json::from_str(text).ok()
+    /// Reads a persisted silence (any version this build knows, and rows without one).
+    pub fn from_json(text: &str) -> Result<Silence, crate::persist::PersistError> {
+        let r: SilenceRow = crate::persist::read_row(text)?;
+        Ok(Silence {
+            id: r.id,
+            matchers: r.matchers,
+            starts_at: r.starts_at,
+            ends_at: r.ends_at,
+            created_by: r.created_by,
+            comment: r.comment,
+        })
     }
+}
+
+/// The persisted form of a [`Silence`] (`silences` table), version 1: the API's shape plus `v`.
+/// Rows written before versions existed have the same layout without `v`.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct SilenceRow {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub v: Option<u32>,
+    pub id: String,
+    pub matchers: Vec<MatcherSpec>,
+    #[serde(rename = "startsAt")]
+    pub starts_at: i64,
+    #[serde(rename = "endsAt")]
+    pub ends_at: i64,
+    #[serde(rename = "createdBy")]
+    pub created_by: String,
+    pub comment: String,
+}
+
+impl crate::persist::Row for SilenceRow {
+    const KIND: crate::persist::RowKind = crate::persist::RowKind::Silence;
+    fn version(&self) -> Option<u32> {
+        self.v
+    }
+}
+
+/// Reads stored silences, leaving out (and logging why) any that cannot be read.
+pub fn read_stored(rows: &[String]) -> Vec<Silence> {
+    rows.iter()
+        .filter_map(|text| match Silence::from_json(text) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                // the id is inside the row: the error's position is what locates it
+                tracing::warn!(error = %e, "unreadable stored silence skipped");
+                None
+            }
+        })
+        .collect()
 }
 
 /// A silence with its matchers compiled once, so checking alerts against it compiles nothing.
@@ -134,12 +189,12 @@ impl CompiledSilence {
     }
 
     /// Whether the silence is active at `now` and matches `labels`.
-    pub fn silences(&self, labels: &BTreeMap<String, String>, now: i64) -> bool {
+    pub fn silences(&self, labels: &Labels, now: i64) -> bool {
         self.silence.state(now) == "active"
-            && self.matchers.as_ref().is_some_and(|ms| {
-                ms.iter()
-                    .all(|m| m.matches(labels.get(&m.name).map(String::as_str).unwrap_or("")))
-            })
+            && self
+                .matchers
+                .as_ref()
+                .is_some_and(|ms| ms.iter().all(|m| m.matches_labels(labels)))
     }
 }
 
@@ -158,10 +213,8 @@ impl Silences {
         store: std::sync::Arc<crate::store::Store>,
         now: i64,
     ) -> Result<Self, crate::store::StoreError> {
-        let list = store
-            .silences(now - EXPIRED_RETENTION_MS)?
-            .iter()
-            .filter_map(|j| Silence::from_json(j))
+        let list = read_stored(&store.silences(now - EXPIRED_RETENTION_MS)?)
+            .into_iter()
             .map(CompiledSilence::new)
             .collect();
         Ok(Silences {
@@ -178,7 +231,12 @@ impl Silences {
             s.id = format!(
                 "{:016x}",
                 xxhash_rust::xxh3::xxh3_64(
-                    format!("{}/{now}/{}", s.to_json(), self.all().len()).as_bytes()
+                    format!(
+                        "{}/{now}/{}",
+                        serde_json::to_string(&s).expect("silences serialize"),
+                        self.all().len()
+                    )
+                    .as_bytes()
                 )
             );
         }
@@ -222,7 +280,7 @@ impl Silences {
     }
 
     /// Whether an active silence matches `labels` at `now`.
-    pub fn silenced(&self, labels: &BTreeMap<String, String>, now: i64) -> bool {
+    pub fn silenced(&self, labels: &Labels, now: i64) -> bool {
         self.list
             .read()
             .expect("silences lock")
@@ -235,11 +293,8 @@ impl Silences {
 mod tests {
     use super::*;
 
-    fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
+    fn labels(pairs: &[(&str, &str)]) -> Labels {
+        Labels::from_pairs(pairs.iter().copied())
     }
 
     #[test]
@@ -264,7 +319,7 @@ mod tests {
             !s.silences(&labels(&[("alertname", "Down"), ("instance", "xa")]), 150),
             "anchored"
         );
-        assert_eq!(Silence::from_json(&s.to_json()), Some(s));
+        assert_eq!(Silence::from_json(&s.to_json()).unwrap(), s);
     }
 
     #[test]
@@ -283,5 +338,38 @@ mod tests {
         s.matchers = vec![MatcherSpec::parse("a=b").unwrap()];
         s.ends_at = 0;
         assert!(s.validate().unwrap_err().contains("endsAt"));
+    }
+
+    #[test]
+    fn silence_written_before_versions_reads_back() {
+        // as `serde_json::to_string(&Silence)` wrote it before typed rows (no `v`)
+        let old = r#"{"id":"5eed","matchers":[{"name":"alertname","value":"Down","isRegex":false,"isEqual":true},{"name":"instance","value":"a.*","isRegex":true,"isEqual":false}],"startsAt":100,"endsAt":200,"createdBy":"me","comment":"maintenance"}"#;
+        let s = Silence::from_json(old).unwrap();
+        assert_eq!((s.id.as_str(), s.starts_at, s.ends_at), ("5eed", 100, 200));
+        assert_eq!(s.matchers[1].compile().unwrap().op, MatchOp::NotRegex);
+        assert!(s.to_json().starts_with(r#"{"v":1,"id":"5eed","#));
+        assert_eq!(Silence::from_json(&s.to_json()).unwrap(), s);
+    }
+
+    #[test]
+    fn a_damaged_silence_names_the_field_and_is_skipped_when_loading() {
+        let damaged =
+            r#"{"id":"1","matchers":[],"startsAt":"soon","endsAt":2,"createdBy":"","comment":""}"#;
+        let e = Silence::from_json(damaged).unwrap_err().to_string();
+        assert!(
+            e.starts_with("silence: invalid type: string \"soon\""),
+            "{e}"
+        );
+        assert!(e.contains("line 1 column"), "{e}");
+        let good = Silence {
+            id: "2".into(),
+            matchers: vec![MatcherSpec::parse("a=b").unwrap()],
+            starts_at: 0,
+            ends_at: 1,
+            created_by: "me".into(),
+            comment: String::new(),
+        };
+        let read = read_stored(&[damaged.to_string(), good.to_json()]);
+        assert_eq!(read, vec![good]);
     }
 }

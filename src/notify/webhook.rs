@@ -12,6 +12,7 @@ use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
 use super::{AlertSnapshot, AlertState, DeliveryError, Notification};
+use crate::labels::{AsMap, Labels, format_fingerprint};
 use crate::timefmt::format_rfc3339;
 
 /// The header carrying `sha256=<hex HMAC-SHA256 of the body>` when a secret is set.
@@ -71,12 +72,12 @@ pub fn payload(n: &Notification, cfg: &WebhookConfig) -> Option<serde_json::Valu
         .map(|a| {
             serde_json::json!({
                 "status": a.status.as_str(),
-                "labels": a.labels,
+                "labels": AsMap(&a.labels),
                 "annotations": a.annotations,
                 "startsAt": format_rfc3339(a.starts_at),
                 "endsAt": ends_at(a),
                 "generatorURL": a.generator_url,
-                "fingerprint": a.fingerprint,
+                "fingerprint": format_fingerprint(a.fingerprint),
             })
         })
         .collect();
@@ -86,8 +87,8 @@ pub fn payload(n: &Notification, cfg: &WebhookConfig) -> Option<serde_json::Valu
         "truncatedAlerts": truncated,
         "status": status.as_str(),
         "receiver": n.receiver,
-        "groupLabels": n.group_labels,
-        "commonLabels": common(alerts.iter().map(|a| &a.labels)),
+        "groupLabels": AsMap(&n.group_labels),
+        "commonLabels": AsMap(&common_labels(alerts.iter().map(|a| &a.labels))),
         "commonAnnotations": common(alerts.iter().map(|a| &a.annotations)),
         "externalURL": n.external_url,
         "alerts": json_alerts,
@@ -204,7 +205,16 @@ fn ends_at(a: &AlertSnapshot) -> String {
     }
 }
 
-/// The pairs every map holds with the same value (Alertmanager's `commonLabels`).
+/// The pairs every label set holds with the same value (Alertmanager's `commonLabels`).
+fn common_labels<'a>(mut sets: impl Iterator<Item = &'a Labels>) -> Labels {
+    let Some(first) = sets.next() else {
+        return Labels::default();
+    };
+    let rest: Vec<&Labels> = sets.collect();
+    first.filter(|k| rest.iter().all(|l| l.get(k) == first.get(k)))
+}
+
+/// The pairs every map holds with the same value (Alertmanager's `commonAnnotations`).
 fn common<'a>(
     mut maps: impl Iterator<Item = &'a BTreeMap<String, String>>,
 ) -> BTreeMap<String, String> {
@@ -225,10 +235,10 @@ mod tests {
 
     fn alert(name: &str, instance: &str, status: AlertState) -> AlertSnapshot {
         AlertSnapshot {
-            labels: BTreeMap::from([
-                ("alertname".into(), name.into()),
-                ("instance".into(), instance.into()),
-                ("job".into(), "scaisend".into()),
+            labels: Labels::from_pairs([
+                ("alertname", name),
+                ("instance", instance),
+                ("job", "scaisend"),
             ]),
             annotations: BTreeMap::from([
                 ("summary".into(), format!("{instance} is slow")),
@@ -238,7 +248,8 @@ mod tests {
             starts_at: 1_700_000_000_000,
             ends_at: (status == AlertState::Resolved).then_some(1_700_000_060_500),
             generator_url: "http://tocsin/rules".into(),
-            fingerprint: format!("fp-{instance}"),
+            // instances are hex digits here: `a` has fingerprint 0xa
+            fingerprint: u64::from_str_radix(instance, 16).unwrap(),
         }
     }
 
@@ -246,7 +257,7 @@ mod tests {
         Notification {
             receiver: "ops".into(),
             group_key: "{}:{alertname=\"Q\"}".into(),
-            group_labels: BTreeMap::from([("alertname".into(), "Q".into())]),
+            group_labels: Labels::from_pairs([("alertname", "Q")]),
             alerts,
             external_url: "http://tocsin:9300".into(),
             idempotency_key: "k1".into(),
@@ -291,7 +302,7 @@ mod tests {
                     "startsAt": "2023-11-14T22:13:20Z",
                     "endsAt": "0001-01-01T00:00:00Z",
                     "generatorURL": "http://tocsin/rules",
-                    "fingerprint": "fp-a",
+                    "fingerprint": "000000000000000a",
                 },
                 {
                     "status": "resolved",
@@ -300,7 +311,7 @@ mod tests {
                     "startsAt": "2023-11-14T22:13:20Z",
                     "endsAt": "2023-11-14T22:14:20.500Z",
                     "generatorURL": "http://tocsin/rules",
-                    "fingerprint": "fp-b",
+                    "fingerprint": "000000000000000b",
                 },
             ],
         });
@@ -343,7 +354,7 @@ mod tests {
             .iter()
             .map(|a| a["fingerprint"].clone())
             .collect();
-        assert_eq!(fingerprints, vec!["fp-a"]);
+        assert_eq!(fingerprints, vec!["000000000000000a"]);
         assert_eq!(p["commonLabels"]["instance"], "a");
         // nothing left: nothing to send
         let all_resolved = notification(vec![alert("Q", "b", AlertState::Resolved)]);

@@ -243,11 +243,16 @@ impl RuleManager {
         let mut n = 0;
         for (key, fp, json) in self.store.rule_states()? {
             match Alert::from_json(&json) {
-                Some(a) => {
+                Ok(a) => {
                     restored.entry(key).or_default().alerts.insert(fp, a);
                     n += 1;
                 }
-                None => tracing::warn!(rule = key, "unreadable persisted alert state skipped"),
+                Err(e) => tracing::warn!(
+                    rule = key,
+                    fingerprint = crate::labels::format_fingerprint(fp),
+                    error = %e,
+                    "unreadable persisted alert state skipped"
+                ),
             }
         }
         *self.restored.lock().expect("restored lock") = restored;

@@ -407,14 +407,8 @@ pub fn replay(r: &Replay<'_>, progress: &mut dyn FnMut(u64, u64)) -> Timeline {
                         .alerts
                         .iter()
                         .map(|a| {
-                            let labels = Labels::from_pairs(
-                                a.labels
-                                    .iter()
-                                    .filter(|(k, _)| *k != "alertname")
-                                    .map(|(k, v)| (k.clone(), v.clone())),
-                            );
-                            let name = a.labels.get("alertname").cloned().unwrap_or_default();
-                            (name, labels, a.status)
+                            let name = a.labels.get("alertname").unwrap_or_default();
+                            (name.to_string(), without_alertname(&a.labels), a.status)
                         })
                         .collect(),
                 });

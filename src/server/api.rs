@@ -352,7 +352,7 @@ fn rule_json(rule: &Rule, alerts: &[Alert], history: &RuleHistory) -> Json_ {
                     .iter()
                     .map(|t| json!({
                         "t": format_rfc3339(t.t),
-                        "fingerprint": format!("{:016x}", t.fingerprint),
+                        "fingerprint": crate::labels::format_fingerprint(t.fingerprint),
                         "labels": t.labels,
                         "from": t.from,
                         "to": t.to,
@@ -619,7 +619,17 @@ pub(super) async fn notifications(State(s): State<AppState>, RawQuery(q): RawQue
     let data: Vec<Json_> = rows
         .into_iter()
         .map(|r| {
-            let n = crate::notify::Notification::from_json(&r.payload);
+            let n = crate::notify::Notification::from_json(&r.payload)
+                .inspect_err(|e| {
+                    tracing::warn!(
+                        integration = r.integration,
+                        group = r.group_key,
+                        idempotency_key = r.idempotency_key,
+                        error = %e,
+                        "unreadable notification history payload"
+                    )
+                })
+                .ok();
             let subject = n
                 .as_ref()
                 .map(|n| crate::notify::email::render(n).subject)
@@ -636,7 +646,7 @@ pub(super) async fn notifications(State(s): State<AppState>, RawQuery(q): RawQue
                 "reason": n.as_ref().map(|n| n.change.as_str()),
                 "alerts": n.as_ref().map(|n| n.alerts.iter().map(|a| json!({
                     "status": a.status.as_str(),
-                    "labels": a.labels,
+                    "labels": labels_map(&a.labels),
                     "annotations": a.annotations,
                 })).collect::<Vec<_>>()).unwrap_or_default(),
             })

@@ -13,6 +13,7 @@ use hmac::{Hmac, Mac};
 use sha2::Sha256;
 use tokio::net::TcpListener;
 
+use tocsin::labels::Labels;
 use tocsin::notify::email::{self, EmailConfig, TlsMode};
 
 use crate::common::{Answer, Script, WebhookSink, free_addr, smtp_server};
@@ -21,10 +22,10 @@ use tocsin::notify::{AlertSnapshot, AlertState, Change, DeliveryError, Notificat
 
 fn alert(instance: &str, status: AlertState) -> AlertSnapshot {
     AlertSnapshot {
-        labels: BTreeMap::from([
-            ("alertname".into(), "ScaiSendQueueGrowing".into()),
-            ("instance".into(), instance.into()),
-            ("job".into(), "scaisend".into()),
+        labels: Labels::from_pairs([
+            ("alertname", "ScaiSendQueueGrowing"),
+            ("instance", instance),
+            ("job", "scaisend"),
         ]),
         annotations: BTreeMap::from([
             ("summary".into(), format!("queue on {instance} grows")),
@@ -37,7 +38,8 @@ fn alert(instance: &str, status: AlertState) -> AlertSnapshot {
         starts_at: 1_700_000_000_000,
         ends_at: (status == AlertState::Resolved).then_some(1_700_000_300_250),
         generator_url: "http://tocsin:9300/rules".into(),
-        fingerprint: format!("fp-{instance}"),
+        // instances are hex digits here: `a` has fingerprint 0xa
+        fingerprint: u64::from_str_radix(instance, 16).unwrap(),
     }
 }
 
@@ -45,15 +47,15 @@ fn notification(alerts: Vec<AlertSnapshot>) -> Notification {
     Notification {
         receiver: "ops".into(),
         group_key: "{}:{alertname=\"ScaiSendQueueGrowing\", job=\"scaisend\"}".into(),
-        group_labels: BTreeMap::from([
-            ("alertname".into(), "ScaiSendQueueGrowing".into()),
-            ("job".into(), "scaisend".into()),
+        group_labels: Labels::from_pairs([
+            ("alertname", "ScaiSendQueueGrowing"),
+            ("job", "scaisend"),
         ]),
         alerts,
         external_url: "http://tocsin:9300".into(),
         idempotency_key: "5eed5eed5eed5eed".into(),
         change: Change::NewAlerts,
-        changed: ["fp-a".to_string(), "fp-c".to_string()].into(),
+        changed: [0xa, 0xc].into(),
     }
 }
 
@@ -148,7 +150,7 @@ async fn webhook_posts_alertmanager_payload_signed_with_idempotency_key() {
     assert_eq!(alerts[0]["status"], "firing");
     assert_eq!(alerts[0]["startsAt"], "2023-11-14T22:13:20Z");
     assert_eq!(alerts[0]["endsAt"], "0001-01-01T00:00:00Z");
-    assert_eq!(alerts[0]["fingerprint"], "fp-a");
+    assert_eq!(alerts[0]["fingerprint"], "000000000000000a");
     assert_eq!(alerts[0]["generatorURL"], "http://tocsin:9300/rules");
     assert_eq!(alerts[2]["status"], "resolved");
     assert_eq!(alerts[2]["endsAt"], "2023-11-14T22:18:20.250Z");

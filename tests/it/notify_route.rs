@@ -2,18 +2,14 @@
 //! each test starts from YAML (the routing sections alone, or a whole configuration file) and
 //! asserts what an alert's labels lead to.
 
-use std::collections::BTreeMap;
-
+use tocsin::labels::Labels;
 use tocsin::notify::route::{
     GroupBy, Inhibitor, RouteErrorKind, RouteMatch, Router, Routing, RoutingConfig, TimeIntervals,
 };
 use tocsin::timefmt::parse_time;
 
-fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-    pairs
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect()
+fn labels(pairs: &[(&str, &str)]) -> Labels {
+    Labels::from_pairs(pairs.iter().copied())
 }
 
 fn routing(yaml: &str) -> Routing {

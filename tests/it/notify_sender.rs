@@ -21,13 +21,13 @@ fn notification(key: &str) -> Notification {
         group_key: format!("{{}}:{{alertname=\"{key}\"}}"),
         group_labels: Default::default(),
         alerts: vec![tocsin::notify::AlertSnapshot {
-            labels: [("alertname".to_string(), key.to_string())].into(),
+            labels: tocsin::labels::Labels::from_pairs([("alertname", key)]),
             annotations: Default::default(),
             status: tocsin::notify::AlertState::Firing,
             starts_at: 0,
             ends_at: None,
             generator_url: String::new(),
-            fingerprint: key.into(),
+            fingerprint: tocsin::labels::Labels::from_pairs([("alertname", key)]).fingerprint(),
         }],
         external_url: String::new(),
         idempotency_key: format!("idem-{key}"),
@@ -186,14 +186,14 @@ struct OneRoute;
 impl tocsin::notify::dispatch::Routes for OneRoute {
     fn routes(
         &self,
-        labels: &std::collections::BTreeMap<String, String>,
+        labels: &tocsin::labels::Labels,
         _now: i64,
     ) -> Vec<tocsin::notify::dispatch::RouteTarget> {
-        let name = labels.get("alertname").cloned().unwrap_or_default();
+        let name = labels.get("alertname").unwrap_or_default();
         vec![tocsin::notify::dispatch::RouteTarget {
             receiver: "ops".into(),
             group_key: format!("{{}}:{{alertname={name:?}}}"),
-            group_labels: [("alertname".to_string(), name)].into(),
+            group_labels: tocsin::labels::Labels::from_pairs([("alertname", name)]),
             group_wait_ms: 30_000,
             group_interval_ms: 300_000,
             repeat_interval_ms: 4 * 3_600_000,
@@ -342,7 +342,7 @@ async fn shadow_notifications_are_recorded_and_never_queued() {
     assert_eq!(shadow[0].integration, "ops/webhook");
     assert!(shadow[0].group_key.contains("Shadow"), "{shadow:?}");
     let payload = Notification::from_json(&shadow[0].payload).unwrap();
-    assert_eq!(payload.alerts[0].labels["alertname"], "Shadow");
+    assert_eq!(payload.alerts[0].labels.get("alertname"), Some("Shadow"));
 
     // --dry-run: everything is shadow, nothing is queued
     let dir = tempfile::tempdir().unwrap();

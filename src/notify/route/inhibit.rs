@@ -7,9 +7,9 @@ use serde::{Deserialize, Serialize};
 use serde_saphyr::Spanned;
 
 use super::{
-    LabelMap, RouteError, RouteErrorKind, RouteErrors, label, lenient_spanned_map, matches_all,
-    values,
+    RouteError, RouteErrorKind, RouteErrors, label, lenient_spanned_map, matches_all, values,
 };
+use crate::labels::Labels;
 use crate::labels::{self, MatchOp, Matcher};
 
 /// One inhibition rule, as written: while an alert matching the source matchers fires, alerts
@@ -111,7 +111,7 @@ impl Inhibitor {
     /// values of the `equal` labels (absent on both counts as equal). As in Alertmanager, when
     /// the target also matches the source matchers, only sources that do not match the target
     /// matchers count, so an alert never inhibits itself (nor its peers of the same kind).
-    pub fn inhibited(&self, target: &LabelMap, firing_sources: &[LabelMap]) -> bool {
+    pub fn inhibited(&self, target: &Labels, firing_sources: &[Labels]) -> bool {
         self.rules.iter().any(|rule| {
             if !matches_all(&rule.target, target) {
                 return false;
@@ -140,7 +140,7 @@ impl Inhibitor {
 }
 
 impl crate::notify::pipeline::Inhibits for Inhibitor {
-    fn inhibited(&self, target: &LabelMap, sources: &[LabelMap]) -> bool {
+    fn inhibited(&self, target: &Labels, sources: &[Labels]) -> bool {
         Inhibitor::inhibited(self, target, sources)
     }
 

@@ -31,16 +31,13 @@ use serde::{Deserialize, Deserializer};
 use serde_saphyr::{Location, Spanned};
 
 use crate::duration::DurationError;
-use crate::labels::{Matcher, MatcherError, MatcherParseError};
+use crate::labels::{Labels, Matcher, MatcherError, MatcherParseError};
 
 pub use inhibit::{InhibitRuleConfig, Inhibitor};
 pub use time_intervals::{
     TimeInterval, TimeIntervalConfig, TimeIntervalSpec, TimeIntervals, TimeOfDayConfig,
 };
 pub use tree::{GroupBy, RouteConfig, RouteMatch, Router};
-
-/// An alert's labels, as the notification stages pass them.
-pub type LabelMap = BTreeMap<String, String>;
 
 /// Alertmanager's default `group_wait`: how long a new group waits for more alerts (30s).
 pub const DEFAULT_GROUP_WAIT_MS: i64 = 30_000;
@@ -280,13 +277,13 @@ impl Routing {
     }
 }
 
-pub(super) fn matches_all(matchers: &[Matcher], labels: &LabelMap) -> bool {
-    matchers.iter().all(|m| m.matches(label(labels, &m.name)))
+pub(super) fn matches_all(matchers: &[Matcher], labels: &Labels) -> bool {
+    matchers.iter().all(|m| m.matches_labels(labels))
 }
 
 /// A label's value; an absent label reads as the empty string, as in Alertmanager.
-pub(super) fn label<'a>(labels: &'a LabelMap, name: &str) -> &'a str {
-    labels.get(name).map_or("", String::as_str)
+pub(super) fn label<'a>(labels: &'a Labels, name: &str) -> &'a str {
+    labels.get(name).unwrap_or("")
 }
 
 // ---------------------------------------------------------------------------------------------

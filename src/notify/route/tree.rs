@@ -10,12 +10,12 @@ use serde::{Deserialize, Serialize};
 use serde_saphyr::{Location, Spanned};
 
 use super::{
-    DEFAULT_GROUP_INTERVAL_MS, DEFAULT_GROUP_WAIT_MS, DEFAULT_REPEAT_INTERVAL_MS, LabelMap,
-    RouteError, RouteErrorKind, RouteErrors, TimeIntervals, lenient_opt_spanned,
-    lenient_spanned_map, matches_all, values,
+    DEFAULT_GROUP_INTERVAL_MS, DEFAULT_GROUP_WAIT_MS, DEFAULT_REPEAT_INTERVAL_MS, RouteError,
+    RouteErrorKind, RouteErrors, TimeIntervals, lenient_opt_spanned, lenient_spanned_map,
+    matches_all, values,
 };
 use crate::duration::PromDuration;
-use crate::labels::{self, MatchOp, Matcher};
+use crate::labels::{self, Labels, MatchOp, Matcher};
 
 /// One node of the routing tree, as written. Options that are not set are inherited from the
 /// parent node (the root inherits Alertmanager's defaults).
@@ -250,7 +250,7 @@ impl Router {
     /// The routes an alert with `labels` takes, in order: Alertmanager's depth-first,
     /// left-to-right search, where a matching child stops its later siblings unless it has
     /// `continue`, and a route none of whose children match answers itself.
-    pub fn matches(&self, labels: &LabelMap) -> Vec<RouteMatch> {
+    pub fn matches(&self, labels: &Labels) -> Vec<RouteMatch> {
         let mut out = Vec::new();
         self.root.collect(labels, &mut out);
         out
@@ -259,22 +259,10 @@ impl Router {
     /// Alertmanager's group key for an alert taking route `m`, `{route id}:{group labels}`
     /// (e.g. `{}/{severity="page"}:{alertname="Down", service="api"}`), and the group labels:
     /// the alert's values of the route's `group_by` labels (every label for `...`).
-    pub fn group_key(&self, m: &RouteMatch, labels: &LabelMap) -> (String, LabelMap) {
-        let group_labels: LabelMap = match &m.group_by {
-            GroupBy::All => labels
-                .iter()
-                .filter(|(_, v)| !v.is_empty())
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect(),
-            GroupBy::Labels(names) => names
-                .iter()
-                .filter_map(|n| {
-                    labels
-                        .get(n)
-                        .filter(|v| !v.is_empty())
-                        .map(|v| (n.clone(), v.clone()))
-                })
-                .collect(),
+    pub fn group_key(&self, m: &RouteMatch, labels: &Labels) -> (String, Labels) {
+        let group_labels = match &m.group_by {
+            GroupBy::All => labels.clone(),
+            GroupBy::Labels(names) => labels.filter(|k| names.iter().any(|n| n == k)),
         };
         let mut key = m.route_id.clone();
         key.push(':');
@@ -284,7 +272,7 @@ impl Router {
 
     /// The receivers an alert with `labels` reaches, in routing order, once per matching route
     /// (as `amtool config routes test` prints them).
-    pub fn route_test(&self, labels: &LabelMap) -> Vec<String> {
+    pub fn route_test(&self, labels: &Labels) -> Vec<String> {
         self.matches(labels)
             .into_iter()
             .map(|m| m.receiver)
@@ -534,7 +522,7 @@ fn assign_route_ids(root: &mut RouteNode) {
 
 impl RouteNode {
     /// Appends this subtree's matches; false when this node's own matchers do not match.
-    fn collect(&self, labels: &LabelMap, out: &mut Vec<RouteMatch>) -> bool {
+    fn collect(&self, labels: &Labels, out: &mut Vec<RouteMatch>) -> bool {
         if !matches_all(&self.matchers, labels) {
             return false;
         }
@@ -594,7 +582,7 @@ fn write_matchers(out: &mut String, matchers: &[Matcher]) {
 }
 
 /// `{a="1", b="2"}`, as Alertmanager prints label sets in group keys.
-fn write_label_set(out: &mut String, labels: &LabelMap) {
+fn write_label_set(out: &mut String, labels: &Labels) {
     out.push('{');
     for (i, (k, v)) in labels.iter().enumerate() {
         if i > 0 {
@@ -642,11 +630,8 @@ impl fmt::Display for GroupBy {
 mod tests {
     use super::*;
 
-    fn labels(pairs: &[(&str, &str)]) -> LabelMap {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
+    fn labels(pairs: &[(&str, &str)]) -> Labels {
+        Labels::from_pairs(pairs.iter().copied())
     }
 
     #[test]
