@@ -1,20 +1,21 @@
-//! tocsin: a standalone alert daemon. The code map with invariants is ARCHITECTURE.md; in short:
+//! tocsin: a standalone alert daemon. The code map with invariants is ARCHITECTURE.md; in short,
+//! one folder per layer, from the edge inwards:
 //!
-//! - [`config`]: `tocsin.yml` parsed (located errors), validated (every error at once), built.
-//! - [`config_reference`]: `tocsin config-reference`, Markdown from the config types' doc comments.
-//! - [`textparse`]: strict zero-copy Prometheus/OpenMetrics text parser.
-//! - [`scrape`]: HTTP fetch of metrics and health endpoints, ingest into the store.
-//! - [`scheduler`]: per-endpoint tasks at stable offsets, store flushes; the only clock reader.
-//! - [`promql`]: the query engine (Prometheus semantics) and its PromQL front end.
-//! - [`rhai_api`]: the Rhai front end: hardened script engine over the same query engine.
-//! - [`store`]: in-memory head of Gorilla chunks over one SQLite file; range and instant reads.
-//! - [`replay`]: the rules over stored history with a manual clock: transitions and notifications.
-//! - [`reload`]: the triggers of a rule reload (debounced file watcher, SIGHUP, API request) feeding one channel.
-//! - [`server`]: axum HTTP surface (health, readiness, status, self-metrics, the JSON API under `/api/v1/` and its OpenAPI document).
+//! - [`daemon`]: `Daemon::start(config, clock, options) -> Running`, the wiring of everything below,
+//!   and the one reload function (rules and notification sections swapped together or not at all).
+//! - [`config`]: `tocsin.yml` raw (located errors) → validated (every error at once) → built; and
+//!   `tocsin config-reference`.
+//! - [`ingest`]: HTTP fetch, the strict text parser, the scrape cache, health probes, the scheduler.
+//! - [`store`]: in-memory head of Gorilla chunks over one SQLite file; the only SQLite code.
+//! - [`promql`]: the query engine (Prometheus semantics), its PromQL and Rhai front ends.
+//! - [`rules`]: rule files (load), templates, the alert tracker, the one evaluation step, and its
+//!   three drivers: the daemon's manager, `tocsin test`, `tocsin replay`.
+//! - [`notify`]: routing, inhibition, silences, grouping, dedup, the outbox sender, webhook, email.
+//! - [`server`]: axum HTTP surface (health, status, self-metrics, `/api/v1/`, its OpenAPI document).
 //! - [`ui`]: the web UI at `/`, a static bundle embedded in the binary, reading the JSON API.
-//! - [`persist`]: the persisted JSON rows' versions, errors and serde forms.
-//! - [`labels`], [`duration`], [`timefmt`], [`clock`], [`selfmetrics`]: shared vocabulary; [`error`]: the one
-//!   error-chain formatter; [`sys`]: the one libc call.
+//! - Shared vocabulary: [`labels`] (label sets, the one matcher grammar), [`persist`] (persisted
+//!   rows' versions and errors), [`error`] (error chains), [`hash`], [`task`] (blocking work with
+//!   panics caught), [`clock`], [`duration`], [`timefmt`], [`selfmetrics`], [`sys`] (the one libc call).
 pub mod clock;
 pub mod config;
 pub mod daemon;

@@ -1,5 +1,5 @@
 //! The routing tree, time intervals and inhibition rules, with Alertmanager's semantics and names:
-//! [`tree`] (routes, grouping, route ids), [`time_intervals`], [`inhibit`]; this module holds what
+//! `tree` (routes, grouping, route ids), `time_intervals`, `inhibit`; this module holds what
 //! they share (the raw `RoutingConfig`, errors, [`Routing`] building all three). Matcher strings
 //! are parsed by [`crate::labels::parse_matchers`], the one matcher grammar.
 //!
