@@ -64,26 +64,6 @@ fn run(cli: Cli) -> Result<Outcome> {
             config,
         } => cli::query::query(&expr, rhai, at.as_deref(), db, config),
         Command::ConfigReference => cli::config_reference(),
-        Command::Replay {
-            db,
-            rules,
-            from,
-            to,
-            step,
-            warmup,
-            config,
-            format,
-            compare,
-        } => cli::replay::replay(cli::replay::ReplayArgs {
-            db,
-            rules,
-            from,
-            to,
-            step,
-            warmup,
-            config,
-            json: format == "json",
-            compare,
-        }),
+        Command::Replay(args) => cli::replay::replay(args),
     }
 }

@@ -120,39 +120,7 @@ pub(crate) enum Command {
     /// is opened read-only: safe beside a running daemon, it sees what the daemon has flushed.
     /// Exit 1 when rules fail to load, the range holds no samples, or --compare finds a
     /// difference; 2 on usage or I/O errors (a missing store).
-    Replay {
-        /// store file (default: the configured storage path)
-        #[arg(long)]
-        db: Option<PathBuf>,
-        /// rule file or directory (default: the configuration's rule_files)
-        #[arg(long)]
-        rules: Option<PathBuf>,
-        /// first evaluation time: unix seconds, RFC 3339, `now` or `-1d` (before now)
-        #[arg(long, allow_hyphen_values = true)]
-        from: String,
-        /// last evaluation time (inclusive), as --from
-        #[arg(long, allow_hyphen_values = true, default_value = "now")]
-        to: String,
-        /// evaluate every group at this step from --from (default: each group's own interval,
-        /// at the offsets the daemon uses)
-        #[arg(long)]
-        step: Option<PromDuration>,
-        /// evaluate this long before --from without reporting it, so alerts already pending or
-        /// firing at --from keep their state (e.g. the longest `for` of the rules)
-        #[arg(long, default_value = "0s")]
-        warmup: PromDuration,
-        /// configuration whose route and receivers, evaluation interval, targets' startup
-        /// grace and storage path to use (default: ./tocsin.yml or built-in; without a route,
-        /// one receiver `default` grouped by alertname, as `tocsin test`)
-        #[arg(long, short)]
-        config: Option<PathBuf>,
-        /// output: text or json (one document)
-        #[arg(long, default_value = "text", value_parser = ["text", "json"])]
-        format: String,
-        /// replay these rules too and print the alerts whose firing differs
-        #[arg(long)]
-        compare: Option<PathBuf>,
-    },
+    Replay(replay::ReplayArgs),
 }
 
 #[derive(Subcommand)]

@@ -11,15 +11,38 @@ use tocsin::duration::PromDuration;
 use tocsin::store::Store;
 
 /// The arguments of `tocsin replay`.
+#[derive(clap::Args)]
 pub(crate) struct ReplayArgs {
+    /// store file (default: the configured storage path)
+    #[arg(long)]
     pub(crate) db: Option<PathBuf>,
+    /// rule file or directory (default: the configuration's rule_files)
+    #[arg(long)]
     pub(crate) rules: Option<PathBuf>,
+    /// first evaluation time: unix seconds, RFC 3339, `now` or `-1d` (before now)
+    #[arg(long, allow_hyphen_values = true)]
     pub(crate) from: String,
+    /// last evaluation time (inclusive), as --from
+    #[arg(long, allow_hyphen_values = true, default_value = "now")]
     pub(crate) to: String,
+    /// evaluate every group at this step from --from (default: each group's own interval,
+    /// at the offsets the daemon uses)
+    #[arg(long)]
     pub(crate) step: Option<PromDuration>,
+    /// evaluate this long before --from without reporting it, so alerts already pending or
+    /// firing at --from keep their state (e.g. the longest `for` of the rules)
+    #[arg(long, default_value = "0s")]
     pub(crate) warmup: PromDuration,
+    /// configuration whose route and receivers, evaluation interval, targets' startup
+    /// grace and storage path to use (default: ./tocsin.yml or built-in; without a route,
+    /// one receiver `default` grouped by alertname, as `tocsin test`)
+    #[arg(long, short)]
     pub(crate) config: Option<PathBuf>,
-    pub(crate) json: bool,
+    /// output: text or json (one document)
+    #[arg(long, default_value = "text", value_parser = ["text", "json"])]
+    pub(crate) format: String,
+    /// replay these rules too and print the alerts whose firing differs
+    #[arg(long)]
     pub(crate) compare: Option<PathBuf>,
 }
 
@@ -153,7 +176,7 @@ pub(crate) fn replay(args: ReplayArgs) -> Result<Outcome> {
 
     let Some(other) = timelines.get(1) else {
         let t = &timelines[0];
-        if args.json {
+        if args.format == "json" {
             println!("{}", t.to_json());
         } else {
             print!("{}", t.render_text());
@@ -169,7 +192,7 @@ pub(crate) fn replay(args: ReplayArgs) -> Result<Outcome> {
             .map(|p| p.display().to_string())
             .unwrap_or_default(),
     );
-    if args.json {
+    if args.format == "json" {
         let doc = serde_json::json!({
             "a": a,
             "b": b,
