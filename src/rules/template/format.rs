@@ -98,15 +98,23 @@ pub(super) fn humanize(mut v: f64) -> String {
             v /= 1000.0;
         }
     } else {
-        for p in ["m", "u", "n", "p", "f", "a", "z", "y"] {
-            if v.abs() >= 1.0 {
-                break;
-            }
-            prefix = p;
-            v *= 1000.0;
-        }
+        (v, prefix) = below_one(v);
     }
     format!("{}{prefix}", go_g(v, 4))
+}
+
+/// `v` (|v| < 1) scaled by thousands until it is at least 1, and the SI prefix that says so
+/// (`m`, `u`, `n`, … as Prometheus's `humanize` and `humanizeDuration` write them).
+fn below_one(mut v: f64) -> (f64, &'static str) {
+    let mut prefix = "";
+    for p in ["m", "u", "n", "p", "f", "a", "z", "y"] {
+        if v.abs() >= 1.0 {
+            break;
+        }
+        prefix = p;
+        v *= 1000.0;
+    }
+    (v, prefix)
 }
 
 pub(super) fn humanize1024(mut v: f64) -> String {
@@ -147,14 +155,7 @@ pub(super) fn humanize_duration(mut v: f64) -> String {
         }
         return format!("{sign}{}s", go_g(v, 4));
     }
-    let mut prefix = "";
-    for p in ["m", "u", "n", "p", "f", "a", "z", "y"] {
-        if v.abs() >= 1.0 {
-            break;
-        }
-        prefix = p;
-        v *= 1000.0;
-    }
+    let (v, prefix) = below_one(v);
     format!("{}{prefix}s", go_g(v, 4))
 }
 
