@@ -15,6 +15,7 @@ mod query;
 mod reload;
 mod replay;
 mod rhai;
+mod robustness;
 mod rules;
 mod scheduler;
 mod scrape;
