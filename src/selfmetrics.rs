@@ -14,7 +14,8 @@ pub struct ScrapeLabels {
     pub target: String,
     /// `metrics` or `health`
     pub kind: &'static str,
-    /// `success` or `failure`
+    /// `success` or `failure`; a health probe succeeds when the endpoint answered healthy
+    /// (`probe_success`)
     pub result: &'static str,
 }
 

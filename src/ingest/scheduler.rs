@@ -36,7 +36,12 @@ pub struct EndpointStatus {
     /// ms since the epoch of the last completed scrape or probe
     pub last_scrape_ms: Option<i64>,
     pub last_duration_seconds: Option<f64>,
+    /// whether the last scrape or probe succeeded (None before the first): for `metrics` the
+    /// scrape's `up` series; for `health` the probe's `probe_success` (answered healthy), not its
+    /// `up` (answered), so a 200 whose body reports a bad status is false here
     pub up: Option<bool>,
+    /// why the last scrape failed, or why the health endpoint is unhealthy (its failing checks,
+    /// JSON status, non-2xx HTTP status) or unreachable; a warning about a healthy body
     pub last_error: Option<String>,
     pub samples: usize,
     /// when tocsin first watched this target (persisted across restarts)
@@ -50,7 +55,8 @@ pub struct EndpointStatus {
     pub labels: Vec<(String, String)>,
 }
 
-/// Shared state the HTTP server reads.
+/// Shared state the HTTP server reads (`/status`, `/api/v1/targets`): each endpoint's last outcome,
+/// where a health endpoint counts as up only when it answered healthy ([`EndpointStatus::up`]).
 #[derive(Default)]
 pub struct StatusBoard {
     pub endpoints: RwLock<BTreeMap<(String, &'static str), EndpointStatus>>,
@@ -327,16 +333,19 @@ impl Scheduler {
             .get_or_create(&ScrapeLabels {
                 target: target.name.clone(),
                 kind: "health",
-                result: if report.up { "success" } else { "failure" },
+                result: if report.success { "success" } else { "failure" },
             })
             .inc();
+        let error = report.error.as_deref().unwrap_or("");
         if !report.up {
-            tracing::warn!(target = %target.name, url = %url, error = report.error.as_deref().unwrap_or(""), "health probe failed");
+            tracing::warn!(target = %target.name, url = %url, error, "health probe failed");
+        } else if !report.success {
+            tracing::warn!(target = %target.name, url = %url, error, "health endpoint unhealthy");
         }
         self.status.update(&target.name, "health", |s| {
             s.last_scrape_ms = Some(t);
             s.last_duration_seconds = Some(seconds);
-            s.up = Some(report.up);
+            s.up = Some(report.success);
             s.samples = 4 + report.checks.len();
             s.last_error = report.error.clone();
             s.checks = report.checks.clone();

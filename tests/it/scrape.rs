@@ -318,8 +318,9 @@ async fn healthy_json_endpoint_writes_up_and_checks() {
     let dir = tempfile::tempdir().unwrap();
     let store = open_store(&dir);
     let report = probe(target.base(), "/health", &store).await;
-    assert!(report.up);
+    assert!(report.up && report.success);
     assert_eq!(health_value(&store, "up", &[]), Some(1.0));
+    assert_eq!(health_value(&store, "probe_success", &[]), Some(1.0));
     assert_eq!(
         health_value(&store, "probe_http_status_code", &[]),
         Some(200.0)
@@ -341,12 +342,14 @@ async fn degraded_json_endpoint_names_the_failing_check() {
     let dir = tempfile::tempdir().unwrap();
     let store = open_store(&dir);
     let report = probe(target.base(), "/health", &store).await;
-    assert!(!report.up);
+    // it answered, unhealthy
+    assert!(report.up && !report.success);
     assert_eq!(
         report.error.as_deref(),
         Some("HTTP status 503; pdns: connection refused")
     );
-    assert_eq!(health_value(&store, "up", &[]), Some(0.0));
+    assert_eq!(health_value(&store, "up", &[]), Some(1.0));
+    assert_eq!(health_value(&store, "probe_success", &[]), Some(0.0));
     assert_eq!(
         health_value(&store, "probe_http_status_code", &[]),
         Some(503.0)
@@ -413,13 +416,13 @@ async fn html_health_body_is_judged_by_status_code() {
 }
 
 #[tokio::test]
-async fn invalid_json_health_body_is_down_with_reason() {
+async fn invalid_json_health_body_is_unhealthy_with_reason() {
     let target = FakeTarget::start().await;
     target.set_health(200, r#"{"status": "ok", "checks": {"#);
     let dir = tempfile::tempdir().unwrap();
     let store = open_store(&dir);
     let report = probe(target.base(), "/health", &store).await;
-    assert!(!report.up);
+    assert!(report.up && !report.success);
     assert!(
         report
             .error
@@ -428,7 +431,9 @@ async fn invalid_json_health_body_is_down_with_reason() {
             .starts_with("invalid JSON body: "),
         "{report:?}"
     );
-    assert_eq!(health_value(&store, "up", &[]), Some(0.0));
+    // the body was read: answered
+    assert_eq!(health_value(&store, "up", &[]), Some(1.0));
+    assert_eq!(health_value(&store, "probe_success", &[]), Some(0.0));
 }
 
 #[tokio::test]
@@ -453,7 +458,7 @@ async fn an_unreachable_health_endpoint_is_down_with_status_zero() {
     // a port bound and released: nothing listens there
     let base = format!("http://{}", free_addr());
     let report = probe(&base, "/health/ready", &store).await;
-    assert!(!report.up);
+    assert!(!report.up && !report.success);
     assert!(
         report
             .error
@@ -465,6 +470,38 @@ async fn an_unreachable_health_endpoint_is_down_with_status_zero() {
     assert_eq!(
         health_value(&store, "probe_http_status_code", &[]),
         Some(0.0)
+    );
+    assert_eq!(health_value(&store, "up", &[]), Some(0.0));
+    assert_eq!(health_value(&store, "probe_success", &[]), Some(0.0));
+}
+
+/// The trust issue: a 200 whose body reports one failing check is an unhealthy endpoint that
+/// answered, not an outage, and its reason names the check, not "HTTP status 200".
+#[tokio::test]
+async fn a_200_with_a_failing_check_is_up_and_unhealthy_naming_the_check() {
+    let target = FakeTarget::start().await;
+    target.set_health(200, HEALTH_DEGRADED);
+    let dir = tempfile::tempdir().unwrap();
+    let store = open_store(&dir);
+    let report = probe(target.base(), "/health", &store).await;
+    assert!(report.up && !report.success, "{report:?}");
+    let reason = report.error.as_deref().unwrap();
+    assert!(reason.contains("pdns"), "{reason}");
+    assert!(!reason.contains("HTTP status 200"), "{reason}");
+    assert_eq!(reason, "pdns: connection refused");
+    assert_eq!(health_value(&store, "up", &[]), Some(1.0));
+    assert_eq!(health_value(&store, "probe_success", &[]), Some(0.0));
+    assert_eq!(
+        health_value(&store, "probe_http_status_code", &[]),
+        Some(200.0)
+    );
+    assert_eq!(
+        health_value(&store, "health_check_ok", &[("check", "pdns")]),
+        Some(0.0)
+    );
+    assert_eq!(
+        health_value(&store, "health_check_ok", &[("check", "database")]),
+        Some(1.0)
     );
 }
 
