@@ -272,24 +272,8 @@ fn parse_file_at(
     default_interval_ms: i64,
     scripts: &ScriptEngine,
 ) -> Result<Vec<(Group, Position)>, RuleErrors> {
-    let raw: RawFile = if text.trim().is_empty() {
-        RawFile { groups: Vec::new() }
-    } else {
-        serde_saphyr::from_str(text).map_err(|e| {
-            let (line, col) = e
-                .location()
-                .map(|l| (l.line(), l.column()))
-                .unwrap_or((0, 0));
-            RuleErrors(vec![RuleError {
-                path: path.to_path_buf(),
-                line,
-                col,
-                context: String::new(),
-                message: crate::config::parse_message(&e),
-            }])
-        })?
-    };
-    let mut errors = Vec::new();
+    let (raw, mut structural) = parse_raw(text, path);
+    let mut errors = std::mem::take(&mut structural);
     let mut groups = Vec::new();
     let mut positions = Vec::new();
     let mut seen_groups: HashMap<String, u64> = HashMap::new();
@@ -614,6 +598,100 @@ fn parse_file_at(
     }
 }
 
+/// The most structural errors (YAML syntax, unknown fields, wrong types) reported for one file.
+const MAX_STRUCTURAL_ERRORS: usize = 100;
+
+/// Parses the raw file, reporting every structural error rather than the first: serde stops at the
+/// first, so each error's enclosing list item (a rule, or a group when the error is outside its
+/// rules) is blanked out, line count kept, and the text parsed again; the rest is then validated
+/// as usual, with real positions. Flow-style items that cannot be blanked by line end the search.
+fn parse_raw(text: &str, path: &Path) -> (RawFile, Vec<RuleError>) {
+    let mut errors = Vec::new();
+    if text.trim().is_empty() {
+        return (RawFile { groups: Vec::new() }, errors);
+    }
+    let mut current = text.to_string();
+    loop {
+        match serde_saphyr::from_str::<RawFile>(&current) {
+            Ok(raw) => return (raw, errors),
+            Err(e) => {
+                let (line, col) = e
+                    .location()
+                    .map(|l| (l.line(), l.column()))
+                    .unwrap_or((0, 0));
+                errors.push(RuleError {
+                    path: path.to_path_buf(),
+                    line,
+                    col,
+                    context: String::new(),
+                    message: crate::config::parse_message(&e),
+                });
+                match blank_enclosing_item(&current, line) {
+                    Some(next) if next != current && errors.len() < MAX_STRUCTURAL_ERRORS => {
+                        current = next
+                    }
+                    _ => return (RawFile { groups: Vec::new() }, errors),
+                }
+            }
+        }
+    }
+}
+
+/// `text` with the innermost block-sequence item (`- …` and its more indented lines) enclosing
+/// 1-based `line` replaced by comment lines; None when there is none or nothing would change.
+fn blank_enclosing_item(text: &str, line: u64) -> Option<String> {
+    let lines: Vec<&str> = text.lines().collect();
+    let indent = |l: &str| l.len() - l.trim_start().len();
+    let content = |l: &str| !l.trim().is_empty() && !l.trim_start().starts_with('#');
+    let is_item = |l: &str| {
+        let t = l.trim_start();
+        t == "-" || t.starts_with("- ")
+    };
+    let mut k = (line as usize)
+        .checked_sub(1)?
+        .min(lines.len().checked_sub(1)?);
+    while !content(lines[k]) {
+        k = k.checked_sub(1)?;
+    }
+    let mut limit = indent(lines[k]);
+    let start = loop {
+        let l = lines[k];
+        if content(l) && indent(l) <= limit {
+            if is_item(l) {
+                break k;
+            }
+            limit = indent(l).saturating_sub(1);
+        }
+        k = k.checked_sub(1)?;
+    };
+    let item_indent = indent(lines[start]);
+    let mut end = start + 1;
+    while end < lines.len() && (!content(lines[end]) || indent(lines[end]) > item_indent) {
+        end += 1;
+    }
+    // an item left alone in its list becomes `[]`: a list emptied by comments would be null
+    let sibling = |l: Option<&&str>| l.is_some_and(|l| is_item(l) && indent(l) == item_indent);
+    let before = lines[..start]
+        .iter()
+        .rev()
+        .find(|l| content(l) && indent(l) <= item_indent);
+    let after = lines[end..].iter().find(|l| content(l));
+    let alone = !sibling(before) && !sibling(after);
+    let mut out = String::with_capacity(text.len());
+    for (i, l) in lines.iter().enumerate() {
+        if i == start && alone {
+            out.push_str(&" ".repeat(item_indent));
+            out.push_str("[]");
+        } else if (start..end).contains(&i) {
+            out.push('#');
+        } else {
+            out.push_str(l);
+        }
+        out.push('\n');
+    }
+    Some(out)
+}
+
 fn er(
     errors: &mut Vec<RuleError>,
     path: &Path,
@@ -866,6 +944,20 @@ mod tests {
             "{e}"
         );
         assert!(e.to_string().contains("duplicate group name"), "{e}");
+    }
+
+    #[test]
+    fn every_structural_error_of_a_file_is_reported_in_one_run() {
+        // serde stopped at the first (line 6): the second rule's and the second group's went
+        // unreported until the first was fixed, and the invalid name at line 12 too
+        let text = "groups:\n  - name: a\n    rules:\n      - alert: A\n        expr: up\n        fro: 5m\n      - alert: B\n        expr: up\n        for: 5x\n  - name: b\n    rules:\n      - record: bad name\n        expr: up\n  - name: c\n    intervall: 1m\n    rules: []\n";
+        let e = parse(text).unwrap_err();
+        let at: Vec<u64> = e.0.iter().map(|e| e.line).collect();
+        assert_eq!(at, [6, 9, 12, 15], "{e}");
+        assert!(e.0.iter().all(|e| e.col > 0), "{e}");
+        // a rule alone in its list: the list left empty is no error of its own
+        let e = parse("groups:\n  - name: a\n    rules:\n      - alert: A\n        expr: up\n        fro: 5m\n").unwrap_err();
+        assert_eq!(e.0.len(), 1, "{e}");
     }
 
     #[test]
