@@ -58,7 +58,23 @@ impl PromDuration {
         self.0.as_millis() as i64
     }
 
+    /// Parses a duration of at most [`MAX_DURATION`].
     pub fn parse(input: &str) -> Result<Self, DurationError> {
+        Self::parse_within(
+            input,
+            MAX_DURATION.as_millis() as u64,
+            "longer than the maximum of 10y",
+        )
+    }
+
+    /// Parses a point in time written as an offset from a start, not a duration anything waits
+    /// for: up to what milliseconds in `i64` hold (292 million years), for rule unit tests'
+    /// `eval_time` (promtool's own tests evaluate at `106700d`).
+    pub fn parse_time_offset(input: &str) -> Result<Self, DurationError> {
+        Self::parse_within(input, i64::MAX as u64, "duration too large")
+    }
+
+    fn parse_within(input: &str, max_ms: u64, over: &'static str) -> Result<Self, DurationError> {
         let err = |reason| DurationError {
             input: input.to_string(),
             reason,
@@ -110,8 +126,8 @@ impl PromDuration {
                 .and_then(|v| total.checked_add(v))
                 .ok_or_else(|| err("duration too large"))?;
         }
-        if total > MAX_DURATION.as_millis() as u64 {
-            return Err(err("longer than the maximum of 10y"));
+        if total > max_ms {
+            return Err(err(over));
         }
         Ok(PromDuration(Duration::from_millis(total)))
     }
@@ -139,6 +155,12 @@ impl<'de> Deserialize<'de> for PromDuration {
         let s = String::deserialize(d)?;
         PromDuration::parse(&s).map_err(serde::de::Error::custom)
     }
+}
+
+/// Deserializes with [`PromDuration::parse_time_offset`] (`#[serde(deserialize_with)]`).
+pub fn deserialize_time_offset<'de, D: Deserializer<'de>>(d: D) -> Result<PromDuration, D::Error> {
+    let s = String::deserialize(d)?;
+    PromDuration::parse_time_offset(&s).map_err(serde::de::Error::custom)
 }
 
 impl Serialize for PromDuration {
@@ -203,6 +225,8 @@ mod tests {
     #[test]
     fn accepts_up_to_the_maximum() {
         assert_eq!(PromDuration::parse("10y").unwrap().0, MAX_DURATION);
+        // a unit test's evaluation time is a point in time, not a wait
+        assert!(PromDuration::parse_time_offset("106700d").is_ok());
         assert_eq!(
             PromDuration::parse("520w").unwrap().0.as_secs(),
             520 * 7 * 86_400

@@ -70,7 +70,7 @@ impl Config {
             }
         }
         if let Some(plan) = self.notify_plan()
-            && let Err(es) = plan.integrations(env, reqwest::Client::new())
+            && let Err(es) = plan.check_integrations(env)
         {
             errors.extend(es.into_iter().map(PreflightError::Receiver));
         }
