@@ -1,7 +1,10 @@
 //! Durations in Prometheus notation: `15s`, `5m`, `1h30m`, `250ms`, `15d`, `1w`, `1y`.
 //!
 //! Units are `ms s m h d w y` (a day is 24h, a week 7d, a year 365d, as in Prometheus).
-//! Negative values and unknown units are errors; `0` alone means zero.
+//! Negative values and unknown units are errors; `0` alone means zero. Every duration is at most
+//! [`MAX_DURATION`] (checked here, so by every config and rule field that is a `PromDuration`);
+//! intervals have their own floors ([`MIN_RULE_INTERVAL`], [`MIN_SCRAPE_INTERVAL`]), checked where
+//! the field is validated so the error names the field and its position.
 
 use std::fmt;
 use std::time::Duration;
@@ -15,6 +18,22 @@ pub struct DurationError {
     pub input: String,
     pub reason: &'static str,
 }
+
+/// The longest duration accepted anywhere: 10 years (of 365 days). Longer ones are an error at
+/// parse. Why: a `for:` of `300000000y` overflowed the millisecond arithmetic of the alert state
+/// machine and fired at the first evaluation instead of never; nothing an alert daemon waits for
+/// is longer than a decade, and 10 years in ms (3.2e11) leaves every sum with a timestamp far
+/// inside `i64`.
+pub const MAX_DURATION: Duration = Duration::from_millis(10 * 365 * 24 * 3600 * 1000);
+
+/// The shortest rule group interval (a group's `interval`, `evaluation.interval`): 1 s.
+/// Prometheus's practical floor: a group evaluated every millisecond only burns CPU, and its
+/// evaluations would overlap (they are skipped while one runs).
+pub const MIN_RULE_INTERVAL: Duration = Duration::from_secs(1);
+
+/// The shortest scrape interval (`scrape.interval`, a target's `interval`): 100 ms. Shorter
+/// intervals cannot complete an HTTP exchange on a loaded host and flood the store.
+pub const MIN_SCRAPE_INTERVAL: Duration = Duration::from_millis(100);
 
 /// A non-negative duration written in Prometheus notation.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -39,7 +58,23 @@ impl PromDuration {
         self.0.as_millis() as i64
     }
 
+    /// Parses a duration of at most [`MAX_DURATION`].
     pub fn parse(input: &str) -> Result<Self, DurationError> {
+        Self::parse_within(
+            input,
+            MAX_DURATION.as_millis() as u64,
+            "longer than the maximum of 10y",
+        )
+    }
+
+    /// Parses a point in time written as an offset from a start, not a duration anything waits
+    /// for: up to what milliseconds in `i64` hold (292 million years), for rule unit tests'
+    /// `eval_time` (promtool's own tests evaluate at `106700d`).
+    pub fn parse_time_offset(input: &str) -> Result<Self, DurationError> {
+        Self::parse_within(input, i64::MAX as u64, "duration too large")
+    }
+
+    fn parse_within(input: &str, max_ms: u64, over: &'static str) -> Result<Self, DurationError> {
         let err = |reason| DurationError {
             input: input.to_string(),
             reason,
@@ -91,6 +126,9 @@ impl PromDuration {
                 .and_then(|v| total.checked_add(v))
                 .ok_or_else(|| err("duration too large"))?;
         }
+        if total > max_ms {
+            return Err(err(over));
+        }
         Ok(PromDuration(Duration::from_millis(total)))
     }
 }
@@ -117,6 +155,12 @@ impl<'de> Deserialize<'de> for PromDuration {
         let s = String::deserialize(d)?;
         PromDuration::parse(&s).map_err(serde::de::Error::custom)
     }
+}
+
+/// Deserializes with [`PromDuration::parse_time_offset`] (`#[serde(deserialize_with)]`).
+pub fn deserialize_time_offset<'de, D: Deserializer<'de>>(d: D) -> Result<PromDuration, D::Error> {
+    let s = String::deserialize(d)?;
+    PromDuration::parse_time_offset(&s).map_err(serde::de::Error::custom)
 }
 
 impl Serialize for PromDuration {
@@ -168,11 +212,25 @@ mod tests {
             ("", "empty"),
             ("s", "expected a number"),
             ("1.5s", "unexpected character"),
+            ("300000000y", "maximum of 10y"),
+            ("10y1ms", "maximum of 10y"),
+            ("99999999999999999999s", "too large"),
         ];
         for (input, reason) in cases {
             let err = PromDuration::parse(input).unwrap_err();
             assert!(err.to_string().contains(reason), "{input}: {err}");
         }
+    }
+
+    #[test]
+    fn accepts_up_to_the_maximum() {
+        assert_eq!(PromDuration::parse("10y").unwrap().0, MAX_DURATION);
+        // a unit test's evaluation time is a point in time, not a wait
+        assert!(PromDuration::parse_time_offset("106700d").is_ok());
+        assert_eq!(
+            PromDuration::parse("520w").unwrap().0.as_secs(),
+            520 * 7 * 86_400
+        );
     }
 
     #[test]

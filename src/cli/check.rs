@@ -1,4 +1,6 @@
-//! `tocsin check`: validate a configuration, rule files and templates.
+//! `tocsin check`: validate a configuration, rule files and templates. A configuration gets the
+//! daemon's own checks ([`Config::preflight`]: secrets in this process's environment, secret
+//! files, rule file patterns), so what passes here starts with `tocsin run`.
 
 use std::path::PathBuf;
 
@@ -8,12 +10,13 @@ use super::Outcome;
 use tocsin::config::{Config, DEFAULT_CONFIG_FILE};
 
 pub(crate) fn check(paths: Vec<PathBuf>) -> Result<Outcome> {
-    use tocsin::rules::{RuleErrors, expand_globs, load_files};
+    use tocsin::rules::{RuleErrors, load_files};
     let paths = if paths.is_empty() {
         vec![PathBuf::from(DEFAULT_CONFIG_FILE)]
     } else {
         paths
     };
+    let env: std::collections::HashMap<String, String> = std::env::vars().collect();
     let mut failed = false;
     let mut rule_files: Vec<PathBuf> = Vec::new();
     let mut default_interval = 15_000;
@@ -26,8 +29,17 @@ pub(crate) fn check(paths: Vec<PathBuf>) -> Result<Outcome> {
         }
         let text = std::fs::read_to_string(&path)
             .with_context(|| format!("cannot read {}", path.display()))?;
-        let is_rules = text.lines().any(|l| l.starts_with("groups:"));
-        if is_rules {
+        let top = |key: &str| text.lines().any(|l| l.starts_with(key));
+        if top("tests:") && top("rule_files:") {
+            eprintln!(
+                "{}: a rule unit-test file (rule_files and tests), not checked here: run it with `tocsin test {}`",
+                path.display(),
+                path.display()
+            );
+            failed = true;
+            continue;
+        }
+        if top("groups:") {
             rule_files.push(path);
             continue;
         }
@@ -46,15 +58,17 @@ pub(crate) fn check(paths: Vec<PathBuf>) -> Result<Outcome> {
                     ),
                 }
                 default_interval = cfg.evaluation.interval.as_millis();
-                let base = path.parent().map(PathBuf::from).unwrap_or_default();
-                match expand_globs(&cfg.rule_files, &base) {
-                    Ok(files) => rule_files.extend(files),
+                // the daemon's own start-up check, in the environment the daemon will have
+                match cfg.preflight(Some(&path), &env) {
+                    Ok(files) => {
+                        rule_files.extend(files);
+                        println!("{}: ok ({} targets)", path.display(), cfg.targets.len());
+                    }
                     Err(e) => {
                         eprintln!("{e}");
                         failed = true;
                     }
                 }
-                println!("{}: ok ({} targets)", path.display(), cfg.targets.len());
             }
             Err(e) => {
                 eprintln!("{e}");

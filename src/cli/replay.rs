@@ -72,7 +72,7 @@ pub(crate) fn replay(args: ReplayArgs) -> Result<Outcome> {
                     .as_ref()
                     .and_then(|p| p.parent().map(PathBuf::from))
                     .unwrap_or_default();
-                match expand_globs(&cfg.rule_files, &base) {
+                match expand_globs(&cfg.rule_file_patterns(), &base) {
                     Ok(f) => f,
                     Err(e) => return Ok(Err(e)),
                 }

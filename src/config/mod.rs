@@ -6,7 +6,12 @@
 //! `TOCSIN_*` environment variables override the top-level settings ([`Config::apply_env`]).
 //! Every field's doc comment is its user documentation.
 
+pub mod preflight;
 pub mod reference;
+pub mod secret;
+
+pub use preflight::{PreflightError, PreflightErrors};
+pub use secret::{MAX_SECRET_FILE_BYTES, SecretFileError, read_secret_file};
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -16,7 +21,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use serde_saphyr::Spanned;
 
-use crate::duration::PromDuration;
+use crate::duration::{MIN_RULE_INTERVAL, MIN_SCRAPE_INTERVAL, PromDuration};
 use crate::labels::{valid_label_name, valid_metric_name};
 use crate::notify::receivers::ReceiverConfig;
 use crate::notify::route::{InhibitRuleConfig, RouteConfig, TimeIntervalConfig};
@@ -95,9 +100,10 @@ pub struct Config {
     /// Rule files (Prometheus rule-file format plus tocsin's `script`, `resolve`,
     /// `flap_detection`, `dry_run`): paths or patterns with wildcards in the file name
     /// (`rules/*.yml`), relative to the directory of this configuration file. A pattern never
-    /// matches rule test files (`*_test.yml`).
+    /// matches rule test files (`*_test.yml`). A path that names no file, or a pattern that
+    /// matches none, is an error (the daemon would run without those rules).
     #[serde(default)]
-    pub rule_files: Vec<String>,
+    pub rule_files: Vec<Spanned<String>>,
     /// The HTTP server.
     #[serde(default)]
     pub server: ServerConfig,
@@ -165,7 +171,7 @@ impl Default for StorageConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ScrapeConfig {
-    /// Time between two scrapes (and two health probes) of a target. Default `15s`.
+    /// Time between two scrapes (and two health probes) of a target, at least `100ms`. Default `15s`.
     pub interval: PromDuration,
     /// A scrape or probe that takes longer fails with `up` 0. At most `interval`. Default `10s`,
     /// or the interval when that is shorter (as Prometheus).
@@ -192,7 +198,8 @@ impl Default for ScrapeConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct EvaluationConfig {
-    /// Default interval of rule groups that set none. Default `15s`.
+    /// Default interval of rule groups that set none, at least `1s` (as a group's own `interval`).
+    /// Default `15s`.
     pub interval: PromDuration,
     /// PromQL semantics where Prometheus 2.x and 3.x differ (range windows that include or
     /// exclude their start, `rate` near a counter's start, compensated sums): `"2"` or `"3"`.
@@ -256,7 +263,8 @@ pub struct TargetConfig {
     /// Name of an environment variable holding a bearer token sent to both endpoints.
     #[serde(default)]
     pub bearer_token_env: Option<String>,
-    /// Path of a file holding a bearer token sent to both endpoints (trailing newline ignored).
+    /// Path of a file holding a bearer token sent to both endpoints (trailing newline ignored): a
+    /// regular file of at most 64 KiB.
     #[serde(default)]
     pub bearer_token_file: Option<PathBuf>,
 }
@@ -415,17 +423,18 @@ impl fmt::Debug for Secret {
     }
 }
 
-/// Occurs when a secret named by `*_env` or `*_file` cannot be read.
+/// Occurs when a target's secret named by `*_env` or `*_file` cannot be read.
 #[derive(Debug, thiserror::Error)]
 pub enum SecretError {
-    #[error("target {target}: environment variable {var} is not set")]
+    /// `bearer_token_env` names a variable absent from the environment `tocsin` runs in.
+    #[error("target {target}: bearer_token_env names {var}, which is not set in this environment")]
     MissingEnv { target: String, var: String },
-    #[error("target {target}: cannot read {path}: {source}")]
+    /// `bearer_token_file` is missing, not a regular file or too large ([`read_secret_file`]).
+    #[error("target {target}: bearer_token_file: {source}")]
     File {
         target: String,
-        path: PathBuf,
         #[source]
-        source: std::io::Error,
+        source: SecretFileError,
     },
 }
 
@@ -548,8 +557,29 @@ impl Config {
                 format!("{:?} is not host:port", self.server.listen),
             );
         }
-        if self.scrape.interval.0.is_zero() {
-            err(0, 0, "scrape.interval".into(), "must be positive".into());
+        if self.scrape.interval.0 < MIN_SCRAPE_INTERVAL {
+            err(
+                0,
+                0,
+                "scrape.interval".into(),
+                format!(
+                    "{} is shorter than the minimum of {}",
+                    self.scrape.interval,
+                    PromDuration(MIN_SCRAPE_INTERVAL)
+                ),
+            );
+        }
+        if self.evaluation.interval.0 < MIN_RULE_INTERVAL {
+            err(
+                0,
+                0,
+                "evaluation.interval".into(),
+                format!(
+                    "{} is shorter than the minimum of {}",
+                    self.evaluation.interval,
+                    PromDuration(MIN_RULE_INTERVAL)
+                ),
+            );
         }
         if let Some(timeout) = self.scrape.timeout
             && timeout > self.scrape.interval
@@ -624,13 +654,17 @@ impl Config {
                 .map(|s| s.value)
                 .unwrap_or_else(|| self.default_timeout(interval));
             if let Some(iv) = &t.interval
-                && iv.value.0.is_zero()
+                && iv.value.0 < MIN_SCRAPE_INTERVAL
             {
                 err(
                     iv.referenced.line(),
                     iv.referenced.column(),
                     field("interval"),
-                    "must be positive".into(),
+                    format!(
+                        "{} is shorter than the minimum of {}",
+                        iv.value,
+                        PromDuration(MIN_SCRAPE_INTERVAL)
+                    ),
                 );
             }
             if timeout > interval {
@@ -727,25 +761,7 @@ impl Config {
             .iter()
             .map(|t| {
                 let name = t.name.value.clone();
-                let bearer_token = match (&t.bearer_token_env, &t.bearer_token_file) {
-                    (Some(var), _) => Some(Secret(env.get(var).cloned().ok_or_else(|| {
-                        SecretError::MissingEnv {
-                            target: name.clone(),
-                            var: var.clone(),
-                        }
-                    })?)),
-                    (None, Some(path)) => Some(Secret(
-                        std::fs::read_to_string(path)
-                            .map_err(|source| SecretError::File {
-                                target: name.clone(),
-                                path: path.clone(),
-                                source,
-                            })?
-                            .trim_end_matches(['\n', '\r'])
-                            .to_string(),
-                    )),
-                    (None, None) => None,
-                };
+                let bearer_token = target_secret(t, env)?;
                 let parse = |u: &Option<Spanned<String>>| {
                     u.as_ref()
                         .map(|s| url::Url::parse(&s.value).expect("validated url"))
@@ -790,9 +806,38 @@ impl Config {
             .unwrap_or_else(|| PromDuration::from_secs(10).min(interval))
     }
 
+    /// The `rule_files` entries as written.
+    pub fn rule_file_patterns(&self) -> Vec<String> {
+        self.rule_files.iter().map(|p| p.value.clone()).collect()
+    }
+
     /// The notification sections, validated; None when there is no `route` (notifications off).
     pub fn notify_plan(&self) -> Option<crate::notify::setup::NotifyPlan> {
         crate::notify::setup::NotifyPlan::new(self).ok().flatten()
+    }
+}
+
+/// A target's bearer token from `bearer_token_env` (looked up in `env`) or `bearer_token_file`.
+fn target_secret(
+    t: &TargetConfig,
+    env: &std::collections::HashMap<String, String>,
+) -> Result<Option<Secret>, SecretError> {
+    let target = || t.name.value.clone();
+    match (&t.bearer_token_env, &t.bearer_token_file) {
+        (Some(var), _) => match env.get(var) {
+            Some(v) => Ok(Some(Secret(v.clone()))),
+            None => Err(SecretError::MissingEnv {
+                target: target(),
+                var: var.clone(),
+            }),
+        },
+        (None, Some(path)) => read_secret_file(path)
+            .map(|s| Some(Secret(s)))
+            .map_err(|source| SecretError::File {
+                target: target(),
+                source,
+            }),
+        (None, None) => Ok(None),
     }
 }
 
@@ -967,6 +1012,33 @@ mod tests {
         let s = err.to_string();
         assert!(s.starts_with("t.yml:2:"), "{s}");
         assert!(s.contains("negative"), "{s}");
+    }
+
+    #[test]
+    fn intervals_under_their_minimum_and_durations_over_the_maximum_are_errors() {
+        let e = parse("evaluation: { interval: 1ms }\nscrape: { interval: 10ms }\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("evaluation.interval: 1ms is shorter than the minimum of 1s"),
+            "{e}"
+        );
+        assert!(
+            e.contains("scrape.interval: 10ms is shorter than the minimum of 100ms"),
+            "{e}"
+        );
+        let e = parse("targets:\n  - name: a\n    metrics: http://x/m\n    interval: 1ms\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("t.yml:4:15: targets[0].interval: 1ms is shorter"),
+            "{e}"
+        );
+        let e = parse("storage: { retention: 11y }\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("longer than the maximum of 10y"), "{e}");
+        assert!(parse("scrape: { interval: 100ms, timeout: 100ms }\n").is_ok());
     }
 
     #[test]

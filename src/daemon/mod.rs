@@ -41,6 +41,9 @@ pub const THREAD_STACK_BYTES: usize = 8 << 20;
 /// Why the daemon could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
+    /// The configuration cannot run in this environment (the checks `tocsin check` makes).
+    #[error("{0}")]
+    Preflight(#[from] crate::config::PreflightErrors),
     /// A `*_env`/`*_file` secret of a target could not be read.
     #[error("targets: {0}")]
     Secret(#[from] crate::config::SecretError),
@@ -57,7 +60,7 @@ pub enum DaemonError {
     #[error("receivers: {0}")]
     Receivers(String),
     /// `server.api_token_env` or `server.api_read_token_env` names an unset variable.
-    #[error("server.{field} names {var}, which is not set")]
+    #[error("server.{field} names {var}, which is not set in this environment")]
     TokenUnset { field: &'static str, var: String },
     /// The SIGHUP handler could not be installed.
     #[error("cannot install the sighup handler: {0}")]
@@ -104,6 +107,8 @@ impl Daemon {
         clock: Arc<dyn Clock>,
         opts: DaemonOptions,
     ) -> Result<Running, DaemonError> {
+        // the checks `tocsin check` makes: secrets, tokens, rule file patterns
+        cfg.preflight(opts.source.as_deref(), &opts.env)?;
         let targets = cfg.build_targets(&opts.env)?;
         let started_ms = clock.now_ms();
         let store_path = cfg.storage.path.clone();
@@ -145,7 +150,7 @@ impl Daemon {
         // rules: built once notifications are (the manager is given the pipeline), persisted
         // alert state restored; the reload loop loads them
         let rule_config = RuleConfig {
-            patterns: cfg.rule_files.clone(),
+            patterns: cfg.rule_file_patterns(),
             base: opts
                 .source
                 .as_ref()

@@ -47,7 +47,8 @@ pub struct WebhookRaw {
     /// the `X-Tocsin-Signature` header. No signature when neither this nor `secret_file` is set.
     #[serde(default)]
     pub secret_env: Option<String>,
-    /// Path of a file holding the HMAC secret (trailing newline ignored); instead of `secret_env`.
+    /// Path of a file holding the HMAC secret (trailing newline ignored; a regular file of at most
+    /// 64 KiB); instead of `secret_env`.
     #[serde(default)]
     pub secret_file: Option<String>,
     /// A delivery that takes longer fails and is retried. Default `10s`.
@@ -78,8 +79,8 @@ pub struct EmailRaw {
     /// Name of an environment variable holding the SMTP AUTH password.
     #[serde(default)]
     pub password_env: Option<String>,
-    /// Path of a file holding the SMTP AUTH password (trailing newline ignored); instead of
-    /// `password_env`.
+    /// Path of a file holding the SMTP AUTH password (trailing newline ignored; a regular file of
+    /// at most 64 KiB); instead of `password_env`.
     #[serde(default)]
     pub password_file: Option<String>,
     /// `implicit` (TLS from the start), `starttls` (required, never skipped) or `none` (only for
@@ -104,14 +105,14 @@ pub fn secret(
 ) -> Result<Option<String>, String> {
     match (env_var, file) {
         (Some(_), Some(_)) => Err(format!("{field}: set either _env or _file, not both")),
-        (Some(v), None) => env
-            .get(v)
-            .cloned()
+        (Some(v), None) => {
+            env.get(v).cloned().map(Some).ok_or_else(|| {
+                format!("{field}_env names {v}, which is not set in this environment")
+            })
+        }
+        (None, Some(f)) => crate::config::read_secret_file(std::path::Path::new(f))
             .map(Some)
-            .ok_or_else(|| format!("{field}_env names {v}, which is not set")),
-        (None, Some(f)) => std::fs::read_to_string(f)
-            .map(|s| Some(s.trim_end_matches(['\n', '\r']).to_string()))
-            .map_err(|e| format!("{field}_file {f}: {e}")),
+            .map_err(|e| format!("{field}_file: {e}")),
         (None, None) => Ok(None),
     }
 }

@@ -170,6 +170,12 @@ impl NotifyPlan {
             .collect()
     }
 
+    /// Whether every integration can be built in `env` (secrets set and readable, email settings
+    /// valid): [`NotifyPlan::integrations`] itself, its result dropped. For `Config::preflight`.
+    pub fn check_integrations(&self, env: &HashMap<String, String>) -> Result<(), Vec<String>> {
+        self.integrations(env, reqwest::Client::new()).map(|_| ())
+    }
+
     /// The sender's integrations, with secrets read from `env` (pass the process environment)
     /// or files. Errors name the receiver and field.
     pub fn integrations(

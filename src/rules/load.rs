@@ -15,7 +15,7 @@ use super::{
     Condition, FlapDetection, Group, Rule, RuleError, RuleErrors, RuleKind, RuleSet,
     is_rule_test_file_name,
 };
-use crate::duration::PromDuration;
+use crate::duration::{MIN_RULE_INTERVAL, PromDuration};
 use crate::labels::{valid_label_name, valid_metric_name};
 use crate::promql::rhai::ScriptEngine;
 use crate::rules::template::Template;
@@ -40,7 +40,7 @@ struct RawGroup {
     #[serde(default)]
     query_offset: Option<Spanned<PromDuration>>,
     #[serde(default)]
-    labels: BTreeMap<String, String>,
+    labels: BTreeMap<String, Spanned<String>>,
     #[serde(default)]
     rules: Vec<RawRule>,
 }
@@ -91,7 +91,8 @@ fn default_flap_high() -> f64 {
 }
 
 /// Expands glob patterns (`rules/*.yml`) relative to `base` into sorted, existing files. A pattern
-/// without wildcards must name an existing file.
+/// without wildcards must name an existing file; a pattern with wildcards must match at least one
+/// (rule test files `*_test.yml` never count).
 pub fn expand_globs(patterns: &[String], base: &Path) -> Result<Vec<PathBuf>, RuleErrors> {
     let mut out = Vec::new();
     let mut errors = Vec::new();
@@ -122,8 +123,11 @@ pub fn expand_globs(patterns: &[String], base: &Path) -> Result<Vec<PathBuf>, Ru
             ));
             continue;
         }
-        // as Prometheus: a pattern whose directory does not exist matches nothing
+        // unlike Prometheus, a pattern that matches nothing (its directory missing included) is
+        // an error: the daemon would run without the rules the pattern was written for
+        let no_match = || file_error(&full, format!("pattern {p:?} matches no file"));
         let Ok(entries) = std::fs::read_dir(&dir) else {
+            errors.push(no_match());
             continue;
         };
         // rule unit tests live beside their rule files (`x.yml`, `x_test.yml`): a glob never
@@ -139,6 +143,9 @@ pub fn expand_globs(patterns: &[String], base: &Path) -> Result<Vec<PathBuf>, Ru
                     })
             })
             .collect();
+        if found.is_empty() {
+            errors.push(no_match());
+        }
         found.sort();
         out.extend(found);
     }
@@ -196,7 +203,12 @@ pub fn load_files(
     let mut set = RuleSet::default();
     let mut errors = Vec::new();
     let mut group_names: HashMap<String, (PathBuf, u64)> = HashMap::new();
+    // a file reached twice (a directory and the file by name, two patterns) is loaded once
+    let mut seen_files = std::collections::HashSet::new();
     for path in files {
+        if !seen_files.insert(std::fs::canonicalize(path).unwrap_or_else(|_| path.clone())) {
+            continue;
+        }
         let text = match std::fs::read_to_string(path) {
             Ok(t) => t,
             Err(e) => {
@@ -204,15 +216,14 @@ pub fn load_files(
                 continue;
             }
         };
-        match parse_file(&text, path, default_interval_ms, scripts) {
+        match parse_file_at(&text, path, default_interval_ms, scripts) {
             Ok(groups) => {
-                for g in groups {
-                    let line = g.rules.first().map(|r| r.line).unwrap_or(0);
+                for (g, (line, col)) in groups {
                     if let Some((first, first_line)) = group_names.get(&g.name) {
                         errors.push(RuleError {
                             path: path.clone(),
                             line,
-                            col: 0,
+                            col,
                             context: format!("group {:?}", g.name),
                             message: format!(
                                 "duplicate group name (first in {}:{first_line})",
@@ -232,36 +243,39 @@ pub fn load_files(
     if errors.is_empty() {
         Ok(set)
     } else {
+        // file by file in the order given, each file's by position
+        let order = |p: &Path| files.iter().position(|f| f == p).unwrap_or(usize::MAX);
+        errors.sort_by_key(|e| (order(&e.path), e.line, e.col));
         Err(RuleErrors(errors))
     }
 }
 
 /// Parses and validates one rule file's text; `path` is used in messages and as the group's file.
+/// Errors are sorted by position.
 pub fn parse_file(
     text: &str,
     path: &Path,
     default_interval_ms: i64,
     scripts: &ScriptEngine,
 ) -> Result<Vec<Group>, RuleErrors> {
-    let raw: RawFile = if text.trim().is_empty() {
-        RawFile { groups: Vec::new() }
-    } else {
-        serde_saphyr::from_str(text).map_err(|e| {
-            let (line, col) = e
-                .location()
-                .map(|l| (l.line(), l.column()))
-                .unwrap_or((0, 0));
-            RuleErrors(vec![RuleError {
-                path: path.to_path_buf(),
-                line,
-                col,
-                context: String::new(),
-                message: crate::config::parse_message(&e),
-            }])
-        })?
-    };
-    let mut errors = Vec::new();
+    parse_file_at(text, path, default_interval_ms, scripts)
+        .map(|groups| groups.into_iter().map(|(g, _)| g).collect())
+}
+
+/// A line and column in a rule file.
+type Position = (u64, u64);
+
+/// [`parse_file`], with each group's name position (line, column) for errors across files.
+fn parse_file_at(
+    text: &str,
+    path: &Path,
+    default_interval_ms: i64,
+    scripts: &ScriptEngine,
+) -> Result<Vec<(Group, Position)>, RuleErrors> {
+    let (raw, mut structural) = parse_raw(text, path);
+    let mut errors = std::mem::take(&mut structural);
     let mut groups = Vec::new();
+    let mut positions = Vec::new();
     let mut seen_groups: HashMap<String, u64> = HashMap::new();
     for (gi, g) in raw.groups.into_iter().enumerate() {
         let gline = g.name.referenced.line();
@@ -287,14 +301,18 @@ pub fn parse_file(
             );
         }
         let interval_ms = match &g.interval {
-            Some(i) if i.value.as_millis() == 0 => {
+            Some(i) if i.value.0 < MIN_RULE_INTERVAL => {
                 er(
                     &mut errors,
                     path,
                     i.referenced.line(),
                     i.referenced.column(),
                     format!("group {gname:?}: interval"),
-                    "interval must be greater than zero".into(),
+                    format!(
+                        "interval {} is shorter than the minimum of {}",
+                        i.value,
+                        PromDuration(MIN_RULE_INTERVAL)
+                    ),
                 );
                 default_interval_ms
             }
@@ -316,14 +334,13 @@ pub fn parse_file(
             Some(l) => l.value as usize,
             None => 0,
         };
-        for k in g.labels.keys() {
+        for (k, v) in &g.labels {
             if !valid_label_name(k) {
-                er(
+                push(
                     &mut errors,
                     path,
-                    gline,
-                    0,
-                    format!("group {gname:?}: labels"),
+                    v,
+                    &format!("group {gname:?}: labels"),
                     format!("invalid label name {k:?}"),
                 );
             }
@@ -568,15 +585,111 @@ pub fn parse_file(
             interval_ms,
             limit,
             query_offset_ms: g.query_offset.map(|o| o.value.as_millis()).unwrap_or(0),
-            labels: g.labels,
+            labels: g.labels.into_iter().map(|(k, v)| (k, v.value)).collect(),
             rules,
         });
+        positions.push((gline, g.name.referenced.column()));
     }
     if errors.is_empty() {
-        Ok(groups)
+        Ok(groups.into_iter().zip(positions).collect())
     } else {
+        errors.sort_by_key(|e| (e.line, e.col));
         Err(RuleErrors(errors))
     }
+}
+
+/// The most structural errors (YAML syntax, unknown fields, wrong types) reported for one file.
+const MAX_STRUCTURAL_ERRORS: usize = 100;
+
+/// Parses the raw file, reporting every structural error rather than the first: serde stops at the
+/// first, so each error's enclosing list item (a rule, or a group when the error is outside its
+/// rules) is blanked out, line count kept, and the text parsed again; the rest is then validated
+/// as usual, with real positions. Flow-style items that cannot be blanked by line end the search.
+fn parse_raw(text: &str, path: &Path) -> (RawFile, Vec<RuleError>) {
+    let mut errors = Vec::new();
+    if text.trim().is_empty() {
+        return (RawFile { groups: Vec::new() }, errors);
+    }
+    let mut current = text.to_string();
+    loop {
+        match serde_saphyr::from_str::<RawFile>(&current) {
+            Ok(raw) => return (raw, errors),
+            Err(e) => {
+                let (line, col) = e
+                    .location()
+                    .map(|l| (l.line(), l.column()))
+                    .unwrap_or((0, 0));
+                errors.push(RuleError {
+                    path: path.to_path_buf(),
+                    line,
+                    col,
+                    context: String::new(),
+                    message: crate::config::parse_message(&e),
+                });
+                match blank_enclosing_item(&current, line) {
+                    Some(next) if next != current && errors.len() < MAX_STRUCTURAL_ERRORS => {
+                        current = next
+                    }
+                    _ => return (RawFile { groups: Vec::new() }, errors),
+                }
+            }
+        }
+    }
+}
+
+/// `text` with the innermost block-sequence item (`- …` and its more indented lines) enclosing
+/// 1-based `line` replaced by comment lines; None when there is none or nothing would change.
+fn blank_enclosing_item(text: &str, line: u64) -> Option<String> {
+    let lines: Vec<&str> = text.lines().collect();
+    let indent = |l: &str| l.len() - l.trim_start().len();
+    let content = |l: &str| !l.trim().is_empty() && !l.trim_start().starts_with('#');
+    let is_item = |l: &str| {
+        let t = l.trim_start();
+        t == "-" || t.starts_with("- ")
+    };
+    let mut k = (line as usize)
+        .checked_sub(1)?
+        .min(lines.len().checked_sub(1)?);
+    while !content(lines[k]) {
+        k = k.checked_sub(1)?;
+    }
+    let mut limit = indent(lines[k]);
+    let start = loop {
+        let l = lines[k];
+        if content(l) && indent(l) <= limit {
+            if is_item(l) {
+                break k;
+            }
+            limit = indent(l).saturating_sub(1);
+        }
+        k = k.checked_sub(1)?;
+    };
+    let item_indent = indent(lines[start]);
+    let mut end = start + 1;
+    while end < lines.len() && (!content(lines[end]) || indent(lines[end]) > item_indent) {
+        end += 1;
+    }
+    // an item left alone in its list becomes `[]`: a list emptied by comments would be null
+    let sibling = |l: Option<&&str>| l.is_some_and(|l| is_item(l) && indent(l) == item_indent);
+    let before = lines[..start]
+        .iter()
+        .rev()
+        .find(|l| content(l) && indent(l) <= item_indent);
+    let after = lines[end..].iter().find(|l| content(l));
+    let alone = !sibling(before) && !sibling(after);
+    let mut out = String::with_capacity(text.len());
+    for (i, l) in lines.iter().enumerate() {
+        if i == start && alone {
+            out.push_str(&" ".repeat(item_indent));
+            out.push_str("[]");
+        } else if (start..end).contains(&i) {
+            out.push('#');
+        } else {
+            out.push_str(l);
+        }
+        out.push('\n');
+    }
+    Some(out)
 }
 
 fn er(
@@ -780,6 +893,74 @@ mod tests {
     }
 
     #[test]
+    fn durations_past_the_maximum_and_intervals_under_the_minimum_are_errors_at_their_line() {
+        // `for: 300000000y` overflowed and fired at the first evaluation instead of never
+        for field in ["for", "keep_firing_for"] {
+            let text = format!(
+                "groups:\n  - name: a\n    rules:\n      - alert: A\n        expr: up\n        {field}: 300000000y\n"
+            );
+            let e = parse(&text).unwrap_err().to_string();
+            assert!(e.contains("r.yml:6:"), "{e}");
+            assert!(e.contains("longer than the maximum of 10y"), "{e}");
+        }
+        let e = parse("groups:\n  - name: a\n    interval: 1ms\n    rules:\n      - alert: A\n        expr: up\n").unwrap_err().to_string();
+        assert!(e.contains("r.yml:3:15:"), "{e}");
+        assert!(
+            e.contains("interval 1ms is shorter than the minimum of 1s"),
+            "{e}"
+        );
+        assert!(parse("groups:\n  - name: a\n    interval: 1s\n    rules: []\n").is_ok());
+    }
+
+    #[test]
+    fn errors_are_sorted_by_position_and_none_says_0_0() {
+        // the group's bad label used to be reported at column 0 after the rule errors
+        let text = "groups:\n  - name: a\n    labels: { \"bad-name\": x }\n    rules:\n      - alert: A\n        expr: sum(\n      - record: bad name\n        expr: up\n";
+        let e = parse(text).unwrap_err();
+        let at: Vec<(u64, u64)> = e.0.iter().map(|e| (e.line, e.col)).collect();
+        let mut sorted = at.clone();
+        sorted.sort();
+        assert_eq!(at, sorted, "{e}");
+        assert_eq!(at[0], (3, 27), "{e}");
+        assert!(at.iter().all(|&(l, c)| l > 0 && c > 0), "{e}");
+    }
+
+    #[test]
+    fn a_file_reached_twice_is_loaded_once_and_duplicate_groups_point_at_the_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = dir.path().join("a.yml");
+        let b = dir.path().join("b.yml");
+        std::fs::write(&a, "groups:\n  - name: g\n    rules: []\n").unwrap();
+        std::fs::write(&b, "# b\ngroups:\n  - name: g\n    rules: []\n").unwrap();
+        let scripts = ScriptEngine::new();
+        // the same file by two paths (a directory listing and its name): one load, no duplicate
+        let twice = [a.clone(), dir.path().join(".").join("a.yml")];
+        let set = load_files(&twice, 15_000, &scripts).unwrap();
+        assert_eq!(set.groups.len(), 1);
+        let e = load_files(&[a, b.clone()], 15_000, &scripts).unwrap_err();
+        assert_eq!(
+            (e.0[0].path.clone(), e.0[0].line, e.0[0].col),
+            (b, 3, 11),
+            "{e}"
+        );
+        assert!(e.to_string().contains("duplicate group name"), "{e}");
+    }
+
+    #[test]
+    fn every_structural_error_of_a_file_is_reported_in_one_run() {
+        // serde stopped at the first (line 6): the second rule's and the second group's went
+        // unreported until the first was fixed, and the invalid name at line 12 too
+        let text = "groups:\n  - name: a\n    rules:\n      - alert: A\n        expr: up\n        fro: 5m\n      - alert: B\n        expr: up\n        for: 5x\n  - name: b\n    rules:\n      - record: bad name\n        expr: up\n  - name: c\n    intervall: 1m\n    rules: []\n";
+        let e = parse(text).unwrap_err();
+        let at: Vec<u64> = e.0.iter().map(|e| e.line).collect();
+        assert_eq!(at, [6, 9, 12, 15], "{e}");
+        assert!(e.0.iter().all(|e| e.col > 0), "{e}");
+        // a rule alone in its list: the list left empty is no error of its own
+        let e = parse("groups:\n  - name: a\n    rules:\n      - alert: A\n        expr: up\n        fro: 5m\n").unwrap_err();
+        assert_eq!(e.0.len(), 1, "{e}");
+    }
+
+    #[test]
     fn duplicates_are_errors_but_alerts_differing_in_labels_are_not() {
         let ok = "groups:\n  - name: a\n    rules:\n      - alert: A\n        expr: x > 1\n        labels: { severity: warning }\n      - alert: A\n        expr: x > 2\n        labels: { severity: page }\n";
         assert!(parse(ok).is_ok());
@@ -802,6 +983,13 @@ mod tests {
             .collect();
         assert_eq!(names, ["a.yml", "b.yml"]);
         assert!(expand_globs(&["missing.yml".into()], dir.path()).is_err());
+        // a pattern matching nothing used to load zero rules silently
+        for p in ["*.yaml", "nodir/*.yml", "a_*.yml"] {
+            let e = expand_globs(&[p.into()], dir.path())
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(&format!("pattern {p:?} matches no file")), "{e}");
+        }
         assert!(glob_match("*_test.yml", "scaidns_test.yml"));
         assert!(!glob_match("*_test.yml", "scaidns.yml"));
     }

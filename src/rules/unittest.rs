@@ -137,6 +137,7 @@ impl Scalar {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawAlertTest {
+    #[serde(deserialize_with = "crate::duration::deserialize_time_offset")]
     eval_time: PromDuration,
     alertname: String,
     #[serde(default)]
@@ -156,6 +157,7 @@ struct RawExpAlert {
 #[serde(deny_unknown_fields)]
 struct RawExprTest {
     expr: String,
+    #[serde(deserialize_with = "crate::duration::deserialize_time_offset")]
     eval_time: PromDuration,
     #[serde(default)]
     exp_samples: Vec<RawExpSample>,

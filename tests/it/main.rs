@@ -1,6 +1,7 @@
 //! The one integration-test binary: real SQLite files, real HTTP servers on 127.0.0.1, the real binary.
 mod api;
 mod architecture;
+mod check;
 mod common;
 mod daemon;
 mod daemon_inproc;
