@@ -419,7 +419,9 @@ impl RuleManager {
         let mut owned = HashMap::new();
         for g in &set.groups {
             let mut m = GroupStates::new();
-            for r in g.rules.iter().filter(|r| r.is_alert()) {
+            // every rule, recording rules too: a kept state carries the series its last
+            // evaluation wrote, which the next one marks stale when they vanish
+            for r in &g.rules {
                 let kept = old.get(&r.key).map(|s| (*s).clone());
                 if let Some(s) = kept.or_else(|| restored.remove(&r.key)) {
                     m.insert(r.key.clone(), s);

@@ -1155,6 +1155,41 @@ groups:
     }
 
     #[test]
+    fn alerts_series_ends_when_the_alert_resolves() {
+        // Down fires at 0 and 1m and resolves at 2m: its `ALERTS` series gets a staleness
+        // marker at 2m instead of answering for the lookback (5m), as in promtool
+        let body = r#"tests:
+  - interval: 1m
+    input_series:
+      - series: 'up{instance="a"}'
+        values: '0 0 1x5'
+    alert_rule_test:
+      - eval_time: 1m
+        alertname: Down
+        exp_alerts:
+          - exp_labels: { instance: a, severity: page }
+            exp_annotations: { summary: a is down }
+      - eval_time: 2m
+        alertname: Down
+        exp_alerts: []
+    promql_expr_test:
+      - expr: ALERTS{alertstate="firing"}
+        eval_time: 1m
+        exp_samples:
+          - labels: 'ALERTS{alertname="Down", alertstate="firing", instance="a", severity="page"}'
+            value: 1
+      - expr: ALERTS{alertstate="firing"}
+        eval_time: 2m
+        exp_samples: []
+      - expr: ALERTS
+        eval_time: 4m
+        exp_samples: []
+"#;
+        let r = run(&[], body).unwrap();
+        assert!(r.passed(), "{}", failures(&r));
+    }
+
+    #[test]
     fn expected_entries_match_distinct_notifications_and_extras_fail() {
         // Down and Slow fire at 0: two notifications to `default` at 1m
         let cases = [
