@@ -345,13 +345,25 @@ impl RuleManager {
                 out.add_group(g, st);
             }
         }
+        // a rule edited (its key changed) is a removal and a new rule: while the new one has
+        // the same alert firing or resolved, that one speaks for it (one alert per fingerprint)
+        let notifiable = |alerts: &[Alert]| -> HashSet<u64> {
+            alerts
+                .iter()
+                .filter(|a| a.status == AlertStatus::Firing || a.resolved_at.is_some())
+                .map(Alert::fingerprint)
+                .collect()
+        };
+        let (real, shadow) = (notifiable(&out.real), notifiable(&out.shadow));
         for r in self.retired.lock().expect("retired lock").iter() {
-            let to = if r.dry_run {
-                &mut out.shadow
+            let (to, taken) = if r.dry_run {
+                (&mut out.shadow, &shadow)
             } else {
-                &mut out.real
+                (&mut out.real, &real)
             };
-            to.push(r.alert.clone());
+            if !taken.contains(&r.alert.fingerprint()) {
+                to.push(r.alert.clone());
+            }
         }
         out
     }
