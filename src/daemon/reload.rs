@@ -432,10 +432,13 @@ impl Reloader {
         let mut watcher = None;
         while let Some(req) = rx.recv().await {
             info!(cause = %req.cause, "reloading rules");
-            let errors = self.reload_once().await;
+            // the reload's time, read once: recorded, and the resolved time of the alerts of
+            // removed rules
+            let now = self.clock.now_ms();
+            let errors = self.reload_once(now).await;
             let ok = errors.is_empty();
             self.history.record(ReloadRecord {
-                t: self.clock.now_ms(),
+                t: now,
                 cause: req.cause.kind(),
                 ok,
                 errors: errors.clone(),
@@ -468,7 +471,7 @@ impl Reloader {
 
     /// One reload: every error of the rules and of the notification sections, or none when
     /// both were swapped in.
-    async fn reload_once(&mut self) -> Vec<String> {
+    async fn reload_once(&mut self, now: i64) -> Vec<String> {
         let manager = self.manager.clone();
         let notify = self.notify.take();
         let env = self.env.clone();
@@ -503,7 +506,7 @@ impl Reloader {
             return errors;
         }
         if let Ok(set) = rules {
-            self.manager.apply(set).await;
+            self.manager.apply(set, now).await;
         }
         if let (Some(Ok(Some(p))), Some(n)) = (sections, self.notify.as_mut()) {
             n.apply(p);

@@ -29,9 +29,10 @@ pub struct AlertSnapshot {
     pub annotations: BTreeMap<String, String>,
     /// `firing` or `resolved`
     pub status: AlertState,
-    /// ms since the epoch
+    /// when the alert fired (ms since the epoch): Prometheus's `FiredAt`, not the pending time
+    /// (`active_at`, a `for` earlier); a resolved alert keeps its firing time
     pub starts_at: i64,
-    /// ms since the epoch; None while firing
+    /// when the alert resolved (ms since the epoch); None while firing
     pub ends_at: Option<i64>,
     pub generator_url: String,
     /// the label set's fingerprint ([`Labels::fingerprint`]); 16 hex digits in the webhook payload

@@ -353,18 +353,20 @@ impl Notifier {
 }
 
 /// What a receiver sees of an alert; pending alerts and alerts resolved without ever firing
-/// are not notified.
+/// are not notified. `starts_at` is when the alert fired, as Prometheus sends `FiredAt` (firing
+/// and resolved alike): with a `for`, `active_at` is the pending time, `for` earlier, and
+/// receivers read `startsAt` as the start of the incident.
 pub fn snapshot(a: &Alert, external_url: &str) -> Option<AlertSnapshot> {
-    let status = match (a.status, a.resolved_at) {
-        (AlertStatus::Firing, _) => AlertState::Firing,
-        (AlertStatus::Inactive, Some(_)) => AlertState::Resolved,
+    let (status, fired_at) = match (a.status, a.fired_at, a.resolved_at) {
+        (AlertStatus::Firing, Some(fired), _) => (AlertState::Firing, fired),
+        (AlertStatus::Inactive, Some(fired), Some(_)) => (AlertState::Resolved, fired),
         _ => return None,
     };
     Some(AlertSnapshot {
         labels: a.labels.clone(),
         annotations: a.annotations.clone(),
         status,
-        starts_at: a.active_at,
+        starts_at: fired_at,
         ends_at: a.resolved_at,
         generator_url: format!("{external_url}/api/v1/alerts"),
         fingerprint: a.fingerprint(),

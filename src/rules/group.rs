@@ -15,6 +15,7 @@ use crate::labels::{Labels, METRIC_NAME};
 use crate::promql::rhai::{ScriptEngine, to_vector};
 use crate::promql::{Engine, Evaluator, Sample, Storage, Value};
 use crate::rules::template::{QueryFn, QueryResult, Template, TemplateData};
+use crate::store::chunk::stale_nan;
 
 /// Receives a rule's output series `(labels, t, value)` before the next rule runs.
 pub type SeriesSink<'a> = dyn FnMut(&[(Labels, i64, f64)]) + 'a;
@@ -61,7 +62,12 @@ pub fn eval_group(
         let started = Instant::now();
         let state = states.entry(rule.key.clone()).or_default();
         let (results, error, transitions, series) = match eval_rule(group, rule, state, ctx, t) {
-            Ok((n, tr, series)) => (n, None, tr, series),
+            Ok((n, tr, mut series)) => {
+                mark_stale(&mut state.series, &mut series, t);
+                (n, None, tr, series)
+            }
+            // as Prometheus: a failed evaluation marks nothing; the next successful one marks
+            // what the last successful one wrote and it does not
             Err(e) => (0, Some(e), Vec::new(), Vec::new()),
         };
         if !series.is_empty() {
@@ -81,6 +87,19 @@ pub fn eval_group(
 }
 
 type RuleResult = (usize, Vec<Transition>, Vec<(Labels, i64, f64)>);
+
+/// Appends to `series` (one evaluation's output at `t`) a staleness marker at `t` for each
+/// series of `previous` (the last successful evaluation's) it does not hold, in label order,
+/// and makes `series` the new `previous`. So a resolved alert's `ALERTS`, the `pending` series
+/// of an alert that fired, and a recorded series that vanished end at once instead of
+/// answering queries for the lookback (5 minutes), as Prometheus's rule groups do.
+fn mark_stale(previous: &mut HashSet<Labels>, series: &mut Vec<(Labels, i64, f64)>, t: i64) {
+    let now: HashSet<Labels> = series.iter().map(|(l, _, _)| l.clone()).collect();
+    let mut gone: Vec<Labels> = previous.drain().filter(|l| !now.contains(l)).collect();
+    gone.sort();
+    series.extend(gone.into_iter().map(|l| (l, t, stale_nan())));
+    *previous = now;
+}
 
 fn eval_rule(
     group: &Group,
@@ -424,6 +443,95 @@ mod tests {
                 .results,
             0
         );
+    }
+
+    #[test]
+    fn series_an_evaluation_no_longer_produces_are_marked_stale() {
+        // `x` is 1 at 0 s and 10 s, 0 from 20 s: `X` pending at 0 s, firing at 10 s, resolved
+        // at 20 s, when the recorded `x:pos` vanishes too
+        let rules = "groups:\n  - name: g\n    rules:\n      \
+                     - record: x:pos\n        expr: x > 0\n      \
+                     - alert: X\n        expr: x > 0\n        for: 10s\n";
+        let group = parse_file(rules, Path::new("r.yml"), 10_000, &ScriptEngine::new())
+            .unwrap()
+            .remove(0);
+        let x = Labels::from_pairs([("__name__", "x")]);
+        let mut mem = MemStorage::new();
+        for (t, v) in [(0, 1.0), (10_000, 1.0), (20_000, 0.0), (30_000, 0.0)] {
+            mem.add(&x, t, v);
+        }
+        let engine = Engine::default();
+        let scripts = ScriptEngine::new();
+        let ext = BTreeMap::new();
+        let grace = HashSet::new();
+        let note = |_: &Labels| None;
+        let mut states = HashMap::new();
+        // each evaluation's output as `(name, alertstate, stale)`, and written to `mem` as a
+        // driver applies a batch
+        let mut step = |mem: &mut MemStorage, t: i64| -> Vec<(String, String, bool)> {
+            let ctx = GroupContext {
+                engine: &engine,
+                storage: Arc::new(mem.clone()),
+                scripts: &scripts,
+                external_labels: &ext,
+                external_url: "",
+                in_grace: &grace,
+                note: &note,
+            };
+            let mut written = Vec::new();
+            eval_group(&group, &mut states, &ctx, t, &mut |s| {
+                written.extend_from_slice(s)
+            });
+            let mut out = Vec::new();
+            for (l, at, v) in written {
+                assert_eq!(at, t);
+                mem.add(&l, at, v);
+                let name = l.metric_name().unwrap_or_default().to_string();
+                let state = l.get("alertstate").unwrap_or_default().to_string();
+                out.push((name, state, crate::store::chunk::is_stale(v)));
+            }
+            out
+        };
+        let series = |v: &[(&str, &str, bool)]| -> Vec<(String, String, bool)> {
+            v.iter()
+                .map(|(n, s, st)| (n.to_string(), s.to_string(), *st))
+                .collect()
+        };
+        assert_eq!(
+            step(&mut mem, 0),
+            series(&[("x:pos", "", false), ("ALERTS", "pending", false)])
+        );
+        // firing: the pending series ends
+        assert_eq!(
+            step(&mut mem, 10_000),
+            series(&[
+                ("x:pos", "", false),
+                ("ALERTS", "firing", false),
+                ("ALERTS", "pending", true)
+            ])
+        );
+        // resolved: the firing series and the recorded one end
+        assert_eq!(
+            step(&mut mem, 20_000),
+            series(&[("x:pos", "", true), ("ALERTS", "firing", true)])
+        );
+        // each marked once
+        assert_eq!(step(&mut mem, 30_000), series(&[]));
+        // the engine over the storage the batches went to: gone at the resolving evaluation
+        // and after it, not answering for the lookback
+        let ask = |q: &str, t: i64| -> usize {
+            let expr = crate::promql::parse(q).unwrap();
+            match engine.instant(&mem, &expr, t).unwrap() {
+                Value::Vector(v) => v.len(),
+                other => panic!("{other:?}"),
+            }
+        };
+        assert_eq!(ask("ALERTS{alertstate=\"firing\"}", 10_000), 1);
+        assert_eq!(ask("ALERTS{alertstate=\"pending\"}", 10_000), 0);
+        for t in [20_000, 30_000, 60_000] {
+            assert_eq!(ask("ALERTS{alertstate=\"firing\"}", t), 0, "at {t}");
+            assert_eq!(ask("x:pos", t), 0, "at {t}");
+        }
     }
 
     #[test]

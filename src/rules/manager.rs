@@ -35,6 +35,14 @@
 //! - **Reload keeps state by rule key.** A rule whose key survives keeps its state wherever its
 //!   group moved; state restored from the store at startup is handed to a rule the first time
 //!   its key is loaded; the rule set and the new snapshots are published together.
+//! - **A removed rule's incident is closed.** The firing alerts of rules a reload removes are
+//!   resolved at the reload's time (an argument of [`RuleManager::apply`]) and kept as retired
+//!   alerts in every pipeline tick for the resolved retention (15 minutes): one tick at the
+//!   reload, then one per default evaluation interval from a task beside the groups (a reload
+//!   may leave no group to tick), so receivers get `resolved` at the group's next flush. The
+//!   removed rules' series get staleness markers at the reload; their stored state holds the
+//!   resolved alerts and is removed when the last of them expires. Known limit: a restart
+//!   within that window forgets the retired alerts (their rows stay in the store, unused).
 //! - **Notifications reach the store in tick order.** Groups evaluate concurrently, but the
 //!   pipeline tick (over every group's published alerts, read under the same lock) and the
 //!   commit of its outbox rows and notification log happen under one order lock, so an older
@@ -107,6 +115,10 @@ pub struct RuleManager {
     board: RwLock<Board>,
     /// states read from the store at startup, handed to rules as they first load
     restored: Mutex<HashMap<String, RuleState>>,
+    /// the alerts of rules a reload removed that were firing, resolved at that reload: in every
+    /// pipeline tick (as a rule's resolved alerts are) until their retention ends, so receivers
+    /// hear `resolved` instead of an incident left open
+    retired: Mutex<Vec<Retired>>,
     /// the group tasks; held over a whole reload or stop, which serializes them
     running: tokio::sync::Mutex<Option<Running>>,
     /// held from a group's pipeline tick to its commit: groups evaluate concurrently, but the
@@ -123,6 +135,27 @@ pub struct RuleManager {
 
 #[cfg(test)]
 type TestHook = Arc<dyn Fn(&Group) + Send + Sync>;
+
+/// The state of a rule a reload removed.
+struct Removed {
+    rule_key: String,
+    dry_run: bool,
+    state: RuleState,
+}
+
+/// A firing alert of a rule a reload removed, resolved at that reload.
+#[derive(Debug, Clone)]
+struct Retired {
+    /// the removed rule's key: its stored state is removed when the last of its alerts expires
+    rule_key: String,
+    /// the removed rule's `dry_run`: its alert stays a shadow one
+    dry_run: bool,
+    alert: Alert,
+}
+
+/// What Alertmanager calls the time a resolved alert is kept; how often the pipeline is
+/// ticked for retired alerts when no group does it is the default evaluation interval.
+const RETIRED_RETENTION_MS: i64 = super::tracker::RESOLVED_RETENTION_MS;
 
 /// What readers see, each part replaced whole (never mutated through a shared reference).
 #[derive(Default)]
@@ -200,6 +233,7 @@ impl RuleManagerBuilder {
             delivery_wakeup: self.delivery_wakeup,
             board: RwLock::new(Board::default()),
             restored: Mutex::new(HashMap::new()),
+            retired: Mutex::new(Vec::new()),
             running: tokio::sync::Mutex::new(None),
             commit_order: Mutex::new(()),
             #[cfg(test)]
@@ -311,6 +345,26 @@ impl RuleManager {
                 out.add_group(g, st);
             }
         }
+        // a rule edited (its key changed) is a removal and a new rule: while the new one has
+        // the same alert firing or resolved, that one speaks for it (one alert per fingerprint)
+        let notifiable = |alerts: &[Alert]| -> HashSet<u64> {
+            alerts
+                .iter()
+                .filter(|a| a.status == AlertStatus::Firing || a.resolved_at.is_some())
+                .map(Alert::fingerprint)
+                .collect()
+        };
+        let (real, shadow) = (notifiable(&out.real), notifiable(&out.shadow));
+        for r in self.retired.lock().expect("retired lock").iter() {
+            let (to, taken) = if r.dry_run {
+                (&mut out.shadow, &shadow)
+            } else {
+                (&mut out.real, &real)
+            };
+            if !taken.contains(&r.alert.fingerprint()) {
+                to.push(r.alert.clone());
+            }
+        }
         out
     }
 
@@ -343,6 +397,8 @@ impl RuleManager {
     /// The daemon's reload (`daemon::reload::Reloader`) validates the notification sections
     /// too, and calls [`RuleManager::load_rules`] and [`RuleManager::apply`] itself.
     pub async fn reload(self: &Arc<Self>) -> ReloadReport {
+        // the reload's time, read once: the resolved time of the alerts of removed rules
+        let now = self.clock.now_ms();
         let me = self.clone();
         let loaded = tokio::task::spawn_blocking(move || me.load_rules())
             .await
@@ -356,7 +412,7 @@ impl RuleManager {
                 }]))
             });
         match loaded {
-            Ok(set) => self.apply(set).await,
+            Ok(set) => self.apply(set, now).await,
             Err(errors) => {
                 for e in &errors.0 {
                     tracing::error!(error = %e, "rule reload failed, old rules keep running");
@@ -379,14 +435,41 @@ impl RuleManager {
 
     /// Swaps `set` in and restarts the group tasks, keeping the state of every rule whose key
     /// is unchanged. Reloads are serialized: the lock on the running tasks is held throughout.
-    pub async fn apply(self: &Arc<Self>, set: RuleSet) -> ReloadReport {
+    ///
+    /// `now` is the reload's time. The firing alerts of rules `set` no longer has resolve at
+    /// `now` and go through the notification pipeline (at once, then at each default
+    /// evaluation interval while no group ticks it, until their retention ends), so receivers
+    /// get `resolved`; the series the removed rules wrote get staleness markers at `now`.
+    pub async fn apply(self: &Arc<Self>, set: RuleSet, now: i64) -> ReloadReport {
         let mut running = self.running.lock().await;
         // every evaluation in progress finishes and publishes before its state is handed over
         halt(&mut running).await;
         let set = Arc::new(set);
-        let owned = self.swap_states(&set);
+        let (owned, removed) = self.swap_states(&set);
+        let batch = self.retire(&set, removed, now);
+        if !batch.rules.is_empty() {
+            let me = self.clone();
+            let joined =
+                crate::task::blocking(&self.metrics, "rule_reload", "retired", move || {
+                    me.commit("retired alerts", batch, me.all_evaluated());
+                })
+                .await;
+            if joined.is_none() {
+                tracing::warn!(
+                    "notifying the resolved alerts of removed rules failed at the reload"
+                );
+            }
+        }
         self.metrics.rule_reload_success.set(1);
-        *running = Some(self.spawn_groups(&set, owned));
+        let mut started = self.spawn_groups(&set, owned);
+        if !self.retired.lock().expect("retired lock").is_empty() {
+            let me = self.clone();
+            let rx = started.shutdown.subscribe();
+            started
+                .tasks
+                .spawn(async move { me.retired_loop(rx).await });
+        }
+        *running = Some(started);
         tracing::info!(
             groups = set.groups.len(),
             rules = set.rule_count(),
@@ -409,8 +492,10 @@ impl RuleManager {
     /// Publishes `set` with new per-group states and returns them for the new group tasks: a
     /// rule whose key survives keeps its state (wherever its group went); state restored from
     /// the store is handed to rules seen for the first time. Call with no group task running.
-    fn swap_states(&self, set: &Arc<RuleSet>) -> HashMap<String, GroupStates> {
-        let (_, published) = self.snapshot();
+    ///
+    /// Also returns the states of the rules `set` no longer has (by key), with their `dry_run`.
+    fn swap_states(&self, set: &Arc<RuleSet>) -> (HashMap<String, GroupStates>, Vec<Removed>) {
+        let (old_rules, published) = self.snapshot();
         let mut old: HashMap<&String, &RuleState> = HashMap::new();
         for (_, st) in &published {
             old.extend(st.iter());
@@ -419,7 +504,9 @@ impl RuleManager {
         let mut owned = HashMap::new();
         for g in &set.groups {
             let mut m = GroupStates::new();
-            for r in g.rules.iter().filter(|r| r.is_alert()) {
+            // every rule, recording rules too: a kept state carries the series its last
+            // evaluation wrote, which the next one marks stale when they vanish
+            for r in &g.rules {
                 let kept = old.get(&r.key).map(|s| (*s).clone());
                 if let Some(s) = kept.or_else(|| restored.remove(&r.key)) {
                     m.insert(r.key.clone(), s);
@@ -428,6 +515,23 @@ impl RuleManager {
             owned.insert(g.name.clone(), m);
         }
         drop(restored);
+        let loaded: HashSet<&String> = set
+            .groups
+            .iter()
+            .flat_map(|g| g.rules.iter().map(|r| &r.key))
+            .collect();
+        let mut removed = Vec::new();
+        for g in &old_rules.groups {
+            for r in g.rules.iter().filter(|r| !loaded.contains(&r.key)) {
+                if let Some(st) = old.get(&r.key) {
+                    removed.push(Removed {
+                        rule_key: r.key.clone(),
+                        dry_run: r.dry_run,
+                        state: (*st).clone(),
+                    });
+                }
+            }
+        }
         let groups = owned
             .iter()
             .map(|(name, m)| (name.clone(), Arc::new(m.clone())))
@@ -439,7 +543,136 @@ impl RuleManager {
         };
         // the old snapshots are freed here, not under the lock
         drop((published, replaced));
-        owned
+        (owned, removed)
+    }
+
+    /// Resolves at `now` the firing alerts of the `removed` rules and keeps them as retired
+    /// (with those retired earlier whose key `set` does not load again); returns the batch that
+    /// ends the removed rules: their series' staleness markers at `now` and their stored states
+    /// (the resolved alerts, or none). Pending alerts and alerts already resolved go.
+    fn retire(&self, set: &RuleSet, removed: Vec<Removed>, now: i64) -> EvalBatch {
+        let loaded: HashSet<&String> = set
+            .groups
+            .iter()
+            .flat_map(|g| g.rules.iter().map(|r| &r.key))
+            .collect();
+        let mut retired = self.retired.lock().expect("retired lock");
+        // a rule loaded again starts over; its retired alerts would be duplicates
+        retired.retain(|r| !loaded.contains(&r.rule_key));
+        let mut batch = EvalBatch {
+            group: String::new(),
+            t: now,
+            ..EvalBatch::default()
+        };
+        for r in removed {
+            let mut stale: Vec<Labels> = r.state.series.into_iter().collect();
+            stale.sort();
+            batch.samples.extend(
+                stale
+                    .into_iter()
+                    .map(|l| (l, now, crate::store::chunk::stale_nan())),
+            );
+            let mut rows = Vec::new();
+            for mut a in r.state.alerts.into_values() {
+                if a.status != AlertStatus::Firing {
+                    continue;
+                }
+                a.status = AlertStatus::Inactive;
+                a.resolved_at = Some(now);
+                a.keep_firing_since = None;
+                tracing::info!(
+                    rule = r.rule_key,
+                    labels = %a.labels,
+                    "alert of a removed rule resolved"
+                );
+                rows.push((a.fingerprint(), a.to_json()));
+                retired.push(Retired {
+                    rule_key: r.rule_key.clone(),
+                    dry_run: r.dry_run,
+                    alert: a,
+                });
+            }
+            batch.rules.push(crate::store::RuleStateRow {
+                rule_key: r.rule_key,
+                alerts: rows,
+                eval: None,
+                transitions: Vec::new(),
+            });
+        }
+        batch
+    }
+
+    /// Ticks the pipeline for retired alerts while there are any: every default evaluation
+    /// interval (groups tick it too, but a reload may have removed every group), reading the
+    /// clock once per tick. Expired ones are dropped and their rules' stored states removed.
+    async fn retired_loop(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
+        let every = Duration::from_millis(self.config.default_interval_ms.max(1) as u64);
+        let mut ticker = tokio::time::interval_at(Instant::now() + every, every);
+        ticker.set_missed_tick_behavior(MissedTickBehavior::Skip);
+        loop {
+            tokio::select! {
+                _ = ticker.tick() => {}
+                _ = shutdown.changed() => return,
+            }
+            if *shutdown.borrow() {
+                return;
+            }
+            let now = self.clock.now_ms();
+            let me = self.clone();
+            let left = crate::task::blocking(&self.metrics, "rule_reload", "retired", move || {
+                me.tick_retired(now)
+            })
+            .await;
+            if left == Some(0) {
+                return;
+            }
+        }
+    }
+
+    /// One pipeline tick at `now` over every alert, retired ones included, committed as a
+    /// group's is; retired alerts past their retention are dropped first and the stored state
+    /// of a rule with none left removed (blocking). Returns how many are left.
+    fn tick_retired(&self, now: i64) -> usize {
+        let (expired, left) = {
+            let mut retired = self.retired.lock().expect("retired lock");
+            let mut expired: Vec<String> = Vec::new();
+            retired.retain(|r| {
+                let keep = r
+                    .alert
+                    .resolved_at
+                    .is_none_or(|at| now - at <= RETIRED_RETENTION_MS);
+                if !keep {
+                    expired.push(r.rule_key.clone());
+                }
+                keep
+            });
+            expired.retain(|k| !retired.iter().any(|r| &r.rule_key == k));
+            expired.sort();
+            expired.dedup();
+            (expired, retired.len())
+        };
+        let batch = EvalBatch {
+            group: String::new(),
+            t: now,
+            rules: expired
+                .into_iter()
+                .map(|rule_key| crate::store::RuleStateRow {
+                    rule_key,
+                    alerts: Vec::new(),
+                    eval: None,
+                    transitions: Vec::new(),
+                })
+                .collect(),
+            ..EvalBatch::default()
+        };
+        self.commit("retired alerts", batch, self.all_evaluated());
+        left
+    }
+
+    /// Whether every group of the rule set in use has been evaluated since startup.
+    fn all_evaluated(&self) -> bool {
+        let (done, all) = self.groups_evaluated();
+        done == all
     }
 
     /// Starts one task per group of `set`, each owning its group's states from `owned`.
@@ -603,7 +836,7 @@ impl RuleManager {
             hook(group);
         }
         let all_evaluated = self.publish(&group.name, &own.states);
-        let outcomes = self.commit(group, batch, all_evaluated);
+        let outcomes = self.commit(&group.name, batch, all_evaluated);
         self.update_alert_gauges();
         outcomes
     }
@@ -632,7 +865,7 @@ impl RuleManager {
 
     /// Ticks the pipeline over every group's published alerts and commits the batch with what it
     /// queued, both under the order lock; wakes the sender when something was queued.
-    fn commit(&self, group: &Group, mut batch: EvalBatch, all_evaluated: bool) -> Vec<RuleOutcome> {
+    fn commit(&self, group: &str, mut batch: EvalBatch, all_evaluated: bool) -> Vec<RuleOutcome> {
         let t = batch.t;
         let order = self.commit_order.lock().expect("commit order lock");
         let (outbox, shadow) = match &self.notifier {
@@ -657,7 +890,7 @@ impl RuleManager {
         drop(order);
         match committed {
             Err(e) => {
-                tracing::error!(group = group.name, error = %e, "cannot persist rule evaluation; retried by the next store write")
+                tracing::error!(group, error = %e, "cannot persist rule evaluation; retried by the next store write")
             }
             Ok(_) if queued > 0 => {
                 if let Some(w) = &self.delivery_wakeup {

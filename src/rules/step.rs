@@ -26,7 +26,9 @@ use crate::labels::{Labels, Matcher};
 use crate::notify::dispatch::Outgoing;
 use crate::notify::pipeline::Tick;
 use crate::promql::{MemStorage, QueryError, Storage};
-use crate::store::{RuleEval, RuleStateRow, RuleTransition, SeriesSamples, SeriesVisitor};
+use crate::store::{
+    RuleEval, RuleStateRow, RuleTransition, SeriesSamples, SeriesVisitor, is_stale,
+};
 
 /// What one step produced, for its driver to apply.
 #[derive(Debug, Clone, Default)]
@@ -319,14 +321,13 @@ impl Storage for Recorded {
         t: i64,
         lookback: i64,
     ) -> Result<Vec<(Arc<Labels>, i64, f64)>, QueryError> {
-        let mine = {
-            let own = self.own.read().expect("step layer lock");
-            if own.is_empty() {
-                Vec::new()
-            } else {
-                own.latest(matchers, t, lookback)?
-            }
-        };
+        // the step's newest samples, staleness markers included: a marker the step wrote
+        // ends the stored series too, so its older stored sample must not answer
+        let mine: Vec<(Arc<Labels>, i64, f64)> = self
+            .own(matchers, t - lookback + 1, t)?
+            .into_iter()
+            .filter_map(|s| s.samples.last().map(|&(st, v)| (s.labels, st, v)))
+            .collect();
         let mut out = self.base.latest(matchers, t, lookback)?;
         if mine.is_empty() {
             return Ok(out);
@@ -336,13 +337,28 @@ impl Storage for Recorded {
             .enumerate()
             .map(|(i, s)| (s.0.clone(), i))
             .collect();
+        let mut ended = vec![false; out.len()];
         for m in mine {
+            let stale = is_stale(m.2);
             match at.get(&m.0) {
-                Some(&i) if out[i].1 <= m.1 => out[i] = m,
+                Some(&i) if out[i].1 <= m.1 => {
+                    if stale {
+                        ended[i] = true;
+                    } else {
+                        out[i] = m;
+                    }
+                }
                 Some(_) => {}
-                None => out.push(m),
+                None if !stale => out.push(m),
+                None => {}
             }
         }
+        let mut i = 0;
+        out.retain(|_| {
+            let keep = !ended.get(i).copied().unwrap_or(false);
+            i += 1;
+            keep
+        });
         Ok(out)
     }
 }
@@ -465,7 +481,10 @@ mod tests {
             [(Arc::new(rec.clone()), vec![(0, 1.0), (10_000, 8.0)])]
         );
         let latest = layer.latest(&m, 10_000, 300_000).unwrap();
-        assert_eq!(latest, [(Arc::new(rec), 10_000, 8.0)]);
+        assert_eq!(latest, [(Arc::new(rec.clone()), 10_000, 8.0)]);
+        // a staleness marker the step wrote ends the stored series for later rules
+        layer.add(&[(rec, 20_000, crate::store::chunk::stale_nan())]);
+        assert!(layer.latest(&m, 20_000, 300_000).unwrap().is_empty());
         // a selector the step recorded nothing for reads the storage alone
         let e = [Matcher::equal("__name__", "errors")];
         assert_eq!(layer.select(&e, 0, 10_000).unwrap()[0].samples.len(), 2);

@@ -98,10 +98,16 @@ pub struct Timing {
     pub has_resolve: bool,
 }
 
-/// The alerts of one rule, keyed by fingerprint (ordered, so iteration is deterministic).
+/// What one rule keeps between evaluations: its alerts, keyed by fingerprint (ordered, so
+/// iteration is deterministic), and the series its last evaluation wrote.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct RuleState {
     pub alerts: BTreeMap<u64, Alert>,
+    /// the output series (recorded series, or `ALERTS`) of the rule's last successful
+    /// evaluation, so the next one writes a staleness marker for each it no longer produces
+    /// (Prometheus's `seriesInPreviousEval`). Not persisted: after a restart the first
+    /// evaluation marks nothing, as in Prometheus.
+    pub series: HashSet<Labels>,
 }
 
 impl RuleState {
@@ -260,7 +266,8 @@ impl RuleState {
             .filter(|a| a.resolved_at.is_some() && !a.is_active())
     }
 
-    /// Drops every alert (the rule exceeded its limit, as Prometheus does).
+    /// Drops every alert (the rule exceeded its limit, as Prometheus does); the series of the
+    /// last successful evaluation stay, to be marked stale by the next one.
     pub fn clear(&mut self) {
         self.alerts.clear();
     }

@@ -1026,8 +1026,17 @@ groups:
     /// Writes `rules.yml`, the extra files and `t_test.yml` (the header below, then `body`) to
     /// a temporary directory and runs the test file.
     fn run(extra: &[(&str, &str)], body: &str) -> Result<FileReport, TestFileError> {
+        run_rules(RULES, extra, body)
+    }
+
+    /// [`run`] with other rules in `rules.yml`.
+    fn run_rules(
+        rules: &str,
+        extra: &[(&str, &str)],
+        body: &str,
+    ) -> Result<FileReport, TestFileError> {
         let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("rules.yml"), RULES).unwrap();
+        std::fs::write(dir.path().join("rules.yml"), rules).unwrap();
         for (name, text) in extra {
             std::fs::write(dir.path().join(name), text).unwrap();
         }
@@ -1120,6 +1129,66 @@ groups:
                 Some(w) => assert!(got.contains(w), "{name}: want {w:?} in\n{got}"),
             }
         }
+    }
+
+    #[test]
+    fn webhook_starts_at_is_the_firing_time_not_the_pending_time() {
+        // Down with `for: 1m`: pending at 0, firing at the 1m evaluation, flushed after
+        // group_wait (30s) at 2m; `up` returns at 3m, the resolution goes out a group_interval
+        // (5m) after the first flush. Prometheus sends `FiredAt` as `startsAt`, resolved too.
+        let rules = RULES.replace("expr: up == 0\n", "expr: up == 0\n        for: 1m\n");
+        assert!(rules.contains("for: 1m"));
+        let entries = r#"      - eval_time: 1m
+        exp_notifications: []
+      - eval_time: 2m
+        exp_notifications:
+          - receiver: default
+            status: firing
+            webhook: { alerts.0.startsAt: "1970-01-01T00:01:00Z", alerts.0.endsAt: "0001-01-01T00:00:00Z" }
+      - eval_time: 7m
+        exp_notifications:
+          - receiver: default
+            status: resolved
+            webhook: { alerts.0.startsAt: "1970-01-01T00:01:00Z", alerts.0.endsAt: "1970-01-01T00:03:00Z" }
+"#;
+        let body = format!("tests:\n{}", group("for", "0 0 0 1x10", "0x10", entries));
+        let r = run_rules(&rules, &[], &body).unwrap();
+        assert!(r.passed(), "{}", failures(&r));
+    }
+
+    #[test]
+    fn alerts_series_ends_when_the_alert_resolves() {
+        // Down fires at 0 and 1m and resolves at 2m: its `ALERTS` series gets a staleness
+        // marker at 2m instead of answering for the lookback (5m), as in promtool
+        let body = r#"tests:
+  - interval: 1m
+    input_series:
+      - series: 'up{instance="a"}'
+        values: '0 0 1x5'
+    alert_rule_test:
+      - eval_time: 1m
+        alertname: Down
+        exp_alerts:
+          - exp_labels: { instance: a, severity: page }
+            exp_annotations: { summary: a is down }
+      - eval_time: 2m
+        alertname: Down
+        exp_alerts: []
+    promql_expr_test:
+      - expr: ALERTS{alertstate="firing"}
+        eval_time: 1m
+        exp_samples:
+          - labels: 'ALERTS{alertname="Down", alertstate="firing", instance="a", severity="page"}'
+            value: 1
+      - expr: ALERTS{alertstate="firing"}
+        eval_time: 2m
+        exp_samples: []
+      - expr: ALERTS
+        eval_time: 4m
+        exp_samples: []
+"#;
+        let r = run(&[], body).unwrap();
+        assert!(r.passed(), "{}", failures(&r));
     }
 
     #[test]

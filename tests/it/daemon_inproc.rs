@@ -9,7 +9,7 @@ use tocsin::clock::SystemClock;
 use tocsin::config::Config;
 use tocsin::daemon::{Daemon, DaemonOptions, Running};
 
-use crate::common::{Deadline, free_addr};
+use crate::common::{Answer, Deadline, WebhookSink, free_addr};
 
 const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/reload");
 
@@ -126,5 +126,65 @@ async fn a_reload_with_valid_rules_and_an_undefined_receiver_changes_nothing() {
         err.to_string().contains("in use by another tocsin"),
         "{err}"
     );
+    daemon.shutdown().await;
+}
+
+/// A firing alert whose rule disappears (its file emptied) is resolved at the reload and the
+/// receiver hears `resolved`, with the firing time as `startsAt` and the reload as `endsAt`:
+/// the incident does not stay open forever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_firing_alert_whose_rule_is_removed_is_resolved_at_the_receiver() {
+    let dir = tempfile::tempdir().unwrap();
+    let hook = WebhookSink::start(Answer::Reply(200, "ok")).await;
+    let listen = free_addr().to_string();
+    std::fs::create_dir(dir.path().join("rules")).unwrap();
+    let rules = dir.path().join("rules/reload.yml");
+    install("rules-one.yml", &rules, dir.path(), &listen);
+    let config = format!(
+        "storage: {{ path: \"{}\" }}\n\
+         evaluation: {{ interval: 1s }}\n\
+         rule_files: [rules/*.yml]\n\
+         route: {{ receiver: ops, group_wait: 0s, group_interval: 1s, repeat_interval: 1h }}\n\
+         receivers:\n  - name: ops\n    webhook: {{ url: \"{}\" }}\n\
+         server: {{ listen: \"{listen}\" }}\n",
+        dir.path().join("data/tocsin.db").display(),
+        hook.url(),
+    );
+    std::fs::write(dir.path().join("tocsin.yml"), config).unwrap();
+    let daemon = start(dir.path()).await;
+    let base = format!("http://{}", daemon.addr());
+    let has = |status: &str| hook.hits().iter().any(|h| h.status() == status);
+    Deadline::within("the firing notification", Duration::from_secs(20))
+        .until(|| has("firing"))
+        .await;
+
+    std::fs::write(&rules, "").unwrap();
+    let resp = reqwest::Client::new()
+        .post(format!("{base}/-/reload"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200, "{}", resp.text().await.unwrap());
+    assert!(rule_names(&base).await.is_empty());
+    Deadline::within("the resolved notification", Duration::from_secs(20))
+        .until(|| has("resolved"))
+        .await;
+
+    let hits = hook.hits();
+    let firing = &hits.iter().find(|h| h.status() == "firing").unwrap().body["alerts"][0];
+    let resolved = &hits.iter().find(|h| h.status() == "resolved").unwrap().body["alerts"][0];
+    assert_eq!(resolved["labels"]["alertname"], "First");
+    assert_eq!(resolved["status"], "resolved");
+    assert_eq!(resolved["fingerprint"], firing["fingerprint"]);
+    assert_eq!(resolved["startsAt"], firing["startsAt"]);
+    assert_ne!(resolved["endsAt"], "0001-01-01T00:00:00Z");
+    // resolved once: no second resolution for it
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let resolutions = hook
+        .hits()
+        .iter()
+        .filter(|h| h.status() == "resolved")
+        .count();
+    assert_eq!(resolutions, 1);
     daemon.shutdown().await;
 }

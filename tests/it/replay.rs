@@ -256,8 +256,9 @@ async fn replay_of_a_live_run_matches_what_the_daemon_sent() {
     assert_eq!(replay_sent, live_sent, "{replayed:#}");
     assert_eq!(replayed["totals"]["notifications"]["ops"], 2);
 
-    // times: the replay's pending and resolved evaluations against the alert's startsAt and
-    // endsAt as the daemon sent them: equal, or earlier by at most the ingestion of one scrape
+    // times: the replay's firing and resolved evaluations against the alert's startsAt (the
+    // firing time, as Prometheus sends it) and endsAt as the daemon sent them: equal, or
+    // earlier by at most the ingestion of one scrape
     let at = |kind: &str| -> i64 {
         replayed["transitions"]
             .as_array()
@@ -273,7 +274,7 @@ async fn replay_of_a_live_run_matches_what_the_daemon_sent() {
     let live_start = tocsin::timefmt::parse_time(alert["startsAt"].as_str().unwrap()).unwrap();
     let live_end = tocsin::timefmt::parse_time(alert["endsAt"].as_str().unwrap()).unwrap();
     for (what, live_t, replay_t) in [
-        ("pending", live_start, at("pending")),
+        ("firing", live_start, at("firing")),
         ("resolved", live_end, at("resolved")),
     ] {
         let early = live_t - replay_t;
