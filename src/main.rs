@@ -25,13 +25,22 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> Result<Outcome> {
     match cli.command {
-        Command::Run { config, dry_run } => {
+        Command::Run {
+            config,
+            dry_run,
+            allow_open_writes,
+        } => {
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .thread_stack_size(tocsin::daemon::THREAD_STACK_BYTES)
                 .build()
                 .context("cannot start the async runtime")?;
-            rt.block_on(cli::run::daemon(config, cli.log_format, dry_run))?;
+            rt.block_on(cli::run::daemon(
+                config,
+                cli.log_format,
+                dry_run,
+                allow_open_writes,
+            ))?;
             Ok(Outcome::Ok)
         }
         Command::Check { paths } => cli::check::check(paths),

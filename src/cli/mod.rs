@@ -39,6 +39,10 @@ pub(crate) enum Command {
         /// listed as `shadow` at /api/v1/notifications and counted in self-metrics).
         #[arg(long)]
         dry_run: bool,
+        /// Listen on a non-loopback address without `server.api_token_env`: anyone who reaches
+        /// the port may then create silences and reload. Without this flag the daemon refuses.
+        #[arg(long, env = "TOCSIN_ALLOW_OPEN_WRITES")]
+        allow_open_writes: bool,
     },
     /// Validate a configuration file and rule files (templates and scripts included); prints
     /// every error with file:line:col. Exit 0 valid, 1 invalid. A directory means its rule files

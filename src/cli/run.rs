@@ -16,6 +16,7 @@ pub(crate) async fn daemon(
     config: Option<PathBuf>,
     log_format: Option<LogFormat>,
     dry_run: bool,
+    allow_open_writes: bool,
 ) -> Result<()> {
     let (mut cfg, source) = load_config(config).map_err(|e| anyhow::anyhow!("{e}"))?;
     cfg.apply_env(std::env::vars())
@@ -32,6 +33,7 @@ pub(crate) async fn daemon(
     let opts = DaemonOptions {
         source,
         dry_run,
+        allow_open_writes,
         env: std::env::vars().collect(),
     };
     let running = Daemon::start(cfg, clock, opts).await?;

@@ -62,6 +62,12 @@ pub enum DaemonError {
     /// `server.api_token_env` or `server.api_read_token_env` names an unset variable.
     #[error("server.{field} names {var}, which is not set in this environment")]
     TokenUnset { field: &'static str, var: String },
+    /// A non-loopback listener without a write token: anyone who reaches the port could create
+    /// silences and reload.
+    #[error(
+        "refusing to listen on {addr} without server.api_token_env: anyone who reaches it could create silences and reload; set a write token, listen on loopback, or pass --allow-open-writes"
+    )]
+    OpenWrites { addr: SocketAddr },
     /// The SIGHUP handler could not be installed.
     #[error("cannot install the sighup handler: {0}")]
     Signal(std::io::Error),
@@ -78,6 +84,9 @@ pub struct DaemonOptions {
     pub source: Option<PathBuf>,
     /// Shadow mode: evaluate, route and record every notification, deliver none.
     pub dry_run: bool,
+    /// Listen on a non-loopback address without a write token (`tocsin run --allow-open-writes`);
+    /// refused otherwise.
+    pub allow_open_writes: bool,
     /// The environment `*_env` settings are read from.
     pub env: HashMap<String, String>,
 }
@@ -133,6 +142,10 @@ impl Daemon {
                 addr: cfg.server.listen.clone(),
                 source,
             })?;
+        if cfg.server.api_token_env.is_none() && !addr.ip().is_loopback() && !opts.allow_open_writes
+        {
+            return Err(DaemonError::OpenWrites { addr });
+        }
         tracing::info!(listen = %addr, store = %store_path.display(), targets = targets.len(), "tocsin started");
 
         let metrics = Arc::new(SelfMetrics::new(started_ms as f64 / 1000.0));

@@ -227,6 +227,14 @@ impl Silences {
     /// (blocking: writes the store).
     pub fn put(&self, mut s: Silence, now: i64) -> Result<String, String> {
         s.validate()?;
+        // an id given by the client updates that silence; it never creates one (Alertmanager
+        // answers "silence not found"): ids are tocsin's, so a client cannot pick or guess one
+        if !s.id.is_empty() && !self.all().iter().any(|x| x.id == s.id) {
+            return Err(format!(
+                "silence {:?} not found: leave the id out to create a silence",
+                s.id
+            ));
+        }
         if s.id.is_empty() {
             s.id = format!(
                 "{:016x}",

@@ -318,6 +318,15 @@ async fn faults_are_refused_with_a_message_and_change_nothing() {
     huge.extend(std::iter::repeat_n(b'x', 70 * 1024));
     huge.extend(b"\"}");
     assert_refused(post(huge, Some(TOKEN)).await.unwrap(), 413, "length limit").await;
+    // a client-chosen id never creates a silence: ids are the daemon's
+    let chosen =
+        br#"{"id":"mine","matchers":["a=\"b\""],"endsAt":"2999-01-01T00:00:00Z","createdBy":"t"}"#;
+    assert_refused(
+        post(chosen.to_vec(), Some(TOKEN)).await.unwrap(),
+        400,
+        "not found",
+    )
+    .await;
     let (_, list) = get(&silences).await;
     assert_eq!(
         list["data"],

@@ -27,8 +27,7 @@ async fn start(dir: &Path) -> Running {
     let cfg = Config::load(&path).unwrap();
     let opts = DaemonOptions {
         source: Some(path),
-        dry_run: false,
-        env: Default::default(),
+        ..DaemonOptions::default()
     };
     Daemon::start(cfg, Arc::new(SystemClock), opts)
         .await
@@ -186,5 +185,40 @@ async fn a_firing_alert_whose_rule_is_removed_is_resolved_at_the_receiver() {
         .filter(|h| h.status() == "resolved")
         .count();
     assert_eq!(resolutions, 1);
+    daemon.shutdown().await;
+}
+
+/// Without a write token, a listener others can reach is refused (anyone could create silences
+/// and reload) unless the operator opts out explicitly; loopback needs no token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_non_loopback_listener_without_a_write_token_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let listen = "0.0.0.0:0";
+    std::fs::create_dir(dir.path().join("rules")).unwrap();
+    install(
+        "tocsin.yml",
+        &dir.path().join("tocsin.yml"),
+        dir.path(),
+        listen,
+    );
+    install(
+        "rules-one.yml",
+        &dir.path().join("rules/reload.yml"),
+        dir.path(),
+        listen,
+    );
+    let cfg = Config::load(&dir.path().join("tocsin.yml")).unwrap();
+    let err = Daemon::start(cfg.clone(), Arc::new(SystemClock), DaemonOptions::default())
+        .await
+        .err()
+        .expect("an open listener without a token must be refused");
+    assert!(err.to_string().contains("--allow-open-writes"), "{err}");
+    let opts = DaemonOptions {
+        allow_open_writes: true,
+        ..DaemonOptions::default()
+    };
+    let daemon = Daemon::start(cfg, Arc::new(SystemClock), opts)
+        .await
+        .unwrap();
     daemon.shutdown().await;
 }
