@@ -5,6 +5,20 @@
 
 use crate::selfmetrics::{SelfMetrics, TaskLabels};
 
+/// Waits for the loop's next tick; false once `shutdown` says stop (checked after the tick too,
+/// so a tick and a shutdown arriving together stop the loop). The shape every daemon loop
+/// (scrape endpoints, the store flush, rule groups, retired alerts) waits with.
+pub async fn next_tick(
+    ticker: &mut tokio::time::Interval,
+    shutdown: &mut tokio::sync::watch::Receiver<bool>,
+) -> bool {
+    tokio::select! {
+        _ = ticker.tick() => {}
+        _ = shutdown.changed() => return false,
+    }
+    !*shutdown.borrow()
+}
+
 /// Runs `f` on a blocking thread. A panic is logged with `task` (the kind of loop: `scrape`,
 /// `probe`, `flush`, `rule_group`) and `name` (the endpoint or group), counted in
 /// `tocsin_task_panics_total{task}`, and returned as `None`.
@@ -52,5 +66,15 @@ mod tests {
                 .encode()
                 .contains("tocsin_task_panics_total{task=\"scrape\"} 1")
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn next_tick_ticks_until_shutdown() {
+        let mut ticker = tokio::time::interval(std::time::Duration::from_secs(1));
+        let (tx, mut rx) = tokio::sync::watch::channel(false);
+        assert!(next_tick(&mut ticker, &mut rx).await);
+        assert!(next_tick(&mut ticker, &mut rx).await);
+        tx.send(true).unwrap();
+        assert!(!next_tick(&mut ticker, &mut rx).await);
     }
 }

@@ -194,11 +194,7 @@ impl Scheduler {
         // a health endpoint's checks at the last probe: one that disappears gets a stale marker
         let mut checks = std::collections::BTreeSet::new();
         loop {
-            tokio::select! {
-                _ = ticker.tick() => {}
-                _ = shutdown.changed() => return,
-            }
-            if *shutdown.borrow() {
+            if !crate::task::next_tick(&mut ticker, &mut shutdown).await {
                 return;
             }
             let t = scrape_timestamp(self.clock.now_ms(), interval_ms, offset);
@@ -357,11 +353,7 @@ impl Scheduler {
         let mut ticker = tokio::time::interval_at(Instant::now() + every, every);
         ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
         loop {
-            tokio::select! {
-                _ = ticker.tick() => {}
-                _ = shutdown.changed() => return,
-            }
-            if *shutdown.borrow() {
+            if !crate::task::next_tick(&mut ticker, &mut shutdown).await {
                 return;
             }
             let now = self.clock.now_ms();

@@ -610,11 +610,7 @@ impl RuleManager {
         let mut ticker = tokio::time::interval_at(Instant::now() + every, every);
         ticker.set_missed_tick_behavior(MissedTickBehavior::Skip);
         loop {
-            tokio::select! {
-                _ = ticker.tick() => {}
-                _ = shutdown.changed() => return,
-            }
-            if *shutdown.borrow() {
+            if !crate::task::next_tick(&mut ticker, &mut shutdown).await {
                 return;
             }
             let now = self.clock.now_ms();
@@ -721,11 +717,7 @@ impl RuleManager {
         };
         let mut last_slot: Option<i64> = None;
         loop {
-            tokio::select! {
-                _ = ticker.tick() => {}
-                _ = shutdown.changed() => return,
-            }
-            if *shutdown.borrow() {
+            if !crate::task::next_tick(&mut ticker, &mut shutdown).await {
                 return;
             }
             // the evaluation time is the scheduled slot, so evaluations are exactly one interval apart
