@@ -378,7 +378,7 @@ fn parse_file_at(
                         .expr
                         .as_ref()
                         .or(r.script.as_ref())
-                        .map(|e| (e.referenced.line(), e.referenced.column()))
+                        .map(at)
                         .unwrap_or((gline, 0));
                     er(
                         &mut errors,
@@ -519,30 +519,10 @@ fn parse_file_at(
                 }
             } else {
                 for (field, present) in [
-                    (
-                        "for",
-                        r.for_
-                            .as_ref()
-                            .map(|s| (s.referenced.line(), s.referenced.column())),
-                    ),
-                    (
-                        "keep_firing_for",
-                        r.keep_firing_for
-                            .as_ref()
-                            .map(|s| (s.referenced.line(), s.referenced.column())),
-                    ),
-                    (
-                        "resolve",
-                        r.resolve
-                            .as_ref()
-                            .map(|s| (s.referenced.line(), s.referenced.column())),
-                    ),
-                    (
-                        "flap_detection",
-                        r.flap_detection
-                            .as_ref()
-                            .map(|s| (s.referenced.line(), s.referenced.column())),
-                    ),
+                    ("for", r.for_.as_ref().map(at)),
+                    ("keep_firing_for", r.keep_firing_for.as_ref().map(at)),
+                    ("resolve", r.resolve.as_ref().map(at)),
+                    ("flap_detection", r.flap_detection.as_ref().map(at)),
                 ] {
                     if let Some((l, c)) = present {
                         errors.push(RuleError {
@@ -837,6 +817,11 @@ fn rule_key(group: &str, name: &str, cond: &Condition, labels: &[(String, String
         "{group}/{name}/{:016x}",
         xxhash_rust::xxh3::xxh3_64(buf.as_bytes())
     )
+}
+
+/// Where a field was written: (line, column).
+fn at<T>(s: &Spanned<T>) -> (u64, u64) {
+    (s.referenced.line(), s.referenced.column())
 }
 
 #[cfg(test)]
