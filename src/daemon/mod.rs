@@ -89,6 +89,8 @@ pub struct Running {
     clock: Arc<dyn Clock>,
     manager: Arc<RuleManager>,
     shutdown_tx: watch::Sender<bool>,
+    /// API queries' slots and root cancellation: shutdown cancels the queries in flight first
+    queries: crate::server::QueryLimits,
     scrapes: tokio::task::JoinSet<()>,
     sender: Option<JoinHandle<()>>,
     reloader: JoinHandle<()>,
@@ -240,6 +242,7 @@ impl Daemon {
                 "server.api_token_env is not set: API writes (silences, reload) need no token"
             );
         }
+        let queries = crate::server::QueryLimits::default();
         let app = crate::server::router(crate::server::AppState {
             status,
             metrics,
@@ -258,6 +261,7 @@ impl Daemon {
                 max_steps: crate::server::MAX_POINTS + 1,
                 ..Default::default()
             }),
+            queries: queries.clone(),
             api_token,
             read_token,
         });
@@ -275,6 +279,7 @@ impl Daemon {
             clock,
             manager,
             shutdown_tx,
+            queries,
             scrapes,
             sender,
             reloader,
@@ -386,10 +391,13 @@ impl Running {
         &self.manager
     }
 
-    /// Stops rules, the sender (a delivery in flight finishes, bounded by its timeout; what is
-    /// left stays queued), scrapes, flushes the store and stops the HTTP server.
+    /// Cancels API queries in flight (their blocking threads end within a few evaluation
+    /// steps, so neither the HTTP server's graceful stop nor the runtime waits on one), stops
+    /// rules, the sender (a delivery in flight finishes, bounded by its timeout; what is left
+    /// stays queued), scrapes, flushes the store and stops the HTTP server.
     pub async fn shutdown(mut self) {
         tracing::info!("shutting down: stopping rules and scrapes, flushing the store");
+        self.queries.shutdown();
         self.reloader.abort();
         #[cfg(unix)]
         self.sighup.abort();
