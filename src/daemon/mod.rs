@@ -11,7 +11,9 @@
 //!   [`DaemonOptions::env`], which `tocsin run` fills from `std::env::vars()`;
 //! - SQLite work runs on blocking threads, never on the runtime's;
 //! - shutdown never waits longer than its bounds (15 s for a delivery in flight, 5 s for the HTTP
-//!   server) and always ends with a final store flush.
+//!   server) and always ends with a final store flush; it first cancels API queries in flight,
+//!   so no blocking thread keeps the runtime from stopping (rule evaluations are not cancelled:
+//!   the engine's limits bound them, and the group loops finish the one in progress).
 
 pub mod reload;
 
