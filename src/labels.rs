@@ -286,16 +286,81 @@ pub struct Matcher {
     regex: Option<Regex>,
 }
 
+/// Most times nested repetitions may repeat their innermost part, multiplied through nesting:
+/// Go's limit (`regexp/syntax`'s `repeatIsValid`), so tocsin refuses what Prometheus refuses.
+/// `(a{1,100}){1,100}b` (10,000) compiles to a small program but costs ~1.5 s to match one
+/// 5,000-character value in a release build (measured; 12 s a request through the API), since
+/// every input character can be in thousands of program states at once; refused at compile now.
+pub const REGEX_MAX_REPEAT: u32 = 1000;
+
+/// Most memory one compiled regex may take (the `regex` crate's `size_limit`), in bytes: the
+/// crate's default, named so the refusal's text can be traced here. An alternation of 2,000
+/// metric names needs ~4 MiB, `\w{1,100}` (Unicode classes) ~10 MiB.
+pub const REGEX_SIZE_LIMIT: usize = 10 << 20;
+
+/// Most memory one regex's lazy DFA cache may take per matcher (the crate's `dfa_size_limit`),
+/// in bytes: the crate's default. When the cache fills, matching falls back to slower engines;
+/// it never grows past this.
+pub const REGEX_DFA_SIZE_LIMIT: usize = 2 << 20;
+
+/// Compiles a label-matcher regex, anchored at both ends as Prometheus does (`^(?s:…)$`), within
+/// [`REGEX_MAX_REPEAT`], [`REGEX_SIZE_LIMIT`] and [`REGEX_DFA_SIZE_LIMIT`]: the one place label
+/// regexes (matchers, PromQL's selectors and `label_replace`) are compiled.
+pub fn compile_regex(pattern: &str) -> Result<Regex, regex::Error> {
+    let anchored = format!("^(?s:{pattern})$");
+    // a syntax error is left to the regex crate, whose message is the one users know
+    if let Ok(ast) = regex_syntax::ast::parse::Parser::new().parse(&anchored)
+        && !repeat_is_valid(&ast, REGEX_MAX_REPEAT)
+    {
+        return Err(regex::Error::Syntax(format!(
+            "invalid repeat count: nested repetitions repeat more than the limit of {REGEX_MAX_REPEAT} times"
+        )));
+    }
+    regex::RegexBuilder::new(&anchored)
+        .size_limit(REGEX_SIZE_LIMIT)
+        .dfa_size_limit(REGEX_DFA_SIZE_LIMIT)
+        .build()
+}
+
+/// Whether the counted repetitions (`{n}`, `{n,}`, `{n,m}`) in `ast`, multiplied through
+/// nesting, stay within `n`: Go's `repeatIsValid` (`*`, `+` and `?` do not count; a repetition
+/// at most 0 times makes its part valid whatever it holds).
+fn repeat_is_valid(ast: &regex_syntax::ast::Ast, mut n: u32) -> bool {
+    use regex_syntax::ast::{Ast, RepetitionKind, RepetitionRange};
+    match ast {
+        Ast::Repetition(r) => {
+            if let RepetitionKind::Range(range) = &r.op.kind {
+                let m = match *range {
+                    RepetitionRange::Exactly(m) | RepetitionRange::AtLeast(m) => m,
+                    RepetitionRange::Bounded(_, m) => m,
+                };
+                if m == 0 {
+                    return true;
+                }
+                if m > n {
+                    return false;
+                }
+                n /= m;
+            }
+            repeat_is_valid(&r.ast, n)
+        }
+        Ast::Group(g) => repeat_is_valid(&g.ast, n),
+        Ast::Alternation(a) => a.asts.iter().all(|a| repeat_is_valid(a, n)),
+        Ast::Concat(c) => c.asts.iter().all(|a| repeat_is_valid(a, n)),
+        _ => true,
+    }
+}
+
 impl Matcher {
     pub fn new(op: MatchOp, name: &str, value: &str) -> Result<Self, MatcherError> {
         let regex = match op {
-            MatchOp::Regex | MatchOp::NotRegex => Some(
-                Regex::new(&format!("^(?s:{value})$")).map_err(|source| MatcherError {
+            MatchOp::Regex | MatchOp::NotRegex => {
+                Some(compile_regex(value).map_err(|source| MatcherError {
                     label: name.to_string(),
                     pattern: value.to_string(),
                     source,
-                })?,
-            ),
+                })?)
+            }
             _ => None,
         };
         Ok(Matcher {
@@ -965,5 +1030,46 @@ mod tests {
     fn bad_regex_is_an_error_naming_the_label() {
         let err = Matcher::new(MatchOp::Regex, "path", "(").unwrap_err();
         assert!(err.to_string().contains("label path"), "{err}");
+    }
+
+    #[test]
+    fn nested_repetitions_over_gos_limit_are_refused_at_compile_with_the_limit_named() {
+        // (pattern, refused): Go's repeatIsValid, case for case
+        let cases = [
+            // 10,000: ~1.5 s a 5,000-character match before
+            ("(a{1,100}){1,100}b", true),
+            // exactly 1,000: allowed
+            ("(a{1,10}){1,100}b", false),
+            ("a{1000}", false),
+            // over 1,000 in one repetition
+            ("a{1001}", true),
+            // `{n,}` counts its minimum
+            ("(a{2,}){501}", true),
+            // `*`, `+`, `?` do not count
+            ("((a*)+)?{1000}", false),
+            // a part repeated at most 0 times is valid whatever it holds
+            ("(a{1000}){0}(b{1000})", false),
+            // alternatives and concatenations are each checked
+            ("x|(y{40}){30}", true),
+            ("api|web|db", false),
+        ];
+        for (pattern, refused) in cases {
+            let got = Matcher::new(MatchOp::Regex, "job", pattern);
+            match (refused, got) {
+                (true, Err(e)) => assert_eq!(
+                    e.to_string(),
+                    format!(
+                        "invalid regex {pattern:?} for label job: invalid repeat count: nested repetitions repeat more than the limit of 1000 times"
+                    )
+                ),
+                (false, Ok(_)) => {}
+                (refused, got) => panic!("{pattern}: refused={refused}, got {got:?}"),
+            }
+        }
+        // the compile limits are set where every label regex compiles
+        assert!(compile_regex("a|b").unwrap().is_match("a"));
+        // Unicode word characters, 500 times: ~50 MiB compiled
+        let e = compile_regex(r"\w{1,500}").unwrap_err().to_string();
+        assert!(e.contains(&REGEX_SIZE_LIMIT.to_string()), "{e}");
     }
 }

@@ -11,7 +11,9 @@
 //!   [`DaemonOptions::env`], which `tocsin run` fills from `std::env::vars()`;
 //! - SQLite work runs on blocking threads, never on the runtime's;
 //! - shutdown never waits longer than its bounds (15 s for a delivery in flight, 5 s for the HTTP
-//!   server) and always ends with a final store flush.
+//!   server) and always ends with a final store flush; it first cancels API queries in flight,
+//!   so no blocking thread keeps the runtime from stopping (rule evaluations are not cancelled:
+//!   the engine's limits bound them, and the group loops finish the one in progress).
 
 pub mod reload;
 
@@ -101,6 +103,8 @@ pub struct Running {
     clock: Arc<dyn Clock>,
     manager: Arc<RuleManager>,
     shutdown_tx: watch::Sender<bool>,
+    /// API queries' slots and root cancellation: shutdown cancels the queries in flight first
+    queries: crate::server::QueryLimits,
     scrapes: tokio::task::JoinSet<()>,
     sender: Option<JoinHandle<()>>,
     reloader: JoinHandle<()>,
@@ -258,6 +262,7 @@ impl Daemon {
                 "server.api_token_env is not set: API writes (silences, reload) need no token"
             );
         }
+        let queries = crate::server::QueryLimits::default();
         let app = crate::server::router(crate::server::AppState {
             status,
             metrics,
@@ -276,6 +281,7 @@ impl Daemon {
                 max_steps: crate::server::MAX_POINTS + 1,
                 ..Default::default()
             }),
+            queries: queries.clone(),
             api_token,
             read_token,
         });
@@ -293,6 +299,7 @@ impl Daemon {
             clock,
             manager,
             shutdown_tx,
+            queries,
             scrapes,
             sender,
             reloader,
@@ -404,10 +411,13 @@ impl Running {
         &self.manager
     }
 
-    /// Stops rules, the sender (a delivery in flight finishes, bounded by its timeout; what is
-    /// left stays queued), scrapes, flushes the store and stops the HTTP server.
+    /// Cancels API queries in flight (their blocking threads end within a few evaluation
+    /// steps, so neither the HTTP server's graceful stop nor the runtime waits on one), stops
+    /// rules, the sender (a delivery in flight finishes, bounded by its timeout; what is left
+    /// stays queued), scrapes, flushes the store and stops the HTTP server.
     pub async fn shutdown(mut self) {
         tracing::info!("shutting down: stopping rules and scrapes, flushing the store");
+        self.queries.shutdown();
         self.reloader.abort();
         #[cfg(unix)]
         self.sighup.abort();

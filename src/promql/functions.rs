@@ -5,7 +5,6 @@ use std::collections::HashMap;
 
 use promql_parser::label::MatchOp as PMatchOp;
 use promql_parser::parser::{Call, Expr};
-use regex::Regex;
 
 use super::aggregate::{kahan_inc, kahan_sum, quantile, valid_label_name};
 use super::eval::{Compat, Ctx, RangeArg, check_unique, drop_name};
@@ -588,7 +587,7 @@ fn label_replace(ctx: &Ctx<'_>, args: &[&Expr], t: i64) -> Result<Vec<Sample>, Q
     let repl = string_arg(ctx, args.get(2), t, "replacement")?;
     let src = string_arg(ctx, args.get(3), t, "source label")?;
     let re = string_arg(ctx, args.get(4), t, "regex")?;
-    let re = Regex::new(&format!("^(?s:{re})$")).map_err(|e| {
+    let re = crate::labels::compile_regex(&re).map_err(|e| {
         QueryError::Eval(format!(
             "invalid regular expression in label_replace(): {re}: {e}"
         ))

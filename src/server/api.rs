@@ -3,6 +3,7 @@
 //! fields) and `status`. Store reads and query evaluation run under `spawn_blocking`.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
@@ -13,7 +14,7 @@ use axum::response::{IntoResponse, Json, Response};
 use serde_json::{Value as Json_, json};
 
 use super::{ApiError, AppState, api_error, body_or_refusal};
-use crate::promql::{QueryError, Value, format_float};
+use crate::promql::{Cancel, CancelReason, QueryError, Value, format_float};
 use crate::rules::tracker::{Alert, AlertStatus};
 use crate::rules::{Rule, RuleKind};
 use crate::timefmt::format_rfc3339;
@@ -23,6 +24,61 @@ pub const MAX_POINTS: i64 = 11_000;
 
 /// A query's time limit when it gives no `timeout` (Prometheus's `query.timeout` default).
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// Most API queries evaluated at once (Prometheus's `--query.max-concurrency` default). A
+/// request over it waits for a slot, as in Prometheus's query queue, and the wait counts against
+/// its `timeout` (503 `timeout` when no slot frees in time). A constant, not a setting: the
+/// configuration has no knob for it yet. Rule evaluations do not take slots.
+pub const MAX_CONCURRENT_QUERIES: usize = 20;
+
+/// What bounds and stops API queries: the slots of [`MAX_CONCURRENT_QUERIES`] and the root
+/// cancellation token the daemon's shutdown trips. Cheap to clone (shared).
+#[derive(Clone, Debug)]
+pub struct QueryLimits {
+    /// one permit per query being evaluated; the evaluation's blocking task holds it to its
+    /// end, so the slots count threads really busy, not requests answered
+    slots: Arc<tokio::sync::Semaphore>,
+    /// every query's token is a child of this one: [`QueryLimits::shutdown`] stops them all
+    root: Cancel,
+}
+
+impl QueryLimits {
+    /// At most `max_concurrent` queries evaluated at once.
+    pub fn new(max_concurrent: usize) -> Self {
+        QueryLimits {
+            slots: Arc::new(tokio::sync::Semaphore::new(max_concurrent)),
+            root: Cancel::new(),
+        }
+    }
+
+    /// Cancels every query in flight and every later one (the daemon is stopping): their
+    /// blocking threads end within a few evaluation steps, so the runtime's shutdown does not
+    /// wait for them.
+    pub fn shutdown(&self) {
+        self.root.cancel(CancelReason::ShuttingDown);
+    }
+
+    /// Slots free now (for tests and self-observation).
+    pub fn available(&self) -> usize {
+        self.slots.available_permits()
+    }
+}
+
+impl Default for QueryLimits {
+    fn default() -> Self {
+        QueryLimits::new(MAX_CONCURRENT_QUERIES)
+    }
+}
+
+/// Cancels a query's token when the handler's future ends, whatever the way: after the answer
+/// (harmless), or when the client went away and axum dropped the future mid-evaluation.
+struct CancelOnDrop(Cancel);
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        self.0.cancel(CancelReason::Abandoned);
+    }
+}
 
 /// What Prometheus shows for a time that never happened (a target never scraped).
 const ZERO_TIME: &str = "0001-01-01T00:00:00Z";
@@ -118,22 +174,42 @@ fn expr_param(params: &[(String, String)]) -> Result<promql_parser::parser::Expr
     crate::promql::parse(q).map_err(|e| bad_data(format!("invalid parameter \"query\": {e}")))
 }
 
-/// Runs `f` (an evaluation) on a blocking thread within `timeout`, answering in Prometheus's
-/// shape; `t` is the evaluation time of an instant query. A timed-out evaluation is answered
-/// with 503 and finishes in the background (the engine cannot be interrupted).
+/// Runs `f` (an evaluation, given its cancellation token) on a blocking thread within `timeout`,
+/// answering in Prometheus's shape; `t` is the evaluation time of an instant query. The timeout
+/// covers waiting for a slot ([`MAX_CONCURRENT_QUERIES`]) and the evaluation; when it fires the
+/// query's token is tripped, so the blocking thread stops within a few evaluation steps and
+/// gives its slot back.
 async fn run_query(
+    limits: &QueryLimits,
     timeout_ms: i64,
     t: Option<i64>,
-    f: impl FnOnce() -> Result<Value, QueryError> + Send + 'static,
+    f: impl FnOnce(&Cancel) -> Result<Value, QueryError> + Send + 'static,
 ) -> Response {
     let timeout = Duration::from_millis(timeout_ms.max(0) as u64);
-    match tokio::time::timeout(timeout, tokio::task::spawn_blocking(f)).await {
-        Err(_) => api_error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "timeout",
-            "query timed out in expression evaluation",
-        ),
+    let deadline = tokio::time::Instant::now() + timeout;
+    let cancel = CancelOnDrop(limits.root.child());
+    let permit = match tokio::time::timeout_at(deadline, limits.slots.clone().acquire_owned()).await
+    {
+        Ok(Ok(permit)) => permit,
+        // the slots are never closed; answered as shutting down all the same
+        Ok(Err(_)) => return cancelled(CancelReason::ShuttingDown),
+        Err(_) => return cancelled(CancelReason::TimedOut(timeout)),
+    };
+    if let Some(reason) = cancel.0.reason() {
+        return cancelled(reason);
+    }
+    let token = cancel.0.clone();
+    let task = tokio::task::spawn_blocking(move || {
+        let _permit = permit;
+        f(&token)
+    });
+    match tokio::time::timeout_at(deadline, task).await {
+        Err(_) => {
+            cancel.0.cancel(CancelReason::TimedOut(timeout));
+            cancelled(CancelReason::TimedOut(timeout))
+        }
         Ok(Err(e)) => api_error(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()),
+        Ok(Ok(Err(QueryError::Cancelled(reason)))) => cancelled(reason),
         Ok(Ok(Err(QueryError::Storage(e)))) => {
             api_error(StatusCode::INTERNAL_SERVER_ERROR, "internal", e)
         }
@@ -146,6 +222,15 @@ async fn run_query(
             Json(json!({"status": "success", "data": value_json(&v, t)})).into_response()
         }
     }
+}
+
+/// A cancelled query's answer: 503, Prometheus's `timeout` or `canceled` error type.
+fn cancelled(reason: CancelReason) -> Response {
+    let kind = match reason {
+        CancelReason::TimedOut(_) => "timeout",
+        CancelReason::ShuttingDown | CancelReason::Abandoned => "canceled",
+    };
+    api_error(StatusCode::SERVICE_UNAVAILABLE, kind, reason.to_string())
 }
 
 fn point(t: i64, v: f64) -> Json_ {
@@ -215,8 +300,8 @@ pub(super) async fn query(
         ));
     };
     let engine = s.engine.clone();
-    Ok(run_query(timeout, Some(t), move || {
-        engine.instant(store.as_ref(), &expr, t)
+    Ok(run_query(&s.queries, timeout, Some(t), move |cancel| {
+        engine.instant_cancellable(store.as_ref(), &expr, t, Some(cancel))
     })
     .await)
 }
@@ -260,8 +345,8 @@ pub(super) async fn query_range(
         ));
     };
     let engine = s.engine.clone();
-    Ok(run_query(timeout, None, move || {
-        engine.range(store.as_ref(), &expr, start, end, step)
+    Ok(run_query(&s.queries, timeout, None, move |cancel| {
+        engine.range_cancellable(store.as_ref(), &expr, start, end, step, Some(cancel))
     })
     .await)
 }

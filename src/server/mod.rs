@@ -12,7 +12,7 @@
 
 mod api;
 
-pub use api::MAX_POINTS;
+pub use api::{MAX_CONCURRENT_QUERIES, MAX_POINTS, QueryLimits};
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -55,6 +55,8 @@ pub struct AppState {
     pub store: Option<Arc<crate::store::Store>>,
     /// the engine API queries run on
     pub engine: crate::promql::Engine,
+    /// the slots API queries wait for and the token shutdown cancels them with
+    pub queries: QueryLimits,
     /// bearer token API writes need (None: writes are refused unless no token is configured,
     /// see `server.api_token_env`)
     pub api_token: Option<String>,
@@ -647,6 +649,7 @@ mod tests {
             silences: Some(Arc::new(silences)),
             store: Some(store),
             engine: Default::default(),
+            queries: Default::default(),
             api_token: Some("w".into()),
             read_token: None,
         }

@@ -48,6 +48,38 @@ async fn run_with_builtin_default_serves_health_and_watches_itself() {
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_stops_the_daemon_while_an_api_query_runs() {
+    // ~49 million steps under every limit: a minute or more of one core in a debug build
+    const LONG: &str =
+        "count_over_time(count_over_time(count_over_time(vector(1)[1000s:1s])[1000s:1s])[49s:1s])";
+    let dir = tempfile::tempdir().unwrap();
+    let mut d = Daemon::in_dir(dir.path()).start();
+    d.wait_ready().await;
+    let params = url::form_urlencoded::Serializer::new(String::new())
+        .append_pair("query", LONG)
+        .append_pair("timeout", "1h")
+        .finish();
+    let url = d.url(&format!("/api/v1/query?{params}"));
+    let query = tokio::spawn(async move {
+        let resp = reqwest::Client::new().get(url).send().await?;
+        let code = resp.status().as_u16();
+        Ok::<_, reqwest::Error>((code, resp.text().await?))
+    });
+    // time for the query to start; one that has not started yet is refused all the same
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    // before, shutdown waited for the evaluation's blocking thread to its end
+    assert!(d.terminate().await.success());
+    match query.await.unwrap() {
+        Ok((code, body)) => {
+            assert_eq!(code, 503, "{body}");
+            assert!(body.contains("the daemon is shutting down"), "{body}");
+        }
+        // the connection closed before the request was read
+        Err(e) => assert!(!e.is_timeout(), "{e}"),
+    }
+}
+
 /// A target whose `pdns` health check fails (503).
 async fn degraded_target() -> FakeTarget {
     let target = FakeTarget::start().await;

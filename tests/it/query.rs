@@ -1,6 +1,7 @@
 //! The query engine over the real store, and `tocsin query` against a store file.
 
 use std::process::Command;
+use std::time::Duration;
 
 use tocsin::promql::{Engine, Value, parse};
 use tocsin::store::SeriesRef;
@@ -222,4 +223,138 @@ fn bad_expressions_are_clear_errors_for_that_expression_only() {
     // and the engine goes on answering other expressions
     let ok = engine.instant(&store, &parse("count(http_requests_total)").unwrap(), at);
     assert_eq!(vector(ok.unwrap())[0].1, 2.0);
+}
+
+/// Minutes of work that passes every limit: 40 million steps of nested subqueries, each reading
+/// the store (`http_requests_total` from `fill`).
+const LONG_QUERY: &str = "count_over_time(count_over_time(count_over_time(http_requests_total[1000s:1s])[1000s:1s])[40s:1s])";
+
+/// The API over a filled store with `limits`, served on 127.0.0.1; returns the base URL.
+async fn api(dir: &tempfile::TempDir, limits: tocsin::server::QueryLimits) -> String {
+    use std::sync::Arc;
+    use std::sync::atomic::Ordering;
+
+    let store = Arc::new(open_store(dir));
+    fill(&store);
+    let status = Arc::new(tocsin::ingest::scheduler::StatusBoard::default());
+    status.running.store(true, Ordering::SeqCst);
+    status.store_ok.store(true, Ordering::SeqCst);
+    let state = tocsin::server::AppState {
+        status,
+        metrics: Arc::new(tocsin::selfmetrics::SelfMetrics::new(0.0)),
+        clock: Arc::new(tocsin::clock::ManualClock::new(T0 + 600_000)),
+        started_ms: T0,
+        store_path: "tocsin.db".into(),
+        reload: None,
+        reloads: Default::default(),
+        rules: None,
+        silences: None,
+        store: Some(store),
+        engine: Default::default(),
+        queries: limits,
+        api_token: None,
+        read_token: None,
+    };
+    let addr = crate::common::serve(tocsin::server::router(state)).await;
+    format!("http://{addr}")
+}
+
+/// `GET /api/v1/query` with `query` and `timeout`: status code and JSON body.
+async fn query_api(base: &str, query: &str, timeout: &str) -> (u16, serde_json::Value) {
+    let params = url::form_urlencoded::Serializer::new(String::new())
+        .append_pair("query", query)
+        .append_pair("timeout", timeout)
+        .finish();
+    let resp = reqwest::Client::new()
+        .get(format!("{base}/api/v1/query?{params}"))
+        .timeout(std::time::Duration::from_secs(30))
+        .send()
+        .await
+        .unwrap();
+    let code = resp.status().as_u16();
+    let text = resp.text().await.unwrap();
+    (code, serde_json::from_str(&text).unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_timed_out_api_query_stops_evaluating_and_gives_its_slot_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let limits = tocsin::server::QueryLimits::new(1);
+    let base = api(&dir, limits.clone()).await;
+    let (code, body) = query_api(&base, LONG_QUERY, "0.3").await;
+    assert_eq!(code, 503, "{body}");
+    assert_eq!(body["errorType"], "timeout");
+    assert_eq!(
+        body["error"],
+        "query timed out after 0.3s in expression evaluation"
+    );
+    // the one slot is free again only when the evaluation really ended: before, the long query
+    // kept it (and a core) for minutes and this one timed out waiting
+    let (code, body) = query_api(&base, "sum(http_requests_total)", "10s").await;
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(limits.available(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queries_beyond_the_concurrency_limit_wait_for_a_slot_within_their_timeout() {
+    let dir = tempfile::tempdir().unwrap();
+    let limits = tocsin::server::QueryLimits::new(1);
+    let base = api(&dir, limits.clone()).await;
+    let long = tokio::spawn({
+        let base = base.clone();
+        async move { query_api(&base, LONG_QUERY, "3s").await }
+    });
+    crate::common::Deadline::within("the long query taking the slot", Duration::from_secs(10))
+        .until(|| limits.available() == 0)
+        .await;
+    // queued behind it, and its timeout counts the wait
+    let (code, body) = query_api(&base, "1", "0.3").await;
+    assert_eq!(
+        (code, &body["errorType"]),
+        (503, &"timeout".into()),
+        "{body}"
+    );
+    let (code, body) = long.await.unwrap();
+    assert_eq!(
+        (code, &body["errorType"]),
+        (503, &"timeout".into()),
+        "{body}"
+    );
+    let (code, body) = query_api(&base, "1", "10s").await;
+    assert_eq!(code, 200, "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_queries_over_the_limits_are_refused_at_once_with_the_limit_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = api(&dir, Default::default()).await;
+    let started = std::time::Instant::now();
+    for (query, needle) in [
+        // ran ~1.5 h before
+        (
+            "count_over_time(http_requests_total[1y:1ms])",
+            "more than the limit of 50000000 steps",
+        ),
+        // 4 steps a level, 13 levels
+        (
+            &format!(
+                "{}http_requests_total{}",
+                "max_over_time(".repeat(13),
+                "[1m:15s])".repeat(13)
+            ),
+            "more than the limit of 50000000 steps",
+        ),
+        // 12 s a request before
+        (
+            r#"http_requests_total{code=~"(a{1,100}){1,100}b"}"#,
+            "more than the limit of 1000 times",
+        ),
+    ] {
+        let (code, body) = query_api(&base, query, "2m").await;
+        assert_eq!(code, 422, "{query}: {body}");
+        assert_eq!(body["errorType"], "execution");
+        let error = body["error"].as_str().unwrap();
+        assert!(error.contains(needle), "{query}: {error}");
+    }
+    assert!(started.elapsed() < Duration::from_secs(10));
 }
