@@ -224,15 +224,20 @@ pub trait Storage {
         t: i64,
         lookback: i64,
     ) -> Result<Vec<(Arc<Labels>, i64, f64)>, QueryError> {
-        Ok(self
-            .select(matchers, t - lookback + 1, t)?
-            .into_iter()
-            .filter_map(|s| {
-                let &(st, v) = s.samples.last()?;
-                (!crate::store::is_stale(v)).then_some((s.labels, st, v))
-            })
-            .collect())
+        Ok(newest_fresh(self.select(matchers, t - lookback + 1, t)?))
     }
+}
+
+/// Each series' newest sample unless it is a staleness marker: an instant lookup over a range
+/// read, for `Storage` implementations without a faster path.
+pub fn newest_fresh(series: Vec<SeriesSamples>) -> Vec<(Arc<Labels>, i64, f64)> {
+    series
+        .into_iter()
+        .filter_map(|s| {
+            let &(st, v) = s.samples.last()?;
+            (!crate::store::is_stale(v)).then_some((s.labels, st, v))
+        })
+        .collect()
 }
 
 impl From<StoreError> for QueryError {

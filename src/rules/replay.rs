@@ -876,14 +876,7 @@ impl Storage for Overlay {
         let sides = self.sides(matchers);
         let mut out = Vec::new();
         if !matches!(sides, Sides::Mem) {
-            out = self
-                .base_select(matchers, t - lookback + 1, t)?
-                .into_iter()
-                .filter_map(|s| {
-                    let &(st, v) = s.samples.last()?;
-                    (!crate::store::is_stale(v)).then_some((s.labels, st, v))
-                })
-                .collect();
+            out = crate::promql::newest_fresh(self.base_select(matchers, t - lookback + 1, t)?);
         }
         if !matches!(sides, Sides::Base) {
             let mem = self.mem.read().expect("overlay lock");
