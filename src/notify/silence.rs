@@ -229,7 +229,7 @@ impl Silences {
         s.validate()?;
         // an id given by the client updates that silence; it never creates one (Alertmanager
         // answers "silence not found"): ids are tocsin's, so a client cannot pick or guess one
-        if !s.id.is_empty() && !self.all().iter().any(|x| x.id == s.id) {
+        if !s.id.is_empty() && !self.exists(&s.id) {
             return Err(format!(
                 "silence {:?} not found: leave the id out to create a silence",
                 s.id
@@ -242,7 +242,7 @@ impl Silences {
                     format!(
                         "{}/{now}/{}",
                         serde_json::to_string(&s).expect("silences serialize"),
-                        self.all().len()
+                        self.list.read().expect("silences lock").len()
                     )
                     .as_bytes()
                 )
@@ -276,6 +276,16 @@ impl Silences {
             list.push(CompiledSilence::new(s));
         }
         Ok(true)
+    }
+
+    /// Whether a silence with this id is stored (active, pending or expired), without copying
+    /// the list.
+    fn exists(&self, id: &str) -> bool {
+        self.list
+            .read()
+            .expect("silences lock")
+            .iter()
+            .any(|c| c.silence.id == id)
     }
 
     pub fn all(&self) -> Vec<Silence> {

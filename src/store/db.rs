@@ -197,12 +197,7 @@ impl Db {
             Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
                 .map_err(open_err(path))?
         } else {
-            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-                std::fs::create_dir_all(dir).map_err(|source| StoreError::CreateDir {
-                    path: dir.to_path_buf(),
-                    source,
-                })?;
-            }
+            // the data directory exists: `Store::open` created it to take the write lock first
             // a 0-byte file is not a store tocsin left (its first open writes the header in
             // the same step): a truncated or wrongly created file is refused, never re-initialised
             if std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.len() == 0) {
