@@ -19,3 +19,58 @@ pub fn release_free_memory() {
         }
     }
 }
+
+/// The message [`exit_clearly_on_bus_error`] writes, built before the handler is installed (a
+/// signal handler may not allocate).
+static BUS_ERROR_MESSAGE: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
+
+/// The exit code after a bus error: `EX_IOERR`, an input/output error.
+pub const BUS_ERROR_EXIT_CODE: i32 = 74;
+
+/// Turns a bus error into a clear exit: on SIGBUS the process writes one line to stderr naming
+/// the store and exits with [`BUS_ERROR_EXIT_CODE`].
+///
+/// Why: SQLite maps its `-shm` file (WAL mode) into memory; when the file system under the store
+/// fills up, is remounted read-only or goes away, touching that memory raises SIGBUS, whose
+/// default action kills the process with no log line at all. Surviving it is not possible (the
+/// faulting access would repeat), so the daemon says why it stops and stops; the store's last
+/// flush is durable and `tocsin run` resumes from it. The handler only calls `write` and
+/// `_exit`, both async-signal-safe. Installed once by `tocsin run`; later calls keep the first
+/// message.
+pub fn exit_clearly_on_bus_error(store: &std::path::Path) {
+    let message = format!(
+        "tocsin: fatal: bus error (SIGBUS) on a memory-mapped file of the store {}: its file system is full, read-only or gone; exiting with code {BUS_ERROR_EXIT_CODE} (data up to the last flush is kept)\n",
+        store.display()
+    );
+    if BUS_ERROR_MESSAGE.set(message.into_bytes()).is_err() {
+        return;
+    }
+    #[cfg(target_os = "linux")]
+    {
+        const SIGBUS: i32 = 7;
+        unsafe extern "C" {
+            fn signal(signum: i32, handler: extern "C" fn(i32)) -> usize;
+        }
+        // SAFETY: installs a handler that only reads a message initialised above and calls
+        // async-signal-safe functions.
+        unsafe {
+            signal(SIGBUS, on_bus_error);
+        }
+    }
+}
+
+#[cfg(target_os = "linux")]
+extern "C" fn on_bus_error(_signum: i32) {
+    unsafe extern "C" {
+        fn write(fd: i32, buf: *const u8, count: usize) -> isize;
+        fn _exit(status: i32) -> !;
+    }
+    // SAFETY: the message was set before the handler was installed and is never changed; write
+    // and _exit are async-signal-safe.
+    unsafe {
+        if let Some(m) = BUS_ERROR_MESSAGE.get() {
+            write(2, m.as_ptr(), m.len());
+        }
+        _exit(BUS_ERROR_EXIT_CODE);
+    }
+}

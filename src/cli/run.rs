@@ -29,6 +29,7 @@ pub(crate) async fn daemon(
         Some(p) => tracing::info!(config = %p.display(), "configuration loaded"),
         None => tracing::info!("no configuration file: running the built-in default"),
     }
+    tocsin::sys::exit_clearly_on_bus_error(&cfg.storage.path);
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let opts = DaemonOptions {
         source,

@@ -714,18 +714,27 @@ impl Daemon {
 
     /// SIGTERM (the store is flushed on the way out), then waits for the exit (bounded by 20 s).
     pub async fn terminate(&mut self) -> ExitStatus {
+        self.signal_and_wait("TERM").await
+    }
+
+    /// Sends the signal `name` (`TERM`, `BUS`, ...) with `kill`, then waits for the exit (bounded
+    /// by 20 s).
+    pub async fn signal_and_wait(&mut self, name: &str) -> ExitStatus {
         let pid = self.child.id().to_string();
         assert!(
             Command::new("kill")
-                .args(["-TERM", &pid])
+                .args([format!("-{name}").as_str(), &pid])
                 .status()
                 .unwrap()
                 .success()
         );
         let child = &mut self.child;
-        Deadline::within("daemon stopping on SIGTERM", Duration::from_secs(20))
-            .until_some(async || child.try_wait().unwrap())
-            .await
+        Deadline::within(
+            format!("daemon stopping on SIG{name}"),
+            Duration::from_secs(20),
+        )
+        .until_some(async || child.try_wait().unwrap())
+        .await
     }
 
     /// What the daemon wrote to stdout (its log) so far.

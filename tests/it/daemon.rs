@@ -48,6 +48,27 @@ async fn run_with_builtin_default_serves_health_and_watches_itself() {
     );
 }
 
+/// SQLite maps the store's `-shm` file; when its file system fills up or turns read-only, touching
+/// that memory raises SIGBUS, which by default kills the process without a word. The daemon says
+/// why it stops, naming the store, and exits with 74.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bus_error_exits_with_a_clear_message_naming_the_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut d = Daemon::in_dir(dir.path()).start();
+    d.wait_ready().await;
+    let status = d.signal_and_wait("BUS").await;
+    assert_eq!(
+        status.code(),
+        Some(tocsin::sys::BUS_ERROR_EXIT_CODE),
+        "{status:?}"
+    );
+    let stderr = d.stderr();
+    assert!(
+        stderr.contains("bus error (SIGBUS)") && stderr.contains("data/tocsin.db"),
+        "{stderr}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_stops_the_daemon_while_an_api_query_runs() {
     // ~49 million steps under every limit: a minute or more of one core in a debug build
