@@ -34,15 +34,19 @@
 //!   are serialized by the lock on the running tasks.
 //! - **Reload keeps state by rule key.** A rule whose key survives keeps its state wherever its
 //!   group moved; state restored from the store at startup is handed to a rule the first time
-//!   its key is loaded; the rule set and the new snapshots are published together.
+//!   its key is loaded; a rule whose condition was edited (a new key) takes over the state of
+//!   the one rule of its group and name that went, as Prometheus copies state by name; the rule
+//!   set and the new snapshots are published together.
 //! - **A removed rule's incident is closed.** The firing alerts of rules a reload removes are
 //!   resolved at the reload's time (an argument of [`RuleManager::apply`]) and kept as retired
 //!   alerts in every pipeline tick for the resolved retention (15 minutes): one tick at the
 //!   reload, then one per default evaluation interval from a task beside the groups (a reload
 //!   may leave no group to tick), so receivers get `resolved` at the group's next flush. The
 //!   removed rules' series get staleness markers at the reload; their stored state holds the
-//!   resolved alerts and is removed when the last of them expires. Known limit: a restart
-//!   within that window forgets the retired alerts (their rows stay in the store, unused).
+//!   resolved alerts and is removed when the last of them expires. The same happens at the first
+//!   load after a restart to the stored states whose rule is not loaded: rules removed while
+//!   the daemon was down are resolved then, and alerts retired shortly before a restart are
+//!   retired again until their retention ends.
 //! - **Notifications reach the store in tick order.** Groups evaluate concurrently, but the
 //!   pipeline tick (over every group's published alerts, read under the same lock) and the
 //!   commit of its outbox rows and notification log happen under one order lock, so an older
@@ -141,6 +145,11 @@ struct Removed {
     rule_key: String,
     dry_run: bool,
     state: RuleState,
+}
+
+/// The group and name part of a rule key (`group/name/hash`): what an edited rule keeps.
+fn group_and_name(key: &str) -> &str {
+    key.rsplit_once('/').map_or(key, |(head, _)| head)
 }
 
 /// A firing alert of a rule a reload removed, resolved at that reload.
@@ -491,47 +500,96 @@ impl RuleManager {
 
     /// Publishes `set` with new per-group states and returns them for the new group tasks: a
     /// rule whose key survives keeps its state (wherever its group went); state restored from
-    /// the store is handed to rules seen for the first time. Call with no group task running.
+    /// the store is handed to rules seen for the first time. A rule whose condition (or label
+    /// templates) changed has a new key; it takes over the state of the one rule its group and
+    /// name had before, as Prometheus copies state by name on a reload, so editing a firing
+    /// rule's expression neither resolves nor re-fires its alerts. When several rules share a
+    /// group and a name the match would be a guess, and none is made. Call with no group task
+    /// running.
     ///
-    /// Also returns the states of the rules `set` no longer has (by key), with their `dry_run`.
+    /// Also returns the states of the rules `set` no longer has (by key), with their `dry_run`:
+    /// those the previous rule set had, and, at the first successful load after startup, those
+    /// restored from the store whose rule is gone (removed while the daemon was down, or
+    /// retired by a reload shortly before a restart).
     fn swap_states(&self, set: &Arc<RuleSet>) -> (HashMap<String, GroupStates>, Vec<Removed>) {
         let (old_rules, published) = self.snapshot();
         let mut old: HashMap<&String, &RuleState> = HashMap::new();
         for (_, st) in &published {
             old.extend(st.iter());
         }
-        let mut restored = self.restored.lock().expect("restored lock");
+        let loaded: HashSet<&String> = set
+            .groups
+            .iter()
+            .flat_map(|g| g.rules.iter().map(|r| &r.key))
+            .collect();
+        let mut restored = std::mem::take(&mut *self.restored.lock().expect("restored lock"));
+        // the states whose rule is gone: (key, dry_run, state), candidates for a renamed key
+        let mut gone: Vec<(String, bool, RuleState)> = Vec::new();
+        for g in &old_rules.groups {
+            for r in g.rules.iter().filter(|r| !loaded.contains(&r.key)) {
+                if let Some(st) = old.get(&r.key) {
+                    gone.push((r.key.clone(), r.dry_run, (*st).clone()));
+                }
+            }
+        }
         let mut owned = HashMap::new();
+        // rules with no state of their own, by group and name
+        let mut fresh: HashMap<&str, Vec<(&str, &str)>> = HashMap::new();
         for g in &set.groups {
             let mut m = GroupStates::new();
             // every rule, recording rules too: a kept state carries the series its last
             // evaluation wrote, which the next one marks stale when they vanish
             for r in &g.rules {
                 let kept = old.get(&r.key).map(|s| (*s).clone());
-                if let Some(s) = kept.or_else(|| restored.remove(&r.key)) {
-                    m.insert(r.key.clone(), s);
+                match kept.or_else(|| restored.remove(&r.key)) {
+                    Some(s) => {
+                        m.insert(r.key.clone(), s);
+                    }
+                    None => fresh
+                        .entry(group_and_name(&r.key))
+                        .or_default()
+                        .push((g.name.as_str(), r.key.as_str())),
                 }
             }
             owned.insert(g.name.clone(), m);
         }
-        drop(restored);
-        let loaded: HashSet<&String> = set
-            .groups
-            .iter()
-            .flat_map(|g| g.rules.iter().map(|r| &r.key))
-            .collect();
-        let mut removed = Vec::new();
-        for g in &old_rules.groups {
-            for r in g.rules.iter().filter(|r| !loaded.contains(&r.key)) {
-                if let Some(st) = old.get(&r.key) {
-                    removed.push(Removed {
-                        rule_key: r.key.clone(),
-                        dry_run: r.dry_run,
-                        state: (*st).clone(),
-                    });
+        // restored states whose rule is not loaded: only at the first load after startup
+        // (`restored` is empty afterwards), so they are resolved once. Their `dry_run` is not
+        // known; a resolution is only sent for a group notified before, as Alertmanager does.
+        for (key, st) in restored.drain() {
+            gone.push((key, false, st));
+        }
+        // a changed key takes over the state of the one gone rule of its group and name
+        let mut by_name: HashMap<&str, Vec<usize>> = HashMap::new();
+        for (i, (key, _, _)) in gone.iter().enumerate() {
+            by_name.entry(group_and_name(key)).or_default().push(i);
+        }
+        let mut taken: HashSet<usize> = HashSet::new();
+        for (name, new_rules) in &fresh {
+            let candidates = by_name.get(name).map(|v| v.as_slice());
+            if let ([(group, key)], Some([i])) = (new_rules.as_slice(), candidates) {
+                tracing::info!(
+                    rule = *key,
+                    previous = gone[*i].0,
+                    "an edited rule keeps its alert state"
+                );
+                let state = gone[*i].2.clone();
+                if let Some(m) = owned.get_mut(*group) {
+                    m.insert((*key).to_string(), state);
+                    taken.insert(*i);
                 }
             }
         }
+        let removed = gone
+            .into_iter()
+            .enumerate()
+            .filter(|(i, _)| !taken.contains(i))
+            .map(|(_, (rule_key, dry_run, state))| Removed {
+                rule_key,
+                dry_run,
+                state,
+            })
+            .collect();
         let groups = owned
             .iter()
             .map(|(name, m)| (name.clone(), Arc::new(m.clone())))
@@ -574,17 +632,24 @@ impl RuleManager {
             );
             let mut rows = Vec::new();
             for mut a in r.state.alerts.into_values() {
-                if a.status != AlertStatus::Firing {
-                    continue;
+                match a.status {
+                    AlertStatus::Firing => {
+                        a.status = AlertStatus::Inactive;
+                        a.resolved_at = Some(now);
+                        a.keep_firing_since = None;
+                        tracing::info!(
+                            rule = r.rule_key,
+                            labels = %a.labels,
+                            "alert of a removed rule resolved"
+                        );
+                    }
+                    // resolved shortly before (its notification may not have gone out yet, or
+                    // it was retired by a reload just before a restart): kept as it is
+                    AlertStatus::Inactive
+                        if a.resolved_at
+                            .is_some_and(|at| now - at <= RETIRED_RETENTION_MS) => {}
+                    _ => continue,
                 }
-                a.status = AlertStatus::Inactive;
-                a.resolved_at = Some(now);
-                a.keep_firing_since = None;
-                tracing::info!(
-                    rule = r.rule_key,
-                    labels = %a.labels,
-                    "alert of a removed rule resolved"
-                );
                 rows.push((a.fingerprint(), a.to_json()));
                 retired.push(Retired {
                     rule_key: r.rule_key.clone(),
