@@ -65,13 +65,7 @@ fn run(cli: Cli) -> Result<Outcome> {
             config,
             verify_receivers,
         } => cli::route_test::route_test(&labels, config, verify_receivers.as_deref()),
-        Command::Query {
-            expr,
-            rhai,
-            at,
-            db,
-            config,
-        } => cli::query::query(&expr, rhai, at.as_deref(), db, config),
+        Command::Query(args) => cli::query::query(args),
         Command::ConfigReference => cli::config_reference(),
         Command::Replay(args) => cli::replay::replay(args),
     }

@@ -65,6 +65,7 @@ pub(crate) enum Command {
     },
     /// Run rule unit tests in promtool's format. Exit 0 all passed, 1 a test failed.
     Test {
+        /// test files, or directories (their `*_test.yml` and `*_test.yaml` files)
         files: Vec<PathBuf>,
         /// only test groups whose name matches this regex
         #[arg(long)]
@@ -102,22 +103,10 @@ pub(crate) enum Command {
     /// comments. Exit 2 if a config type, field or value lacks one.
     ConfigReference,
     /// Evaluate a PromQL expression (or, with --rhai, a rule script) against a store file
-    /// (read-only: safe beside a running daemon) and print the result. Exit 1 if it fails.
-    Query {
-        expr: String,
-        /// EXPR is a Rhai rule script, not PromQL
-        #[arg(long)]
-        rhai: bool,
-        /// evaluation time: unix seconds, RFC 3339, `now` or `-1h` (default: now)
-        #[arg(long, allow_hyphen_values = true)]
-        at: Option<String>,
-        /// store file (default: the configured storage path)
-        #[arg(long)]
-        db: Option<PathBuf>,
-        /// configuration file whose storage path to read (default: ./tocsin.yml or built-in)
-        #[arg(long, short)]
-        config: Option<PathBuf>,
-    },
+    /// (read-only: safe beside a running daemon) and print the result: `tocsin query EXPR` at one
+    /// time, `tocsin query range EXPR --start -1h` over a range; `-o json` prints Prometheus's API
+    /// answer. Exit 1 if it fails.
+    Query(query::QueryArgs),
     /// Backtest: evaluate rules over stored history with the daemon's engine, alert tracker and
     /// notification pipeline (a manual clock, nothing sent) and print the timeline of alert
     /// transitions and of the notifications that would have gone out, with totals. The store
@@ -129,22 +118,59 @@ pub(crate) enum Command {
 
 #[derive(Subcommand)]
 pub(crate) enum SilenceAction {
-    /// Silence alerts matching every MATCHER (`alertname="Down"`, `instance=~"db.*"`).
+    /// Silence alerts matching every MATCHER (`alertname="Down"`, `instance=~"db.*"`); prints
+    /// the new silence's id. Flags as amtool's.
     Add {
         #[arg(required = true)]
         matchers: Vec<String>,
-        /// how long, from now
-        #[arg(long, default_value = "1h")]
+        /// how long, from the start (ignored when --end is given)
+        #[arg(long, short, default_value = "1h")]
         duration: PromDuration,
-        #[arg(long, default_value_t = std::env::var("USER").unwrap_or_else(|_| "tocsin".into()))]
+        /// start: unix seconds, RFC 3339 or `now` (default: now)
+        #[arg(long)]
+        start: Option<String>,
+        /// end: unix seconds or RFC 3339 (default: start + duration)
+        #[arg(long)]
+        end: Option<String>,
+        /// who creates it (default: $USER)
+        #[arg(long, short, default_value_t = std::env::var("USER").unwrap_or_else(|_| "tocsin".into()))]
         author: String,
+        /// why (no short flag: `-c` is the configuration file)
         #[arg(long, default_value = "")]
         comment: String,
     },
-    /// List silences.
-    List,
-    /// End a silence now.
-    Expire { id: String },
+    /// List silences (active and pending; --expired adds expired ones), those whose matchers
+    /// satisfy every MATCHER given, as `amtool silence query` filters.
+    #[command(visible_alias = "list")]
+    Query {
+        matchers: Vec<String>,
+        /// include expired silences
+        #[arg(long)]
+        expired: bool,
+        /// print only the ids, one per line
+        #[arg(long, short)]
+        quiet: bool,
+        /// output: text, or json (an array of silences, what `silence import` reads)
+        #[arg(long, short, value_enum, default_value_t = SilenceOutput::Text)]
+        output: SilenceOutput,
+    },
+    /// End silences now.
+    Expire {
+        #[arg(required = true)]
+        ids: Vec<String>,
+    },
+    /// Create the silences of a JSON array (`tocsin silence query -o json` or `amtool silence
+    /// query -o json` output) from FILE or stdin; expired ones are skipped, each gets a new id.
+    Import {
+        /// default: stdin
+        file: Option<PathBuf>,
+    },
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+pub(crate) enum SilenceOutput {
+    Text,
+    Json,
 }
 
 /// How a command ended: 0 ok, 1 a check failed, 2 usage or I/O error.

@@ -14,6 +14,37 @@ pub(crate) fn parse_compat(s: &str) -> Result<tocsin::promql::Compat, String> {
     }
 }
 
+/// Each directory given becomes its rule test files (`*_test.yml`, `*_test.yaml`, not hidden),
+/// in name order; files are kept as given. A directory without test files is an error.
+fn expand_dirs(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    for p in paths {
+        if !p.is_dir() {
+            out.push(p.clone());
+            continue;
+        }
+        let mut found: Vec<PathBuf> = std::fs::read_dir(p)
+            .with_context(|| format!("cannot read directory {}", p.display()))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|f| {
+                let name = f.file_name().and_then(|n| n.to_str()).unwrap_or("");
+                !name.starts_with('.')
+                    && (name.ends_with("_test.yml") || name.ends_with("_test.yaml"))
+                    && f.is_file()
+            })
+            .collect();
+        if found.is_empty() {
+            bail!(
+                "{}: no rule test files (*_test.yml) in this directory",
+                p.display()
+            );
+        }
+        found.sort();
+        out.extend(found);
+    }
+    Ok(out)
+}
+
 pub(crate) fn test(
     files: &[PathBuf],
     run: Option<&str>,
@@ -28,9 +59,10 @@ pub(crate) fn test(
     if files.is_empty() {
         bail!("no test files given");
     }
+    let files = expand_dirs(files)?;
     let mut failed = false;
     let mut reports = Vec::new();
-    for f in files {
+    for f in &files {
         println!("Unit Testing:  {}", f.display());
         match run_file(f, run.as_ref(), compat) {
             Ok(r) => {

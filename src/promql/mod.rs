@@ -14,6 +14,7 @@ pub mod aggregate;
 pub mod binary;
 mod eval;
 mod functions;
+pub mod json;
 mod memstore;
 pub mod notation;
 pub mod rhai;

@@ -14,6 +14,7 @@ use axum::response::{IntoResponse, Json, Response};
 use serde_json::{Value as Json_, json};
 
 use super::{ApiError, AppState, api_error, body_or_refusal};
+use crate::promql::json::{labels_map, value_json};
 use crate::promql::{Cancel, CancelReason, QueryError, Value, format_float};
 use crate::rules::tracker::{Alert, AlertStatus};
 use crate::rules::{Rule, RuleKind};
@@ -231,38 +232,6 @@ fn cancelled(reason: CancelReason) -> Response {
         CancelReason::ShuttingDown | CancelReason::Abandoned => "canceled",
     };
     api_error(StatusCode::SERVICE_UNAVAILABLE, kind, reason.to_string())
-}
-
-fn point(t: i64, v: f64) -> Json_ {
-    json!([t as f64 / 1000.0, format_float(v)])
-}
-
-fn labels_map(l: &crate::labels::Labels) -> BTreeMap<&str, &str> {
-    l.iter().collect()
-}
-
-/// A query result as Prometheus encodes it: `{"resultType": …, "result": …}`. An instant query's
-/// scalars, strings and vector samples carry its evaluation time `t`.
-fn value_json(v: &Value, t: Option<i64>) -> Json_ {
-    let at = t.unwrap_or(0);
-    match v {
-        Value::Scalar(x) => json!({"resultType": "scalar", "result": point(at, *x)}),
-        Value::String(s) => json!({"resultType": "string", "result": [at as f64 / 1000.0, s]}),
-        Value::Vector(samples) => json!({
-            "resultType": "vector",
-            "result": samples.iter().map(|s| json!({
-                "metric": labels_map(&s.metric),
-                "value": point(t.unwrap_or(s.t), s.v),
-            })).collect::<Vec<_>>(),
-        }),
-        Value::Matrix(series) => json!({
-            "resultType": "matrix",
-            "result": series.iter().map(|s| json!({
-                "metric": labels_map(&s.metric),
-                "values": s.points.iter().map(|(t, v)| point(*t, *v)).collect::<Vec<_>>(),
-            })).collect::<Vec<_>>(),
-        }),
-    }
 }
 
 /// What both query endpoints read first: the parameters (query string and form body) and the

@@ -531,3 +531,99 @@ async fn silences_api_needs_the_token_and_refuses_bad_input() {
     let r = client.post(d.url("/-/reload")).send().await.unwrap();
     assert_eq!(r.status(), 401);
 }
+
+/// `tocsin silence` with amtool's verbs and flags against a running daemon: `add -a -d
+/// --comment`, `add --end`, `query` filtering by matchers (`-q`, `-o json`, `--expired`),
+/// `expire`, and `import` of `query -o json` output (new ids, expired ones skipped).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silence_command_speaks_amtool() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = Daemon::in_dir(dir.path()).start();
+    d.wait_ready().await;
+    let silence = |args: &[&str]| {
+        let out = Command::new(BIN)
+            .arg("silence")
+            .args(args)
+            .args(["--url", &d.base])
+            .current_dir(dir.path())
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).trim().to_string(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
+    };
+    let (code, db_id, err) = silence(&[
+        "add",
+        "-a",
+        "alice",
+        "-d",
+        "2h",
+        "--comment",
+        "db maintenance",
+        "alertname=Down",
+        "instance=~db.*",
+    ]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(!db_id.is_empty());
+    let (code, web_id, err) = silence(&[
+        "add",
+        "--end",
+        "2999-01-01T00:00:00Z",
+        "--comment",
+        "web",
+        "alertname=Slow",
+    ]);
+    assert_eq!(code, Some(0), "{err}");
+
+    // filters: a silence's matchers read as labels must satisfy every filter matcher
+    let (_, ids, _) = silence(&["query", "-q"]);
+    assert_eq!(ids.lines().count(), 2, "{ids}");
+    let (_, ids, _) = silence(&["query", "-q", "alertname=Down"]);
+    assert_eq!(ids, db_id);
+    let (_, ids, _) = silence(&["query", "-q", "alertname=~Down|Slow", "instance=~db.*"]);
+    assert_eq!(ids, db_id);
+    let (_, ids, _) = silence(&["query", "-q", "alertname=Other"]);
+    assert_eq!(ids, "");
+    let (code, json, err) = silence(&["query", "-o", "json", "alertname=Down"]);
+    assert_eq!(code, Some(0), "{err}");
+    let list: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(list[0]["createdBy"], "alice");
+    assert_eq!(list[0]["comment"], "db maintenance");
+    let (_, text, _) = silence(&["list"]);
+    assert!(
+        text.contains(&web_id) && text.contains("until 2999-01-01"),
+        "{text}"
+    );
+    let export = dir.path().join("silences.json");
+    let (_, all, _) = silence(&["query", "-o", "json"]);
+    std::fs::write(&export, &all).unwrap();
+
+    // expire: gone from the default listing, there with --expired
+    let (code, out, err) = silence(&["expire", &db_id]);
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(out, format!("expired {db_id}"));
+    let (_, ids, _) = silence(&["query", "-q"]);
+    assert_eq!(ids, web_id);
+    let (_, ids, _) = silence(&["query", "-q", "--expired"]);
+    assert_eq!(ids.lines().count(), 2, "{ids}");
+    let (code, _, err) = silence(&["expire", "no-such-id"]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("no-such-id"), "{err}");
+
+    // import the export: both come back under new ids
+    let (code, out, err) = silence(&["import", export.to_str().unwrap()]);
+    assert_eq!(code, Some(0), "{err}");
+    let new_ids: Vec<&str> = out.lines().collect();
+    assert_eq!(new_ids.len(), 2, "{out}");
+    assert!(!new_ids.contains(&db_id.as_str()) && !new_ids.contains(&web_id.as_str()));
+    let (_, ids, _) = silence(&["query", "-q", "alertname=Down"]);
+    assert_eq!(ids.lines().count(), 1, "{ids}");
+    assert_ne!(ids, db_id);
+    // an import of something that is not an array says so
+    std::fs::write(&export, "{}").unwrap();
+    let (code, _, err) = silence(&["import", export.to_str().unwrap()]);
+    assert_eq!(code, Some(2));
+    assert!(err.contains("expected a JSON array"), "{err}");
+}

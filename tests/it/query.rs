@@ -358,3 +358,118 @@ async fn api_queries_over_the_limits_are_refused_at_once_with_the_limit_named() 
     }
     assert!(started.elapsed() < Duration::from_secs(10));
 }
+
+/// promtool's habits: `query range` with `--start/--end/--step`, `query instant`, and `-o json`
+/// printing the API's answer.
+#[test]
+fn query_command_evaluates_ranges_and_prints_json() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("tocsin.db");
+    {
+        let store = open_store(&dir);
+        fill(&store);
+        store.close(T0 + 600_000).unwrap();
+    }
+    let run = |args: &[&str]| {
+        let out = Command::new(BIN)
+            .args(args)
+            .arg("--db")
+            .arg(&db)
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).to_string(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
+    };
+    let start = format!("{}", (T0 + 300_000) / 1000);
+    let end = format!("{}", (T0 + 600_000) / 1000);
+    let (code, out, err) = run(&[
+        "query",
+        "range",
+        "sum by (code) (http_requests_total)",
+        "--start",
+        &start,
+        "--end",
+        &end,
+        "--step",
+        "60s",
+        "-o",
+        "json",
+    ]);
+    assert_eq!(code, Some(0), "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["status"], "success");
+    assert_eq!(v["data"]["resultType"], "matrix");
+    let series = v["data"]["result"].as_array().unwrap();
+    assert_eq!(series.len(), 2, "{out}");
+    let ok = series
+        .iter()
+        .find(|s| s["metric"]["code"] == "200")
+        .unwrap();
+    // six steps, 5m to 10m after T0: 150 per 15 s sample
+    let values = ok["values"].as_array().unwrap();
+    assert_eq!(values.len(), 6, "{out}");
+    assert_eq!(values[0][1], "3000");
+    assert_eq!(values[5][1], "6000");
+    assert_eq!(
+        values[5][0].as_f64().unwrap(),
+        ((T0 + 600_000) / 1000) as f64
+    );
+
+    // text output of the same range, one line per series
+    let (code, out, err) = run(&[
+        "query",
+        "range",
+        "sum(http_requests_total)",
+        "--start",
+        &start,
+        "--end",
+        &end,
+        "--step",
+        "5m",
+    ]);
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(
+        out.trim(),
+        "{} => 3300 @1700000300 6600 @1700000600",
+        "{out}"
+    );
+
+    // an instant query's json carries the evaluation time
+    let (code, out, err) = run(&[
+        "query",
+        "sum(http_requests_total)",
+        "--at",
+        &end,
+        "-o",
+        "json",
+    ]);
+    assert_eq!(code, Some(0), "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["data"]["resultType"], "vector");
+    assert_eq!(v["data"]["result"][0]["value"][1], "6600");
+
+    // an error in json is the API's error shape, exit 1
+    let (code, out, _) = run(&["query", "sum(", "-o", "json"]);
+    assert_eq!(code, Some(1));
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["status"], "error");
+    assert_eq!(v["errorType"], "bad_data");
+    // a range with a bad step is an execution error naming it
+    let (code, _, err) = run(&[
+        "query",
+        "range",
+        "vector(1)",
+        "--start",
+        &end,
+        "--end",
+        &start,
+    ]);
+    assert_eq!(code, Some(1));
+    assert!(
+        err.contains("end timestamp must not be before start time"),
+        "{err}"
+    );
+}

@@ -34,8 +34,20 @@ fn shipped_rules_check_and_pass_their_tests() {
         .collect();
     tests.sort();
     assert!(!tests.is_empty(), "every shipped rule file has a test file");
-    let (ok, out) = tocsin(&["test"], &tests, &project_dir());
+    // the directory means its test files, in name order
+    let (ok, out) = tocsin(&["test"], std::slice::from_ref(&rules), &project_dir());
     assert!(ok, "{out}");
+    let tested: Vec<&str> = out
+        .lines()
+        .filter_map(|l| l.strip_prefix("Unit Testing:"))
+        .map(str::trim)
+        .collect();
+    let expected: Vec<String> = tests.iter().map(|t| t.display().to_string()).collect();
+    assert_eq!(tested, expected, "{out}");
+    // a directory without test files is an error, not an empty success
+    let empty = tempfile::tempdir().unwrap();
+    let (ok, out) = tocsin(&["test"], &[empty.path().to_path_buf()], &project_dir());
+    assert!(!ok && out.contains("no rule test files"), "{out}");
 }
 
 #[test]
