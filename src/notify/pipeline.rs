@@ -469,3 +469,61 @@ mod tests {
         assert_eq!(names(&out), ["Down"]);
     }
 }
+
+/// How the pipeline sees one alert now: where it is routed, which silences and which firing
+/// alerts suppress it. What Alertmanager's `/api/v2/alerts` reports as `receivers` and
+/// `status`.
+#[derive(Debug, Clone, Default)]
+pub struct AlertRouting {
+    /// the routes it matches (receiver, group labels), in the routing tree's order
+    pub targets: Vec<super::dispatch::RouteTarget>,
+    /// ids of the active silences that match it
+    pub silenced_by: Vec<String>,
+    /// fingerprints of the firing alerts that inhibit it
+    pub inhibited_by: Vec<u64>,
+}
+
+impl Notifier {
+    /// The routing of each of `alerts` at `now` under the routing in force, with `sources` the
+    /// firing alerts that may inhibit (pure but for the silences' and routing's read locks).
+    pub fn routing_of(&self, alerts: &[&Alert], sources: &[&Alert], now: i64) -> Vec<AlertRouting> {
+        let routing = self.routing.read().expect("routing lock");
+        let source_labels: Vec<Labels> = sources.iter().map(|a| a.labels.clone()).collect();
+        alerts
+            .iter()
+            .map(|a| {
+                let inhibited_by = if routing.inhibitor.inhibited(&a.labels, &source_labels) {
+                    sources
+                        .iter()
+                        .filter(|s| {
+                            s.labels != a.labels
+                                && routing
+                                    .inhibitor
+                                    .inhibited(&a.labels, std::slice::from_ref(&s.labels))
+                        })
+                        .map(|s| s.fingerprint())
+                        .collect()
+                } else {
+                    Vec::new()
+                };
+                AlertRouting {
+                    targets: routing.routes.routes(&a.labels, now),
+                    silenced_by: self
+                        .silences
+                        .as_ref()
+                        .map(|s| s.silenced_by(&a.labels, now))
+                        .unwrap_or_default(),
+                    inhibited_by,
+                }
+            })
+            .collect()
+    }
+
+    /// The receivers of the routing in force, by name, sorted.
+    pub fn receiver_names(&self) -> Vec<String> {
+        let routing = self.routing.read().expect("routing lock");
+        let mut names: Vec<String> = routing.integrations.keys().cloned().collect();
+        names.sort();
+        names
+    }
+}

@@ -257,6 +257,37 @@ impl Silences {
         Ok(s.id)
     }
 
+    /// Creates or updates a silence as Alertmanager's API v2 does: without an id, a new one;
+    /// with the id of a stored silence, that silence is updated in place when Alertmanager
+    /// would (same matchers, not expired; an active one keeps its start), else the old one is
+    /// expired (if it still runs) and a new one created, so an imported or edited silence
+    /// gets a new id; an unknown id is refused. Returns the id in force (blocking).
+    pub fn set(&self, mut s: Silence, now: i64) -> Result<String, String> {
+        if s.id.is_empty() {
+            return self.put(s, now);
+        }
+        let Some(prev) = self.all().into_iter().find(|p| p.id == s.id) else {
+            return Err(format!("silence {:?} not found", s.id));
+        };
+        let updatable = match prev.state(now) {
+            "expired" => false,
+            "active" => prev.matchers == s.matchers && s.ends_at >= now,
+            _ => prev.matchers == s.matchers,
+        };
+        if updatable {
+            if prev.state(now) == "active" {
+                s.starts_at = prev.starts_at;
+            }
+            return self.put(s, now);
+        }
+        s.validate()?;
+        if prev.state(now) != "expired" {
+            self.expire(&prev.id, now)?;
+        }
+        s.id = String::new();
+        self.put(s, now)
+    }
+
     /// Ends a silence now; false when there is no such silence.
     pub fn expire(&self, id: &str, now: i64) -> Result<bool, String> {
         let Some(mut s) = self.all().into_iter().find(|s| s.id == id) else {
@@ -294,6 +325,18 @@ impl Silences {
             .expect("silences lock")
             .iter()
             .map(|c| c.silence.clone())
+            .collect()
+    }
+
+    /// The ids of the active silences that match `labels` at `now` (Alertmanager's
+    /// `silencedBy`), in the order they were created.
+    pub fn silenced_by(&self, labels: &Labels, now: i64) -> Vec<String> {
+        self.list
+            .read()
+            .expect("silences lock")
+            .iter()
+            .filter(|s| s.silences(labels, now))
+            .map(|s| s.silence.id.clone())
             .collect()
     }
 

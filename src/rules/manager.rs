@@ -302,6 +302,11 @@ impl RuleManager {
         Ok(n)
     }
 
+    /// The notification pipeline, when notifications are on (for the API's routing views).
+    pub fn notifier(&self) -> Option<&Arc<Notifier>> {
+        self.notifier.as_ref()
+    }
+
     /// The rule set in use.
     pub fn rules(&self) -> Arc<RuleSet> {
         self.board.read().expect("board lock").rules.clone()

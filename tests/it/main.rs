@@ -1,4 +1,5 @@
 //! The one integration-test binary: real SQLite files, real HTTP servers on 127.0.0.1, the real binary.
+mod amtool;
 mod api;
 mod architecture;
 mod check;
