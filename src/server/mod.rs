@@ -108,6 +108,8 @@ pub fn routes() -> Vec<Route> {
         route(Method::GET, "/health/live", Open, live),
         route(Method::GET, "/health/ready", Open, ready),
         route(Method::GET, "/metrics", Open, metrics),
+        route(Method::GET, "/-/healthy", Open, healthy),
+        route(Method::GET, "/-/ready", Open, ready_text),
         route(Method::GET, "/status", Read, status),
         route(Method::POST, "/-/reload", Write, reload),
         route(Method::GET, "/api/v1/alerts", Read, alerts),
@@ -262,6 +264,22 @@ async fn openapi() -> Response {
 
 async fn live() -> Json<serde_json::Value> {
     Json(json!({"status": "ok"}))
+}
+
+/// `/-/healthy` as Prometheus and Alertmanager answer it (for their load balancers' checks):
+/// 200 and one line of text while the process serves.
+async fn healthy() -> &'static str {
+    "tocsin is Healthy.\n"
+}
+
+/// `/-/ready` as Prometheus answers it: 200 and one line once the store and the scrape loop
+/// run, 503 before (the checks are `/health/ready`'s).
+async fn ready_text(State(s): State<AppState>) -> Response {
+    if s.status.store_ok.load(Ordering::SeqCst) && s.status.running.load(Ordering::SeqCst) {
+        "tocsin is Ready.\n".into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "Service Unavailable\n").into_response()
+    }
 }
 
 /// 200 with every check `ok`, or 503 `degraded` naming the failing checks (the seeds' shape).

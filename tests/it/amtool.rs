@@ -227,4 +227,11 @@ async fn amtool_manages_silences_and_queries_alerts() {
         .await
         .unwrap();
     assert_eq!(resp.status(), 400);
+
+    // the load balancer checks Prometheus and Alertmanager users point at them
+    let resp = reqwest::get(d.url("/-/healthy")).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.text().await.unwrap(), "tocsin is Healthy.\n");
+    let resp = reqwest::get(d.url("/-/ready")).await.unwrap();
+    assert_eq!(resp.status(), 200);
 }
