@@ -248,3 +248,115 @@ async fn sighup_sends_a_signal_request() {
     assert!(request.done.is_none());
     task.abort();
 }
+
+/// A writer that writes a rule file in parts, pausing longer than the watcher's debounce but
+/// shorter than the settle period, is never caught half-way: each part ends at a rule boundary,
+/// so each prefix is a valid, shorter rule set, which a reload on the debounced event alone
+/// loaded (one `file` reload per part). The daemon loads the file once, complete.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rule_file_written_in_parts_loads_once_and_complete() {
+    use std::io::Write;
+    use std::sync::Arc;
+    use tocsin::daemon::reload::{DEBOUNCE, SETTLE};
+    use tocsin::daemon::{Daemon, DaemonOptions};
+
+    const PAUSE: Duration = Duration::from_millis(450);
+    const PARTS: usize = 4;
+    const RULES_PER_PART: usize = 5;
+    assert!(DEBOUNCE < PAUSE && PAUSE < SETTLE);
+
+    let (_guard, dir) = tempdir();
+    let listen = crate::common::free_addr().to_string();
+    fs::create_dir(dir.join("rules")).unwrap();
+    fs::write(
+        dir.join("rules/base.yml"),
+        "groups:\n  - name: base\n    rules:\n      - alert: Base\n        expr: vector(1) == 0\n",
+    )
+    .unwrap();
+    let config = format!(
+        "storage: {{ path: {} }}\nevaluation: {{ interval: 1h }}\nrule_files: [rules/*.yml]\nserver: {{ listen: \"{listen}\" }}\n",
+        dir.join("data/tocsin.db").display()
+    );
+    let path = dir.join("tocsin.yml");
+    fs::write(&path, config).unwrap();
+    let cfg = tocsin::config::Config::load(&path).unwrap();
+    let opts = DaemonOptions {
+        source: Some(path),
+        ..DaemonOptions::default()
+    };
+    let daemon = Daemon::start(cfg, Arc::new(tocsin::clock::SystemClock), opts)
+        .await
+        .unwrap();
+    let rule_count = || daemon.rules().rules().rule_count();
+    let loaded = crate::common::Deadline::new(
+        "first rule load",
+        Duration::from_secs(20),
+        Duration::from_millis(50),
+    );
+    while rule_count() != 1 {
+        loaded.tick().await;
+    }
+
+    // the writer: one file in parts, each ending at a rule boundary
+    let big = dir.join("rules/big.yml");
+    let mut file = fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&big)
+        .unwrap();
+    for part in 0..PARTS {
+        if part > 0 {
+            tokio::time::sleep(PAUSE).await;
+            // what the daemon runs while the file is half-written: the old rules, never a prefix
+            assert_eq!(rule_count(), 1, "a half-written rule file was loaded");
+        }
+        let mut text = String::new();
+        if part == 0 {
+            text.push_str("groups:\n  - name: big\n    rules:\n");
+        }
+        for i in part * RULES_PER_PART..(part + 1) * RULES_PER_PART {
+            text.push_str(&format!(
+                "      - alert: Part{i:02}\n        expr: vector({i}) == 0\n"
+            ));
+        }
+        file.write_all(text.as_bytes()).unwrap();
+        file.flush().unwrap();
+    }
+    drop(file);
+
+    let complete = crate::common::Deadline::new(
+        "the complete rule file loaded",
+        Duration::from_secs(30),
+        Duration::from_millis(50),
+    );
+    loop {
+        let n = rule_count();
+        if n == 1 + PARTS * RULES_PER_PART {
+            break;
+        }
+        assert_eq!(n, 1, "a half-written rule file was loaded");
+        complete.tick().await;
+    }
+
+    // the reload history: the first load, then one file-triggered reload, of the complete file
+    let base = format!("http://{}", daemon.addr());
+    let text = reqwest::get(format!("{base}/api/v1/status"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let status: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let reloads = status["data"]["reloads"].as_array().unwrap();
+    let causes: Vec<(&str, bool)> = reloads
+        .iter()
+        .map(|r| {
+            (
+                r["cause"].as_str().unwrap(),
+                r["success"].as_bool().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(causes, [("startup", true), ("file", true)], "{reloads:?}");
+    daemon.shutdown().await;
+}
