@@ -37,6 +37,9 @@ pub struct SelfMetrics {
     pub rule_group_last_duration_seconds: Family<GroupLabels, Gauge<f64, AtomicU64>>,
     pub rule_group_iterations_missed: Family<GroupLabels, Counter>,
     pub rule_evaluation_failures: Family<GroupLabels, Counter>,
+    /// evaluations of a group stopped at its budget (its interval); the rules not finished
+    /// count as failures too
+    pub rule_group_evaluations_cancelled: Family<GroupLabels, Counter>,
     /// panics caught in blocking work (scrape ingest, health probe, store flush, rule group
     /// evaluation); the endpoint or group goes on at its next tick
     pub task_panics: Family<TaskLabels, Counter>,
@@ -187,6 +190,12 @@ impl SelfMetrics {
             "Rule evaluations that failed",
             rule_evaluation_failures.clone(),
         );
+        let rule_group_evaluations_cancelled = Family::<GroupLabels, Counter>::default();
+        registry.register(
+            "rule_group_evaluations_cancelled",
+            "Evaluations of a rule group stopped because they exceeded the group's budget (its interval)",
+            rule_group_evaluations_cancelled.clone(),
+        );
         let alerts = Family::<StateLabels, Gauge>::default();
         registry.register("alerts", "Active alerts by state", alerts.clone());
         let notifications_queued = Family::<ReceiverLabels, Counter>::default();
@@ -243,6 +252,7 @@ impl SelfMetrics {
             rule_group_last_duration_seconds,
             rule_group_iterations_missed,
             rule_evaluation_failures,
+            rule_group_evaluations_cancelled,
             alerts,
             registry,
             scrapes,

@@ -421,7 +421,8 @@ impl Running {
         self.reloader.abort();
         #[cfg(unix)]
         self.sighup.abort();
-        self.manager.stop().await;
+        // trips every rule evaluation's token first, so no runaway evaluation holds shutdown
+        self.manager.shutdown().await;
         let _ = self.shutdown_tx.send(true);
         if let Some(sender) = self.sender.take() {
             let _ = tokio::time::timeout(Duration::from_secs(15), sender).await;

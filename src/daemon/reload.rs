@@ -16,7 +16,11 @@
 //! - one debounced batch of file events sends at most one request; events that touch no rule file
 //!   (reads, editors' swap, backup and lock files, rule unit tests, other files in the directories)
 //!   send none;
-//! - after [`RuleWatcher`] is dropped no request is sent and its sender is released.
+//! - after [`RuleWatcher`] is dropped no request is sent and its sender is released;
+//! - a file-triggered reload ([`Reloader::run`]) loads only complete, stable files: every rule
+//!   file unchanged (size, modification time, content hash) for [`SETTLE`] before the read and
+//!   the same after it; SIGHUP and `POST /-/reload` load at once. Only the reload loop reads
+//!   the clock (tokio's, for the settle period).
 //!
 //! The set of watched paths is fixed at creation: when a reload changes the rule files the config
 //! names (its globs now match other files or directories), the owner drops the [`RuleWatcher`] and
@@ -43,6 +47,19 @@ use tracing::{debug, info, warn};
 /// to cover an editor's save (temporary file, rename, swap file cleanup), short enough to feel
 /// immediate.
 pub const DEBOUNCE: Duration = Duration::from_millis(300);
+
+/// How long every rule file must stay unchanged (size, modification time, content hash) before a
+/// file-triggered reload reads them: a writer that writes a file in parts with pauses shorter
+/// than this is never caught half-way (a YAML file cut at a rule boundary is valid YAML, a
+/// shorter rule set).
+pub const SETTLE: Duration = Duration::from_secs(1);
+
+/// How often the rule files are looked at while they settle.
+const SETTLE_POLL: Duration = Duration::from_millis(250);
+
+/// How long a file-triggered reload waits for the rule files to settle; files still changing
+/// then load nothing: the reload is requested again (behind any waiting SIGHUP or API request).
+pub const SETTLE_GIVE_UP: Duration = Duration::from_secs(10);
 
 /// Why a reload was requested; logged with the reload and used as a metric label through
 /// [`ReloadCause::kind`].
@@ -428,14 +445,53 @@ pub struct Reloader {
 
 impl Reloader {
     /// Runs until every sender of `rx` is gone.
+    ///
+    /// A file-triggered request loads only complete, stable files: it waits until every rule
+    /// file has been unchanged for [`SETTLE`], loads, and keeps the result only if the files
+    /// are still the same after the read; when they changed meanwhile it settles again. Files
+    /// that do not settle within [`SETTLE_GIVE_UP`] load nothing and the request is queued
+    /// again. A file-triggered request that finds the files as the last successful load left
+    /// them reloads nothing (the watcher often sends a second request for one save). SIGHUP
+    /// and `POST /-/reload` load at once.
     pub async fn run(mut self, mut rx: mpsc::Receiver<ReloadRequest>) {
         let mut watcher = None;
+        // the rule files as the last successful reload read them, when known
+        let mut loaded: Option<FilesSnapshot> = None;
         while let Some(req) = rx.recv().await {
-            info!(cause = %req.cause, "reloading rules");
-            // the reload's time, read once: recorded, and the resolved time of the alerts of
-            // removed rules
-            let now = self.clock.now_ms();
-            let errors = self.reload_once(now).await;
+            let file_triggered = matches!(req.cause, ReloadCause::FileChange(_));
+            let (now, errors, snapshot) = if file_triggered {
+                match self.reload_settled(&loaded).await {
+                    Settled::Reloaded(now, errors, snapshot) => (now, errors, snapshot),
+                    Settled::Unchanged => {
+                        debug!(cause = %req.cause, "rule files unchanged since the last load, nothing to reload");
+                        continue;
+                    }
+                    Settled::StillChanging => {
+                        warn!(
+                            cause = %req.cause,
+                            waited = ?SETTLE_GIVE_UP,
+                            "rule files still changing, reload postponed"
+                        );
+                        if let ReloadCause::FileChange(paths) = req.cause {
+                            forward(&self.tx, ReloadRequest::file_change(paths));
+                        }
+                        continue;
+                    }
+                }
+            } else {
+                info!(cause = %req.cause, "reloading rules");
+                // the reload's time, read once: recorded, and the resolved time of the alerts
+                // of removed rules
+                let now = self.clock.now_ms();
+                match self.reload_once(now, None).await {
+                    Attempt::Done(errors, snapshot) => (now, errors, snapshot),
+                    // only a file-triggered reload compares the files before and after its read
+                    Attempt::Changed => (now, vec![CHANGED_WHILE_READ.to_string()], None),
+                }
+            };
+            if errors.is_empty() {
+                loaded = snapshot;
+            }
             let ok = errors.is_empty();
             self.history.record(ReloadRecord {
                 t: now,
@@ -469,28 +525,119 @@ impl Reloader {
         }
     }
 
+    /// A file-triggered reload: waits for the rule files to settle, then loads them as
+    /// [`Reloader::reload_once`] does, settling again when they changed during the read.
+    async fn reload_settled(&mut self, loaded: &Option<FilesSnapshot>) -> Settled {
+        let started = tokio::time::Instant::now();
+        loop {
+            let Some(stable) = self.settle(started).await else {
+                return Settled::StillChanging;
+            };
+            if loaded.as_ref() == Some(&stable) {
+                return Settled::Unchanged;
+            }
+            info!(
+                files = stable.files.len(),
+                "rule files settled, reloading rules"
+            );
+            // the reload's time, read once the files are stable: recorded, and the resolved
+            // time of the alerts of removed rules
+            let now = self.clock.now_ms();
+            match self.reload_once(now, Some(stable)).await {
+                Attempt::Done(errors, snapshot) => {
+                    return Settled::Reloaded(now, errors, snapshot);
+                }
+                Attempt::Changed => {
+                    debug!(
+                        "rule files changed while they were read, waiting for them to settle again"
+                    );
+                }
+            }
+        }
+    }
+
+    /// Waits until the rule files (those the patterns match now) have been unchanged for
+    /// [`SETTLE`] and returns them as they are; `None` when they still change
+    /// [`SETTLE_GIVE_UP`] after `started`. Paused-time friendly: only tokio's timer is read.
+    async fn settle(&self, started: tokio::time::Instant) -> Option<FilesSnapshot> {
+        let mut last = self.snapshot().await;
+        let mut since = tokio::time::Instant::now();
+        loop {
+            let now = tokio::time::Instant::now();
+            if now.duration_since(since) >= SETTLE {
+                return Some(last);
+            }
+            if now.duration_since(started) >= SETTLE_GIVE_UP {
+                return None;
+            }
+            tokio::time::sleep(SETTLE_POLL).await;
+            let current = self.snapshot().await;
+            if current != last || !current.complete() {
+                last = current;
+                since = tokio::time::Instant::now();
+            }
+        }
+    }
+
+    /// The rule files as they are now, read on a blocking thread.
+    async fn snapshot(&self) -> FilesSnapshot {
+        let (patterns, base) = (self.rules.patterns.clone(), self.rules.base.clone());
+        tokio::task::spawn_blocking(move || FilesSnapshot::take(&patterns, &base))
+            .await
+            .unwrap_or_else(|e| FilesSnapshot {
+                files: Vec::new(),
+                error: Some(format!("cannot read the rule files: {e}")),
+            })
+    }
+
     /// One reload: every error of the rules and of the notification sections, or none when
-    /// both were swapped in.
-    async fn reload_once(&mut self, now: i64) -> Vec<String> {
+    /// both were swapped in; with the rule files as read when they did not change during the
+    /// read (`None` when they did, or could not be compared).
+    ///
+    /// With `expect` (a file-triggered reload, the files as they settled), the files are looked
+    /// at again after the read: when they are no longer `expect`, nothing is swapped in and the
+    /// result is [`Attempt::Changed`].
+    async fn reload_once(&mut self, now: i64, expect: Option<FilesSnapshot>) -> Attempt {
         let manager = self.manager.clone();
         let notify = self.notify.take();
         let env = self.env.clone();
+        let (patterns, base) = (self.rules.patterns.clone(), self.rules.base.clone());
+        let file_compared = expect.is_some();
         let prepared = tokio::task::spawn_blocking(move || {
+            let before = match expect {
+                Some(expect) => expect,
+                None => FilesSnapshot::take(&patterns, &base),
+            };
             let rules = manager.load_rules();
+            let after = FilesSnapshot::take(&patterns, &base);
             let sections = notify.as_ref().map(|n| n.prepare(&env));
-            (rules, sections, notify)
+            let same = (before == after).then_some(after);
+            (rules, sections, notify, same)
         })
         .await;
-        let (rules, sections, notify) = match prepared {
+        let (rules, sections, notify, same) = match prepared {
             Ok(p) => p,
             Err(e) => {
                 // the notify handle went with the task: notifications stay as they are but can
                 // no longer reload; say so loudly
                 tracing::error!(error = %e, "reload task failed; notification sections can no longer reload");
-                return vec![format!("reload task failed: {e}")];
+                return Attempt::Done(vec![format!("reload task failed: {e}")], None);
             }
         };
         self.notify = notify;
+        if file_compared && same.is_none() {
+            return Attempt::Changed;
+        }
+        Attempt::Done(self.swap(now, rules, sections).await, same)
+    }
+
+    /// Swaps in what a reload read, or nothing when any of it has an error; returns the errors.
+    async fn swap(
+        &mut self,
+        now: i64,
+        rules: Result<crate::rules::RuleSet, crate::rules::RuleErrors>,
+        sections: Option<Result<Option<PreparedNotify>, Vec<String>>>,
+    ) -> Vec<String> {
         let mut errors: Vec<String> = Vec::new();
         if let Err(e) = &rules {
             errors.extend(e.0.iter().map(|e| e.to_string()));
@@ -514,6 +661,96 @@ impl Reloader {
         }
         errors
     }
+}
+
+/// How a file-triggered reload ended.
+enum Settled {
+    /// The files settled and were loaded at this time (errors: none when swapped in), with the
+    /// files as read.
+    Reloaded(i64, Vec<String>, Option<FilesSnapshot>),
+    /// The files settled as the last successful reload read them: nothing to do.
+    Unchanged,
+    /// The files did not settle within [`SETTLE_GIVE_UP`].
+    StillChanging,
+}
+
+/// How one read of the rule files ended.
+enum Attempt {
+    /// Loaded and swapped in, or refused with these errors; with the files as read, when they
+    /// did not change during the read.
+    Done(Vec<String>, Option<FilesSnapshot>),
+    /// The files changed during the read of a file-triggered reload: nothing swapped in.
+    Changed,
+}
+
+/// The rule files the patterns match, each with its size, modification time and content hash:
+/// two equal snapshots taken a while apart mean the files were left alone in between (a writer
+/// that restores the modification time and keeps size and hash changed nothing that matters).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct FilesSnapshot {
+    /// each file with its state, or why it could not be read
+    files: Vec<(PathBuf, Result<FileState, String>)>,
+    /// why the patterns could not be expanded (one matches no file, a directory is unreadable)
+    error: Option<String>,
+}
+
+impl FilesSnapshot {
+    /// Reads every rule file `patterns` match (relative to `base`). Blocking.
+    fn take(patterns: &[String], base: &Path) -> FilesSnapshot {
+        let files = match crate::rules::expand_globs(patterns, base) {
+            Ok(files) => files,
+            Err(e) => {
+                return FilesSnapshot {
+                    files: Vec::new(),
+                    error: Some(e.to_string()),
+                };
+            }
+        };
+        let files = files
+            .into_iter()
+            .map(|path| {
+                let state = file_state(&path).map_err(|e| e.to_string());
+                (path, state)
+            })
+            .collect();
+        FilesSnapshot { files, error: None }
+    }
+
+    /// Whether no file changed while it was read.
+    fn complete(&self) -> bool {
+        self.files
+            .iter()
+            .all(|(_, state)| state.as_ref().err().is_none_or(|e| e != CHANGED_WHILE_READ))
+    }
+}
+
+/// A file whose size or modification time changed while it was read.
+const CHANGED_WHILE_READ: &str = "rule file changed while it was read";
+
+/// What a snapshot keeps of one rule file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct FileState {
+    size: u64,
+    modified: Option<std::time::SystemTime>,
+    /// xxh3 of the content
+    hash: u64,
+}
+
+/// A file's size, modification time and content hash, the metadata read before the content and
+/// compared after it, so that a write during the read is seen.
+fn file_state(path: &Path) -> std::io::Result<FileState> {
+    let meta = std::fs::metadata(path)?;
+    let bytes = std::fs::read(path)?;
+    let after = std::fs::metadata(path)?;
+    let (size, modified) = (meta.len(), meta.modified().ok());
+    if after.len() != size || after.modified().ok() != modified || bytes.len() as u64 != size {
+        return Err(std::io::Error::other(CHANGED_WHILE_READ));
+    }
+    Ok(FileState {
+        size,
+        modified,
+        hash: xxhash_rust::xxh3::xxh3_64(&bytes),
+    })
 }
 
 impl Drop for RuleWatcher {

@@ -209,11 +209,24 @@ pub struct Evaluator {
     engine: Engine,
     storage: Arc<dyn Storage + Send + Sync>,
     t: i64,
+    /// every query of this evaluator stops once it is tripped (a rule group's budget, shutdown)
+    cancel: Option<Cancel>,
 }
 
 impl Evaluator {
     pub fn new(engine: Engine, storage: Arc<dyn Storage + Send + Sync>, t: i64) -> Self {
-        Evaluator { engine, storage, t }
+        Evaluator {
+            engine,
+            storage,
+            t,
+            cancel: None,
+        }
+    }
+
+    /// This evaluator, its queries run with `cancel` ([`Engine::instant_cancellable`]).
+    pub fn with_cancel(mut self, cancel: Option<Cancel>) -> Self {
+        self.cancel = cancel;
+        self
     }
 
     /// The evaluation time (ms).
@@ -234,7 +247,8 @@ impl Evaluator {
 
     /// Evaluates a parsed expression at the evaluation time.
     pub fn eval(&self, expr: &Expr) -> Result<Value, QueryError> {
-        self.engine.instant(self.storage.as_ref(), expr, self.t)
+        self.engine
+            .instant_cancellable(self.storage.as_ref(), expr, self.t, self.cancel.as_ref())
     }
 }
 

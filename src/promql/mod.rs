@@ -141,6 +141,10 @@ pub enum CancelReason {
     /// Nobody waits for the answer any more (the HTTP client went away).
     #[error("query cancelled: nobody waits for its answer")]
     Abandoned,
+    /// A rule group's evaluation ran past its budget (the group's interval): the rules it had
+    /// not finished were stopped.
+    #[error("evaluation stopped: group exceeded its budget of {}", crate::duration::PromDuration(*.0))]
+    GroupBudget(Duration),
 }
 
 /// A query's cancellation token. Whoever runs a query holds one (the API handler trips it when

@@ -13,7 +13,7 @@ use super::tracker::{Candidate, RuleState, Timing, Transition};
 use super::{Condition, Group, Rule, RuleKind};
 use crate::labels::{Labels, METRIC_NAME};
 use crate::promql::rhai::{ScriptEngine, to_vector};
-use crate::promql::{Engine, Evaluator, Sample, Storage, Value};
+use crate::promql::{Cancel, Engine, Evaluator, Sample, Storage, Value};
 use crate::rules::template::{QueryFn, QueryResult, Template, TemplateData};
 use crate::store::chunk::stale_nan;
 
@@ -32,6 +32,10 @@ pub struct GroupContext<'a> {
     /// the failure text kept with a series (health sub-checks), for templates as `$labels.error`
     /// when the series has no `error` label of its own
     pub note: &'a (dyn Fn(&Labels) -> Option<String> + Sync),
+    /// the group's cancellation token (its budget, the daemon's shutdown): once it is tripped the
+    /// rule being evaluated stops and the rest are not evaluated, each with the reason as its
+    /// error and its state untouched; `None`: never stopped (`tocsin test`, `replay`)
+    pub cancel: Option<&'a Cancel>,
 }
 
 /// What one rule's evaluation did.
@@ -48,8 +52,10 @@ pub struct RuleOutcome {
 }
 
 /// Evaluates every rule of `group` at `t`, in order. `states` holds each alerting rule's state by
-/// rule key (created on first use). `write` receives each rule's output series (recorded series,
-/// and `ALERTS` for alerting rules) before the next rule runs.
+/// rule key (created on first use). A rule stopped by `ctx.cancel`, or not started because it
+/// was tripped, has the reason as its error and leaves its state (alerts and remembered
+/// series) as it was: no alert changes, no series is written or marked stale. `write` receives each rule's output series (recorded series,
+/// and `ALERTS` and `ALERTS_FOR_STATE` for alerting rules) before the next rule runs.
 pub fn eval_group(
     group: &Group,
     states: &mut HashMap<String, RuleState>,
@@ -60,6 +66,18 @@ pub fn eval_group(
     let mut out = Vec::with_capacity(group.rules.len());
     for rule in &group.rules {
         let started = Instant::now();
+        if let Some(reason) = ctx.cancel.and_then(Cancel::reason) {
+            out.push(RuleOutcome {
+                key: rule.key.clone(),
+                name: rule.name.clone(),
+                t,
+                duration_s: 0.0,
+                results: 0,
+                error: Some(reason.to_string()),
+                transitions: Vec::new(),
+            });
+            continue;
+        }
         let state = states.entry(rule.key.clone()).or_default();
         let (results, error, transitions, series) = match eval_rule(group, rule, state, ctx, t) {
             Ok((n, tr, mut series)) => {
@@ -150,6 +168,8 @@ fn eval_rule(
                 }
                 series.push((labels, t, s.v));
             }
+            // label templates' queries may have been stopped: write nothing then
+            stopped(ctx)?;
             Ok((series.len(), Vec::new(), series))
         }
         RuleKind::Alert {
@@ -191,6 +211,9 @@ fn eval_rule(
                     source_key: s.metric.without_name().to_string(),
                 });
             }
+            // a template's query stopped by the token rendered as an error text: stop before
+            // the state changes
+            stopped(ctx)?;
             if group.limit > 0 && candidates.len() > group.limit {
                 state.clear();
                 return Err(format!(
@@ -216,14 +239,34 @@ fn eval_rule(
             let transitions = state.update(candidates, &resolvable, timing, t);
             let series: Vec<(Labels, i64, f64)> = state
                 .active()
-                .map(|a| {
-                    let mut l = a.labels.with("alertstate", a.status.as_str());
-                    l = l.with(METRIC_NAME, "ALERTS");
-                    (l, t, 1.0)
+                .flat_map(|a| {
+                    let alerts = a
+                        .labels
+                        .with("alertstate", a.status.as_str())
+                        .with(METRIC_NAME, "ALERTS");
+                    let for_state = a.labels.with(METRIC_NAME, "ALERTS_FOR_STATE");
+                    [
+                        (alerts, t, 1.0),
+                        (for_state, t, active_at_seconds(a.active_at)),
+                    ]
                 })
                 .collect();
             Ok((state.active().count(), transitions, series))
         }
+    }
+}
+
+/// The value of an alert's `ALERTS_FOR_STATE` sample: the time it became active (pending), in
+/// whole Unix seconds as Prometheus writes it (`ActiveAt.Unix()`: rounded down, before 1970 too).
+fn active_at_seconds(active_at_ms: i64) -> f64 {
+    active_at_ms.div_euclid(1000) as f64
+}
+
+/// Fails with the token's reason once `ctx.cancel` is tripped.
+fn stopped(ctx: &GroupContext<'_>) -> Result<(), String> {
+    match ctx.cancel.and_then(Cancel::reason) {
+        Some(reason) => Err(reason.to_string()),
+        None => Ok(()),
     }
 }
 
@@ -238,7 +281,7 @@ pub fn eval_condition(
         Condition::PromQL { expr, .. } => {
             match ctx
                 .engine
-                .instant(ctx.storage.as_ref(), expr, t)
+                .instant_cancellable(ctx.storage.as_ref(), expr, t, ctx.cancel)
                 .map_err(|e| e.to_string())?
             {
                 Value::Vector(v) => Ok(v),
@@ -254,9 +297,12 @@ pub fn eval_condition(
             }
         }
         Condition::Script { script, .. } => {
-            let ev = Evaluator::new(ctx.engine.clone(), ctx.storage.clone(), t);
-            let v = ctx.scripts.run(script, &ev).map_err(|e| e.to_string())?;
-            Ok(to_vector(v, t))
+            let ev = Evaluator::new(ctx.engine.clone(), ctx.storage.clone(), t)
+                .with_cancel(ctx.cancel.cloned());
+            let v = ctx.scripts.run(script, &ev);
+            // a script that failed because its queries were stopped reports the reason
+            stopped(ctx)?;
+            Ok(to_vector(v.map_err(|e| e.to_string())?, t))
         }
     }
 }
@@ -273,7 +319,7 @@ impl QueryFn for EngineQuery<'_, '_> {
         let v = self
             .ctx
             .engine
-            .instant(self.ctx.storage.as_ref(), &expr, self.t)
+            .instant_cancellable(self.ctx.storage.as_ref(), &expr, self.t, self.ctx.cancel)
             .map_err(|e| e.to_string())?;
         Ok(match v {
             Value::Vector(samples) => samples
@@ -381,6 +427,7 @@ mod tests {
             external_url: "",
             in_grace: &grace,
             note: &note,
+            cancel: None,
         };
         let out = eval_group(&group, states, &ctx, 1000, &mut |s| {
             shared.lock().unwrap().extend_from_slice(s)
@@ -477,6 +524,7 @@ mod tests {
                 external_url: "",
                 in_grace: &grace,
                 note: &note,
+                cancel: None,
             };
             let mut written = Vec::new();
             eval_group(&group, &mut states, &ctx, t, &mut |s| {
@@ -499,21 +547,30 @@ mod tests {
         };
         assert_eq!(
             step(&mut mem, 0),
-            series(&[("x:pos", "", false), ("ALERTS", "pending", false)])
+            series(&[
+                ("x:pos", "", false),
+                ("ALERTS", "pending", false),
+                ("ALERTS_FOR_STATE", "", false)
+            ])
         );
-        // firing: the pending series ends
+        // firing: the pending series ends; ALERTS_FOR_STATE has no alertstate and goes on
         assert_eq!(
             step(&mut mem, 10_000),
             series(&[
                 ("x:pos", "", false),
                 ("ALERTS", "firing", false),
+                ("ALERTS_FOR_STATE", "", false),
                 ("ALERTS", "pending", true)
             ])
         );
-        // resolved: the firing series and the recorded one end
+        // resolved: the firing series, its ALERTS_FOR_STATE and the recorded one end
         assert_eq!(
             step(&mut mem, 20_000),
-            series(&[("x:pos", "", true), ("ALERTS", "firing", true)])
+            series(&[
+                ("x:pos", "", true),
+                ("ALERTS", "firing", true),
+                ("ALERTS_FOR_STATE", "", true)
+            ])
         );
         // each marked once
         assert_eq!(step(&mut mem, 30_000), series(&[]));
@@ -531,7 +588,279 @@ mod tests {
         for t in [20_000, 30_000, 60_000] {
             assert_eq!(ask("ALERTS{alertstate=\"firing\"}", t), 0, "at {t}");
             assert_eq!(ask("x:pos", t), 0, "at {t}");
+            assert_eq!(ask("ALERTS_FOR_STATE", t), 0, "at {t}");
         }
+    }
+
+    /// Evaluates `rules` (one group) at each time of `at` over the series `x` (`(t, v)`), applying
+    /// each batch to the storage as a driver does; returns each evaluation's `ALERTS_FOR_STATE`
+    /// output as `(alertname, other labels, value)`, a staleness marker as `None`.
+    fn for_state_outputs(
+        rules: &str,
+        x: &[(i64, f64)],
+        at: &[i64],
+    ) -> Vec<Vec<(String, String, Option<f64>)>> {
+        let group = parse_file(rules, Path::new("r.yml"), 10_000, &ScriptEngine::new())
+            .unwrap()
+            .remove(0);
+        let mut mem = MemStorage::new();
+        for (t, v) in x {
+            mem.add(
+                &Labels::from_pairs([("__name__", "x"), ("job", "a")]),
+                *t,
+                *v,
+            );
+        }
+        let engine = Engine::default();
+        let scripts = ScriptEngine::new();
+        let ext = BTreeMap::new();
+        let grace = HashSet::new();
+        let note = |_: &Labels| None;
+        let mut states = HashMap::new();
+        let mut out = Vec::new();
+        for &t in at {
+            let ctx = GroupContext {
+                engine: &engine,
+                storage: Arc::new(mem.clone()),
+                scripts: &scripts,
+                external_labels: &ext,
+                external_url: "",
+                in_grace: &grace,
+                note: &note,
+                cancel: None,
+            };
+            let mut written = Vec::new();
+            eval_group(&group, &mut states, &ctx, t, &mut |s| {
+                written.extend_from_slice(s)
+            });
+            let mut this = Vec::new();
+            for (l, at, v) in written {
+                mem.add(&l, at, v);
+                if l.metric_name() == Some("ALERTS_FOR_STATE") {
+                    let rest = l.without_name();
+                    let name = rest.get("alertname").unwrap_or_default().to_string();
+                    let stale = crate::store::chunk::is_stale(v);
+                    this.push((name, rest.to_string(), (!stale).then_some(v)));
+                }
+            }
+            this.sort_by(|a, b| a.0.cmp(&b.0));
+            out.push(this);
+        }
+        out
+    }
+
+    #[test]
+    fn alerts_for_state_holds_each_active_alerts_active_time_in_seconds() {
+        // `Slow` waits 10 s, `Now` fires at once: Prometheus writes ALERTS_FOR_STATE for both,
+        // every pending or firing alert, with the alert's labels (no alertstate)
+        let rules = "groups:\n  - name: g\n    rules:\n      \
+                     - alert: Slow\n        expr: x > 0\n        for: 10s\n        labels: { severity: page }\n      \
+                     - alert: Now\n        expr: x > 0\n";
+        // x is 1 from 1000.5 s, 0 at 1030.5 s, 1 again at 1040.5 s
+        let x = [
+            (1_000_500, 1.0),
+            (1_010_500, 1.0),
+            (1_020_500, 1.0),
+            (1_030_500, 0.0),
+            (1_040_500, 1.0),
+        ];
+        let at = [1_000_500, 1_010_500, 1_020_500, 1_030_500, 1_040_500];
+        let out = for_state_outputs(rules, &x, &at);
+        let slow = r#"{alertname="Slow", job="a", severity="page"}"#;
+        let now = r#"{alertname="Now", job="a"}"#;
+        let both = |v: Option<f64>| {
+            vec![
+                ("Now".to_string(), now.to_string(), v),
+                ("Slow".to_string(), slow.to_string(), v),
+            ]
+        };
+        // active at 1000.5 s: the value is 1000, whole seconds, pending and firing alike
+        assert_eq!(out[0], both(Some(1000.0)));
+        assert_eq!(out[1], both(Some(1000.0)));
+        assert_eq!(out[2], both(Some(1000.0)));
+        // resolved: a staleness marker for each
+        assert_eq!(out[3], both(None));
+        // active again: the new activation's time
+        assert_eq!(out[4], both(Some(1040.0)));
+    }
+
+    /// A storage that trips `cancel` (as a group's budget timer does) when a query reads
+    /// `slow`.
+    struct TripOnSlow {
+        inner: MemStorage,
+        cancel: crate::promql::Cancel,
+    }
+
+    impl Storage for TripOnSlow {
+        fn select(
+            &self,
+            matchers: &[crate::labels::Matcher],
+            mint: i64,
+            maxt: i64,
+        ) -> Result<Vec<crate::store::SeriesSamples>, crate::promql::QueryError> {
+            if matchers
+                .iter()
+                .any(|m| m.name == "__name__" && m.value == "slow")
+            {
+                self.cancel.cancel(crate::promql::CancelReason::GroupBudget(
+                    std::time::Duration::from_secs(15),
+                ));
+            }
+            self.inner.select(matchers, mint, maxt)
+        }
+    }
+
+    const STOPPED_RULES: &str = "groups:\n  - name: g\n    rules:\n      \
+        - alert: Before\n        expr: up == 0\n      \
+        - record: slow:sum\n        expr: sum(slow)\n      \
+        - alert: After\n        expr: up == 0\n";
+
+    /// Evaluates [`STOPPED_RULES`] at `t` over `storage` with `cancel`; returns the outcomes
+    /// and the series written.
+    fn eval_stopped(
+        storage: Arc<dyn Storage + Send + Sync>,
+        states: &mut HashMap<String, RuleState>,
+        cancel: Option<&crate::promql::Cancel>,
+        t: i64,
+    ) -> (Vec<RuleOutcome>, Vec<(Labels, i64, f64)>) {
+        let group = parse_file(
+            STOPPED_RULES,
+            Path::new("r.yml"),
+            10_000,
+            &ScriptEngine::new(),
+        )
+        .unwrap()
+        .remove(0);
+        let engine = Engine::default();
+        let scripts = ScriptEngine::new();
+        let ext = BTreeMap::new();
+        let grace = HashSet::new();
+        let note = |_: &Labels| None;
+        let ctx = GroupContext {
+            engine: &engine,
+            storage,
+            scripts: &scripts,
+            external_labels: &ext,
+            external_url: "",
+            in_grace: &grace,
+            note: &note,
+            cancel,
+        };
+        let mut written = Vec::new();
+        let out = eval_group(&group, states, &ctx, t, &mut |s| {
+            written.extend_from_slice(s)
+        });
+        (out, written)
+    }
+
+    /// `up` is 0 at 0 s (both alerts fire) and 1 at 10 s (a real evaluation resolves them);
+    /// `slow` exists.
+    fn stopped_storage() -> MemStorage {
+        let mut mem = MemStorage::new();
+        let up = Labels::from_pairs([("__name__", "up"), ("job", "a")]);
+        mem.add(&up, 0, 0.0);
+        mem.add(&up, 10_000, 1.0);
+        mem.add(&Labels::from_pairs([("__name__", "slow")]), 0, 1.0);
+        mem
+    }
+
+    fn status_of(
+        states: &HashMap<String, RuleState>,
+        out: &[RuleOutcome],
+        name: &str,
+    ) -> AlertStatus {
+        let key = &out.iter().find(|o| o.name == name).unwrap().key;
+        states[key].alerts.values().next().unwrap().status
+    }
+
+    #[test]
+    fn a_rule_stopped_by_the_budget_and_the_rules_after_it_keep_their_state() {
+        let mem = stopped_storage();
+        let mut states = HashMap::new();
+        let (out, _) = eval_stopped(Arc::new(mem.clone()), &mut states, None, 0);
+        assert!(out.iter().all(|o| o.error.is_none()), "{out:?}");
+        assert_eq!(status_of(&states, &out, "After"), AlertStatus::Firing);
+        let series_before = states.clone();
+
+        // at 10 s `up` is 1; the token trips while `slow:sum` reads `slow`
+        let cancel = crate::promql::Cancel::new();
+        let storage = Arc::new(TripOnSlow {
+            inner: mem,
+            cancel: cancel.clone(),
+        });
+        let (out, written) = eval_stopped(storage, &mut states, Some(&cancel), 10_000);
+        let errors: Vec<(&str, Option<&str>)> = out
+            .iter()
+            .map(|o| (o.name.as_str(), o.error.as_deref()))
+            .collect();
+        let stopped = Some("evaluation stopped: group exceeded its budget of 15s");
+        assert_eq!(
+            errors,
+            [("Before", None), ("slow:sum", stopped), ("After", stopped)]
+        );
+        // the rule before the trip was evaluated: resolved
+        assert_eq!(status_of(&states, &out, "Before"), AlertStatus::Inactive);
+        // the stopped ones were not: no false resolve, the same series remembered
+        assert_eq!(status_of(&states, &out, "After"), AlertStatus::Firing);
+        for name in ["slow:sum", "After"] {
+            let key = &out.iter().find(|o| o.name == name).unwrap().key;
+            assert_eq!(states[key].series, series_before[key].series, "{name}");
+        }
+        // written: only the staleness markers of the resolved `Before`
+        assert!(!written.is_empty());
+        for (l, _, v) in &written {
+            assert_eq!(l.get("alertname"), Some("Before"), "{l}");
+            assert!(crate::store::chunk::is_stale(*v));
+        }
+    }
+
+    #[test]
+    fn a_tripped_token_evaluates_no_rule_and_changes_no_state() {
+        let mem = stopped_storage();
+        let mut states = HashMap::new();
+        eval_stopped(Arc::new(mem.clone()), &mut states, None, 0);
+        let before: Vec<_> = {
+            let mut v: Vec<_> = states
+                .iter()
+                .map(|(k, s)| (k.clone(), s.alerts.clone(), s.series.clone()))
+                .collect();
+            v.sort_by(|a, b| a.0.cmp(&b.0));
+            v
+        };
+        let cancel = crate::promql::Cancel::new();
+        cancel.cancel(crate::promql::CancelReason::ShuttingDown);
+        let (out, written) = eval_stopped(Arc::new(mem), &mut states, Some(&cancel), 10_000);
+        assert!(written.is_empty(), "{written:?}");
+        assert!(
+            out.iter().all(|o| o.error.as_deref()
+                == Some("query cancelled: the daemon is shutting down")),
+            "{out:?}"
+        );
+        let mut after: Vec<_> = states
+            .iter()
+            .map(|(k, s)| (k.clone(), s.alerts.clone(), s.series.clone()))
+            .collect();
+        after.sort_by(|a, b| a.0.cmp(&b.0));
+        assert_eq!(after.len(), before.len());
+        for (a, b) in after.iter().zip(&before) {
+            assert_eq!(a.0, b.0);
+            assert_eq!(a.2, b.2);
+            assert_eq!(
+                a.1.values()
+                    .map(|x| (x.status, x.active_at))
+                    .collect::<Vec<_>>(),
+                b.1.values()
+                    .map(|x| (x.status, x.active_at))
+                    .collect::<Vec<_>>()
+            );
+        }
+    }
+
+    #[test]
+    fn alerts_for_state_of_a_time_before_1970_rounds_down_as_go_does() {
+        assert_eq!(active_at_seconds(-1), -1.0);
+        assert_eq!(active_at_seconds(-1000), -1.0);
+        assert_eq!(active_at_seconds(1999), 1.0);
     }
 
     #[test]

@@ -52,6 +52,12 @@
 //!   commit of its outbox rows and notification log happen under one order lock, so an older
 //!   log entry never overwrites a newer one and a resolution never queues before its firing
 //!   notification.
+//! - **No evaluation outlives its budget or shutdown.** Each evaluation runs with a cancellation
+//!   token, a child of the manager's root: the group task trips it when the evaluation has run
+//!   for the group's interval (Prometheus's group would miss iterations then), and
+//!   [`RuleManager::shutdown`] trips the root. A stopped evaluation records the reason on every
+//!   rule it did not finish, whose alert state stays as it was (no false resolve), counts in
+//!   `tocsin_rule_group_evaluations_cancelled_total{group}`, and is committed as any other.
 //! - **Set once, at construction**: the notification pipeline and the sender's wake-up
 //!   ([`RuleManagerBuilder::notifications`]).
 
@@ -71,8 +77,8 @@ use super::{Group, RuleErrors, RuleSet, expand_globs, load_files};
 use crate::clock::Clock;
 use crate::labels::Labels;
 use crate::notify::pipeline::Notifier;
-use crate::promql::Engine;
 use crate::promql::rhai::ScriptEngine;
+use crate::promql::{Cancel, CancelReason, Engine};
 use crate::selfmetrics::{GroupLabels, SelfMetrics, StateLabels};
 use crate::store::{EvaluationRows, Store};
 
@@ -123,6 +129,9 @@ pub struct RuleManager {
     /// pipeline tick (as a rule's resolved alerts are) until their retention ends, so receivers
     /// hear `resolved` instead of an incident left open
     retired: Mutex<Vec<Retired>>,
+    /// the parent of every evaluation's cancellation token: [`RuleManager::shutdown`] trips it,
+    /// so shutdown never waits on a runaway evaluation
+    root: Cancel,
     /// the group tasks; held over a whole reload or stop, which serializes them
     running: tokio::sync::Mutex<Option<Running>>,
     /// held from a group's pipeline tick to its commit: groups evaluate concurrently, but the
@@ -243,6 +252,7 @@ impl RuleManagerBuilder {
             board: RwLock::new(Board::default()),
             restored: Mutex::new(HashMap::new()),
             retired: Mutex::new(Vec::new()),
+            root: Cancel::new(),
             running: tokio::sync::Mutex::new(None),
             commit_order: Mutex::new(()),
             #[cfg(test)]
@@ -770,6 +780,14 @@ impl RuleManager {
         halt(&mut *self.running.lock().await).await;
     }
 
+    /// Stops every group task for good: trips every evaluation's token first, so an evaluation
+    /// in progress stops at its next check (its unfinished rules record the reason and keep
+    /// their state) instead of running to its end. Later evaluations stop at once.
+    pub async fn shutdown(&self) {
+        self.root.cancel(CancelReason::ShuttingDown);
+        self.stop().await;
+    }
+
     async fn group_loop(
         self: Arc<Self>,
         group: Arc<Group>,
@@ -786,6 +804,9 @@ impl RuleManager {
             group: group.name.clone(),
         };
         let mut last_slot: Option<i64> = None;
+        // as Prometheus, whose group would miss its next iterations: an evaluation gets the
+        // group's interval
+        let budget = Duration::from_millis(interval as u64);
         loop {
             if !crate::task::next_tick(&mut ticker, &mut shutdown).await {
                 return;
@@ -805,12 +826,26 @@ impl RuleManager {
             let me = self.clone();
             let g = group.clone();
             let started = std::time::Instant::now();
-            let joined =
+            let cancel = self.root.child();
+            let token = cancel.clone();
+            let evaluation =
                 crate::task::blocking(&self.metrics, "rule_group", &group.name, move || {
-                    let outcomes = me.evaluate_owned(&g, &mut own, t);
+                    let outcomes = me.evaluate_owned(&g, &mut own, t, &token);
                     (own, outcomes)
-                })
-                .await;
+                });
+            let joined = within_budget(evaluation, &cancel, budget).await;
+            if cancel.reason() == Some(CancelReason::GroupBudget(budget)) {
+                tracing::warn!(
+                    group = group.name,
+                    t,
+                    budget = %crate::duration::PromDuration(budget),
+                    "rule group evaluation exceeded its budget and was stopped"
+                );
+                self.metrics
+                    .rule_group_evaluations_cancelled
+                    .get_or_create(&labels)
+                    .inc();
+            }
             self.metrics
                 .rule_group_last_duration_seconds
                 .get_or_create(&labels)
@@ -852,13 +887,19 @@ impl RuleManager {
             states: self.published(&group.name),
             first_seen: HashMap::new(),
         };
-        self.evaluate_owned(group, &mut own, t)
+        self.evaluate_owned(group, &mut own, t, &self.root.child())
     }
 
     /// Evaluates `group` at `t` over the states its task owns as one [`step`](super::step),
     /// publishes the new states, ticks the pipeline and commits the batch: recorded series,
     /// alert states and the notifications they cause become durable together (blocking).
-    fn evaluate_owned(&self, group: &Group, own: &mut GroupOwned, t: i64) -> Vec<RuleOutcome> {
+    fn evaluate_owned(
+        &self,
+        group: &Group,
+        own: &mut GroupOwned,
+        t: i64,
+        cancel: &Cancel,
+    ) -> Vec<RuleOutcome> {
         let in_grace = self.in_grace(&mut own.first_seen, t);
         let store = self.store.clone();
         let note = move |l: &Labels| store.note(l);
@@ -870,6 +911,7 @@ impl RuleManager {
             external_url: &self.config.external_url,
             in_grace: &in_grace,
             note: &note,
+            cancel: Some(cancel),
         };
         let batch = step::evaluate(group, &mut own.states, &ctx, t);
         for o in &batch.outcomes {
@@ -1015,6 +1057,22 @@ impl RuleManager {
 }
 
 /// Stops the group tasks in `running`, waiting for an evaluation in progress to finish.
+/// Awaits `evaluation`, tripping `cancel` with [`CancelReason::GroupBudget`] once `budget` has
+/// passed; the evaluation then stops its rules at their next check and ends (on tokio's clock,
+/// paused in tests).
+async fn within_budget<T>(
+    evaluation: impl std::future::Future<Output = T>,
+    cancel: &Cancel,
+    budget: Duration,
+) -> T {
+    tokio::pin!(evaluation);
+    tokio::select! {
+        out = &mut evaluation => return out,
+        () = tokio::time::sleep(budget) => cancel.cancel(CancelReason::GroupBudget(budget)),
+    }
+    evaluation.await
+}
+
 async fn halt(running: &mut Option<Running>) {
     if let Some(mut r) = running.take() {
         let _ = r.shutdown.send(true);
@@ -1115,6 +1173,124 @@ mod tests {
         assert_eq!(panics(), 1);
         assert_eq!(manager.groups_evaluated(), (1, 1));
         manager.stop().await;
+    }
+
+    /// A PromQL condition that takes far longer than a second (36 million subquery steps), in
+    /// little memory (the inner subquery holds 60,000 samples at a time).
+    const HEAVY: &str = "max_over_time(max_over_time(vector(1)[1m:1ms])[10m:1s]) > 0";
+
+    /// Polls `done` every 50 ms (real time) for up to `within`.
+    async fn wait_for(what: &str, within: Duration, done: impl Fn() -> bool) {
+        let deadline = Instant::now() + within;
+        while !done() {
+            assert!(Instant::now() < deadline, "{what}: not within {within:?}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_group_over_its_budget_is_stopped_and_another_group_misses_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let metrics = Arc::new(SelfMetrics::new(0.0));
+        let rules = format!(
+            "groups:\n  - name: slow\n    interval: 1s\n    rules:\n      - alert: Heavy\n        expr: {HEAVY}\n      - alert: AfterHeavy\n        expr: vector(1)\n  - name: fast\n    interval: 1s\n    rules:\n      - alert: Fast\n        expr: vector(1)\n"
+        );
+        let manager = manager(dir.path(), &rules, metrics.clone(), |_| {});
+        assert!(manager.reload().await.ok);
+        let group = |name: &str| GroupLabels {
+            group: name.to_string(),
+        };
+        let cancelled = || {
+            metrics
+                .rule_group_evaluations_cancelled
+                .get_or_create(&group("slow"))
+                .get()
+        };
+        wait_for(
+            "two evaluations of slow stopped",
+            Duration::from_secs(60),
+            || cancelled() >= 2,
+        )
+        .await;
+        manager.stop().await;
+
+        let key = |name: &str| {
+            manager
+                .rules()
+                .groups
+                .iter()
+                .flat_map(|g| &g.rules)
+                .find(|r| r.name == name)
+                .unwrap()
+                .key
+                .clone()
+        };
+        let evals = |name: &str| manager.store.rule_evals(&key(name)).unwrap();
+        // every evaluation of the slow group was stopped at its budget: the rule in progress
+        // and the one after it record why
+        let stopped = "evaluation stopped: group exceeded its budget of 1s";
+        for name in ["Heavy", "AfterHeavy"] {
+            let e = evals(name);
+            assert!(!e.is_empty(), "{name}");
+            assert!(
+                e.iter().all(|e| e.error.as_deref() == Some(stopped)),
+                "{name}: {e:?}"
+            );
+        }
+        // no alert of the stopped rules: AfterHeavy was never evaluated, so never raised
+        assert!(
+            manager.alerts().iter().all(|(g, _)| g == "fast"),
+            "{:?}",
+            manager.alerts()
+        );
+        assert!(
+            metrics
+                .rule_evaluation_failures
+                .get_or_create(&group("slow"))
+                .get()
+                >= 4
+        );
+        // the other group ran at each of its slots meanwhile
+        assert!(evals("Fast").len() >= 2, "{:?}", evals("Fast"));
+        assert!(evals("Fast").iter().all(|e| e.error.is_none()));
+        assert_eq!(
+            metrics
+                .rule_group_iterations_missed
+                .get_or_create(&group("fast"))
+                .get(),
+            0
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn shutdown_stops_an_evaluation_in_progress() {
+        let dir = tempfile::tempdir().unwrap();
+        let rules = format!(
+            "groups:\n  - name: slow\n    interval: 1h\n    rules:\n      - alert: Heavy\n        expr: {HEAVY}\n"
+        );
+        let manager = manager(dir.path(), &rules, Arc::new(SelfMetrics::new(0.0)), |_| {});
+        // the group task starts and stops before its first slot (up to an hour away)
+        assert!(manager.reload().await.ok);
+        manager.stop().await;
+        let m = manager.clone();
+        let group = manager.rules().groups[0].clone();
+        let started = Instant::now();
+        let evaluation = tokio::task::spawn_blocking(move || m.evaluate(&group, T0));
+        // a moment for the evaluation to get into its query; the outcome is the same if not
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        tokio::time::timeout(Duration::from_secs(10), manager.shutdown())
+            .await
+            .expect("shutdown waited on the evaluation");
+        let outcomes = tokio::time::timeout(Duration::from_secs(10), evaluation)
+            .await
+            .expect("the evaluation did not stop")
+            .unwrap();
+        assert_eq!(
+            outcomes[0].error.as_deref(),
+            Some("query cancelled: the daemon is shutting down")
+        );
+        assert!(started.elapsed() < Duration::from_secs(20));
+        assert!(manager.alerts().is_empty());
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -333,6 +333,7 @@ pub fn replay(r: &Replay<'_>, progress: &mut dyn FnMut(u64, u64)) -> Timeline {
             external_url: &r.external_url,
             in_grace: &in_grace,
             note: r.note,
+            cancel: None,
         };
         evaluated[gi] = true;
         let all_evaluated = evaluated.iter().all(|e| *e);
@@ -440,7 +441,7 @@ fn without_alertname(l: &Labels) -> Labels {
     )
 }
 
-/// Names of the series the rules write: recording rules' names and `ALERTS`.
+/// Names of the series the rules write: recording rules' names, `ALERTS` and `ALERTS_FOR_STATE`.
 fn produced_names(rules: &RuleSet) -> HashSet<String> {
     let mut out: HashSet<String> = rules
         .groups
@@ -450,6 +451,7 @@ fn produced_names(rules: &RuleSet) -> HashSet<String> {
         .map(|r| r.name.clone())
         .collect();
     out.insert("ALERTS".to_string());
+    out.insert("ALERTS_FOR_STATE".to_string());
     out
 }
 

@@ -107,6 +107,7 @@ pub fn evaluate(
         external_url: ctx.external_url,
         in_grace: ctx.in_grace,
         note: ctx.note,
+        cancel: ctx.cancel,
     };
     let mut samples = Vec::new();
     let outcomes = eval_group(group, states, &layered, t, &mut |series| {
@@ -419,6 +420,7 @@ mod tests {
             external_url: "",
             in_grace: &grace,
             note: &note,
+            cancel: None,
         };
         evaluate(&group(), states, &ctx, 10_000)
     }
@@ -443,7 +445,9 @@ mod tests {
                 ("job:errors:max", 8.0),
                 ("job:errors:max2", 16.0),
                 ("ALERTS", 1.0),
-                ("ALERTS", 1.0)
+                ("ALERTS_FOR_STATE", 10.0),
+                ("ALERTS", 1.0),
+                ("ALERTS_FOR_STATE", 10.0)
             ]
         );
         // the driver's storage is untouched: applying the batch is the driver's
@@ -535,6 +539,7 @@ mod tests {
             external_url: "",
             in_grace: &grace,
             note: &note,
+            cancel: None,
         };
         let batch = step(
             &group(),

@@ -452,6 +452,7 @@ fn run_group(tg: &RawTestGroup, fc: &FileContext, skipped: &mut Vec<String>) -> 
         external_url: &tg.external_url,
         in_grace: &in_grace,
         note: &note,
+        cancel: None,
     };
     let mut alert_tests: Vec<&RawAlertTest> = tg.alert_rule_test.iter().collect();
     alert_tests.sort_by_key(|a| a.eval_time.as_millis());
@@ -1188,6 +1189,39 @@ groups:
         exp_samples: []
 "#;
         let r = run(&[], body).unwrap();
+        assert!(r.passed(), "{}", failures(&r));
+    }
+
+    #[test]
+    fn alerts_for_state_holds_the_active_time_and_ends_with_the_alert() {
+        // Down with `for: 1m`: pending at 1m, firing at 2m and 3m, resolved at 4m; as in
+        // promtool, `ALERTS_FOR_STATE` holds its active time (1m: 60 s) while it is pending or
+        // firing and ends with a staleness marker when it resolves
+        let rules = RULES.replace("expr: up == 0\n", "expr: up == 0\n        for: 1m\n");
+        let body = r#"tests:
+  - interval: 1m
+    input_series:
+      - series: 'up{instance="a"}'
+        values: '1 0 0 0 1x5'
+    promql_expr_test:
+      - expr: ALERTS_FOR_STATE
+        eval_time: 1m
+        exp_samples:
+          - labels: 'ALERTS_FOR_STATE{alertname="Down", instance="a", severity="page"}'
+            value: 60
+      - expr: ALERTS_FOR_STATE
+        eval_time: 3m
+        exp_samples:
+          - labels: 'ALERTS_FOR_STATE{alertname="Down", instance="a", severity="page"}'
+            value: 60
+      - expr: ALERTS_FOR_STATE
+        eval_time: 4m
+        exp_samples: []
+      - expr: ALERTS_FOR_STATE
+        eval_time: 6m
+        exp_samples: []
+"#;
+        let r = run_rules(&rules, &[], body).unwrap();
         assert!(r.passed(), "{}", failures(&r));
     }
 

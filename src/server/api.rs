@@ -228,7 +228,7 @@ async fn run_query(
 /// A cancelled query's answer: 503, Prometheus's `timeout` or `canceled` error type.
 fn cancelled(reason: CancelReason) -> Response {
     let kind = match reason {
-        CancelReason::TimedOut(_) => "timeout",
+        CancelReason::TimedOut(_) | CancelReason::GroupBudget(_) => "timeout",
         CancelReason::ShuttingDown | CancelReason::Abandoned => "canceled",
     };
     api_error(StatusCode::SERVICE_UNAVAILABLE, kind, reason.to_string())

@@ -248,3 +248,187 @@ async fn sighup_sends_a_signal_request() {
     assert!(request.done.is_none());
     task.abort();
 }
+
+/// A daemon whose rules are `rules/*.yml` in `dir`, started with one rule (`rules/base.yml`) and
+/// returned once it is loaded.
+async fn daemon_with_one_rule(dir: &Path) -> tocsin::daemon::Running {
+    use std::sync::Arc;
+    use tocsin::daemon::{Daemon, DaemonOptions};
+
+    let listen = crate::common::free_addr().to_string();
+    fs::create_dir(dir.join("rules")).unwrap();
+    fs::write(
+        dir.join("rules/base.yml"),
+        "groups:\n  - name: base\n    rules:\n      - alert: Base\n        expr: vector(1) == 0\n",
+    )
+    .unwrap();
+    let config = format!(
+        "storage: {{ path: {} }}\nevaluation: {{ interval: 1h }}\nrule_files: [rules/*.yml]\nserver: {{ listen: \"{listen}\" }}\n",
+        dir.join("data/tocsin.db").display()
+    );
+    let path = dir.join("tocsin.yml");
+    fs::write(&path, config).unwrap();
+    let cfg = tocsin::config::Config::load(&path).unwrap();
+    let opts = DaemonOptions {
+        source: Some(path),
+        ..DaemonOptions::default()
+    };
+    let daemon = Daemon::start(cfg, Arc::new(tocsin::clock::SystemClock), opts)
+        .await
+        .unwrap();
+    let loaded = crate::common::Deadline::new(
+        "first rule load",
+        Duration::from_secs(20),
+        Duration::from_millis(50),
+    );
+    while daemon.rules().rules().rule_count() != 1 {
+        loaded.tick().await;
+    }
+    daemon
+}
+
+/// Waits until `daemon` runs `want` rules, failing if it runs any number but 1 (the rules it
+/// started with) or `want` meanwhile.
+async fn wait_for_rule_count(daemon: &tocsin::daemon::Running, want: usize) {
+    let complete = crate::common::Deadline::new(
+        "the complete rule file loaded",
+        Duration::from_secs(30),
+        Duration::from_millis(50),
+    );
+    loop {
+        let n = daemon.rules().rules().rule_count();
+        if n == want {
+            return;
+        }
+        assert_eq!(n, 1, "a rule file was loaded before it was complete");
+        complete.tick().await;
+    }
+}
+
+/// `(cause, success)` of each reload `/api/v1/status` lists, oldest first.
+async fn reload_history(daemon: &tocsin::daemon::Running) -> Vec<(String, bool)> {
+    let base = format!("http://{}", daemon.addr());
+    let text = reqwest::get(format!("{base}/api/v1/status"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let status: serde_json::Value = serde_json::from_str(&text).unwrap();
+    status["data"]["reloads"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["cause"].as_str().unwrap().to_string(),
+                r["success"].as_bool().unwrap(),
+            )
+        })
+        .collect()
+}
+
+fn startup_then_one_file_reload() -> Vec<(String, bool)> {
+    vec![("startup".to_string(), true), ("file".to_string(), true)]
+}
+
+/// A writer that writes a rule file in parts, pausing longer than the watcher's debounce but
+/// shorter than the settle period, is never caught half-way: each part ends at a rule boundary,
+/// so each prefix is a valid, shorter rule set, which a reload on the debounced event alone
+/// loaded (one `file` reload per part). The daemon loads the file once, complete.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rule_file_written_in_parts_loads_once_and_complete() {
+    use std::io::Write;
+    use tocsin::daemon::reload::{DEBOUNCE, SETTLE};
+
+    const PAUSE: Duration = Duration::from_millis(450);
+    const PARTS: usize = 4;
+    const RULES_PER_PART: usize = 5;
+    assert!(DEBOUNCE < PAUSE && PAUSE < SETTLE);
+
+    let (_guard, dir) = tempdir();
+    let daemon = daemon_with_one_rule(&dir).await;
+
+    // the writer: one file in parts, each ending at a rule boundary
+    let big = dir.join("rules/big.yml");
+    let mut file = fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&big)
+        .unwrap();
+    for part in 0..PARTS {
+        if part > 0 {
+            tokio::time::sleep(PAUSE).await;
+            // what the daemon runs while the file is half-written: the old rules, never a prefix
+            assert_eq!(
+                daemon.rules().rules().rule_count(),
+                1,
+                "a half-written rule file was loaded"
+            );
+        }
+        let mut text = String::new();
+        if part == 0 {
+            text.push_str("groups:\n  - name: big\n    rules:\n");
+        }
+        for i in part * RULES_PER_PART..(part + 1) * RULES_PER_PART {
+            text.push_str(&format!(
+                "      - alert: Part{i:02}\n        expr: vector({i}) == 0\n"
+            ));
+        }
+        file.write_all(text.as_bytes()).unwrap();
+        file.flush().unwrap();
+    }
+    drop(file);
+    wait_for_rule_count(&daemon, 1 + PARTS * RULES_PER_PART).await;
+
+    // the reload history: the first load, then one file-triggered reload, of the complete file
+    assert_eq!(
+        reload_history(&daemon).await,
+        startup_then_one_file_reload()
+    );
+    daemon.shutdown().await;
+}
+
+/// A rule file rewritten more often than the settle period, for longer than a reload waits for
+/// it to settle, is not loaded while it changes (each version is valid): the reload is
+/// postponed, and the version left when the writes stop is loaded once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rule_file_that_keeps_changing_loads_only_once_it_stops() {
+    use tocsin::daemon::reload::{SETTLE, SETTLE_GIVE_UP};
+
+    const PAUSE: Duration = Duration::from_millis(300);
+    assert!(PAUSE < SETTLE);
+    let (_guard, dir) = tempdir();
+    let daemon = daemon_with_one_rule(&dir).await;
+
+    let version = |n: usize, rules: usize| {
+        let mut text = format!("# version {n}\ngroups:\n  - name: churn\n    rules:\n");
+        for i in 0..rules {
+            text.push_str(&format!(
+                "      - alert: Churn{i}\n        expr: vector({i}) == 0\n"
+            ));
+        }
+        text
+    };
+    let churn = dir.join("rules/churn.yml");
+    let writes = (SETTLE_GIVE_UP + SETTLE * 2).as_millis() / PAUSE.as_millis();
+    for n in 0..writes as usize {
+        if n > 0 {
+            tokio::time::sleep(PAUSE).await;
+            assert_eq!(
+                daemon.rules().rules().rule_count(),
+                1,
+                "a rule file still changing was loaded"
+            );
+        }
+        fs::write(&churn, version(n, 1 + n % 3)).unwrap();
+    }
+    // the last version: 5 rules
+    fs::write(&churn, version(writes as usize, 5)).unwrap();
+    wait_for_rule_count(&daemon, 6).await;
+    assert_eq!(
+        reload_history(&daemon).await,
+        startup_then_one_file_reload()
+    );
+    daemon.shutdown().await;
+}
