@@ -26,6 +26,7 @@ pub mod ingest;
 pub mod labels;
 pub mod notify;
 pub mod persist;
+pub mod process;
 pub mod promql;
 pub mod rules;
 pub mod selfmetrics;

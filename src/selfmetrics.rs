@@ -90,6 +90,13 @@ pub struct StoreOpLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BuildLabels {
+    pub version: &'static str,
+    /// the git commit (`tocsin --version`), `unknown` when built without `.git`
+    pub revision: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct GroupLabels {
     pub group: String,
 }
@@ -163,6 +170,18 @@ impl SelfMetrics {
             "start_time_seconds",
             "Unix time the daemon started",
             start_time.clone(),
+        );
+        let build_info = Family::<BuildLabels, Gauge>::default();
+        build_info
+            .get_or_create(&BuildLabels {
+                version: env!("CARGO_PKG_VERSION"),
+                revision: crate::GIT_HASH,
+            })
+            .set(1);
+        registry.register(
+            "build_info",
+            "Always 1; the labels say which build runs (as Prometheus's prometheus_build_info)",
+            build_info,
         );
         let rule_reload_success = Gauge::default();
         rule_reload_success.set(1);
@@ -268,11 +287,22 @@ impl SelfMetrics {
         }
     }
 
-    /// The text exposition.
+    /// The registry in OpenMetrics text, followed by the `process_*` metrics client libraries
+    /// export (read from `/proc` now: blocking, a few small reads).
     pub fn encode(&self) -> String {
         let mut out = String::new();
         prometheus_client::encoding::text::encode(&mut out, &self.registry)
             .expect("writing to a String cannot fail");
+        if let Some(stats) = crate::process::read() {
+            let eof = out.strip_suffix("# EOF\n").map(str::len);
+            if let Some(n) = eof {
+                out.truncate(n);
+            }
+            crate::process::encode(&stats, &mut out);
+            if eof.is_some() {
+                out.push_str("# EOF\n");
+            }
+        }
         out
     }
 }

@@ -74,3 +74,26 @@ extern "C" fn on_bus_error(_signum: i32) {
         _exit(BUS_ERROR_EXIT_CODE);
     }
 }
+
+/// `sysconf(_SC_CLK_TCK)` and `sysconf(_SC_PAGESIZE)`: the units of `/proc/self/stat`'s CPU times
+/// and resident pages (100 and 4096 where sysconf is not available).
+pub fn clock_ticks_and_page_size() -> (i64, u64) {
+    #[cfg(target_os = "linux")]
+    {
+        const SC_CLK_TCK: i32 = 2;
+        const SC_PAGESIZE: i32 = 30;
+        unsafe extern "C" {
+            fn sysconf(name: i32) -> i64;
+        }
+        // SAFETY: sysconf reads a constant of the C library; it takes no pointers.
+        let (ticks, page) = unsafe { (sysconf(SC_CLK_TCK), sysconf(SC_PAGESIZE)) };
+        (
+            if ticks > 0 { ticks } else { 100 },
+            if page > 0 { page as u64 } else { 4096 },
+        )
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        (100, 4096)
+    }
+}

@@ -338,12 +338,18 @@ async fn status(State(s): State<AppState>) -> Json<serde_json::Value> {
 }
 
 async fn metrics(State(s): State<AppState>) -> Response {
+    // the process metrics read /proc: a blocking thread, as every other read
+    let m = s.metrics.clone();
+    let text = match tokio::task::spawn_blocking(move || m.encode()).await {
+        Ok(t) => t,
+        Err(e) => return (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+    };
     (
         [(
             header::CONTENT_TYPE,
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
         )],
-        s.metrics.encode(),
+        text,
     )
         .into_response()
 }

@@ -41,6 +41,20 @@ async fn run_with_builtin_default_serves_health_and_watches_itself() {
         metrics.contains("tocsin_samples_ingested_total"),
         "{metrics}"
     );
+    // what Prometheus users' dashboards read of every exporter: process_* and a build_info
+    for name in [
+        "process_cpu_seconds_total ",
+        "process_resident_memory_bytes ",
+        "process_start_time_seconds ",
+        "process_open_fds ",
+        "tocsin_build_info{",
+    ] {
+        assert!(
+            metrics.lines().any(|l| l.starts_with(name)),
+            "{name} missing: {metrics}"
+        );
+    }
+    assert!(metrics.ends_with("# EOF\n"), "{metrics}");
     assert!(d.terminate().await.success());
     assert!(
         dir.path().join("data/tocsin.db").exists(),
