@@ -37,7 +37,7 @@ pub struct ReceiverConfig {
 }
 
 /// A webhook integration: Alertmanager's version 4 JSON, so existing receivers work.
-#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[derive(Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct WebhookRaw {
     /// The URL notifications are POSTed to. Each carries an `Idempotency-Key` header, the same
@@ -72,6 +72,29 @@ pub struct WebhookRaw {
     /// Whether resolved alerts are sent (and a group whose alerts all resolved). Default `true`.
     #[serde(default)]
     pub send_resolved: Option<bool>,
+}
+
+/// The URL shown redacted ([`redact_url`](crate::notify::webhook::redact_url)).
+impl std::fmt::Debug for WebhookRaw {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let url = self.url.as_ref().map(|u| {
+            (
+                crate::notify::webhook::redact_url(&u.value),
+                u.referenced.line(),
+                u.referenced.column(),
+            )
+        });
+        f.debug_struct("WebhookRaw")
+            .field("url", &url)
+            .field("url_env", &self.url_env)
+            .field("url_file", &self.url_file)
+            .field("secret_env", &self.secret_env)
+            .field("secret_file", &self.secret_file)
+            .field("timeout", &self.timeout)
+            .field("max_alerts", &self.max_alerts)
+            .field("send_resolved", &self.send_resolved)
+            .finish()
+    }
 }
 
 /// An email integration: one message per notification, text and HTML parts, over SMTP with TLS.
@@ -149,8 +172,9 @@ pub enum ReceiverErrorKind {
     /// Two receivers have the same name.
     #[error("duplicate receiver name")]
     DuplicateName,
-    /// A webhook `url` does not parse as a URL (shown redacted).
-    #[error("not a valid url: {:?}", crate::notify::webhook::redact_url(.0))]
+    /// A webhook `url` does not parse as a URL; it holds the URL redacted
+    /// ([`redact_url`](crate::notify::webhook::redact_url)), never the text written.
+    #[error("not a valid url: {0:?}")]
     InvalidUrl(String),
     /// A webhook has none or more than one of `url`, `url_env` and `url_file`.
     #[error("set exactly one of url, url_env and url_file")]
@@ -215,7 +239,7 @@ pub fn validate(list: &[ReceiverConfig]) -> Vec<ReceiverError> {
                 push(
                     format!("{at}.webhook.url"),
                     u.referenced,
-                    ReceiverErrorKind::InvalidUrl(u.value.clone()),
+                    ReceiverErrorKind::InvalidUrl(crate::notify::webhook::redact_url(&u.value)),
                 );
             }
         }
@@ -341,6 +365,21 @@ mod tests {
         ] {
             assert!(e.contains(want), "{want} missing in:\n{e}");
         }
+        let secret: Vec<ReceiverConfig> = serde_saphyr::from_str(
+            "[{ name: s, webhook: { url: \"https://hooks.slack.com/services/T0/B0/KEY\" } }]",
+        )
+        .unwrap();
+        assert!(!format!("{secret:?}").contains("KEY"), "{secret:?}");
+        let broken: Vec<ReceiverConfig> = serde_saphyr::from_str(
+            "[{ name: s, webhook: { url: \"http://a:PW@h:99999/x/KEY\" } }]",
+        )
+        .unwrap();
+        let broken = format!("{:?}", validate(&broken));
+        assert!(broken.contains("InvalidUrl"), "{broken}");
+        assert!(
+            !broken.contains("KEY") && !broken.contains("PW"),
+            "{broken}"
+        );
         let unknown = serde_saphyr::from_str::<Vec<ReceiverConfig>>("[{ name: x, slack: {} }]");
         assert!(unknown.unwrap_err().to_string().contains("unknown field"));
     }
