@@ -307,16 +307,25 @@ pub const REGEX_DFA_SIZE_LIMIT: usize = 2 << 20;
 /// [`REGEX_MAX_REPEAT`], [`REGEX_SIZE_LIMIT`] and [`REGEX_DFA_SIZE_LIMIT`]: the one place label
 /// regexes (matchers, PromQL's selectors and `label_replace`) are compiled.
 pub fn compile_regex(pattern: &str) -> Result<Regex, regex::Error> {
-    let anchored = format!("^(?s:{pattern})$");
+    compile_limited(&format!("^(?s:{pattern})$"))
+}
+
+/// Compiles a regex that searches, unanchored, as Go's `regexp.Compile` (templates'
+/// `reReplaceAll` and `match`), within the same limits as [`compile_regex`].
+pub fn compile_search_regex(pattern: &str) -> Result<Regex, regex::Error> {
+    compile_limited(pattern)
+}
+
+fn compile_limited(pattern: &str) -> Result<Regex, regex::Error> {
     // a syntax error is left to the regex crate, whose message is the one users know
-    if let Ok(ast) = regex_syntax::ast::parse::Parser::new().parse(&anchored)
+    if let Ok(ast) = regex_syntax::ast::parse::Parser::new().parse(pattern)
         && !repeat_is_valid(&ast, REGEX_MAX_REPEAT)
     {
         return Err(regex::Error::Syntax(format!(
             "invalid repeat count: nested repetitions repeat more than the limit of {REGEX_MAX_REPEAT} times"
         )));
     }
-    regex::RegexBuilder::new(&anchored)
+    regex::RegexBuilder::new(pattern)
         .size_limit(REGEX_SIZE_LIMIT)
         .dfa_size_limit(REGEX_DFA_SIZE_LIMIT)
         .build()

@@ -57,7 +57,7 @@ pub(crate) fn check(paths: Vec<PathBuf>) -> Result<Outcome> {
                         path.display()
                     ),
                 }
-                default_interval = cfg.evaluation.interval.as_millis();
+                default_interval = cfg.evaluation.interval.value.as_millis();
                 // the daemon's own start-up check, in the environment the daemon will have
                 match cfg.preflight(Some(&path), &env) {
                     Ok(files) => {

@@ -58,7 +58,7 @@ pub(crate) fn replay(args: ReplayArgs) -> Result<Outcome> {
         bail!("--step must be positive");
     }
     let (cfg, source) = load_config(args.config).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let default_interval = cfg.evaluation.interval.as_millis();
+    let default_interval = cfg.evaluation.interval.value.as_millis();
     // rules first: a broken file fails fast and opens nothing
     let scripts = tocsin::promql::rhai::ScriptEngine::new();
     let load = |path: Option<&PathBuf>| -> Result<Result<RuleSet, RuleErrors>> {
@@ -132,7 +132,7 @@ pub(crate) fn replay(args: ReplayArgs) -> Result<Outcome> {
         default_interval_ms: default_interval,
         compat: cfg.evaluation.compat(),
         external_labels: Default::default(),
-        external_url: format!("http://{}", cfg.server.listen),
+        external_url: format!("http://{}", cfg.server.listen.value),
         grace,
         note: &note,
         silences: tocsin::notify::silence::read_stored(&store.stored_silences()?),

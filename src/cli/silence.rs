@@ -20,7 +20,7 @@ pub(crate) fn silence(
     config: Option<PathBuf>,
 ) -> Result<Outcome> {
     let (cfg, _) = load_config(config).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let base = url.unwrap_or_else(|| format!("http://{}", cfg.server.listen));
+    let base = url.unwrap_or_else(|| format!("http://{}", cfg.server.listen.value));
     let token = match &cfg.server.api_token_env {
         Some(var) => std::env::var(var).ok(),
         None => std::env::var("TOCSIN_API_TOKEN").ok(),

@@ -19,7 +19,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
-use serde_saphyr::Spanned;
+use serde_saphyr::{Location, Spanned};
 
 use crate::duration::{MIN_RULE_INTERVAL, MIN_SCRAPE_INTERVAL, PromDuration};
 use crate::labels::{valid_label_name, valid_metric_name};
@@ -146,9 +146,9 @@ pub struct StorageConfig {
     /// The SQLite database file (created with its directory if missing). Default `data/tocsin.db`.
     pub path: PathBuf,
     /// How long samples are kept; older data is dropped in whole hour-long blocks. Default `15d`.
-    pub retention: PromDuration,
+    pub retention: Spanned<PromDuration>,
     /// How often buffered samples are made durable. A crash loses at most this much. Default `5s`.
-    pub flush_interval: PromDuration,
+    pub flush_interval: Spanned<PromDuration>,
     /// Recent data each series keeps in memory besides its open chunk, so rule windows are read
     /// without touching the file. Older data is read from the file. Memory grows with it: at 100k
     /// series scraped every second, each minute costs about 25 MiB. Default `0s` (the rule engine
@@ -160,8 +160,8 @@ impl Default for StorageConfig {
     fn default() -> Self {
         StorageConfig {
             path: PathBuf::from("data/tocsin.db"),
-            retention: PromDuration::from_secs(15 * 24 * 3600),
-            flush_interval: PromDuration::from_secs(5),
+            retention: unlocated(PromDuration::from_secs(15 * 24 * 3600)),
+            flush_interval: unlocated(PromDuration::from_secs(5)),
             head_window: PromDuration::from_secs(0),
         }
     }
@@ -172,10 +172,10 @@ impl Default for StorageConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct ScrapeConfig {
     /// Time between two scrapes (and two health probes) of a target, at least `100ms`. Default `15s`.
-    pub interval: PromDuration,
+    pub interval: Spanned<PromDuration>,
     /// A scrape or probe that takes longer fails with `up` 0. At most `interval`. Default `10s`,
     /// or the interval when that is shorter (as Prometheus).
-    pub timeout: Option<PromDuration>,
+    pub timeout: Option<Spanned<PromDuration>>,
     /// A scrape with more samples than this fails (`up` 0) and stores nothing. Default `200000`.
     pub sample_limit: usize,
     /// A response body larger than this (after decompression) fails the scrape. Bytes, or with a unit:
@@ -186,7 +186,7 @@ pub struct ScrapeConfig {
 impl Default for ScrapeConfig {
     fn default() -> Self {
         ScrapeConfig {
-            interval: PromDuration::from_secs(15),
+            interval: unlocated(PromDuration::from_secs(15)),
             timeout: None,
             sample_limit: 200_000,
             body_size_limit: ByteSize(32 << 20),
@@ -200,17 +200,17 @@ impl Default for ScrapeConfig {
 pub struct EvaluationConfig {
     /// Default interval of rule groups that set none, at least `1s` (as a group's own `interval`).
     /// Default `15s`.
-    pub interval: PromDuration,
+    pub interval: Spanned<PromDuration>,
     /// PromQL semantics where Prometheus 2.x and 3.x differ (range windows that include or
     /// exclude their start, `rate` near a counter's start, compensated sums): `"2"` or `"3"`.
     /// Default `"2"`, what rules written for today's Prometheus 2.x deployments expect.
-    pub promql_compat: String,
+    pub promql_compat: Spanned<String>,
 }
 
 impl EvaluationConfig {
     /// The engine setting for `promql_compat` (validated to be 2 or 3).
     pub fn compat(&self) -> crate::promql::Compat {
-        match self.promql_compat.as_str() {
+        match self.promql_compat.value.as_str() {
             "3" => crate::promql::Compat::Prometheus3,
             _ => crate::promql::Compat::Prometheus2,
         }
@@ -220,8 +220,8 @@ impl EvaluationConfig {
 impl Default for EvaluationConfig {
     fn default() -> Self {
         EvaluationConfig {
-            interval: PromDuration::from_secs(15),
-            promql_compat: "2".into(),
+            interval: unlocated(PromDuration::from_secs(15)),
+            promql_compat: unlocated("2".into()),
         }
     }
 }
@@ -294,7 +294,7 @@ impl JsonGauge {
 #[serde(deny_unknown_fields, default)]
 pub struct ServerConfig {
     /// Address and port to listen on. Default `127.0.0.1:9477`.
-    pub listen: String,
+    pub listen: Spanned<String>,
     /// Name of an environment variable holding the bearer token required by API writes.
     pub api_token_env: Option<String>,
     /// Name of an environment variable holding a bearer token required by API reads
@@ -306,7 +306,7 @@ pub struct ServerConfig {
 impl Default for ServerConfig {
     fn default() -> Self {
         ServerConfig {
-            listen: DEFAULT_LISTEN.to_string(),
+            listen: unlocated(DEFAULT_LISTEN.to_string()),
             api_token_env: None,
             api_read_token_env: None,
         }
@@ -330,6 +330,11 @@ impl Default for LogConfig {
             level: "info".to_string(),
         }
     }
+}
+
+/// A value not read from a file (a default, an environment override): no position.
+fn unlocated<T>(value: T) -> Spanned<T> {
+    Spanned::new(value, Location::UNKNOWN, Location::UNKNOWN)
 }
 
 /// How log lines are written.
@@ -486,7 +491,7 @@ impl Config {
         }
         let yaml = format!(
             "targets:\n  - name: tocsin\n    metrics: http://{0}/metrics\n    health: http://{0}/health/ready\n",
-            self.server.listen
+            self.server.listen.value
         );
         let with_target: Config = serde_saphyr::from_str(&yaml).expect("built-in target parses");
         self.targets = with_target.targets;
@@ -502,12 +507,13 @@ impl Config {
     ) -> Result<(), String> {
         for (k, v) in vars {
             match k.as_str() {
-                "TOCSIN_LISTEN" => self.server.listen = v,
+                "TOCSIN_LISTEN" => self.server.listen = unlocated(v),
                 "TOCSIN_STORAGE_PATH" => self.storage.path = PathBuf::from(v),
                 "TOCSIN_DATA_DIR" => self.storage.path = Path::new(&v).join("tocsin.db"),
                 "TOCSIN_RETENTION" => {
-                    self.storage.retention =
-                        PromDuration::parse(&v).map_err(|e| format!("TOCSIN_RETENTION: {e}"))?
+                    self.storage.retention = unlocated(
+                        PromDuration::parse(&v).map_err(|e| format!("TOCSIN_RETENTION: {e}"))?,
+                    )
                 }
                 "TOCSIN_LOG_FORMAT" => {
                     self.log.format = v.parse().map_err(|e| format!("TOCSIN_LOG_FORMAT: {e}"))?
@@ -516,10 +522,10 @@ impl Config {
                 _ => {}
             }
         }
-        if self.server.listen.parse::<SocketAddr>().is_err() {
+        if self.server.listen.value.parse::<SocketAddr>().is_err() {
             return Err(format!(
                 "listen address {:?} is not host:port",
-                self.server.listen
+                self.server.listen.value
             ));
         }
         Ok(())
@@ -538,72 +544,78 @@ impl Config {
                 message,
             })
         };
-        if !matches!(self.evaluation.promql_compat.as_str(), "2" | "3") {
+        // each at the value's position: a section's field is `Spanned` like every other
+        let at = |l: &Location| (l.line(), l.column());
+        let compat = &self.evaluation.promql_compat;
+        if !matches!(compat.value.as_str(), "2" | "3") {
+            let (l, c) = at(&compat.referenced);
             err(
-                0,
-                0,
+                l,
+                c,
                 "evaluation.promql_compat".into(),
-                format!(
-                    "must be \"2\" or \"3\", got {:?}",
-                    self.evaluation.promql_compat
-                ),
+                format!("must be \"2\" or \"3\", got {:?}", compat.value),
             );
         }
-        if self.server.listen.parse::<SocketAddr>().is_err() {
+        let listen = &self.server.listen;
+        if listen.value.parse::<SocketAddr>().is_err() {
+            let (l, c) = at(&listen.referenced);
             err(
-                0,
-                0,
+                l,
+                c,
                 "server.listen".into(),
-                format!("{:?} is not host:port", self.server.listen),
+                format!("{:?} is not host:port", listen.value),
             );
         }
-        if self.scrape.interval.0 < MIN_SCRAPE_INTERVAL {
+        let scrape_interval = &self.scrape.interval;
+        if scrape_interval.value.0 < MIN_SCRAPE_INTERVAL {
+            let (l, c) = at(&scrape_interval.referenced);
             err(
-                0,
-                0,
+                l,
+                c,
                 "scrape.interval".into(),
                 format!(
                     "{} is shorter than the minimum of {}",
-                    self.scrape.interval,
+                    scrape_interval.value,
                     PromDuration(MIN_SCRAPE_INTERVAL)
                 ),
             );
         }
-        if self.evaluation.interval.0 < MIN_RULE_INTERVAL {
+        let eval_interval = &self.evaluation.interval;
+        if eval_interval.value.0 < MIN_RULE_INTERVAL {
+            let (l, c) = at(&eval_interval.referenced);
             err(
-                0,
-                0,
+                l,
+                c,
                 "evaluation.interval".into(),
                 format!(
                     "{} is shorter than the minimum of {}",
-                    self.evaluation.interval,
+                    eval_interval.value,
                     PromDuration(MIN_RULE_INTERVAL)
                 ),
             );
         }
-        if let Some(timeout) = self.scrape.timeout
-            && timeout > self.scrape.interval
+        if let Some(timeout) = &self.scrape.timeout
+            && timeout.value > scrape_interval.value
         {
+            let (l, c) = at(&timeout.referenced);
             err(
-                0,
-                0,
+                l,
+                c,
                 "scrape.timeout".into(),
                 format!(
                     "{} is longer than the interval {}",
-                    timeout, self.scrape.interval
+                    timeout.value, scrape_interval.value
                 ),
             );
         }
-        if self.storage.retention.0.is_zero() {
-            err(0, 0, "storage.retention".into(), "must be positive".into());
-        }
-        if self.storage.flush_interval.0.is_zero() {
-            err(
-                0,
-                0,
-                "storage.flush_interval".into(),
-                "must be positive".into(),
-            );
+        for (field, d) in [
+            ("storage.retention", &self.storage.retention),
+            ("storage.flush_interval", &self.storage.flush_interval),
+        ] {
+            if d.value.0.is_zero() {
+                let (l, c) = at(&d.referenced);
+                err(l, c, field.into(), "must be positive".into());
+            }
         }
         let mut seen: BTreeMap<&str, u64> = BTreeMap::new();
         for (i, t) in self.targets.iter().enumerate() {
@@ -647,7 +659,7 @@ impl Config {
                 .interval
                 .as_ref()
                 .map(|s| s.value)
-                .unwrap_or(self.scrape.interval);
+                .unwrap_or(self.scrape.interval.value);
             let timeout = t
                 .timeout
                 .as_ref()
@@ -774,13 +786,13 @@ impl Config {
                         .interval
                         .as_ref()
                         .map(|s| s.value)
-                        .unwrap_or(self.scrape.interval),
+                        .unwrap_or(self.scrape.interval.value),
                     timeout: t.timeout.as_ref().map(|s| s.value).unwrap_or_else(|| {
                         self.default_timeout(
                             t.interval
                                 .as_ref()
                                 .map(|s| s.value)
-                                .unwrap_or(self.scrape.interval),
+                                .unwrap_or(self.scrape.interval.value),
                         )
                     }),
                     sample_limit: t.sample_limit.unwrap_or(self.scrape.sample_limit),
@@ -803,6 +815,8 @@ impl Config {
     pub fn default_timeout(&self, interval: PromDuration) -> PromDuration {
         self.scrape
             .timeout
+            .as_ref()
+            .map(|t| t.value)
             .unwrap_or_else(|| PromDuration::from_secs(10).min(interval))
     }
 
@@ -874,9 +888,9 @@ mod tests {
     #[test]
     fn empty_file_gives_defaults() {
         let c = parse("").unwrap();
-        assert_eq!(c.scrape.interval.to_string(), "15s");
-        assert_eq!(c.storage.retention.to_string(), "2w1d");
-        assert_eq!(c.server.listen, DEFAULT_LISTEN);
+        assert_eq!(c.scrape.interval.value.to_string(), "15s");
+        assert_eq!(c.storage.retention.value.to_string(), "2w1d");
+        assert_eq!(c.server.listen.value, DEFAULT_LISTEN);
         assert!(c.targets.is_empty());
     }
 
@@ -1082,11 +1096,11 @@ targets:
             ("OTHER".to_string(), "x".to_string()),
         ])
         .unwrap();
-        assert_eq!(c.server.listen, "127.0.0.1:1234");
+        assert_eq!(c.server.listen.value, "127.0.0.1:1234");
         assert_eq!(c.storage.path, PathBuf::from("/var/lib/tocsin/tocsin.db"));
         assert_eq!(c.log.format, LogFormat::Json);
         assert_eq!(c.log.level, "debug");
-        assert_eq!(c.storage.retention.to_string(), "2d");
+        assert_eq!(c.storage.retention.value.to_string(), "2d");
         let bad = c.apply_env([("TOCSIN_LOG_FORMAT".to_string(), "xml".to_string())]);
         assert!(bad.unwrap_err().contains("TOCSIN_LOG_FORMAT"));
     }

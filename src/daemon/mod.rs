@@ -127,23 +127,23 @@ impl Daemon {
         let store_path = cfg.storage.path.clone();
         let store_opts = StoreOptions {
             head_window_ms: cfg.storage.head_window.as_millis(),
-            retention_ms: cfg.storage.retention.as_millis(),
+            retention_ms: cfg.storage.retention.value.as_millis(),
         };
         let store = {
             let path = store_path.clone();
             tokio::task::spawn_blocking(move || Store::open(&path, store_opts)).await??
         };
         let store = Arc::new(store);
-        let listener = tokio::net::TcpListener::bind(&cfg.server.listen)
+        let listener = tokio::net::TcpListener::bind(&cfg.server.listen.value)
             .await
             .map_err(|source| DaemonError::Listen {
-                addr: cfg.server.listen.clone(),
+                addr: cfg.server.listen.value.clone(),
                 source,
             })?;
         let addr = listener
             .local_addr()
             .map_err(|source| DaemonError::Listen {
-                addr: cfg.server.listen.clone(),
+                addr: cfg.server.listen.value.clone(),
                 source,
             })?;
         if cfg.server.api_token_env.is_none() && !addr.ip().is_loopback() && !opts.allow_open_writes
@@ -162,7 +162,11 @@ impl Daemon {
             client: crate::ingest::client(),
         };
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
-        let scrapes = scheduler.spawn(targets, cfg.storage.flush_interval.0, shutdown_rx.clone());
+        let scrapes = scheduler.spawn(
+            targets,
+            cfg.storage.flush_interval.value.0,
+            shutdown_rx.clone(),
+        );
 
         // rules: built once notifications are (the manager is given the pipeline), persisted
         // alert state restored; the reload loop loads them
@@ -173,7 +177,7 @@ impl Daemon {
                 .as_ref()
                 .and_then(|p| p.parent().map(PathBuf::from))
                 .unwrap_or_default(),
-            default_interval_ms: cfg.evaluation.interval.as_millis(),
+            default_interval_ms: cfg.evaluation.interval.value.as_millis(),
             grace: cfg
                 .targets
                 .iter()
@@ -276,7 +280,7 @@ impl Daemon {
             store: Some(store.clone()),
             engine: crate::promql::Engine::new(crate::promql::EngineOptions {
                 compat: cfg.evaluation.compat(),
-                default_subquery_step_ms: cfg.evaluation.interval.as_millis(),
+                default_subquery_step_ms: cfg.evaluation.interval.value.as_millis(),
                 // the API refuses more than 11,000 points per series itself (Prometheus's check)
                 max_steps: crate::server::MAX_POINTS + 1,
                 ..Default::default()
@@ -338,7 +342,7 @@ async fn start_notifications(
         tracing::warn!("no route configured: alerts are tracked but no notification is sent");
         return Ok(Notifications::default());
     };
-    let digest_interval_ms = cfg.evaluation.interval.as_millis();
+    let digest_interval_ms = cfg.evaluation.interval.value.as_millis();
     let crate::notify::setup::NotifyParts {
         routes,
         inhibitor,

@@ -17,6 +17,7 @@ use lettre::transport::smtp::extension::ClientId;
 use lettre::transport::smtp::response::Severity;
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 
+use super::webhook::{REDACTED, redact_url, scrub};
 use super::{AlertSnapshot, AlertState, DeliveryError, Notification};
 use crate::labels::Labels;
 use crate::timefmt::format_rfc3339;
@@ -25,8 +26,9 @@ use crate::timefmt::format_rfc3339;
 /// from the same key, so a second delivery of one group state is recognisably the same message.
 pub const IDEMPOTENCY_HEADER: &str = "X-Tocsin-Idempotency-Key";
 
-/// One email integration, as the `receivers` config section builds it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// One email integration, as the `receivers` config section builds it. Its `Debug` shows the
+/// smarthost redacted ([`redact_url`]: userinfo written into it) and never the password.
+#[derive(Clone, PartialEq, Eq)]
 pub struct EmailConfig {
     /// recipients, all in one message's `To`
     pub to: Vec<String>,
@@ -46,6 +48,22 @@ pub struct EmailConfig {
     pub timeout: Duration,
     /// the name sent in EHLO; the machine's host name when unset
     pub hello: Option<String>,
+}
+
+impl std::fmt::Debug for EmailConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EmailConfig")
+            .field("to", &self.to)
+            .field("from", &self.from)
+            .field("smarthost", &redact_url(&self.smarthost))
+            .field("username", &self.username)
+            .field("password", &self.password.as_ref().map(|_| REDACTED))
+            .field("tls", &self.tls)
+            .field("send_resolved", &self.send_resolved)
+            .field("timeout", &self.timeout)
+            .field("hello", &self.hello)
+            .finish()
+    }
 }
 
 /// How the SMTP connection is encrypted.
@@ -226,7 +244,8 @@ pub async fn send(cfg: &EmailConfig, n: &Notification) -> Result<(), DeliveryErr
     match tokio::time::timeout(cfg.timeout, transport.send(message)).await {
         Err(_) => Err(DeliveryError::Transient(format!(
             "smtp {}: no answer within {:?}",
-            cfg.smarthost, cfg.timeout
+            redact_url(&cfg.smarthost),
+            cfg.timeout
         ))),
         Ok(Err(e)) => Err(classify(&cfg.smarthost, &e)),
         Ok(Ok(_)) => Ok(()),
@@ -238,8 +257,12 @@ pub async fn send(cfg: &EmailConfig, n: &Notification) -> Result<(), DeliveryErr
 ///   closed before a complete reply, a timeout → transient;
 /// - a 5xx reply (535: authentication rejected), STARTTLS required but not offered, no common
 ///   AUTH mechanism, a TLS handshake that fails on the certificate → permanent.
+///
+/// The smarthost is named redacted ([`redact_url`]), in the message and in lettre's words.
 pub fn classify(smarthost: &str, e: &lettre::transport::smtp::Error) -> DeliveryError {
-    let detail = crate::error::chain(e);
+    let redacted = redact_url(smarthost);
+    let detail = scrub(crate::error::chain(e), smarthost);
+    let smarthost = redacted.as_str();
     if let Some(code) = e.status() {
         let number = u16::from(code);
         let what = match number {
@@ -281,7 +304,12 @@ pub fn classify(smarthost: &str, e: &lettre::transport::smtp::Error) -> Delivery
 
 /// `host:port` into its parts; the brackets of `[::1]:25` are removed.
 fn split_host_port(smarthost: &str) -> Result<(String, u16), String> {
-    let err = || format!("smarthost: expected host:port, got {smarthost:?}");
+    let err = || {
+        format!(
+            "smarthost: expected host:port, got {:?}",
+            redact_url(smarthost)
+        )
+    };
     let (host, port) = smarthost.rsplit_once(':').ok_or_else(err)?;
     let port: u16 = port.parse().map_err(|_| err())?;
     let host = host
@@ -303,8 +331,8 @@ fn transport(cfg: &EmailConfig) -> Result<AsyncSmtpTransport<Tokio1Executor>, De
     let tls_error = |e: lettre::transport::smtp::Error| {
         DeliveryError::Permanent(format!(
             "smtp {}: tls setup: {}",
-            cfg.smarthost,
-            crate::error::chain(&e)
+            redact_url(&cfg.smarthost),
+            scrub(crate::error::chain(&e), &cfg.smarthost)
         ))
     };
     let mut builder = match cfg.tls {

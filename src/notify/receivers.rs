@@ -37,12 +37,23 @@ pub struct ReceiverConfig {
 }
 
 /// A webhook integration: Alertmanager's version 4 JSON, so existing receivers work.
-#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[derive(Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct WebhookRaw {
     /// The URL notifications are POSTed to. Each carries an `Idempotency-Key` header, the same
-    /// on a repeat after a crash.
-    pub url: Spanned<String>,
+    /// on a repeat after a crash. Exactly one of `url`, `url_env` and `url_file` is set; use one
+    /// of the other two when the URL holds a secret (Slack, Teams and Discord keep their keys in
+    /// the path). Logs, errors and the API show a URL redacted: scheme, host, port and first path
+    /// segment, the rest `<redacted>`.
+    #[serde(default)]
+    pub url: Option<Spanned<String>>,
+    /// Name of an environment variable holding the URL; instead of `url`.
+    #[serde(default)]
+    pub url_env: Option<String>,
+    /// Path of a file holding the URL (trailing newline ignored; a regular file of at most
+    /// 64 KiB); instead of `url`.
+    #[serde(default)]
+    pub url_file: Option<String>,
     /// Name of an environment variable holding the HMAC-SHA256 secret: each body is signed in
     /// the `X-Tocsin-Signature` header. No signature when neither this nor `secret_file` is set.
     #[serde(default)]
@@ -61,6 +72,29 @@ pub struct WebhookRaw {
     /// Whether resolved alerts are sent (and a group whose alerts all resolved). Default `true`.
     #[serde(default)]
     pub send_resolved: Option<bool>,
+}
+
+/// The URL shown redacted ([`redact_url`](crate::notify::webhook::redact_url)).
+impl std::fmt::Debug for WebhookRaw {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let url = self.url.as_ref().map(|u| {
+            (
+                crate::notify::webhook::redact_url(&u.value),
+                u.referenced.line(),
+                u.referenced.column(),
+            )
+        });
+        f.debug_struct("WebhookRaw")
+            .field("url", &url)
+            .field("url_env", &self.url_env)
+            .field("url_file", &self.url_file)
+            .field("secret_env", &self.secret_env)
+            .field("secret_file", &self.secret_file)
+            .field("timeout", &self.timeout)
+            .field("max_alerts", &self.max_alerts)
+            .field("send_resolved", &self.send_resolved)
+            .finish()
+    }
 }
 
 /// An email integration: one message per notification, text and HTML parts, over SMTP with TLS.
@@ -138,9 +172,13 @@ pub enum ReceiverErrorKind {
     /// Two receivers have the same name.
     #[error("duplicate receiver name")]
     DuplicateName,
-    /// A webhook `url` does not parse as a URL.
+    /// A webhook `url` does not parse as a URL; it holds the URL redacted
+    /// ([`redact_url`](crate::notify::webhook::redact_url)), never the text written.
     #[error("not a valid url: {0:?}")]
     InvalidUrl(String),
+    /// A webhook has none or more than one of `url`, `url_env` and `url_file`.
+    #[error("set exactly one of url, url_env and url_file")]
+    UrlSource,
     /// An email integration has an empty `to`.
     #[error("needs at least one recipient")]
     NoRecipient,
@@ -184,14 +222,26 @@ pub fn validate(list: &[ReceiverConfig]) -> Vec<ReceiverError> {
                 ReceiverErrorKind::DuplicateName,
             );
         }
-        if let Some(w) = &r.webhook
-            && url::Url::parse(&w.url.value).is_err()
-        {
-            push(
-                format!("{at}.webhook.url"),
-                w.url.referenced,
-                ReceiverErrorKind::InvalidUrl(w.url.value.clone()),
-            );
+        if let Some(w) = &r.webhook {
+            let sources = usize::from(w.url.is_some())
+                + usize::from(w.url_env.is_some())
+                + usize::from(w.url_file.is_some());
+            if sources != 1 {
+                push(
+                    format!("{at}.webhook"),
+                    w.url.as_ref().map_or(r.name.referenced, |u| u.referenced),
+                    ReceiverErrorKind::UrlSource,
+                );
+            }
+            if let Some(u) = &w.url
+                && url::Url::parse(&u.value).is_err()
+            {
+                push(
+                    format!("{at}.webhook.url"),
+                    u.referenced,
+                    ReceiverErrorKind::InvalidUrl(crate::notify::webhook::redact_url(&u.value)),
+                );
+            }
         }
         if let Some(e) = &r.email {
             if e.to.value.is_empty() {
@@ -251,6 +301,27 @@ pub fn validate(list: &[ReceiverConfig]) -> Vec<ReceiverError> {
     errors
 }
 
+/// The webhook's URL: as written, or read from the variable `url_env` names in `env`, or from
+/// `url_file`, and parsed. Errors name the field, never the URL's text (it may be a secret).
+pub fn webhook_url(w: &WebhookRaw, env: &HashMap<String, String>) -> Result<String, String> {
+    let url = match &w.url {
+        Some(u) => u.value.clone(),
+        None => secret(&w.url_env, &w.url_file, env, "url")?
+            .ok_or_else(|| "url: set exactly one of url, url_env and url_file".to_string())?,
+    };
+    let from = if w.url_env.is_some() {
+        "url_env"
+    } else if w.url_file.is_some() {
+        "url_file"
+    } else {
+        "url"
+    };
+    match url::Url::parse(&url) {
+        Ok(_) => Ok(url),
+        Err(e) => Err(format!("{from}: not a valid url: {e}")),
+    }
+}
+
 /// `digest` as written (`off`, `all`, `changes_only`), so sections compare by what the file says.
 fn digest_name<S: Serializer>(digest: &Digest, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_str(match digest {
@@ -294,6 +365,21 @@ mod tests {
         ] {
             assert!(e.contains(want), "{want} missing in:\n{e}");
         }
+        let secret: Vec<ReceiverConfig> = serde_saphyr::from_str(
+            "[{ name: s, webhook: { url: \"https://hooks.slack.com/services/T0/B0/KEY\" } }]",
+        )
+        .unwrap();
+        assert!(!format!("{secret:?}").contains("KEY"), "{secret:?}");
+        let broken: Vec<ReceiverConfig> = serde_saphyr::from_str(
+            "[{ name: s, webhook: { url: \"http://a:PW@h:99999/x/KEY\" } }]",
+        )
+        .unwrap();
+        let broken = format!("{:?}", validate(&broken));
+        assert!(broken.contains("InvalidUrl"), "{broken}");
+        assert!(
+            !broken.contains("KEY") && !broken.contains("PW"),
+            "{broken}"
+        );
         let unknown = serde_saphyr::from_str::<Vec<ReceiverConfig>>("[{ name: x, slack: {} }]");
         assert!(unknown.unwrap_err().to_string().contains("unknown field"));
     }

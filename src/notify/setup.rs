@@ -190,9 +190,17 @@ impl NotifyPlan {
             let fallback = r.fallback.as_ref().map(|f| f.value.clone());
             let at = format!("receivers ({name:?})");
             if let Some(w) = &r.webhook {
-                match receivers::secret(&w.secret_env, &w.secret_file, env, "secret") {
+                let url = receivers::webhook_url(w, env);
+                let secret = receivers::secret(&w.secret_env, &w.secret_file, env, "secret");
+                if let Err(e) = &url {
+                    errors.push(format!("{at}.webhook.{e}"));
+                }
+                match secret {
+                    Ok(_) if url.is_err() => {}
                     Ok(secret) => {
-                        let cfg = webhook_config(r, secret).expect("the receiver has a webhook");
+                        let mut cfg =
+                            webhook_config(r, secret).expect("the receiver has a webhook");
+                        cfg.url = url.expect("checked above");
                         let client = client.clone();
                         let deliver: DeliverFn = Arc::new(move |n| {
                             let (client, cfg) = (client.clone(), cfg.clone());
@@ -259,10 +267,12 @@ impl NotifyPlan {
 }
 
 /// The receiver's webhook integration with its defaults applied (`send_resolved` true,
-/// timeout 10 s, every alert); None without one. `secret` is read by the caller.
+/// timeout 10 s, every alert); None without one. `secret` is read by the caller; so is the URL
+/// when it comes from `url_env` or `url_file` ([`receivers::webhook_url`]): until then it is
+/// empty.
 pub fn webhook_config(r: &ReceiverConfig, secret: Option<String>) -> Option<WebhookConfig> {
     r.webhook.as_ref().map(|w| WebhookConfig {
-        url: w.url.value.clone(),
+        url: w.url.as_ref().map(|u| u.value.clone()).unwrap_or_default(),
         secret,
         timeout: w.timeout.map(|t| t.0).unwrap_or(DEFAULT_TIMEOUT),
         max_alerts: w.max_alerts.unwrap_or(0),
@@ -515,5 +525,59 @@ receivers:
         let env = HashMap::from([("HOOK_SECRET".to_string(), "s".to_string())]);
         let i = p.integrations(&env, client).unwrap();
         assert!(i.contains_key("ops/webhook") && i.contains_key("ops/email"));
+    }
+
+    #[test]
+    fn a_webhook_url_comes_from_url_url_env_or_url_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("url");
+        std::fs::write(&file, "https://hooks.slack.com/services/T0/B0/FROMFILE\n").unwrap();
+        let p = plan(&format!(
+            r#"
+route: {{ receiver: a }}
+receivers:
+  - {{ name: a, webhook: {{ url_env: HOOK_URL }} }}
+  - {{ name: b, webhook: {{ url_file: "{}" }} }}
+"#,
+            file.display()
+        ));
+        let client = reqwest::Client::new();
+        let e = p
+            .integrations(&HashMap::new(), client.clone())
+            .err()
+            .unwrap();
+        assert_eq!(
+            e,
+            vec![
+                "receivers (\"a\").webhook.url_env names HOOK_URL, which is not set in this environment"
+                    .to_string()
+            ]
+        );
+        let env = HashMap::from([("HOOK_URL".to_string(), "not a url SECRET".to_string())]);
+        let e = p.integrations(&env, client.clone()).err().unwrap();
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert!(e[0].contains("url_env: not a valid url"), "{e:?}");
+        assert!(!e[0].contains("SECRET"), "{e:?}");
+        let env = HashMap::from([(
+            "HOOK_URL".to_string(),
+            "https://hooks.slack.com/services/T0/B0/FROMENV".to_string(),
+        )]);
+        assert!(p.integrations(&env, client).is_ok());
+        std::fs::remove_file(&file).unwrap();
+        assert!(p.check_integrations(&env).unwrap_err()[0].contains("url_file"));
+
+        // none of them, or two: a validation error at the receiver
+        for webhook in ["{ timeout: 1s }", "{ url: \"http://h/\", url_env: X }"] {
+            let cfg = sections(&format!(
+                "route: {{ receiver: a }}\nreceivers: [{{ name: a, webhook: {webhook} }}]\n"
+            ));
+            let e = NotifyPlan::new(&cfg).unwrap_err();
+            assert_eq!(e[0].path, "receivers[0] (\"a\").webhook", "{webhook}");
+            assert_eq!(
+                e[0].kind,
+                NotifyErrorKind::Receiver(ReceiverErrorKind::UrlSource)
+            );
+            assert_ne!(e[0].at.line(), 0);
+        }
     }
 }

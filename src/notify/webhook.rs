@@ -25,8 +25,9 @@ pub const ZERO_TIME: &str = "0001-01-01T00:00:00Z";
 /// How much of an error response's body goes into the failure message.
 const BODY_EXCERPT_BYTES: usize = 200;
 
-/// One webhook integration, as the `receivers` config section builds it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// One webhook integration, as the `receivers` config section builds it. Its `Debug` shows the
+/// URL through [`redact_url`] and never the secret.
+#[derive(Clone, PartialEq, Eq)]
 pub struct WebhookConfig {
     /// where the payload is POSTed
     pub url: String,
@@ -38,6 +39,106 @@ pub struct WebhookConfig {
     pub max_alerts: usize,
     /// whether resolved alerts are sent (default true, as Alertmanager)
     pub send_resolved: bool,
+}
+
+impl std::fmt::Debug for WebhookConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WebhookConfig")
+            .field("url", &redact_url(&self.url))
+            .field("secret", &self.secret.as_ref().map(|_| "<redacted>"))
+            .field("timeout", &self.timeout)
+            .field("max_alerts", &self.max_alerts)
+            .field("send_resolved", &self.send_resolved)
+            .finish()
+    }
+}
+
+/// What replaces a secret part of a URL.
+pub const REDACTED: &str = "<redacted>";
+
+/// `url` with everything that may be a secret replaced by `<redacted>`: the one form in which a
+/// webhook URL is ever logged, stored in an error, served or printed.
+///
+/// Kept: the scheme, host and port, and the first path segment (`/services`, `/api`,
+/// `/webhookb2`): enough to tell which endpoint failed. Replaced: userinfo (`<redacted>@host`),
+/// every path segment after the first (Slack, Teams and Discord keep their keys there), a lone
+/// first segment that looks like a token (longer than 16 bytes or holding a digit), each query
+/// value (`?token=<redacted>`), a query item without `=`, and the fragment. Works on text that
+/// does not parse as a URL too (a validation error shows the same form).
+pub fn redact_url(url: &str) -> String {
+    let (scheme, rest) = match url.split_once("://") {
+        Some((scheme, rest)) => (Some(scheme), rest),
+        None => (None, url),
+    };
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, rest) = rest.split_at(end);
+    let mut out = String::with_capacity(url.len());
+    if let Some(scheme) = scheme {
+        out.push_str(scheme);
+        out.push_str("://");
+    }
+    match authority.rsplit_once('@') {
+        Some((_, host)) => {
+            out.push_str(REDACTED);
+            out.push('@');
+            out.push_str(host);
+        }
+        None => out.push_str(authority),
+    }
+    let (rest, fragment) = match rest.split_once('#') {
+        Some((rest, _)) => (rest, true),
+        None => (rest, false),
+    };
+    let (path, query) = match rest.split_once('?') {
+        Some((path, query)) => (path, Some(query)),
+        None => (rest, None),
+    };
+    if let Some(path) = path.strip_prefix('/') {
+        out.push('/');
+        let (first, more) = match path.split_once('/') {
+            Some((first, more)) => (first, Some(more)),
+            None => (path, None),
+        };
+        let token_like = first.len() > 16 || first.bytes().any(|b| b.is_ascii_digit());
+        if more.is_none() && token_like {
+            out.push_str(REDACTED);
+        } else {
+            out.push_str(first);
+        }
+        if let Some(more) = more {
+            out.push('/');
+            if !more.is_empty() {
+                out.push_str(REDACTED);
+            }
+        }
+    }
+    if let Some(query) = query {
+        out.push('?');
+        let items: Vec<String> = query
+            .split('&')
+            .map(|item| match item.split_once('=') {
+                Some((key, _)) => format!("{key}={REDACTED}"),
+                None if item.is_empty() => String::new(),
+                None => REDACTED.to_string(),
+            })
+            .collect();
+        out.push_str(&items.join("&"));
+    }
+    if fragment {
+        out.push('#');
+        out.push_str(REDACTED);
+    }
+    out
+}
+
+/// `message` with every occurrence of `url` replaced by its [`redact_url`] form: the last guard
+/// on a delivery error, whose text may quote the URL (a response body echoing the request, an
+/// error from another crate naming it).
+pub(crate) fn scrub(message: String, url: &str) -> String {
+    if url.is_empty() || !message.contains(url) {
+        return message;
+    }
+    message.replace(url, &redact_url(url))
 }
 
 /// The version 4 payload for `n`, or None when nothing is left to send (every alert resolved
@@ -134,12 +235,12 @@ pub async fn send(
         .body(body)
         .send()
         .await
-        .map_err(|e| classify_error(&cfg.url, &e))?;
+        .map_err(|e| classify_error(&cfg.url, e))?;
     let status = response.status();
     if status.is_success() {
         return Ok(());
     }
-    let excerpt = body_excerpt(response).await;
+    let excerpt = scrub(body_excerpt(response).await, &cfg.url);
     Err(classify_status(status.as_u16(), &excerpt))
 }
 
@@ -159,8 +260,11 @@ pub fn classify_status(status: u16, excerpt: &str) -> DeliveryError {
 }
 
 /// A request that did not get a response: a bad URL or request is permanent; connect errors,
-/// timeouts, resets and broken bodies are transient.
-fn classify_error(url: &str, e: &reqwest::Error) -> DeliveryError {
+/// timeouts, resets and broken bodies are transient. The message names the URL redacted
+/// ([`redact_url`]); reqwest's own copy of it is dropped (`without_url`) and the cause chain
+/// scrubbed of it.
+fn classify_error(url: &str, e: reqwest::Error) -> DeliveryError {
+    let e = e.without_url();
     let what = if e.is_timeout() {
         "timed out"
     } else if e.is_connect() {
@@ -169,10 +273,10 @@ fn classify_error(url: &str, e: &reqwest::Error) -> DeliveryError {
         "request failed"
     };
     // the source chain holds the cause (connection refused, reset…); reqwest's Display does not
-    let mut message = format!("webhook {url}: {what}");
-    if let Some(cause) = std::error::Error::source(e) {
+    let mut message = format!("webhook {}: {what}", redact_url(url));
+    if let Some(cause) = std::error::Error::source(&e) {
         message.push_str(": ");
-        message.push_str(&crate::error::chain(cause));
+        message.push_str(&scrub(crate::error::chain(cause), url));
     }
     if e.is_builder() {
         DeliveryError::Permanent(message)
@@ -372,6 +476,95 @@ mod tests {
         assert_eq!(
             signature("Jefe", b"what do ya want for nothing?"),
             "sha256=5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
+        );
+    }
+
+    #[test]
+    fn urls_are_redacted_to_scheme_host_port_and_first_segment() {
+        let cases = [
+            // Slack: workspace, channel and key in the path
+            (
+                "https://hooks.slack.com/services/T0000/B0000/XXXXXXXXXXXXXXXXXXXXXXXX",
+                "https://hooks.slack.com/services/<redacted>",
+            ),
+            // Teams (the old connector and the workflow form)
+            (
+                "https://contoso.webhook.office.com/webhookb2/1f0c-4e@72f9-11/IncomingWebhook/abc123/9e8d",
+                "https://contoso.webhook.office.com/webhookb2/<redacted>",
+            ),
+            (
+                "https://prod-12.westeurope.logic.azure.com:443/workflows/abc/triggers/manual/paths/invoke?api-version=2016-06-01&sp=%2Ftriggers&sv=1.0&sig=SECRETSIG",
+                "https://prod-12.westeurope.logic.azure.com:443/workflows/<redacted>?api-version=<redacted>&sp=<redacted>&sv=<redacted>&sig=<redacted>",
+            ),
+            // Discord: id and token in the path
+            (
+                "https://discord.com/api/webhooks/123456789/SECRETTOKEN",
+                "https://discord.com/api/<redacted>",
+            ),
+            // basic auth in the userinfo, port kept
+            (
+                "http://alice:hunter2@127.0.0.1:9093/hook",
+                "http://<redacted>@127.0.0.1:9093/hook",
+            ),
+            (
+                "https://token@example.org/",
+                "https://<redacted>@example.org/",
+            ),
+            // query tokens, a key without a value, a fragment
+            (
+                "https://example.org/alert?token=SECRET&x",
+                "https://example.org/alert?token=<redacted>&<redacted>",
+            ),
+            (
+                "https://example.org/a#SECRET",
+                "https://example.org/a#<redacted>",
+            ),
+            // a lone segment is kept unless it looks like a token
+            ("http://127.0.0.1:1/hook", "http://127.0.0.1:1/hook"),
+            (
+                "https://ntfy.example.org/3f9a8b7c6d5e4f3a",
+                "https://ntfy.example.org/<redacted>",
+            ),
+            ("https://example.org", "https://example.org"),
+            ("https://example.org/a/", "https://example.org/a/"),
+            // text that is not a URL still loses what could be secret
+            ("user:pw@host/x/SECRET", "<redacted>@host/x/<redacted>"),
+        ];
+        for (url, want) in cases {
+            assert_eq!(redact_url(url), want, "{url}");
+        }
+    }
+
+    #[test]
+    fn debug_shows_neither_the_url_secret_nor_the_hmac_secret() {
+        let cfg = WebhookConfig {
+            url: "https://hooks.slack.com/services/T0/B0/KEY".into(),
+            secret: Some("HMACKEY".into()),
+            ..config()
+        };
+        let debug = format!("{cfg:?}");
+        assert!(!debug.contains("KEY"), "{debug}");
+        assert!(debug.contains("https://hooks.slack.com/services/<redacted>"));
+    }
+
+    #[tokio::test]
+    async fn a_failed_request_names_the_url_redacted() {
+        // nothing listens on port 1; the URL carries secrets in every place it can
+        let cfg = WebhookConfig {
+            url: "http://user:PASSWORD@127.0.0.1:1/services/T0/SECRETPATH?token=SECRETQUERY".into(),
+            ..config()
+        };
+        let n = notification(vec![alert("Q", "a", AlertState::Firing)]);
+        let e = send(&reqwest::Client::new(), &cfg, &n).await.unwrap_err();
+        let text = e.to_string();
+        for secret in ["PASSWORD", "SECRETPATH", "SECRETQUERY"] {
+            assert!(!text.contains(secret), "{secret} in {text}");
+        }
+        assert!(
+            text.contains(
+                "webhook http://<redacted>@127.0.0.1:1/services/<redacted>?token=<redacted>"
+            ),
+            "{text}"
         );
     }
 

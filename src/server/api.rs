@@ -166,13 +166,52 @@ fn duration_param(params: &[(String, String)], name: &str) -> Result<Option<i64>
         .transpose()
 }
 
-/// The parsed expression, or the refusal of a missing or invalid one.
+/// The parsed expression, or the refusal of a missing or invalid one. A regex matcher that
+/// [`crate::labels::compile_regex`] refuses (syntax, size, nested repetitions over 1,000) is
+/// refused here too: Prometheus compiles matchers when it parses, so a bad one is a 400
+/// `bad_data`, not an evaluation error.
 fn expr_param(params: &[(String, String)]) -> Result<promql_parser::parser::Expr, ApiError> {
     let q = param(params, "query").unwrap_or("");
     if q.trim().is_empty() {
         return Err(bad_data("invalid parameter \"query\": empty query"));
     }
-    crate::promql::parse(q).map_err(|e| bad_data(format!("invalid parameter \"query\": {e}")))
+    let expr = crate::promql::parse(q)
+        .map_err(|e| bad_data(format!("invalid parameter \"query\": {e}")))?;
+    promql_parser::util::walk_expr(&mut RegexCheck, &expr)
+        .map_err(|e| bad_data(format!("invalid parameter \"query\": {e}")))?;
+    Ok(expr)
+}
+
+/// Compiles every regex matcher of the selectors it visits, as the engine will.
+struct RegexCheck;
+
+impl promql_parser::util::ExprVisitor for RegexCheck {
+    type Error = String;
+
+    fn pre_visit(&mut self, e: &promql_parser::parser::Expr) -> Result<bool, String> {
+        use promql_parser::label::MatchOp;
+        use promql_parser::parser::Expr;
+        let matchers = match e {
+            Expr::VectorSelector(v) => &v.matchers,
+            Expr::MatrixSelector(m) => &m.vs.matchers,
+            _ => return Ok(true),
+        };
+        let all = matchers
+            .matchers
+            .iter()
+            .chain(matchers.or_matchers.iter().flatten());
+        for m in all {
+            if matches!(m.op, MatchOp::Re(_) | MatchOp::NotRe(_))
+                && let Err(err) = crate::labels::compile_regex(&m.value)
+            {
+                return Err(format!(
+                    "invalid regular expression in matcher {}{}{:?}: {err}",
+                    m.name, m.op, m.value
+                ));
+            }
+        }
+        Ok(true)
+    }
 }
 
 /// Runs `f` (an evaluation, given its cancellation token) on a blocking thread within `timeout`,

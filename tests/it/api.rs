@@ -312,6 +312,17 @@ async fn faults_are_refused_with_a_message_and_change_nothing() {
         "expected a label name",
     )
     .await;
+    // a regex over the repetition limit, as text and as a structured matcher
+    for body in [
+        br#"{"matchers":["job=~\"(a{1,100}){1,100}b\""],"endsAt":"2999-01-01T00:00:00Z","createdBy":"t"}"#.to_vec(),
+        br#"{"matchers":[{"name":"job","value":"(a{1,100}){1,100}b","isRegex":true}],"endsAt":"2999-01-01T00:00:00Z","createdBy":"t"}"#.to_vec(),
+    ] {
+        let r = post(body, Some(TOKEN)).await.unwrap();
+        let code = r.status().as_u16();
+        let v: Value = serde_json::from_str(&r.text().await.unwrap()).unwrap();
+        assert_eq!((code, v["errorType"].as_str()), (400, Some("bad_data")), "{v}");
+        assert!(v["error"].as_str().unwrap().contains("limit of 1000"), "{v}");
+    }
     let mut huge =
         br#"{"matchers":["a=\"b\""],"endsAt":"2999-01-01T00:00:00Z","createdBy":"t","comment":""#
             .to_vec();
@@ -413,6 +424,47 @@ async fn faults_are_refused_with_a_message_and_change_nothing() {
             "{path}: {v}"
         );
         assert!(v["error"].as_str().unwrap().contains(needle), "{path}: {v}");
+    }
+    // a regex matcher the engine would refuse is a bad query (Prometheus compiles matchers when
+    // it parses), for an instant and a range query; a regex refused in the alerts' filters and
+    // in a silence's matchers answers the same
+    let nested = r#"up{job=~"(a{1,100}){1,100}b"}"#;
+    for (path, query) in [
+        ("query", vec![("query", nested)]),
+        (
+            "query_range",
+            vec![
+                ("query", nested),
+                ("start", "0"),
+                ("end", "10"),
+                ("step", "1"),
+            ],
+        ),
+        (
+            "alerts",
+            vec![("match[]", r#"{job=~"(a{1,100}){1,100}b"}"#)],
+        ),
+        ("alerts", vec![("filter", r#"job=~"(a{1,100}){1,100}b""#)]),
+    ] {
+        let params = url::form_urlencoded::Serializer::new(String::new())
+            .extend_pairs(&query)
+            .finish();
+        let r = client
+            .get(format!("{b}/api/v1/{path}?{params}"))
+            .send()
+            .await
+            .unwrap();
+        let code = r.status().as_u16();
+        let v: Value = serde_json::from_str(&r.text().await.unwrap()).unwrap();
+        assert_eq!(
+            (code, v["errorType"].as_str()),
+            (400, Some("bad_data")),
+            "{path} {query:?}: {v}"
+        );
+        assert!(
+            v["error"].as_str().unwrap().contains("limit of 1000"),
+            "{path}: {v}"
+        );
     }
     // exactly 11,000 steps (11,001 points counting both ends) is what Prometheus still accepts
     let r = client

@@ -143,3 +143,67 @@ fn check_points_rule_tests_to_tocsin_test_and_loads_a_file_reached_twice_once() 
         "{err}"
     );
 }
+
+/// Every class of validation error `tocsin check` reports (the top-level scalar sections, targets,
+/// receivers, routes, inhibition rules, time intervals), in one file: each has the line and
+/// column of what it is about, none `0:0`.
+#[test]
+fn every_validation_error_names_a_real_line_and_column() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = std::fs::read_to_string(
+        crate::common::project_dir().join("fixtures/it/every-validation-error.yml"),
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("tocsin.yml"), &text).unwrap();
+    let out = tocsin(&["check", "tocsin.yml"], dir.path(), &[]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    let lines = text.lines().count() as u64;
+    let mut fields = Vec::new();
+    for line in err.lines().filter(|l| !l.trim().is_empty()) {
+        let mut parts = line.splitn(4, ':');
+        let (file, l, c, rest) = (
+            parts.next().unwrap(),
+            parts.next().unwrap_or(""),
+            parts.next().unwrap_or(""),
+            parts.next().unwrap_or(""),
+        );
+        assert_eq!(file, "tocsin.yml", "{line}");
+        let (l, c): (u64, u64) = (l.parse().unwrap(), c.parse().unwrap());
+        assert!((1..=lines).contains(&l) && c >= 1, "no position: {line}");
+        fields.push(rest.trim().split(": ").next().unwrap().to_string());
+    }
+    for want in [
+        "evaluation.promql_compat",
+        "evaluation.interval",
+        "server.listen",
+        "scrape.interval",
+        "scrape.timeout",
+        "storage.retention",
+        "storage.flush_interval",
+        "targets[0].name",
+        "targets[0].metrics",
+        "targets[1].interval",
+        "targets[1].timeout",
+        "targets[1].labels",
+        "targets[1].bearer_token_env",
+        "targets[1].health_json[0].field",
+        "targets[2]",
+        "receivers[0] (\"ops\").webhook.url",
+        "receivers[1] (\"ops\").webhook",
+        "receivers[2].name",
+        "receivers[2] (\" \").email.smarthost",
+        "receivers[3] (\"m\").email.tls",
+        "receivers[1].fallback",
+        "route.receiver",
+        "route.routes[0].matchers[0]",
+        "route.routes[0].mute_time_intervals[0]",
+        "inhibit_rules[0].source_matchers[0]",
+        "time_intervals[0].time_intervals[0].times[0]",
+    ] {
+        assert!(
+            fields.iter().any(|f| f == want),
+            "{want} not reported:\n{err}"
+        );
+    }
+}

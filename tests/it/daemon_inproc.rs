@@ -116,7 +116,7 @@ async fn a_reload_with_valid_rules_and_an_undefined_receiver_changes_nothing() {
 
     // a second daemon on the same store is refused before it sends anything
     let mut second = Config::load(&dir.path().join("tocsin.yml")).unwrap();
-    second.server.listen = free_addr().to_string();
+    second.server.listen.value = free_addr().to_string();
     let err = Daemon::start(second, Arc::new(SystemClock), DaemonOptions::default())
         .await
         .err()

@@ -653,3 +653,74 @@ async fn dry_run_records_shadow_notifications_and_sends_nothing() {
         "{text}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_webhook_never_shows_the_secrets_in_its_url() {
+    let target = FakeTarget::with_conditions(&["a"]).await;
+    // answers 500: retried, its URL in the outbox, the API and the logs' context
+    let refusing = WebhookSink::start(Answer::Status(500)).await;
+    let secrets = [
+        "PASSWORD1",
+        "SECRETPATH1",
+        "SECRETQUERY1",
+        "PASSWORD2",
+        "SECRETPATH2",
+        "SECRETQUERY2",
+    ];
+    let refused_url = format!(
+        "http://user:PASSWORD1@{}/services/T0/SECRETPATH1?token=SECRETQUERY1",
+        refusing.addr()
+    );
+    // nothing listens there: a connect error, reqwest's error chain in the message; the URL
+    // comes from the environment (url_env)
+    let down_url = format!(
+        "http://user:PASSWORD2@{}/services/T0/SECRETPATH2?token=SECRETQUERY2",
+        free_addr()
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let notify = format!(
+        "log: {{ level: debug }}\n\
+         route:\n  receiver: refused\n  group_by: [alertname, cond]\n  group_wait: 1s\n  \
+         group_interval: 1s\n  repeat_interval: 1h\n  routes:\n    \
+         - {{ receiver: refused, continue: true }}\n    - {{ receiver: down }}\n\
+         receivers:\n  - name: refused\n    webhook: {{ url: \"{refused_url}\" }}\n  \
+         - name: down\n    webhook: {{ url_env: TOCSIN_DOWN_URL }}\n"
+    );
+    write_config(dir.path(), &target, &notify);
+    let d = daemon(dir.path()).env("TOCSIN_DOWN_URL", &down_url).start();
+
+    target.set_conditions(&[("a", true)]);
+    refusing
+        .wait_for("the refused notification", |h| h.is("a", "firing"))
+        .await;
+    wait_notifications(&d, "refused/webhook", "retried", 1.0).await;
+    wait_notifications(&d, "down/webhook", "retried", 1.0).await;
+
+    let mut seen = Vec::new();
+    for path in [
+        "/api/v1/notifications",
+        "/api/v1/status",
+        "/api/v1/alerts",
+        "/api/v1/rules",
+        "/status",
+        "/metrics",
+    ] {
+        let body = d.get_text(path).await.unwrap_or_default();
+        assert!(!body.is_empty(), "{path} answered");
+        seen.push((path.to_string(), body));
+    }
+    let logs = format!("{}{}", d.stdout(), d.stderr());
+    seen.push(("the logs".to_string(), logs.clone()));
+    for (what, text) in &seen {
+        for secret in secrets {
+            assert!(!text.contains(secret), "{secret} in {what}:\n{text}");
+        }
+    }
+    // both failures were logged, the connect error naming its URL in the redacted form
+    assert!(logs.contains("webhook returned http 500"), "{logs}");
+    assert!(
+        logs.contains("http://<redacted>@127.0.0.1:")
+            && logs.contains("/services/<redacted>?token=<redacted>"),
+        "{logs}"
+    );
+}

@@ -344,17 +344,29 @@ async fn api_queries_over_the_limits_are_refused_at_once_with_the_limit_named() 
             ),
             "more than the limit of 50000000 steps",
         ),
-        // 12 s a request before
-        (
-            r#"http_requests_total{code=~"(a{1,100}){1,100}b"}"#,
-            "more than the limit of 1000 times",
-        ),
     ] {
         let (code, body) = query_api(&base, query, "2m").await;
         assert_eq!(code, 422, "{query}: {body}");
         assert_eq!(body["errorType"], "execution");
         let error = body["error"].as_str().unwrap();
         assert!(error.contains(needle), "{query}: {error}");
+    }
+    // a regex matcher over the repetition limit (12 s a request before) is a bad query, as
+    // Prometheus, which compiles matchers when it parses: 400 bad_data, in any position
+    for query in [
+        r#"http_requests_total{code=~"(a{1,100}){1,100}b"}"#,
+        r#"rate(http_requests_total{code!~"(a{1,100}){1,100}b"}[5m])"#,
+        r#"sum(http_requests_total) + count({__name__=~"(a{1,100}){1,100}b"} offset 1m)"#,
+    ] {
+        let (code, body) = query_api(&base, query, "2m").await;
+        assert_eq!(code, 400, "{query}: {body}");
+        assert_eq!(body["errorType"], "bad_data");
+        let error = body["error"].as_str().unwrap();
+        assert!(
+            error.contains("invalid parameter \"query\": invalid regular expression in matcher")
+                && error.contains("more than the limit of 1000 times"),
+            "{query}: {error}"
+        );
     }
     assert!(started.elapsed() < Duration::from_secs(10));
 }

@@ -383,6 +383,39 @@ mod tests {
     }
 
     #[test]
+    fn template_regexes_are_held_to_the_label_regex_limits() {
+        let nested = "(a{1,100}){1,100}b";
+        // a literal: refused when the template is loaded
+        for t in [
+            format!(r#"{{{{ reReplaceAll "{nested}" "" $labels.job }}}}"#),
+            format!(r#"{{{{ if match "{nested}" $labels.job }}}}y{{{{ end }}}}"#),
+            format!(r#"{{{{ $labels.job | reReplaceAll "{nested}" "" }}}}"#),
+        ] {
+            let e = Template::parse(&t).unwrap_err().to_string();
+            assert!(e.contains("more than the limit of 1000 times"), "{t}: {e}");
+        }
+        // from the data: the render fails cleanly, at once
+        let started = std::time::Instant::now();
+        for t in [
+            r#"{{ reReplaceAll $labels.re "" $labels.long }}"#,
+            r#"{{ match $labels.re $labels.long }}"#,
+        ] {
+            let long = "a".repeat(5_000);
+            let e = render_with(t, &[("re", nested), ("long", &long)], 0.0).unwrap_err();
+            assert!(
+                e.to_string().contains("more than the limit of 1000 times"),
+                "{t}: {e}"
+            );
+        }
+        assert!(started.elapsed() < std::time::Duration::from_secs(5));
+        // unanchored, as Go's regexp: a search, not a whole-string match
+        assert_eq!(
+            render_with(r#"{{ reReplaceAll "o" "0" "foo" }}"#, &[], 0.0).unwrap(),
+            "f00"
+        );
+    }
+
+    #[test]
     fn query_results_are_usable() {
         assert_eq!(render(r#"{{ query "x" | first | value }}"#, 0.0), "2");
         assert_eq!(

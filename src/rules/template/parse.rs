@@ -552,6 +552,15 @@ impl Parser<'_> {
                 return Err(self.err(off, "non executable command in pipeline stage".into()));
             }
         }
+        // a literal regex is compiled now, within the limits it will be run with
+        for c in &cmds {
+            if let [Arg::Func(f), Arg::Str(pattern), ..] = c.as_slice()
+                && matches!(f.as_str(), "reReplaceAll" | "match")
+                && let Err(e) = crate::labels::compile_search_regex(pattern)
+            {
+                return Err(self.err(off, format!("{f}: {e}")));
+            }
+        }
         if let Some(d) = &decl
             && !self.declared(d)
         {

@@ -346,7 +346,8 @@ impl Renderer<'_> {
             }
             "reReplaceAll" => {
                 want(3)?;
-                let re = regex::Regex::new(&s(&args[0])).map_err(|x| e(x.to_string()))?;
+                let re = crate::labels::compile_search_regex(&s(&args[0]))
+                    .map_err(|x| e(x.to_string()))?;
                 Val::Str(
                     re.replace_all(&s(&args[2]), s(&args[1]).as_str())
                         .into_owned(),
@@ -354,7 +355,8 @@ impl Renderer<'_> {
             }
             "match" => {
                 want(2)?;
-                let re = regex::Regex::new(&s(&args[0])).map_err(|x| e(x.to_string()))?;
+                let re = crate::labels::compile_search_regex(&s(&args[0]))
+                    .map_err(|x| e(x.to_string()))?;
                 Val::Bool(re.is_match(&s(&args[1])))
             }
             "printf" => {
