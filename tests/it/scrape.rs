@@ -752,3 +752,44 @@ async fn each_label_limit_fails_a_real_scrape() {
     tx.send(true).unwrap();
     while tasks.join_next().await.is_some() {}
 }
+
+/// The body's format is the response's: OpenMetrics (exemplars, float timestamps, `# EOF`) only
+/// when served as `application/openmetrics-text`; and a body that is not UTF-8 fails naming the
+/// line of its first bad byte.
+#[tokio::test]
+async fn the_format_follows_the_content_type_and_bad_utf8_names_its_line() {
+    let target = FakeTarget::start().await;
+    let om = "# TYPE a counter\na_total 5 # {trace_id=\"abc\"} 1.0\nb 2 1520879607.789\n# EOF\n";
+    target.route(
+        "/om",
+        Reply::text(om).header(
+            "content-type",
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        ),
+    );
+    target.route("/plain", Reply::text(om));
+    target.route("/bin", Reply::bytes(b"a 1\nb{x=\"\xff\"} 2\n".to_vec()));
+    let dir = tempfile::tempdir().unwrap();
+    let store = open_store(&dir);
+    let t = scrape_target(target.base(), "/om", None);
+    let mut cache = new_cache(&t);
+    let mut scrape = async |path: &str| {
+        let resp = fetch(&target.url(path), Duration::from_secs(5), 1 << 20)
+            .await
+            .unwrap();
+        let body = tocsin::ingest::textparse::text_body(&resp.body)?;
+        let format = Format::from_content_type(&resp.content_type);
+        cache.ingest(&store, body, format, T0, 100)
+    };
+    assert_eq!(scrape("/om").await.unwrap().scraped, 2);
+    let err = scrape("/plain").await.unwrap_err().to_string();
+    assert!(
+        err.contains("line 2, column 11: invalid timestamp \"#\""),
+        "{err}"
+    );
+    let err = scrape("/bin").await.unwrap_err().to_string();
+    assert_eq!(
+        err,
+        "malformed exposition: line 2, column 6: invalid utf-8 (byte 0xff)"
+    );
+}
