@@ -181,6 +181,18 @@ pub struct ScrapeConfig {
     /// A response body larger than this (after decompression) fails the scrape. Bytes, or with a unit:
     /// `512KiB`, `32MiB`, `1GB`. Default `32MiB`.
     pub body_size_limit: ByteSize,
+    /// A scrape exposing a new series with more labels than this fails as a whole (`up` 0, nothing
+    /// stored), as Prometheus's `label_limit`. The metric name and the target's labels (`job`,
+    /// `instance`, `labels`) count. Default `0`: no limit (the body size limit already bounds the
+    /// work, and labels are parsed in linear time).
+    pub label_limit: usize,
+    /// A scrape exposing a new series with a label name longer than this many bytes fails as a
+    /// whole, as Prometheus's `label_name_length_limit`. Default `0`: no limit.
+    pub label_name_length_limit: usize,
+    /// A scrape exposing a new series with a label value longer than this many bytes fails as a
+    /// whole, as Prometheus's `label_value_length_limit`; the metric name counts as the value of
+    /// `__name__`. Default `0`: no limit.
+    pub label_value_length_limit: usize,
 }
 
 impl Default for ScrapeConfig {
@@ -190,6 +202,9 @@ impl Default for ScrapeConfig {
             timeout: None,
             sample_limit: 200_000,
             body_size_limit: ByteSize(32 << 20),
+            label_limit: 0,
+            label_name_length_limit: 0,
+            label_value_length_limit: 0,
         }
     }
 }
@@ -253,6 +268,15 @@ pub struct TargetConfig {
     /// Overrides `scrape.body_size_limit`.
     #[serde(default)]
     pub body_size_limit: Option<ByteSize>,
+    /// Overrides `scrape.label_limit`.
+    #[serde(default)]
+    pub label_limit: Option<usize>,
+    /// Overrides `scrape.label_name_length_limit`.
+    #[serde(default)]
+    pub label_name_length_limit: Option<usize>,
+    /// Overrides `scrape.label_value_length_limit`.
+    #[serde(default)]
+    pub label_value_length_limit: Option<usize>,
     /// No alert fires for this target until it has been watched this long (a starting service is
     /// not an outage). Default `0s`.
     #[serde(default)]
@@ -413,9 +437,18 @@ pub struct Target {
     pub timeout: PromDuration,
     pub sample_limit: usize,
     pub body_size_limit: u64,
+    pub label_limits: LabelLimits,
     pub startup_grace: PromDuration,
     pub health_json: Vec<(String, String)>,
     pub bearer_token: Option<Secret>,
+}
+
+/// A target's label limits (Prometheus's), checked on each new series of a scrape; 0 is no limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct LabelLimits {
+    pub label_limit: usize,
+    pub label_name_length_limit: usize,
+    pub label_value_length_limit: usize,
 }
 
 /// A secret value; never printed.
@@ -797,6 +830,15 @@ impl Config {
                     }),
                     sample_limit: t.sample_limit.unwrap_or(self.scrape.sample_limit),
                     body_size_limit: t.body_size_limit.unwrap_or(self.scrape.body_size_limit).0,
+                    label_limits: LabelLimits {
+                        label_limit: t.label_limit.unwrap_or(self.scrape.label_limit),
+                        label_name_length_limit: t
+                            .label_name_length_limit
+                            .unwrap_or(self.scrape.label_name_length_limit),
+                        label_value_length_limit: t
+                            .label_value_length_limit
+                            .unwrap_or(self.scrape.label_value_length_limit),
+                    },
                     startup_grace: t.startup_grace,
                     health_json: t
                         .health_json

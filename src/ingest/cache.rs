@@ -5,8 +5,9 @@ use std::collections::HashMap;
 
 use super::fetch::ScrapeError;
 use super::health::write_gauges;
+use crate::config::LabelLimits;
 use crate::hash::BuildOneShot;
-use crate::ingest::textparse::{Entry, Parser};
+use crate::ingest::textparse::{Entry, Format, Parser, Sample};
 use crate::labels::Labels;
 use crate::store::{AppendStats, SeriesRef, Store, chunk::stale_nan};
 
@@ -37,6 +38,7 @@ pub struct IngestReport {
 /// lookup, not a label parse), and the series seen last time (for staleness markers).
 pub struct ScrapeCache {
     base: Labels,
+    limits: LabelLimits,
     /// keys are ~60-100-byte series texts, looked up 100k times a scrape: hashed by one-shot xxh3
     /// (SipHash and the streaming xxh3 hasher were ~40% of ingest CPU, measured with perf)
     entries: HashMap<Box<str>, CacheEntry, BuildOneShot>,
@@ -44,16 +46,34 @@ pub struct ScrapeCache {
     generation: u64,
 }
 
-/// Refuses the exposed label name a target may not set, as Prometheus does: `__name__` (the
-/// metric name comes from before the braces; before this check `x{__name__="up"} 0` wrote `up 0`
-/// and overwrote the scrape's own `up`). Duplicate names are the parser's error already.
-fn check_exposed_names(names: &[&str]) -> Result<(), String> {
-    if names.contains(&"__name__") {
-        return Err(
-            "label name \"__name__\" is reserved: the metric name comes before the braces".into(),
-        );
+/// A scrape whose new series exceeds one of the target's label limits (Prometheus's
+/// `label_limit`, `label_name_length_limit`, `label_value_length_limit`): the scrape fails as a
+/// whole. Counts and lengths are of the stored series: the metric name as `__name__` and the
+/// target's labels included, lengths in bytes, as in Prometheus.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("line {line}: {limit} of {value} exceeded by {metric}: {detail}")]
+pub struct LabelLimitError {
+    pub line: usize,
+    /// the setting's name, e.g. `label_limit`
+    pub limit: &'static str,
+    /// the setting's value
+    pub value: usize,
+    /// the sample's metric name (at most 60 bytes of it)
+    pub metric: String,
+    pub detail: String,
+}
+
+/// A short quote of a name for limit errors.
+fn clip(s: &str) -> String {
+    let mut end = s.len().min(60);
+    while !s.is_char_boundary(end) {
+        end -= 1;
     }
-    Ok(())
+    if end < s.len() {
+        format!("{}…", &s[..end])
+    } else {
+        s.to_string()
+    }
 }
 
 /// Entries unseen for this many scrapes are forgotten (bounded memory under series churn).
@@ -63,22 +83,44 @@ impl ScrapeCache {
     pub fn new(base: Labels) -> Self {
         ScrapeCache {
             base,
+            limits: LabelLimits::default(),
             entries: HashMap::default(),
             generation: 0,
         }
     }
 
+    /// The target's label limits, checked on each new series (a known series passed them).
+    pub fn with_label_limits(mut self, limits: LabelLimits) -> Self {
+        self.limits = limits;
+        self
+    }
+
     /// Labels of an exposed sample, with the target's labels added and colliding exposed labels
-    /// renamed to `exported_<name>`.
-    fn series_labels(
-        &self,
-        s: &crate::ingest::textparse::Sample<'_>,
-    ) -> Result<Labels, crate::ingest::textparse::ParseError> {
-        let mut pairs: Vec<(String, String)> = Vec::with_capacity(self.base.len() + 4);
+    /// renamed to `exported_<name>`, within the target's label limits. (The parser refuses an
+    /// exposed `__name__` and a label name given twice.)
+    fn series_labels(&self, s: &Sample<'_>) -> Result<Labels, LabelLimitError> {
+        let limits = self.limits;
+        let fail = |limit: &'static str, value: usize, detail: String| LabelLimitError {
+            line: s.line,
+            limit,
+            value,
+            metric: clip(s.name),
+            detail,
+        };
+        // the metric name and the target's labels count: the limit is on the stored series
+        let fixed = 1 + self.base.len();
+        let mut pairs: Vec<(String, String)> = Vec::with_capacity(fixed + 4);
         pairs.push(("__name__".to_string(), s.name.to_string()));
-        let mut exposed: Vec<&str> = Vec::new();
         for (k, v) in s.labels() {
-            exposed.push(k);
+            if limits.label_limit > 0 && pairs.len() + self.base.len() >= limits.label_limit {
+                // stop at the first label too many: a line with 100k labels costs no more
+                let total = fixed + s.labels().count();
+                return Err(fail(
+                    "label_limit",
+                    limits.label_limit,
+                    format!("{total} labels (the metric name and the target's labels included)"),
+                ));
+            }
             let k = if self.base.get(k).is_some() {
                 format!("exported_{k}")
             } else {
@@ -86,37 +128,61 @@ impl ScrapeCache {
             };
             pairs.push((k, v.into_owned()));
         }
-        check_exposed_names(&exposed).map_err(|message| crate::ingest::textparse::ParseError {
-            line: s.line,
-            message,
-        })?;
         pairs.extend(
             self.base
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string())),
         );
+        if limits.label_limit > 0 && pairs.len() > limits.label_limit {
+            return Err(fail(
+                "label_limit",
+                limits.label_limit,
+                format!(
+                    "{} labels (the metric name and the target's labels included)",
+                    pairs.len()
+                ),
+            ));
+        }
+        for (k, v) in &pairs {
+            if limits.label_name_length_limit > 0 && k.len() > limits.label_name_length_limit {
+                return Err(fail(
+                    "label_name_length_limit",
+                    limits.label_name_length_limit,
+                    format!("label name {:?} is {} bytes", clip(k), k.len()),
+                ));
+            }
+            if limits.label_value_length_limit > 0 && v.len() > limits.label_value_length_limit {
+                return Err(fail(
+                    "label_value_length_limit",
+                    limits.label_value_length_limit,
+                    format!("the value of label {:?} is {} bytes", clip(k), v.len()),
+                ));
+            }
+        }
         Ok(Labels::from_pairs(pairs))
     }
 
-    /// Parses `body` and appends its samples at time `t` (samples with their own timestamp keep
-    /// it). All or nothing: a parse error or an exceeded sample limit stores no sample from the body.
-    /// Series of the previous scrape missing now get a staleness marker.
+    /// Parses `body` (in `format`) and appends its samples at time `t` (samples with their own
+    /// timestamp keep it). All or nothing: a parse error, an exceeded sample limit or label limit
+    /// stores no sample from the body. Series of the previous scrape missing now get a staleness
+    /// marker.
     pub fn ingest(
         &mut self,
         store: &Store,
         body: &str,
+        format: Format,
         t: i64,
         sample_limit: usize,
     ) -> Result<IngestReport, ScrapeError> {
         // a sample line is rarely shorter than 40 bytes: one allocation instead of ~20 doublings
         let mut samples = Vec::with_capacity((body.len() / 40).min(sample_limit + 1));
-        for entry in Parser::new(body) {
+        for entry in Parser::with_format(body, format) {
             if let Entry::Sample(s) = entry? {
                 samples.push(s);
                 if samples.len() > sample_limit {
                     // count the rest without keeping them, for the error message
                     let got = samples.len()
-                        + Parser::new(body)
+                        + Parser::with_format(body, format)
                             .filter(|e| matches!(e, Ok(Entry::Sample(_))))
                             .count()
                             .saturating_sub(samples.len());
@@ -207,7 +273,7 @@ impl ScrapeCache {
     /// Queues one sample of a known series, unless the series was already seen in this scrape.
     fn take(
         entry: &mut CacheEntry,
-        s: &crate::ingest::textparse::Sample<'_>,
+        s: &Sample<'_>,
         t: i64,
         generation: u64,
         batch: &mut Vec<(SeriesRef, i64, f64)>,

@@ -20,10 +20,10 @@ pub enum ScrapeError {
     Status(u16),
     #[error("body exceeds the limit of {limit} bytes")]
     BodyTooLarge { limit: u64 },
-    #[error("body is not utf-8 text")]
-    NotUtf8,
     #[error("malformed exposition: {0}")]
     Parse(#[from] ParseError),
+    #[error(transparent)]
+    LabelLimit(#[from] crate::ingest::cache::LabelLimitError),
     #[error("{got} samples exceed the sample limit of {limit}")]
     SampleLimit { limit: usize, got: usize },
     /// The ingest task panicked (a bug): logged and counted in `tocsin_task_panics_total`.

@@ -189,8 +189,10 @@ impl Scheduler {
         let mut ticker = tokio::time::interval_at(start, Duration::from_millis(interval_ms as u64));
         ticker.set_missed_tick_behavior(MissedTickBehavior::Skip);
         // metrics endpoints keep a series cache across scrapes (moved into the blocking ingest and back)
-        let mut cache = (kind == "metrics")
-            .then(|| ScrapeCache::new(super::metrics_base_labels(&target, &url)));
+        let mut cache = (kind == "metrics").then(|| {
+            ScrapeCache::new(super::metrics_base_labels(&target, &url))
+                .with_label_limits(target.label_limits)
+        });
         // a health endpoint's checks at the last probe: one that disappears gets a stale marker
         let mut checks = std::collections::BTreeSet::new();
         loop {
@@ -235,8 +237,9 @@ impl Scheduler {
         let limit = target.sample_limit;
         let joined = crate::task::blocking(&self.metrics, "scrape", &target.name, move || {
             let result = fetched.and_then(|resp| {
-                let body = std::str::from_utf8(&resp.body).map_err(|_| ScrapeError::NotUtf8)?;
-                cache.ingest(&store, body, t, limit)
+                let body = super::textparse::text_body(&resp.body)?;
+                let format = super::textparse::Format::from_content_type(&resp.content_type);
+                cache.ingest(&store, body, format, t, limit)
             });
             match &result {
                 Ok(report) => cache.write_report(&store, t, true, fetch_seconds, report.scraped),
@@ -254,7 +257,8 @@ impl Scheduler {
                 // the cache went with the panicking task: start afresh (known series are
                 // found again through the store's index at the next scrape)
                 (
-                    ScrapeCache::new(super::metrics_base_labels(target, url)),
+                    ScrapeCache::new(super::metrics_base_labels(target, url))
+                        .with_label_limits(target.label_limits),
                     Err(ScrapeError::Panicked),
                 )
             }

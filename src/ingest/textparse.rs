@@ -1,20 +1,37 @@
-//! A strict, zero-copy parser for the Prometheus text exposition format (0.0.4), plus what
-//! OpenMetrics adds that real exporters send: `# EOF`, exemplars (checked loosely and skipped),
-//! and float timestamps.
+//! A strict, zero-copy parser for the Prometheus text exposition format (0.0.4) and, when the
+//! target says so (`Content-Type: application/openmetrics-text`), the OpenMetrics additions real
+//! exporters send: `# EOF`, exemplars (checked loosely and skipped), float timestamps and the
+//! OpenMetrics metric types.
 //!
 //! Each call to [`Parser::next`] yields one [`Entry`] borrowing the input: a sample, a `# HELP`,
 //! a `# TYPE` or `# EOF`. Blank lines and other comments are skipped. A malformed line is an
-//! error naming its 1-based line number and quoting the offending text; after an error the parser
-//! stops. Nothing is ever skipped silently.
+//! error naming its 1-based line number (and the byte column where it is known) and quoting the
+//! offending text; after an error the parser stops. Nothing is ever skipped silently.
 //!
-//! Decisions:
-//! - **Timestamps**: a token containing `.`, `e` or `E` is OpenMetrics float seconds (converted to
-//!   ms, rounded); otherwise it is 0.0.4 integer milliseconds.
-//! - **Values** follow Go's `ParseFloat` for what exporters write: decimals, exponents, `NaN`,
-//!   `Inf`/`+Inf`/`-Inf` in any case. Hex floats are rejected.
-//! - **Labels** are validated when the line is parsed, then decoded lazily by [`Sample::labels`]
-//!   (values unescape `\\`, `\"`, `\n`; borrowed when there is no escape). A trailing comma in the
-//!   label block is allowed, as in Prometheus; a repeated label name is an error.
+//! Strictness is Prometheus's: what `promtool check metrics` (the `expfmt` text parser) calls a
+//! format error is an error here, measured by `tests/it/textformat_promtool.rs` over a mutation
+//! corpus. Where the two differ, the test lists the case and the reason. The rules:
+//! - **Lines** end with `\n` only: a sample or `# TYPE` line ending in `\r` is an error, and so is
+//!   a last line without its newline (text format). Blanks and tabs before a line are skipped.
+//! - **Names**: metric names `[a-zA-Z_:][a-zA-Z0-9_:]*`, label names `[a-zA-Z_][a-zA-Z0-9_]*`,
+//!   `__name__` is reserved, a label name given twice is an error. A trailing comma in the label
+//!   block is allowed, as in Prometheus.
+//! - **Label values** escape `\\`, `\"` and `\n` only; they are validated when the line is parsed,
+//!   then decoded lazily by [`Sample::labels`] (borrowed when there is no escape). In a summary the
+//!   `quantile` label, in a histogram the `le` label must be a float.
+//! - **Values** follow Go's `ParseFloat` as Prometheus uses it: decimals, exponents, `NaN`,
+//!   `Inf`/`+Inf`/`-Inf` in any case; hex floats, `_` and out-of-range numbers (`1e309`) are
+//!   errors.
+//! - **Timestamps** are integer milliseconds within `i64` (text format); OpenMetrics adds float
+//!   seconds (converted to ms, rounded). Nothing may follow the timestamp, not even a blank, but an
+//!   OpenMetrics exemplar.
+//! - **Metadata**: `# HELP` text escapes `\\` and `\n` only. `# TYPE` is one of `counter`, `gauge`,
+//!   `histogram`, `summary`, `untyped` (OpenMetrics: also `gaugehistogram`, `info`, `stateset`,
+//!   `unknown`), exactly. A family (a name, or its `_sum`/`_count`/`_bucket` when the base is a
+//!   summary or histogram, as `expfmt` groups them) has at most one `# HELP` and one `# TYPE`, and
+//!   its `# TYPE` comes before its samples.
+//! - **UTF-8**: [`text_body`] turns a response body into text or an error naming the line of the
+//!   first invalid byte.
 //! - **Duplicate series** in one body are not this module's concern: the ingester keeps the first.
 //!
 //! Why not the `prometheus-parse` crate: measured here, it drops metric names containing `:`,
@@ -22,7 +39,33 @@
 //! label value, does not unescape, and never reports an error. Each is a regression test below.
 
 use std::borrow::Cow;
+use std::collections::HashMap;
 use std::fmt;
+
+use crate::hash::BuildOneShot;
+
+/// The exposition format of a body, from the response's `Content-Type`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Format {
+    /// The Prometheus text format 0.0.4 (also what an unknown or missing content type means, as
+    /// in Prometheus).
+    #[default]
+    Text,
+    /// OpenMetrics 1.0 text.
+    OpenMetrics,
+}
+
+impl Format {
+    /// `application/openmetrics-text` is OpenMetrics; anything else is the text format.
+    pub fn from_content_type(content_type: &str) -> Format {
+        let media = content_type.split(';').next().unwrap_or("").trim();
+        if media.eq_ignore_ascii_case("application/openmetrics-text") {
+            Format::OpenMetrics
+        } else {
+            Format::Text
+        }
+    }
+}
 
 /// One line's worth of parse result.
 #[derive(Debug, Clone, PartialEq)]
@@ -147,17 +190,42 @@ fn unescape(raw: &str, quotes: bool) -> String {
 /// A malformed line.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ParseError {
+    /// 1-based line number
     pub line: usize,
+    /// 1-based byte column in the line, where it is known
+    pub column: Option<usize>,
     pub message: String,
 }
 
 impl fmt::Display for ParseError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "line {}: {}", self.line, self.message)
+        match self.column {
+            Some(c) => write!(f, "line {}, column {c}: {}", self.line, self.message),
+            None => write!(f, "line {}: {}", self.line, self.message),
+        }
     }
 }
 
 impl std::error::Error for ParseError {}
+
+/// A response body as text, or an error naming the line and column of its first byte that is
+/// not UTF-8. One validation pass over the body; the line is only counted on error.
+pub fn text_body(body: &[u8]) -> Result<&str, ParseError> {
+    std::str::from_utf8(body).map_err(|e| {
+        let at = e.valid_up_to();
+        let before = &body[..at];
+        let line = before.iter().filter(|&&c| c == b'\n').count() + 1;
+        let start = before
+            .iter()
+            .rposition(|&c| c == b'\n')
+            .map_or(0, |i| i + 1);
+        ParseError {
+            line,
+            column: Some(at - start + 1),
+            message: format!("invalid utf-8 (byte {:#04x})", body[at]),
+        }
+    })
+}
 
 /// A short quote of `s` for error messages.
 fn excerpt(s: &str) -> String {
@@ -172,26 +240,56 @@ fn excerpt(s: &str) -> String {
     }
 }
 
+/// What the body has said about one metric family so far.
+#[derive(Debug, Clone, Copy, Default)]
+struct Family {
+    /// set by `# TYPE`, or `Untyped` by a first sample without one
+    kind: Option<MetricKind>,
+    /// the line of its `# TYPE`, 0 if none
+    type_line: usize,
+    /// the line of its `# HELP`, 0 if none
+    help_line: usize,
+}
+
+/// How many recent sample names remember their family's type (a histogram's `_bucket`, `_sum`
+/// and `_count` alternate: each costs a compare, not a hash lookup).
+const RECENT: usize = 4;
+
 /// Iterates the entries of an exposition body.
 pub struct Parser<'a> {
     text: &'a str,
+    format: Format,
     pos: usize,
     line: usize,
     done: bool,
+    /// every family named so far, by name (the `_sum`/`_count`/`_bucket` of a typed summary or
+    /// histogram count as their base, as in `expfmt`)
+    families: HashMap<&'a str, Family, BuildOneShot>,
+    recent: [(&'a str, MetricKind); RECENT],
+    recent_next: usize,
 }
 
 impl<'a> Parser<'a> {
+    /// A parser for the text format 0.0.4.
     pub fn new(text: &'a str) -> Self {
+        Parser::with_format(text, Format::Text)
+    }
+
+    pub fn with_format(text: &'a str, format: Format) -> Self {
         Parser {
             text,
+            format,
             pos: 0,
             line: 0,
             done: false,
+            families: HashMap::default(),
+            recent: [("", MetricKind::Untyped); RECENT],
+            recent_next: 0,
         }
     }
 }
 
-/// Every sample of `text`, or the first error.
+/// Every sample of `text` (text format), or the first error.
 pub fn parse_samples(text: &str) -> Result<Vec<Sample<'_>>, ParseError> {
     let mut out = Vec::new();
     for e in Parser::new(text) {
@@ -232,7 +330,13 @@ fn token_end(b: &[u8], mut i: usize) -> usize {
     i
 }
 
-/// Go `ParseFloat` for exposition values; `None` if invalid.
+/// The length of the character at `line[i..]`, for quoting it.
+fn char_len(line: &str, i: usize) -> usize {
+    line[i..].chars().next().map_or(0, char::len_utf8)
+}
+
+/// Go `ParseFloat` for exposition values, as Prometheus calls it; `None` if invalid or out of
+/// range (Go's `ErrRange`: `1e309`; an underflow is 0, as in Go).
 pub fn parse_value(s: &str) -> Option<f64> {
     let b = s.as_bytes();
     let first = *b.first()?;
@@ -246,17 +350,16 @@ pub fn parse_value(s: &str) -> Option<f64> {
                 f64::INFINITY
             });
         }
-        if unsigned.eq_ignore_ascii_case("nan") {
-            return None; // Go rejects a signed NaN
-        }
-        // Rust also accepts "inf"/"nan" words, handled above; reject anything with letters but e/E
+        // Rust also accepts "inf"/"nan" words (handled above; Go rejects a signed NaN) and
+        // nothing Go rejects but for these: reject anything with letters but e/E
         if unsigned
             .bytes()
             .any(|c| !(c.is_ascii_digit() || matches!(c, b'.' | b'e' | b'E' | b'+' | b'-')))
         {
             return None;
         }
-        return s.parse().ok();
+        // the words are handled above, so an infinite result is an overflow
+        return s.parse::<f64>().ok().filter(|v| v.is_finite());
     }
     if s.eq_ignore_ascii_case("nan") {
         return Some(f64::NAN);
@@ -267,147 +370,321 @@ pub fn parse_value(s: &str) -> Option<f64> {
     None
 }
 
-fn parse_timestamp(s: &str) -> Option<i64> {
-    if s.contains(['.', 'e', 'E']) {
-        let secs = parse_value(s)?;
-        let ms = (secs * 1000.0).round();
-        (ms.is_finite() && ms.abs() < 9.2e18).then_some(ms as i64)
-    } else {
-        s.parse().ok()
+/// An OpenMetrics timestamp: integer or float seconds, to ms (rounded).
+fn parse_om_timestamp(s: &str) -> Option<i64> {
+    let secs = parse_value(s)?;
+    let ms = (secs * 1000.0).round();
+    (ms.is_finite() && ms.abs() < 9.2e18).then_some(ms as i64)
+}
+
+/// Whether a sample or metadata name `base` + `suffix` belongs to the family `base` of `kind`:
+/// a summary's or histogram's `_sum` and `_count`, a histogram's `_bucket` (as `expfmt` groups
+/// them), and in OpenMetrics also a counter's `_total`, the `_created` series, `_info` and a gauge
+/// histogram's series.
+fn belongs(suffix: &str, kind: MetricKind, format: Format) -> bool {
+    use MetricKind::*;
+    match (suffix, kind) {
+        ("_sum" | "_count", Summary | Histogram) | ("_bucket", Histogram) => true,
+        _ if format == Format::Text => false,
+        ("_total" | "_created", Counter)
+        | ("_created", Summary | Histogram | GaugeHistogram)
+        | ("_bucket" | "_gsum" | "_gcount", GaugeHistogram)
+        | ("_info", Info) => true,
+        _ => false,
     }
 }
 
 impl<'a> Parser<'a> {
-    fn err(&self, message: String) -> ParseError {
+    /// An error at 0-based byte `col` of the current line, where the line's text starts at `col0`.
+    fn err_at(&self, col0: usize, col: usize, message: String) -> ParseError {
         ParseError {
             line: self.line,
+            column: Some(col0 + col + 1),
             message,
         }
     }
 
-    fn comment(&self, line: &'a str) -> Result<Option<Entry<'a>>, ParseError> {
-        let rest = line[1..].trim_start_matches([' ', '\t']);
-        if line == "# EOF" {
+    /// The family `name` belongs to (created if new): the name itself, or the base of a typed
+    /// summary, histogram (or OpenMetrics family) it is a series of.
+    fn family_of(&mut self, name: &'a str) -> &'a str {
+        if self.families.contains_key(name) {
+            return name;
+        }
+        if let Some(u) = name.rfind('_').filter(|&u| u > 0) {
+            let (base, suffix) = name.split_at(u);
+            if let Some(Family { kind: Some(k), .. }) = self.families.get(base)
+                && belongs(suffix, *k, self.format)
+            {
+                return base;
+            }
+        }
+        self.families.insert(name, Family::default());
+        name
+    }
+
+    /// The type of the family of a sample named `name`; a family without `# TYPE` becomes
+    /// untyped, so a later `# TYPE` is an error.
+    fn sample_kind(&mut self, name: &'a str) -> MetricKind {
+        for &(n, k) in &self.recent {
+            if n == name {
+                return k;
+            }
+        }
+        let key = self.family_of(name);
+        let family = self.families.get_mut(key).expect("created by family_of");
+        let kind = *family.kind.get_or_insert(MetricKind::Untyped);
+        self.recent[self.recent_next] = (name, kind);
+        self.recent_next = (self.recent_next + 1) % RECENT;
+        kind
+    }
+
+    /// A line starting with `#` (at `col0`): `Some` for `# HELP`, `# TYPE` and `# EOF`, `None`
+    /// for any other comment. As in Prometheus, `#HELP` is metadata too, and a `# HELP` or
+    /// `# TYPE` with nothing after the name is a comment.
+    fn comment(&mut self, line: &'a str, col0: usize) -> Result<Option<Entry<'a>>, ParseError> {
+        if self.format == Format::OpenMetrics && line == "# EOF" {
             return Ok(Some(Entry::Eof));
         }
-        let (keyword, after) = match rest.find([' ', '\t']) {
-            Some(i) => (&rest[..i], rest[i..].trim_start_matches([' ', '\t'])),
-            None => (rest, ""),
-        };
-        // only `# HELP` / `# TYPE` with exactly one space are metadata; anything else is a comment
-        let is_meta = line.starts_with("# HELP") || line.starts_with("# TYPE");
-        if !is_meta || (keyword != "HELP" && keyword != "TYPE") {
+        let b = line.as_bytes();
+        let ks = skip_ws(b, 1);
+        let ke = token_end(b, ks);
+        let keyword = &line[ks..ke];
+        if ke == b.len() || (keyword != "HELP" && keyword != "TYPE") {
             return Ok(None);
         }
-        let name_end = after.find([' ', '\t']).unwrap_or(after.len());
-        let name = &after[..name_end];
-        let nb = name.as_bytes();
-        if nb.is_empty() {
-            return Err(self.err(format!("# {keyword} without a metric name")));
+        let ns = skip_ws(b, ke);
+        let mut ne = ns;
+        if ne < b.len() && is_name_start(b[ne]) {
+            ne += 1;
+            while ne < b.len() && is_name_char(b[ne]) {
+                ne += 1;
+            }
         }
-        if !is_name_start(nb[0]) || !nb.iter().all(|&c| is_name_char(c)) {
-            return Err(self.err(format!(
-                "invalid metric name {} in # {keyword}",
-                excerpt(name)
-            )));
+        if ne == b.len() {
+            return Ok(None);
         }
-        let text = after[name_end..].trim_start_matches([' ', '\t']);
+        if b[ne] != b' ' && b[ne] != b'\t' {
+            return Err(self.err_at(
+                col0,
+                ne,
+                format!(
+                    "invalid metric name {} in # {keyword}",
+                    excerpt(&line[ns..token_end(b, ns)])
+                ),
+            ));
+        }
+        let name = &line[ns..ne];
+        let key = self.family_of(name);
+        let ts = skip_ws(b, ne);
+        if ts == b.len() {
+            return Ok(None);
+        }
+        let text = &line[ts..];
+        let line_no = self.line;
         if keyword == "HELP" {
-            let text = if text.contains('\\') {
+            let first = self.families[key].help_line;
+            if first != 0 {
+                return Err(self.err_at(
+                    col0,
+                    0,
+                    format!("second # HELP for {key} (the first is on line {first})"),
+                ));
+            }
+            let tb = text.as_bytes();
+            let mut escaped = false;
+            let mut i = 0;
+            while i < tb.len() {
+                if tb[i] == b'\\' {
+                    match tb.get(i + 1) {
+                        Some(b'\\' | b'n') => escaped = true,
+                        _ => {
+                            return Err(self.err_at(
+                                col0,
+                                ts + i,
+                                format!(
+                                    "invalid escape {:?} in # HELP text (only \\\\ and \\n)",
+                                    &text[i..i
+                                        + 1
+                                        + if i + 1 < tb.len() {
+                                            char_len(text, i + 1)
+                                        } else {
+                                            0
+                                        }]
+                                ),
+                            ));
+                        }
+                    }
+                    i += 2;
+                } else {
+                    i += 1;
+                }
+            }
+            self.families.get_mut(key).expect("created").help_line = line_no;
+            let text = if escaped {
                 Cow::Owned(unescape(text, false))
             } else {
                 Cow::Borrowed(text)
             };
             return Ok(Some(Entry::Help { name, text }));
         }
-        let kind = match text.trim_end_matches([' ', '\t']) {
+        let family = self.families[key];
+        if family.type_line != 0 {
+            return Err(self.err_at(
+                col0,
+                0,
+                format!(
+                    "second # TYPE for {key} (the first is on line {})",
+                    family.type_line
+                ),
+            ));
+        }
+        if family.kind.is_some() {
+            return Err(self.err_at(col0, 0, format!("# TYPE for {key} after its samples")));
+        }
+        let om = self.format == Format::OpenMetrics;
+        let kind = match text {
             "counter" => MetricKind::Counter,
             "gauge" => MetricKind::Gauge,
             "histogram" => MetricKind::Histogram,
             "summary" => MetricKind::Summary,
             "untyped" => MetricKind::Untyped,
-            "gaugehistogram" => MetricKind::GaugeHistogram,
-            "info" => MetricKind::Info,
-            "stateset" => MetricKind::StateSet,
-            "unknown" => MetricKind::Unknown,
-            "" => return Err(self.err(format!("# TYPE {name} without a type"))),
+            "gaugehistogram" if om => MetricKind::GaugeHistogram,
+            "info" if om => MetricKind::Info,
+            "stateset" if om => MetricKind::StateSet,
+            "unknown" if om => MetricKind::Unknown,
+            "gaugehistogram" | "info" | "stateset" | "unknown" => {
+                return Err(self.err_at(
+                    col0,
+                    ts,
+                    format!(
+                        "metric type {text:?} of {name} is OpenMetrics, but the body is the text format (its content type is not application/openmetrics-text)"
+                    ),
+                ));
+            }
             other => {
-                return Err(self.err(format!("unknown metric type {} for {name}", excerpt(other))));
+                return Err(self.err_at(
+                    col0,
+                    ts,
+                    format!("unknown metric type {} for {name}", excerpt(other)),
+                ));
             }
         };
+        let family = self.families.get_mut(key).expect("created");
+        family.kind = Some(kind);
+        family.type_line = line_no;
         Ok(Some(Entry::Type { name, kind }))
     }
 
-    fn sample(&self, line: &'a str) -> Result<Sample<'a>, ParseError> {
+    /// A sample line (its text starting at `col0`).
+    fn sample(&mut self, line: &'a str, col0: usize) -> Result<Sample<'a>, ParseError> {
         let b = line.as_bytes();
-        let mut i = 0;
         if !is_name_start(b[0]) {
-            return Err(self.err(format!("invalid metric name at {}", excerpt(line))));
+            return Err(self.err_at(col0, 0, format!("invalid metric name at {}", excerpt(line))));
         }
+        let mut i = 1;
         while i < b.len() && is_name_char(b[i]) {
             i += 1;
         }
         let name = &line[..i];
+        let kind = self.sample_kind(name);
+        let special = match kind {
+            MetricKind::Summary => Some("quantile"),
+            MetricKind::Histogram | MetricKind::GaugeHistogram => Some("le"),
+            _ => None,
+        };
         let mut series_end = i;
         let mut label_block = "";
         let after_name = skip_ws(b, i);
         let mut j = i;
         if after_name < b.len() && b[after_name] == b'{' {
             let block_start = after_name + 1;
-            j = self.labels(line, block_start)?;
+            j = self.labels(line, col0, block_start, special)?;
             label_block = &line[block_start..j - 1];
             series_end = j;
         } else if after_name == i && i < b.len() {
-            return Err(self.err(format!(
-                "invalid character {} after metric name {name}",
-                excerpt(&line[i..i + line[i..].chars().next().map_or(1, char::len_utf8)])
-            )));
+            return Err(self.err_at(
+                col0,
+                i,
+                format!(
+                    "invalid character {} after metric name {name}",
+                    excerpt(&line[i..i + char_len(line, i)])
+                ),
+            ));
         }
         let vstart = skip_ws(b, j);
         if vstart == b.len() {
-            return Err(self.err(format!(
-                "missing value for {}",
-                excerpt(&line[..series_end])
-            )));
-        }
-        if vstart == j {
-            return Err(self.err(format!(
-                "expected a space before the value at {}",
-                excerpt(&line[j..])
-            )));
+            return Err(self.err_at(
+                col0,
+                vstart,
+                format!("missing value for {}", excerpt(&line[..series_end])),
+            ));
         }
         let vend = token_end(b, vstart);
         let vtext = &line[vstart..vend];
         let value = parse_value(vtext).ok_or_else(|| {
-            self.err(format!(
-                "invalid value {} for {}",
-                excerpt(vtext),
-                excerpt(&line[..series_end])
-            ))
+            self.err_at(
+                col0,
+                vstart,
+                format!(
+                    "invalid value {} for {}",
+                    excerpt(vtext),
+                    excerpt(&line[..series_end])
+                ),
+            )
         })?;
-        let mut k = skip_ws(b, vend);
         let mut timestamp_ms = None;
-        if k < b.len() && b[k] != b'#' {
-            let tend = token_end(b, k);
-            let ttext = &line[k..tend];
-            timestamp_ms = Some(
-                parse_timestamp(ttext)
-                    .ok_or_else(|| self.err(format!("invalid timestamp {}", excerpt(ttext))))?,
-            );
-            k = skip_ws(b, tend);
-        }
-        if k < b.len() {
-            let rest = &line[k..];
-            // an OpenMetrics exemplar: ` # {labels} value [timestamp]`
-            let exemplar = rest
-                .strip_prefix('#')
-                .map(|r| r.trim_start_matches([' ', '\t']))
-                .filter(|r| r.starts_with('{') && r.contains('}'));
-            if exemplar.is_none() {
-                return Err(self.err(format!(
-                    "unexpected text {} after the sample",
-                    excerpt(rest)
-                )));
+        if vend < b.len() {
+            let om = self.format == Format::OpenMetrics;
+            let tstart = skip_ws(b, vend);
+            if tstart == b.len() {
+                return Err(self.err_at(col0, vend, "trailing whitespace after the value".into()));
+            }
+            let mut rest_at = tstart;
+            if !(om && b[tstart] == b'#') {
+                let tend = token_end(b, tstart);
+                let ttext = &line[tstart..tend];
+                let ts = if om {
+                    parse_om_timestamp(ttext)
+                } else {
+                    ttext.parse::<i64>().ok()
+                };
+                timestamp_ms = Some(ts.ok_or_else(|| {
+                    self.err_at(
+                        col0,
+                        tstart,
+                        format!(
+                            "invalid timestamp {} (integer milliseconds within 64 bits)",
+                            excerpt(ttext)
+                        ),
+                    )
+                })?);
+                rest_at = tend;
+                if tend < b.len() {
+                    rest_at = skip_ws(b, tend);
+                    if rest_at == b.len() {
+                        return Err(self.err_at(
+                            col0,
+                            tend,
+                            "trailing whitespace after the timestamp".into(),
+                        ));
+                    }
+                }
+            }
+            if rest_at < b.len() {
+                let rest = &line[rest_at..];
+                // an OpenMetrics exemplar: ` # {labels} value [timestamp]`
+                let exemplar = om
+                    && rest
+                        .strip_prefix('#')
+                        .map(|r| r.trim_start_matches([' ', '\t']))
+                        .is_some_and(|r| r.starts_with('{') && r.contains('}'));
+                if !exemplar {
+                    return Err(self.err_at(
+                        col0,
+                        rest_at,
+                        format!("unexpected text {} after the sample", excerpt(rest)),
+                    ));
+                }
             }
         }
         Ok(Sample {
@@ -420,8 +697,15 @@ impl<'a> Parser<'a> {
         })
     }
 
-    /// Validates a label block starting after `{`; returns the index after `}`.
-    fn labels(&self, line: &str, start: usize) -> Result<usize, ParseError> {
+    /// Validates a label block starting after `{`; returns the index after `}`. The value of the
+    /// label named `special` (a summary's `quantile`, a histogram's `le`) must be a float.
+    fn labels(
+        &self,
+        line: &str,
+        col0: usize,
+        start: usize,
+        special: Option<&str>,
+    ) -> Result<usize, ParseError> {
         let b = line.as_bytes();
         let mut i = start;
         // label names seen so far, for the duplicate check: blocks are short, so the first 16
@@ -433,19 +717,35 @@ impl<'a> Parser<'a> {
         loop {
             i = skip_ws(b, i);
             if i >= b.len() {
-                return Err(self.err(format!("unterminated label block in {}", excerpt(line))));
+                return Err(self.err_at(
+                    col0,
+                    i,
+                    format!("unterminated label block in {}", excerpt(line)),
+                ));
             }
             if b[i] == b'}' {
                 return Ok(i + 1);
             }
             let ns = i;
             if !is_label_start(b[i]) {
-                return Err(self.err(format!("invalid label name at {}", excerpt(&line[i..]))));
+                return Err(self.err_at(
+                    col0,
+                    i,
+                    format!("invalid label name at {}", excerpt(&line[i..])),
+                ));
             }
             while i < b.len() && is_label_char(b[i]) {
                 i += 1;
             }
             let lname = &line[ns..i];
+            if lname == "__name__" {
+                return Err(self.err_at(
+                    col0,
+                    ns,
+                    "label name \"__name__\" is reserved: the metric name comes before the braces"
+                        .into(),
+                ));
+            }
             let dup = if nseen < 16 {
                 let dup = seen[..nseen].iter().any(|&(s, e)| &line[s..e] == lname);
                 seen[nseen] = (ns, i);
@@ -457,24 +757,35 @@ impl<'a> Parser<'a> {
                 !seen_extra.insert(lname)
             };
             if dup {
-                return Err(self.err(format!("duplicate label name {lname:?}")));
+                return Err(self.err_at(col0, ns, format!("duplicate label name {lname:?}")));
             }
             nseen += 1;
             i = skip_ws(b, i);
             if i >= b.len() || b[i] != b'=' {
-                return Err(self.err(format!("expected '=' after label name {lname:?}")));
+                return Err(self.err_at(
+                    col0,
+                    i,
+                    format!("expected '=' after label name {lname:?}"),
+                ));
             }
             i = skip_ws(b, i + 1);
             if i >= b.len() || b[i] != b'"' {
-                return Err(self.err(format!(
-                    "expected '\"' to open the value of label {lname:?}"
-                )));
+                return Err(self.err_at(
+                    col0,
+                    i,
+                    format!("expected '\"' to open the value of label {lname:?}"),
+                ));
             }
             i += 1;
+            let vs = i;
             loop {
                 match b.get(i) {
                     None => {
-                        return Err(self.err(format!("unterminated value of label {lname:?}")));
+                        return Err(self.err_at(
+                            col0,
+                            vs - 1,
+                            format!("unterminated value of label {lname:?}"),
+                        ));
                     }
                     Some(b'"') => {
                         i += 1;
@@ -483,17 +794,35 @@ impl<'a> Parser<'a> {
                     Some(b'\\') => match b.get(i + 1) {
                         Some(b'\\' | b'"' | b'n') => i += 2,
                         Some(_) => {
-                            let esc = &line
-                                [i..i + 1 + line[i + 1..].chars().next().map_or(0, char::len_utf8)];
-                            return Err(self.err(format!(
-                                "invalid escape {esc:?} in the value of label {lname:?}"
-                            )));
+                            let esc = &line[i..i + 1 + char_len(line, i + 1)];
+                            return Err(self.err_at(
+                                col0,
+                                i,
+                                format!("invalid escape {esc:?} in the value of label {lname:?}"),
+                            ));
                         }
                         None => {
-                            return Err(self.err(format!("unterminated value of label {lname:?}")));
+                            return Err(self.err_at(
+                                col0,
+                                vs - 1,
+                                format!("unterminated value of label {lname:?}"),
+                            ));
                         }
                     },
                     Some(_) => i += 1,
+                }
+            }
+            if special == Some(lname) {
+                let raw = &line[vs..i - 1];
+                if raw.contains('\\') || parse_value(raw).is_none() {
+                    return Err(self.err_at(
+                        col0,
+                        vs,
+                        format!(
+                            "the value of label {lname:?} is not a float: {}",
+                            excerpt(raw)
+                        ),
+                    ));
                 }
             }
             i = skip_ws(b, i);
@@ -501,13 +830,21 @@ impl<'a> Parser<'a> {
                 Some(b',') => i += 1,
                 Some(b'}') => return Ok(i + 1),
                 Some(_) => {
-                    return Err(self.err(format!(
-                        "expected ',' or '}}' after the value of label {lname:?}, found {}",
-                        excerpt(&line[i..])
-                    )));
+                    return Err(self.err_at(
+                        col0,
+                        i,
+                        format!(
+                            "expected ',' or '}}' after the value of label {lname:?}, found {}",
+                            excerpt(&line[i..])
+                        ),
+                    ));
                 }
                 None => {
-                    return Err(self.err(format!("unterminated label block in {}", excerpt(line))));
+                    return Err(self.err_at(
+                        col0,
+                        i,
+                        format!("unterminated label block in {}", excerpt(line)),
+                    ));
                 }
             }
         }
@@ -524,18 +861,26 @@ impl<'a> Iterator for Parser<'a> {
         let text = self.text;
         while self.pos < text.len() {
             let rest = &text.as_bytes()[self.pos..];
-            let len = rest.iter().position(|&c| c == b'\n').unwrap_or(rest.len());
-            let mut line = &text[self.pos..self.pos + len];
+            let (len, terminated) = match rest.iter().position(|&c| c == b'\n') {
+                Some(n) => (n, true),
+                None => (rest.len(), false),
+            };
+            let full = &text[self.pos..self.pos + len];
             self.pos += len + 1;
             self.line += 1;
-            if let Some(l) = line.strip_suffix('\r') {
-                line = l;
-            }
-            if line.trim_start_matches([' ', '\t']).is_empty() {
+            let line = full.trim_start_matches([' ', '\t']);
+            if line.is_empty() {
                 continue;
             }
-            let result = if line.as_bytes()[0] == b'#' {
-                match self.comment(line) {
+            let col0 = full.len() - line.len();
+            let result = if !terminated && self.format == Format::Text {
+                Err(self.err_at(
+                    col0,
+                    line.len(),
+                    "the last line does not end with a newline".into(),
+                ))
+            } else if line.as_bytes()[0] == b'#' {
+                match self.comment(line, col0) {
                     Ok(None) => continue,
                     Ok(Some(Entry::Eof)) => {
                         self.done = true;
@@ -543,6 +888,7 @@ impl<'a> Iterator for Parser<'a> {
                         if let Some(extra) = trailing.lines().position(|l| !l.trim().is_empty()) {
                             return Some(Err(ParseError {
                                 line: self.line + extra + 1,
+                                column: None,
                                 message: "content after # EOF".into(),
                             }));
                         }
@@ -550,8 +896,14 @@ impl<'a> Iterator for Parser<'a> {
                     }
                     other => other.map(|e| e.expect("some")),
                 }
+            } else if line.ends_with('\r') {
+                Err(self.err_at(
+                    col0,
+                    line.len() - 1,
+                    "carriage return at the end of the line (lines end with \\n only)".into(),
+                ))
             } else {
-                self.sample(line).map(Entry::Sample)
+                self.sample(line, col0).map(Entry::Sample)
             };
             if result.is_err() {
                 self.done = true;
@@ -567,8 +919,14 @@ impl<'a> Iterator for Parser<'a> {
 mod tests {
     use super::*;
 
-    fn one(line: &str) -> Sample<'_> {
-        let mut v = parse_samples(line).unwrap();
+    /// The one sample of `line` (its newline added when missing).
+    fn one(line: &str) -> Sample<'static> {
+        let text: &'static str = if line.ends_with('\n') {
+            Box::leak(line.to_string().into_boxed_str())
+        } else {
+            Box::leak(format!("{line}\n").into_boxed_str())
+        };
+        let mut v = parse_samples(text).unwrap();
         assert_eq!(v.len(), 1, "{line}");
         v.remove(0)
     }
@@ -577,8 +935,17 @@ mod tests {
         s.labels().map(|(k, v)| (k, v.into_owned())).collect()
     }
 
+    /// The error of `text` (text format, its final newline added when missing).
     fn err(text: &str) -> ParseError {
-        parse_samples(text).unwrap_err()
+        if text.ends_with('\n') {
+            parse_samples(text).unwrap_err()
+        } else {
+            parse_samples(&format!("{text}\n")).unwrap_err()
+        }
+    }
+
+    fn om(text: &str) -> Result<Vec<Entry<'_>>, ParseError> {
+        Parser::with_format(text, Format::OpenMetrics).collect()
     }
 
     // --- regressions of the prometheus-parse crate ---
@@ -710,14 +1077,31 @@ mod tests {
     fn openmetrics_eof_exemplars_and_float_timestamps() {
         let text = "# TYPE a counter\na_total{x=\"1\"} 5 # {trace_id=\"abc\"} 1.0 1520879607.789\n\
                     b 2 1520879607.789\n# EOF\n";
-        let got: Vec<_> = Parser::new(text).collect::<Result<_, _>>().unwrap();
+        let got = om(text).unwrap();
         assert_eq!(got.len(), 4);
         let Entry::Sample(a) = &got[1] else { panic!() };
         assert_eq!((a.value, a.timestamp_ms), (5.0, None));
         let Entry::Sample(b) = &got[2] else { panic!() };
         assert_eq!(b.timestamp_ms, Some(1_520_879_607_789));
         assert_eq!(got[3], Entry::Eof);
-        assert_eq!(err("a 1\n# EOF\nb 2\n").message, "content after # EOF");
+        assert_eq!(
+            om("a 1\n# EOF\nb 2\n").unwrap_err().message,
+            "content after # EOF"
+        );
+        // none of this is the text format
+        assert!(
+            err("a_total{x=\"1\"} 5 # {trace_id=\"abc\"} 1.0\n")
+                .message
+                .contains("invalid timestamp \"#\"")
+        );
+        assert!(
+            err("b 2 1520879607.789\n")
+                .message
+                .contains("invalid timestamp")
+        );
+        assert!(err("# TYPE i info\n").message.contains("is OpenMetrics"));
+        // # EOF is a comment in the text format
+        assert_eq!(parse_samples("a 1\n# EOF\nb 2\n").unwrap().len(), 2);
     }
 
     #[test]
@@ -730,15 +1114,16 @@ mod tests {
     }
 
     #[test]
-    fn crlf_trailing_comma_empty_block_and_spaces() {
-        let s = parse_samples("a{x=\"1\",} 1\r\nb{} 2\r\nc { y = \"2\" } 3\n\td 4\n").unwrap_err();
-        // a line that starts with whitespace is not a sample
-        assert_eq!(s.line, 4);
-        let samples = parse_samples("a{x=\"1\",} 1\r\nb{} 2\r\nc { y = \"2\" } 3\n").unwrap();
+    fn trailing_comma_empty_block_spaces_and_indentation() {
+        let samples =
+            parse_samples("a{x=\"1\",} 1\nb{} 2\nc { y = \"2\" } 3\n\td 4\n  e{}5\n").unwrap();
         assert_eq!(labels(&samples[0]), vec![("x", "1".into())]);
         assert_eq!((samples[1].series, samples[1].value), ("b{}", 2.0));
         assert_eq!(labels(&samples[2]), vec![("y", "2".into())]);
         assert_eq!(samples[2].series, "c { y = \"2\" }");
+        // blanks before a line are skipped, and a value may follow `}` directly, as in Prometheus
+        assert_eq!((samples[3].name, samples[3].value), ("d", 4.0));
+        assert_eq!((samples[4].series, samples[4].value), ("e{}", 5.0));
     }
 
     #[test]
@@ -763,20 +1148,17 @@ mod tests {
             ("m 1 2 3", 1, "unexpected text \"3\""),
             ("m 1 soon", 1, "invalid timestamp \"soon\""),
             ("# TYPE m gauges", 1, "unknown metric type \"gauges\""),
-            ("# TYPE", 1, "# TYPE without a metric name"),
-            ("# HELP", 1, "# HELP without a metric name"),
-            ("# TYPE m", 1, "# TYPE m without a type"),
             ("m{a=1} 1", 1, "expected '\"'"),
             ("m{a \"1\"} 1", 1, "expected '='"),
             ("m{a=\"1\" b=\"2\"} 1", 1, "expected ',' or '}'"),
             ("m-x 1", 1, "invalid character \"-\""),
-            ("m 1 # not an exemplar", 1, "unexpected text"),
+            ("m 1 # not an exemplar", 1, "invalid timestamp \"#\""),
         ];
         for &(text, line, want) in cases {
             let e = err(text);
             assert_eq!(e.line, line, "{text:?}: {e}");
             assert!(e.message.contains(want), "{text:?}: {e} (want {want:?})");
-            assert!(e.to_string().starts_with(&format!("line {line}: ")));
+            assert!(e.to_string().starts_with(&format!("line {line}, column ")));
         }
     }
 
@@ -792,5 +1174,265 @@ mod tests {
         let samples =
             parse_samples("# just a comment\n#HELP not metadata\n# HELPER x\nm 1\n").unwrap();
         assert_eq!(samples.len(), 1);
+    }
+
+    // --- strictness: each class of error Prometheus rejects, with its line (and column) ---
+
+    /// `(text, line, column, message part)`: the text is parsed as it is (no newline added).
+    fn assert_errors(cases: &[(&str, usize, Option<usize>, &str)]) {
+        for &(text, line, column, want) in cases {
+            let e = parse_samples(text).expect_err(text);
+            assert_eq!((e.line, e.column), (line, column), "{text:?}: {e}");
+            assert!(e.message.contains(want), "{text:?}: {e} (want {want:?})");
+        }
+    }
+
+    #[test]
+    fn invalid_names_are_errors_at_their_line_and_column() {
+        assert_errors(&[
+            ("a 1\n0bad 1\n", 2, Some(1), "invalid metric name"),
+            (
+                "a 1\nb 2\nm{a=\"1\",0x=\"1\"} 1\n",
+                3,
+                Some(9),
+                "invalid label name",
+            ),
+            ("a 1\nm{é=\"1\"} 1\n", 2, Some(3), "invalid label name"),
+            ("a 1\nm.x 1\n", 2, Some(2), "invalid character \".\""),
+            (
+                "a 1\nm{__name__=\"x\"} 1\n",
+                2,
+                Some(3),
+                "\"__name__\" is reserved",
+            ),
+            (
+                "a 1\nm{a=\"1\",a=\"2\"} 1\n",
+                2,
+                Some(9),
+                "duplicate label name \"a\"",
+            ),
+            (
+                "a 1\n# HELP 0m text\n",
+                2,
+                Some(8),
+                "invalid metric name \"0m\" in # HELP",
+            ),
+            (
+                "a 1\n# TYPE m-x gauge\n",
+                2,
+                Some(9),
+                "invalid metric name \"m-x\" in # TYPE",
+            ),
+        ]);
+    }
+
+    #[test]
+    fn invalid_escapes_are_errors() {
+        assert_errors(&[
+            (
+                "a 1\nm{a=\"x\\ty\"} 1\n",
+                2,
+                Some(7),
+                "invalid escape \"\\\\t\"",
+            ),
+            (
+                "m{a=\"x\\\"} 1\n",
+                1,
+                Some(5),
+                "unterminated value of label \"a\"",
+            ),
+            (
+                "a 1\n# HELP m bad \\t escape\n",
+                2,
+                Some(14),
+                "invalid escape \"\\\\t\" in # HELP",
+            ),
+            (
+                "# HELP m ends in \\\n",
+                1,
+                Some(18),
+                "invalid escape \"\\\\\" in # HELP",
+            ),
+        ]);
+        // the valid ones
+        let got: Vec<_> = Parser::new("# HELP m a \\\\ b \\n c\nm{a=\"\\\\\\\"\\n\"} 1\n")
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert!(matches!(&got[0], Entry::Help { text, .. } if text == "a \\ b \n c"));
+    }
+
+    #[test]
+    fn values_out_of_range_or_not_go_floats_are_errors() {
+        for bad in [
+            "1e309", "-1e309", "0x1p3", "1_000", "+NaN", "-nan", "1e", ".", "Infx", "1.2.3", "--1",
+        ] {
+            let e = err(&format!("a 1\nm {bad}\n"));
+            assert_eq!((e.line, e.column), (2, Some(3)), "{bad}: {e}");
+            assert!(e.message.contains("invalid value"), "{bad}: {e}");
+        }
+        // underflow is 0, as Go's ParseFloat; the largest finite value is kept
+        assert_eq!(one("m 1e-400").value, 0.0);
+        assert_eq!(one("m 1.7976931348623157e308").value, f64::MAX);
+        assert_eq!(one("m +.5").value, 0.5);
+        assert_eq!(one("m Infinity").value, f64::INFINITY);
+    }
+
+    #[test]
+    fn invalid_or_out_of_range_timestamps_are_errors() {
+        assert_errors(&[
+            (
+                "a 1\nm 1 9223372036854775808\n",
+                2,
+                Some(5),
+                "invalid timestamp",
+            ),
+            ("m 1 1.5\n", 1, Some(5), "invalid timestamp \"1.5\""),
+            ("m 1 1e3\n", 1, Some(5), "invalid timestamp"),
+            ("m 1 -\n", 1, Some(5), "invalid timestamp"),
+            (
+                "m 1 12 \n",
+                1,
+                Some(7),
+                "trailing whitespace after the timestamp",
+            ),
+            ("m 1 \n", 1, Some(4), "trailing whitespace after the value"),
+            ("m 1 12 x\n", 1, Some(8), "unexpected text \"x\""),
+        ]);
+        assert_eq!(one("m 1 -9223372036854775808").timestamp_ms, Some(i64::MIN));
+        assert_eq!(one("m 1 +5").timestamp_ms, Some(5));
+    }
+
+    #[test]
+    fn metadata_out_of_order_or_twice_is_an_error() {
+        assert_errors(&[
+            (
+                "m 1\n# TYPE m gauge\n",
+                2,
+                Some(1),
+                "# TYPE for m after its samples",
+            ),
+            (
+                "# TYPE m gauge\n# TYPE m counter\nm 1\n",
+                2,
+                Some(1),
+                "second # TYPE for m (the first is on line 1)",
+            ),
+            (
+                "# HELP m a\nm 1\n# HELP m b\n",
+                3,
+                Some(1),
+                "second # HELP for m (the first is on line 1)",
+            ),
+            // `#HELP` is metadata too, as in Prometheus
+            ("#HELP m a\n#HELP m b\n", 2, Some(1), "second # HELP for m"),
+            // a summary's _sum is the summary's family
+            (
+                "# TYPE s summary\ns_sum 1\n# TYPE s_sum gauge\n",
+                3,
+                Some(1),
+                "second # TYPE for s",
+            ),
+            (
+                "# TYPE h histogram\n# HELP h x\n# HELP h_bucket y\n",
+                3,
+                Some(1),
+                "second # HELP for h",
+            ),
+            (
+                "# TYPE m counter \n",
+                1,
+                Some(10),
+                "unknown metric type \"counter \"",
+            ),
+            (
+                "# TYPE m COUNTER\n",
+                1,
+                Some(10),
+                "unknown metric type \"COUNTER\"",
+            ),
+        ]);
+        // without a type, _sum is a family of its own (as expfmt); the families may interleave
+        assert!(
+            parse_samples("x_sum 1\n# TYPE x summary\nx 2\nother 1\n# HELP m h\nm 1\nx 3\n")
+                .is_ok()
+        );
+        // a `# TYPE` or `# HELP` with nothing after the name is a comment
+        assert!(parse_samples("# TYPE m\n# HELP m\n# TYPE m \n# TYPE m gauge\nm 1\n").is_ok());
+    }
+
+    #[test]
+    fn quantile_and_le_must_be_floats_in_summaries_and_histograms() {
+        assert_errors(&[
+            (
+                "# TYPE s summary\ns{quantile=\"x\"} 1\n",
+                2,
+                Some(13),
+                "the value of label \"quantile\" is not a float",
+            ),
+            (
+                "# TYPE h histogram\nh_bucket{le=\"\"} 1\n",
+                2,
+                Some(14),
+                "the value of label \"le\" is not a float",
+            ),
+            (
+                "# TYPE h histogram\nh_sum{le=\"1\\n\"} 1\n",
+                2,
+                Some(11),
+                "\"le\" is not a float",
+            ),
+        ]);
+        // elsewhere they are plain labels
+        assert!(
+            parse_samples("g{le=\"x\",quantile=\"y\"} 1\n# TYPE s summary\ns{le=\"x\"} 1\n")
+                .is_ok()
+        );
+    }
+
+    #[test]
+    fn line_ends_are_newlines_only_and_the_last_line_has_one() {
+        assert_errors(&[
+            ("a 1\r\nb 2\r\n", 1, Some(4), "carriage return"),
+            ("a 1\nb 2", 2, Some(4), "does not end with a newline"),
+            (
+                "a 1\n# a comment",
+                2,
+                Some(12),
+                "does not end with a newline",
+            ),
+        ]);
+        // trailing blanks after the last newline are nothing; OpenMetrics may end at `# EOF`
+        assert!(parse_samples("a 1\n  ").is_ok());
+        assert!(om("a 1\n# EOF").is_ok());
+        // a carriage return in a comment or help text is text
+        assert!(parse_samples("# HELP a x\r\n# note\r\na 1\n").is_ok());
+    }
+
+    #[test]
+    fn invalid_utf8_is_reported_at_its_line_and_column() {
+        let body = b"a 1\nb{x=\"ok\"} 2\nc{x=\"\xff\"} 3\nd 4\n";
+        let e = text_body(body).unwrap_err();
+        assert_eq!((e.line, e.column), (3, Some(6)), "{e}");
+        assert_eq!(e.to_string(), "line 3, column 6: invalid utf-8 (byte 0xff)");
+        // a truncated multi-byte character on the first line
+        let e = text_body(b"m{x=\"\xc3\"} 1\n").unwrap_err();
+        assert_eq!((e.line, e.column), (1, Some(6)));
+        assert_eq!(text_body(b"a 1\n").unwrap(), "a 1\n");
+    }
+
+    #[test]
+    fn the_format_follows_the_content_type() {
+        assert_eq!(
+            Format::from_content_type("application/openmetrics-text; version=1.0.0; charset=utf-8"),
+            Format::OpenMetrics
+        );
+        for ct in [
+            "text/plain; version=0.0.4",
+            "",
+            "application/json",
+            "text/plain",
+        ] {
+            assert_eq!(Format::from_content_type(ct), Format::Text, "{ct}");
+        }
     }
 }

@@ -22,5 +22,6 @@ mod rules;
 mod scheduler;
 mod scrape;
 mod store;
+mod textformat_promtool;
 mod textparse;
 mod ui;

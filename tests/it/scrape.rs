@@ -8,6 +8,7 @@ use tokio::io::AsyncWriteExt;
 
 use crate::common::*;
 use tocsin::config::{Config, Target};
+use tocsin::ingest::textparse::Format;
 use tocsin::ingest::{self as scrape, ScrapeCache, ScrapeError};
 use tocsin::labels::MatchOp;
 use tocsin::store::Store;
@@ -94,7 +95,13 @@ fn ingest_url(
     body: &[u8],
     t: i64,
 ) -> Result<scrape::IngestReport, ScrapeError> {
-    cache.ingest(store, std::str::from_utf8(body).unwrap(), t, 1000)
+    cache.ingest(
+        store,
+        std::str::from_utf8(body).unwrap(),
+        Format::Text,
+        t,
+        1000,
+    )
 }
 
 #[tokio::test]
@@ -216,7 +223,9 @@ async fn sample_limit_fails_the_scrape_and_stores_nothing() {
     let store = open_store(&dir);
     let t = scrape_target(target.base(), "/metrics", None);
     let mut cache = new_cache(&t);
-    let err = cache.ingest(&store, EXPOSITION, T0, 3).unwrap_err();
+    let err = cache
+        .ingest(&store, EXPOSITION, Format::Text, T0, 3)
+        .unwrap_err();
     assert_eq!(err.to_string(), "4 samples exceed the sample limit of 3");
     assert!(store.series(&[]).is_empty());
 }
@@ -227,8 +236,12 @@ async fn vanished_series_are_marked_stale() {
     let store = open_store(&dir);
     let t = scrape_target("http://127.0.0.1:9", "/metrics", None);
     let mut cache = new_cache(&t);
-    cache.ingest(&store, "a 1\nb 2\n", T0, 100).unwrap();
-    let report = cache.ingest(&store, "a 1\n", T0 + 15_000, 100).unwrap();
+    cache
+        .ingest(&store, "a 1\nb 2\n", Format::Text, T0, 100)
+        .unwrap();
+    let report = cache
+        .ingest(&store, "a 1\n", Format::Text, T0 + 15_000, 100)
+        .unwrap();
     assert_eq!(report.stale, 1);
     assert!(
         store
@@ -245,7 +258,7 @@ async fn vanished_series_are_marked_stale() {
     );
     // a series that comes back is live again
     cache
-        .ingest(&store, "a 1\nb 3\n", T0 + 30_000, 100)
+        .ingest(&store, "a 1\nb 3\n", Format::Text, T0 + 30_000, 100)
         .unwrap();
     assert_eq!(
         store.latest(&name_is("b"), T0 + 30_000, 300_000).unwrap()[0].2,
@@ -268,7 +281,13 @@ async fn duplicate_series_keep_the_first_sample() {
     let t = scrape_target("http://127.0.0.1:9", "/metrics", None);
     let mut cache = new_cache(&t);
     let report = cache
-        .ingest(&store, "a{x=\"1\"} 1\na{x=\"1\"} 2\n", T0, 100)
+        .ingest(
+            &store,
+            "a{x=\"1\"} 1\na{x=\"1\"} 2\n",
+            Format::Text,
+            T0,
+            100,
+        )
         .unwrap();
     assert_eq!((report.appended, report.duplicates), (1, 1));
     assert_eq!(store.latest(&name_is("a"), T0, 1000).unwrap()[0].2, 1.0);
@@ -514,18 +533,22 @@ async fn reserved_and_duplicate_label_names_fail_the_scrape() {
     let store = open_store(&dir);
     let t = scrape_target("http://127.0.0.1:9", "/metrics", None);
     let mut cache = new_cache(&t);
-    cache.ingest(&store, "a 1\nb 2\n", T0, 100).unwrap();
+    cache
+        .ingest(&store, "a 1\nb 2\n", Format::Text, T0, 100)
+        .unwrap();
     for (body, want) in [
         (
             "a 1\nx{__name__=\"up\"} 0\n",
-            "line 2: label name \"__name__\" is reserved",
+            "line 2, column 3: label name \"__name__\" is reserved",
         ),
         (
             "a 1\nb 2\nc{k=\"1\",k=\"2\"} 3\n",
-            "line 3: duplicate label name \"k\"",
+            "line 3, column 9: duplicate label name \"k\"",
         ),
     ] {
-        let err = cache.ingest(&store, body, T0 + 15_000, 100).unwrap_err();
+        let err = cache
+            .ingest(&store, body, Format::Text, T0 + 15_000, 100)
+            .unwrap_err();
         assert!(err.to_string().contains(want), "{body:?}: {err}");
         assert!(matches!(err, ScrapeError::Parse(_)));
     }
@@ -546,7 +569,227 @@ async fn reserved_and_duplicate_label_names_fail_the_scrape() {
     assert_eq!(cache.mark_all_stale(&store, T0 + 15_000), 2);
     // and the next good scrape works
     let report = cache
-        .ingest(&store, "a 1\nb 2\n", T0 + 30_000, 100)
+        .ingest(&store, "a 1\nb 2\n", Format::Text, T0 + 30_000, 100)
         .unwrap();
     assert_eq!(report.appended, 2);
+}
+
+// ---------------------------------------------------------------------------------------------
+// label limits
+
+#[test]
+fn label_limits_are_read_from_scrape_defaults_and_targets() {
+    let yaml = "scrape:\n  label_limit: 30\n  label_name_length_limit: 64\n  label_value_length_limit: 256\n\
+                targets:\n  - name: a\n    metrics: http://127.0.0.1:9/metrics\n\
+                \x20 - name: b\n    metrics: http://127.0.0.1:9/metrics\n    label_limit: 5\n    label_value_length_limit: 0\n";
+    let targets = Config::from_yaml(yaml, std::path::Path::new("t.yml"))
+        .unwrap()
+        .build_targets(&Default::default())
+        .unwrap();
+    let limits = |t: &Target| {
+        let l = t.label_limits;
+        (
+            l.label_limit,
+            l.label_name_length_limit,
+            l.label_value_length_limit,
+        )
+    };
+    assert_eq!(limits(&targets[0]), (30, 64, 256));
+    // a target overrides each one; 0 turns a default off
+    assert_eq!(limits(&targets[1]), (5, 64, 0));
+    // none set: no limit, as Prometheus
+    let t = scrape_target("http://127.0.0.1:9", "/metrics", None);
+    assert_eq!(limits(&t), (0, 0, 0));
+    // a misspelt or negative setting is refused
+    for bad in [
+        "scrape:\n  label_limits: 3\n",
+        "scrape:\n  label_limit: -1\n",
+    ] {
+        assert!(
+            Config::from_yaml(bad, std::path::Path::new("t.yml")).is_err(),
+            "{bad}"
+        );
+    }
+}
+
+/// A line with 100,000 labels under a `label_limit` fails cleanly: the limit's error, naming its
+/// line, and nothing stored.
+#[test]
+fn a_line_with_100k_labels_fails_the_label_limit_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open_store(&dir);
+    let yaml =
+        "targets:\n  - name: svc\n    metrics: http://127.0.0.1:9/metrics\n    label_limit: 30\n";
+    let t = Config::from_yaml(yaml, std::path::Path::new("t.yml"))
+        .unwrap()
+        .build_targets(&Default::default())
+        .unwrap()
+        .remove(0);
+    let mut cache = new_cache(&t).with_label_limits(t.label_limits);
+    let pairs: Vec<String> = (0..100_000).map(|i| format!("l{i}=\"v\"")).collect();
+    let body = format!("ok 1\nwide{{{}}} 1\n", pairs.join(","));
+    let err = cache
+        .ingest(&store, &body, Format::Text, T0, 1000)
+        .unwrap_err();
+    assert!(matches!(err, ScrapeError::LabelLimit(_)), "{err}");
+    assert_eq!(
+        err.to_string(),
+        "line 2: label_limit of 30 exceeded by wide: 100003 labels (the metric name and the target's labels included)"
+    );
+    assert!(
+        store
+            .latest(&name_is("ok"), T0, 300_000)
+            .unwrap()
+            .is_empty()
+    );
+}
+
+async fn wait_for_error(status: &tocsin::ingest::scheduler::StatusBoard, what: &str) -> String {
+    let deadline = Deadline::within(format!("no scrape error with {what}"), WAIT)
+        .every(Duration::from_millis(20));
+    deadline
+        .until_some(async || {
+            status
+                .endpoints
+                .read()
+                .unwrap()
+                .get(&("svc".to_string(), "metrics"))
+                .and_then(|e| e.last_error.clone())
+                .filter(|e| e.contains(what))
+        })
+        .await
+}
+
+async fn wait_up(status: &tocsin::ingest::scheduler::StatusBoard) {
+    let deadline = Deadline::within("no good scrape", WAIT).every(Duration::from_millis(20));
+    deadline
+        .until(|| {
+            status
+                .endpoints
+                .read()
+                .unwrap()
+                .get(&("svc".to_string(), "metrics"))
+                .is_some_and(|e| e.up == Some(true))
+        })
+        .await;
+}
+
+/// Each label limit fails a real scrape of the fake target through the scheduler: `up` 0, the
+/// error names the limit, its value and the line, no series of the body is stored, and the series
+/// of the last good scrape end with staleness markers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_label_limit_fails_a_real_scrape() {
+    use std::sync::Arc;
+    use tocsin::clock::SystemClock;
+    use tocsin::ingest::scheduler::{Scheduler, StatusBoard};
+    use tocsin::selfmetrics::SelfMetrics;
+
+    let target = FakeTarget::start().await;
+    let good = "# TYPE ok_metric gauge\nok_metric{a=\"1\"} 1\n";
+    target.set_metrics(good);
+    let base = target.base();
+    // job, instance and __name__ count: 3 exposed labels fit in 6
+    let yaml = format!(
+        "scrape:\n  label_limit: 6\ntargets:\n  - name: svc\n    metrics: {base}/metrics\n    interval: 100ms\n    timeout: 100ms\n    label_name_length_limit: 12\n    label_value_length_limit: 20\n"
+    );
+    let targets = Config::from_yaml(&yaml, std::path::Path::new("t.yml"))
+        .unwrap()
+        .build_targets(&Default::default())
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(open_store(&dir));
+    let status = Arc::new(StatusBoard::default());
+    let scheduler = Scheduler {
+        store: store.clone(),
+        clock: Arc::new(SystemClock),
+        metrics: Arc::new(SelfMetrics::new(0.0)),
+        status: status.clone(),
+        client: tocsin::ingest::client(),
+    };
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    let mut tasks = scheduler.spawn(targets, Duration::from_secs(3600), rx);
+    wait_up(&status).await;
+
+    let cases = [
+        (
+            "ok_metric{a=\"1\"} 1\nbad_count{a=\"1\",b=\"2\",c=\"3\",d=\"4\"} 1\n",
+            "line 2: label_limit of 6 exceeded by bad_count: 7 labels",
+        ),
+        (
+            "ok_metric{a=\"1\"} 1\n\nbad_name{a_very_long_name=\"1\"} 1\n",
+            "line 3: label_name_length_limit of 12 exceeded by bad_name: label name \"a_very_long_name\" is 16 bytes",
+        ),
+        (
+            "ok_metric{a=\"1\"} 1\nbad_value{a=\"twenty-one characters\"} 1\n",
+            "line 2: label_value_length_limit of 20 exceeded by bad_value: the value of label \"a\" is 21 bytes",
+        ),
+    ];
+    for (body, want) in cases {
+        target.set_metrics(good);
+        wait_up(&status).await;
+        target.set_metrics(body);
+        let err = wait_for_error(&status, want).await;
+        assert!(err.contains(want), "{err}");
+        let now = tocsin::clock::Clock::now_ms(&SystemClock);
+        // `up` 0, and the body's ok_metric ends with a staleness marker, not a new sample
+        let up = store.latest(&name_is("up"), now + 1_000, 300_000).unwrap();
+        assert_eq!(up.len(), 1);
+        assert_eq!(up[0].2, 0.0, "{want}");
+        assert!(
+            store
+                .latest(&name_is("ok_metric"), now + 1_000, 300_000)
+                .unwrap()
+                .is_empty(),
+            "the failed scrape ends ok_metric"
+        );
+    }
+    for bad in ["bad_count", "bad_name", "bad_value"] {
+        assert!(
+            store.select(&name_is(bad), 0, i64::MAX).unwrap().is_empty(),
+            "{bad} was stored"
+        );
+    }
+    tx.send(true).unwrap();
+    while tasks.join_next().await.is_some() {}
+}
+
+/// The body's format is the response's: OpenMetrics (exemplars, float timestamps, `# EOF`) only
+/// when served as `application/openmetrics-text`; and a body that is not UTF-8 fails naming the
+/// line of its first bad byte.
+#[tokio::test]
+async fn the_format_follows_the_content_type_and_bad_utf8_names_its_line() {
+    let target = FakeTarget::start().await;
+    let om = "# TYPE a counter\na_total 5 # {trace_id=\"abc\"} 1.0\nb 2 1520879607.789\n# EOF\n";
+    target.route(
+        "/om",
+        Reply::text(om).header(
+            "content-type",
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        ),
+    );
+    target.route("/plain", Reply::text(om));
+    target.route("/bin", Reply::bytes(b"a 1\nb{x=\"\xff\"} 2\n".to_vec()));
+    let dir = tempfile::tempdir().unwrap();
+    let store = open_store(&dir);
+    let t = scrape_target(target.base(), "/om", None);
+    let mut cache = new_cache(&t);
+    let mut scrape = async |path: &str| {
+        let resp = fetch(&target.url(path), Duration::from_secs(5), 1 << 20)
+            .await
+            .unwrap();
+        let body = tocsin::ingest::textparse::text_body(&resp.body)?;
+        let format = Format::from_content_type(&resp.content_type);
+        cache.ingest(&store, body, format, T0, 100)
+    };
+    assert_eq!(scrape("/om").await.unwrap().scraped, 2);
+    let err = scrape("/plain").await.unwrap_err().to_string();
+    assert!(
+        err.contains("line 2, column 11: invalid timestamp \"#\""),
+        "{err}"
+    );
+    let err = scrape("/bin").await.unwrap_err().to_string();
+    assert_eq!(
+        err,
+        "malformed exposition: line 2, column 6: invalid utf-8 (byte 0xff)"
+    );
 }
