@@ -12,6 +12,7 @@ mod notify_route;
 mod notify_sender;
 mod notify_test_cmd;
 mod packaging;
+mod peer_alertmanager;
 mod promql;
 mod query;
 mod reload;
