@@ -15,6 +15,7 @@
 pub mod cache;
 pub mod fetch;
 pub mod health;
+pub mod probe;
 pub mod scheduler;
 pub mod textparse;
 

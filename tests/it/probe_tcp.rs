@@ -1,0 +1,161 @@
+//! The `tcp` probe (connect, send, expect) with the bad-input list, and probes run by the
+//! scheduler: their outcome in the status board (`/status`, `/api/v1/targets`) and the store.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::watch;
+
+use crate::common::*;
+use crate::probe_tls::{probe_from, raw_server, run_bounded, value};
+use tocsin::clock::{Clock, SystemClock};
+use tocsin::config::Config;
+use tocsin::ingest::scheduler::{Scheduler, StatusBoard};
+use tocsin::labels::MatchOp;
+use tocsin::selfmetrics::SelfMetrics;
+
+/// An echo-ish server: answers `PING` with a greeting and `pong`.
+async fn pong_server() -> std::net::SocketAddr {
+    raw_server(|mut sock| async move {
+        let _ = sock.write_all(b"hello from the test\n").await;
+        let mut buf = [0u8; 64];
+        if let Ok(n) = sock.read(&mut buf).await
+            && buf[..n].starts_with(b"PING")
+        {
+            let _ = sock.write_all(b"+PONG\r\n").await;
+        }
+    })
+    .await
+}
+
+#[tokio::test]
+async fn connect_send_and_expect_pass_and_every_bad_answer_has_a_reason() {
+    let pong = pong_server().await;
+    let ok = probe_from(&format!(
+        "{{kind: tcp, address: \"{pong}\", send: \"PING\\r\\n\", expect: '\\+PONG', timeout: 2s, interval: 5s}}"
+    ));
+    let r = run_bounded(&ok, Duration::from_secs(5)).await;
+    assert_eq!(r.error, None);
+    assert!(r.up && r.success);
+    assert_eq!(value(&r, "probe_tcp_expect_matched"), Some(1.0));
+    assert!(value(&r, "probe_connect_seconds").is_some());
+
+    let hang = raw_server(|sock| async move {
+        tokio::time::sleep(Duration::from_secs(3600)).await;
+        drop(sock);
+    })
+    .await;
+    let endless = raw_server(|mut sock| async move {
+        let junk = vec![b'x'; 64 * 1024];
+        while sock.write_all(&junk).await.is_ok() {}
+    })
+    .await;
+    let cases = [
+        ("refused", free_addr(), false, "connecting: "),
+        (
+            "closed without a match",
+            pong,
+            true,
+            "connection closed after 27 bytes without a match for \"nothing\"",
+        ),
+        (
+            "hanging",
+            hang,
+            true,
+            "timeout after 300ms while waiting for the expected text",
+        ),
+        (
+            "endless",
+            endless,
+            true,
+            "waiting for the expected text: answer exceeds the limit of 4096 bytes",
+        ),
+    ];
+    for (case, addr, up, reason) in cases {
+        let probe = probe_from(&format!(
+            "{{kind: tcp, address: \"{addr}\", send: \"PING\\r\\n\", expect: nothing, response_size_limit: 4KiB, timeout: 300ms, interval: 1s}}"
+        ));
+        let r = run_bounded(&probe, Duration::from_secs(5)).await;
+        assert_eq!((r.up, r.success), (up, false), "{case}");
+        let e = r.error.unwrap();
+        assert!(e.contains(reason), "{case}: {e}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn probes_run_by_the_scheduler_show_in_the_status_board_and_the_store() {
+    let pong = pong_server().await;
+    let dead = free_addr();
+    let yaml = format!(
+        "targets:
+  - name: mx
+    labels: {{ team: mail }}
+    probes:
+      - {{kind: tcp, address: \"{pong}\", interval: 100ms, timeout: 100ms, labels: {{ site: a }}}}
+      - {{kind: tcp, name: backup, address: \"{dead}\", interval: 100ms, timeout: 100ms}}
+"
+    );
+    let targets = Config::from_yaml(&yaml, std::path::Path::new("t.yml"))
+        .unwrap()
+        .build_targets(&Default::default())
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(open_store(&dir));
+    let status = Arc::new(StatusBoard::default());
+    let scheduler = Scheduler {
+        store: store.clone(),
+        clock: Arc::new(SystemClock),
+        metrics: Arc::new(SelfMetrics::new(0.0)),
+        status: status.clone(),
+        client: tocsin::ingest::client(),
+    };
+    let (tx, rx) = watch::channel(false);
+    let mut tasks = scheduler.spawn(targets, Duration::from_secs(3600), rx);
+    let deadline = Deadline::within("probes never ran", WAIT).every(Duration::from_millis(20));
+    let (tcp, backup) = deadline
+        .until_some(async || {
+            let e = status.endpoints.read().unwrap();
+            let tcp = e.get(&("mx/tcp".to_string(), "tcp"))?.clone();
+            let backup = e.get(&("mx/backup".to_string(), "tcp"))?.clone();
+            (tcp.up.is_some() && backup.up.is_some()).then_some((tcp, backup))
+        })
+        .await;
+    tx.send(true).unwrap();
+    while tasks.join_next().await.is_some() {}
+    assert_eq!(tcp.up, Some(true));
+    assert_eq!(tcp.last_error, None);
+    assert_eq!(tcp.url, format!("tcp://{pong}"));
+    assert_eq!(tcp.probe.as_deref(), Some("tcp"));
+    assert!(tcp.labels.contains(&("site".into(), "a".into())));
+    assert!(tcp.labels.contains(&("team".into(), "mail".into())));
+    assert_eq!(backup.up, Some(false));
+    assert!(
+        backup
+            .last_error
+            .as_deref()
+            .unwrap()
+            .starts_with("connecting: ")
+    );
+    // the /status JSON names the probe
+    let json = serde_json::to_value(&backup).unwrap();
+    assert_eq!(json["probe"], "backup");
+    assert_eq!(json["kind"], "tcp");
+
+    let now = SystemClock.now_ms();
+    for (probe, up) in [("tcp", 1.0), ("backup", 0.0)] {
+        let latest = store
+            .latest(
+                &[
+                    matcher(MatchOp::Equal, "__name__", "up"),
+                    matcher(MatchOp::Equal, "job", "mx"),
+                    matcher(MatchOp::Equal, "probe", probe),
+                ],
+                now,
+                300_000,
+            )
+            .unwrap();
+        assert_eq!(latest.len(), 1, "{probe}");
+        assert_eq!(latest[0].2, up, "{probe}");
+    }
+}
