@@ -159,3 +159,59 @@ async fn probes_run_by_the_scheduler_show_in_the_status_board_and_the_store() {
         assert_eq!(latest[0].2, up, "{probe}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tocsin_probe_prints_the_samples_and_fails_with_the_reason() {
+    let pong = pong_server().await;
+    let dead = free_addr();
+    let run = |args: Vec<String>| {
+        tokio::task::spawn_blocking(move || {
+            std::process::Command::new(BIN).args(args).output().unwrap()
+        })
+    };
+    let ok = run(vec![
+        "probe".into(),
+        "tcp".into(),
+        pong.to_string(),
+        "--send".into(),
+        "PING\r\n".into(),
+        "--expect".into(),
+        "PONG".into(),
+        "--timeout".into(),
+        "5s".into(),
+    ])
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&ok.stdout);
+    assert!(
+        ok.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    assert!(stdout.contains("up{probe=\"tcp\"} 1\n"), "{stdout}");
+    assert!(
+        stdout.contains("probe_success{probe=\"tcp\"} 1\n"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("probe_tcp_expect_matched{probe=\"tcp\"} 1\n"),
+        "{stdout}"
+    );
+
+    let failed = run(vec!["probe".into(), "smtp".into(), dead.to_string()])
+        .await
+        .unwrap();
+    assert_eq!(failed.status.code(), Some(1));
+    let stdout = String::from_utf8_lossy(&failed.stdout);
+    assert!(stdout.contains("up{probe=\"smtp\"} 0\n"), "{stdout}");
+    let stderr = String::from_utf8_lossy(&failed.stderr);
+    assert!(stderr.starts_with("probe failed: connecting: "), "{stderr}");
+
+    // a bad option is refused by the configuration's own validation
+    let bad = run(vec!["probe".into(), "dns".into(), "127.0.0.1:53".into()])
+        .await
+        .unwrap();
+    assert_eq!(bad.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&bad.stderr);
+    assert!(stderr.contains("a dns probe needs query_name"), "{stderr}");
+}
