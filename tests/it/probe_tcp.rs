@@ -215,3 +215,55 @@ async fn tocsin_probe_prints_the_samples_and_fails_with_the_reason() {
     let stderr = String::from_utf8_lossy(&bad.stderr);
     assert!(stderr.contains("a dns probe needs query_name"), "{stderr}");
 }
+
+#[test]
+fn series_a_run_no_longer_writes_end_with_a_stale_marker() {
+    use tocsin::ingest::probe::{ProbeReport, Sample, write_report};
+    let dir = tempfile::tempdir().unwrap();
+    let store = open_store(&dir);
+    let base = tocsin::labels::Labels::from_pairs([
+        ("job", "cdn"),
+        ("instance", "a:443"),
+        ("probe", "tls"),
+    ]);
+    let mut last = Default::default();
+    let ok = ProbeReport {
+        up: true,
+        success: true,
+        error: None,
+        duration_seconds: 0.1,
+        samples: vec![Sample::new("probe_tls_cert_not_after_seconds", 2e9)],
+    };
+    write_report(&store, &base, 1_000, &ok, &mut last);
+    // the next run is refused: no certificate series
+    let refused = ProbeReport {
+        up: false,
+        success: false,
+        error: Some("connecting: connection refused".into()),
+        duration_seconds: 0.1,
+        samples: Vec::new(),
+    };
+    write_report(&store, &base, 2_000, &refused, &mut last);
+    let cert = store
+        .select(
+            &[matcher(
+                MatchOp::Equal,
+                "__name__",
+                "probe_tls_cert_not_after_seconds",
+            )],
+            0,
+            3_000,
+        )
+        .unwrap();
+    assert_eq!(cert[0].samples.len(), 2);
+    assert_eq!(cert[0].samples[0], (1_000, 2e9));
+    assert!(tocsin::store::is_stale(cert[0].samples[1].1));
+    let success = store
+        .select(
+            &[matcher(MatchOp::Equal, "__name__", "probe_success")],
+            0,
+            3_000,
+        )
+        .unwrap();
+    assert_eq!(success[0].samples, vec![(1_000, 1.0), (2_000, 0.0)]);
+}
