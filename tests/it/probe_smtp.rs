@@ -230,3 +230,97 @@ async fn refusing_hanging_garbage_rejecting_and_enormous_servers_fail_with_a_rea
         assert!(e.contains(reason), "{case}: {e}");
     }
 }
+
+/// A one-line-protocol server (IMAP or POP3): greets, answers the STARTTLS command `ask` with
+/// `ok`, then hands the connection to TLS.
+async fn upgrade_server(
+    leaf: &Leaf,
+    greeting: &'static str,
+    ask: &'static str,
+    ok: &'static str,
+) -> SocketAddr {
+    let acceptor = tokio_rustls::TlsAcceptor::from(server_config(leaf));
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((sock, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let mut s = BufReader::new(sock);
+                let _ = s.write_all(greeting.as_bytes()).await;
+                let mut line = String::new();
+                if s.read_line(&mut line).await.is_ok() && line == ask {
+                    let _ = s.write_all(ok.as_bytes()).await;
+                    if let Ok(mut tls) = acceptor.accept(s.into_inner()).await {
+                        let mut buf = [0u8; 16];
+                        let _ = tokio::io::AsyncReadExt::read(&mut tls, &mut buf).await;
+                    }
+                } else {
+                    let _ = s
+                        .write_all(b"a1 BAD unknown command\r\n-ERR unknown\r\n")
+                        .await;
+                }
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn imap_and_pop3_starttls_upgrade_before_the_certificate_is_read() {
+    let ca = TestCa::new();
+    let leaf = ca.leaf(&["mail.test"], 2029, 2031);
+    let (_d, ca_file) = ca_path(&ca);
+    let imap = upgrade_server(
+        &leaf,
+        "* OK IMAP4rev1 ready\r\n",
+        "a1 STARTTLS\r\n",
+        "a1 OK begin TLS now\r\n",
+    )
+    .await;
+    let pop3 = upgrade_server(&leaf, "+OK POP3 ready\r\n", "STLS\r\n", "+OK begin TLS\r\n").await;
+    for (proto, addr) in [("imap", imap), ("pop3", pop3)] {
+        let probe = probe_from(&format!(
+            "{{kind: tls, starttls: {proto}, address: \"{addr}\", server_name: mail.test, ca_file: \"{ca_file}\", timeout: 5s, interval: 10s}}"
+        ));
+        let r = run_bounded(&probe, Duration::from_secs(10)).await;
+        assert_eq!(r.error, None, "{proto}");
+        assert_eq!(value(&r, "probe_tls_cert_verified"), Some(1.0), "{proto}");
+    }
+    // the other protocol's greeting is refused with what was received
+    let wrong = probe_from(&format!(
+        "{{kind: tls, starttls: imap, address: \"{pop3}\", server_name: mail.test, timeout: 5s, interval: 10s}}"
+    ));
+    let r = run_bounded(&wrong, Duration::from_secs(10)).await;
+    assert!(!r.up);
+    assert_eq!(
+        r.error.as_deref(),
+        Some("reading the imap greeting: unexpected greeting \"+OK POP3 ready\"")
+    );
+}
+
+#[tokio::test]
+async fn data_sent_after_the_starttls_reply_is_refused_not_taken_as_tls() {
+    let injecting = raw_server(|sock| async move {
+        let mut s = BufReader::new(sock);
+        let _ = s.write_all(b"220 mail.test\r\n").await;
+        let mut line = String::new();
+        let _ = s.read_line(&mut line).await;
+        let _ = s.write_all(b"250-mail.test\r\n250 STARTTLS\r\n").await;
+        line.clear();
+        let _ = s.read_line(&mut line).await;
+        // the reply and a forged answer in the same packet (CVE-2011-0411's shape)
+        let _ = s.write_all(b"220 go ahead\r\n250 forged\r\n").await;
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    })
+    .await;
+    let probe = probe_from(&format!(
+        "{{kind: smtp, address: \"{injecting}\", timeout: 2s, interval: 5s}}"
+    ));
+    let r = run_bounded(&probe, Duration::from_secs(5)).await;
+    assert!(r.up && !r.success);
+    assert_eq!(
+        r.error.as_deref(),
+        Some("in STARTTLS: the server sent data after its STARTTLS reply")
+    );
+}
