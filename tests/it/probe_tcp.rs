@@ -267,3 +267,70 @@ fn series_a_run_no_longer_writes_end_with_a_stale_marker() {
         .unwrap();
     assert_eq!(success[0].samples, vec![(1_000, 1.0), (2_000, 0.0)]);
 }
+
+/// The real binary: probes in `/status`, `/api/v1/targets` (what the UI's targets table draws)
+/// and queryable series.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_daemon_shows_probes_in_status_and_the_targets_api_and_stores_their_series() {
+    let pong = pong_server().await;
+    let dead = free_addr();
+    let dir = tempfile::tempdir().unwrap();
+    let d = Daemon::in_dir(dir.path())
+        .config(&format!(
+            "storage: {{ flush_interval: 1s }}\ntargets:\n  - name: mx\n    probes:\n      \
+             - {{kind: tcp, address: \"{pong}\", interval: 200ms, timeout: 200ms}}\n      \
+             - {{kind: tcp, name: backup, address: \"{dead}\", interval: 200ms, timeout: 200ms}}\n"
+        ))
+        .start();
+    d.wait_ready().await;
+    let targets = d
+        .wait_json("/api/v1/targets", WAIT, |v| {
+            v["data"]["activeTargets"]
+                .as_array()
+                .is_some_and(|a| a.len() == 2 && a.iter().all(|t| t["health"] != "unknown"))
+        })
+        .await;
+    let active = targets["data"]["activeTargets"].as_array().unwrap();
+    let ok = active
+        .iter()
+        .find(|t| t["labels"]["probe"] == "tcp")
+        .unwrap();
+    assert_eq!(ok["health"], "up");
+    assert_eq!(ok["kind"], "tcp");
+    assert_eq!(ok["scrapeUrl"], format!("tcp://{pong}"));
+    assert_eq!(ok["labels"]["instance"], pong.to_string());
+    let backup = active
+        .iter()
+        .find(|t| t["labels"]["probe"] == "backup")
+        .unwrap();
+    assert_eq!(backup["health"], "down");
+    assert!(
+        backup["lastError"]
+            .as_str()
+            .unwrap()
+            .starts_with("connecting: ")
+    );
+    let status = d.get_json("/status").await;
+    let probes: Vec<&str> = status["targets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|t| t["probe"].as_str())
+        .collect();
+    assert_eq!(probes.len(), 2, "{status}");
+    let q = d
+        .wait_json(
+            "/api/v1/query?query=probe_success%7Bjob%3D%22mx%22%7D",
+            WAIT,
+            |v| v["data"]["result"].as_array().is_some_and(|r| r.len() == 2),
+        )
+        .await;
+    for r in q["data"]["result"].as_array().unwrap() {
+        let want = if r["metric"]["probe"] == "tcp" {
+            "1"
+        } else {
+            "0"
+        };
+        assert_eq!(r["value"][1], want, "{r}");
+    }
+}
