@@ -60,6 +60,7 @@ fn run(cli: Cli) -> Result<Outcome> {
             timeout,
             body_limit,
         } => cli::scrape::scrape(&url, timeout, body_limit),
+        Command::Probe(args) => cli::probe::probe(args),
         Command::RouteTest {
             labels,
             config,

@@ -2,6 +2,7 @@
 //! the configuration, logging). This is the binary's edge: errors are `anyhow` here, typed below.
 
 pub(crate) mod check;
+pub(crate) mod probe;
 pub(crate) mod query;
 pub(crate) mod replay;
 pub(crate) mod route_test;
@@ -88,6 +89,8 @@ pub(crate) enum Command {
         #[arg(long, default_value_t = 64 << 20)]
         body_limit: u64,
     },
+    /// Run one tcp, tls, dns or smtp probe and print the samples it would write, and why it failed.
+    Probe(probe::ProbeArgs),
     /// Print the receivers an alert with these labels would reach (`label=value …`), as
     /// `amtool config routes test` does.
     RouteTest {

@@ -291,7 +291,157 @@ pub struct TargetConfig {
     /// regular file of at most 64 KiB.
     #[serde(default)]
     pub bearer_token_file: Option<PathBuf>,
+    // --- probes (issue 15): keep at the end of the struct ---
+    /// TCP, TLS, DNS and SMTP probes of this target; each is its own endpoint in `/status`, with
+    /// the series labels `job`, `instance` (the address, or the DNS query name) and `probe` (its name).
+    #[serde(default)]
+    pub probes: Vec<ProbeConfig>,
 }
+
+/// What a probe checks.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum ProbeKind {
+    /// Connects (connect time), optionally sends `send` and expects `expect`.
+    Tcp,
+    /// A TLS handshake (optionally after STARTTLS): certificate dates, name, chain, version.
+    Tls,
+    /// Asks each of `servers` for `query_name`/`query_type`: rcode, answers, SOA serial, RRSIG expiry.
+    Dns,
+    /// Banner, EHLO, STARTTLS offered and working, and the certificate presented after it.
+    Smtp,
+}
+
+impl ProbeKind {
+    /// The kind as written in the configuration.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProbeKind::Tcp => "tcp",
+            ProbeKind::Tls => "tls",
+            ProbeKind::Dns => "dns",
+            ProbeKind::Smtp => "smtp",
+        }
+    }
+}
+
+/// The protocol a `tls` probe speaks to upgrade a plain connection to TLS.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum StartTls {
+    /// SMTP: `EHLO`, then `STARTTLS`.
+    Smtp,
+    /// IMAP: `a1 STARTTLS`.
+    Imap,
+    /// POP3: `STLS`.
+    Pop3,
+}
+
+/// Transport of a `dns` probe.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum DnsTransport {
+    /// One datagram each way (the default); a truncated answer is reported, not retried.
+    #[default]
+    Udp,
+    /// A TCP connection, the message prefixed by its length.
+    Tcp,
+}
+
+/// One probe of a TCP, TLS, DNS or SMTP service.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ProbeConfig {
+    /// What the probe checks: `tcp`, `tls`, `dns` or `smtp`.
+    pub kind: ProbeKind,
+    /// Name of the probe, unique inside the target; the value of the `probe` label. Default: the kind.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// `host:port` to connect to (`tcp`, `tls`, `smtp`); an IP address or a host name.
+    #[serde(default)]
+    pub address: Option<String>,
+    /// `dns`: the servers asked, each `host:port` (`:53` when the port is omitted), e.g. every
+    /// authoritative server of a zone; each answer is written with a `server` label.
+    #[serde(default)]
+    pub servers: Vec<String>,
+    /// `tls`, `smtp`: the name sent as SNI and checked against the certificate. Default: the host
+    /// of `address`. Set it to probe one node among many by its IP under the public name.
+    #[serde(default)]
+    pub server_name: Option<String>,
+    /// `tls`: upgrade a plain connection with STARTTLS first: `smtp`, `imap` or `pop3`.
+    #[serde(default)]
+    pub starttls: Option<StartTls>,
+    /// `smtp`: whether the probe fails when STARTTLS is not offered or does not work. Default `true`.
+    #[serde(default)]
+    pub require_starttls: Option<bool>,
+    /// `tls`, `smtp`: a PEM file of CA certificates the chain is verified against instead of the
+    /// system's roots (a regular file of at most 64 KiB).
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// `dns`: the name asked for, e.g. `example.org.`
+    #[serde(default)]
+    pub query_name: Option<String>,
+    /// `dns`: the record type asked for, e.g. `A`, `SOA`, `MX`, `DNSKEY`. Default `A`.
+    #[serde(default)]
+    pub query_type: Option<String>,
+    /// `dns`: `udp` (default) or `tcp`.
+    #[serde(default)]
+    pub transport: Option<DnsTransport>,
+    /// `dns`: ask for DNSSEC records (the DO bit), so `probe_dns_rrsig_expiry_timestamp_seconds`
+    /// is written; the probe fails when the answer carries no RRSIG. Default `false`.
+    #[serde(default)]
+    pub dnssec: bool,
+    /// `dns`: a regular expression every answer record must match, in zone-file form
+    /// (`example.org. 300 IN A 192.0.2.1`); the probe fails on the first that does not.
+    #[serde(default)]
+    pub answer_regex: Option<String>,
+    /// `dns`: the exact set of answer values expected (the record data in zone-file form, e.g.
+    /// `192.0.2.1`); the probe fails when the set differs.
+    #[serde(default)]
+    pub answer_set: Vec<String>,
+    /// `tcp`: text sent after connecting (`\n` and `\r` in YAML double quotes are sent as is).
+    #[serde(default)]
+    pub send: Option<String>,
+    /// `tcp`: a regular expression the received text must match before the timeout.
+    #[serde(default)]
+    pub expect: Option<String>,
+    /// Overrides the target's interval, at least `100ms`.
+    #[serde(default)]
+    pub interval: Option<Spanned<PromDuration>>,
+    /// Overrides the target's timeout: the whole probe (every server of a `dns` probe in parallel).
+    #[serde(default)]
+    pub timeout: Option<Spanned<PromDuration>>,
+    /// Extra labels of this probe's series, added to the target's.
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    /// Largest answer read (a DNS message, an SMTP reply, the `tcp` expect buffer). Default `64KiB`.
+    #[serde(default)]
+    pub response_size_limit: Option<ByteSize>,
+}
+
+impl ProbeConfig {
+    /// The probe's name: `name`, or the kind.
+    pub fn probe_name(&self) -> String {
+        self.name
+            .clone()
+            .unwrap_or_else(|| self.kind.as_str().to_string())
+    }
+}
+
+/// A probe with every default applied: what the scheduler runs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Probe {
+    /// the `probe` label
+    pub name: String,
+    pub config: ProbeConfig,
+    pub interval: PromDuration,
+    pub timeout: PromDuration,
+    pub size_limit: u64,
+    /// the `ca_file`'s contents
+    pub ca_pem: Option<Vec<u8>>,
+}
+
+/// Default `response_size_limit` of a probe.
+pub const DEFAULT_PROBE_SIZE_LIMIT: u64 = 64 * 1024;
 
 /// A numeric JSON field of a health body kept as a gauge.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -441,6 +591,7 @@ pub struct Target {
     pub startup_grace: PromDuration,
     pub health_json: Vec<(String, String)>,
     pub bearer_token: Option<Secret>,
+    pub probes: Vec<Probe>,
 }
 
 /// A target's label limits (Prometheus's), checked on each new series of a scrape; 0 is no limit.
@@ -471,6 +622,14 @@ pub enum SecretError {
     #[error("target {target}: bearer_token_file: {source}")]
     File {
         target: String,
+        #[source]
+        source: SecretFileError,
+    },
+    /// A probe's `ca_file` is missing, not a regular file or too large.
+    #[error("target {target}: probe {probe}: ca_file: {source}")]
+    CaFile {
+        target: String,
+        probe: String,
         #[source]
         source: SecretFileError,
     },
@@ -665,12 +824,12 @@ impl Config {
                     format!("duplicate target name {name:?} (first at line {first})"),
                 );
             }
-            if t.metrics.is_none() && t.health.is_none() {
+            if t.metrics.is_none() && t.health.is_none() && t.probes.is_empty() {
                 err(
                     line,
                     col,
                     format!("targets[{i}]"),
-                    format!("target {name:?} has neither metrics nor health"),
+                    format!("target {name:?} has neither metrics nor health nor probes"),
                 );
             }
             for (key, url) in [("metrics", &t.metrics), ("health", &t.health)] {
@@ -779,6 +938,68 @@ impl Config {
                     );
                 }
             }
+            let target_interval = interval;
+            let mut probe_names = BTreeMap::new();
+            for (j, p) in t.probes.iter().enumerate() {
+                let f = |x: &str| field(&format!("probes[{j}]{x}"));
+                for message in validate_probe(p) {
+                    err(line, col, f(""), message);
+                }
+                let pname = p.probe_name();
+                if probe_names.insert(pname.clone(), j).is_some() || pname == "health" {
+                    err(
+                        line,
+                        col,
+                        f(".name"),
+                        format!("duplicate probe name {pname:?} in target {name:?}"),
+                    );
+                }
+                let interval = p.interval.as_ref().map_or(target_interval, |s| s.value);
+                if let Some(iv) = &p.interval
+                    && iv.value.0 < MIN_SCRAPE_INTERVAL
+                {
+                    err(
+                        iv.referenced.line(),
+                        iv.referenced.column(),
+                        f(".interval"),
+                        format!(
+                            "{} is shorter than the minimum of {}",
+                            iv.value,
+                            PromDuration(MIN_SCRAPE_INTERVAL)
+                        ),
+                    );
+                }
+                let timeout = p
+                    .timeout
+                    .as_ref()
+                    .map_or(timeout.min(interval), |s| s.value);
+                if timeout > interval || timeout.0.is_zero() {
+                    let (l, c) = p
+                        .timeout
+                        .as_ref()
+                        .map(|s| (s.referenced.line(), s.referenced.column()))
+                        .unwrap_or((line, col));
+                    err(
+                        l,
+                        c,
+                        f(".timeout"),
+                        format!("{timeout} must be positive and at most the interval {interval}"),
+                    );
+                }
+                for k in p.labels.keys() {
+                    if !valid_label_name(k)
+                        || k.starts_with("__")
+                        || matches!(k.as_str(), "job" | "instance" | "probe" | "server")
+                    {
+                        err(
+                            line,
+                            col,
+                            f(".labels"),
+                            format!("invalid or reserved label name {k:?}"),
+                        );
+                    }
+                }
+            }
         }
         if let Err(notify) = crate::notify::setup::NotifyPlan::new(self) {
             errors.extend(notify.into_iter().map(|e| FieldError {
@@ -846,6 +1067,7 @@ impl Config {
                         .map(|g| (g.field.value.clone(), g.metric_name()))
                         .collect(),
                     bearer_token,
+                    probes: build_probes(t, self)?,
                     name,
                 })
             })
@@ -871,6 +1093,145 @@ impl Config {
     pub fn notify_plan(&self) -> Option<crate::notify::setup::NotifyPlan> {
         crate::notify::setup::NotifyPlan::new(self).ok().flatten()
     }
+}
+
+/// What is wrong with one probe's settings for its kind (pure).
+fn validate_probe(p: &ProbeConfig) -> Vec<String> {
+    let mut errors = Vec::new();
+    let kind = p.kind.as_str();
+    let only = |errors: &mut Vec<String>, set: bool, key: &str, kinds: &[ProbeKind]| {
+        if set && !kinds.contains(&p.kind) {
+            errors.push(format!("{key} does not apply to a {kind} probe"));
+        }
+    };
+    let dns = p.kind == ProbeKind::Dns;
+    if dns {
+        if p.servers.is_empty() {
+            errors.push("a dns probe needs servers".into());
+        }
+        match &p.query_name {
+            None => errors.push("a dns probe needs query_name".into()),
+            Some(n) if hickory_proto::rr::Name::from_ascii(n).is_err() => {
+                errors.push(format!("invalid query_name {n:?}"))
+            }
+            Some(_) => {}
+        }
+        if let Some(t) = &p.query_type
+            && t.to_ascii_uppercase()
+                .parse::<hickory_proto::rr::RecordType>()
+                .is_err()
+        {
+            errors.push(format!("unknown query_type {t:?}"));
+        }
+        for s in &p.servers {
+            if crate::ingest::probe::split_host_port(s, 53).is_none() {
+                errors.push(format!("invalid server {s:?} (host:port)"));
+            }
+        }
+    } else {
+        match &p.address {
+            None => errors.push(format!("a {kind} probe needs an address (host:port)")),
+            Some(a) if crate::ingest::probe::split_host_port(a, 0).is_none_or(|(_, p)| p == 0) => {
+                errors.push(format!("invalid address {a:?} (host:port)"))
+            }
+            Some(_) => {}
+        }
+    }
+    only(
+        &mut errors,
+        p.address.is_some(),
+        "address",
+        &[ProbeKind::Tcp, ProbeKind::Tls, ProbeKind::Smtp],
+    );
+    only(
+        &mut errors,
+        !p.servers.is_empty(),
+        "servers",
+        &[ProbeKind::Dns],
+    );
+    for (key, set) in [
+        ("query_name", p.query_name.is_some()),
+        ("query_type", p.query_type.is_some()),
+        ("transport", p.transport.is_some()),
+        ("dnssec", p.dnssec),
+        ("answer_regex", p.answer_regex.is_some()),
+        ("answer_set", !p.answer_set.is_empty()),
+    ] {
+        only(&mut errors, set, key, &[ProbeKind::Dns]);
+    }
+    only(&mut errors, p.send.is_some(), "send", &[ProbeKind::Tcp]);
+    only(&mut errors, p.expect.is_some(), "expect", &[ProbeKind::Tcp]);
+    only(
+        &mut errors,
+        p.starttls.is_some(),
+        "starttls",
+        &[ProbeKind::Tls],
+    );
+    only(
+        &mut errors,
+        p.require_starttls.is_some(),
+        "require_starttls",
+        &[ProbeKind::Smtp],
+    );
+    for (key, set) in [
+        ("server_name", p.server_name.is_some()),
+        ("ca_file", p.ca_file.is_some()),
+    ] {
+        only(&mut errors, set, key, &[ProbeKind::Tls, ProbeKind::Smtp]);
+    }
+    for (key, re) in [("answer_regex", &p.answer_regex), ("expect", &p.expect)] {
+        if let Some(re) = re
+            && let Err(e) = crate::ingest::probe::compile_regex(re)
+        {
+            errors.push(format!("{key}: {e}"));
+        }
+    }
+    if let Some(n) = &p.name
+        && n.is_empty()
+    {
+        errors.push("name must not be empty".into());
+    }
+    errors
+}
+
+/// A target's probes with defaults applied and `ca_file`s read (bounded).
+fn build_probes(t: &TargetConfig, cfg: &Config) -> Result<Vec<Probe>, SecretError> {
+    let target_interval = t.interval.as_ref().map_or(cfg.scrape.interval.value, |s| s.value);
+    let target_timeout = t
+        .timeout
+        .as_ref()
+        .map_or_else(|| cfg.default_timeout(target_interval), |s| s.value);
+    t.probes
+        .iter()
+        .map(|p| {
+            let interval = p.interval.as_ref().map_or(target_interval, |s| s.value);
+            let ca_pem = match &p.ca_file {
+                Some(path) => Some(
+                    read_secret_file(path)
+                        .map_err(|source| SecretError::CaFile {
+                            target: t.name.value.clone(),
+                            probe: p.probe_name(),
+                            source,
+                        })?
+                        .into_bytes(),
+                ),
+                None => None,
+            };
+            Ok(Probe {
+                name: p.probe_name(),
+                config: p.clone(),
+                interval,
+                timeout: p
+                    .timeout
+                    .as_ref()
+                    .map_or(target_timeout.min(interval), |s| s.value),
+                size_limit: p
+                    .response_size_limit
+                    .map_or(DEFAULT_PROBE_SIZE_LIMIT, |b| b.0),
+                ca_pem,
+            })
+        })
+        .collect()
 }
 
 /// A target's bearer token from `bearer_token_env` (looked up in `env`) or `bearer_token_file`.
@@ -1118,7 +1479,7 @@ targets:
             "t.yml:4:14: targets[0].timeout: 30s is longer than the interval 15s",
             "t.yml:5:11: targets[1].name: duplicate target name \"a\" (first at line 2)",
             "t.yml:5:11: targets[1].labels: label \"job\" is set by tocsin",
-            "t.yml:8:11: targets[2]: target \"b\" has neither metrics nor health",
+            "t.yml:8:11: targets[2]: target \"b\" has neither metrics nor health nor probes",
         ];
         assert_eq!(errors.len(), expect.len(), "{text:#?}");
         for (got, want) in text.iter().zip(expect) {
@@ -1202,5 +1563,69 @@ targets:
         assert!(ByteSize::parse("5 parsecs").is_err());
         let c = parse("scrape:\n  body_size_limit: 1KiB\n").unwrap();
         assert_eq!(c.scrape.body_size_limit.0, 1024);
+    }
+
+    #[test]
+    fn probes_are_validated_per_kind_and_built_with_defaults() {
+        let bad = "targets:
+  - name: a
+    probes:
+      - { kind: dns, servers: [\"ns1:53\"] }
+      - { kind: tls }
+      - { kind: tcp, address: \"x:25\", query_type: SOA, expect: \"(\" }
+      - { kind: dns, name: tcp, servers: [\"a b\"], query_name: x., query_type: NOPE }
+      - { kind: smtp, address: \"mx:25\", interval: 1s, timeout: 2s, labels: { probe: x } }
+";
+        let Err(ConfigError::Invalid(errors)) = Config::from_yaml(bad, Path::new("t.yml")) else {
+            panic!("invalid probes accepted");
+        };
+        let messages: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
+        let want = [
+            "targets[0].probes[0]: a dns probe needs query_name",
+            "targets[0].probes[1]: a tls probe needs an address (host:port)",
+            "targets[0].probes[2]: query_type does not apply to a tcp probe",
+            "targets[0].probes[2]: expect: regex parse error",
+            "targets[0].probes[3]: unknown query_type \"NOPE\"",
+            "targets[0].probes[3]: invalid server \"a b\" (host:port)",
+            "targets[0].probes[3].name: duplicate probe name \"tcp\"",
+            "targets[0].probes[4].timeout: 2s must be positive and at most the interval 1s",
+            "targets[0].probes[4].labels: invalid or reserved label name \"probe\"",
+        ];
+        for w in want {
+            assert!(
+                messages.iter().any(|m| m.contains(w)),
+                "missing {w:?} in {messages:#?}"
+            );
+        }
+        let ok = "scrape: { interval: 30s }
+targets:
+  - name: a
+    timeout: 5s
+    probes:
+      - { kind: tls, address: \"192.0.2.7:443\", server_name: shop.example.org }
+      - { kind: dns, name: soa, servers: [ns1.example.org], query_name: example.org., interval: 1m, timeout: 10s }
+";
+        let targets = Config::from_yaml(ok, Path::new("t.yml"))
+            .unwrap()
+            .build_targets(&Default::default())
+            .unwrap();
+        let p = &targets[0].probes;
+        assert_eq!(
+            (p[0].name.as_str(), p[0].interval, p[0].timeout),
+            (
+                "tls",
+                PromDuration::from_secs(30),
+                PromDuration::from_secs(5)
+            )
+        );
+        assert_eq!(
+            (p[1].name.as_str(), p[1].interval, p[1].timeout),
+            (
+                "soa",
+                PromDuration::from_secs(60),
+                PromDuration::from_secs(10)
+            )
+        );
+        assert_eq!(p[1].size_limit, DEFAULT_PROBE_SIZE_LIMIT);
     }
 }

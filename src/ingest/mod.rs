@@ -5,16 +5,20 @@
 //! - [`textparse`]: the strict Prometheus/OpenMetrics text parser.
 //! - [`cache`]: the per-target scrape cache and metrics ingest (staleness, duplicates, limits).
 //! - [`health`]: health probes judged and written as `up`/`probe_*`/`health_check_ok` series.
+//! - [`probe`]: the `tcp`, `tls`, `dns` and `smtp` probes of a target's `probes:` list.
 //! - [`scheduler`]: one task per endpoint at a stable offset, and the store's periodic flush.
 //!
 //! Series labels: every series from a target gets the target's `labels`, `job` = target name and
 //! `instance` = host:port of the URL. Health-probe series also get `probe="health"`, so the probe's
 //! `up` and the metrics scrape's `up` stay apart. An exposed label that collides with one of these
-//! is kept as `exported_<name>` (Prometheus's `honor_labels: false`).
+//! is kept as `exported_<name>` (Prometheus's `honor_labels: false`). A `tcp`/`tls`/`dns`/`smtp`
+//! probe's series carry the target's and the probe's labels, `job`, `instance` = the probe's address
+//! (or DNS query name) and `probe` = the probe's name.
 
 pub mod cache;
 pub mod fetch;
 pub mod health;
+pub mod probe;
 pub mod scheduler;
 pub mod textparse;
 

@@ -29,8 +29,11 @@ use crate::store::Store;
 #[derive(Debug, Clone, Serialize)]
 pub struct EndpointStatus {
     pub target: String,
-    /// `metrics` or `health`
+    /// `metrics`, `health`, or a probe kind: `tcp`, `tls`, `dns`, `smtp`
     pub kind: &'static str,
+    /// the probe's name (the `probe` label) for `tcp`, `tls`, `dns` and `smtp` endpoints
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub probe: Option<String>,
     pub url: String,
     pub interval_seconds: f64,
     /// ms since the epoch of the last completed scrape or probe
@@ -57,6 +60,7 @@ pub struct EndpointStatus {
 
 /// Shared state the HTTP server reads (`/status`, `/api/v1/targets`): each endpoint's last outcome,
 /// where a health endpoint counts as up only when it answered healthy ([`EndpointStatus::up`]).
+/// Keyed by (target, kind); a probe's key is (`target/probe`, kind), as a target may have several.
 #[derive(Default)]
 pub struct StatusBoard {
     pub endpoints: RwLock<BTreeMap<(String, &'static str), EndpointStatus>>,
@@ -136,6 +140,7 @@ impl Scheduler {
                         target: target.name.clone(),
                         kind,
                         url: url.to_string(),
+                        probe: None,
                         interval_seconds: target.interval.0.as_secs_f64(),
                         last_scrape_ms: None,
                         last_duration_seconds: None,
@@ -158,6 +163,37 @@ impl Scheduler {
                 let target = target.clone();
                 let shutdown = shutdown.clone();
                 set.spawn(async move { me.endpoint_loop(target, kind, url, shutdown).await });
+            }
+            for probe in &target.probes {
+                let probe = Arc::new(probe.clone());
+                let kind = probe.config.kind.as_str();
+                let key = format!("{}/{}", target.name, probe.name);
+                self.status.endpoints.write().expect("status lock").insert(
+                    (key.clone(), kind),
+                    EndpointStatus {
+                        target: target.name.clone(),
+                        kind,
+                        probe: Some(probe.name.clone()),
+                        url: super::probe::describe(&probe),
+                        interval_seconds: probe.interval.0.as_secs_f64(),
+                        last_scrape_ms: None,
+                        last_duration_seconds: None,
+                        up: None,
+                        last_error: None,
+                        samples: 0,
+                        first_seen_ms: None,
+                        startup_grace_seconds: target.startup_grace.0.as_secs_f64(),
+                        checks: Vec::new(),
+                        labels: super::probe::base_labels(&target, &probe)
+                            .iter()
+                            .map(|(k, v)| (k.to_string(), v.to_string()))
+                            .collect(),
+                    },
+                );
+                let me = self.clone();
+                let target = target.clone();
+                let shutdown = shutdown.clone();
+                set.spawn(async move { me.probe_loop(target, probe, key, shutdown).await });
             }
         }
         let me = self.clone();
@@ -204,6 +240,70 @@ impl Scheduler {
                 Some(c) => cache = Some(self.scrape_once(&target, &url, t, c).await),
                 None => checks = self.probe_once(&target, &url, t, checks).await,
             }
+        }
+    }
+
+    /// The task of one `tcp`/`tls`/`dns`/`smtp` probe: a run per tick at a stable offset, its
+    /// report written on a blocking thread; series the last run wrote and this one did not get a
+    /// stale marker.
+    async fn probe_loop(
+        self,
+        target: Arc<Target>,
+        probe: Arc<crate::config::Probe>,
+        key: String,
+        mut shutdown: watch::Receiver<bool>,
+    ) {
+        let kind = probe.config.kind.as_str();
+        let interval_ms = probe.interval.as_millis().max(1);
+        let now = self.clock.now_ms();
+        let store = self.store.clone();
+        let name = target.name.clone();
+        let first_seen = tokio::task::spawn_blocking(move || store.target_first_seen(&name, now))
+            .await
+            .ok()
+            .and_then(|r| r.ok());
+        self.status
+            .update(&key, kind, |e| e.first_seen_ms = first_seen);
+        let offset = offset_ms(&target.name, &key, interval_ms);
+        let start = Instant::now() + first_tick(now, interval_ms, offset);
+        let mut ticker = tokio::time::interval_at(start, Duration::from_millis(interval_ms as u64));
+        ticker.set_missed_tick_behavior(MissedTickBehavior::Skip);
+        let base = super::probe::base_labels(&target, &probe);
+        let mut last = std::collections::BTreeSet::new();
+        loop {
+            if !crate::task::next_tick(&mut ticker, &mut shutdown).await {
+                return;
+            }
+            let t = scrape_timestamp(self.clock.now_ms(), interval_ms, offset);
+            let report = super::probe::run(&probe, t).await;
+            let store = self.store.clone();
+            let base = base.clone();
+            let written = report.clone();
+            let joined = crate::task::blocking(&self.metrics, "probe", &target.name, move || {
+                super::probe::write_report(&store, &base, t, &written, &mut last);
+                last
+            })
+            .await;
+            last = joined.unwrap_or_default();
+            self.metrics
+                .scrapes
+                .get_or_create(&ScrapeLabels {
+                    target: target.name.clone(),
+                    kind,
+                    result: if report.success { "success" } else { "failure" },
+                })
+                .inc();
+            if !report.success {
+                let error = report.error.as_deref().unwrap_or("");
+                tracing::warn!(target = %target.name, probe = %probe.name, kind, error, "probe failed");
+            }
+            self.status.update(&key, kind, |s| {
+                s.last_scrape_ms = Some(t);
+                s.last_duration_seconds = Some(report.duration_seconds);
+                s.up = Some(report.success);
+                s.samples = 3 + report.samples.len();
+                s.last_error = report.error.clone();
+            });
         }
     }
 
