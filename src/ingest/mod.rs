@@ -6,6 +6,7 @@
 //! - [`cache`]: the per-target scrape cache and metrics ingest (staleness, duplicates, limits).
 //! - [`health`]: health probes judged and written as `up`/`probe_*`/`health_check_ok` series.
 //! - [`scheduler`]: one task per endpoint at a stable offset, and the store's periodic flush.
+//! - [`selfscrape`]: tocsin's own metrics stored in-process as target `job="tocsin"`.
 //!
 //! Series labels: every series from a target gets the target's `labels`, `job` = target name and
 //! `instance` = host:port of the URL. Health-probe series also get `probe="health"`, so the probe's
@@ -16,6 +17,7 @@ pub mod cache;
 pub mod fetch;
 pub mod health;
 pub mod scheduler;
+pub mod selfscrape;
 pub mod textparse;
 
 use crate::config::Target;

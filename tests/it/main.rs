@@ -20,6 +20,7 @@ mod robustness;
 mod rules;
 mod scheduler;
 mod scrape;
+mod selfwatch;
 mod store;
 mod textparse;
 mod ui;
