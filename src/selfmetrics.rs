@@ -31,6 +31,13 @@ pub struct SelfMetrics {
     pub store_series: Gauge,
     pub store_head_chunk_bytes: Gauge,
     pub store_disk_bytes: Gauge,
+    /// flushes and evaluation commits that failed (disk full, I/O error, read-only file), as
+    /// the store counts them ([`SelfMetrics::observe_store`])
+    pub store_write_failures: Counter,
+    /// when a flush or commit last succeeded (0 before the first)
+    pub store_last_successful_write: Gauge<f64, AtomicU64>,
+    /// rules loaded from `rule_files`, tocsin's own (`tocsin:self`) not counted
+    pub rules_loaded: Gauge,
     pub start_time_seconds: Gauge<f64, AtomicU64>,
     /// 1 when the last rule reload succeeded (or none happened), 0 after a failed one
     pub rule_reload_success: Gauge,
@@ -51,6 +58,8 @@ pub struct SelfMetrics {
     /// delivery attempts by integration (`ops/webhook`) and result
     pub notifications: Family<DeliveryLabels, Counter>,
     pub notification_outbox_depth: Gauge,
+    /// age of the oldest notification waiting for delivery, 0 when none waits
+    pub notification_outbox_oldest_age_seconds: Gauge<f64, AtomicU64>,
     /// 0 closed, 1 open, 2 half-open
     pub notification_breaker_state: Family<IntegrationLabels, Gauge>,
     /// store calls of the sender that failed, by operation: each leaves a notification queued
@@ -164,6 +173,30 @@ impl SelfMetrics {
             "Size of the database file and its WAL",
             store_disk_bytes.clone(),
         );
+        let store_write_failures = Counter::default();
+        registry.register(
+            "store_write_failures",
+            "Store writes (flushes and rule evaluation commits) that failed: disk full, I/O error, read-only file; what they held is kept in memory and written by the next write that succeeds",
+            store_write_failures.clone(),
+        );
+        let store_last_successful_write = Gauge::<f64, AtomicU64>::default();
+        registry.register(
+            "store_last_successful_write_timestamp_seconds",
+            "Unix time of the last store write (flush or rule evaluation commit) that succeeded, 0 before the first",
+            store_last_successful_write.clone(),
+        );
+        let rules_loaded = Gauge::default();
+        registry.register(
+            "rules_loaded",
+            "Rules loaded from rule_files, not counting tocsin's own self-alert rules (tocsin:self)",
+            rules_loaded.clone(),
+        );
+        let notification_outbox_oldest_age_seconds = Gauge::<f64, AtomicU64>::default();
+        registry.register(
+            "notification_outbox_oldest_age_seconds",
+            "Age of the oldest notification waiting in the outbox for delivery or retry, 0 when none waits",
+            notification_outbox_oldest_age_seconds.clone(),
+        );
         let start_time = Gauge::<f64, AtomicU64>::default();
         start_time.set(start_time_seconds);
         registry.register(
@@ -260,6 +293,10 @@ impl SelfMetrics {
             notification_store_errors.clone(),
         );
         SelfMetrics {
+            store_write_failures,
+            store_last_successful_write,
+            rules_loaded,
+            notification_outbox_oldest_age_seconds,
             notification_store_errors,
             task_panics,
             notifications_queued,
@@ -284,6 +321,18 @@ impl SelfMetrics {
             store_head_chunk_bytes,
             store_disk_bytes,
             start_time_seconds: start_time,
+        }
+    }
+
+    /// Brings the store's write counters into the metrics (the store counts; the loops that
+    /// report call this before reading the metrics).
+    pub fn observe_store(&self, h: crate::store::WriteHealth) {
+        let seen = self.store_write_failures.get();
+        if h.failures > seen {
+            self.store_write_failures.inc_by(h.failures - seen);
+        }
+        if let Some(ms) = h.last_success_ms {
+            self.store_last_successful_write.set(ms as f64 / 1000.0);
         }
     }
 

@@ -101,7 +101,10 @@ pub struct Config {
     /// `flap_detection`, `dry_run`): paths or patterns with wildcards in the file name
     /// (`rules/*.yml`), relative to the directory of this configuration file. A pattern never
     /// matches rule test files (`*_test.yml`). A path that names no file, or a pattern that
-    /// matches none, is an error (the daemon would run without those rules).
+    /// matches none, is an error (the daemon would run without those rules). The reserved entry
+    /// `tocsin:self` loads tocsin's own alerts (rule evaluations failing, notifications failing,
+    /// the outbox stuck or growing, the store unable to write, a target down, no rules loaded),
+    /// built into the binary as `rules/tocsin-self.yml`; the built-in configuration loads it.
     #[serde(default)]
     pub rule_files: Vec<Spanned<String>>,
     /// The HTTP server.
@@ -193,6 +196,11 @@ pub struct ScrapeConfig {
     /// whole, as Prometheus's `label_value_length_limit`; the metric name counts as the value of
     /// `__name__`. Default `0`: no limit.
     pub label_value_length_limit: usize,
+    /// Store tocsin's own metrics (`tocsin_*`, what `/metrics` serves) every `interval`, in-process
+    /// and without HTTP, as the series of target `job="tocsin"`, so rules (the `tocsin:self`
+    /// rules among them) can alert on tocsin itself, even while the store cannot write (they are
+    /// read from memory). Default `true`.
+    pub self_metrics: bool,
 }
 
 impl Default for ScrapeConfig {
@@ -205,6 +213,7 @@ impl Default for ScrapeConfig {
             label_limit: 0,
             label_name_length_limit: 0,
             label_value_length_limit: 0,
+            self_metrics: true,
         }
     }
 }
@@ -669,20 +678,23 @@ impl Config {
         Ok(cfg)
     }
 
-    /// The built-in configuration used when no file is given: tocsin watches itself.
+    /// The built-in configuration used when no file is given: tocsin watches itself (its own
+    /// metrics, stored in-process, and the `tocsin:self` rules).
     pub fn builtin_default() -> Config {
-        serde_saphyr::from_str("{}").expect("the empty configuration parses")
+        serde_saphyr::from_str("rule_files: [\"tocsin:self\"]\n")
+            .expect("the built-in configuration parses")
     }
 
-    /// When the configuration names no target, watch tocsin's own `/metrics` and `/health/ready`,
-    /// so a fresh `tocsin run` shows data at once. Called after [`Config::apply_env`] so it follows
-    /// an overridden listen address.
+    /// When the configuration names no target, probe tocsin's own `/health/ready`, so a fresh
+    /// `tocsin run` shows a target at once (its metrics are stored in-process:
+    /// `scrape.self_metrics`). Called after [`Config::apply_env`] so it follows an overridden
+    /// listen address.
     pub fn add_self_target_if_empty(&mut self) {
         if !self.targets.is_empty() {
             return;
         }
         let yaml = format!(
-            "targets:\n  - name: tocsin\n    metrics: http://{0}/metrics\n    health: http://{0}/health/ready\n",
+            "targets:\n  - name: tocsin\n    health: http://{0}/health/ready\n",
             self.server.listen.value
         );
         let with_target: Config = serde_saphyr::from_str(&yaml).expect("built-in target parses");
@@ -1515,10 +1527,10 @@ targets:
             .unwrap();
         c.add_self_target_if_empty();
         let t = &c.build_targets(&Default::default()).unwrap()[0];
-        assert_eq!(
-            t.metrics.as_ref().unwrap().as_str(),
-            "http://127.0.0.1:1234/metrics"
-        );
+        // its metrics are stored in-process, not scraped over HTTP
+        assert!(t.metrics.is_none());
+        assert!(c.scrape.self_metrics);
+        assert_eq!(c.rule_file_patterns(), vec!["tocsin:self".to_string()]);
         assert_eq!(
             t.health.as_ref().unwrap().as_str(),
             "http://127.0.0.1:1234/health/ready"

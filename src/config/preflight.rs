@@ -4,7 +4,8 @@
 //! [`Config::validate`] is pure; this reads the environment the process runs in and the files the
 //! configuration names: every `*_env` secret set (targets, receivers, `server.api_token_env`,
 //! `server.api_read_token_env`), every `*_file` secret readable ([`super::read_secret_file`]), every
-//! `rule_files` pattern matching a file. `check` and the daemon's start-up call this one function,
+//! `rule_files` pattern matching a file (the reserved `tocsin:self`, the built-in self-alert rules,
+//! always does: [`crate::rules::expand_globs`] is the one place that knows it). `check` and the daemon's start-up call this one function,
 //! so `check` passes exactly the configurations `run` can run. Every problem is returned at once.
 
 use std::collections::HashMap;
@@ -118,6 +119,18 @@ mod tests {
         let path = dir.join("tocsin.yml");
         std::fs::write(&path, yaml).unwrap();
         (Config::load(&path).unwrap(), path)
+    }
+
+    #[test]
+    fn the_reserved_self_rules_entry_needs_no_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let (cfg, path) = config(dir.path(), "rule_files:\n  - tocsin:self\n");
+        let files = cfg.preflight(Some(&path), &HashMap::new()).unwrap();
+        assert_eq!(files, vec![PathBuf::from(crate::rules::SELF_RULES)]);
+        // a look-alike is an ordinary (missing) file
+        let (cfg, path) = config(dir.path(), "rule_files:\n  - tocsin:selfie\n");
+        let e = cfg.preflight(Some(&path), &HashMap::new()).unwrap_err();
+        assert!(e.to_string().contains("rule_files[0]"), "{e}");
     }
 
     #[test]

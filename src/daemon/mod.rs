@@ -162,11 +162,19 @@ impl Daemon {
             client: crate::ingest::client(),
         };
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
-        let scrapes = scheduler.spawn(
-            targets,
-            cfg.storage.flush_interval.value.0,
-            shutdown_rx.clone(),
-        );
+        let mut scrapes =
+            scheduler.spawn(targets, cfg.storage.flush_interval.value.0, shutdown_rx.clone());
+        // tocsin's own metrics, stored in-process (and the store's write counters kept current)
+        let self_scrape = crate::ingest::selfscrape::SelfScrape {
+            store: store.clone(),
+            clock: clock.clone(),
+            metrics: metrics.clone(),
+            interval: cfg.scrape.interval.value.0,
+            enabled: cfg.scrape.self_metrics,
+            instance: addr.to_string(),
+            sample_limit: cfg.scrape.sample_limit,
+        };
+        scrapes.spawn(self_scrape.run(shutdown_rx.clone()));
 
         // rules: built once notifications are (the manager is given the pipeline), persisted
         // alert state restored; the reload loop loads them
@@ -413,6 +421,11 @@ impl Running {
     /// The rule manager, for in-process tests and tools.
     pub fn rules(&self) -> &Arc<RuleManager> {
         &self.manager
+    }
+
+    /// The store, for in-process tests and tools.
+    pub fn store(&self) -> &Arc<Store> {
+        &self.store
     }
 
     /// Cancels API queries in flight (their blocking threads end within a few evaluation

@@ -7,6 +7,7 @@
 //! - [`health`]: health probes judged and written as `up`/`probe_*`/`health_check_ok` series.
 //! - [`probe`]: the `tcp`, `tls`, `dns` and `smtp` probes of a target's `probes:` list.
 //! - [`scheduler`]: one task per endpoint at a stable offset, and the store's periodic flush.
+//! - [`selfscrape`]: tocsin's own metrics stored in-process as target `job="tocsin"`.
 //!
 //! Series labels: every series from a target gets the target's `labels`, `job` = target name and
 //! `instance` = host:port of the URL. Health-probe series also get `probe="health"`, so the probe's
@@ -20,6 +21,7 @@ pub mod fetch;
 pub mod health;
 pub mod probe;
 pub mod scheduler;
+pub mod selfscrape;
 pub mod textparse;
 
 use crate::config::Target;

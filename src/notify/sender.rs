@@ -21,6 +21,11 @@
 //! the next pass would be simpler, but then a hanging endpoint would hold back every pass, and
 //! with it every other integration's next notification, until its timeout.
 //!
+//! The due rows include the notifications of evaluations whose commit failed (a full disk),
+//! which wait in the store's memory (negative ids, [`Store::outbox_due`]): they go out like the
+//! others, with the same idempotency keys, and their outcomes are kept with them until the store
+//! writes them (a delivered one as delivered, so it is not sent again once the disk has room).
+//!
 //! Delivery is at least once: the row is removed (or marked failed, or rescheduled) only after
 //! the outcome, so a crash between a successful send and the row's removal sends that
 //! notification again, with the same idempotency key, which receivers can dedup on. A store error
@@ -649,9 +654,11 @@ pub async fn run(
                 .set(v);
         }
         let store = sender.store.clone();
-        match blocking(StoreOp::OutboxDepth, move || store.outbox_depth()).await {
-            Ok(depth) => {
+        match blocking(StoreOp::OutboxDepth, move || store.outbox_summary()).await {
+            Ok((depth, oldest)) => {
                 metrics.notification_outbox_depth.set(depth as i64);
+                let age = oldest.map_or(0.0, |c| (now - c).max(0) as f64 / 1000.0);
+                metrics.notification_outbox_oldest_age_seconds.set(age);
             }
             Err(e) => {
                 tracing::error!(operation = %e.op(), error = %e, "cannot count the outbox");

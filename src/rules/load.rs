@@ -20,6 +20,19 @@ use crate::labels::{valid_label_name, valid_metric_name};
 use crate::promql::rhai::ScriptEngine;
 use crate::rules::template::Template;
 
+/// The reserved `rule_files` entry that loads tocsin's own self-alert rules
+/// (`rules/tocsin-self.yml`, built into the binary): no file is read, and the groups' file and
+/// every error's path is this name (positions are the built-in file's).
+pub const SELF_RULES: &str = "tocsin:self";
+
+/// `rules/tocsin-self.yml`, compiled in: what [`SELF_RULES`] loads.
+pub const SELF_RULES_YAML: &str = include_str!("../../rules/tocsin-self.yml");
+
+/// Whether `path` is the reserved [`SELF_RULES`] entry (as [`expand_globs`] returns it).
+pub fn is_self_rules(path: &Path) -> bool {
+    path == Path::new(SELF_RULES)
+}
+
 // ---------------------------------------------------------------- raw file format
 
 #[derive(Debug, Deserialize)]
@@ -97,6 +110,10 @@ pub fn expand_globs(patterns: &[String], base: &Path) -> Result<Vec<PathBuf>, Ru
     let mut out = Vec::new();
     let mut errors = Vec::new();
     for p in patterns {
+        if p == SELF_RULES {
+            out.push(PathBuf::from(SELF_RULES));
+            continue;
+        }
         let full = if Path::new(p).is_absolute() {
             PathBuf::from(p)
         } else {
@@ -209,7 +226,12 @@ pub fn load_files(
         if !seen_files.insert(std::fs::canonicalize(path).unwrap_or_else(|_| path.clone())) {
             continue;
         }
-        let text = match std::fs::read_to_string(path) {
+        let read = if is_self_rules(path) {
+            Ok(SELF_RULES_YAML.to_string())
+        } else {
+            std::fs::read_to_string(path)
+        };
+        let text = match read {
             Ok(t) => t,
             Err(e) => {
                 errors.push(file_error(path, format!("cannot read rule file: {e}")));
@@ -238,7 +260,10 @@ pub fn load_files(
             }
             Err(mut e) => errors.append(&mut e.0),
         }
-        set.files.push(path.clone());
+        // the built-in file is no file to watch
+        if !is_self_rules(path) {
+            set.files.push(path.clone());
+        }
     }
     if errors.is_empty() {
         Ok(set)
@@ -830,6 +855,34 @@ mod tests {
 
     fn parse(text: &str) -> Result<Vec<Group>, RuleErrors> {
         parse_file(text, Path::new("r.yml"), 15_000, &ScriptEngine::new())
+    }
+
+    #[test]
+    fn the_reserved_self_rules_entry_loads_the_built_in_file_with_positions() {
+        let dir = tempfile::tempdir().unwrap();
+        let files = expand_globs(&[SELF_RULES.to_string()], dir.path()).unwrap();
+        assert_eq!(files, vec![PathBuf::from(SELF_RULES)]);
+        let set = load_files(&files, 15_000, &ScriptEngine::new()).unwrap();
+        assert_eq!(set.rule_count(), 7);
+        assert!(set.groups.iter().all(|g| is_self_rules(&g.file)));
+        // nothing on disk to watch
+        assert!(set.files.is_empty());
+        // an error involving it names it, with the built-in file's line
+        let user = dir.path().join("u.yml");
+        std::fs::write(&user, "groups:\n  - name: tocsin-self\n    rules: []\n").unwrap();
+        let e = load_files(
+            &[PathBuf::from(SELF_RULES), user],
+            15_000,
+            &ScriptEngine::new(),
+        )
+        .unwrap_err()
+        .to_string();
+        let line = SELF_RULES_YAML
+            .lines()
+            .position(|l| l.contains("- name: tocsin-self"))
+            .unwrap()
+            + 1;
+        assert!(e.contains(&format!("first in tocsin:self:{line}")), "{e}");
     }
 
     #[test]

@@ -485,6 +485,15 @@ impl RuleManager {
             }
         }
         self.metrics.rule_reload_success.set(1);
+        let own: usize = set
+            .groups
+            .iter()
+            .filter(|g| super::is_self_rules(&g.file))
+            .map(|g| g.rules.len())
+            .sum();
+        self.metrics
+            .rules_loaded
+            .set((set.rule_count() - own) as i64);
         let mut started = self.spawn_groups(&set, owned);
         if !self.retired.lock().expect("retired lock").is_empty() {
             let me = self.clone();
@@ -994,7 +1003,13 @@ impl RuleManager {
         drop(order);
         match committed {
             Err(e) => {
-                tracing::error!(group, error = %e, "cannot persist rule evaluation; retried by the next store write")
+                tracing::error!(group, error = %e, "cannot persist rule evaluation; retried by the next store write");
+                // the sender delivers what it queued from memory meanwhile (Store::outbox_due)
+                if queued > 0
+                    && let Some(w) = &self.delivery_wakeup
+                {
+                    w.notify_one();
+                }
             }
             Ok(_) if queued > 0 => {
                 if let Some(w) = &self.delivery_wakeup {

@@ -154,10 +154,28 @@ pub(crate) struct FlushBatch {
     pub wal_trim: WalTrim,
     /// rule states to replace, in the same transaction as the samples the evaluation wrote
     pub rules: Vec<super::RuleStateRow>,
-    /// notifications to queue and the notification-log entries they imply, same transaction
-    pub outbox: Vec<super::OutboxEntry>,
+    /// notifications to queue and the notification-log entries they imply, same transaction;
+    /// each with what the sender did with it while the batch waited in memory
+    pub outbox: Vec<QueuedEntry>,
     /// shadow notifications (dry run): recorded in `sent`, never queued
     pub shadow: Vec<super::OutboxEntry>,
+}
+
+/// An outbox entry of a batch, with what happened to it while the batch could not be written
+/// (the sender delivers such entries from memory: see [`super::Store::outbox_due`]).
+#[derive(Debug, Default)]
+pub(crate) struct QueuedEntry {
+    pub entry: super::OutboxEntry,
+    /// 0 until the batch's first write fails; then negative, the row id the sender sees
+    pub mem_id: i64,
+    pub attempts: u32,
+    /// next attempt (ms); 0: at `created`
+    pub next_attempt: i64,
+    pub last_error: Option<String>,
+    /// delivered from memory at this time: written to the history, never queued
+    pub delivered: Option<i64>,
+    /// failed permanently from memory at this time: written as a failed row
+    pub failed: Option<i64>,
 }
 
 /// Which `wal` rows a batch deletes: a flush deletes those whose samples are all in chunks; an
@@ -367,7 +385,10 @@ impl Db {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
-    pub fn flush(&mut self, batch: &FlushBatch) -> Result<(), StoreError> {
+    /// Writes `batch` in one transaction. Returns, for each outbox entry the sender saw in
+    /// memory and that is queued now, its memory id and its row id.
+    pub fn flush(&mut self, batch: &FlushBatch) -> Result<Vec<(i64, i64)>, StoreError> {
+        let mut moved = Vec::new();
         let tx = self.conn.transaction()?;
         {
             let mut ins_series =
@@ -445,12 +466,8 @@ impl Db {
                     .execute(params![&r.rule_key, RULE_TRANSITIONS_KEPT])?;
                 }
             }
-            for o in &batch.outbox {
-                tx.prepare_cached(
-                    "INSERT INTO outbox (receiver, group_key, idempotency_key, payload, created, next_attempt)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?5)",
-                )?
-                .execute(params![&o.receiver, &o.group_key, &o.idempotency_key, &o.payload, o.created])?;
+            for q in &batch.outbox {
+                let o = &q.entry;
                 if !o.log_entry.is_empty() {
                     tx.prepare_cached(
                         "INSERT INTO nflog (receiver, group_key, entry) VALUES (?1, ?2, ?3)
@@ -461,6 +478,40 @@ impl Db {
                         &o.group_key,
                         &o.log_entry
                     ])?;
+                }
+                if let Some(at) = q.delivered {
+                    tx.prepare_cached(
+                        "INSERT INTO sent (at, integration, group_key, idempotency_key, status, payload)
+                         VALUES (?1, ?2, ?3, ?4, 'delivered', ?5)",
+                    )?
+                    .execute(params![at, &o.receiver, &o.group_key, &o.idempotency_key, &o.payload])?;
+                    prune_sent(&tx)?;
+                    continue;
+                }
+                tx.prepare_cached(
+                    "INSERT INTO outbox (receiver, group_key, idempotency_key, payload, created, next_attempt, attempts, last_error, failed)
+                     VALUES (?1, ?2, ?3, ?4, ?5, max(?5, ?6), ?7, ?8, ?9)",
+                )?
+                .execute(params![
+                    &o.receiver,
+                    &o.group_key,
+                    &o.idempotency_key,
+                    &o.payload,
+                    o.created,
+                    q.next_attempt,
+                    q.attempts,
+                    &q.last_error,
+                    q.failed.is_some()
+                ])?;
+                if let Some(at) = q.failed {
+                    tx.prepare_cached(
+                        "INSERT INTO sent (at, integration, group_key, idempotency_key, status, error, payload)
+                         VALUES (?1, ?2, ?3, ?4, 'failed', ?5, ?6)",
+                    )?
+                    .execute(params![at, &o.receiver, &o.group_key, &o.idempotency_key, &q.last_error, &o.payload])?;
+                    prune_sent(&tx)?;
+                } else if q.mem_id != 0 {
+                    moved.push((q.mem_id, tx.last_insert_rowid()));
                 }
             }
             for o in &batch.shadow {
@@ -480,7 +531,7 @@ impl Db {
             };
         }
         tx.commit()?;
-        Ok(())
+        Ok(moved)
     }
 
     /// The first and last block on disk (two index seeks), to bound per-block reads.
@@ -735,13 +786,29 @@ impl Db {
         Ok(())
     }
 
-    /// Pending (not failed) outbox rows: the depth self-metric.
-    pub fn outbox_depth(&self) -> Result<u64, StoreError> {
-        Ok(self
-            .conn
-            .query_row("SELECT count(*) FROM outbox WHERE failed = 0", [], |r| {
-                r.get::<_, i64>(0)
-            })? as u64)
+    /// Pending (not failed) outbox rows and the creation time of the oldest.
+    pub fn outbox_summary(&self) -> Result<(u64, Option<i64>), StoreError> {
+        Ok(self.conn.query_row(
+            "SELECT count(*), min(created) FROM outbox WHERE failed = 0",
+            [],
+            |r| Ok((r.get::<_, i64>(0)? as u64, r.get(1)?)),
+        )?)
+    }
+
+    /// Simulates a full disk (`pages`: the file may not grow) or lifts it (`None`): SQLite's
+    /// `max_page_count`, which fails a write that needs a new page with SQLITE_FULL, as a full
+    /// disk does. Free pages are vacuumed away first, so the next write that grows the file fails.
+    pub fn limit_pages(&self, full: bool) -> Result<(), StoreError> {
+        if full {
+            self.conn.execute_batch("VACUUM")?;
+            let pages: i64 = self.conn.query_row("PRAGMA page_count", [], |r| r.get(0))?;
+            self.conn
+                .query_row(&format!("PRAGMA max_page_count = {pages}"), [], |_| Ok(()))?;
+        } else {
+            self.conn
+                .query_row("PRAGMA max_page_count = 4294967294", [], |_| Ok(()))?;
+        }
+        Ok(())
     }
 
     pub fn nflog(&self) -> Result<Vec<(String, String, String)>, StoreError> {

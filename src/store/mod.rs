@@ -28,14 +28,14 @@ mod wal;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Instant;
 
 pub use head::{AppendStats, BLOCK_MS, SAMPLES_PER_CHUNK, SeriesRef, block_of, is_stale};
 
 use crate::labels::{Labels, Matcher};
-use db::{Db, FlushBatch, WalTrim};
+use db::{Db, FlushBatch, QueuedEntry, WalTrim};
 use head::Head;
 use wal::WalBatch;
 
@@ -289,6 +289,22 @@ struct Pending {
     notes: Vec<(SeriesRef, i64, String)>,
     /// flushes and commits that failed, oldest first, retried before the next write
     failed: Vec<FlushBatch>,
+    /// the last memory id given to an outbox entry of a failed batch (-1, -2, …)
+    last_mem_id: i64,
+    /// memory id → outbox row id of entries the sender saw in memory and that were written
+    /// queued since: an outcome the sender reports under the memory id goes to the row. Entries
+    /// leave when their outcome comes; at most the notifications queued while writes failed.
+    moved: HashMap<i64, i64>,
+}
+
+/// Writes the store failed and when one last succeeded, for the self-metrics.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct WriteHealth {
+    /// flushes and commits that failed since the store opened
+    pub failures: u64,
+    /// the time (ms) of the last write that succeeded: a flush's `now`, an evaluation's time;
+    /// None before the first
+    pub last_success_ms: Option<i64>,
 }
 
 pub struct Store {
@@ -301,6 +317,9 @@ pub struct Store {
     head_window_ms: AtomicI64,
     /// the exclusive write lock (`<path>.lock`), held while the store is open for writing
     _lock: Option<std::fs::File>,
+    write_failures: AtomicU64,
+    /// ms; i64::MIN before the first successful write
+    last_write_ok_ms: AtomicI64,
 }
 
 impl Store {
@@ -362,6 +381,8 @@ impl Store {
             head_window_ms: AtomicI64::new(opts.head_window_ms),
             opts,
             _lock: lock,
+            write_failures: AtomicU64::new(0),
+            last_write_ok_ms: AtomicI64::new(i64::MIN),
         })
     }
 
@@ -462,7 +483,7 @@ impl Store {
             all.push(fresh);
             all
         };
-        let mut stats = self.write(&mut db, batches)?;
+        let mut stats = self.write(&mut db, batches, Some(now))?;
         db.delete_blocks_before(block_of(now - self.opts.retention_ms))?;
         db.checkpoint()?;
         stats.seconds = started.elapsed().as_secs_f64();
@@ -477,6 +498,12 @@ impl Store {
     /// On an error everything is kept and written first by the next flush or commit.
     pub fn commit_evaluation(&self, rows: EvaluationRows) -> Result<FlushStats, StoreError> {
         let started = Instant::now();
+        let at = rows
+            .rules
+            .iter()
+            .filter_map(|r| r.eval.as_ref().map(|e| e.t))
+            .chain(rows.samples.iter().map(|s| s.1))
+            .max();
         let mut db = self.db.lock().expect("db lock");
         let batches = {
             let mut head = self.head.write().expect("head lock");
@@ -501,7 +528,14 @@ impl Store {
                 wal_samples: wal.count,
                 wal: (!wal.is_empty()).then_some((wal.mint, wal.maxt, wal.buf)),
                 rules: rows.rules,
-                outbox: rows.outbox,
+                outbox: rows
+                    .outbox
+                    .into_iter()
+                    .map(|entry| QueuedEntry {
+                        entry,
+                        ..Default::default()
+                    })
+                    .collect(),
                 shadow: rows.shadow,
                 ..Default::default()
             };
@@ -509,26 +543,94 @@ impl Store {
             all.push(fresh);
             all
         };
-        let mut stats = self.write(&mut db, batches)?;
+        let mut stats = self.write(&mut db, batches, at)?;
         stats.seconds = started.elapsed().as_secs_f64();
         Ok(stats)
     }
 
     /// Writes batches oldest first, one transaction each; on an error keeps the unwritten ones
     /// for the next flush or commit, so nothing is dropped because the disk was full a while.
-    fn write(&self, db: &mut Db, mut batches: Vec<FlushBatch>) -> Result<FlushStats, StoreError> {
+    /// Their outbox entries get memory ids then: the sender delivers them from memory
+    /// ([`Store::outbox_due`]) until they are written. `at` is the write's time (ms), if known.
+    fn write(
+        &self,
+        db: &mut Db,
+        mut batches: Vec<FlushBatch>,
+        at: Option<i64>,
+    ) -> Result<FlushStats, StoreError> {
         let mut stats = FlushStats::default();
         for (written, batch) in batches.iter().enumerate() {
-            if let Err(e) = db.flush(batch) {
-                batches.drain(..written);
-                self.pending.lock().expect("pending lock").failed = batches;
-                return Err(e);
+            match db.flush(batch) {
+                Ok(moved) => {
+                    if !moved.is_empty() {
+                        self.pending
+                            .lock()
+                            .expect("pending lock")
+                            .moved
+                            .extend(moved);
+                    }
+                }
+                Err(e) => {
+                    batches.drain(..written);
+                    let mut pending = self.pending.lock().expect("pending lock");
+                    for q in batches.iter_mut().flat_map(|b| b.outbox.iter_mut()) {
+                        if q.mem_id == 0 {
+                            pending.last_mem_id -= 1;
+                            q.mem_id = pending.last_mem_id;
+                        }
+                    }
+                    pending.failed = batches;
+                    self.write_failures.fetch_add(1, Ordering::Relaxed);
+                    return Err(e);
+                }
             }
             stats.samples += batch.wal_samples;
             stats.chunks += batch.chunks.len();
             stats.series += batch.new_series.len();
         }
+        if let Some(at) = at {
+            self.last_write_ok_ms.fetch_max(at, Ordering::Relaxed);
+        }
         Ok(stats)
+    }
+
+    /// Failed writes and the time of the last successful one.
+    pub fn write_health(&self) -> WriteHealth {
+        let last = self.last_write_ok_ms.load(Ordering::Relaxed);
+        WriteHealth {
+            failures: self.write_failures.load(Ordering::Relaxed),
+            last_success_ms: (last != i64::MIN).then_some(last),
+        }
+    }
+
+    /// Test support: makes every write that needs a new page of the file fail with SQLITE_FULL,
+    /// what a full disk gives (`full`), or lifts that. Not for production use.
+    #[doc(hidden)]
+    pub fn simulate_full_disk(&self, full: bool) -> Result<(), StoreError> {
+        self.db.lock().expect("db lock").limit_pages(full)
+    }
+
+    /// Applies `f` to the entry with memory id `id` of a batch still waiting in memory; false
+    /// when none has it.
+    fn in_memory(&self, id: i64, f: impl FnOnce(&mut QueuedEntry)) -> bool {
+        let mut pending = self.pending.lock().expect("pending lock");
+        match pending
+            .failed
+            .iter_mut()
+            .flat_map(|b| b.outbox.iter_mut())
+            .find(|q| q.mem_id == id)
+        {
+            Some(q) => {
+                f(q);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// The row a memory id was written as, forgetting the mapping.
+    fn moved_row(&self, id: i64) -> Option<i64> {
+        self.pending.lock().expect("pending lock").moved.remove(&id)
     }
 
     /// Cuts every open chunk and flushes: after this the file holds everything and no WAL rows.
@@ -547,8 +649,58 @@ impl Store {
     /// not: a receiver's rows go out in order, so a row not yet due holds back the later ones.
     /// At most `limit` rows per receiver (its oldest), so one receiver's backlog cannot crowd
     /// out the others.
+    ///
+    /// Besides the file's rows, the notifications of evaluations whose commit failed (a full
+    /// disk) and that wait in memory, after the file's: their ids are negative, and the outcome
+    /// methods ([`Store::outbox_delivered`], …) record it in memory, so the batch is written with
+    /// it (a delivered notification goes to the history, not the outbox) when the store can
+    /// write again; or on the row, if it was written meanwhile.
     pub fn outbox_due(&self, now: i64, limit: usize) -> Result<Vec<OutboxRow>, StoreError> {
-        self.db.lock().expect("db lock").outbox_due(now, limit)
+        let db = self.db.lock().expect("db lock");
+        let mut rows = db.outbox_due(now, limit)?;
+        let pending = self.pending.lock().expect("pending lock");
+        let memory: Vec<OutboxRow> = pending
+            .failed
+            .iter()
+            .flat_map(|b| b.outbox.iter())
+            .filter(|q| q.mem_id < 0 && q.delivered.is_none() && q.failed.is_none())
+            .map(|q| OutboxRow {
+                id: q.mem_id,
+                receiver: q.entry.receiver.clone(),
+                group_key: q.entry.group_key.clone(),
+                idempotency_key: q.entry.idempotency_key.clone(),
+                payload: q.entry.payload.clone(),
+                created: q.entry.created,
+                attempts: q.attempts,
+                next_attempt: q.next_attempt.max(q.entry.created),
+            })
+            .collect();
+        drop(pending);
+        drop(db);
+        if memory.is_empty() {
+            return Ok(rows);
+        }
+        // a receiver's rows go out in order: the file's first, then memory's; a receiver is
+        // due when any of its rows is
+        let due: std::collections::HashSet<&str> = rows
+            .iter()
+            .chain(&memory)
+            .filter(|r| r.next_attempt <= now)
+            .map(|r| r.receiver.as_str())
+            .collect();
+        let mut count: HashMap<String, usize> = HashMap::new();
+        for r in &rows {
+            *count.entry(r.receiver.clone()).or_default() += 1;
+        }
+        let due: std::collections::HashSet<String> = due.into_iter().map(String::from).collect();
+        for r in memory {
+            let n = count.entry(r.receiver.clone()).or_default();
+            if due.contains(&r.receiver) && *n < limit {
+                *n += 1;
+                rows.push(r);
+            }
+        }
+        Ok(rows)
     }
 
     /// Queues a notification at once (a fallback after a permanent failure; no log entry).
@@ -557,29 +709,79 @@ impl Store {
     }
 
     /// Removes a delivered notification.
+    /// (A negative id: a notification in memory, see [`Store::outbox_due`].)
     pub fn outbox_delivered(&self, id: i64, now: i64) -> Result<(), StoreError> {
-        self.db.lock().expect("db lock").outbox_delivered(id, now)
+        let mut db = self.db.lock().expect("db lock");
+        if id >= 0 {
+            return db.outbox_delivered(id, now);
+        }
+        if self.in_memory(id, |q| q.delivered = Some(now)) {
+            return Ok(());
+        }
+        match self.moved_row(id) {
+            Some(row) => db.outbox_delivered(row, now),
+            None => Ok(()),
+        }
     }
 
     /// Schedules another attempt.
     pub fn outbox_retry(&self, id: i64, next_attempt: i64, error: &str) -> Result<(), StoreError> {
-        self.db
-            .lock()
-            .expect("db lock")
-            .outbox_retry(id, next_attempt, error)
+        let db = self.db.lock().expect("db lock");
+        if id >= 0 {
+            return db.outbox_retry(id, next_attempt, error);
+        }
+        let found = self.in_memory(id, |q| {
+            q.attempts += 1;
+            q.next_attempt = next_attempt;
+            q.last_error = Some(error.to_string());
+        });
+        if found {
+            return Ok(());
+        }
+        match self.moved_row(id) {
+            Some(row) => db.outbox_retry(row, next_attempt, error),
+            None => Ok(()),
+        }
     }
 
     /// Gives up on a notification (kept, marked failed, for inspection).
     pub fn outbox_failed(&self, id: i64, error: &str, now: i64) -> Result<(), StoreError> {
-        self.db
-            .lock()
-            .expect("db lock")
-            .outbox_failed(id, error, now)
+        let mut db = self.db.lock().expect("db lock");
+        if id >= 0 {
+            return db.outbox_failed(id, error, now);
+        }
+        let found = self.in_memory(id, |q| {
+            q.attempts += 1;
+            q.failed = Some(now);
+            q.last_error = Some(error.to_string());
+        });
+        if found {
+            return Ok(());
+        }
+        match self.moved_row(id) {
+            Some(row) => db.outbox_failed(row, error, now),
+            None => Ok(()),
+        }
     }
 
-    /// Notifications waiting to be delivered.
+    /// Notifications waiting to be delivered (those waiting in memory included).
     pub fn outbox_depth(&self) -> Result<u64, StoreError> {
-        self.db.lock().expect("db lock").outbox_depth()
+        Ok(self.outbox_summary()?.0)
+    }
+
+    /// Notifications waiting to be delivered (those waiting in memory included) and the
+    /// creation time (ms) of the oldest.
+    pub fn outbox_summary(&self) -> Result<(u64, Option<i64>), StoreError> {
+        let db = self.db.lock().expect("db lock");
+        let (mut depth, mut oldest) = db.outbox_summary()?;
+        let pending = self.pending.lock().expect("pending lock");
+        for q in pending.failed.iter().flat_map(|b| b.outbox.iter()) {
+            if q.delivered.is_none() && q.failed.is_none() {
+                depth += 1;
+                oldest = Some(oldest.map_or(q.entry.created, |o| o.min(q.entry.created)));
+            }
+        }
+        Ok((depth, oldest))
     }
 
     /// Writes (creates or replaces) a silence, durably at once.

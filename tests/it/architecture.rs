@@ -98,6 +98,7 @@ fn only_the_loops_read_the_clock() {
         &[
             "clock.rs",
             "ingest/scheduler.rs",
+            "ingest/selfscrape.rs",
             "rules/manager.rs",
             "notify/sender.rs",
             "server/",

@@ -30,7 +30,30 @@ async fn run_with_builtin_default_serves_health_and_watches_itself() {
         .filter(|t| t["target"] == "tocsin")
         .map(|t| t["kind"].as_str().unwrap())
         .collect();
-    assert_eq!(kinds, vec!["health", "metrics"]);
+    // its own metrics are stored in-process (job="tocsin"), not scraped over HTTP
+    assert_eq!(kinds, vec!["health"]);
+    let stored = d
+        .wait_json(
+            "/api/v1/query?query=tocsin_samples_ingested_total%7Bjob%3D%22tocsin%22%7D",
+            Duration::from_secs(10),
+            |v| {
+                v["data"]["result"]
+                    .as_array()
+                    .is_some_and(|r| !r.is_empty())
+            },
+        )
+        .await;
+    assert_eq!(stored["data"]["result"][0]["metric"]["job"], "tocsin");
+    // and the built-in self-alert rules are loaded
+    let rules = d
+        .wait_json("/api/v1/rules", Duration::from_secs(10), |v| {
+            v.to_string().contains("TocsinStoreCannotWrite")
+        })
+        .await;
+    assert!(
+        rules.to_string().contains("TocsinStoreCannotWrite"),
+        "{rules}"
+    );
     let metrics = reqwest::get(d.url("/metrics"))
         .await
         .unwrap()

@@ -26,6 +26,7 @@ mod robustness;
 mod rules;
 mod scheduler;
 mod scrape;
+mod selfwatch;
 mod store;
 mod textformat_promtool;
 mod textparse;
