@@ -156,6 +156,9 @@ mod tests {
         assert_eq!(at("tocsin_rules_loaded"), Some(3.0));
         assert_eq!(at("up"), Some(1.0));
         assert_eq!(at("tocsin_store_write_failures_total"), Some(0.0));
+        // the process_* metrics appended after the registry parse and are stored too
+        assert!(at("process_resident_memory_bytes").is_some_and(|v| v > 0.0));
+        assert_eq!(at("tocsin_build_info"), Some(1.0));
         // a failed write shows in the counter at the next tick
         // a full disk: a flush that needs a new page of the file (300 new series) fails
         store.simulate_full_disk(true).unwrap();
