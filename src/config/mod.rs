@@ -105,6 +105,8 @@ pub struct Config {
     /// `tocsin:self` loads tocsin's own alerts (rule evaluations failing, notifications failing,
     /// the outbox stuck or growing, the store unable to write, a target down, no rules loaded),
     /// built into the binary as `rules/tocsin-self.yml`; the built-in configuration loads it.
+    /// `tocsin:watchdog` loads `Watchdog`, an alert that is always firing, for a dead-man's
+    /// switch downstream (route it there: see `rules/tocsin-watchdog.yml`).
     #[serde(default)]
     pub rule_files: Vec<Spanned<String>>,
     /// The HTTP server.
@@ -1208,7 +1210,10 @@ fn validate_probe(p: &ProbeConfig) -> Vec<String> {
 
 /// A target's probes with defaults applied and `ca_file`s read (bounded).
 fn build_probes(t: &TargetConfig, cfg: &Config) -> Result<Vec<Probe>, SecretError> {
-    let target_interval = t.interval.as_ref().map_or(cfg.scrape.interval.value, |s| s.value);
+    let target_interval = t
+        .interval
+        .as_ref()
+        .map_or(cfg.scrape.interval.value, |s| s.value);
     let target_timeout = t
         .timeout
         .as_ref()

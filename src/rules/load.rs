@@ -25,12 +25,32 @@ use crate::rules::template::Template;
 /// every error's path is this name (positions are the built-in file's).
 pub const SELF_RULES: &str = "tocsin:self";
 
+/// The reserved `rule_files` entry that loads the always-firing `Watchdog` alert
+/// (`rules/tocsin-watchdog.yml`, built in), the dead-man's switch users route to a receiver
+/// that notices when it stops arriving. Loaded only when listed.
+pub const WATCHDOG_RULES: &str = "tocsin:watchdog";
+
 /// `rules/tocsin-self.yml`, compiled in: what [`SELF_RULES`] loads.
 pub const SELF_RULES_YAML: &str = include_str!("../../rules/tocsin-self.yml");
 
-/// Whether `path` is the reserved [`SELF_RULES`] entry (as [`expand_globs`] returns it).
+/// `rules/tocsin-watchdog.yml`, compiled in: what [`WATCHDOG_RULES`] loads.
+pub const WATCHDOG_RULES_YAML: &str = include_str!("../../rules/tocsin-watchdog.yml");
+
+/// The built-in rule file a reserved `rule_files` entry (as [`expand_globs`] returns it) names.
+pub fn builtin_rules(path: &Path) -> Option<&'static str> {
+    if path == Path::new(SELF_RULES) {
+        Some(SELF_RULES_YAML)
+    } else if path == Path::new(WATCHDOG_RULES) {
+        Some(WATCHDOG_RULES_YAML)
+    } else {
+        None
+    }
+}
+
+/// Whether `path` is a reserved built-in entry ([`SELF_RULES`], [`WATCHDOG_RULES`]): tocsin's
+/// own rules, not counted as the user's.
 pub fn is_self_rules(path: &Path) -> bool {
-    path == Path::new(SELF_RULES)
+    builtin_rules(path).is_some()
 }
 
 // ---------------------------------------------------------------- raw file format
@@ -110,8 +130,8 @@ pub fn expand_globs(patterns: &[String], base: &Path) -> Result<Vec<PathBuf>, Ru
     let mut out = Vec::new();
     let mut errors = Vec::new();
     for p in patterns {
-        if p == SELF_RULES {
-            out.push(PathBuf::from(SELF_RULES));
+        if p == SELF_RULES || p == WATCHDOG_RULES {
+            out.push(PathBuf::from(p));
             continue;
         }
         let full = if Path::new(p).is_absolute() {
@@ -226,8 +246,8 @@ pub fn load_files(
         if !seen_files.insert(std::fs::canonicalize(path).unwrap_or_else(|_| path.clone())) {
             continue;
         }
-        let read = if is_self_rules(path) {
-            Ok(SELF_RULES_YAML.to_string())
+        let read = if let Some(yaml) = builtin_rules(path) {
+            Ok(yaml.to_string())
         } else {
             std::fs::read_to_string(path)
         };
@@ -883,6 +903,27 @@ mod tests {
             .unwrap()
             + 1;
         assert!(e.contains(&format!("first in tocsin:self:{line}")), "{e}");
+    }
+
+    #[test]
+    fn the_reserved_watchdog_entry_loads_only_the_watchdog() {
+        let dir = tempfile::tempdir().unwrap();
+        let pats = [WATCHDOG_RULES.to_string(), SELF_RULES.to_string()];
+        let files = expand_globs(&pats, dir.path()).unwrap();
+        assert_eq!(
+            files,
+            vec![PathBuf::from(WATCHDOG_RULES), PathBuf::from(SELF_RULES)]
+        );
+        let set = load_files(&files[..1], 15_000, &ScriptEngine::new()).unwrap();
+        assert_eq!(set.rule_count(), 1);
+        assert_eq!(set.groups[0].name, "tocsin-watchdog");
+        assert!(is_self_rules(&set.groups[0].file));
+        assert!(set.files.is_empty());
+        // both built-in files together, no group clash
+        let both = load_files(&files, 15_000, &ScriptEngine::new()).unwrap();
+        assert_eq!(both.rule_count(), 8);
+        // a name close to a reserved one is a file like any other: missing
+        assert!(expand_globs(&["tocsin:watchdogs".to_string()], dir.path()).is_err());
     }
 
     #[test]
