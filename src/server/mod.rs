@@ -138,6 +138,7 @@ pub fn routes() -> Vec<Route> {
         route(Method::GET, "/api/v2/status", Read, amv2::status),
         route(Method::GET, "/api/v2/receivers", Read, amv2::receivers),
         route(Method::GET, "/api/v2/alerts", Read, amv2::alerts),
+        route(Method::POST, "/api/v2/alerts", Write, amv2::post_alerts),
         route(
             Method::GET,
             "/api/v2/alerts/groups",
