@@ -302,7 +302,7 @@ async fn probe_at(
     path: &str,
     store: &Store,
     at: i64,
-    checks: &mut std::collections::BTreeSet<String>,
+    checks: &mut tocsin::ingest::health::HealthMemory,
 ) -> scrape::HealthReport {
     let t = scrape_target(base, "/metrics", Some(path));
     let url = t.health.clone().unwrap();
@@ -407,7 +407,7 @@ async fn a_check_that_disappears_goes_stale() {
     // the next probe reports no checks (an HTML body): the check's series ends
     target.route("/health", html());
     probe_at(target.base(), "/health", &store, T0 + 15_000, &mut checks).await;
-    assert!(checks.is_empty());
+    assert!(checks.checks.is_empty());
     let later = store.latest(&pdns(), T0 + 15_000, 60_000).unwrap();
     assert!(
         later.is_empty(),
@@ -705,6 +705,7 @@ async fn each_label_limit_fails_a_real_scrape() {
         metrics: Arc::new(SelfMetrics::new(0.0)),
         status: status.clone(),
         client: tocsin::ingest::client(),
+        heartbeats: Default::default(),
     };
     let (tx, rx) = tokio::sync::watch::channel(false);
     let mut tasks = scheduler.spawn(targets, Duration::from_secs(3600), rx);
