@@ -185,11 +185,14 @@ fn check_verdict(v: &serde_json::Value) -> (bool, String) {
     match v {
         serde_json::Value::String(s) => (is_ok_word(s), s.clone()),
         serde_json::Value::Bool(b) => (*b, b.to_string()),
-        serde_json::Value::Object(m) => match m.get("status") {
-            Some(serde_json::Value::String(s)) => (is_ok_word(s), v.to_string()),
-            Some(serde_json::Value::Bool(b)) => (*b, v.to_string()),
-            _ => (false, v.to_string()),
-        },
+        // `status` (a word or a boolean), else an `ok` or `healthy` boolean
+        serde_json::Value::Object(m) => {
+            match ["status", "ok", "healthy"].iter().find_map(|k| m.get(*k)) {
+                Some(serde_json::Value::String(s)) => (is_ok_word(s), v.to_string()),
+                Some(serde_json::Value::Bool(b)) => (*b, v.to_string()),
+                _ => (false, v.to_string()),
+            }
+        }
         other => (false, other.to_string()),
     }
 }

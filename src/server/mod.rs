@@ -269,6 +269,10 @@ fn body_or_refusal(
     })
 }
 
+/// How much of a pushed body over the limit is read and dropped before the 413 (see
+/// [`import_prometheus`]).
+pub const PUSH_DRAIN_BYTES: u64 = 8 << 20;
+
 /// `POST /api/v1/import/prometheus`: a text-format body stored through
 /// [`crate::ingest::push::Push`] (parsing and the store on a blocking thread), 204 when stored.
 /// The body is read here up to `server.push_body_size_limit` (not the API's 64 KiB).
@@ -307,18 +311,35 @@ async fn import_prometheus(
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > limit) {
-        return too_large();
+    let mut stream = body.into_data_stream();
+    // a body over the limit is read on and dropped up to PUSH_DRAIN_BYTES more before the 413:
+    // closing a socket with unread data resets it, and the client would see the reset, not
+    // the answer; a body larger than that gets its 413 at once
+    let drain_then_refuse = async |stream: &mut axum::body::BodyDataStream, mut read: u64| {
+        while read <= limit + PUSH_DRAIN_BYTES {
+            match stream.next().await {
+                Some(Ok(c)) => read += c.len() as u64,
+                _ => break,
+            }
+        }
+        too_large()
+    };
+    if let Some(n) = declared.filter(|&n| n > limit) {
+        if n > limit + PUSH_DRAIN_BYTES {
+            return too_large();
+        }
+        return drain_then_refuse(&mut stream, 0).await;
     }
     let mut bytes = Vec::with_capacity(declared.unwrap_or(0).min(limit) as usize);
-    let mut stream = body.into_data_stream();
     while let Some(chunk) = stream.next().await {
         let chunk = match chunk {
             Ok(c) => c,
             Err(e) => return bad_request(format!("cannot read the body: {e}")),
         };
         if bytes.len() as u64 + chunk.len() as u64 > limit {
-            return too_large();
+            let read = bytes.len() as u64 + chunk.len() as u64;
+            drop(bytes);
+            return drain_then_refuse(&mut stream, read).await;
         }
         bytes.extend_from_slice(&chunk);
     }

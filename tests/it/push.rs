@@ -113,7 +113,11 @@ async fn pushed_samples_are_stored_and_check_in_the_heartbeat_the_dead_mans_swit
     assert_eq!(got[0]["value"][1], "42");
     let stamped = query(&d, "timestamp(backup_bytes)").await;
     assert_eq!(
-        stamped[0]["value"][1].as_str().unwrap().parse::<f64>().unwrap(),
+        stamped[0]["value"][1]
+            .as_str()
+            .unwrap()
+            .parse::<f64>()
+            .unwrap(),
         ts as f64 / 1000.0
     );
     // the push checked the heartbeat target in: up, with its check-in time
@@ -127,14 +131,20 @@ async fn pushed_samples_are_stored_and_check_in_the_heartbeat_the_dead_mans_swit
     assert_eq!(t["labels"]["probe"], "heartbeat");
     assert_eq!(t["scrapeUrl"], "/api/v1/heartbeat/nightly");
     assert_eq!(
-        query(&d, "tocsin_heartbeat_expected_interval_seconds{job=\"nightly\"}").await[0]
-            ["value"][1],
+        query(
+            &d,
+            "tocsin_heartbeat_expected_interval_seconds{job=\"nightly\"}"
+        )
+        .await[0]["value"][1],
         "3"
     );
     assert!(
-        !query(&d, "tocsin_heartbeat_last_seen_timestamp_seconds{service=\"backup\"}")
-            .await
-            .is_empty()
+        !query(
+            &d,
+            "tocsin_heartbeat_last_seen_timestamp_seconds{service=\"backup\"}"
+        )
+        .await
+        .is_empty()
     );
 
     // silence: down once 3.5s pass without a check-in, with the reason, and the shipped
@@ -152,9 +162,11 @@ async fn pushed_samples_are_stored_and_check_in_the_heartbeat_the_dead_mans_swit
     );
     let alert = d
         .wait_json("/api/v1/alerts", WAIT, |v| {
-            v["data"]["alerts"]
-                .as_array()
-                .is_some_and(|a| a.iter().any(|a| a["labels"]["alertname"] == "HeartbeatMissing" && a["state"] == "firing"))
+            v["data"]["alerts"].as_array().is_some_and(|a| {
+                a.iter().any(|a| {
+                    a["labels"]["alertname"] == "HeartbeatMissing" && a["state"] == "firing"
+                })
+            })
         })
         .await;
     assert!(alert.to_string().contains("nightly"), "{alert}");
@@ -182,8 +194,22 @@ async fn bad_pushes_are_refused_with_their_reason_and_store_nothing() {
     let big = "x".repeat(65 * 1024);
     // (case, path, token, body, status, text the answer contains)
     let cases: Vec<(&str, &str, Option<&str>, String, u16, &str)> = vec![
-        ("no token", PUSH, None, marked(""), 401, "missing or wrong bearer token"),
-        ("wrong token", PUSH, Some("nope"), marked(""), 401, "missing or wrong bearer token"),
+        (
+            "no token",
+            PUSH,
+            None,
+            marked(""),
+            401,
+            "missing or wrong bearer token",
+        ),
+        (
+            "wrong token",
+            PUSH,
+            Some("nope"),
+            marked(""),
+            401,
+            "missing or wrong bearer token",
+        ),
         (
             "a broken line",
             PUSH,
@@ -292,7 +318,10 @@ async fn bad_pushes_are_refused_with_their_reason_and_store_nothing() {
     bytes.extend_from_slice(b"\"} 1\n");
     let (code, answer) = post(&d, PUSH, Some(TOKEN), bytes).await;
     assert_eq!(code, 400, "{answer}");
-    assert!(answer.contains("line 2, column 6: invalid utf-8"), "{answer}");
+    assert!(
+        answer.contains("line 2, column 6: invalid utf-8"),
+        "{answer}"
+    );
 
     // a body streamed without a length stops at the limit too
     let chunks: Vec<Result<Vec<u8>, std::io::Error>> =
@@ -300,6 +329,26 @@ async fn bad_pushes_are_refused_with_their_reason_and_store_nothing() {
     let stream = reqwest::Body::wrap_stream(futures_util::stream::iter(chunks));
     let (code, answer) = post(&d, PUSH, Some(TOKEN), stream).await;
     assert_eq!(code, 413, "{answer}");
+    // a declared 1 GiB body is refused before a byte of it is read
+    let mut sock = tokio::net::TcpStream::connect(d.base.trim_start_matches("http://"))
+        .await
+        .unwrap();
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    sock.write_all(
+        format!(
+            "POST {PUSH} HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {TOKEN}\r\ncontent-length: 1073741824\r\n\r\n"
+        )
+        .as_bytes(),
+    )
+    .await
+    .unwrap();
+    let mut answer = vec![0u8; 4096];
+    let n = tokio::time::timeout(WAIT, sock.read(&mut answer))
+        .await
+        .expect("an answer without the body")
+        .unwrap();
+    let answer = String::from_utf8_lossy(&answer[..n]);
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
     // a compressed body is refused, not misread
     let resp = reqwest::Client::new()
         .post(d.url(PUSH))
@@ -354,7 +403,11 @@ async fn a_heartbeat_goes_down_the_millisecond_its_silence_runs_out() {
         (s.up, s.last_error.clone())
     };
     tokio::time::sleep(Duration::from_millis(1_000)).await;
-    assert_eq!(shown(), (None, None), "no check-in yet, within the first interval");
+    assert_eq!(
+        shown(),
+        (None, None),
+        "no check-in yet, within the first interval"
+    );
     assert!(heartbeats.beat("relay", clock.now_ms()));
     tokio::time::sleep(Duration::from_millis(5_000)).await;
     let (up, error) = shown();
@@ -400,7 +453,10 @@ async fn a_heartbeat_goes_down_the_millisecond_its_silence_runs_out() {
         T0,
         T0 + 60_000,
     );
-    assert_eq!(seen.last(), Some(&(T0 + 6_000, (T0 + 6_000) as f64 / 1000.0)));
+    assert_eq!(
+        seen.last(),
+        Some(&(T0 + 6_000, (T0 + 6_000) as f64 / 1000.0))
+    );
 }
 
 /// A target that never checks in is down one interval plus grace after watching began.
@@ -451,7 +507,12 @@ async fn a_heartbeat_that_never_comes_is_down_after_the_first_interval() {
     // the 1 s ticks, and the expiry between them
     assert_eq!(
         up,
-        vec![(T0, 1.0), (T0 + 1_000, 1.0), (T0 + 1_501, 0.0), (T0 + 2_000, 0.0)]
+        vec![
+            (T0, 1.0),
+            (T0 + 1_000, 1.0),
+            (T0 + 1_501, 0.0),
+            (T0 + 2_000, 0.0)
+        ]
     );
 }
 
@@ -466,8 +527,20 @@ async fn scrape_previews_a_health_endpoint_instead_of_failing_to_parse_it() {
     let url = target.url("/health");
     let out = tokio::task::spawn_blocking(move || {
         Command::new(BIN)
-            .args(["scrape", &url, "--field", "status", "--field", "stats.synced"])
-            .args(["--field", "stats.paused", "--field", "checks[name=pdns].status"])
+            .args([
+                "scrape",
+                &url,
+                "--field",
+                "status",
+                "--field",
+                "stats.synced",
+            ])
+            .args([
+                "--field",
+                "stats.paused",
+                "--field",
+                "checks[name=pdns].status",
+            ])
             .output()
             .unwrap()
     })
