@@ -481,7 +481,7 @@ pub struct JsonGauge {
     /// Path into the body: keys separated by `.` (`stats.queue.depth`), an array element by
     /// index (`checks[0].ok`) or as the first object whose key has a value
     /// (`checks[name=db].ok`; the value is compared as text). At most 256 bytes and 16 steps; a
-    /// key cannot contain `.`, `[` or `]`.
+    /// key cannot contain a dot or a square bracket.
     pub field: Spanned<String>,
     /// Name of the series. When unset, `health_json_` followed by the path with every character
     /// not allowed in a metric name replaced by `_` (`checks[0].ok` becomes
