@@ -103,9 +103,12 @@ impl JsonPath {
             Step::Key(k) => v.get(k),
             Step::Index(i) => v.as_array()?.get(*i),
             Step::Select { key, value } => v.as_array()?.iter().find(|e| {
-                e.get(key).is_some_and(|x| match x {
-                    serde_json::Value::String(s) => s == value,
-                    other => other.to_string() == *value,
+                e.get(key).is_some_and(|x| {
+                    let text: std::borrow::Cow<'_, str> = match x {
+                        serde_json::Value::String(s) => s.into(),
+                        other => other.to_string().into(),
+                    };
+                    text == value.as_str()
                 })
             }),
         })
@@ -131,6 +134,9 @@ pub struct HealthMemory {
     /// metric → the state values written (configured and seen, at most [`MAX_STATES`])
     pub states: BTreeMap<String, BTreeSet<String>>,
 }
+
+/// One sample a health probe writes: metric, labels beyond the endpoint's, value.
+pub type HealthSample = (String, Vec<(&'static str, String)>, f64);
 
 /// One sample of a configured JSON field: metric, `state` label (string fields), value.
 #[derive(Debug, Clone, PartialEq)]
@@ -386,9 +392,9 @@ pub fn health_samples(
     status: u16,
     seconds: f64,
     fields: &[JsonSample],
-) -> Vec<(String, Vec<(&'static str, String)>, f64)> {
+) -> Vec<HealthSample> {
     let one_if = |b: bool| if b { 1.0 } else { 0.0 };
-    let mut out: Vec<(String, Vec<(&'static str, String)>, f64)> = vec![
+    let mut out: Vec<HealthSample> = vec![
         ("up".into(), vec![], one_if(report.up)),
         ("probe_success".into(), vec![], one_if(report.success)),
         ("probe_http_status_code".into(), vec![], f64::from(status)),
@@ -414,10 +420,7 @@ pub fn preview(
     result: &Result<Response, ScrapeError>,
     seconds: f64,
     json_gauges: &[JsonField],
-) -> (
-    HealthReport,
-    Vec<(String, Vec<(&'static str, String)>, f64)>,
-) {
+) -> (HealthReport, Vec<HealthSample>) {
     let (report, fields) = judge(result, json_gauges, &mut BTreeMap::new());
     let status = result.as_ref().map_or(0, |resp| resp.status);
     let samples = health_samples(&report, status, seconds, &fields);

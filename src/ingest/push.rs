@@ -251,7 +251,8 @@ mod tests {
     #[test]
     fn a_heartbeat_is_down_once_silent_longer_than_allowed() {
         // (case, last seen, since, allowed, now, up, silent, down at)
-        let cases: &[(&str, Option<i64>, i64, i64, i64, bool, i64, i64)] = &[
+        type Case = (&'static str, Option<i64>, i64, i64, i64, bool, i64, i64);
+        let cases: &[Case] = &[
             // never checked in: up for the first interval after watching began
             ("fresh", None, 1_000, 5_000, 3_000, true, 2_000, 6_001),
             (

@@ -193,7 +193,8 @@ async fn bad_pushes_are_refused_with_their_reason_and_store_nothing() {
     let labels: String = (0..8).map(|i| format!("l{i}=\"v\",")).collect();
     let big = "x".repeat(65 * 1024);
     // (case, path, token, body, status, text the answer contains)
-    let cases: Vec<(&str, &str, Option<&str>, String, u16, &str)> = vec![
+    type Case<'a> = (&'a str, &'a str, Option<&'a str>, String, u16, &'a str);
+    let cases: Vec<Case> = vec![
         (
             "no token",
             PUSH,
