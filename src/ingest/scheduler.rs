@@ -555,14 +555,6 @@ impl Scheduler {
                     }
                     None => {}
                 }
-                self.metrics
-                    .scrapes
-                    .get_or_create(&ScrapeLabels {
-                        target: target.name.clone(),
-                        kind: "heartbeat",
-                        result: if v.up { "success" } else { "failure" },
-                    })
-                    .inc();
             }
             // before the first check-in and the first verdict against it: unknown, not up
             let shown = (last_seen.is_some() || !v.up).then_some(v.up);

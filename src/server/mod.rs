@@ -282,6 +282,29 @@ async fn import_prometheus(
     headers: axum::http::HeaderMap,
     body: axum::body::Body,
 ) -> Response {
+    let metrics = s.metrics.clone();
+    let resp = import_body(s, q, headers, body).await;
+    let result = if resp.status() == StatusCode::NO_CONTENT {
+        "stored"
+    } else {
+        "refused"
+    };
+    metrics
+        .pushes
+        .get_or_create(&crate::selfmetrics::PushLabels {
+            kind: "import",
+            result,
+        })
+        .inc();
+    resp
+}
+
+async fn import_body(
+    s: AppState,
+    q: Option<String>,
+    headers: axum::http::HeaderMap,
+    body: axum::body::Body,
+) -> Response {
     use futures_util::StreamExt;
     let Some(push) = s.push.clone() else {
         return (StatusCode::SERVICE_UNAVAILABLE, "pushes are not accepted").into_response();
@@ -344,8 +367,13 @@ async fn import_prometheus(
         bytes.extend_from_slice(&chunk);
     }
     let now = s.clock.now_ms();
-    match tokio::task::spawn_blocking(move || push.ingest(&bytes, &extra, now)).await {
+    let outcome = tokio::task::spawn_blocking(move || push.ingest(&bytes, &extra, now)).await;
+    match outcome {
         Ok(Ok(report)) => {
+            s.metrics.samples_ingested.inc_by(report.appended as u64);
+            s.metrics
+                .samples_out_of_order
+                .inc_by(report.rejected as u64);
             tracing::debug!(samples = report.samples, appended = report.appended, rejected = report.rejected, heartbeats = ?report.heartbeats, "push stored");
             StatusCode::NO_CONTENT.into_response()
         }
@@ -367,7 +395,15 @@ async fn heartbeat(
             .into_response();
     };
     let now = s.clock.now_ms();
-    if push.heartbeats.beat(&name, now) {
+    let known = push.heartbeats.beat(&name, now);
+    s.metrics
+        .pushes
+        .get_or_create(&crate::selfmetrics::PushLabels {
+            kind: "heartbeat",
+            result: if known { "stored" } else { "refused" },
+        })
+        .inc();
+    if known {
         Json(json!({"status": "success", "data": {
             "target": name,
             "seenAt": crate::timefmt::format_rfc3339(now),

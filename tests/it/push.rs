@@ -367,6 +367,23 @@ async fn bad_pushes_are_refused_with_their_reason_and_store_nothing() {
     assert_eq!(query(&d, "stored").await.len(), 1);
     assert!(query(&d, "never_stored").await.is_empty());
     assert!(query(&d, "{__name__=~\"s[0-9]+|x\"}").await.is_empty());
+    // counted in the self-metrics: every refusal past the token check (10 in the table, the
+    // invalid utf-8, streamed, declared 1 GiB and compressed bodies) and the stored push
+    assert_eq!(
+        d.metric("tocsin_pushes_total{kind=\"import\",result=\"refused\"}")
+            .await,
+        14.0
+    );
+    assert_eq!(
+        d.metric("tocsin_pushes_total{kind=\"import\",result=\"stored\"}")
+            .await,
+        1.0
+    );
+    assert_eq!(
+        d.metric("tocsin_pushes_total{kind=\"heartbeat\",result=\"refused\"}")
+            .await,
+        1.0
+    );
 }
 
 /// The heartbeat task under paused time: `up` turns 0 at the very millisecond the allowed
