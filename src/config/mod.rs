@@ -480,7 +480,8 @@ pub const DEFAULT_PROBE_SIZE_LIMIT: u64 = 64 * 1024;
 pub struct JsonGauge {
     /// Path into the body: keys separated by `.` (`stats.queue.depth`), an array element by
     /// index (`checks[0].ok`) or as the first object whose key has a value
-    /// (`checks[name=db].ok`; the value is compared as text). At most 256 bytes and 16 steps; a
+    /// (`checks[name=db].ok`; the value is compared as text and may hold dots but no closing
+    /// bracket). At most 256 bytes and 16 steps; a
     /// key cannot contain a dot or a square bracket.
     pub field: Spanned<String>,
     /// Name of the series. When unset, `health_json_` followed by the path with every character
@@ -1768,5 +1769,59 @@ targets:
             )
         );
         assert_eq!(p[1].size_limit, DEFAULT_PROBE_SIZE_LIMIT);
+    }
+
+    #[test]
+    fn heartbeats_push_limits_and_json_paths_are_validated_at_their_line() {
+        let bad = "server: { push_body_size_limit: 65MiB }
+targets:
+  - name: cron
+    heartbeat: { expected_interval: 10ms }
+  - name: api
+    health: http://x/health
+    health_json:
+      - { field: 'checks[name=db.ok' }
+      - { field: status, states: [a, b, c, d, e, f, g, h, i, j, k, l, m, n, o, p, q] }
+";
+        let Err(ConfigError::Invalid(errors)) = Config::from_yaml(bad, Path::new("t.yml")) else {
+            panic!("invalid settings accepted");
+        };
+        let messages: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
+        let want = [
+            "t.yml:1:33: server.push_body_size_limit: 68157440 bytes: must be positive and at most 67108864 (64MiB)",
+            "t.yml:4:37: targets[0].heartbeat.expected_interval: 10ms is shorter than the minimum of 100ms",
+            "t.yml:8:18: targets[1].health_json[0].field: invalid path \"checks[name=db.ok\": unclosed '[' in \"checks[name=db.ok\"",
+            "t.yml:9:18: targets[1].health_json[1].states: 17 states, more than the limit of 16",
+        ];
+        assert_eq!(messages, want);
+        let ok = "targets:
+  - name: cron
+    heartbeat: { expected_interval: 1h, grace: 5m }
+";
+        let t = &Config::from_yaml(ok, Path::new("t.yml"))
+            .unwrap()
+            .build_targets(&Default::default())
+            .unwrap()[0];
+        assert_eq!(
+            t.heartbeat,
+            Some(Heartbeat {
+                expected_interval: PromDuration::from_secs(3600),
+                grace: PromDuration::from_secs(300),
+            })
+        );
+        let metric = |field: &str| {
+            JsonGauge {
+                field: unlocated(field.to_string()),
+                metric: None,
+                states: vec![],
+            }
+            .metric_name()
+        };
+        assert_eq!(metric("checks[0].ok"), "health_json_checks_0_ok");
+        assert_eq!(
+            metric("checks[name=db].ok"),
+            "health_json_checks_name_db_ok"
+        );
+        assert_eq!(metric("stats.queue-depth"), "health_json_stats_queue_depth");
     }
 }

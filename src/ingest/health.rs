@@ -52,44 +52,68 @@ impl JsonPath {
             return Err(format!("longer than {MAX_PATH_BYTES} bytes"));
         }
         let mut steps = Vec::new();
-        for (i, part) in text.split('.').enumerate() {
-            let (key, mut rest) = match part.find('[') {
-                Some(b) => part.split_at(b),
-                None => (part, ""),
-            };
-            if key.contains(']') {
-                return Err(format!("unexpected ']' in {part:?}"));
-            }
-            if key.is_empty() && (i > 0 || rest.is_empty()) {
-                return Err(format!("empty key in {text:?}"));
-            }
-            if !key.is_empty() {
-                steps.push(Step::Key(key.to_string()));
-            }
-            while !rest.is_empty() {
-                let Some(inner) = rest.strip_prefix('[') else {
-                    return Err(format!("expected '[' at {rest:?}"));
-                };
-                let Some(end) = inner.find(']') else {
-                    return Err(format!("unclosed '[' in {part:?}"));
-                };
-                let sel = &inner[..end];
-                if sel.contains('[') {
-                    return Err(format!("unexpected '[' in {part:?}"));
+        let mut key = String::new();
+        // a key is due: at the start and after each `.` (a selection may open the path)
+        let mut need_key = true;
+        let mut at_start = true;
+        let mut rest = text;
+        while let Some(c) = rest.chars().next() {
+            match c {
+                '.' => {
+                    if need_key && key.is_empty() {
+                        return Err(format!("empty key in {text:?}"));
+                    }
+                    if !key.is_empty() {
+                        steps.push(Step::Key(std::mem::take(&mut key)));
+                    }
+                    need_key = true;
+                    rest = &rest[1..];
                 }
-                steps.push(match sel.split_once('=') {
-                    Some((k, v)) if !k.is_empty() => Step::Select {
-                        key: k.to_string(),
-                        value: v.to_string(),
-                    },
-                    Some(_) => return Err(format!("empty key in selection [{sel}]")),
-                    None => Step::Index(
-                        sel.parse()
-                            .map_err(|_| format!("[{sel}] is neither an index nor key=value"))?,
-                    ),
-                });
-                rest = &inner[end + 1..];
+                '[' => {
+                    if need_key && key.is_empty() && !at_start {
+                        return Err(format!("empty key in {text:?}"));
+                    }
+                    if !key.is_empty() {
+                        steps.push(Step::Key(std::mem::take(&mut key)));
+                    }
+                    let inner = &rest[1..];
+                    let Some(end) = inner.find(']') else {
+                        return Err(format!("unclosed '[' in {text:?}"));
+                    };
+                    let sel = &inner[..end];
+                    if sel.contains('[') {
+                        return Err(format!("unexpected '[' in {text:?}"));
+                    }
+                    steps.push(match sel.split_once('=') {
+                        Some((k, v)) if !k.is_empty() => Step::Select {
+                            key: k.to_string(),
+                            value: v.to_string(),
+                        },
+                        Some(_) => return Err(format!("empty key in selection [{sel}]")),
+                        None => {
+                            Step::Index(sel.parse().map_err(|_| {
+                                format!("[{sel}] is neither an index nor key=value")
+                            })?)
+                        }
+                    });
+                    need_key = false;
+                    rest = &inner[end + 1..];
+                    if !rest.is_empty() && !rest.starts_with(['.', '[']) {
+                        return Err(format!("expected '.' or '[' at {rest:?}"));
+                    }
+                }
+                ']' => return Err(format!("unexpected ']' in {text:?}")),
+                c => {
+                    key.push(c);
+                    rest = &rest[c.len_utf8()..];
+                }
             }
+            at_start = false;
+        }
+        if !key.is_empty() {
+            steps.push(Step::Key(key));
+        } else if need_key {
+            return Err(format!("empty key in {text:?}"));
         }
         if steps.len() > MAX_PATH_STEPS {
             return Err(format!("more than {MAX_PATH_STEPS} steps"));
@@ -659,6 +683,18 @@ mod tests {
             ),
             // nested arrays
             ("m[1][0]", vec![key("m"), Index(1), Index(0)]),
+            // a selected value may hold a dot
+            (
+                "zones[name=example.org.].serial",
+                vec![
+                    key("zones"),
+                    Select {
+                        key: "name".into(),
+                        value: "example.org.".into(),
+                    },
+                    key("serial"),
+                ],
+            ),
         ];
         for (path, steps) in good {
             assert_eq!(
@@ -678,7 +714,9 @@ mod tests {
             ("a[x]", "[x] is neither an index nor key=value"),
             ("a[-1]", "[-1] is neither"),
             ("a[=v]", "empty key in selection"),
-            ("a[0]b", "expected '['"),
+            ("a[0]b", "expected '.' or '['"),
+            (".a", "empty key"),
+            ("a.[0]", "empty key"),
             ("a[[0]]", "unexpected '['"),
             (&long, "longer than 256 bytes"),
             (&deep, "more than 16 steps"),
