@@ -18,6 +18,7 @@ mod probe_smtp;
 mod probe_tcp;
 mod probe_tls;
 mod promql;
+mod push;
 mod query;
 mod reload;
 mod replay;
