@@ -113,6 +113,13 @@ pub struct Config {
     /// Logging.
     #[serde(default)]
     pub log: LogConfig,
+    /// Labels added to every alert sent to a receiver (webhook, email, alertmanager) and shown
+    /// with the alerts of `/api/v2/alerts`, as Prometheus's `global.external_labels`: an alert's
+    /// own label of the same name wins. Name an instance of an HA pair here (`replica: a`) and
+    /// drop it again in an `alertmanager` receiver's `alert_relabel_configs`, so the
+    /// Alertmanager cluster deduplicates the pair. Changing them needs a restart.
+    #[serde(default)]
+    pub external_labels: Option<Spanned<BTreeMap<String, String>>>,
     /// The notification routing tree, in Alertmanager's form: `receiver`, `group_by`,
     /// `group_wait` (30s), `group_interval` (5m), `repeat_interval` (4h), `matchers`,
     /// `continue`, `mute_time_intervals`, `active_time_intervals` and child `routes`.
@@ -678,6 +685,14 @@ impl Config {
         Ok(cfg)
     }
 
+    /// `external_labels` as a label set (empty when unset).
+    pub fn external_labels(&self) -> crate::labels::Labels {
+        self.external_labels
+            .as_ref()
+            .map(|e| crate::labels::Labels::from_pairs(e.value.clone()))
+            .unwrap_or_default()
+    }
+
     /// The built-in configuration used when no file is given: tocsin watches itself (its own
     /// metrics, stored in-process, and the `tocsin:self` rules).
     pub fn builtin_default() -> Config {
@@ -819,6 +834,26 @@ impl Config {
             if d.value.0.is_zero() {
                 let (l, c) = at(&d.referenced);
                 err(l, c, field.into(), "must be positive".into());
+            }
+        }
+        if let Some(ext) = &self.external_labels {
+            let (l, c) = at(&ext.referenced);
+            for (k, v) in &ext.value {
+                if !valid_label_name(k) || k.starts_with("__") {
+                    err(
+                        l,
+                        c,
+                        "external_labels".into(),
+                        format!("invalid label name {k:?}"),
+                    );
+                } else if v.is_empty() {
+                    err(
+                        l,
+                        c,
+                        format!("external_labels.{k}"),
+                        "must not be empty".into(),
+                    );
+                }
             }
         }
         let mut seen: BTreeMap<&str, u64> = BTreeMap::new();
@@ -1208,7 +1243,10 @@ fn validate_probe(p: &ProbeConfig) -> Vec<String> {
 
 /// A target's probes with defaults applied and `ca_file`s read (bounded).
 fn build_probes(t: &TargetConfig, cfg: &Config) -> Result<Vec<Probe>, SecretError> {
-    let target_interval = t.interval.as_ref().map_or(cfg.scrape.interval.value, |s| s.value);
+    let target_interval = t
+        .interval
+        .as_ref()
+        .map_or(cfg.scrape.interval.value, |s| s.value);
     let target_timeout = t
         .timeout
         .as_ref()

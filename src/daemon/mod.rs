@@ -162,8 +162,11 @@ impl Daemon {
             client: crate::ingest::client(),
         };
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
-        let mut scrapes =
-            scheduler.spawn(targets, cfg.storage.flush_interval.value.0, shutdown_rx.clone());
+        let mut scrapes = scheduler.spawn(
+            targets,
+            cfg.storage.flush_interval.value.0,
+            shutdown_rx.clone(),
+        );
         // tocsin's own metrics, stored in-process (and the store's write counters kept current)
         let self_scrape = crate::ingest::selfscrape::SelfScrape {
             store: store.clone(),
@@ -370,6 +373,7 @@ async fn start_notifications(
     let notifier = Arc::new(
         notifier
             .with_silences(silences.clone())
+            .with_external_labels(cfg.external_labels())
             .with_metrics(metrics.clone())
             .with_dry_run(opts.dry_run),
     );

@@ -3,6 +3,7 @@
 //! the stages share; `route` (routing tree, inhibition, time intervals), `webhook` and `email`
 //! (receivers) are separate files.
 
+pub mod alertmanager;
 pub mod dedup;
 pub mod dispatch;
 pub mod email;
@@ -89,6 +90,9 @@ pub enum Change {
     AllResolved,
     #[serde(rename = "repeat interval elapsed")]
     RepeatIntervalElapsed,
+    /// an `alertmanager` receiver's alerts forwarded again after its `resend_delay`
+    #[serde(rename = "resend delay elapsed")]
+    ResendDelayElapsed,
 }
 
 /// How a delivery attempt ended.
@@ -117,6 +121,7 @@ impl Change {
             Change::NewResolved => "new resolved",
             Change::AllResolved => "all resolved",
             Change::RepeatIntervalElapsed => "repeat interval elapsed",
+            Change::ResendDelayElapsed => "resend delay elapsed",
         }
     }
 }
