@@ -508,7 +508,7 @@ fn validate_alertmanager(
             push(
                 format!("{path}.alert_relabel_configs[{i}].regex"),
                 rc.regex.referenced,
-                ReceiverErrorKind::InvalidRegex(crate::error::chain(&e)),
+                ReceiverErrorKind::InvalidRegex(crate::labels::regex_reason(&e)),
             );
         }
     }
@@ -595,6 +595,55 @@ mod tests {
         );
         let unknown = serde_saphyr::from_str::<Vec<ReceiverConfig>>("[{ name: x, slack: {} }]");
         assert!(unknown.unwrap_err().to_string().contains("unknown field"));
+    }
+
+    #[test]
+    fn alertmanager_receivers_validate_with_every_error_at_its_field() {
+        let list: Vec<ReceiverConfig> = serde_saphyr::from_str(
+            r#"
+- { name: ok, alertmanager: { urls: ["http://127.0.0.1:9093"], alert_relabel_configs: [{ action: labeldrop, regex: replica }] } }
+- { name: none, alertmanager: { urls: [] } }
+- name: mixed
+  webhook: { url: "http://127.0.0.1:1/hook" }
+  alertmanager: { urls: ["ftp://am:21", "http://u:PW@:99999/x/KEY"], resend_delay: 0s }
+- name: auth
+  alertmanager:
+    urls: ["http://am:9093"]
+    bearer_token_env: T
+    bearer_token_file: /t
+    basic_auth: { username: u }
+    alert_relabel_configs: [{ action: labelkeep, regex: "(a{1000}){1000}" }, { action: labeldrop, regex: "(" }]
+"#,
+        )
+        .unwrap();
+        let e: Vec<String> = validate(&list)
+            .iter()
+            .map(|e| format!("{}:{}: {e}", e.at.line(), e.at.column()))
+            .collect();
+        let e = e.join("\n");
+        for want in [
+            "3:39: receivers[1] (\"none\").alertmanager.urls: needs at least one url",
+            "6:25: receivers[2] (\"mixed\").alertmanager: an alertmanager receiver forwards every alert ungrouped",
+            "6:25: receivers[2] (\"mixed\").alertmanager.urls[0]: unsupported scheme \"ftp\"",
+            "6:25: receivers[2] (\"mixed\").alertmanager.urls[1]: not a valid url",
+            "6:84: receivers[2] (\"mixed\").alertmanager.resend_delay: must be positive",
+            "9:11: receivers[3] (\"auth\").alertmanager.bearer_token_env: set bearer_token_env or bearer_token_file, not both",
+            "9:11: receivers[3] (\"auth\").alertmanager.basic_auth: set a bearer token or basic_auth, not both",
+            "9:11: receivers[3] (\"auth\").alertmanager.basic_auth: set exactly one of password_env and password_file",
+            "receivers[3] (\"auth\").alertmanager.alert_relabel_configs[0].regex: invalid regex: invalid repeat count: nested repetitions repeat more than the limit of 1000 times",
+            "receivers[3] (\"auth\").alertmanager.alert_relabel_configs[1].regex: invalid regex: unclosed group",
+        ] {
+            assert!(e.contains(want), "{want} missing in:\n{e}");
+        }
+        assert!(!e.contains("receivers[0]"), "{e}");
+        // the URL with credentials is shown redacted, in errors and in Debug
+        assert!(!e.contains("PW") && !e.contains("KEY"), "{e}");
+        let debug = format!("{:?}", list[2]);
+        assert!(!debug.contains("PW") && !debug.contains("KEY"), "{debug}");
+        let unknown = serde_saphyr::from_str::<Vec<ReceiverConfig>>(
+            "[{ name: x, alertmanager: { urls: [\"http://a\"], alert_relabel_configs: [{ action: replace, regex: a }] } }]",
+        );
+        assert!(unknown.unwrap_err().to_string().contains("unknown variant"));
     }
 
     #[test]

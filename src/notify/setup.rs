@@ -348,7 +348,12 @@ impl NotifyPlan {
                         action: r.action,
                         regex,
                     })
-                    .map_err(|e| format!("alert_relabel_configs[{i}].regex: invalid regex: {e}"))
+                    .map_err(|e| {
+                        format!(
+                            "alert_relabel_configs[{i}].regex: invalid regex: {}",
+                            crate::labels::regex_reason(&e)
+                        )
+                    })
             })
             .collect::<Result<Vec<_>, String>>()?;
         let horizon_ms = ends_at_horizon_ms(self.evaluation_interval_ms, resend_delay_ms(am));
