@@ -330,3 +330,92 @@ async fn ha_pair(am_bin: &Path) {
         .await;
     assert!(retried >= 1.0, "the dead alertmanager's queue retries");
 }
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}
+
+/// The `endsAt` of the resolved alert in a request to the fake Alertmanager, if it holds one.
+/// With `resend_delay: 1m` a firing alert's `endsAt` lies 4 minutes after its evaluation; a
+/// resolved one's is its resolve time, in the past.
+fn resolution(h: &crate::common::Hit) -> Option<String> {
+    if h.path != "/api/v2/alerts" {
+        return None;
+    }
+    h.body.as_array()?.iter().find_map(|a| {
+        let ends = a["endsAt"].as_str()?;
+        let ms = chrono::DateTime::parse_from_rfc3339(ends)
+            .ok()?
+            .timestamp_millis();
+        (ms < now_ms() + 60_000).then(|| ends.to_string())
+    })
+}
+
+/// A resolution queued while the Alertmanager answers 503 survives `kill -9`: after the restart
+/// the same resolution (its `endsAt` the resolve time, not a later one) is delivered. The fake
+/// Alertmanager is a [`WebhookSink`] recording `POST /api/v2/alerts` with its headers: the bearer
+/// token goes with every request. With `resend_delay: 1m` the restarted pipeline would not
+/// forward the resolution again for a minute (the durable notification log says it was queued):
+/// what arrives within the wait is the outbox row queued before the kill.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resolution_queued_while_alertmanager_is_down_survives_a_kill_9() {
+    let target = FakeTarget::with_conditions(&["a"]).await;
+    let am = WebhookSink::start(Answer::Status(200)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let yml = format!(
+        "storage: {{ flush_interval: 1s }}\n\
+         scrape: {{ interval: 1s, timeout: 1s }}\n\
+         evaluation: {{ interval: 1s }}\n\
+         external_labels: {{ replica: a }}\n\
+         rule_files: [rules.yml]\n\
+         targets:\n  - name: svc\n    metrics: {}\n\
+         route: {{ receiver: am }}\n\
+         receivers:\n  - name: am\n    alertmanager: {{ urls: [\"http://{}\"], resend_delay: 1m, \
+         bearer_token_env: AM_TOKEN }}\n",
+        target.url("/metrics"),
+        am.addr()
+    );
+    let mut d = Daemon::in_dir(dir.path())
+        .file("rules.yml", RULES)
+        .env("AM_TOKEN", "sesame")
+        .config(&yml)
+        .start();
+    d.wait_ready().await;
+    target.set_conditions(&[("a", true)]);
+    let first = am
+        .wait_for("the firing alert", |h| h.path == "/api/v2/alerts")
+        .await;
+    assert_eq!(first.header("authorization"), "Bearer sesame");
+    let alert = &first.body[0];
+    assert_eq!(
+        alert["labels"]["replica"], "a",
+        "external labels go out: {alert}"
+    );
+    assert_eq!(alert["labels"]["alertname"], "ConditionOn");
+    assert!(resolution(&first).is_none(), "firing: {alert}");
+
+    // the Alertmanager fails; the resolution is tried, kept, and the daemon dies
+    am.answer(Answer::Status(503));
+    target.set_conditions(&[("a", false)]);
+    let failed = am
+        .wait_for("the resolution, refused", |h| {
+            resolution(h).is_some() && !h.delivered()
+        })
+        .await;
+    let ends = resolution(&failed).unwrap();
+    d.kill_9();
+
+    // back up, both of them: the queued resolution goes out, with its own resolve time
+    am.answer(Answer::Status(200));
+    let d = d.start_again();
+    d.wait_ready().await;
+    let delivered = am
+        .wait_for("the resolution, delivered after the restart", |h| {
+            resolution(h).is_some() && h.delivered()
+        })
+        .await;
+    assert_eq!(resolution(&delivered), Some(ends));
+}
