@@ -127,8 +127,8 @@ pub struct Config {
     #[serde(default)]
     pub route: Option<Spanned<RouteConfig>>,
     /// Where notifications go: each receiver has a `name`, a `webhook` and/or an `email`
-    /// integration, an optional `fallback` receiver for what it fails permanently, and an
-    /// optional `digest: all | changes_only`.
+    /// integration (or an `alertmanager` one alone), an optional `fallback` receiver for what it
+    /// fails permanently, and an optional `digest: all | changes_only`.
     #[serde(default, deserialize_with = "empty_when_null")]
     pub receivers: Vec<ReceiverConfig>,
     /// Inhibition rules: `source_matchers`, `target_matchers`, `equal`.

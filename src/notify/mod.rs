@@ -1,7 +1,7 @@
 //! Notifications: what the alert tracker's state becomes on its way to people. Stages, in order:
 //! inhibit → silence → route → group → dedup → deliver (retry) → log. This module holds the types
-//! the stages share; `route` (routing tree, inhibition, time intervals), `webhook` and `email`
-//! (receivers) are separate files.
+//! the stages share; `route` (routing tree, inhibition, time intervals), `webhook`, `email` and
+//! `alertmanager` (receivers) are separate files.
 
 pub mod alertmanager;
 pub mod dedup;

@@ -1,5 +1,5 @@
 //! The deliver stage: drains the durable outbox. Each row is one notification for one receiver
-//! integration (`receiver/webhook`, `receiver/email`). Transient failures retry with exponential
+//! integration (`receiver/webhook`, `receiver/email`, `receiver/alertmanager[i]` per URL). Transient failures retry with exponential
 //! backoff and full jitter and survive restarts (the row stays until delivered); permanent ones
 //! stop, are logged and counted, and go to the receiver's `fallback` if it has one. A circuit
 //! breaker per integration ([`Breaker`]: closed → open after 5 consecutive transient failures →
