@@ -105,10 +105,10 @@ impl std::fmt::Debug for WebhookRaw {
 /// An `alertmanager` integration: every alert routed to the receiver, firing and resolved, is
 /// POSTed to Alertmanager's API v2 (`/api/v2/alerts`) of every URL, as Prometheus sends them. No
 /// grouping, no `group_wait`: an alert goes out at the evaluation that fires or resolves it, and
-/// every alert is sent again every `resend_delay`, a firing one with `endsAt` = now + 4 × the
-/// longer of `evaluation.interval` and `resend_delay` (so Alertmanager resolves it by itself
-/// only if tocsin stops sending), a resolved one with its resolve time, for the 15 minutes
-/// tocsin keeps it.
+/// every alert is sent again every `resend_delay`: a firing one with `endsAt` 4 × the longer of
+/// `evaluation.interval` and `resend_delay` after the evaluation that sent it (so Alertmanager
+/// resolves it by itself only if tocsin stops sending), a resolved one with its resolve time,
+/// for the 15 minutes tocsin keeps it. tocsin's silences and inhibition apply first.
 #[derive(Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct AlertmanagerRaw {
