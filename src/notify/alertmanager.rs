@@ -34,6 +34,9 @@ pub const DEFAULT_RESEND_DELAY: Duration = Duration::from_secs(60);
 pub const ENDS_AT_FACTOR: i64 = 4;
 /// The API path appended to each URL.
 pub const ALERTS_PATH: &str = "/api/v2/alerts";
+/// Most alerts in one POST (Prometheus's notifier batches 64): a receiver with thousands of
+/// alerts sends several bounded requests, not one body of megabytes.
+pub const MAX_BATCH: usize = 64;
 
 /// How to authenticate to the Alertmanagers.
 #[derive(Clone, PartialEq, Eq)]
@@ -150,30 +153,41 @@ pub fn alerts_url(base: &str) -> String {
     format!("{}{ALERTS_PATH}", base.trim_end_matches('/'))
 }
 
-/// POSTs the alerts of `n` to one Alertmanager and classifies the outcome as webhooks do (2xx
-/// delivered; 429, 5xx, connect errors and timeouts transient; other statuses permanent).
-/// Nothing to send counts as delivered.
+/// The request bodies for `n`: its [`payload`] cut into arrays of at most [`MAX_BATCH`] alerts.
+pub fn batches(n: &Notification, cfg: &AlertmanagerConfig, attempt: Attempt) -> Vec<Vec<u8>> {
+    let Some(serde_json::Value::Array(alerts)) = payload(n, cfg, attempt) else {
+        return Vec::new();
+    };
+    alerts
+        .chunks(MAX_BATCH)
+        .map(|chunk| serde_json::to_vec(chunk).expect("a json value always serializes"))
+        .collect()
+}
+
+/// POSTs the alerts of `n` to one Alertmanager, [`MAX_BATCH`] at a time, and classifies the
+/// outcome as webhooks do (2xx delivered; 429, 5xx, connect errors and timeouts transient; other
+/// statuses permanent); the first failure is the row's. A retry sends every batch again, which
+/// Alertmanager takes as an update. Nothing to send counts as delivered.
 pub async fn send(
     client: &reqwest::Client,
     cfg: &AlertmanagerConfig,
     n: &Notification,
     attempt: Attempt,
 ) -> Result<(), DeliveryError> {
-    let Some(body) = payload(n, cfg, attempt) else {
-        return Ok(());
-    };
-    let body = serde_json::to_vec(&body).expect("a json value always serializes");
     let url = alerts_url(&cfg.url);
-    let mut request = client
-        .post(&url)
-        .timeout(cfg.timeout)
-        .header(reqwest::header::CONTENT_TYPE, "application/json");
-    request = match &cfg.auth {
-        Auth::None => request,
-        Auth::Bearer(token) => request.bearer_auth(token),
-        Auth::Basic { username, password } => request.basic_auth(username, Some(password)),
-    };
-    super::webhook::post(request, body, &url, "alertmanager").await
+    for body in batches(n, cfg, attempt) {
+        let mut request = client
+            .post(&url)
+            .timeout(cfg.timeout)
+            .header(reqwest::header::CONTENT_TYPE, "application/json");
+        request = match &cfg.auth {
+            Auth::None => request,
+            Auth::Bearer(token) => request.bearer_auth(token),
+            Auth::Basic { username, password } => request.basic_auth(username, Some(password)),
+        };
+        super::webhook::post(request, body, &url, "alertmanager").await?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -343,6 +357,30 @@ mod tests {
         let body = payload(&n, &cfg(vec![drop("replica")]), at).unwrap();
         assert_eq!(body[0]["labels"], serde_json::json!({"alertname": "X"}));
         assert_eq!(payload(&n, &cfg(vec![drop(".*")]), at), None);
+    }
+
+    #[test]
+    fn many_alerts_go_out_in_batches_of_at_most_64() {
+        let alerts: Vec<AlertSnapshot> = (0..130)
+            .map(|i| alert(&format!("A{i:03}"), AlertState::Firing, None))
+            .collect();
+        let at = Attempt {
+            now: 0,
+            queued_at: 0,
+        };
+        let bodies = batches(&notification(alerts), &cfg(vec![]), at);
+        let sizes: Vec<usize> = bodies
+            .iter()
+            .map(|b| {
+                serde_json::from_slice::<serde_json::Value>(b)
+                    .unwrap()
+                    .as_array()
+                    .unwrap()
+                    .len()
+            })
+            .collect();
+        assert_eq!(sizes, [64, 64, 2]);
+        assert!(batches(&notification(vec![]), &cfg(vec![]), at).is_empty());
     }
 
     #[test]
