@@ -6,6 +6,7 @@
 //! `TOCSIN_*` environment variables override the top-level settings ([`Config::apply_env`]).
 //! Every field's doc comment is its user documentation.
 
+pub mod datasource;
 pub mod preflight;
 pub mod reference;
 pub mod secret;
@@ -107,6 +108,11 @@ pub struct Config {
     /// built into the binary as `rules/tocsin-self.yml`; the built-in configuration loads it.
     #[serde(default)]
     pub rule_files: Vec<Spanned<String>>,
+    /// Remote query engines serving the Prometheus HTTP API (Prometheus, VictoriaMetrics,
+    /// Thanos, Mimir). A rule group with `datasource: <name>` sends its PromQL there instead of
+    /// evaluating it over tocsin's own store; alert state, routing and notifications stay here.
+    #[serde(default, deserialize_with = "empty_when_null")]
+    pub datasources: Vec<datasource::DatasourceConfig>,
     /// The HTTP server.
     #[serde(default)]
     pub server: ServerConfig,
@@ -738,7 +744,7 @@ impl Config {
     /// Checks everything that types alone cannot, the notification sections included
     /// ([`crate::notify::setup::NotifyPlan::new`]); returns every problem at once.
     pub fn validate(&self, path: &Path) -> Result<(), ConfigError> {
-        let mut errors = Vec::new();
+        let mut errors = datasource::validate(&self.datasources, path);
         let mut err = |line: u64, col: u64, field: String, message: String| {
             errors.push(FieldError {
                 path: path.to_path_buf(),
@@ -1096,6 +1102,25 @@ impl Config {
             .unwrap_or_else(|| PromDuration::from_secs(10).min(interval))
     }
 
+    /// Every datasource with defaults applied and secrets read (`*_env` from `env`).
+    pub fn build_datasources(
+        &self,
+        env: &std::collections::HashMap<String, String>,
+    ) -> Result<Vec<datasource::Datasource>, datasource::DatasourceSecretError> {
+        self.datasources
+            .iter()
+            .map(|d| datasource::build(d, env))
+            .collect()
+    }
+
+    /// The names of the configured datasources.
+    pub fn datasource_names(&self) -> Vec<String> {
+        self.datasources
+            .iter()
+            .map(|d| d.name.value.clone())
+            .collect()
+    }
+
     /// The `rule_files` entries as written.
     pub fn rule_file_patterns(&self) -> Vec<String> {
         self.rule_files.iter().map(|p| p.value.clone()).collect()
@@ -1208,7 +1233,10 @@ fn validate_probe(p: &ProbeConfig) -> Vec<String> {
 
 /// A target's probes with defaults applied and `ca_file`s read (bounded).
 fn build_probes(t: &TargetConfig, cfg: &Config) -> Result<Vec<Probe>, SecretError> {
-    let target_interval = t.interval.as_ref().map_or(cfg.scrape.interval.value, |s| s.value);
+    let target_interval = t
+        .interval
+        .as_ref()
+        .map_or(cfg.scrape.interval.value, |s| s.value);
     let target_timeout = t
         .timeout
         .as_ref()

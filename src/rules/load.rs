@@ -53,6 +53,8 @@ struct RawGroup {
     #[serde(default)]
     query_offset: Option<Spanned<PromDuration>>,
     #[serde(default)]
+    datasource: Option<Spanned<String>>,
+    #[serde(default)]
     labels: BTreeMap<String, Spanned<String>>,
     #[serde(default)]
     rules: Vec<RawRule>,
@@ -469,6 +471,21 @@ fn parse_file_at(
                     ),
                 );
             }
+            if let (Some(ds), Some(sc)) = (&g.datasource, &r.script) {
+                // a script reads raw series through tocsin's engine (`query()`, selectors,
+                // tocsin-only helpers): the remote engine cannot run it, and sending each of its
+                // queries away would answer differently from the same script on the local store
+                push(
+                    &mut errors,
+                    path,
+                    sc,
+                    &ctx,
+                    format!(
+                        "script rules cannot run in a group on datasource {:?}: write the condition as PromQL (`expr`), or move the rule to a group on the embedded store",
+                        ds.value
+                    ),
+                );
+            }
             let condition = match (&r.expr, &r.script) {
                 (Some(e), None) => compile_promql(e, &ctx, "expr", path, &mut errors),
                 (None, Some(s)) => compile_script(s, &ctx, scripts, path, &mut errors),
@@ -590,6 +607,11 @@ fn parse_file_at(
             interval_ms,
             limit,
             query_offset_ms: g.query_offset.map(|o| o.value.as_millis()).unwrap_or(0),
+            datasource: g.datasource.map(|d| super::DatasourceRef {
+                line: d.referenced.line(),
+                col: d.referenced.column(),
+                name: d.value,
+            }),
             labels: g.labels.into_iter().map(|(k, v)| (k, v.value)).collect(),
             rules,
         });

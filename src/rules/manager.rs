@@ -95,6 +95,8 @@ pub struct RuleConfig {
     pub external_labels: BTreeMap<String, String>,
     pub external_url: String,
     pub compat: crate::promql::Compat,
+    /// the configured `datasources`, which groups with `datasource:` query
+    pub datasources: super::source::Datasources,
 }
 
 /// The outcome of a reload, for logs, the API and tests.
@@ -519,7 +521,9 @@ impl RuleManager {
     /// Loads and validates every rule file named by the configuration's patterns (blocking).
     pub fn load_rules(&self) -> Result<RuleSet, RuleErrors> {
         let files = expand_globs(&self.config.patterns, &self.config.base)?;
-        load_files(&files, self.config.default_interval_ms, &self.scripts)
+        let set = load_files(&files, self.config.default_interval_ms, &self.scripts)?;
+        set.check_datasources(&self.config.datasources.names())?;
+        Ok(set)
     }
 
     /// Publishes `set` with new per-group states and returns them for the new group tasks: a
@@ -921,6 +925,7 @@ impl RuleManager {
             in_grace: &in_grace,
             note: &note,
             cancel: Some(cancel),
+            remote: self.config.datasources.of(group),
         };
         let batch = step::evaluate(group, &mut own.states, &ctx, t);
         for o in &batch.outcomes {
@@ -1124,6 +1129,7 @@ mod tests {
             external_labels: Default::default(),
             external_url: String::new(),
             compat: Default::default(),
+            datasources: Default::default(),
         };
         RuleManager::builder(store, Arc::new(TokioClock::new(T0)), metrics, config)
             .hook(hook)
