@@ -207,9 +207,7 @@ pub fn validate(datasources: &[DatasourceConfig], path: &Path) -> Vec<FieldError
             }
         }
         for (k, v) in &d.headers {
-            let bad_name = reqwest::header::HeaderName::from_bytes(k.as_bytes()).is_err();
-            let bad_value = reqwest::header::HeaderValue::from_str(v).is_err();
-            if bad_name || bad_value {
+            if !crate::datasource::valid_header(k, v) {
                 err(
                     line,
                     col,

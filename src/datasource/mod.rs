@@ -393,6 +393,12 @@ impl RemoteEngine for Prefetched {
     }
 }
 
+/// Whether `name: value` can be sent as an HTTP header (for the configuration's validation).
+pub fn valid_header(name: &str, value: &str) -> bool {
+    reqwest::header::HeaderName::from_bytes(name.as_bytes()).is_ok()
+        && reqwest::header::HeaderValue::from_str(value).is_ok()
+}
+
 /// `t` (ms) as the API's seconds.
 fn seconds(t: i64) -> String {
     if t % 1000 == 0 {

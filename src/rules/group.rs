@@ -854,6 +854,7 @@ mod tests {
             in_grace: &grace,
             note: &note,
             cancel,
+            remote: None,
         };
         let mut written = Vec::new();
         let out = eval_group(&group, states, &ctx, t, &mut |s| {
@@ -999,6 +1000,136 @@ mod tests {
                 .unwrap()
                 .error
                 .is_none()
+        );
+    }
+
+    /// A remote engine answering what the test sets (a stand-in for the HTTP client, whose
+    /// classification has its own tests; the real engines are in `tests/it/datasource.rs`).
+    struct Scripted(std::sync::Mutex<Result<crate::rules::source::Answer, SourceError>>);
+
+    impl RemoteEngine for Scripted {
+        fn name(&self) -> &str {
+            "engine"
+        }
+        fn query_offset_ms(&self) -> i64 {
+            5_000
+        }
+        fn error_for_ms(&self) -> i64 {
+            15_000
+        }
+        fn instant(
+            &self,
+            _query: &str,
+            _t: i64,
+            _cancel: Option<&Cancel>,
+        ) -> Result<crate::rules::source::Answer, SourceError> {
+            self.0.lock().unwrap().clone()
+        }
+    }
+
+    #[test]
+    fn alerts_keep_their_state_while_the_datasource_is_down_for_its_grace_then_resolve() {
+        let group = parse_file(
+            "groups:\n  - name: g\n    datasource: engine\n    rules:\n      - alert: A\n        expr: x > 0\n",
+            Path::new("r.yml"),
+            10_000,
+            &ScriptEngine::new(),
+        )
+        .unwrap()
+        .remove(0);
+        let up = || {
+            Ok(crate::rules::source::Answer {
+                value: Value::Vector(vec![Sample {
+                    metric: Labels::from_pairs([("job", "a")]),
+                    t: 0,
+                    v: 1.0,
+                }]),
+                warnings: vec!["partial response".into()],
+            })
+        };
+        let down = || {
+            Err(SourceError::Unavailable {
+                datasource: "engine".into(),
+                reason: "connection refused".into(),
+            })
+        };
+        let engine = Scripted(std::sync::Mutex::new(up()));
+        let (e, scripts, ext, grace) = (
+            Engine::default(),
+            ScriptEngine::new(),
+            BTreeMap::new(),
+            HashSet::new(),
+        );
+        let note = |_: &Labels| None;
+        let storage: Arc<dyn Storage + Send + Sync> = Arc::new(MemStorage::new());
+        let ctx = GroupContext {
+            engine: &e,
+            storage,
+            scripts: &scripts,
+            external_labels: &ext,
+            external_url: "",
+            in_grace: &grace,
+            note: &note,
+            cancel: None,
+            remote: Some(&engine),
+        };
+        let mut states = HashMap::new();
+        let mut at = |t: i64| {
+            let out = eval_group(&group, &mut states, &ctx, t, &mut |_| {}).remove(0);
+            let firing = states
+                .values()
+                .flat_map(|s| s.alerts.values())
+                .filter(|a| a.status == AlertStatus::Firing)
+                .count();
+            (out, firing)
+        };
+        // the datasource's query_offset: the group sets none
+        assert_eq!(query_time(&group, Some(&engine), 100_000), 95_000);
+        let (o, firing) = at(0);
+        assert_eq!((o.error, firing), (None, 1));
+        assert_eq!(o.warnings, ["partial response"]);
+        *engine.0.lock().unwrap() = down();
+        // down at 10 s: within the 15 s grace at 10 s and 20 s, the alert keeps firing
+        for t in [10_000, 20_000] {
+            let (o, firing) = at(t);
+            assert!(o.error.as_deref().unwrap().contains("unavailable"), "{o:?}");
+            assert_eq!(firing, 1, "at {t}");
+        }
+        // 25 s after the first failure: resolved, and the error says so
+        let (o, firing) = at(35_000);
+        assert_eq!(firing, 0);
+        assert!(
+            o.error.as_deref().unwrap().contains("longer than datasource_error_for 15s"),
+            "{o:?}"
+        );
+        assert_eq!(o.transitions.len(), 1, "firing to resolved");
+        // back: it fires again, and the next outage has a whole grace again
+        *engine.0.lock().unwrap() = up();
+        assert_eq!(at(45_000).1, 1);
+        *engine.0.lock().unwrap() = down();
+        assert_eq!(at(55_000).1, 1);
+        assert_eq!(at(65_000).1, 1);
+        // a query the engine refuses is the rule's own error: no grace runs out
+        *engine.0.lock().unwrap() = Err(SourceError::Query {
+            datasource: "engine".into(),
+            reason: "bad_data: parse error".into(),
+        });
+        assert_eq!(at(500_000).1, 1);
+    }
+
+    #[test]
+    fn a_script_rule_in_a_remote_group_is_refused_at_load() {
+        let e = parse_file(
+            "groups:\n  - name: g\n    datasource: engine\n    rules:\n      - alert: A\n        script: 'true'\n",
+            Path::new("r.yml"),
+            10_000,
+            &ScriptEngine::new(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("r.yml:6:17: group \"g\", rule \"A\": script rules cannot run in a group on datasource \"engine\""),
+            "{e}"
         );
     }
 }
