@@ -320,3 +320,120 @@ pub fn from_url(url: &str) -> Result<Datasource, String> {
     }
     build(&d, &HashMap::new()).map_err(|e| e.to_string())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+
+    fn errors(yaml: &str) -> String {
+        match Config::from_yaml(yaml, Path::new("t.yml")) {
+            Ok(_) => String::new(),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn every_problem_of_the_section_is_reported_at_its_field() {
+        let e = errors(
+            "datasources:\n  - name: a\n    type: prometheus\n    url: ftp://x\n  \
+             - name: a\n    type: prometheus\n    url: 'http://x/?q=1'\n    bearer_token_env: T\n    bearer_token_file: /t\n    \
+             headers: { Authorization: x, 'bad header': y }\n  \
+             - name: b\n    type: prometheus\n    url: http://x\n    basic_auth: { username: u }\n",
+        );
+        for want in [
+            "t.yml:4:10: datasources[0].url: must be an http or https URL",
+            "t.yml:5:11: datasources[1].name: duplicate datasource name \"a\" (first at line 2)",
+            "t.yml:7:10: datasources[1].url: must not have a query or fragment",
+            "datasources[1].bearer_token_env: set bearer_token_env or bearer_token_file, not both",
+            "datasources[1].headers.Authorization: use bearer_token_env/_file or basic_auth",
+            "datasources[1].headers.bad header: is not a valid HTTP header",
+            "datasources[2].basic_auth: needs password_env or password_file",
+        ] {
+            assert!(e.contains(want), "{want}\n---\n{e}");
+        }
+        let e = errors("datasources:\n  - name: a\n    type: graphite\n    url: http://x\n");
+        assert!(e.contains("t.yml:3:11"), "{e}");
+    }
+
+    #[test]
+    fn secrets_come_from_env_or_file_and_defaults_apply() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("pw");
+        std::fs::write(&file, "s3cret\n").unwrap();
+        let cfg = Config::from_yaml(
+            &format!(
+                "datasources:\n  - name: vm\n    type: prometheus\n    url: http://vm:8481/select/0/prometheus\n    \
+                 basic_auth: {{ username: u, password_file: {} }}\n  \
+                 - name: p\n    type: prometheus\n    url: http://p:9090\n    bearer_token_env: TOK\n    \
+                 query_offset: 30s\n    timeout: 5s\n    datasource_error_for: 10m\n    response_size_limit: 1MiB\n",
+                file.display()
+            ),
+            Path::new("t.yml"),
+        )
+        .unwrap();
+        let env: HashMap<String, String> = [("TOK".to_string(), "t0k".to_string())].into();
+        let built = cfg.build_datasources(&env).unwrap();
+        assert_eq!(
+            built[0].basic_auth,
+            Some(("u".into(), Secret("s3cret".into())))
+        );
+        // a path prefix joins as a directory
+        assert_eq!(
+            built[0].url.join("api/v1/query").unwrap().as_str(),
+            "http://vm:8481/select/0/prometheus/api/v1/query"
+        );
+        assert_eq!(built[0].timeout, std::time::Duration::from_secs(30));
+        assert_eq!(built[0].error_for_ms, 300_000);
+        assert_eq!(built[0].response_size_limit, 16 << 20);
+        assert_eq!(built[1].bearer_token, Some(Secret("t0k".into())));
+        assert_eq!(built[1].query_offset_ms, 30_000);
+        assert_eq!(built[1].timeout, std::time::Duration::from_secs(5));
+        assert_eq!(built[1].error_for_ms, 600_000);
+        assert_eq!(built[1].response_size_limit, 1 << 20);
+        // an unset variable names the datasource and the field, never a value
+        let e = cfg
+            .build_datasources(&HashMap::new())
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            e,
+            "datasource p: bearer_token_env names TOK, which is not set in this environment"
+        );
+        assert!(!format!("{:?}", built[1]).contains("t0k"));
+    }
+
+    #[test]
+    fn a_group_naming_an_unknown_datasource_is_an_error_at_its_line() {
+        let set = crate::rules::load::parse_file(
+            "groups:\n  - name: g\n    datasource: vmm\n    rules: []\n",
+            Path::new("r.yml"),
+            15_000,
+            &crate::promql::rhai::ScriptEngine::new(),
+        )
+        .unwrap();
+        let set = crate::rules::RuleSet {
+            groups: set,
+            files: Vec::new(),
+        };
+        let e = set
+            .check_datasources(&["vm".into()])
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            e,
+            "r.yml:3:17: group \"g\": datasource: datasource \"vmm\" is not configured (configured: vm)"
+        );
+        assert!(
+            set.check_datasources(&[])
+                .unwrap_err()
+                .to_string()
+                .contains("tocsin.yml has no datasources")
+        );
+        assert!(from_url("not a url").is_err());
+        assert_eq!(
+            from_url("http://127.0.0.1:8428").unwrap().name,
+            "http://127.0.0.1:8428"
+        );
+    }
+}

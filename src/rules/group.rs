@@ -1099,7 +1099,10 @@ mod tests {
         let (o, firing) = at(35_000);
         assert_eq!(firing, 0);
         assert!(
-            o.error.as_deref().unwrap().contains("longer than datasource_error_for 15s"),
+            o.error
+                .as_deref()
+                .unwrap()
+                .contains("longer than datasource_error_for 15s"),
             "{o:?}"
         );
         assert_eq!(o.transitions.len(), 1, "firing to resolved");

@@ -141,6 +141,9 @@ pub struct RuleManager {
     /// (else an older log entry could overwrite a newer one, or a resolution queue before its
     /// firing notification)
     commit_order: Mutex<()>,
+    /// per rule key, what its remote datasource warned about at its last evaluation (its
+    /// `warnings`, a partial response); kept in memory for `/api/v1/rules`, and logged
+    warnings: Mutex<HashMap<String, Vec<String>>>,
     /// test seam: run by each evaluation after it updated its states and before it publishes
     /// them (where a panic loses the most, and where a slow evaluation would hold a lock if any
     /// were held over it)
@@ -257,6 +260,7 @@ impl RuleManagerBuilder {
             root: Cancel::new(),
             running: tokio::sync::Mutex::new(None),
             commit_order: Mutex::new(()),
+            warnings: Mutex::new(HashMap::new()),
             #[cfg(test)]
             hook: self.hook,
         })
@@ -392,6 +396,12 @@ impl RuleManager {
             }
         }
         out
+    }
+
+    /// Per rule key, the warnings of its last evaluation on a remote datasource (rules without
+    /// any are absent).
+    pub fn warnings_by_rule(&self) -> HashMap<String, Vec<String>> {
+        self.warnings.lock().expect("warnings lock").clone()
     }
 
     /// The alerts of every alerting rule by rule key (active and recently resolved).
@@ -928,6 +938,22 @@ impl RuleManager {
             remote: self.config.datasources.of(group),
         };
         let batch = step::evaluate(group, &mut own.states, &ctx, t);
+        {
+            let mut warnings = self.warnings.lock().expect("warnings lock");
+            for o in &batch.outcomes {
+                if o.warnings.is_empty() {
+                    warnings.remove(&o.key);
+                } else {
+                    tracing::warn!(
+                        group = group.name,
+                        rule = o.name,
+                        warnings = ?o.warnings,
+                        "rule evaluation warned"
+                    );
+                    warnings.insert(o.key.clone(), o.warnings.clone());
+                }
+            }
+        }
         for o in &batch.outcomes {
             if let Some(e) = &o.error {
                 tracing::warn!(

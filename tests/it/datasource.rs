@@ -39,7 +39,13 @@ struct Engine {
 }
 
 impl Engine {
-    fn start(name: &'static str, bin: &Path, args: &[String], dir: &Path, addr: SocketAddr) -> Engine {
+    fn start(
+        name: &'static str,
+        bin: &Path,
+        args: &[String],
+        dir: &Path,
+        addr: SocketAddr,
+    ) -> Engine {
         let log = dir.join(format!("{name}.log"));
         let out = std::fs::File::create(&log).unwrap();
         let child = Command::new(bin)
@@ -65,12 +71,15 @@ impl Engine {
     /// Waits until `path` answers 200.
     async fn wait_ok(&self, path: &str) {
         let url = format!("{}{path}", self.url());
-        Deadline::within(format!("{} answering {path}", self.name), Duration::from_secs(60))
-            .until_some(async || {
-                let r = reqwest::get(&url).await.ok()?;
-                r.status().is_success().then_some(())
-            })
-            .await
+        Deadline::within(
+            format!("{} answering {path}", self.name),
+            Duration::from_secs(60),
+        )
+        .until_some(async || {
+            let r = reqwest::get(&url).await.ok()?;
+            r.status().is_success().then_some(())
+        })
+        .await
     }
 
     fn stop(&mut self) {
@@ -250,7 +259,9 @@ async fn a_rule_on_prometheus_fires_and_survives_an_outage_for_its_grace() {
     assert_eq!(alert["labels"]["job"], "svc", "{alert}");
     assert_eq!(alert["annotations"]["summary"], "value 7", "{alert}");
     assert_eq!(
-        daemon.metric("tocsin_datasource_up{datasource=\"engine\"}").await,
+        daemon
+            .metric("tocsin_datasource_up{datasource=\"engine\"}")
+            .await,
         1.0
     );
 
@@ -271,7 +282,9 @@ async fn a_rule_on_prometheus_fires_and_survives_an_outage_for_its_grace() {
         "still firing within the grace: {alerts}"
     );
     assert_eq!(
-        daemon.metric("tocsin_datasource_up{datasource=\"engine\"}").await,
+        daemon
+            .metric("tocsin_datasource_up{datasource=\"engine\"}")
+            .await,
         0.0
     );
     // after the grace the alert resolves, and the rule says why
@@ -345,7 +358,9 @@ async fn a_rule_on_victoria_metrics_fires() {
     assert_eq!(alert["labels"]["job"], "vm", "{alert}");
     assert_eq!(alert["annotations"]["summary"], "value 3", "{alert}");
     assert_eq!(
-        daemon.metric("tocsin_datasource_up{datasource=\"engine\"}").await,
+        daemon
+            .metric("tocsin_datasource_up{datasource=\"engine\"}")
+            .await,
         1.0
     );
     assert!(
@@ -384,8 +399,20 @@ fn replay_transitions(dir: &Path, url: &str, h0: i64, mode: &str) -> (Vec<(Strin
     let out = Command::new(BIN)
         .current_dir(dir)
         .args(["replay", "--rules", "rules.yml", "--datasource", url])
-        .args(["--datasource-mode", mode, "--step", "15s", "--format", "json"])
-        .args(["--from", &secs(h0 + 1_800_000), "--to", &secs(h0 + 5_400_000)])
+        .args([
+            "--datasource-mode",
+            mode,
+            "--step",
+            "15s",
+            "--format",
+            "json",
+        ])
+        .args([
+            "--from",
+            &secs(h0 + 1_800_000),
+            "--to",
+            &secs(h0 + 5_400_000),
+        ])
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
@@ -471,7 +498,13 @@ async fn replay_over_prometheus_history_finds_the_incident_in_both_modes() {
     std::fs::write(dir.path().join("history.om"), om).unwrap();
     let made = Command::new(&promtool)
         .current_dir(dir.path())
-        .args(["tsdb", "create-blocks-from", "openmetrics", "history.om", "prom-data"])
+        .args([
+            "tsdb",
+            "create-blocks-from",
+            "openmetrics",
+            "history.om",
+            "prom-data",
+        ])
         .output()
         .unwrap();
     assert!(
@@ -496,4 +529,95 @@ async fn replay_over_prometheus_history_finds_the_incident_in_both_modes() {
             .await
             .unwrap();
     assert_eq!(instant, range);
+}
+
+// ------------------------------------------------------------------------------------ limits
+
+/// The client against servers that misbehave: each fails within the timeout with the right
+/// kind (unavailable: the grace runs; a query error: the rule's own), nothing panics.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hanging_huge_garbage_and_refusing_engines_fail_with_their_kind() {
+    use crate::common::Reply;
+    use tocsin::rules::source::SourceError;
+    let target = FakeTarget::start().await;
+    let ds = |path: &str| {
+        let mut d = tocsin::config::datasource::from_url(&target.url(path)).unwrap();
+        d.timeout = Duration::from_millis(500);
+        d.response_size_limit = 1 << 20;
+        tocsin::datasource::Client::new(d, tokio::runtime::Handle::current(), None)
+    };
+    let vector = r#"{"status":"success","data":{"resultType":"vector","result":[]}}"#;
+    let huge = format!(
+        r#"{{"status":"success","data":{{"resultType":"vector","result":[{}]}}}}"#,
+        vec![r#"{"metric":{"a":"b"},"value":[1,"1"]}"#; 40_000].join(",")
+    );
+    let cases: Vec<(&str, Reply, &str, &str)> = vec![
+        ("/ok/", Reply::json(200, vector), "ok", ""),
+        (
+            "/hang/",
+            Reply::hang(),
+            "unavailable",
+            "timeout after 500ms",
+        ),
+        (
+            "/huge/",
+            Reply::json(200, &huge),
+            "query",
+            "exceeds response_size_limit",
+        ),
+        (
+            "/html/",
+            Reply::text("<html>login</html>"),
+            "unavailable",
+            "not the Prometheus API",
+        ),
+        (
+            "/bad/",
+            Reply::json(
+                400,
+                r#"{"status":"error","errorType":"bad_data","error":"parse error at char 3"}"#,
+            ),
+            "query",
+            "bad_data: parse error at char 3",
+        ),
+        (
+            "/down/",
+            Reply::json(
+                503,
+                r#"{"status":"error","errorType":"unavailable","error":"tsdb not ready"}"#,
+            ),
+            "unavailable",
+            "tsdb not ready",
+        ),
+        (
+            "/matrix/",
+            Reply::json(
+                200,
+                r#"{"status":"success","data":{"resultType":"matrix","result":[]}}"#,
+            ),
+            "query",
+            "must give a vector or a scalar, got a matrix",
+        ),
+    ];
+    for (prefix, reply, kind, message) in cases {
+        target.route(&format!("{prefix}api/v1/query"), reply);
+        let started = Instant::now();
+        let got = ds(prefix).query("up", 1_000).await;
+        assert!(started.elapsed() < Duration::from_secs(3), "{prefix}");
+        let (k, text) = match &got {
+            Ok(_) => ("ok", String::new()),
+            Err(e @ SourceError::Query { .. }) => ("query", e.to_string()),
+            Err(e @ SourceError::Unavailable { .. }) => ("unavailable", e.to_string()),
+        };
+        assert_eq!(k, kind, "{prefix}: {got:?}");
+        assert!(text.contains(message), "{prefix}: {text}");
+    }
+    // nothing listening
+    let mut d = tocsin::config::datasource::from_url(&format!("http://{}", free_addr())).unwrap();
+    d.timeout = Duration::from_millis(500);
+    let c = tocsin::datasource::Client::new(d, tokio::runtime::Handle::current(), None);
+    assert!(matches!(
+        c.query("up", 0).await,
+        Err(SourceError::Unavailable { .. })
+    ));
 }
