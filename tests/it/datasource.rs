@@ -621,3 +621,77 @@ async fn hanging_huge_garbage_and_refusing_engines_fail_with_their_kind() {
         Err(SourceError::Unavailable { .. })
     ));
 }
+
+// ------------------------------------------------------------------------------------- check
+
+#[test]
+fn the_example_configuration_checks_and_unknown_datasources_and_remote_scripts_do_not() {
+    let root = crate::common::project_dir();
+    let ok = Command::new(BIN)
+        .current_dir(&root)
+        .env("VM_PASSWORD", "x")
+        .args(["check", "fixtures/examples/datasource-victoriametrics.yml"])
+        .output()
+        .unwrap();
+    assert!(
+        ok.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&ok.stdout),
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    // without the password: the secret is named
+    let unset = Command::new(BIN)
+        .current_dir(&root)
+        .env_remove("VM_PASSWORD")
+        .args(["check", "fixtures/examples/datasource-victoriametrics.yml"])
+        .output()
+        .unwrap();
+    assert_eq!(unset.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&unset.stderr).contains(
+            "datasources: datasource vm: basic_auth.password_env names VM_PASSWORD, which is not set"
+        ),
+        "{}",
+        String::from_utf8_lossy(&unset.stderr)
+    );
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("tocsin.yml"),
+        "datasources:\n  - { name: vm, type: prometheus, url: 'http://127.0.0.1:8428' }\nrule_files: [r.yml]\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("r.yml"),
+        "groups:\n  - name: a\n    datasource: vmm\n    rules:\n      - alert: A\n        expr: up == 0\n  \
+         - name: b\n    datasource: vm\n    rules:\n      - alert: B\n        script: 'true'\n",
+    )
+    .unwrap();
+    let bad = Command::new(BIN)
+        .current_dir(dir.path())
+        .args(["check", "tocsin.yml"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&bad.stderr);
+    assert_eq!(bad.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("script rules cannot run in a group on datasource \"vm\""),
+        "{stderr}"
+    );
+    // the script error stops the load first; alone, the unknown name is reported at its line
+    std::fs::write(
+        dir.path().join("r.yml"),
+        "groups:\n  - name: a\n    datasource: vmm\n    rules:\n      - alert: A\n        expr: up == 0\n",
+    )
+    .unwrap();
+    let bad = Command::new(BIN)
+        .current_dir(dir.path())
+        .args(["check", "tocsin.yml"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&bad.stderr);
+    assert_eq!(bad.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("r.yml:3:17: group \"a\": datasource: datasource \"vmm\" is not configured (configured: vm)"),
+        "{stderr}"
+    );
+}
