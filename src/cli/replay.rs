@@ -369,7 +369,7 @@ fn range_jobs(
         let Some(first) = mine.next() else {
             continue;
         };
-        let last = mine.last().unwrap_or(first);
+        let last = mine.next_back().unwrap_or(first);
         let at = |t| tocsin::rules::group::query_time(g, Some(engine), t);
         let step = step_ms.unwrap_or(g.interval_ms).max(1);
         for rule in &g.rules {

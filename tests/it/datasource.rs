@@ -695,3 +695,53 @@ fn the_example_configuration_checks_and_unknown_datasources_and_remote_scripts_d
         "{stderr}"
     );
 }
+
+/// An engine's warnings and partial responses reach the rule's status and the log; the alert
+/// fires from its answer as from any other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn warnings_and_partial_responses_show_in_the_rule_status() {
+    use crate::common::Reply;
+    let engine = FakeTarget::start().await;
+    engine.route(
+        "/api/v1/query",
+        Reply::json(
+            200,
+            r#"{"status":"success","isPartial":true,"warnings":["vmstorage-2 did not answer"],
+                "data":{"resultType":"vector","result":[{"metric":{"job":"x"},"value":[1,"4"]}]}}"#,
+        ),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = Daemon::in_dir(dir.path())
+        .file("rules.yml", RULES)
+        .config(&tocsin_config(engine.base(), "5m"))
+        .start();
+    daemon.wait_ready().await;
+    let rules = daemon
+        .wait_json("/api/v1/rules", Duration::from_secs(30), |v| {
+            v["data"]["groups"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .flat_map(|g| g["rules"].as_array().into_iter().flatten())
+                .any(|r| r["name"] == "LiveHigh" && r["state"] == "firing")
+        })
+        .await;
+    let group = rules["data"]["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|g| g["name"] == "remote")
+        .unwrap();
+    assert_eq!(group["datasource"], "engine");
+    let rule = &group["rules"][0];
+    assert_eq!(
+        rule["warnings"],
+        serde_json::json!([
+            "vmstorage-2 did not answer",
+            "partial response: some storage nodes did not answer"
+        ]),
+        "{rule}"
+    );
+    assert_eq!(rule["lastError"], "", "{rule}");
+    assert!(engine.requests("/api/v1/query") >= 1);
+}
