@@ -197,7 +197,11 @@ fn eval_rule(
             );
             (Vec::new(), Some(message))
         }
-        Err(e) => return Err(e.message),
+        Err(e) => {
+            // an answer, if an error: the engine is there
+            state.unavailable_since = None;
+            return Err(e.message);
+        }
     };
     let samples: Vec<Sample> = found
         .into_iter()

@@ -885,7 +885,7 @@ mod tests {
         let files = expand_globs(&[SELF_RULES.to_string()], dir.path()).unwrap();
         assert_eq!(files, vec![PathBuf::from(SELF_RULES)]);
         let set = load_files(&files, 15_000, &ScriptEngine::new()).unwrap();
-        assert_eq!(set.rule_count(), 7);
+        assert_eq!(set.rule_count(), 8);
         assert!(set.groups.iter().all(|g| is_self_rules(&g.file)));
         // nothing on disk to watch
         assert!(set.files.is_empty());
