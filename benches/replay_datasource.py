@@ -97,6 +97,7 @@ def main():
     ap.add_argument("--rules", type=int, default=20)
     ap.add_argument("--series", type=int, default=10)
     a = ap.parse_args()
+    a.tocsin = os.path.abspath(a.tocsin)
     tmp = tempfile.mkdtemp(prefix="replay-ds-")
     procs = []
     ok = True
