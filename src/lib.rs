@@ -10,6 +10,8 @@
 //! - [`promql`]: the query engine (Prometheus semantics), its PromQL and Rhai front ends.
 //! - [`rules`]: rule files (load), templates, the alert tracker, the one evaluation step, and its
 //!   three drivers: the daemon's manager, `tocsin test`, `tocsin replay`.
+//! - [`datasource`]: the client of remote query engines (Prometheus HTTP API) that rule groups
+//!   with `datasource:` evaluate against.
 //! - [`notify`]: routing, inhibition, silences, grouping, dedup, the outbox sender, webhook, email.
 //! - [`server`]: axum HTTP surface (health, status, self-metrics, `/api/v1/`, its OpenAPI document).
 //! - [`ui`]: the web UI at `/`, a static bundle embedded in the binary, reading the JSON API.
@@ -19,6 +21,7 @@
 pub mod clock;
 pub mod config;
 pub mod daemon;
+pub mod datasource;
 pub mod duration;
 pub mod error;
 pub mod hash;

@@ -46,6 +46,11 @@ pub struct SelfMetrics {
     pub rule_group_last_duration_seconds: Family<GroupLabels, Gauge<f64, AtomicU64>>,
     pub rule_group_iterations_missed: Family<GroupLabels, Counter>,
     pub rule_evaluation_failures: Family<GroupLabels, Counter>,
+    /// 1 when the datasource's last query was answered (a query error included), 0 when it
+    /// was unavailable (unreachable, a timeout, a 5xx answer); absent before its first query
+    pub datasource_up: Family<DatasourceLabels, Gauge>,
+    /// queries sent to each datasource, by result (`ok`, `query_error`, `unavailable`)
+    pub datasource_queries: Family<DatasourceResultLabels, Counter>,
     /// evaluations of a group stopped at its budget (its interval); the rules not finished
     /// count as failures too
     pub rule_group_evaluations_cancelled: Family<GroupLabels, Counter>,
@@ -112,6 +117,18 @@ pub struct PushLabels {
     /// `import` (`POST /api/v1/import/prometheus`) or `heartbeat` (`POST /api/v1/heartbeat/{name}`)
     pub kind: &'static str,
     /// `stored`, or `refused` (a bad body, a limit, an unknown heartbeat name)
+    pub result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DatasourceLabels {
+    pub datasource: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DatasourceResultLabels {
+    pub datasource: String,
+    /// `ok`, `query_error` or `unavailable`
     pub result: &'static str,
 }
 
@@ -258,6 +275,18 @@ impl SelfMetrics {
             "Rule evaluations that failed",
             rule_evaluation_failures.clone(),
         );
+        let datasource_up = Family::<DatasourceLabels, Gauge>::default();
+        registry.register(
+            "datasource_up",
+            "1 when the datasource answered its last query, 0 when it was unavailable",
+            datasource_up.clone(),
+        );
+        let datasource_queries = Family::<DatasourceResultLabels, Counter>::default();
+        registry.register(
+            "datasource_queries",
+            "Queries sent to each datasource, by result",
+            datasource_queries.clone(),
+        );
         let rule_group_evaluations_cancelled = Family::<GroupLabels, Counter>::default();
         registry.register(
             "rule_group_evaluations_cancelled",
@@ -324,6 +353,8 @@ impl SelfMetrics {
             rule_group_last_duration_seconds,
             rule_group_iterations_missed,
             rule_evaluation_failures,
+            datasource_up,
+            datasource_queries,
             rule_group_evaluations_cancelled,
             alerts,
             registry,

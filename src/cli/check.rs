@@ -20,6 +20,9 @@ pub(crate) fn check(paths: Vec<PathBuf>) -> Result<Outcome> {
     let mut failed = false;
     let mut rule_files: Vec<PathBuf> = Vec::new();
     let mut default_interval = 15_000;
+    // the datasources of the configurations given: a group's `datasource:` must name one (with
+    // rule files alone, the names cannot be checked)
+    let mut datasources: Option<Vec<String>> = None;
     for path in paths {
         if path.is_dir() {
             let found = tocsin::rules::rule_files_in(&path)
@@ -58,6 +61,9 @@ pub(crate) fn check(paths: Vec<PathBuf>) -> Result<Outcome> {
                     ),
                 }
                 default_interval = cfg.evaluation.interval.value.as_millis();
+                datasources
+                    .get_or_insert_with(Vec::new)
+                    .extend(cfg.datasource_names());
                 // the daemon's own start-up check, in the environment the daemon will have
                 match cfg.preflight(Some(&path), &env) {
                     Ok(files) => {
@@ -78,7 +84,14 @@ pub(crate) fn check(paths: Vec<PathBuf>) -> Result<Outcome> {
     }
     if !rule_files.is_empty() {
         let scripts = tocsin::promql::rhai::ScriptEngine::new();
-        match load_files(&rule_files, default_interval, &scripts) {
+        let loaded =
+            load_files(&rule_files, default_interval, &scripts).and_then(
+                |set| match &datasources {
+                    Some(known) => set.check_datasources(known).map(|()| set),
+                    None => Ok(set),
+                },
+            );
+        match loaded {
             Ok(set) => {
                 for f in &set.files {
                     let n: usize = set

@@ -8,6 +8,7 @@ use anyhow::{Context, Result, bail};
 use super::{Outcome, load_config};
 use tocsin::clock::{Clock, SystemClock};
 use tocsin::duration::PromDuration;
+use tocsin::rules::source::{Datasources, RemoteEngine};
 use tocsin::store::Store;
 
 /// The arguments of `tocsin replay`.
@@ -44,6 +45,16 @@ pub(crate) struct ReplayArgs {
     /// replay these rules too and print the alerts whose firing differs
     #[arg(long)]
     pub(crate) compare: Option<PathBuf>,
+    /// evaluate every group against this datasource (a name from the configuration's
+    /// datasources, or the URL of a Prometheus-API engine) instead of the store; without it,
+    /// groups with `datasource:` query theirs and the others the store
+    #[arg(long)]
+    pub(crate) datasource: Option<String>,
+    /// how remote history is read: `range` (one query_range per rule and group, then answered
+    /// from memory; the default, the same answers as `instant`) or `instant` (one query per rule
+    /// and evaluation)
+    #[arg(long, default_value = "range", value_parser = ["range", "instant"])]
+    pub(crate) datasource_mode: String,
 }
 
 pub(crate) fn replay(args: ReplayArgs) -> Result<Outcome> {
@@ -97,15 +108,80 @@ pub(crate) fn replay(args: ReplayArgs) -> Result<Outcome> {
         return Ok(Outcome::CheckFailed);
     }
     let sets: Vec<RuleSet> = sets.into_iter().flatten().collect();
-
-    let path = args.db.unwrap_or_else(|| cfg.storage.path.clone());
-    let store = Arc::new(Store::open_read_only(&path)?);
-    if let Err(e) = check_range(from, to, store.sample_range()?) {
-        eprintln!("error: {}: {e}", path.display());
-        return Ok(Outcome::CheckFailed);
+    if args.datasource.is_none() {
+        let names = cfg.datasource_names();
+        for set in &sets {
+            if let Err(RuleErrors(errors)) = set.check_datasources(&names) {
+                for e in errors {
+                    eprintln!("{e}");
+                }
+                failed = true;
+            }
+        }
+        if failed {
+            return Ok(Outcome::CheckFailed);
+        }
     }
-    let first_seen: std::collections::HashMap<String, i64> =
-        store.targets_first_seen()?.into_iter().collect();
+
+    // remote engines: the requests run on a small runtime of their own, the replay on this thread
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    let env: std::collections::HashMap<String, String> = std::env::vars().collect();
+    let configured = cfg
+        .build_datasources(&env)
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let client = |d: tocsin::config::datasource::Datasource| {
+        Arc::new(tocsin::datasource::Client::new(
+            d,
+            runtime.handle().clone(),
+            None,
+        ))
+    };
+    let all_on = match &args.datasource {
+        None => None,
+        Some(given) => match configured.iter().find(|d| &d.name == given) {
+            Some(d) => Some(client(d.clone())),
+            None if given.contains("://") => Some(client(
+                tocsin::config::datasource::from_url(given)
+                    .map_err(|e| anyhow::anyhow!("--datasource: {e}"))?,
+            )),
+            None => bail!(
+                "--datasource {given:?} is neither a configured datasource nor a URL (configured: {})",
+                cfg.datasource_names().join(", ")
+            ),
+        },
+    };
+    let clients: Vec<Arc<tocsin::datasource::Client>> = match &all_on {
+        Some(c) => vec![c.clone()],
+        None => configured.into_iter().map(client).collect(),
+    };
+
+    // the store is read when some group evaluates over it
+    let on_store = all_on.is_none()
+        && sets
+            .iter()
+            .any(|s| s.groups.iter().any(|g| g.datasource.is_none()));
+    let path = args.db.unwrap_or_else(|| cfg.storage.path.clone());
+    let store: Arc<dyn tocsin::promql::Storage + Send + Sync>;
+    let mut first_seen: std::collections::HashMap<String, i64> = Default::default();
+    let mut silences = Vec::new();
+    let mut note_store = None;
+    if on_store {
+        let opened = Arc::new(Store::open_read_only(&path)?);
+        if let Err(e) = check_range(from, to, opened.sample_range()?) {
+            eprintln!("error: {}: {e}", path.display());
+            return Ok(Outcome::CheckFailed);
+        }
+        first_seen = opened.targets_first_seen()?.into_iter().collect();
+        silences = tocsin::notify::silence::read_stored(&opened.stored_silences()?);
+        note_store = Some(opened.clone());
+        store = opened;
+    } else {
+        store = Arc::new(tocsin::promql::MemStorage::new());
+    }
     let grace = cfg
         .targets
         .iter()
@@ -119,8 +195,7 @@ pub(crate) fn replay(args: ReplayArgs) -> Result<Outcome> {
         None => NotifySetup::builtin(),
     }
     .with_digest_interval(default_interval);
-    let note_store = store.clone();
-    let note = move |l: &tocsin::labels::Labels| note_store.note(l);
+    let note = move |l: &tocsin::labels::Labels| note_store.as_ref().and_then(|s| s.note(l));
     let mut input = Replay {
         storage: store.clone(),
         rules: &sets[0],
@@ -135,7 +210,9 @@ pub(crate) fn replay(args: ReplayArgs) -> Result<Outcome> {
         external_url: format!("http://{}", cfg.server.listen.value),
         grace,
         note: &note,
-        silences: tocsin::notify::silence::read_stored(&store.stored_silences()?),
+        silences,
+        datasources: Default::default(),
+        all_on: None,
     };
     let bar = if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
         let bar = indicatif::ProgressBar::new(0);
@@ -153,6 +230,45 @@ pub(crate) fn replay(args: ReplayArgs) -> Result<Outcome> {
     let mut timelines = Vec::new();
     for (i, set) in sets.iter().enumerate() {
         input.rules = set;
+        // each remote engine this replay queries, its history fetched ahead in `range` mode
+        let engine = |c: &Arc<tocsin::datasource::Client>| -> Arc<dyn RemoteEngine> {
+            if args.datasource_mode == "instant" {
+                return c.clone();
+            }
+            let mut p = tocsin::datasource::Prefetched::new(c.clone());
+            let jobs = range_jobs(
+                set,
+                from - input.warmup_ms.max(0),
+                to,
+                input.step_ms,
+                |g| all_on.is_some() || g.datasource.as_ref().is_some_and(|d| d.name == c.name()),
+                c.as_ref(),
+            );
+            let failed = p.prefetch(&jobs);
+            if failed > 0 {
+                eprintln!(
+                    "datasource {}: {failed} of the range queries failed or were off their grid: their evaluations query one by one",
+                    c.name()
+                );
+            }
+            Arc::new(p)
+        };
+        match &all_on {
+            Some(c) => input.all_on = Some(engine(c)),
+            None => {
+                input.datasources = Datasources(
+                    clients
+                        .iter()
+                        .filter(|c| {
+                            set.groups
+                                .iter()
+                                .any(|g| g.datasource.as_ref().is_some_and(|d| d.name == c.name()))
+                        })
+                        .map(|c| (c.name().to_string(), engine(c)))
+                        .collect(),
+                )
+            }
+        }
         bar.reset();
         bar.set_message(if i == 0 { "replay" } else { "compare" });
         let started = std::time::Instant::now();
@@ -229,4 +345,51 @@ pub(crate) fn replay(args: ReplayArgs) -> Result<Outcome> {
     } else {
         Outcome::CheckFailed
     })
+}
+
+/// The range queries that answer every PromQL condition (and `resolve`) of the groups `on`
+/// selects at the slots a replay from `from` to `to` evaluates them (each group's grid: its
+/// slots, or `from + k·step`, minus its query offset).
+fn range_jobs(
+    set: &tocsin::rules::RuleSet,
+    from: i64,
+    to: i64,
+    step_ms: Option<i64>,
+    on: impl Fn(&tocsin::rules::Group) -> bool,
+    engine: &dyn RemoteEngine,
+) -> Vec<tocsin::datasource::RangeJob> {
+    use tocsin::rules::{Condition, RuleKind};
+    let slots = tocsin::rules::replay::schedule(set, from, to, step_ms);
+    let mut jobs = Vec::new();
+    for (gi, g) in set.groups.iter().enumerate() {
+        if !on(g) {
+            continue;
+        }
+        let mut mine = slots.iter().filter(|(_, i)| *i == gi).map(|(t, _)| *t);
+        let Some(first) = mine.next() else {
+            continue;
+        };
+        let last = mine.next_back().unwrap_or(first);
+        let at = |t| tocsin::rules::group::query_time(g, Some(engine), t);
+        let step = step_ms.unwrap_or(g.interval_ms).max(1);
+        for rule in &g.rules {
+            let resolve = match &rule.kind {
+                RuleKind::Alert { resolve, .. } => resolve.as_ref(),
+                RuleKind::Record => None,
+            };
+            for c in std::iter::once(&rule.condition).chain(resolve) {
+                if let Condition::PromQL { text, .. } = c {
+                    jobs.push(tocsin::datasource::RangeJob {
+                        query: text.clone(),
+                        start: at(first),
+                        end: at(last),
+                        step,
+                    });
+                }
+            }
+        }
+    }
+    jobs.sort_by(|a, b| (&a.query, a.start).cmp(&(&b.query, b.start)));
+    jobs.dedup();
+    jobs
 }

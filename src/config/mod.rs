@@ -6,6 +6,7 @@
 //! `TOCSIN_*` environment variables override the top-level settings ([`Config::apply_env`]).
 //! Every field's doc comment is its user documentation.
 
+pub mod datasource;
 pub mod preflight;
 pub mod reference;
 pub mod secret;
@@ -109,6 +110,11 @@ pub struct Config {
     /// switch downstream (route it there: see `rules/tocsin-watchdog.yml`).
     #[serde(default)]
     pub rule_files: Vec<Spanned<String>>,
+    /// Remote query engines serving the Prometheus HTTP API (Prometheus, VictoriaMetrics,
+    /// Thanos, Mimir). A rule group with `datasource: <name>` sends its PromQL there instead of
+    /// evaluating it over tocsin's own store; alert state, routing and notifications stay here.
+    #[serde(default, deserialize_with = "empty_when_null")]
+    pub datasources: Vec<datasource::DatasourceConfig>,
     /// The HTTP server.
     #[serde(default)]
     pub server: ServerConfig,
@@ -814,7 +820,7 @@ impl Config {
     /// Checks everything that types alone cannot, the notification sections included
     /// ([`crate::notify::setup::NotifyPlan::new`]); returns every problem at once.
     pub fn validate(&self, path: &Path) -> Result<(), ConfigError> {
-        let mut errors = Vec::new();
+        let mut errors = datasource::validate(&self.datasources, path);
         let mut err = |line: u64, col: u64, field: String, message: String| {
             errors.push(FieldError {
                 path: path.to_path_buf(),
@@ -1258,6 +1264,25 @@ impl Config {
             .as_ref()
             .map(|t| t.value)
             .unwrap_or_else(|| PromDuration::from_secs(10).min(interval))
+    }
+
+    /// Every datasource with defaults applied and secrets read (`*_env` from `env`).
+    pub fn build_datasources(
+        &self,
+        env: &std::collections::HashMap<String, String>,
+    ) -> Result<Vec<datasource::Datasource>, datasource::DatasourceSecretError> {
+        self.datasources
+            .iter()
+            .map(|d| datasource::build(d, env))
+            .collect()
+    }
+
+    /// The names of the configured datasources.
+    pub fn datasource_names(&self) -> Vec<String> {
+        self.datasources
+            .iter()
+            .map(|d| d.name.value.clone())
+            .collect()
     }
 
     /// The `rule_files` entries as written.

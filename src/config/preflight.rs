@@ -24,6 +24,9 @@ pub enum PreflightError {
     /// unreadable.
     #[error("{0}")]
     Receiver(String),
+    /// A datasource's `*_env` or `*_file` secret cannot be read.
+    #[error("datasources: {0}")]
+    Datasource(#[from] super::datasource::DatasourceSecretError),
     /// `server.api_token_env` or `server.api_read_token_env` names an unset variable.
     #[error("server.{field} names {var}, which is not set in this environment")]
     TokenUnset { field: &'static str, var: String },
@@ -68,6 +71,11 @@ impl Config {
         for t in &self.targets {
             if let Err(e) = super::target_secret(t, env) {
                 errors.push(PreflightError::Target(e));
+            }
+        }
+        for d in &self.datasources {
+            if let Err(e) = super::datasource::build(d, env) {
+                errors.push(PreflightError::Datasource(e));
             }
         }
         if let Some(plan) = self.notify_plan()

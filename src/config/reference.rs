@@ -18,6 +18,7 @@ use std::fmt::Write as _;
 /// The files holding the configuration types, as compiled into the binary.
 pub const SOURCES: &[(&str, &str)] = &[
     ("src/config/mod.rs", include_str!("mod.rs")),
+    ("src/config/datasource.rs", include_str!("datasource.rs")),
     (
         "src/notify/receivers.rs",
         include_str!("../notify/receivers.rs"),

@@ -49,6 +49,9 @@ pub enum DaemonError {
     /// A `*_env`/`*_file` secret of a target could not be read.
     #[error("targets: {0}")]
     Secret(#[from] crate::config::SecretError),
+    /// A datasource's secret cannot be read (checked by preflight first).
+    #[error("{0}")]
+    DatasourceSecret(#[from] crate::config::datasource::DatasourceSecretError),
     /// The store could not be opened or read.
     #[error("store: {0}")]
     Store(#[from] StoreError),
@@ -199,6 +202,23 @@ impl Daemon {
             external_labels: Default::default(),
             external_url: format!("http://{addr}"),
             compat: cfg.evaluation.compat(),
+            datasources: crate::rules::source::Datasources(
+                cfg.build_datasources(&opts.env)?
+                    .into_iter()
+                    .map(|d| {
+                        let name = d.name.clone();
+                        let client = crate::datasource::Client::new(
+                            d,
+                            tokio::runtime::Handle::current(),
+                            Some(metrics.clone()),
+                        );
+                        (
+                            name,
+                            Arc::new(client) as Arc<dyn crate::rules::source::RemoteEngine>,
+                        )
+                    })
+                    .collect(),
+            ),
         };
         let silences = {
             let store = store.clone();

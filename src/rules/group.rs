@@ -9,6 +9,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Instant;
 
+use super::source::{RemoteEngine, SourceError};
 use super::tracker::{Candidate, RuleState, Timing, Transition};
 use super::{Condition, Group, Rule, RuleKind};
 use crate::labels::{Labels, METRIC_NAME};
@@ -36,6 +37,10 @@ pub struct GroupContext<'a> {
     /// rule being evaluated stops and the rest are not evaluated, each with the reason as its
     /// error and its state untouched; `None`: never stopped (`tocsin test`, `replay`)
     pub cancel: Option<&'a Cancel>,
+    /// the group's query source: None, tocsin's engine over `storage`; a remote engine
+    /// (the group's `datasource:`), which every query of the group's rules (conditions,
+    /// `resolve`, templates' `query`) is sent to unchanged
+    pub remote: Option<&'a dyn RemoteEngine>,
 }
 
 /// What one rule's evaluation did.
@@ -48,6 +53,8 @@ pub struct RuleOutcome {
     /// alerts (pending or firing) or recorded series
     pub results: usize,
     pub error: Option<String>,
+    /// what a remote datasource warned about (its `warnings`, a partial response)
+    pub warnings: Vec<String>,
     pub transitions: Vec<Transition>,
 }
 
@@ -74,20 +81,23 @@ pub fn eval_group(
                 duration_s: 0.0,
                 results: 0,
                 error: Some(reason.to_string()),
+                warnings: Vec::new(),
                 transitions: Vec::new(),
             });
             continue;
         }
         let state = states.entry(rule.key.clone()).or_default();
-        let (results, error, transitions, series) = match eval_rule(group, rule, state, ctx, t) {
-            Ok((n, tr, mut series)) => {
-                mark_stale(&mut state.series, &mut series, t);
-                (n, None, tr, series)
-            }
-            // as Prometheus: a failed evaluation marks nothing; the next successful one marks
-            // what the last successful one wrote and it does not
-            Err(e) => (0, Some(e), Vec::new(), Vec::new()),
-        };
+        let mut warnings = Vec::new();
+        let (results, error, transitions, series) =
+            match eval_rule(group, rule, state, ctx, t, &mut warnings) {
+                Ok((n, tr, mut series, degraded)) => {
+                    mark_stale(&mut state.series, &mut series, t);
+                    (n, degraded, tr, series)
+                }
+                // as Prometheus: a failed evaluation marks nothing; the next successful one marks
+                // what the last successful one wrote and it does not
+                Err(e) => (0, Some(e), Vec::new(), Vec::new()),
+            };
         if !series.is_empty() {
             write(&series);
         }
@@ -98,13 +108,47 @@ pub fn eval_group(
             duration_s: started.elapsed().as_secs_f64(),
             results,
             error,
+            warnings,
             transitions,
         });
     }
     out
 }
 
-type RuleResult = (usize, Vec<Transition>, Vec<(Labels, i64, f64)>);
+/// Results, transitions, output series, and the error to record although the evaluation went
+/// on (a datasource unavailable past its grace: the rule's alerts resolve).
+type RuleResult = (
+    usize,
+    Vec<Transition>,
+    Vec<(Labels, i64, f64)>,
+    Option<String>,
+);
+
+/// Why a condition gave no vector.
+#[derive(Debug)]
+pub struct ConditionError {
+    pub message: String,
+    /// the remote datasource could not answer (see [`SourceError::Unavailable`])
+    pub unavailable: bool,
+}
+
+impl From<String> for ConditionError {
+    fn from(message: String) -> Self {
+        ConditionError {
+            message,
+            unavailable: false,
+        }
+    }
+}
+
+/// The time a group's queries are evaluated at for slot `t`: `t - query_offset`, the group's
+/// own offset, or, when it sets none, its datasource's.
+pub fn query_time(group: &Group, remote: Option<&dyn RemoteEngine>, t: i64) -> i64 {
+    match remote {
+        Some(r) if group.query_offset_ms == 0 => t - r.query_offset_ms(),
+        _ => t - group.query_offset_ms,
+    }
+}
 
 /// Appends to `series` (one evaluation's output at `t`) a staleness marker at `t` for each
 /// series of `previous` (the last successful evaluation's) it does not hold, in label order,
@@ -125,9 +169,41 @@ fn eval_rule(
     state: &mut RuleState,
     ctx: &GroupContext<'_>,
     t: i64,
+    warnings: &mut Vec<String>,
 ) -> Result<RuleResult, String> {
-    let at = t - group.query_offset_ms;
-    let samples: Vec<Sample> = eval_condition(&rule.condition, ctx, at)?
+    let at = query_time(group, ctx.remote, t);
+    let (found, degraded) = match eval_condition(&rule.condition, ctx, at, warnings) {
+        Ok(found) => {
+            state.unavailable_since = None;
+            (found, None)
+        }
+        Err(e) if e.unavailable => {
+            // the datasource is down: keep the alerts as they are for its grace, then resolve
+            // them as if the query had returned nothing (the meta-alert says why)
+            let since = *state.unavailable_since.get_or_insert(t);
+            let grace = ctx.remote.map_or(0, |r| r.error_for_ms());
+            if t - since < grace {
+                return Err(e.message);
+            }
+            let message = format!(
+                "{}; unavailable for {}, longer than datasource_error_for {}: alerts resolved",
+                e.message,
+                crate::duration::PromDuration(std::time::Duration::from_millis(
+                    (t - since).max(0) as u64
+                )),
+                crate::duration::PromDuration(
+                    std::time::Duration::from_millis(grace.max(0) as u64)
+                )
+            );
+            (Vec::new(), Some(message))
+        }
+        Err(e) => {
+            // an answer, if an error: the engine is there
+            state.unavailable_since = None;
+            return Err(e.message);
+        }
+    };
+    let samples: Vec<Sample> = found
         .into_iter()
         .filter(|s| {
             s.metric
@@ -170,7 +246,7 @@ fn eval_rule(
             }
             // label templates' queries may have been stopped: write nothing then
             stopped(ctx)?;
-            Ok((series.len(), Vec::new(), series))
+            Ok((series.len(), Vec::new(), series, degraded))
         }
         RuleKind::Alert {
             hold,
@@ -223,8 +299,9 @@ fn eval_rule(
                 ));
             }
             let resolvable: HashSet<String> = match resolve {
-                Some(c) => eval_condition(c, ctx, at)
-                    .map_err(|e| format!("resolve: {e}"))?
+                Some(_) if degraded.is_some() => HashSet::new(),
+                Some(c) => eval_condition(c, ctx, at, warnings)
+                    .map_err(|e| format!("resolve: {}", e.message))?
                     .into_iter()
                     .map(|s| s.metric.without_name().to_string())
                     .collect(),
@@ -251,7 +328,7 @@ fn eval_rule(
                     ]
                 })
                 .collect();
-            Ok((state.active().count(), transitions, series))
+            Ok((state.active().count(), transitions, series, degraded))
         }
     }
 }
@@ -271,19 +348,34 @@ fn stopped(ctx: &GroupContext<'_>) -> Result<(), String> {
 }
 
 /// Evaluates a condition at `t` into an instant vector (a scalar becomes one sample without
-/// labels, a script's bool or number likewise).
+/// labels, a script's bool or number likewise), on the group's source: tocsin's engine, or the
+/// remote engine (whose warnings are appended to `warnings`).
 pub fn eval_condition(
     cond: &Condition,
     ctx: &GroupContext<'_>,
     t: i64,
-) -> Result<Vec<Sample>, String> {
+    warnings: &mut Vec<String>,
+) -> Result<Vec<Sample>, ConditionError> {
     match cond {
-        Condition::PromQL { expr, .. } => {
-            match ctx
-                .engine
-                .instant_cancellable(ctx.storage.as_ref(), expr, t, ctx.cancel)
-                .map_err(|e| e.to_string())?
-            {
+        Condition::PromQL { expr, text } => {
+            let value = match ctx.remote {
+                Some(remote) => {
+                    let answer =
+                        remote
+                            .instant(text, t, ctx.cancel)
+                            .map_err(|e: SourceError| ConditionError {
+                                unavailable: e.is_unavailable(),
+                                message: e.to_string(),
+                            })?;
+                    warnings.extend(answer.warnings);
+                    answer.value
+                }
+                None => ctx
+                    .engine
+                    .instant_cancellable(ctx.storage.as_ref(), expr, t, ctx.cancel)
+                    .map_err(|e| e.to_string())?,
+            };
+            match value {
                 Value::Vector(v) => Ok(v),
                 Value::Scalar(v) => Ok(vec![Sample {
                     metric: Labels::default(),
@@ -293,10 +385,18 @@ pub fn eval_condition(
                 other => Err(format!(
                     "rule expression must give a vector or a scalar, got a {}",
                     other.type_name()
-                )),
+                )
+                .into()),
             }
         }
         Condition::Script { script, .. } => {
+            if let Some(remote) = ctx.remote {
+                // refused at load (`rules::load`); a hand-built group gets an error, not a
+                // silent local evaluation
+                return Err(
+                    format!("script rules cannot run on datasource {:?}", remote.name()).into(),
+                );
+            }
             let ev = Evaluator::new(ctx.engine.clone(), ctx.storage.clone(), t)
                 .with_cancel(ctx.cancel.cloned());
             let v = ctx.scripts.run(script, &ev);
@@ -315,12 +415,22 @@ struct EngineQuery<'a, 'b> {
 
 impl QueryFn for EngineQuery<'_, '_> {
     fn query(&self, promql: &str) -> Result<Vec<QueryResult>, String> {
-        let expr = crate::promql::parse(promql).map_err(|e| e.to_string())?;
-        let v = self
-            .ctx
-            .engine
-            .instant_cancellable(self.ctx.storage.as_ref(), &expr, self.t, self.ctx.cancel)
-            .map_err(|e| e.to_string())?;
+        let v = match self.ctx.remote {
+            // the group's datasource: the template's query goes where its condition went
+            Some(remote) => {
+                remote
+                    .instant(promql, self.t, self.ctx.cancel)
+                    .map_err(|e| e.to_string())?
+                    .value
+            }
+            None => {
+                let expr = crate::promql::parse(promql).map_err(|e| e.to_string())?;
+                self.ctx
+                    .engine
+                    .instant_cancellable(self.ctx.storage.as_ref(), &expr, self.t, self.ctx.cancel)
+                    .map_err(|e| e.to_string())?
+            }
+        };
         Ok(match v {
             Value::Vector(samples) => samples
                 .into_iter()
@@ -428,6 +538,7 @@ mod tests {
             in_grace: &grace,
             note: &note,
             cancel: None,
+            remote: None,
         };
         let out = eval_group(&group, states, &ctx, 1000, &mut |s| {
             shared.lock().unwrap().extend_from_slice(s)
@@ -525,6 +636,7 @@ mod tests {
                 in_grace: &grace,
                 note: &note,
                 cancel: None,
+                remote: None,
             };
             let mut written = Vec::new();
             eval_group(&group, &mut states, &ctx, t, &mut |s| {
@@ -628,6 +740,7 @@ mod tests {
                 in_grace: &grace,
                 note: &note,
                 cancel: None,
+                remote: None,
             };
             let mut written = Vec::new();
             eval_group(&group, &mut states, &ctx, t, &mut |s| {
@@ -745,6 +858,7 @@ mod tests {
             in_grace: &grace,
             note: &note,
             cancel,
+            remote: None,
         };
         let mut written = Vec::new();
         let out = eval_group(&group, states, &ctx, t, &mut |s| {
@@ -890,6 +1004,139 @@ mod tests {
                 .unwrap()
                 .error
                 .is_none()
+        );
+    }
+
+    /// A remote engine answering what the test sets (a stand-in for the HTTP client, whose
+    /// classification has its own tests; the real engines are in `tests/it/datasource.rs`).
+    struct Scripted(std::sync::Mutex<Result<crate::rules::source::Answer, SourceError>>);
+
+    impl RemoteEngine for Scripted {
+        fn name(&self) -> &str {
+            "engine"
+        }
+        fn query_offset_ms(&self) -> i64 {
+            5_000
+        }
+        fn error_for_ms(&self) -> i64 {
+            15_000
+        }
+        fn instant(
+            &self,
+            _query: &str,
+            _t: i64,
+            _cancel: Option<&Cancel>,
+        ) -> Result<crate::rules::source::Answer, SourceError> {
+            self.0.lock().unwrap().clone()
+        }
+    }
+
+    #[test]
+    fn alerts_keep_their_state_while_the_datasource_is_down_for_its_grace_then_resolve() {
+        let group = parse_file(
+            "groups:\n  - name: g\n    datasource: engine\n    rules:\n      - alert: A\n        expr: x > 0\n",
+            Path::new("r.yml"),
+            10_000,
+            &ScriptEngine::new(),
+        )
+        .unwrap()
+        .remove(0);
+        let up = || {
+            Ok(crate::rules::source::Answer {
+                value: Value::Vector(vec![Sample {
+                    metric: Labels::from_pairs([("job", "a")]),
+                    t: 0,
+                    v: 1.0,
+                }]),
+                warnings: vec!["partial response".into()],
+            })
+        };
+        let down = || {
+            Err(SourceError::Unavailable {
+                datasource: "engine".into(),
+                reason: "connection refused".into(),
+            })
+        };
+        let engine = Scripted(std::sync::Mutex::new(up()));
+        let (e, scripts, ext, grace) = (
+            Engine::default(),
+            ScriptEngine::new(),
+            BTreeMap::new(),
+            HashSet::new(),
+        );
+        let note = |_: &Labels| None;
+        let storage: Arc<dyn Storage + Send + Sync> = Arc::new(MemStorage::new());
+        let ctx = GroupContext {
+            engine: &e,
+            storage,
+            scripts: &scripts,
+            external_labels: &ext,
+            external_url: "",
+            in_grace: &grace,
+            note: &note,
+            cancel: None,
+            remote: Some(&engine),
+        };
+        let mut states = HashMap::new();
+        let mut at = |t: i64| {
+            let out = eval_group(&group, &mut states, &ctx, t, &mut |_| {}).remove(0);
+            let firing = states
+                .values()
+                .flat_map(|s| s.alerts.values())
+                .filter(|a| a.status == AlertStatus::Firing)
+                .count();
+            (out, firing)
+        };
+        // the datasource's query_offset: the group sets none
+        assert_eq!(query_time(&group, Some(&engine), 100_000), 95_000);
+        let (o, firing) = at(0);
+        assert_eq!((o.error, firing), (None, 1));
+        assert_eq!(o.warnings, ["partial response"]);
+        *engine.0.lock().unwrap() = down();
+        // down at 10 s: within the 15 s grace at 10 s and 20 s, the alert keeps firing
+        for t in [10_000, 20_000] {
+            let (o, firing) = at(t);
+            assert!(o.error.as_deref().unwrap().contains("unavailable"), "{o:?}");
+            assert_eq!(firing, 1, "at {t}");
+        }
+        // 25 s after the first failure: resolved, and the error says so
+        let (o, firing) = at(35_000);
+        assert_eq!(firing, 0);
+        assert!(
+            o.error
+                .as_deref()
+                .unwrap()
+                .contains("longer than datasource_error_for 15s"),
+            "{o:?}"
+        );
+        assert_eq!(o.transitions.len(), 1, "firing to resolved");
+        // back: it fires again, and the next outage has a whole grace again
+        *engine.0.lock().unwrap() = up();
+        assert_eq!(at(45_000).1, 1);
+        *engine.0.lock().unwrap() = down();
+        assert_eq!(at(55_000).1, 1);
+        assert_eq!(at(65_000).1, 1);
+        // a query the engine refuses is the rule's own error: no grace runs out
+        *engine.0.lock().unwrap() = Err(SourceError::Query {
+            datasource: "engine".into(),
+            reason: "bad_data: parse error".into(),
+        });
+        assert_eq!(at(500_000).1, 1);
+    }
+
+    #[test]
+    fn a_script_rule_in_a_remote_group_is_refused_at_load() {
+        let e = parse_file(
+            "groups:\n  - name: g\n    datasource: engine\n    rules:\n      - alert: A\n        script: 'true'\n",
+            Path::new("r.yml"),
+            10_000,
+            &ScriptEngine::new(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("r.yml:6:17: group \"g\", rule \"A\": script rules cannot run in a group on datasource \"engine\""),
+            "{e}"
         );
     }
 }

@@ -73,6 +73,8 @@ struct RawGroup {
     #[serde(default)]
     query_offset: Option<Spanned<PromDuration>>,
     #[serde(default)]
+    datasource: Option<Spanned<String>>,
+    #[serde(default)]
     labels: BTreeMap<String, Spanned<String>>,
     #[serde(default)]
     rules: Vec<RawRule>,
@@ -489,6 +491,21 @@ fn parse_file_at(
                     ),
                 );
             }
+            if let (Some(ds), Some(sc)) = (&g.datasource, &r.script) {
+                // a script reads raw series through tocsin's engine (`query()`, selectors,
+                // tocsin-only helpers): the remote engine cannot run it, and sending each of its
+                // queries away would answer differently from the same script on the local store
+                push(
+                    &mut errors,
+                    path,
+                    sc,
+                    &ctx,
+                    format!(
+                        "script rules cannot run in a group on datasource {:?}: write the condition as PromQL (`expr`), or move the rule to a group on the embedded store",
+                        ds.value
+                    ),
+                );
+            }
             let condition = match (&r.expr, &r.script) {
                 (Some(e), None) => compile_promql(e, &ctx, "expr", text, path, &mut errors),
                 (None, Some(s)) => compile_script(s, &ctx, scripts, path, &mut errors),
@@ -615,6 +632,11 @@ fn parse_file_at(
             interval_ms,
             limit,
             query_offset_ms: g.query_offset.map(|o| o.value.as_millis()).unwrap_or(0),
+            datasource: g.datasource.map(|d| super::DatasourceRef {
+                line: d.referenced.line(),
+                col: d.referenced.column(),
+                name: d.value,
+            }),
             labels: g.labels.into_iter().map(|(k, v)| (k, v.value)).collect(),
             rules,
         });
@@ -1008,7 +1030,7 @@ mod tests {
         let files = expand_globs(&[SELF_RULES.to_string()], dir.path()).unwrap();
         assert_eq!(files, vec![PathBuf::from(SELF_RULES)]);
         let set = load_files(&files, 15_000, &ScriptEngine::new()).unwrap();
-        assert_eq!(set.rule_count(), 7);
+        assert_eq!(set.rule_count(), 8);
         assert!(set.groups.iter().all(|g| is_self_rules(&g.file)));
         // nothing on disk to watch
         assert!(set.files.is_empty());
@@ -1046,7 +1068,7 @@ mod tests {
         assert!(set.files.is_empty());
         // both built-in files together, no group clash
         let both = load_files(&files, 15_000, &ScriptEngine::new()).unwrap();
-        assert_eq!(both.rule_count(), 8);
+        assert_eq!(both.rule_count(), 9);
         // a name close to a reserved one is a file like any other: missing
         assert!(expand_globs(&["tocsin:watchdogs".to_string()], dir.path()).is_err());
     }

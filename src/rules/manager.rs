@@ -96,6 +96,8 @@ pub struct RuleConfig {
     pub external_labels: BTreeMap<String, String>,
     pub external_url: String,
     pub compat: crate::promql::Compat,
+    /// the configured `datasources`, which groups with `datasource:` query
+    pub datasources: super::source::Datasources,
 }
 
 /// The outcome of a reload, for logs, the API and tests.
@@ -143,6 +145,9 @@ pub struct RuleManager {
     /// (else an older log entry could overwrite a newer one, or a resolution queue before its
     /// firing notification)
     commit_order: Mutex<()>,
+    /// per rule key, what its remote datasource warned about at its last evaluation (its
+    /// `warnings`, a partial response); kept in memory for `/api/v1/rules`, and logged
+    warnings: Mutex<HashMap<String, Vec<String>>>,
     /// test seam: run by each evaluation after it updated its states and before it publishes
     /// them (where a panic loses the most, and where a slow evaluation would hold a lock if any
     /// were held over it)
@@ -260,6 +265,7 @@ impl RuleManagerBuilder {
             root: Cancel::new(),
             running: tokio::sync::Mutex::new(None),
             commit_order: Mutex::new(()),
+            warnings: Mutex::new(HashMap::new()),
             #[cfg(test)]
             hook: self.hook,
         })
@@ -414,6 +420,12 @@ impl RuleManager {
         out
     }
 
+    /// Per rule key, the warnings of its last evaluation on a remote datasource (rules without
+    /// any are absent).
+    pub fn warnings_by_rule(&self) -> HashMap<String, Vec<String>> {
+        self.warnings.lock().expect("warnings lock").clone()
+    }
+
     /// The alerts of every alerting rule by rule key (active and recently resolved).
     pub fn alerts_by_rule(&self) -> HashMap<String, Vec<Alert>> {
         let (_, groups) = self.snapshot();
@@ -539,7 +551,9 @@ impl RuleManager {
     /// Loads and validates every rule file named by the configuration's patterns (blocking).
     pub fn load_rules(&self) -> Result<RuleSet, RuleErrors> {
         let files = expand_globs(&self.config.patterns, &self.config.base)?;
-        load_files(&files, self.config.default_interval_ms, &self.scripts)
+        let set = load_files(&files, self.config.default_interval_ms, &self.scripts)?;
+        set.check_datasources(&self.config.datasources.names())?;
+        Ok(set)
     }
 
     /// Publishes `set` with new per-group states and returns them for the new group tasks: a
@@ -948,8 +962,25 @@ impl RuleManager {
             in_grace: &in_grace,
             note: &note,
             cancel: Some(cancel),
+            remote: self.config.datasources.of(group),
         };
         let batch = step::evaluate(group, &mut own.states, &ctx, t);
+        {
+            let mut warnings = self.warnings.lock().expect("warnings lock");
+            for o in &batch.outcomes {
+                if o.warnings.is_empty() {
+                    warnings.remove(&o.key);
+                } else {
+                    tracing::warn!(
+                        group = group.name,
+                        rule = o.name,
+                        warnings = ?o.warnings,
+                        "rule evaluation warned"
+                    );
+                    warnings.insert(o.key.clone(), o.warnings.clone());
+                }
+            }
+        }
         for o in &batch.outcomes {
             if let Some(e) = &o.error {
                 tracing::warn!(
@@ -1151,6 +1182,7 @@ mod tests {
             external_labels: Default::default(),
             external_url: String::new(),
             compat: Default::default(),
+            datasources: Default::default(),
         };
         RuleManager::builder(store, Arc::new(TokioClock::new(T0)), metrics, config)
             .hook(hook)

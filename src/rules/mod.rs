@@ -20,6 +20,7 @@ pub mod group;
 pub mod load;
 pub mod manager;
 pub mod replay;
+pub mod source;
 pub mod step;
 pub mod template;
 pub mod tracker;
@@ -147,6 +148,53 @@ pub struct Group {
     /// labels added to every rule's output
     pub labels: BTreeMap<String, String>,
     pub rules: Vec<Rule>,
+    /// the remote engine the group's queries go to (`datasource:`); None: the embedded store
+    pub datasource: Option<DatasourceRef>,
+}
+
+/// A group's `datasource:` as written, with its position for errors.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DatasourceRef {
+    pub name: String,
+    pub line: u64,
+    pub col: u64,
+}
+
+impl RuleSet {
+    /// Every group whose `datasource:` names none of `known` (the configuration's
+    /// `datasources`), as errors at the field; `tocsin check`, replay and each reload call it.
+    pub fn check_datasources(&self, known: &[String]) -> Result<(), RuleErrors> {
+        let errors: Vec<RuleError> = self
+            .groups
+            .iter()
+            .filter_map(|g| {
+                let d = g.datasource.as_ref()?;
+                (!known.contains(&d.name)).then(|| RuleError {
+                    path: g.file.clone(),
+                    line: d.line,
+                    col: d.col,
+                    context: format!("group {:?}: datasource", g.name),
+                    message: if known.is_empty() {
+                        format!(
+                            "datasource {:?} is not configured (tocsin.yml has no datasources)",
+                            d.name
+                        )
+                    } else {
+                        format!(
+                            "datasource {:?} is not configured (configured: {})",
+                            d.name,
+                            known.join(", ")
+                        )
+                    },
+                })
+            })
+            .collect();
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(RuleErrors(errors))
+        }
+    }
 }
 
 /// Every group of every rule file, validated and compiled.

@@ -127,6 +127,11 @@ pub struct Replay<'a> {
     pub note: &'a (dyn Fn(&Labels) -> Option<String> + Sync),
     /// silences applied while they were active (the store's: expired ones are kept 5 days)
     pub silences: Vec<crate::notify::silence::Silence>,
+    /// the configured datasources, which groups with `datasource:` query
+    pub datasources: super::source::Datasources,
+    /// `--datasource`: every group's queries go here instead (its own `datasource:` or the
+    /// store alike)
+    pub all_on: Option<Arc<dyn super::source::RemoteEngine>>,
     /// evaluate this long before `from` without reporting, so alerts already pending or firing
     /// at `from` keep their state (and what was notified before is not notified again); the
     /// transitions that led to a state still held at `from` are reported at their times
@@ -334,6 +339,7 @@ pub fn replay(r: &Replay<'_>, progress: &mut dyn FnMut(u64, u64)) -> Timeline {
             in_grace: &in_grace,
             note: r.note,
             cancel: None,
+            remote: r.all_on.as_deref().or_else(|| r.datasources.of(group)),
         };
         evaluated[gi] = true;
         let all_evaluated = evaluated.iter().all(|e| *e);
@@ -971,6 +977,8 @@ mod tests {
                 grace: HashMap::new(),
                 note: &note,
                 silences,
+                datasources: Default::default(),
+                all_on: None,
                 warmup_ms,
             },
             &mut |_, _| {},

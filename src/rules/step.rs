@@ -108,6 +108,7 @@ pub fn evaluate(
         in_grace: ctx.in_grace,
         note: ctx.note,
         cancel: ctx.cancel,
+        remote: ctx.remote,
     };
     let mut samples = Vec::new();
     let outcomes = eval_group(group, states, &layered, t, &mut |series| {
@@ -421,6 +422,7 @@ mod tests {
             in_grace: &grace,
             note: &note,
             cancel: None,
+            remote: None,
         };
         evaluate(&group(), states, &ctx, 10_000)
     }
@@ -540,6 +542,7 @@ mod tests {
             in_grace: &grace,
             note: &note,
             cancel: None,
+            remote: None,
         };
         let batch = step(
             &group(),

@@ -108,6 +108,10 @@ pub struct RuleState {
     /// (Prometheus's `seriesInPreviousEval`). Not persisted: after a restart the first
     /// evaluation marks nothing, as in Prometheus.
     pub series: HashSet<Labels>,
+    /// since when (ms) the rule's remote datasource has been unavailable, evaluation after
+    /// evaluation; None while it answers (or for rules on the embedded store). Not persisted:
+    /// after a restart the grace (`datasource_error_for`) starts again.
+    pub unavailable_since: Option<i64>,
 }
 
 impl RuleState {

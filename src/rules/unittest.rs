@@ -453,6 +453,7 @@ fn run_group(tg: &RawTestGroup, fc: &FileContext, skipped: &mut Vec<String>) -> 
         in_grace: &in_grace,
         note: &note,
         cancel: None,
+        remote: None,
     };
     let mut alert_tests: Vec<&RawAlertTest> = tg.alert_rule_test.iter().collect();
     alert_tests.sort_by_key(|a| a.eval_time.as_millis());

@@ -453,11 +453,12 @@ type RuleHistory = (
     Vec<crate::store::RuleTransition>,
 );
 
-fn rule_json(rule: &Rule, alerts: &[Alert], history: &RuleHistory) -> Json_ {
+fn rule_json(rule: &Rule, alerts: &[Alert], history: &RuleHistory, warnings: &[String]) -> Json_ {
     let (evals, transitions) = history;
     let last = evals.first();
     let mut v = json!({
         "name": rule.name,
+        "warnings": warnings,
         "query": rule.condition.text(),
         "language": match rule.condition {
             crate::rules::Condition::PromQL { .. } => "promql",
@@ -545,6 +546,7 @@ pub(super) async fn rules(State(s): State<AppState>, RawQuery(q): RawQuery) -> R
     };
     let set = manager.rules();
     let alerts = manager.alerts_by_rule();
+    let warnings = manager.warnings_by_rule();
     let keys: Vec<String> = set
         .groups
         .iter()
@@ -598,7 +600,12 @@ pub(super) async fn rules(State(s): State<AppState>, RawQuery(q): RawQuery) -> R
                 .filter(|r| names.is_empty() || names.contains(&r.name.as_str()))
                 .map(|r| {
                     let h = history.get(&r.key).unwrap_or(&empty);
-                    rule_json(r, alerts.get(&r.key).map_or(&[], |v| v), h)
+                    rule_json(
+                        r,
+                        alerts.get(&r.key).map_or(&[], |v| v),
+                        h,
+                        warnings.get(&r.key).map_or(&[], |v| v),
+                    )
                 })
                 .collect();
             let latest: Vec<&crate::store::RuleEval> = g
@@ -613,6 +620,7 @@ pub(super) async fn rules(State(s): State<AppState>, RawQuery(q): RawQuery) -> R
                 "file": g.file.display().to_string(),
                 "interval": g.interval_ms as f64 / 1000.0,
                 "limit": g.limit,
+                "datasource": g.datasource.as_ref().map(|d| d.name.as_str()),
                 "rules": rules,
                 "lastEvaluation": last_t.map_or_else(|| ZERO_TIME.to_string(), format_rfc3339),
                 "evaluationTime": latest.iter().filter(|e| Some(e.t) == last_t).map(|e| e.duration_s).sum::<f64>(),

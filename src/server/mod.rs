@@ -815,6 +815,7 @@ mod tests {
                 external_labels: Default::default(),
                 external_url: String::new(),
                 compat: Default::default(),
+                datasources: Default::default(),
             },
         );
         assert!(manager.reload().await.ok);

@@ -6,6 +6,7 @@ mod check;
 mod common;
 mod daemon;
 mod daemon_inproc;
+mod datasource;
 mod ha_alertmanager;
 mod notify_daemon;
 mod notify_receivers;
