@@ -162,8 +162,11 @@ impl Daemon {
             client: crate::ingest::client(),
         };
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
-        let mut scrapes =
-            scheduler.spawn(targets, cfg.storage.flush_interval.value.0, shutdown_rx.clone());
+        let mut scrapes = scheduler.spawn(
+            targets,
+            cfg.storage.flush_interval.value.0,
+            shutdown_rx.clone(),
+        );
         // tocsin's own metrics, stored in-process (and the store's write counters kept current)
         let self_scrape = crate::ingest::selfscrape::SelfScrape {
             store: store.clone(),
@@ -189,7 +192,7 @@ impl Daemon {
             grace: cfg
                 .targets
                 .iter()
-                .map(|t| (t.name.value.clone(), t.startup_grace.as_millis()))
+                .map(|t| (t.job_label().to_string(), t.startup_grace.as_millis()))
                 .collect(),
             external_labels: Default::default(),
             external_url: format!("http://{addr}"),
