@@ -435,3 +435,14 @@ fn hostile_or_foreign_inputs_fail_with_a_reason_and_exit_2() {
         assert!(!stderr.contains("panicked"), "{name}: {stderr}");
     }
 }
+
+#[test]
+fn an_output_tocsin_would_refuse_is_never_exact() {
+    // Alertmanager refuses these too, but the conversion must not claim they are fine
+    let text = "route: {receiver: a}\nreceivers:\n  - name: a\n    email_configs: [{to: x@example.org, from: y@example.org, smarthost: mail.example.org}]\n";
+    let c = import_str(text, Path::new("alertmanager.yml")).unwrap();
+    assert!(!c.exact());
+    let f = c.findings.last().unwrap();
+    assert_eq!((f.line, f.col, f.effect), (1, 1, Effect::Changed));
+    assert!(f.message.contains("expected host:port"), "{}", f.message);
+}

@@ -164,18 +164,49 @@ pub fn import_str(text: &str, path: &Path) -> Result<Conversion, ImportError> {
     let root = parse(text, path)?;
     let has = |k: &str| root.get(k).is_some();
     let dir = path.parent().unwrap_or(Path::new("")).to_path_buf();
-    if has("route") || has("receivers") {
+    let mut conversion = if has("route") || has("receivers") {
         let mut cx = Cx::new(dir);
         let out = alertmanager::convert(&root, &mut cx);
-        Ok(cx.finish(Source::Alertmanager, out))
+        cx.finish(Source::Alertmanager, out)
     } else if has("scrape_configs") || has("rule_files") || has("alerting") || has("global") {
         let mut cx = Cx::new(dir);
         let out = prometheus::convert(&root, &mut cx);
-        Ok(cx.finish(Source::Prometheus, out))
+        cx.finish(Source::Prometheus, out)
     } else {
-        Err(ImportError::Unrecognised {
+        return Err(ImportError::Unrecognised {
             path: path.to_path_buf(),
-        })
+        });
+    };
+    conversion
+        .findings
+        .extend(self_check(&conversion.yaml, &root));
+    Ok(conversion)
+}
+
+/// tocsin's own validation (pure, as `tocsin check` runs it before its I/O half) over the
+/// output: what it refuses (an empty receiver name, a smarthost without a port, a timeout over
+/// its interval) is a finding, so an output `check` would refuse never exits 0.
+fn self_check(yaml: &str, root: &Node) -> Vec<Finding> {
+    let output = Path::new("(output)");
+    let refused = |field: String, line: u64, message: String| Finding {
+        line: root.line,
+        col: root.col,
+        field: format!("(output) {field}"),
+        effect: Effect::Changed,
+        message: format!(
+            "tocsin refuses the converted configuration at its line {line}: {message}"
+        ),
+    };
+    match crate::config::Config::from_yaml(yaml, output) {
+        Ok(_) => Vec::new(),
+        Err(crate::config::ConfigError::Invalid(errors)) => errors
+            .into_iter()
+            .map(|e| refused(e.field, e.line, e.message))
+            .collect(),
+        Err(crate::config::ConfigError::Parse { line, message, .. }) => {
+            vec![refused(String::new(), line, message)]
+        }
+        Err(e) => vec![refused(String::new(), 0, e.to_string())],
     }
 }
 
