@@ -54,13 +54,15 @@ pub(crate) enum Command {
         /// default: ./tocsin.yml
         paths: Vec<PathBuf>,
     },
-    /// Convert an Alertmanager configuration (alertmanager.yml: route, receivers, inhibit_rules,
-    /// time_intervals, global SMTP settings) or a Prometheus one (prometheus.yml: global
-    /// intervals, scrape_configs with static_configs, rule_files) into tocsin's, printed on
-    /// stdout as YAML to save as tocsin.yml (or append to it). Every field that is not converted
-    /// exactly is printed on stderr as `file:line:col: field: note|changed|dropped: reason`.
-    /// Exit 0: the conversion is exact (notes only); 1: something changes meaning or was
-    /// dropped (the output is still printed); 2: the file cannot be read or parsed, or is neither.
+    /// Convert alertmanager.yml or prometheus.yml into tocsin's configuration (YAML on stdout).
+    ///
+    /// Reads an Alertmanager configuration (route, receivers, inhibit_rules, time_intervals,
+    /// global SMTP settings) or a Prometheus one (global intervals, scrape_configs with
+    /// static_configs, rule_files) and prints tocsin's equivalent on stdout, to save as tocsin.yml
+    /// (or append to it). Every field that is not converted exactly is printed on stderr as
+    /// `file:line:col: field: note|changed|dropped: reason`. Exit 0: the conversion is exact
+    /// (notes only); 1: something changes meaning or was dropped (the output is still printed);
+    /// 2: the file cannot be read or parsed, is too large or too deep, or is neither kind.
     Import {
         /// alertmanager.yml or prometheus.yml (recognised by their top-level keys)
         file: PathBuf,
