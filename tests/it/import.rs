@@ -446,3 +446,93 @@ fn an_output_tocsin_would_refuse_is_never_exact() {
     assert_eq!((f.line, f.col, f.effect), (1, 1, Effect::Changed));
     assert!(f.message.contains("expected host:port"), "{}", f.message);
 }
+
+#[test]
+fn each_field_is_converted_or_reported_as_its_effect() {
+    // (input, what the output holds, the findings as field: effect)
+    let cases: &[(&str, &str, &[(&str, Effect)])] = &[
+        // a webhook's URL file is read from alertmanager.yml's directory by Alertmanager
+        (
+            "route: {receiver: a}\nreceivers: [{name: a, webhook_configs: [{url_file: hook-url, timeout: 5s}]}]\n",
+            "url_file: conf/hook-url",
+            &[("receivers[0].webhook_configs[0].url_file", Effect::Note)],
+        ),
+        (
+            "route: {receiver: a}\nreceivers: [{name: a, webhook_configs: [{url: 'http://x/', http_config: {bearer_token: tok3n}}]}]\n",
+            "url: 'http://x/'",
+            &[(
+                "receivers[0].webhook_configs[0].http_config.bearer_token",
+                Effect::Dropped,
+            )],
+        ),
+        (
+            "route: {receiver: a}\nreceivers: [{name: a, email_configs: [{to: a@x.org, from: b@x.org, smarthost: 'x.org:25', require_tls: false, headers: {Subject: hi}}]}]\n",
+            "smarthost: 'x.org:25'",
+            &[
+                ("receivers[0].email_configs[0].require_tls", Effect::Changed),
+                (
+                    "receivers[0].email_configs[0].headers.Subject",
+                    Effect::Dropped,
+                ),
+            ],
+        ),
+        (
+            "route: {receiver: a, group_by: ['...'], routes: [{receiver: a, match: {'a b': 'x\"y'}}]}\nreceivers: [{name: a}]\n",
+            r#"matchers: ['"a b"="x\"y"']"#,
+            &[],
+        ),
+        (
+            "route: {receiver: a}\nreceivers: [{name: a}]\ntime_intervals: [{name: t, time_intervals: [{weekdays: [monday], location: Local}]}]\n",
+            "weekdays: [monday]",
+            &[(
+                "time_intervals[0].time_intervals[0].location",
+                Effect::Changed,
+            )],
+        ),
+        (
+            "scrape_configs: [{job_name: j, authorization: {credentials: s3cret}, honor_labels: true, static_configs: [{targets: ['h:1'], labels: {instance: other}}]}]\n",
+            "bearer_token_env: TOCSIN_J_BEARER_TOKEN",
+            &[
+                (
+                    "scrape_configs[0].authorization.credentials",
+                    Effect::Changed,
+                ),
+                ("scrape_configs[0].honor_labels", Effect::Changed),
+                (
+                    "scrape_configs[0].static_configs[0].labels.instance",
+                    Effect::Changed,
+                ),
+            ],
+        ),
+        (
+            "scrape_configs: [{job_name: j, static_configs: [{targets: ['h:1'], labels: {__metrics_path__: /m, __scheme__: https, __meta_x: y}}]}]\n",
+            "metrics: 'https://h:1/m'",
+            &[(
+                "scrape_configs[0].static_configs[0].labels.__meta_x",
+                Effect::Note,
+            )],
+        ),
+        (
+            "global: {scrape_interval: 10s, body_size_limit: 1MB, sample_limit: 0}\nscrape_configs: [{job_name: j, basic_auth: {username: u}, static_configs: [{targets: ['h:1']}]}]\n",
+            "body_size_limit: 1048576",
+            &[("scrape_configs[0].basic_auth", Effect::Dropped)],
+        ),
+    ];
+    for (input, holds, want) in cases {
+        let c = import_str(input, Path::new("conf/in.yml")).unwrap();
+        assert!(c.yaml.contains(holds), "{input}\n---\n{}", c.yaml);
+        let got: Vec<(&str, Effect)> = c
+            .findings
+            .iter()
+            .map(|f| (f.field.as_str(), f.effect))
+            .collect();
+        assert_eq!(&got, want, "{input}");
+        assert!(
+            !c.yaml.contains("s3cret") && !c.yaml.contains("tok3n"),
+            "{}",
+            c.yaml
+        );
+        Config::from_yaml(&c.yaml, Path::new("tocsin.yml"))
+            .unwrap_or_else(|e| panic!("{input}: {e}\n{}", c.yaml));
+    }
+}
