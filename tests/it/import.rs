@@ -447,10 +447,17 @@ fn an_output_tocsin_would_refuse_is_never_exact() {
     assert!(f.message.contains("expected host:port"), "{}", f.message);
 }
 
+/// An input, a line its output holds, and its findings as field and effect.
+type Case = (
+    &'static str,
+    &'static str,
+    &'static [(&'static str, Effect)],
+);
+
 #[test]
 fn each_field_is_converted_or_reported_as_its_effect() {
     // (input, what the output holds, the findings as field: effect)
-    let cases: &[(&str, &str, &[(&str, Effect)])] = &[
+    let cases: &[Case] = &[
         // a webhook's URL file is read from alertmanager.yml's directory by Alertmanager
         (
             "route: {receiver: a}\nreceivers: [{name: a, webhook_configs: [{url_file: hook-url, timeout: 5s}]}]\n",
