@@ -128,6 +128,20 @@ fn the_documentation_example_routes_every_alert_where_alertmanager_does() {
     assert_eq!(email.smarthost.value, "mail.example.org:587");
     assert_eq!(email.from, "alertmanager@example.org");
     assert_eq!(email.password_env.as_deref(), Some("TOCSIN_SMTP_PASSWORD"));
+    // `tocsin check` accepts it once the variable the password moved to is set, and says so before
+    let check = |env: &[(&str, &str)]| {
+        Command::new(BIN)
+            .arg("check")
+            .arg(&converted)
+            .env_remove("TOCSIN_SMTP_PASSWORD")
+            .envs(env.iter().copied())
+            .output()
+            .unwrap()
+    };
+    let without = check(&[]);
+    assert_eq!(without.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&without.stderr).contains("TOCSIN_SMTP_PASSWORD"));
+    assert!(check(&[("TOCSIN_SMTP_PASSWORD", "x")]).status.success());
     // deterministic: the same input prints the same text
     assert_eq!(
         import_file(&fixture("alertmanager-simple.yml"))
@@ -304,6 +318,26 @@ fn the_prometheus_example_becomes_one_target_per_address_with_prometheus_labels(
                 "15s/10s"
             ),
         ]
+    );
+    // `tocsin check` accepts it saved beside the rule files (secret paths are from the working directory)
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("rules")).unwrap();
+    for f in ["first_rules.yml", "node.rules.yml"] {
+        std::fs::copy(fixture("rules").join(f), dir.path().join("rules").join(f)).unwrap();
+    }
+    let saved = dir.path().join("tocsin.yml");
+    std::fs::write(&saved, &conversion.yaml).unwrap();
+    let check = Command::new(BIN)
+        .arg("check")
+        .arg(&saved)
+        .current_dir(project_dir())
+        .output()
+        .unwrap();
+    assert!(
+        check.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&check.stdout),
+        String::from_utf8_lossy(&check.stderr)
     );
     let api = targets.iter().find(|t| t.job == "payments-api").unwrap();
     assert_eq!((api.sample_limit, api.label_limits.label_limit), (5000, 40));
