@@ -523,6 +523,11 @@ fn each_field_is_converted_or_reported_as_its_effect() {
             &[],
         ),
         (
+            "global: {resolve_timeout: 1h}\nroute: {receiver: a}\nreceivers: [{name: a}]\n",
+            "receiver: a",
+            &[("global.resolve_timeout", Effect::Changed)],
+        ),
+        (
             "route: {receiver: a}\nreceivers: [{name: a}]\ntime_intervals: [{name: t, time_intervals: [{weekdays: [monday], location: Local}]}]\n",
             "weekdays: [monday]",
             &[(

@@ -54,6 +54,10 @@ const OTHER_GLOBALS: &[&str] = &[
     "jira_api_url",
 ];
 
+fn ms(d: &str) -> i64 {
+    crate::duration::PromDuration::parse(d).map_or(0, |d| d.as_millis())
+}
+
 /// The variable that holds `global.smtp_auth_password` in the output.
 const GLOBAL_PASSWORD_ENV: &str = "TOCSIN_SMTP_PASSWORD";
 
@@ -157,21 +161,32 @@ fn convert_global(g: &Node, cx: &mut Cx) -> SmtpGlobal {
                 &field,
                 "tocsin verifies the SMTP server's certificate against the system's roots",
             ),
-            "resolve_timeout" => cx.note(
-                k,
-                &field,
-                "tocsin's rules resolve their own alerts; it applies to alerts posted without an end time",
-            ),
+            "resolve_timeout" => {
+                // tocsin holds an alert posted without endsAt for Alertmanager's default, fixed
+                if let Some(d) = cx.duration(v, &field) {
+                    if ms(&d) == 5 * 60_000 {
+                        cx.note(
+                            k,
+                            &field,
+                            "5m, as tocsin holds an alert posted without an end time",
+                        );
+                    } else {
+                        cx.changed(
+                            v,
+                            &field,
+                            "tocsin holds an alert posted without an end time for 5m, a fixed time (its own rules resolve their alerts themselves)",
+                        );
+                    }
+                }
+            }
             "http_config" => cx.dropped(
                 k,
                 &field,
                 "tocsin's webhooks have no HTTP client settings (auth, TLS, proxy)",
             ),
-            other if OTHER_GLOBALS.contains(&other) => cx.note(
-                k,
-                &field,
-                "only used by integrations tocsin does not have",
-            ),
+            other if OTHER_GLOBALS.contains(&other) => {
+                cx.note(k, &field, "only used by integrations tocsin does not have")
+            }
             _ => cx.unknown(k, &field),
         }
     }
