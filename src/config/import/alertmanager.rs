@@ -509,12 +509,7 @@ fn convert_email(
         match key.as_str() {
             "to" => {
                 if let Some(t) = cx.text(v, &f) {
-                    to = t
-                        .split(',')
-                        .map(str::trim)
-                        .filter(|s| !s.is_empty())
-                        .map(String::from)
-                        .collect();
+                    to = split_addresses(&t);
                 }
             }
             "from" => from = cx.text(v, &f),
@@ -602,6 +597,31 @@ fn convert_email(
         out.put("send_resolved", Out::Bool(b));
     }
     out.done()
+}
+
+/// Alertmanager's `to`, an address list (`a@x.org, "Doe, Jane" <j@x.org>`), one address an
+/// item: commas inside double quotes or angle brackets do not separate.
+fn split_addresses(list: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let (mut quoted, mut angle, mut start) = (false, false, 0);
+    let mut escaped = false;
+    for (i, c) in list.char_indices() {
+        match c {
+            _ if escaped => escaped = false,
+            '\\' if quoted => escaped = true,
+            '"' => quoted = !quoted,
+            '<' if !quoted => angle = true,
+            '>' if !quoted => angle = false,
+            ',' if !quoted && !angle => {
+                out.push(list[start..i].trim().to_string());
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    out.push(list[start..].trim().to_string());
+    out.retain(|a| !a.is_empty());
+    out
 }
 
 /// An environment variable's name for a secret of `owner`: `TOCSIN_<OWNER>_<what>`.
@@ -754,6 +774,22 @@ mod tests {
                 (back.name.as_str(), back.op, back.value.as_str()),
                 (name, op, value)
             );
+        }
+    }
+
+    #[test]
+    fn address_lists_split_at_commas_outside_quotes_and_brackets() {
+        for (list, want) in [
+            ("a@x.org", vec!["a@x.org"]),
+            ("a@x.org, b@x.org,", vec!["a@x.org", "b@x.org"]),
+            (
+                r#""Doe, Jane" <j@x.org>, ops <o@x.org>"#,
+                vec![r#""Doe, Jane" <j@x.org>"#, "ops <o@x.org>"],
+            ),
+            (r#""a \" , b" <q@x.org>"#, vec![r#""a \" , b" <q@x.org>"#]),
+            ("", vec![]),
+        ] {
+            assert_eq!(split_addresses(list), want, "{list}");
         }
     }
 
