@@ -20,9 +20,66 @@ pub fn chain(e: &dyn std::error::Error) -> String {
     out
 }
 
+/// The candidate closest to `word` by edit distance (Levenshtein, over chars), if it is close
+/// enough to be a typo: at most 1 edit for words up to 4 chars, 2 up to 8, 3 beyond; ties go to
+/// the first candidate. For "unknown function rte, did you mean rate". Words over 64 chars are
+/// not compared (bounded work for any input).
+pub fn nearest<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+    let w: Vec<char> = word.chars().collect();
+    if w.is_empty() || w.len() > 64 {
+        return None;
+    }
+    let limit = match w.len() {
+        0..=4 => 1,
+        5..=8 => 2,
+        _ => 3,
+    };
+    let mut best: Option<(usize, &str)> = None;
+    for c in candidates {
+        if c == word {
+            return None;
+        }
+        let d = levenshtein(&w, c);
+        if d <= limit && best.is_none_or(|(bd, _)| d < bd) {
+            best = Some((d, c));
+        }
+    }
+    best.map(|(_, c)| c)
+}
+
+fn levenshtein(a: &[char], b: &str) -> usize {
+    let b: Vec<char> = b.chars().take(a.len() + 4).collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    let mut cur = vec![0; b.len() + 1];
+    for (i, ca) in a.iter().enumerate() {
+        cur[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let sub = prev[j] + usize::from(ca != cb);
+            cur[j + 1] = sub.min(prev[j + 1] + 1).min(cur[j] + 1);
+        }
+        std::mem::swap(&mut prev, &mut cur);
+    }
+    prev[b.len()]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn nearest_suggests_a_typo_fix_and_nothing_far() {
+        let names = ["rate", "irate", "increase", "humanize", "humanize1024"];
+        assert_eq!(nearest("rte", names), Some("rate"));
+        assert_eq!(nearest("increse", names), Some("increase"));
+        assert_eq!(nearest("humanze", names), Some("humanize"));
+        assert_eq!(nearest("xyz", names), None);
+        assert_eq!(
+            nearest("rate", names),
+            None,
+            "an exact name needs no suggestion"
+        );
+        assert_eq!(nearest(&"r".repeat(10_000), names), None);
+    }
 
     /// An error with a fixed text and an optional cause.
     #[derive(Debug)]

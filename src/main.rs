@@ -60,7 +60,8 @@ fn run(cli: Cli) -> Result<Outcome> {
             url,
             timeout,
             body_limit,
-        } => cli::scrape::scrape(&url, timeout, body_limit),
+            fields,
+        } => cli::scrape::scrape(&url, timeout, body_limit, &fields),
         Command::Probe(args) => cli::probe::probe(args),
         Command::RouteTest {
             labels,

@@ -12,7 +12,7 @@ use std::sync::atomic::AtomicU64;
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ScrapeLabels {
     pub target: String,
-    /// `metrics` or `health`
+    /// `metrics`, `health`, or a probe kind (`tcp`, `tls`, `dns`, `smtp`)
     pub kind: &'static str,
     /// `success` or `failure`; a health probe succeeds when the endpoint answered healthy
     /// (`probe_success`)
@@ -24,6 +24,8 @@ pub struct SelfMetrics {
     registry: Registry,
     pub scrapes: Family<ScrapeLabels, Counter>,
     pub samples_ingested: Counter,
+    /// pushed bodies and heartbeat check-ins by kind and result
+    pub pushes: Family<PushLabels, Counter>,
     pub samples_out_of_order: Counter,
     pub samples_duplicate: Counter,
     pub store_flush_seconds: Histogram,
@@ -106,6 +108,14 @@ pub struct BuildLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PushLabels {
+    /// `import` (`POST /api/v1/import/prometheus`) or `heartbeat` (`POST /api/v1/heartbeat/{name}`)
+    pub kind: &'static str,
+    /// `stored`, or `refused` (a bad body, a limit, an unknown heartbeat name)
+    pub result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct GroupLabels {
     pub group: String,
 }
@@ -130,6 +140,12 @@ impl SelfMetrics {
             "samples_ingested",
             "Samples appended to the store",
             samples_ingested.clone(),
+        );
+        let pushes = Family::<PushLabels, Counter>::default();
+        registry.register(
+            "pushes",
+            "Pushed bodies and heartbeat check-ins by kind and result",
+            pushes.clone(),
         );
         let samples_out_of_order = Counter::default();
         registry.register(
@@ -313,6 +329,7 @@ impl SelfMetrics {
             registry,
             scrapes,
             samples_ingested,
+            pushes,
             samples_out_of_order,
             samples_duplicate,
             store_flush_seconds,

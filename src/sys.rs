@@ -97,3 +97,27 @@ pub fn clock_ticks_and_page_size() -> (i64, u64) {
         (100, 4096)
     }
 }
+
+/// The nice value API queries run at: below rule evaluations (0), so a burst of heavy ad-hoc
+/// queries slows the queries, not the alerting.
+pub const QUERY_NICE: i32 = 10;
+
+/// Sets the calling thread's nice value (Linux: nice is per thread; `setpriority` with `who` 0
+/// is the calling thread). Raising it needs no privilege; it is never lowered again, so only
+/// threads dedicated to lower-priority work call this. Returns whether it took effect.
+pub fn lower_thread_priority(nice: i32) -> bool {
+    #[cfg(target_os = "linux")]
+    {
+        const PRIO_PROCESS: i32 = 0;
+        unsafe extern "C" {
+            fn setpriority(which: i32, who: u32, prio: i32) -> i32;
+        }
+        // SAFETY: setpriority takes no pointers; who 0 is the calling thread on Linux.
+        unsafe { setpriority(PRIO_PROCESS, 0, nice) == 0 }
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = nice;
+        false
+    }
+}

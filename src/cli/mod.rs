@@ -93,7 +93,8 @@ pub(crate) enum Command {
         #[arg(long, default_value = "2", value_parser = test::parse_compat)]
         promql_compat: tocsin::promql::Compat,
     },
-    /// Fetch one metrics endpoint and print its samples, or the parse error with its line.
+    /// Fetch one metrics endpoint and print its samples, or the parse error with its line; a
+    /// health endpoint (a JSON answer) prints the samples its health probe would write.
     Scrape {
         url: String,
         /// whole-request timeout
@@ -102,6 +103,10 @@ pub(crate) enum Command {
         /// maximum body size in bytes (after decompression)
         #[arg(long, default_value_t = 64 << 20)]
         body_limit: u64,
+        /// a health endpoint's JSON field to preview as `health_json` would keep it (repeatable),
+        /// e.g. `--field status --field 'checks[name=db].ok'`
+        #[arg(long = "field")]
+        fields: Vec<String>,
     },
     /// Run one tcp, tls, dns or smtp probe and print the samples it would write, and why it failed.
     Probe(probe::ProbeArgs),

@@ -106,6 +106,8 @@ pub struct Config {
     /// `tocsin:self` loads tocsin's own alerts (rule evaluations failing, notifications failing,
     /// the outbox stuck or growing, the store unable to write, a target down, no rules loaded),
     /// built into the binary as `rules/tocsin-self.yml`; the built-in configuration loads it.
+    /// `tocsin:watchdog` loads `Watchdog`, an alert that is always firing, for a dead-man's
+    /// switch downstream (route it there: see `rules/tocsin-watchdog.yml`).
     #[serde(default)]
     pub rule_files: Vec<Spanned<String>>,
     /// The HTTP server.
@@ -257,8 +259,9 @@ impl Default for EvaluationConfig {
 pub struct TargetConfig {
     /// Unique name; becomes the `job` label of every series from this target unless `job` is set.
     pub name: Spanned<String>,
-    /// The `job` label of this target's series, when it is not the name: several targets may
-    /// share a job, as the instances of one Prometheus job do (each target its own `instance`).
+    /// The `job` label of this target's metrics, health and probe series, when it is not the
+    /// name: several targets may share a job, as the instances of one Prometheus job do (each
+    /// target its own `instance`). A heartbeat's series keep the name, which pushes check in by.
     /// Default: the name.
     #[serde(default)]
     pub job: Option<Spanned<String>>,
@@ -311,6 +314,26 @@ pub struct TargetConfig {
     /// the series labels `job`, `instance` (the address, or the DNS query name) and `probe` (its name).
     #[serde(default)]
     pub probes: Vec<ProbeConfig>,
+    /// A dead-man's switch: the target is expected to check in (`POST /api/v1/heartbeat/<name>`,
+    /// or a push to `/api/v1/import/prometheus` with `extra_label=job=<name>`) at least every
+    /// `expected_interval`; silent longer than that plus `grace`, its `up{probe="heartbeat"}`
+    /// turns 0 at once (to the millisecond, not at the next tick). Its series are written every
+    /// `interval` and at each change.
+    #[serde(default)]
+    pub heartbeat: Option<HeartbeatConfig>,
+}
+
+/// A target that checks in by itself (a job, a stream, a cron script) instead of being scraped.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct HeartbeatConfig {
+    /// The longest the target may stay silent between two check-ins, at least `100ms`. After
+    /// tocsin starts, the target has this long (plus `grace`) for its first check-in.
+    pub expected_interval: Spanned<PromDuration>,
+    /// Extra silence tolerated on top of `expected_interval` (network delays, a slow job).
+    /// Default `0s`.
+    #[serde(default)]
+    pub grace: PromDuration,
 }
 
 impl TargetConfig {
@@ -465,23 +488,45 @@ pub struct Probe {
 /// Default `response_size_limit` of a probe.
 pub const DEFAULT_PROBE_SIZE_LIMIT: u64 = 64 * 1024;
 
-/// A numeric JSON field of a health body kept as a gauge.
+/// A field of a health endpoint's JSON body kept as a series. A number is the series' value, a
+/// boolean is 1 or 0, a string is a state: one series per value with a `state` label, 1 for the
+/// current value and 0 for the others (as blackbox_exporter's `probe_json_status`).
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct JsonGauge {
-    /// Dotted path into the body, e.g. `sync_success_rate` or `stats.queue.depth`.
+    /// Path into the body: keys separated by `.` (`stats.queue.depth`), an array element by
+    /// index (`checks[0].ok`) or as the first object whose key has a value
+    /// (`checks[name=db].ok`; the value is compared as text and may hold dots but no closing
+    /// bracket). At most 256 bytes and 16 steps; a
+    /// key cannot contain a dot or a square bracket.
     pub field: Spanned<String>,
-    /// Name of the gauge. When unset, `health_json_` followed by the path with `.` replaced by `_`.
+    /// Name of the series. When unset, `health_json_` followed by the path with every character
+    /// not allowed in a metric name replaced by `_` (`checks[0].ok` becomes
+    /// `health_json_checks_0_ok`).
     #[serde(default)]
     pub metric: Option<String>,
+    /// For a string field: the values it may take, each written (0 or 1) at every probe, so a
+    /// rule sees a state turn 0. Values not listed are written too once seen, up to 16 values a
+    /// field; a value longer than 128 bytes is cut. Default: none (only values seen).
+    #[serde(default)]
+    pub states: Vec<String>,
 }
 
 impl JsonGauge {
     /// The metric name the gauge is stored under.
     pub fn metric_name(&self) -> String {
-        self.metric
-            .clone()
-            .unwrap_or_else(|| format!("health_json_{}", self.field.value.replace('.', "_")))
+        self.metric.clone().unwrap_or_else(|| {
+            let mut name = String::from("health_json_");
+            for c in self.field.value.chars() {
+                let keep = c.is_ascii_alphanumeric() || c == '_' || c == ':';
+                let c = if keep { c } else { '_' };
+                // `checks[0].ok`: one `_` for `[`, `].`
+                if !(c == '_' && name.ends_with('_')) {
+                    name.push(c);
+                }
+            }
+            name.trim_end_matches('_').to_string()
+        })
     }
 }
 
@@ -497,7 +542,14 @@ pub struct ServerConfig {
     /// (`/api/v1/*`, `/status`). Unset: reads are open. The write token is accepted for reads too.
     /// `/health/*`, `/metrics` and `/api/v1/openapi.json` stay open.
     pub api_read_token_env: Option<String>,
+    /// Largest body `POST /api/v1/import/prometheus` accepts (larger ones get 413), at most
+    /// `64MiB`. Bytes, or with a unit: `512KiB`, `16MiB`. Default `4MiB`. Pushed samples also
+    /// obey `scrape.sample_limit` and the `scrape.label_*` limits.
+    pub push_body_size_limit: Spanned<ByteSize>,
 }
+
+/// The largest `server.push_body_size_limit` allowed.
+pub const MAX_PUSH_BODY_SIZE_LIMIT: u64 = 64 << 20;
 
 impl Default for ServerConfig {
     fn default() -> Self {
@@ -505,6 +557,7 @@ impl Default for ServerConfig {
             listen: unlocated(DEFAULT_LISTEN.to_string()),
             api_token_env: None,
             api_read_token_env: None,
+            push_body_size_limit: unlocated(ByteSize(4 << 20)),
         }
     }
 }
@@ -613,9 +666,18 @@ pub struct Target {
     pub body_size_limit: u64,
     pub label_limits: LabelLimits,
     pub startup_grace: PromDuration,
-    pub health_json: Vec<(String, String)>,
+    pub health_json: Vec<crate::ingest::health::JsonField>,
     pub bearer_token: Option<Secret>,
     pub probes: Vec<Probe>,
+    /// the dead-man's switch, when the target checks in by itself
+    pub heartbeat: Option<Heartbeat>,
+}
+
+/// A heartbeat with its defaults applied: what the scheduler watches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Heartbeat {
+    pub expected_interval: PromDuration,
+    pub grace: PromDuration,
 }
 
 /// A target's label limits (Prometheus's), checked on each new series of a scrape; 0 is no limit.
@@ -785,6 +847,19 @@ impl Config {
                 format!("{:?} is not host:port", listen.value),
             );
         }
+        let push_limit = &self.server.push_body_size_limit;
+        if push_limit.value.0 == 0 || push_limit.value.0 > MAX_PUSH_BODY_SIZE_LIMIT {
+            let (l, c) = at(&push_limit.referenced);
+            err(
+                l,
+                c,
+                "server.push_body_size_limit".into(),
+                format!(
+                    "{} bytes: must be positive and at most {MAX_PUSH_BODY_SIZE_LIMIT} (64MiB)",
+                    push_limit.value.0
+                ),
+            );
+        }
         let scrape_interval = &self.scrape.interval;
         if scrape_interval.value.0 < MIN_SCRAPE_INTERVAL {
             let (l, c) = at(&scrape_interval.referenced);
@@ -861,13 +936,34 @@ impl Config {
                     "must not be empty".into(),
                 );
             }
-            if t.metrics.is_none() && t.health.is_none() && t.probes.is_empty() {
+            if t.metrics.is_none()
+                && t.health.is_none()
+                && t.probes.is_empty()
+                && t.heartbeat.is_none()
+            {
                 err(
                     line,
                     col,
                     format!("targets[{i}]"),
-                    format!("target {name:?} has neither metrics nor health nor probes"),
+                    format!(
+                        "target {name:?} has neither metrics nor health nor probes nor heartbeat"
+                    ),
                 );
+            }
+            if let Some(hb) = &t.heartbeat {
+                let iv = &hb.expected_interval;
+                if iv.value.0 < MIN_SCRAPE_INTERVAL {
+                    err(
+                        iv.referenced.line(),
+                        iv.referenced.column(),
+                        field("heartbeat.expected_interval"),
+                        format!(
+                            "{} is shorter than the minimum of {}",
+                            iv.value,
+                            PromDuration(MIN_SCRAPE_INTERVAL)
+                        ),
+                    );
+                }
             }
             for (key, url) in [("metrics", &t.metrics), ("health", &t.health)] {
                 if let Some(u) = url {
@@ -957,12 +1053,24 @@ impl Config {
                         "needs a health url".into(),
                     );
                 }
-                if g.field.value.is_empty() || g.field.value.split('.').any(str::is_empty) {
+                if let Err(e) = crate::ingest::health::JsonPath::parse(&g.field.value) {
                     err(
                         l,
                         c,
                         field(&format!("health_json[{j}].field")),
-                        format!("invalid path {:?}", g.field.value),
+                        format!("invalid path {:?}: {e}", g.field.value),
+                    );
+                }
+                if g.states.len() > crate::ingest::health::MAX_STATES {
+                    err(
+                        l,
+                        c,
+                        field(&format!("health_json[{j}].states")),
+                        format!(
+                            "{} states, more than the limit of {}",
+                            g.states.len(),
+                            crate::ingest::health::MAX_STATES
+                        ),
                     );
                 }
                 let metric = g.metric_name();
@@ -974,6 +1082,18 @@ impl Config {
                         format!("invalid metric name {metric:?}"),
                     );
                 }
+            }
+            if t.health_json.len() > crate::ingest::health::MAX_JSON_FIELDS {
+                err(
+                    line,
+                    col,
+                    field("health_json"),
+                    format!(
+                        "{} fields, more than the limit of {}",
+                        t.health_json.len(),
+                        crate::ingest::health::MAX_JSON_FIELDS
+                    ),
+                );
             }
             let target_interval = interval;
             let mut probe_names = BTreeMap::new();
@@ -1102,10 +1222,20 @@ impl Config {
                     health_json: t
                         .health_json
                         .iter()
-                        .map(|g| (g.field.value.clone(), g.metric_name()))
+                        .map(|g| crate::ingest::health::JsonField {
+                            path: crate::ingest::health::JsonPath::parse(&g.field.value)
+                                .expect("validated path"),
+                            field: g.field.value.clone(),
+                            metric: g.metric_name(),
+                            states: g.states.clone(),
+                        })
                         .collect(),
                     bearer_token,
                     probes: build_probes(t, self)?,
+                    heartbeat: t.heartbeat.as_ref().map(|h| Heartbeat {
+                        expected_interval: h.expected_interval.value,
+                        grace: h.grace,
+                    }),
                     name,
                 })
             })
@@ -1668,5 +1798,59 @@ targets:
             )
         );
         assert_eq!(p[1].size_limit, DEFAULT_PROBE_SIZE_LIMIT);
+    }
+
+    #[test]
+    fn heartbeats_push_limits_and_json_paths_are_validated_at_their_line() {
+        let bad = "server: { push_body_size_limit: 65MiB }
+targets:
+  - name: cron
+    heartbeat: { expected_interval: 10ms }
+  - name: api
+    health: http://x/health
+    health_json:
+      - { field: 'checks[name=db.ok' }
+      - { field: status, states: [a, b, c, d, e, f, g, h, i, j, k, l, m, n, o, p, q] }
+";
+        let Err(ConfigError::Invalid(errors)) = Config::from_yaml(bad, Path::new("t.yml")) else {
+            panic!("invalid settings accepted");
+        };
+        let messages: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
+        let want = [
+            "t.yml:1:33: server.push_body_size_limit: 68157440 bytes: must be positive and at most 67108864 (64MiB)",
+            "t.yml:4:37: targets[0].heartbeat.expected_interval: 10ms is shorter than the minimum of 100ms",
+            "t.yml:8:18: targets[1].health_json[0].field: invalid path \"checks[name=db.ok\": unclosed '[' in \"checks[name=db.ok\"",
+            "t.yml:9:18: targets[1].health_json[1].states: 17 states, more than the limit of 16",
+        ];
+        assert_eq!(messages, want);
+        let ok = "targets:
+  - name: cron
+    heartbeat: { expected_interval: 1h, grace: 5m }
+";
+        let t = &Config::from_yaml(ok, Path::new("t.yml"))
+            .unwrap()
+            .build_targets(&Default::default())
+            .unwrap()[0];
+        assert_eq!(
+            t.heartbeat,
+            Some(Heartbeat {
+                expected_interval: PromDuration::from_secs(3600),
+                grace: PromDuration::from_secs(300),
+            })
+        );
+        let metric = |field: &str| {
+            JsonGauge {
+                field: unlocated(field.to_string()),
+                metric: None,
+                states: vec![],
+            }
+            .metric_name()
+        };
+        assert_eq!(metric("checks[0].ok"), "health_json_checks_0_ok");
+        assert_eq!(
+            metric("checks[name=db].ok"),
+            "health_json_checks_name_db_ok"
+        );
+        assert_eq!(metric("stats.queue-depth"), "health_json_stats_queue_depth");
     }
 }

@@ -154,12 +154,14 @@ impl Daemon {
 
         let metrics = Arc::new(SelfMetrics::new(started_ms as f64 / 1000.0));
         let status = Arc::new(StatusBoard::default());
+        let heartbeats = Arc::new(crate::ingest::push::Heartbeats::default());
         let scheduler = Scheduler {
             store: store.clone(),
             clock: clock.clone(),
             metrics: metrics.clone(),
             status: status.clone(),
             client: crate::ingest::client(),
+            heartbeats: heartbeats.clone(),
         };
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let mut scrapes = scheduler.spawn(
@@ -299,6 +301,19 @@ impl Daemon {
             queries: queries.clone(),
             api_token,
             read_token,
+            push: Some(Arc::new(crate::ingest::push::Push {
+                store: store.clone(),
+                limits: crate::ingest::push::PushLimits {
+                    sample_limit: cfg.scrape.sample_limit,
+                    label_limits: crate::config::LabelLimits {
+                        label_limit: cfg.scrape.label_limit,
+                        label_name_length_limit: cfg.scrape.label_name_length_limit,
+                        label_value_length_limit: cfg.scrape.label_value_length_limit,
+                    },
+                },
+                heartbeats,
+            })),
+            push_body_limit: cfg.server.push_body_size_limit.value.0,
         });
         let mut server_shutdown = shutdown_rx.clone();
         let server = tokio::spawn(async move {

@@ -6,6 +6,7 @@
 //! - [`cache`]: the per-target scrape cache and metrics ingest (staleness, duplicates, limits).
 //! - [`health`]: health probes judged and written as `up`/`probe_*`/`health_check_ok` series.
 //! - [`probe`]: the `tcp`, `tls`, `dns` and `smtp` probes of a target's `probes:` list.
+//! - [`push`]: pushed text-format bodies and heartbeat check-ins (the dead-man's switch).
 //! - [`scheduler`]: one task per endpoint at a stable offset, and the store's periodic flush.
 //! - [`selfscrape`]: tocsin's own metrics stored in-process as target `job="tocsin"`.
 //!
@@ -14,12 +15,14 @@
 //! `up` and the metrics scrape's `up` stay apart. An exposed label that collides with one of these
 //! is kept as `exported_<name>` (Prometheus's `honor_labels: false`). A `tcp`/`tls`/`dns`/`smtp`
 //! probe's series carry the target's and the probe's labels, `job`, `instance` = the probe's address
-//! (or DNS query name) and `probe` = the probe's name.
+//! (or DNS query name) and `probe` = the probe's name. A heartbeat target's series carry the
+//! target's labels, `job` and `probe="heartbeat"` (no `instance`: nothing is dialled).
 
 pub mod cache;
 pub mod fetch;
 pub mod health;
 pub mod probe;
+pub mod push;
 pub mod scheduler;
 pub mod selfscrape;
 pub mod textparse;
@@ -57,4 +60,18 @@ pub fn metrics_base_labels(target: &Target, url: &url::Url) -> Labels {
 /// The labels every series from this target's health probe carries.
 pub fn health_base_labels(target: &Target, url: &url::Url) -> Labels {
     metrics_base_labels(target, url).with("probe", "health")
+}
+
+/// The labels every series of this target's heartbeat carries.
+pub fn heartbeat_base_labels(target: &Target) -> Labels {
+    Labels::from_pairs(
+        target
+            .labels
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .chain([
+                ("job".to_string(), target.name.clone()),
+                ("probe".to_string(), "heartbeat".to_string()),
+            ]),
+    )
 }

@@ -29,7 +29,7 @@ use crate::store::Store;
 #[derive(Debug, Clone, Serialize)]
 pub struct EndpointStatus {
     pub target: String,
-    /// `metrics`, `health`, or a probe kind: `tcp`, `tls`, `dns`, `smtp`
+    /// `metrics`, `health`, `heartbeat`, or a probe kind: `tcp`, `tls`, `dns`, `smtp`
     pub kind: &'static str,
     /// the probe's name (the `probe` label) for `tcp`, `tls`, `dns` and `smtp` endpoints
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -93,6 +93,8 @@ pub struct Scheduler {
     pub metrics: Arc<SelfMetrics>,
     pub status: Arc<StatusBoard>,
     pub client: reqwest::Client,
+    /// the heartbeat targets' check-ins, shared with the HTTP API that receives them
+    pub heartbeats: Arc<super::push::Heartbeats>,
 }
 
 /// Stable offset of an endpoint inside its interval.
@@ -195,6 +197,35 @@ impl Scheduler {
                 let shutdown = shutdown.clone();
                 set.spawn(async move { me.probe_loop(target, probe, key, shutdown).await });
             }
+            if let Some(hb) = target.heartbeat {
+                let cell = self.heartbeats.register(&target.name);
+                self.status.endpoints.write().expect("status lock").insert(
+                    (target.name.clone(), "heartbeat"),
+                    EndpointStatus {
+                        target: target.name.clone(),
+                        kind: "heartbeat",
+                        probe: None,
+                        url: format!("/api/v1/heartbeat/{}", target.name),
+                        interval_seconds: hb.expected_interval.0.as_secs_f64(),
+                        last_scrape_ms: None,
+                        last_duration_seconds: None,
+                        up: None,
+                        last_error: None,
+                        samples: 0,
+                        first_seen_ms: None,
+                        startup_grace_seconds: target.startup_grace.0.as_secs_f64(),
+                        checks: Vec::new(),
+                        labels: super::heartbeat_base_labels(&target)
+                            .iter()
+                            .map(|(k, v)| (k.to_string(), v.to_string()))
+                            .collect(),
+                    },
+                );
+                let me = self.clone();
+                let target = target.clone();
+                let shutdown = shutdown.clone();
+                set.spawn(async move { me.heartbeat_loop(target, hb, cell, shutdown).await });
+            }
         }
         let me = self.clone();
         set.spawn(async move { me.flush_loop(flush_interval, shutdown).await });
@@ -229,8 +260,9 @@ impl Scheduler {
             ScrapeCache::new(super::metrics_base_labels(&target, &url))
                 .with_label_limits(target.label_limits)
         });
-        // a health endpoint's checks at the last probe: one that disappears gets a stale marker
-        let mut checks = std::collections::BTreeSet::new();
+        // a health endpoint's checks at the last probe (one that disappears gets a stale
+        // marker) and the states its string fields were written with
+        let mut memory = super::health::HealthMemory::default();
         loop {
             if !crate::task::next_tick(&mut ticker, &mut shutdown).await {
                 return;
@@ -238,7 +270,7 @@ impl Scheduler {
             let t = scrape_timestamp(self.clock.now_ms(), interval_ms, offset);
             match cache.take() {
                 Some(c) => cache = Some(self.scrape_once(&target, &url, t, c).await),
-                None => checks = self.probe_once(&target, &url, t, checks).await,
+                None => memory = self.probe_once(&target, &url, t, memory).await,
             }
         }
     }
@@ -395,15 +427,15 @@ impl Scheduler {
         cache
     }
 
-    /// One health probe at time `t`; `checks` are the check names the last probe reported, and
-    /// the names this one reported come back.
+    /// One health probe at time `t`; `memory` is what the last probe left (its checks, the
+    /// states written), and what this one leaves comes back.
     async fn probe_once(
         &self,
         target: &Target,
         url: &url::Url,
         t: i64,
-        checks: std::collections::BTreeSet<String>,
-    ) -> std::collections::BTreeSet<String> {
+        memory: super::health::HealthMemory,
+    ) -> super::health::HealthMemory {
         let started = Instant::now();
         let fetched = super::fetch(
             &self.client,
@@ -419,13 +451,13 @@ impl Scheduler {
         let base = super::health_base_labels(target, url);
         let gauges = target.health_json.clone();
         let joined = crate::task::blocking(&self.metrics, "probe", &target.name, move || {
-            let mut checks = checks;
+            let mut memory = memory;
             let report =
-                super::ingest_health(&store, &base, t, seconds, &fetched, &gauges, &mut checks);
-            (report, checks)
+                super::ingest_health(&store, &base, t, seconds, &fetched, &gauges, &mut memory);
+            (report, memory)
         })
         .await;
-        let Some((report, checks)) = joined else {
+        let Some((report, memory)) = joined else {
             return Default::default();
         };
         self.metrics
@@ -450,7 +482,105 @@ impl Scheduler {
             s.last_error = report.error.clone();
             s.checks = report.checks.clone();
         });
-        checks
+        memory
+    }
+
+    /// The task of one heartbeat target: judges it ([`super::push::heartbeat_verdict`]) and
+    /// writes its series every `interval`, at each check-in (at most one write per
+    /// `MIN_SCRAPE_INTERVAL` under a flood) and at the millisecond its allowed silence runs out,
+    /// so `up` turns 0 without waiting for a tick.
+    async fn heartbeat_loop(
+        self,
+        target: Arc<Target>,
+        hb: crate::config::Heartbeat,
+        cell: Arc<super::push::HeartbeatCell>,
+        mut shutdown: watch::Receiver<bool>,
+    ) {
+        let since = self.clock.now_ms();
+        let allowed_ms = hb.expected_interval.as_millis() + hb.grace.as_millis();
+        let every = target.interval.0.max(Duration::from_millis(1));
+        let mut ticker = tokio::time::interval_at(Instant::now() + every, every);
+        ticker.set_missed_tick_behavior(MissedTickBehavior::Skip);
+        let base = super::heartbeat_base_labels(&target);
+        let mut was_up: Option<bool> = None;
+        let floor = crate::duration::MIN_SCRAPE_INTERVAL;
+        loop {
+            let now = self.clock.now_ms();
+            let last_seen = cell.last_seen();
+            let v = super::push::heartbeat_verdict(last_seen, since, allowed_ms, now);
+            let store = self.store.clone();
+            let b = base.clone();
+            let one = |x: bool| if x { 1.0 } else { 0.0 };
+            let mut gauges: Vec<(&'static str, f64)> = vec![
+                ("up", one(v.up)),
+                (
+                    "tocsin_heartbeat_expected_interval_seconds",
+                    hb.expected_interval.0.as_secs_f64(),
+                ),
+                ("tocsin_heartbeat_grace_seconds", hb.grace.0.as_secs_f64()),
+            ];
+            if let Some(t) = last_seen {
+                gauges.push((
+                    "tocsin_heartbeat_last_seen_timestamp_seconds",
+                    t as f64 / 1000.0,
+                ));
+            }
+            let samples = gauges.len();
+            crate::task::blocking(&self.metrics, "heartbeat", &target.name, move || {
+                super::health::write_gauges(&store, &b, now, &gauges)
+            })
+            .await;
+            let last_write = Instant::now();
+            let error = (!v.up).then(|| match last_seen {
+                Some(_) => format!(
+                    "silent for {}, longer than the expected interval {} + grace {}",
+                    crate::duration::PromDuration(Duration::from_millis(v.silent_ms.max(0) as u64)),
+                    hb.expected_interval,
+                    hb.grace
+                ),
+                None => format!(
+                    "no check-in since tocsin started {} ago (expected every {} + grace {})",
+                    crate::duration::PromDuration(Duration::from_millis(v.silent_ms.max(0) as u64)),
+                    hb.expected_interval,
+                    hb.grace
+                ),
+            });
+            if was_up != Some(v.up) {
+                match &error {
+                    Some(e) => {
+                        tracing::warn!(target = %target.name, error = %e, "heartbeat missing")
+                    }
+                    None if was_up.is_some() => {
+                        tracing::info!(target = %target.name, "heartbeat back")
+                    }
+                    None => {}
+                }
+            }
+            // before the first check-in and the first verdict against it: unknown, not up
+            let shown = (last_seen.is_some() || !v.up).then_some(v.up);
+            self.status.update(&target.name, "heartbeat", |s| {
+                s.last_scrape_ms = last_seen;
+                s.up = shown;
+                s.samples = samples;
+                s.last_error = error.clone();
+            });
+            was_up = Some(v.up);
+            // wait for the next tick, a check-in, or the moment the silence runs out
+            let until_down =
+                v.up.then(|| Duration::from_millis((v.down_at - now).max(0) as u64));
+            tokio::select! {
+                _ = ticker.tick() => {}
+                _ = cell.wake.notified() => {
+                    // a flood of check-ins costs at most one write per floor
+                    tokio::time::sleep_until(last_write + floor).await;
+                }
+                _ = tokio::time::sleep(until_down.unwrap_or_default()), if until_down.is_some() => {}
+                _ = shutdown.changed() => return,
+            }
+            if *shutdown.borrow() {
+                return;
+            }
+        }
     }
 
     async fn flush_loop(self, every: Duration, mut shutdown: watch::Receiver<bool>) {

@@ -6,6 +6,7 @@
 pub mod dedup;
 pub mod dispatch;
 pub mod email;
+pub mod external;
 pub mod pipeline;
 pub mod receivers;
 pub mod recorder;

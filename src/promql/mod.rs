@@ -290,6 +290,107 @@ impl Storage for Store {
 /// ([`crate::daemon::THREAD_STACK_BYTES`]).
 pub const MAX_EXPR_DEPTH: usize = 128;
 
+/// The names of PromQL's functions (Prometheus 3.x, the parser's table), for suggestions when
+/// an expression calls an unknown one.
+pub const FUNCTION_NAMES: &[&str] = &[
+    "abs",
+    "absent",
+    "absent_over_time",
+    "acos",
+    "acosh",
+    "asin",
+    "asinh",
+    "atan",
+    "atanh",
+    "avg_over_time",
+    "ceil",
+    "changes",
+    "clamp",
+    "clamp_max",
+    "clamp_min",
+    "cos",
+    "cosh",
+    "count_over_time",
+    "day_of_month",
+    "day_of_week",
+    "day_of_year",
+    "days_in_month",
+    "deg",
+    "delta",
+    "deriv",
+    "exp",
+    "floor",
+    "histogram_avg",
+    "histogram_count",
+    "histogram_fraction",
+    "histogram_quantile",
+    "histogram_stddev",
+    "histogram_stdvar",
+    "histogram_sum",
+    "double_exponential_smoothing",
+    "first_over_time",
+    "hour",
+    "idelta",
+    "increase",
+    "irate",
+    "label_join",
+    "label_replace",
+    "last_over_time",
+    "ln",
+    "log10",
+    "log2",
+    "mad_over_time",
+    "max_over_time",
+    "min_over_time",
+    "minute",
+    "month",
+    "pi",
+    "predict_linear",
+    "present_over_time",
+    "quantile_over_time",
+    "rad",
+    "rate",
+    "resets",
+    "round",
+    "scalar",
+    "sgn",
+    "sin",
+    "sinh",
+    "sort",
+    "sort_by_label",
+    "sort_by_label_desc",
+    "sort_desc",
+    "sqrt",
+    "stddev_over_time",
+    "stdvar_over_time",
+    "sum_over_time",
+    "tan",
+    "tanh",
+    "time",
+    "timestamp",
+    "vector",
+    "year",
+];
+
+/// A parse error's text with a suggestion where the parser names an unknown function close to
+/// a known one (`unknown function with name 'rte', did you mean rate?`), and the function's
+/// name, to point at it.
+pub fn explain_parse_error(message: &str) -> (String, Option<String>) {
+    let unknown = message
+        .strip_prefix("unknown function with name '")
+        .and_then(|rest| rest.strip_suffix('\''));
+    match unknown {
+        Some(name) => {
+            let text = match crate::error::nearest(name, FUNCTION_NAMES.iter().copied()) {
+                Some(near) => format!("{message}, did you mean {near}?"),
+                None => message.to_string(),
+            };
+            (text, Some(name.to_string()))
+        }
+        None => (message.to_string(), None),
+    }
+}
+
 /// Parses PromQL text into the crate's AST. Expressions deeper than [`MAX_EXPR_DEPTH`] are
 /// refused before the parser sees them.
 pub fn parse(expr: &str) -> Result<promql_parser::parser::Expr, QueryError> {
@@ -418,6 +519,18 @@ fn check_escapes(expr: &str) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_listed_function_is_one_the_parser_knows() {
+        for name in FUNCTION_NAMES {
+            if let Err(e) = promql_parser::parser::parse(&format!("{name}()")) {
+                assert!(!e.contains("unknown function"), "{name}: {e}");
+            }
+        }
+        let (text, name) = explain_parse_error("unknown function with name 'rte'");
+        assert_eq!(text, "unknown function with name 'rte', did you mean rate?");
+        assert_eq!(name.as_deref(), Some("rte"));
+    }
 
     /// The shapes that overflowed the stack, `n` levels deep.
     fn deep(n: usize) -> Vec<(&'static str, String)> {

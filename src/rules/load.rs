@@ -25,12 +25,32 @@ use crate::rules::template::Template;
 /// every error's path is this name (positions are the built-in file's).
 pub const SELF_RULES: &str = "tocsin:self";
 
+/// The reserved `rule_files` entry that loads the always-firing `Watchdog` alert
+/// (`rules/tocsin-watchdog.yml`, built in), the dead-man's switch users route to a receiver
+/// that notices when it stops arriving. Loaded only when listed.
+pub const WATCHDOG_RULES: &str = "tocsin:watchdog";
+
 /// `rules/tocsin-self.yml`, compiled in: what [`SELF_RULES`] loads.
 pub const SELF_RULES_YAML: &str = include_str!("../../rules/tocsin-self.yml");
 
-/// Whether `path` is the reserved [`SELF_RULES`] entry (as [`expand_globs`] returns it).
+/// `rules/tocsin-watchdog.yml`, compiled in: what [`WATCHDOG_RULES`] loads.
+pub const WATCHDOG_RULES_YAML: &str = include_str!("../../rules/tocsin-watchdog.yml");
+
+/// The built-in rule file a reserved `rule_files` entry (as [`expand_globs`] returns it) names.
+pub fn builtin_rules(path: &Path) -> Option<&'static str> {
+    if path == Path::new(SELF_RULES) {
+        Some(SELF_RULES_YAML)
+    } else if path == Path::new(WATCHDOG_RULES) {
+        Some(WATCHDOG_RULES_YAML)
+    } else {
+        None
+    }
+}
+
+/// Whether `path` is a reserved built-in entry ([`SELF_RULES`], [`WATCHDOG_RULES`]): tocsin's
+/// own rules, not counted as the user's.
 pub fn is_self_rules(path: &Path) -> bool {
-    path == Path::new(SELF_RULES)
+    builtin_rules(path).is_some()
 }
 
 // ---------------------------------------------------------------- raw file format
@@ -110,8 +130,8 @@ pub fn expand_globs(patterns: &[String], base: &Path) -> Result<Vec<PathBuf>, Ru
     let mut out = Vec::new();
     let mut errors = Vec::new();
     for p in patterns {
-        if p == SELF_RULES {
-            out.push(PathBuf::from(SELF_RULES));
+        if p == SELF_RULES || p == WATCHDOG_RULES {
+            out.push(PathBuf::from(p));
             continue;
         }
         let full = if Path::new(p).is_absolute() {
@@ -226,8 +246,8 @@ pub fn load_files(
         if !seen_files.insert(std::fs::canonicalize(path).unwrap_or_else(|_| path.clone())) {
             continue;
         }
-        let read = if is_self_rules(path) {
-            Ok(SELF_RULES_YAML.to_string())
+        let read = if let Some(yaml) = builtin_rules(path) {
+            Ok(yaml.to_string())
         } else {
             std::fs::read_to_string(path)
         };
@@ -470,7 +490,7 @@ fn parse_file_at(
                 );
             }
             let condition = match (&r.expr, &r.script) {
-                (Some(e), None) => compile_promql(e, &ctx, "expr", path, &mut errors),
+                (Some(e), None) => compile_promql(e, &ctx, "expr", text, path, &mut errors),
                 (None, Some(s)) => compile_script(s, &ctx, scripts, path, &mut errors),
                 (Some(e), Some(_)) => {
                     push(
@@ -505,7 +525,7 @@ fn parse_file_at(
                     );
                 }
                 if let Some(t) =
-                    compile_template(v, &ctx, &format!("labels.{k}"), path, &mut errors)
+                    compile_template(v, &ctx, &format!("labels.{k}"), text, path, &mut errors)
                 {
                     labels.push((k.clone(), t));
                 }
@@ -513,16 +533,21 @@ fn parse_file_at(
             let kind = if is_alert {
                 let mut annotations = Vec::new();
                 for (k, v) in &r.annotations {
-                    if let Some(t) =
-                        compile_template(v, &ctx, &format!("annotations.{k}"), path, &mut errors)
-                    {
+                    if let Some(t) = compile_template(
+                        v,
+                        &ctx,
+                        &format!("annotations.{k}"),
+                        text,
+                        path,
+                        &mut errors,
+                    ) {
                         annotations.push((k.clone(), t));
                     }
                 }
                 let resolve = r
                     .resolve
                     .as_ref()
-                    .and_then(|e| compile_promql(e, &ctx, "resolve", path, &mut errors));
+                    .and_then(|e| compile_promql(e, &ctx, "resolve", text, path, &mut errors));
                 let flap = r.flap_detection.as_ref().and_then(|f| {
                     let v = f.value;
                     let ok = (0.0..=100.0).contains(&v.low) && (0.0..=100.0).contains(&v.high) && v.low < v.high;
@@ -728,6 +753,7 @@ fn compile_promql(
     e: &Spanned<String>,
     ctx: &str,
     field: &str,
+    source: &str,
     path: &Path,
     errors: &mut Vec<RuleError>,
 ) -> Option<Condition> {
@@ -765,11 +791,25 @@ fn compile_promql(
             })
         }
         Err(err) => {
-            let msg = match err {
-                crate::promql::QueryError::Parse { message, .. } => message,
-                other => other.to_string(),
+            let (msg, unknown) = match err {
+                crate::promql::QueryError::Parse { message, .. } => {
+                    crate::promql::explain_parse_error(&message)
+                }
+                other => (other.to_string(), None),
             };
-            push(errors, path, e, ctx, format!("{field}: {msg}"));
+            // an unknown function: at its call, not at the start of the expression
+            let (line, col) = unknown
+                .and_then(|name| call_offset(&e.value, &name))
+                .map(|off| point_at(source, e, off))
+                .unwrap_or((e.referenced.line(), e.referenced.column()));
+            er(
+                errors,
+                path,
+                line,
+                col,
+                ctx.to_string(),
+                format!("{field}: {msg}"),
+            );
             None
         }
     }
@@ -813,15 +853,120 @@ fn compile_template(
     v: &Spanned<String>,
     ctx: &str,
     field: &str,
+    source: &str,
     path: &Path,
     errors: &mut Vec<RuleError>,
 ) -> Option<Arc<Template>> {
     match Template::parse(&v.value) {
         Ok(t) => Some(Arc::new(t)),
         Err(e) => {
-            push(errors, path, v, ctx, format!("{field}: {e}"));
+            // at the template's own line and column, in the file
+            let (line, col) = match &e {
+                crate::rules::template::TemplateError::Parse { line, col, message } => {
+                    offset_of(&v.value, *line, *col).map(|off| {
+                        // an unknown function: at its name, after the action's start
+                        let name = message
+                            .strip_prefix("function \"")
+                            .and_then(|m| m.split('"').next());
+                        let at = name
+                            .and_then(|n| {
+                                v.value[off..]
+                                    .match_indices(n)
+                                    .map(|(i, _)| off + i)
+                                    .find(|&i| whole_word(&v.value, i, n.len()))
+                            })
+                            .unwrap_or(off);
+                        point_at(source, v, at)
+                    })
+                }
+                _ => None,
+            }
+            .unwrap_or((v.referenced.line(), v.referenced.column()));
+            er(
+                errors,
+                path,
+                line,
+                col,
+                ctx.to_string(),
+                format!("{field}: {e}"),
+            );
             None
         }
+    }
+}
+
+fn is_word_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b == b'_' || b == b':'
+}
+
+/// Whether `text[at..at + len]` is a whole word (no identifier character on either side).
+fn whole_word(text: &str, at: usize, len: usize) -> bool {
+    let b = text.as_bytes();
+    (at == 0 || !is_word_byte(b[at - 1])) && b.get(at + len).is_none_or(|&c| !is_word_byte(c))
+}
+
+/// The byte offset of the first call of function `name` in `expr` (`name` then `(`).
+fn call_offset(expr: &str, name: &str) -> Option<usize> {
+    expr.match_indices(name).map(|(i, _)| i).find(|&i| {
+        whole_word(expr, i, name.len()) && expr[i + name.len()..].trim_start().starts_with('(')
+    })
+}
+
+/// The byte offset of 1-based `line`, `col` (bytes) in `text`.
+fn offset_of(text: &str, line: usize, col: usize) -> Option<usize> {
+    let start = if line <= 1 {
+        0
+    } else {
+        text.match_indices('\n').nth(line - 2)?.0 + 1
+    };
+    let off = start + col.checked_sub(1)?;
+    (off <= text.len() && text.is_char_boundary(off)).then_some(off)
+}
+
+/// Where in the rule file `source` the token at byte `off` of the YAML string `value` stands:
+/// the same occurrence of the same token, searched from where the string starts in the file, so
+/// it works for plain, quoted and block strings alike (indentation and quotes differ, the token
+/// does not). Falls back to the string's start when the token cannot be found (an escape in it).
+fn point_at(source: &str, value: &Spanned<String>, off: usize) -> (u64, u64) {
+    let start = (value.referenced.line(), value.referenced.column());
+    let text = &value.value;
+    // a position just before the token (a template's pipeline) moves onto it
+    let off = off + (text[off..].len() - text[off..].trim_start().len());
+    if off >= text.len() {
+        return start;
+    }
+    let len = text[off..]
+        .bytes()
+        .take_while(|&b| is_word_byte(b))
+        .count()
+        .max(1);
+    let token = &text[off..off + len.min(text.len() - off)];
+    let nth = text[..off]
+        .match_indices(token)
+        .filter(|(i, _)| whole_word(text, *i, token.len()))
+        .count();
+    let Some(from) = offset_of(source, start.0 as usize, 1).map(|line_start| {
+        // the column counts chars
+        source[line_start..]
+            .char_indices()
+            .nth(start.1.saturating_sub(1) as usize)
+            .map_or(source.len(), |(i, _)| line_start + i)
+    }) else {
+        return start;
+    };
+    let found = source[from..]
+        .match_indices(token)
+        .map(|(i, _)| from + i)
+        .filter(|&i| whole_word(source, i, token.len()))
+        .nth(nth);
+    match found {
+        Some(at) => {
+            let before = &source[..at];
+            let line = before.matches('\n').count() as u64 + 1;
+            let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+            (line, source[line_start..at].chars().count() as u64 + 1)
+        }
+        None => start,
     }
 }
 
@@ -883,6 +1028,27 @@ mod tests {
             .unwrap()
             + 1;
         assert!(e.contains(&format!("first in tocsin:self:{line}")), "{e}");
+    }
+
+    #[test]
+    fn the_reserved_watchdog_entry_loads_only_the_watchdog() {
+        let dir = tempfile::tempdir().unwrap();
+        let pats = [WATCHDOG_RULES.to_string(), SELF_RULES.to_string()];
+        let files = expand_globs(&pats, dir.path()).unwrap();
+        assert_eq!(
+            files,
+            vec![PathBuf::from(WATCHDOG_RULES), PathBuf::from(SELF_RULES)]
+        );
+        let set = load_files(&files[..1], 15_000, &ScriptEngine::new()).unwrap();
+        assert_eq!(set.rule_count(), 1);
+        assert_eq!(set.groups[0].name, "tocsin-watchdog");
+        assert!(is_self_rules(&set.groups[0].file));
+        assert!(set.files.is_empty());
+        // both built-in files together, no group clash
+        let both = load_files(&files, 15_000, &ScriptEngine::new()).unwrap();
+        assert_eq!(both.rule_count(), 8);
+        // a name close to a reserved one is a file like any other: missing
+        assert!(expand_globs(&["tocsin:watchdogs".to_string()], dir.path()).is_err());
     }
 
     #[test]

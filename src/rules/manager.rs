@@ -76,6 +76,7 @@ use super::tracker::{Alert, AlertStatus, RuleState};
 use super::{Group, RuleErrors, RuleSet, expand_globs, load_files};
 use crate::clock::Clock;
 use crate::labels::Labels;
+use crate::notify::external::{EXTERNAL_GROUP, ExternalAlerts};
 use crate::notify::pipeline::Notifier;
 use crate::promql::rhai::ScriptEngine;
 use crate::promql::{Cancel, CancelReason, Engine};
@@ -129,6 +130,9 @@ pub struct RuleManager {
     /// pipeline tick (as a rule's resolved alerts are) until their retention ends, so receivers
     /// hear `resolved` instead of an incident left open
     retired: Mutex<Vec<Retired>>,
+    /// alerts other systems posted (`POST /api/v2/alerts`): in every pipeline tick beside the
+    /// rules' alerts
+    external: Arc<ExternalAlerts>,
     /// the parent of every evaluation's cancellation token: [`RuleManager::shutdown`] trips it,
     /// so shutdown never waits on a runaway evaluation
     root: Cancel,
@@ -252,6 +256,7 @@ impl RuleManagerBuilder {
             board: RwLock::new(Board::default()),
             restored: Mutex::new(HashMap::new()),
             retired: Mutex::new(Vec::new()),
+            external: Arc::new(ExternalAlerts::new()),
             root: Cancel::new(),
             running: tokio::sync::Mutex::new(None),
             commit_order: Mutex::new(()),
@@ -346,7 +351,8 @@ impl RuleManager {
         snapshot.map(|s| s.as_ref().clone()).unwrap_or_default()
     }
 
-    /// Every alert of every rule (active and recently resolved), with its rule's group.
+    /// Every alert of every rule (active and recently resolved), with its rule's group, and the
+    /// alerts other systems posted (group [`EXTERNAL_GROUP`]) as they are now.
     pub fn alerts(&self) -> Vec<(String, Alert)> {
         let (_, groups) = self.snapshot();
         let mut out = Vec::new();
@@ -355,12 +361,27 @@ impl RuleManager {
                 out.extend(rs.alerts.values().map(|a| (group.clone(), a.clone())));
             }
         }
+        if !self.external.is_empty() {
+            let now = self.clock.now_ms();
+            out.extend(
+                self.external
+                    .alerts(now)
+                    .into_iter()
+                    .map(|a| (EXTERNAL_GROUP.to_string(), a)),
+            );
+        }
         out
     }
 
+    /// The alerts other systems post (`POST /api/v2/alerts`), which every pipeline tick takes
+    /// with the rules' alerts.
+    pub fn external(&self) -> &Arc<ExternalAlerts> {
+        &self.external
+    }
+
     /// Every alert of the rule set in use, split into those of ordinary rules and those of
-    /// `dry_run` rules.
-    fn alerts_by_mode(&self) -> Alerts {
+    /// `dry_run` rules; the alerts other systems posted, as they are at `now`, are ordinary.
+    fn alerts_by_mode(&self, now: i64) -> Alerts {
         let (rules, groups) = self.snapshot();
         let groups: HashMap<String, Arc<GroupStates>> = groups.into_iter().collect();
         let mut out = Alerts::default();
@@ -389,6 +410,7 @@ impl RuleManager {
                 to.push(r.alert.clone());
             }
         }
+        out.real.extend(self.external.alerts(now));
         out
     }
 
@@ -495,13 +517,11 @@ impl RuleManager {
             .rules_loaded
             .set((set.rule_count() - own) as i64);
         let mut started = self.spawn_groups(&set, owned);
-        if !self.retired.lock().expect("retired lock").is_empty() {
-            let me = self.clone();
-            let rx = started.shutdown.subscribe();
-            started
-                .tasks
-                .spawn(async move { me.retired_loop(rx).await });
-        }
+        let me = self.clone();
+        let rx = started.shutdown.subscribe();
+        started
+            .tasks
+            .spawn(async move { me.retired_loop(rx).await });
         *running = Some(started);
         tracing::info!(
             groups = set.groups.len(),
@@ -691,26 +711,33 @@ impl RuleManager {
         batch
     }
 
-    /// Ticks the pipeline for retired alerts while there are any: every default evaluation
-    /// interval (groups tick it too, but a reload may have removed every group), reading the
-    /// clock once per tick. Expired ones are dropped and their rules' stored states removed.
+    /// Ticks the pipeline for the alerts no group ticks for, retired ones and those other
+    /// systems post: every default evaluation interval while there are any (groups tick it too,
+    /// but a reload may have removed every group) and at once after a post, reading the clock
+    /// once per tick. Expired retired alerts are dropped and their rules' stored states removed.
     async fn retired_loop(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
         let every = Duration::from_millis(self.config.default_interval_ms.max(1) as u64);
         let mut ticker = tokio::time::interval_at(Instant::now() + every, every);
         ticker.set_missed_tick_behavior(MissedTickBehavior::Skip);
+        let external = self.external.clone();
         loop {
-            if !crate::task::next_tick(&mut ticker, &mut shutdown).await {
-                return;
+            tokio::select! {
+                more = crate::task::next_tick(&mut ticker, &mut shutdown) => {
+                    if !more {
+                        return;
+                    }
+                }
+                () = external.posted.notified() => {}
+            }
+            if self.retired.lock().expect("retired lock").is_empty() && external.is_empty() {
+                continue;
             }
             let now = self.clock.now_ms();
             let me = self.clone();
-            let left = crate::task::blocking(&self.metrics, "rule_reload", "retired", move || {
+            crate::task::blocking(&self.metrics, "rule_reload", "retired", move || {
                 me.tick_retired(now)
             })
             .await;
-            if left == Some(0) {
-                return;
-            }
         }
     }
 
@@ -984,7 +1011,7 @@ impl RuleManager {
         let (outbox, shadow) = match &self.notifier {
             Some(n) => {
                 // read under the order lock: a tick never sees older alerts than the tick before
-                let alerts = self.alerts_by_mode();
+                let alerts = self.alerts_by_mode(t);
                 step::notify(&mut batch, &mut n.as_ref(), &alerts, all_evaluated);
                 (
                     n.outbox_rows(&batch.notifications, t),

@@ -30,7 +30,9 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-pub use load::{SELF_RULES, expand_globs, is_self_rules, load_files, parse_file};
+pub use load::{
+    SELF_RULES, WATCHDOG_RULES, builtin_rules, expand_globs, is_self_rules, load_files, parse_file,
+};
 
 use crate::promql::rhai::CompiledScript;
 use crate::rules::template::Template;

@@ -3,7 +3,8 @@
 //! (with Alertmanager's `active`/`silenced`/`inhibited`/`filter`/`receiver` filters), alert
 //! groups, silences. Alerts are tocsin's firing alerts as the notification pipeline sees them
 //! now (routes, silences, inhibition). Errors are a JSON string, as Alertmanager answers.
-//! Not served: `POST /api/v2/alerts` (alerts from other systems).
+//! `POST /api/v2/alerts` takes alerts from other systems into the same pipeline
+//! ([`crate::notify::external`]).
 
 use std::collections::BTreeMap;
 
@@ -288,6 +289,74 @@ pub(super) async fn silence(State(s): State<AppState>, Path(id): Path<String>) -
     match list.iter().find(|x| x.id == id) {
         Some(x) => Json(silence_json(x, now)).into_response(),
         None => error(StatusCode::NOT_FOUND, format!("silence {id} not found")),
+    }
+}
+
+/// A `PostableAlert`: times in RFC 3339; Go's zero time (`0001-01-01T00:00:00Z`) or none means
+/// not set, as Alertmanager reads it.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PostableAlert {
+    labels: BTreeMap<String, String>,
+    #[serde(default)]
+    annotations: BTreeMap<String, String>,
+    #[serde(default, rename = "startsAt")]
+    starts_at: Option<String>,
+    #[serde(default, rename = "endsAt")]
+    ends_at: Option<String>,
+    #[serde(default, rename = "generatorURL")]
+    _generator_url: Option<String>,
+}
+
+fn posted_time(field: &str, i: usize, t: Option<&str>) -> Result<Option<i64>, String> {
+    match t {
+        None | Some("") => Ok(None),
+        Some(t) if t.starts_with("0001-01-01T00:00:00") => Ok(None),
+        Some(t) => crate::timefmt::parse_time(t)
+            .map(Some)
+            .map_err(|e| format!("alert {i}: {field}: {e}")),
+    }
+}
+
+/// `POST /api/v2/alerts`: alerts from other systems (Prometheus, vmalert, scripts), all or
+/// nothing, into the pipeline beside tocsin's own ([`crate::notify::external`]); 200 with no
+/// body, as Alertmanager answers.
+pub(super) async fn post_alerts(
+    State(s): State<AppState>,
+    body: Result<axum::body::Bytes, axum::extract::rejection::BytesRejection>,
+) -> Response {
+    let body = match super::body_or_refusal(body) {
+        Ok(b) => b,
+        Err(e) => return e.into_response(),
+    };
+    let Some(rules) = s.rules.clone() else {
+        return error(StatusCode::SERVICE_UNAVAILABLE, "rules are not running");
+    };
+    let raw: Vec<PostableAlert> = match serde_json::from_slice(&body) {
+        Ok(b) => b,
+        Err(e) => return error(StatusCode::BAD_REQUEST, format!("invalid alerts: {e}")),
+    };
+    let mut alerts = Vec::with_capacity(raw.len());
+    for (i, a) in raw.into_iter().enumerate() {
+        let times = (
+            posted_time("startsAt", i, a.starts_at.as_deref()),
+            posted_time("endsAt", i, a.ends_at.as_deref()),
+        );
+        let (starts_at, ends_at) = match times {
+            (Ok(x), Ok(y)) => (x, y),
+            (Err(e), _) | (_, Err(e)) => return error(StatusCode::BAD_REQUEST, e),
+        };
+        alerts.push(crate::notify::external::PostedAlert {
+            labels: a.labels,
+            annotations: a.annotations,
+            starts_at,
+            ends_at,
+        });
+    }
+    let now = s.clock.now_ms();
+    match rules.external().post(now, alerts) {
+        Ok(_) => StatusCode::OK.into_response(),
+        Err(e) => error(StatusCode::BAD_REQUEST, e.to_string()),
     }
 }
 

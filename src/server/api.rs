@@ -36,11 +36,60 @@ pub const MAX_CONCURRENT_QUERIES: usize = 20;
 /// cancellation token the daemon's shutdown trips. Cheap to clone (shared).
 #[derive(Clone, Debug)]
 pub struct QueryLimits {
-    /// one permit per query being evaluated; the evaluation's blocking task holds it to its
-    /// end, so the slots count threads really busy, not requests answered
+    /// one permit per query being evaluated; the evaluation's thread holds it to its end, so
+    /// the slots count threads really busy, not requests answered
     slots: Arc<tokio::sync::Semaphore>,
     /// every query's token is a child of this one: [`QueryLimits::shutdown`] stops them all
     root: Cancel,
+    /// the threads queries are evaluated on, one per slot
+    pool: Arc<QueryPool>,
+}
+
+type Job = Box<dyn FnOnce() + Send>;
+
+/// The threads API queries run on: started at the first query, one per slot, each at
+/// [`crate::sys::QUERY_NICE`], so under a burst of heavy queries the rule evaluations (on the
+/// runtime's blocking threads, nice 0) keep their CPU: measured by `benches/chaos.py`'s api
+/// phase (missed iterations of the 1 s group). Not the runtime's blocking pool, whose threads
+/// also run evaluations (a thread's nice value can be raised but not lowered back). The stack
+/// is the daemon's [`crate::daemon::THREAD_STACK_BYTES`], as deep expressions need.
+#[derive(Debug)]
+struct QueryPool {
+    threads: usize,
+    queue: std::sync::OnceLock<std::sync::mpsc::Sender<Job>>,
+}
+
+impl QueryPool {
+    fn run(&self, job: Job) -> bool {
+        let tx = self.queue.get_or_init(|| {
+            let (tx, rx) = std::sync::mpsc::channel::<Job>();
+            let rx = Arc::new(std::sync::Mutex::new(rx));
+            for i in 0..self.threads {
+                let rx = rx.clone();
+                let started = std::thread::Builder::new()
+                    .name(format!("tocsin-query-{i}"))
+                    .stack_size(crate::daemon::THREAD_STACK_BYTES)
+                    .spawn(move || {
+                        crate::sys::lower_thread_priority(crate::sys::QUERY_NICE);
+                        loop {
+                            let job = match rx.lock() {
+                                Ok(rx) => rx.recv(),
+                                Err(_) => return,
+                            };
+                            let Ok(job) = job else { return };
+                            // a panic is the job's (its answer channel drops: a 500); the
+                            // thread goes on
+                            let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(job));
+                        }
+                    });
+                if let Err(e) = started {
+                    tracing::error!(error = %e, "cannot start a query thread");
+                }
+            }
+            tx
+        });
+        tx.send(job).is_ok()
+    }
 }
 
 impl QueryLimits {
@@ -49,6 +98,10 @@ impl QueryLimits {
         QueryLimits {
             slots: Arc::new(tokio::sync::Semaphore::new(max_concurrent)),
             root: Cancel::new(),
+            pool: Arc::new(QueryPool {
+                threads: max_concurrent.max(1),
+                queue: std::sync::OnceLock::new(),
+            }),
         }
     }
 
@@ -239,16 +292,30 @@ async fn run_query(
         return cancelled(reason);
     }
     let token = cancel.0.clone();
-    let task = tokio::task::spawn_blocking(move || {
-        let _permit = permit;
-        f(&token)
-    });
+    let (tx, task) = tokio::sync::oneshot::channel();
+    let queued = limits.pool.run(Box::new(move || {
+        let result = f(&token);
+        // the slot is free before the answer is
+        drop(permit);
+        let _ = tx.send(result);
+    }));
+    if !queued {
+        return api_error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "no query thread is running",
+        );
+    }
     match tokio::time::timeout_at(deadline, task).await {
         Err(_) => {
             cancel.0.cancel(CancelReason::TimedOut(timeout));
             cancelled(CancelReason::TimedOut(timeout))
         }
-        Ok(Err(e)) => api_error(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()),
+        Ok(Err(_)) => api_error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "the query's evaluation panicked",
+        ),
         Ok(Ok(Err(QueryError::Cancelled(reason)))) => cancelled(reason),
         Ok(Ok(Err(QueryError::Storage(e)))) => {
             api_error(StatusCode::INTERNAL_SERVER_ERROR, "internal", e)
@@ -746,4 +813,41 @@ pub(super) async fn notifications(State(s): State<AppState>, RawQuery(q): RawQue
         })
         .collect();
     Json(json!({"status": "success", "data": data})).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The calling thread's nice value (`/proc/thread-self/stat`, field 19).
+    fn thread_nice() -> Option<i64> {
+        let s = std::fs::read_to_string("/proc/thread-self/stat").ok()?;
+        let after = &s[s.rfind(')')? + 1..];
+        after.split_ascii_whitespace().nth(16)?.parse().ok()
+    }
+
+    #[tokio::test]
+    async fn queries_run_below_the_priority_of_rule_evaluations_and_survive_a_panic() {
+        if thread_nice().is_none() {
+            eprintln!("skipping: no /proc/thread-self (not Linux)");
+            return;
+        }
+        let limits = QueryLimits::new(1);
+        let (tx, rx) = std::sync::mpsc::channel();
+        let resp = run_query(&limits, 5_000, Some(0), move |_| {
+            tx.send(thread_nice()).unwrap();
+            Ok(Value::Scalar(1.0))
+        })
+        .await;
+        assert_eq!(resp.status(), StatusCode::OK);
+        let own = thread_nice().unwrap();
+        let query = rx.recv().unwrap().unwrap();
+        assert_eq!(query, (own + i64::from(crate::sys::QUERY_NICE)).min(19));
+        // a panicking evaluation is a 500, and the one thread keeps serving
+        let resp = run_query(&limits, 5_000, Some(0), |_| panic!("boom")).await;
+        assert_eq!(resp.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        let resp = run_query(&limits, 5_000, Some(0), |_| Ok(Value::Scalar(2.0))).await;
+        assert_eq!(resp.status(), StatusCode::OK);
+        assert_eq!(limits.available(), 1);
+    }
 }

@@ -64,6 +64,10 @@ pub struct AppState {
     /// bearer token API reads need besides the write token (None: reads are open, see
     /// `server.api_read_token_env`)
     pub read_token: Option<String>,
+    /// where pushed bodies and heartbeat check-ins go (None: those routes answer 503)
+    pub push: Option<Arc<crate::ingest::push::Push>>,
+    /// the largest pushed body (`server.push_body_size_limit`); larger ones get 413
+    pub push_body_limit: u64,
 }
 
 /// Who may call a route.
@@ -134,10 +138,18 @@ pub fn routes() -> Vec<Route> {
             Read,
             api::notifications,
         ),
+        route(
+            Method::POST,
+            "/api/v1/import/prometheus",
+            Write,
+            import_prometheus,
+        ),
+        route(Method::POST, "/api/v1/heartbeat/{name}", Write, heartbeat),
         route(Method::GET, "/api/v1/openapi.json", Open, openapi),
         route(Method::GET, "/api/v2/status", Read, amv2::status),
         route(Method::GET, "/api/v2/receivers", Read, amv2::receivers),
         route(Method::GET, "/api/v2/alerts", Read, amv2::alerts),
+        route(Method::POST, "/api/v2/alerts", Write, amv2::post_alerts),
         route(
             Method::GET,
             "/api/v2/alerts/groups",
@@ -256,6 +268,156 @@ fn body_or_refusal(
         kind: "bad_data",
         message: r.body_text().to_lowercase(),
     })
+}
+
+/// How much of a pushed body over the limit is read and dropped before the 413 (see
+/// [`import_prometheus`]).
+pub const PUSH_DRAIN_BYTES: u64 = 8 << 20;
+
+/// `POST /api/v1/import/prometheus`: a text-format body stored through
+/// [`crate::ingest::push::Push`] (parsing and the store on a blocking thread), 204 when stored.
+/// The body is read here up to `server.push_body_size_limit` (not the API's 64 KiB).
+async fn import_prometheus(
+    State(s): State<AppState>,
+    axum::extract::RawQuery(q): axum::extract::RawQuery,
+    headers: axum::http::HeaderMap,
+    body: axum::body::Body,
+) -> Response {
+    let metrics = s.metrics.clone();
+    let resp = import_body(s, q, headers, body).await;
+    let result = if resp.status() == StatusCode::NO_CONTENT {
+        "stored"
+    } else {
+        "refused"
+    };
+    metrics
+        .pushes
+        .get_or_create(&crate::selfmetrics::PushLabels {
+            kind: "import",
+            result,
+        })
+        .inc();
+    resp
+}
+
+async fn import_body(
+    s: AppState,
+    q: Option<String>,
+    headers: axum::http::HeaderMap,
+    body: axum::body::Body,
+) -> Response {
+    use futures_util::StreamExt;
+    let Some(push) = s.push.clone() else {
+        return (StatusCode::SERVICE_UNAVAILABLE, "pushes are not accepted").into_response();
+    };
+    let extra = match crate::ingest::push::extra_labels(q.as_deref()) {
+        Ok(e) => e,
+        Err(e) => return bad_request(e.to_string()),
+    };
+    if let Some(enc) = headers.get(header::CONTENT_ENCODING)
+        && !enc.as_bytes().eq_ignore_ascii_case(b"identity")
+    {
+        return api_error(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "bad_data",
+            "unsupported content-encoding: send the body uncompressed",
+        );
+    }
+    let limit = s.push_body_limit;
+    let too_large = || {
+        api_error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "bad_data",
+            format!("body exceeds the limit of {limit} bytes (server.push_body_size_limit)"),
+        )
+    };
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let mut stream = body.into_data_stream();
+    // a body over the limit is read on and dropped up to PUSH_DRAIN_BYTES more before the 413:
+    // closing a socket with unread data resets it, and the client would see the reset, not
+    // the answer; a body larger than that gets its 413 at once
+    let drain_then_refuse = async |stream: &mut axum::body::BodyDataStream, mut read: u64| {
+        while read <= limit + PUSH_DRAIN_BYTES {
+            match stream.next().await {
+                Some(Ok(c)) => read += c.len() as u64,
+                _ => break,
+            }
+        }
+        too_large()
+    };
+    if let Some(n) = declared.filter(|&n| n > limit) {
+        if n > limit + PUSH_DRAIN_BYTES {
+            return too_large();
+        }
+        return drain_then_refuse(&mut stream, 0).await;
+    }
+    let mut bytes = Vec::with_capacity(declared.unwrap_or(0).min(limit) as usize);
+    while let Some(chunk) = stream.next().await {
+        let chunk = match chunk {
+            Ok(c) => c,
+            Err(e) => return bad_request(format!("cannot read the body: {e}")),
+        };
+        if bytes.len() as u64 + chunk.len() as u64 > limit {
+            let read = bytes.len() as u64 + chunk.len() as u64;
+            drop(bytes);
+            return drain_then_refuse(&mut stream, read).await;
+        }
+        bytes.extend_from_slice(&chunk);
+    }
+    let now = s.clock.now_ms();
+    let outcome = tokio::task::spawn_blocking(move || push.ingest(&bytes, &extra, now)).await;
+    match outcome {
+        Ok(Ok(report)) => {
+            s.metrics.samples_ingested.inc_by(report.appended as u64);
+            s.metrics
+                .samples_out_of_order
+                .inc_by(report.rejected as u64);
+            tracing::debug!(samples = report.samples, appended = report.appended, rejected = report.rejected, heartbeats = ?report.heartbeats, "push stored");
+            StatusCode::NO_CONTENT.into_response()
+        }
+        Ok(Err(e)) => bad_request(e.to_string()),
+        Err(e) => api_error(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()),
+    }
+}
+
+/// `POST /api/v1/heartbeat/{name}`: checks in heartbeat target `name` at the request's time.
+async fn heartbeat(
+    State(s): State<AppState>,
+    axum::extract::Path(name): axum::extract::Path<String>,
+) -> Response {
+    let Some(push) = s.push.clone() else {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "heartbeats are not accepted",
+        )
+            .into_response();
+    };
+    let now = s.clock.now_ms();
+    let known = push.heartbeats.beat(&name, now);
+    s.metrics
+        .pushes
+        .get_or_create(&crate::selfmetrics::PushLabels {
+            kind: "heartbeat",
+            result: if known { "stored" } else { "refused" },
+        })
+        .inc();
+    if known {
+        Json(json!({"status": "success", "data": {
+            "target": name,
+            "seenAt": crate::timefmt::format_rfc3339(now),
+        }}))
+        .into_response()
+    } else {
+        let shown: String = name.chars().take(100).collect();
+        api_error(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no heartbeat target named {shown:?}"),
+        )
+    }
 }
 
 async fn openapi() -> Response {
@@ -695,6 +857,8 @@ mod tests {
             queries: Default::default(),
             api_token: Some("w".into()),
             read_token: None,
+            push: None,
+            push_body_limit: 1 << 20,
         }
     }
 

@@ -235,3 +235,109 @@ async fn amtool_manages_silences_and_queries_alerts() {
     let resp = reqwest::get(d.url("/-/ready")).await.unwrap();
     assert_eq!(resp.status(), 200);
 }
+
+/// `amtool alert add` posts to `POST /api/v2/alerts`: the alert goes through the same pipeline
+/// as tocsin's own (routed, grouped, sent to the webhook), shows in both APIs, and resolves when
+/// a post gives it an end. A bad post is refused whole with Alertmanager's error shape.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn posted_alerts_go_through_the_pipeline() {
+    if Command::new("amtool").arg("--version").output().is_err() {
+        eprintln!("skipping: amtool not found (apt install prometheus-alertmanager)");
+        return;
+    }
+    let sink = WebhookSink::start(Answer::Status(200)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = format!(
+        "evaluation: {{ interval: 1s }}\nrule_files: [rules.yml]\n\
+         route:\n  receiver: ops\n  group_by: [alertname]\n  group_wait: 0s\n  group_interval: 1s\n\
+         receivers:\n  - name: ops\n    webhook: {{ url: \"{}\" }}\n",
+        sink.url()
+    );
+    let d = Daemon::in_dir(dir.path())
+        .file(
+            "rules.yml",
+            "groups:\n  - name: g\n    interval: 1s\n    rules:\n      - alert: Never\n        expr: vector(1) == 0\n",
+        )
+        .config(&config)
+        .start();
+    d.wait_ready().await;
+    let home = dir.path();
+    let (code, _, err) = amtool(
+        home,
+        &d.base,
+        &[
+            "alert",
+            "add",
+            "BackupFailed",
+            "host=db1",
+            "--annotation=summary=nightly backup failed",
+        ],
+    );
+    assert_eq!(code, Some(0), "{err}");
+    let hit = sink
+        .wait_for("the posted alert, firing", |h| h.status() == "firing")
+        .await;
+    assert_eq!(hit.body["alerts"][0]["labels"]["alertname"], "BackupFailed");
+    assert_eq!(hit.body["alerts"][0]["labels"]["host"], "db1");
+    assert_eq!(
+        hit.body["alerts"][0]["annotations"]["summary"],
+        "nightly backup failed"
+    );
+    // both APIs list it
+    let (code, out, err) = amtool(home, &d.base, &["alert", "query", "-o", "json"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(names(&json(&out)), ["BackupFailed"], "{out}");
+    let v1 = d.get_json("/api/v1/alerts").await;
+    assert_eq!(
+        v1["data"]["alerts"][0]["labels"]["alertname"], "BackupFailed",
+        "{v1}"
+    );
+
+    // a post with an end in the past resolves it
+    let client = reqwest::Client::new();
+    let resolve = serde_json::json!([{
+        "labels": {"alertname": "BackupFailed", "host": "db1"},
+        "endsAt": "2000-01-01T00:00:00Z",
+    }]);
+    let resp = client
+        .post(d.url("/api/v2/alerts"))
+        .header("content-type", "application/json")
+        .body(resolve.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    sink.wait_for("the posted alert, resolved", |h| h.status() == "resolved")
+        .await;
+    let (_, out, _) = amtool(home, &d.base, &["alert", "query", "-o", "json"]);
+    assert!(json(&out).is_empty(), "{out}");
+
+    // refused whole, naming the alert: no labels; an end before the start; not JSON
+    for (body, want) in [
+        (
+            r#"[{"labels":{"alertname":"Ok"}},{"labels":{}}]"#,
+            "alert 1: at least one label pair required",
+        ),
+        (
+            r#"[{"labels":{"a":"b"},"startsAt":"2030-01-01T00:00:00Z","endsAt":"2029-01-01T00:00:00Z"}]"#,
+            "alert 0: start time must be before end time",
+        ),
+        ("[{", "invalid alerts"),
+    ] {
+        let resp = client
+            .post(d.url("/api/v2/alerts"))
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 400, "{body}");
+        let msg: Value = serde_json::from_str(&resp.text().await.unwrap()).unwrap();
+        assert!(msg.as_str().unwrap().contains(want), "{msg}");
+    }
+    let (_, out, _) = amtool(home, &d.base, &["alert", "query", "-o", "json"]);
+    assert!(
+        json(&out).is_empty(),
+        "nothing of a refused post is taken: {out}"
+    );
+}

@@ -207,3 +207,35 @@ fn every_validation_error_names_a_real_line_and_column() {
         );
     }
 }
+
+/// An unknown function in an expression or a template is reported at its own line and column
+/// in the file (inside plain, quoted and block strings alike), not at the start of the string,
+/// with the nearest known name.
+#[test]
+fn an_unknown_function_is_pointed_at_with_the_nearest_name() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("r.yml"),
+        "groups:\n  - name: g\n    rules:\n      - alert: A\n        expr: |\n          sum(\n            rte(x[5m])\n          ) > 0\n      \
+         - alert: B\n        expr: \"sum(rate(x[5m])) + rte(y[1m])\"\n        labels: {a: \"{{ humanze 1 }}\"}\n        \
+         annotations:\n          summary: |\n            first line\n            {{ $labels.x | toUpperr }}\n      \
+         - alert: C\n        expr: nosuchthing(up)\n",
+    )
+    .unwrap();
+    let out = tocsin(&["check", "r.yml"], dir.path(), &[]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    let lines: Vec<&str> = err.lines().collect();
+    assert_eq!(
+        lines,
+        [
+            "r.yml:7:13: group \"g\", rule \"A\": expr: unknown function with name 'rte', did you mean rate?",
+            "r.yml:10:35: group \"g\", rule \"B\": expr: unknown function with name 'rte', did you mean rate?",
+            "r.yml:11:25: group \"g\", rule \"B\": labels.a: template: 1:3: function \"humanze\" not defined, did you mean humanize?",
+            "r.yml:15:28: group \"g\", rule \"B\": annotations.summary: template: 2:3: function \"toUpperr\" not defined, did you mean toUpper?",
+            // nothing near: no suggestion
+            "r.yml:17:15: group \"g\", rule \"C\": expr: unknown function with name 'nosuchthing'",
+        ],
+        "{err}"
+    );
+}

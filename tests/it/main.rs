@@ -19,6 +19,7 @@ mod probe_smtp;
 mod probe_tcp;
 mod probe_tls;
 mod promql;
+mod push;
 mod query;
 mod reload;
 mod replay;

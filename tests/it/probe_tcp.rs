@@ -109,6 +109,7 @@ async fn probes_run_by_the_scheduler_show_in_the_status_board_and_the_store() {
         metrics: Arc::new(SelfMetrics::new(0.0)),
         status: status.clone(),
         client: tocsin::ingest::client(),
+        heartbeats: Default::default(),
     };
     let (tx, rx) = watch::channel(false);
     let mut tasks = scheduler.spawn(targets, Duration::from_secs(3600), rx);

@@ -254,6 +254,8 @@ async fn api(dir: &tempfile::TempDir, limits: tocsin::server::QueryLimits) -> St
         queries: limits,
         api_token: None,
         read_token: None,
+        push: None,
+        push_body_limit: 1 << 20,
     };
     let addr = crate::common::serve(tocsin::server::router(state)).await;
     format!("http://{addr}")

@@ -42,6 +42,7 @@ async fn a_hanging_target_does_not_delay_another() {
         metrics: Arc::new(SelfMetrics::new(0.0)),
         status: status.clone(),
         client: tocsin::ingest::client(),
+        heartbeats: Default::default(),
     };
     let (tx, rx) = watch::channel(false);
     let mut tasks = scheduler.spawn(targets, Duration::from_secs(3600), rx);

@@ -302,7 +302,7 @@ async fn probe_at(
     path: &str,
     store: &Store,
     at: i64,
-    checks: &mut std::collections::BTreeSet<String>,
+    checks: &mut tocsin::ingest::health::HealthMemory,
 ) -> scrape::HealthReport {
     let t = scrape_target(base, "/metrics", Some(path));
     let url = t.health.clone().unwrap();
@@ -407,7 +407,7 @@ async fn a_check_that_disappears_goes_stale() {
     // the next probe reports no checks (an HTML body): the check's series ends
     target.route("/health", html());
     probe_at(target.base(), "/health", &store, T0 + 15_000, &mut checks).await;
-    assert!(checks.is_empty());
+    assert!(checks.checks.is_empty());
     let later = store.latest(&pdns(), T0 + 15_000, 60_000).unwrap();
     assert!(
         later.is_empty(),
@@ -705,6 +705,7 @@ async fn each_label_limit_fails_a_real_scrape() {
         metrics: Arc::new(SelfMetrics::new(0.0)),
         status: status.clone(),
         client: tocsin::ingest::client(),
+        heartbeats: Default::default(),
     };
     let (tx, rx) = tokio::sync::watch::channel(false);
     let mut tasks = scheduler.spawn(targets, Duration::from_secs(3600), rx);
@@ -791,5 +792,99 @@ async fn the_format_follows_the_content_type_and_bad_utf8_names_its_line() {
     assert_eq!(
         err,
         "malformed exposition: line 2, column 6: invalid utf-8 (byte 0xff)"
+    );
+}
+
+/// The pdns connector's health shape: a status word, booleans, checks in an array; its fields
+/// read by string, boolean, index and key paths, over real HTTP, into the store.
+#[tokio::test]
+async fn string_boolean_and_array_json_fields_become_series() {
+    let target = FakeTarget::start().await;
+    let base = target.base();
+    let yaml = format!(
+        "targets:
+  - name: connector
+    health: {base}/health
+    health_json:
+      - {{ field: status, metric: connector_status, states: [Healthy, Warning, Degraded] }}
+      - {{ field: netbox.reachable }}
+      - {{ field: 'checks[name=pdns].latency_ms', metric: pdns_latency_ms }}
+      - {{ field: 'checks[0].ok', metric: first_check_ok }}
+"
+    );
+    let t = Config::from_yaml(&yaml, std::path::Path::new("t.yml"))
+        .unwrap()
+        .build_targets(&Default::default())
+        .unwrap()
+        .remove(0);
+    let dir = tempfile::tempdir().unwrap();
+    let store = open_store(&dir);
+    let labels = scrape::health_base_labels(&t, t.health.as_ref().unwrap());
+    let mut memory = tocsin::ingest::health::HealthMemory::default();
+    let mut probe_with = async |body: &str, at: i64| {
+        target.set_health(200, body);
+        let result = fetch(&format!("{base}/health"), Duration::from_secs(5), 1 << 20).await;
+        scrape::ingest_health(
+            &store,
+            &labels,
+            at,
+            0.01,
+            &result,
+            &t.health_json,
+            &mut memory,
+        )
+    };
+    let report = probe_with(
+        r#"{"status":"Warning","netbox":{"reachable":true},"checks":[{"name":"netbox","ok":true},{"name":"pdns","ok":false,"latency_ms":250}]}"#,
+        T0,
+    )
+    .await;
+    // answered, unhealthy by its own word; the failing check says why
+    assert!(report.up && !report.success, "{report:?}");
+    assert!(
+        report.error.as_deref().unwrap().starts_with("pdns: "),
+        "{report:?}"
+    );
+    let state = |s: &str| health_value(&store, "connector_status", &[("state", s)]);
+    assert_eq!(
+        (state("Healthy"), state("Warning"), state("Degraded")),
+        (Some(0.0), Some(1.0), Some(0.0))
+    );
+    assert_eq!(
+        health_value(&store, "health_json_netbox_reachable", &[]),
+        Some(1.0)
+    );
+    assert_eq!(health_value(&store, "pdns_latency_ms", &[]), Some(250.0));
+    assert_eq!(health_value(&store, "first_check_ok", &[]), Some(1.0));
+    assert_eq!(
+        health_value(&store, "health_check_ok", &[("check", "pdns")]),
+        Some(0.0)
+    );
+    // the status changes, a field disappears: the warning names it, the states follow
+    let report = probe_with(r#"{"status":"Healthy","checks":[]}"#, T0 + 15_000).await;
+    assert!(report.success, "{report:?}");
+    assert_eq!(
+        report.error.as_deref(),
+        Some(
+            r#"json fields: "netbox.reachable" missing, "checks[name=pdns].latency_ms" missing, "checks[0].ok" missing"#
+        )
+    );
+    let state = |s: &str| {
+        store
+            .latest(
+                &[
+                    matcher(MatchOp::Equal, "__name__", "connector_status"),
+                    matcher(MatchOp::Equal, "state", s),
+                ],
+                T0 + 15_000,
+                1000,
+            )
+            .unwrap()
+            .first()
+            .map(|x| x.2)
+    };
+    assert_eq!(
+        (state("Healthy"), state("Warning"), state("Degraded")),
+        (Some(1.0), Some(0.0), Some(0.0))
     );
 }

@@ -525,7 +525,12 @@ impl Parser<'_> {
                     "false" => cur.push(Arg::Bool(false)),
                     "nil" => return Err(self.err(off, "nil is not a command".into())),
                     f if FUNCS.contains(&f) => cur.push(Arg::Func(f.to_string())),
-                    f => return Err(self.err(off, format!("function {f:?} not defined"))),
+                    f => {
+                        let hint = crate::error::nearest(f, FUNCS.iter().copied())
+                            .map(|n| format!(", did you mean {n}?"))
+                            .unwrap_or_default();
+                        return Err(self.err(off, format!("function {f:?} not defined{hint}")));
+                    }
                 },
                 Tok::Var(name, fields) => {
                     if !self.declared(name) {
