@@ -146,6 +146,20 @@ impl Labels {
         )
     }
 
+    /// A copy with every pair of `defaults` whose name it lacks (how Prometheus adds external
+    /// labels: an alert's own label wins). The set itself, cloned, when nothing is added.
+    pub fn with_defaults(&self, defaults: &Labels) -> Labels {
+        if defaults.iter().all(|(k, _)| self.get(k).is_some()) {
+            return self.clone();
+        }
+        Labels::from_pairs(
+            defaults
+                .iter()
+                .filter(|(k, _)| self.get(k).is_none())
+                .chain(self.iter()),
+        )
+    }
+
     /// A stable 64-bit hash of the label set: xxh3 over `name 0xff value 0xff` for each pair in order.
     /// Persisted; changing it changes every stored fingerprint.
     pub fn fingerprint(&self) -> u64 {
@@ -1010,6 +1024,17 @@ mod tests {
         assert_eq!(l.with("b", "2").get("b"), Some("2"));
         assert_eq!(l.with("a", "3").get("a"), Some("3"));
         assert!(l.with("a", "").is_empty());
+    }
+
+    #[test]
+    fn with_defaults_adds_only_missing_names() {
+        let l = Labels::from_pairs([("alertname", "X"), ("replica", "own")]);
+        let ext = Labels::from_pairs([("replica", "a"), ("cluster", "eu")]);
+        assert_eq!(
+            l.with_defaults(&ext),
+            Labels::from_pairs([("alertname", "X"), ("cluster", "eu"), ("replica", "own")])
+        );
+        assert_eq!(l.with_defaults(&Labels::default()), l);
     }
 
     #[test]

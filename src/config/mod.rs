@@ -116,6 +116,13 @@ pub struct Config {
     /// Logging.
     #[serde(default)]
     pub log: LogConfig,
+    /// Labels added to every alert sent to a receiver (webhook, email, alertmanager) and shown
+    /// with the alerts of `/api/v2/alerts`, as Prometheus's `global.external_labels`: an alert's
+    /// own label of the same name wins. Name an instance of an HA pair here (`replica: a`) and
+    /// drop it again in an `alertmanager` receiver's `alert_relabel_configs`, so the
+    /// Alertmanager cluster deduplicates the pair. Changing them needs a restart.
+    #[serde(default)]
+    pub external_labels: Option<Spanned<BTreeMap<String, String>>>,
     /// The notification routing tree, in Alertmanager's form: `receiver`, `group_by`,
     /// `group_wait` (30s), `group_interval` (5m), `repeat_interval` (4h), `matchers`,
     /// `continue`, `mute_time_intervals`, `active_time_intervals` and child `routes`.
@@ -123,8 +130,8 @@ pub struct Config {
     #[serde(default)]
     pub route: Option<Spanned<RouteConfig>>,
     /// Where notifications go: each receiver has a `name`, a `webhook` and/or an `email`
-    /// integration, an optional `fallback` receiver for what it fails permanently, and an
-    /// optional `digest: all | changes_only`.
+    /// integration (or an `alertmanager` one alone), an optional `fallback` receiver for what it
+    /// fails permanently, and an optional `digest: all | changes_only`.
     #[serde(default, deserialize_with = "empty_when_null")]
     pub receivers: Vec<ReceiverConfig>,
     /// Inhibition rules: `source_matchers`, `target_matchers`, `equal`.
@@ -755,6 +762,14 @@ impl Config {
         Ok(cfg)
     }
 
+    /// `external_labels` as a label set (empty when unset).
+    pub fn external_labels(&self) -> crate::labels::Labels {
+        self.external_labels
+            .as_ref()
+            .map(|e| crate::labels::Labels::from_pairs(e.value.clone()))
+            .unwrap_or_default()
+    }
+
     /// The built-in configuration used when no file is given: tocsin watches itself (its own
     /// metrics, stored in-process, and the `tocsin:self` rules).
     pub fn builtin_default() -> Config {
@@ -909,6 +924,26 @@ impl Config {
             if d.value.0.is_zero() {
                 let (l, c) = at(&d.referenced);
                 err(l, c, field.into(), "must be positive".into());
+            }
+        }
+        if let Some(ext) = &self.external_labels {
+            let (l, c) = at(&ext.referenced);
+            for (k, v) in &ext.value {
+                if !valid_label_name(k) || k.starts_with("__") {
+                    err(
+                        l,
+                        c,
+                        "external_labels".into(),
+                        format!("invalid label name {k:?}"),
+                    );
+                } else if v.is_empty() {
+                    err(
+                        l,
+                        c,
+                        format!("external_labels.{k}"),
+                        "must not be empty".into(),
+                    );
+                }
             }
         }
         let mut seen: BTreeMap<&str, u64> = BTreeMap::new();

@@ -388,6 +388,7 @@ async fn start_notifications(
     let notifier = Arc::new(
         notifier
             .with_silences(silences.clone())
+            .with_external_labels(cfg.external_labels())
             .with_metrics(metrics.clone())
             .with_dry_run(opts.dry_run),
     );

@@ -46,6 +46,43 @@ pub fn decide(
     (prev.at < now - repeat_ms).then_some(Change::RepeatIntervalElapsed)
 }
 
+/// Decides whether to forward an `alertmanager` receiver's alerts now, as Prometheus's notifier
+/// decides per alert (`needsSending`), over the receiver's one group: every alert routed to it,
+/// firing and resolved (kept 15 minutes). Sent when something is new (an alert firing or resolved
+/// that the last forward did not list so), and again once `resend_ms` (`resend_delay`) has passed
+/// since the last forward while any alert is left, resolved ones included: Alertmanager resolves
+/// an alert whose `endsAt` passes without news, and a replica that joined its cluster late learns
+/// of the resolutions. Unlike [`decide`], a group seen for the first time with resolved alerts
+/// only is forwarded too (Alertmanager takes a resolution it never saw firing without notifying).
+/// Prometheus resends once the delay has passed strictly (`LastSentAt + resendDelay < now`), which
+/// with an evaluation interval equal to the delay resends every other evaluation; this resends at
+/// the delay.
+pub fn decide_forward(
+    prev: Option<&LogEntry>,
+    firing: &BTreeSet<u64>,
+    resolved: &BTreeSet<u64>,
+    resend_ms: i64,
+    now: i64,
+) -> Option<Change> {
+    if firing.is_empty() && resolved.is_empty() {
+        return None;
+    }
+    let Some(prev) = prev else {
+        return Some(Change::FirstNotification);
+    };
+    if !firing.is_subset(&prev.firing) {
+        return Some(Change::NewAlerts);
+    }
+    if !resolved.is_subset(&prev.resolved) {
+        return Some(if firing.is_empty() {
+            Change::AllResolved
+        } else {
+            Change::NewResolved
+        });
+    }
+    (now - prev.at >= resend_ms).then_some(Change::ResendDelayElapsed)
+}
+
 /// A key naming one group state for one receiver: what a receiver can dedup a repeated delivery
 /// on (the one at-least-once case: a crash between sending and logging).
 pub fn idempotency_key(
@@ -135,6 +172,100 @@ mod tests {
             decide(Some(&empty), &none, &set(&["x", "y"]), true, 4 * H, H),
             None
         );
+    }
+
+    /// Each case: the last forward (firing, resolved, at), the group now (firing, resolved), the
+    /// time, and the decision, with a resend delay of one minute.
+    #[test]
+    fn forwarding_sends_what_is_new_and_resends_every_resend_delay() {
+        const M: i64 = 60_000;
+        type Case<'a> = (
+            &'a str,
+            Option<(&'a [&'a str], &'a [&'a str], i64)>,
+            (&'a [&'a str], &'a [&'a str]),
+            i64,
+            Option<Change>,
+        );
+        let cases: &[Case] = &[
+            // nothing routed: nothing to say
+            ("empty", None, (&[], &[]), 0, None),
+            // the first forward, firing
+            (
+                "first",
+                None,
+                (&["a"], &[]),
+                0,
+                Some(Change::FirstNotification),
+            ),
+            // a resolution never forwarded firing (after a restart that lost nothing but a log
+            // entry): forwarded, Alertmanager takes it without notifying
+            (
+                "first resolved",
+                None,
+                (&[], &["a"]),
+                0,
+                Some(Change::FirstNotification),
+            ),
+            // unchanged within the delay: nothing
+            ("quiet", Some((&["a"], &[], 0)), (&["a"], &[]), M - 1, None),
+            // unchanged at the delay: resent (endsAt moves on)
+            (
+                "resend",
+                Some((&["a"], &[], 0)),
+                (&["a"], &[]),
+                M,
+                Some(Change::ResendDelayElapsed),
+            ),
+            // a new alert does not wait for the delay
+            (
+                "new",
+                Some((&["a"], &[], 0)),
+                (&["a", "b"], &[]),
+                1,
+                Some(Change::NewAlerts),
+            ),
+            // a resolution does not wait either
+            (
+                "resolved",
+                Some((&["a", "b"], &[], 0)),
+                (&["a"], &["b"]),
+                1,
+                Some(Change::NewResolved),
+            ),
+            (
+                "all resolved",
+                Some((&["a"], &[], 0)),
+                (&[], &["a"]),
+                1,
+                Some(Change::AllResolved),
+            ),
+            // resolved alerts are resent too while they are kept (15 minutes)
+            (
+                "resolved resend",
+                Some((&[], &["a"], 0)),
+                (&[], &["a"]),
+                M,
+                Some(Change::ResendDelayElapsed),
+            ),
+            (
+                "resolved quiet",
+                Some((&[], &["a"], 0)),
+                (&[], &["a"]),
+                M - 1,
+                None,
+            ),
+            // an alert gone from the group (silenced, or its resolution aged out) is no news
+            ("gone", Some((&["a", "b"], &[], 0)), (&["a"], &[]), 1, None),
+        ];
+        for (name, prev, (firing, resolved), now, want) in cases {
+            let prev = prev.map(|(f, r, at)| LogEntry {
+                firing: set(f),
+                resolved: set(r),
+                at,
+            });
+            let got = decide_forward(prev.as_ref(), &set(firing), &set(resolved), M, *now);
+            assert_eq!(got, *want, "{name}");
+        }
     }
 
     #[test]

@@ -12,7 +12,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use super::dedup::{LogEntry, decide, idempotency_key};
+use super::dedup::{LogEntry, decide, decide_forward, idempotency_key};
 use super::{AlertSnapshot, AlertState, Notification};
 use crate::labels::Labels;
 
@@ -31,6 +31,10 @@ pub struct RouteTarget {
     pub muted: bool,
     /// the receiver's digest mode: which alerts a notification lists
     pub digest: Digest,
+    /// Some for an `alertmanager` receiver (its `resend_delay`, ms): the group is every alert
+    /// routed to the receiver, flushed at every tick, and forwarded whole whenever
+    /// [`decide_forward`] says so, as Prometheus hands alerts to Alertmanager (which groups)
+    pub resend_delay_ms: Option<i64>,
 }
 
 /// How a receiver batches what is routed to it (`digest`).
@@ -131,14 +135,18 @@ impl Dispatcher {
                 .map(|a| a.fingerprint)
                 .collect();
             let prev = log.get(&key);
-            let Some(change) = decide(
-                prev,
-                &firing,
-                &resolved,
-                route.send_resolved,
-                route.repeat_interval_ms,
-                now,
-            ) else {
+            let decision = match route.resend_delay_ms {
+                Some(resend) => decide_forward(prev, &firing, &resolved, resend, now),
+                None => decide(
+                    prev,
+                    &firing,
+                    &resolved,
+                    route.send_resolved,
+                    route.repeat_interval_ms,
+                    now,
+                ),
+            };
+            let Some(change) = decision else {
                 continue;
             };
             // what is new since the last notification: firing alerts it did not list as firing,
@@ -153,6 +161,8 @@ impl Dispatcher {
             };
             let mut sent: Vec<AlertSnapshot> = group_alerts;
             sent.retain(|a| match (a.status, route.digest) {
+                // forwarded whole: Alertmanager merges by fingerprint
+                _ if route.resend_delay_ms.is_some() => true,
                 (AlertState::Resolved, _) if !route.send_resolved => false,
                 (AlertState::Resolved, Digest::All | Digest::ChangesOnly) => {
                     changed.contains(&a.fingerprint)
@@ -313,6 +323,67 @@ mod tests {
         // unmuted: the next flush (group_interval after the muted one) sends
         assert!(d.tick(one, &Muted(false), &log, "", 60_000).is_empty());
         assert_eq!(d.tick(one, &Muted(false), &log, "", 330_000).len(), 1);
+    }
+
+    #[test]
+    fn an_alertmanager_group_forwards_everything_at_once_and_again_every_resend_delay() {
+        struct Forward;
+        impl Routes for Forward {
+            fn routes(&self, l: &Labels, now: i64) -> Vec<RouteTarget> {
+                let mut t = ByAlertname.routes(l, now);
+                t[0].group_key = "{alertmanager}:ops".into();
+                t[0].group_wait_ms = 0;
+                t[0].group_interval_ms = 0;
+                t[0].resend_delay_ms = Some(60_000);
+                t
+            }
+        }
+        let mut d = Dispatcher::new();
+        let mut log = HashMap::new();
+        let mut tick = |alerts: &[AlertSnapshot], now| {
+            let out = d.tick(alerts, &Forward, &log, "", now);
+            for o in &out {
+                log.insert(("ops".into(), "{alertmanager}:ops".into()), o.log.clone());
+            }
+            out.into_iter()
+                .map(|o| {
+                    let n = o.notification;
+                    let listed: Vec<(String, AlertState)> = n
+                        .alerts
+                        .iter()
+                        .map(|a| (a.labels.get("alertname").unwrap().to_string(), a.status))
+                        .collect();
+                    (n.change, listed)
+                })
+                .collect::<Vec<_>>()
+        };
+        let (a, b) = (
+            alert("A", "x", AlertState::Firing),
+            alert("B", "x", AlertState::Firing),
+        );
+        use AlertState::*;
+        // no group_wait: at once, both alert names in one notification
+        assert_eq!(
+            tick(&[a.clone(), b.clone()], 0),
+            [(
+                Change::FirstNotification,
+                vec![("A".into(), Firing), ("B".into(), Firing)]
+            )]
+        );
+        assert!(tick(&[a.clone(), b.clone()], 59_999).is_empty());
+        assert_eq!(
+            tick(&[a.clone(), b.clone()], 60_000)[0].0,
+            Change::ResendDelayElapsed
+        );
+        // a resolution goes out at the next tick, with the alert still firing
+        let b_res = alert("B", "x", Resolved);
+        assert_eq!(
+            tick(&[a.clone(), b_res.clone()], 61_000),
+            [(
+                Change::NewResolved,
+                vec![("A".into(), Firing), ("B".into(), Resolved)]
+            )]
+        );
     }
 
     #[test]

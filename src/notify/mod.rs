@@ -1,8 +1,9 @@
 //! Notifications: what the alert tracker's state becomes on its way to people. Stages, in order:
 //! inhibit → silence → route → group → dedup → deliver (retry) → log. This module holds the types
-//! the stages share; `route` (routing tree, inhibition, time intervals), `webhook` and `email`
-//! (receivers) are separate files.
+//! the stages share; `route` (routing tree, inhibition, time intervals), `webhook`, `email` and
+//! `alertmanager` (receivers) are separate files.
 
+pub mod alertmanager;
 pub mod dedup;
 pub mod dispatch;
 pub mod email;
@@ -90,6 +91,9 @@ pub enum Change {
     AllResolved,
     #[serde(rename = "repeat interval elapsed")]
     RepeatIntervalElapsed,
+    /// an `alertmanager` receiver's alerts forwarded again after its `resend_delay`
+    #[serde(rename = "resend delay elapsed")]
+    ResendDelayElapsed,
 }
 
 /// How a delivery attempt ended.
@@ -118,6 +122,7 @@ impl Change {
             Change::NewResolved => "new resolved",
             Change::AllResolved => "all resolved",
             Change::RepeatIntervalElapsed => "repeat interval elapsed",
+            Change::ResendDelayElapsed => "resend delay elapsed",
         }
     }
 }

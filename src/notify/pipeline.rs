@@ -56,6 +56,8 @@ pub struct Stages<'a> {
     pub silenced: &'a dyn Fn(&Labels, i64) -> bool,
     /// the daemon's URL, for links in notifications
     pub external_url: &'a str,
+    /// `external_labels`, added to every alert before the stages see it
+    pub external_labels: &'a Labels,
 }
 
 impl Stages<'_> {
@@ -78,7 +80,7 @@ impl Stages<'_> {
         }
         let snapshots: Vec<AlertSnapshot> = alerts
             .iter()
-            .filter_map(|a| snapshot(a, self.external_url))
+            .filter_map(|a| snapshot(a, self.external_url, self.external_labels))
             .collect();
         let sources: Vec<Labels> = snapshots
             .iter()
@@ -151,6 +153,8 @@ pub struct Notifier {
     dry_run: bool,
     silences: Option<Arc<super::silence::Silences>>,
     metrics: Option<Arc<crate::selfmetrics::SelfMetrics>>,
+    /// `external_labels`: added to every alert the stages see (not reloaded)
+    external_labels: Labels,
 }
 
 /// What a configuration reload replaces.
@@ -197,7 +201,19 @@ impl Notifier {
             dry_run: false,
             silences: None,
             metrics: None,
+            external_labels: Labels::default(),
         })
+    }
+
+    /// Adds `external_labels` to every alert the stages see (an alert's own label wins).
+    pub fn with_external_labels(mut self, labels: Labels) -> Self {
+        self.external_labels = labels;
+        self
+    }
+
+    /// The `external_labels` added to every alert.
+    pub fn external_labels(&self) -> &Labels {
+        &self.external_labels
     }
 
     /// Adds the silence stage.
@@ -265,6 +281,7 @@ impl Notifier {
             inhibitor: routing.inhibitor.as_ref(),
             silenced: &silenced,
             external_url: &self.external_url,
+            external_labels: &self.external_labels,
         };
         let everything: Vec<Alert>;
         let (real, shadow): (&[Alert], &[Alert]) = if self.dry_run {
@@ -356,20 +373,24 @@ impl Notifier {
 /// are not notified. `starts_at` is when the alert fired, as Prometheus sends `FiredAt` (firing
 /// and resolved alike): with a `for`, `active_at` is the pending time, `for` earlier, and
 /// receivers read `startsAt` as the start of the incident.
-pub fn snapshot(a: &Alert, external_url: &str) -> Option<AlertSnapshot> {
+///
+/// `external` labels are added (an alert's own label of the same name wins), so the fingerprint
+/// is that of the labels the receivers see.
+pub fn snapshot(a: &Alert, external_url: &str, external: &Labels) -> Option<AlertSnapshot> {
     let (status, fired_at) = match (a.status, a.fired_at, a.resolved_at) {
         (AlertStatus::Firing, Some(fired), _) => (AlertState::Firing, fired),
         (AlertStatus::Inactive, Some(fired), Some(_)) => (AlertState::Resolved, fired),
         _ => return None,
     };
+    let labels = a.labels.with_defaults(external);
     Some(AlertSnapshot {
-        labels: a.labels.clone(),
+        fingerprint: labels.fingerprint(),
+        labels,
         annotations: a.annotations.clone(),
         status,
         starts_at: fired_at,
         ends_at: a.resolved_at,
         generator_url: format!("{external_url}/api/v1/alerts"),
-        fingerprint: a.fingerprint(),
     })
 }
 
@@ -439,6 +460,7 @@ mod tests {
             inhibitor: &DownInhibitsSlow,
             silenced: &silenced,
             external_url: "http://t",
+            external_labels: &Labels::default(),
         };
         let mut state = PipelineState::default();
         let alerts = [firing("Down"), firing("Slow"), firing("Muted")];
@@ -463,6 +485,7 @@ mod tests {
             inhibitor: &NoInhibition,
             silenced: &|_: &Labels, _: i64| false,
             external_url: "",
+            external_labels: &Labels::default(),
         };
         let mut state = PipelineState::default();
         let out = stages.tick(&[firing("Down")], &mut state, 0, false);

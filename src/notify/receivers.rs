@@ -12,8 +12,8 @@ use serde_saphyr::{Location, Spanned};
 use super::dispatch::Digest;
 use crate::duration::PromDuration;
 
-/// One receiver: where the notifications routed to it go. It needs a `webhook`, an `email` or
-/// both (each notification goes to every integration it has).
+/// One receiver: where the notifications routed to it go: a `webhook`, an `email` or both (each
+/// notification goes to every integration it has), or an `alertmanager` alone.
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ReceiverConfig {
@@ -25,6 +25,11 @@ pub struct ReceiverConfig {
     /// Deliver as an email over SMTP.
     #[serde(default)]
     pub email: Option<EmailRaw>,
+    /// Forward the alerts to an Alertmanager cluster, as Prometheus does. Such a receiver has
+    /// neither `webhook` nor `email` nor `digest`: the routes that reach it choose which alerts
+    /// it gets, and its own `group_by` and timings do not apply (Alertmanager groups).
+    #[serde(default)]
+    pub alertmanager: Option<AlertmanagerRaw>,
     /// Name of the receiver that gets what this one failed permanently (an HTTP 4xx other than
     /// 429, an SMTP 5xx, rejected auth). It cannot be the receiver itself.
     #[serde(default)]
@@ -95,6 +100,105 @@ impl std::fmt::Debug for WebhookRaw {
             .field("send_resolved", &self.send_resolved)
             .finish()
     }
+}
+
+/// An `alertmanager` integration: every alert routed to the receiver, firing and resolved, is
+/// POSTed to Alertmanager's API v2 (`/api/v2/alerts`) of every URL, as Prometheus sends them. No
+/// grouping, no `group_wait`: an alert goes out at the evaluation that fires or resolves it, and
+/// every alert is sent again every `resend_delay`: a firing one with `endsAt` 4 × the longer of
+/// `evaluation.interval` and `resend_delay` after the evaluation that sent it (so Alertmanager
+/// resolves it by itself only if tocsin stops sending), a resolved one with its resolve time,
+/// for the 15 minutes tocsin keeps it. tocsin's silences and inhibition apply first.
+#[derive(Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct AlertmanagerRaw {
+    /// The Alertmanager instances, each as its base URL (`http://am-1:9093`, or with the path
+    /// prefix it serves under); alerts are POSTed to `<url>/api/v2/alerts`. List every member of
+    /// a cluster: each URL gets every alert and has its own queue, retries and breaker, so a dead
+    /// one never delays another. At least one; http or https.
+    pub urls: Spanned<Vec<String>>,
+    /// How long one POST may take (connect, send, response); it then fails and is retried.
+    /// Default `10s`.
+    #[serde(default)]
+    pub timeout: Option<PromDuration>,
+    /// How often the alerts are sent again while nothing changes (Prometheus's
+    /// `--rules.alert.resend-delay`). Default `1m`.
+    #[serde(default)]
+    pub resend_delay: Option<Spanned<PromDuration>>,
+    /// Name of an environment variable holding a bearer token (`Authorization: Bearer`).
+    #[serde(default)]
+    pub bearer_token_env: Option<String>,
+    /// Path of a file holding a bearer token (trailing newline ignored; a regular file of at most
+    /// 64 KiB); instead of `bearer_token_env`.
+    #[serde(default)]
+    pub bearer_token_file: Option<String>,
+    /// HTTP basic authentication, instead of a bearer token (credentials in a URL's userinfo
+    /// work too, and are redacted like a webhook's).
+    #[serde(default)]
+    pub basic_auth: Option<BasicAuthRaw>,
+    /// Rewrites of the alerts' labels before they are sent, in Prometheus's
+    /// `alert_relabel_configs` form, applied in order. Two actions: `labeldrop` and `labelkeep`.
+    /// Drop the replica label of an HA pair here (`{action: labeldrop, regex: replica}`), so the
+    /// Alertmanager cluster sees one alert from both replicas and notifies once.
+    #[serde(default)]
+    pub alert_relabel_configs: Vec<RelabelRaw>,
+}
+
+/// The URLs shown redacted ([`redact_url`](crate::notify::webhook::redact_url)).
+impl std::fmt::Debug for AlertmanagerRaw {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let urls: Vec<String> = self
+            .urls
+            .value
+            .iter()
+            .map(|u| crate::notify::webhook::redact_url(u))
+            .collect();
+        f.debug_struct("AlertmanagerRaw")
+            .field("urls", &urls)
+            .field("timeout", &self.timeout)
+            .field("resend_delay", &self.resend_delay)
+            .field("bearer_token_env", &self.bearer_token_env)
+            .field("bearer_token_file", &self.bearer_token_file)
+            .field("basic_auth", &self.basic_auth)
+            .field("alert_relabel_configs", &self.alert_relabel_configs)
+            .finish()
+    }
+}
+
+/// HTTP basic authentication: a user name and a password from the environment or a file.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct BasicAuthRaw {
+    /// The user name.
+    pub username: String,
+    /// Name of an environment variable holding the password.
+    #[serde(default)]
+    pub password_env: Option<String>,
+    /// Path of a file holding the password (trailing newline ignored; a regular file of at most
+    /// 64 KiB); instead of `password_env`.
+    #[serde(default)]
+    pub password_file: Option<String>,
+}
+
+/// One relabelling step of an alert's labels (Prometheus's form, two actions).
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RelabelRaw {
+    /// What to do with the labels whose name the regex matches.
+    pub action: RelabelAction,
+    /// A regular expression (RE2 syntax, anchored at both ends) over label names, e.g.
+    /// `replica` or `replica|cluster`.
+    pub regex: Spanned<String>,
+}
+
+/// A relabelling action on label names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RelabelAction {
+    /// Remove every label whose name matches.
+    Labeldrop,
+    /// Keep only the labels whose name matches.
+    Labelkeep,
 }
 
 /// An email integration: one message per notification, text and HTML parts, over SMTP with TLS.
@@ -191,6 +295,26 @@ pub enum ReceiverErrorKind {
     /// `tls: none` for a server other than localhost (credentials and alerts in clear text).
     #[error("none is only allowed for localhost")]
     PlainTextNotLocal,
+    /// An `alertmanager` receiver also has a `webhook`, an `email` or a `digest`.
+    #[error(
+        "an alertmanager receiver forwards every alert ungrouped: it cannot also have a webhook, an email or a digest"
+    )]
+    AlertmanagerNotAlone,
+    /// An `alertmanager` integration has no URL.
+    #[error("needs at least one url")]
+    NoUrl,
+    /// A URL is not http or https.
+    #[error("unsupported scheme {0:?} (http or https)")]
+    UnsupportedScheme(String),
+    /// Both a bearer token and basic auth, or both `_env` and `_file` of one secret.
+    #[error("{0}")]
+    ConflictingAuth(&'static str),
+    /// A duration that must be positive is zero.
+    #[error("must be positive")]
+    NotPositive,
+    /// A relabelling regex does not compile (or exceeds the regex limits).
+    #[error("invalid regex: {0}")]
+    InvalidRegex(String),
     /// A receiver names itself as its `fallback`.
     #[error("a receiver cannot be its own fallback")]
     OwnFallback,
@@ -242,6 +366,9 @@ pub fn validate(list: &[ReceiverConfig]) -> Vec<ReceiverError> {
                     ReceiverErrorKind::InvalidUrl(crate::notify::webhook::redact_url(&u.value)),
                 );
             }
+        }
+        if let Some(am) = &r.alertmanager {
+            validate_alertmanager(am, r, &at, &mut push);
         }
         if let Some(e) = &r.email {
             if e.to.value.is_empty() {
@@ -299,6 +426,92 @@ pub fn validate(list: &[ReceiverConfig]) -> Vec<ReceiverError> {
         }
     }
     errors
+}
+
+/// The checks of one `alertmanager` integration (part of [`validate`]).
+fn validate_alertmanager(
+    am: &AlertmanagerRaw,
+    r: &ReceiverConfig,
+    at: &str,
+    push: &mut impl FnMut(String, Location, ReceiverErrorKind),
+) {
+    let path = format!("{at}.alertmanager");
+    if r.webhook.is_some() || r.email.is_some() || r.digest != Digest::Off {
+        push(
+            path.clone(),
+            am.urls.referenced,
+            ReceiverErrorKind::AlertmanagerNotAlone,
+        );
+    }
+    if am.urls.value.is_empty() {
+        push(
+            format!("{path}.urls"),
+            am.urls.referenced,
+            ReceiverErrorKind::NoUrl,
+        );
+    }
+    for (i, u) in am.urls.value.iter().enumerate() {
+        let field = format!("{path}.urls[{i}]");
+        match url::Url::parse(u) {
+            Ok(parsed) if matches!(parsed.scheme(), "http" | "https") => {}
+            Ok(parsed) => push(
+                field,
+                am.urls.referenced,
+                ReceiverErrorKind::UnsupportedScheme(parsed.scheme().to_string()),
+            ),
+            Err(_) => push(
+                field,
+                am.urls.referenced,
+                ReceiverErrorKind::InvalidUrl(crate::notify::webhook::redact_url(u)),
+            ),
+        }
+    }
+    if let Some(d) = &am.resend_delay
+        && d.value.0.is_zero()
+    {
+        push(
+            format!("{path}.resend_delay"),
+            d.referenced,
+            ReceiverErrorKind::NotPositive,
+        );
+    }
+    let bearer = am.bearer_token_env.is_some() || am.bearer_token_file.is_some();
+    if am.bearer_token_env.is_some() && am.bearer_token_file.is_some() {
+        push(
+            format!("{path}.bearer_token_env"),
+            am.urls.referenced,
+            ReceiverErrorKind::ConflictingAuth(
+                "set bearer_token_env or bearer_token_file, not both",
+            ),
+        );
+    }
+    if let Some(b) = &am.basic_auth {
+        if bearer {
+            push(
+                format!("{path}.basic_auth"),
+                am.urls.referenced,
+                ReceiverErrorKind::ConflictingAuth("set a bearer token or basic_auth, not both"),
+            );
+        }
+        if b.password_env.is_some() == b.password_file.is_some() {
+            push(
+                format!("{path}.basic_auth"),
+                am.urls.referenced,
+                ReceiverErrorKind::ConflictingAuth(
+                    "set exactly one of password_env and password_file",
+                ),
+            );
+        }
+    }
+    for (i, rc) in am.alert_relabel_configs.iter().enumerate() {
+        if let Err(e) = crate::labels::compile_regex(&rc.regex.value) {
+            push(
+                format!("{path}.alert_relabel_configs[{i}].regex"),
+                rc.regex.referenced,
+                ReceiverErrorKind::InvalidRegex(crate::labels::regex_reason(&e)),
+            );
+        }
+    }
 }
 
 /// The webhook's URL: as written, or read from the variable `url_env` names in `env`, or from
@@ -382,6 +595,55 @@ mod tests {
         );
         let unknown = serde_saphyr::from_str::<Vec<ReceiverConfig>>("[{ name: x, slack: {} }]");
         assert!(unknown.unwrap_err().to_string().contains("unknown field"));
+    }
+
+    #[test]
+    fn alertmanager_receivers_validate_with_every_error_at_its_field() {
+        let list: Vec<ReceiverConfig> = serde_saphyr::from_str(
+            r#"
+- { name: ok, alertmanager: { urls: ["http://127.0.0.1:9093"], alert_relabel_configs: [{ action: labeldrop, regex: replica }] } }
+- { name: none, alertmanager: { urls: [] } }
+- name: mixed
+  webhook: { url: "http://127.0.0.1:1/hook" }
+  alertmanager: { urls: ["ftp://am:21", "http://u:PW@:99999/x/KEY"], resend_delay: 0s }
+- name: auth
+  alertmanager:
+    urls: ["http://am:9093"]
+    bearer_token_env: T
+    bearer_token_file: /t
+    basic_auth: { username: u }
+    alert_relabel_configs: [{ action: labelkeep, regex: "(a{1000}){1000}" }, { action: labeldrop, regex: "(" }]
+"#,
+        )
+        .unwrap();
+        let e: Vec<String> = validate(&list)
+            .iter()
+            .map(|e| format!("{}:{}: {e}", e.at.line(), e.at.column()))
+            .collect();
+        let e = e.join("\n");
+        for want in [
+            "3:39: receivers[1] (\"none\").alertmanager.urls: needs at least one url",
+            "6:25: receivers[2] (\"mixed\").alertmanager: an alertmanager receiver forwards every alert ungrouped",
+            "6:25: receivers[2] (\"mixed\").alertmanager.urls[0]: unsupported scheme \"ftp\"",
+            "6:25: receivers[2] (\"mixed\").alertmanager.urls[1]: not a valid url",
+            "6:84: receivers[2] (\"mixed\").alertmanager.resend_delay: must be positive",
+            "9:11: receivers[3] (\"auth\").alertmanager.bearer_token_env: set bearer_token_env or bearer_token_file, not both",
+            "9:11: receivers[3] (\"auth\").alertmanager.basic_auth: set a bearer token or basic_auth, not both",
+            "9:11: receivers[3] (\"auth\").alertmanager.basic_auth: set exactly one of password_env and password_file",
+            "receivers[3] (\"auth\").alertmanager.alert_relabel_configs[0].regex: invalid regex: invalid repeat count: nested repetitions repeat more than the limit of 1000 times",
+            "receivers[3] (\"auth\").alertmanager.alert_relabel_configs[1].regex: invalid regex: unclosed group",
+        ] {
+            assert!(e.contains(want), "{want} missing in:\n{e}");
+        }
+        assert!(!e.contains("receivers[0]"), "{e}");
+        // the URL with credentials is shown redacted, in errors and in Debug
+        assert!(!e.contains("PW") && !e.contains("KEY"), "{e}");
+        let debug = format!("{:?}", list[2]);
+        assert!(!debug.contains("PW") && !debug.contains("KEY"), "{debug}");
+        let unknown = serde_saphyr::from_str::<Vec<ReceiverConfig>>(
+            "[{ name: x, alertmanager: { urls: [\"http://a\"], alert_relabel_configs: [{ action: replace, regex: a }] } }]",
+        );
+        assert!(unknown.unwrap_err().to_string().contains("unknown variant"));
     }
 
     #[test]

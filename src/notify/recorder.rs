@@ -215,6 +215,8 @@ impl Tick for Recorder<'_> {
             inhibitor: &self.setup.inhibitor,
             silenced: &silenced,
             external_url: self.external_url,
+            // `tocsin test` and replay read no tocsin.yml: no external labels
+            external_labels: &crate::labels::Labels::default(),
         };
         let all: Vec<Alert>;
         let alerts = if shadow.is_empty() {

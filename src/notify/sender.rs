@@ -1,5 +1,5 @@
 //! The deliver stage: drains the durable outbox. Each row is one notification for one receiver
-//! integration (`receiver/webhook`, `receiver/email`). Transient failures retry with exponential
+//! integration (`receiver/webhook`, `receiver/email`, `receiver/alertmanager[i]` per URL). Transient failures retry with exponential
 //! backoff and full jitter and survive restarts (the row stays until delivered); permanent ones
 //! stop, are logged and counted, and go to the receiver's `fallback` if it has one. A circuit
 //! breaker per integration ([`Breaker`]: closed → open after 5 consecutive transient failures →
@@ -52,12 +52,23 @@ use super::{DeliveryError, Notification, backoff_ms};
 use crate::clock::Clock;
 use crate::store::{OutboxEntry, OutboxRow, Store, StoreError};
 
-/// Sends one notification through one integration.
+/// Sends one notification through one integration, at the times [`Attempt`] gives.
 pub type DeliverFn = Arc<
-    dyn Fn(Notification) -> Pin<Box<dyn Future<Output = Result<(), DeliveryError>> + Send>>
+    dyn Fn(Notification, Attempt) -> Pin<Box<dyn Future<Output = Result<(), DeliveryError>> + Send>>
         + Send
         + Sync,
 >;
+
+/// The times of one delivery attempt, as the sender's pass knows them (the integration never
+/// reads the clock): what an integration whose payload depends on time needs (the
+/// `alertmanager` receiver's `endsAt`, and leaving out what went stale while the row waited).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Attempt {
+    /// the pass's time (ms since the epoch)
+    pub now: i64,
+    /// when the row was queued (ms): the evaluation that decided to send it
+    pub queued_at: i64,
+}
 
 /// One integration of a receiver.
 #[derive(Clone)]
@@ -491,7 +502,11 @@ impl Batch {
             // logged only (all resolved for a receiver without send_resolved)
             Ok(())
         } else {
-            (integration.deliver)(n.clone()).await
+            let attempt = Attempt {
+                now,
+                queued_at: row.created,
+            };
+            (integration.deliver)(n.clone(), attempt).await
         };
         match &result {
             Ok(()) => self.breaker.on_success(),

@@ -10,9 +10,14 @@ use std::sync::Arc;
 
 use serde_saphyr::Location;
 
+use super::alertmanager::{
+    AlertmanagerConfig, Auth, DEFAULT_RESEND_DELAY, Relabel, ends_at_horizon_ms,
+};
 use super::dispatch::{Digest, RouteTarget, Routes};
 use super::email::{EmailConfig, TlsMode};
-use super::receivers::{self, DEFAULT_TIMEOUT, ReceiverConfig, ReceiverError, ReceiverErrorKind};
+use super::receivers::{
+    self, AlertmanagerRaw, DEFAULT_TIMEOUT, ReceiverConfig, ReceiverError, ReceiverErrorKind,
+};
 use super::route::{RouteError, RouteErrorKind, Router, Routing, TimeIntervals};
 use super::sender::{DeliverFn, Integration};
 use super::webhook::WebhookConfig;
@@ -24,6 +29,8 @@ use crate::labels::Labels;
 pub struct NotifyPlan {
     pub routing: Routing,
     pub receivers: Vec<ReceiverConfig>,
+    /// `evaluation.interval` (ms): an `alertmanager` receiver's `endsAt` horizon counts it
+    pub evaluation_interval_ms: i64,
 }
 
 /// One problem in the notification sections, located by its field path and position.
@@ -77,6 +84,8 @@ impl From<ReceiverError> for NotifyError {
 struct ReceiverOpts {
     send_resolved: bool,
     digest: Digest,
+    /// an `alertmanager` receiver's `resend_delay` (ms)
+    resend_delay_ms: Option<i64>,
 }
 
 impl NotifyPlan {
@@ -118,6 +127,7 @@ impl NotifyPlan {
             Ok(routing) if errors.is_empty() => Ok(Some(NotifyPlan {
                 routing,
                 receivers: cfg.receivers.clone(),
+                evaluation_interval_ms: cfg.evaluation.interval.value.as_millis(),
             })),
             Ok(_) => Err(errors),
             Err(es) => {
@@ -138,8 +148,11 @@ impl NotifyPlan {
                 (
                     r.name.value.clone(),
                     ReceiverOpts {
-                        send_resolved: webhook.unwrap_or(false) || email.unwrap_or(false),
+                        send_resolved: webhook.unwrap_or(false)
+                            || email.unwrap_or(false)
+                            || r.alertmanager.is_some(),
                         digest: r.digest,
+                        resend_delay_ms: r.alertmanager.as_ref().map(resend_delay_ms),
                     },
                 )
             })
@@ -164,6 +177,11 @@ impl NotifyPlan {
                 }
                 if r.email.is_some() {
                     names.push(format!("{name}/email"));
+                }
+                if let Some(am) = &r.alertmanager {
+                    for i in 0..am.urls.value.len() {
+                        names.push(alertmanager_integration(name, i));
+                    }
                 }
                 (name.clone(), names)
             })
@@ -202,7 +220,7 @@ impl NotifyPlan {
                             webhook_config(r, secret).expect("the receiver has a webhook");
                         cfg.url = url.expect("checked above");
                         let client = client.clone();
-                        let deliver: DeliverFn = Arc::new(move |n| {
+                        let deliver: DeliverFn = Arc::new(move |n, _| {
                             let (client, cfg) = (client.clone(), cfg.clone());
                             Box::pin(async move { super::webhook::send(&client, &cfg, &n).await })
                         });
@@ -215,6 +233,29 @@ impl NotifyPlan {
                         );
                     }
                     Err(e) => errors.push(format!("{at}.webhook.{e}")),
+                }
+            }
+            if let Some(am) = &r.alertmanager {
+                match self.alertmanager_configs(am, env) {
+                    Ok(configs) => {
+                        for (i, cfg) in configs.into_iter().enumerate() {
+                            let client = client.clone();
+                            let deliver: DeliverFn = Arc::new(move |n, attempt| {
+                                let (client, cfg) = (client.clone(), cfg.clone());
+                                Box::pin(async move {
+                                    super::alertmanager::send(&client, &cfg, &n, attempt).await
+                                })
+                            });
+                            out.insert(
+                                alertmanager_integration(name, i),
+                                Integration {
+                                    deliver,
+                                    fallback: fallback.clone(),
+                                },
+                            );
+                        }
+                    }
+                    Err(e) => errors.push(format!("{at}.alertmanager.{e}")),
                 }
             }
             if let Some(e) = &r.email {
@@ -251,7 +292,7 @@ impl NotifyPlan {
                     errors.push(format!("{at}.email: {msg}"));
                     continue;
                 }
-                let deliver: DeliverFn = Arc::new(move |n| {
+                let deliver: DeliverFn = Arc::new(move |n, _| {
                     let cfg = cfg.clone();
                     Box::pin(async move { super::email::send(&cfg, &n).await })
                 });
@@ -264,6 +305,84 @@ impl NotifyPlan {
             Err(errors)
         }
     }
+}
+
+impl NotifyPlan {
+    /// One [`AlertmanagerConfig`] per URL of `am`, secrets read from `env` or files. The error
+    /// names the field (after `alertmanager.`).
+    fn alertmanager_configs(
+        &self,
+        am: &AlertmanagerRaw,
+        env: &HashMap<String, String>,
+    ) -> Result<Vec<AlertmanagerConfig>, String> {
+        let bearer = receivers::secret(
+            &am.bearer_token_env,
+            &am.bearer_token_file,
+            env,
+            "bearer_token",
+        )?;
+        let auth = match (bearer, &am.basic_auth) {
+            (Some(token), _) => Auth::Bearer(token),
+            (None, Some(b)) => {
+                let password = receivers::secret(
+                    &b.password_env,
+                    &b.password_file,
+                    env,
+                    "basic_auth.password",
+                )?
+                .ok_or_else(|| "basic_auth: set password_env or password_file".to_string())?;
+                Auth::Basic {
+                    username: b.username.clone(),
+                    password,
+                }
+            }
+            (None, None) => Auth::None,
+        };
+        let relabel = am
+            .alert_relabel_configs
+            .iter()
+            .enumerate()
+            .map(|(i, r)| {
+                crate::labels::compile_regex(&r.regex.value)
+                    .map(|regex| Relabel {
+                        action: r.action,
+                        regex,
+                    })
+                    .map_err(|e| {
+                        format!(
+                            "alert_relabel_configs[{i}].regex: invalid regex: {}",
+                            crate::labels::regex_reason(&e)
+                        )
+                    })
+            })
+            .collect::<Result<Vec<_>, String>>()?;
+        let horizon_ms = ends_at_horizon_ms(self.evaluation_interval_ms, resend_delay_ms(am));
+        Ok(am
+            .urls
+            .value
+            .iter()
+            .map(|url| AlertmanagerConfig {
+                url: url.clone(),
+                timeout: am.timeout.map(|t| t.0).unwrap_or(DEFAULT_TIMEOUT),
+                auth: auth.clone(),
+                horizon_ms,
+                relabel: relabel.clone(),
+            })
+            .collect())
+    }
+}
+
+/// The outbox name of the `i`th URL of an `alertmanager` receiver: `<receiver>/alertmanager[i]`.
+pub fn alertmanager_integration(receiver: &str, i: usize) -> String {
+    format!("{receiver}/alertmanager[{i}]")
+}
+
+/// An `alertmanager` integration's `resend_delay` in ms, its default applied.
+pub fn resend_delay_ms(am: &AlertmanagerRaw) -> i64 {
+    am.resend_delay
+        .as_ref()
+        .map(|d| d.value.as_millis())
+        .unwrap_or(DEFAULT_RESEND_DELAY.as_millis() as i64)
 }
 
 /// The receiver's webhook integration with its defaults applied (`send_resolved` true,
@@ -350,7 +469,22 @@ impl Routes for TreeRoutes {
         for m in self.router.matches(labels) {
             let opts = self.receivers.get(&m.receiver).copied().unwrap_or_default();
             let muted = m.muted_at(&self.time_intervals, now);
-            let target = if opts.digest == Digest::Off {
+            let target = if let Some(resend) = opts.resend_delay_ms {
+                // every alert routed to the receiver in one group, forwarded at every tick that
+                // has news and every resend delay ([`crate::notify::alertmanager`])
+                RouteTarget {
+                    group_key: format!("{{alertmanager}}:{}", m.receiver),
+                    receiver: m.receiver,
+                    group_labels: Labels::default(),
+                    group_wait_ms: 0,
+                    group_interval_ms: 0,
+                    repeat_interval_ms: resend,
+                    send_resolved: true,
+                    muted,
+                    digest: Digest::Off,
+                    resend_delay_ms: Some(resend),
+                }
+            } else if opts.digest == Digest::Off {
                 let (group_key, group_labels) = self.router.group_key(&m, labels);
                 RouteTarget {
                     receiver: m.receiver,
@@ -362,6 +496,7 @@ impl Routes for TreeRoutes {
                     send_resolved: opts.send_resolved,
                     muted,
                     digest: Digest::Off,
+                    resend_delay_ms: None,
                 }
             } else {
                 RouteTarget {
@@ -374,9 +509,10 @@ impl Routes for TreeRoutes {
                     send_resolved: opts.send_resolved,
                     muted,
                     digest: opts.digest,
+                    resend_delay_ms: None,
                 }
             };
-            // two routes to one digest receiver are still one digest
+            // two routes to one digest (or alertmanager) receiver are still one group
             if !out
                 .iter()
                 .any(|t| t.receiver == target.receiver && t.group_key == target.group_key)

@@ -231,26 +231,43 @@ pub async fn send(
     if let Some(secret) = &cfg.secret {
         request = request.header(SIGNATURE_HEADER, signature(secret, &body));
     }
+    post(request, body, &cfg.url, "webhook").await
+}
+
+/// Sends a prepared POST with `body` and classifies the outcome: the one HTTP delivery path of
+/// the webhook and `alertmanager` integrations. `url` is scrubbed from every message, which
+/// names the integration kind (`what`).
+pub(crate) async fn post(
+    request: reqwest::RequestBuilder,
+    body: Vec<u8>,
+    url: &str,
+    what: &str,
+) -> Result<(), DeliveryError> {
     let response = request
         .body(body)
         .send()
         .await
-        .map_err(|e| classify_error(&cfg.url, e))?;
+        .map_err(|e| classify_error(url, what, e))?;
     let status = response.status();
     if status.is_success() {
         return Ok(());
     }
-    let excerpt = scrub(body_excerpt(response).await, &cfg.url);
-    Err(classify_status(status.as_u16(), &excerpt))
+    let excerpt = scrub(body_excerpt(response).await, url);
+    Err(classify(status.as_u16(), &excerpt, what))
 }
 
 /// The decision for an HTTP status that is not 2xx: 429 and 5xx are worth retrying, every
 /// other status is permanent. `excerpt` (the start of the response body) goes into the message.
 pub fn classify_status(status: u16, excerpt: &str) -> DeliveryError {
+    classify(status, excerpt, "webhook")
+}
+
+/// [`classify_status`] for an integration kind (`webhook`, `alertmanager`).
+fn classify(status: u16, excerpt: &str, what: &str) -> DeliveryError {
     let message = if excerpt.is_empty() {
-        format!("webhook returned http {status}")
+        format!("{what} returned http {status}")
     } else {
-        format!("webhook returned http {status}: {excerpt}")
+        format!("{what} returned http {status}: {excerpt}")
     };
     if status == 429 || (500..600).contains(&status) {
         DeliveryError::Transient(message)
@@ -263,9 +280,9 @@ pub fn classify_status(status: u16, excerpt: &str) -> DeliveryError {
 /// timeouts, resets and broken bodies are transient. The message names the URL redacted
 /// ([`redact_url`]); reqwest's own copy of it is dropped (`without_url`) and the cause chain
 /// scrubbed of it.
-fn classify_error(url: &str, e: reqwest::Error) -> DeliveryError {
+fn classify_error(url: &str, what: &str, e: reqwest::Error) -> DeliveryError {
     let e = e.without_url();
-    let what = if e.is_timeout() {
+    let failure = if e.is_timeout() {
         "timed out"
     } else if e.is_connect() {
         "could not connect"
@@ -273,7 +290,7 @@ fn classify_error(url: &str, e: reqwest::Error) -> DeliveryError {
         "request failed"
     };
     // the source chain holds the cause (connection refused, reset…); reqwest's Display does not
-    let mut message = format!("webhook {}: {what}", redact_url(url));
+    let mut message = format!("{what} {}: {failure}", redact_url(url));
     if let Some(cause) = std::error::Error::source(&e) {
         message.push_str(": ");
         message.push_str(&scrub(crate::error::chain(cause), url));

@@ -116,6 +116,12 @@ fn firing_with_routing(s: &AppState, now: i64) -> Vec<(Alert, AlertRouting)> {
         .map(|(_, a)| a)
         .filter(|a| a.status == AlertStatus::Firing)
         .collect();
+    // with `external_labels`, as the receivers and the silences see them
+    if let Some(n) = rules.notifier() {
+        for a in &mut firing {
+            a.labels = a.labels.with_defaults(n.external_labels());
+        }
+    }
     firing.sort_by(|a, b| a.labels.cmp(&b.labels));
     let refs: Vec<&Alert> = firing.iter().collect();
     let routing = match rules.notifier() {

@@ -6,6 +6,7 @@ mod check;
 mod common;
 mod daemon;
 mod daemon_inproc;
+mod ha_alertmanager;
 mod import;
 mod notify_daemon;
 mod notify_receivers;

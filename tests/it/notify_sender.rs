@@ -80,7 +80,7 @@ fn receiver(
     permanent: bool,
     got: Arc<Mutex<Vec<String>>>,
 ) -> DeliverFn {
-    Arc::new(move |n: Notification| {
+    Arc::new(move |n: Notification, _| {
         let (clock, got) = (clock.clone(), got.clone());
         Box::pin(async move {
             if clock.now_ms() < down_until {
@@ -265,7 +265,7 @@ async fn tracker_states_become_notifications_once_across_a_restart() {
     let clock = Arc::new(ManualClock::new(450_000));
     let got = Arc::new(Mutex::new(Vec::new()));
     let seen = got.clone();
-    let deliver: DeliverFn = Arc::new(move |n: Notification| {
+    let deliver: DeliverFn = Arc::new(move |n: Notification, _| {
         let seen = seen.clone();
         Box::pin(async move {
             seen.lock().unwrap().push((n.change, n.alerts[0].status));
@@ -385,7 +385,7 @@ fn webhook_integration(addr: std::net::SocketAddr, timeout: std::time::Duration)
     };
     let client = tocsin::ingest::client();
     Integration {
-        deliver: Arc::new(move |n| {
+        deliver: Arc::new(move |n, _| {
             let (client, cfg) = (client.clone(), cfg.clone());
             Box::pin(async move { tocsin::notify::webhook::send(&client, &cfg, &n).await })
         }),
@@ -549,7 +549,7 @@ async fn after_shutdown_no_attempt_starts_and_the_rest_stays_queued() {
     let attempts = Arc::new(AtomicUsize::new(0));
     let (release, release_rx) = tokio::sync::watch::channel(false);
     let counter = attempts.clone();
-    let deliver: DeliverFn = Arc::new(move |_n| {
+    let deliver: DeliverFn = Arc::new(move |_n, _| {
         let (counter, mut release) = (counter.clone(), release_rx.clone());
         Box::pin(async move {
             counter.fetch_add(1, Ordering::SeqCst);

@@ -99,3 +99,31 @@ fn every_example_config_and_its_rules_pass_check() {
         );
     }
 }
+
+/// The topology examples of README's "When one machine is not enough", each a `tocsin.yml` at
+/// `fixtures/examples/<name>`, with the secrets its comment names.
+const TOPOLOGIES: &[(&str, &[&str])] = &[("ha-pair-alertmanager.yml", &["AM_TOKEN"])];
+
+#[test]
+fn every_topology_example_passes_check() {
+    let root = project_dir();
+    for (file, secrets) in TOPOLOGIES {
+        let config = format!("fixtures/examples/{file}");
+        let out = Command::new(BIN)
+            .args(["check", &config])
+            .current_dir(&root)
+            .envs(secrets.iter().map(|s| (s, "x")))
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "tocsin check {config} failed:\n{stdout}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            stdout.contains(&format!("{config}: notifications: ")),
+            "{config}: no route:\n{stdout}"
+        );
+    }
+}
