@@ -44,6 +44,7 @@ fn run(cli: Cli) -> Result<Outcome> {
             Ok(Outcome::Ok)
         }
         Command::Check { paths } => cli::check::check(paths),
+        Command::Import { file } => cli::import::import(&file),
         Command::Silence {
             action,
             url,

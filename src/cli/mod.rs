@@ -2,6 +2,7 @@
 //! the configuration, logging). This is the binary's edge: errors are `anyhow` here, typed below.
 
 pub(crate) mod check;
+pub(crate) mod import;
 pub(crate) mod probe;
 pub(crate) mod query;
 pub(crate) mod replay;
@@ -52,6 +53,19 @@ pub(crate) enum Command {
     Check {
         /// default: ./tocsin.yml
         paths: Vec<PathBuf>,
+    },
+    /// Convert alertmanager.yml or prometheus.yml into tocsin's configuration (YAML on stdout).
+    ///
+    /// Reads an Alertmanager configuration (route, receivers, inhibit_rules, time_intervals,
+    /// global SMTP settings) or a Prometheus one (global intervals, scrape_configs with
+    /// static_configs, rule_files) and prints tocsin's equivalent on stdout, to save as tocsin.yml
+    /// (or append to it). Every field that is not converted exactly is printed on stderr as
+    /// `file:line:col: field: note|changed|dropped: reason`. Exit 0: the conversion is exact
+    /// (notes only); 1: something changes meaning or was dropped (the output is still printed);
+    /// 2: the file cannot be read or parsed, is too large or too deep, or is neither kind.
+    Import {
+        /// alertmanager.yml or prometheus.yml (recognised by their top-level keys)
+        file: PathBuf,
     },
     /// Manage silences of a running daemon through its API (like amtool silence).
     Silence {

@@ -7,6 +7,7 @@
 //! Every field's doc comment is its user documentation.
 
 pub mod datasource;
+pub mod import;
 pub mod preflight;
 pub mod reference;
 pub mod secret;
@@ -269,8 +270,14 @@ impl Default for EvaluationConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TargetConfig {
-    /// Unique name; becomes the `job` label of every series from this target.
+    /// Unique name; becomes the `job` label of every series from this target unless `job` is set.
     pub name: Spanned<String>,
+    /// The `job` label of this target's metrics, health and probe series, when it is not the
+    /// name: several targets may share a job, as the instances of one Prometheus job do (each
+    /// target its own `instance`). A heartbeat's series keep the name, which pushes check in by.
+    /// Default: the name.
+    #[serde(default)]
+    pub job: Option<Spanned<String>>,
     /// URL of a Prometheus text-format endpoint, e.g. `http://127.0.0.1:8000/metrics`.
     #[serde(default)]
     pub metrics: Option<Spanned<String>>,
@@ -340,6 +347,13 @@ pub struct HeartbeatConfig {
     /// Default `0s`.
     #[serde(default)]
     pub grace: PromDuration,
+}
+
+impl TargetConfig {
+    /// The value of the `job` label of this target's series: `job`, or the name.
+    pub fn job_label(&self) -> &str {
+        self.job.as_ref().map_or(&self.name.value, |j| &j.value)
+    }
 }
 
 /// What a probe checks.
@@ -654,6 +668,8 @@ impl<'de> Deserialize<'de> for ByteSize {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Target {
     pub name: String,
+    /// the `job` label: `job`, or the name
+    pub job: String,
     pub metrics: Option<url::Url>,
     pub health: Option<url::Url>,
     pub labels: BTreeMap<String, String>,
@@ -951,6 +967,16 @@ impl Config {
                     format!("duplicate target name {name:?} (first at line {first})"),
                 );
             }
+            if let Some(job) = &t.job
+                && job.value.is_empty()
+            {
+                err(
+                    job.referenced.line(),
+                    job.referenced.column(),
+                    field("job"),
+                    "must not be empty".into(),
+                );
+            }
             if t.metrics.is_none()
                 && t.health.is_none()
                 && t.probes.is_empty()
@@ -1205,6 +1231,7 @@ impl Config {
                         .map(|s| url::Url::parse(&s.value).expect("validated url"))
                 };
                 Ok(Target {
+                    job: t.job_label().to_string(),
                     metrics: parse(&t.metrics),
                     health: parse(&t.health),
                     labels: t.labels.clone(),

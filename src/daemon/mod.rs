@@ -197,7 +197,7 @@ impl Daemon {
             grace: cfg
                 .targets
                 .iter()
-                .map(|t| (t.name.value.clone(), t.startup_grace.as_millis()))
+                .map(|t| (t.job_label().to_string(), t.startup_grace.as_millis()))
                 .collect(),
             external_labels: Default::default(),
             external_url: format!("http://{addr}"),

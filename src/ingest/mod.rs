@@ -10,7 +10,7 @@
 //! - [`scheduler`]: one task per endpoint at a stable offset, and the store's periodic flush.
 //! - [`selfscrape`]: tocsin's own metrics stored in-process as target `job="tocsin"`.
 //!
-//! Series labels: every series from a target gets the target's `labels`, `job` = target name and
+//! Series labels: every series from a target gets the target's `labels`, `job` = the target's `job` (its name by default) and
 //! `instance` = host:port of the URL. Health-probe series also get `probe="health"`, so the probe's
 //! `up` and the metrics scrape's `up` stay apart. An exposed label that collides with one of these
 //! is kept as `exported_<name>` (Prometheus's `honor_labels: false`). A `tcp`/`tls`/`dns`/`smtp`
@@ -51,7 +51,7 @@ pub fn metrics_base_labels(target: &Target, url: &url::Url) -> Labels {
             .iter()
             .map(|(k, v)| (k.clone(), v.clone()))
             .chain([
-                ("job".to_string(), target.name.clone()),
+                ("job".to_string(), target.job.clone()),
                 ("instance".to_string(), instance_of(url)),
             ]),
     )

@@ -8,6 +8,7 @@ mod daemon;
 mod daemon_inproc;
 mod datasource;
 mod ha_alertmanager;
+mod import;
 mod notify_daemon;
 mod notify_receivers;
 mod notify_route;

@@ -213,7 +213,7 @@ pub fn base_labels(target: &Target, probe: &Probe) -> Labels {
             .chain(&probe.config.labels)
             .map(|(k, v)| (k.clone(), v.clone()))
             .chain([
-                ("job".to_string(), target.name.clone()),
+                ("job".to_string(), target.job.clone()),
                 ("instance".to_string(), instance_of(probe)),
                 ("probe".to_string(), probe.name.clone()),
             ]),
