@@ -162,15 +162,29 @@ class Receiver:
         self.lock = threading.Lock()
         self.hits = []  # dicts: t, key, body
         self.server = None
+        self.is_down = False
+        # while down, the port stays bound but not listening (connection refused), so no other
+        # process can take it meanwhile: a test suite run beside this once did, and its daemons'
+        # notifications were counted as this daemon's
+        self.placeholder = None
         self.up()
 
     def up(self):
         recv = self
+        if self.placeholder is not None:
+            self.placeholder.close()
+            self.placeholder = None
+        self.is_down = False
 
         class H(http.server.BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
 
             def do_POST(self):
+                if recv.is_down:
+                    # a kept-alive connection outlives the listener: drop it unanswered, as a
+                    # receiver that went away would (before, deliveries went on through it)
+                    self.close_connection = True
+                    return
                 n = int(self.headers.get("Content-Length") or 0)
                 raw = self.rfile.read(n)
                 try:
@@ -201,9 +215,14 @@ class Receiver:
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
     def down(self):
+        self.is_down = True
         self.server.shutdown()
         self.server.server_close()
         self.server = None
+        p = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        p.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        p.bind(("127.0.0.1", self.port))
+        self.placeholder = p
 
     def snapshot(self):
         with self.lock:
