@@ -342,7 +342,8 @@ fn the_prometheus_example_becomes_one_target_per_address_with_prometheus_labels(
     let api = targets.iter().find(|t| t.job == "payments-api").unwrap();
     assert_eq!((api.sample_limit, api.label_limits.label_limit), (5000, 40));
     assert!(api.bearer_token.is_some());
-    // file_sd, relabelling, external labels and the alertmanagers are reported
+    // external labels are kept (tocsin has them); file_sd, relabelling and the alertmanagers
+    // are reported
     let reported: Vec<(&str, Effect)> = conversion
         .findings
         .iter()
@@ -352,7 +353,6 @@ fn the_prometheus_example_becomes_one_target_per_address_with_prometheus_labels(
     assert_eq!(
         reported,
         [
-            ("global.external_labels", Effect::Dropped),
             ("alerting.alertmanagers", Effect::Dropped),
             ("scrape_configs[4].file_sd_configs", Effect::Dropped),
             ("scrape_configs[4].relabel_configs", Effect::Dropped),

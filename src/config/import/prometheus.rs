@@ -48,6 +48,7 @@ pub(crate) fn convert(root: &Node, cx: &mut Cx) -> Out {
         limits: Limits::default(),
     };
     let mut evaluation = PROMETHEUS_INTERVAL.to_string();
+    let mut external = None;
     if let Some(g) = root.get("global") {
         for (key, k, v) in cx.map(g, "global") {
             let f = join("global", &key);
@@ -63,11 +64,20 @@ pub(crate) fn convert(root: &Node, cx: &mut Cx) -> Out {
                         evaluation = d
                     }
                 }
-                "external_labels" => cx.dropped(
-                    k,
-                    &f,
-                    "tocsin has no external labels: its alerts and notifications will not carry them",
-                ),
+                "external_labels" => {
+                    let mut m = MapOut::new();
+                    for (lk, _, lv) in cx.map(v, &f) {
+                        if let Some(val) = cx.text(lv, &join(&f, &lk)) {
+                            m.put(&lk, Out::str(val));
+                        }
+                    }
+                    external = Some(m.done());
+                    cx.note(
+                        k,
+                        &f,
+                        "tocsin adds them to the alerts its receivers get and to /api/v2/alerts, as Prometheus adds them to what it sends Alertmanager",
+                    );
+                }
                 "rule_query_offset" => cx.dropped(
                     k,
                     &f,
@@ -113,6 +123,9 @@ pub(crate) fn convert(root: &Node, cx: &mut Cx) -> Out {
     let mut ev = MapOut::new();
     ev.put("interval", Out::str(evaluation));
     out.put("evaluation", ev.done());
+    if let Some(labels) = external {
+        out.put("external_labels", labels);
+    }
 
     let mut rule_files = Vec::new();
     let mut targets = Vec::new();
