@@ -58,6 +58,38 @@ pub struct EndpointStatus {
     pub labels: Vec<(String, String)>,
 }
 
+impl EndpointStatus {
+    /// An endpoint of `target` not run yet: nothing known but what the configuration says.
+    fn configured(
+        target: &Target,
+        kind: &'static str,
+        probe: Option<String>,
+        url: String,
+        interval: Duration,
+        labels: &crate::labels::Labels,
+    ) -> EndpointStatus {
+        EndpointStatus {
+            target: target.name.clone(),
+            kind,
+            probe,
+            url,
+            interval_seconds: interval.as_secs_f64(),
+            last_scrape_ms: None,
+            last_duration_seconds: None,
+            up: None,
+            last_error: None,
+            samples: 0,
+            first_seen_ms: None,
+            startup_grace_seconds: target.startup_grace.0.as_secs_f64(),
+            checks: Vec::new(),
+            labels: labels
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        }
+    }
+}
+
 /// Shared state the HTTP server reads (`/status`, `/api/v1/targets`): each endpoint's last outcome,
 /// where a health endpoint counts as up only when it answered healthy ([`EndpointStatus::up`]).
 /// Keyed by (target, kind); a probe's key is (`target/probe`, kind), as a target may have several.
@@ -138,28 +170,17 @@ impl Scheduler {
                 let Some(url) = url.clone() else { continue };
                 self.status.endpoints.write().expect("status lock").insert(
                     (target.name.clone(), kind),
-                    EndpointStatus {
-                        target: target.name.clone(),
+                    EndpointStatus::configured(
+                        &target,
                         kind,
-                        url: url.to_string(),
-                        probe: None,
-                        interval_seconds: target.interval.0.as_secs_f64(),
-                        last_scrape_ms: None,
-                        last_duration_seconds: None,
-                        up: None,
-                        last_error: None,
-                        samples: 0,
-                        first_seen_ms: None,
-                        startup_grace_seconds: target.startup_grace.0.as_secs_f64(),
-                        checks: Vec::new(),
-                        labels: match kind {
+                        None,
+                        url.to_string(),
+                        target.interval.0,
+                        &match kind {
                             "metrics" => super::metrics_base_labels(&target, &url),
                             _ => super::health_base_labels(&target, &url),
-                        }
-                        .iter()
-                        .map(|(k, v)| (k.to_string(), v.to_string()))
-                        .collect(),
-                    },
+                        },
+                    ),
                 );
                 let me = self.clone();
                 let target = target.clone();
@@ -172,25 +193,14 @@ impl Scheduler {
                 let key = format!("{}/{}", target.name, probe.name);
                 self.status.endpoints.write().expect("status lock").insert(
                     (key.clone(), kind),
-                    EndpointStatus {
-                        target: target.name.clone(),
+                    EndpointStatus::configured(
+                        &target,
                         kind,
-                        probe: Some(probe.name.clone()),
-                        url: super::probe::describe(&probe),
-                        interval_seconds: probe.interval.0.as_secs_f64(),
-                        last_scrape_ms: None,
-                        last_duration_seconds: None,
-                        up: None,
-                        last_error: None,
-                        samples: 0,
-                        first_seen_ms: None,
-                        startup_grace_seconds: target.startup_grace.0.as_secs_f64(),
-                        checks: Vec::new(),
-                        labels: super::probe::base_labels(&target, &probe)
-                            .iter()
-                            .map(|(k, v)| (k.to_string(), v.to_string()))
-                            .collect(),
-                    },
+                        Some(probe.name.clone()),
+                        super::probe::describe(&probe),
+                        probe.interval.0,
+                        &super::probe::base_labels(&target, &probe),
+                    ),
                 );
                 let me = self.clone();
                 let target = target.clone();
@@ -201,25 +211,14 @@ impl Scheduler {
                 let cell = self.heartbeats.register(&target.name);
                 self.status.endpoints.write().expect("status lock").insert(
                     (target.name.clone(), "heartbeat"),
-                    EndpointStatus {
-                        target: target.name.clone(),
-                        kind: "heartbeat",
-                        probe: None,
-                        url: format!("/api/v1/heartbeat/{}", target.name),
-                        interval_seconds: hb.expected_interval.0.as_secs_f64(),
-                        last_scrape_ms: None,
-                        last_duration_seconds: None,
-                        up: None,
-                        last_error: None,
-                        samples: 0,
-                        first_seen_ms: None,
-                        startup_grace_seconds: target.startup_grace.0.as_secs_f64(),
-                        checks: Vec::new(),
-                        labels: super::heartbeat_base_labels(&target)
-                            .iter()
-                            .map(|(k, v)| (k.to_string(), v.to_string()))
-                            .collect(),
-                    },
+                    EndpointStatus::configured(
+                        &target,
+                        "heartbeat",
+                        None,
+                        format!("/api/v1/heartbeat/{}", target.name),
+                        hb.expected_interval.0,
+                        &super::heartbeat_base_labels(&target),
+                    ),
                 );
                 let me = self.clone();
                 let target = target.clone();
