@@ -16,6 +16,7 @@
 //! reject `gt $value 1` for mixing float and int; accepting it is the kinder choice).
 
 mod format;
+mod gotime;
 mod parse;
 mod render;
 
@@ -51,6 +52,8 @@ pub struct TemplateData<'a> {
     pub external_labels: &'a BTreeMap<String, String>,
     pub external_url: &'a str,
     pub value: f64,
+    /// the evaluation time in ms (`now`)
+    pub time_ms: i64,
 }
 
 /// One sample of a `query` result.
@@ -138,6 +141,10 @@ pub(super) const FUNCS: &[&str] = &[
     "parseDuration",
     "pathPrefix",
     "externalURL",
+    "toDuration",
+    "toTime",
+    "now",
+    "urlQueryEscape",
     "eq",
     "ne",
     "lt",
@@ -233,6 +240,7 @@ mod tests {
             external_labels: &ext,
             external_url: "http://tocsin.example:9477/x",
             value,
+            time_ms: 1_353_755_652_000,
         };
         struct Q;
         impl QueryFn for Q {
@@ -257,6 +265,75 @@ mod tests {
 
     fn render(t: &str, value: f64) -> String {
         render_with(t, &[("instance", "host:1"), ("job", "api")], value).unwrap()
+    }
+
+    #[test]
+    fn time_functions_as_prometheus_3() {
+        // expected values from Prometheus's template_test.go (its `now` is 1353755652 s, as here)
+        for (t, want) in [
+            ("{{ (1800 | toDuration).String }}", "30m0s"),
+            (r#"{{ ("1800" | toDuration).String }}"#, "30m0s"),
+            ("{{ 5400 | toDuration }}", "1h30m0s"),
+            ("{{ (90 | toDuration).Minutes }}", "1.5"),
+            ("{{ now }}", "1.353755652e+09"),
+            // `%v` of a float64, as promtool renders `{{ $value }}`
+            ("{{ 123456 }}", "123456"),
+            ("{{ 1234567.0 }}", "1.234567e+06"),
+            ("{{ 0.0001 }}", "0.0001"),
+            ("{{ 0.00001 }}", "1e-05"),
+            (
+                r#"{{ (now | toTime).Format "Mon Jan 2 15:04:05 2006" }}"#,
+                "Sat Nov 24 11:14:12 2012",
+            ),
+            (
+                r#"{{ ("-30m" | parseDuration | toDuration | (now | toTime).Add).UnixMilli }}"#,
+                "1353753852000",
+            ),
+            (r#"{{ (1435065584.128 | toTime).Format "2006" }}"#, "2015"),
+            (r#"{{ ("1435065584.128" | toTime).Format "2006" }}"#, "2015"),
+            (
+                "{{ 1435065584.128 | toTime }}",
+                "2015-06-23 13:19:44.128 +0000 UTC",
+            ),
+            (
+                r#"{{ $t := now | toTime }}{{ $t.Format "15:04" }}"#,
+                "11:14",
+            ),
+            (
+                r#"{{ "a b&c=d/é~*" | urlQueryEscape }}"#,
+                "a+b%26c%3Dd%2F%C3%A9~%2A",
+            ),
+        ] {
+            assert_eq!(render(t, 0.0), want, "{t}");
+        }
+        for (t, err) in [
+            ("{{ (1 | toDuration).Nope }}", "can't evaluate field Nope"),
+            (
+                r#"{{ (1 | toDuration).Format "x" }}"#,
+                "can't evaluate field Format",
+            ),
+            ("{{ 1e300 | toTime }}", "cannot be converted to a time"),
+            (r#"{{ "x" | toDuration }}"#, "cannot convert"),
+            ("{{ (now | toTime).Add 5 }}", "not a duration"),
+            (
+                r#"{{ (now | toTime).Format "2006" "x" }}"#,
+                "want 1 arguments",
+            ),
+        ] {
+            let got = render_with(t, &[], 0.0);
+            assert!(
+                matches!(&got, Err(e) if e.to_string().contains(err)),
+                "{t}: {got:?}"
+            );
+        }
+        let long = format!(
+            r#"{{{{ (now | toTime).Format "{}" }}}}"#,
+            "2006".repeat(300)
+        );
+        assert!(
+            render_with(&long, &[], 0.0).is_err(),
+            "an overlong layout is refused"
+        );
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! Rendering: [`Node`]s over [`TemplateData`], with Prometheus's template functions.
 
 use super::format::*;
+use super::gotime;
 use super::*;
 
 #[derive(Debug, Clone, PartialEq)]
@@ -13,6 +14,12 @@ pub(super) enum Val {
     Map(BTreeMap<String, String>),
     Results(Vec<QueryResult>),
     Result(QueryResult),
+    /// a Go integer (`Time.Unix`, `Duration.Milliseconds`): printed without an exponent
+    Int(i64),
+    /// Go's `time.Duration` (`toDuration`): nanoseconds
+    Duration(i64),
+    /// Go's `time.Time` in UTC (`toTime`): nanoseconds since the epoch
+    Time(i64),
 }
 
 impl Val {
@@ -22,10 +29,11 @@ impl Val {
             Val::Root => true,
             Val::Str(s) => !s.is_empty(),
             Val::Num(n) => *n != 0.0,
+            Val::Int(n) => *n != 0,
             Val::Bool(b) => *b,
             Val::Map(m) => !m.is_empty(),
             Val::Results(r) => !r.is_empty(),
-            Val::Result(_) => true,
+            Val::Result(_) | Val::Duration(_) | Val::Time(_) => true,
         }
     }
 
@@ -35,6 +43,7 @@ impl Val {
             Val::Root => "map[]".into(),
             Val::Str(s) => s.clone(),
             Val::Num(n) => go_float_v(*n),
+            Val::Int(n) => n.to_string(),
             Val::Bool(b) => b.to_string(),
             Val::Map(m) => {
                 let parts: Vec<String> = m.iter().map(|(k, v)| format!("{k}:{v}")).collect();
@@ -52,12 +61,15 @@ impl Val {
                 Val::Map(q.labels.clone()).print(),
                 go_float_v(q.value)
             ),
+            Val::Duration(d) => gotime::duration_string(*d),
+            Val::Time(t) => gotime::time_string(*t),
         }
     }
 
     pub(super) fn num(&self) -> Result<f64, String> {
         match self {
             Val::Num(n) => Ok(*n),
+            Val::Int(n) => Ok(*n as f64),
             Val::Bool(b) => Ok(f64::from(u8::from(*b))),
             Val::Str(s) => s
                 .trim()
@@ -219,6 +231,7 @@ impl Renderer<'_> {
                 (Val::Map(m), k) => m.get(k).map(|s| Val::Str(s.clone())).unwrap_or(Val::Nil),
                 (Val::Result(q), "Labels") => Val::Map(q.labels.clone()),
                 (Val::Result(q), "Value") => Val::Num(q.value),
+                (Val::Duration(_) | Val::Time(_), _) => self.method(&v, f, Vec::new())?,
                 (other, k) => {
                     return Err(TemplateError::Render(format!(
                         "can't evaluate field {k} in {}",
@@ -266,6 +279,45 @@ impl Renderer<'_> {
                     args.push(p);
                 }
                 self.call(f, args)
+            }
+            // a field of a parenthesized value, `(query "up" | first).Labels`, and a method with
+            // arguments, `(now | toTime).Format "2006"`, `$t.Add $d`
+            a @ (Arg::Sub(_) | Arg::Var(..) | Arg::Field(_)) if cmd.len() > 1 || prev.is_some() => {
+                let (base, method, rest) = match (a, cmd.get(1)) {
+                    (Arg::Sub(_), Some(Arg::Field(fields))) if !fields.is_empty() => {
+                        let base = self.arg(a, dot)?;
+                        let (last, init) = fields.split_last().expect("not empty");
+                        (self.field(base, init)?, last.clone(), &cmd[2..])
+                    }
+                    (Arg::Var(name, fields), _) if !fields.is_empty() => {
+                        let (last, init) = fields.split_last().expect("not empty");
+                        let var = Arg::Var(name.clone(), init.to_vec());
+                        (self.arg(&var, dot)?, last.clone(), &cmd[1..])
+                    }
+                    (Arg::Field(fields), _) => {
+                        let (last, init) = fields.split_last().expect("a field has a name");
+                        (self.field(dot.clone(), init)?, last.clone(), &cmd[1..])
+                    }
+                    _ => {
+                        return Err(TemplateError::Render(
+                            "can't give argument to non-function".into(),
+                        ));
+                    }
+                };
+                if !matches!(base, Val::Duration(_) | Val::Time(_)) {
+                    if !rest.is_empty() || prev.is_some() {
+                        return Err(TemplateError::Render(
+                            "can't give argument to non-function".into(),
+                        ));
+                    }
+                    return self.field(base, std::slice::from_ref(&method));
+                }
+                let mut args = Vec::with_capacity(rest.len() + 1);
+                for a in rest {
+                    args.push(self.arg(a, dot)?);
+                }
+                args.extend(prev);
+                self.method(&base, &method, args)
             }
             a => {
                 if cmd.len() > 1 || prev.is_some() {
@@ -462,9 +514,38 @@ impl Renderer<'_> {
             }
             "parseDuration" => {
                 want(1)?;
-                let d = crate::duration::PromDuration::parse(&s(&args[0]))
-                    .map_err(|x| e(x.to_string()))?;
-                Val::Num(d.as_millis() as f64 / 1000.0)
+                // Prometheus 3's `model.ParseDurationAllowNegative`: `-30m` is -1800
+                let text = s(&args[0]);
+                let (sign, text) = match text.strip_prefix('-') {
+                    Some(rest) => (-1.0, rest.to_string()),
+                    None => (1.0, text),
+                };
+                let d =
+                    crate::duration::PromDuration::parse(&text).map_err(|x| e(x.to_string()))?;
+                Val::Num(sign * d.as_millis() as f64 / 1000.0)
+            }
+            "toDuration" => {
+                want(1)?;
+                Val::Duration(gotime::seconds_to_nanos(num0(&args)?))
+            }
+            "toTime" => {
+                want(1)?;
+                let v = num0(&args)?;
+                if !v.is_finite() || v.abs() >= 9.2e9 {
+                    return Err(e(format!(
+                        "{} cannot be converted to a time",
+                        go_float_v(v)
+                    )));
+                }
+                Val::Time(gotime::seconds_to_nanos(v))
+            }
+            "now" => {
+                want(0)?;
+                Val::Num(self.data.time_ms as f64 / 1000.0)
+            }
+            "urlQueryEscape" => {
+                want(1)?;
+                Val::Str(url_query_escape(&s(&args[0])))
             }
             "externalURL" => Val::Str(self.data.external_url.to_string()),
             "pathPrefix" => {
@@ -571,4 +652,98 @@ impl Renderer<'_> {
             other => return Err(e(format!("function {other:?} not defined"))),
         })
     }
+}
+
+impl Renderer<'_> {
+    /// A method of a Go `time.Duration` or `time.Time` value.
+    pub(super) fn method(
+        &self,
+        base: &Val,
+        name: &str,
+        args: Vec<Val>,
+    ) -> Result<Val, TemplateError> {
+        let e = |m: String| TemplateError::Render(format!("error calling {name}: {m}"));
+        let want = |n: usize| {
+            if args.len() == n {
+                Ok(())
+            } else {
+                Err(e(format!("want {n} arguments, got {}", args.len())))
+            }
+        };
+        Ok(match (base, name) {
+            (Val::Duration(d), "String") => {
+                want(0)?;
+                Val::Str(gotime::duration_string(*d))
+            }
+            (Val::Duration(d), "Seconds" | "Minutes" | "Hours") => {
+                want(0)?;
+                let div = match name {
+                    "Seconds" => 1e9,
+                    "Minutes" => 60e9,
+                    _ => 3600e9,
+                };
+                Val::Num(*d as f64 / div)
+            }
+            (Val::Duration(d), "Milliseconds") => {
+                want(0)?;
+                Val::Int(*d / 1_000_000)
+            }
+            (Val::Time(t), "String") => {
+                want(0)?;
+                Val::Str(gotime::time_string(*t))
+            }
+            (Val::Time(t), "Unix") => {
+                want(0)?;
+                Val::Int(t.div_euclid(1_000_000_000))
+            }
+            (Val::Time(t), "UnixMilli") => {
+                want(0)?;
+                Val::Int(t.div_euclid(1_000_000))
+            }
+            (Val::Time(t), "UTC") => {
+                want(0)?;
+                Val::Time(*t)
+            }
+            (Val::Time(t), "Format") => {
+                want(1)?;
+                let layout = args[0].print();
+                if layout.len() > MAX_LAYOUT_BYTES {
+                    return Err(e(format!("layout longer than {MAX_LAYOUT_BYTES} bytes")));
+                }
+                Val::Str(gotime::format(*t, &layout))
+            }
+            (Val::Time(t), "Add") => {
+                want(1)?;
+                match &args[0] {
+                    Val::Duration(d) => Val::Time(t.saturating_add(*d)),
+                    other => return Err(e(format!("Add of {}, not a duration", other.print()))),
+                }
+            }
+            (other, _) => {
+                return Err(TemplateError::Render(format!(
+                    "can't evaluate field {name} in {}",
+                    other.print()
+                )));
+            }
+        })
+    }
+}
+
+/// The longest layout `Time.Format` takes (its output is at most a few times longer).
+const MAX_LAYOUT_BYTES: usize = 1024;
+
+/// Go's `url.QueryEscape`: letters, digits and `-_.~` as they are, a space as `+`, every other
+/// byte as `%XX`.
+fn url_query_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        match b {
+            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                out.push(b as char)
+            }
+            b' ' => out.push('+'),
+            _ => out.push_str(&format!("%{b:02X}")),
+        }
+    }
+    out
 }
