@@ -44,6 +44,8 @@ pub struct SelfMetrics {
     /// 1 when the last rule reload succeeded (or none happened), 0 after a failed one
     pub rule_reload_success: Gauge,
     pub rule_group_last_duration_seconds: Family<GroupLabels, Gauge<f64, AtomicU64>>,
+    /// every evaluation's duration, by group (Prometheus has it as a summary over all groups)
+    pub rule_group_duration_seconds: Family<GroupLabels, Histogram, fn() -> Histogram>,
     pub rule_group_iterations_missed: Family<GroupLabels, Counter>,
     pub rule_evaluation_failures: Family<GroupLabels, Counter>,
     /// 1 when the datasource's last query was answered (a query error included), 0 when it
@@ -65,6 +67,12 @@ pub struct SelfMetrics {
     /// delivery attempts by integration (`ops/webhook`) and result
     pub notifications: Family<DeliveryLabels, Counter>,
     pub notification_outbox_depth: Gauge,
+    /// time one delivery attempt took (a request, an SMTP transaction), by integration, delivered
+    /// or not: Alertmanager's `alertmanager_notification_latency_seconds`
+    pub notification_latency_seconds: Family<IntegrationLabels, Histogram, fn() -> Histogram>,
+    /// from the moment a notification was queued to its delivery, retries and waits included
+    pub notification_delivery_delay_seconds:
+        Family<IntegrationLabels, Histogram, fn() -> Histogram>,
     /// age of the oldest notification waiting for delivery, 0 when none waits
     pub notification_outbox_oldest_age_seconds: Gauge<f64, AtomicU64>,
     /// 0 closed, 1 open, 2 half-open
@@ -141,6 +149,16 @@ pub struct GroupLabels {
 pub struct StateLabels {
     /// `pending` or `firing`
     pub state: &'static str,
+}
+
+/// Buckets for work that takes milliseconds to seconds: 1 ms to ~65 s, doubling.
+fn latency_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.001, 2.0, 17))
+}
+
+/// Buckets for waits that take seconds to hours (retries, a receiver down): 0.1 s to ~4.6 h.
+fn delay_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.1, 2.0, 18))
 }
 
 impl SelfMetrics {
@@ -319,6 +337,33 @@ impl SelfMetrics {
             "Notifications waiting in the outbox for delivery or retry",
             notification_outbox_depth.clone(),
         );
+        let notification_latency_seconds =
+            Family::<IntegrationLabels, Histogram, fn() -> Histogram>::new_with_constructor(
+                latency_histogram,
+            );
+        registry.register(
+            "notification_latency_seconds",
+            "Time one notification delivery attempt took, by integration",
+            notification_latency_seconds.clone(),
+        );
+        let notification_delivery_delay_seconds =
+            Family::<IntegrationLabels, Histogram, fn() -> Histogram>::new_with_constructor(
+                delay_histogram,
+            );
+        registry.register(
+            "notification_delivery_delay_seconds",
+            "Time from queueing a notification to its delivery, retries included, by integration",
+            notification_delivery_delay_seconds.clone(),
+        );
+        let rule_group_duration_seconds =
+            Family::<GroupLabels, Histogram, fn() -> Histogram>::new_with_constructor(
+                latency_histogram,
+            );
+        registry.register(
+            "rule_group_duration_seconds",
+            "Time one evaluation of a rule group took, by group",
+            rule_group_duration_seconds.clone(),
+        );
         let notification_breaker_state = Family::<IntegrationLabels, Gauge>::default();
         registry.register(
             "notification_breaker_state",
@@ -348,6 +393,9 @@ impl SelfMetrics {
             notifications_shadow,
             notifications,
             notification_outbox_depth,
+            notification_latency_seconds,
+            notification_delivery_delay_seconds,
+            rule_group_duration_seconds,
             notification_breaker_state,
             rule_reload_success,
             rule_group_last_duration_seconds,

@@ -533,6 +533,20 @@ async fn a_hanging_webhook_does_not_delay_another_receivers_delivery() {
         ),
         "{text}"
     );
+    // each attempt's duration, delivered or not; the delay from queueing only for a delivery
+    for line in [
+        r#"tocsin_notification_latency_seconds_count{integration="live/webhook"} 1"#,
+        r#"tocsin_notification_latency_seconds_count{integration="dead/webhook"} 1"#,
+        r#"tocsin_notification_delivery_delay_seconds_count{integration="live/webhook"} 1"#,
+    ] {
+        assert!(text.contains(line), "{line} missing:\n{text}");
+    }
+    assert!(
+        !text.contains(
+            r#"tocsin_notification_delivery_delay_seconds_count{integration="dead/webhook"}"#
+        ),
+        "a failed attempt is no delivery: {text}"
+    );
 }
 
 #[tokio::test]
