@@ -77,6 +77,29 @@ pub struct WebhookRaw {
     /// Whether resolved alerts are sent (and a group whose alerts all resolved). Default `true`.
     #[serde(default)]
     pub send_resolved: Option<bool>,
+    /// A Go template for the request body, instead of Alertmanager's JSON: for services that
+    /// want their own shape (Slack, Microsoft Teams, Discord, Mattermost, ntfy, PagerDuty: see
+    /// `fixtures/examples/recipes/`). It sees Alertmanager's template data: `.Status`,
+    /// `.Receiver`, `.GroupLabels`, `.CommonLabels`, `.CommonAnnotations`, `.ExternalURL`,
+    /// `.GroupKey`, `.TruncatedAlerts` and `.Alerts` (`.Alerts.Firing`, `.Alerts.Resolved`), each
+    /// alert with `.Status`, `.Labels`, `.Annotations`, `.StartsAt`, `.EndsAt`, `.GeneratorURL`
+    /// and `.Fingerprint`; and `.Secret` (see `body_secret_env`). Prometheus's template functions
+    /// apply, plus `toJson` (any value as JSON: write `{{ .CommonAnnotations.summary | toJson }}`
+    /// for a JSON string, quoted and escaped) and `join`. Checked when the configuration loads;
+    /// at most 1 MiB of output.
+    #[serde(default)]
+    pub body: Option<Spanned<String>>,
+    /// The `Content-Type` of a templated `body`. Default `application/json`.
+    #[serde(default)]
+    pub content_type: Option<String>,
+    /// Name of an environment variable holding a secret the body needs (a PagerDuty routing
+    /// key), `.Secret` in the `body` template.
+    #[serde(default)]
+    pub body_secret_env: Option<String>,
+    /// Path of a file holding the body's secret (trailing newline ignored; a regular file of at
+    /// most 64 KiB); instead of `body_secret_env`.
+    #[serde(default)]
+    pub body_secret_file: Option<String>,
 }
 
 /// The URL shown redacted ([`redact_url`](crate::notify::webhook::redact_url)).
@@ -98,6 +121,10 @@ impl std::fmt::Debug for WebhookRaw {
             .field("timeout", &self.timeout)
             .field("max_alerts", &self.max_alerts)
             .field("send_resolved", &self.send_resolved)
+            .field("body", &self.body.as_ref().map(|b| b.value.len()))
+            .field("content_type", &self.content_type)
+            .field("body_secret_env", &self.body_secret_env)
+            .field("body_secret_file", &self.body_secret_file)
             .finish()
     }
 }
@@ -283,6 +310,18 @@ pub enum ReceiverErrorKind {
     /// A webhook has none or more than one of `url`, `url_env` and `url_file`.
     #[error("set exactly one of url, url_env and url_file")]
     UrlSource,
+    /// A webhook `body` template does not parse (its own line and column in the message).
+    #[error("template: {0}")]
+    BodyTemplate(String),
+    /// Both `body_secret_env` and `body_secret_file` are set.
+    #[error("set at most one of body_secret_env and body_secret_file")]
+    BodySecretSource,
+    /// `content_type` or a body secret without a `body`.
+    #[error("content_type, body_secret_env and body_secret_file need a body template")]
+    BodyFieldsWithoutBody,
+    /// `content_type` is empty, longer than 256 bytes or holds a control character.
+    #[error("not a valid content type")]
+    BadContentType,
     /// An email integration has an empty `to`.
     #[error("needs at least one recipient")]
     NoRecipient,
@@ -364,6 +403,42 @@ pub fn validate(list: &[ReceiverConfig]) -> Vec<ReceiverError> {
                     format!("{at}.webhook.url"),
                     u.referenced,
                     ReceiverErrorKind::InvalidUrl(crate::notify::webhook::redact_url(&u.value)),
+                );
+            }
+            if let Some(b) = &w.body
+                && let Err(e) = crate::rules::template::Template::parse(&b.value)
+            {
+                push(
+                    format!("{at}.webhook.body"),
+                    b.referenced,
+                    ReceiverErrorKind::BodyTemplate(e.to_string()),
+                );
+            }
+            if w.body_secret_env.is_some() && w.body_secret_file.is_some() {
+                push(
+                    format!("{at}.webhook"),
+                    r.name.referenced,
+                    ReceiverErrorKind::BodySecretSource,
+                );
+            }
+            if w.body.is_none()
+                && (w.content_type.is_some()
+                    || w.body_secret_env.is_some()
+                    || w.body_secret_file.is_some())
+            {
+                push(
+                    format!("{at}.webhook"),
+                    r.name.referenced,
+                    ReceiverErrorKind::BodyFieldsWithoutBody,
+                );
+            }
+            if let Some(ct) = &w.content_type
+                && (ct.is_empty() || ct.len() > 256 || ct.chars().any(|c| c.is_control()))
+            {
+                push(
+                    format!("{at}.webhook.content_type"),
+                    r.name.referenced,
+                    ReceiverErrorKind::BadContentType,
                 );
             }
         }
@@ -550,6 +625,36 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_webhook_body_is_checked_at_load() {
+        let list: Vec<ReceiverConfig> = serde_saphyr::from_str(
+            r#"
+- name: a
+  webhook:
+    url: "http://127.0.0.1:1/hook"
+    body: "{{ .Status | nope }}"
+- name: b
+  webhook: { url: "http://127.0.0.1:1/hook", content_type: text/plain }
+- name: c
+  webhook: { url: "http://127.0.0.1:1/", body: x, body_secret_env: A, body_secret_file: /f }
+"#,
+        )
+        .unwrap();
+        let e: Vec<String> = validate(&list)
+            .iter()
+            .map(|e| format!("{}:{}: {e}", e.at.line(), e.at.column()))
+            .collect();
+        let e = e.join("\n");
+        for want in [
+            "5:11: receivers[0] (\"a\").webhook.body: template: ",
+            "function \"nope\" not defined",
+            "receivers[1] (\"b\").webhook: content_type, body_secret_env and body_secret_file need a body template",
+            "receivers[2] (\"c\").webhook: set at most one of body_secret_env and body_secret_file",
+        ] {
+            assert!(e.contains(want), "{want} missing in:\n{e}");
+        }
+    }
 
     #[test]
     fn receivers_validate_with_every_error() {

@@ -90,7 +90,55 @@ fn webhook_config(url: String) -> WebhookConfig {
         timeout: Duration::from_secs(5),
         max_alerts: 0,
         send_resolved: true,
+        body: None,
     }
+}
+
+/// A templated body goes out as rendered, with its content type, signed like any other body.
+#[tokio::test]
+async fn a_templated_webhook_body_is_posted_with_its_content_type_and_signature() {
+    let hook = WebhookSink::start(Answer::Status(200)).await;
+    let template = tocsin::rules::template::Template::parse(
+        "{{ .Status }} {{ len .Alerts.Firing }}/{{ len .Alerts }} {{ .Secret }} \
+         {{ range .Alerts }}[{{ .Labels.instance }} {{ .StartsAt.Format \"15:04\" }}]{{ end }} {{ now }}",
+    )
+    .unwrap();
+    let cfg = WebhookConfig {
+        secret: Some("s3cret".into()),
+        body: Some(webhook::WebhookBody {
+            template: std::sync::Arc::new(template),
+            content_type: "text/plain; charset=utf-8".into(),
+            secret: Some("pd-key".into()),
+        }),
+        ..webhook_config(hook.url().to_string())
+    };
+    webhook::send(
+        &reqwest::Client::new(),
+        &cfg,
+        &two_firing_one_resolved(),
+        1_700_000_000_000,
+    )
+    .await
+    .unwrap();
+    let got = hook.hits();
+    assert_eq!(got.len(), 1);
+    let (headers, body) = (&got[0].headers, &got[0].raw);
+    assert_eq!(headers["content-type"], "text/plain; charset=utf-8");
+    let text = String::from_utf8(body.to_vec()).unwrap();
+    assert!(text.starts_with("firing 2/3 pd-key ["), "{text}");
+    assert!(text.ends_with("] 1.7e+09"), "{text}");
+    let mut mac = Hmac::<Sha256>::new_from_slice(b"s3cret").unwrap();
+    mac.update(body);
+    let hex: String = mac
+        .finalize()
+        .into_bytes()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    assert_eq!(
+        headers["x-tocsin-signature"],
+        format!("sha256={hex}").as_str()
+    );
 }
 
 #[tokio::test]
@@ -101,7 +149,7 @@ async fn webhook_posts_alertmanager_payload_signed_with_idempotency_key() {
         ..webhook_config(hook.url().to_string())
     };
     let n = two_firing_one_resolved();
-    webhook::send(&reqwest::Client::new(), &cfg, &n)
+    webhook::send(&reqwest::Client::new(), &cfg, &n, 0)
         .await
         .unwrap();
 
@@ -160,7 +208,7 @@ async fn webhook_posts_alertmanager_payload_signed_with_idempotency_key() {
 async fn webhook_without_secret_sends_no_signature() {
     let hook = WebhookSink::start(Answer::Status(200)).await;
     let cfg = webhook_config(hook.url().to_string());
-    webhook::send(&reqwest::Client::new(), &cfg, &two_firing_one_resolved())
+    webhook::send(&reqwest::Client::new(), &cfg, &two_firing_one_resolved(), 0)
         .await
         .unwrap();
     let got = hook.hits();
@@ -176,7 +224,7 @@ async fn webhook_with_nothing_to_send_does_not_call_the_receiver() {
         ..webhook_config(hook.url().to_string())
     };
     let all_resolved = notification(vec![alert("c", AlertState::Resolved)]);
-    webhook::send(&reqwest::Client::new(), &cfg, &all_resolved)
+    webhook::send(&reqwest::Client::new(), &cfg, &all_resolved, 0)
         .await
         .unwrap();
     assert!(hook.hits().is_empty());
@@ -198,7 +246,7 @@ async fn webhook_statuses_classify_as_transient_or_permanent() {
     for (code, transient) in cases {
         hook.answer(Answer::Reply(code, "receiver says no\n  (details)"));
         let cfg = webhook_config(hook.url().to_string());
-        let err = webhook::send(&client, &cfg, &n).await.unwrap_err();
+        let err = webhook::send(&client, &cfg, &n, 0).await.unwrap_err();
         let message = match (&err, transient) {
             (DeliveryError::Transient(m), true) | (DeliveryError::Permanent(m), false) => m,
             _ => panic!("{code}: wrong class: {err}"),
@@ -215,7 +263,7 @@ async fn webhook_statuses_classify_as_transient_or_permanent() {
 async fn webhook_to_a_closed_port_is_transient() {
     let addr = free_addr();
     let cfg = webhook_config(format!("http://{addr}/hook"));
-    let err = webhook::send(&reqwest::Client::new(), &cfg, &two_firing_one_resolved())
+    let err = webhook::send(&reqwest::Client::new(), &cfg, &two_firing_one_resolved(), 0)
         .await
         .unwrap_err();
     match err {
@@ -232,7 +280,7 @@ async fn webhook_that_never_answers_is_transient_after_the_timeout() {
         ..webhook_config(format!("http://{addr}/hook"))
     };
     let started = Instant::now();
-    let err = webhook::send(&reqwest::Client::new(), &cfg, &two_firing_one_resolved())
+    let err = webhook::send(&reqwest::Client::new(), &cfg, &two_firing_one_resolved(), 0)
         .await
         .unwrap_err();
     let took = started.elapsed();

@@ -382,12 +382,15 @@ fn webhook_integration(addr: std::net::SocketAddr, timeout: std::time::Duration)
         timeout,
         max_alerts: 0,
         send_resolved: true,
+        body: None,
     };
     let client = tocsin::ingest::client();
     Integration {
-        deliver: Arc::new(move |n, _| {
+        deliver: Arc::new(move |n, attempt| {
             let (client, cfg) = (client.clone(), cfg.clone());
-            Box::pin(async move { tocsin::notify::webhook::send(&client, &cfg, &n).await })
+            Box::pin(
+                async move { tocsin::notify::webhook::send(&client, &cfg, &n, attempt.now).await },
+            )
         }),
         fallback: None,
     }

@@ -145,6 +145,8 @@ pub(super) const FUNCS: &[&str] = &[
     "toTime",
     "now",
     "urlQueryEscape",
+    "toJson",
+    "join",
     "eq",
     "ne",
     "lt",
@@ -219,9 +221,116 @@ impl Template {
                 ("$".into(), Val::Root),
             ]],
             out: String::new(),
+            budget: Budget::default(),
         };
         r.nodes(&self.nodes, &Val::Root)?;
         Ok(r.out)
+    }
+}
+
+/// Most bytes a notification template may write (a webhook body, a header).
+pub const MAX_NOTIFICATION_OUTPUT_BYTES: usize = 1 << 20;
+
+impl Template {
+    /// Renders a notification template over Alertmanager's template data, given as the version 4
+    /// webhook JSON (`notify::webhook::payload`): `.Status`, `.Receiver`, `.GroupLabels`,
+    /// `.CommonLabels`, `.CommonAnnotations`, `.ExternalURL`, `.GroupKey`, `.TruncatedAlerts`,
+    /// and `.Alerts` (also `.Alerts.Firing` and `.Alerts.Resolved`), each with `.Status`,
+    /// `.Labels`, `.Annotations`, `.StartsAt` and `.EndsAt` (Go times), `.GeneratorURL` and
+    /// `.Fingerprint`; `extra` adds fields at the top (`.Secret`). `now_ms` is `now`.
+    pub fn render_notification(
+        &self,
+        payload: &serde_json::Value,
+        extra: &[(&str, &str)],
+        now_ms: i64,
+    ) -> Result<String, TemplateError> {
+        let mut root = match notification_value(payload, "") {
+            Val::Obj(o) => o,
+            _ => BTreeMap::new(),
+        };
+        for (k, v) in extra {
+            root.insert((*k).to_string(), Val::Str((*v).to_string()));
+        }
+        let root = Val::Obj(root);
+        let empty = BTreeMap::new();
+        let data = TemplateData {
+            labels: &empty,
+            external_labels: &empty,
+            external_url: payload
+                .get("externalURL")
+                .and_then(|u| u.as_str())
+                .unwrap_or(""),
+            value: 0.0,
+            time_ms: now_ms,
+        };
+        let mut r = Renderer {
+            data: &data,
+            query: None,
+            vars: vec![vec![("$".into(), root.clone())]],
+            out: String::new(),
+            budget: Budget {
+                bytes: MAX_NOTIFICATION_OUTPUT_BYTES,
+                ..Budget::default()
+            },
+        };
+        r.nodes(&self.nodes, &root)?;
+        if r.out.len() > MAX_NOTIFICATION_OUTPUT_BYTES {
+            return Err(TemplateError::Render(format!(
+                "output longer than {MAX_NOTIFICATION_OUTPUT_BYTES} bytes"
+            )));
+        }
+        Ok(r.out)
+    }
+}
+
+/// Alertmanager's webhook JSON as Go's template data: keys as Go field names (`groupLabels` →
+/// `GroupLabels`), label and annotation sets as maps (their keys kept), `startsAt`/`endsAt` as
+/// times (Go's zero time as the text Go prints for it).
+fn notification_value(v: &serde_json::Value, key: &str) -> Val {
+    use serde_json::Value as J;
+    let is_map = key.ends_with("abels") || key.ends_with("nnotations");
+    match v {
+        J::Null => Val::Nil,
+        J::Bool(b) => Val::Bool(*b),
+        J::Number(n) => match n.as_i64() {
+            Some(i) => Val::Int(i),
+            None => Val::Num(n.as_f64().unwrap_or(f64::NAN)),
+        },
+        J::String(s) if key == "startsAt" || key == "endsAt" => {
+            if s == crate::notify::webhook::ZERO_TIME {
+                Val::Str("0001-01-01 00:00:00 +0000 UTC".into())
+            } else {
+                match crate::timefmt::parse_time(s) {
+                    Ok(ms) => Val::Time(ms.saturating_mul(1_000_000)),
+                    Err(_) => Val::Str(s.clone()),
+                }
+            }
+        }
+        J::String(s) => Val::Str(s.clone()),
+        J::Array(a) => Val::List(a.iter().map(|x| notification_value(x, "")).collect()),
+        J::Object(o) if is_map => Val::Map(
+            o.iter()
+                .map(|(k, v)| {
+                    (
+                        k.clone(),
+                        v.as_str().map_or_else(|| v.to_string(), str::to_string),
+                    )
+                })
+                .collect(),
+        ),
+        J::Object(o) => Val::Obj(
+            o.iter()
+                .map(|(k, v)| {
+                    let mut field = String::with_capacity(k.len());
+                    let mut chars = k.chars();
+                    if let Some(c) = chars.next() {
+                        field.extend(c.to_uppercase());
+                        field.extend(chars);
+                    }
+                    (field, notification_value(v, k))
+                })
+                .collect(),
+        ),
     }
 }
 

@@ -20,6 +20,10 @@ pub(super) enum Val {
     Duration(i64),
     /// Go's `time.Time` in UTC (`toTime`): nanoseconds since the epoch
     Time(i64),
+    /// a list of values (a notification's `.Alerts`)
+    List(Vec<Val>),
+    /// a struct with named fields (a notification, one of its alerts)
+    Obj(BTreeMap<String, Val>),
 }
 
 impl Val {
@@ -34,6 +38,8 @@ impl Val {
             Val::Map(m) => !m.is_empty(),
             Val::Results(r) => !r.is_empty(),
             Val::Result(_) | Val::Duration(_) | Val::Time(_) => true,
+            Val::List(l) => !l.is_empty(),
+            Val::Obj(_) => true,
         }
     }
 
@@ -63,6 +69,14 @@ impl Val {
             ),
             Val::Duration(d) => gotime::duration_string(*d),
             Val::Time(t) => gotime::time_string(*t),
+            Val::List(l) => format!(
+                "[{}]",
+                l.iter().map(Val::print).collect::<Vec<_>>().join(" ")
+            ),
+            Val::Obj(o) => {
+                let parts: Vec<String> = o.values().map(Val::print).collect();
+                format!("{{{}}}", parts.join(" "))
+            }
         }
     }
 
@@ -87,11 +101,38 @@ pub(super) struct Renderer<'a> {
     pub(super) query: Option<&'a dyn QueryFn>,
     pub(super) vars: Vec<Vec<(String, Val)>>,
     pub(super) out: String,
+    /// nodes still allowed to run, and bytes still allowed to be written (`range` nested over
+    /// many alerts multiplies both)
+    pub(super) budget: Budget,
+}
+
+/// What one rendering may do before it fails.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Budget {
+    pub nodes: u64,
+    pub bytes: usize,
+}
+
+impl Default for Budget {
+    fn default() -> Self {
+        Budget {
+            nodes: 10_000_000,
+            bytes: 16 << 20,
+        }
+    }
 }
 
 impl Renderer<'_> {
     pub(super) fn nodes(&mut self, nodes: &[Node], dot: &Val) -> Result<(), TemplateError> {
         for n in nodes {
+            if self.budget.nodes == 0 || self.out.len() > self.budget.bytes {
+                return Err(TemplateError::Render(format!(
+                    "template too costly: over {} bytes of output or {} steps",
+                    self.budget.bytes,
+                    Budget::default().nodes
+                )));
+            }
+            self.budget.nodes -= 1;
             match n {
                 Node::Text(t) => self.out.push_str(t),
                 Node::Action(p) => {
@@ -145,6 +186,11 @@ impl Renderer<'_> {
                         Val::Map(m) => m
                             .into_iter()
                             .map(|(k, v)| (Val::Str(k), Val::Str(v)))
+                            .collect(),
+                        Val::List(l) => l
+                            .into_iter()
+                            .enumerate()
+                            .map(|(i, x)| (Val::Int(i as i64), x))
                             .collect(),
                         Val::Nil => Vec::new(),
                         other => {
@@ -232,6 +278,20 @@ impl Renderer<'_> {
                 (Val::Result(q), "Labels") => Val::Map(q.labels.clone()),
                 (Val::Result(q), "Value") => Val::Num(q.value),
                 (Val::Duration(_) | Val::Time(_), _) => self.method(&v, f, Vec::new())?,
+                (Val::Obj(o), k) => o.get(k).cloned().unwrap_or(Val::Nil),
+                // Alertmanager's `.Alerts.Firing` and `.Alerts.Resolved`
+                (Val::List(l), "Firing" | "Resolved") => {
+                    let want = if f == "Firing" { "firing" } else { "resolved" };
+                    Val::List(
+                        l.iter()
+                            .filter(|a| {
+                                matches!(a, Val::Obj(o)
+                                    if matches!(o.get("Status"), Some(Val::Str(s)) if s == want))
+                            })
+                            .cloned()
+                            .collect(),
+                    )
+                }
                 (other, k) => {
                     return Err(TemplateError::Render(format!(
                         "can't evaluate field {k} in {}",
@@ -246,11 +306,8 @@ impl Renderer<'_> {
     pub(super) fn arg(&mut self, a: &Arg, dot: &Val) -> Result<Val, TemplateError> {
         Ok(match a {
             Arg::Var(name, fields) => {
-                let base = if name == "$" {
-                    Val::Root
-                } else {
-                    self.lookup(name)
-                };
+                // `$` is bound at the start: the root data (an alert's, a notification's)
+                let base = self.lookup(name);
                 self.field(base, fields)?
             }
             Arg::Field(fields) => self.field(dot.clone(), fields)?,
@@ -610,16 +667,16 @@ impl Renderer<'_> {
                     Val::Str(x) => x.len(),
                     Val::Map(m) => m.len(),
                     Val::Results(r) => r.len(),
+                    Val::List(l) => l.len(),
+                    Val::Obj(o) => o.len(),
                     other => return Err(e(format!("len of {}", other.print()))),
                 } as f64)
             }
             "index" => {
                 want(2)?;
                 match (&args[0], &args[1]) {
-                    (Val::Map(m), k) => m
-                        .get(&s(k))
-                        .map(|v| Val::Str(v.clone()))
-                        .unwrap_or(Val::Nil),
+                    // Go's `index` gives a missing key's zero value: "" in a label map
+                    (Val::Map(m), k) => Val::Str(m.get(&s(k)).cloned().unwrap_or_default()),
                     (Val::Results(r), i) => {
                         let i = i.num().map_err(e)? as usize;
                         r.get(i)
@@ -627,6 +684,13 @@ impl Renderer<'_> {
                             .map(Val::Result)
                             .ok_or_else(|| e(format!("index {i} out of range")))?
                     }
+                    (Val::List(l), i) => {
+                        let i = i.num().map_err(e)? as usize;
+                        l.get(i)
+                            .cloned()
+                            .ok_or_else(|| e(format!("index {i} out of range")))?
+                    }
+                    (Val::Obj(o), k) => o.get(&s(k)).cloned().unwrap_or(Val::Nil),
                     (other, _) => return Err(e(format!("can't index {}", other.print()))),
                 }
             }
@@ -646,6 +710,21 @@ impl Renderer<'_> {
                     .replace('<', "\\u003C")
                     .replace('>', "\\u003E"),
             ),
+            "toJson" => {
+                want(1)?;
+                Val::Str(to_json(&args[0]).to_string())
+            }
+            "join" => {
+                want(2)?;
+                let sep = s(&args[1]);
+                match &args[0] {
+                    Val::List(l) => {
+                        Val::Str(l.iter().map(Val::print).collect::<Vec<_>>().join(&sep))
+                    }
+                    Val::Map(m) => Val::Str(m.values().cloned().collect::<Vec<_>>().join(&sep)),
+                    other => return Err(e(format!("join of {}", other.print()))),
+                }
+            }
             "urlquery" => Val::Str(
                 url::form_urlencoded::byte_serialize(go_sprint(&args).as_bytes()).collect(),
             ),
@@ -746,4 +825,34 @@ fn url_query_escape(s: &str) -> String {
         }
     }
     out
+}
+
+/// A value as JSON (`toJson`): strings quoted and escaped, maps and structs as objects, lists as
+/// arrays, times as RFC 3339 text, durations as Go prints them, NaN and infinities as strings.
+pub(super) fn to_json(v: &Val) -> serde_json::Value {
+    use serde_json::Value as J;
+    match v {
+        Val::Nil => J::Null,
+        Val::Root => J::Object(Default::default()),
+        Val::Str(s) => J::String(s.clone()),
+        Val::Num(n) => serde_json::Number::from_f64(*n)
+            .map(J::Number)
+            .unwrap_or_else(|| J::String(go_float_v(*n))),
+        Val::Int(n) => J::from(*n),
+        Val::Bool(b) => J::Bool(*b),
+        Val::Map(m) => J::Object(
+            m.iter()
+                .map(|(k, v)| (k.clone(), J::String(v.clone())))
+                .collect(),
+        ),
+        Val::Results(r) => J::Array(r.iter().map(|x| to_json(&Val::Result(x.clone()))).collect()),
+        Val::Result(q) => serde_json::json!({
+            "Labels": to_json(&Val::Map(q.labels.clone())),
+            "Value": to_json(&Val::Num(q.value)),
+        }),
+        Val::Duration(d) => J::String(gotime::duration_string(*d)),
+        Val::Time(t) => J::String(gotime::format(*t, "2006-01-02T15:04:05.999999999Z07:00")),
+        Val::List(l) => J::Array(l.iter().map(to_json).collect()),
+        Val::Obj(o) => J::Object(o.iter().map(|(k, v)| (k.clone(), to_json(v))).collect()),
+    }
 }
