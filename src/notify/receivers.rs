@@ -67,6 +67,15 @@ pub struct WebhookRaw {
     /// 64 KiB); instead of `secret_env`.
     #[serde(default)]
     pub secret_file: Option<String>,
+    /// How the HMAC signature is sent: `tocsin` (`X-Tocsin-Signature: sha256=<hex>`, the
+    /// default) or `grafana`, as Grafana's webhook contact point signs
+    /// (`X-Grafana-Alerting-Signature: <hex>`), so receivers written for Grafana verify it.
+    #[serde(default)]
+    pub signature_format: Option<Spanned<String>>,
+    /// With `signature_format: grafana`: a header for the Unix time in seconds, which is then
+    /// signed too (`<seconds>:<body>`), so a receiver can refuse replays. Default none.
+    #[serde(default)]
+    pub signature_timestamp_header: Option<String>,
     /// A delivery that takes longer fails and is retried. Default `10s`.
     #[serde(default)]
     pub timeout: Option<PromDuration>,
@@ -118,6 +127,11 @@ impl std::fmt::Debug for WebhookRaw {
             .field("url_file", &self.url_file)
             .field("secret_env", &self.secret_env)
             .field("secret_file", &self.secret_file)
+            .field("signature_format", &self.signature_format)
+            .field(
+                "signature_timestamp_header",
+                &self.signature_timestamp_header,
+            )
             .field("timeout", &self.timeout)
             .field("max_alerts", &self.max_alerts)
             .field("send_resolved", &self.send_resolved)
@@ -310,6 +324,12 @@ pub enum ReceiverErrorKind {
     /// A webhook has none or more than one of `url`, `url_env` and `url_file`.
     #[error("set exactly one of url, url_env and url_file")]
     UrlSource,
+    /// `signature_format` is neither `tocsin` nor `grafana`.
+    #[error("expected tocsin or grafana, got {0:?}")]
+    UnknownSignatureFormat(String),
+    /// `signature_timestamp_header` without `signature_format: grafana`, or not a header name.
+    #[error("needs signature_format: grafana and a valid header name")]
+    BadTimestampHeader,
     /// A webhook `body` template does not parse (its own line and column in the message).
     #[error("template: {0}")]
     BodyTemplate(String),
@@ -403,6 +423,26 @@ pub fn validate(list: &[ReceiverConfig]) -> Vec<ReceiverError> {
                     format!("{at}.webhook.url"),
                     u.referenced,
                     ReceiverErrorKind::InvalidUrl(crate::notify::webhook::redact_url(&u.value)),
+                );
+            }
+            if let Some(f) = &w.signature_format
+                && f.value != "tocsin"
+                && f.value != "grafana"
+            {
+                push(
+                    format!("{at}.webhook.signature_format"),
+                    f.referenced,
+                    ReceiverErrorKind::UnknownSignatureFormat(f.value.clone()),
+                );
+            }
+            if let Some(h) = &w.signature_timestamp_header
+                && (w.signature_format.as_ref().map(|f| f.value.as_str()) != Some("grafana")
+                    || reqwest::header::HeaderName::from_bytes(h.as_bytes()).is_err())
+            {
+                push(
+                    format!("{at}.webhook.signature_timestamp_header"),
+                    r.name.referenced,
+                    ReceiverErrorKind::BadTimestampHeader,
                 );
             }
             if let Some(b) = &w.body
@@ -638,6 +678,8 @@ mod tests {
   webhook: { url: "http://127.0.0.1:1/hook", content_type: text/plain }
 - name: c
   webhook: { url: "http://127.0.0.1:1/", body: x, body_secret_env: A, body_secret_file: /f }
+- name: d
+  webhook: { url: "http://127.0.0.1:1/", signature_format: github, signature_timestamp_header: X-T }
 "#,
         )
         .unwrap();
@@ -651,6 +693,8 @@ mod tests {
             "function \"nope\" not defined",
             "receivers[1] (\"b\").webhook: content_type, body_secret_env and body_secret_file need a body template",
             "receivers[2] (\"c\").webhook: set at most one of body_secret_env and body_secret_file",
+            "receivers[3] (\"d\").webhook.signature_format: expected tocsin or grafana, got \"github\"",
+            "receivers[3] (\"d\").webhook.signature_timestamp_header: needs signature_format: grafana",
         ] {
             assert!(e.contains(want), "{want} missing in:\n{e}");
         }

@@ -406,6 +406,12 @@ pub fn webhook_config(r: &ReceiverConfig, secret: Option<String>) -> Option<Webh
         timeout: w.timeout.map(|t| t.0).unwrap_or(DEFAULT_TIMEOUT),
         max_alerts: w.max_alerts.unwrap_or(0),
         send_resolved: w.send_resolved.unwrap_or(true),
+        signature: match w.signature_format.as_ref().map(|f| f.value.as_str()) {
+            Some("grafana") => super::webhook::SignatureFormat::Grafana {
+                timestamp_header: w.signature_timestamp_header.clone(),
+            },
+            _ => super::webhook::SignatureFormat::Tocsin,
+        },
         // validated: a template that does not parse never reaches here
         body: w.body.as_ref().and_then(|b| {
             let template = crate::rules::template::Template::parse(&b.value).ok()?;

@@ -42,7 +42,23 @@ pub struct WebhookConfig {
     pub send_resolved: bool,
     /// a templated body instead of Alertmanager's JSON (Slack, Teams, PagerDuty …)
     pub body: Option<WebhookBody>,
+    /// how the HMAC signature is sent when `secret` is set
+    pub signature: SignatureFormat,
 }
+
+/// The header and form of a webhook's HMAC-SHA256 signature.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum SignatureFormat {
+    /// `X-Tocsin-Signature: sha256=<hex HMAC of the body>`
+    #[default]
+    Tocsin,
+    /// Grafana's: `X-Grafana-Alerting-Signature: <hex HMAC>`, over `<unix seconds>:<body>` with
+    /// the seconds in `timestamp_header` when one is named, else over the body
+    Grafana { timestamp_header: Option<String> },
+}
+
+/// Grafana's signature header.
+pub const GRAFANA_SIGNATURE_HEADER: &str = "X-Grafana-Alerting-Signature";
 
 /// A webhook's templated body: rendered over Alertmanager's template data (the version 4
 /// payload, [`Template::render_notification`]), sent with its content type.
@@ -289,7 +305,27 @@ pub async fn send(
         .header(reqwest::header::CONTENT_TYPE, content_type)
         .header(IDEMPOTENCY_HEADER, &n.idempotency_key);
     if let Some(secret) = &cfg.secret {
-        request = request.header(SIGNATURE_HEADER, signature(secret, &body));
+        request = match &cfg.signature {
+            SignatureFormat::Tocsin => request.header(SIGNATURE_HEADER, signature(secret, &body)),
+            SignatureFormat::Grafana { timestamp_header } => {
+                let hex = |signed: &[u8]| {
+                    signature(secret, signed)
+                        .trim_start_matches("sha256=")
+                        .to_string()
+                };
+                match timestamp_header {
+                    Some(h) => {
+                        let ts = now_ms.div_euclid(1000).to_string();
+                        let mut signed = format!("{ts}:").into_bytes();
+                        signed.extend_from_slice(&body);
+                        request
+                            .header(h.as_str(), ts)
+                            .header(GRAFANA_SIGNATURE_HEADER, hex(&signed))
+                    }
+                    None => request.header(GRAFANA_SIGNATURE_HEADER, hex(&body)),
+                }
+            }
+        };
     }
     post(request, body, &cfg.url, "webhook").await
 }
@@ -456,6 +492,7 @@ mod tests {
             max_alerts: 0,
             send_resolved: true,
             body: None,
+            signature: SignatureFormat::Tocsin,
         }
     }
 

@@ -91,6 +91,7 @@ fn webhook_config(url: String) -> WebhookConfig {
         max_alerts: 0,
         send_resolved: true,
         body: None,
+        signature: webhook::SignatureFormat::Tocsin,
     }
 }
 
@@ -139,6 +140,52 @@ async fn a_templated_webhook_body_is_posted_with_its_content_type_and_signature(
         headers["x-tocsin-signature"],
         format!("sha256={hex}").as_str()
     );
+}
+
+/// With `signature_format: grafana`, a receiver written for Grafana's webhook verifies the body:
+/// hex HMAC in `X-Grafana-Alerting-Signature`, over `<seconds>:<body>` with a timestamp header.
+#[tokio::test]
+async fn a_grafana_style_signature_verifies_as_grafana_receivers_check_it() {
+    let hex = |key: &[u8], parts: &[&[u8]]| -> String {
+        let mut mac = Hmac::<Sha256>::new_from_slice(key).unwrap();
+        for p in parts {
+            mac.update(p);
+        }
+        mac.finalize()
+            .into_bytes()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    };
+    for timestamp_header in [None, Some("X-Grafana-Alerting-Timestamp".to_string())] {
+        let hook = WebhookSink::start(Answer::Status(200)).await;
+        let cfg = WebhookConfig {
+            secret: Some("s3cret".into()),
+            signature: webhook::SignatureFormat::Grafana {
+                timestamp_header: timestamp_header.clone(),
+            },
+            ..webhook_config(hook.url().to_string())
+        };
+        webhook::send(
+            &reqwest::Client::new(),
+            &cfg,
+            &two_firing_one_resolved(),
+            1_700_000_123_456,
+        )
+        .await
+        .unwrap();
+        let got = hook.hits();
+        let (headers, body) = (&got[0].headers, &got[0].raw);
+        assert!(headers.get("x-tocsin-signature").is_none());
+        let sig = headers["x-grafana-alerting-signature"].to_str().unwrap();
+        match &timestamp_header {
+            None => assert_eq!(sig, hex(b"s3cret", &[body])),
+            Some(h) => {
+                assert_eq!(headers[h.as_str()], "1700000123");
+                assert_eq!(sig, hex(b"s3cret", &[b"1700000123:", body]));
+            }
+        }
+    }
 }
 
 #[tokio::test]

@@ -383,6 +383,7 @@ fn webhook_integration(addr: std::net::SocketAddr, timeout: std::time::Duration)
         max_alerts: 0,
         send_resolved: true,
         body: None,
+        signature: Default::default(),
     };
     let client = tocsin::ingest::client();
     Integration {
