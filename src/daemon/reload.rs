@@ -93,6 +93,10 @@ pub struct ReloadOutcome {
     pub ok: bool,
     /// why the reload failed, one message per problem (file:line:col first where known); empty when `ok`
     pub errors: Vec<String>,
+    /// settings of `tocsin.yml` that changed and apply only after a restart (`server.listen`,
+    /// `storage.path`, ...); the rest of the reload went in
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub needs_restart: Vec<String>,
 }
 
 /// Reloads kept in [`ReloadHistory`].
@@ -107,6 +111,8 @@ pub struct ReloadRecord {
     pub cause: &'static str,
     pub ok: bool,
     pub errors: Vec<String>,
+    /// settings that changed and need a restart ([`ReloadOutcome::needs_restart`])
+    pub needs_restart: Vec<String>,
 }
 
 /// The last [`RELOADS_KEPT`] reloads, oldest first: written by the reload loop, read by the API.
@@ -241,12 +247,17 @@ impl ReloadOutcome {
         ReloadOutcome {
             ok: true,
             errors: Vec::new(),
+            needs_restart: Vec::new(),
         }
     }
 
     /// The reload failed for these reasons; the previous rules stay active.
     pub fn failed(errors: Vec<String>) -> ReloadOutcome {
-        ReloadOutcome { ok: false, errors }
+        ReloadOutcome {
+            ok: false,
+            errors,
+            needs_restart: Vec::new(),
+        }
     }
 }
 
@@ -392,10 +403,10 @@ impl NotifyReload {
     /// need a restart.
     fn prepare(
         &self,
+        cfg: &crate::config::Config,
         env: &std::collections::HashMap<String, String>,
     ) -> Result<Option<PreparedNotify>, Vec<String>> {
-        let cfg = crate::config::Config::load(&self.source).map_err(|e| vec![e.to_string()])?;
-        let sections = notify_sections(&cfg);
+        let sections = notify_sections(cfg);
         if sections == self.current {
             return Ok(None);
         }
@@ -426,6 +437,96 @@ impl NotifyReload {
     }
 }
 
+/// What a reload needs to swap the target set: the discovery loop's sources, and the settings
+/// that need a restart as the daemon started with them.
+pub struct TargetsReload {
+    /// where the discovery loop receives the new static targets and discovery sources
+    pub sources: tokio::sync::watch::Sender<Arc<crate::ingest::sd::TargetSources>>,
+    /// `file_sd` patterns are relative to this directory (the configuration file's)
+    pub base: PathBuf,
+    /// [`restart_settings`] of the configuration the daemon started with
+    pub started_with: Vec<(&'static str, String)>,
+}
+
+/// The settings of `tocsin.yml` a reload cannot apply, each with its value as compared: a reload
+/// that changes one says so (`needs a restart: server.listen`) instead of ignoring it.
+pub fn restart_settings(cfg: &crate::config::Config) -> Vec<(&'static str, String)> {
+    let d = |v: &dyn fmt::Debug| format!("{v:?}");
+    vec![
+        ("storage.path", d(&cfg.storage.path)),
+        ("storage.retention", d(&cfg.storage.retention.value)),
+        (
+            "storage.flush_interval",
+            d(&cfg.storage.flush_interval.value),
+        ),
+        ("storage.head_window", d(&cfg.storage.head_window)),
+        ("server.listen", d(&cfg.server.listen.value)),
+        (
+            "server",
+            d(&(
+                &cfg.server.api_token_env,
+                &cfg.server.api_read_token_env,
+                cfg.server.push_body_size_limit.value.0,
+            )),
+        ),
+        ("scrape.self_metrics", d(&cfg.scrape.self_metrics)),
+        (
+            "evaluation",
+            d(&(
+                &cfg.evaluation.interval.value,
+                &cfg.evaluation.promql_compat.value,
+            )),
+        ),
+        ("rule_files", d(&cfg.rule_file_patterns())),
+        ("external_labels", d(&cfg.external_labels())),
+        (
+            "datasources",
+            d(&serde_json::to_string(&cfg.datasource_names()).unwrap_or_default()),
+        ),
+        ("log", d(&(&cfg.log.level, &cfg.log.format))),
+        (
+            "targets[].startup_grace",
+            d(&cfg
+                .targets
+                .iter()
+                .map(|t| (t.job_label().to_string(), t.startup_grace))
+                .collect::<Vec<_>>()),
+        ),
+    ]
+}
+
+impl TargetsReload {
+    /// Builds the target set of a newly read configuration (secrets read: blocking) and lists
+    /// the settings that changed but need a restart.
+    fn prepare(
+        &self,
+        source: &Path,
+        cfg: &crate::config::Config,
+        env: &std::collections::HashMap<String, String>,
+    ) -> Result<(crate::ingest::sd::TargetSources, Vec<String>), Vec<String>> {
+        let sources = cfg
+            .build_target_sources(env, &self.base)
+            .map_err(|e| vec![format!("{}: targets: {e}", source.display())])?;
+        let now = restart_settings(cfg);
+        let needs_restart = self
+            .started_with
+            .iter()
+            .zip(&now)
+            .filter(|(a, b)| a.1 != b.1)
+            .map(|(a, _)| a.0.to_string())
+            .collect();
+        Ok((sources, needs_restart))
+    }
+}
+
+/// What one reload read from `tocsin.yml`, ready to swap in.
+struct PreparedConfig {
+    notify: Option<Result<Option<PreparedNotify>, Vec<String>>>,
+    targets: Option<Result<(crate::ingest::sd::TargetSources, Vec<String>), Vec<String>>>,
+    /// `tocsin.yml` itself did not load
+    error: Option<Vec<String>>,
+}
+
 /// The one reload function: serves reload requests one at a time. Each reload validates the
 /// rule files and the configuration's notification sections together on a blocking thread,
 /// then swaps both or neither; it answers the requester and re-aims the file watcher at the
@@ -441,6 +542,11 @@ pub struct Reloader {
     pub env: std::collections::HashMap<String, String>,
     /// handed to the file watcher
     pub tx: mpsc::Sender<ReloadRequest>,
+    /// the configuration file: re-read by every reload, watched like the rule files (`None`:
+    /// the built-in default, only rules reload)
+    pub source: Option<PathBuf>,
+    /// `None`: the target set is not reloadable (no configuration file)
+    pub targets: Option<TargetsReload>,
 }
 
 impl Reloader {
@@ -459,9 +565,11 @@ impl Reloader {
         let mut loaded: Option<FilesSnapshot> = None;
         while let Some(req) = rx.recv().await {
             let file_triggered = matches!(req.cause, ReloadCause::FileChange(_));
-            let (now, errors, snapshot) = if file_triggered {
+            let (now, errors, needs_restart, snapshot) = if file_triggered {
                 match self.reload_settled(&loaded).await {
-                    Settled::Reloaded(now, errors, snapshot) => (now, errors, snapshot),
+                    Settled::Reloaded(now, (errors, restart), snapshot) => {
+                        (now, errors, restart, snapshot)
+                    }
                     Settled::Unchanged => {
                         debug!(cause = %req.cause, "rule files unchanged since the last load, nothing to reload");
                         continue;
@@ -484,9 +592,11 @@ impl Reloader {
                 // of removed rules
                 let now = self.clock.now_ms();
                 match self.reload_once(now, None).await {
-                    Attempt::Done(errors, snapshot) => (now, errors, snapshot),
+                    Attempt::Done((errors, restart), snapshot) => (now, errors, restart, snapshot),
                     // only a file-triggered reload compares the files before and after its read
-                    Attempt::Changed => (now, vec![CHANGED_WHILE_READ.to_string()], None),
+                    Attempt::Changed => {
+                        (now, vec![CHANGED_WHILE_READ.to_string()], Vec::new(), None)
+                    }
                 }
             };
             if errors.is_empty() {
@@ -498,10 +608,12 @@ impl Reloader {
                 cause: req.cause.kind(),
                 ok,
                 errors: errors.clone(),
+                needs_restart: needs_restart.clone(),
             });
             if ok || watcher.is_none() {
                 // watch the files in use, and the directories of glob patterns for new files
-                let files = self.manager.rules().files.clone();
+                let mut files = self.manager.rules().files.clone();
+                files.extend(self.source.clone());
                 let dirs: Vec<PathBuf> = self
                     .rules
                     .patterns
@@ -518,7 +630,10 @@ impl Reloader {
                 }
             }
             req.respond(if ok {
-                ReloadOutcome::succeeded()
+                ReloadOutcome {
+                    needs_restart,
+                    ..ReloadOutcome::succeeded()
+                }
             } else {
                 ReloadOutcome::failed(errors)
             });
@@ -582,12 +697,15 @@ impl Reloader {
     /// The rule files as they are now, read on a blocking thread.
     async fn snapshot(&self) -> FilesSnapshot {
         let (patterns, base) = (self.rules.patterns.clone(), self.rules.base.clone());
-        tokio::task::spawn_blocking(move || FilesSnapshot::take(&patterns, &base))
-            .await
-            .unwrap_or_else(|e| FilesSnapshot {
-                files: Vec::new(),
-                error: Some(format!("cannot read the rule files: {e}")),
-            })
+        let source = self.source.clone();
+        tokio::task::spawn_blocking(move || {
+            FilesSnapshot::take(&patterns, &base, source.as_deref())
+        })
+        .await
+        .unwrap_or_else(|e| FilesSnapshot {
+            files: Vec::new(),
+            error: Some(format!("cannot read the rule files: {e}")),
+        })
     }
 
     /// One reload: every error of the rules and of the notification sections, or none when
@@ -600,74 +718,138 @@ impl Reloader {
     async fn reload_once(&mut self, now: i64, expect: Option<FilesSnapshot>) -> Attempt {
         let manager = self.manager.clone();
         let notify = self.notify.take();
+        let targets = self.targets.take();
         let env = self.env.clone();
+        let source = self.source.clone();
         let (patterns, base) = (self.rules.patterns.clone(), self.rules.base.clone());
         let file_compared = expect.is_some();
         let prepared = tokio::task::spawn_blocking(move || {
             let before = match expect {
                 Some(expect) => expect,
-                None => FilesSnapshot::take(&patterns, &base),
+                None => FilesSnapshot::take(&patterns, &base, source.as_deref()),
             };
             let rules = manager.load_rules();
-            let after = FilesSnapshot::take(&patterns, &base);
-            let sections = notify.as_ref().map(|n| n.prepare(&env));
+            let config = prepare_config(source.as_deref(), notify.as_ref(), targets.as_ref(), &env);
+            let after = FilesSnapshot::take(&patterns, &base, source.as_deref());
             let same = (before == after).then_some(after);
-            (rules, sections, notify, same)
+            (rules, config, notify, targets, same)
         })
         .await;
-        let (rules, sections, notify, same) = match prepared {
+        let (rules, config, notify, targets, same) = match prepared {
             Ok(p) => p,
             Err(e) => {
-                // the notify handle went with the task: notifications stay as they are but can
-                // no longer reload; say so loudly
-                tracing::error!(error = %e, "reload task failed; notification sections can no longer reload");
-                return Attempt::Done(vec![format!("reload task failed: {e}")], None);
+                // the handles went with the task: notifications and targets stay as they are but
+                // can no longer reload; say so loudly
+                tracing::error!(error = %e, "reload task failed; notification sections and targets can no longer reload");
+                return Attempt::Done((vec![format!("reload task failed: {e}")], Vec::new()), None);
             }
         };
         self.notify = notify;
+        self.targets = targets;
         if file_compared && same.is_none() {
             return Attempt::Changed;
         }
-        Attempt::Done(self.swap(now, rules, sections).await, same)
+        Attempt::Done(self.swap(now, rules, config).await, same)
     }
 
     /// Swaps in what a reload read, or nothing when any of it has an error; returns the errors.
+    /// Swaps in what a reload read (rules, notification sections, target set), or nothing when
+    /// any of it has an error; returns the errors and the settings that need a restart.
     async fn swap(
         &mut self,
         now: i64,
         rules: Result<crate::rules::RuleSet, crate::rules::RuleErrors>,
-        sections: Option<Result<Option<PreparedNotify>, Vec<String>>>,
-    ) -> Vec<String> {
+        config: PreparedConfig,
+    ) -> (Vec<String>, Vec<String>) {
         let mut errors: Vec<String> = Vec::new();
         if let Err(e) = &rules {
             errors.extend(e.0.iter().map(|e| e.to_string()));
         }
-        if let Some(Err(e)) = &sections {
+        errors.extend(config.error.into_iter().flatten());
+        if let Some(Err(e)) = &config.notify {
+            errors.extend(e.iter().cloned());
+        }
+        if let Some(Err(e)) = &config.targets {
             errors.extend(e.iter().cloned());
         }
         if !errors.is_empty() {
             for e in &errors {
-                tracing::error!(error = %e, "reload failed, the old rules and notification configuration stay");
+                tracing::error!(error = %e, "reload failed, the old rules, targets and notification configuration stay");
             }
             self.manager.reload_failed();
-            return errors;
+            return (errors, Vec::new());
         }
         if let Ok(set) = rules {
             self.manager.apply(set, now).await;
         }
-        if let (Some(Ok(Some(p))), Some(n)) = (sections, self.notify.as_mut()) {
+        if let (Some(Ok(Some(p))), Some(n)) = (config.notify, self.notify.as_mut()) {
             n.apply(p);
             info!("notification routing and receivers reloaded");
         }
-        errors
+        let mut needs_restart = Vec::new();
+        if let (Some(Ok((sources, restart))), Some(t)) = (config.targets, self.targets.as_ref()) {
+            let _ = t.sources.send(Arc::new(sources));
+            if !restart.is_empty() {
+                warn!(settings = ?restart, "changed settings need a restart");
+            }
+            needs_restart = restart;
+        }
+        (errors, needs_restart)
     }
+}
+
+/// Reads `tocsin.yml` once (with the `TOCSIN_*` overrides of `env`, as `tocsin run` applies
+/// them) and prepares its notification sections and target set. Blocking.
+fn prepare_config(
+    source: Option<&Path>,
+    notify: Option<&NotifyReload>,
+    targets: Option<&TargetsReload>,
+    env: &std::collections::HashMap<String, String>,
+) -> PreparedConfig {
+    let mut out = PreparedConfig {
+        notify: None,
+        targets: None,
+        error: None,
+    };
+    let Some(source) = source else {
+        return out;
+    };
+    if notify.is_none() && targets.is_none() {
+        return out;
+    }
+    let loaded = crate::config::Config::load(source).and_then(|mut c| {
+        let tocsin_vars = env
+            .iter()
+            .filter(|(k, _)| k.starts_with("TOCSIN_"))
+            .map(|(k, v)| (k.clone(), v.clone()));
+        c.apply_env(tocsin_vars).map_err(|e| {
+            crate::config::ConfigError::Invalid(vec![crate::config::FieldError {
+                path: source.to_path_buf(),
+                line: 0,
+                col: 0,
+                field: "environment".into(),
+                message: e,
+            }])
+        })?;
+        Ok(c)
+    });
+    let cfg = match loaded {
+        Ok(c) => c,
+        Err(e) => {
+            out.error = Some(vec![e.to_string()]);
+            return out;
+        }
+    };
+    out.notify = notify.map(|n| n.prepare(&cfg, env));
+    out.targets = targets.map(|t| t.prepare(source, &cfg, env));
+    out
 }
 
 /// How a file-triggered reload ended.
 enum Settled {
     /// The files settled and were loaded at this time (errors: none when swapped in), with the
     /// files as read.
-    Reloaded(i64, Vec<String>, Option<FilesSnapshot>),
+    Reloaded(i64, (Vec<String>, Vec<String>), Option<FilesSnapshot>),
     /// The files settled as the last successful reload read them: nothing to do.
     Unchanged,
     /// The files did not settle within [`SETTLE_GIVE_UP`].
@@ -678,7 +860,7 @@ enum Settled {
 enum Attempt {
     /// Loaded and swapped in, or refused with these errors; with the files as read, when they
     /// did not change during the read.
-    Done(Vec<String>, Option<FilesSnapshot>),
+    Done((Vec<String>, Vec<String>), Option<FilesSnapshot>),
     /// The files changed during the read of a file-triggered reload: nothing swapped in.
     Changed,
 }
@@ -695,10 +877,14 @@ struct FilesSnapshot {
 }
 
 impl FilesSnapshot {
-    /// Reads every rule file `patterns` match (relative to `base`). Blocking.
-    fn take(patterns: &[String], base: &Path) -> FilesSnapshot {
+    /// Reads every rule file `patterns` match (relative to `base`) and the configuration file
+    /// `config`. Blocking.
+    fn take(patterns: &[String], base: &Path, config: Option<&Path>) -> FilesSnapshot {
         let files = match crate::rules::expand_globs(patterns, base) {
-            Ok(files) => files,
+            Ok(mut files) => {
+                files.extend(config.map(Path::to_path_buf));
+                files
+            }
             Err(e) => {
                 return FilesSnapshot {
                     files: Vec::new(),

@@ -24,6 +24,7 @@ pub mod health;
 pub mod probe;
 pub mod push;
 pub mod scheduler;
+pub mod sd;
 pub mod selfscrape;
 pub mod textparse;
 
@@ -52,7 +53,10 @@ pub fn metrics_base_labels(target: &Target, url: &url::Url) -> Labels {
             .map(|(k, v)| (k.clone(), v.clone()))
             .chain([
                 ("job".to_string(), target.job.clone()),
-                ("instance".to_string(), instance_of(url)),
+                (
+                    "instance".to_string(),
+                    target.instance.clone().unwrap_or_else(|| instance_of(url)),
+                ),
             ]),
     )
 }

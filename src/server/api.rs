@@ -737,6 +737,16 @@ pub(super) async fn status(State(s): State<AppState>) -> Response {
                 "cause": r.cause,
                 "success": r.ok,
                 "errors": r.errors,
+                "needsRestart": r.needs_restart,
+            })).collect::<Vec<_>>(),
+            "targetSet": *s.status.last_target_diff.read().expect("status lock"),
+            "discovery": s.status.discovery.read().expect("status lock").values().map(|d| json!({
+                "target": d.target,
+                "mechanism": d.mechanism,
+                "source": d.source,
+                "lastRefresh": d.last_refresh_ms.map(format_rfc3339),
+                "lastError": d.last_error,
+                "targets": d.targets,
             })).collect::<Vec<_>>(),
             "store": {
                 "path": s.store_path,
