@@ -489,6 +489,9 @@ pub fn restart_settings(cfg: &crate::config::Config) -> Vec<(&'static str, Strin
             d(&cfg
                 .targets
                 .iter()
+                // the rule manager reads the graces it started with: a target added or
+                // changed with a grace needs a restart for it
+                .filter(|t| !t.startup_grace.0.is_zero())
                 .map(|t| (t.job_label().to_string(), t.startup_grace))
                 .collect::<Vec<_>>()),
         ),
