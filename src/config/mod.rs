@@ -341,7 +341,7 @@ pub struct TargetConfig {
     /// `instance`, `job`, the labels and (for a `metrics` url or discovered targets) the
     /// address, scheme and path can be rewritten.
     #[serde(default)]
-    pub relabel_configs: Vec<sd::RelabelConfig>,
+    pub relabel_configs: Vec<sd::TargetRelabelConfig>,
     /// Targets from files in Prometheus's `file_sd` format. A target with discovery is a job
     /// template: each discovered address is scraped as `<scheme>://<address><metrics_path>` with
     /// this target's settings, as a target named `<name>/<instance>`.

@@ -111,7 +111,7 @@ pub enum DnsSdType {
 /// `__` is removed.
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
-pub struct RelabelConfig {
+pub struct TargetRelabelConfig {
     /// The labels whose values are joined and matched. Default: none (the empty string).
     #[serde(default)]
     pub source_labels: Vec<String>,
@@ -130,13 +130,13 @@ pub struct RelabelConfig {
     pub replacement: Option<String>,
     /// What to do. Default `replace`.
     #[serde(default)]
-    pub action: RelabelAction,
+    pub action: TargetRelabelAction,
 }
 
 /// A relabelling action (Prometheus's names).
 #[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq, Default)]
 #[serde(rename_all = "lowercase")]
-pub enum RelabelAction {
+pub enum TargetRelabelAction {
     /// When the regex matches, set `target_label` to `replacement` (an empty result removes it).
     #[default]
     Replace,
@@ -333,7 +333,7 @@ pub fn validate(
 }
 
 /// What is wrong with one relabelling step (pure): (field suffix, message).
-pub fn relabel_problems(r: &RelabelConfig) -> Vec<(&'static str, String)> {
+pub fn relabel_problems(r: &TargetRelabelConfig) -> Vec<(&'static str, String)> {
     let mut out = Vec::new();
     if let Some(re) = &r.regex
         && let Err(e) = crate::labels::compile_regex(&re.value)
@@ -346,7 +346,7 @@ pub fn relabel_problems(r: &RelabelConfig) -> Vec<(&'static str, String)> {
         }
     }
     match r.action {
-        RelabelAction::Replace => match &r.target_label {
+        TargetRelabelAction::Replace => match &r.target_label {
             None => out.push((".target_label", "replace needs a target_label".into())),
             // a name with `$` is expanded from the match, and checked then
             Some(t) if !t.contains('$') && !crate::labels::valid_label_name(t) => {
@@ -354,7 +354,7 @@ pub fn relabel_problems(r: &RelabelConfig) -> Vec<(&'static str, String)> {
             }
             _ => {}
         },
-        RelabelAction::Keep | RelabelAction::Drop => {
+        TargetRelabelAction::Keep | TargetRelabelAction::Drop => {
             if r.source_labels.is_empty() {
                 out.push((
                     ".source_labels",
@@ -362,8 +362,8 @@ pub fn relabel_problems(r: &RelabelConfig) -> Vec<(&'static str, String)> {
                 ));
             }
         }
-        RelabelAction::Labelmap => {}
-        RelabelAction::Labeldrop | RelabelAction::Labelkeep => {
+        TargetRelabelAction::Labelmap => {}
+        TargetRelabelAction::Labeldrop | TargetRelabelAction::Labelkeep => {
             if !r.source_labels.is_empty() || r.target_label.is_some() || r.replacement.is_some() {
                 out.push((
                     "",
@@ -379,13 +379,13 @@ pub fn relabel_problems(r: &RelabelConfig) -> Vec<(&'static str, String)> {
 }
 
 /// The action as written.
-pub fn action_name(a: RelabelAction) -> &'static str {
+pub fn action_name(a: TargetRelabelAction) -> &'static str {
     match a {
-        RelabelAction::Replace => "replace",
-        RelabelAction::Keep => "keep",
-        RelabelAction::Drop => "drop",
-        RelabelAction::Labelmap => "labelmap",
-        RelabelAction::Labeldrop => "labeldrop",
-        RelabelAction::Labelkeep => "labelkeep",
+        TargetRelabelAction::Replace => "replace",
+        TargetRelabelAction::Keep => "keep",
+        TargetRelabelAction::Drop => "drop",
+        TargetRelabelAction::Labelmap => "labelmap",
+        TargetRelabelAction::Labeldrop => "labeldrop",
+        TargetRelabelAction::Labelkeep => "labelkeep",
     }
 }

@@ -84,8 +84,8 @@ pub enum DaemonError {
 /// How to run besides the configuration.
 #[derive(Debug, Clone, Default)]
 pub struct DaemonOptions {
-    /// The configuration file, re-read by reloads for its notification sections; `None` for the
-    /// built-in default (then only rules reload).
+    /// The configuration file, re-read by reloads for its notification sections and its target
+    /// set, and watched; `None` for the built-in default (then only rules reload).
     pub source: Option<PathBuf>,
     /// Shadow mode: evaluate, route and record every notification, deliver none.
     pub dry_run: bool,

@@ -1,13 +1,17 @@
-//! The triggers of a rule reload: a file watcher, SIGHUP and (through [`ReloadRequest::api`]) the
+//! The triggers of a reload: a file watcher, SIGHUP and (through [`ReloadRequest::api`]) the
 //! `POST /-/reload` handler all send a [`ReloadRequest`] into one channel, which one reload
-//! function drains (load, validate, swap; not this module).
+//! function, [`Reloader`], drains: it reads the rule files and `tocsin.yml` (its notification
+//! sections and its target set: static targets, discovery, relabelling, intervals, limits),
+//! validates all of it, and swaps in all of it or none. Settings a reload cannot apply
+//! ([`restart_settings`]: `storage.*`, `server.*`, `evaluation`, `rule_files`, ...) are
+//! reported as needing a restart, never ignored silently.
 //!
 //! Invariants:
 //! - nothing here blocks the async runtime: notify watches on its own threads, and the watcher and
 //!   the SIGHUP task forward with `try_send`; when the channel is full a reload is already pending
 //!   and will read the newest files, so the trigger is dropped (with a warning);
 //! - the watcher watches directories, never files, and never recursively: the parent directory of
-//!   each rule file and each rule directory. Editors that save atomically (write a temporary file,
+//!   each rule file, of `tocsin.yml`, and each rule directory. Editors that save atomically (write a temporary file,
 //!   rename it over the original) or delete and recreate a file replace its inode, which a watch on
 //!   the file itself would not survive; a watch on its directory does;
 //! - a watched directory that is removed loses its watch (inotify drops it with the inode), so the
@@ -18,8 +22,8 @@
 //!   send none;
 //! - after [`RuleWatcher`] is dropped no request is sent and its sender is released;
 //! - a file-triggered reload ([`Reloader::run`]) loads only complete, stable files: every rule
-//!   file unchanged (size, modification time, content hash) for [`SETTLE`] before the read and
-//!   the same after it; SIGHUP and `POST /-/reload` load at once. Only the reload loop reads
+//!   file and `tocsin.yml` unchanged (size, modification time, content hash) for [`SETTLE`]
+//!   before the read and the same after it; SIGHUP and `POST /-/reload` load at once. Only the reload loop reads
 //!   the clock (tokio's, for the settle period).
 //!
 //! The set of watched paths is fixed at creation: when a reload changes the rule files the config
@@ -398,9 +402,8 @@ struct PreparedNotify {
 }
 
 impl NotifyReload {
-    /// Re-reads the configuration file and builds its notification sections when they changed
-    /// (`None`: unchanged). Blocking: reads the file. Other sections (targets, storage, server)
-    /// need a restart.
+    /// Builds the notification sections of a newly read configuration when they changed
+    /// (`None`: unchanged). Blocking: reads secret files.
     fn prepare(
         &self,
         cfg: &crate::config::Config,
@@ -506,7 +509,7 @@ impl TargetsReload {
         source: &Path,
         cfg: &crate::config::Config,
         env: &std::collections::HashMap<String, String>,
-    ) -> Result<(crate::ingest::sd::TargetSources, Vec<String>), Vec<String>> {
+    ) -> PreparedTargets {
         let sources = cfg
             .build_target_sources(env, &self.base)
             .map_err(|e| vec![format!("{}: targets: {e}", source.display())])?;
@@ -522,10 +525,13 @@ impl TargetsReload {
     }
 }
 
+/// A new target set and the settings that changed but need a restart, or the errors.
+type PreparedTargets = Result<(crate::ingest::sd::TargetSources, Vec<String>), Vec<String>>;
+
 /// What one reload read from `tocsin.yml`, ready to swap in.
 struct PreparedConfig {
     notify: Option<Result<Option<PreparedNotify>, Vec<String>>>,
-    targets: Option<Result<(crate::ingest::sd::TargetSources, Vec<String>), Vec<String>>>,
+    targets: Option<PreparedTargets>,
     /// `tocsin.yml` itself did not load
     error: Option<Vec<String>>,
 }

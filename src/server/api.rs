@@ -640,7 +640,7 @@ fn panic_history(e: tokio::task::JoinError) -> BTreeMap<String, RuleHistory> {
 /// metrics and health endpoints are two) plus tocsin's `kind` and `samples`.
 pub(super) async fn targets(State(s): State<AppState>, RawQuery(q): RawQuery) -> Response {
     let params = params(q.as_deref(), &[]);
-    // Prometheus's `state`: tocsin has no relabelling, so nothing is ever dropped
+    // Prometheus's `state`: targets relabelling dropped are not kept, so none is listed as dropped
     let active_wanted = match param(&params, "state") {
         None | Some("active" | "any") => true,
         Some("dropped") => false,

@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 
 use regex::Regex;
 
-use crate::config::sd::{RelabelAction, RelabelConfig};
+use crate::config::sd::{TargetRelabelAction, TargetRelabelConfig};
 
 /// A label set being relabelled: name → value, sorted.
 pub type LabelMap = BTreeMap<String, String>;
@@ -24,7 +24,7 @@ pub struct Step {
     regex: Regex,
     target_label: String,
     replacement: String,
-    action: RelabelAction,
+    action: TargetRelabelAction,
 }
 
 /// Compiled `relabel_configs`.
@@ -43,7 +43,7 @@ pub struct RelabelError {
 
 impl Relabel {
     /// Compiles the steps; the same checks as validation.
-    pub fn compile(configs: &[RelabelConfig]) -> Result<Relabel, RelabelError> {
+    pub fn compile(configs: &[TargetRelabelConfig]) -> Result<Relabel, RelabelError> {
         let mut steps = Vec::with_capacity(configs.len());
         for (index, c) in configs.iter().enumerate() {
             if let Some((_, message)) = crate::config::sd::relabel_problems(c).into_iter().next() {
@@ -93,9 +93,9 @@ impl Step {
                 .join(&self.separator)
         };
         match self.action {
-            RelabelAction::Keep => self.regex.is_match(&value()),
-            RelabelAction::Drop => !self.regex.is_match(&value()),
-            RelabelAction::Replace => {
+            TargetRelabelAction::Keep => self.regex.is_match(&value()),
+            TargetRelabelAction::Drop => !self.regex.is_match(&value()),
+            TargetRelabelAction::Replace => {
                 let value = value();
                 let Some(caps) = self.regex.captures(&value) else {
                     return true;
@@ -114,7 +114,7 @@ impl Step {
                 }
                 true
             }
-            RelabelAction::Labelmap => {
+            TargetRelabelAction::Labelmap => {
                 let mut added = Vec::new();
                 for (name, v) in labels.iter() {
                     if let Some(caps) = self.regex.captures(name) {
@@ -128,11 +128,11 @@ impl Step {
                 labels.extend(added);
                 true
             }
-            RelabelAction::Labeldrop => {
+            TargetRelabelAction::Labeldrop => {
                 labels.retain(|name, _| !self.regex.is_match(name));
                 true
             }
-            RelabelAction::Labelkeep => {
+            TargetRelabelAction::Labelkeep => {
                 labels.retain(|name, _| self.regex.is_match(name));
                 true
             }
@@ -152,7 +152,7 @@ mod tests {
     }
 
     fn compile(yaml: &str) -> Relabel {
-        let configs: Vec<RelabelConfig> = serde_saphyr::from_str(yaml).unwrap();
+        let configs: Vec<TargetRelabelConfig> = serde_saphyr::from_str(yaml).unwrap();
         Relabel::compile(&configs).unwrap()
     }
 
@@ -160,7 +160,8 @@ mod tests {
     /// expected output or None for dropped).
     #[test]
     fn relabelling_follows_prometheus_documented_examples() {
-        let cases: &[(&str, &[(&str, &str)], Option<&[(&str, &str)]>)] = &[
+        type Pairs<'a> = &'a [(&'a str, &'a str)];
+        let cases: &[(&str, Pairs, Option<Pairs>)] = &[
             // replace with a capture group into a new label
             (
                 "[{source_labels: [a], regex: 'f(.*)', target_label: d, replacement: 'ch${1}-ch${1}'}]",
@@ -293,7 +294,7 @@ mod tests {
             "[{action: replace, target_label: '1x'}]",
             "[{source_labels: [a], target_label: b, regex: '(a{1000}){1000}'}]",
         ] {
-            let configs: Vec<RelabelConfig> = serde_saphyr::from_str(bad).unwrap();
+            let configs: Vec<TargetRelabelConfig> = serde_saphyr::from_str(bad).unwrap();
             assert!(Relabel::compile(&configs).is_err(), "{bad}");
         }
     }
@@ -310,7 +311,7 @@ mod tests {
             values in proptest::collection::vec(("[a-z_]{1,6}", "\\PC{0,12}"), 0..6),
         ) {
             let action = ["replace", "keep", "drop", "labelmap", "labeldrop", "labelkeep"][action];
-            let mut c = RelabelConfig {
+            let mut c = TargetRelabelConfig {
                 source_labels: values.iter().map(|(k, _)| k.clone()).take(2).collect(),
                 separator: None,
                 regex: Some(serde_saphyr::Spanned::new(regex.clone(), serde_saphyr::Location::UNKNOWN, serde_saphyr::Location::UNKNOWN)),
