@@ -320,6 +320,36 @@ impl Config {
     }
 }
 
+/// Every `http_sd` secret of `t` that cannot be read (`tocsin check` and the daemon's start
+/// refuse these, through [`Config::preflight`]).
+pub fn sd_secret_errors(t: &TargetConfig, env: &HashMap<String, String>) -> Vec<SecretError> {
+    let name = &t.name.value;
+    let mut out = Vec::new();
+    for h in &t.http_sd {
+        if let Err(e) = sd_secret(
+            name,
+            "bearer_token",
+            &h.bearer_token_env,
+            &h.bearer_token_file,
+            env,
+        ) {
+            out.push(e);
+        }
+        if let Some(b) = &h.basic_auth
+            && let Err(e) = sd_secret(
+                name,
+                "basic_auth.password",
+                &b.password_env,
+                &b.password_file,
+                env,
+            )
+        {
+            out.push(e);
+        }
+    }
+    out
+}
+
 fn json<T: Serialize>(v: &T) -> String {
     serde_json::to_string(v).unwrap_or_default()
 }
