@@ -383,16 +383,44 @@ pub struct NotifyReload {
 }
 
 /// The notification sections of `cfg` as they are compared across reloads: the typed sections
-/// serialized as JSON. Positions are not part of it (`Spanned` serializes its value only), so
+/// serialized as JSON, and a hash of the content of every secret file they name (`url_file`,
+/// `password_file`, ...), so a rotated secret or a new URL in a file is rebuilt by a reload like
+/// an edited section. Positions are not part of it (`Spanned` serializes its value only), so
 /// moving or reformatting a section (block or flow style) is no change and rebuilds nothing.
+/// Blocking: reads the secret files (bounded by [`crate::config::read_secret_file`]).
 pub fn notify_sections(cfg: &crate::config::Config) -> String {
-    serde_json::json!([
+    let sections = serde_json::json!([
         cfg.route,
         cfg.receivers,
         cfg.inhibit_rules,
         cfg.time_intervals
-    ])
-    .to_string()
+    ]);
+    let mut files = Vec::new();
+    secret_file_digests(&sections, &mut files);
+    format!("{sections}{files:?}")
+}
+
+/// (path, xxh3 of its content or of why it cannot be read) of every `*_file` value in `v`.
+fn secret_file_digests(v: &serde_json::Value, out: &mut Vec<(String, u64)>) {
+    match v {
+        serde_json::Value::Object(m) => {
+            for (k, x) in m {
+                match x.as_str() {
+                    Some(path) if k.ends_with("_file") => {
+                        let content = crate::config::read_secret_file(Path::new(path))
+                            .unwrap_or_else(|e| e.to_string());
+                        out.push((
+                            path.to_string(),
+                            xxhash_rust::xxh3::xxh3_64(content.as_bytes()),
+                        ));
+                    }
+                    _ => secret_file_digests(x, out),
+                }
+            }
+        }
+        serde_json::Value::Array(a) => a.iter().for_each(|x| secret_file_digests(x, out)),
+        _ => {}
+    }
 }
 
 /// New notification sections, built and validated, ready to swap in.
@@ -1173,6 +1201,27 @@ fn lock(inner: &Mutex<Inner>) -> std::sync::MutexGuard<'_, Inner> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_changed_secret_file_of_a_receiver_is_a_change_of_the_sections() {
+        let dir = tempfile::tempdir().unwrap();
+        let url_file = dir.path().join("hook-url");
+        std::fs::write(&url_file, "http://127.0.0.1:1/a\n").unwrap();
+        let yaml = format!(
+            "route: {{ receiver: hook }}\nreceivers:\n  - name: hook\n    webhook: {{ url_file: '{}' }}\n",
+            url_file.display()
+        );
+        let cfg = crate::config::Config::from_yaml(&yaml, Path::new("t.yml")).unwrap();
+        let before = notify_sections(&cfg);
+        assert_eq!(before, notify_sections(&cfg));
+        std::fs::write(&url_file, "http://127.0.0.1:1/b\n").unwrap();
+        let after = notify_sections(&cfg);
+        assert_ne!(before, after);
+        assert!(
+            !after.contains("127.0.0.1:1/b"),
+            "the secret itself is never in it"
+        );
+    }
 
     #[test]
     fn notify_sections_ignore_layout_and_positions_but_not_values() {
