@@ -879,6 +879,13 @@ fn prepare_config(
     };
     out.notify = notify.map(|n| n.prepare(&cfg, env));
     out.targets = targets.map(|t| t.prepare(source, &cfg, env));
+    // notifications were off at start: a route now turns them on only after a restart
+    if notify.is_none()
+        && cfg.route.is_some()
+        && let Some(Ok((_, restart))) = out.targets.as_mut()
+    {
+        restart.push("route".into());
+    }
     out
 }
 

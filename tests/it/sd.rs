@@ -419,6 +419,10 @@ async fn http_sd_server(answer: Answer) -> std::net::SocketAddr {
                     return (axum::http::StatusCode::UNAUTHORIZED, "no token").into_response();
                 }
                 let (status, ct, body) = answer.lock().unwrap().clone();
+                if status == 0 {
+                    // never answers: the fetch's timeout must end it
+                    std::future::pending::<()>().await;
+                }
                 (
                     axum::http::StatusCode::from_u16(status).unwrap(),
                     [("content-type", ct)],
@@ -432,8 +436,8 @@ async fn http_sd_server(answer: Answer) -> std::net::SocketAddr {
 }
 
 /// `http_sd`: the list is fetched with the token and refreshed; a 500, a wrong content type, an
-/// answer over the size limit and garbage keep the last good list (each counted); `__meta_url`
-/// is set.
+/// answer over the size limit, garbage and an endpoint that never answers keep the last good
+/// list (each counted); `__meta_url` is set.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http_sd_refreshes_and_keeps_the_last_good_list_when_the_endpoint_fails() {
     let dir = tempfile::tempdir().unwrap();
@@ -453,7 +457,7 @@ async fn http_sd_refreshes_and_keeps_the_last_good_list_when_the_endpoint_fails(
     std::fs::write(
         dir.path().join("tocsin.yml"),
         format!(
-            "{}targets:\n  - name: web\n    interval: 200ms\n    http_sd: [{{ url: 'http://{sd}/sd', refresh_interval: 1s, bearer_token_env: SD_TOKEN }}]\n    relabel_configs:\n      - {{ source_labels: [__meta_url], regex: '.*/(sd)', target_label: from }}\n",
+            "{}targets:\n  - name: web\n    interval: 200ms\n    http_sd: [{{ url: 'http://{sd}/sd', refresh_interval: 1s, timeout: 1s, bearer_token_env: SD_TOKEN }}]\n    relabel_configs:\n      - {{ source_labels: [__meta_url], regex: '.*/(sd)', target_label: from }}\n",
             header(dir.path(), &listen)
         ),
     )
@@ -502,6 +506,7 @@ async fn http_sd_refreshes_and_keeps_the_last_good_list_when_the_endpoint_fails(
             "{\"nope\": 1}".to_string(),
             "invalid type",
         ),
+        (0, "application/json", "[]".to_string(), "timed out"),
     ] {
         let before = failures().await;
         *answer.lock().unwrap() = (status, ct, body);
