@@ -389,3 +389,51 @@ pub fn action_name(a: TargetRelabelAction) -> &'static str {
         TargetRelabelAction::Labelkeep => "labelkeep",
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    /// Every problem of the discovery and relabelling sections is reported at once, each at a
+    /// real line with its field path.
+    #[test]
+    fn discovery_and_relabelling_errors_name_their_line_and_field() {
+        let yaml = "targets:
+  - name: n
+    metrics: http://h:1/metrics
+    file_sd: [{ files: ['*/x.json'] }]
+  - name: m
+    scheme: ftp
+    metrics_path: metrics
+    http_sd: [{ url: 'ftp://x/sd', refresh_interval: 10ms }]
+    dns_sd:
+      - { names: [a.example], type: A }
+      - { names: ['bad name..'], port: 80 }
+    relabel_configs:
+      - { source_labels: [a], regex: '(' }
+      - { action: keep }
+      - { action: replace }
+      - { action: labeldrop, regex: x, target_label: y }
+";
+        let e = crate::config::Config::from_yaml(yaml, Path::new("t.yml"))
+            .unwrap_err()
+            .to_string();
+        for want in [
+            "t.yml:2:11: targets[0]: a target with file_sd",
+            "targets[0].file_sd[0].files: \"*/x.json\": wildcards are supported in the file name only",
+            "targets[1].metrics_path: \"metrics\" must start with /",
+            "targets[1].scheme: unsupported scheme \"ftp\"",
+            "t.yml:8:22: targets[1].http_sd[0].url: unsupported scheme \"ftp\"",
+            "targets[1].http_sd[0].refresh_interval: 10ms is shorter than the minimum of 1s",
+            "targets[1].dns_sd[0].port: A and AAAA records need a port",
+            "targets[1].dns_sd[1].names: invalid DNS name \"bad name..\"",
+            "targets[1].dns_sd[1].port: SRV records carry their own port",
+            "t.yml:13:38: targets[1].relabel_configs[0].regex: invalid regex",
+            "targets[1].relabel_configs[1].source_labels: keep needs source_labels",
+            "targets[1].relabel_configs[2].target_label: replace needs a target_label",
+            "targets[1].relabel_configs[3]: labeldrop takes only a regex over label names",
+        ] {
+            assert!(e.contains(want), "{want}\n---\n{e}");
+        }
+    }
+}
