@@ -440,23 +440,23 @@ impl Scheduler {
         let store = self.store.clone();
         crate::task::blocking(&self.metrics, "stale", name, move || {
             let mut written = 0;
+            // only series that exist: a target removed before its first scrape gets none
+            let mut matchers: Vec<crate::labels::Matcher> = base
+                .iter()
+                .map(|(k, v)| crate::labels::Matcher::equal(k, v))
+                .collect();
             let ids = match cache {
                 Some(mut cache) => {
                     written += cache.mark_all_stale(&store, t);
-                    store.series_refs(
-                        ["up", "scrape_duration_seconds", "scrape_samples_scraped"]
-                            .iter()
-                            .map(|n| base.with("__name__", n))
-                            .collect(),
-                    )
+                    let mut ids = Vec::new();
+                    for name in ["up", "scrape_duration_seconds", "scrape_samples_scraped"] {
+                        matchers.push(crate::labels::Matcher::equal("__name__", name));
+                        ids.extend(store.select_ids(&matchers));
+                        matchers.pop();
+                    }
+                    ids
                 }
-                None => {
-                    let matchers: Vec<crate::labels::Matcher> = base
-                        .iter()
-                        .map(|(k, v)| crate::labels::Matcher::equal(k, v))
-                        .collect();
-                    store.select_ids(&matchers)
-                }
+                None => store.select_ids(&matchers),
             };
             let batch: Vec<_> = ids
                 .into_iter()

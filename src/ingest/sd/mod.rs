@@ -19,6 +19,13 @@
 //!
 //! Target names: a discovered target is `<template name>/<instance>`; two discovered targets
 //! with one name and different labels get `#<hash>` appended, so each keeps its own tasks.
+//!
+//! Known limits: a `file_sd` file is re-read [`file::SETTLE`] after the debounced change, without
+//! the rule files' settle-and-compare (a file cut at a group boundary is valid and shorter: write
+//! it elsewhere and rename it in, as deploy tools do); targets relabelling dropped are not kept,
+//! so `/api/v1/targets?state=dropped` lists none; [`MAX_SD_TARGETS`] bounds each source, not
+//! their sum; a target's `startup_grace` is read by the rule manager at start only (a reload
+//! that changes one says it needs a restart).
 
 pub mod dns;
 pub mod file;
