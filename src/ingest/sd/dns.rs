@@ -1,5 +1,5 @@
 //! `dns_sd`: targets from DNS records, asked with hickory-proto over our own sockets (the
-//! `dns` probe's [`crate::ingest::probe::dns::exchange`]: every read bounded), UDP first and TCP
+//! `dns` probe's `exchange`: every read bounded), UDP first and TCP
 //! when the answer is truncated. The server is the configured `nameserver` or the first
 //! `nameserver` of `/etc/resolv.conf`. `A`/`AAAA` records give `<address>:<port>`; `SRV`
 //! records give `<target>:<port>`. Each name's group gets `__meta_dns_name`, and SRV targets
