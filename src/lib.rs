@@ -5,7 +5,8 @@
 //!   and the one reload function (rules and notification sections swapped together or not at all).
 //! - [`config`]: `tocsin.yml` raw (located errors) → validated (every error at once) → built; and
 //!   `tocsin config-reference`.
-//! - [`ingest`]: HTTP fetch, the strict text parser, the scrape cache, health probes, the scheduler.
+//! - [`ingest`]: HTTP fetch, the strict text parser, the scrape cache, health probes, service
+//!   discovery and relabelling, the scheduler.
 //! - [`store`]: in-memory head of Gorilla chunks over one SQLite file; the only SQLite code.
 //! - [`promql`]: the query engine (Prometheus semantics), its PromQL and Rhai front ends.
 //! - [`rules`]: rule files (load), templates, the alert tracker, the one evaluation step, and its

@@ -80,6 +80,16 @@ pub struct SelfMetrics {
     /// store calls of the sender that failed, by operation: each leaves a notification queued
     /// (sent again later) or a metric stale
     pub notification_store_errors: Family<StoreOpLabels, Counter>,
+    /// service discovery refreshes that failed (the last good targets stay), by mechanism
+    pub sd_refresh_failures: Family<MechanismLabels, Counter>,
+    /// targets each discovery source gives now (its last good refresh), by mechanism
+    pub sd_discovered_targets: Family<MechanismLabels, Gauge>,
+}
+
+/// A service discovery mechanism: `file`, `http` or `dns`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct MechanismLabels {
+    pub mechanism: &'static str,
 }
 
 /// The kind of loop a caught panic happened in: `scrape`, `probe`, `flush` or `rule_group`
@@ -382,7 +392,21 @@ impl SelfMetrics {
             "Store calls of the notification sender that failed, by operation",
             notification_store_errors.clone(),
         );
+        let sd_refresh_failures = Family::<MechanismLabels, Counter>::default();
+        registry.register(
+            "sd_refresh_failures",
+            "Service discovery refreshes that failed, by mechanism; the last good targets stay",
+            sd_refresh_failures.clone(),
+        );
+        let sd_discovered_targets = Family::<MechanismLabels, Gauge>::default();
+        registry.register(
+            "sd_discovered_targets",
+            "Targets service discovery gives now (before relabelling), by mechanism",
+            sd_discovered_targets.clone(),
+        );
         SelfMetrics {
+            sd_refresh_failures,
+            sd_discovered_targets,
             store_write_failures,
             store_last_successful_write,
             rules_loaded,

@@ -17,7 +17,7 @@ use super::{Config, SecretError};
 /// One reason the daemon could not run this configuration in this environment.
 #[derive(Debug, thiserror::Error)]
 pub enum PreflightError {
-    /// A target's `bearer_token_env` or `bearer_token_file` cannot be read.
+    /// A target's `bearer_token_env` or `bearer_token_file` (or an `http_sd` secret) cannot be read.
     #[error("targets: {0}")]
     Target(#[from] SecretError),
     /// A receiver's integration cannot be built: a `*_env` secret not set, a `*_file` secret
@@ -72,6 +72,11 @@ impl Config {
             if let Err(e) = super::target_secret(t, env) {
                 errors.push(PreflightError::Target(e));
             }
+            errors.extend(
+                crate::ingest::sd::sd_secret_errors(t, env)
+                    .into_iter()
+                    .map(PreflightError::Target),
+            );
         }
         for d in &self.datasources {
             if let Err(e) = super::datasource::build(d, env) {
@@ -148,6 +153,7 @@ mod tests {
             dir.path(),
             "server: { api_token_env: API_TOKEN }\n\
              targets:\n  - name: svc\n    metrics: http://127.0.0.1:1/metrics\n    bearer_token_env: SVC_TOKEN\n\
+             \x20 - name: sd\n    http_sd: [{ url: 'http://127.0.0.1:1/sd', basic_auth: { username: u, password_env: SD_PASSWORD } }]\n\
              route: { receiver: mail }\n\
              receivers:\n  - name: mail\n    email: { to: [a@example.com], from: t@example.com, smarthost: 'smtp.example.com:587', username: u, password_env: SMTP_PASSWORD }\n",
         );
@@ -155,7 +161,7 @@ mod tests {
             .preflight(Some(&path), &HashMap::new())
             .unwrap_err()
             .to_string();
-        for var in ["API_TOKEN", "SVC_TOKEN", "SMTP_PASSWORD"] {
+        for var in ["API_TOKEN", "SVC_TOKEN", "SMTP_PASSWORD", "SD_PASSWORD"] {
             assert!(
                 e.contains(&format!(
                     "names {var}, which is not set in this environment"
@@ -163,10 +169,11 @@ mod tests {
                 "{var}: {e}"
             );
         }
-        let env: HashMap<String, String> = ["API_TOKEN", "SVC_TOKEN", "SMTP_PASSWORD"]
-            .into_iter()
-            .map(|v| (v.to_string(), "x".to_string()))
-            .collect();
+        let env: HashMap<String, String> =
+            ["API_TOKEN", "SVC_TOKEN", "SMTP_PASSWORD", "SD_PASSWORD"]
+                .into_iter()
+                .map(|v| (v.to_string(), "x".to_string()))
+                .collect();
         cfg.preflight(Some(&path), &env).unwrap();
     }
 

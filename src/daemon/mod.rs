@@ -84,8 +84,8 @@ pub enum DaemonError {
 /// How to run besides the configuration.
 #[derive(Debug, Clone, Default)]
 pub struct DaemonOptions {
-    /// The configuration file, re-read by reloads for its notification sections; `None` for the
-    /// built-in default (then only rules reload).
+    /// The configuration file, re-read by reloads for its notification sections and its target
+    /// set, and watched; `None` for the built-in default (then only rules reload).
     pub source: Option<PathBuf>,
     /// Shadow mode: evaluate, route and record every notification, deliver none.
     pub dry_run: bool,
@@ -125,7 +125,13 @@ impl Daemon {
     ) -> Result<Running, DaemonError> {
         // the checks `tocsin check` makes: secrets, tokens, rule file patterns
         cfg.preflight(opts.source.as_deref(), &opts.env)?;
-        let targets = cfg.build_targets(&opts.env)?;
+        let config_dir = opts
+            .source
+            .as_ref()
+            .and_then(|p| p.parent().map(PathBuf::from))
+            .unwrap_or_default();
+        let sources = cfg.build_target_sources(&opts.env, &config_dir)?;
+        let targets = sources.statics.clone();
         let started_ms = clock.now_ms();
         let store_path = cfg.storage.path.clone();
         let store_opts = StoreOptions {
@@ -153,7 +159,7 @@ impl Daemon {
         {
             return Err(DaemonError::OpenWrites { addr });
         }
-        tracing::info!(listen = %addr, store = %store_path.display(), targets = targets.len(), "tocsin started");
+        tracing::info!(listen = %addr, store = %store_path.display(), targets = targets.len(), discovering = sources.jobs.len(), "tocsin started");
 
         let metrics = Arc::new(SelfMetrics::new(started_ms as f64 / 1000.0));
         let status = Arc::new(StatusBoard::default());
@@ -167,10 +173,23 @@ impl Daemon {
             heartbeats: heartbeats.clone(),
         };
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
-        let mut scrapes = scheduler.spawn(
-            targets,
+        // the static targets start at once; the discovery loop adds the discovered ones and
+        // follows reloads
+        let (targets_tx, targets_rx) = watch::channel(Arc::new(targets));
+        let (sources_tx, sources_rx) = watch::channel(Arc::new(sources));
+        let mut scrapes = scheduler.spawn_updatable(
+            targets_rx,
             cfg.storage.flush_interval.value.0,
             shutdown_rx.clone(),
+        );
+        scrapes.spawn(
+            crate::ingest::sd::Discovery {
+                clock: clock.clone(),
+                metrics: metrics.clone(),
+                status: status.clone(),
+                client: crate::ingest::client(),
+            }
+            .run(sources_rx, targets_tx, shutdown_rx.clone()),
         );
         // tocsin's own metrics, stored in-process (and the store's write counters kept current)
         let self_scrape = crate::ingest::selfscrape::SelfScrape {
@@ -275,6 +294,12 @@ impl Daemon {
                 notify: notify_reload,
                 env: opts.env.clone(),
                 tx: reload_tx.clone(),
+                source: opts.source.clone(),
+                targets: opts.source.as_ref().map(|_| reload::TargetsReload {
+                    sources: sources_tx,
+                    base: config_dir.clone(),
+                    started_with: reload::restart_settings(&cfg),
+                }),
             }
             .run(reload_rx),
         );

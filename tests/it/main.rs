@@ -30,6 +30,7 @@ mod robustness;
 mod rules;
 mod scheduler;
 mod scrape;
+mod sd;
 mod selfwatch;
 mod store;
 mod textformat_promtool;
