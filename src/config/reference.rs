@@ -20,6 +20,10 @@ pub const SOURCES: &[(&str, &str)] = &[
     ("src/config/mod.rs", include_str!("mod.rs")),
     ("src/config/datasource.rs", include_str!("datasource.rs")),
     (
+        "src/config/remote_write.rs",
+        include_str!("remote_write.rs"),
+    ),
+    (
         "src/notify/receivers.rs",
         include_str!("../notify/receivers.rs"),
     ),
