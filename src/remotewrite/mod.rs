@@ -384,27 +384,17 @@ impl RemoteWriter {
                     }
                     continue;
                 };
-                if let Some((to, dropped)) = overflow(&backlog, self.rw.max_pending_samples) {
-                    let n = name.clone();
-                    if self
-                        .store_call("ack", move |s| s.rw_ack(&n, to))
-                        .await
-                        .is_none()
-                    {
+                let (backlog, dropped_to) = match self.bound(backlog).await {
+                    Some(b) => b,
+                    None => {
                         if !self.pause(backoff.next_delay(), &mut shutdown).await {
                             return;
                         }
                         continue;
                     }
-                    tracing::error!(
-                        remote = name,
-                        dropped,
-                        max_pending_samples = self.rw.max_pending_samples,
-                        "remote write backlog over its bound: oldest samples dropped"
-                    );
-                    self.count(true, "backlog", dropped as usize);
+                };
+                if let Some(to) = dropped_to {
                     pos = to;
-                    continue;
                 }
                 pending = backlog.iter().map(|q| q.samples).sum();
                 newest_queued = backlog.iter().map(|q| q.maxt).max().or(newest_queued);
@@ -470,7 +460,9 @@ impl RemoteWriter {
                         Vec::new()
                     }
                 };
-                // the same request until it is accepted or refused
+                // the same request until it is accepted or refused (or its row dropped with the
+                // oldest of a backlog over its bound)
+                let mut abandoned = None;
                 while !body.is_empty() {
                     if *shutdown.borrow() {
                         return;
@@ -516,8 +508,30 @@ impl RemoteWriter {
                             if !self.pause(wait, &mut shutdown).await {
                                 return;
                             }
+                            // the backlog grows meanwhile: its gauges and its bound
+                            let b = self
+                                .store_call("backlog", move |s| s.rw_backlog(pos, kinds))
+                                .await;
+                            if let Some((backlog, dropped_to)) = match b {
+                                Some(b) => self.bound(b).await,
+                                None => None,
+                            } {
+                                pending = backlog.iter().map(|q| q.samples).sum();
+                                newest_queued =
+                                    backlog.iter().map(|q| q.maxt).max().or(newest_queued);
+                                self.observe(pending, newest_queued, newest_sent);
+                                if dropped_to.is_some() {
+                                    abandoned = dropped_to;
+                                    break;
+                                }
+                            }
                         }
                     }
+                }
+                if let Some(to) = abandoned {
+                    pos = to;
+                    row = None;
+                    continue;
                 }
             }
             let finished = end >= r.samples.len();
@@ -547,6 +561,27 @@ impl RemoteWriter {
                 row = None;
             }
         }
+    }
+
+    /// Enforces `max_pending_samples` on `backlog` (the queue after the position, oldest
+    /// first): drops the oldest whole rows over it (the position moves past them, durably;
+    /// counted and logged). Returns what remains and the new position if it moved; None when
+    /// the store failed.
+    async fn bound(&self, backlog: Vec<RwQueued>) -> Option<(Vec<RwQueued>, Option<RwPosition>)> {
+        let Some((to, dropped)) = overflow(&backlog, self.rw.max_pending_samples) else {
+            return Some((backlog, None));
+        };
+        let n = self.rw.name.clone();
+        self.store_call("ack", move |s| s.rw_ack(&n, to)).await?;
+        tracing::error!(
+            remote = self.rw.name,
+            dropped,
+            max_pending_samples = self.rw.max_pending_samples,
+            "remote write backlog over its bound: oldest samples dropped"
+        );
+        self.count(true, "backlog", dropped as usize);
+        let rest = backlog.into_iter().filter(|q| q.id > to.row).collect();
+        Some((rest, Some(to)))
     }
 
     /// Sets the pending and lag gauges.

@@ -40,7 +40,7 @@ fn counting_target(target: &Arc<FakeTarget>) -> tokio::task::JoinHandle<()> {
 /// (name, url).
 fn config(target: &str, remotes: &[(&str, String)], extra: &str) -> String {
     let mut out = format!(
-        "scrape: {{ interval: 250ms, timeout: 1s, self_metrics: false }}\nstorage: {{ flush_interval: 1s }}\n\
+        "scrape: {{ interval: 250ms, timeout: 250ms, self_metrics: false }}\nstorage: {{ flush_interval: 1s }}\n\
          evaluation: {{ interval: 1s }}\nexternal_labels: {{ replica: a }}\n\
          targets:\n  - name: svc\n    metrics: {target}/metrics\n{extra}remote_write:\n"
     );
@@ -102,8 +102,8 @@ async fn vm_samples(vm_url: &str) -> (BTreeMap<i64, Vec<f64>>, Value) {
 
 /// Waits until VictoriaMetrics holds every sample tocsin stored up to a time after `after`
 /// (ms), then checks they agree: same timestamps, same values, no timestamp with two values.
-/// Returns how many samples were compared.
-async fn assert_vm_has_everything(daemon: &Daemon, vm_url: &str, after: i64) -> usize {
+/// Returns the times of the samples compared.
+async fn assert_vm_has_everything(daemon: &Daemon, vm_url: &str, after: i64) -> Vec<i64> {
     let deadline = Deadline::within("victoria-metrics catching up", Duration::from_secs(60))
         .every(Duration::from_millis(500));
     loop {
@@ -133,7 +133,7 @@ async fn assert_vm_has_everything(daemon: &Daemon, vm_url: &str, after: i64) -> 
                     assert_eq!(*v, vals[0], "value at {t}");
                 }
             }
-            return ours.len();
+            return ours.into_keys().collect();
         }
         deadline.tick().await;
     }
@@ -171,11 +171,13 @@ async fn remote_written_series_fire_rules_on_victoria_metrics_and_prometheus() {
     let prom = prometheus(&prom_bin, dir.path(), "prom-data", None).await;
     let target = Arc::new(FakeTarget::start().await);
     let _counter = counting_target(&target);
-    let rules = "groups:\n\
-        - name: on-vm\n    datasource: vm\n    interval: 1s\n    rules:\n      \
-          - alert: SeqOnVm\n        expr: demo_seq{replica=\"a\", job=\"svc\"} > 20\n\
-        - name: on-prom\n    datasource: prom\n    interval: 1s\n    rules:\n      \
-          - alert: SeqOnProm\n        expr: demo_seq{replica=\"a\", job=\"svc\"} > 20\n";
+    let rules = concat!(
+        "groups:\n",
+        "  - name: on-vm\n    datasource: vm\n    interval: 1s\n    rules:\n",
+        "      - alert: SeqOnVm\n        expr: demo_seq{replica=\"a\", job=\"svc\"} > 20\n",
+        "  - name: on-prom\n    datasource: prom\n    interval: 1s\n    rules:\n",
+        "      - alert: SeqOnProm\n        expr: demo_seq{replica=\"a\", job=\"svc\"} > 20\n",
+    );
     let datasources = format!(
         "rule_files: [rules.yml]\ndatasources:\n  - name: vm\n    type: prometheus\n    url: {}\n  \
          - name: prom\n    type: prometheus\n    url: {}\n    query_offset: 1s\n",
@@ -240,6 +242,7 @@ async fn a_receiver_down_and_a_killed_tocsin_lose_no_sample() {
     assert_vm_has_everything(&daemon, &vm_url, now_ms()).await;
 
     // the receiver goes away for a while: the backlog grows, scraping goes on
+    let down_from = now_ms();
     vm.terminate();
     daemon
         .wait_metric(pending, 100.0, Duration::from_secs(30))
@@ -252,21 +255,34 @@ async fn a_receiver_down_and_a_killed_tocsin_lose_no_sample() {
     );
     let down_until = now_ms();
     let vm = victoria_metrics_on(&vm_bin, &vm_dir, vm_addr).await;
-    let n = assert_vm_has_everything(&daemon, &vm.url(), down_until).await;
-    assert!(n > 100, "{n} samples compared");
+    let times = assert_vm_has_everything(&daemon, &vm.url(), down_until).await;
+    let during = times
+        .iter()
+        .filter(|t| (down_from..down_until).contains(t))
+        .count();
+    assert!(
+        during > 10,
+        "{during} samples scraped while the receiver was down"
+    );
 
     // down again, and tocsin killed in the middle of the backlog: its restart resumes
     let mut vm = vm;
+    let down_from = now_ms();
     vm.terminate();
     daemon
         .wait_metric(pending, 100.0, Duration::from_secs(30))
         .await;
     daemon.kill_9();
+    let down_until = now_ms();
     let vm = victoria_metrics_on(&vm_bin, &vm_dir, vm_addr).await;
     let daemon = daemon.start_again();
     daemon.wait_ready().await;
-    let n = assert_vm_has_everything(&daemon, &vm.url(), now_ms()).await;
-    assert!(n > 200, "{n} samples compared");
+    let times = assert_vm_has_everything(&daemon, &vm.url(), now_ms()).await;
+    let during = times
+        .iter()
+        .filter(|t| (down_from..down_until).contains(t))
+        .count();
+    assert!(during > 10, "{during} samples of the backlog at the kill");
     assert_eq!(
         daemon
             .metric("tocsin_remote_write_samples_dropped_total{remote=\"vm\",reason=\"backlog\"}")
@@ -400,7 +416,7 @@ async fn overload_is_retried_and_refused_samples_are_dropped_with_a_counted_erro
             .await,
         got[4].samples as f64
     );
-    let stderr = daemon.stderr();
+    let stderr = format!("{}{}", daemon.stdout(), daemon.stderr());
     assert!(
         stderr.contains("remote write receiver refused samples"),
         "{stderr}"
@@ -408,5 +424,35 @@ async fn overload_is_retried_and_refused_samples_are_dropped_with_a_counted_erro
     assert!(
         !stderr.contains("/write"),
         "the URL is never logged: {stderr}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backlog_over_its_bound_drops_its_oldest_samples_with_a_counted_error() {
+    let target = Arc::new(FakeTarget::start().await);
+    let _counter = counting_target(&target);
+    // a receiver that never recovers
+    let (url, got) = scripted_receiver(vec![503; 100_000]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(target.base(), &[("dead", url)], "").replace(
+        "max_samples_per_send: 50 }",
+        "max_samples_per_send: 50, max_pending_samples: 60 }",
+    );
+    let daemon = Daemon::in_dir(dir.path()).config(&cfg).start();
+    daemon.wait_ready().await;
+    let dropped = "tocsin_remote_write_samples_dropped_total{remote=\"dead\",reason=\"backlog\"}";
+    daemon
+        .wait_metric(dropped, 60.0, Duration::from_secs(30))
+        .await;
+    // what waits stays within the bound; scraping went on all along
+    let pending = daemon
+        .metric("tocsin_remote_write_samples_pending{remote=\"dead\"}")
+        .await;
+    assert!(pending <= 60.0, "{pending} pending");
+    assert!(!got.lock().unwrap().is_empty());
+    let log = format!("{}{}", daemon.stdout(), daemon.stderr());
+    assert!(
+        log.contains("remote write backlog over its bound"),
+        "the drop is logged: {log}"
     );
 }
