@@ -869,6 +869,13 @@ impl Db {
     }
 }
 
+/// A queued remote write row as stored: the encoded batch of a `wal` row.
+pub(crate) struct RwBlob {
+    pub id: i64,
+    pub kind: u8,
+    pub data: Vec<u8>,
+}
+
 /// Remote write's queue: `rw_queue` rows (copies of `wal` rows, written in their transaction)
 /// and each remote write entry's position in them (`rw_cursor`).
 impl Db {
@@ -941,20 +948,20 @@ impl Db {
         Ok(())
     }
 
-    /// The first queued row with id ≥ `from` whose kind is in `kinds`: (id, kind, samples, data).
-    pub fn rw_row(
-        &self,
-        from: i64,
-        kinds: u8,
-    ) -> Result<Option<(i64, u8, i64, Vec<u8>)>, StoreError> {
+    /// The first queued row with id ≥ `from` whose kind is in `kinds`.
+    pub fn rw_row(&self, from: i64, kinds: u8) -> Result<Option<RwBlob>, StoreError> {
         Ok(self
             .conn
             .prepare_cached(
-                "SELECT id, kind, samples, data FROM rw_queue WHERE id >= ?1 AND (kind & ?2) != 0
+                "SELECT id, kind, data FROM rw_queue WHERE id >= ?1 AND (kind & ?2) != 0
                  ORDER BY id LIMIT 1",
             )?
             .query_row(params![from, kinds], |r| {
-                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+                Ok(RwBlob {
+                    id: r.get(0)?,
+                    kind: r.get(1)?,
+                    data: r.get(2)?,
+                })
             })
             .optional()?)
     }

@@ -138,7 +138,7 @@ impl Store {
             pos.row
         };
         let db = self.db.lock().expect("db lock");
-        let Some((id, kind, _, data)) = db.rw_row(from, kinds)? else {
+        let Some(super::db::RwBlob { id, kind, data }) = db.rw_row(from, kinds)? else {
             return Ok(None);
         };
         let samples = wal::decode(&data).ok_or_else(|| StoreError::Corrupt {
