@@ -253,6 +253,10 @@ async fn a_receiver_down_and_a_killed_tocsin_lose_no_sample() {
             .await
             > 0.0
     );
+    let lag = daemon
+        .metric("tocsin_remote_write_lag_seconds{remote=\"vm\"}")
+        .await;
+    assert!(lag > 0.0, "lag {lag} while the receiver is down");
     let down_until = now_ms();
     let vm = victoria_metrics_on(&vm_bin, &vm_dir, vm_addr).await;
     let times = assert_vm_has_everything(&daemon, &vm.url(), down_until).await;
@@ -305,64 +309,72 @@ struct Received {
 }
 
 /// A remote write receiver answering each request with the next status of its script (200
-/// once the script is used up); a 429 says `Retry-After: 1`.
+/// once the script is used up); a 429 says `Retry-After: 1`; [`HANG`] never answers;
+/// [`HUGE_500`] is a 500 with a 32 MiB body.
+const HANG: u16 = 999;
+const HUGE_500: u16 = 599;
+
 async fn scripted_receiver(script: Vec<u16>) -> (String, Arc<Mutex<Vec<Received>>>) {
     use prost::Message;
     let got: Arc<Mutex<Vec<Received>>> = Arc::default();
     let script = Arc::new(Mutex::new(std::collections::VecDeque::from(script)));
     let (g, s) = (got.clone(), script.clone());
-    let app =
-        axum::Router::new().route(
-            "/write",
-            axum::routing::post(
-                move |headers: axum::http::HeaderMap, body: axum::body::Bytes| {
-                    let (g, s) = (g.clone(), s.clone());
-                    async move {
-                        let h = |n: &str| {
-                            headers
-                                .get(n)
-                                .and_then(|v| v.to_str().ok())
-                                .unwrap_or("")
-                                .to_string()
-                        };
-                        let raw = snap::raw::Decoder::new().decompress_vec(&body).unwrap();
-                        let req =
-                            tocsin::remotewrite::WriteRequest::decode(raw.as_slice()).unwrap();
-                        let status = s.lock().unwrap().pop_front().unwrap_or(200);
-                        g.lock().unwrap().push(Received {
-                            status,
-                            encoding: h("content-encoding"),
-                            content_type: h("content-type"),
-                            version: h("x-prometheus-remote-write-version"),
-                            user_agent: h("user-agent"),
-                            first: req
-                                .timeseries
-                                .iter()
-                                .map(|ts| {
-                                    let name = ts
-                                        .labels
-                                        .iter()
-                                        .find(|l| l.name == "__name__")
-                                        .map(|l| l.value.clone())
-                                        .unwrap_or_default();
-                                    (name, ts.samples[0].timestamp)
-                                })
-                                .collect(),
-                            samples: req.timeseries.iter().map(|t| t.samples.len()).sum(),
-                        });
-                        let mut resp = axum::response::Response::new(axum::body::Body::from(
-                            if status == 400 { "bad sample" } else { "" },
-                        ));
-                        *resp.status_mut() = axum::http::StatusCode::from_u16(status).unwrap();
-                        if status == 429 {
-                            resp.headers_mut()
-                                .insert("retry-after", axum::http::HeaderValue::from_static("1"));
-                        }
-                        resp
+    let app = axum::Router::new().route(
+        "/write",
+        axum::routing::post(
+            move |headers: axum::http::HeaderMap, body: axum::body::Bytes| {
+                let (g, s) = (g.clone(), s.clone());
+                async move {
+                    let h = |n: &str| {
+                        headers
+                            .get(n)
+                            .and_then(|v| v.to_str().ok())
+                            .unwrap_or("")
+                            .to_string()
+                    };
+                    let raw = snap::raw::Decoder::new().decompress_vec(&body).unwrap();
+                    let req = tocsin::remotewrite::WriteRequest::decode(raw.as_slice()).unwrap();
+                    let status = s.lock().unwrap().pop_front().unwrap_or(200);
+                    g.lock().unwrap().push(Received {
+                        status,
+                        encoding: h("content-encoding"),
+                        content_type: h("content-type"),
+                        version: h("x-prometheus-remote-write-version"),
+                        user_agent: h("user-agent"),
+                        first: req
+                            .timeseries
+                            .iter()
+                            .map(|ts| {
+                                let name = ts
+                                    .labels
+                                    .iter()
+                                    .find(|l| l.name == "__name__")
+                                    .map(|l| l.value.clone())
+                                    .unwrap_or_default();
+                                (name, ts.samples[0].timestamp)
+                            })
+                            .collect(),
+                        samples: req.timeseries.iter().map(|t| t.samples.len()).sum(),
+                    });
+                    if status == HANG {
+                        tokio::time::sleep(Duration::from_secs(3600)).await;
                     }
-                },
-            ),
-        );
+                    let (status, body) = match status {
+                        HUGE_500 => (500, vec![b'x'; 32 << 20]),
+                        400 => (400, b"bad sample".to_vec()),
+                        s => (s, Vec::new()),
+                    };
+                    let mut resp = axum::response::Response::new(axum::body::Body::from(body));
+                    *resp.status_mut() = axum::http::StatusCode::from_u16(status).unwrap();
+                    if status == 429 {
+                        resp.headers_mut()
+                            .insert("retry-after", axum::http::HeaderValue::from_static("1"));
+                    }
+                    resp
+                }
+            },
+        ),
+    );
     let addr = serve(app).await;
     (format!("http://{addr}/write"), got)
 }
@@ -455,4 +467,28 @@ async fn a_backlog_over_its_bound_drops_its_oldest_samples_with_a_counted_error(
         log.contains("remote write backlog over its bound"),
         "the drop is logged: {log}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hanging_receiver_times_out_and_a_huge_error_answer_is_not_read() {
+    let target = Arc::new(FakeTarget::start().await);
+    let _counter = counting_target(&target);
+    let (url, got) = scripted_receiver(vec![HANG, HUGE_500]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = Daemon::in_dir(dir.path())
+        .config(&config(target.base(), &[("edge", url)], ""))
+        .start();
+    daemon.wait_ready().await;
+    let sent = "tocsin_remote_write_samples_sent_total{remote=\"edge\"}";
+    daemon.wait_metric(sent, 1.0, Duration::from_secs(30)).await;
+    let got = got.lock().unwrap().clone();
+    // the same request each time: after the timeout (2 s), after the 500, then accepted
+    assert!(got.len() >= 3, "{got:#?}");
+    assert_eq!(got[1].first, got[0].first);
+    assert_eq!(got[2].first, got[0].first);
+    let m = |reason: &str| {
+        format!("tocsin_remote_write_samples_failed_total{{remote=\"edge\",reason=\"{reason}\"}}")
+    };
+    assert_eq!(daemon.metric(&m("timeout")).await, got[0].samples as f64);
+    assert_eq!(daemon.metric(&m("http_5xx")).await, got[0].samples as f64);
 }
