@@ -97,8 +97,9 @@ pub enum RemoteWriteSend {
 pub struct RemoteWriteQueueConfig {
     /// Samples in one request, at most 50000. Default `2000`.
     pub max_samples_per_send: Option<u64>,
-    /// How long the sender waits for more samples when the queue holds less than a full
-    /// request before it sends what there is (a store flush wakes it at once). Default `5s`.
+    /// The longest the sender sleeps while nothing is queued before it looks again; a store
+    /// flush or rule evaluation that queues samples wakes it at once, and what is queued goes
+    /// out at once (a flush is already a batch). Default `5s`.
     pub batch_send_deadline: Option<PromDuration>,
     /// The first wait before a retry (a 5xx or 429 answer, a timeout, no connection), doubled
     /// after each failure up to `max_backoff`. Default `30ms`.
