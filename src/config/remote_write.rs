@@ -77,6 +77,32 @@ pub struct RemoteWriteConfig {
     /// Batching, retries and the backlog's bound.
     #[serde(default)]
     pub queue: Option<RemoteWriteQueueConfig>,
+    /// Which series to send by metric name, Prometheus's `write_relabel_configs` in its
+    /// minimal form: each rule in order keeps or drops series whose `__name__` matches its
+    /// regex; a series any rule refuses is not sent (it stays in tocsin's store).
+    #[serde(default)]
+    pub write_relabel: Vec<WriteRelabelConfig>,
+}
+
+/// One rule of `write_relabel`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WriteRelabelConfig {
+    /// What to do with the series whose metric name matches `regex`.
+    pub action: WriteRelabelAction,
+    /// A regular expression over the metric name, anchored at both ends as Prometheus's
+    /// (`node_.*` matches `node_load1`, not `my_node_load1`).
+    pub regex: Spanned<String>,
+}
+
+/// What a `write_relabel` rule does.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum WriteRelabelAction {
+    /// Send only the series whose name matches (of those earlier rules let through).
+    Keep,
+    /// Send none of the series whose name matches.
+    Drop,
 }
 
 /// A kind of samples remote write sends.
@@ -136,6 +162,17 @@ pub struct RemoteWrite {
     pub min_backoff: Duration,
     pub max_backoff: Duration,
     pub max_pending_samples: u64,
+    /// `write_relabel`: (keep, regex over the metric name), in order
+    pub relabel: Vec<(bool, regex::Regex)>,
+}
+
+impl RemoteWrite {
+    /// Whether `write_relabel` lets a series of metric name `name` through.
+    pub fn sends_name(&self, name: &str) -> bool {
+        self.relabel
+            .iter()
+            .all(|(keep, re)| re.is_match(name) == *keep)
+    }
 }
 
 impl std::fmt::Debug for RemoteWrite {
@@ -338,6 +375,16 @@ pub fn validate(entries: &[Spanned<RemoteWriteConfig>], path: &Path) -> Vec<Fiel
                 "must name at least one of scraped, recorded, alerts (leave it out for all)".into(),
             );
         }
+        for (k, rule) in r.write_relabel.iter().enumerate() {
+            if let Err(e) = crate::labels::compile_regex(&rule.regex.value) {
+                err(
+                    rule.regex.referenced.line(),
+                    rule.regex.referenced.column(),
+                    &format!(".write_relabel[{k}].regex"),
+                    format!("invalid regex: {}", crate::labels::regex_reason(&e)),
+                );
+            }
+        }
         if let Some(q) = &r.queue {
             if let Some(n) = q.max_samples_per_send
                 && !(1..=MAX_SAMPLES_PER_SEND).contains(&n)
@@ -496,6 +543,16 @@ pub fn build(
         min_backoff: ms(q.min_backoff, DEFAULT_MIN_BACKOFF_MS),
         max_backoff: ms(q.max_backoff, DEFAULT_MAX_BACKOFF_MS),
         max_pending_samples: q.max_pending_samples.unwrap_or(DEFAULT_MAX_PENDING_SAMPLES),
+        relabel: r
+            .write_relabel
+            .iter()
+            .map(|rule| {
+                (
+                    rule.action == WriteRelabelAction::Keep,
+                    crate::labels::compile_regex(&rule.regex.value).expect("validated regex"),
+                )
+            })
+            .collect(),
     })
 }
 
@@ -538,6 +595,14 @@ mod tests {
         ] {
             assert!(e.contains(want), "{want}\n---\n{e}");
         }
+        let e = errors(
+            "remote_write:\n  - url: http://x\n    write_relabel:\n      - { action: keep, regex: 'a(' }\n",
+        );
+        assert!(
+            e.contains("remote_write[0].write_relabel[0].regex: invalid regex"),
+            "{e}"
+        );
+        assert!(e.contains("t.yml:4:"), "{e}");
         let e = errors("remote_write:\n  - url: http://x\n    send: [everything]\n");
         assert!(e.contains("t.yml:3:"), "{e}");
     }
@@ -581,6 +646,7 @@ mod tests {
         assert_eq!(built[1].batch_send_deadline, Duration::from_secs(1));
         assert_eq!(built[1].max_backoff, Duration::from_secs(60));
         assert_eq!(built[1].max_pending_samples, 1000);
+        assert!(built[0].sends_name("anything"));
         // neither the URL's key nor the token is printed
         let debug = format!("{built:?}");
         assert!(!debug.contains("key@") && !debug.contains("t0k"), "{debug}");
@@ -596,5 +662,33 @@ mod tests {
         std::fs::write(&file, "s3cret-not-a-url\n").unwrap();
         let e = cfg.build_remote_writes(&env).unwrap_err().to_string();
         assert_eq!(e, "remote_write mimir: url_file: not an http or https URL");
+    }
+}
+
+#[cfg(test)]
+mod relabel_tests {
+    use super::*;
+    use crate::config::Config;
+
+    #[test]
+    fn write_relabel_keeps_and_drops_by_anchored_metric_name_in_order() {
+        let cfg = Config::from_yaml(
+            "remote_write:\n  - url: http://x\n    write_relabel:\n      \
+             - { action: keep, regex: 'node_.*|up' }\n      - { action: drop, regex: 'node_debug_.*' }\n",
+            Path::new("t.yml"),
+        )
+        .unwrap();
+        let rw = &cfg.build_remote_writes(&HashMap::new()).unwrap()[0];
+        // (name, sent)
+        for (name, sent) in [
+            ("node_load1", true),
+            ("up", true),
+            ("my_node_load1", false), // anchored, as Prometheus
+            ("upx", false),
+            ("node_debug_x", false),
+            ("http_requests_total", false),
+        ] {
+            assert_eq!(rw.sends_name(name), sent, "{name}");
+        }
     }
 }

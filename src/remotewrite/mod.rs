@@ -434,7 +434,9 @@ impl RemoteWriter {
                 &r.labels,
                 &self.external_labels,
                 |l| {
-                    if r.kind == RW_SCRAPED {
+                    if !self.rw.sends_name(l.metric_name().unwrap_or("")) {
+                        false
+                    } else if r.kind == RW_SCRAPED {
                         send.scraped
                     } else if is_alert_series(l) {
                         send.alerts
