@@ -127,9 +127,10 @@ remote_write:
             "rss_mean": round(t["rss_mean_mb"] / p["rss_mean_mb"], 3),
             "rss_max": round(t["rss_max_mb"] / p["rss_max_mb"], 3),
         }
+        print(json.dumps(res, indent=2), flush=True)
+        os.makedirs(a.out, exist_ok=True)
         out = os.path.join(a.out, f"remote-write-n{a.series}-i{a.interval}.json")
         json.dump(res, open(out, "w"), indent=2)
-        print(json.dumps(res, indent=2))
         print(f"written: {out}")
     finally:
         stop_all(procs.values())
