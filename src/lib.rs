@@ -13,6 +13,7 @@
 //!   three drivers: the daemon's manager, `tocsin test`, `tocsin replay`.
 //! - [`datasource`]: the client of remote query engines (Prometheus HTTP API) that rule groups
 //!   with `datasource:` evaluate against.
+//! - [`remotewrite`]: Prometheus remote write out of the store's durable queue.
 //! - [`notify`]: routing, inhibition, silences, grouping, dedup, the outbox sender, webhook, email.
 //! - [`server`]: axum HTTP surface (health, status, self-metrics, `/api/v1/`, its OpenAPI document).
 //! - [`ui`]: the web UI at `/`, a static bundle embedded in the binary, reading the JSON API.
@@ -32,6 +33,7 @@ pub mod notify;
 pub mod persist;
 pub mod process;
 pub mod promql;
+pub mod remotewrite;
 pub mod rules;
 pub mod selfmetrics;
 pub mod server;

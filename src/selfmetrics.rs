@@ -53,6 +53,8 @@ pub struct SelfMetrics {
     pub datasource_up: Family<DatasourceLabels, Gauge>,
     /// queries sent to each datasource, by result (`ok`, `query_error`, `unavailable`)
     pub datasource_queries: Family<DatasourceResultLabels, Counter>,
+    /// remote write's counters and gauges, by `remote` (`crate::remotewrite`)
+    pub remote_write: RemoteWriteMetrics,
     /// evaluations of a group stopped at its budget (its interval); the rules not finished
     /// count as failures too
     pub rule_group_evaluations_cancelled: Family<GroupLabels, Counter>,
@@ -148,6 +150,65 @@ pub struct DatasourceResultLabels {
     pub datasource: String,
     /// `ok`, `query_error` or `unavailable`
     pub result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RemoteLabels {
+    pub remote: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RemoteReasonLabels {
+    pub remote: String,
+    /// failed: `http_5xx`, `http_429`, `timeout`, `network` (each retried), `http_4xx` (not);
+    /// dropped: `rejected` (a 4xx answer), `backlog` (over `max_pending_samples`),
+    /// `unknown_series`
+    pub reason: &'static str,
+}
+
+/// Remote write's self-metrics (`tocsin_remote_write_*`), each labelled by the entry's name.
+#[derive(Default)]
+pub struct RemoteWriteMetrics {
+    /// samples queued and not yet sent (nor dropped)
+    pub samples_pending: Family<RemoteLabels, Gauge>,
+    /// samples the receiver accepted
+    pub samples_sent: Family<RemoteLabels, Counter>,
+    /// samples of requests that failed, by reason; a retried sample counts at each failure
+    pub samples_failed: Family<RemoteReasonLabels, Counter>,
+    /// samples given up on, by reason
+    pub samples_dropped: Family<RemoteReasonLabels, Counter>,
+    /// newest queued sample time minus newest sent sample time (0 when nothing waits)
+    pub lag_seconds: Family<RemoteLabels, Gauge<f64, AtomicU64>>,
+}
+
+impl RemoteWriteMetrics {
+    fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "remote_write_samples_pending",
+            "Samples queued for remote write and not yet sent",
+            self.samples_pending.clone(),
+        );
+        registry.register(
+            "remote_write_samples_sent",
+            "Samples the remote write receiver accepted",
+            self.samples_sent.clone(),
+        );
+        registry.register(
+            "remote_write_samples_failed",
+            "Samples of remote write requests that failed, by reason (retried ones count at each failure)",
+            self.samples_failed.clone(),
+        );
+        registry.register(
+            "remote_write_samples_dropped",
+            "Samples remote write gave up on, by reason",
+            self.samples_dropped.clone(),
+        );
+        registry.register(
+            "remote_write_lag_seconds",
+            "Newest queued sample time minus newest sent sample time",
+            self.lag_seconds.clone(),
+        );
+    }
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -315,6 +376,8 @@ impl SelfMetrics {
             "Queries sent to each datasource, by result",
             datasource_queries.clone(),
         );
+        let remote_write = RemoteWriteMetrics::default();
+        remote_write.register(&mut registry);
         let rule_group_evaluations_cancelled = Family::<GroupLabels, Counter>::default();
         registry.register(
             "rule_group_evaluations_cancelled",
@@ -427,6 +490,7 @@ impl SelfMetrics {
             rule_evaluation_failures,
             datasource_up,
             datasource_queries,
+            remote_write,
             rule_group_evaluations_cancelled,
             alerts,
             registry,

@@ -10,6 +10,7 @@ pub mod datasource;
 pub mod import;
 pub mod preflight;
 pub mod reference;
+pub mod remote_write;
 pub mod sd;
 pub mod secret;
 
@@ -117,6 +118,11 @@ pub struct Config {
     /// evaluating it over tocsin's own store; alert state, routing and notifications stay here.
     #[serde(default, deserialize_with = "empty_when_null")]
     pub datasources: Vec<datasource::DatasourceConfig>,
+    /// Receivers of Prometheus remote write 1.0 (VictoriaMetrics, Prometheus, Mimir, Thanos
+    /// Receive): tocsin's samples are sent there too, from a durable queue in the store, so a
+    /// receiver that is down or a restart loses nothing. Changing them needs a restart.
+    #[serde(default, deserialize_with = "empty_when_null")]
+    pub remote_write: Vec<Spanned<remote_write::RemoteWriteConfig>>,
     /// The HTTP server.
     #[serde(default)]
     pub server: ServerConfig,
@@ -869,6 +875,7 @@ impl Config {
     /// ([`crate::notify::setup::NotifyPlan::new`]); returns every problem at once.
     pub fn validate(&self, path: &Path) -> Result<(), ConfigError> {
         let mut errors = datasource::validate(&self.datasources, path);
+        errors.extend(remote_write::validate(&self.remote_write, path));
         let mut err = |line: u64, col: u64, field: String, message: String| {
             errors.push(FieldError {
                 path: path.to_path_buf(),
@@ -1364,6 +1371,17 @@ impl Config {
         self.datasources
             .iter()
             .map(|d| datasource::build(d, env))
+            .collect()
+    }
+
+    /// Every remote write entry with defaults applied and secrets read (`*_env` from `env`).
+    pub fn build_remote_writes(
+        &self,
+        env: &std::collections::HashMap<String, String>,
+    ) -> Result<Vec<remote_write::RemoteWrite>, remote_write::RemoteWriteSecretError> {
+        self.remote_write
+            .iter()
+            .map(|r| remote_write::build(&r.value, env))
             .collect()
     }
 

@@ -27,6 +27,9 @@ pub enum PreflightError {
     /// A datasource's `*_env` or `*_file` secret cannot be read.
     #[error("datasources: {0}")]
     Datasource(#[from] super::datasource::DatasourceSecretError),
+    /// A remote write entry's `url_env`/`url_file` or `*_env`/`*_file` secret cannot be read.
+    #[error("{0}")]
+    RemoteWrite(#[from] super::remote_write::RemoteWriteSecretError),
     /// `server.api_token_env` or `server.api_read_token_env` names an unset variable.
     #[error("server.{field} names {var}, which is not set in this environment")]
     TokenUnset { field: &'static str, var: String },
@@ -81,6 +84,11 @@ impl Config {
         for d in &self.datasources {
             if let Err(e) = super::datasource::build(d, env) {
                 errors.push(PreflightError::Datasource(e));
+            }
+        }
+        for r in &self.remote_write {
+            if let Err(e) = super::remote_write::build(&r.value, env) {
+                errors.push(PreflightError::RemoteWrite(e));
             }
         }
         if let Some(plan) = self.notify_plan()

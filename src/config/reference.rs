@@ -21,6 +21,10 @@ pub const SOURCES: &[(&str, &str)] = &[
     ("src/config/datasource.rs", include_str!("datasource.rs")),
     ("src/config/sd.rs", include_str!("sd.rs")),
     (
+        "src/config/remote_write.rs",
+        include_str!("remote_write.rs"),
+    ),
+    (
         "src/notify/receivers.rs",
         include_str!("../notify/receivers.rs"),
     ),

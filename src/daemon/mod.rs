@@ -52,6 +52,9 @@ pub enum DaemonError {
     /// A datasource's secret cannot be read (checked by preflight first).
     #[error("{0}")]
     DatasourceSecret(#[from] crate::config::datasource::DatasourceSecretError),
+    /// A remote write entry's URL or secret cannot be read (checked by preflight first).
+    #[error("{0}")]
+    RemoteWriteSecret(#[from] crate::config::remote_write::RemoteWriteSecretError),
     /// The store could not be opened or read.
     #[error("store: {0}")]
     Store(#[from] StoreError),
@@ -109,6 +112,8 @@ pub struct Running {
     /// API queries' slots and root cancellation: shutdown cancels the queries in flight first
     queries: crate::server::QueryLimits,
     scrapes: tokio::task::JoinSet<()>,
+    /// one sender per `remote_write` entry
+    remote_writes: tokio::task::JoinSet<()>,
     sender: Option<JoinHandle<()>>,
     reloader: JoinHandle<()>,
     server: JoinHandle<std::io::Result<()>>,
@@ -202,6 +207,28 @@ impl Daemon {
             sample_limit: cfg.scrape.sample_limit,
         };
         scrapes.spawn(self_scrape.run(shutdown_rx.clone()));
+
+        // remote write: the store queues what the entries send (nothing without entries), one
+        // sender each
+        let remote_writes = {
+            let entries = cfg.build_remote_writes(&opts.env)?;
+            let names: Vec<String> = entries.iter().map(|r| r.name.clone()).collect();
+            let kinds = crate::remotewrite::queue_kinds(&entries);
+            let s = store.clone();
+            tokio::task::spawn_blocking(move || s.rw_configure(&names, kinds)).await??;
+            let mut set = tokio::task::JoinSet::new();
+            for rw in entries {
+                let writer = crate::remotewrite::RemoteWriter {
+                    rw,
+                    store: store.clone(),
+                    clock: clock.clone(),
+                    metrics: metrics.clone(),
+                    external_labels: cfg.external_labels(),
+                };
+                set.spawn(writer.run(shutdown_rx.clone()));
+            }
+            set
+        };
 
         // rules: built once notifications are (the manager is given the pipeline), persisted
         // alert state restored; the reload loop loads them
@@ -376,6 +403,7 @@ impl Daemon {
             shutdown_tx,
             queries,
             scrapes,
+            remote_writes,
             sender,
             reloader,
             server,
@@ -509,6 +537,14 @@ impl Running {
             let _ = tokio::time::timeout(Duration::from_secs(15), sender).await;
         }
         while self.scrapes.join_next().await.is_some() {}
+        // a request in flight finishes (bounded); what is unsent stays queued for the next start
+        let remote_writes = async { while self.remote_writes.join_next().await.is_some() {} };
+        if tokio::time::timeout(Duration::from_secs(15), remote_writes)
+            .await
+            .is_err()
+        {
+            tracing::warn!("remote write did not stop within 15s");
+        }
         let now = self.clock.now_ms();
         let store = self.store.clone();
         match tokio::task::spawn_blocking(move || store.close(now)).await {

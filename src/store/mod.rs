@@ -24,15 +24,17 @@
 pub mod chunk;
 mod db;
 mod head;
+mod rwqueue;
 mod wal;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Instant;
 
 pub use head::{AppendStats, BLOCK_MS, SAMPLES_PER_CHUNK, SeriesRef, block_of, is_stale};
+pub use rwqueue::{RW_RULES, RW_SCRAPED, RwPosition, RwQueued, RwRow};
 
 use crate::labels::{Labels, Matcher};
 use db::{Db, FlushBatch, QueuedEntry, WalTrim};
@@ -320,6 +322,10 @@ pub struct Store {
     write_failures: AtomicU64,
     /// ms; i64::MIN before the first successful write
     last_write_ok_ms: AtomicI64,
+    /// which writes are queued for remote write ([`RW_SCRAPED`], [`RW_RULES`]; 0: none)
+    rw_kinds: AtomicU8,
+    /// counts writes that queued samples for remote write: the senders wait on it
+    rw_written: tokio::sync::watch::Sender<u64>,
 }
 
 impl Store {
@@ -383,6 +389,8 @@ impl Store {
             _lock: lock,
             write_failures: AtomicU64::new(0),
             last_write_ok_ms: AtomicI64::new(i64::MIN),
+            rw_kinds: AtomicU8::new(0),
+            rw_written: tokio::sync::watch::Sender::new(0),
         })
     }
 
@@ -477,6 +485,7 @@ impl Store {
                     Some(w) => WalTrim::Before(w),
                     None => WalTrim::All,
                 },
+                rw_kind: self.rw_kinds.load(Ordering::Relaxed) & RW_SCRAPED,
                 ..Default::default()
             };
             let mut all = std::mem::take(&mut pending.failed);
@@ -537,6 +546,7 @@ impl Store {
                     })
                     .collect(),
                 shadow: rows.shadow,
+                rw_kind: self.rw_kinds.load(Ordering::Relaxed) & RW_RULES,
                 ..Default::default()
             };
             let mut all = std::mem::take(&mut pending.failed);
@@ -583,6 +593,9 @@ impl Store {
                     self.write_failures.fetch_add(1, Ordering::Relaxed);
                     return Err(e);
                 }
+            }
+            if batch.rw_kind != 0 && batch.wal.is_some() {
+                self.rw_written.send_modify(|n| *n += 1);
             }
             stats.samples += batch.wal_samples;
             stats.chunks += batch.chunks.len();

@@ -24,6 +24,7 @@ mod promql;
 mod push;
 mod query;
 mod reload;
+mod remote_write;
 mod replay;
 mod rhai;
 mod robustness;
