@@ -949,6 +949,14 @@ impl Db {
     }
 
     /// The first queued row with id ≥ `from` whose kind is in `kinds`.
+    /// Overwrites a queued row's bytes with garbage (tests: a damaged file).
+    #[cfg(test)]
+    pub fn damage_rw_row(&self, id: i64) {
+        self.conn
+            .execute("UPDATE rw_queue SET data = x'ff00ff' WHERE id = ?1", [id])
+            .expect("update");
+    }
+
     pub fn rw_row(&self, from: i64, kinds: u8) -> Result<Option<RwBlob>, StoreError> {
         Ok(self
             .conn
