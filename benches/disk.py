@@ -2,7 +2,7 @@
 """Bytes per sample of tocsin's whole data directory over a bounded run (called by disk.sh)."""
 import argparse, json, os, shutil, signal, sqlite3, subprocess, sys, tempfile, time, urllib.request
 
-from compare_prometheus import dir_bytes, free_port, get, metric, stop_all, wait_http, rss_bytes
+from compare_prometheus import cpu_seconds, dir_bytes, free_port, get, metric, stop_all, wait_http, rss_bytes
 
 
 def files(path):
@@ -120,6 +120,7 @@ targets:
         t0 = time.time()
         end = t0 + a.minutes * 60
         timeline = []
+        prev = {"t": time.time(), "cpu": cpu_seconds(procs["tocsin"].pid), "fsum": 0.0, "fcount": 0.0}
         while True:
             now = time.time()
             if now >= end:
@@ -128,13 +129,21 @@ targets:
             m = get(f"http://127.0.0.1:{p_tocsin}/metrics")
             samples = metric(m, "tocsin_samples_ingested_total") or 0
             size = dir_bytes(data)
+            cur = {"t": time.time(), "cpu": cpu_seconds(procs["tocsin"].pid),
+                   "fsum": metric(m, "tocsin_store_flush_seconds_sum") or 0.0,
+                   "fcount": metric(m, "tocsin_store_flush_seconds_count") or 0.0}
+            flushes = cur["fcount"] - prev["fcount"]
             row = {"minute": round((time.time() - t0) / 60, 2), "samples": int(samples), "dir_bytes": size,
+                   "cpu_s_per_s": round((cur["cpu"] - prev["cpu"]) / (cur["t"] - prev["t"]), 3),
+                   "flush_mean_s": round((cur["fsum"] - prev["fsum"]) / flushes, 4) if flushes else None,
                    "bytes_per_sample": round(size / samples, 3) if samples else None,
                    "files": files(data), "pages": pages(db_path),
                    "rss_mb": round(rss_bytes(procs["tocsin"].pid) / 2**20, 1)}
+            prev = cur
             timeline.append(row)
             print(f"{row['minute']:7.2f} min  {row['samples']:>11} samples  {size / 2**20:9.1f} MiB  "
-                  f"{row['bytes_per_sample']} B/sample  files {row['files']}  free pages {row['pages'].get('freelist_count')}",
+                  f"{row['bytes_per_sample']} B/sample  cpu {row['cpu_s_per_s']} s/s  flush {row['flush_mean_s']} s  "
+                  f"files {row['files']}  free pages {row['pages'].get('freelist_count')}",
                   flush=True)
         ingested = timeline[-1]["samples"] if timeline else 0
         live_wal = wal_stats(db_path)
