@@ -592,8 +592,11 @@ fn damaged_stores_are_refused_not_reset() {
     assert!(err.to_string().contains("table series is missing"), "{err}");
 }
 
-/// `(labels, [(t ms, value bits)])` of each series in `fixtures/store/v1-raw-wal.expected.json`.
-fn raw_wal_fixture_expected() -> Vec<(Vec<(String, String)>, Vec<(i64, u64)>)> {
+/// Each series' sorted label pairs and its samples as `(t ms, value bits)`, sorted by labels.
+type SeriesBits = Vec<(Vec<(String, String)>, Vec<(i64, u64)>)>;
+
+/// The series in `fixtures/store/v1-raw-wal.expected.json`.
+fn raw_wal_fixture_expected() -> SeriesBits {
     let text =
         std::fs::read_to_string(project_dir().join("fixtures/store/v1-raw-wal.expected.json"))
             .unwrap();
@@ -628,7 +631,7 @@ fn raw_wal_fixture_expected() -> Vec<(Vec<(String, String)>, Vec<(i64, u64)>)> {
 }
 
 /// The same, read from a store (stale markers left out, as the range query leaves them out).
-fn raw_wal_fixture_read(store: &Store) -> Vec<(Vec<(String, String)>, Vec<(i64, u64)>)> {
+fn raw_wal_fixture_read(store: &Store) -> SeriesBits {
     let at = 1_796_516_731_000;
     let m = [matcher(MatchOp::Regex, "__name__", "fixture_.*")];
     let mut out: Vec<_> = store
