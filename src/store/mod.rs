@@ -360,9 +360,9 @@ impl Store {
             }
             let mut stats = AppendStats::default();
             for (_, data) in &batches {
-                let samples = wal::decode(data).ok_or_else(|| StoreError::Corrupt {
+                let samples = wal::decode(data).map_err(|e| StoreError::Corrupt {
                     path: path.to_path_buf(),
-                    detail: "undecodable wal batch".into(),
+                    detail: e.to_string(),
                 })?;
                 for (id, t, v) in samples {
                     head.append(id, t, v, &mut stats);
@@ -494,6 +494,7 @@ impl Store {
         };
         let mut stats = self.write(&mut db, batches, Some(now))?;
         db.delete_blocks_before(block_of(now - self.opts.retention_ms))?;
+        db.vacuum_step()?;
         db.checkpoint()?;
         stats.seconds = started.elapsed().as_secs_f64();
         Ok(stats)

@@ -144,7 +144,7 @@ impl Store {
         let Some(super::db::RwBlob { id, kind, data }) = db.rw_row(from, kinds)? else {
             return Ok(None);
         };
-        let Some(samples) = wal::decode(&data) else {
+        let Ok(samples) = wal::decode(&data) else {
             return Ok(Some(RwRow {
                 id,
                 kind,
