@@ -343,14 +343,63 @@ fn the_prometheus_example_becomes_one_target_per_address_with_prometheus_labels(
     assert_eq!((api.sample_limit, api.label_limits.label_limit), (5000, 40));
     assert!(api.bearer_token.is_some());
     // external labels are kept (tocsin has them), file_sd and relabelling converted (the
-    // discovering job is a target of its own); the alertmanagers are reported
+    // discovering job is a target of its own), and so are the alertmanagers
     let reported: Vec<(&str, Effect)> = conversion
         .findings
         .iter()
         .filter(|f| f.effect != Effect::Note)
         .map(|f| (f.field.as_str(), f.effect))
         .collect();
-    assert_eq!(reported, [("alerting.alertmanagers", Effect::Dropped)]);
+    assert_eq!(reported, []);
+    // every alert goes to both Alertmanager configurations, without the replica label
+    // name, urls, timeout, first relabelling regex
+    type Am = (String, Vec<String>, Option<String>, Option<String>);
+    let ams: Vec<Am> = cfg
+        .receivers
+        .iter()
+        .map(|r| {
+            let am = r.alertmanager.as_ref().expect("an alertmanager receiver");
+            (
+                r.name.value.clone(),
+                am.urls.value.clone(),
+                am.timeout.map(|t| t.to_string()),
+                am.alert_relabel_configs
+                    .first()
+                    .map(|s| s.regex.value.clone()),
+            )
+        })
+        .collect();
+    assert_eq!(
+        ams,
+        [
+            (
+                "alertmanager".to_string(),
+                vec!["http://localhost:9093".to_string()],
+                Some("5s".to_string()),
+                Some("replica".to_string())
+            ),
+            (
+                "alertmanager-2".to_string(),
+                vec![
+                    "https://am-1.example.org/am".to_string(),
+                    "https://am-2.example.org/am".to_string()
+                ],
+                None,
+                Some("replica".to_string())
+            ),
+        ]
+    );
+    assert!(
+        cfg.receivers[1]
+            .alertmanager
+            .as_ref()
+            .unwrap()
+            .bearer_token_file
+            .as_deref()
+            .is_some_and(|p| p.ends_with("secrets/token")),
+        "{}",
+        conversion.yaml
+    );
     let jobs = cfg
         .build_sd_jobs(&Default::default(), &fixture(""))
         .unwrap();

@@ -130,6 +130,9 @@ pub(crate) fn convert(root: &Node, cx: &mut Cx) -> Out {
 
     let mut rule_files = Vec::new();
     let mut targets = Vec::new();
+    // `alerting.alertmanagers`: (receiver name, its `alertmanager` map) each
+    let mut am_receivers: Vec<(String, MapOut)> = Vec::new();
+    let mut am_relabel: Vec<Out> = Vec::new();
     for (key, k, v) in cx.map(root, "") {
         match key.as_str() {
             "global" => {}
@@ -169,16 +172,19 @@ pub(crate) fn convert(root: &Node, cx: &mut Cx) -> Out {
                 }
             }
             "alerting" => {
-                for (ak, akn, _) in cx.map(v, "alerting") {
+                for (ak, akn, av) in cx.map(v, "alerting") {
                     let f = join("alerting", &ak);
                     match ak.as_str() {
-                        "alertmanagers" => cx.dropped(
-                            akn,
-                            &f,
-                            "tocsin notifies by itself: convert alertmanager.yml with `tocsin import` and add its route and receivers",
-                        ),
+                        "alertmanagers" => {
+                            for (i, am) in cx.list(av, &f).into_iter().enumerate() {
+                                let fi = format!("{f}[{i}]");
+                                if let Some(r) = convert_alertmanager(am, &fi, i, cx) {
+                                    am_receivers.push(r);
+                                }
+                            }
+                        }
                         "alert_relabel_configs" => {
-                            cx.dropped(akn, &f, "tocsin does not relabel alerts")
+                            am_relabel = convert_alert_relabel(av, &f, cx);
                         }
                         _ => cx.unknown(akn, &f),
                     }
@@ -197,6 +203,41 @@ pub(crate) fn convert(root: &Node, cx: &mut Cx) -> Out {
             ),
             _ => cx.unknown(k, &key),
         }
+    }
+    if let Some((first, _)) = am_receivers.first() {
+        // every alert to every Alertmanager configuration, as Prometheus sends them
+        let mut route = MapOut::new();
+        route.put("receiver", Out::str(first.clone()));
+        if am_receivers.len() > 1 {
+            let children = am_receivers
+                .iter()
+                .map(|(name, _)| {
+                    let mut r = MapOut::new();
+                    r.put("receiver", Out::str(name.clone()));
+                    r.put("continue", Out::Bool(true));
+                    r.done()
+                })
+                .collect();
+            route.put("routes", Out::List(children));
+        }
+        out.put_commented(
+            "route",
+            route.done(),
+            "alerting.alertmanagers: tocsin hands every alert to them, as Prometheus did; to notify by itself instead, convert alertmanager.yml with `tocsin import` and use its route and receivers".into(),
+        );
+        let receivers = am_receivers
+            .into_iter()
+            .map(|(name, mut am)| {
+                if !am_relabel.is_empty() {
+                    am.put("alert_relabel_configs", Out::List(am_relabel.clone()));
+                }
+                let mut r = MapOut::new();
+                r.put("name", Out::str(name));
+                r.put("alertmanager", am.done());
+                r.done()
+            })
+            .collect();
+        out.put("receivers", Out::List(receivers));
     }
     if !rule_files.is_empty() {
         out.put_commented(
@@ -724,96 +765,263 @@ fn convert_http_sd(node: &Node, field: &str, job: &str, cx: &mut Cx) -> Option<O
                     rest.put("refresh_interval", Out::str(d));
                 }
             }
-            "bearer_token_file" => {
-                if let Some(p) = cx.text(v, &f) {
-                    let p = cx.path(v, &f, &p);
-                    rest.put("bearer_token_file", Out::str(p));
+            _ => {
+                if !http_client(&key, k, v, &f, job, "SD", cx, &mut rest) {
+                    cx.unknown(k, &f)
                 }
             }
-            "bearer_token" => {
-                let var = super::alertmanager::env_name(job, "SD_BEARER_TOKEN");
-                cx.changed(
-                    v,
-                    &f,
-                    format!("tocsin keeps no secret in its configuration: set the environment variable {var} to this token"),
-                );
-                rest.put("bearer_token_env", Out::str(var));
-            }
-            "authorization" => {
-                for (ak, akn, av) in cx.map(v, &f) {
-                    let fa = join(&f, &ak);
-                    match ak.as_str() {
-                        "type" => {
-                            if av.text().as_deref() != Some("Bearer") {
-                                cx.dropped(av, &fa, "tocsin sends bearer tokens only");
-                            }
-                        }
-                        "credentials_file" => {
-                            if let Some(p) = cx.text(av, &fa) {
-                                let p = cx.path(av, &fa, &p);
-                                rest.put("bearer_token_file", Out::str(p));
-                            }
-                        }
-                        "credentials" => {
-                            let var = super::alertmanager::env_name(job, "SD_BEARER_TOKEN");
-                            cx.changed(
-                                av,
-                                &fa,
-                                format!("tocsin keeps no secret in its configuration: set the environment variable {var} to this token"),
-                            );
-                            rest.put("bearer_token_env", Out::str(var));
-                        }
-                        _ => cx.unknown(akn, &fa),
-                    }
-                }
-            }
-            "basic_auth" => {
-                let mut b = MapOut::new();
-                for (bk, bkn, bv) in cx.map(v, &f) {
-                    let fb = join(&f, &bk);
-                    match bk.as_str() {
-                        "username" => {
-                            if let Some(u) = cx.text(bv, &fb) {
-                                b.put("username", Out::str(u));
-                            }
-                        }
-                        "password_file" => {
-                            if let Some(p) = cx.text(bv, &fb) {
-                                let p = cx.path(bv, &fb, &p);
-                                b.put("password_file", Out::str(p));
-                            }
-                        }
-                        "password" => {
-                            let var = super::alertmanager::env_name(job, "SD_PASSWORD");
-                            cx.changed(
-                                bv,
-                                &fb,
-                                format!("tocsin keeps no secret in its configuration: set the environment variable {var} to this password"),
-                            );
-                            b.put("password_env", Out::str(var));
-                        }
-                        _ => cx.unknown(bkn, &fb),
-                    }
-                }
-                rest.put("basic_auth", b.done());
-            }
-            "tls_config" => cx.dropped(
-                k,
-                &f,
-                "tocsin verifies the endpoint against the system's roots, with no client certificate",
-            ),
-            "proxy_url" | "no_proxy" | "proxy_from_environment" | "proxy_connect_header" => {
-                cx.dropped(k, &f, "tocsin fetches directly, with no proxy")
-            }
-            "follow_redirects" | "enable_http2" => {
-                cx.note(k, &f, "tocsin's HTTP client decides this itself")
-            }
-            _ => cx.unknown(k, &f),
         }
     }
     m.put("url", Out::str(url?));
     m.0.extend(rest.0);
     Some(m.done())
+}
+
+/// One `alerting.alertmanagers` entry as an `alertmanager` receiver (named `alertmanager`, then
+/// `alertmanager-2` …): its static targets as URLs with the scheme and path prefix, its timeout
+/// and client settings. None without a static target.
+fn convert_alertmanager(
+    node: &Node,
+    field: &str,
+    index: usize,
+    cx: &mut Cx,
+) -> Option<(String, MapOut)> {
+    let name = if index == 0 {
+        "alertmanager".to_string()
+    } else {
+        format!("alertmanager-{}", index + 1)
+    };
+    let (mut scheme, mut prefix) = ("http".to_string(), String::new());
+    let mut targets = Vec::new();
+    let mut rest = MapOut::new();
+    let mut relabel = Vec::new();
+    for (key, k, v) in cx.map(node, field) {
+        let f = join(field, &key);
+        match key.as_str() {
+            "static_configs" => {
+                for (j, sc) in cx.list(v, &f).into_iter().enumerate() {
+                    let fs = format!("{f}[{j}]");
+                    for (sk, skn, sv) in cx.map(sc, &fs) {
+                        let fk = join(&fs, &sk);
+                        match sk.as_str() {
+                            "targets" => targets.extend(cx.strings(sv, &fk)),
+                            "labels" => cx.dropped(
+                                skn,
+                                &fk,
+                                "an Alertmanager target's labels only feed relabel_configs, which tocsin has not",
+                            ),
+                            _ => cx.unknown(skn, &fk),
+                        }
+                    }
+                }
+            }
+            "scheme" => {
+                if let Some(t) = cx.text(v, &f) {
+                    scheme = t;
+                }
+            }
+            "path_prefix" => {
+                if let Some(t) = cx.text(v, &f) {
+                    prefix = t.trim_end_matches('/').to_string();
+                }
+            }
+            "timeout" => {
+                if let Some(d) = cx.duration(v, &f) {
+                    rest.put("timeout", Out::str(d));
+                }
+            }
+            "api_version" => match cx.text(v, &f).as_deref() {
+                Some("v2") | None => cx.note(k, &f, "tocsin sends Alertmanager's API v2"),
+                Some(_) => cx.changed(
+                    k,
+                    &f,
+                    "tocsin sends Alertmanager's API v2 only (Alertmanager 0.27 removed v1)",
+                ),
+            },
+            "alert_relabel_configs" => relabel = convert_alert_relabel(v, &f, cx),
+            "relabel_configs" => cx.dropped(
+                k,
+                &f,
+                "tocsin sends to the listed targets as they are: list each Alertmanager's address",
+            ),
+            sd if sd.ends_with("_sd_configs") => cx.dropped(
+                k,
+                &f,
+                "tocsin sends to static Alertmanager addresses only: list every member of the cluster in static_configs",
+            ),
+            _ => {
+                if !http_client(&key, k, v, &f, &name, "AM", cx, &mut rest) {
+                    cx.unknown(k, &f)
+                }
+            }
+        }
+    }
+    if targets.is_empty() {
+        cx.dropped(
+            node,
+            field,
+            "no static Alertmanager address: nothing to send to",
+        );
+        return None;
+    }
+    let urls = targets
+        .iter()
+        .map(|t| Out::str(format!("{scheme}://{t}{prefix}")))
+        .collect();
+    let mut am = MapOut::new();
+    am.put("urls", Out::List(urls));
+    am.0.extend(rest.0);
+    if !relabel.is_empty() {
+        am.put("alert_relabel_configs", Out::List(relabel));
+    }
+    Some((name, am))
+}
+
+/// `alert_relabel_configs`: the `labeldrop` and `labelkeep` steps tocsin has, in order; any
+/// other step is reported (an alert would keep labels Prometheus rewrote).
+fn convert_alert_relabel(node: &Node, field: &str, cx: &mut Cx) -> Vec<Out> {
+    let mut out = Vec::new();
+    for (i, step) in cx.list(node, field).into_iter().enumerate() {
+        let f = format!("{field}[{i}]");
+        let (mut action, mut regex, mut ok) = (None, None, true);
+        for (key, k, v) in cx.map(step, &f) {
+            let fk = join(&f, &key);
+            match key.as_str() {
+                "action" => action = cx.text(v, &fk).map(|a| a.to_ascii_lowercase()),
+                "regex" => regex = cx.text(v, &fk),
+                _ => {
+                    cx.dropped(
+                        k,
+                        &fk,
+                        "tocsin's alert relabelling has action and regex only",
+                    );
+                    ok = false;
+                }
+            }
+        }
+        match action.as_deref() {
+            Some(a @ ("labeldrop" | "labelkeep")) if ok => {
+                let mut m = MapOut::new();
+                m.put("action", Out::str(a));
+                m.put("regex", Out::str(regex.unwrap_or_else(|| "(.*)".into())));
+                out.push(m.done());
+            }
+            _ => cx.changed(
+                step,
+                &f,
+                "dropped: tocsin relabels alerts with labeldrop and labelkeep only; the alerts keep the labels this step changed",
+            ),
+        }
+    }
+    out
+}
+
+/// The HTTP client settings of Prometheus's `http_config` that tocsin has (bearer token, basic
+/// auth, from a file or the environment: an inline secret becomes an environment variable named
+/// after `owner` and `prefix`), put into `rest`; the ones it has not are reported. False: `key`
+/// is no client setting.
+#[allow(clippy::too_many_arguments)]
+fn http_client(
+    key: &str,
+    k: &Node,
+    v: &Node,
+    f: &str,
+    owner: &str,
+    prefix: &str,
+    cx: &mut Cx,
+    rest: &mut MapOut,
+) -> bool {
+    let f = f.to_string();
+    match key {
+        "bearer_token_file" => {
+            if let Some(p) = cx.text(v, &f) {
+                let p = cx.path(v, &f, &p);
+                rest.put("bearer_token_file", Out::str(p));
+            }
+        }
+        "bearer_token" => {
+            let var = super::alertmanager::env_name(owner, &format!("{prefix}_BEARER_TOKEN"));
+            cx.changed(
+                v,
+                &f,
+                format!("tocsin keeps no secret in its configuration: set the environment variable {var} to this token"),
+            );
+            rest.put("bearer_token_env", Out::str(var));
+        }
+        "authorization" => {
+            for (ak, akn, av) in cx.map(v, &f) {
+                let fa = join(&f, &ak);
+                match ak.as_str() {
+                    "type" => {
+                        if av.text().as_deref() != Some("Bearer") {
+                            cx.dropped(av, &fa, "tocsin sends bearer tokens only");
+                        }
+                    }
+                    "credentials_file" => {
+                        if let Some(p) = cx.text(av, &fa) {
+                            let p = cx.path(av, &fa, &p);
+                            rest.put("bearer_token_file", Out::str(p));
+                        }
+                    }
+                    "credentials" => {
+                        let var =
+                            super::alertmanager::env_name(owner, &format!("{prefix}_BEARER_TOKEN"));
+                        cx.changed(
+                            av,
+                            &fa,
+                            format!("tocsin keeps no secret in its configuration: set the environment variable {var} to this token"),
+                        );
+                        rest.put("bearer_token_env", Out::str(var));
+                    }
+                    _ => cx.unknown(akn, &fa),
+                }
+            }
+        }
+        "basic_auth" => {
+            let mut b = MapOut::new();
+            for (bk, bkn, bv) in cx.map(v, &f) {
+                let fb = join(&f, &bk);
+                match bk.as_str() {
+                    "username" => {
+                        if let Some(u) = cx.text(bv, &fb) {
+                            b.put("username", Out::str(u));
+                        }
+                    }
+                    "password_file" => {
+                        if let Some(p) = cx.text(bv, &fb) {
+                            let p = cx.path(bv, &fb, &p);
+                            b.put("password_file", Out::str(p));
+                        }
+                    }
+                    "password" => {
+                        let var =
+                            super::alertmanager::env_name(owner, &format!("{prefix}_PASSWORD"));
+                        cx.changed(
+                            bv,
+                            &fb,
+                            format!("tocsin keeps no secret in its configuration: set the environment variable {var} to this password"),
+                        );
+                        b.put("password_env", Out::str(var));
+                    }
+                    _ => cx.unknown(bkn, &fb),
+                }
+            }
+            rest.put("basic_auth", b.done());
+        }
+        "tls_config" => cx.dropped(
+            k,
+            &f,
+            "tocsin verifies the endpoint against the system's roots, with no client certificate",
+        ),
+        "proxy_url" | "no_proxy" | "proxy_from_environment" | "proxy_connect_header" => {
+            cx.dropped(k, &f, "tocsin fetches directly, with no proxy")
+        }
+        "follow_redirects" | "enable_http2" => {
+            cx.note(k, &f, "tocsin's HTTP client decides this itself")
+        }
+        _ => return false,
+    }
+    true
 }
 
 /// One `dns_sd_configs` entry: `A`, `AAAA` and `SRV`.
