@@ -475,3 +475,55 @@ impl Head {
 pub fn is_stale(v: f64) -> bool {
     chunk::is_stale(v)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn labels(pairs: &[(&str, &str)]) -> Labels {
+        Labels::from_pairs(pairs.iter().copied())
+    }
+
+    #[test]
+    fn idle_series_leave_the_series_map_the_label_lookup_and_the_postings() {
+        let mut head = Head::default();
+        let mut stats = AppendStats::default();
+        let live = head.get_or_create(labels(&[("__name__", "up"), ("job", "a")]));
+        let gone = head.get_or_create(labels(&[("__name__", "up"), ("job", "b"), ("pod", "x")]));
+        head.append(live, 1_000, 1.0, &mut stats);
+        head.append(gone, 1_000, 1.0, &mut stats);
+        head.append(live, 400_000, 1.0, &mut stats);
+        head.new_series.clear(); // as after the flush that wrote them
+        let idle = head.collect_idle(300_000);
+        assert_eq!(idle, vec![(gone, 1_000)]);
+        assert_eq!(head.cut.len(), 1, "its open chunk is cut for the flusher");
+        assert_eq!(head.drop_idle(&idle, 300_000), 1);
+        assert!(!head.contains(gone));
+        assert_eq!(head.lookup(&labels(&[("__name__", "up"), ("job", "b"), ("pod", "x")])), None);
+        assert!(!head.postings.contains_key("pod"), "an emptied label name goes");
+        assert!(!head.postings["job"].contains_key("b"), "an emptied value goes");
+        assert_eq!(head.postings["__name__"]["up"], vec![live]);
+        assert_eq!(head.horizon(), 300_000);
+        assert!(!head.complete());
+        // a new series never takes the id of one that left
+        let next = head.get_or_create(labels(&[("__name__", "new")]));
+        assert!(next > gone);
+    }
+
+    #[test]
+    fn a_series_that_got_a_sample_or_is_unflushed_stays() {
+        let mut head = Head::default();
+        let mut stats = AppendStats::default();
+        let a = head.get_or_create(labels(&[("__name__", "a")]));
+        let b = head.get_or_create(labels(&[("__name__", "b")]));
+        head.append(a, 1_000, 1.0, &mut stats);
+        head.append(b, 1_000, 1.0, &mut stats);
+        head.new_series.retain(|&id| id == b); // b's row is not written yet
+        let idle = head.collect_idle(300_000);
+        assert_eq!(idle.len(), 2);
+        // a sample arrives between the cut and the written flush
+        head.append(a, 350_000, 2.0, &mut stats);
+        assert_eq!(head.drop_idle(&idle, 300_000), 0);
+        assert!(head.contains(a) && head.contains(b));
+    }
+}

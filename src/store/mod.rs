@@ -480,6 +480,15 @@ impl Store {
                 return ids;
             }
         }
+        {
+            // while every series of the file is in memory, a miss is a new series: no file
+            // lookup, so scrapes never wait for a flush's write (a flush changes `complete`
+            // only under this lock)
+            let mut head = self.head.write().expect("head lock");
+            if head.complete() {
+                return labels.into_iter().map(|l| head.get_or_create(l)).collect();
+            }
+        }
         // the file lock first (the order every writer takes them)
         let db = self.db.lock().expect("db lock");
         let mut head = self.head.write().expect("head lock");
