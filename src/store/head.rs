@@ -499,9 +499,18 @@ mod tests {
         assert_eq!(head.cut.len(), 1, "its open chunk is cut for the flusher");
         assert_eq!(head.drop_idle(&idle, 300_000), 1);
         assert!(!head.contains(gone));
-        assert_eq!(head.lookup(&labels(&[("__name__", "up"), ("job", "b"), ("pod", "x")])), None);
-        assert!(!head.postings.contains_key("pod"), "an emptied label name goes");
-        assert!(!head.postings["job"].contains_key("b"), "an emptied value goes");
+        assert_eq!(
+            head.lookup(&labels(&[("__name__", "up"), ("job", "b"), ("pod", "x")])),
+            None
+        );
+        assert!(
+            !head.postings.contains_key("pod"),
+            "an emptied label name goes"
+        );
+        assert!(
+            !head.postings["job"].contains_key("b"),
+            "an emptied value goes"
+        );
         assert_eq!(head.postings["__name__"]["up"], vec![live]);
         assert_eq!(head.horizon(), 300_000);
         assert!(!head.complete());

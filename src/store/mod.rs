@@ -354,7 +354,7 @@ impl Store {
                 tracing::info!(series = n, "built the label index of an older store");
             }
         }
-        let head = Self::load_head(&db, path, opts.head_window_ms)?;
+        let head = Self::load_head(&db, path, opts.head_window_ms, !read_only)?;
         let notes = db
             .notes()?
             .into_iter()
@@ -373,12 +373,19 @@ impl Store {
         })
     }
 
-    /// The head at open: only the series with samples in the write-ahead rows or within the head
-    /// window and the staleness period before the newest sample on disk, not every series the
-    /// file holds (at 600k churned series that was 389 MB and 2.7 s for `tocsin query`). The
-    /// others are looked up on disk when a reader's range reaches before the head's horizon, and
-    /// come back under their id when they get samples again.
-    fn load_head(db: &Db, path: &Path, head_window_ms: i64) -> Result<Head, StoreError> {
+    /// The head at open: only the series with samples in the write-ahead rows and, for a writer
+    /// (`recent`), those with a sample within the head window and the staleness period before the
+    /// newest sample on disk; not every series the file holds (at 600k churned series that was
+    /// 389 MB and 2.7 s for `tocsin query`). A reader (`tocsin query`, replay) loads only the
+    /// write-ahead rows' series: it appends nothing, and finds the rest on disk. The others are
+    /// looked up on disk when a reader's range reaches before the head's horizon, and come back
+    /// under their id when they get samples again.
+    fn load_head(
+        db: &Db,
+        path: &Path,
+        head_window_ms: i64,
+        recent: bool,
+    ) -> Result<Head, StoreError> {
         let mut head = Head::default();
         head.set_next_id(db.max_series_id()?.saturating_add(1));
         let batches = db.wal_batches()?;
@@ -391,16 +398,18 @@ impl Store {
         }
         let newest = db.sample_range()?.map(|(_, max)| max);
         // series whose last sample is this recent are loaded; older ones stay on disk
-        let cutoff = newest.map_or(i64::MIN, |n| {
-            n.saturating_sub(STALENESS_MS + head_window_ms.max(0))
-        });
+        let cutoff = match newest {
+            None => i64::MIN,
+            Some(n) if recent => n.saturating_sub(STALENESS_MS + head_window_ms.max(0)),
+            Some(n) => n.saturating_add(1),
+        };
         let first_wal_block = batches.iter().map(|(mint, _)| block_of(*mint)).min();
         let since = match first_wal_block {
             Some(b) => cutoff.min(b * BLOCK_MS),
             None => cutoff,
         };
         let mut wanted: HashMap<SeriesRef, Option<i64>> = HashMap::new();
-        if since != i64::MIN {
+        if since != i64::MIN && recent {
             for (id, maxt) in db.series_active_since(since)? {
                 if maxt >= cutoff {
                     wanted.insert(id, Some(maxt));
