@@ -5,13 +5,15 @@
 //!   and the one reload function (rules and notification sections swapped together or not at all).
 //! - [`config`]: `tocsin.yml` raw (located errors) → validated (every error at once) → built; and
 //!   `tocsin config-reference`.
-//! - [`ingest`]: HTTP fetch, the strict text parser, the scrape cache, health probes, the scheduler.
+//! - [`ingest`]: HTTP fetch, the strict text parser, the scrape cache, health probes, service
+//!   discovery and relabelling, the scheduler.
 //! - [`store`]: in-memory head of Gorilla chunks over one SQLite file; the only SQLite code.
 //! - [`promql`]: the query engine (Prometheus semantics), its PromQL and Rhai front ends.
 //! - [`rules`]: rule files (load), templates, the alert tracker, the one evaluation step, and its
 //!   three drivers: the daemon's manager, `tocsin test`, `tocsin replay`.
 //! - [`datasource`]: the client of remote query engines (Prometheus HTTP API) that rule groups
 //!   with `datasource:` evaluate against.
+//! - [`remotewrite`]: Prometheus remote write out of the store's durable queue.
 //! - [`notify`]: routing, inhibition, silences, grouping, dedup, the outbox sender, webhook, email.
 //! - [`server`]: axum HTTP surface (health, status, self-metrics, `/api/v1/`, its OpenAPI document).
 //! - [`ui`]: the web UI at `/`, a static bundle embedded in the binary, reading the JSON API.
@@ -31,6 +33,7 @@ pub mod notify;
 pub mod persist;
 pub mod process;
 pub mod promql;
+pub mod remotewrite;
 pub mod rules;
 pub mod selfmetrics;
 pub mod server;

@@ -44,6 +44,8 @@ pub struct SelfMetrics {
     /// 1 when the last rule reload succeeded (or none happened), 0 after a failed one
     pub rule_reload_success: Gauge,
     pub rule_group_last_duration_seconds: Family<GroupLabels, Gauge<f64, AtomicU64>>,
+    /// every evaluation's duration, by group (Prometheus has it as a summary over all groups)
+    pub rule_group_duration_seconds: Family<GroupLabels, Histogram, fn() -> Histogram>,
     pub rule_group_iterations_missed: Family<GroupLabels, Counter>,
     pub rule_evaluation_failures: Family<GroupLabels, Counter>,
     /// 1 when the datasource's last query was answered (a query error included), 0 when it
@@ -51,6 +53,8 @@ pub struct SelfMetrics {
     pub datasource_up: Family<DatasourceLabels, Gauge>,
     /// queries sent to each datasource, by result (`ok`, `query_error`, `unavailable`)
     pub datasource_queries: Family<DatasourceResultLabels, Counter>,
+    /// remote write's counters and gauges, by `remote` (`crate::remotewrite`)
+    pub remote_write: RemoteWriteMetrics,
     /// evaluations of a group stopped at its budget (its interval); the rules not finished
     /// count as failures too
     pub rule_group_evaluations_cancelled: Family<GroupLabels, Counter>,
@@ -65,6 +69,12 @@ pub struct SelfMetrics {
     /// delivery attempts by integration (`ops/webhook`) and result
     pub notifications: Family<DeliveryLabels, Counter>,
     pub notification_outbox_depth: Gauge,
+    /// time one delivery attempt took (a request, an SMTP transaction), by integration, delivered
+    /// or not: Alertmanager's `alertmanager_notification_latency_seconds`
+    pub notification_latency_seconds: Family<IntegrationLabels, Histogram, fn() -> Histogram>,
+    /// from the moment a notification was queued to its delivery, retries and waits included
+    pub notification_delivery_delay_seconds:
+        Family<IntegrationLabels, Histogram, fn() -> Histogram>,
     /// age of the oldest notification waiting for delivery, 0 when none waits
     pub notification_outbox_oldest_age_seconds: Gauge<f64, AtomicU64>,
     /// 0 closed, 1 open, 2 half-open
@@ -72,6 +82,16 @@ pub struct SelfMetrics {
     /// store calls of the sender that failed, by operation: each leaves a notification queued
     /// (sent again later) or a metric stale
     pub notification_store_errors: Family<StoreOpLabels, Counter>,
+    /// service discovery refreshes that failed (the last good targets stay), by mechanism
+    pub sd_refresh_failures: Family<MechanismLabels, Counter>,
+    /// targets each discovery source gives now (its last good refresh), by mechanism
+    pub sd_discovered_targets: Family<MechanismLabels, Gauge>,
+}
+
+/// A service discovery mechanism: `file`, `http` or `dns`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct MechanismLabels {
+    pub mechanism: &'static str,
 }
 
 /// The kind of loop a caught panic happened in: `scrape`, `probe`, `flush` or `rule_group`
@@ -133,6 +153,65 @@ pub struct DatasourceResultLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RemoteLabels {
+    pub remote: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RemoteReasonLabels {
+    pub remote: String,
+    /// failed: `http_5xx`, `http_429`, `timeout`, `network` (each retried), `http_4xx` (not);
+    /// dropped: `rejected` (a 4xx answer), `backlog` (over `max_pending_samples`),
+    /// `unknown_series`
+    pub reason: &'static str,
+}
+
+/// Remote write's self-metrics (`tocsin_remote_write_*`), each labelled by the entry's name.
+#[derive(Default)]
+pub struct RemoteWriteMetrics {
+    /// samples queued and not yet sent (nor dropped)
+    pub samples_pending: Family<RemoteLabels, Gauge>,
+    /// samples the receiver accepted
+    pub samples_sent: Family<RemoteLabels, Counter>,
+    /// samples of requests that failed, by reason; a retried sample counts at each failure
+    pub samples_failed: Family<RemoteReasonLabels, Counter>,
+    /// samples given up on, by reason
+    pub samples_dropped: Family<RemoteReasonLabels, Counter>,
+    /// newest queued sample time minus newest sent sample time (0 when nothing waits)
+    pub lag_seconds: Family<RemoteLabels, Gauge<f64, AtomicU64>>,
+}
+
+impl RemoteWriteMetrics {
+    fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "remote_write_samples_pending",
+            "Samples queued for remote write and not yet sent",
+            self.samples_pending.clone(),
+        );
+        registry.register(
+            "remote_write_samples_sent",
+            "Samples the remote write receiver accepted",
+            self.samples_sent.clone(),
+        );
+        registry.register(
+            "remote_write_samples_failed",
+            "Samples of remote write requests that failed, by reason (retried ones count at each failure)",
+            self.samples_failed.clone(),
+        );
+        registry.register(
+            "remote_write_samples_dropped",
+            "Samples remote write gave up on, by reason",
+            self.samples_dropped.clone(),
+        );
+        registry.register(
+            "remote_write_lag_seconds",
+            "Newest queued sample time minus newest sent sample time",
+            self.lag_seconds.clone(),
+        );
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct GroupLabels {
     pub group: String,
 }
@@ -141,6 +220,16 @@ pub struct GroupLabels {
 pub struct StateLabels {
     /// `pending` or `firing`
     pub state: &'static str,
+}
+
+/// Buckets for work that takes milliseconds to seconds: 1 ms to ~65 s, doubling.
+fn latency_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.001, 2.0, 17))
+}
+
+/// Buckets for waits that take seconds to hours (retries, a receiver down): 0.1 s to ~4.6 h.
+fn delay_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.1, 2.0, 18))
 }
 
 impl SelfMetrics {
@@ -287,6 +376,8 @@ impl SelfMetrics {
             "Queries sent to each datasource, by result",
             datasource_queries.clone(),
         );
+        let remote_write = RemoteWriteMetrics::default();
+        remote_write.register(&mut registry);
         let rule_group_evaluations_cancelled = Family::<GroupLabels, Counter>::default();
         registry.register(
             "rule_group_evaluations_cancelled",
@@ -319,6 +410,33 @@ impl SelfMetrics {
             "Notifications waiting in the outbox for delivery or retry",
             notification_outbox_depth.clone(),
         );
+        let notification_latency_seconds =
+            Family::<IntegrationLabels, Histogram, fn() -> Histogram>::new_with_constructor(
+                latency_histogram,
+            );
+        registry.register(
+            "notification_latency_seconds",
+            "Time one notification delivery attempt took, by integration",
+            notification_latency_seconds.clone(),
+        );
+        let notification_delivery_delay_seconds =
+            Family::<IntegrationLabels, Histogram, fn() -> Histogram>::new_with_constructor(
+                delay_histogram,
+            );
+        registry.register(
+            "notification_delivery_delay_seconds",
+            "Time from queueing a notification to its delivery, retries included, by integration",
+            notification_delivery_delay_seconds.clone(),
+        );
+        let rule_group_duration_seconds =
+            Family::<GroupLabels, Histogram, fn() -> Histogram>::new_with_constructor(
+                latency_histogram,
+            );
+        registry.register(
+            "rule_group_duration_seconds",
+            "Time one evaluation of a rule group took, by group",
+            rule_group_duration_seconds.clone(),
+        );
         let notification_breaker_state = Family::<IntegrationLabels, Gauge>::default();
         registry.register(
             "notification_breaker_state",
@@ -337,7 +455,21 @@ impl SelfMetrics {
             "Store calls of the notification sender that failed, by operation",
             notification_store_errors.clone(),
         );
+        let sd_refresh_failures = Family::<MechanismLabels, Counter>::default();
+        registry.register(
+            "sd_refresh_failures",
+            "Service discovery refreshes that failed, by mechanism; the last good targets stay",
+            sd_refresh_failures.clone(),
+        );
+        let sd_discovered_targets = Family::<MechanismLabels, Gauge>::default();
+        registry.register(
+            "sd_discovered_targets",
+            "Targets service discovery gives now (before relabelling), by mechanism",
+            sd_discovered_targets.clone(),
+        );
         SelfMetrics {
+            sd_refresh_failures,
+            sd_discovered_targets,
             store_write_failures,
             store_last_successful_write,
             rules_loaded,
@@ -348,6 +480,9 @@ impl SelfMetrics {
             notifications_shadow,
             notifications,
             notification_outbox_depth,
+            notification_latency_seconds,
+            notification_delivery_delay_seconds,
+            rule_group_duration_seconds,
             notification_breaker_state,
             rule_reload_success,
             rule_group_last_duration_seconds,
@@ -355,6 +490,7 @@ impl SelfMetrics {
             rule_evaluation_failures,
             datasource_up,
             datasource_queries,
+            remote_write,
             rule_group_evaluations_cancelled,
             alerts,
             registry,

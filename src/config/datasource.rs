@@ -79,7 +79,7 @@ pub enum DatasourceKind {
 }
 
 /// HTTP basic authentication.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct BasicAuthConfig {
     /// The user name.

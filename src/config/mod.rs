@@ -10,6 +10,8 @@ pub mod datasource;
 pub mod import;
 pub mod preflight;
 pub mod reference;
+pub mod remote_write;
+pub mod sd;
 pub mod secret;
 
 pub use preflight::{PreflightError, PreflightErrors};
@@ -116,6 +118,11 @@ pub struct Config {
     /// evaluating it over tocsin's own store; alert state, routing and notifications stay here.
     #[serde(default, deserialize_with = "empty_when_null")]
     pub datasources: Vec<datasource::DatasourceConfig>,
+    /// Receivers of Prometheus remote write 1.0 (VictoriaMetrics, Prometheus, Mimir, Thanos
+    /// Receive): tocsin's samples are sent there too, from a durable queue in the store, so a
+    /// receiver that is down or a restart loses nothing. Changing them needs a restart.
+    #[serde(default, deserialize_with = "empty_when_null")]
+    pub remote_write: Vec<Spanned<remote_write::RemoteWriteConfig>>,
     /// The HTTP server.
     #[serde(default)]
     pub server: ServerConfig,
@@ -334,6 +341,30 @@ pub struct TargetConfig {
     /// `interval` and at each change.
     #[serde(default)]
     pub heartbeat: Option<HeartbeatConfig>,
+    // --- service discovery and relabelling (issue 14): keep at the end of the struct ---
+    /// Relabelling of this target's labels (of each discovered target's, with discovery), in
+    /// order, as Prometheus's `relabel_configs`: a `keep` or `drop` can remove the target, and
+    /// `instance`, `job`, the labels and (for a `metrics` url or discovered targets) the
+    /// address, scheme and path can be rewritten.
+    #[serde(default)]
+    pub relabel_configs: Vec<sd::TargetRelabelConfig>,
+    /// Targets from files in Prometheus's `file_sd` format. A target with discovery is a job
+    /// template: each discovered address is scraped as `<scheme>://<address><metrics_path>` with
+    /// this target's settings, as a target named `<name>/<instance>`.
+    #[serde(default)]
+    pub file_sd: Vec<sd::FileSdConfig>,
+    /// Targets from HTTP endpoints in Prometheus's HTTP SD format.
+    #[serde(default)]
+    pub http_sd: Vec<sd::HttpSdConfig>,
+    /// Targets from DNS `A`, `AAAA` or `SRV` records.
+    #[serde(default)]
+    pub dns_sd: Vec<sd::DnsSdConfig>,
+    /// The path scraped on discovered targets. Default `/metrics`.
+    #[serde(default)]
+    pub metrics_path: Option<String>,
+    /// The scheme of discovered targets, `http` or `https`. Default `http`.
+    #[serde(default)]
+    pub scheme: Option<String>,
 }
 
 /// A target that checks in by itself (a job, a stream, a cron script) instead of being scraped.
@@ -350,6 +381,11 @@ pub struct HeartbeatConfig {
 }
 
 impl TargetConfig {
+    /// Whether the target discovers its addresses (`file_sd`, `http_sd` or `dns_sd`).
+    pub fn discovers(&self) -> bool {
+        !self.file_sd.is_empty() || !self.http_sd.is_empty() || !self.dns_sd.is_empty()
+    }
+
     /// The value of the `job` label of this target's series: `job`, or the name.
     pub fn job_label(&self) -> &str {
         self.job.as_ref().map_or(&self.name.value, |j| &j.value)
@@ -684,6 +720,8 @@ pub struct Target {
     pub probes: Vec<Probe>,
     /// the dead-man's switch, when the target checks in by itself
     pub heartbeat: Option<Heartbeat>,
+    /// the `instance` label when relabelling set it; otherwise `host:port` of the url
+    pub instance: Option<String>,
 }
 
 /// A heartbeat with its defaults applied: what the scheduler watches.
@@ -837,6 +875,7 @@ impl Config {
     /// ([`crate::notify::setup::NotifyPlan::new`]); returns every problem at once.
     pub fn validate(&self, path: &Path) -> Result<(), ConfigError> {
         let mut errors = datasource::validate(&self.datasources, path);
+        errors.extend(remote_write::validate(&self.remote_write, path));
         let mut err = |line: u64, col: u64, field: String, message: String| {
             errors.push(FieldError {
                 path: path.to_path_buf(),
@@ -953,9 +992,13 @@ impl Config {
             }
         }
         let mut seen: BTreeMap<&str, u64> = BTreeMap::new();
+        let mut sd_errors = Vec::new();
         for (i, t) in self.targets.iter().enumerate() {
             let (line, col) = (t.name.referenced.line(), t.name.referenced.column());
             let field = |f: &str| format!("targets[{i}].{f}");
+            sd_errors.extend(sd::validate(t, path, (line, col), &|f: &str| {
+                format!("targets[{i}]{}{f}", if f.is_empty() { "" } else { "." })
+            }));
             let name = t.name.value.as_str();
             if name.is_empty() {
                 err(line, col, field("name"), "must not be empty".into());
@@ -981,6 +1024,7 @@ impl Config {
                 && t.health.is_none()
                 && t.probes.is_empty()
                 && t.heartbeat.is_none()
+                && !t.discovers()
             {
                 err(
                     line,
@@ -1199,6 +1243,7 @@ impl Config {
                 }
             }
         }
+        errors.extend(sd_errors);
         if let Err(notify) = crate::notify::setup::NotifyPlan::new(self) {
             errors.extend(notify.into_iter().map(|e| FieldError {
                 path: path.to_path_buf(),
@@ -1221,9 +1266,33 @@ impl Config {
         &self,
         env: &std::collections::HashMap<String, String>,
     ) -> Result<Vec<Target>, SecretError> {
-        self.targets
+        let built: Result<Vec<Target>, SecretError> = self
+            .targets
             .iter()
-            .map(|t| {
+            .filter(|t| !t.discovers())
+            .map(|t| self.build_target(t, env))
+            .collect();
+        // relabelling may drop a static target (validated: the steps compile)
+        Ok(built?
+            .into_iter()
+            .zip(self.targets.iter().filter(|t| !t.discovers()))
+            .filter_map(|(target, t)| {
+                let relabel = crate::ingest::sd::relabel::Relabel::compile(&t.relabel_configs)
+                    .expect("validated relabel_configs");
+                crate::ingest::sd::relabel_static(target, &relabel)
+            })
+            .collect())
+    }
+
+    /// One target with defaults applied and secrets read; a target with discovery is built as
+    /// its job template (no url).
+    pub fn build_target(
+        &self,
+        t: &TargetConfig,
+        env: &std::collections::HashMap<String, String>,
+    ) -> Result<Target, SecretError> {
+        {
+            {
                 let name = t.name.value.clone();
                 let bearer_token = target_secret(t, env)?;
                 let parse = |u: &Option<Spanned<String>>| {
@@ -1277,10 +1346,11 @@ impl Config {
                         expected_interval: h.expected_interval.value,
                         grace: h.grace,
                     }),
+                    instance: None,
                     name,
                 })
-            })
-            .collect()
+            }
+        }
     }
 
     /// The timeout of a target scraped every `interval` that sets none: `scrape.timeout`, or
@@ -1301,6 +1371,17 @@ impl Config {
         self.datasources
             .iter()
             .map(|d| datasource::build(d, env))
+            .collect()
+    }
+
+    /// Every remote write entry with defaults applied and secrets read (`*_env` from `env`).
+    pub fn build_remote_writes(
+        &self,
+        env: &std::collections::HashMap<String, String>,
+    ) -> Result<Vec<remote_write::RemoteWrite>, remote_write::RemoteWriteSecretError> {
+        self.remote_write
+            .iter()
+            .map(|r| remote_write::build(&r.value, env))
             .collect()
     }
 

@@ -17,7 +17,7 @@ use super::{Config, SecretError};
 /// One reason the daemon could not run this configuration in this environment.
 #[derive(Debug, thiserror::Error)]
 pub enum PreflightError {
-    /// A target's `bearer_token_env` or `bearer_token_file` cannot be read.
+    /// A target's `bearer_token_env` or `bearer_token_file` (or an `http_sd` secret) cannot be read.
     #[error("targets: {0}")]
     Target(#[from] SecretError),
     /// A receiver's integration cannot be built: a `*_env` secret not set, a `*_file` secret
@@ -27,6 +27,9 @@ pub enum PreflightError {
     /// A datasource's `*_env` or `*_file` secret cannot be read.
     #[error("datasources: {0}")]
     Datasource(#[from] super::datasource::DatasourceSecretError),
+    /// A remote write entry's `url_env`/`url_file` or `*_env`/`*_file` secret cannot be read.
+    #[error("{0}")]
+    RemoteWrite(#[from] super::remote_write::RemoteWriteSecretError),
     /// `server.api_token_env` or `server.api_read_token_env` names an unset variable.
     #[error("server.{field} names {var}, which is not set in this environment")]
     TokenUnset { field: &'static str, var: String },
@@ -72,10 +75,20 @@ impl Config {
             if let Err(e) = super::target_secret(t, env) {
                 errors.push(PreflightError::Target(e));
             }
+            errors.extend(
+                crate::ingest::sd::sd_secret_errors(t, env)
+                    .into_iter()
+                    .map(PreflightError::Target),
+            );
         }
         for d in &self.datasources {
             if let Err(e) = super::datasource::build(d, env) {
                 errors.push(PreflightError::Datasource(e));
+            }
+        }
+        for r in &self.remote_write {
+            if let Err(e) = super::remote_write::build(&r.value, env) {
+                errors.push(PreflightError::RemoteWrite(e));
             }
         }
         if let Some(plan) = self.notify_plan()
@@ -148,6 +161,7 @@ mod tests {
             dir.path(),
             "server: { api_token_env: API_TOKEN }\n\
              targets:\n  - name: svc\n    metrics: http://127.0.0.1:1/metrics\n    bearer_token_env: SVC_TOKEN\n\
+             \x20 - name: sd\n    http_sd: [{ url: 'http://127.0.0.1:1/sd', basic_auth: { username: u, password_env: SD_PASSWORD } }]\n\
              route: { receiver: mail }\n\
              receivers:\n  - name: mail\n    email: { to: [a@example.com], from: t@example.com, smarthost: 'smtp.example.com:587', username: u, password_env: SMTP_PASSWORD }\n",
         );
@@ -155,7 +169,7 @@ mod tests {
             .preflight(Some(&path), &HashMap::new())
             .unwrap_err()
             .to_string();
-        for var in ["API_TOKEN", "SVC_TOKEN", "SMTP_PASSWORD"] {
+        for var in ["API_TOKEN", "SVC_TOKEN", "SMTP_PASSWORD", "SD_PASSWORD"] {
             assert!(
                 e.contains(&format!(
                     "names {var}, which is not set in this environment"
@@ -163,10 +177,11 @@ mod tests {
                 "{var}: {e}"
             );
         }
-        let env: HashMap<String, String> = ["API_TOKEN", "SVC_TOKEN", "SMTP_PASSWORD"]
-            .into_iter()
-            .map(|v| (v.to_string(), "x".to_string()))
-            .collect();
+        let env: HashMap<String, String> =
+            ["API_TOKEN", "SVC_TOKEN", "SMTP_PASSWORD", "SD_PASSWORD"]
+                .into_iter()
+                .map(|v| (v.to_string(), "x".to_string()))
+                .collect();
         cfg.preflight(Some(&path), &env).unwrap();
     }
 

@@ -19,6 +19,11 @@ use std::fmt::Write as _;
 pub const SOURCES: &[(&str, &str)] = &[
     ("src/config/mod.rs", include_str!("mod.rs")),
     ("src/config/datasource.rs", include_str!("datasource.rs")),
+    ("src/config/sd.rs", include_str!("sd.rs")),
+    (
+        "src/config/remote_write.rs",
+        include_str!("remote_write.rs"),
+    ),
     (
         "src/notify/receivers.rs",
         include_str!("../notify/receivers.rs"),
@@ -357,7 +362,7 @@ fn render_type(
         "String" => "string",
         "PathBuf" => "path",
         "bool" => "boolean",
-        "usize" | "u64" | "u32" | "i64" => "integer",
+        "usize" | "u64" | "u32" | "u16" | "i64" => "integer",
         "PromDuration" => "duration",
         "ByteSize" => "size",
         _ => "",

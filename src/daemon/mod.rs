@@ -52,6 +52,9 @@ pub enum DaemonError {
     /// A datasource's secret cannot be read (checked by preflight first).
     #[error("{0}")]
     DatasourceSecret(#[from] crate::config::datasource::DatasourceSecretError),
+    /// A remote write entry's URL or secret cannot be read (checked by preflight first).
+    #[error("{0}")]
+    RemoteWriteSecret(#[from] crate::config::remote_write::RemoteWriteSecretError),
     /// The store could not be opened or read.
     #[error("store: {0}")]
     Store(#[from] StoreError),
@@ -84,8 +87,8 @@ pub enum DaemonError {
 /// How to run besides the configuration.
 #[derive(Debug, Clone, Default)]
 pub struct DaemonOptions {
-    /// The configuration file, re-read by reloads for its notification sections; `None` for the
-    /// built-in default (then only rules reload).
+    /// The configuration file, re-read by reloads for its notification sections and its target
+    /// set, and watched; `None` for the built-in default (then only rules reload).
     pub source: Option<PathBuf>,
     /// Shadow mode: evaluate, route and record every notification, deliver none.
     pub dry_run: bool,
@@ -109,6 +112,8 @@ pub struct Running {
     /// API queries' slots and root cancellation: shutdown cancels the queries in flight first
     queries: crate::server::QueryLimits,
     scrapes: tokio::task::JoinSet<()>,
+    /// one sender per `remote_write` entry
+    remote_writes: tokio::task::JoinSet<()>,
     sender: Option<JoinHandle<()>>,
     reloader: JoinHandle<()>,
     server: JoinHandle<std::io::Result<()>>,
@@ -125,7 +130,13 @@ impl Daemon {
     ) -> Result<Running, DaemonError> {
         // the checks `tocsin check` makes: secrets, tokens, rule file patterns
         cfg.preflight(opts.source.as_deref(), &opts.env)?;
-        let targets = cfg.build_targets(&opts.env)?;
+        let config_dir = opts
+            .source
+            .as_ref()
+            .and_then(|p| p.parent().map(PathBuf::from))
+            .unwrap_or_default();
+        let sources = cfg.build_target_sources(&opts.env, &config_dir)?;
+        let targets = sources.statics.clone();
         let started_ms = clock.now_ms();
         let store_path = cfg.storage.path.clone();
         let store_opts = StoreOptions {
@@ -153,7 +164,7 @@ impl Daemon {
         {
             return Err(DaemonError::OpenWrites { addr });
         }
-        tracing::info!(listen = %addr, store = %store_path.display(), targets = targets.len(), "tocsin started");
+        tracing::info!(listen = %addr, store = %store_path.display(), targets = targets.len(), discovering = sources.jobs.len(), "tocsin started");
 
         let metrics = Arc::new(SelfMetrics::new(started_ms as f64 / 1000.0));
         let status = Arc::new(StatusBoard::default());
@@ -167,10 +178,23 @@ impl Daemon {
             heartbeats: heartbeats.clone(),
         };
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
-        let mut scrapes = scheduler.spawn(
-            targets,
+        // the static targets start at once; the discovery loop adds the discovered ones and
+        // follows reloads
+        let (targets_tx, targets_rx) = watch::channel(Arc::new(targets));
+        let (sources_tx, sources_rx) = watch::channel(Arc::new(sources));
+        let mut scrapes = scheduler.spawn_updatable(
+            targets_rx,
             cfg.storage.flush_interval.value.0,
             shutdown_rx.clone(),
+        );
+        scrapes.spawn(
+            crate::ingest::sd::Discovery {
+                clock: clock.clone(),
+                metrics: metrics.clone(),
+                status: status.clone(),
+                client: crate::ingest::client(),
+            }
+            .run(sources_rx, targets_tx, shutdown_rx.clone()),
         );
         // tocsin's own metrics, stored in-process (and the store's write counters kept current)
         let self_scrape = crate::ingest::selfscrape::SelfScrape {
@@ -183,6 +207,28 @@ impl Daemon {
             sample_limit: cfg.scrape.sample_limit,
         };
         scrapes.spawn(self_scrape.run(shutdown_rx.clone()));
+
+        // remote write: the store queues what the entries send (nothing without entries), one
+        // sender each
+        let remote_writes = {
+            let entries = cfg.build_remote_writes(&opts.env)?;
+            let names: Vec<String> = entries.iter().map(|r| r.name.clone()).collect();
+            let kinds = crate::remotewrite::queue_kinds(&entries);
+            let s = store.clone();
+            tokio::task::spawn_blocking(move || s.rw_configure(&names, kinds)).await??;
+            let mut set = tokio::task::JoinSet::new();
+            for rw in entries {
+                let writer = crate::remotewrite::RemoteWriter {
+                    rw,
+                    store: store.clone(),
+                    clock: clock.clone(),
+                    metrics: metrics.clone(),
+                    external_labels: cfg.external_labels(),
+                };
+                set.spawn(writer.run(shutdown_rx.clone()));
+            }
+            set
+        };
 
         // rules: built once notifications are (the manager is given the pipeline), persisted
         // alert state restored; the reload loop loads them
@@ -275,6 +321,12 @@ impl Daemon {
                 notify: notify_reload,
                 env: opts.env.clone(),
                 tx: reload_tx.clone(),
+                source: opts.source.clone(),
+                targets: opts.source.as_ref().map(|_| reload::TargetsReload {
+                    sources: sources_tx,
+                    base: config_dir.clone(),
+                    started_with: reload::restart_settings(&cfg),
+                }),
             }
             .run(reload_rx),
         );
@@ -351,6 +403,7 @@ impl Daemon {
             shutdown_tx,
             queries,
             scrapes,
+            remote_writes,
             sender,
             reloader,
             server,
@@ -484,6 +537,14 @@ impl Running {
             let _ = tokio::time::timeout(Duration::from_secs(15), sender).await;
         }
         while self.scrapes.join_next().await.is_some() {}
+        // a request in flight finishes (bounded); what is unsent stays queued for the next start
+        let remote_writes = async { while self.remote_writes.join_next().await.is_some() {} };
+        if tokio::time::timeout(Duration::from_secs(15), remote_writes)
+            .await
+            .is_err()
+        {
+            tracing::warn!("remote write did not stop within 15s");
+        }
         let now = self.clock.now_ms();
         let store = self.store.clone();
         match tokio::task::spawn_blocking(move || store.close(now)).await {

@@ -1,13 +1,17 @@
-//! The triggers of a rule reload: a file watcher, SIGHUP and (through [`ReloadRequest::api`]) the
+//! The triggers of a reload: a file watcher, SIGHUP and (through [`ReloadRequest::api`]) the
 //! `POST /-/reload` handler all send a [`ReloadRequest`] into one channel, which one reload
-//! function drains (load, validate, swap; not this module).
+//! function, [`Reloader`], drains: it reads the rule files and `tocsin.yml` (its notification
+//! sections and its target set: static targets, discovery, relabelling, intervals, limits),
+//! validates all of it, and swaps in all of it or none. Settings a reload cannot apply
+//! ([`restart_settings`]: `storage.*`, `server.*`, `evaluation`, `rule_files`, ...) are
+//! reported as needing a restart, never ignored silently.
 //!
 //! Invariants:
 //! - nothing here blocks the async runtime: notify watches on its own threads, and the watcher and
 //!   the SIGHUP task forward with `try_send`; when the channel is full a reload is already pending
 //!   and will read the newest files, so the trigger is dropped (with a warning);
 //! - the watcher watches directories, never files, and never recursively: the parent directory of
-//!   each rule file and each rule directory. Editors that save atomically (write a temporary file,
+//!   each rule file, of `tocsin.yml`, and each rule directory. Editors that save atomically (write a temporary file,
 //!   rename it over the original) or delete and recreate a file replace its inode, which a watch on
 //!   the file itself would not survive; a watch on its directory does;
 //! - a watched directory that is removed loses its watch (inotify drops it with the inode), so the
@@ -18,8 +22,8 @@
 //!   send none;
 //! - after [`RuleWatcher`] is dropped no request is sent and its sender is released;
 //! - a file-triggered reload ([`Reloader::run`]) loads only complete, stable files: every rule
-//!   file unchanged (size, modification time, content hash) for [`SETTLE`] before the read and
-//!   the same after it; SIGHUP and `POST /-/reload` load at once. Only the reload loop reads
+//!   file and `tocsin.yml` unchanged (size, modification time, content hash) for [`SETTLE`]
+//!   before the read and the same after it; SIGHUP and `POST /-/reload` load at once. Only the reload loop reads
 //!   the clock (tokio's, for the settle period).
 //!
 //! The set of watched paths is fixed at creation: when a reload changes the rule files the config
@@ -93,6 +97,10 @@ pub struct ReloadOutcome {
     pub ok: bool,
     /// why the reload failed, one message per problem (file:line:col first where known); empty when `ok`
     pub errors: Vec<String>,
+    /// settings of `tocsin.yml` that changed and apply only after a restart (`server.listen`,
+    /// `storage.path`, ...); the rest of the reload went in
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub needs_restart: Vec<String>,
 }
 
 /// Reloads kept in [`ReloadHistory`].
@@ -107,6 +115,8 @@ pub struct ReloadRecord {
     pub cause: &'static str,
     pub ok: bool,
     pub errors: Vec<String>,
+    /// settings that changed and need a restart ([`ReloadOutcome::needs_restart`])
+    pub needs_restart: Vec<String>,
 }
 
 /// The last [`RELOADS_KEPT`] reloads, oldest first: written by the reload loop, read by the API.
@@ -241,12 +251,17 @@ impl ReloadOutcome {
         ReloadOutcome {
             ok: true,
             errors: Vec::new(),
+            needs_restart: Vec::new(),
         }
     }
 
     /// The reload failed for these reasons; the previous rules stay active.
     pub fn failed(errors: Vec<String>) -> ReloadOutcome {
-        ReloadOutcome { ok: false, errors }
+        ReloadOutcome {
+            ok: false,
+            errors,
+            needs_restart: Vec::new(),
+        }
     }
 }
 
@@ -368,16 +383,44 @@ pub struct NotifyReload {
 }
 
 /// The notification sections of `cfg` as they are compared across reloads: the typed sections
-/// serialized as JSON. Positions are not part of it (`Spanned` serializes its value only), so
+/// serialized as JSON, and a hash of the content of every secret file they name (`url_file`,
+/// `password_file`, ...), so a rotated secret or a new URL in a file is rebuilt by a reload like
+/// an edited section. Positions are not part of it (`Spanned` serializes its value only), so
 /// moving or reformatting a section (block or flow style) is no change and rebuilds nothing.
+/// Blocking: reads the secret files (bounded by [`crate::config::read_secret_file`]).
 pub fn notify_sections(cfg: &crate::config::Config) -> String {
-    serde_json::json!([
+    let sections = serde_json::json!([
         cfg.route,
         cfg.receivers,
         cfg.inhibit_rules,
         cfg.time_intervals
-    ])
-    .to_string()
+    ]);
+    let mut files = Vec::new();
+    secret_file_digests(&sections, &mut files);
+    format!("{sections}{files:?}")
+}
+
+/// (path, xxh3 of its content or of why it cannot be read) of every `*_file` value in `v`.
+fn secret_file_digests(v: &serde_json::Value, out: &mut Vec<(String, u64)>) {
+    match v {
+        serde_json::Value::Object(m) => {
+            for (k, x) in m {
+                match x.as_str() {
+                    Some(path) if k.ends_with("_file") => {
+                        let content = crate::config::read_secret_file(Path::new(path))
+                            .unwrap_or_else(|e| e.to_string());
+                        out.push((
+                            path.to_string(),
+                            xxhash_rust::xxh3::xxh3_64(content.as_bytes()),
+                        ));
+                    }
+                    _ => secret_file_digests(x, out),
+                }
+            }
+        }
+        serde_json::Value::Array(a) => a.iter().for_each(|x| secret_file_digests(x, out)),
+        _ => {}
+    }
 }
 
 /// New notification sections, built and validated, ready to swap in.
@@ -387,15 +430,14 @@ struct PreparedNotify {
 }
 
 impl NotifyReload {
-    /// Re-reads the configuration file and builds its notification sections when they changed
-    /// (`None`: unchanged). Blocking: reads the file. Other sections (targets, storage, server)
-    /// need a restart.
+    /// Builds the notification sections of a newly read configuration when they changed
+    /// (`None`: unchanged). Blocking: reads secret files.
     fn prepare(
         &self,
+        cfg: &crate::config::Config,
         env: &std::collections::HashMap<String, String>,
     ) -> Result<Option<PreparedNotify>, Vec<String>> {
-        let cfg = crate::config::Config::load(&self.source).map_err(|e| vec![e.to_string()])?;
-        let sections = notify_sections(&cfg);
+        let sections = notify_sections(cfg);
         if sections == self.current {
             return Ok(None);
         }
@@ -426,6 +468,102 @@ impl NotifyReload {
     }
 }
 
+/// What a reload needs to swap the target set: the discovery loop's sources, and the settings
+/// that need a restart as the daemon started with them.
+pub struct TargetsReload {
+    /// where the discovery loop receives the new static targets and discovery sources
+    pub sources: tokio::sync::watch::Sender<Arc<crate::ingest::sd::TargetSources>>,
+    /// `file_sd` patterns are relative to this directory (the configuration file's)
+    pub base: PathBuf,
+    /// [`restart_settings`] of the configuration the daemon started with
+    pub started_with: Vec<(&'static str, String)>,
+}
+
+/// The settings of `tocsin.yml` a reload cannot apply, each with its value as compared: a reload
+/// that changes one says so (`needs a restart: server.listen`) instead of ignoring it.
+pub fn restart_settings(cfg: &crate::config::Config) -> Vec<(&'static str, String)> {
+    let d = |v: &dyn fmt::Debug| format!("{v:?}");
+    vec![
+        ("storage.path", d(&cfg.storage.path)),
+        ("storage.retention", d(&cfg.storage.retention.value)),
+        (
+            "storage.flush_interval",
+            d(&cfg.storage.flush_interval.value),
+        ),
+        ("storage.head_window", d(&cfg.storage.head_window)),
+        ("server.listen", d(&cfg.server.listen.value)),
+        (
+            "server",
+            d(&(
+                &cfg.server.api_token_env,
+                &cfg.server.api_read_token_env,
+                cfg.server.push_body_size_limit.value.0,
+            )),
+        ),
+        ("scrape.self_metrics", d(&cfg.scrape.self_metrics)),
+        (
+            "evaluation",
+            d(&(
+                &cfg.evaluation.interval.value,
+                &cfg.evaluation.promql_compat.value,
+            )),
+        ),
+        ("rule_files", d(&cfg.rule_file_patterns())),
+        ("external_labels", d(&cfg.external_labels())),
+        (
+            "datasources",
+            d(&serde_json::to_string(&cfg.datasource_names()).unwrap_or_default()),
+        ),
+        ("log", d(&(&cfg.log.level, &cfg.log.format))),
+        (
+            "targets[].startup_grace",
+            d(&cfg
+                .targets
+                .iter()
+                // the rule manager reads the graces it started with: a target added or
+                // changed with a grace needs a restart for it
+                .filter(|t| !t.startup_grace.0.is_zero())
+                .map(|t| (t.job_label().to_string(), t.startup_grace))
+                .collect::<Vec<_>>()),
+        ),
+    ]
+}
+
+impl TargetsReload {
+    /// Builds the target set of a newly read configuration (secrets read: blocking) and lists
+    /// the settings that changed but need a restart.
+    fn prepare(
+        &self,
+        source: &Path,
+        cfg: &crate::config::Config,
+        env: &std::collections::HashMap<String, String>,
+    ) -> PreparedTargets {
+        let sources = cfg
+            .build_target_sources(env, &self.base)
+            .map_err(|e| vec![format!("{}: targets: {e}", source.display())])?;
+        let now = restart_settings(cfg);
+        let needs_restart = self
+            .started_with
+            .iter()
+            .zip(&now)
+            .filter(|(a, b)| a.1 != b.1)
+            .map(|(a, _)| a.0.to_string())
+            .collect();
+        Ok((sources, needs_restart))
+    }
+}
+
+/// A new target set and the settings that changed but need a restart, or the errors.
+type PreparedTargets = Result<(crate::ingest::sd::TargetSources, Vec<String>), Vec<String>>;
+
+/// What one reload read from `tocsin.yml`, ready to swap in.
+struct PreparedConfig {
+    notify: Option<Result<Option<PreparedNotify>, Vec<String>>>,
+    targets: Option<PreparedTargets>,
+    /// `tocsin.yml` itself did not load
+    error: Option<Vec<String>>,
+}
+
 /// The one reload function: serves reload requests one at a time. Each reload validates the
 /// rule files and the configuration's notification sections together on a blocking thread,
 /// then swaps both or neither; it answers the requester and re-aims the file watcher at the
@@ -441,6 +579,11 @@ pub struct Reloader {
     pub env: std::collections::HashMap<String, String>,
     /// handed to the file watcher
     pub tx: mpsc::Sender<ReloadRequest>,
+    /// the configuration file: re-read by every reload, watched like the rule files (`None`:
+    /// the built-in default, only rules reload)
+    pub source: Option<PathBuf>,
+    /// `None`: the target set is not reloadable (no configuration file)
+    pub targets: Option<TargetsReload>,
 }
 
 impl Reloader {
@@ -459,9 +602,11 @@ impl Reloader {
         let mut loaded: Option<FilesSnapshot> = None;
         while let Some(req) = rx.recv().await {
             let file_triggered = matches!(req.cause, ReloadCause::FileChange(_));
-            let (now, errors, snapshot) = if file_triggered {
+            let (now, errors, needs_restart, snapshot) = if file_triggered {
                 match self.reload_settled(&loaded).await {
-                    Settled::Reloaded(now, errors, snapshot) => (now, errors, snapshot),
+                    Settled::Reloaded(now, (errors, restart), snapshot) => {
+                        (now, errors, restart, snapshot)
+                    }
                     Settled::Unchanged => {
                         debug!(cause = %req.cause, "rule files unchanged since the last load, nothing to reload");
                         continue;
@@ -484,9 +629,11 @@ impl Reloader {
                 // of removed rules
                 let now = self.clock.now_ms();
                 match self.reload_once(now, None).await {
-                    Attempt::Done(errors, snapshot) => (now, errors, snapshot),
+                    Attempt::Done((errors, restart), snapshot) => (now, errors, restart, snapshot),
                     // only a file-triggered reload compares the files before and after its read
-                    Attempt::Changed => (now, vec![CHANGED_WHILE_READ.to_string()], None),
+                    Attempt::Changed => {
+                        (now, vec![CHANGED_WHILE_READ.to_string()], Vec::new(), None)
+                    }
                 }
             };
             if errors.is_empty() {
@@ -498,10 +645,12 @@ impl Reloader {
                 cause: req.cause.kind(),
                 ok,
                 errors: errors.clone(),
+                needs_restart: needs_restart.clone(),
             });
             if ok || watcher.is_none() {
                 // watch the files in use, and the directories of glob patterns for new files
-                let files = self.manager.rules().files.clone();
+                let mut files = self.manager.rules().files.clone();
+                files.extend(self.source.clone());
                 let dirs: Vec<PathBuf> = self
                     .rules
                     .patterns
@@ -518,7 +667,10 @@ impl Reloader {
                 }
             }
             req.respond(if ok {
-                ReloadOutcome::succeeded()
+                ReloadOutcome {
+                    needs_restart,
+                    ..ReloadOutcome::succeeded()
+                }
             } else {
                 ReloadOutcome::failed(errors)
             });
@@ -582,12 +734,15 @@ impl Reloader {
     /// The rule files as they are now, read on a blocking thread.
     async fn snapshot(&self) -> FilesSnapshot {
         let (patterns, base) = (self.rules.patterns.clone(), self.rules.base.clone());
-        tokio::task::spawn_blocking(move || FilesSnapshot::take(&patterns, &base))
-            .await
-            .unwrap_or_else(|e| FilesSnapshot {
-                files: Vec::new(),
-                error: Some(format!("cannot read the rule files: {e}")),
-            })
+        let source = self.source.clone();
+        tokio::task::spawn_blocking(move || {
+            FilesSnapshot::take(&patterns, &base, source.as_deref())
+        })
+        .await
+        .unwrap_or_else(|e| FilesSnapshot {
+            files: Vec::new(),
+            error: Some(format!("cannot read the rule files: {e}")),
+        })
     }
 
     /// One reload: every error of the rules and of the notification sections, or none when
@@ -600,74 +755,145 @@ impl Reloader {
     async fn reload_once(&mut self, now: i64, expect: Option<FilesSnapshot>) -> Attempt {
         let manager = self.manager.clone();
         let notify = self.notify.take();
+        let targets = self.targets.take();
         let env = self.env.clone();
+        let source = self.source.clone();
         let (patterns, base) = (self.rules.patterns.clone(), self.rules.base.clone());
         let file_compared = expect.is_some();
         let prepared = tokio::task::spawn_blocking(move || {
             let before = match expect {
                 Some(expect) => expect,
-                None => FilesSnapshot::take(&patterns, &base),
+                None => FilesSnapshot::take(&patterns, &base, source.as_deref()),
             };
             let rules = manager.load_rules();
-            let after = FilesSnapshot::take(&patterns, &base);
-            let sections = notify.as_ref().map(|n| n.prepare(&env));
+            let config = prepare_config(source.as_deref(), notify.as_ref(), targets.as_ref(), &env);
+            let after = FilesSnapshot::take(&patterns, &base, source.as_deref());
             let same = (before == after).then_some(after);
-            (rules, sections, notify, same)
+            (rules, config, notify, targets, same)
         })
         .await;
-        let (rules, sections, notify, same) = match prepared {
+        let (rules, config, notify, targets, same) = match prepared {
             Ok(p) => p,
             Err(e) => {
-                // the notify handle went with the task: notifications stay as they are but can
-                // no longer reload; say so loudly
-                tracing::error!(error = %e, "reload task failed; notification sections can no longer reload");
-                return Attempt::Done(vec![format!("reload task failed: {e}")], None);
+                // the handles went with the task: notifications and targets stay as they are but
+                // can no longer reload; say so loudly
+                tracing::error!(error = %e, "reload task failed; notification sections and targets can no longer reload");
+                return Attempt::Done((vec![format!("reload task failed: {e}")], Vec::new()), None);
             }
         };
         self.notify = notify;
+        self.targets = targets;
         if file_compared && same.is_none() {
             return Attempt::Changed;
         }
-        Attempt::Done(self.swap(now, rules, sections).await, same)
+        Attempt::Done(self.swap(now, rules, config).await, same)
     }
 
     /// Swaps in what a reload read, or nothing when any of it has an error; returns the errors.
+    /// Swaps in what a reload read (rules, notification sections, target set), or nothing when
+    /// any of it has an error; returns the errors and the settings that need a restart.
     async fn swap(
         &mut self,
         now: i64,
         rules: Result<crate::rules::RuleSet, crate::rules::RuleErrors>,
-        sections: Option<Result<Option<PreparedNotify>, Vec<String>>>,
-    ) -> Vec<String> {
+        config: PreparedConfig,
+    ) -> (Vec<String>, Vec<String>) {
         let mut errors: Vec<String> = Vec::new();
         if let Err(e) = &rules {
             errors.extend(e.0.iter().map(|e| e.to_string()));
         }
-        if let Some(Err(e)) = &sections {
+        errors.extend(config.error.into_iter().flatten());
+        if let Some(Err(e)) = &config.notify {
+            errors.extend(e.iter().cloned());
+        }
+        if let Some(Err(e)) = &config.targets {
             errors.extend(e.iter().cloned());
         }
         if !errors.is_empty() {
             for e in &errors {
-                tracing::error!(error = %e, "reload failed, the old rules and notification configuration stay");
+                tracing::error!(error = %e, "reload failed, the old rules, targets and notification configuration stay");
             }
             self.manager.reload_failed();
-            return errors;
+            return (errors, Vec::new());
         }
         if let Ok(set) = rules {
             self.manager.apply(set, now).await;
         }
-        if let (Some(Ok(Some(p))), Some(n)) = (sections, self.notify.as_mut()) {
+        if let (Some(Ok(Some(p))), Some(n)) = (config.notify, self.notify.as_mut()) {
             n.apply(p);
             info!("notification routing and receivers reloaded");
         }
-        errors
+        let mut needs_restart = Vec::new();
+        if let (Some(Ok((sources, restart))), Some(t)) = (config.targets, self.targets.as_ref()) {
+            let _ = t.sources.send(Arc::new(sources));
+            if !restart.is_empty() {
+                warn!(settings = ?restart, "changed settings need a restart");
+            }
+            needs_restart = restart;
+        }
+        (errors, needs_restart)
     }
+}
+
+/// Reads `tocsin.yml` once (with the `TOCSIN_*` overrides of `env`, as `tocsin run` applies
+/// them) and prepares its notification sections and target set. Blocking.
+fn prepare_config(
+    source: Option<&Path>,
+    notify: Option<&NotifyReload>,
+    targets: Option<&TargetsReload>,
+    env: &std::collections::HashMap<String, String>,
+) -> PreparedConfig {
+    let mut out = PreparedConfig {
+        notify: None,
+        targets: None,
+        error: None,
+    };
+    let Some(source) = source else {
+        return out;
+    };
+    if notify.is_none() && targets.is_none() {
+        return out;
+    }
+    let loaded = crate::config::Config::load(source).and_then(|mut c| {
+        let tocsin_vars = env
+            .iter()
+            .filter(|(k, _)| k.starts_with("TOCSIN_"))
+            .map(|(k, v)| (k.clone(), v.clone()));
+        c.apply_env(tocsin_vars).map_err(|e| {
+            crate::config::ConfigError::Invalid(vec![crate::config::FieldError {
+                path: source.to_path_buf(),
+                line: 0,
+                col: 0,
+                field: "environment".into(),
+                message: e,
+            }])
+        })?;
+        Ok(c)
+    });
+    let cfg = match loaded {
+        Ok(c) => c,
+        Err(e) => {
+            out.error = Some(vec![e.to_string()]);
+            return out;
+        }
+    };
+    out.notify = notify.map(|n| n.prepare(&cfg, env));
+    out.targets = targets.map(|t| t.prepare(source, &cfg, env));
+    // notifications were off at start: a route now turns them on only after a restart
+    if notify.is_none()
+        && cfg.route.is_some()
+        && let Some(Ok((_, restart))) = out.targets.as_mut()
+    {
+        restart.push("route".into());
+    }
+    out
 }
 
 /// How a file-triggered reload ended.
 enum Settled {
     /// The files settled and were loaded at this time (errors: none when swapped in), with the
     /// files as read.
-    Reloaded(i64, Vec<String>, Option<FilesSnapshot>),
+    Reloaded(i64, (Vec<String>, Vec<String>), Option<FilesSnapshot>),
     /// The files settled as the last successful reload read them: nothing to do.
     Unchanged,
     /// The files did not settle within [`SETTLE_GIVE_UP`].
@@ -678,7 +904,7 @@ enum Settled {
 enum Attempt {
     /// Loaded and swapped in, or refused with these errors; with the files as read, when they
     /// did not change during the read.
-    Done(Vec<String>, Option<FilesSnapshot>),
+    Done((Vec<String>, Vec<String>), Option<FilesSnapshot>),
     /// The files changed during the read of a file-triggered reload: nothing swapped in.
     Changed,
 }
@@ -695,10 +921,14 @@ struct FilesSnapshot {
 }
 
 impl FilesSnapshot {
-    /// Reads every rule file `patterns` match (relative to `base`). Blocking.
-    fn take(patterns: &[String], base: &Path) -> FilesSnapshot {
+    /// Reads every rule file `patterns` match (relative to `base`) and the configuration file
+    /// `config`. Blocking.
+    fn take(patterns: &[String], base: &Path, config: Option<&Path>) -> FilesSnapshot {
         let files = match crate::rules::expand_globs(patterns, base) {
-            Ok(files) => files,
+            Ok(mut files) => {
+                files.extend(config.map(Path::to_path_buf));
+                files
+            }
             Err(e) => {
                 return FilesSnapshot {
                     files: Vec::new(),
@@ -978,6 +1208,27 @@ fn lock(inner: &Mutex<Inner>) -> std::sync::MutexGuard<'_, Inner> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_changed_secret_file_of_a_receiver_is_a_change_of_the_sections() {
+        let dir = tempfile::tempdir().unwrap();
+        let url_file = dir.path().join("hook-url");
+        std::fs::write(&url_file, "http://127.0.0.1:1/a\n").unwrap();
+        let yaml = format!(
+            "route: {{ receiver: hook }}\nreceivers:\n  - name: hook\n    webhook: {{ url_file: '{}' }}\n",
+            url_file.display()
+        );
+        let cfg = crate::config::Config::from_yaml(&yaml, Path::new("t.yml")).unwrap();
+        let before = notify_sections(&cfg);
+        assert_eq!(before, notify_sections(&cfg));
+        std::fs::write(&url_file, "http://127.0.0.1:1/b\n").unwrap();
+        let after = notify_sections(&cfg);
+        assert_ne!(before, after);
+        assert!(
+            !after.contains("127.0.0.1:1/b"),
+            "the secret itself is never in it"
+        );
+    }
 
     #[test]
     fn notify_sections_ignore_layout_and_positions_but_not_values() {

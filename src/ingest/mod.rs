@@ -7,11 +7,13 @@
 //! - [`health`]: health probes judged and written as `up`/`probe_*`/`health_check_ok` series.
 //! - [`probe`]: the `tcp`, `tls`, `dns` and `smtp` probes of a target's `probes:` list.
 //! - [`push`]: pushed text-format bodies and heartbeat check-ins (the dead-man's switch).
-//! - [`scheduler`]: one task per endpoint at a stable offset, and the store's periodic flush.
+//! - [`scheduler`]: a supervisor running the target set it is sent (one task per endpoint at a
+//!   stable offset), and the store's periodic flush.
+//! - [`sd`]: the target set: static targets and `file_sd`/`http_sd`/`dns_sd`, relabelled.
 //! - [`selfscrape`]: tocsin's own metrics stored in-process as target `job="tocsin"`.
 //!
 //! Series labels: every series from a target gets the target's `labels`, `job` = the target's `job` (its name by default) and
-//! `instance` = host:port of the URL. Health-probe series also get `probe="health"`, so the probe's
+//! `instance` = host:port of the URL (or what relabelling set). Health-probe series also get `probe="health"`, so the probe's
 //! `up` and the metrics scrape's `up` stay apart. An exposed label that collides with one of these
 //! is kept as `exported_<name>` (Prometheus's `honor_labels: false`). A `tcp`/`tls`/`dns`/`smtp`
 //! probe's series carry the target's and the probe's labels, `job`, `instance` = the probe's address
@@ -24,6 +26,7 @@ pub mod health;
 pub mod probe;
 pub mod push;
 pub mod scheduler;
+pub mod sd;
 pub mod selfscrape;
 pub mod textparse;
 
@@ -52,7 +55,10 @@ pub fn metrics_base_labels(target: &Target, url: &url::Url) -> Labels {
             .map(|(k, v)| (k.clone(), v.clone()))
             .chain([
                 ("job".to_string(), target.job.clone()),
-                ("instance".to_string(), instance_of(url)),
+                (
+                    "instance".to_string(),
+                    target.instance.clone().unwrap_or_else(|| instance_of(url)),
+                ),
             ]),
     )
 }

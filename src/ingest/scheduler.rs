@@ -102,6 +102,10 @@ pub struct StatusBoard {
     pub store_ok: AtomicBool,
     pub last_flush_ms: AtomicI64,
     pub last_flush_error: RwLock<Option<String>>,
+    /// what the last update of the target set changed
+    pub last_target_diff: RwLock<Option<TargetSetDiff>>,
+    /// each service discovery source's state, by source key
+    pub discovery: RwLock<BTreeMap<String, super::sd::SdSourceStatus>>,
 }
 
 impl StatusBoard {
@@ -115,6 +119,48 @@ impl StatusBoard {
             f(e);
         }
     }
+}
+
+/// What one update of the target set changed, by target name.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct TargetSetDiff {
+    pub added: Vec<String>,
+    pub removed: Vec<String>,
+    /// stopped and started again with their new settings
+    pub changed: Vec<String>,
+    /// kept running as they were
+    pub unchanged: usize,
+}
+
+impl TargetSetDiff {
+    /// Whether nothing was added, removed or changed.
+    pub fn is_empty(&self) -> bool {
+        self.added.is_empty() && self.removed.is_empty() && self.changed.is_empty()
+    }
+}
+
+/// A target the supervisor runs: its tasks and how to stop them.
+struct RunningTarget {
+    target: Arc<Target>,
+    /// true: stop at the next tick
+    stop: watch::Sender<bool>,
+    /// set before `stop`: write staleness markers for the target's series when stopping
+    stale: Arc<AtomicBool>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+/// The labels a target's series carry, for every endpoint: when a change keeps them, its
+/// series go on without a staleness marker.
+fn endpoint_labels(t: &Target) -> Vec<crate::labels::Labels> {
+    let mut out = Vec::new();
+    if let Some(u) = &t.metrics {
+        out.push(super::metrics_base_labels(t, u));
+    }
+    if let Some(u) = &t.health {
+        out.push(super::health_base_labels(t, u));
+    }
+    out.extend(t.probes.iter().map(|p| super::probe::base_labels(t, p)));
+    out
 }
 
 /// Everything a task needs; cheap to clone.
@@ -156,81 +202,271 @@ fn first_tick(now_ms: i64, interval_ms: i64, offset: i64) -> Duration {
 }
 
 impl Scheduler {
-    /// Starts a task per endpoint and the flush task; they stop when `shutdown` turns true.
+    /// Starts a task per endpoint and the flush task; they stop when `shutdown` turns true. The
+    /// target set is fixed: see [`Scheduler::spawn_updatable`].
     pub fn spawn(
         &self,
         targets: Vec<Target>,
         flush_interval: Duration,
         shutdown: watch::Receiver<bool>,
     ) -> JoinSet<()> {
+        let (_fixed, rx) = watch::channel(Arc::new(targets));
+        self.spawn_updatable(rx, flush_interval, shutdown)
+    }
+
+    /// Starts the flush task and a supervisor that runs the target set `targets` holds and
+    /// follows its changes ([`TargetSetDiff`]): an unchanged target keeps its tasks (no gap, its
+    /// scrape cache and staleness state kept); a removed one stops and its series get a
+    /// staleness marker; an added one starts; a changed one (any setting: interval, timeout,
+    /// url, labels, limits) stops and starts again, its old series marked stale when its labels
+    /// changed. Everything stops when `shutdown` turns true (no staleness markers then, as in
+    /// Prometheus).
+    pub fn spawn_updatable(
+        &self,
+        targets: watch::Receiver<Arc<Vec<Target>>>,
+        flush_interval: Duration,
+        shutdown: watch::Receiver<bool>,
+    ) -> JoinSet<()> {
         let mut set = JoinSet::new();
-        for target in targets {
-            let target = Arc::new(target);
-            for (kind, url) in [("metrics", &target.metrics), ("health", &target.health)] {
-                let Some(url) = url.clone() else { continue };
-                self.status.endpoints.write().expect("status lock").insert(
-                    (target.name.clone(), kind),
-                    EndpointStatus::configured(
-                        &target,
-                        kind,
-                        None,
-                        url.to_string(),
-                        target.interval.0,
-                        &match kind {
-                            "metrics" => super::metrics_base_labels(&target, &url),
-                            _ => super::health_base_labels(&target, &url),
-                        },
-                    ),
-                );
-                let me = self.clone();
-                let target = target.clone();
-                let shutdown = shutdown.clone();
-                set.spawn(async move { me.endpoint_loop(target, kind, url, shutdown).await });
-            }
-            for probe in &target.probes {
-                let probe = Arc::new(probe.clone());
-                let kind = probe.config.kind.as_str();
-                let key = format!("{}/{}", target.name, probe.name);
-                self.status.endpoints.write().expect("status lock").insert(
-                    (key.clone(), kind),
-                    EndpointStatus::configured(
-                        &target,
-                        kind,
-                        Some(probe.name.clone()),
-                        super::probe::describe(&probe),
-                        probe.interval.0,
-                        &super::probe::base_labels(&target, &probe),
-                    ),
-                );
-                let me = self.clone();
-                let target = target.clone();
-                let shutdown = shutdown.clone();
-                set.spawn(async move { me.probe_loop(target, probe, key, shutdown).await });
-            }
-            if let Some(hb) = target.heartbeat {
-                let cell = self.heartbeats.register(&target.name);
-                self.status.endpoints.write().expect("status lock").insert(
-                    (target.name.clone(), "heartbeat"),
-                    EndpointStatus::configured(
-                        &target,
-                        "heartbeat",
-                        None,
-                        format!("/api/v1/heartbeat/{}", target.name),
-                        hb.expected_interval.0,
-                        &super::heartbeat_base_labels(&target),
-                    ),
-                );
-                let me = self.clone();
-                let target = target.clone();
-                let shutdown = shutdown.clone();
-                set.spawn(async move { me.heartbeat_loop(target, hb, cell, shutdown).await });
-            }
-        }
+        let me = self.clone();
+        let sd = shutdown.clone();
+        set.spawn(async move { me.supervise(targets, sd).await });
         let me = self.clone();
         set.spawn(async move { me.flush_loop(flush_interval, shutdown).await });
         self.status.running.store(true, Ordering::SeqCst);
         self.status.store_ok.store(true, Ordering::SeqCst);
         set
+    }
+
+    /// Runs the wanted target set until shutdown; see [`Scheduler::spawn_updatable`].
+    async fn supervise(
+        self,
+        mut targets: watch::Receiver<Arc<Vec<Target>>>,
+        mut shutdown: watch::Receiver<bool>,
+    ) {
+        let mut running: BTreeMap<String, RunningTarget> = BTreeMap::new();
+        let mut updates_open = true;
+        loop {
+            if *shutdown.borrow() {
+                break;
+            }
+            let wanted = targets.borrow_and_update().clone();
+            let diff = self.apply_target_set(&mut running, &wanted);
+            if !diff.is_empty() {
+                tracing::info!(
+                    added = diff.added.len(),
+                    removed = diff.removed.len(),
+                    changed = diff.changed.len(),
+                    unchanged = diff.unchanged,
+                    "target set updated"
+                );
+            }
+            *self.status.last_target_diff.write().expect("status lock") = Some(diff);
+            tokio::select! {
+                r = targets.changed(), if updates_open => {
+                    if r.is_err() {
+                        updates_open = false;
+                    }
+                }
+                _ = shutdown.changed() => {}
+            }
+        }
+        for (_, t) in std::mem::take(&mut running) {
+            let _ = t.stop.send(true);
+            for h in t.tasks {
+                let _ = h.await;
+            }
+        }
+    }
+
+    /// Brings `running` to `wanted` (names are the keys); returns what changed.
+    fn apply_target_set(
+        &self,
+        running: &mut BTreeMap<String, RunningTarget>,
+        wanted: &[Target],
+    ) -> TargetSetDiff {
+        let mut diff = TargetSetDiff::default();
+        let wanted: BTreeMap<&str, &Target> = wanted.iter().map(|t| (t.name.as_str(), t)).collect();
+        let names: Vec<String> = running.keys().cloned().collect();
+        for name in names {
+            match wanted.get(name.as_str()) {
+                Some(t) if *running[&name].target == **t => diff.unchanged += 1,
+                Some(t) => {
+                    let old = running.remove(&name).expect("running target");
+                    // the old series end only when the new target writes other ones
+                    let relabelled = endpoint_labels(&old.target) != endpoint_labels(t);
+                    let previous = self.stop_target(old, relabelled);
+                    running.insert(name.clone(), self.start_target((*t).clone(), previous));
+                    diff.changed.push(name);
+                }
+                None => {
+                    let old = running.remove(&name).expect("running target");
+                    self.stop_target(old, true);
+                    diff.removed.push(name);
+                }
+            }
+        }
+        for (name, t) in wanted {
+            if !running.contains_key(name) {
+                running.insert(name.to_string(), self.start_target(t.clone(), Vec::new()));
+                diff.added.push(name.to_string());
+            }
+        }
+        diff
+    }
+
+    /// Tells a target's tasks to stop (writing staleness markers for its series when `stale`)
+    /// and forgets its status entries; returns its tasks, which a replacement waits for, so the
+    /// old target's last write comes before the new one's first.
+    fn stop_target(&self, t: RunningTarget, stale: bool) -> Vec<tokio::task::JoinHandle<()>> {
+        t.stale.store(stale, Ordering::SeqCst);
+        let _ = t.stop.send(true);
+        let name = &t.target.name;
+        let prefix = format!("{name}/");
+        self.status
+            .endpoints
+            .write()
+            .expect("status lock")
+            .retain(|(key, _), _| key != name && !key.starts_with(&prefix));
+        t.tasks
+    }
+
+    /// Starts every endpoint task of `target`, each waiting first for `previous` (the tasks of
+    /// the target it replaces) to end.
+    fn start_target(
+        &self,
+        target: Target,
+        previous: Vec<tokio::task::JoinHandle<()>>,
+    ) -> RunningTarget {
+        let (stop_tx, shutdown) = watch::channel(false);
+        let stale = Arc::new(AtomicBool::new(false));
+        let target = Arc::new(target);
+        let previous = Arc::new(tokio::sync::Mutex::new(previous));
+        let mut tasks = Vec::new();
+        let mut spawn = |fut: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>| {
+            let previous = previous.clone();
+            tasks.push(tokio::spawn(async move {
+                for h in previous.lock().await.drain(..) {
+                    let _ = h.await;
+                }
+                fut.await
+            }));
+        };
+        for (kind, url) in [("metrics", &target.metrics), ("health", &target.health)] {
+            let Some(url) = url.clone() else { continue };
+            self.status.endpoints.write().expect("status lock").insert(
+                (target.name.clone(), kind),
+                EndpointStatus::configured(
+                    &target,
+                    kind,
+                    None,
+                    url.to_string(),
+                    target.interval.0,
+                    &match kind {
+                        "metrics" => super::metrics_base_labels(&target, &url),
+                        _ => super::health_base_labels(&target, &url),
+                    },
+                ),
+            );
+            let me = self.clone();
+            let target = target.clone();
+            let shutdown = shutdown.clone();
+            let stale = stale.clone();
+            spawn(Box::pin(async move {
+                me.endpoint_loop(target, kind, url, shutdown, stale).await
+            }));
+        }
+        for probe in &target.probes {
+            let probe = Arc::new(probe.clone());
+            let kind = probe.config.kind.as_str();
+            let key = format!("{}/{}", target.name, probe.name);
+            self.status.endpoints.write().expect("status lock").insert(
+                (key.clone(), kind),
+                EndpointStatus::configured(
+                    &target,
+                    kind,
+                    Some(probe.name.clone()),
+                    super::probe::describe(&probe),
+                    probe.interval.0,
+                    &super::probe::base_labels(&target, &probe),
+                ),
+            );
+            let me = self.clone();
+            let target = target.clone();
+            let shutdown = shutdown.clone();
+            let stale = stale.clone();
+            spawn(Box::pin(async move {
+                me.probe_loop(target, probe, key, shutdown, stale).await
+            }));
+        }
+        if let Some(hb) = target.heartbeat {
+            let cell = self.heartbeats.register(&target.name);
+            self.status.endpoints.write().expect("status lock").insert(
+                (target.name.clone(), "heartbeat"),
+                EndpointStatus::configured(
+                    &target,
+                    "heartbeat",
+                    None,
+                    format!("/api/v1/heartbeat/{}", target.name),
+                    hb.expected_interval.0,
+                    &super::heartbeat_base_labels(&target),
+                ),
+            );
+            let me = self.clone();
+            let target = target.clone();
+            let shutdown = shutdown.clone();
+            spawn(Box::pin(async move {
+                me.heartbeat_loop(target, hb, cell, shutdown).await
+            }));
+        }
+        RunningTarget {
+            target,
+            stop: stop_tx,
+            stale,
+            tasks,
+        }
+    }
+
+    /// Staleness markers at the clock's now for every series of a stopped endpoint: a metrics
+    /// endpoint's from its scrape cache (the series of its last scrape) plus `up` and the
+    /// `scrape_*` series; a health or probe endpoint's, every series with its labels.
+    async fn mark_endpoint_stale(
+        &self,
+        name: &str,
+        cache: Option<ScrapeCache>,
+        base: crate::labels::Labels,
+    ) {
+        let t = self.clock.now_ms();
+        let store = self.store.clone();
+        crate::task::blocking(&self.metrics, "stale", name, move || {
+            let mut written = 0;
+            // only series that exist: a target removed before its first scrape gets none
+            let mut matchers: Vec<crate::labels::Matcher> = base
+                .iter()
+                .map(|(k, v)| crate::labels::Matcher::equal(k, v))
+                .collect();
+            let ids = match cache {
+                Some(mut cache) => {
+                    written += cache.mark_all_stale(&store, t);
+                    let mut ids = Vec::new();
+                    for name in ["up", "scrape_duration_seconds", "scrape_samples_scraped"] {
+                        matchers.push(crate::labels::Matcher::equal("__name__", name));
+                        ids.extend(store.select_ids(&matchers));
+                        matchers.pop();
+                    }
+                    ids
+                }
+                None => store.select_ids(&matchers),
+            };
+            let batch: Vec<_> = ids
+                .into_iter()
+                .map(|id| (id, t, crate::store::chunk::stale_nan()))
+                .collect();
+            written += batch.len();
+            store.append(&batch);
+            written
+        })
+        .await;
     }
 
     async fn endpoint_loop(
@@ -239,6 +475,7 @@ impl Scheduler {
         kind: &'static str,
         url: url::Url,
         mut shutdown: watch::Receiver<bool>,
+        stale: Arc<AtomicBool>,
     ) {
         let interval_ms = target.interval.as_millis().max(1);
         let now = self.clock.now_ms();
@@ -264,6 +501,13 @@ impl Scheduler {
         let mut memory = super::health::HealthMemory::default();
         loop {
             if !crate::task::next_tick(&mut ticker, &mut shutdown).await {
+                if stale.load(Ordering::SeqCst) {
+                    let base = match kind {
+                        "metrics" => super::metrics_base_labels(&target, &url),
+                        _ => super::health_base_labels(&target, &url),
+                    };
+                    self.mark_endpoint_stale(&target.name, cache, base).await;
+                }
                 return;
             }
             let t = scrape_timestamp(self.clock.now_ms(), interval_ms, offset);
@@ -283,6 +527,7 @@ impl Scheduler {
         probe: Arc<crate::config::Probe>,
         key: String,
         mut shutdown: watch::Receiver<bool>,
+        stale: Arc<AtomicBool>,
     ) {
         let kind = probe.config.kind.as_str();
         let interval_ms = probe.interval.as_millis().max(1);
@@ -303,6 +548,9 @@ impl Scheduler {
         let mut last = std::collections::BTreeSet::new();
         loop {
             if !crate::task::next_tick(&mut ticker, &mut shutdown).await {
+                if stale.load(Ordering::SeqCst) {
+                    self.mark_endpoint_stale(&key, None, base.clone()).await;
+                }
                 return;
             }
             let t = scrape_timestamp(self.clock.now_ms(), interval_ms, offset);

@@ -364,6 +364,10 @@ fn message(cfg: &EmailConfig, n: &Notification) -> Result<Message, DeliveryError
         .from(cfg.from.parse::<Mailbox>().map_err(|e| bad("from", &e))?)
         .subject(rendered.subject)
         .message_id(Some(message_id(&n.idempotency_key)))
+        // every email of one group (firing, still firing, resolved) refers to the same thread,
+        // so a mail client shows the resolution under the alert it ends
+        .in_reply_to(thread_id(n))
+        .references(thread_id(n))
         .raw_header(HeaderValue::new(
             HeaderName::new_from_ascii_str(IDEMPOTENCY_HEADER),
             n.idempotency_key.clone(),
@@ -377,6 +381,16 @@ fn message(cfg: &EmailConfig, n: &Notification) -> Result<Message, DeliveryError
             rendered.html,
         ))
         .map_err(|e| bad("message", &e))
+}
+
+/// The `In-Reply-To`/`References` of every email of a group: `<thread.<hash of receiver and
+/// group key>@tocsin>`, the same for as long as the group exists, across restarts.
+fn thread_id(n: &Notification) -> String {
+    let key = format!("{}\u{0}{}", n.receiver, n.group_key);
+    format!(
+        "<thread.{:016x}@tocsin>",
+        xxhash_rust::xxh3::xxh3_64(key.as_bytes())
+    )
 }
 
 /// `<key@tocsin>` with anything outside RFC 5322 `atext` replaced, so the header stays valid.
@@ -592,6 +606,43 @@ mod tests {
             timeout: Duration::from_secs(5),
             hello: None,
         }
+    }
+
+    #[test]
+    fn emails_of_one_group_share_a_thread_and_other_groups_do_not() {
+        let cfg = config("127.0.0.1:25", TlsMode::None);
+        let header = |n: &Notification, name: &str| -> String {
+            let raw = String::from_utf8(message(&cfg, n).unwrap().formatted()).unwrap();
+            raw.lines()
+                .find_map(|l| l.strip_prefix(&format!("{name}: ")))
+                .unwrap_or_else(|| panic!("no {name} in:\n{raw}"))
+                .to_string()
+        };
+        let firing = notification(vec![alert("a", AlertState::Firing)], Change::NewAlerts);
+        let mut resolved =
+            notification(vec![alert("a", AlertState::Resolved)], Change::AllResolved);
+        resolved.idempotency_key = "1111222233334444".into();
+        let thread = header(&firing, "In-Reply-To");
+        assert!(
+            thread.starts_with("<thread.") && thread.ends_with("@tocsin>"),
+            "{thread}"
+        );
+        assert_eq!(header(&firing, "References"), thread);
+        assert_eq!(
+            header(&resolved, "In-Reply-To"),
+            thread,
+            "the resolve joins the thread"
+        );
+        assert_ne!(
+            header(&resolved, "Message-ID"),
+            header(&firing, "Message-ID")
+        );
+        let mut other = firing.clone();
+        other.group_key = "{}:{alertname=\"Other\"}".into();
+        assert_ne!(header(&other, "In-Reply-To"), thread);
+        let mut other_receiver = firing.clone();
+        other_receiver.receiver = "pager".into();
+        assert_ne!(header(&other_receiver, "In-Reply-To"), thread);
     }
 
     #[test]

@@ -67,6 +67,15 @@ pub struct WebhookRaw {
     /// 64 KiB); instead of `secret_env`.
     #[serde(default)]
     pub secret_file: Option<String>,
+    /// How the HMAC signature is sent: `tocsin` (`X-Tocsin-Signature: sha256=<hex>`, the
+    /// default) or `grafana`, as Grafana's webhook contact point signs
+    /// (`X-Grafana-Alerting-Signature: <hex>`), so receivers written for Grafana verify it.
+    #[serde(default)]
+    pub signature_format: Option<Spanned<String>>,
+    /// With `signature_format: grafana`: a header for the Unix time in seconds, which is then
+    /// signed too (`<seconds>:<body>`), so a receiver can refuse replays. Default none.
+    #[serde(default)]
+    pub signature_timestamp_header: Option<String>,
     /// A delivery that takes longer fails and is retried. Default `10s`.
     #[serde(default)]
     pub timeout: Option<PromDuration>,
@@ -77,6 +86,29 @@ pub struct WebhookRaw {
     /// Whether resolved alerts are sent (and a group whose alerts all resolved). Default `true`.
     #[serde(default)]
     pub send_resolved: Option<bool>,
+    /// A Go template for the request body, instead of Alertmanager's JSON: for services that
+    /// want their own shape (Slack, Microsoft Teams, Discord, Mattermost, ntfy, PagerDuty: see
+    /// `fixtures/examples/recipes/`). It sees Alertmanager's template data: `.Status`,
+    /// `.Receiver`, `.GroupLabels`, `.CommonLabels`, `.CommonAnnotations`, `.ExternalURL`,
+    /// `.GroupKey`, `.TruncatedAlerts` and `.Alerts` (`.Alerts.Firing`, `.Alerts.Resolved`), each
+    /// alert with `.Status`, `.Labels`, `.Annotations`, `.StartsAt`, `.EndsAt`, `.GeneratorURL`
+    /// and `.Fingerprint`; and `.Secret` (see `body_secret_env`). Prometheus's template functions
+    /// apply, plus `toJson` (any value as JSON: write `{{ .CommonAnnotations.summary | toJson }}`
+    /// for a JSON string, quoted and escaped) and `join`. Checked when the configuration loads;
+    /// at most 1 MiB of output.
+    #[serde(default)]
+    pub body: Option<Spanned<String>>,
+    /// The `Content-Type` of a templated `body`. Default `application/json`.
+    #[serde(default)]
+    pub content_type: Option<String>,
+    /// Name of an environment variable holding a secret the body needs (a PagerDuty routing
+    /// key), `.Secret` in the `body` template.
+    #[serde(default)]
+    pub body_secret_env: Option<String>,
+    /// Path of a file holding the body's secret (trailing newline ignored; a regular file of at
+    /// most 64 KiB); instead of `body_secret_env`.
+    #[serde(default)]
+    pub body_secret_file: Option<String>,
 }
 
 /// The URL shown redacted ([`redact_url`](crate::notify::webhook::redact_url)).
@@ -95,9 +127,18 @@ impl std::fmt::Debug for WebhookRaw {
             .field("url_file", &self.url_file)
             .field("secret_env", &self.secret_env)
             .field("secret_file", &self.secret_file)
+            .field("signature_format", &self.signature_format)
+            .field(
+                "signature_timestamp_header",
+                &self.signature_timestamp_header,
+            )
             .field("timeout", &self.timeout)
             .field("max_alerts", &self.max_alerts)
             .field("send_resolved", &self.send_resolved)
+            .field("body", &self.body.as_ref().map(|b| b.value.len()))
+            .field("content_type", &self.content_type)
+            .field("body_secret_env", &self.body_secret_env)
+            .field("body_secret_file", &self.body_secret_file)
             .finish()
     }
 }
@@ -283,6 +324,24 @@ pub enum ReceiverErrorKind {
     /// A webhook has none or more than one of `url`, `url_env` and `url_file`.
     #[error("set exactly one of url, url_env and url_file")]
     UrlSource,
+    /// `signature_format` is neither `tocsin` nor `grafana`.
+    #[error("expected tocsin or grafana, got {0:?}")]
+    UnknownSignatureFormat(String),
+    /// `signature_timestamp_header` without `signature_format: grafana`, or not a header name.
+    #[error("needs signature_format: grafana and a valid header name")]
+    BadTimestampHeader,
+    /// A webhook `body` template does not parse (its own line and column in the message).
+    #[error("template: {0}")]
+    BodyTemplate(String),
+    /// Both `body_secret_env` and `body_secret_file` are set.
+    #[error("set at most one of body_secret_env and body_secret_file")]
+    BodySecretSource,
+    /// `content_type` or a body secret without a `body`.
+    #[error("content_type, body_secret_env and body_secret_file need a body template")]
+    BodyFieldsWithoutBody,
+    /// `content_type` is empty, longer than 256 bytes or holds a control character.
+    #[error("not a valid content type")]
+    BadContentType,
     /// An email integration has an empty `to`.
     #[error("needs at least one recipient")]
     NoRecipient,
@@ -364,6 +423,62 @@ pub fn validate(list: &[ReceiverConfig]) -> Vec<ReceiverError> {
                     format!("{at}.webhook.url"),
                     u.referenced,
                     ReceiverErrorKind::InvalidUrl(crate::notify::webhook::redact_url(&u.value)),
+                );
+            }
+            if let Some(f) = &w.signature_format
+                && f.value != "tocsin"
+                && f.value != "grafana"
+            {
+                push(
+                    format!("{at}.webhook.signature_format"),
+                    f.referenced,
+                    ReceiverErrorKind::UnknownSignatureFormat(f.value.clone()),
+                );
+            }
+            if let Some(h) = &w.signature_timestamp_header
+                && (w.signature_format.as_ref().map(|f| f.value.as_str()) != Some("grafana")
+                    || reqwest::header::HeaderName::from_bytes(h.as_bytes()).is_err())
+            {
+                push(
+                    format!("{at}.webhook.signature_timestamp_header"),
+                    r.name.referenced,
+                    ReceiverErrorKind::BadTimestampHeader,
+                );
+            }
+            if let Some(b) = &w.body
+                && let Err(e) = crate::rules::template::Template::parse(&b.value)
+            {
+                push(
+                    format!("{at}.webhook.body"),
+                    b.referenced,
+                    ReceiverErrorKind::BodyTemplate(e.to_string()),
+                );
+            }
+            if w.body_secret_env.is_some() && w.body_secret_file.is_some() {
+                push(
+                    format!("{at}.webhook"),
+                    r.name.referenced,
+                    ReceiverErrorKind::BodySecretSource,
+                );
+            }
+            if w.body.is_none()
+                && (w.content_type.is_some()
+                    || w.body_secret_env.is_some()
+                    || w.body_secret_file.is_some())
+            {
+                push(
+                    format!("{at}.webhook"),
+                    r.name.referenced,
+                    ReceiverErrorKind::BodyFieldsWithoutBody,
+                );
+            }
+            if let Some(ct) = &w.content_type
+                && (ct.is_empty() || ct.len() > 256 || ct.chars().any(|c| c.is_control()))
+            {
+                push(
+                    format!("{at}.webhook.content_type"),
+                    r.name.referenced,
+                    ReceiverErrorKind::BadContentType,
                 );
             }
         }
@@ -550,6 +665,40 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_webhook_body_is_checked_at_load() {
+        let list: Vec<ReceiverConfig> = serde_saphyr::from_str(
+            r#"
+- name: a
+  webhook:
+    url: "http://127.0.0.1:1/hook"
+    body: "{{ .Status | nope }}"
+- name: b
+  webhook: { url: "http://127.0.0.1:1/hook", content_type: text/plain }
+- name: c
+  webhook: { url: "http://127.0.0.1:1/", body: x, body_secret_env: A, body_secret_file: /f }
+- name: d
+  webhook: { url: "http://127.0.0.1:1/", signature_format: github, signature_timestamp_header: X-T }
+"#,
+        )
+        .unwrap();
+        let e: Vec<String> = validate(&list)
+            .iter()
+            .map(|e| format!("{}:{}: {e}", e.at.line(), e.at.column()))
+            .collect();
+        let e = e.join("\n");
+        for want in [
+            "5:11: receivers[0] (\"a\").webhook.body: template: ",
+            "function \"nope\" not defined",
+            "receivers[1] (\"b\").webhook: content_type, body_secret_env and body_secret_file need a body template",
+            "receivers[2] (\"c\").webhook: set at most one of body_secret_env and body_secret_file",
+            "receivers[3] (\"d\").webhook.signature_format: expected tocsin or grafana, got \"github\"",
+            "receivers[3] (\"d\").webhook.signature_timestamp_header: needs signature_format: grafana",
+        ] {
+            assert!(e.contains(want), "{want} missing in:\n{e}");
+        }
+    }
 
     #[test]
     fn receivers_validate_with_every_error() {

@@ -250,6 +250,8 @@ pub struct PassReport {
     pub held: Vec<(String, Held)>,
     /// store calls that failed (each one logged)
     pub store_errors: Vec<StoreOp>,
+    /// (integration, seconds the attempt took, seconds from queueing to delivery when delivered)
+    pub attempts: Vec<(String, f64, Option<f64>)>,
 }
 
 impl PassReport {
@@ -259,6 +261,7 @@ impl PassReport {
         self.failed.extend(other.failed);
         self.held.extend(other.held);
         self.store_errors.extend(other.store_errors);
+        self.attempts.extend(other.attempts);
     }
 }
 
@@ -506,7 +509,15 @@ impl Batch {
                 now,
                 queued_at: row.created,
             };
-            (integration.deliver)(n.clone(), attempt).await
+            // a duration for the latency metrics, not a time any decision depends on
+            let started = std::time::Instant::now();
+            let result = (integration.deliver)(n.clone(), attempt).await;
+            let took = started.elapsed().as_secs_f64();
+            let delay = result
+                .is_ok()
+                .then(|| (now - row.created).max(0) as f64 / 1000.0 + took);
+            report.attempts.push((row.receiver.clone(), took, delay));
+            result
         };
         match &result {
             Ok(()) => self.breaker.on_success(),
@@ -711,6 +722,21 @@ fn record(metrics: &crate::selfmetrics::SelfMetrics, report: &PassReport) {
     };
     for (i, _) in &report.delivered {
         count(i, "delivered");
+    }
+    for (integration, took, delay) in &report.attempts {
+        let labels = crate::selfmetrics::IntegrationLabels {
+            integration: integration.clone(),
+        };
+        metrics
+            .notification_latency_seconds
+            .get_or_create(&labels)
+            .observe(*took);
+        if let Some(delay) = delay {
+            metrics
+                .notification_delivery_delay_seconds
+                .get_or_create(&labels)
+                .observe(*delay);
+        }
     }
     for i in &report.retried {
         count(i, "retried");

@@ -210,19 +210,29 @@ impl NotifyPlan {
             if let Some(w) = &r.webhook {
                 let url = receivers::webhook_url(w, env);
                 let secret = receivers::secret(&w.secret_env, &w.secret_file, env, "secret");
+                let body_secret =
+                    receivers::secret(&w.body_secret_env, &w.body_secret_file, env, "body_secret");
                 if let Err(e) = &url {
                     errors.push(format!("{at}.webhook.{e}"));
                 }
+                if let Err(e) = &body_secret {
+                    errors.push(format!("{at}.webhook.{e}"));
+                }
                 match secret {
-                    Ok(_) if url.is_err() => {}
+                    Ok(_) if url.is_err() || body_secret.is_err() => {}
                     Ok(secret) => {
                         let mut cfg =
                             webhook_config(r, secret).expect("the receiver has a webhook");
                         cfg.url = url.expect("checked above");
+                        if let Some(b) = &mut cfg.body {
+                            b.secret = body_secret.expect("checked above");
+                        }
                         let client = client.clone();
-                        let deliver: DeliverFn = Arc::new(move |n, _| {
+                        let deliver: DeliverFn = Arc::new(move |n, attempt| {
                             let (client, cfg) = (client.clone(), cfg.clone());
-                            Box::pin(async move { super::webhook::send(&client, &cfg, &n).await })
+                            Box::pin(async move {
+                                super::webhook::send(&client, &cfg, &n, attempt.now).await
+                            })
                         });
                         out.insert(
                             format!("{name}/webhook"),
@@ -396,6 +406,24 @@ pub fn webhook_config(r: &ReceiverConfig, secret: Option<String>) -> Option<Webh
         timeout: w.timeout.map(|t| t.0).unwrap_or(DEFAULT_TIMEOUT),
         max_alerts: w.max_alerts.unwrap_or(0),
         send_resolved: w.send_resolved.unwrap_or(true),
+        signature: match w.signature_format.as_ref().map(|f| f.value.as_str()) {
+            Some("grafana") => super::webhook::SignatureFormat::Grafana {
+                timestamp_header: w.signature_timestamp_header.clone(),
+            },
+            _ => super::webhook::SignatureFormat::Tocsin,
+        },
+        // validated: a template that does not parse never reaches here
+        body: w.body.as_ref().and_then(|b| {
+            let template = crate::rules::template::Template::parse(&b.value).ok()?;
+            Some(super::webhook::WebhookBody {
+                template: Arc::new(template),
+                content_type: w
+                    .content_type
+                    .clone()
+                    .unwrap_or_else(|| "application/json".into()),
+                secret: None,
+            })
+        }),
     })
 }
 

@@ -13,6 +13,7 @@ use sha2::Sha256;
 
 use super::{AlertSnapshot, AlertState, DeliveryError, Notification};
 use crate::labels::{AsMap, Labels, format_fingerprint};
+use crate::rules::template::Template;
 use crate::timefmt::format_rfc3339;
 
 /// The header carrying `sha256=<hex HMAC-SHA256 of the body>` when a secret is set.
@@ -39,6 +40,65 @@ pub struct WebhookConfig {
     pub max_alerts: usize,
     /// whether resolved alerts are sent (default true, as Alertmanager)
     pub send_resolved: bool,
+    /// a templated body instead of Alertmanager's JSON (Slack, Teams, PagerDuty …)
+    pub body: Option<WebhookBody>,
+    /// how the HMAC signature is sent when `secret` is set
+    pub signature: SignatureFormat,
+}
+
+/// The header and form of a webhook's HMAC-SHA256 signature.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum SignatureFormat {
+    /// `X-Tocsin-Signature: sha256=<hex HMAC of the body>`
+    #[default]
+    Tocsin,
+    /// Grafana's: `X-Grafana-Alerting-Signature: <hex HMAC>`, over `<unix seconds>:<body>` with
+    /// the seconds in `timestamp_header` when one is named, else over the body
+    Grafana { timestamp_header: Option<String> },
+}
+
+/// Grafana's signature header.
+pub const GRAFANA_SIGNATURE_HEADER: &str = "X-Grafana-Alerting-Signature";
+
+/// A webhook's templated body: rendered over Alertmanager's template data (the version 4
+/// payload, [`Template::render_notification`]), sent with its content type.
+#[derive(Clone)]
+pub struct WebhookBody {
+    pub template: std::sync::Arc<Template>,
+    pub content_type: String,
+    /// `.Secret` in the template (a PagerDuty routing key), from `body_secret_env`/`_file`
+    pub secret: Option<String>,
+}
+
+impl PartialEq for WebhookBody {
+    fn eq(&self, other: &Self) -> bool {
+        self.template.source() == other.template.source()
+            && self.content_type == other.content_type
+            && self.secret == other.secret
+    }
+}
+
+impl Eq for WebhookBody {}
+
+impl WebhookBody {
+    /// The body for `n` at `now_ms`: the template over the payload Alertmanager's webhook would
+    /// send. A template that fails to render is a permanent failure (a retry renders the same).
+    pub fn render(
+        &self,
+        payload: &serde_json::Value,
+        now_ms: i64,
+    ) -> Result<Vec<u8>, DeliveryError> {
+        let extra: Vec<(&str, &str)> = self
+            .secret
+            .as_deref()
+            .map(|s| ("Secret", s))
+            .into_iter()
+            .collect();
+        self.template
+            .render_notification(payload, &extra, now_ms)
+            .map(String::into_bytes)
+            .map_err(|e| DeliveryError::Permanent(format!("webhook body template: {e}")))
+    }
 }
 
 impl std::fmt::Debug for WebhookConfig {
@@ -49,6 +109,15 @@ impl std::fmt::Debug for WebhookConfig {
             .field("timeout", &self.timeout)
             .field("max_alerts", &self.max_alerts)
             .field("send_resolved", &self.send_resolved)
+            .field(
+                "body",
+                &self.body.as_ref().map(|b| {
+                    (
+                        b.content_type.as_str(),
+                        b.secret.as_ref().map(|_| "<redacted>"),
+                    )
+                }),
+            )
             .finish()
     }
 }
@@ -218,18 +287,45 @@ pub async fn send(
     client: &reqwest::Client,
     cfg: &WebhookConfig,
     n: &Notification,
+    now_ms: i64,
 ) -> Result<(), DeliveryError> {
-    let Some(body) = payload(n, cfg) else {
+    let Some(payload) = payload(n, cfg) else {
         return Ok(());
     };
-    let body = serde_json::to_vec(&body).expect("a json value always serializes");
+    let (body, content_type) = match &cfg.body {
+        Some(b) => (b.render(&payload, now_ms)?, b.content_type.as_str()),
+        None => (
+            serde_json::to_vec(&payload).expect("a json value always serializes"),
+            "application/json",
+        ),
+    };
     let mut request = client
         .post(&cfg.url)
         .timeout(cfg.timeout)
-        .header(reqwest::header::CONTENT_TYPE, "application/json")
+        .header(reqwest::header::CONTENT_TYPE, content_type)
         .header(IDEMPOTENCY_HEADER, &n.idempotency_key);
     if let Some(secret) = &cfg.secret {
-        request = request.header(SIGNATURE_HEADER, signature(secret, &body));
+        request = match &cfg.signature {
+            SignatureFormat::Tocsin => request.header(SIGNATURE_HEADER, signature(secret, &body)),
+            SignatureFormat::Grafana { timestamp_header } => {
+                let hex = |signed: &[u8]| {
+                    signature(secret, signed)
+                        .trim_start_matches("sha256=")
+                        .to_string()
+                };
+                match timestamp_header {
+                    Some(h) => {
+                        let ts = now_ms.div_euclid(1000).to_string();
+                        let mut signed = format!("{ts}:").into_bytes();
+                        signed.extend_from_slice(&body);
+                        request
+                            .header(h.as_str(), ts)
+                            .header(GRAFANA_SIGNATURE_HEADER, hex(&signed))
+                    }
+                    None => request.header(GRAFANA_SIGNATURE_HEADER, hex(&body)),
+                }
+            }
+        };
     }
     post(request, body, &cfg.url, "webhook").await
 }
@@ -369,8 +465,9 @@ mod tests {
             starts_at: 1_700_000_000_000,
             ends_at: (status == AlertState::Resolved).then_some(1_700_000_060_500),
             generator_url: "http://tocsin/rules".into(),
-            // instances are hex digits here: `a` has fingerprint 0xa
-            fingerprint: u64::from_str_radix(instance, 16).unwrap(),
+            // instances are hex digits here: `a` has fingerprint 0xa (others: a hash)
+            fingerprint: u64::from_str_radix(instance, 16)
+                .unwrap_or_else(|_| xxhash_rust::xxh3::xxh3_64(instance.as_bytes())),
         }
     }
 
@@ -394,6 +491,145 @@ mod tests {
             timeout: Duration::from_secs(1),
             max_alerts: 0,
             send_resolved: true,
+            body: None,
+            signature: SignatureFormat::Tocsin,
+        }
+    }
+
+    /// The body a recipe under `fixtures/examples/recipes/` renders for `n`, parsed as JSON.
+    fn recipe_body(file: &str, n: &Notification) -> serde_json::Value {
+        let path = format!(
+            "{}/fixtures/examples/recipes/{file}",
+            env!("CARGO_MANIFEST_DIR")
+        );
+        let config = crate::config::Config::load(std::path::Path::new(&path))
+            .unwrap_or_else(|e| panic!("{file}: {e}"));
+        let receiver = &config.receivers[0];
+        let mut cfg = crate::notify::setup::webhook_config(receiver, None).unwrap();
+        cfg.body.as_mut().expect("a recipe has a body").secret = Some("ROUTING-KEY".into());
+        let payload = payload(n, &cfg).unwrap();
+        let body = cfg.body.as_ref().expect("a recipe has a body");
+        let bytes = body.render(&payload, 1_700_000_100_000).unwrap();
+        serde_json::from_slice(&bytes).unwrap_or_else(|e| {
+            panic!(
+                "{file}: not JSON ({e}):\n{}",
+                String::from_utf8_lossy(&bytes)
+            )
+        })
+    }
+
+    #[test]
+    fn every_recipe_renders_the_shape_its_service_takes() {
+        // quotes, newlines and markup in labels and annotations must stay inside their strings
+        let mut tricky = alert("Q", "db\"1\n<b>", AlertState::Firing);
+        tricky
+            .annotations
+            .insert("summary".into(), "50% \"slow\"\\ {{ x }}".into());
+        let firing = notification(vec![
+            tricky,
+            alert("Q", "b", AlertState::Firing),
+            alert("Q", "c", AlertState::Resolved),
+        ]);
+        let resolved = notification(vec![alert("Q", "c", AlertState::Resolved)]);
+        let with_severity = |mut n: Notification, sev: &str| {
+            for a in &mut n.alerts {
+                a.labels = a.labels.with("severity", sev);
+            }
+            n
+        };
+
+        let slack = recipe_body("slack.yml", &firing);
+        assert_eq!(slack["text"], "[FIRING:2] Q");
+        let blocks = slack["blocks"].as_array().unwrap();
+        assert_eq!(blocks.len(), 4, "{slack}");
+        assert_eq!(
+            blocks[1]["text"]["text"],
+            "*FIRING* db\"1\n<b>\n50% \"slow\"\\ {{ x }}"
+        );
+
+        let teams = recipe_body("teams.yml", &firing);
+        let card = &teams["attachments"][0];
+        assert_eq!(
+            card["contentType"],
+            "application/vnd.microsoft.card.adaptive"
+        );
+        let body = card["content"]["body"].as_array().unwrap();
+        assert_eq!(body.len(), 4);
+        assert_eq!(body[0]["color"], "Attention");
+        assert!(
+            body[2]["text"]
+                .as_str()
+                .unwrap()
+                .ends_with("(since 2023-11-14 22:13 UTC)"),
+            "{teams}"
+        );
+        assert_eq!(card["content"]["actions"][0]["url"], "http://tocsin:9300");
+        assert_eq!(
+            recipe_body("teams.yml", &resolved)["attachments"][0]["content"]["body"][0]["color"],
+            "Good"
+        );
+
+        let discord = recipe_body("discord.yml", &firing);
+        let embeds = discord["embeds"].as_array().unwrap();
+        assert_eq!(embeds.len(), 3);
+        assert_eq!(embeds[0]["color"], 15158332);
+        assert_eq!(embeds[2]["color"], 3066993);
+        assert_eq!(embeds[1]["timestamp"], "2023-11-14T22:13:20Z");
+
+        let mattermost = recipe_body("mattermost.yml", &firing);
+        assert_eq!(mattermost["text"], "#### [FIRING:2] Q");
+        assert_eq!(mattermost["attachments"].as_array().unwrap().len(), 3);
+
+        let ntfy = recipe_body("ntfy.yml", &firing);
+        assert_eq!(
+            (ntfy["topic"].as_str(), ntfy["priority"].as_i64()),
+            (Some("alerts"), Some(5))
+        );
+        assert_eq!(ntfy["title"], "[FIRING:2] Q");
+        assert_eq!(recipe_body("ntfy.yml", &resolved)["priority"], 3);
+
+        let pd = recipe_body("pagerduty.yml", &with_severity(firing.clone(), "critical"));
+        assert_eq!(pd["routing_key"], "ROUTING-KEY");
+        assert_eq!(pd["event_action"], "trigger");
+        assert_eq!(pd["dedup_key"], "{}:{alertname=\"Q\"}");
+        assert_eq!(pd["payload"]["severity"], "critical");
+        assert_eq!(pd["payload"]["source"], "scaisend");
+        assert_eq!(pd["payload"]["custom_details"]["firing"], 2);
+        let pd = recipe_body("pagerduty.yml", &with_severity(resolved.clone(), "page"));
+        assert_eq!(pd["event_action"], "resolve");
+        assert_eq!(
+            pd["payload"]["severity"], "error",
+            "a severity PagerDuty does not take"
+        );
+    }
+
+    #[test]
+    fn a_body_that_fails_to_render_is_a_permanent_failure() {
+        let template = Template::parse("{{ index .Alerts 7 }}").unwrap();
+        let body = WebhookBody {
+            template: std::sync::Arc::new(template),
+            content_type: "application/json".into(),
+            secret: None,
+        };
+        let n = notification(vec![alert("Q", "a", AlertState::Firing)]);
+        match body.render(&payload(&n, &config()).unwrap(), 0) {
+            Err(DeliveryError::Permanent(m)) => assert!(m.contains("out of range"), "{m}"),
+            other => panic!("{other:?}"),
+        }
+        // a template whose output would explode is stopped
+        let bomb = "{{ range .Alerts }}{{ range $.Alerts }}{{ range $.Alerts }}{{ range $.Alerts }}xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx{{ end }}{{ end }}{{ end }}{{ end }}";
+        let body = WebhookBody {
+            template: std::sync::Arc::new(Template::parse(bomb).unwrap()),
+            ..body
+        };
+        let many = notification(
+            (0..60)
+                .map(|i| alert("Q", &format!("i{i}"), AlertState::Firing))
+                .collect(),
+        );
+        match body.render(&payload(&many, &config()).unwrap(), 0) {
+            Err(DeliveryError::Permanent(m)) => assert!(m.contains("too costly"), "{m}"),
+            other => panic!("{other:?}"),
         }
     }
 
@@ -572,7 +808,9 @@ mod tests {
             ..config()
         };
         let n = notification(vec![alert("Q", "a", AlertState::Firing)]);
-        let e = send(&reqwest::Client::new(), &cfg, &n).await.unwrap_err();
+        let e = send(&reqwest::Client::new(), &cfg, &n, 0)
+            .await
+            .unwrap_err();
         let text = e.to_string();
         for secret in ["PASSWORD", "SECRETPATH", "SECRETQUERY"] {
             assert!(!text.contains(secret), "{secret} in {text}");

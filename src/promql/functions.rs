@@ -160,7 +160,33 @@ pub(super) fn call(ctx: &Ctx<'_>, c: &Call, t: i64) -> Result<Value, QueryError>
         "label_join" => label_join(ctx, &args, t)?,
         "histogram_quantile" => {
             let q = ctx.eval_scalar(arg(0)?, t)?;
-            histogram_quantile(q, ctx.eval_vector(arg(1)?, t)?, t)
+            classic_histograms(ctx.eval_vector(arg(1)?, t)?)
+                .into_iter()
+                .map(|(metric, buckets)| Sample {
+                    metric,
+                    t,
+                    v: bucket_quantile(q, buckets),
+                })
+                .collect()
+        }
+        "histogram_fraction" => {
+            let lower = ctx.eval_scalar(arg(0)?, t)?;
+            let upper = ctx.eval_scalar(arg(1)?, t)?;
+            classic_histograms(ctx.eval_vector(arg(2)?, t)?)
+                .into_iter()
+                .map(|(metric, buckets)| Sample {
+                    metric,
+                    t,
+                    v: bucket_fraction(lower, upper, buckets),
+                })
+                .collect()
+        }
+        // These read native histogram samples only, which tocsin does not store: over float
+        // samples (classic buckets included) Prometheus returns nothing, and so does tocsin.
+        "histogram_count" | "histogram_sum" | "histogram_avg" | "histogram_stddev"
+        | "histogram_stdvar" => {
+            ctx.eval_vector(arg(0)?, t)?;
+            Vec::new()
         }
         "year" | "month" | "day_of_month" | "day_of_week" | "day_of_year" | "days_in_month"
         | "hour" | "minute" => {
@@ -645,19 +671,19 @@ fn label_join(ctx: &Ctx<'_>, args: &[&Expr], t: i64) -> Result<Vec<Sample>, Quer
         .collect())
 }
 
-/// `histogram_quantile` over classic `le` buckets.
-fn histogram_quantile(q: f64, input: Vec<Sample>, t: i64) -> Vec<Sample> {
+/// Classic histograms in a vector: the buckets (`le`, count) of each series without its `le`
+/// label, as Prometheus's `resetHistograms` groups them. The metric name is part of the group
+/// and dropped from the result, so buckets of two metrics with the same other labels stay two
+/// histograms and then collide ("same labelset"), never merge into one wrong answer. A sample
+/// without a parseable `le` is skipped.
+fn classic_histograms(input: Vec<Sample>) -> Vec<(Labels, Vec<(f64, f64)>)> {
     let mut index: HashMap<Labels, usize> = HashMap::new();
     let mut groups: Vec<(Labels, Vec<(f64, f64)>)> = Vec::new();
     for s in input {
         let Some(le) = s.metric.get("le").and_then(parse_le) else {
             continue;
         };
-        let key = Labels::from_pairs(
-            s.metric
-                .iter()
-                .filter(|(k, _)| *k != "le" && *k != METRIC_NAME),
-        );
+        let key = Labels::from_pairs(s.metric.iter().filter(|(k, _)| *k != "le"));
         match index.get(&key) {
             Some(&i) => groups[i].1.push((le, s.v)),
             None => {
@@ -668,12 +694,87 @@ fn histogram_quantile(q: f64, input: Vec<Sample>, t: i64) -> Vec<Sample> {
     }
     groups
         .into_iter()
-        .map(|(metric, buckets)| Sample {
-            metric,
-            t,
-            v: bucket_quantile(q, buckets),
-        })
+        .map(|(key, buckets)| (drop_name(&key), buckets))
         .collect()
+}
+
+/// Buckets sorted by upper bound with equal bounds merged, as Prometheus's `coalesceBuckets`.
+fn sorted_buckets(mut b: Vec<(f64, f64)>) -> Vec<(f64, f64)> {
+    b.sort_by(|x, y| x.0.partial_cmp(&y.0).unwrap_or(std::cmp::Ordering::Equal));
+    let mut merged: Vec<(f64, f64)> = Vec::with_capacity(b.len());
+    for (ub, c) in b {
+        match merged.last_mut() {
+            Some(last) if last.0 == ub => last.1 += c,
+            _ => merged.push((ub, c)),
+        }
+    }
+    merged
+}
+
+/// Prometheus's `BucketFraction`: the estimated share of observations between `lower` and
+/// `upper`, interpolating linearly within a bucket; the infinite-width buckets contribute
+/// nothing to an interpolation.
+fn bucket_fraction(lower: f64, upper: f64, b: Vec<(f64, f64)>) -> f64 {
+    let b = sorted_buckets(b);
+    if b.last().is_none_or(|l| l.0 != f64::INFINITY) {
+        return f64::NAN;
+    }
+    let count = b[b.len() - 1].1;
+    if count == 0.0 || lower.is_nan() || upper.is_nan() {
+        return f64::NAN;
+    }
+    if lower >= upper {
+        return 0.0;
+    }
+    let (mut rank, mut lower_rank, mut upper_rank) = (0.0, 0.0, 0.0);
+    let (mut lower_set, mut upper_set) = (false, false);
+    let mut lower_bound = if b[0].0 <= 0.0 {
+        f64::NEG_INFINITY
+    } else {
+        0.0
+    };
+    for (i, &(upper_bound, bucket_count)) in b.iter().enumerate() {
+        if i > 0 {
+            lower_bound = b[i - 1].0;
+        }
+        let interpolate = |v: f64| {
+            if lower_bound == f64::NEG_INFINITY {
+                bucket_count
+            } else {
+                rank + (bucket_count - rank) * (v - lower_bound) / (upper_bound - lower_bound)
+            }
+        };
+        if !lower_set && lower_bound >= lower {
+            lower_rank = rank;
+            lower_set = true;
+        }
+        if !upper_set && lower_bound >= upper {
+            upper_rank = rank;
+            upper_set = true;
+        }
+        if lower_set && upper_set {
+            break;
+        }
+        if !lower_set && lower_bound < lower && upper_bound > lower {
+            lower_rank = interpolate(lower);
+            lower_set = true;
+        }
+        if !upper_set && lower_bound < upper && upper_bound > upper {
+            upper_rank = interpolate(upper);
+            upper_set = true;
+        }
+        if lower_set && upper_set {
+            break;
+        }
+        rank = bucket_count;
+    }
+    if !lower_set || lower_rank > count {
+        lower_rank = count;
+    }
+    if !upper_set || upper_rank > count {
+        upper_rank = count;
+    }
+    (upper_rank - lower_rank) / count
 }
 
 fn parse_le(s: &str) -> Option<f64> {
@@ -695,19 +796,10 @@ fn bucket_quantile(q: f64, mut b: Vec<(f64, f64)>) -> f64 {
     if q > 1.0 {
         return f64::INFINITY;
     }
-    b.sort_by(|x, y| x.0.partial_cmp(&y.0).unwrap_or(std::cmp::Ordering::Equal));
+    b = sorted_buckets(b);
     if b.last().is_none_or(|l| l.0 != f64::INFINITY) {
         return f64::NAN;
     }
-    // merge buckets with the same upper bound
-    let mut merged: Vec<(f64, f64)> = Vec::with_capacity(b.len());
-    for (ub, c) in b {
-        match merged.last_mut() {
-            Some(last) if last.0 == ub => last.1 += c,
-            _ => merged.push((ub, c)),
-        }
-    }
-    let mut b = merged;
     let mut prev = b[0].1;
     for bucket in b.iter_mut().skip(1) {
         let curr = bucket.1;

@@ -607,4 +607,124 @@ mod tests {
             .unwrap();
         handle.join().expect("no stack overflow at the depth limit");
     }
+
+    /// `name_bucket{le=…, extra}` buckets at t=0 with the given cumulative counts.
+    fn classic(storage: &mut MemStorage, name: &str, extra: (&str, &str), buckets: &[(&str, f64)]) {
+        for (le, count) in buckets {
+            let l = crate::labels::Labels::from_pairs([("__name__", name), ("le", le), extra]);
+            storage.add(&l, 0, *count);
+        }
+    }
+
+    fn instant(storage: &MemStorage, expr: &str) -> Result<Vec<(String, f64)>, QueryError> {
+        let engine = Engine::new(EngineOptions::default());
+        match engine.instant(storage, &parse(expr)?, 0)? {
+            Value::Vector(v) => {
+                let mut out: Vec<(String, f64)> =
+                    v.into_iter().map(|s| (s.metric.to_string(), s.v)).collect();
+                out.sort_by(|a, b| a.0.cmp(&b.0));
+                Ok(out)
+            }
+            other => panic!("{expr}: not a vector: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn histogram_fraction_over_classic_buckets_as_prometheus_3() {
+        // Prometheus's histograms.test: testhistogram2 and testhistogram3 at 50m
+        let mut s = MemStorage::new();
+        let two = [
+            ("0", 0.0),
+            ("2", 10.0),
+            ("4", 20.0),
+            ("6", 30.0),
+            ("+Inf", 30.0),
+        ];
+        classic(&mut s, "h2_bucket", ("job", "a"), &two);
+        // without a +Inf bucket there is no fraction
+        classic(
+            &mut s,
+            "open_bucket",
+            ("job", "a"),
+            &[("1", 1.0), ("2", 2.0)],
+        );
+        // negative buckets: the first bucket's lower bound is -Inf, it adds nothing by interpolation
+        let neg = [
+            ("-.25", 0.0),
+            ("-.2", 10.0),
+            ("-0.1", 20.0),
+            ("0.3", 20.0),
+            ("+Inf", 30.0),
+        ];
+        classic(&mut s, "h3_bucket", ("start", "negative"), &neg);
+        let pos = [
+            ("0", 0.0),
+            ("0.1", 50.0),
+            (".2", 70.0),
+            ("1e0", 110.0),
+            ("+Inf", 110.0),
+        ];
+        classic(&mut s, "h3_bucket", ("start", "positive"), &pos);
+        let frac = |expr: &str| instant(&s, expr).unwrap()[0].1;
+        assert!((frac("histogram_fraction(0, 4, h2_bucket)") - 2.0 / 3.0).abs() < 1e-12);
+        assert_eq!(frac("histogram_fraction(0, 6, h2_bucket)"), 1.0);
+        assert!(
+            (frac("histogram_fraction(0, 3.5, h2_bucket)") - 0.583_333_333_333_333_4).abs() < 1e-12
+        );
+        assert_eq!(frac("histogram_fraction(4, 4, h2_bucket)"), 0.0);
+        assert!(frac("histogram_fraction(NaN, 4, h2_bucket)").is_nan());
+        let got = instant(&s, "histogram_fraction(0, 0.2, h3_bucket)").unwrap();
+        assert_eq!(got.len(), 2, "{got:?}");
+        assert_eq!(got[0], ("{start=\"negative\"}".to_string(), 0.0));
+        assert!(
+            (got[1].1 - 0.636_363_636_363_636_4).abs() < 1e-12,
+            "{got:?}"
+        );
+        assert!(frac("histogram_fraction(0, 1, open_bucket)").is_nan());
+    }
+
+    #[test]
+    fn buckets_of_two_metrics_with_the_same_labels_collide_instead_of_merging() {
+        let mut s = MemStorage::new();
+        let b = [("0.1", 1.0), ("1", 2.0), ("+Inf", 4.0)];
+        classic(&mut s, "req_seconds_bucket", ("job", "a"), &b);
+        classic(&mut s, "req_seconds2_bucket", ("job", "a"), &b);
+        for expr in [
+            r#"histogram_quantile(0.99, {__name__=~"req_seconds\\d*_bucket"})"#,
+            r#"histogram_fraction(0, 1, {__name__=~"req_seconds\\d*_bucket"})"#,
+        ] {
+            match instant(&s, expr) {
+                Err(QueryError::Eval(m)) => assert!(m.contains("same labelset"), "{expr}: {m}"),
+                other => panic!("{expr}: expected the labelset error, got {other:?}"),
+            }
+        }
+        // one metric alone is fine, and its name is dropped
+        let got = instant(&s, "histogram_quantile(0.5, req_seconds_bucket)").unwrap();
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].0, "{job=\"a\"}");
+    }
+
+    #[test]
+    fn native_only_histogram_functions_return_nothing_over_float_samples() {
+        let mut s = MemStorage::new();
+        classic(
+            &mut s,
+            "h_bucket",
+            ("job", "a"),
+            &[("1", 1.0), ("+Inf", 2.0)],
+        );
+        for f in [
+            "histogram_count",
+            "histogram_sum",
+            "histogram_avg",
+            "histogram_stddev",
+            "histogram_stdvar",
+        ] {
+            assert_eq!(
+                instant(&s, &format!("{f}(h_bucket)")).unwrap(),
+                vec![],
+                "{f}"
+            );
+        }
+    }
 }

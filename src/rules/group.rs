@@ -475,6 +475,7 @@ fn render(
         external_labels: ctx.external_labels,
         external_url: ctx.external_url,
         value,
+        time_ms: query.t,
     };
     match tmpl.render(&data, Some(query)) {
         Ok(s) => s,

@@ -197,7 +197,7 @@ pub fn expand_globs(patterns: &[String], base: &Path) -> Result<Vec<PathBuf>, Ru
 }
 
 /// Shell-style match of one path component: `*`, `?` and literal characters.
-fn glob_match(pat: &str, name: &str) -> bool {
+pub(crate) fn glob_match(pat: &str, name: &str) -> bool {
     let (p, n): (Vec<char>, Vec<char>) = (pat.chars().collect(), name.chars().collect());
     let (mut pi, mut ni, mut star, mut mark) = (0, 0, None, 0);
     while ni < n.len() {

@@ -896,10 +896,15 @@ impl RuleManager {
                     .get_or_create(&labels)
                     .inc();
             }
+            let took = started.elapsed().as_secs_f64();
             self.metrics
                 .rule_group_last_duration_seconds
                 .get_or_create(&labels)
-                .set(started.elapsed().as_secs_f64());
+                .set(took);
+            self.metrics
+                .rule_group_duration_seconds
+                .get_or_create(&labels)
+                .observe(took);
             match joined {
                 Some((back, outcomes)) => {
                     own = back;

@@ -640,7 +640,7 @@ fn panic_history(e: tokio::task::JoinError) -> BTreeMap<String, RuleHistory> {
 /// metrics and health endpoints are two) plus tocsin's `kind` and `samples`.
 pub(super) async fn targets(State(s): State<AppState>, RawQuery(q): RawQuery) -> Response {
     let params = params(q.as_deref(), &[]);
-    // Prometheus's `state`: tocsin has no relabelling, so nothing is ever dropped
+    // Prometheus's `state`: targets relabelling dropped are not kept, so none is listed as dropped
     let active_wanted = match param(&params, "state") {
         None | Some("active" | "any") => true,
         Some("dropped") => false,
@@ -737,6 +737,16 @@ pub(super) async fn status(State(s): State<AppState>) -> Response {
                 "cause": r.cause,
                 "success": r.ok,
                 "errors": r.errors,
+                "needsRestart": r.needs_restart,
+            })).collect::<Vec<_>>(),
+            "targetSet": *s.status.last_target_diff.read().expect("status lock"),
+            "discovery": s.status.discovery.read().expect("status lock").values().map(|d| json!({
+                "target": d.target,
+                "mechanism": d.mechanism,
+                "source": d.source,
+                "lastRefresh": d.last_refresh_ms.map(format_rfc3339),
+                "lastError": d.last_error,
+                "targets": d.targets,
             })).collect::<Vec<_>>(),
             "store": {
                 "path": s.store_path,

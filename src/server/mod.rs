@@ -839,6 +839,7 @@ mod tests {
             cause: "signal",
             ok: true,
             errors: Vec::new(),
+            needs_restart: Vec::new(),
         });
         let status = Arc::new(StatusBoard::default());
         status.running.store(true, Ordering::SeqCst);

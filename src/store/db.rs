@@ -5,7 +5,8 @@
 //! `wal` (one row per flush with the samples not yet in a chunk), `notes` (the text that goes with a
 //! series' last sample, e.g. a health check's failure), `targets` (when each target was first watched),
 //! `alerts` (each rule's alert states), `rule_evals` (the last 20 evaluations per rule),
-//! `rule_transitions` (the last 100 alert state transitions per rule), `outbox`, `nflog`, `silences`.
+//! `rule_transitions` (the last 100 alert state transitions per rule), `outbox`, `nflog`, `silences`, `rw_queue` (samples waiting for remote write: a copy of the `wal`
+//! row, written in its transaction) and `rw_cursor` (how far each remote write entry has sent).
 //! WAL journal mode, `synchronous=NORMAL`: a committed flush survives a process crash (kill -9);
 //! an OS crash or power loss may lose the last flushes.
 
@@ -117,6 +118,19 @@ CREATE TABLE IF NOT EXISTS nflog (
     entry TEXT NOT NULL,
     PRIMARY KEY (receiver, group_key)
 );
+CREATE TABLE IF NOT EXISTS rw_queue (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    kind INTEGER NOT NULL,
+    mint INTEGER NOT NULL,
+    maxt INTEGER NOT NULL,
+    samples INTEGER NOT NULL,
+    data BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS rw_cursor (
+    remote TEXT PRIMARY KEY,
+    row INTEGER NOT NULL,
+    done INTEGER NOT NULL
+);
 CREATE TABLE IF NOT EXISTS series_labels (
     name TEXT NOT NULL,
     value TEXT NOT NULL,
@@ -174,6 +188,8 @@ pub(crate) struct FlushBatch {
     pub outbox: Vec<QueuedEntry>,
     /// shadow notifications (dry run): recorded in `sent`, never queued
     pub shadow: Vec<super::OutboxEntry>,
+    /// remote write: the `wal` row is also queued in `rw_queue` as this kind (0: not queued)
+    pub rw_kind: u8,
     /// series leaving memory with their last sample time (`series_ends`, for pruning)
     pub ends: Vec<(SeriesRef, i64)>,
     /// series back in memory: their recorded end is void
@@ -433,6 +449,12 @@ impl Db {
             if let Some((mint, maxt, data)) = &batch.wal {
                 tx.prepare_cached("INSERT INTO wal (mint, maxt, data) VALUES (?1, ?2, ?3)")?
                     .execute(params![mint, maxt, data])?;
+                if batch.rw_kind != 0 {
+                    tx.prepare_cached(
+                        "INSERT INTO rw_queue (kind, mint, maxt, samples, data) VALUES (?1, ?2, ?3, ?4, ?5)",
+                    )?
+                    .execute(params![batch.rw_kind, mint, maxt, batch.wal_samples as i64, data])?;
+                }
             }
             let mut ins_note = tx.prepare_cached(
                 "INSERT INTO notes (series_id, t, text) VALUES (?1, ?2, ?3)
@@ -865,6 +887,142 @@ impl Db {
     }
 }
 
+/// A queued remote write row as stored: the encoded batch of a `wal` row.
+pub(crate) struct RwBlob {
+    pub id: i64,
+    pub kind: u8,
+    pub data: Vec<u8>,
+}
+
+/// Remote write's queue: `rw_queue` rows (copies of `wal` rows, written in their transaction)
+/// and each remote write entry's position in them (`rw_cursor`).
+impl Db {
+    /// Keeps a position for each of `remotes` and none for others: a new entry starts after
+    /// the last row ever queued (it sends what is written from now on). Deletes the rows every
+    /// entry has sent, every row when there is none.
+    pub fn rw_configure(&mut self, remotes: &[String]) -> Result<(), StoreError> {
+        let tx = self.conn.transaction()?;
+        let last: i64 = tx
+            .query_row(
+                "SELECT coalesce((SELECT seq FROM sqlite_sequence WHERE name = 'rw_queue'), 0)",
+                [],
+                |r| r.get(0),
+            )
+            .optional()?
+            .unwrap_or(0);
+        let existing: Vec<String> = {
+            let mut st = tx.prepare("SELECT remote FROM rw_cursor")?;
+            st.query_map([], |r| r.get(0))?.collect::<Result<_, _>>()?
+        };
+        for name in &existing {
+            if !remotes.contains(name) {
+                tx.execute("DELETE FROM rw_cursor WHERE remote = ?1", [name])?;
+            }
+        }
+        for name in remotes {
+            tx.execute(
+                "INSERT INTO rw_cursor (remote, row, done) VALUES (?1, ?2, ?3) ON CONFLICT (remote) DO NOTHING",
+                params![name, last, i64::MAX],
+            )?;
+        }
+        Self::rw_trim(&tx)?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Deletes the rows every remote write entry is past.
+    fn rw_trim(tx: &rusqlite::Connection) -> Result<(), StoreError> {
+        tx.prepare_cached(
+            "DELETE FROM rw_queue WHERE id < coalesce((SELECT min(row) FROM rw_cursor), 9223372036854775807)",
+        )?
+        .execute([])?;
+        Ok(())
+    }
+
+    /// `remote`'s position: (row, samples of it sent).
+    pub fn rw_position(&self, remote: &str) -> Result<Option<(i64, i64)>, StoreError> {
+        Ok(self
+            .conn
+            .prepare_cached("SELECT row, done FROM rw_cursor WHERE remote = ?1")?
+            .query_row([remote], |r| Ok((r.get(0)?, r.get(1)?)))
+            .optional()?)
+    }
+
+    /// Records `remote`'s position; when it finished its row, deletes what every entry sent.
+    pub fn rw_set_position(
+        &mut self,
+        remote: &str,
+        row: i64,
+        done: i64,
+        finished: bool,
+    ) -> Result<(), StoreError> {
+        let tx = self.conn.transaction()?;
+        tx.prepare_cached("UPDATE rw_cursor SET row = ?2, done = ?3 WHERE remote = ?1")?
+            .execute(params![remote, row, done])?;
+        if finished {
+            Self::rw_trim(&tx)?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// The first queued row with id ≥ `from` whose kind is in `kinds`.
+    pub fn rw_row(&self, from: i64, kinds: u8) -> Result<Option<RwBlob>, StoreError> {
+        Ok(self
+            .conn
+            .prepare_cached(
+                "SELECT id, kind, data FROM rw_queue WHERE id >= ?1 AND (kind & ?2) != 0
+                 ORDER BY id LIMIT 1",
+            )?
+            .query_row(params![from, kinds], |r| {
+                Ok(RwBlob {
+                    id: r.get(0)?,
+                    kind: r.get(1)?,
+                    data: r.get(2)?,
+                })
+            })
+            .optional()?)
+    }
+
+    /// The queued rows with id ≥ `from` whose kind is in `kinds`: (id, samples, maxt), in order.
+    pub fn rw_rows(&self, from: i64, kinds: u8) -> Result<Vec<(i64, i64, i64)>, StoreError> {
+        let mut st = self.conn.prepare_cached(
+            "SELECT id, samples, maxt FROM rw_queue WHERE id >= ?1 AND (kind & ?2) != 0 ORDER BY id",
+        )?;
+        let rows = st.query_map(params![from, kinds], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// The labels of series `id` as the file has them (a series no longer in memory).
+    pub fn series_labels(&self, id: SeriesRef) -> Result<Option<Labels>, StoreError> {
+        let text: Option<String> = self
+            .conn
+            .prepare_cached("SELECT labels FROM series WHERE id = ?1")?
+            .query_row([i64::from(id)], |r| r.get(0))
+            .optional()?;
+        let Some(text) = text else {
+            return Ok(None);
+        };
+        let pairs: Vec<(String, String)> =
+            serde_json::from_str(&text).map_err(|e| StoreError::Corrupt {
+                path: self.path.clone(),
+                detail: format!("series {id}: labels {text:?}: {e}"),
+            })?;
+        Ok(Some(Labels::from_pairs(pairs)))
+    }
+
+    /// Bytes of queued remote write data (the blobs), for the disk-cost figure.
+    pub fn rw_queue_bytes(&self) -> Result<u64, StoreError> {
+        Ok(self.conn.query_row(
+            "SELECT coalesce(sum(length(data)), 0) FROM rw_queue",
+            [],
+            |r| r.get::<_, i64>(0),
+        )? as u64)
+    }
+}
+
 /// Candidate lists at most this long are checked against each series' labels instead of narrowed
 /// further by the label index: a few thousand row lookups cost less than reading a posting
 /// list of a label like `instance` with a value per series.
@@ -898,17 +1056,6 @@ impl Db {
                 detail: format!("series {id}: labels {text:?}: {e}"),
             })?;
         Ok(Labels::from_pairs(pairs))
-    }
-
-    /// The labels of series `id`, None when the file has no such series.
-    pub fn series_labels(&self, id: SeriesRef) -> Result<Option<Labels>, StoreError> {
-        let text: Option<String> = self
-            .conn
-            .prepare_cached("SELECT labels FROM series WHERE id = ?1")?
-            .query_row([i64::from(id)], |r| r.get(0))
-            .optional()?;
-        text.map(|t| self.parse_labels(i64::from(id), &t))
-            .transpose()
     }
 
     /// The id of the series with exactly these labels, if the file has it (the `labels`

@@ -24,17 +24,19 @@
 pub mod chunk;
 mod db;
 mod head;
+mod rwqueue;
 mod wal;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Instant;
 
 pub use head::{
     AppendStats, BLOCK_MS, SAMPLES_PER_CHUNK, STALENESS_MS, SeriesRef, block_of, is_stale,
 };
+pub use rwqueue::{RW_RULES, RW_SCRAPED, RwPosition, RwQueued, RwRow};
 
 use crate::labels::{Labels, Matcher};
 use db::{Db, FlushBatch, QueuedEntry, WalTrim};
@@ -326,6 +328,10 @@ pub struct Store {
     write_failures: AtomicU64,
     /// ms; i64::MIN before the first successful write
     last_write_ok_ms: AtomicI64,
+    /// which writes are queued for remote write ([`RW_SCRAPED`], [`RW_RULES`]; 0: none)
+    rw_kinds: AtomicU8,
+    /// counts writes that queued samples for remote write: the senders wait on it
+    rw_written: tokio::sync::watch::Sender<u64>,
 }
 
 impl Store {
@@ -370,6 +376,8 @@ impl Store {
             _lock: lock,
             write_failures: AtomicU64::new(0),
             last_write_ok_ms: AtomicI64::new(i64::MIN),
+            rw_kinds: AtomicU8::new(0),
+            rw_written: tokio::sync::watch::Sender::new(0),
         })
     }
 
@@ -658,6 +666,7 @@ impl Store {
                 },
                 ends: idle.clone(),
                 revived: std::mem::take(&mut head.revived),
+                rw_kind: self.rw_kinds.load(Ordering::Relaxed) & RW_SCRAPED,
                 ..Default::default()
             };
             let mut all = std::mem::take(&mut pending.failed);
@@ -756,6 +765,7 @@ impl Store {
                     })
                     .collect(),
                 shadow: rows.shadow,
+                rw_kind: self.rw_kinds.load(Ordering::Relaxed) & RW_RULES,
                 ..Default::default()
             };
             let mut all = std::mem::take(&mut pending.failed);
@@ -802,6 +812,9 @@ impl Store {
                     self.write_failures.fetch_add(1, Ordering::Relaxed);
                     return Err(e);
                 }
+            }
+            if batch.rw_kind != 0 && batch.wal.is_some() {
+                self.rw_written.send_modify(|n| *n += 1);
             }
             stats.samples += batch.wal_samples;
             stats.chunks += batch.chunks.len();

@@ -54,6 +54,13 @@ async fn run_with_builtin_default_serves_health_and_watches_itself() {
         rules.to_string().contains("TocsinStoreCannotWrite"),
         "{rules}"
     );
+    // each evaluation of a group is observed in its duration histogram
+    d.wait_metric(
+        r#"tocsin_rule_group_duration_seconds_count{group="tocsin-self"}"#,
+        1.0,
+        Duration::from_secs(30),
+    )
+    .await;
     let metrics = reqwest::get(d.url("/metrics"))
         .await
         .unwrap()

@@ -23,7 +23,7 @@ use serde_json::Value;
 
 use crate::common::{BIN, Daemon, Deadline, FakeTarget, free_addr};
 
-fn on_path(name: &str) -> Option<PathBuf> {
+pub(crate) fn on_path(name: &str) -> Option<PathBuf> {
     std::env::split_paths(&std::env::var_os("PATH")?)
         .map(|dir| dir.join(name))
         .find(|p| p.is_file())
@@ -31,11 +31,11 @@ fn on_path(name: &str) -> Option<PathBuf> {
 
 /// An engine process this test started; dropping it kills it by its PID (through `Child`) and,
 /// when the test is failing, prints its log.
-struct Engine {
+pub(crate) struct Engine {
     name: &'static str,
     child: Child,
     log: PathBuf,
-    addr: SocketAddr,
+    pub(crate) addr: SocketAddr,
 }
 
 impl Engine {
@@ -64,7 +64,7 @@ impl Engine {
         }
     }
 
-    fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         format!("http://{}", self.addr)
     }
 
@@ -82,7 +82,16 @@ impl Engine {
         .await
     }
 
-    fn stop(&mut self) {
+    /// SIGTERM, then waits for the exit: the engine flushes what it buffers (a remote write
+    /// receiver keeps what it acknowledged).
+    pub(crate) fn terminate(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let _ = self.child.wait();
+    }
+
+    pub(crate) fn stop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
@@ -104,7 +113,7 @@ impl Drop for Engine {
 
 /// Prometheus with its TSDB in `tsdb` (relative to `dir`), scraping `target` (host:port) every
 /// second when given.
-async fn prometheus(bin: &Path, dir: &Path, tsdb: &str, target: Option<&str>) -> Engine {
+pub(crate) async fn prometheus(bin: &Path, dir: &Path, tsdb: &str, target: Option<&str>) -> Engine {
     let scrape = match target {
         Some(t) => format!(
             "scrape_configs:\n  - job_name: svc\n    static_configs: [{{ targets: [\"{t}\"] }}]\n"
@@ -125,6 +134,8 @@ async fn prometheus(bin: &Path, dir: &Path, tsdb: &str, target: Option<&str>) ->
             format!("--storage.tsdb.path={tsdb}"),
             format!("--web.listen-address={addr}"),
             "--log.level=warn".into(),
+            // what tocsin's remote write tests send to (tests/it/remote_write.rs)
+            "--web.enable-remote-write-receiver".into(),
         ],
         dir,
         addr,
@@ -135,8 +146,12 @@ async fn prometheus(bin: &Path, dir: &Path, tsdb: &str, target: Option<&str>) ->
 
 /// Single-node VictoriaMetrics with its data in `dir`, the last second searchable
 /// (`-search.latencyOffset=1s`; its default hides the last 30 s), no result cache.
-async fn victoria_metrics(bin: &Path, dir: &Path) -> Engine {
-    let addr = free_addr();
+pub(crate) async fn victoria_metrics(bin: &Path, dir: &Path) -> Engine {
+    victoria_metrics_on(bin, dir, free_addr()).await
+}
+
+/// [`victoria_metrics`] on `addr` (a restart on the same port and data directory).
+pub(crate) async fn victoria_metrics_on(bin: &Path, dir: &Path, addr: SocketAddr) -> Engine {
     let e = Engine::start(
         "victoria-metrics",
         bin,

@@ -342,22 +342,152 @@ fn the_prometheus_example_becomes_one_target_per_address_with_prometheus_labels(
     let api = targets.iter().find(|t| t.job == "payments-api").unwrap();
     assert_eq!((api.sample_limit, api.label_limits.label_limit), (5000, 40));
     assert!(api.bearer_token.is_some());
-    // external labels are kept (tocsin has them); file_sd, relabelling and the alertmanagers
-    // are reported
+    // external labels are kept (tocsin has them), file_sd and relabelling converted (the
+    // discovering job is a target of its own); the alertmanagers are reported
     let reported: Vec<(&str, Effect)> = conversion
         .findings
         .iter()
         .filter(|f| f.effect != Effect::Note)
         .map(|f| (f.field.as_str(), f.effect))
         .collect();
+    assert_eq!(reported, [("alerting.alertmanagers", Effect::Dropped)]);
+    let jobs = cfg
+        .build_sd_jobs(&Default::default(), &fixture(""))
+        .unwrap();
+    assert_eq!(jobs.len(), 1);
+    assert_eq!(jobs[0].template.name, "discovered");
+    assert_eq!(jobs[0].sources[0].1.mechanism(), "file");
+}
+
+/// `file_sd_configs`, `http_sd_configs`, `dns_sd_configs` and `relabel_configs` in the shapes
+/// of Prometheus's documentation become tocsin's, relabelling the same targets the same way;
+/// what tocsin lacks (hashmod, MX records, other mechanisms) is reported.
+#[test]
+fn prometheus_discovery_and_relabelling_are_converted() {
+    let text = r#"scrape_configs:
+  - job_name: nodes
+    metrics_path: /probe
+    params: {module: [http_2xx]}
+    file_sd_configs:
+      - files: ['sd/*.json', 'sd/extra.yml']
+        refresh_interval: 2m
+    relabel_configs:
+      - source_labels: [__address__]
+        target_label: __param_target
+      - source_labels: [__param_target]
+        target_label: instance
+      - target_label: __address__
+        replacement: 127.0.0.1:9115
+      - source_labels: [env]
+        regex: dev
+        action: drop
+      - action: labelmap
+        regex: __meta_(.+)_name
+  - job_name: web
+    http_sd_configs:
+      - url: http://cmdb.example.org/sd
+        refresh_interval: 30s
+        authorization: {credentials_file: /run/secrets/sd}
+        basic_auth: {username: u, password: pw}
+  - job_name: dns
+    dns_sd_configs:
+      - names: [_prometheus._tcp.example.org]
+      - names: [node.example.org]
+        type: A
+        port: 9100
+      - names: [example.org]
+        type: MX
+    relabel_configs:
+      - source_labels: [__address__]
+        modulus: 4
+        target_label: __tmp_hash
+        action: hashmod
+  - job_name: k8s
+    kubernetes_sd_configs: [{role: pod}]
+"#;
+    let c = import_str(text, Path::new("prometheus.yml")).unwrap();
+    let got: Vec<(&str, Effect)> = c
+        .findings
+        .iter()
+        .filter(|f| f.effect != Effect::Note)
+        .map(|f| (f.field.as_str(), f.effect))
+        .collect();
     assert_eq!(
-        reported,
+        got,
         [
-            ("alerting.alertmanagers", Effect::Dropped),
-            ("scrape_configs[4].file_sd_configs", Effect::Dropped),
-            ("scrape_configs[4].relabel_configs", Effect::Dropped),
+            (
+                "scrape_configs[1].http_sd_configs[0].basic_auth.password",
+                Effect::Changed
+            ),
+            ("scrape_configs[2].dns_sd_configs[2].type", Effect::Dropped),
+            (
+                "scrape_configs[2].relabel_configs[0].modulus",
+                Effect::Dropped
+            ),
+            ("scrape_configs[2].relabel_configs[0]", Effect::Dropped),
+            ("scrape_configs[3].kubernetes_sd_configs", Effect::Dropped),
+        ],
+        "{}",
+        c.yaml
+    );
+    assert!(!c.yaml.contains("pw"), "{}", c.yaml);
+    let cfg = Config::from_yaml(&c.yaml, Path::new("/etc/tocsin/tocsin.yml")).unwrap_or_else(|e| {
+        panic!(
+            "{e}
+{}",
+            c.yaml
+        )
+    });
+    let env = [("TOCSIN_WEB_SD_PASSWORD".to_string(), "pw".to_string())].into();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg_text = c.yaml.replace(
+        "/run/secrets/sd",
+        &dir.path().join("t").display().to_string(),
+    );
+    std::fs::write(
+        dir.path().join("t"),
+        "token
+",
+    )
+    .unwrap();
+    let cfg2 = Config::from_yaml(&cfg_text, Path::new("/etc/tocsin/tocsin.yml")).unwrap();
+    let jobs = cfg2.build_sd_jobs(&env, Path::new("/etc/tocsin")).unwrap();
+    let mechanisms: Vec<(String, Vec<&str>)> = jobs
+        .iter()
+        .map(|j| {
+            (
+                j.template.name.clone(),
+                j.sources.iter().map(|s| s.1.mechanism()).collect(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        mechanisms,
+        [
+            ("nodes".to_string(), vec!["file"]),
+            ("web".into(), vec!["http"]),
+            ("dns".into(), vec!["dns", "dns"]),
         ]
     );
+    drop(cfg);
+    // the blackbox pattern relabels as in Prometheus: the address becomes the target parameter
+    // and the instance, the exporter the address; a dev target is dropped
+    let groups = tocsin::ingest::sd::parse_groups(
+        br#"[{"targets": ["example.org:443"], "labels": {"__meta_dc_name": "fra"}},
+             {"targets": ["dev.example.org:443"], "labels": {"env": "dev"}}]"#,
+        true,
+        "sd/a.json",
+    )
+    .unwrap();
+    let targets = tocsin::ingest::sd::targets_of(&jobs[0], &groups);
+    assert_eq!(targets.len(), 1);
+    let t = &targets[0];
+    assert_eq!(
+        t.metrics.as_ref().unwrap().as_str(),
+        "http://127.0.0.1:9115/probe?module=http_2xx&target=example.org%3A443"
+    );
+    assert_eq!(t.instance.as_deref(), Some("example.org:443"));
+    assert_eq!(t.labels.get("dc").map(String::as_str), Some("fra"));
 }
 
 #[test]
@@ -544,10 +674,6 @@ fn each_field_is_converted_or_reported_as_its_effect() {
                     Effect::Changed,
                 ),
                 ("scrape_configs[0].honor_labels", Effect::Changed),
-                (
-                    "scrape_configs[0].static_configs[0].labels.instance",
-                    Effect::Changed,
-                ),
             ],
         ),
         (

@@ -606,6 +606,44 @@ async fn a_reload_swaps_receivers_and_a_broken_config_keeps_the_old_ones() {
     );
 }
 
+/// A receiver whose URL is in a file (`url_file`): a new URL written to the file goes in at the
+/// next reload, though tocsin.yml did not change.
+#[tokio::test]
+async fn a_reload_applies_a_new_url_in_a_receivers_url_file() {
+    let target = FakeTarget::with_conditions(&["a", "b"]).await;
+    let first = WebhookSink::start(Answer::Status(200)).await;
+    let second = WebhookSink::start(Answer::Status(200)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let url_file = dir.path().join("hook-url");
+    std::fs::write(&url_file, format!("{}\n", first.url())).unwrap();
+    write_config(
+        dir.path(),
+        &target,
+        &format!(
+            "{}receivers:\n  - name: ops\n    webhook: {{ url_file: \"{}\" }}\n",
+            route("ops", "0s"),
+            url_file.display()
+        ),
+    );
+    let d = daemon(dir.path()).start();
+    target.set_conditions(&[("a", true)]);
+    first
+        .wait_for("a at the first receiver", |h| h.cond() == "a")
+        .await;
+    std::fs::write(&url_file, format!("{}\n", second.url())).unwrap();
+    let (status, body) = reload(&d).await;
+    assert_eq!(status, 200, "{body}");
+    target.set_conditions(&[("a", true), ("b", true)]);
+    second
+        .wait_for("b at the second receiver", |h| h.cond() == "b")
+        .await;
+    assert!(
+        !first.seen().iter().any(|(c, _)| c == "b"),
+        "{:?}",
+        first.seen()
+    );
+}
+
 #[tokio::test]
 async fn dry_run_records_shadow_notifications_and_sends_nothing() {
     let target = FakeTarget::with_conditions(&["a"]).await;

@@ -90,6 +90,101 @@ fn webhook_config(url: String) -> WebhookConfig {
         timeout: Duration::from_secs(5),
         max_alerts: 0,
         send_resolved: true,
+        body: None,
+        signature: webhook::SignatureFormat::Tocsin,
+    }
+}
+
+/// A templated body goes out as rendered, with its content type, signed like any other body.
+#[tokio::test]
+async fn a_templated_webhook_body_is_posted_with_its_content_type_and_signature() {
+    let hook = WebhookSink::start(Answer::Status(200)).await;
+    let template = tocsin::rules::template::Template::parse(
+        "{{ .Status }} {{ len .Alerts.Firing }}/{{ len .Alerts }} {{ .Secret }} \
+         {{ range .Alerts }}[{{ .Labels.instance }} {{ .StartsAt.Format \"15:04\" }}]{{ end }} {{ now }}",
+    )
+    .unwrap();
+    let cfg = WebhookConfig {
+        secret: Some("s3cret".into()),
+        body: Some(webhook::WebhookBody {
+            template: std::sync::Arc::new(template),
+            content_type: "text/plain; charset=utf-8".into(),
+            secret: Some("pd-key".into()),
+        }),
+        ..webhook_config(hook.url().to_string())
+    };
+    webhook::send(
+        &reqwest::Client::new(),
+        &cfg,
+        &two_firing_one_resolved(),
+        1_700_000_000_000,
+    )
+    .await
+    .unwrap();
+    let got = hook.hits();
+    assert_eq!(got.len(), 1);
+    let (headers, body) = (&got[0].headers, &got[0].raw);
+    assert_eq!(headers["content-type"], "text/plain; charset=utf-8");
+    let text = String::from_utf8(body.to_vec()).unwrap();
+    assert!(text.starts_with("firing 2/3 pd-key ["), "{text}");
+    assert!(text.ends_with("] 1.7e+09"), "{text}");
+    let mut mac = Hmac::<Sha256>::new_from_slice(b"s3cret").unwrap();
+    mac.update(body);
+    let hex: String = mac
+        .finalize()
+        .into_bytes()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    assert_eq!(
+        headers["x-tocsin-signature"],
+        format!("sha256={hex}").as_str()
+    );
+}
+
+/// With `signature_format: grafana`, a receiver written for Grafana's webhook verifies the body:
+/// hex HMAC in `X-Grafana-Alerting-Signature`, over `<seconds>:<body>` with a timestamp header.
+#[tokio::test]
+async fn a_grafana_style_signature_verifies_as_grafana_receivers_check_it() {
+    let hex = |key: &[u8], parts: &[&[u8]]| -> String {
+        let mut mac = Hmac::<Sha256>::new_from_slice(key).unwrap();
+        for p in parts {
+            mac.update(p);
+        }
+        mac.finalize()
+            .into_bytes()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    };
+    for timestamp_header in [None, Some("X-Grafana-Alerting-Timestamp".to_string())] {
+        let hook = WebhookSink::start(Answer::Status(200)).await;
+        let cfg = WebhookConfig {
+            secret: Some("s3cret".into()),
+            signature: webhook::SignatureFormat::Grafana {
+                timestamp_header: timestamp_header.clone(),
+            },
+            ..webhook_config(hook.url().to_string())
+        };
+        webhook::send(
+            &reqwest::Client::new(),
+            &cfg,
+            &two_firing_one_resolved(),
+            1_700_000_123_456,
+        )
+        .await
+        .unwrap();
+        let got = hook.hits();
+        let (headers, body) = (&got[0].headers, &got[0].raw);
+        assert!(headers.get("x-tocsin-signature").is_none());
+        let sig = headers["x-grafana-alerting-signature"].to_str().unwrap();
+        match &timestamp_header {
+            None => assert_eq!(sig, hex(b"s3cret", &[body])),
+            Some(h) => {
+                assert_eq!(headers[h.as_str()], "1700000123");
+                assert_eq!(sig, hex(b"s3cret", &[b"1700000123:", body]));
+            }
+        }
     }
 }
 
@@ -101,7 +196,7 @@ async fn webhook_posts_alertmanager_payload_signed_with_idempotency_key() {
         ..webhook_config(hook.url().to_string())
     };
     let n = two_firing_one_resolved();
-    webhook::send(&reqwest::Client::new(), &cfg, &n)
+    webhook::send(&reqwest::Client::new(), &cfg, &n, 0)
         .await
         .unwrap();
 
@@ -160,7 +255,7 @@ async fn webhook_posts_alertmanager_payload_signed_with_idempotency_key() {
 async fn webhook_without_secret_sends_no_signature() {
     let hook = WebhookSink::start(Answer::Status(200)).await;
     let cfg = webhook_config(hook.url().to_string());
-    webhook::send(&reqwest::Client::new(), &cfg, &two_firing_one_resolved())
+    webhook::send(&reqwest::Client::new(), &cfg, &two_firing_one_resolved(), 0)
         .await
         .unwrap();
     let got = hook.hits();
@@ -176,7 +271,7 @@ async fn webhook_with_nothing_to_send_does_not_call_the_receiver() {
         ..webhook_config(hook.url().to_string())
     };
     let all_resolved = notification(vec![alert("c", AlertState::Resolved)]);
-    webhook::send(&reqwest::Client::new(), &cfg, &all_resolved)
+    webhook::send(&reqwest::Client::new(), &cfg, &all_resolved, 0)
         .await
         .unwrap();
     assert!(hook.hits().is_empty());
@@ -198,7 +293,7 @@ async fn webhook_statuses_classify_as_transient_or_permanent() {
     for (code, transient) in cases {
         hook.answer(Answer::Reply(code, "receiver says no\n  (details)"));
         let cfg = webhook_config(hook.url().to_string());
-        let err = webhook::send(&client, &cfg, &n).await.unwrap_err();
+        let err = webhook::send(&client, &cfg, &n, 0).await.unwrap_err();
         let message = match (&err, transient) {
             (DeliveryError::Transient(m), true) | (DeliveryError::Permanent(m), false) => m,
             _ => panic!("{code}: wrong class: {err}"),
@@ -215,7 +310,7 @@ async fn webhook_statuses_classify_as_transient_or_permanent() {
 async fn webhook_to_a_closed_port_is_transient() {
     let addr = free_addr();
     let cfg = webhook_config(format!("http://{addr}/hook"));
-    let err = webhook::send(&reqwest::Client::new(), &cfg, &two_firing_one_resolved())
+    let err = webhook::send(&reqwest::Client::new(), &cfg, &two_firing_one_resolved(), 0)
         .await
         .unwrap_err();
     match err {
@@ -232,7 +327,7 @@ async fn webhook_that_never_answers_is_transient_after_the_timeout() {
         ..webhook_config(format!("http://{addr}/hook"))
     };
     let started = Instant::now();
-    let err = webhook::send(&reqwest::Client::new(), &cfg, &two_firing_one_resolved())
+    let err = webhook::send(&reqwest::Client::new(), &cfg, &two_firing_one_resolved(), 0)
         .await
         .unwrap_err();
     let took = started.elapsed();

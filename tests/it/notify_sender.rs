@@ -382,12 +382,16 @@ fn webhook_integration(addr: std::net::SocketAddr, timeout: std::time::Duration)
         timeout,
         max_alerts: 0,
         send_resolved: true,
+        body: None,
+        signature: Default::default(),
     };
     let client = tocsin::ingest::client();
     Integration {
-        deliver: Arc::new(move |n, _| {
+        deliver: Arc::new(move |n, attempt| {
             let (client, cfg) = (client.clone(), cfg.clone());
-            Box::pin(async move { tocsin::notify::webhook::send(&client, &cfg, &n).await })
+            Box::pin(
+                async move { tocsin::notify::webhook::send(&client, &cfg, &n, attempt.now).await },
+            )
         }),
         fallback: None,
     }
@@ -532,6 +536,20 @@ async fn a_hanging_webhook_does_not_delay_another_receivers_delivery() {
             r#"tocsin_notifications_total{integration="live/webhook",result="delivered"} 1"#
         ),
         "{text}"
+    );
+    // each attempt's duration, delivered or not; the delay from queueing only for a delivery
+    for line in [
+        r#"tocsin_notification_latency_seconds_count{integration="live/webhook"} 1"#,
+        r#"tocsin_notification_latency_seconds_count{integration="dead/webhook"} 1"#,
+        r#"tocsin_notification_delivery_delay_seconds_count{integration="live/webhook"} 1"#,
+    ] {
+        assert!(text.contains(line), "{line} missing:\n{text}");
+    }
+    assert!(
+        !text.contains(
+            r#"tocsin_notification_delivery_delay_seconds_count{integration="dead/webhook"}"#
+        ),
+        "a failed attempt is no delivery: {text}"
     );
 }
 

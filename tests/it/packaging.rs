@@ -100,9 +100,18 @@ fn every_example_config_and_its_rules_pass_check() {
     }
 }
 
-/// The topology examples of README's "When one machine is not enough", each a `tocsin.yml` at
-/// `fixtures/examples/<name>`, with the secrets its comment names.
-const TOPOLOGIES: &[(&str, &[&str])] = &[("ha-pair-alertmanager.yml", &["AM_TOKEN"])];
+/// The topology examples of README's "When one machine is not enough" and the receiver recipes,
+/// each a `tocsin.yml` at `fixtures/examples/<name>`, with the secrets its comment names.
+const TOPOLOGIES: &[(&str, &[&str])] = &[
+    ("ha-pair-alertmanager.yml", &["AM_TOKEN"]),
+    // the webhook recipes for chat and paging services (README: "Receivers")
+    ("recipes/slack.yml", &["SLACK_WEBHOOK_URL"]),
+    ("recipes/teams.yml", &["TEAMS_WEBHOOK_URL"]),
+    ("recipes/discord.yml", &["DISCORD_WEBHOOK_URL"]),
+    ("recipes/mattermost.yml", &["MATTERMOST_WEBHOOK_URL"]),
+    ("recipes/ntfy.yml", &["NTFY_URL"]),
+    ("recipes/pagerduty.yml", &["PAGERDUTY_ROUTING_KEY"]),
+];
 
 #[test]
 fn every_topology_example_passes_check() {
@@ -112,7 +121,14 @@ fn every_topology_example_passes_check() {
         let out = Command::new(BIN)
             .args(["check", &config])
             .current_dir(&root)
-            .envs(secrets.iter().map(|s| (s, "x")))
+            .envs(secrets.iter().map(|s| {
+                let value = if s.ends_with("_URL") {
+                    "https://hooks.example/x/KEY"
+                } else {
+                    "x"
+                };
+                (s, value)
+            }))
             .output()
             .unwrap();
         let stdout = String::from_utf8_lossy(&out.stdout);

@@ -127,6 +127,19 @@ const EXPERIMENTAL_NAMES: &[&str] = &[
 
 #[test]
 fn prometheus_promql_test_files() {
+    // `TOCSIN_PROMQL_TESTDATA=DIR`: run another copy of Prometheus's testdata (e.g. a newer release's
+    // `promql/promqltest/testdata`) and report its counts and failing cases, without the baseline
+    if let Some(dir) = std::env::var_os("TOCSIN_PROMQL_TESTDATA") {
+        let (total, failures) = run_dir(Path::new(&dir));
+        eprintln!(
+            "promql testdata {}: total {total}",
+            Path::new(&dir).display()
+        );
+        for k in &failures {
+            eprintln!("  failing: {k}");
+        }
+        return;
+    }
     let Some(dir) = shared_dir().map(|d| d.join("conformance/prometheus/promql")) else {
         eprintln!("skipping promql conformance: ../shared/conformance/prometheus/promql not found");
         return;
@@ -135,22 +148,7 @@ fn prometheus_promql_test_files() {
         eprintln!("skipping promql conformance: {} not found", dir.display());
         return;
     }
-    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "test"))
-        .collect();
-    files.sort();
-
-    let mut failures: BTreeSet<CaseKey> = BTreeSet::new();
-    let mut total = Stats::default();
-    for path in &files {
-        let name = path.file_name().unwrap().to_string_lossy().into_owned();
-        let text = std::fs::read_to_string(path).unwrap();
-        let stats = run_file(&name, &text, &mut failures);
-        eprintln!("promql conformance: {name} {stats}");
-        total.add(&stats);
-    }
+    let (total, failures) = run_dir(&dir);
     eprintln!("promql conformance: total {total}");
 
     let baseline_path = crate::common::project_dir().join(BASELINE);
@@ -183,6 +181,26 @@ fn prometheus_promql_test_files() {
             list.join("\n  ")
         );
     }
+}
+
+/// Runs every `*.test` file of `dir`, printing each file's counts.
+fn run_dir(dir: &Path) -> (Stats, BTreeSet<CaseKey>) {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "test"))
+        .collect();
+    files.sort();
+    let mut failures: BTreeSet<CaseKey> = BTreeSet::new();
+    let mut total = Stats::default();
+    for path in &files {
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        let text = std::fs::read_to_string(path).unwrap();
+        let stats = run_file(&name, &text, &mut failures);
+        eprintln!("promql conformance: {name} {stats}");
+        total.add(&stats);
+    }
+    (total, failures)
 }
 
 /// A case's identity in the baseline: test file and 1-based line of its `eval`.

@@ -105,6 +105,7 @@ proptest! {
                 external_labels: &ext,
                 external_url: "",
                 value: 1.0,
+                time_ms: 0,
             };
             let _ = t.render(&data, None);
         }

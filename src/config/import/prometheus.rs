@@ -10,6 +10,7 @@
 //! written out.
 
 use std::collections::BTreeMap;
+use std::path::Path;
 
 use super::yaml::{MapOut, Node, Out};
 use super::{Cx, join};
@@ -308,6 +309,8 @@ fn convert_job(node: &Node, field: &str, global: &Global, cx: &mut Cx, targets: 
     let mut bearer = None;
     let mut limits = Limits::default();
     let mut statics: Vec<(&Node, String)> = Vec::new();
+    let mut relabel: Vec<Out> = Vec::new();
+    let mut sd = Sd::default();
     for (key, k, v) in cx.map(node, field) {
         let f = join(field, &key);
         match key.as_str() {
@@ -421,9 +424,12 @@ fn convert_job(node: &Node, field: &str, global: &Global, cx: &mut Cx, targets: 
                 &f,
                 "tocsin asks for the text format or OpenMetrics and reads either",
             ),
-            "target_limit" | "keep_dropped_targets" => {
-                cx.note(k, &f, "static targets only: nothing to limit or keep")
-            }
+            "target_limit" => cx.dropped(
+                k,
+                &f,
+                "tocsin bounds each discovery source itself (10,000 targets)",
+            ),
+            "keep_dropped_targets" => cx.note(k, &f, "tocsin does not list dropped targets"),
             "scrape_classic_histograms" | "always_scrape_classic_histograms" => {
                 cx.note(k, &f, "tocsin stores classic histograms only")
             }
@@ -431,22 +437,39 @@ fn convert_job(node: &Node, field: &str, global: &Global, cx: &mut Cx, targets: 
             | "native_histogram_min_bucket_factor"
             | "convert_classic_histograms_to_nhcb"
             | "scrape_native_histograms" => cx.dropped(k, &f, "tocsin has no native histograms"),
-            "relabel_configs" => cx.dropped(
-                k,
-                &f,
-                "tocsin does not relabel targets: write the labels into static_configs",
-            ),
+            "relabel_configs" => relabel = convert_relabel(v, &f, cx),
             "metric_relabel_configs" => cx.dropped(k, &f, "tocsin does not relabel scraped series"),
             "static_configs" => {
                 for (i, sc) in cx.list(v, &f).into_iter().enumerate() {
                     statics.push((sc, format!("{f}[{i}]")));
                 }
             }
+            "file_sd_configs" => {
+                for (i, c) in cx.list(v, &f).into_iter().enumerate() {
+                    if let Some(o) = convert_file_sd(c, &format!("{f}[{i}]"), cx) {
+                        sd.file.push(o);
+                    }
+                }
+            }
+            "http_sd_configs" => {
+                for (i, c) in cx.list(v, &f).into_iter().enumerate() {
+                    if let Some(o) = convert_http_sd(c, &format!("{f}[{i}]"), &job_name, cx) {
+                        sd.http.push(o);
+                    }
+                }
+            }
+            "dns_sd_configs" => {
+                for (i, c) in cx.list(v, &f).into_iter().enumerate() {
+                    if let Some(o) = convert_dns_sd(c, &format!("{f}[{i}]"), cx) {
+                        sd.dns.push(o);
+                    }
+                }
+            }
             other if other.ends_with("_sd_configs") => cx.dropped(
                 k,
                 &f,
                 format!(
-                    "tocsin has no {} service discovery yet: list the targets in static_configs",
+                    "tocsin has no {} service discovery (file, http and dns only): list the targets in static_configs or a file_sd file",
                     other.trim_end_matches("_sd_configs")
                 ),
             ),
@@ -466,7 +489,11 @@ fn convert_job(node: &Node, field: &str, global: &Global, cx: &mut Cx, targets: 
         params,
         bearer,
         limits,
+        relabel,
     };
+    if !sd.is_empty() {
+        targets.push(discovering_target(&job, global, sd));
+    }
     let count: usize = statics
         .iter()
         .map(|(sc, _)| {
@@ -490,6 +517,346 @@ struct Job {
     params: Vec<(String, String)>,
     bearer: Option<Bearer>,
     limits: Limits,
+    /// `relabel_configs`, converted
+    relabel: Vec<Out>,
+}
+
+/// A job's discovery sections, converted.
+#[derive(Default)]
+struct Sd {
+    file: Vec<Out>,
+    http: Vec<Out>,
+    dns: Vec<Out>,
+}
+
+impl Sd {
+    fn is_empty(&self) -> bool {
+        self.file.is_empty() && self.http.is_empty() && self.dns.is_empty()
+    }
+}
+
+/// The tocsin timeout of a job when it differs from what tocsin would pick: Prometheus's
+/// (the job's, else the global one capped at the job's interval).
+fn timeout_out(job: &Job, global: &Global, interval: &Option<String>) -> Option<Out> {
+    let interval_ms = ms(interval.as_deref().unwrap_or(&global.interval));
+    let global_timeout_ms = global
+        .timeout
+        .as_deref()
+        .map(ms)
+        .unwrap_or_else(|| PROMETHEUS_TIMEOUT_MS.min(ms(&global.interval)));
+    let prom = job
+        .timeout
+        .as_deref()
+        .map(ms)
+        .unwrap_or(global_timeout_ms.min(interval_ms));
+    let tocsin = global
+        .timeout
+        .as_deref()
+        .map(ms)
+        .unwrap_or(PROMETHEUS_TIMEOUT_MS.min(interval_ms));
+    (job.timeout.is_some() || prom != tocsin).then(|| {
+        Out::str(PromDuration(std::time::Duration::from_millis(prom.max(0) as u64)).to_string())
+    })
+}
+
+/// The target that discovers a job's addresses: the job's settings, its discovery sections
+/// and relabelling (`params` become `__param_*` relabelling steps, as Prometheus reads them).
+fn discovering_target(job: &Job, global: &Global, sd: Sd) -> MapOut {
+    let mut t = MapOut::new();
+    t.put("name", Out::str(job.name.clone()));
+    if let Some(i) = &job.interval {
+        t.put("interval", Out::str(i.clone()));
+    }
+    if let Some(timeout) = timeout_out(job, global, &job.interval) {
+        t.put("timeout", timeout);
+    }
+    put_limits(&mut t, &job.limits);
+    match &job.bearer {
+        Some(Bearer::File(p)) => t.put("bearer_token_file", Out::str(p.clone())),
+        Some(Bearer::Env(v)) => t.put("bearer_token_env", Out::str(v.clone())),
+        None => {}
+    }
+    if job.metrics_path != "/metrics" {
+        t.put("metrics_path", Out::str(job.metrics_path.clone()));
+    }
+    if job.scheme != "http" {
+        t.put("scheme", Out::str(job.scheme.clone()));
+    }
+    if !sd.file.is_empty() {
+        t.put("file_sd", Out::List(sd.file));
+    }
+    if !sd.http.is_empty() {
+        t.put("http_sd", Out::List(sd.http));
+    }
+    if !sd.dns.is_empty() {
+        t.put("dns_sd", Out::List(sd.dns));
+    }
+    let mut steps: Vec<Out> = job
+        .params
+        .iter()
+        .map(|(k, v)| {
+            let mut m = MapOut::new();
+            m.put("target_label", Out::str(format!("__param_{k}")));
+            m.put("replacement", Out::str(v.clone()));
+            m.done()
+        })
+        .collect();
+    steps.extend(job.relabel.iter().cloned());
+    if !steps.is_empty() {
+        t.put("relabel_configs", Out::List(steps));
+    }
+    t
+}
+
+/// `relabel_configs`: the actions tocsin has, with their fields; others are reported.
+fn convert_relabel(node: &Node, field: &str, cx: &mut Cx) -> Vec<Out> {
+    let mut out = Vec::new();
+    for (i, step) in cx.list(node, field).into_iter().enumerate() {
+        let f = format!("{field}[{i}]");
+        let mut m = MapOut::new();
+        let mut keep = true;
+        for (key, k, v) in cx.map(step, &f) {
+            let fk = join(&f, &key);
+            match key.as_str() {
+                "source_labels" => {
+                    let labels = cx.strings(v, &fk);
+                    m.put("source_labels", Out::strs(labels));
+                }
+                "separator" | "target_label" | "replacement" => {
+                    if let Some(t) = cx.text(v, &fk) {
+                        m.put(&key, Out::str(t));
+                    }
+                }
+                "regex" => {
+                    if let Some(t) = cx.text(v, &fk) {
+                        if let Err(e) = crate::labels::compile_regex(&t) {
+                            cx.dropped(v, &fk, format!("a regex tocsin does not compile: {e}"));
+                            keep = false;
+                        }
+                        m.put("regex", Out::str(t));
+                    }
+                }
+                "action" => match cx.text(v, &fk).as_deref() {
+                    Some(
+                        a @ ("replace" | "keep" | "drop" | "labelmap" | "labeldrop" | "labelkeep"),
+                    ) => m.put("action", Out::str(a)),
+                    Some(a) => {
+                        cx.dropped(
+                            v,
+                            &f,
+                            format!(
+                                "tocsin relabels with replace, keep, drop, labelmap, labeldrop and labelkeep, not {a}"
+                            ),
+                        );
+                        keep = false;
+                    }
+                    None => keep = false,
+                },
+                "modulus" => {
+                    cx.dropped(k, &fk, "hashmod is not a tocsin action");
+                    keep = false;
+                }
+                _ => {
+                    cx.unknown(k, &fk);
+                    keep = false;
+                }
+            }
+        }
+        if keep {
+            out.push(m.done());
+        }
+    }
+    out
+}
+
+/// One `file_sd_configs` entry.
+fn convert_file_sd(node: &Node, field: &str, cx: &mut Cx) -> Option<Out> {
+    let mut m = MapOut::new();
+    let mut files = Vec::new();
+    for (key, k, v) in cx.map(node, field) {
+        let f = join(field, &key);
+        match key.as_str() {
+            "files" => {
+                for (i, p) in cx.list(v, &f).into_iter().enumerate() {
+                    let fi = format!("{f}[{i}]");
+                    if let Some(t) = cx.text(p, &fi) {
+                        if Path::new(&t)
+                            .parent()
+                            .is_some_and(|d| d.to_string_lossy().contains(['*', '?', '[']))
+                        {
+                            cx.dropped(p, &fi, "tocsin reads wildcards in the file name only");
+                            continue;
+                        }
+                        files.push(t);
+                    }
+                }
+            }
+            "refresh_interval" => {
+                if let Some(d) = cx.duration(v, &f) {
+                    m.put("refresh_interval", Out::str(d));
+                }
+            }
+            _ => cx.unknown(k, &f),
+        }
+    }
+    if files.is_empty() {
+        return None;
+    }
+    // both resolve relative paths against the configuration's directory
+    let mut out = MapOut::new();
+    out.put("files", Out::strs(files));
+    out.0.extend(m.0);
+    Some(out.done())
+}
+
+/// One `http_sd_configs` entry, with the HTTP client settings tocsin has (bearer token, basic
+/// auth from a file or the environment).
+fn convert_http_sd(node: &Node, field: &str, job: &str, cx: &mut Cx) -> Option<Out> {
+    let mut m = MapOut::new();
+    let mut url = None;
+    let mut rest = MapOut::new();
+    for (key, k, v) in cx.map(node, field) {
+        let f = join(field, &key);
+        match key.as_str() {
+            "url" => url = cx.text(v, &f),
+            "refresh_interval" => {
+                if let Some(d) = cx.duration(v, &f) {
+                    rest.put("refresh_interval", Out::str(d));
+                }
+            }
+            "bearer_token_file" => {
+                if let Some(p) = cx.text(v, &f) {
+                    let p = cx.path(v, &f, &p);
+                    rest.put("bearer_token_file", Out::str(p));
+                }
+            }
+            "bearer_token" => {
+                let var = super::alertmanager::env_name(job, "SD_BEARER_TOKEN");
+                cx.changed(
+                    v,
+                    &f,
+                    format!("tocsin keeps no secret in its configuration: set the environment variable {var} to this token"),
+                );
+                rest.put("bearer_token_env", Out::str(var));
+            }
+            "authorization" => {
+                for (ak, akn, av) in cx.map(v, &f) {
+                    let fa = join(&f, &ak);
+                    match ak.as_str() {
+                        "type" => {
+                            if av.text().as_deref() != Some("Bearer") {
+                                cx.dropped(av, &fa, "tocsin sends bearer tokens only");
+                            }
+                        }
+                        "credentials_file" => {
+                            if let Some(p) = cx.text(av, &fa) {
+                                let p = cx.path(av, &fa, &p);
+                                rest.put("bearer_token_file", Out::str(p));
+                            }
+                        }
+                        "credentials" => {
+                            let var = super::alertmanager::env_name(job, "SD_BEARER_TOKEN");
+                            cx.changed(
+                                av,
+                                &fa,
+                                format!("tocsin keeps no secret in its configuration: set the environment variable {var} to this token"),
+                            );
+                            rest.put("bearer_token_env", Out::str(var));
+                        }
+                        _ => cx.unknown(akn, &fa),
+                    }
+                }
+            }
+            "basic_auth" => {
+                let mut b = MapOut::new();
+                for (bk, bkn, bv) in cx.map(v, &f) {
+                    let fb = join(&f, &bk);
+                    match bk.as_str() {
+                        "username" => {
+                            if let Some(u) = cx.text(bv, &fb) {
+                                b.put("username", Out::str(u));
+                            }
+                        }
+                        "password_file" => {
+                            if let Some(p) = cx.text(bv, &fb) {
+                                let p = cx.path(bv, &fb, &p);
+                                b.put("password_file", Out::str(p));
+                            }
+                        }
+                        "password" => {
+                            let var = super::alertmanager::env_name(job, "SD_PASSWORD");
+                            cx.changed(
+                                bv,
+                                &fb,
+                                format!("tocsin keeps no secret in its configuration: set the environment variable {var} to this password"),
+                            );
+                            b.put("password_env", Out::str(var));
+                        }
+                        _ => cx.unknown(bkn, &fb),
+                    }
+                }
+                rest.put("basic_auth", b.done());
+            }
+            "tls_config" => cx.dropped(
+                k,
+                &f,
+                "tocsin verifies the endpoint against the system's roots, with no client certificate",
+            ),
+            "proxy_url" | "no_proxy" | "proxy_from_environment" | "proxy_connect_header" => {
+                cx.dropped(k, &f, "tocsin fetches directly, with no proxy")
+            }
+            "follow_redirects" | "enable_http2" => {
+                cx.note(k, &f, "tocsin's HTTP client decides this itself")
+            }
+            _ => cx.unknown(k, &f),
+        }
+    }
+    m.put("url", Out::str(url?));
+    m.0.extend(rest.0);
+    Some(m.done())
+}
+
+/// One `dns_sd_configs` entry: `A`, `AAAA` and `SRV`.
+fn convert_dns_sd(node: &Node, field: &str, cx: &mut Cx) -> Option<Out> {
+    let mut names = Vec::new();
+    let mut rest = MapOut::new();
+    let mut ok = true;
+    for (key, k, v) in cx.map(node, field) {
+        let f = join(field, &key);
+        match key.as_str() {
+            "names" => names = cx.strings(v, &f),
+            "type" => match cx.text(v, &f).map(|t| t.to_ascii_uppercase()).as_deref() {
+                Some(t @ ("A" | "AAAA" | "SRV")) => rest.put("type", Out::str(t)),
+                Some(t) => {
+                    cx.dropped(
+                        v,
+                        &f,
+                        format!("tocsin resolves A, AAAA and SRV records, not {t}"),
+                    );
+                    ok = false;
+                }
+                None => ok = false,
+            },
+            "port" => {
+                if let Some(n) = cx.count(v, &f) {
+                    rest.put("port", Out::Int(n));
+                }
+            }
+            "refresh_interval" => {
+                if let Some(d) = cx.duration(v, &f) {
+                    rest.put("refresh_interval", Out::str(d));
+                }
+            }
+            _ => cx.unknown(k, &f),
+        }
+    }
+    if !ok || names.is_empty() {
+        return None;
+    }
+    let mut m = MapOut::new();
+    m.put("names", Out::strs(names));
+    m.0.extend(rest.0);
+    Some(m.done())
 }
 
 fn convert_static(
@@ -595,18 +962,17 @@ fn convert_static(
                 continue;
             }
         };
-        if let Some((value, iat)) = &instance
+        // a static `instance` label is set before relabelling, as Prometheus sets it
+        let mut steps = Vec::new();
+        if let Some((value, _)) = &instance
             && *value != crate::ingest::instance_of(&url)
         {
-            cx.changed(
-                iat,
-                &join(&lf, "instance"),
-                format!(
-                    "tocsin sets instance to the URL's host:port ({}), not {value:?}",
-                    crate::ingest::instance_of(&url)
-                ),
-            );
+            let mut m = MapOut::new();
+            m.put("target_label", Out::str("instance"));
+            m.put("replacement", Out::str(value.clone()));
+            steps.push(m.done());
         }
+        steps.extend(job.relabel.iter().cloned());
         let name = if count == 1 {
             job_label.clone()
         } else {
@@ -644,6 +1010,9 @@ fn convert_static(
             Some(Bearer::File(p)) => t.put("bearer_token_file", Out::str(p.clone())),
             Some(Bearer::Env(v)) => t.put("bearer_token_env", Out::str(v.clone())),
             None => {}
+        }
+        if !steps.is_empty() {
+            t.put("relabel_configs", Out::List(steps));
         }
         targets.push(t);
     }

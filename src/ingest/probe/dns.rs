@@ -150,6 +150,45 @@ async fn ask(
     dnssec: bool,
     limit: u64,
 ) -> Result<Answer, ProbeError> {
+    let reply = exchange(server, name, rtype, transport, dnssec, limit).await?;
+    let mut answer = Answer {
+        rcode: u16::from(reply.metadata.response_code),
+        truncated: reply.metadata.truncation,
+        ..Answer::default()
+    };
+    for r in &reply.answers {
+        match &r.data {
+            RData::SOA(soa) => answer.soa_serial = Some(soa.serial),
+            RData::DNSSEC(DNSSECRData::RRSIG(sig)) => {
+                let exp = sig.input().sig_expiration.get();
+                answer.rrsig_expiry = Some(answer.rrsig_expiry.map_or(exp, |e: u32| e.min(exp)));
+            }
+            _ => {}
+        }
+        answer
+            .records
+            .push((r.to_string(), r.data.to_string(), r.record_type()));
+    }
+    if answer.soa_serial.is_none() {
+        answer.soa_serial = reply.authorities.iter().find_map(|r| match &r.data {
+            RData::SOA(soa) => Some(soa.serial),
+            _ => None,
+        });
+    }
+    Ok(answer)
+}
+
+/// One query to one server (`host` or `host:port`, port 53 by default) and its response, every
+/// read bounded by `limit` bytes (the caller bounds the time); service discovery's `dns_sd`
+/// asks through this too.
+pub(crate) async fn exchange(
+    server: &str,
+    name: Name,
+    rtype: RecordType,
+    transport: DnsTransport,
+    dnssec: bool,
+    limit: u64,
+) -> Result<Message, ProbeError> {
     let stage = "asking";
     let (host, port) =
         split_host_port(server, 53).ok_or_else(|| ProbeError::Resolve(server.to_string()))?;
@@ -242,31 +281,7 @@ async fn ask(
             message: "not a response".into(),
         });
     }
-    let mut answer = Answer {
-        rcode: u16::from(reply.metadata.response_code),
-        truncated: reply.metadata.truncation,
-        ..Answer::default()
-    };
-    for r in &reply.answers {
-        match &r.data {
-            RData::SOA(soa) => answer.soa_serial = Some(soa.serial),
-            RData::DNSSEC(DNSSECRData::RRSIG(sig)) => {
-                let exp = sig.input().sig_expiration.get();
-                answer.rrsig_expiry = Some(answer.rrsig_expiry.map_or(exp, |e: u32| e.min(exp)));
-            }
-            _ => {}
-        }
-        answer
-            .records
-            .push((r.to_string(), r.data.to_string(), r.record_type()));
-    }
-    if answer.soa_serial.is_none() {
-        answer.soa_serial = reply.authorities.iter().find_map(|r| match &r.data {
-            RData::SOA(soa) => Some(soa.serial),
-            _ => None,
-        });
-    }
-    Ok(answer)
+    Ok(reply)
 }
 
 fn decode(bytes: &[u8]) -> Result<Message, ProbeError> {

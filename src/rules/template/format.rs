@@ -5,7 +5,9 @@ use std::fmt::Write;
 
 use super::render::Val;
 
-/// Go's `%v` of a float64: shortest digits, exponent form below 1e-4 and from 1e21.
+/// Go's `%v` of a float64 (`strconv.FormatFloat(v, 'g', -1, 64)`): shortest digits, exponent
+/// form when the exponent is below -4 or at least 6, as `{{ $value }}` prints 1234567 as
+/// `1.234567e+06` in Prometheus (checked with promtool).
 pub fn go_float_v(v: f64) -> String {
     if v.is_nan() {
         return "NaN".into();
@@ -31,7 +33,7 @@ pub fn go_float_v(v: f64) -> String {
         .nth(1)
         .and_then(|x| x.parse().ok())
         .unwrap_or(exp);
-    if !(-4..21).contains(&real_exp) {
+    if !(-4..6).contains(&real_exp) {
         go_exp(&sci)
     } else {
         format!("{v}")

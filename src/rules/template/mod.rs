@@ -16,6 +16,7 @@
 //! reject `gt $value 1` for mixing float and int; accepting it is the kinder choice).
 
 mod format;
+mod gotime;
 mod parse;
 mod render;
 
@@ -51,6 +52,8 @@ pub struct TemplateData<'a> {
     pub external_labels: &'a BTreeMap<String, String>,
     pub external_url: &'a str,
     pub value: f64,
+    /// the evaluation time in ms (`now`)
+    pub time_ms: i64,
 }
 
 /// One sample of a `query` result.
@@ -138,6 +141,12 @@ pub(super) const FUNCS: &[&str] = &[
     "parseDuration",
     "pathPrefix",
     "externalURL",
+    "toDuration",
+    "toTime",
+    "now",
+    "urlQueryEscape",
+    "toJson",
+    "join",
     "eq",
     "ne",
     "lt",
@@ -212,9 +221,116 @@ impl Template {
                 ("$".into(), Val::Root),
             ]],
             out: String::new(),
+            budget: Budget::default(),
         };
         r.nodes(&self.nodes, &Val::Root)?;
         Ok(r.out)
+    }
+}
+
+/// Most bytes a notification template may write (a webhook body, a header).
+pub const MAX_NOTIFICATION_OUTPUT_BYTES: usize = 1 << 20;
+
+impl Template {
+    /// Renders a notification template over Alertmanager's template data, given as the version 4
+    /// webhook JSON (`notify::webhook::payload`): `.Status`, `.Receiver`, `.GroupLabels`,
+    /// `.CommonLabels`, `.CommonAnnotations`, `.ExternalURL`, `.GroupKey`, `.TruncatedAlerts`,
+    /// and `.Alerts` (also `.Alerts.Firing` and `.Alerts.Resolved`), each with `.Status`,
+    /// `.Labels`, `.Annotations`, `.StartsAt` and `.EndsAt` (Go times), `.GeneratorURL` and
+    /// `.Fingerprint`; `extra` adds fields at the top (`.Secret`). `now_ms` is `now`.
+    pub fn render_notification(
+        &self,
+        payload: &serde_json::Value,
+        extra: &[(&str, &str)],
+        now_ms: i64,
+    ) -> Result<String, TemplateError> {
+        let mut root = match notification_value(payload, "") {
+            Val::Obj(o) => o,
+            _ => BTreeMap::new(),
+        };
+        for (k, v) in extra {
+            root.insert((*k).to_string(), Val::Str((*v).to_string()));
+        }
+        let root = Val::Obj(root);
+        let empty = BTreeMap::new();
+        let data = TemplateData {
+            labels: &empty,
+            external_labels: &empty,
+            external_url: payload
+                .get("externalURL")
+                .and_then(|u| u.as_str())
+                .unwrap_or(""),
+            value: 0.0,
+            time_ms: now_ms,
+        };
+        let mut r = Renderer {
+            data: &data,
+            query: None,
+            vars: vec![vec![("$".into(), root.clone())]],
+            out: String::new(),
+            budget: Budget {
+                bytes: MAX_NOTIFICATION_OUTPUT_BYTES,
+                ..Budget::default()
+            },
+        };
+        r.nodes(&self.nodes, &root)?;
+        if r.out.len() > MAX_NOTIFICATION_OUTPUT_BYTES {
+            return Err(TemplateError::Render(format!(
+                "output longer than {MAX_NOTIFICATION_OUTPUT_BYTES} bytes"
+            )));
+        }
+        Ok(r.out)
+    }
+}
+
+/// Alertmanager's webhook JSON as Go's template data: keys as Go field names (`groupLabels` →
+/// `GroupLabels`), label and annotation sets as maps (their keys kept), `startsAt`/`endsAt` as
+/// times (Go's zero time as the text Go prints for it).
+fn notification_value(v: &serde_json::Value, key: &str) -> Val {
+    use serde_json::Value as J;
+    let is_map = key.ends_with("abels") || key.ends_with("nnotations");
+    match v {
+        J::Null => Val::Nil,
+        J::Bool(b) => Val::Bool(*b),
+        J::Number(n) => match n.as_i64() {
+            Some(i) => Val::Int(i),
+            None => Val::Num(n.as_f64().unwrap_or(f64::NAN)),
+        },
+        J::String(s) if key == "startsAt" || key == "endsAt" => {
+            if s == crate::notify::webhook::ZERO_TIME {
+                Val::Str("0001-01-01 00:00:00 +0000 UTC".into())
+            } else {
+                match crate::timefmt::parse_time(s) {
+                    Ok(ms) => Val::Time(ms.saturating_mul(1_000_000)),
+                    Err(_) => Val::Str(s.clone()),
+                }
+            }
+        }
+        J::String(s) => Val::Str(s.clone()),
+        J::Array(a) => Val::List(a.iter().map(|x| notification_value(x, "")).collect()),
+        J::Object(o) if is_map => Val::Map(
+            o.iter()
+                .map(|(k, v)| {
+                    (
+                        k.clone(),
+                        v.as_str().map_or_else(|| v.to_string(), str::to_string),
+                    )
+                })
+                .collect(),
+        ),
+        J::Object(o) => Val::Obj(
+            o.iter()
+                .map(|(k, v)| {
+                    let mut field = String::with_capacity(k.len());
+                    let mut chars = k.chars();
+                    if let Some(c) = chars.next() {
+                        field.extend(c.to_uppercase());
+                        field.extend(chars);
+                    }
+                    (field, notification_value(v, k))
+                })
+                .collect(),
+        ),
     }
 }
 
@@ -233,6 +349,7 @@ mod tests {
             external_labels: &ext,
             external_url: "http://tocsin.example:9477/x",
             value,
+            time_ms: 1_353_755_652_000,
         };
         struct Q;
         impl QueryFn for Q {
@@ -257,6 +374,75 @@ mod tests {
 
     fn render(t: &str, value: f64) -> String {
         render_with(t, &[("instance", "host:1"), ("job", "api")], value).unwrap()
+    }
+
+    #[test]
+    fn time_functions_as_prometheus_3() {
+        // expected values from Prometheus's template_test.go (its `now` is 1353755652 s, as here)
+        for (t, want) in [
+            ("{{ (1800 | toDuration).String }}", "30m0s"),
+            (r#"{{ ("1800" | toDuration).String }}"#, "30m0s"),
+            ("{{ 5400 | toDuration }}", "1h30m0s"),
+            ("{{ (90 | toDuration).Minutes }}", "1.5"),
+            ("{{ now }}", "1.353755652e+09"),
+            // `%v` of a float64, as promtool renders `{{ $value }}`
+            ("{{ 123456 }}", "123456"),
+            ("{{ 1234567.0 }}", "1.234567e+06"),
+            ("{{ 0.0001 }}", "0.0001"),
+            ("{{ 0.00001 }}", "1e-05"),
+            (
+                r#"{{ (now | toTime).Format "Mon Jan 2 15:04:05 2006" }}"#,
+                "Sat Nov 24 11:14:12 2012",
+            ),
+            (
+                r#"{{ ("-30m" | parseDuration | toDuration | (now | toTime).Add).UnixMilli }}"#,
+                "1353753852000",
+            ),
+            (r#"{{ (1435065584.128 | toTime).Format "2006" }}"#, "2015"),
+            (r#"{{ ("1435065584.128" | toTime).Format "2006" }}"#, "2015"),
+            (
+                "{{ 1435065584.128 | toTime }}",
+                "2015-06-23 13:19:44.128 +0000 UTC",
+            ),
+            (
+                r#"{{ $t := now | toTime }}{{ $t.Format "15:04" }}"#,
+                "11:14",
+            ),
+            (
+                r#"{{ "a b&c=d/é~*" | urlQueryEscape }}"#,
+                "a+b%26c%3Dd%2F%C3%A9~%2A",
+            ),
+        ] {
+            assert_eq!(render(t, 0.0), want, "{t}");
+        }
+        for (t, err) in [
+            ("{{ (1 | toDuration).Nope }}", "can't evaluate field Nope"),
+            (
+                r#"{{ (1 | toDuration).Format "x" }}"#,
+                "can't evaluate field Format",
+            ),
+            ("{{ 1e300 | toTime }}", "cannot be converted to a time"),
+            (r#"{{ "x" | toDuration }}"#, "cannot convert"),
+            ("{{ (now | toTime).Add 5 }}", "not a duration"),
+            (
+                r#"{{ (now | toTime).Format "2006" "x" }}"#,
+                "want 1 arguments",
+            ),
+        ] {
+            let got = render_with(t, &[], 0.0);
+            assert!(
+                matches!(&got, Err(e) if e.to_string().contains(err)),
+                "{t}: {got:?}"
+            );
+        }
+        let long = format!(
+            r#"{{{{ (now | toTime).Format "{}" }}}}"#,
+            "2006".repeat(300)
+        );
+        assert!(
+            render_with(&long, &[], 0.0).is_err(),
+            "an overlong layout is refused"
+        );
     }
 
     #[test]

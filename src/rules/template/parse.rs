@@ -171,10 +171,6 @@ impl<'a> Lexer<'a> {
                 b')' => {
                     out.push(Tok::RParen);
                     self.pos += 1;
-                    // a field access on a parenthesized pipeline is not supported
-                    if b.get(self.pos) == Some(&b'.') {
-                        return Err("field access on a parenthesized value is not supported".into());
-                    }
                 }
                 b',' => {
                     out.push(Tok::Comma);
@@ -552,8 +548,10 @@ impl Parser<'_> {
             return Err(self.err(off, "missing command after |".into()));
         }
         cmds.push(cur);
+        // as Go's checkPipeline: later stages may start with a function, a field, a variable or a
+        // parenthesized pipeline (a method call on it), never with a constant or the dot
         for c in &cmds[1..] {
-            if !matches!(c[0], Arg::Func(_)) {
+            if matches!(c[0], Arg::Bool(_) | Arg::Dot | Arg::Num(_) | Arg::Str(_)) {
                 return Err(self.err(off, "non executable command in pipeline stage".into()));
             }
         }

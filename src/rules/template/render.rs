@@ -1,6 +1,7 @@
 //! Rendering: [`Node`]s over [`TemplateData`], with Prometheus's template functions.
 
 use super::format::*;
+use super::gotime;
 use super::*;
 
 #[derive(Debug, Clone, PartialEq)]
@@ -13,6 +14,16 @@ pub(super) enum Val {
     Map(BTreeMap<String, String>),
     Results(Vec<QueryResult>),
     Result(QueryResult),
+    /// a Go integer (`Time.Unix`, `Duration.Milliseconds`): printed without an exponent
+    Int(i64),
+    /// Go's `time.Duration` (`toDuration`): nanoseconds
+    Duration(i64),
+    /// Go's `time.Time` in UTC (`toTime`): nanoseconds since the epoch
+    Time(i64),
+    /// a list of values (a notification's `.Alerts`)
+    List(Vec<Val>),
+    /// a struct with named fields (a notification, one of its alerts)
+    Obj(BTreeMap<String, Val>),
 }
 
 impl Val {
@@ -22,10 +33,13 @@ impl Val {
             Val::Root => true,
             Val::Str(s) => !s.is_empty(),
             Val::Num(n) => *n != 0.0,
+            Val::Int(n) => *n != 0,
             Val::Bool(b) => *b,
             Val::Map(m) => !m.is_empty(),
             Val::Results(r) => !r.is_empty(),
-            Val::Result(_) => true,
+            Val::Result(_) | Val::Duration(_) | Val::Time(_) => true,
+            Val::List(l) => !l.is_empty(),
+            Val::Obj(_) => true,
         }
     }
 
@@ -35,6 +49,7 @@ impl Val {
             Val::Root => "map[]".into(),
             Val::Str(s) => s.clone(),
             Val::Num(n) => go_float_v(*n),
+            Val::Int(n) => n.to_string(),
             Val::Bool(b) => b.to_string(),
             Val::Map(m) => {
                 let parts: Vec<String> = m.iter().map(|(k, v)| format!("{k}:{v}")).collect();
@@ -52,12 +67,23 @@ impl Val {
                 Val::Map(q.labels.clone()).print(),
                 go_float_v(q.value)
             ),
+            Val::Duration(d) => gotime::duration_string(*d),
+            Val::Time(t) => gotime::time_string(*t),
+            Val::List(l) => format!(
+                "[{}]",
+                l.iter().map(Val::print).collect::<Vec<_>>().join(" ")
+            ),
+            Val::Obj(o) => {
+                let parts: Vec<String> = o.values().map(Val::print).collect();
+                format!("{{{}}}", parts.join(" "))
+            }
         }
     }
 
     pub(super) fn num(&self) -> Result<f64, String> {
         match self {
             Val::Num(n) => Ok(*n),
+            Val::Int(n) => Ok(*n as f64),
             Val::Bool(b) => Ok(f64::from(u8::from(*b))),
             Val::Str(s) => s
                 .trim()
@@ -75,11 +101,38 @@ pub(super) struct Renderer<'a> {
     pub(super) query: Option<&'a dyn QueryFn>,
     pub(super) vars: Vec<Vec<(String, Val)>>,
     pub(super) out: String,
+    /// nodes still allowed to run, and bytes still allowed to be written (`range` nested over
+    /// many alerts multiplies both)
+    pub(super) budget: Budget,
+}
+
+/// What one rendering may do before it fails.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Budget {
+    pub nodes: u64,
+    pub bytes: usize,
+}
+
+impl Default for Budget {
+    fn default() -> Self {
+        Budget {
+            nodes: 10_000_000,
+            bytes: 16 << 20,
+        }
+    }
 }
 
 impl Renderer<'_> {
     pub(super) fn nodes(&mut self, nodes: &[Node], dot: &Val) -> Result<(), TemplateError> {
         for n in nodes {
+            if self.budget.nodes == 0 || self.out.len() > self.budget.bytes {
+                return Err(TemplateError::Render(format!(
+                    "template too costly: over {} bytes of output or {} steps",
+                    self.budget.bytes,
+                    Budget::default().nodes
+                )));
+            }
+            self.budget.nodes -= 1;
             match n {
                 Node::Text(t) => self.out.push_str(t),
                 Node::Action(p) => {
@@ -133,6 +186,11 @@ impl Renderer<'_> {
                         Val::Map(m) => m
                             .into_iter()
                             .map(|(k, v)| (Val::Str(k), Val::Str(v)))
+                            .collect(),
+                        Val::List(l) => l
+                            .into_iter()
+                            .enumerate()
+                            .map(|(i, x)| (Val::Int(i as i64), x))
                             .collect(),
                         Val::Nil => Vec::new(),
                         other => {
@@ -219,6 +277,21 @@ impl Renderer<'_> {
                 (Val::Map(m), k) => m.get(k).map(|s| Val::Str(s.clone())).unwrap_or(Val::Nil),
                 (Val::Result(q), "Labels") => Val::Map(q.labels.clone()),
                 (Val::Result(q), "Value") => Val::Num(q.value),
+                (Val::Duration(_) | Val::Time(_), _) => self.method(&v, f, Vec::new())?,
+                (Val::Obj(o), k) => o.get(k).cloned().unwrap_or(Val::Nil),
+                // Alertmanager's `.Alerts.Firing` and `.Alerts.Resolved`
+                (Val::List(l), "Firing" | "Resolved") => {
+                    let want = if f == "Firing" { "firing" } else { "resolved" };
+                    Val::List(
+                        l.iter()
+                            .filter(|a| {
+                                matches!(a, Val::Obj(o)
+                                    if matches!(o.get("Status"), Some(Val::Str(s)) if s == want))
+                            })
+                            .cloned()
+                            .collect(),
+                    )
+                }
                 (other, k) => {
                     return Err(TemplateError::Render(format!(
                         "can't evaluate field {k} in {}",
@@ -233,11 +306,8 @@ impl Renderer<'_> {
     pub(super) fn arg(&mut self, a: &Arg, dot: &Val) -> Result<Val, TemplateError> {
         Ok(match a {
             Arg::Var(name, fields) => {
-                let base = if name == "$" {
-                    Val::Root
-                } else {
-                    self.lookup(name)
-                };
+                // `$` is bound at the start: the root data (an alert's, a notification's)
+                let base = self.lookup(name);
                 self.field(base, fields)?
             }
             Arg::Field(fields) => self.field(dot.clone(), fields)?,
@@ -266,6 +336,45 @@ impl Renderer<'_> {
                     args.push(p);
                 }
                 self.call(f, args)
+            }
+            // a field of a parenthesized value, `(query "up" | first).Labels`, and a method with
+            // arguments, `(now | toTime).Format "2006"`, `$t.Add $d`
+            a @ (Arg::Sub(_) | Arg::Var(..) | Arg::Field(_)) if cmd.len() > 1 || prev.is_some() => {
+                let (base, method, rest) = match (a, cmd.get(1)) {
+                    (Arg::Sub(_), Some(Arg::Field(fields))) if !fields.is_empty() => {
+                        let base = self.arg(a, dot)?;
+                        let (last, init) = fields.split_last().expect("not empty");
+                        (self.field(base, init)?, last.clone(), &cmd[2..])
+                    }
+                    (Arg::Var(name, fields), _) if !fields.is_empty() => {
+                        let (last, init) = fields.split_last().expect("not empty");
+                        let var = Arg::Var(name.clone(), init.to_vec());
+                        (self.arg(&var, dot)?, last.clone(), &cmd[1..])
+                    }
+                    (Arg::Field(fields), _) => {
+                        let (last, init) = fields.split_last().expect("a field has a name");
+                        (self.field(dot.clone(), init)?, last.clone(), &cmd[1..])
+                    }
+                    _ => {
+                        return Err(TemplateError::Render(
+                            "can't give argument to non-function".into(),
+                        ));
+                    }
+                };
+                if !matches!(base, Val::Duration(_) | Val::Time(_)) {
+                    if !rest.is_empty() || prev.is_some() {
+                        return Err(TemplateError::Render(
+                            "can't give argument to non-function".into(),
+                        ));
+                    }
+                    return self.field(base, std::slice::from_ref(&method));
+                }
+                let mut args = Vec::with_capacity(rest.len() + 1);
+                for a in rest {
+                    args.push(self.arg(a, dot)?);
+                }
+                args.extend(prev);
+                self.method(&base, &method, args)
             }
             a => {
                 if cmd.len() > 1 || prev.is_some() {
@@ -462,9 +571,38 @@ impl Renderer<'_> {
             }
             "parseDuration" => {
                 want(1)?;
-                let d = crate::duration::PromDuration::parse(&s(&args[0]))
-                    .map_err(|x| e(x.to_string()))?;
-                Val::Num(d.as_millis() as f64 / 1000.0)
+                // Prometheus 3's `model.ParseDurationAllowNegative`: `-30m` is -1800
+                let text = s(&args[0]);
+                let (sign, text) = match text.strip_prefix('-') {
+                    Some(rest) => (-1.0, rest.to_string()),
+                    None => (1.0, text),
+                };
+                let d =
+                    crate::duration::PromDuration::parse(&text).map_err(|x| e(x.to_string()))?;
+                Val::Num(sign * d.as_millis() as f64 / 1000.0)
+            }
+            "toDuration" => {
+                want(1)?;
+                Val::Duration(gotime::seconds_to_nanos(num0(&args)?))
+            }
+            "toTime" => {
+                want(1)?;
+                let v = num0(&args)?;
+                if !v.is_finite() || v.abs() >= 9.2e9 {
+                    return Err(e(format!(
+                        "{} cannot be converted to a time",
+                        go_float_v(v)
+                    )));
+                }
+                Val::Time(gotime::seconds_to_nanos(v))
+            }
+            "now" => {
+                want(0)?;
+                Val::Num(self.data.time_ms as f64 / 1000.0)
+            }
+            "urlQueryEscape" => {
+                want(1)?;
+                Val::Str(url_query_escape(&s(&args[0])))
             }
             "externalURL" => Val::Str(self.data.external_url.to_string()),
             "pathPrefix" => {
@@ -529,16 +667,16 @@ impl Renderer<'_> {
                     Val::Str(x) => x.len(),
                     Val::Map(m) => m.len(),
                     Val::Results(r) => r.len(),
+                    Val::List(l) => l.len(),
+                    Val::Obj(o) => o.len(),
                     other => return Err(e(format!("len of {}", other.print()))),
                 } as f64)
             }
             "index" => {
                 want(2)?;
                 match (&args[0], &args[1]) {
-                    (Val::Map(m), k) => m
-                        .get(&s(k))
-                        .map(|v| Val::Str(v.clone()))
-                        .unwrap_or(Val::Nil),
+                    // Go's `index` gives a missing key's zero value: "" in a label map
+                    (Val::Map(m), k) => Val::Str(m.get(&s(k)).cloned().unwrap_or_default()),
                     (Val::Results(r), i) => {
                         let i = i.num().map_err(e)? as usize;
                         r.get(i)
@@ -546,6 +684,13 @@ impl Renderer<'_> {
                             .map(Val::Result)
                             .ok_or_else(|| e(format!("index {i} out of range")))?
                     }
+                    (Val::List(l), i) => {
+                        let i = i.num().map_err(e)? as usize;
+                        l.get(i)
+                            .cloned()
+                            .ok_or_else(|| e(format!("index {i} out of range")))?
+                    }
+                    (Val::Obj(o), k) => o.get(&s(k)).cloned().unwrap_or(Val::Nil),
                     (other, _) => return Err(e(format!("can't index {}", other.print()))),
                 }
             }
@@ -565,10 +710,149 @@ impl Renderer<'_> {
                     .replace('<', "\\u003C")
                     .replace('>', "\\u003E"),
             ),
+            "toJson" => {
+                want(1)?;
+                Val::Str(to_json(&args[0]).to_string())
+            }
+            "join" => {
+                want(2)?;
+                let sep = s(&args[1]);
+                match &args[0] {
+                    Val::List(l) => {
+                        Val::Str(l.iter().map(Val::print).collect::<Vec<_>>().join(&sep))
+                    }
+                    Val::Map(m) => Val::Str(m.values().cloned().collect::<Vec<_>>().join(&sep)),
+                    other => return Err(e(format!("join of {}", other.print()))),
+                }
+            }
             "urlquery" => Val::Str(
                 url::form_urlencoded::byte_serialize(go_sprint(&args).as_bytes()).collect(),
             ),
             other => return Err(e(format!("function {other:?} not defined"))),
         })
+    }
+}
+
+impl Renderer<'_> {
+    /// A method of a Go `time.Duration` or `time.Time` value.
+    pub(super) fn method(
+        &self,
+        base: &Val,
+        name: &str,
+        args: Vec<Val>,
+    ) -> Result<Val, TemplateError> {
+        let e = |m: String| TemplateError::Render(format!("error calling {name}: {m}"));
+        let want = |n: usize| {
+            if args.len() == n {
+                Ok(())
+            } else {
+                Err(e(format!("want {n} arguments, got {}", args.len())))
+            }
+        };
+        Ok(match (base, name) {
+            (Val::Duration(d), "String") => {
+                want(0)?;
+                Val::Str(gotime::duration_string(*d))
+            }
+            (Val::Duration(d), "Seconds" | "Minutes" | "Hours") => {
+                want(0)?;
+                let div = match name {
+                    "Seconds" => 1e9,
+                    "Minutes" => 60e9,
+                    _ => 3600e9,
+                };
+                Val::Num(*d as f64 / div)
+            }
+            (Val::Duration(d), "Milliseconds") => {
+                want(0)?;
+                Val::Int(*d / 1_000_000)
+            }
+            (Val::Time(t), "String") => {
+                want(0)?;
+                Val::Str(gotime::time_string(*t))
+            }
+            (Val::Time(t), "Unix") => {
+                want(0)?;
+                Val::Int(t.div_euclid(1_000_000_000))
+            }
+            (Val::Time(t), "UnixMilli") => {
+                want(0)?;
+                Val::Int(t.div_euclid(1_000_000))
+            }
+            (Val::Time(t), "UTC") => {
+                want(0)?;
+                Val::Time(*t)
+            }
+            (Val::Time(t), "Format") => {
+                want(1)?;
+                let layout = args[0].print();
+                if layout.len() > MAX_LAYOUT_BYTES {
+                    return Err(e(format!("layout longer than {MAX_LAYOUT_BYTES} bytes")));
+                }
+                Val::Str(gotime::format(*t, &layout))
+            }
+            (Val::Time(t), "Add") => {
+                want(1)?;
+                match &args[0] {
+                    Val::Duration(d) => Val::Time(t.saturating_add(*d)),
+                    other => return Err(e(format!("Add of {}, not a duration", other.print()))),
+                }
+            }
+            (other, _) => {
+                return Err(TemplateError::Render(format!(
+                    "can't evaluate field {name} in {}",
+                    other.print()
+                )));
+            }
+        })
+    }
+}
+
+/// The longest layout `Time.Format` takes (its output is at most a few times longer).
+const MAX_LAYOUT_BYTES: usize = 1024;
+
+/// Go's `url.QueryEscape`: letters, digits and `-_.~` as they are, a space as `+`, every other
+/// byte as `%XX`.
+fn url_query_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        match b {
+            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                out.push(b as char)
+            }
+            b' ' => out.push('+'),
+            _ => out.push_str(&format!("%{b:02X}")),
+        }
+    }
+    out
+}
+
+/// A value as JSON (`toJson`): strings quoted and escaped, maps and structs as objects, lists as
+/// arrays, times as RFC 3339 text, durations as Go prints them, NaN and infinities as strings.
+pub(super) fn to_json(v: &Val) -> serde_json::Value {
+    use serde_json::Value as J;
+    match v {
+        Val::Nil => J::Null,
+        Val::Root => J::Object(Default::default()),
+        Val::Str(s) => J::String(s.clone()),
+        Val::Num(n) => serde_json::Number::from_f64(*n)
+            .map(J::Number)
+            .unwrap_or_else(|| J::String(go_float_v(*n))),
+        Val::Int(n) => J::from(*n),
+        Val::Bool(b) => J::Bool(*b),
+        Val::Map(m) => J::Object(
+            m.iter()
+                .map(|(k, v)| (k.clone(), J::String(v.clone())))
+                .collect(),
+        ),
+        Val::Results(r) => J::Array(r.iter().map(|x| to_json(&Val::Result(x.clone()))).collect()),
+        Val::Result(q) => serde_json::json!({
+            "Labels": to_json(&Val::Map(q.labels.clone())),
+            "Value": to_json(&Val::Num(q.value)),
+        }),
+        Val::Duration(d) => J::String(gotime::duration_string(*d)),
+        Val::Time(t) => J::String(gotime::format(*t, "2006-01-02T15:04:05.999999999Z07:00")),
+        Val::List(l) => J::Array(l.iter().map(to_json).collect()),
+        Val::Obj(o) => J::Object(o.iter().map(|(k, v)| (k.clone(), to_json(v))).collect()),
     }
 }
