@@ -51,7 +51,7 @@ pub(crate) fn test(
     junit: Option<PathBuf>,
     compat: tocsin::promql::Compat,
 ) -> Result<Outcome> {
-    use tocsin::rules::unittest::{junit_xml, run_file};
+    use tocsin::rules::unittest::{junit_xml, run_files};
     let run = run
         .map(regex::Regex::new)
         .transpose()
@@ -62,9 +62,12 @@ pub(crate) fn test(
     let files = expand_dirs(files)?;
     let mut failed = false;
     let mut reports = Vec::new();
-    for f in &files {
+    // files (and their groups) run in parallel; the output is printed afterwards, in order
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let results = run_files(&files, run.as_ref(), compat, threads);
+    for (f, result) in files.iter().zip(results) {
         println!("Unit Testing:  {}", f.display());
-        match run_file(f, run.as_ref(), compat) {
+        match result {
             Ok(r) => {
                 for g in &r.groups {
                     for msg in &g.skipped {

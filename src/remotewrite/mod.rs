@@ -411,7 +411,22 @@ impl RemoteWriter {
                     .store_call("read", move |s| s.rw_next(pos, kinds))
                     .await
                 {
-                    Some(Some(r)) => row = Some(r),
+                    Some(Some(r)) => {
+                        if r.damaged {
+                            let lost = backlog
+                                .iter()
+                                .find(|q| q.id == r.id)
+                                .map_or(0, |q| q.samples);
+                            tracing::error!(
+                                remote = name,
+                                row = r.id,
+                                samples = lost,
+                                "remote write: a queued batch does not decode (damaged store); skipped"
+                            );
+                            self.count(true, "damaged", lost as usize);
+                        }
+                        row = Some(r);
+                    }
                     Some(None) => continue,
                     None => {
                         if !self.pause(backoff.next_delay(), &mut shutdown).await {

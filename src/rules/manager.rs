@@ -249,11 +249,13 @@ impl RuleManagerBuilder {
             store: self.store,
             clock: self.clock,
             metrics: self.metrics,
+            // the same selectors at every evaluation: compiled once (see `with_selector_cache`)
             engine: Engine::new(crate::promql::EngineOptions {
                 compat: config.compat,
                 default_subquery_step_ms: config.default_interval_ms,
                 ..Default::default()
-            }),
+            })
+            .with_selector_cache(),
             scripts: Arc::new(ScriptEngine::new()),
             config,
             notifier: self.notifier,

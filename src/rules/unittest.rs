@@ -271,11 +271,79 @@ impl Storage for Shared {
     }
 }
 
+/// Runs test files on up to `threads` threads, files in parallel and, when there are fewer
+/// files than threads, each file's test groups in parallel too (each group has its own storage
+/// and state, so they are independent). The reports come back in the order of `paths`, each
+/// file's groups in the file's order: the output does not depend on `threads`.
+pub fn run_files(
+    paths: &[PathBuf],
+    run: Option<&regex::Regex>,
+    compat: crate::promql::Compat,
+    threads: usize,
+) -> Vec<Result<FileReport, TestFileError>> {
+    let threads = threads.max(1);
+    let per_file = (threads / paths.len().max(1)).max(1);
+    parallel_map(paths, threads, |p| run_file_with(p, run, compat, per_file))
+}
+
+/// Runs `f` over `items` on up to `threads` threads (each with the daemon's stack size, as deep
+/// expressions need); results in the items' order. A panic in `f` is resumed here.
+fn parallel_map<T: Sync, R: Send>(
+    items: &[T],
+    threads: usize,
+    f: impl Fn(&T) -> R + Sync,
+) -> Vec<R> {
+    let threads = threads.min(items.len());
+    if threads <= 1 {
+        return items.iter().map(f).collect();
+    }
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let mut out: Vec<Option<R>> = std::iter::repeat_with(|| None).take(items.len()).collect();
+    std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..threads)
+            .map(|_| {
+                std::thread::Builder::new()
+                    .stack_size(crate::daemon::THREAD_STACK_BYTES)
+                    .spawn_scoped(scope, || {
+                        let mut done = Vec::new();
+                        loop {
+                            let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                            let Some(item) = items.get(i) else {
+                                return done;
+                            };
+                            done.push((i, f(item)));
+                        }
+                    })
+                    .expect("spawn a test thread")
+            })
+            .collect();
+        for w in workers {
+            let done = w.join().unwrap_or_else(|p| std::panic::resume_unwind(p));
+            for (i, r) in done {
+                out[i] = Some(r);
+            }
+        }
+    });
+    out.into_iter()
+        .map(|r| r.expect("every item ran"))
+        .collect()
+}
+
 /// Runs one test file; `run` keeps only test groups whose name matches.
 pub fn run_file(
     path: &Path,
     run: Option<&regex::Regex>,
     compat: crate::promql::Compat,
+) -> Result<FileReport, TestFileError> {
+    run_file_with(path, run, compat, 1)
+}
+
+/// [`run_file`] with its test groups on up to `threads` threads.
+fn run_file_with(
+    path: &Path,
+    run: Option<&regex::Regex>,
+    compat: crate::promql::Compat,
+    threads: usize,
 ) -> Result<FileReport, TestFileError> {
     let text = std::fs::read_to_string(path).map_err(|source| TestFileError::Read {
         path: path.to_path_buf(),
@@ -355,45 +423,54 @@ pub fn run_file(
             .groups
             .sort_by_key(|g| order.get(g.name.as_str()).copied().unwrap_or(usize::MAX));
     }
+    // one engine for the file's groups: its selector cache compiles each rule's matchers once
+    let engine = Engine::new(crate::promql::EngineOptions {
+        default_subquery_step_ms: eval_interval,
+        compat,
+        ..Default::default()
+    })
+    .with_selector_cache();
     let ctx = FileContext {
+        engine: &engine,
         rules: &rules,
         eval_interval,
         fuzzy: raw.fuzzy_compare,
         scripts: &scripts,
-        compat,
         notify: &notify,
     };
-    let mut report = FileReport {
-        path: path.to_path_buf(),
-        groups: Vec::new(),
-    };
-    for (i, tg) in raw.tests.iter().enumerate() {
+    let selected: Vec<(usize, &RawTestGroup)> = raw
+        .tests
+        .iter()
+        .enumerate()
+        .filter(|(_, tg)| run.is_none_or(|re| re.is_match(&tg.name)))
+        .collect();
+    let groups = parallel_map(&selected, threads, |&(i, tg)| {
         let name = if tg.name.is_empty() {
             format!("test {}", i + 1)
         } else {
             tg.name.clone()
         };
-        if run.is_some_and(|re| !re.is_match(&tg.name)) {
-            continue;
-        }
         let mut skipped = Vec::new();
         let failures = run_group(tg, &ctx, &mut skipped);
-        report.groups.push(GroupReport {
+        GroupReport {
             name,
             failures,
             skipped,
-        });
-    }
-    Ok(report)
+        }
+    });
+    Ok(FileReport {
+        path: path.to_path_buf(),
+        groups,
+    })
 }
 
 /// What every test group of a file shares.
 struct FileContext<'a> {
+    engine: &'a Engine,
     rules: &'a RuleSet,
     eval_interval: i64,
     fuzzy: bool,
     scripts: &'a ScriptEngine,
-    compat: crate::promql::Compat,
     notify: &'a NotifySetup,
 }
 
@@ -437,15 +514,11 @@ fn run_group(tg: &RawTestGroup, fc: &FileContext, skipped: &mut Vec<String>) -> 
     }
     pending.sort_by_key(|p| p.0);
     let storage = Arc::new(Shared::default());
-    let engine = Engine::new(crate::promql::EngineOptions {
-        default_subquery_step_ms: eval_interval,
-        compat: fc.compat,
-        ..Default::default()
-    });
+    let engine = fc.engine;
     let in_grace = HashSet::new();
     let note = |_: &Labels| None;
     let ctx = GroupContext {
-        engine: &engine,
+        engine,
         storage: storage.clone(),
         scripts: fc.scripts,
         external_labels: &tg.external_labels,
@@ -1385,6 +1458,105 @@ inhibit_rules:
         for (path, want, ok) in cases {
             let m = json_at(&v, path).is_some_and(|g| json_matches(g, &want));
             assert_eq!(m, ok, "{path} {want}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod parallel_tests {
+    use super::*;
+
+    /// A directory of test files: each with groups that pass and groups that fail (alternating
+    /// by index), one unreadable file among them.
+    fn suite() -> (tempfile::TempDir, Vec<PathBuf>) {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("rules.yml"),
+            "groups:\n  - name: g\n    rules:\n      - alert: Down\n        expr: up == 0\n",
+        )
+        .unwrap();
+        let mut paths = Vec::new();
+        for f in 0..7 {
+            let mut body = String::from("rule_files: [rules.yml]\ntests:\n");
+            for g in 0..(3 + f % 4) {
+                let fires = if (f + g) % 2 == 0 {
+                    "[]"
+                } else {
+                    "[{exp_labels: {instance: a}}]"
+                };
+                body.push_str(&format!(
+                    "  - name: f{f}g{g}\n    interval: 1m\n    input_series:\n      \
+                     - series: 'up{{instance=\"a\"}}'\n        values: '0 0 0'\n    \
+                     alert_rule_test:\n      - eval_time: 2m\n        alertname: Down\n        \
+                     exp_alerts: {fires}\n"
+                ));
+            }
+            let path = dir.path().join(format!("f{f}_test.yml"));
+            std::fs::write(&path, body).unwrap();
+            paths.push(path);
+        }
+        paths.insert(3, dir.path().join("missing_test.yml"));
+        (dir, paths)
+    }
+
+    fn shown(results: &[Result<FileReport, TestFileError>]) -> Vec<String> {
+        results
+            .iter()
+            .map(|r| match r {
+                Ok(r) => format!("{}: {:?}", r.path.display(), r.groups),
+                Err(e) => e.to_string(),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn reports_are_the_same_and_in_order_whatever_the_threads() {
+        let (_dir, paths) = suite();
+        let one = shown(&run_files(
+            &paths,
+            None,
+            crate::promql::Compat::default(),
+            1,
+        ));
+        assert_eq!(one.len(), 8);
+        assert!(one[3].contains("cannot read"), "{}", one[3]);
+        assert!(
+            one[0].contains("f0g1") && one[0].contains("exp:"),
+            "{}",
+            one[0]
+        );
+        for threads in [2, 3, 16, 64] {
+            let many = shown(&run_files(
+                &paths,
+                None,
+                crate::promql::Compat::default(),
+                threads,
+            ));
+            assert_eq!(many, one, "{threads} threads");
+        }
+        // fewer files than threads: the groups of one file run in parallel, in order too
+        let single = &paths[7..8];
+        assert!(single[0].ends_with("f6_test.yml"));
+        let one = shown(&run_files(
+            single,
+            None,
+            crate::promql::Compat::default(),
+            1,
+        ));
+        let many = shown(&run_files(
+            single,
+            None,
+            crate::promql::Compat::default(),
+            8,
+        ));
+        assert_eq!(many, one);
+        let order: Vec<String> = (0..5).map(|g| format!("f6g{g}")).collect();
+        let mut at = 0;
+        for name in &order {
+            at = one[0][at..]
+                .find(name.as_str())
+                .map(|i| at + i)
+                .expect(name);
         }
     }
 }

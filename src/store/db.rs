@@ -22,8 +22,24 @@ use crate::labels::Labels;
 
 /// `PRAGMA application_id` of a tocsin store ("tocs"): refuses to reuse another program's database.
 const APPLICATION_ID: i64 = 0x746f_6373;
-/// Schema version in `PRAGMA user_version`.
-const SCHEMA_VERSION: i64 = 1;
+/// Schema version in `PRAGMA user_version`. 2: `wal` rows may be in wal.rs's grouped layout
+/// (a version-1 tocsin refuses such a store as newer instead of failing on its rows); version-1
+/// stores, raw rows only, open and are upgraded in place.
+const SCHEMA_VERSION: i64 = 2;
+
+/// `PRAGMA auto_vacuum` value of incremental vacuum: free pages stay in the file until
+/// `PRAGMA incremental_vacuum` returns them.
+const AUTO_VACUUM_INCREMENTAL: i64 = 2;
+
+/// Free pages a flush returns to the file system at most, after retention deleted blocks (16 MiB
+/// at SQLite's 4 KiB pages): bounds the flush's extra work (incremental vacuum moves pages from
+/// the end of the file into the holes) while a large deletion is given back over a few flushes.
+pub(crate) const VACUUM_PAGES_PER_FLUSH: i64 = 4096;
+
+/// Size the `-wal` file is truncated to after a checkpoint resets it (`PRAGMA
+/// journal_size_limit`): a flush of 100k series writes a few MB, so a burst (a start-up's new
+/// series, a long read holding the checkpoint back) does not leave a large file behind.
+const JOURNAL_SIZE_LIMIT: i64 = 32 << 20;
 
 /// The tables of the first schema: every tocsin store has them (later tables are created by
 /// `CREATE TABLE IF NOT EXISTS` when an older store is opened).
@@ -174,6 +190,7 @@ fn labels_json(labels: &Labels, out: &mut String) {
 #[derive(Default)]
 pub(crate) struct FlushBatch {
     pub new_series: Vec<(SeriesRef, Arc<Labels>)>,
+    /// `(mint, maxt, raw records)`: written in wal.rs's compact form
     pub wal: Option<(i64, i64, Vec<u8>)>,
     /// samples in `wal`
     pub wal_samples: usize,
@@ -228,6 +245,10 @@ pub(crate) enum WalTrim {
 pub(crate) struct Db {
     conn: Connection,
     path: PathBuf,
+    /// retention deleted chunks and their free pages are not all returned yet (see
+    /// [`Db::vacuum_step`]); also set at open when half the file is free pages (a third is usual
+    /// after a clean stop of a short run: the trimmed `wal` rows, which the next rows reuse)
+    vacuum_pending: bool,
 }
 
 fn open_err(path: &Path) -> impl Fn(rusqlite::Error) -> StoreError + '_ {
@@ -304,7 +325,8 @@ impl Db {
             });
         }
         if read_only {
-            if version != SCHEMA_VERSION {
+            // version 1 differs only in its `wal` rows being raw, which wal.rs still reads
+            if !(1..=SCHEMA_VERSION).contains(&version) {
                 return Err(StoreError::Corrupt {
                     path: path.to_path_buf(),
                     detail: format!("schema version {version}, expected {SCHEMA_VERSION}"),
@@ -313,8 +335,13 @@ impl Db {
             return Ok(Db {
                 conn,
                 path: path.to_path_buf(),
+                vacuum_pending: false,
             });
         }
+        // before the first table: a new file is created with incremental vacuum (on a file with
+        // tables this does nothing until the VACUUM below)
+        conn.execute_batch("PRAGMA auto_vacuum = INCREMENTAL")
+            .map_err(open_err(path))?;
         conn.execute_batch(&format!(
             "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA application_id={APPLICATION_ID};
              PRAGMA user_version={SCHEMA_VERSION}; {SCHEMA}"
@@ -330,9 +357,31 @@ impl Db {
                 detail: check,
             });
         }
+        let auto_vacuum: i64 = conn
+            .query_row("PRAGMA auto_vacuum", [], |r| r.get(0))
+            .map_err(open_err(path))?;
+        if auto_vacuum != AUTO_VACUUM_INCREMENTAL {
+            // a store created before incremental vacuum: one VACUUM rewrites it with the new
+            // mode. VACUUM is one transaction: a crash during it leaves the file as it was (still
+            // without the mode), and the next open converts it again
+            let started = std::time::Instant::now();
+            tracing::info!(path = %path.display(), "converting the store to incremental vacuum, once");
+            conn.execute_batch("VACUUM").map_err(open_err(path))?;
+            tracing::info!(seconds = started.elapsed().as_secs_f64(), "store converted");
+        }
+        conn.execute_batch(&format!("PRAGMA journal_size_limit = {JOURNAL_SIZE_LIMIT}"))
+            .map_err(open_err(path))?;
+        let (pages, free): (i64, i64) = conn
+            .query_row(
+                "SELECT * FROM pragma_page_count, pragma_freelist_count",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .map_err(open_err(path))?;
         Ok(Db {
             conn,
             path: path.to_path_buf(),
+            vacuum_pending: free * 2 > pages,
         })
     }
 
@@ -446,14 +495,17 @@ impl Db {
                     &c.data[..]
                 ])?;
             }
-            if let Some((mint, maxt, data)) = &batch.wal {
+            if let Some((mint, maxt, raw)) = &batch.wal {
+                // the compact form is made here, outside the head lock (see wal.rs); remote write
+                // queues the same bytes
+                let data = super::wal::encode(raw);
                 tx.prepare_cached("INSERT INTO wal (mint, maxt, data) VALUES (?1, ?2, ?3)")?
-                    .execute(params![mint, maxt, data])?;
+                    .execute(params![mint, maxt, &data])?;
                 if batch.rw_kind != 0 {
                     tx.prepare_cached(
                         "INSERT INTO rw_queue (kind, mint, maxt, samples, data) VALUES (?1, ?2, ?3, ?4, ?5)",
                     )?
-                    .execute(params![batch.rw_kind, mint, maxt, batch.wal_samples as i64, data])?;
+                    .execute(params![batch.rw_kind, mint, maxt, batch.wal_samples as i64, &data])?;
                 }
             }
             let mut ins_note = tx.prepare_cached(
@@ -621,11 +673,39 @@ impl Db {
         Ok(())
     }
 
-    /// Deletes blocks older than `first_kept_block`; returns the number of chunks deleted.
-    pub fn delete_blocks_before(&self, first_kept_block: i64) -> Result<usize, StoreError> {
-        Ok(self
+    /// Deletes blocks older than `first_kept_block`; returns the number of chunks deleted. Their
+    /// pages become free pages, returned to the file system by the next [`Db::vacuum_step`]s.
+    pub fn delete_blocks_before(&mut self, first_kept_block: i64) -> Result<usize, StoreError> {
+        let deleted = self
             .conn
-            .execute("DELETE FROM chunks WHERE block < ?1", [first_kept_block])?)
+            .execute("DELETE FROM chunks WHERE block < ?1", [first_kept_block])?;
+        self.vacuum_pending |= deleted > 0;
+        Ok(deleted)
+    }
+
+    /// After retention deleted blocks: returns up to [`VACUUM_PAGES_PER_FLUSH`] free pages to the
+    /// file system (`PRAGMA incremental_vacuum`; the file shrinks at the next checkpoint), until
+    /// none are left. Otherwise nothing: the free pages that trimming `wal` rows leaves on every
+    /// flush are reused by the next flush's rows, and vacuuming them would only move pages about.
+    /// Returns the pages freed.
+    pub fn vacuum_step(&mut self) -> Result<i64, StoreError> {
+        if !self.vacuum_pending {
+            return Ok(0);
+        }
+        let free: i64 = self
+            .conn
+            .query_row("PRAGMA freelist_count", [], |r| r.get(0))?;
+        let n = free.min(VACUUM_PAGES_PER_FLUSH);
+        if n > 0 {
+            // the pragma frees one page per step (each returns a row): stepped to the end
+            let mut stmt = self
+                .conn
+                .prepare(&format!("PRAGMA incremental_vacuum({n})"))?;
+            let mut rows = stmt.query([])?;
+            while rows.next()?.is_some() {}
+        }
+        self.vacuum_pending = free > n;
+        Ok(n)
     }
 
     /// When `name` was first watched; records `now` if never.
@@ -967,6 +1047,14 @@ impl Db {
     }
 
     /// The first queued row with id ≥ `from` whose kind is in `kinds`.
+    /// Overwrites a queued row's bytes with garbage (tests: a damaged file).
+    #[cfg(test)]
+    pub fn damage_rw_row(&self, id: i64) {
+        self.conn
+            .execute("UPDATE rw_queue SET data = x'ff00ff' WHERE id = ?1", [id])
+            .expect("update");
+    }
+
     pub fn rw_row(&self, from: i64, kinds: u8) -> Result<Option<RwBlob>, StoreError> {
         Ok(self
             .conn
@@ -1032,12 +1120,26 @@ const VERIFY_DIRECTLY: usize = 4096;
 impl Db {
     /// The highest series id the file ever held (rows pruned since included), 0 for none.
     pub fn max_series_id(&self) -> Result<SeriesRef, StoreError> {
-        let (rows, meta): (Option<i64>, Option<i64>) = self.conn.query_row(
-            "SELECT (SELECT max(id) FROM series),
-                    (SELECT value FROM store_meta WHERE key = 'max_series_id')",
+        let rows: Option<i64> = self
+            .conn
+            .query_row("SELECT max(id) FROM series", [], |r| r.get(0))?;
+        // a read-only open of a store an older tocsin wrote has no `store_meta` (nor pruned ids)
+        let has_meta: bool = self.conn.query_row(
+            "SELECT count(*) > 0 FROM sqlite_master WHERE type = 'table' AND name = 'store_meta'",
             [],
-            |r| Ok((r.get(0)?, r.get(1)?)),
+            |r| r.get(0),
         )?;
+        let meta: Option<i64> = if has_meta {
+            self.conn
+                .query_row(
+                    "SELECT value FROM store_meta WHERE key = 'max_series_id'",
+                    [],
+                    |r| r.get(0),
+                )
+                .optional()?
+        } else {
+            None
+        };
         Ok(rows.into_iter().chain(meta).max().unwrap_or(0) as SeriesRef)
     }
 

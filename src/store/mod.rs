@@ -399,9 +399,9 @@ impl Store {
         let batches = db.wal_batches()?;
         let mut decoded = Vec::with_capacity(batches.len());
         for (_, data) in &batches {
-            decoded.push(wal::decode(data).ok_or_else(|| StoreError::Corrupt {
+            decoded.push(wal::decode(data).map_err(|e| StoreError::Corrupt {
                 path: path.to_path_buf(),
-                detail: "undecodable wal batch".into(),
+                detail: e.to_string(),
             })?);
         }
         let newest = db.sample_range()?.map(|(_, max)| max);
@@ -707,6 +707,7 @@ impl Store {
             }
             stats.series_pruned = pruned.len();
         }
+        db.vacuum_step()?;
         db.checkpoint()?;
         stats.seconds = started.elapsed().as_secs_f64();
         Ok(stats)

@@ -46,6 +46,9 @@ pub struct RwRow {
     pub samples: Vec<(SeriesRef, i64, f64)>,
     /// every series of `samples` whose labels are known (from memory, else from the file)
     pub labels: HashMap<SeriesRef, Arc<Labels>>,
+    /// the row's bytes did not decode (a damaged file): no samples, and the sender goes past it
+    /// with a counted drop instead of stopping at it for ever
+    pub damaged: bool,
 }
 
 /// A queued row not yet read: its id, samples and newest sample time (ms).
@@ -141,10 +144,15 @@ impl Store {
         let Some(super::db::RwBlob { id, kind, data }) = db.rw_row(from, kinds)? else {
             return Ok(None);
         };
-        let samples = wal::decode(&data).ok_or_else(|| StoreError::Corrupt {
-            path: db.path().to_path_buf(),
-            detail: format!("undecodable remote write batch {id}"),
-        })?;
+        let Ok(samples) = wal::decode(&data) else {
+            return Ok(Some(RwRow {
+                id,
+                kind,
+                samples: Vec::new(),
+                labels: HashMap::new(),
+                damaged: true,
+            }));
+        };
         let mut labels: HashMap<SeriesRef, Arc<Labels>> = HashMap::new();
         let mut missing = Vec::new();
         {
@@ -173,6 +181,7 @@ impl Store {
             kind,
             samples,
             labels,
+            damaged: false,
         }))
     }
 
@@ -213,6 +222,40 @@ mod tests {
             };
         }
         (out, pos)
+    }
+
+    #[test]
+    fn a_damaged_row_is_read_as_damaged_and_the_rows_after_it_still_come() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("s.db"), StoreOptions::default()).unwrap();
+        store.rw_configure(&["vm".into()], RW_SCRAPED).unwrap();
+        let start = store.rw_position("vm").unwrap().unwrap();
+        let a = store.series_ref(labels("a"));
+        for t in [1_000, 2_000, 3_000] {
+            store.append(&[(a, t, t as f64)]);
+            store.flush(t).unwrap();
+        }
+        let rows: Vec<i64> = store
+            .rw_backlog(start, RW_SCRAPED)
+            .unwrap()
+            .iter()
+            .map(|q| q.id)
+            .collect();
+        assert_eq!(rows.len(), 3);
+        store.db.lock().unwrap().damage_rw_row(rows[1]);
+        let mut pos = start;
+        let mut seen = Vec::new();
+        while let Some(row) = store.rw_next(pos, RW_SCRAPED).unwrap() {
+            seen.push((row.id, row.damaged, row.samples.len()));
+            pos = RwPosition {
+                row: row.id,
+                done: u64::MAX,
+            };
+        }
+        assert_eq!(
+            seen,
+            vec![(rows[0], false, 1), (rows[1], true, 0), (rows[2], false, 1)]
+        );
     }
 
     #[test]

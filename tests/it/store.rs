@@ -886,3 +886,220 @@ fn open_loads_only_the_series_with_recent_samples() {
         105
     );
 }
+
+/// Each series' sorted label pairs and its samples as `(t ms, value bits)`, sorted by labels.
+type SeriesBits = Vec<(Vec<(String, String)>, Vec<(i64, u64)>)>;
+
+/// The series in `fixtures/store/v1-raw-wal.expected.json`.
+fn raw_wal_fixture_expected() -> SeriesBits {
+    let text =
+        std::fs::read_to_string(project_dir().join("fixtures/store/v1-raw-wal.expected.json"))
+            .unwrap();
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let mut out: Vec<_> = v["data"]["result"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            let mut labels: Vec<(String, String)> = s["metric"]
+                .as_object()
+                .unwrap()
+                .iter()
+                .map(|(k, v)| (k.clone(), v.as_str().unwrap().to_string()))
+                .collect();
+            labels.sort();
+            let samples = s["values"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|p| {
+                    let t = (p[0].as_f64().unwrap() * 1000.0).round() as i64;
+                    let v: f64 = p[1].as_str().unwrap().parse().unwrap();
+                    (t, v.to_bits())
+                })
+                .collect();
+            (labels, samples)
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+/// The same, read from a store (stale markers left out, as the range query leaves them out).
+fn raw_wal_fixture_read(store: &Store) -> SeriesBits {
+    let at = 1_796_516_731_000;
+    let m = [matcher(MatchOp::Regex, "__name__", "fixture_.*")];
+    let mut out: Vec<_> = store
+        .select(&m, at - 60_000, at)
+        .unwrap()
+        .into_iter()
+        .map(|s| {
+            let mut labels: Vec<(String, String)> = s
+                .labels
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
+            labels.sort();
+            let samples = s
+                .samples
+                .iter()
+                .filter(|(_, v)| !tocsin::store::is_stale(*v))
+                .map(|&(t, v)| (t, v.to_bits()))
+                .collect();
+            (labels, samples)
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+fn pragma(path: &std::path::Path, name: &str) -> i64 {
+    rusqlite::Connection::open(path)
+        .unwrap()
+        .query_row(&format!("PRAGMA {name}"), [], |r| r.get(0))
+        .unwrap()
+}
+
+#[test]
+fn a_store_of_the_previous_version_replays_its_raw_wal_rows_and_is_upgraded() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("tocsin.db");
+    std::fs::copy(project_dir().join("fixtures/store/v1-raw-wal.db"), &path).unwrap();
+    let expected = raw_wal_fixture_expected();
+    assert_eq!(
+        expected.len(),
+        22,
+        "20 counters, the gauge, the vanishing series"
+    );
+    // a reader beside a daemon of the previous version: nothing changes in the file
+    assert_eq!(
+        raw_wal_fixture_read(&Store::open_read_only(&path).unwrap()),
+        expected
+    );
+    assert_eq!(pragma(&path, "user_version"), 1);
+    let vanishing = name_is("fixture_vanishing");
+    {
+        let store = Store::open(&path, StoreOptions::default()).unwrap();
+        assert_eq!(raw_wal_fixture_read(&store), expected);
+        // the staleness marker came back bit for bit
+        let v = samples_of(&store, &vanishing, 0, i64::MAX);
+        assert_eq!(v.len(), 5, "{v:?}");
+        assert!(tocsin::store::is_stale(v[4].1));
+        // new samples go to a row in the grouped layout, beside the raw ones
+        let id = store.series_ref(labels(&[("__name__", "fixture_after")]));
+        let t = 1_796_516_740_000;
+        store.append(&[(id, t, 1.0), (id, t + 1000, f64::NAN)]);
+        store.flush(t + 2000).unwrap();
+        // dropped without close: the next open replays both layouts
+    }
+    assert_eq!(pragma(&path, "user_version"), 2);
+    assert_eq!(pragma(&path, "auto_vacuum"), 2, "incremental");
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    let layouts: Vec<bool> = conn
+        .prepare("SELECT data FROM wal ORDER BY id")
+        .unwrap()
+        .query_map([], |r| r.get::<_, Vec<u8>>(0))
+        .unwrap()
+        .map(|d| d.unwrap().starts_with(&[0x80, 0x00]))
+        .collect();
+    assert_eq!(layouts.last(), Some(&true), "the new row is grouped");
+    assert!(layouts.iter().filter(|g| !**g).count() >= 5, "{layouts:?}");
+    drop(conn);
+    let store = Store::open(&path, StoreOptions::default()).unwrap();
+    assert_eq!(raw_wal_fixture_read(&store), expected);
+    assert_eq!(samples_of(&store, &vanishing, 0, i64::MAX).len(), 5);
+    let after = samples_of(&store, &name_is("fixture_after"), 0, i64::MAX);
+    assert_eq!(after.len(), 2);
+    assert!(after[1].1.is_nan());
+}
+
+#[test]
+fn a_damaged_wal_row_is_a_corrupt_store_naming_the_damage() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("tocsin.db");
+    {
+        let store = Store::open(&path, StoreOptions::default()).unwrap();
+        counter(&store, "a", T0, 10, 1000);
+        store.flush(T0 + 10_000).unwrap();
+    }
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    let data: Vec<u8> = conn
+        .query_row("SELECT data FROM wal", [], |r| r.get(0))
+        .unwrap();
+    assert!(data.starts_with(&[0x80, 0x00]));
+    conn.execute("UPDATE wal SET data = ?1", [&data[..data.len() - 3]])
+        .unwrap();
+    drop(conn);
+    let err = Store::open(&path, StoreOptions::default())
+        .err()
+        .expect("damage refused");
+    assert!(err.to_string().contains("corrupt wal batch"), "{err}");
+}
+
+#[test]
+fn retention_returns_the_space_of_deleted_blocks_to_the_file_system() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("tocsin.db");
+    let opts = StoreOptions {
+        head_window_ms: 0,
+        retention_ms: 2 * BLOCK_MS,
+    };
+    let store = open_store_with(&dir, opts);
+    // 300 series, six hours at 15 s: 432k samples, several MB of chunks
+    let ids: Vec<_> = (0..300)
+        .map(|i| store.series_ref(labels(&[("__name__", "g"), ("i", &i.to_string())])))
+        .collect();
+    let mut x = 0x2545_f491_4f6c_dd1du64;
+    for step in 0..6 * 240i64 {
+        let t = T0 + step * 15_000;
+        let batch: Vec<_> = ids
+            .iter()
+            .map(|&id| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                (id, t, (x >> 11) as f64)
+            })
+            .collect();
+        store.append(&batch);
+        if step % 240 == 239 {
+            store.flush(t).unwrap();
+        }
+    }
+    let size = || std::fs::metadata(&path).unwrap().len();
+    let before = size();
+    assert!(before > 2 << 20, "{before} bytes");
+    // two hours later: retention keeps blocks 6 and 7 only, and every older chunk goes
+    let mut flushes = 0;
+    let mut last = T0 + 6 * BLOCK_MS;
+    loop {
+        last += 5_000;
+        store.flush(last + 2 * BLOCK_MS).unwrap();
+        flushes += 1;
+        if pragma(&path, "freelist_count") == 0 || flushes == 20 {
+            break;
+        }
+    }
+    let after = size();
+    eprintln!(
+        "retention: file {before} bytes before, {after} after {flushes} flushes, \
+         {} free pages",
+        pragma(&path, "freelist_count")
+    );
+    assert_eq!(pragma(&path, "freelist_count"), 0);
+    assert!(
+        after * 4 < before,
+        "the file shrank from {before} to {after} bytes"
+    );
+    drop(store);
+    // the space stays returned across a restart
+    let store = open_store_with(&dir, opts);
+    assert!(
+        store
+            .select(&name_is("g"), T0, T0 + 10 * BLOCK_MS)
+            .unwrap()
+            .iter()
+            .all(|s| s.samples.is_empty()),
+        "everything was past retention"
+    );
+}
