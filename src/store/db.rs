@@ -147,6 +147,21 @@ CREATE TABLE IF NOT EXISTS rw_cursor (
     row INTEGER NOT NULL,
     done INTEGER NOT NULL
 );
+CREATE TABLE IF NOT EXISTS series_labels (
+    name TEXT NOT NULL,
+    value TEXT NOT NULL,
+    series_id INTEGER NOT NULL,
+    PRIMARY KEY (name, value, series_id)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS series_ends (
+    series_id INTEGER PRIMARY KEY,
+    maxt INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS series_ends_by_maxt ON series_ends (maxt);
+CREATE TABLE IF NOT EXISTS store_meta (
+    key TEXT PRIMARY KEY,
+    value INTEGER NOT NULL
+);
 ";
 
 /// Rows kept in `sent`, the history of delivered, failed and shadow notifications.
@@ -192,6 +207,10 @@ pub(crate) struct FlushBatch {
     pub shadow: Vec<super::OutboxEntry>,
     /// remote write: the `wal` row is also queued in `rw_queue` as this kind (0: not queued)
     pub rw_kind: u8,
+    /// series leaving memory with their last sample time (`series_ends`, for pruning)
+    pub ends: Vec<(SeriesRef, i64)>,
+    /// series back in memory: their recorded end is void
+    pub revived: Vec<SeriesRef>,
 }
 
 /// An outbox entry of a batch, with what happened to it while the batch could not be written
@@ -370,24 +389,6 @@ impl Db {
         &self.path
     }
 
-    pub fn load_series(&self) -> Result<Vec<(SeriesRef, Labels)>, StoreError> {
-        let mut stmt = self
-            .conn
-            .prepare("SELECT id, labels FROM series ORDER BY id")?;
-        let rows = stmt.query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)))?;
-        let mut out = Vec::new();
-        for row in rows {
-            let (id, text) = row?;
-            let pairs: Vec<(String, String)> =
-                serde_json::from_str(&text).map_err(|e| StoreError::Corrupt {
-                    path: self.path.clone(),
-                    detail: format!("series {id}: labels {text:?}: {e}"),
-                })?;
-            out.push((id as SeriesRef, Labels::from_pairs(pairs)));
-        }
-        Ok(out)
-    }
-
     /// For each series, the end of its newest chunk in blocks from `since_block` on.
     pub fn chunk_maxt_since(
         &self,
@@ -460,10 +461,27 @@ impl Db {
                 tx.prepare_cached("INSERT INTO series (id, labels) VALUES (?1, ?2)")?;
             // one reused buffer: 100k new series at startup would otherwise be 100k strings at once
             let mut text = String::new();
+            let mut ins_label = tx.prepare_cached(
+                "INSERT OR IGNORE INTO series_labels (name, value, series_id) VALUES (?1, ?2, ?3)",
+            )?;
             for (id, labels) in &batch.new_series {
                 text.clear();
                 labels_json(labels, &mut text);
                 ins_series.execute(params![i64::from(*id), text])?;
+                for (k, v) in labels.iter() {
+                    ins_label.execute(params![k, v, i64::from(*id)])?;
+                }
+            }
+            let mut del_end = tx.prepare_cached("DELETE FROM series_ends WHERE series_id = ?1")?;
+            for id in &batch.revived {
+                del_end.execute([i64::from(*id)])?;
+            }
+            let mut ins_end = tx.prepare_cached(
+                "INSERT INTO series_ends (series_id, maxt) VALUES (?1, ?2)
+                 ON CONFLICT (series_id) DO UPDATE SET maxt = excluded.maxt",
+            )?;
+            for (id, maxt) in &batch.ends {
+                ins_end.execute(params![i64::from(*id), maxt])?;
             }
             let mut ins_chunk = tx.prepare_cached(
                 "INSERT INTO chunks (block, series_id, mint, maxt, data) VALUES (?1, ?2, ?3, ?4, ?5)",
@@ -1090,5 +1108,310 @@ impl Db {
             [],
             |r| r.get::<_, i64>(0),
         )? as u64)
+    }
+}
+
+/// Candidate lists at most this long are checked against each series' labels instead of narrowed
+/// further by the label index: a few thousand row lookups cost less than reading a posting
+/// list of a label like `instance` with a value per series.
+const VERIFY_DIRECTLY: usize = 4096;
+
+/// Series on disk: lookups for series that are not in memory, the label index, pruning.
+impl Db {
+    /// The highest series id the file ever held (rows pruned since included), 0 for none.
+    pub fn max_series_id(&self) -> Result<SeriesRef, StoreError> {
+        let rows: Option<i64> = self
+            .conn
+            .query_row("SELECT max(id) FROM series", [], |r| r.get(0))?;
+        // a read-only open of a store an older tocsin wrote has no `store_meta` (nor pruned ids)
+        let has_meta: bool = self.conn.query_row(
+            "SELECT count(*) > 0 FROM sqlite_master WHERE type = 'table' AND name = 'store_meta'",
+            [],
+            |r| r.get(0),
+        )?;
+        let meta: Option<i64> = if has_meta {
+            self.conn
+                .query_row(
+                    "SELECT value FROM store_meta WHERE key = 'max_series_id'",
+                    [],
+                    |r| r.get(0),
+                )
+                .optional()?
+        } else {
+            None
+        };
+        Ok(rows.into_iter().chain(meta).max().unwrap_or(0) as SeriesRef)
+    }
+
+    /// How many series the file holds.
+    pub fn series_count(&self) -> Result<u64, StoreError> {
+        Ok(self
+            .conn
+            .query_row("SELECT count(*) FROM series", [], |r| r.get::<_, i64>(0))?
+            as u64)
+    }
+
+    fn parse_labels(&self, id: i64, text: &str) -> Result<Labels, StoreError> {
+        let pairs: Vec<(String, String)> =
+            serde_json::from_str(text).map_err(|e| StoreError::Corrupt {
+                path: self.path.clone(),
+                detail: format!("series {id}: labels {text:?}: {e}"),
+            })?;
+        Ok(Labels::from_pairs(pairs))
+    }
+
+    /// The id of the series with exactly these labels, if the file has it (the `labels`
+    /// column's unique index: one seek).
+    pub fn series_id_of(&self, labels: &Labels) -> Result<Option<SeriesRef>, StoreError> {
+        let mut text = String::new();
+        labels_json(labels, &mut text);
+        Ok(self
+            .conn
+            .prepare_cached("SELECT id FROM series WHERE labels = ?1")?
+            .query_row([text], |r| r.get::<_, i64>(0))
+            .optional()?
+            .map(|id| id as SeriesRef))
+    }
+
+    /// The end of the newest chunk of `series`, searching blocks newest first (one index seek
+    /// each; a series that comes back after a while is found in the last blocks).
+    pub fn last_chunk_maxt(
+        &self,
+        series: SeriesRef,
+        blocks: Option<(i64, i64)>,
+    ) -> Result<Option<i64>, StoreError> {
+        let Some((first, last)) = blocks else {
+            return Ok(None);
+        };
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT max(maxt) FROM chunks WHERE block = ?1 AND series_id = ?2")?;
+        for block in (first..=last).rev() {
+            let maxt: Option<i64> =
+                stmt.query_row(params![block, i64::from(series)], |r| r.get(0))?;
+            if maxt.is_some() {
+                return Ok(maxt);
+            }
+        }
+        Ok(None)
+    }
+
+    /// Series with a chunk ending at or after `since` (in blocks from `block_of(since)` on) and
+    /// the end of their newest chunk: what `open` loads besides the write-ahead rows' series.
+    pub fn series_active_since(&self, since: i64) -> Result<HashMap<SeriesRef, i64>, StoreError> {
+        let mut out = self.chunk_maxt_since(block_of(since))?;
+        out.retain(|_, maxt| *maxt >= since);
+        Ok(out)
+    }
+
+    /// Whether the label index is there (a read-only open of a store an older tocsin wrote may
+    /// lack it: then lookups scan the `series` table).
+    fn has_label_index(&self) -> Result<bool, StoreError> {
+        Ok(self.conn.query_row(
+            "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'series_labels'",
+            [],
+            |r| r.get::<_, i64>(0),
+        )? > 0)
+    }
+
+    /// Fills the label index of a store written before it existed (one pass over `series`, at
+    /// the first writable open).
+    pub fn backfill_label_index(&mut self) -> Result<usize, StoreError> {
+        let missing: bool = self.conn.query_row(
+            "SELECT EXISTS (SELECT 1 FROM series) AND NOT EXISTS (SELECT 1 FROM series_labels)",
+            [],
+            |r| r.get(0),
+        )?;
+        if !missing {
+            return Ok(0);
+        }
+        let tx = self.conn.transaction()?;
+        let mut n = 0;
+        {
+            let mut rows = tx.prepare("SELECT id, labels FROM series")?;
+            let mut ins = tx.prepare(
+                "INSERT OR IGNORE INTO series_labels (name, value, series_id) VALUES (?1, ?2, ?3)",
+            )?;
+            let mut it = rows.query([])?;
+            while let Some(row) = it.next()? {
+                let id: i64 = row.get(0)?;
+                let text: String = row.get(1)?;
+                let pairs: Vec<(String, String)> =
+                    serde_json::from_str(&text).map_err(|e| StoreError::Corrupt {
+                        path: self.path.clone(),
+                        detail: format!("series {id}: labels {text:?}: {e}"),
+                    })?;
+                for (k, v) in pairs {
+                    ins.execute(params![k, v, id])?;
+                }
+                n += 1;
+            }
+        }
+        tx.commit()?;
+        Ok(n)
+    }
+
+    /// Ids of series carrying label `name` with a value `keep` accepts, ascending.
+    fn ids_with_label(&self, m: &crate::labels::Matcher) -> Result<Vec<SeriesRef>, StoreError> {
+        let mut ids = Vec::new();
+        if m.op == crate::labels::MatchOp::Equal {
+            let mut stmt = self.conn.prepare_cached(
+                "SELECT series_id FROM series_labels WHERE name = ?1 AND value = ?2",
+            )?;
+            let mut rows = stmt.query(params![&m.name, &m.value])?;
+            while let Some(row) = rows.next()? {
+                ids.push(row.get::<_, i64>(0)? as SeriesRef);
+            }
+            return Ok(ids);
+        }
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT value, series_id FROM series_labels WHERE name = ?1")?;
+        let mut rows = stmt.query([&m.name])?;
+        // rows come grouped by value: decide each value once
+        let mut last: Option<(String, bool)> = None;
+        while let Some(row) = rows.next()? {
+            let value = row.get_ref(0)?.as_str().map_err(rusqlite::Error::from)?;
+            let keep = match &last {
+                Some((v, keep)) if v == value => *keep,
+                _ => {
+                    let keep = m.matches(value);
+                    last = Some((value.to_string(), keep));
+                    keep
+                }
+            };
+            if keep {
+                ids.push(row.get::<_, i64>(1)? as SeriesRef);
+            }
+        }
+        ids.sort_unstable();
+        Ok(ids)
+    }
+
+    /// Series on disk matching every matcher, except those `skip` names (the ones in memory),
+    /// with their labels, ascending by id. Narrows by the label index (equality matchers first)
+    /// until few candidates are left, then checks each candidate's labels.
+    pub fn select_series(
+        &self,
+        matchers: &[crate::labels::Matcher],
+        skip: &dyn Fn(SeriesRef) -> bool,
+    ) -> Result<Vec<(SeriesRef, Labels)>, StoreError> {
+        let mut narrowing: Vec<&crate::labels::Matcher> =
+            matchers.iter().filter(|m| !m.matches_empty()).collect();
+        narrowing.sort_by_key(|m| m.op != crate::labels::MatchOp::Equal);
+        let mut out = Vec::new();
+        if narrowing.is_empty() || !self.has_label_index()? {
+            // nothing narrows (or no index): every row
+            let mut stmt = self
+                .conn
+                .prepare("SELECT id, labels FROM series ORDER BY id")?;
+            let mut rows = stmt.query([])?;
+            while let Some(row) = rows.next()? {
+                let id: i64 = row.get(0)?;
+                if skip(id as SeriesRef) {
+                    continue;
+                }
+                let labels = self
+                    .parse_labels(id, row.get_ref(1)?.as_str().map_err(rusqlite::Error::from)?)?;
+                if matchers.iter().all(|m| m.matches_labels(&labels)) {
+                    out.push((id as SeriesRef, labels));
+                }
+            }
+            return Ok(out);
+        }
+        let mut candidates: Option<Vec<SeriesRef>> = None;
+        for m in narrowing {
+            if candidates
+                .as_ref()
+                .is_some_and(|c| c.len() <= VERIFY_DIRECTLY)
+            {
+                break;
+            }
+            let mut ids = self.ids_with_label(m)?;
+            if let Some(prev) = candidates {
+                ids.retain(|id| prev.binary_search(id).is_ok());
+            }
+            candidates = Some(ids);
+        }
+        for id in candidates.unwrap_or_default() {
+            if skip(id) {
+                continue;
+            }
+            if let Some(labels) = self.series_labels(id)?
+                && matchers.iter().all(|m| m.matches_labels(&labels))
+            {
+                out.push((id, labels));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Deletes the series whose recorded end lies before `before` and that `keep` does not
+    /// keep (those in memory): their rows, label index rows, notes and recorded ends. Returns
+    /// the ids deleted. The highest id is remembered first, so no id is ever given again.
+    pub fn prune_series(
+        &mut self,
+        before: i64,
+        keep: &dyn Fn(SeriesRef) -> bool,
+    ) -> Result<Vec<SeriesRef>, StoreError> {
+        let ids: Vec<SeriesRef> = {
+            let mut stmt = self
+                .conn
+                .prepare_cached("SELECT series_id FROM series_ends WHERE maxt < ?1")?;
+            let rows = stmt.query_map([before], |r| r.get::<_, i64>(0))?;
+            let mut ids = Vec::new();
+            for id in rows {
+                let id = id? as SeriesRef;
+                if !keep(id) {
+                    ids.push(id);
+                }
+            }
+            ids
+        };
+        if ids.is_empty() {
+            return Ok(ids);
+        }
+        let max = self.max_series_id()?;
+        let tx = self.conn.transaction()?;
+        tx.execute(
+            "INSERT INTO store_meta (key, value) VALUES ('max_series_id', ?1)
+             ON CONFLICT (key) DO UPDATE SET value = max(value, excluded.value)",
+            [i64::from(max)],
+        )?;
+        {
+            let mut get = tx.prepare_cached("SELECT labels FROM series WHERE id = ?1")?;
+            let mut del_label = tx.prepare_cached(
+                "DELETE FROM series_labels WHERE name = ?1 AND value = ?2 AND series_id = ?3",
+            )?;
+            let mut del_series = tx.prepare_cached("DELETE FROM series WHERE id = ?1")?;
+            let mut del_note = tx.prepare_cached("DELETE FROM notes WHERE series_id = ?1")?;
+            let mut del_end = tx.prepare_cached("DELETE FROM series_ends WHERE series_id = ?1")?;
+            for &id in &ids {
+                let id = i64::from(id);
+                let text: Option<String> = get.query_row([id], |r| r.get(0)).optional()?;
+                if let Some(text) = text {
+                    let pairs: Vec<(String, String)> =
+                        serde_json::from_str(&text).map_err(|e| StoreError::Corrupt {
+                            path: self.path.clone(),
+                            detail: format!("series {id}: labels {text:?}: {e}"),
+                        })?;
+                    for (k, v) in pairs {
+                        del_label.execute(params![k, v, id])?;
+                    }
+                }
+                del_series.execute([id])?;
+                del_note.execute([id])?;
+                del_end.execute([id])?;
+            }
+        }
+        tx.commit()?;
+        Ok(ids)
+    }
+
+    /// The oldest sample time in the write-ahead rows, None when there are none.
+    pub fn wal_mint(&self) -> Result<Option<i64>, StoreError> {
+        Ok(self
+            .conn
+            .query_row("SELECT min(mint) FROM wal", [], |r| r.get(0))?)
     }
 }

@@ -1,13 +1,20 @@
-//! The in-memory head: every known series, its open chunk and its recent closed chunks, and the
-//! postings index used to match series by label. Pure data structure: no I/O, no clock.
+//! The in-memory head: the live series (appended to within the head window and the staleness
+//! period, or loaded at open because the write-ahead rows or the head window hold their samples),
+//! each with its open chunk and recent closed chunks, and the postings index used to match series
+//! by label. Series that stop receiving samples leave it ([`Head::collect_idle`], [`Head::drop_idle`]);
+//! their history stays on disk and readers look there for times before [`Head::horizon`].
+//! Pure data structure: no I/O, no clock.
 //!
 //! Invariants:
-//! - a series id is its row id in the `series` table and its index in `Head::series`; ids are never reused;
+//! - a series id is its row id in the `series` table and its key in `Head::series`; ids are never
+//!   reused (`next_id` starts above every id the file ever held);
+//! - a series not in the head has no sample at or after `horizon` anywhere (only older chunks on disk);
 //! - samples of a series are strictly increasing in time: a sample not newer than the last one is rejected;
 //! - no chunk spans two blocks (`block = t.div_euclid(BLOCK_MS)`), so retention drops whole blocks;
 //! - a chunk leaves the open slot exactly once, through `cut`, which hands it to the flusher.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Arc;
 
 use super::chunk::{self, ChunkEncoder};
@@ -19,6 +26,10 @@ pub const BLOCK_MS: i64 = 3_600_000;
 /// An open chunk is cut when it holds this many samples (Prometheus's choice: ~1-2 B/sample
 /// for regular series, and a chunk decodes in well under a microsecond per sample).
 pub const SAMPLES_PER_CHUNK: usize = 120;
+
+/// How long a series may go without a sample before it leaves the head (beyond the head window):
+/// Prometheus's lookback delta, after which an instant query no longer sees its last sample.
+pub const STALENESS_MS: i64 = 5 * 60 * 1000;
 
 /// The block a timestamp belongs to.
 pub fn block_of(t: i64) -> i64 {
@@ -57,18 +68,69 @@ pub struct AppendStats {
     pub duplicates: usize,
     /// a sample older than the last one, or same time with another value: dropped
     pub out_of_order: usize,
+    /// a sample for an id not in memory (resolved from disk by the store, or dropped with it)
+    pub unknown_series: usize,
 }
 
-#[derive(Debug, Default)]
+/// Hashes a series id for the head's map: ids are dense small integers, so one multiply spreads
+/// them (SipHash on every appended sample's id is measurable at 100k samples a scrape).
+#[derive(Default)]
+pub(crate) struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(b)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        }
+    }
+    fn write_u32(&mut self, i: u32) {
+        self.0 = u64::from(i).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+pub(crate) type IdMap<V> = HashMap<SeriesRef, V, BuildHasherDefault<IdHasher>>;
+
+#[derive(Debug)]
 pub(crate) struct Head {
-    pub series: Vec<Option<MemSeries>>,
+    /// the series in memory by id: a map, not a vector indexed by id, so a million ids that came
+    /// and went cost nothing once they left
+    pub series: IdMap<MemSeries>,
     by_labels: HashMap<Arc<Labels>, SeriesRef>,
-    /// label name → label value → ids (ascending)
+    /// label name → label value → ids (ascending); no empty list or map is kept
     postings: HashMap<String, HashMap<String, Vec<SeriesRef>>>,
     /// chunks cut since the last flush, to persist
     pub cut: Vec<ClosedChunk>,
     /// series created since the last flush, to persist
     pub new_series: Vec<SeriesRef>,
+    /// series that came back from disk since the last flush (their recorded end is void)
+    pub revived: Vec<SeriesRef>,
+    /// the id the next new series gets: above every id ever used, in memory or on disk
+    next_id: SeriesRef,
+    /// series not in memory have no sample at or after this time (ms); `i64::MIN`: none has a
+    /// sample anywhere
+    horizon: i64,
+    /// every series of the file is in memory (nothing to look up on disk by labels)
+    complete: bool,
+}
+
+impl Default for Head {
+    fn default() -> Self {
+        Head {
+            series: IdMap::default(),
+            by_labels: HashMap::new(),
+            postings: HashMap::new(),
+            cut: Vec::new(),
+            new_series: Vec::new(),
+            revived: Vec::new(),
+            // id 0 is never used, so SQLite's rowids and ours agree
+            next_id: 1,
+            horizon: i64::MIN,
+            complete: true,
+        }
+    }
 }
 
 impl Head {
@@ -77,10 +139,33 @@ impl Head {
     }
 
     pub fn labels(&self, id: SeriesRef) -> Option<&Arc<Labels>> {
-        self.series
-            .get(id as usize)
-            .and_then(|s| s.as_ref())
-            .map(|s| &s.labels)
+        self.series.get(&id).map(|s| &s.labels)
+    }
+
+    pub fn contains(&self, id: SeriesRef) -> bool {
+        self.series.contains_key(&id)
+    }
+
+    /// Sets the first id new series may take (after loading: one above every id the file held).
+    pub fn set_next_id(&mut self, next: SeriesRef) {
+        self.next_id = self.next_id.max(next).max(1);
+    }
+
+    /// Series not in memory have no sample at or after this time (ms); `i64::MIN` when every
+    /// series is in memory.
+    pub fn horizon(&self) -> i64 {
+        self.horizon
+    }
+
+    /// Records that series with no sample at or after `t` may be left out of memory.
+    pub fn raise_horizon(&mut self, t: i64) {
+        self.horizon = self.horizon.max(t);
+        self.complete = false;
+    }
+
+    /// Whether every series of the file is in memory.
+    pub fn complete(&self) -> bool {
+        self.complete
     }
 
     pub fn series_count(&self) -> usize {
@@ -89,10 +174,7 @@ impl Head {
 
     /// Registers a series under a known id (used when loading from disk, and by `create`).
     pub fn insert(&mut self, id: SeriesRef, labels: Arc<Labels>, mem_since: i64) {
-        let idx = id as usize;
-        if self.series.len() <= idx {
-            self.series.resize_with(idx + 1, || None);
-        }
+        self.next_id = self.next_id.max(id.saturating_add(1));
         for (k, v) in labels.iter() {
             let ids = self
                 .postings
@@ -110,13 +192,88 @@ impl Head {
             }
         }
         self.by_labels.insert(labels.clone(), id);
-        self.series[idx] = Some(MemSeries {
-            labels,
-            closed: VecDeque::new(),
-            open: ChunkEncoder::new(),
-            last_t: None,
-            mem_since,
-        });
+        self.series.insert(
+            id,
+            MemSeries {
+                labels,
+                closed: VecDeque::new(),
+                open: ChunkEncoder::new(),
+                last_t: None,
+                mem_since,
+            },
+        );
+    }
+
+    /// Takes a series out of memory: its entry, its label lookup and its postings (a posting list
+    /// or value map left empty goes too).
+    fn remove(&mut self, id: SeriesRef) {
+        let Some(s) = self.series.remove(&id) else {
+            return;
+        };
+        self.by_labels.remove(&*s.labels);
+        for (k, v) in s.labels.iter() {
+            let Some(values) = self.postings.get_mut(k) else {
+                continue;
+            };
+            if let Some(ids) = values.get_mut(v) {
+                if let Ok(pos) = ids.binary_search(&id) {
+                    ids.remove(pos);
+                }
+                if ids.is_empty() {
+                    values.remove(v);
+                }
+            }
+            if values.is_empty() {
+                self.postings.remove(k);
+            }
+        }
+    }
+
+    /// The series with no sample since before `cutoff`: cuts their open chunks (handed to the
+    /// flusher with the other cut chunks) and returns them with their last sample time. They
+    /// leave memory with [`Head::drop_idle`] once the flush that carries their chunks is written.
+    pub fn collect_idle(&mut self, cutoff: i64) -> Vec<(SeriesRef, i64)> {
+        let mut idle = Vec::new();
+        for (&id, s) in self.series.iter_mut() {
+            let Some(last) = s.last_t else { continue };
+            if last >= cutoff {
+                continue;
+            }
+            if !s.open.is_empty() {
+                let c = Self::close(id, s);
+                self.cut.push(c);
+            }
+            idle.push((id, last));
+        }
+        idle.sort_unstable();
+        idle
+    }
+
+    /// Drops from memory the series of `idle` ([`Head::collect_idle`]) that are still idle (no
+    /// sample since, nothing unflushed), after the flush that wrote their chunks; raises the
+    /// horizon to `cutoff`. Returns how many left.
+    pub fn drop_idle(&mut self, idle: &[(SeriesRef, i64)], cutoff: i64) -> usize {
+        let unflushed: HashSet<SeriesRef> = self.new_series.iter().copied().collect();
+        let mut dropped = 0;
+        for &(id, last) in idle {
+            let Some(s) = self.series.get(&id) else {
+                continue;
+            };
+            let still_idle = s.last_t == Some(last) && s.open.is_empty();
+            if still_idle && !unflushed.contains(&id) {
+                self.remove(id);
+                dropped += 1;
+            }
+        }
+        if !idle.is_empty() {
+            self.raise_horizon(cutoff);
+        }
+        if dropped > 0 && self.series.capacity() > 2 * self.series.len() + 1024 {
+            // the map does not shrink by itself: after a wave of churn it would keep its peak
+            self.series.shrink_to_fit();
+            self.by_labels.shrink_to_fit();
+        }
+        dropped
     }
 
     /// The id for `labels`, creating the series (recorded for the next flush) if it is new.
@@ -124,8 +281,7 @@ impl Head {
         if let Some(id) = self.by_labels.get(&labels) {
             return *id;
         }
-        // id 0 is never used, so SQLite's rowids and ours agree
-        let id = self.series.len().max(1) as SeriesRef;
+        let id = self.next_id;
         // a brand-new series has no older data anywhere
         self.insert(id, Arc::new(labels), i64::MIN);
         self.new_series.push(id);
@@ -134,8 +290,8 @@ impl Head {
 
     /// Appends one sample; cuts the open chunk first when it is full or the sample starts a new block.
     pub fn append(&mut self, id: SeriesRef, t: i64, v: f64, stats: &mut AppendStats) {
-        let Some(Some(s)) = self.series.get_mut(id as usize) else {
-            stats.out_of_order += 1;
+        let Some(s) = self.series.get_mut(&id) else {
+            stats.unknown_series += 1;
             return;
         };
         if let Some(last) = s.last_t {
@@ -192,10 +348,9 @@ impl Head {
     /// before `keep_since` from memory (they stay on disk).
     pub fn maintain(&mut self, now: i64, keep_since: i64) {
         let current = block_of(now);
-        for (id, slot) in self.series.iter_mut().enumerate() {
-            let Some(s) = slot else { continue };
+        for (&id, s) in self.series.iter_mut() {
             if s.open.first_t().is_some_and(|f| block_of(f) < current) {
-                let c = Self::close(id as SeriesRef, s);
+                let c = Self::close(id, s);
                 self.cut.push(c);
             }
             while s.closed.front().is_some_and(|c| c.maxt < keep_since) {
@@ -207,11 +362,9 @@ impl Head {
 
     /// Cuts every open chunk (at shutdown, so the whole head is in durable chunks).
     pub fn cut_all(&mut self) {
-        for (id, slot) in self.series.iter_mut().enumerate() {
-            if let Some(s) = slot
-                && !s.open.is_empty()
-            {
-                let c = Self::close(id as SeriesRef, s);
+        for (&id, s) in self.series.iter_mut() {
+            if !s.open.is_empty() {
+                let c = Self::close(id, s);
                 self.cut.push(c);
             }
         }
@@ -219,11 +372,7 @@ impl Head {
 
     /// The oldest sample time still only in an open chunk; samples before it are in closed chunks.
     pub fn open_low_watermark(&self) -> Option<i64> {
-        self.series
-            .iter()
-            .flatten()
-            .filter_map(|s| s.open.first_t())
-            .min()
+        self.series.values().filter_map(|s| s.open.first_t()).min()
     }
 
     /// Ids of series matching every matcher, ascending.
@@ -256,13 +405,11 @@ impl Head {
         }
         let ids: Vec<SeriesRef> = match candidates {
             Some(ids) => ids,
-            None => self
-                .series
-                .iter()
-                .enumerate()
-                .filter(|(_, s)| s.is_some())
-                .map(|(i, _)| i as SeriesRef)
-                .collect(),
+            None => {
+                let mut all: Vec<SeriesRef> = self.series.keys().copied().collect();
+                all.sort_unstable();
+                all
+            }
         };
         ids.into_iter()
             .filter(|&id| {
@@ -275,7 +422,7 @@ impl Head {
     /// Samples of `id` in [mint, maxt] held in memory, ascending; plus the time from which memory
     /// is complete (anything earlier must come from disk).
     pub fn read(&self, id: SeriesRef, mint: i64, maxt: i64, out: &mut Vec<(i64, f64)>) -> i64 {
-        let Some(Some(s)) = self.series.get(id as usize) else {
+        let Some(s) = self.series.get(&id) else {
             return i64::MAX;
         };
         for c in &s.closed {
@@ -300,7 +447,7 @@ impl Head {
         t: i64,
         lookback: i64,
     ) -> Option<Option<(i64, f64)>> {
-        let s = self.series.get(id as usize)?.as_ref()?;
+        let s = self.series.get(&id)?;
         let last_t = s.open.last_t()?;
         if last_t > t {
             return None;
@@ -311,15 +458,14 @@ impl Head {
     /// Bytes held by chunks in memory (open and closed), for self-metrics.
     pub fn chunk_bytes(&self) -> usize {
         self.series
-            .iter()
-            .flatten()
+            .values()
             .map(|s| s.open.byte_len() + s.closed.iter().map(|c| c.data.len()).sum::<usize>())
             .sum()
     }
 
     /// After a restart: the newest sample of `id` already in a chunk on disk, so appends resume after it.
     pub fn set_last_t(&mut self, id: SeriesRef, t: i64) {
-        if let Some(Some(s)) = self.series.get_mut(id as usize) {
+        if let Some(s) = self.series.get_mut(&id) {
             s.last_t = Some(s.last_t.map_or(t, |l| l.max(t)));
         }
     }
@@ -328,4 +474,65 @@ impl Head {
 /// Whether a value is Prometheus's staleness marker.
 pub fn is_stale(v: f64) -> bool {
     chunk::is_stale(v)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn labels(pairs: &[(&str, &str)]) -> Labels {
+        Labels::from_pairs(pairs.iter().copied())
+    }
+
+    #[test]
+    fn idle_series_leave_the_series_map_the_label_lookup_and_the_postings() {
+        let mut head = Head::default();
+        let mut stats = AppendStats::default();
+        let live = head.get_or_create(labels(&[("__name__", "up"), ("job", "a")]));
+        let gone = head.get_or_create(labels(&[("__name__", "up"), ("job", "b"), ("pod", "x")]));
+        head.append(live, 1_000, 1.0, &mut stats);
+        head.append(gone, 1_000, 1.0, &mut stats);
+        head.append(live, 400_000, 1.0, &mut stats);
+        head.new_series.clear(); // as after the flush that wrote them
+        let idle = head.collect_idle(300_000);
+        assert_eq!(idle, vec![(gone, 1_000)]);
+        assert_eq!(head.cut.len(), 1, "its open chunk is cut for the flusher");
+        assert_eq!(head.drop_idle(&idle, 300_000), 1);
+        assert!(!head.contains(gone));
+        assert_eq!(
+            head.lookup(&labels(&[("__name__", "up"), ("job", "b"), ("pod", "x")])),
+            None
+        );
+        assert!(
+            !head.postings.contains_key("pod"),
+            "an emptied label name goes"
+        );
+        assert!(
+            !head.postings["job"].contains_key("b"),
+            "an emptied value goes"
+        );
+        assert_eq!(head.postings["__name__"]["up"], vec![live]);
+        assert_eq!(head.horizon(), 300_000);
+        assert!(!head.complete());
+        // a new series never takes the id of one that left
+        let next = head.get_or_create(labels(&[("__name__", "new")]));
+        assert!(next > gone);
+    }
+
+    #[test]
+    fn a_series_that_got_a_sample_or_is_unflushed_stays() {
+        let mut head = Head::default();
+        let mut stats = AppendStats::default();
+        let a = head.get_or_create(labels(&[("__name__", "a")]));
+        let b = head.get_or_create(labels(&[("__name__", "b")]));
+        head.append(a, 1_000, 1.0, &mut stats);
+        head.append(b, 1_000, 1.0, &mut stats);
+        head.new_series.retain(|&id| id == b); // b's row is not written yet
+        let idle = head.collect_idle(300_000);
+        assert_eq!(idle.len(), 2);
+        // a sample arrives between the cut and the written flush
+        head.append(a, 350_000, 2.0, &mut stats);
+        assert_eq!(head.drop_idle(&idle, 300_000), 0);
+        assert!(head.contains(a) && head.contains(b));
+    }
 }

@@ -84,8 +84,12 @@ fn close_writes_everything_into_chunks() {
         assert!(bytes > 0);
     }
     let store = open_store(&dir);
+    // b ended ten minutes before a: it stays on disk, but is found there
     assert_eq!(
-        store.series(&[matcher(MatchOp::Regex, "job", "a|b")]).len(),
+        store
+            .series_between(&[matcher(MatchOp::Regex, "job", "a|b")], T0, T0 + BLOCK_MS)
+            .unwrap()
+            .len(),
         2
     );
     assert_eq!(
@@ -590,6 +594,297 @@ fn damaged_stores_are_refused_not_reset() {
         .err()
         .expect("also when reading");
     assert!(err.to_string().contains("table series is missing"), "{err}");
+}
+
+/// `n` series `churn{pod="p<i>"}`, each with three samples 15 s apart from `from`.
+fn churned(store: &Store, from: i64, first: usize, n: usize) {
+    let ids = store.series_refs(
+        (first..first + n)
+            .map(|i| labels(&[("__name__", "churn"), ("pod", &format!("p{i}"))]))
+            .collect(),
+    );
+    let batch: Vec<_> = ids
+        .iter()
+        .flat_map(|&id| (0..3).map(move |k| (id, from + k * 15_000, k as f64)))
+        .collect();
+    assert_eq!(store.append(&batch).appended, 3 * n);
+}
+
+fn count_series(
+    store: &Store,
+    matchers: &[tocsin::labels::Matcher],
+    mint: i64,
+    maxt: i64,
+) -> usize {
+    store.select(matchers, mint, maxt).unwrap().len()
+}
+
+#[test]
+fn idle_series_leave_the_head_and_their_history_stays_readable() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open_store(&dir);
+    churned(&store, T0, 0, 500);
+    counter(&store, "live", T0, 60, 15_000);
+    store.flush(T0 + 60_000).unwrap();
+    assert_eq!(store.stats().series, 501, "not idle yet: all in memory");
+    // fifteen minutes later only the live series is still appended to
+    counter(&store, "live", T0 + 60 * 15_000, 1, 15_000);
+    let stats = store.flush(T0 + 15 * 60_000).unwrap();
+    assert_eq!(stats.series_dropped, 500);
+    assert_eq!(store.stats().series, 1, "the idle series left the head");
+    assert_eq!(store.series(&name_is("churn")).len(), 0);
+    // their samples are still there for a range that covers them, by any matcher
+    let all = store.select(&name_is("churn"), T0, T0 + 60_000).unwrap();
+    assert_eq!(all.len(), 500);
+    assert!(all.iter().all(|s| s.samples.len() == 3));
+    let one = [matcher(MatchOp::Equal, "pod", "p42")];
+    assert_eq!(
+        samples_of(&store, &one, T0, T0 + 60_000),
+        vec![(T0, 0.0), (T0 + 15_000, 1.0), (T0 + 30_000, 2.0)]
+    );
+    let re = [
+        matcher(MatchOp::Regex, "pod", "p4[0-9]"),
+        matcher(MatchOp::NotEqual, "pod", "p40"),
+    ];
+    assert_eq!(count_series(&store, &re, T0, T0 + 60_000), 9);
+    // an instant lookup inside their lifetime finds them, one after it does not
+    assert_eq!(
+        store
+            .latest(&name_is("churn"), T0 + 40_000, 300_000)
+            .unwrap()
+            .len(),
+        500
+    );
+    assert_eq!(
+        store
+            .latest(&name_is("churn"), T0 + 15 * 60_000, 300_000)
+            .unwrap()
+            .len(),
+        0
+    );
+    assert_eq!(
+        store
+            .series_between(&name_is("churn"), T0, T0 + 60_000)
+            .unwrap()
+            .len(),
+        500
+    );
+    assert_eq!(
+        store
+            .series_between(&name_is("churn"), T0 + 60_000, T0 + 15 * 60_000)
+            .unwrap()
+            .len(),
+        0,
+        "no sample in that range"
+    );
+    // the live series is whole, memory and disk together
+    assert_eq!(
+        samples_of(
+            &store,
+            &[matcher(MatchOp::Equal, "job", "live")],
+            T0,
+            T0 + BLOCK_MS
+        )
+        .len(),
+        61
+    );
+}
+
+#[test]
+fn a_series_that_comes_back_keeps_its_id_and_its_history_joins() {
+    let dir = tempfile::tempdir().unwrap();
+    let l = labels(&[("__name__", "requests_total"), ("job", "back")]);
+    let (old_id, cached) = {
+        let store = open_store(&dir);
+        let id = store.series_ref(l.clone());
+        let cached = store.series_ref(labels(&[("__name__", "cached")]));
+        store.append(&[(id, T0, 1.0), (id, T0 + 15_000, 2.0), (cached, T0, 7.0)]);
+        store.flush(T0 + 20 * 60_000).unwrap();
+        assert_eq!(store.stats().series, 0);
+        // by its labels (a new scrape cache): the old id, and appends continue after its chunk
+        assert_eq!(store.series_ref(l.clone()), id);
+        let stats = store.append(&[(id, T0 + 15_000, 2.0), (id, T0 + 21 * 60_000, 3.0)]);
+        assert_eq!(stats.appended, 1, "{stats:?}");
+        assert_eq!(stats.duplicates + stats.out_of_order, 1, "{stats:?}");
+        // by an id a scrape cache kept from before: brought back from disk, not dropped
+        let stats = store.append(&[(cached, T0 + 21 * 60_000, 8.0)]);
+        assert_eq!(stats.appended, 1, "{stats:?}");
+        assert_eq!(
+            samples_of(
+                &store,
+                &[matcher(MatchOp::Equal, "job", "back")],
+                T0,
+                T0 + BLOCK_MS
+            ),
+            vec![(T0, 1.0), (T0 + 15_000, 2.0), (T0 + 21 * 60_000, 3.0)]
+        );
+        assert_eq!(
+            samples_of(&store, &name_is("cached"), T0, T0 + BLOCK_MS).len(),
+            2
+        );
+        store.flush(T0 + 22 * 60_000).unwrap();
+        (id, cached)
+    };
+    // after a crash (no close), the same again from the file
+    let store = open_store(&dir);
+    assert_eq!(store.series_ref(l), old_id);
+    assert_eq!(store.series_ref(labels(&[("__name__", "cached")])), cached);
+    assert_eq!(
+        samples_of(
+            &store,
+            &[matcher(MatchOp::Equal, "job", "back")],
+            T0,
+            T0 + BLOCK_MS
+        )
+        .len(),
+        3
+    );
+    // a new series never takes an id the file used
+    let fresh = store.series_ref(labels(&[("__name__", "fresh")]));
+    assert!(fresh > old_id.max(cached));
+}
+
+#[test]
+fn retention_prunes_series_whose_last_chunk_it_deleted_and_never_reuses_their_ids() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = StoreOptions {
+        head_window_ms: 0,
+        retention_ms: BLOCK_MS,
+    };
+    let top = {
+        let store = open_store_with(&dir, opts);
+        churned(&store, T0, 0, 50);
+        counter(&store, "live", T0, 1, 15_000);
+        store.flush(T0 + 30 * 60_000).unwrap();
+        assert_eq!(store.stats().series, 0);
+        // the highest id belongs to a series that will be pruned
+        let top = store.series_ref(labels(&[("__name__", "churn"), ("pod", "last")]));
+        store.append(&[(top, T0 + 31 * 60_000, 1.0)]);
+        // the live series goes on every 15 s for three hours, flushed every ten minutes
+        let mut pruned = 0;
+        for step in 0..18i64 {
+            let from = T0 + 15_000 + step * 600_000;
+            counter(&store, "live", from, 40, 15_000);
+            let stats = store.flush(from + 600_000 - 15_000).unwrap();
+            pruned += stats.series_pruned;
+            if step == 8 {
+                // at 1 h 30: block 0 is still kept, and its series with it
+                assert_eq!(pruned, 0);
+                assert_eq!(
+                    store
+                        .series_between(&name_is("churn"), T0, T0 + BLOCK_MS)
+                        .unwrap()
+                        .len(),
+                    51
+                );
+            }
+        }
+        assert_eq!(
+            pruned, 51,
+            "retention deleted block 0 at 2 h, and their rows with it"
+        );
+        assert!(
+            store
+                .series_between(&name_is("churn"), i64::MIN, i64::MAX)
+                .unwrap()
+                .is_empty()
+        );
+        assert_eq!(
+            store
+                .series_between(
+                    &[matcher(MatchOp::Equal, "job", "live")],
+                    i64::MIN,
+                    i64::MAX
+                )
+                .unwrap()
+                .len(),
+            1,
+            "a series in memory is never pruned"
+        );
+        // the label index lost them too
+        assert_eq!(
+            count_series(
+                &store,
+                &[matcher(MatchOp::Regex, "pod", ".+")],
+                T0,
+                T0 + 4 * BLOCK_MS
+            ),
+            0
+        );
+        top
+    };
+    let store = open_store_with(&dir, opts);
+    let again = store.series_ref(labels(&[("__name__", "churn"), ("pod", "last")]));
+    assert!(
+        again > top,
+        "a pruned id is not given again: {again} <= {top}"
+    );
+    assert_eq!(
+        samples_of(
+            &store,
+            &[matcher(MatchOp::Equal, "pod", "last")],
+            T0,
+            T0 + 4 * BLOCK_MS
+        ),
+        vec![]
+    );
+}
+
+#[test]
+fn open_loads_only_the_series_with_recent_samples() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = open_store(&dir);
+        churned(&store, T0, 0, 400);
+        store.flush(T0 + 10 * 60_000).unwrap();
+        churned(&store, T0 + 20 * 60_000, 400, 10);
+        store.close(T0 + 21 * 60_000).unwrap();
+    }
+    let reader = Store::open_read_only(&dir.path().join("tocsin.db")).unwrap();
+    assert_eq!(
+        reader.stats().series,
+        0,
+        "a reader loads only the series of WAL rows (none after a clean close)"
+    );
+    let writer = open_store(&dir);
+    assert_eq!(writer.stats().series, 10, "a writer loads the last ten");
+    for store in [writer, reader] {
+        assert_eq!(
+            count_series(&store, &name_is("churn"), T0, T0 + BLOCK_MS),
+            410
+        );
+        assert_eq!(
+            store
+                .latest(&name_is("churn"), T0 + 20 * 60_000 + 30_000, 300_000)
+                .unwrap()
+                .len(),
+            10
+        );
+    }
+    // after a crash, the series of the write-ahead rows are loaded whatever their age
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = open_store(&dir);
+        churned(&store, T0, 0, 30);
+        store.flush(T0 + 60_000).unwrap();
+        churned(&store, T0 + 20 * 60_000, 30, 5);
+        store.flush(T0 + 20 * 60_000 + 60_000).unwrap();
+    }
+    let store = open_store(&dir);
+    assert_eq!(
+        count_series(&store, &name_is("churn"), T0, T0 + BLOCK_MS),
+        35
+    );
+    assert!(store.stats().series >= 5);
+    assert_eq!(
+        store
+            .select(&name_is("churn"), T0, T0 + BLOCK_MS)
+            .unwrap()
+            .iter()
+            .map(|s| s.samples.len())
+            .sum::<usize>(),
+        105
+    );
 }
 
 /// Each series' sorted label pairs and its samples as `(t ms, value bits)`, sorted by labels.
