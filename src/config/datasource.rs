@@ -173,60 +173,95 @@ pub fn validate(datasources: &[DatasourceConfig], path: &Path) -> Vec<FieldError
         if d.timeout.is_some_and(|t| t.as_millis() <= 0) {
             err(line, col, ".timeout", "must be positive".into());
         }
-        if d.bearer_token_env.is_some() && d.bearer_token_file.is_some() {
-            err(
-                line,
-                col,
-                ".bearer_token_env",
-                "set bearer_token_env or bearer_token_file, not both".into(),
-            );
-        }
-        if let Some(b) = &d.basic_auth {
-            match (&b.password_env, &b.password_file) {
-                (Some(_), Some(_)) => err(
-                    line,
-                    col,
-                    ".basic_auth",
-                    "set password_env or password_file, not both".into(),
-                ),
-                (None, None) => err(
-                    line,
-                    col,
-                    ".basic_auth",
-                    "needs password_env or password_file".into(),
-                ),
-                _ => {}
-            }
-            if d.bearer_token_env.is_some() || d.bearer_token_file.is_some() {
-                err(
-                    line,
-                    col,
-                    ".basic_auth",
-                    "set a bearer token or basic_auth, not both".into(),
-                );
-            }
-        }
-        for (k, v) in &d.headers {
-            if !crate::datasource::valid_header(k, v) {
-                err(
-                    line,
-                    col,
-                    &format!(".headers.{k}"),
-                    "is not a valid HTTP header".into(),
-                );
-            }
-            if k.eq_ignore_ascii_case("authorization") {
-                err(
-                    line,
-                    col,
-                    &format!(".headers.{k}"),
-                    "use bearer_token_env/_file or basic_auth: a header value is not a secret"
-                        .into(),
-                );
-            }
+        for (field, message) in client_problems(
+            &d.bearer_token_env,
+            &d.bearer_token_file,
+            d.basic_auth.as_ref(),
+            &d.headers,
+        ) {
+            err(line, col, &field, message);
         }
     }
     errors
+}
+
+/// The problems of the HTTP client settings a datasource and a remote write entry share: a
+/// bearer token from one source, basic auth with one password source and not beside a token,
+/// valid headers, none of them `Authorization`. Each as (field path from the entry, message).
+pub(crate) fn client_problems(
+    bearer_token_env: &Option<String>,
+    bearer_token_file: &Option<PathBuf>,
+    basic_auth: Option<&BasicAuthConfig>,
+    headers: &BTreeMap<String, String>,
+) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let mut err = |field: &str, message: &str| out.push((field.to_string(), message.to_string()));
+    if bearer_token_env.is_some() && bearer_token_file.is_some() {
+        err(
+            ".bearer_token_env",
+            "set bearer_token_env or bearer_token_file, not both",
+        );
+    }
+    if let Some(b) = basic_auth {
+        match (&b.password_env, &b.password_file) {
+            (Some(_), Some(_)) => err(".basic_auth", "set password_env or password_file, not both"),
+            (None, None) => err(".basic_auth", "needs password_env or password_file"),
+            _ => {}
+        }
+        if bearer_token_env.is_some() || bearer_token_file.is_some() {
+            err(".basic_auth", "set a bearer token or basic_auth, not both");
+        }
+    }
+    for (k, v) in headers {
+        if !crate::datasource::valid_header(k, v) {
+            err(&format!(".headers.{k}"), "is not a valid HTTP header");
+        }
+        if k.eq_ignore_ascii_case("authorization") {
+            err(
+                &format!(".headers.{k}"),
+                "use bearer_token_env/_file or basic_auth: a header value is not a secret",
+            );
+        }
+    }
+    out
+}
+
+/// Why a secret named by `*_env` or `*_file` could not be read: each caller wraps it in its own
+/// error naming the entry.
+pub(crate) enum SecretProblem {
+    MissingEnv {
+        field: &'static str,
+        var: String,
+    },
+    File {
+        field: &'static str,
+        source: SecretFileError,
+    },
+}
+
+/// The secret of an `(env field, variable)` or `(file field, path)` pair (the variable wins, as
+/// validation refuses both); None when neither is set.
+pub(crate) fn read_secret(
+    env: &HashMap<String, String>,
+    env_field: (&'static str, &Option<String>),
+    file_field: (&'static str, &Option<PathBuf>),
+) -> Result<Option<Secret>, SecretProblem> {
+    match (env_field.1, file_field.1) {
+        (Some(var), _) => match env.get(var) {
+            Some(v) => Ok(Some(Secret(v.clone()))),
+            None => Err(SecretProblem::MissingEnv {
+                field: env_field.0,
+                var: var.clone(),
+            }),
+        },
+        (None, Some(path)) => read_secret_file(path)
+            .map(|s| Some(Secret(s)))
+            .map_err(|source| SecretProblem::File {
+                field: file_field.0,
+                source,
+            }),
+        (None, None) => Ok(None),
+    }
 }
 
 fn secret(
@@ -235,24 +270,19 @@ fn secret(
     env_field: (&'static str, &Option<String>),
     file_field: (&'static str, &Option<PathBuf>),
 ) -> Result<Option<Secret>, DatasourceSecretError> {
-    match (env_field.1, file_field.1) {
-        (Some(var), _) => match env.get(var) {
-            Some(v) => Ok(Some(Secret(v.clone()))),
-            None => Err(DatasourceSecretError::MissingEnv {
-                datasource: datasource.to_string(),
-                field: env_field.0,
-                var: var.clone(),
-            }),
+    let datasource = datasource.to_string();
+    read_secret(env, env_field, file_field).map_err(|p| match p {
+        SecretProblem::MissingEnv { field, var } => DatasourceSecretError::MissingEnv {
+            datasource,
+            field,
+            var,
         },
-        (None, Some(path)) => read_secret_file(path)
-            .map(|s| Some(Secret(s)))
-            .map_err(|source| DatasourceSecretError::File {
-                datasource: datasource.to_string(),
-                field: file_field.0,
-                source,
-            }),
-        (None, None) => Ok(None),
-    }
+        SecretProblem::File { field, source } => DatasourceSecretError::File {
+            datasource,
+            field,
+            source,
+        },
+    })
 }
 
 /// `d` with defaults applied and secrets read (`*_env` from `env`).

@@ -10,8 +10,8 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde_saphyr::Spanned;
 
-use super::datasource::BasicAuthConfig;
-use super::{FieldError, Secret, SecretFileError, read_secret_file};
+use super::datasource::{BasicAuthConfig, SecretProblem, client_problems, read_secret};
+use super::{FieldError, Secret, SecretFileError};
 use crate::duration::PromDuration;
 
 /// Default `timeout` of one remote write request.
@@ -300,59 +300,17 @@ pub fn validate(entries: &[Spanned<RemoteWriteConfig>], path: &Path) -> Vec<Fiel
         if r.timeout.is_some_and(|t| t.as_millis() <= 0) {
             err(line, col, ".timeout", "must be positive".into());
         }
-        if r.bearer_token_env.is_some() && r.bearer_token_file.is_some() {
-            err(
-                line,
-                col,
-                ".bearer_token_env",
-                "set bearer_token_env or bearer_token_file, not both".into(),
-            );
+        for (field, message) in client_problems(
+            &r.bearer_token_env,
+            &r.bearer_token_file,
+            r.basic_auth.as_ref(),
+            &r.headers,
+        ) {
+            err(line, col, &field, message);
         }
-        if let Some(b) = &r.basic_auth {
-            match (&b.password_env, &b.password_file) {
-                (Some(_), Some(_)) => err(
-                    line,
-                    col,
-                    ".basic_auth",
-                    "set password_env or password_file, not both".into(),
-                ),
-                (None, None) => err(
-                    line,
-                    col,
-                    ".basic_auth",
-                    "needs password_env or password_file".into(),
-                ),
-                _ => {}
-            }
-            if r.bearer_token_env.is_some() || r.bearer_token_file.is_some() {
-                err(
-                    line,
-                    col,
-                    ".basic_auth",
-                    "set a bearer token or basic_auth, not both".into(),
-                );
-            }
-        }
-        for (k, v) in &r.headers {
-            if !crate::datasource::valid_header(k, v) {
-                err(
-                    line,
-                    col,
-                    &format!(".headers.{k}"),
-                    "is not a valid HTTP header".into(),
-                );
-            }
-            let lower = k.to_ascii_lowercase();
-            if lower == "authorization" {
-                err(
-                    line,
-                    col,
-                    &format!(".headers.{k}"),
-                    "use bearer_token_env/_file or basic_auth: a header value is not a secret"
-                        .into(),
-                );
-            } else if matches!(
-                lower.as_str(),
+        for k in r.headers.keys() {
+            if matches!(
+                k.to_ascii_lowercase().as_str(),
                 "content-type"
                     | "content-encoding"
                     | "content-length"
@@ -443,24 +401,17 @@ fn secret(
     env_field: (&'static str, &Option<String>),
     file_field: (&'static str, &Option<PathBuf>),
 ) -> Result<Option<Secret>, RemoteWriteSecretError> {
-    match (env_field.1, file_field.1) {
-        (Some(var), _) => match env.get(var) {
-            Some(v) => Ok(Some(Secret(v.clone()))),
-            None => Err(RemoteWriteSecretError::MissingEnv {
-                remote: remote.to_string(),
-                field: env_field.0,
-                var: var.clone(),
-            }),
+    let remote = remote.to_string();
+    read_secret(env, env_field, file_field).map_err(|p| match p {
+        SecretProblem::MissingEnv { field, var } => {
+            RemoteWriteSecretError::MissingEnv { remote, field, var }
+        }
+        SecretProblem::File { field, source } => RemoteWriteSecretError::File {
+            remote,
+            field,
+            source,
         },
-        (None, Some(path)) => read_secret_file(path)
-            .map(|s| Some(Secret(s)))
-            .map_err(|source| RemoteWriteSecretError::File {
-                remote: remote.to_string(),
-                field: file_field.0,
-                source,
-            }),
-        (None, None) => Ok(None),
-    }
+    })
 }
 
 /// `r` with defaults applied and secrets read (`*_env` from `env`); `r` is validated.
