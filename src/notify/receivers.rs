@@ -666,9 +666,19 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 mod tests {
     use super::*;
 
+    /// Every validation problem of a YAML receivers list, one `line:col: message` a line.
+    fn problems(yaml: &str) -> String {
+        let list: Vec<ReceiverConfig> = serde_saphyr::from_str(yaml).unwrap();
+        validate(&list)
+            .iter()
+            .map(|e| format!("{}:{}: {e}", e.at.line(), e.at.column()))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
     #[test]
     fn a_webhook_body_is_checked_at_load() {
-        let list: Vec<ReceiverConfig> = serde_saphyr::from_str(
+        let e = problems(
             r#"
 - name: a
   webhook:
@@ -681,13 +691,7 @@ mod tests {
 - name: d
   webhook: { url: "http://127.0.0.1:1/", signature_format: github, signature_timestamp_header: X-T }
 "#,
-        )
-        .unwrap();
-        let e: Vec<String> = validate(&list)
-            .iter()
-            .map(|e| format!("{}:{}: {e}", e.at.line(), e.at.column()))
-            .collect();
-        let e = e.join("\n");
+        );
         for want in [
             "5:11: receivers[0] (\"a\").webhook.body: template: ",
             "function \"nope\" not defined",
@@ -702,7 +706,7 @@ mod tests {
 
     #[test]
     fn receivers_validate_with_every_error() {
-        let list: Vec<ReceiverConfig> = serde_saphyr::from_str(
+        let e = problems(
             r#"
 - { name: ops, webhook: { url: "http://127.0.0.1:1/hook" }, fallback: pager }
 - { name: ops, webhook: { url: "not a url" } }
@@ -710,13 +714,7 @@ mod tests {
   email: { to: [], from: a@b, smarthost: "mail.example.org:25", tls: none }
   fallback: mail
 "#,
-        )
-        .unwrap();
-        let e: Vec<String> = validate(&list)
-            .iter()
-            .map(|e| format!("{}:{}: {e}", e.at.line(), e.at.column()))
-            .collect();
-        let e = e.join("\n");
+        );
         for want in [
             "3:11: receivers[1] (\"ops\"): duplicate receiver name",
             "3:32: receivers[1] (\"ops\").webhook.url: not a valid url",
@@ -748,8 +746,7 @@ mod tests {
 
     #[test]
     fn alertmanager_receivers_validate_with_every_error_at_its_field() {
-        let list: Vec<ReceiverConfig> = serde_saphyr::from_str(
-            r#"
+        let yaml = r#"
 - { name: ok, alertmanager: { urls: ["http://127.0.0.1:9093"], alert_relabel_configs: [{ action: labeldrop, regex: replica }] } }
 - { name: none, alertmanager: { urls: [] } }
 - name: mixed
@@ -762,14 +759,8 @@ mod tests {
     bearer_token_file: /t
     basic_auth: { username: u }
     alert_relabel_configs: [{ action: labelkeep, regex: "(a{1000}){1000}" }, { action: labeldrop, regex: "(" }]
-"#,
-        )
-        .unwrap();
-        let e: Vec<String> = validate(&list)
-            .iter()
-            .map(|e| format!("{}:{}: {e}", e.at.line(), e.at.column()))
-            .collect();
-        let e = e.join("\n");
+"#;
+        let e = problems(yaml);
         for want in [
             "3:39: receivers[1] (\"none\").alertmanager.urls: needs at least one url",
             "6:25: receivers[2] (\"mixed\").alertmanager: an alertmanager receiver forwards every alert ungrouped",
@@ -787,6 +778,7 @@ mod tests {
         assert!(!e.contains("receivers[0]"), "{e}");
         // the URL with credentials is shown redacted, in errors and in Debug
         assert!(!e.contains("PW") && !e.contains("KEY"), "{e}");
+        let list: Vec<ReceiverConfig> = serde_saphyr::from_str(yaml).unwrap();
         let debug = format!("{:?}", list[2]);
         assert!(!debug.contains("PW") && !debug.contains("KEY"), "{debug}");
         let unknown = serde_saphyr::from_str::<Vec<ReceiverConfig>>(
