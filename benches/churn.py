@@ -1,46 +1,9 @@
 #!/usr/bin/env python3
 """Series churn benchmark (called by churn.sh): RSS over time under 1,000 new series a second."""
-import argparse, json, os, shutil, signal, subprocess, sys, tempfile, threading, time, urllib.request
+import argparse, json, os, shutil, signal, subprocess, sys, tempfile, threading, time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-PAGE = os.sysconf("SC_PAGE_SIZE")
-
-
-def rss_bytes(pid):
-    with open(f"/proc/{pid}/statm") as f:
-        return int(f.read().split()[1]) * PAGE
-
-
-def get(url, timeout=10):
-    with urllib.request.urlopen(url, timeout=timeout) as r:
-        return r.read().decode()
-
-
-def metric(text, name):
-    for line in text.splitlines():
-        if line.startswith(name + " ") or line.startswith(name + "{"):
-            return float(line.rsplit(" ", 1)[1])
-    return None
-
-
-def free_port():
-    import socket
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    p = s.getsockname()[1]
-    s.close()
-    return p
-
-
-def wait_http(url, deadline=60):
-    end = time.time() + deadline
-    while time.time() < end:
-        try:
-            get(url, 2)
-            return
-        except Exception:
-            time.sleep(0.2)
-    raise SystemExit(f"{url} did not come up")
+from compare_prometheus import free_port, get, metric, rss_bytes, wait_http
 
 
 def churn_target(rate, port):
