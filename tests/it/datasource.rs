@@ -221,6 +221,22 @@ fn alerts_in(v: &Value, alertname: &str, state: &str) -> usize {
         .unwrap_or(0)
 }
 
+/// The one `LiveHigh` alert, once it fires (within 30 s).
+async fn firing_live_high(daemon: &Daemon) -> Value {
+    let firing = daemon
+        .wait_json("/api/v1/alerts", Duration::from_secs(30), |v| {
+            alerts_in(v, "LiveHigh", "firing") == 1
+        })
+        .await;
+    firing["data"]["alerts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["labels"]["alertname"] == "LiveHigh")
+        .unwrap()
+        .clone()
+}
+
 /// The `lastError` of rule `name` in `/api/v1/rules`.
 fn last_error(v: &Value, name: &str) -> String {
     v["data"]["groups"]
@@ -258,18 +274,7 @@ async fn a_rule_on_prometheus_fires_and_survives_an_outage_for_its_grace() {
 
     // the remote engine sees the value go up: the alert fires in tocsin
     target.set_metrics("# TYPE demo_live gauge\ndemo_live 7\n");
-    let firing = daemon
-        .wait_json("/api/v1/alerts", Duration::from_secs(30), |v| {
-            alerts_in(v, "LiveHigh", "firing") == 1
-        })
-        .await;
-    let alert = firing["data"]["alerts"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|a| a["labels"]["alertname"] == "LiveHigh")
-        .unwrap()
-        .clone();
+    let alert = firing_live_high(&daemon).await;
     // the remote vector's labels (Prometheus added job and instance) and value
     assert_eq!(alert["labels"]["job"], "svc", "{alert}");
     assert_eq!(alert["annotations"]["summary"], "value 7", "{alert}");
@@ -358,18 +363,7 @@ async fn a_rule_on_victoria_metrics_fires() {
         .config(&tocsin_config(&vm.url(), "5m"))
         .start();
     daemon.wait_ready().await;
-    let firing = daemon
-        .wait_json("/api/v1/alerts", Duration::from_secs(30), |v| {
-            alerts_in(v, "LiveHigh", "firing") == 1
-        })
-        .await;
-    let alert = firing["data"]["alerts"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|a| a["labels"]["alertname"] == "LiveHigh")
-        .unwrap()
-        .clone();
+    let alert = firing_live_high(&daemon).await;
     assert_eq!(alert["labels"]["job"], "vm", "{alert}");
     assert_eq!(alert["annotations"]["summary"], "value 3", "{alert}");
     assert_eq!(
