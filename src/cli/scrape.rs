@@ -26,7 +26,7 @@ pub(crate) fn scrape(
             timeout.0,
             body_limit,
             None,
-            "text/plain;version=0.0.4;q=0.9,application/json;q=0.5,*/*;q=0.1",
+            "text/plain;version=1.0.0;escaping=allow-utf-8;q=0.9,text/plain;version=0.0.4;q=0.8,application/json;q=0.5,*/*;q=0.1",
         ))
         .with_context(|| format!("scrape {url}"))?;
     let seconds = started.elapsed().as_secs_f64();

@@ -22,6 +22,13 @@
 
 pub mod cache;
 pub mod fetch;
+
+/// The `Accept` header of a metrics scrape, as Prometheus 3 asks: the text format with UTF-8
+/// names left unescaped (`{"my.metric"}`) first, then the classic text format, OpenMetrics, and
+/// anything (read as the text format).
+pub const SCRAPE_ACCEPT: &str = "text/plain;version=1.0.0;escaping=allow-utf-8;q=0.9,\
+text/plain;version=0.0.4;q=0.8,\
+application/openmetrics-text;version=1.0.0;escaping=allow-utf-8;q=0.5,*/*;q=0.1";
 pub mod health;
 pub mod probe;
 pub mod push;

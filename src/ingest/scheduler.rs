@@ -601,7 +601,7 @@ impl Scheduler {
             target.timeout.0,
             target.body_size_limit,
             target.bearer_token.as_ref(),
-            "text/plain;version=0.0.4;q=0.9,application/openmetrics-text;version=1.0.0;q=0.5,*/*;q=0.1",
+            super::SCRAPE_ACCEPT,
         )
         .await
         .and_then(|r| {

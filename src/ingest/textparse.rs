@@ -15,7 +15,11 @@
 //!   a last line without its newline (text format). Blanks and tabs before a line are skipped.
 //! - **Names**: metric names `[a-zA-Z_:][a-zA-Z0-9_:]*`, label names `[a-zA-Z_][a-zA-Z0-9_]*`,
 //!   `__name__` is reserved, a label name given twice is an error. A trailing comma in the label
-//!   block is allowed, as in Prometheus.
+//!   block is allowed, as in Prometheus. Prometheus 3's UTF-8 names are read too: a quoted label
+//!   name (`a{"my.label"="v"}`), a quoted metric name as the first item of the braces
+//!   (`{"my.metric", code="200"}`) and in `# HELP`/`# TYPE`. A quoted name holds no escape (a `\`
+//!   in one is an error): names stay slices of the body. promtool 2.42 refuses quoted names; the
+//!   agreement test lists it as a difference.
 //! - **Label values** escape `\\`, `\"` and `\n` only; they are validated when the line is parsed,
 //!   then decoded lazily by [`Sample::labels`] (borrowed when there is no escape). In a summary the
 //!   `quantile` label, in a histogram the `le` label must be a float.
@@ -137,8 +141,18 @@ impl<'a> Iterator for LabelIter<'a> {
             self.rest = s;
             return None;
         }
+        let (name, s) = match s.strip_prefix('"') {
+            // a quoted name holds no escape and no quote (checked by the parser)
+            Some(q) => {
+                let close = q.find('"')?;
+                (&q[..close], &q[close + 1..])
+            }
+            None => {
+                let eq = s.find('=')?;
+                (s[..eq].trim_end_matches([' ', '\t']), &s[eq..])
+            }
+        };
         let eq = s.find('=')?;
-        let name = s[..eq].trim_end_matches([' ', '\t']);
         let after = s[eq + 1..].trim_start_matches([' ', '\t']);
         let body = after.strip_prefix('"')?;
         let bytes = body.as_bytes();
@@ -335,6 +349,27 @@ fn char_len(line: &str, i: usize) -> usize {
     line[i..].chars().next().map_or(0, char::len_utf8)
 }
 
+/// A quoted name (`"my.metric"`, Prometheus 3's UTF-8 names) starting at the `"` at `b[i]`:
+/// `Ok((start, end))` of the text between the quotes (`end` is the closing quote), or why it is
+/// not one. Names hold no escapes: a `\` in a quoted name is refused, not decoded, so a name is
+/// always a slice of the line.
+fn quoted_name(b: &[u8], i: usize) -> Result<(usize, usize), (usize, &'static str)> {
+    let start = i + 1;
+    let mut j = start;
+    loop {
+        match b.get(j) {
+            None => return Err((i, "unterminated quoted name")),
+            Some(b'"') => break,
+            Some(b'\\') => return Err((j, "an escape in a quoted name is not supported")),
+            Some(_) => j += 1,
+        }
+    }
+    if j == start {
+        return Err((i, "empty quoted name"));
+    }
+    Ok((start, j))
+}
+
 /// Go `ParseFloat` for exposition values, as Prometheus calls it; `None` if invalid or out of
 /// range (Go's `ErrRange`: `1e309`; an underflow is 0, as in Go).
 pub fn parse_value(s: &str) -> Option<f64> {
@@ -454,11 +489,19 @@ impl<'a> Parser<'a> {
         }
         let ns = skip_ws(b, ke);
         let mut ne = ns;
-        if ne < b.len() && is_name_start(b[ne]) {
+        // the name, or a quoted UTF-8 name: `# TYPE "my.metric" counter`
+        let mut name_at = (ns, ns);
+        if ne < b.len() && b[ne] == b'"' {
+            let (s, e) = quoted_name(b, ne)
+                .map_err(|(at, why)| self.err_at(col0, at, format!("{why} in # {keyword}")))?;
+            name_at = (s, e);
+            ne = e + 1;
+        } else if ne < b.len() && is_name_start(b[ne]) {
             ne += 1;
             while ne < b.len() && is_name_char(b[ne]) {
                 ne += 1;
             }
+            name_at = (ns, ne);
         }
         if ne == b.len() {
             return Ok(None);
@@ -473,7 +516,7 @@ impl<'a> Parser<'a> {
                 ),
             ));
         }
-        let name = &line[ns..ne];
+        let name = &line[name_at.0..name_at.1];
         let key = self.family_of(name);
         let ts = skip_ws(b, ne);
         if ts == b.len() {
@@ -578,6 +621,9 @@ impl<'a> Parser<'a> {
     /// A sample line (its text starting at `col0`).
     fn sample(&mut self, line: &'a str, col0: usize) -> Result<Sample<'a>, ParseError> {
         let b = line.as_bytes();
+        if b[0] == b'{' {
+            return self.sample_named_in_braces(line, col0);
+        }
         if !is_name_start(b[0]) {
             return Err(self.err_at(col0, 0, format!("invalid metric name at {}", excerpt(line))));
         }
@@ -586,12 +632,7 @@ impl<'a> Parser<'a> {
             i += 1;
         }
         let name = &line[..i];
-        let kind = self.sample_kind(name);
-        let special = match kind {
-            MetricKind::Summary => Some("quantile"),
-            MetricKind::Histogram | MetricKind::GaugeHistogram => Some("le"),
-            _ => None,
-        };
+        let special = self.special_label(name);
         let mut series_end = i;
         let mut label_block = "";
         let after_name = skip_ws(b, i);
@@ -611,6 +652,82 @@ impl<'a> Parser<'a> {
                 ),
             ));
         }
+        self.sample_rest(line, col0, name, series_end, label_block, j)
+    }
+
+    /// The label whose value must be a float in the family of `name`: a summary's `quantile`,
+    /// a histogram's `le`.
+    fn special_label(&mut self, name: &'a str) -> Option<&'static str> {
+        match self.sample_kind(name) {
+            MetricKind::Summary => Some("quantile"),
+            MetricKind::Histogram | MetricKind::GaugeHistogram => Some("le"),
+            _ => None,
+        }
+    }
+
+    /// A sample line whose metric name is the first, quoted, item of its braces (Prometheus 3's
+    /// form for UTF-8 names: `{"my.metric", "my.label"="v"} 1`).
+    fn sample_named_in_braces(
+        &mut self,
+        line: &'a str,
+        col0: usize,
+    ) -> Result<Sample<'a>, ParseError> {
+        let b = line.as_bytes();
+        let q = skip_ws(b, 1);
+        if b.get(q) != Some(&b'"') {
+            return Err(self.err_at(
+                col0,
+                q,
+                format!(
+                    "a sample line starting with '{{' needs its quoted metric name first, found {}",
+                    excerpt(&line[q.min(line.len())..])
+                ),
+            ));
+        }
+        let (ns, ne) = quoted_name(b, q)
+            .map_err(|(at, why)| self.err_at(col0, at, format!("{why} (metric name)")))?;
+        let name = &line[ns..ne];
+        let after = skip_ws(b, ne + 1);
+        let special = self.special_label(name);
+        let end = match b.get(after) {
+            Some(b'}') => after + 1,
+            Some(b',') => self.labels(line, col0, after + 1, special)?,
+            Some(_) if b.get(skip_ws(b, after)) == Some(&b'=') => {
+                return Err(self.err_at(
+                    col0,
+                    q,
+                    format!(
+                        "a sample line starting with '{{' needs its quoted metric name first, found label {name:?}"
+                    ),
+                ));
+            }
+            _ => {
+                return Err(self.err_at(
+                    col0,
+                    after,
+                    format!("expected ',' or '}}' after the metric name {name:?}"),
+                ));
+            }
+        };
+        let label_block = if b[after] == b',' {
+            &line[after + 1..end - 1]
+        } else {
+            ""
+        };
+        self.sample_rest(line, col0, name, end, label_block, end)
+    }
+
+    /// The value, timestamp and exemplar of a sample line, from byte `j` (after its series).
+    fn sample_rest(
+        &mut self,
+        line: &'a str,
+        col0: usize,
+        name: &'a str,
+        series_end: usize,
+        label_block: &'a str,
+        j: usize,
+    ) -> Result<Sample<'a>, ParseError> {
+        let b = line.as_bytes();
         let vstart = skip_ws(b, j);
         if vstart == b.len() {
             return Err(self.err_at(
@@ -726,18 +843,37 @@ impl<'a> Parser<'a> {
             if b[i] == b'}' {
                 return Ok(i + 1);
             }
-            let ns = i;
-            if !is_label_start(b[i]) {
-                return Err(self.err_at(
-                    col0,
-                    i,
-                    format!("invalid label name at {}", excerpt(&line[i..])),
-                ));
-            }
-            while i < b.len() && is_label_char(b[i]) {
-                i += 1;
-            }
-            let lname = &line[ns..i];
+            let (ns, ne) = if b[i] == b'"' {
+                // a quoted UTF-8 label name: `"my.label"="v"`
+                let (s, e) = quoted_name(b, i)
+                    .map_err(|(at, why)| self.err_at(col0, at, format!("{why} (label name)")))?;
+                i = e + 1;
+                if matches!(b.get(skip_ws(b, i)), Some(b',' | b'}')) {
+                    return Err(self.err_at(
+                        col0,
+                        s - 1,
+                        format!(
+                            "quoted name {:?} without a value: a quoted metric name goes first in the braces, with no name before them",
+                            &line[s..e]
+                        ),
+                    ));
+                }
+                (s, e)
+            } else {
+                let ns = i;
+                if !is_label_start(b[i]) {
+                    return Err(self.err_at(
+                        col0,
+                        i,
+                        format!("invalid label name at {}", excerpt(&line[i..])),
+                    ));
+                }
+                while i < b.len() && is_label_char(b[i]) {
+                    i += 1;
+                }
+                (ns, i)
+            };
+            let lname = &line[ns..ne];
             if lname == "__name__" {
                 return Err(self.err_at(
                     col0,
@@ -748,7 +884,7 @@ impl<'a> Parser<'a> {
             }
             let dup = if nseen < 16 {
                 let dup = seen[..nseen].iter().any(|&(s, e)| &line[s..e] == lname);
-                seen[nseen] = (ns, i);
+                seen[nseen] = (ns, ne);
                 dup
             } else {
                 if nseen == 16 {
@@ -1185,6 +1321,134 @@ mod tests {
             assert_eq!((e.line, e.column), (line, column), "{text:?}: {e}");
             assert!(e.message.contains(want), "{text:?}: {e} (want {want:?})");
         }
+    }
+
+    #[test]
+    fn quoted_utf8_names_parse_as_prometheus_3_writes_them() {
+        let s = one(r#"{"my.metric"} 1"#);
+        assert_eq!(
+            (s.name, s.series, s.value),
+            ("my.metric", r#"{"my.metric"}"#, 1.0)
+        );
+        assert!(labels(&s).is_empty());
+
+        let s = one(r#"{ "http.requests" , "my.label"="a=b", code="200", } 2 1000"#);
+        assert_eq!(s.name, "http.requests");
+        assert_eq!(s.timestamp_ms, Some(1000));
+        assert_eq!(
+            labels(&s),
+            vec![("my.label", "a=b".to_string()), ("code", "200".to_string())]
+        );
+
+        let s = one(r#"legacy_name{"dotted.label"="x\"y", "ünïcode"="z"} 3"#);
+        assert_eq!(s.name, "legacy_name");
+        assert_eq!(
+            labels(&s),
+            vec![
+                ("dotted.label", "x\"y".to_string()),
+                ("ünïcode", "z".to_string())
+            ]
+        );
+        // a quoted name that is a classic one is the same name
+        assert_eq!(one(r#"{"up"} 1"#).name, "up");
+
+        // metadata names the quoted family; a histogram's `le` is still checked
+        let text =
+            "# HELP \"my.h\" latency\n# TYPE \"my.h\" histogram\n{\"my.h_bucket\",le=\"0.5\"} 1\n";
+        let entries: Vec<Entry> = Parser::new(text).collect::<Result<_, _>>().unwrap();
+        assert!(matches!(entries[0], Entry::Help { name: "my.h", .. }));
+        assert!(matches!(
+            entries[1],
+            Entry::Type {
+                name: "my.h",
+                kind: MetricKind::Histogram
+            }
+        ));
+        let e = err("# TYPE \"my.h\" histogram\n{\"my.h_bucket\",le=\"x\"} 1\n");
+        assert!(e.message.contains("not a float"), "{e}");
+        // OpenMetrics bodies take the same names
+        let v = om("{\"my.c_total\"} 1\n# EOF\n").unwrap();
+        assert!(matches!(&v[0], Entry::Sample(s) if s.name == "my.c_total"));
+    }
+
+    proptest::proptest! {
+        /// Any body made of the format's own tokens (quotes, braces, escapes, names, values,
+        /// metadata) parses or fails without panicking; an error names a line of the body and
+        /// a column within it, and every name a sample yields is a slice without a quote.
+        #[test]
+        fn any_token_soup_parses_or_fails_cleanly(
+            tokens in proptest::collection::vec(
+                proptest::sample::select(vec![
+                    "{", "}", "\"", "\\", ",", "=", " ", "\t", "\n", "#", "# TYPE ", "# HELP ",
+                    "a", "my.metric", "ü", "le", "quantile", "__name__", "1", "NaN", "+Inf",
+                    "_bucket", "_sum", "counter", "histogram", "summary", "\"x\"", "\"my.l\"",
+                ]),
+                0..48,
+            ),
+            om in proptest::bool::ANY,
+        ) {
+            let text: String = tokens.concat();
+            let lines = text.split('\n').count();
+            let format = if om { Format::OpenMetrics } else { Format::Text };
+            for entry in Parser::with_format(&text, format) {
+                match entry {
+                    Ok(Entry::Sample(s)) => {
+                        proptest::prop_assert!(!s.name.contains('"'), "{text:?}");
+                        for (name, _) in s.labels() {
+                            proptest::prop_assert!(!name.contains('"') && !name.is_empty(), "{text:?}");
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        proptest::prop_assert!(e.line >= 1 && e.line <= lines, "{text:?}: {e}");
+                        let line = text.split('\n').nth(e.line - 1).unwrap_or("");
+                        if let Some(c) = e.column {
+                            proptest::prop_assert!(c >= 1 && c <= line.len() + 1, "{text:?}: {e}");
+                        }
+                        break;
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn malformed_quoted_names_are_errors_at_their_column() {
+        assert_errors(&[
+            ("{\"a\\\"b\"} 1\n", 1, Some(4), "escape in a quoted name"),
+            ("{\"\"} 1\n", 1, Some(2), "empty quoted name"),
+            ("{\"abc\n", 1, Some(2), "unterminated quoted name"),
+            ("{a=\"b\"} 1\n", 1, Some(2), "quoted metric name first"),
+            (
+                "{\"lbl\"=\"v\"} 1\n",
+                1,
+                Some(2),
+                "quoted metric name first",
+            ),
+            ("{\"m\" x} 1\n", 1, Some(6), "expected ',' or '}'"),
+            ("m{\"n\"} 1\n", 1, Some(3), "without a value"),
+            ("{\"m\", \"n\"} 1\n", 1, Some(7), "without a value"),
+            ("{\"m\", \"__name__\"=\"x\"} 1\n", 1, Some(8), "reserved"),
+            (
+                "{\"m\", \"a\"=\"1\", a=\"2\"} 1\n",
+                1,
+                Some(16),
+                "duplicate label name",
+            ),
+            ("{\"m\"}\n", 1, Some(6), "missing value"),
+            (
+                "# TYPE \"m counter\n",
+                1,
+                Some(8),
+                "unterminated quoted name in # TYPE",
+            ),
+            (
+                "# TYPE \"m\"x counter\n",
+                1,
+                Some(11),
+                "invalid metric name",
+            ),
+        ]);
     }
 
     #[test]

@@ -888,3 +888,84 @@ async fn string_boolean_and_array_json_fields_become_series() {
         (Some(1.0), Some(0.0), Some(0.0))
     );
 }
+
+/// Prometheus 3's UTF-8 names end to end in the real binary: the scrape asks for them
+/// (`escaping=allow-utf-8`), the parser reads `{"my.metric", "my.label"="v"}`, the store keeps
+/// the names as written, the API serves them, and a rule's quoted selector matches and fires.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quoted_utf8_names_are_scraped_stored_queried_and_alerted_on() {
+    use std::sync::{Arc, Mutex};
+    let accept = Arc::new(Mutex::new(String::new()));
+    let seen = accept.clone();
+    let app = axum::Router::new().route(
+        "/metrics",
+        axum::routing::get(move |headers: axum::http::HeaderMap| {
+            let seen = seen.clone();
+            async move {
+                *seen.lock().unwrap() = headers
+                    .get("accept")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("")
+                    .to_string();
+                (
+                    [(
+                        "content-type",
+                        "text/plain; version=1.0.0; escaping=allow-utf-8",
+                    )],
+                    "# HELP \"my.metric\" a dotted name\n# TYPE \"my.metric\" gauge\n\
+                     {\"my.metric\", \"my.label\"=\"v\", code=\"200\"} 3\n\
+                     legacy_total{\"ünï.code\"=\"x\"} 1\n",
+                )
+            }
+        }),
+    );
+    let addr = serve(app).await;
+    let dir = tempfile::tempdir().unwrap();
+    let d = Daemon::in_dir(dir.path())
+        .file(
+            "rules.yml",
+            "groups:\n  - name: utf8\n    interval: 1s\n    rules:\n      - alert: Dotted\n        \
+             expr: '{\"my.metric\", \"my.label\"=\"v\"} > 2'\n        annotations:\n          \
+             summary: '{{ $labels.code }} {{ index $labels \"my.label\" }}'\n",
+        )
+        .config(&format!(
+            "rule_files: [rules.yml]\nscrape: {{ interval: 1s, timeout: 1s }}\n\
+             targets:\n  - name: svc\n    metrics: http://{addr}/metrics\n"
+        ))
+        .start();
+    let alerts = d
+        .wait_json("/api/v1/alerts", Duration::from_secs(30), |v| {
+            v["data"]["alerts"]
+                .as_array()
+                .is_some_and(|a| !a.is_empty())
+        })
+        .await;
+    let alert = &alerts["data"]["alerts"][0];
+    assert_eq!(alert["labels"]["alertname"], "Dotted");
+    assert_eq!(alert["labels"]["my.label"], "v");
+    assert_eq!(alert["annotations"]["summary"], "200 v");
+    assert!(
+        accept
+            .lock()
+            .unwrap()
+            .starts_with("text/plain;version=1.0.0;escaping=allow-utf-8"),
+        "{}",
+        accept.lock().unwrap()
+    );
+
+    let q = |query: &str| {
+        let q: String = url::form_urlencoded::byte_serialize(query.as_bytes()).collect();
+        format!("/api/v1/query?query={q}")
+    };
+    let v = d.get_json(&q(r#"{"ünï.code"="x"}"#)).await;
+    let result = &v["data"]["result"];
+    assert_eq!(result.as_array().map(Vec::len), Some(1), "{v}");
+    assert_eq!(result[0]["metric"]["__name__"], "legacy_total");
+    assert_eq!(result[0]["metric"]["job"], "svc");
+    let v = d.get_json(&q(r#"{"my.metric", code="200"}"#)).await;
+    let result = &v["data"]["result"];
+    assert_eq!(result.as_array().map(Vec::len), Some(1), "{v}");
+    assert_eq!(result[0]["metric"]["__name__"], "my.metric");
+    assert_eq!(result[0]["metric"]["my.label"], "v");
+    assert_eq!(result[0]["value"][1], "3");
+}
