@@ -106,6 +106,9 @@ pub struct StatusBoard {
     pub last_target_diff: RwLock<Option<TargetSetDiff>>,
     /// each service discovery source's state, by source key
     pub discovery: RwLock<BTreeMap<String, super::sd::SdSourceStatus>>,
+    /// discovered addresses relabelling dropped (at most [`super::sd::KEEP_DROPPED_TARGETS`]),
+    /// and how many each target's discovery dropped in all
+    pub dropped: RwLock<(Vec<super::sd::DroppedTarget>, BTreeMap<String, usize>)>,
 }
 
 impl StatusBoard {

@@ -637,13 +637,16 @@ fn panic_history(e: tokio::task::JoinError) -> BTreeMap<String, RuleHistory> {
 }
 
 /// `GET /api/v1/targets`: Prometheus's `activeTargets` (one per scraped endpoint: a target's
-/// metrics and health endpoints are two) plus tocsin's `kind` and `samples`.
+/// metrics and health endpoints are two) plus tocsin's `kind` and `samples`, `droppedTargets`
+/// (discovered addresses relabelling dropped, at most [`crate::ingest::sd::KEEP_DROPPED_TARGETS`])
+/// and `droppedTargetCounts` (per target, whole), as Prometheus 2.47+ answers.
 pub(super) async fn targets(State(s): State<AppState>, RawQuery(q): RawQuery) -> Response {
     let params = params(q.as_deref(), &[]);
-    // Prometheus's `state`: targets relabelling dropped are not kept, so none is listed as dropped
-    let active_wanted = match param(&params, "state") {
-        None | Some("active" | "any") => true,
-        Some("dropped") => false,
+    // Prometheus's `state`: discovered addresses relabelling dropped are listed as dropped
+    let (active_wanted, dropped_wanted) = match param(&params, "state") {
+        None | Some("any") => (true, true),
+        Some("active") => (true, false),
+        Some("dropped") => (false, true),
         Some(other) => {
             return bad_data(format!(
                 "invalid parameter \"state\": {other:?} is not active, dropped or any"
@@ -688,8 +691,21 @@ pub(super) async fn targets(State(s): State<AppState>, RawQuery(q): RawQuery) ->
             })
         })
         .collect();
-    Json(json!({"status": "success", "data": {"activeTargets": active, "droppedTargets": []}}))
-        .into_response()
+    let (dropped, dropped_counts) = {
+        let d = s.status.dropped.read().expect("status lock");
+        let list: Vec<Json_> =
+            d.0.iter()
+                .filter(|_| dropped_wanted)
+                .map(|t| json!({"discoveredLabels": t.discovered_labels, "scrapePool": t.target}))
+                .collect();
+        (list, d.1.clone())
+    };
+    Json(json!({"status": "success", "data": {
+        "activeTargets": active,
+        "droppedTargets": dropped,
+        "droppedTargetCounts": dropped_counts,
+    }}))
+    .into_response()
 }
 
 /// `GET /api/v1/status`: uptime, startup progress, reload history, build information.

@@ -309,6 +309,33 @@ async fn file_sd_targets_follow_their_file_and_a_broken_file_keeps_the_last_good
         target_instances(&base).await,
         [(format!("nodes/{}", addr(&one)), addr(&one))]
     );
+    // the address `keep` dropped is listed with its labels before relabelling, as Prometheus does
+    let dropped: Value = serde_json::from_str(
+        &reqwest::get(format!("{base}/api/v1/targets?state=dropped"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap(),
+    )
+    .unwrap();
+    let data = &dropped["data"];
+    assert_eq!(
+        data["activeTargets"].as_array().map(Vec::len),
+        Some(0),
+        "{data}"
+    );
+    assert_eq!(
+        data["droppedTargets"].as_array().map(Vec::len),
+        Some(1),
+        "{data}"
+    );
+    let d = &data["droppedTargets"][0];
+    assert_eq!(d["scrapePool"], "nodes");
+    assert_eq!(d["discoveredLabels"]["__address__"], addr(&two));
+    assert_eq!(d["discoveredLabels"]["env"], "dev");
+    assert_eq!(d["discoveredLabels"]["__metrics_path__"], "/metrics");
+    assert_eq!(data["droppedTargetCounts"]["nodes"], 1);
     let up = daemon.store().series(&[Matcher::equal("__name__", "up")]);
     let labels = up[0]
         .iter()

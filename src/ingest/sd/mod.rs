@@ -501,8 +501,21 @@ pub fn relabel_static(target: Target, relabel: &Relabel) -> Option<Target> {
 /// The targets a job's discovered groups give (pure), relabelled, in a stable order, with
 /// unique names.
 pub fn targets_of<'a>(job: &SdJob, groups: impl IntoIterator<Item = &'a Group>) -> Vec<Target> {
+    targets_and_dropped(job, groups, 0).0
+}
+
+/// [`targets_of`], and the discovered labels (before relabelling) of at most `keep_dropped` of
+/// the addresses relabelling dropped (a `keep`/`drop`, an empty `__address__`, a URL that does
+/// not parse), with how many it dropped in all: what `/api/v1/targets` lists as dropped.
+pub fn targets_and_dropped<'a>(
+    job: &SdJob,
+    groups: impl IntoIterator<Item = &'a Group>,
+    keep_dropped: usize,
+) -> (Vec<Target>, Vec<LabelMap>, usize) {
     let prefix = format!("{}/", job.template.name);
     let mut out: Vec<Target> = Vec::new();
+    let mut dropped = Vec::new();
+    let mut dropped_count = 0usize;
     for g in groups {
         for address in &g.targets {
             let labels = initial_labels(
@@ -512,16 +525,36 @@ pub fn targets_of<'a>(job: &SdJob, groups: impl IntoIterator<Item = &'a Group>) 
                 address,
                 &g.labels,
             );
-            let Some(labels) = job.relabel.apply(labels) else {
-                continue;
-            };
-            if let Some(t) = finish(&job.template, &prefix, labels) {
-                out.push(t);
+            let discovered = (dropped.len() < keep_dropped).then(|| labels.clone());
+            match job
+                .relabel
+                .apply(labels)
+                .and_then(|l| finish(&job.template, &prefix, l))
+            {
+                Some(t) => out.push(t),
+                None => {
+                    dropped_count += 1;
+                    dropped.extend(discovered);
+                }
             }
         }
     }
-    unique_names(out)
+    (unique_names(out), dropped, dropped_count)
 }
+
+/// A discovered address relabelling dropped, as `/api/v1/targets?state=dropped` lists it.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct DroppedTarget {
+    /// the target (job template) whose discovery found it
+    pub target: String,
+    /// its labels before relabelling (`__address__`, `__meta_*`, `job`, …)
+    pub discovered_labels: LabelMap,
+}
+
+/// How many dropped targets the status keeps for the API, over all sources (Prometheus's
+/// `keep_dropped_targets`, bounded here so a discovery that drops 100,000 addresses costs
+/// little memory); the count per target is always whole.
+pub const KEEP_DROPPED_TARGETS: usize = 1_000;
 
 /// Drops exact duplicates and gives targets that share a name and differ a `#<hash>` suffix.
 fn unique_names(mut targets: Vec<Target>) -> Vec<Target> {
@@ -755,14 +788,26 @@ impl Discovery {
         targets: &watch::Sender<Arc<Vec<Target>>>,
     ) {
         let mut all = sources.statics.clone();
+        let mut dropped: Vec<DroppedTarget> = Vec::new();
+        let mut dropped_counts: BTreeMap<String, usize> = BTreeMap::new();
         for job in &sources.jobs {
             let gs = job
                 .sources
                 .iter()
                 .filter_map(|(k, _)| groups.get(k))
                 .flatten();
-            all.extend(targets_of(job, gs));
+            let (ts, gone, count) =
+                targets_and_dropped(job, gs, KEEP_DROPPED_TARGETS - dropped.len());
+            all.extend(ts);
+            dropped.extend(gone.into_iter().map(|l| DroppedTarget {
+                target: job.template.name.clone(),
+                discovered_labels: l,
+            }));
+            if count > 0 {
+                dropped_counts.insert(job.template.name.clone(), count);
+            }
         }
+        *self.status.dropped.write().expect("status lock") = (dropped, dropped_counts);
         targets.send_if_modified(|t| {
             if **t == all {
                 false
@@ -884,6 +929,30 @@ mod tests {
             .map(|(k, v)| (k.as_str(), v.as_str()))
             .collect();
         assert_eq!(labels, [("env", "prod"), ("file", "a"), ("team", "ops")]);
+    }
+
+    #[test]
+    fn dropped_addresses_keep_their_discovered_labels_up_to_the_bound_and_are_all_counted() {
+        let j = job(
+            "targets:\n- name: n\n  file_sd: [{files: [a.json]}]\n  relabel_configs:\n  - {source_labels: [env], regex: prod, action: keep}\n",
+        );
+        let groups = parse_groups(
+            br#"[{"targets": ["p:1"], "labels": {"env": "prod"}},
+                 {"targets": ["d1:1", "d2:1", "d3:1"], "labels": {"env": "dev"}}]"#,
+            true,
+            "a.json",
+        )
+        .unwrap();
+        let (ts, dropped, count) = targets_and_dropped(&j, &groups, 2);
+        assert_eq!(ts.len(), 1);
+        // three dropped by `keep`, two kept for the API
+        assert_eq!(count, 3);
+        assert_eq!(dropped.len(), 2);
+        assert_eq!(dropped[0]["__address__"], "d1:1");
+        assert_eq!(dropped[0]["env"], "dev");
+        assert_eq!(dropped[0]["job"], "n");
+        let (_, none, count) = targets_and_dropped(&j, &groups, 0);
+        assert_eq!((none.len(), count), (0, 3));
     }
 
     #[test]
