@@ -189,6 +189,11 @@ impl Heartbeats {
             .clone()
     }
 
+    /// Forgets target `name` (removed by a reload): its check-ins are refused from now on.
+    pub fn unregister(&self, name: &str) {
+        self.cells.write().expect("heartbeats lock").remove(name);
+    }
+
     /// Records a check-in of `name` at `now` and wakes its task; false when no heartbeat target
     /// has that name. A check-in older than the last one changes nothing.
     pub fn beat(&self, name: &str, now: i64) -> bool {

@@ -296,6 +296,9 @@ impl Scheduler {
                 Some(t) if *running[&name].target == **t => diff.unchanged += 1,
                 Some(t) => {
                     let old = running.remove(&name).expect("running target");
+                    if t.heartbeat.is_none() && old.target.heartbeat.is_some() {
+                        self.heartbeats.unregister(&name);
+                    }
                     // the old series end only when the new target writes other ones
                     let relabelled = endpoint_labels(&old.target) != endpoint_labels(t);
                     let previous = self.stop_target(old, relabelled);
@@ -304,6 +307,10 @@ impl Scheduler {
                 }
                 None => {
                     let old = running.remove(&name).expect("running target");
+                    if old.target.heartbeat.is_some() {
+                        // its check-ins are refused from now on (404), as for any unknown name
+                        self.heartbeats.unregister(&name);
+                    }
                     self.stop_target(old, true);
                     diff.removed.push(name);
                 }

@@ -594,3 +594,28 @@ async fn scrape_previews_a_health_endpoint_instead_of_failing_to_parse_it() {
     assert_eq!(out.status.code(), Some(0));
     assert!(String::from_utf8_lossy(&out.stdout).contains("http_requests_total"));
 }
+
+/// A heartbeat target a reload removed no longer accepts check-ins: they get the 404 of an
+/// unknown name, not a 2xx that checks in nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_heartbeat_target_removed_by_a_reload_refuses_check_ins() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = push_daemon(dir.path());
+    d.wait_ready().await;
+    let (code, text) = post(&d, "/api/v1/heartbeat/nightly", Some(TOKEN), "").await;
+    assert!((200..300).contains(&code), "{code} {text}");
+
+    let config = std::fs::read_to_string(dir.path().join("tocsin.yml")).unwrap();
+    let start = config.find("targets:").unwrap();
+    let end = config.find("rule_files:").unwrap();
+    let without = format!("{}targets: []\n{}", &config[..start], &config[end..]);
+    std::fs::write(dir.path().join("tocsin.yml"), without).unwrap();
+    let (code, text) = post(&d, "/-/reload", Some(TOKEN), "").await;
+    assert_eq!(code, 200, "{text}");
+    Deadline::within("the heartbeat target gone from /api/v1/targets", WAIT)
+        .until_some(async || heartbeat_target(&d).await.is_null().then_some(()))
+        .await;
+    let (code, text) = post(&d, "/api/v1/heartbeat/nightly", Some(TOKEN), "").await;
+    assert_eq!(code, 404, "{text}");
+    assert!(text.contains("no heartbeat target named"), "{text}");
+}
