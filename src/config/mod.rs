@@ -17,7 +17,7 @@ pub mod secret;
 pub use preflight::{PreflightError, PreflightErrors};
 pub use secret::{MAX_SECRET_FILE_BYTES, SecretFileError, read_secret_file};
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -804,6 +804,14 @@ impl Config {
         })?;
         cfg.validate(path)?;
         Ok(cfg)
+    }
+
+    /// Each target's `startup_grace` in ms, by its `job` label (what the rule manager judges by).
+    pub fn startup_graces(&self) -> HashMap<String, i64> {
+        self.targets
+            .iter()
+            .map(|t| (t.job_label().to_string(), t.startup_grace.as_millis()))
+            .collect()
     }
 
     /// `external_labels` as a label set (empty when unset).

@@ -240,11 +240,7 @@ impl Daemon {
                 .and_then(|p| p.parent().map(PathBuf::from))
                 .unwrap_or_default(),
             default_interval_ms: cfg.evaluation.interval.value.as_millis(),
-            grace: cfg
-                .targets
-                .iter()
-                .map(|t| (t.job_label().to_string(), t.startup_grace.as_millis()))
-                .collect(),
+            grace: cfg.startup_graces(),
             external_labels: Default::default(),
             external_url: format!("http://{addr}"),
             compat: cfg.evaluation.compat(),

@@ -34,7 +34,7 @@
 //! rule file reached through a symlink whose target changes elsewhere (a Kubernetes ConfigMap
 //! mount swaps a `..data` link) is not seen; SIGHUP and the API cover those cases.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError, Weak};
@@ -515,17 +515,6 @@ pub fn restart_settings(cfg: &crate::config::Config) -> Vec<(&'static str, Strin
             d(&serde_json::to_string(&cfg.datasource_names()).unwrap_or_default()),
         ),
         ("log", d(&(&cfg.log.level, &cfg.log.format))),
-        (
-            "targets[].startup_grace",
-            d(&cfg
-                .targets
-                .iter()
-                // the rule manager reads the graces it started with: a target added or
-                // changed with a grace needs a restart for it
-                .filter(|t| !t.startup_grace.0.is_zero())
-                .map(|t| (t.job_label().to_string(), t.startup_grace))
-                .collect::<Vec<_>>()),
-        ),
     ]
 }
 
@@ -549,12 +538,19 @@ impl TargetsReload {
             .filter(|(a, b)| a.1 != b.1)
             .map(|(a, _)| a.0.to_string())
             .collect();
-        Ok((sources, needs_restart))
+        Ok((sources, needs_restart, cfg.startup_graces()))
     }
 }
 
 /// A new target set and the settings that changed but need a restart, or the errors.
-type PreparedTargets = Result<(crate::ingest::sd::TargetSources, Vec<String>), Vec<String>>;
+type PreparedTargets = Result<
+    (
+        crate::ingest::sd::TargetSources,
+        Vec<String>,
+        HashMap<String, i64>,
+    ),
+    Vec<String>,
+>;
 
 /// What one reload read from `tocsin.yml`, ready to swap in.
 struct PreparedConfig {
@@ -824,8 +820,12 @@ impl Reloader {
             info!("notification routing and receivers reloaded");
         }
         let mut needs_restart = Vec::new();
-        if let (Some(Ok((sources, restart))), Some(t)) = (config.targets, self.targets.as_ref()) {
+        if let (Some(Ok((sources, restart, graces))), Some(t)) =
+            (config.targets, self.targets.as_ref())
+        {
             let _ = t.sources.send(Arc::new(sources));
+            // the graces of added and changed targets apply from the next evaluation
+            self.manager.set_grace(graces);
             if !restart.is_empty() {
                 warn!(settings = ?restart, "changed settings need a restart");
             }
@@ -882,7 +882,7 @@ fn prepare_config(
     // notifications were off at start: a route now turns them on only after a restart
     if notify.is_none()
         && cfg.route.is_some()
-        && let Some(Ok((_, restart))) = out.targets.as_mut()
+        && let Some(Ok((_, restart, _))) = out.targets.as_mut()
     {
         restart.push("route".into());
     }

@@ -119,6 +119,9 @@ pub struct RuleManager {
     engine: Engine,
     scripts: Arc<ScriptEngine>,
     config: RuleConfig,
+    /// target `job` → startup grace (ms): `config.grace` at start, swapped by a reload of the
+    /// configuration ([`RuleManager::set_grace`])
+    grace: RwLock<Arc<HashMap<String, i64>>>,
     /// the notification pipeline, ticked after each evaluation (None: notifications off)
     notifier: Option<Arc<Notifier>>,
     /// woken after a commit that made notifications durable, so the sender need not poll
@@ -257,6 +260,7 @@ impl RuleManagerBuilder {
             })
             .with_selector_cache(),
             scripts: Arc::new(ScriptEngine::new()),
+            grace: RwLock::new(Arc::new(config.grace.clone())),
             config,
             notifier: self.notifier,
             delivery_wakeup: self.delivery_wakeup,
@@ -1110,11 +1114,18 @@ impl RuleManager {
             .set(firing);
     }
 
+    /// Swaps in the targets' startup graces (target `job` → ms) of a reloaded configuration:
+    /// the next evaluation judges by them. A target keeps the first-seen time it had.
+    pub fn set_grace(&self, grace: HashMap<String, i64>) {
+        *self.grace.write().expect("grace lock") = Arc::new(grace);
+    }
+
     /// Targets (by `job`, the target name) still within their startup grace at `t`;
     /// `first_seen` caches what the store answered.
     fn in_grace(&self, first_seen: &mut HashMap<String, i64>, t: i64) -> HashSet<String> {
         let mut out = HashSet::new();
-        for (name, grace) in &self.config.grace {
+        let graces = self.grace.read().expect("grace lock").clone();
+        for (name, grace) in graces.iter() {
             if *grace <= 0 {
                 continue;
             }
@@ -1207,6 +1218,34 @@ mod tests {
             tokio::time::sleep(Duration::from_secs(1)).await;
         }
         panic!("no such alert: {:?}", manager.alerts());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_reloaded_startup_grace_applies_from_the_next_judgement() {
+        let dir = tempfile::tempdir().unwrap();
+        let manager = manager(
+            dir.path(),
+            "groups: []\n",
+            Arc::new(SelfMetrics::new(0.0)),
+            |_| {},
+        );
+        let mut first_seen = HashMap::new();
+        // started without a grace: nothing is spared
+        assert!(manager.in_grace(&mut first_seen, T0).is_empty());
+        // a reload gives `svc` a minute: from its first sighting (now: never scraped yet)
+        manager.set_grace(HashMap::from([("svc".to_string(), 60_000)]));
+        assert_eq!(
+            manager.in_grace(&mut first_seen, T0 + 1_000),
+            HashSet::from(["svc".to_string()])
+        );
+        assert!(
+            manager
+                .in_grace(&mut first_seen, T0 + 1_000 + 60_000)
+                .is_empty()
+        );
+        // and a reload that takes it away again spares it no more
+        manager.set_grace(HashMap::new());
+        assert!(manager.in_grace(&mut first_seen, T0 + 2_000).is_empty());
     }
 
     #[tokio::test(start_paused = true)]
