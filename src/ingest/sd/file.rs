@@ -3,6 +3,8 @@
 //! opened), watched through their directories (atomic saves replace the inode) and re-read
 //! every `refresh_interval`.
 //!
+//! A read after a change is repeated until two agree ([`settled`]).
+//!
 //! Each file's groups get `__meta_filepath`. A file that cannot be read or parsed fails the whole
 //! refresh, so the source keeps its last good list; a pattern that matches no file gives no
 //! targets (Prometheus's behaviour: files may come later).
@@ -20,6 +22,39 @@ use super::{Group, MAX_SD_BYTES, SdError};
 /// How long a burst of file events waits before the re-read: an editor's save or a writer in
 /// parts is seen as one change.
 pub const SETTLE: Duration = Duration::from_millis(300);
+
+/// The most reads [`settled`] makes of a changed file set before it takes the last one.
+pub const SETTLE_READS: usize = 5;
+
+/// Reads with `read` until two reads `settle` apart agree (the same groups, or the same error),
+/// at most `max_reads` times, and returns the last: a file written in parts is not taken while
+/// it is cut at a group boundary (valid, and shorter). The waits are tokio sleeps (paused time
+/// in tests).
+pub async fn settled<F, Fut>(
+    mut read: F,
+    settle: Duration,
+    max_reads: usize,
+) -> Result<Vec<Group>, SdError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<Vec<Group>, SdError>>,
+{
+    let same = |a: &Result<Vec<Group>, SdError>, b: &Result<Vec<Group>, SdError>| match (a, b) {
+        (Ok(a), Ok(b)) => a == b,
+        (Err(a), Err(b)) => a.to_string() == b.to_string(),
+        _ => false,
+    };
+    let mut last = read().await;
+    for _ in 1..max_reads.max(1) {
+        tokio::time::sleep(settle).await;
+        let next = read().await;
+        if same(&last, &next) {
+            return next;
+        }
+        last = next;
+    }
+    last
+}
 
 /// Reads every file the patterns match now (blocking).
 pub fn refresh(patterns: &[PathBuf]) -> Result<Vec<Group>, SdError> {

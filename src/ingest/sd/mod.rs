@@ -13,19 +13,19 @@
 //!   source's last good list; it is logged, counted (`tocsin_sd_refresh_failures_total
 //!   {mechanism}`) and shown by `/api/v1/status`;
 //! - every list is bounded: [`MAX_SD_BYTES`] per file or answer, [`MAX_SD_TARGETS`] targets per
-//!   source, [`MAX_GROUP_LABELS`] labels per group, label names checked;
+//!   source and [`MAX_SD_TOTAL_TARGETS`] over all, [`MAX_GROUP_LABELS`] labels per group, label
+//!   names checked;
 //! - building targets from groups ([`targets_of`]) and relabelling ([`relabel`]) are pure;
 //!   only the discoverers do I/O, and only they (once per refresh) read the clock.
 //!
 //! Target names: a discovered target is `<template name>/<instance>`; two discovered targets
 //! with one name and different labels get `#<hash>` appended, so each keeps its own tasks.
 //!
-//! Known limits: a `file_sd` file is re-read [`file::SETTLE`] after the debounced change, without
-//! the rule files' settle-and-compare (a file cut at a group boundary is valid and shorter: write
-//! it elsewhere and rename it in, as deploy tools do); targets relabelling dropped are not kept,
-//! so `/api/v1/targets?state=dropped` lists none; [`MAX_SD_TARGETS`] bounds each source, not
-//! their sum; a target's `startup_grace` is read by the rule manager at start only (a reload
-//! that changes one says it needs a restart).
+//! File changes settle: a `file_sd` source re-read after a change is read again [`file::SETTLE`]
+//! later, until two reads agree (at most [`file::SETTLE_READS`] reads), so a file written in
+//! parts is not taken while cut at a group boundary (valid and shorter). All sources together
+//! give at most [`MAX_SD_TOTAL_TARGETS`] addresses: a refresh that would pass it fails and its
+//! source keeps its last good list.
 
 pub mod dns;
 pub mod file;
@@ -50,6 +50,9 @@ use relabel::{LabelMap, Relabel};
 pub const MAX_SD_BYTES: u64 = 4 << 20;
 /// The most targets one discovery source may give (more fails the refresh).
 pub const MAX_SD_TARGETS: usize = 10_000;
+/// The most addresses all discovery sources together may give: a refresh that would make more
+/// fails (its source keeps its last good list).
+pub const MAX_SD_TOTAL_TARGETS: usize = 50_000;
 /// The most labels one target group may carry.
 pub const MAX_GROUP_LABELS: usize = 64;
 /// The longest target address accepted.
@@ -743,9 +746,12 @@ impl Discovery {
             return; // a source stopped since
         };
         let mechanism = src.source.mechanism();
+        let result = r
+            .result
+            .and_then(|g| within_total(&r.key, g, groups, MAX_SD_TOTAL_TARGETS));
         let mut board = self.status.discovery.write().expect("status lock");
         let entry = board.get_mut(&r.key);
-        match r.result {
+        match result {
             Ok(g) => {
                 let count = g.iter().map(|g| g.targets.len()).sum();
                 if let Some(e) = entry {
@@ -819,6 +825,32 @@ impl Discovery {
     }
 }
 
+/// `groups`, a refresh of source `key`, unless with the other sources' last good lists the
+/// addresses would pass `limit`.
+fn within_total(
+    key: &str,
+    g: Vec<Group>,
+    groups: &HashMap<String, Vec<Group>>,
+    limit: usize,
+) -> Result<Vec<Group>, SdError> {
+    let count = |gs: &[Group]| gs.iter().map(|g| g.targets.len()).sum::<usize>();
+    let others: usize = groups
+        .iter()
+        .filter(|(k, _)| k.as_str() != key)
+        .map(|(_, gs)| count(gs))
+        .sum();
+    let total = others + count(&g);
+    if total > limit {
+        return Err(SdError::Limit {
+            at: "service discovery".into(),
+            message: format!(
+                "all sources together would give {total} targets, more than the limit of {limit}"
+            ),
+        });
+    }
+    Ok(g)
+}
+
 /// One source's discoverer: refreshes at once, then every refresh interval and (file) when a
 /// file changes, until stopped.
 async fn discover(
@@ -835,18 +867,28 @@ async fn discover(
         _ => None,
     };
     let every = source.refresh();
+    let mut file_changed = false;
     loop {
         let result = match &*source {
             SdSource::File { patterns, .. } => {
-                let patterns = patterns.clone();
-                tokio::task::spawn_blocking(move || file::refresh(&patterns))
-                    .await
-                    .unwrap_or_else(|e| {
-                        Err(SdError::Io {
-                            at: "file_sd".into(),
-                            message: e.to_string(),
-                        })
-                    })
+                let read = || {
+                    let patterns = patterns.clone();
+                    async move {
+                        tokio::task::spawn_blocking(move || file::refresh(&patterns))
+                            .await
+                            .unwrap_or_else(|e| {
+                                Err(SdError::Io {
+                                    at: "file_sd".into(),
+                                    message: e.to_string(),
+                                })
+                            })
+                    }
+                };
+                if std::mem::take(&mut file_changed) {
+                    file::settled(read, file::SETTLE, file::SETTLE_READS).await
+                } else {
+                    read().await
+                }
             }
             SdSource::Http {
                 url,
@@ -881,6 +923,7 @@ async fn discover(
                 // a burst of file events is one refresh: let the writer finish
                 tokio::time::sleep(file::SETTLE).await;
                 while wake.try_recv().is_ok() {}
+                file_changed = true;
             }
             _ = stop.changed() => return,
         }
@@ -929,6 +972,85 @@ mod tests {
             .map(|(k, v)| (k.as_str(), v.as_str()))
             .collect();
         assert_eq!(labels, [("env", "prod"), ("file", "a"), ("team", "ops")]);
+    }
+
+    fn groups_of(addresses: &[&str]) -> Vec<Group> {
+        vec![Group {
+            targets: addresses.iter().map(|a| a.to_string()).collect(),
+            labels: BTreeMap::new(),
+        }]
+    }
+
+    /// A file read while its writer is half way (short, then broken, then whole) is taken only
+    /// once two reads agree; a steady file costs two reads; one that never settles is taken at
+    /// the last read.
+    #[tokio::test(start_paused = true)]
+    async fn a_changed_file_is_taken_once_two_reads_agree() {
+        let script = |reads: Vec<Result<Vec<Group>, SdError>>| {
+            let reads = std::sync::Arc::new(std::sync::Mutex::new(reads.into_iter()));
+            let count = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+            let c = count.clone();
+            let read = move || {
+                let next = reads
+                    .lock()
+                    .unwrap()
+                    .next()
+                    .expect("no more reads scripted");
+                c.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                async move { next }
+            };
+            (read, count)
+        };
+        let broken = || SdError::Format {
+            at: "a.yml".into(),
+            message: "cut".into(),
+        };
+        let (read, count) = script(vec![
+            Ok(groups_of(&["a:1"])),
+            Err(broken()),
+            Ok(groups_of(&["a:1", "b:1"])),
+            Ok(groups_of(&["a:1", "b:1"])),
+        ]);
+        let started = tokio::time::Instant::now();
+        let got = file::settled(read, file::SETTLE, 5).await.unwrap();
+        assert_eq!(got, groups_of(&["a:1", "b:1"]));
+        assert_eq!(count.load(std::sync::atomic::Ordering::SeqCst), 4);
+        assert_eq!(started.elapsed(), file::SETTLE * 3);
+
+        let (read, count) = script(vec![Ok(groups_of(&["a:1"])), Ok(groups_of(&["a:1"]))]);
+        assert_eq!(
+            file::settled(read, file::SETTLE, 5).await.unwrap(),
+            groups_of(&["a:1"])
+        );
+        assert_eq!(count.load(std::sync::atomic::Ordering::SeqCst), 2);
+
+        let (read, count) = script(vec![
+            Ok(groups_of(&["a:1"])),
+            Ok(groups_of(&["b:1"])),
+            Ok(groups_of(&["c:1"])),
+        ]);
+        assert_eq!(
+            file::settled(read, file::SETTLE, 3).await.unwrap(),
+            groups_of(&["c:1"])
+        );
+        assert_eq!(count.load(std::sync::atomic::Ordering::SeqCst), 3);
+    }
+
+    #[test]
+    fn all_sources_together_are_bounded_and_a_refresh_past_the_bound_fails() {
+        let mut groups = HashMap::new();
+        groups.insert("one".to_string(), groups_of(&["a:1", "b:1"]));
+        groups.insert("two".to_string(), groups_of(&["c:1"]));
+        // `two` growing to 2 makes 4 in all: within 4, past 3
+        assert!(within_total("two", groups_of(&["c:1", "d:1"]), &groups, 4).is_ok());
+        let e = within_total("two", groups_of(&["c:1", "d:1"]), &groups, 3).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("4 targets, more than the limit of 3"),
+            "{e}"
+        );
+        // a source's own previous list does not count twice
+        assert!(within_total("one", groups_of(&["a:1", "b:1"]), &groups, 3).is_ok());
     }
 
     #[test]
