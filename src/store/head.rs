@@ -93,6 +93,65 @@ impl Hasher for IdHasher {
 
 pub(crate) type IdMap<V> = HashMap<SeriesRef, V, BuildHasherDefault<IdHasher>>;
 
+/// The ids (ascending) of the series with one label value. Most values name one series (an
+/// `idx`, a request path, a pod): that one id is held inline, so such a value costs no list on
+/// the heap (measured by `benches/memory.rs`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum PostingList {
+    One(SeriesRef),
+    Many(Vec<SeriesRef>),
+}
+
+impl PostingList {
+    fn as_slice(&self) -> &[SeriesRef] {
+        match self {
+            PostingList::One(id) => std::slice::from_ref(id),
+            PostingList::Many(ids) => ids,
+        }
+    }
+
+    /// Adds `id`, keeping the list sorted (ids mostly arrive ascending).
+    fn insert(&mut self, id: SeriesRef) {
+        match self {
+            PostingList::One(x) if *x == id => {}
+            PostingList::One(x) => {
+                let x = *x;
+                *self = PostingList::Many(if x < id { vec![x, id] } else { vec![id, x] });
+            }
+            PostingList::Many(ids) => match ids.last() {
+                Some(&last) if last > id => {
+                    let pos = ids.partition_point(|&x| x < id);
+                    if ids.get(pos) != Some(&id) {
+                        ids.insert(pos, id);
+                    }
+                }
+                Some(&last) if last == id => {}
+                _ => ids.push(id),
+            },
+        }
+    }
+
+    /// Removes `id`; true when the list is left empty (the caller drops it).
+    fn remove(&mut self, id: SeriesRef) -> bool {
+        match self {
+            PostingList::One(x) => *x == id,
+            PostingList::Many(ids) => {
+                if let Ok(pos) = ids.binary_search(&id) {
+                    ids.remove(pos);
+                }
+                match ids.as_slice() {
+                    [] => true,
+                    [one] => {
+                        *self = PostingList::One(*one);
+                        false
+                    }
+                    _ => false,
+                }
+            }
+        }
+    }
+}
+
 #[derive(Debug)]
 pub(crate) struct Head {
     /// the series in memory by id: a map, not a vector indexed by id, so a million ids that came
@@ -100,7 +159,7 @@ pub(crate) struct Head {
     pub series: IdMap<MemSeries>,
     by_labels: HashMap<Arc<Labels>, SeriesRef>,
     /// label name → label value → ids (ascending); no empty list or map is kept
-    postings: HashMap<String, HashMap<String, Vec<SeriesRef>>>,
+    postings: HashMap<String, HashMap<Box<str>, PostingList>>,
     /// chunks cut since the last flush, to persist
     pub cut: Vec<ClosedChunk>,
     /// series created since the last flush, to persist
@@ -176,19 +235,15 @@ impl Head {
     pub fn insert(&mut self, id: SeriesRef, labels: Arc<Labels>, mem_since: i64) {
         self.next_id = self.next_id.max(id.saturating_add(1));
         for (k, v) in labels.iter() {
-            let ids = self
-                .postings
-                .entry(k.to_string())
-                .or_default()
-                .entry(v.to_string())
-                .or_default();
-            // ids mostly arrive in ascending order; keep the list sorted either way
-            match ids.last() {
-                Some(&last) if last > id => {
-                    let pos = ids.partition_point(|&x| x < id);
-                    ids.insert(pos, id);
+            let values = match self.postings.get_mut(k) {
+                Some(values) => values,
+                None => self.postings.entry(k.to_string()).or_default(),
+            };
+            match values.get_mut(v) {
+                Some(ids) => ids.insert(id),
+                None => {
+                    values.insert(v.into(), PostingList::One(id));
                 }
-                _ => ids.push(id),
             }
         }
         self.by_labels.insert(labels.clone(), id);
@@ -215,13 +270,10 @@ impl Head {
             let Some(values) = self.postings.get_mut(k) else {
                 continue;
             };
-            if let Some(ids) = values.get_mut(v) {
-                if let Ok(pos) = ids.binary_search(&id) {
-                    ids.remove(pos);
-                }
-                if ids.is_empty() {
-                    values.remove(v);
-                }
+            if let Some(ids) = values.get_mut(v)
+                && ids.remove(id)
+            {
+                values.remove(v);
             }
             if values.is_empty() {
                 self.postings.remove(k);
@@ -356,6 +408,11 @@ impl Head {
             while s.closed.front().is_some_and(|c| c.maxt < keep_since) {
                 let c = s.closed.pop_front().expect("front exists");
                 s.mem_since = s.mem_since.max(c.maxt + 1);
+                if s.closed.is_empty() {
+                    // an empty deque keeps its buffer (4 chunks, 160 bytes): without a head
+                    // window every series would hold one for good (`benches/memory.rs`)
+                    s.closed = VecDeque::new();
+                }
             }
         }
     }
@@ -384,12 +441,15 @@ impl Head {
             }
             let mut ids: Vec<SeriesRef> = match (m.op, self.postings.get(&m.name)) {
                 (_, None) => Vec::new(),
-                (MatchOp::Equal, Some(values)) => values.get(&m.value).cloned().unwrap_or_default(),
+                (MatchOp::Equal, Some(values)) => values
+                    .get(m.value.as_str())
+                    .map(|ids| ids.as_slice().to_vec())
+                    .unwrap_or_default(),
                 (_, Some(values)) => {
                     let mut v: Vec<SeriesRef> = values
                         .iter()
                         .filter(|(val, _)| m.matches(val))
-                        .flat_map(|(_, ids)| ids.iter().copied())
+                        .flat_map(|(_, ids)| ids.as_slice().iter().copied())
                         .collect();
                     v.sort_unstable();
                     v
@@ -485,6 +545,23 @@ mod tests {
     }
 
     #[test]
+    fn posting_lists_stay_sorted_and_shrink_back_to_one_inline_id() {
+        let mut l = PostingList::One(5);
+        for id in [9, 1, 7, 5, 9] {
+            l.insert(id);
+        }
+        assert_eq!(l.as_slice(), [1, 5, 7, 9]);
+        assert!(!l.remove(3));
+        assert!(!l.remove(1));
+        assert!(!l.remove(9));
+        assert_eq!(l.as_slice(), [5, 7]);
+        assert!(!l.remove(5));
+        assert_eq!(l, PostingList::One(7));
+        assert!(!l.remove(8));
+        assert!(l.remove(7));
+    }
+
+    #[test]
     fn idle_series_leave_the_series_map_the_label_lookup_and_the_postings() {
         let mut head = Head::default();
         let mut stats = AppendStats::default();
@@ -511,7 +588,7 @@ mod tests {
             !head.postings["job"].contains_key("b"),
             "an emptied value goes"
         );
-        assert_eq!(head.postings["__name__"]["up"], vec![live]);
+        assert_eq!(head.postings["__name__"]["up"].as_slice(), [live]);
         assert_eq!(head.horizon(), 300_000);
         assert!(!head.complete());
         // a new series never takes the id of one that left
