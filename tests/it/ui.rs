@@ -781,6 +781,23 @@ async fn panels_draw_rules_targets_and_sparklines_from_prometheus_shaped_answers
             .is_ok()
     );
     save_screenshot(&browser.screenshot().await, "rules.png");
+
+    // every panel at a desktop and a phone size: the page never scrolls sideways
+    for (width, height) in [(1280, 800), (390, 844)] {
+        browser.viewport(width, height).await;
+        for tab in ["alerts", "rules", "targets", "silences", "notifications"] {
+            browser.click(&format!("a[data-tab={tab}]")).await;
+            browser.wait_for(&format!("#{tab}:not([hidden])")).await;
+            assert!(
+                !browser.overflows_horizontally().await,
+                "{tab} at {width}x{height}"
+            );
+            save_screenshot(
+                &browser.screenshot().await,
+                &format!("panel-{tab}-{width}.png"),
+            );
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -853,8 +870,11 @@ async fn sparklines_over_short_histories_show_every_point_and_the_value_range() 
         series("two", &[3.0, 7.0]),
         series("five", &[0.9, 0.93, 0.95, 0.96, 0.97]),
         series("flat", &[0.5; 5]),
+        // Prometheus's special values are skipped, not drawn as NaN
+        {"metric": {"instance": "odd"}, "values": [
+            [last - 120, "NaN"], [last - 60, "+Inf"], [last, "2"]]},
     ]}});
-    let instances = ["one", "two", "five", "flat"];
+    let instances = ["one", "two", "five", "flat", "odd"];
     let rules = json!({"status": "success", "data": {"groups": [{"name": "short", "file": "rules/short.yml",
         "rules": [{"name": "Short", "query": "short_ratio > 0", "type": "alerting", "health": "ok",
                    "state": "firing", "lastError": "", "lastEvaluation": at.clone(),
@@ -894,7 +914,7 @@ async fn sparklines_over_short_histories_show_every_point_and_the_value_range() 
             json!([instances]),
         )
         .await;
-    assert_eq!(marks, json!([1, 2, 5, 5]), "a mark per point");
+    assert_eq!(marks, json!([1, 2, 5, 5, 1]), "a mark per (finite) point");
     // the short series spread over the sparkline's width, not squeezed into the hour's last pixels
     let spread = browser
         .script(
@@ -931,6 +951,8 @@ async fn sparklines_over_short_histories_show_every_point_and_the_value_range() 
         one.contains("0.42") && one.contains("1 point"),
         "a single point says so: {one}"
     );
+    let odd = browser.text(&label("odd")).await;
+    assert_eq!(odd, "2 · 1 point");
     let flat_ys = browser
         .script(
             "return [...document.querySelectorAll(\
