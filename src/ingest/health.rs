@@ -201,6 +201,11 @@ pub struct HealthReport {
     pub error: Option<String>,
     /// per-check results of a JSON body: (check, ok, text)
     pub checks: Vec<(String, bool, String)>,
+    /// it answered and its JSON body says it works in part: some checks fail while others pass
+    /// (or its `status` is ok), or its `status` is a word for "in part" (`degraded`, `warn`,
+    /// `warning`, `partial`); shown as degraded rather than down, whatever the HTTP status. An
+    /// endpoint whose every check fails under a bad status is not degraded but down
+    pub degraded: bool,
 }
 
 /// Values a JSON health body uses for "fine".
@@ -225,6 +230,26 @@ fn check_verdict(v: &serde_json::Value) -> (bool, String) {
         }
         other => (false, other.to_string()),
     }
+}
+
+/// Status words of a JSON health body for "working in part".
+fn is_degraded_word(s: &str) -> bool {
+    matches!(
+        s.to_ascii_lowercase().as_str(),
+        "degraded" | "warn" | "warning" | "partial"
+    )
+}
+
+/// Whether an answered JSON body reports a partial failure (see [`HealthReport::degraded`]):
+/// `status` is the body's `status` field, `checks` its checks.
+fn is_degraded(status: Option<&serde_json::Value>, checks: &[(String, bool, String)]) -> bool {
+    let failing = checks.iter().filter(|c| !c.1).count();
+    let passing = checks.len() - failing;
+    let status_ok = status.is_none_or(|v| check_verdict(v).0);
+    let word = status
+        .and_then(|v| v.as_str())
+        .is_some_and(is_degraded_word);
+    word || (failing > 0 && (passing > 0 || status_ok))
 }
 
 /// Whether a response is a JSON health body: served as JSON, or its first non-blank byte opens
@@ -346,6 +371,7 @@ fn judge(
         success: false,
         error: None,
         checks: Vec::new(),
+        degraded: false,
     };
     let mut gauges = Vec::new();
     let resp = match result {
@@ -369,6 +395,7 @@ fn judge(
         Some(Ok(json)) => {
             let bad_status = json.get("status").filter(|v| !check_verdict(v).0);
             report.checks = read_checks(&json);
+            report.degraded = is_degraded(json.get("status"), &report.checks);
             let (samples, missing) = read_fields(&json, json_gauges, states);
             gauges = samples;
             if !missing.is_empty() {
@@ -626,6 +653,62 @@ mod tests {
                 (up, success, error),
                 "{name}"
             );
+        }
+    }
+
+    /// degraded = answered with a JSON body saying it works in part; never for no answer, a
+    /// body without a verdict, or every check failing under a bad status
+    #[test]
+    fn an_answer_reporting_a_partial_failure_is_degraded_and_a_total_one_is_not() {
+        let cases: &[(&str, Result<Response, ScrapeError>, bool)] = &[
+            // the ScaiDNS shape: 503, one check of two failing
+            ("503 degraded", answer(503, DEGRADED), true),
+            // the same with 200 (an endpoint that keeps 200 for load balancers)
+            ("200 degraded", answer(200, DEGRADED), true),
+            // its own verdict is ok, one check fails
+            (
+                "200 ok, a check failing",
+                answer(200, r#"{"status":"ok","checks":{"pdns":"down"}}"#),
+                true,
+            ),
+            // the status word alone says "in part"
+            ("200 warning", answer(200, r#"{"status":"Warning"}"#), true),
+            (
+                "503 degraded, no checks",
+                answer(503, r#"{"status":"degraded"}"#),
+                true,
+            ),
+            // healthy
+            (
+                "200 ok",
+                answer(200, r#"{"status":"ok","checks":{"pdns":"ok"}}"#),
+                false,
+            ),
+            // everything fails: down, not degraded
+            (
+                "503 every check failing",
+                answer(
+                    503,
+                    r#"{"status":"fail","checks":{"db":"down","pdns":"down"}}"#,
+                ),
+                false,
+            ),
+            (
+                "503 status down",
+                answer(503, r#"{"status":"down"}"#),
+                false,
+            ),
+            // no verdict in a body: the HTTP status decides (down)
+            ("503 empty", answer(503, ""), false),
+            (
+                "timeout",
+                Err(ScrapeError::Timeout(std::time::Duration::from_secs(1))),
+                false,
+            ),
+        ];
+        for (name, outcome, degraded) in cases {
+            let (report, _) = judge(outcome, &[], &mut BTreeMap::new());
+            assert_eq!(report.degraded, *degraded, "{name}");
         }
     }
 

@@ -52,6 +52,9 @@ pub struct EndpointStatus {
     pub startup_grace_seconds: f64,
     /// health checks of a JSON body: name, ok, text
     pub checks: Vec<(String, bool, String)>,
+    /// a health endpoint that answered with a JSON body reporting a partial failure (a failing
+    /// check beside passing ones, or a `degraded` status): see [`super::HealthReport::degraded`]
+    pub degraded: bool,
     /// the labels every series of this endpoint carries (`job`, `instance`, target labels);
     /// shown by `/api/v1/targets`, not by `/status`
     #[serde(skip)]
@@ -82,6 +85,7 @@ impl EndpointStatus {
             first_seen_ms: None,
             startup_grace_seconds: target.startup_grace.0.as_secs_f64(),
             checks: Vec::new(),
+            degraded: false,
             labels: labels
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -738,6 +742,7 @@ impl Scheduler {
             s.samples = 4 + report.checks.len();
             s.last_error = report.error.clone();
             s.checks = report.checks.clone();
+            s.degraded = report.degraded;
         });
         memory
     }

@@ -334,6 +334,12 @@ impl RuleManager {
         self.notifier.as_ref()
     }
 
+    /// The configuration's `rule_files` entries as written (paths, patterns, `tocsin:self`), for
+    /// the API and the UI to say where rules come from.
+    pub fn rule_patterns(&self) -> &[String] {
+        &self.config.patterns
+    }
+
     /// The rule set in use.
     pub fn rules(&self) -> Arc<RuleSet> {
         self.board.read().expect("board lock").rules.clone()

@@ -688,6 +688,12 @@ pub(super) async fn targets(State(s): State<AppState>, RawQuery(q): RawQuery) ->
                 "scrapeInterval": crate::duration::PromDuration(Duration::from_secs_f64(e.interval_seconds)).to_string(),
                 "kind": e.kind,
                 "samples": e.samples,
+                "degraded": e.degraded,
+                "checks": e.checks.iter().map(|(name, ok, text)| json!({
+                    "name": name,
+                    "ok": ok,
+                    "text": text,
+                })).collect::<Vec<_>>(),
             })
         })
         .collect();
@@ -728,6 +734,8 @@ pub(super) async fn status(State(s): State<AppState>) -> Response {
         None => (0, 0, 0),
     };
     let last_flush = s.status.last_flush_ms.load(Ordering::SeqCst);
+    let rule_files = s.rules.as_ref().map_or(&[][..], |m| m.rule_patterns());
+    let notifications_enabled = s.rules.as_ref().is_some_and(|m| m.notifier().is_some());
     Json(json!({
         "status": "success",
         "data": {
@@ -755,6 +763,8 @@ pub(super) async fn status(State(s): State<AppState>) -> Response {
                 "errors": r.errors,
                 "needsRestart": r.needs_restart,
             })).collect::<Vec<_>>(),
+            "ruleFiles": rule_files,
+            "notifications": {"enabled": notifications_enabled},
             "targetSet": *s.status.last_target_diff.read().expect("status lock"),
             "discovery": s.status.discovery.read().expect("status lock").values().map(|d| json!({
                 "target": d.target,

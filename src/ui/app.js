@@ -1,4 +1,6 @@
-// tocsin's web UI: reads the JSON API and draws four panels (alerts, rules, targets, silences).
+// tocsin's web UI: reads the JSON API and draws five panels (alerts, rules, targets, silences,
+// notifications). Every absolute time is printed by `stamp`/`clock`: 24-hour, with the browser's
+// time zone named.
 // Plain JavaScript, no framework, no build step; served by src/ui.rs under a CSP without inline
 // script, so every element is built with the DOM API and every text goes in as a text node.
 "use strict";
@@ -10,6 +12,14 @@ const SVG_NS = "http://www.w3.org/2000/svg";
 const SPARK_TTL_MS = 30000;
 const SPARK_RANGE_S = 3600;
 const SPARK_STEP_S = 60;
+/** sparkline size (px) and inner margin, so a point's mark is never cut at the edge */
+const SPARK_W = 120;
+const SPARK_H = 28;
+const SPARK_PAD = 3;
+/** up to this many points every point gets a mark; above it, only the last one */
+const SPARK_MARKS = 12;
+/** how many state changes a rule's timeline lists (the API keeps the last 100) */
+const TIMELINE_ROWS = 50;
 
 /** An endpoint this daemon does not serve (404): the panel says so instead of failing. */
 class NotAvailable extends Error {}
@@ -23,6 +33,10 @@ const state = {
   sparks: new Map(),
   refreshing: false,
   again: false,
+  /** rule groups loaded at the last refresh (null: unknown) */
+  ruleGroups: null,
+  /** `/api/v1/status`'s data at the last refresh (null: not available) */
+  status: null,
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -71,6 +85,43 @@ function toMs(t) {
   return Date.parse(t);
 }
 
+// 24-hour times with the zone: the browser's zone, named as the browser names it (`UTC`, `CET`,
+// `GMT+5:30`); one formatter for the whole page so every time reads alike
+const CLOCK = new Intl.DateTimeFormat(undefined, {
+  hour: "2-digit", minute: "2-digit", second: "2-digit", hourCycle: "h23", timeZoneName: "short",
+});
+const DAY = new Intl.DateTimeFormat(undefined, { year: "numeric", month: "2-digit", day: "2-digit" });
+
+function parts(fmt, ms) {
+  const out = {};
+  for (const p of fmt.formatToParts(new Date(ms))) out[p.type] = p.value;
+  return out;
+}
+
+/** `2026-12-06` in the browser's zone. */
+function day(ms) {
+  const p = parts(DAY, ms);
+  return `${p.year}-${p.month}-${p.day}`;
+}
+
+/** `14:03:07 UTC`: the time of day, 24-hour, with the zone. */
+function clock(ms) {
+  const p = parts(CLOCK, ms);
+  // some engines write midnight as 24 even with h23
+  const hour = p.hour === "24" ? "00" : p.hour;
+  return `${hour}:${p.minute}:${p.second} ${p.timeZoneName}`;
+}
+
+/** `14:03:07 UTC` today, `2026-12-05 14:03:07 UTC` on another day. */
+function stamp(ms, full = false) {
+  return full || day(ms) !== day(Date.now()) ? `${day(ms)} ${clock(ms)}` : clock(ms);
+}
+
+/** A `<time>` element of `ms` in the page's one format, the full date as its tooltip. */
+function timeEl(ms, cls = "at") {
+  return h("time", { class: cls, datetime: new Date(ms).toISOString(), title: stamp(ms, true) }, stamp(ms));
+}
+
 function ago(ms) {
   if (!Number.isFinite(ms) || ms <= 0) return "never";
   const s = Math.max(0, Math.round((Date.now() - ms) / 1000));
@@ -88,10 +139,13 @@ function until(ms) {
   return `in ${Math.floor(s / 86400)}d ${Math.floor((s % 86400) / 3600)}h`;
 }
 
-/** A time cell: relative text, the absolute time as its tooltip. */
+/** A time cell: relative text, and the absolute time (24-hour, with the zone) under it. */
 function timeCell(t, rel = ago) {
   const ms = toMs(t);
-  return h("td", { title: Number.isFinite(ms) ? new Date(ms).toISOString() : "" }, Number.isFinite(ms) ? rel(ms) : "–");
+  // the API writes "never" as year 1 (Prometheus's zero time)
+  if (!Number.isFinite(ms)) return h("td", { class: "when" }, "–");
+  if (ms <= 0) return h("td", { class: "when" }, rel === ago ? "never" : "–");
+  return h("td", { class: "when" }, rel(ms), h("div", { class: "muted small" }, timeEl(ms)));
 }
 
 function quote(v) {
@@ -226,7 +280,8 @@ function renderAlerts(el, result) {
   const alerts = (result.value.data && result.value.data.alerts) || [];
   state.alerts = alerts;
   if (alerts.length === 0) {
-    el.replaceChildren(message("nothing pending or firing", "muted empty"));
+    // the first screen of a daemon without rules says where rules come from
+    el.replaceChildren(state.ruleGroups === 0 ? noRules() : message("nothing pending or firing", "muted empty"));
     return;
   }
   const rank = { firing: 0, pending: 1 };
@@ -275,7 +330,29 @@ function rangeOf(query) {
   return promise;
 }
 
-/** Draws the alert's expression over the last hour as an inline SVG line into `el`. */
+/** A number for a sparkline's label: at most 3 significant digits, large ones compact (`12.3K`). */
+function num(v) {
+  if (!Number.isFinite(v)) return String(v);
+  return new Intl.NumberFormat("en", {
+    maximumSignificantDigits: 3,
+    notation: Math.abs(v) >= 1e4 ? "compact" : "standard",
+  }).format(v);
+}
+
+/** `45s`, `4m`, `1h`, `1h 5m`: a span of seconds. */
+function span(s) {
+  if (s < 60) return `${Math.round(s)}s`;
+  if (s < 3600) return `${Math.round(s / 60)}m`;
+  const m = Math.round((s % 3600) / 60);
+  return `${Math.floor(s / 3600)}h${m ? ` ${m}m` : ""}`;
+}
+
+/**
+ * Draws the alert's expression as an inline SVG line into `el`, with a label of its value range
+ * and the time it covers. The line spans the time the series has points for (a series that began
+ * four minutes ago fills the width, not the hour's last pixels); up to SPARK_MARKS points each
+ * get a mark, a flat series is a level line in the middle, a single point a mark.
+ */
 async function drawSpark(el, alert) {
   const query = alertQuery(alert);
   if (!query) {
@@ -283,29 +360,36 @@ async function drawSpark(el, alert) {
     return;
   }
   try {
-    const { start, end, result } = await rangeOf(query);
+    const { result } = await rangeOf(query);
     const labels = alert.labels || {};
     const series = result.find((s) => Object.entries(s.metric || {}).every(([k, v]) => k === "__name__" || labels[k] === v)) || result[0];
-    if (!series || !(series.values || []).length) {
+    const points = ((series && series.values) || []).map(([t, v]) => [Number(t), Number(v)])
+      .filter(([t, v]) => Number.isFinite(t) && Number.isFinite(v));
+    if (points.length === 0) {
       el.replaceChildren(h("span", { class: "muted small", title: query }, "no data"));
       return;
     }
-    const points = series.values.map(([t, v]) => [Number(t), Number(v)]).filter(([, v]) => Number.isFinite(v));
-    const W = 120;
-    const H = 28;
     const values = points.map(([, v]) => v);
     const lo = Math.min(...values);
     const hi = Math.max(...values);
-    const x = (t) => ((t - start) / (end - start)) * W;
-    const y = (v) => (hi === lo ? H / 2 : H - 2 - ((v - lo) / (hi - lo)) * (H - 4));
-    const s = svg("svg", { class: "sparkline", width: W, height: H, viewBox: `0 0 ${W} ${H}`, role: "img" });
+    const first = points[0][0];
+    const lastT = points[points.length - 1][0];
+    const covered = lastT - first;
+    const inner = SPARK_W - 2 * SPARK_PAD;
+    const x = (t) => (covered > 0 ? SPARK_PAD + ((t - first) / covered) * inner : SPARK_W / 2);
+    const y = (v) => (hi === lo ? SPARK_H / 2 : SPARK_PAD + ((hi - v) / (hi - lo)) * (SPARK_H - 2 * SPARK_PAD));
+    const s = svg("svg", { class: "sparkline", width: SPARK_W, height: SPARK_H, viewBox: `0 0 ${SPARK_W} ${SPARK_H}`, role: "img" });
+    const last = values[values.length - 1];
+    const overWhat = points.length === 1 ? `1 point at ${stamp(first * 1000)}`
+      : `${stamp(first * 1000)} to ${stamp(lastT * 1000)}`;
     const title = svg("title");
-    title.textContent = `${query}\nlast hour: min ${lo}, max ${hi}, last ${values[values.length - 1]}`;
+    title.textContent = `${query}\n${overWhat}: min ${lo}, max ${hi}, last ${last}`;
     s.append(title);
     // one polyline per run of consecutive steps: a gap in the data stays a gap
+    const marks = points.length <= SPARK_MARKS;
     let run = [];
     const flush = () => {
-      if (run.length === 1) s.append(svg("circle", { cx: run[0][0], cy: run[0][1], r: 1.5 }));
+      if (run.length === 1 && !marks) s.append(svg("circle", { class: "lone", cx: run[0][0], cy: run[0][1], r: 1.5 }));
       else if (run.length > 1) s.append(svg("polyline", { points: run.map((p) => p.join(",")).join(" ") }));
       run = [];
     };
@@ -316,7 +400,14 @@ async function drawSpark(el, alert) {
       prev = t;
     }
     flush();
-    el.replaceChildren(s);
+    points.forEach(([t, v], i) => {
+      if (marks || i === points.length - 1) {
+        s.append(svg("circle", { class: marks ? "point" : "last", cx: x(t).toFixed(1), cy: y(v).toFixed(1), r: 2 }));
+      }
+    });
+    const range = points.length === 1 ? num(lo) : hi === lo ? `${num(lo)} flat` : `${num(lo)}–${num(hi)}`;
+    const when = points.length === 1 ? "1 point" : `over ${span(covered)}`;
+    el.replaceChildren(s, h("span", { class: "spark-label muted small", "data-min": lo, "data-max": hi }, `${range} · ${when}`));
   } catch (err) {
     state.sparks.delete(query);
     el.replaceChildren(h("span", { class: "muted small", title: err.message }, err instanceof NotAvailable ? "not available" : "error"));
@@ -330,7 +421,7 @@ function evaluationStrip(evals) {
   return h("span", { class: "evals" }, evals.map((e) => {
     const n = Array.isArray(e.results) ? e.results.length : Number(e.results || 0);
     const cls = e.error ? "ev ev-error" : n > 0 ? "ev ev-hit" : "ev ev-empty";
-    return h("span", { class: cls, title: `${new Date(toMs(e.t)).toISOString()}: ${e.error || `${n} result${n === 1 ? "" : "s"}`}` });
+    return h("span", { class: cls, title: `${stamp(toMs(e.t), true)}: ${e.error || `${n} result${n === 1 ? "" : "s"}`}` });
   }));
 }
 
@@ -347,17 +438,90 @@ function evaluationTable(evals) {
     })));
 }
 
+/** What a change of an alert's state is called: `resolved` for firing → inactive. */
+function changeName(t) {
+  if (t.to === "inactive") return t.from === "firing" ? "resolved" : "inactive";
+  return t.to;
+}
+
+/**
+ * A rule's state changes (from `transitions` in `/api/v1/rules`, newest first, at most 100 kept
+ * by the store): the last one as the summary, then up to TIMELINE_ROWS, oldest at the top, each
+ * with its time, from → to, and the alert's labels.
+ */
+function timeline(transitions, open) {
+  if (transitions.length === 0) return h("span", { class: "muted small" }, "no state change recorded");
+  const latest = transitions[0];
+  const rows = transitions.slice(0, TIMELINE_ROWS).reverse();
+  const more = transitions.length - rows.length;
+  return h("details", { class: "timeline", open },
+    h("summary", {}, h("span", { class: `badge ${changeName(latest)}` }, changeName(latest)), " ", timeEl(toMs(latest.t)),
+      h("span", { class: "muted small" }, ` · ${transitions.length} change${transitions.length === 1 ? "" : "s"}`)),
+    h("ol", { class: "changes" },
+      more > 0 ? h("li", { class: "muted small" }, `${more} older not shown`) : null,
+      rows.map((t) => h("li", { class: "change", "data-to": changeName(t) },
+        timeEl(toMs(t.t)), " ",
+        h("span", { class: "muted small" }, `${t.from} → `),
+        h("span", { class: `badge ${changeName(t)}` }, changeName(t)),
+        t.flapping === true ? h("span", { class: "badge flapping" }, "flapping") : null,
+        h("code", { class: "alert-labels" }, withoutAlertname(t.labels || ""))))));
+}
+
+/** An alert's label text (`{alertname="X", a="b"}`) without its alertname, which the row names. */
+function withoutAlertname(text) {
+  return text.replace(/alertname="(?:[^"\\]|\\.)*"(, )?/, "").replace(/^\{\}$/, "");
+}
+
+/**
+ * Names each body cell of the page's tables after its column (`data-th`), so that on a narrow
+ * screen, where the stylesheet stacks a row's cells, each cell still says what it is.
+ */
+function labelCells(root) {
+  for (const table of root.querySelectorAll("table")) {
+    const heads = [...table.querySelectorAll(":scope > thead > tr > th")].map((th) => th.textContent);
+    for (const tr of table.querySelectorAll(":scope > tbody > tr")) {
+      [...tr.children].forEach((td, i) => {
+        td.dataset.th = heads[i] || "";
+      });
+    }
+  }
+}
+
+/** The empty first screen: no rules are loaded; where they come from and how to check them. */
+function noRules() {
+  const files = (state.status && state.status.ruleFiles) || null;
+  const where = files === null
+    ? [h("p", {}, "Rules come from the rule files tocsin.yml lists in ", h("code", {}, "rule_files"), ".")]
+    : files.length === 0
+      ? [h("p", {}, "tocsin.yml has no ", h("code", {}, "rule_files"), ". Add the rule files to load, relative to tocsin.yml, for example:"),
+        h("pre", {}, "rule_files: [tocsin:self, rules/*.yml]")]
+      : [h("p", {}, "tocsin.yml's ", h("code", {}, "rule_files"), " are ",
+        files.map((f, i) => [i ? ", " : "", h("code", { class: "rule-file" }, f)]),
+        ", and they hold no rule group.")];
+  return h("div", { class: "no-rules empty" },
+    h("p", { class: "name" }, "No rules loaded, so nothing can fire."),
+    where,
+    h("p", {}, "Put Prometheus-format rule files in a ", h("code", {}, "rules/"), " directory next to tocsin.yml, check them with ",
+      h("code", {}, "tocsin check tocsin.yml rules/"), " (every error with file:line:col), then reload: ",
+      h("code", {}, "kill -HUP"), ", ", h("code", {}, "POST /-/reload"), ", or save a watched file."),
+    h("p", { class: "muted" }, "The rule file format: ",
+      h("a", { href: "/ui/docs/rules", class: "doc-link" }, "Rules and alerts"),
+      " (README.md, served by this daemon); every configuration field: ", h("code", {}, "tocsin config-reference"), "."));
+}
+
 function renderRules(el, result) {
   state.queries.clear();
   // evaluations an operator opened stay open across refreshes
-  const open = new Set([...el.querySelectorAll("tr.rule details[open]")].map((d) => d.closest("tr").dataset.key));
+  const open = new Set([...el.querySelectorAll("tr.rule details.evaluations[open]")].map((d) => d.closest("tr").dataset.key));
+  const openTimelines = new Set([...el.querySelectorAll("tr.rule details.timeline[open]")].map((d) => d.closest("tr").dataset.key));
   if (result.status === "rejected") {
     el.replaceChildren(unavailable(result.reason, "rules"));
     return;
   }
   const groups = (result.value.data && result.value.data.groups) || [];
+  state.ruleGroups = groups.length;
   if (groups.length === 0) {
-    el.replaceChildren(message("no rules loaded", "muted empty"));
+    el.replaceChildren(noRules());
     return;
   }
   el.replaceChildren(...groups.map((g) => {
@@ -377,13 +541,15 @@ function renderRules(el, result) {
         h("td", { class: "error" }, r.lastError || ""),
         h("td", {}, h("code", { class: "query" }, r.query || "")),
         h("td", {}, evals.length
-          ? h("details", { open: open.has(key) }, h("summary", {}, evaluationStrip(evals), " ", why), evaluationTable(evals))
-          : h("span", { class: "muted small" }, "none kept")));
+          ? h("details", { class: "evaluations", open: open.has(key) }, h("summary", {}, evaluationStrip(evals), " ", why), evaluationTable(evals))
+          : h("span", { class: "muted small" }, "none kept")),
+        h("td", { class: "timeline-cell" }, r.type === "recording" ? h("span", { class: "muted small" }, "–")
+          : timeline(r.transitions || [], openTimelines.has(key))));
     });
     return h("div", { class: "group" },
       h("h3", {}, g.name, g.file ? h("span", { class: "muted small" }, ` ${g.file}`) : null),
       h("table", {},
-        h("thead", {}, h("tr", {}, ["Rule", "State", "Health", "Last evaluation", "Error", "Query", "Evaluations"].map((t) => h("th", {}, t)))),
+        h("thead", {}, h("tr", {}, ["Rule", "State", "Health", "Last evaluation", "Error", "Query", "Evaluations", "State changes"].map((t) => h("th", {}, t)))),
         h("tbody", {}, rows)));
   }));
 }
@@ -401,16 +567,23 @@ function renderTargets(el, result) {
     el.replaceChildren(message("no targets", "muted empty"));
     return;
   }
-  targets.sort((x, y) => (x.health === "down" ? 0 : 1) - (y.health === "down" ? 0 : 1)
+  // a health endpoint that answered reporting a partial failure is degraded, not down
+  const shown = (t) => (t.degraded ? "degraded" : t.health || "unknown");
+  const rank = { down: 0, degraded: 1 };
+  targets.sort((x, y) => (rank[shown(x)] ?? 2) - (rank[shown(y)] ?? 2)
     || String(x.scrapeUrl).localeCompare(String(y.scrapeUrl)));
   el.replaceChildren(h("table", {},
     h("thead", {}, h("tr", {}, ["Health", "Endpoint", "Labels", "Last scrape", "Error"].map((t) => h("th", {}, t)))),
-    h("tbody", {}, targets.map((t) => h("tr", { class: `target ${t.health || ""}`, "data-url": t.scrapeUrl || "" },
-      h("td", {}, h("span", { class: `badge ${t.health || "unknown"}` }, t.health || "unknown")),
-      h("td", {}, h("code", {}, t.scrapeUrl || "")),
+    h("tbody", {}, targets.map((t) => h("tr", { class: `target ${shown(t)}`, "data-url": t.scrapeUrl || "", "data-kind": t.kind || "" },
+      h("td", {}, h("span", { class: `badge ${shown(t)}`, title: t.degraded ? "answered, with some of its checks failing" : "" }, shown(t))),
+      h("td", {}, h("code", {}, t.scrapeUrl || ""), t.kind ? h("div", { class: "muted small" }, t.kind) : null),
       h("td", {}, labelChips(t.labels)),
       timeCell(t.lastScrape),
-      h("td", { class: "error" }, t.lastError || ""))))));
+      h("td", {}, (t.checks || []).length
+        ? h("span", { class: "checks" }, t.checks.map((c) => h("span", { class: `check ${c.ok ? "ok" : "failing"}`, "data-check": c.name },
+          `${c.name}: ${c.text}`)))
+        : null,
+      h("div", { class: "error" }, t.lastError || "")))))));
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -422,11 +595,19 @@ function renderNotifications(el, result) {
     return;
   }
   const rows = result.value.data || [];
+  // without a route nothing is ever sent: say so rather than "not yet"
+  const off = state.status && state.status.notifications && state.status.notifications.enabled === false
+    ? h("div", { class: "notifications-off empty" },
+      h("p", { class: "name" }, "Notifications are off."),
+      h("p", {}, "tocsin.yml has no ", h("code", {}, "route"), ": alerts are evaluated and shown here, but none is sent. Add a ",
+        h("code", {}, "route"), " and its ", h("code", {}, "receivers"), " to tocsin.yml (",
+        h("code", {}, "tocsin route-test"), " shows where an alert would go) and restart."))
+    : null;
   if (rows.length === 0) {
-    el.replaceChildren(message("no notifications yet", "muted empty"));
+    el.replaceChildren(off || message("no notifications yet", "muted empty"));
     return;
   }
-  el.replaceChildren(h("table", {},
+  el.replaceChildren(off || "", h("table", {},
     h("thead", {}, h("tr", {}, ["When", "Status", "Integration", "Subject", "Alerts", "Error"].map((t) => h("th", {}, t)))),
     h("tbody", {}, rows.map((n) => h("tr", { class: `notification ${n.status || ""}` },
       timeCell(n.at),
@@ -540,21 +721,25 @@ async function refresh() {
   state.refreshing = true;
   state.again = false;
   try {
-    const [alerts, silences, rules, targets, notifications] = await Promise.allSettled([
+    const [alerts, silences, rules, targets, notifications, status] = await Promise.allSettled([
       getJSON("/api/v1/alerts"),
       getJSON("/api/v1/silences"),
       getJSON("/api/v1/rules"),
       getJSON("/api/v1/targets"),
       getJSON("/api/v1/notifications?limit=100"),
+      getJSON("/api/v1/status"),
     ]);
+    // rule files and whether notifications are on (null when the daemon does not say)
+    state.status = status.status === "fulfilled" ? status.value.data || null : null;
     // silences and rules first: the alert rows read them (silenced, sparkline query)
     renderSilences(document.getElementById("silences-body"), silences);
     renderRules(document.getElementById("rules-body"), rules);
     renderTargets(document.getElementById("targets-body"), targets);
     renderNotifications(document.getElementById("notifications-body"), notifications);
     renderAlerts(document.getElementById("alerts-body"), alerts);
+    labelCells(document.querySelector("main"));
     const updated = document.getElementById("updated");
-    updated.textContent = `updated ${new Date().toLocaleTimeString()}`;
+    updated.replaceChildren("updated ", timeEl(Date.now()));
     updated.dataset.at = String(Date.now());
   } finally {
     state.refreshing = false;

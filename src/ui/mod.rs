@@ -30,16 +30,54 @@ const ASSETS: &[(&str, &str, &str)] = &[
     ),
 ];
 
-/// The UI's routes: `/` (the page) and its `/ui/*` files, each with its content type, the
-/// [`CONTENT_SECURITY_POLICY`], `nosniff`, and `no-cache` (a new binary serves new files at the
-/// same paths). Merged into the server's router; generic over the router's state, which it
-/// does not use.
+/// README.md, compiled in: the UI links to its sections, which then work offline and match the
+/// binary's version.
+const README: &str = include_str!("../../README.md");
+
+/// The README sections the UI links to: (path, the section's `## ` heading).
+pub const DOCS: &[(&str, &str)] = &[("/ui/docs/rules", "## Rules and alerts")];
+
+/// The section of `markdown` that opens with the line `heading`, up to the next heading of the
+/// same or a higher level (outside code fences); None when no line is `heading`.
+pub fn section<'a>(markdown: &'a str, heading: &str) -> Option<&'a str> {
+    let level = heading.chars().take_while(|c| *c == '#').count();
+    let start = markdown.match_indices(heading).map(|(i, _)| i).find(|&i| {
+        (i == 0 || markdown[..i].ends_with('\n'))
+            && markdown[i + heading.len()..].starts_with(['\n', '\r'])
+    })?;
+    let mut fenced = false;
+    // where the line being looked at starts
+    let mut at = start;
+    for (i, line) in markdown[start..].split_inclusive('\n').enumerate() {
+        if line.starts_with("```") {
+            fenced = !fenced;
+        }
+        let hashes = line.chars().take_while(|c| *c == '#').count();
+        if i > 0 && !fenced && (1..=level).contains(&hashes) && line[hashes..].starts_with(' ') {
+            return Some(&markdown[start..at]);
+        }
+        at += line.len();
+    }
+    Some(&markdown[start..])
+}
+
+/// The UI's routes: `/` (the page), its `/ui/*` files, and the README sections of [`DOCS`] as
+/// plain text, each with its content type, the [`CONTENT_SECURITY_POLICY`], `nosniff`, and
+/// `no-cache` (a new binary serves new files at the same paths). Merged into the server's
+/// router; generic over the router's state, which it does not use.
 pub fn routes<S: Clone + Send + Sync + 'static>() -> Router<S> {
-    ASSETS
+    let router = ASSETS
         .iter()
         .fold(Router::new(), |router, &(path, content_type, body)| {
             router.route(path, get(move || async move { asset(content_type, body) }))
-        })
+        });
+    DOCS.iter().fold(router, |router, &(path, heading)| {
+        let body = section(README, heading).unwrap_or("this section is missing from README.md\n");
+        router.route(
+            path,
+            get(move || async move { asset("text/plain; charset=utf-8", body) }),
+        )
+    })
 }
 
 fn asset(content_type: &'static str, body: &'static str) -> Response {
@@ -63,4 +101,30 @@ fn asset(content_type: &'static str, body: &'static str) -> Response {
         body,
     )
         .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_section_runs_to_the_next_heading_of_its_level_outside_code_fences() {
+        let md = "# t\n## A\na\n```\n## not a heading\n```\n### A.1\nx\n## B\nb\n";
+        assert_eq!(
+            section(md, "## A"),
+            Some("## A\na\n```\n## not a heading\n```\n### A.1\nx\n")
+        );
+        assert_eq!(section(md, "## B"), Some("## B\nb\n"));
+        // a heading is a whole line
+        assert_eq!(section(md, "## "), None);
+        assert_eq!(section(md, "## C"), None);
+    }
+
+    #[test]
+    fn every_linked_readme_section_exists() {
+        for (path, heading) in DOCS {
+            let text = section(README, heading).unwrap_or_else(|| panic!("{path}: {heading}"));
+            assert!(text.len() > heading.len() + 100, "{path}: {text}");
+        }
+    }
 }

@@ -176,6 +176,16 @@ async fn read_endpoints_answer_in_prometheus_shapes_with_tocsin_extensions() {
         health["lastError"],
         "HTTP status 503; pdns: connection refused"
     );
+    // answered, one check of two failing: degraded, with the checks to say which
+    assert_eq!(health["degraded"], true);
+    assert_eq!(
+        health["checks"],
+        serde_json::json!([
+            {"name": "database", "ok": true, "text": "ok"},
+            {"name": "pdns", "ok": false, "text": "connection refused"},
+        ])
+    );
+    assert_eq!(metrics["degraded"], false);
     assert_eq!(targets["data"]["droppedTargets"], serde_json::json!([]));
 
     // query: vector, scalar at the given time, POST form
@@ -236,6 +246,9 @@ async fn read_endpoints_answer_in_prometheus_shapes_with_tocsin_extensions() {
     assert_eq!(data["startup"]["rules"], 3);
     assert_eq!(data["reloads"][0]["success"], true);
     assert_eq!(data["reloads"][0]["cause"], "startup");
+    // where rules come from, and notifications off without a route (the UI says both)
+    assert_eq!(data["ruleFiles"], serde_json::json!(["rules.yml"]));
+    assert_eq!(data["notifications"]["enabled"], false);
 
     // the API description
     let (code, doc) = get(&format!("{b}/api/v1/openapi.json")).await;

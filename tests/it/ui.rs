@@ -85,6 +85,16 @@ impl std::fmt::Display for WdError {
 
 impl Browser {
     async fn start(browser: &Path, driver: &Path, dir: &Path) -> Browser {
+        Browser::start_with_env(browser, driver, dir, &[]).await
+    }
+
+    /// [`Browser::start`] with `env` set for chromedriver and the browser it starts (`TZ`).
+    async fn start_with_env(
+        browser: &Path,
+        driver: &Path,
+        dir: &Path,
+        env: &[(&str, &str)],
+    ) -> Browser {
         let addr = free_addr();
         let log = dir.join("chromedriver.log");
         let out = std::fs::File::create(&log).unwrap();
@@ -93,6 +103,7 @@ impl Browser {
             Command::new(driver)
                 .arg(format!("--port={}", addr.port()))
                 .arg("--allowed-ips=127.0.0.1")
+                .envs(env.iter().copied())
                 .stdout(Stdio::from(out.try_clone().unwrap()))
                 .stderr(Stdio::from(out))
                 // its own process group: the browsers it starts are in it too
@@ -770,4 +781,519 @@ async fn panels_draw_rules_targets_and_sparklines_from_prometheus_shaped_answers
             .is_ok()
     );
     save_screenshot(&browser.screenshot().await, "rules.png");
+
+    // every panel at a desktop and a phone size: the page never scrolls sideways
+    for (width, height) in [(1280, 800), (390, 844)] {
+        browser.viewport(width, height).await;
+        for tab in ["alerts", "rules", "targets", "silences", "notifications"] {
+            browser.click(&format!("a[data-tab={tab}]")).await;
+            browser.wait_for(&format!("#{tab}:not([hidden])")).await;
+            assert!(
+                !browser.overflows_horizontally().await,
+                "{tab} at {width}x{height}"
+            );
+            save_screenshot(
+                &browser.screenshot().await,
+                &format!("panel-{tab}-{width}.png"),
+            );
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// issue 14: the UI finish
+
+/// Milliseconds since the epoch now (the stub APIs answer around the browser's clock).
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}
+
+impl Browser {
+    /// Resizes the browser's window so that its viewport is `width`×`height` CSS pixels (the
+    /// window's frame, if any, is measured first and added).
+    async fn viewport(&self, width: i64, height: i64) {
+        let rect = |w: i64, h: i64| json!({"width": w, "height": h});
+        self.session_call(reqwest::Method::POST, "/window/rect", rect(width, height))
+            .await;
+        let inner = self
+            .script("return [window.innerWidth, window.innerHeight]", json!([]))
+            .await;
+        let (iw, ih) = (inner[0].as_i64().unwrap(), inner[1].as_i64().unwrap());
+        if (iw, ih) != (width, height) {
+            self.session_call(
+                reqwest::Method::POST,
+                "/window/rect",
+                rect(2 * width - iw, 2 * height - ih),
+            )
+            .await;
+        }
+    }
+
+    /// Whether the page is wider than its viewport (a horizontal scrollbar on the page itself).
+    async fn overflows_horizontally(&self) -> bool {
+        self.script(
+            "return document.documentElement.scrollWidth > window.innerWidth + 1",
+            json!([]),
+        )
+        .await
+            == json!(true)
+    }
+}
+
+/// One firing `Short` alert of instance `i`, as `/api/v1/alerts` shows it.
+fn short_alert(i: &str, at: &str) -> Value {
+    json!({"labels": {"alertname": "Short", "instance": i, "severity": "page"},
+           "annotations": {"summary": format!("{i} is short of history")},
+           "state": "firing", "activeAt": at, "firedAt": at, "value": "1", "group": "short"})
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sparklines_over_short_histories_show_every_point_and_the_value_range() {
+    let Some((chromium, chromedriver)) = browser_tools() else {
+        return;
+    };
+    let now_s = now_ms() / 1000;
+    let at = tocsin::timefmt::format_rfc3339((now_s - 240) * 1000);
+    // the query's series: one point, two, five rising, five flat; each ends at the last step
+    let last = now_s - now_s % 60;
+    let series = |i: &str, values: &[f64]| {
+        let n = values.len() as i64;
+        json!({"metric": {"instance": i}, "values": values.iter().enumerate()
+            .map(|(k, v)| json!([last - (n - 1 - k as i64) * 60, v.to_string()]))
+            .collect::<Vec<_>>()})
+    };
+    let matrix = json!({"status": "success", "data": {"resultType": "matrix", "result": [
+        series("one", &[0.42]),
+        series("two", &[3.0, 7.0]),
+        series("five", &[0.9, 0.93, 0.95, 0.96, 0.97]),
+        series("flat", &[0.5; 5]),
+        // Prometheus's special values are skipped, not drawn as NaN
+        {"metric": {"instance": "odd"}, "values": [
+            [last - 120, "NaN"], [last - 60, "+Inf"], [last, "2"]]},
+    ]}});
+    let instances = ["one", "two", "five", "flat", "odd"];
+    let rules = json!({"status": "success", "data": {"groups": [{"name": "short", "file": "rules/short.yml",
+        "rules": [{"name": "Short", "query": "short_ratio > 0", "type": "alerting", "health": "ok",
+                   "state": "firing", "lastError": "", "lastEvaluation": at.clone(),
+                   "alerts": [], "evaluations": []}]}]}});
+    let app: axum::Router = tocsin::ui::routes()
+        .route(
+            "/api/v1/alerts",
+            fixed(json!({"status": "success", "data": {"alerts":
+                instances.iter().map(|i| short_alert(i, &at)).collect::<Vec<_>>()}})),
+        )
+        .route("/api/v1/rules", fixed(rules))
+        .route(
+            "/api/v1/targets",
+            fixed(json!({"status": "success", "data": {"activeTargets": []}})),
+        )
+        .route(
+            "/api/v1/silences",
+            fixed(json!({"status": "success", "data": []})),
+        )
+        .route("/api/v1/query_range", fixed(matrix));
+    let addr = serve(app).await;
+    let dir = tempfile::tempdir().unwrap();
+    let browser = Browser::start(&chromium, &chromedriver, dir.path()).await;
+    browser.viewport(1280, 800).await;
+    browser.navigate(&format!("http://{addr}/")).await;
+    let row = |i: &str| format!("tr.alert[data-key*='instance=\"{i}\"']");
+    for i in instances {
+        browser.wait_for(&format!("{} .spark svg", row(i))).await;
+    }
+    save_screenshot(&browser.screenshot().await, "sparkline-short-1280.png");
+
+    // every point is drawn as a mark, whatever the number of points
+    let marks = browser
+        .script(
+            "return arguments[0].map((i) => document.querySelectorAll(\
+             `tr.alert[data-key*='instance=\"${i}\"'] .spark svg circle.point`).length)",
+            json!([instances]),
+        )
+        .await;
+    assert_eq!(marks, json!([1, 2, 5, 5, 1]), "a mark per (finite) point");
+    // the short series spread over the sparkline's width, not squeezed into the hour's last pixels
+    let spread = browser
+        .script(
+            "const xs = [...document.querySelectorAll(\
+             `tr.alert[data-key*='instance=\"five\"'] .spark svg circle.point`)].map((c) => Number(c.getAttribute('cx'))); \
+             const w = Number(document.querySelector(`tr.alert[data-key*='instance=\"five\"'] .spark svg`).getAttribute('width')); \
+             return (Math.max(...xs) - Math.min(...xs)) / w",
+            json!([]),
+        )
+        .await;
+    assert!(
+        spread.as_f64().unwrap() > 0.5,
+        "five points over four minutes use most of the width: {spread}"
+    );
+    // nothing is NaN, flat series included
+    let svgs = browser
+        .script(
+            "return [...document.querySelectorAll('.spark svg')].map((s) => s.outerHTML).join('\\n')",
+            json!([]),
+        )
+        .await;
+    assert!(!svgs.as_str().unwrap().contains("NaN"), "{svgs}");
+    // the value range and the time covered are written out
+    let label = |i: &str| format!("{} .spark .spark-label", row(i));
+    let five = browser.text(&label("five")).await;
+    assert!(five.contains("0.9") && five.contains("0.97"), "{five}");
+    assert!(five.contains("4m"), "the 4 minutes covered: {five}");
+    let two = browser.text(&label("two")).await;
+    assert!(two.contains('3') && two.contains('7'), "{two}");
+    let flat = browser.text(&label("flat")).await;
+    assert!(flat.contains("0.5") && flat.contains("flat"), "{flat}");
+    let one = browser.text(&label("one")).await;
+    assert!(
+        one.contains("0.42") && one.contains("1 point"),
+        "a single point says so: {one}"
+    );
+    let odd = browser.text(&label("odd")).await;
+    assert_eq!(odd, "2 · 1 point");
+    let flat_ys = browser
+        .script(
+            "return [...document.querySelectorAll(\
+             `tr.alert[data-key*='instance=\"flat\"'] .spark svg circle.point`)].map((c) => c.getAttribute('cy'))",
+            json!([]),
+        )
+        .await;
+    let ys: Vec<&Value> = flat_ys.as_array().unwrap().iter().collect();
+    assert!(
+        ys.windows(2).all(|w| w[0] == w[1]),
+        "flat is level: {flat_ys}"
+    );
+
+    // 390×844: the page itself does not scroll sideways (tables scroll in their panel)
+    browser.viewport(390, 844).await;
+    save_screenshot(&browser.screenshot().await, "sparkline-short-390.png");
+    assert!(!browser.overflows_horizontally().await);
+}
+
+/// A rule with a `for:` so that its alert goes inactive → pending → firing → resolved.
+const TIMELINE_RULES: &str = r#"groups:
+  - name: timeline
+    interval: 1s
+    rules:
+      - alert: SlowCondition
+        expr: demo_condition == 1
+        for: 2s
+        labels: { severity: ticket }
+        annotations: { summary: "condition {{ $labels.cond }} held 2s" }
+"#;
+
+/// The zone the browser of the time test runs in: not UTC, with a half-hour offset, so a time
+/// printed in UTC or without the zone's offset cannot pass.
+const BROWSER_ZONE: &str = "Asia/Kolkata";
+
+/// Every `<time>` on the page (all panels): its text, and the time of day its `datetime`
+/// attribute is in [`BROWSER_ZONE`] (`HH:MM:SS`, computed by the browser independently).
+async fn printed_times(browser: &Browser) -> Vec<(String, String)> {
+    let v = browser
+        .script(
+            "return [...document.querySelectorAll('time')].map((t) => [t.textContent, \
+             new Date(t.getAttribute('datetime')).toLocaleTimeString('en-GB', \
+             {timeZone: arguments[0], hour12: false})])",
+            json!([BROWSER_ZONE]),
+        )
+        .await;
+    serde_json::from_value(v).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn degraded_health_notifications_off_zoned_times_and_the_rule_timeline_in_the_browser() {
+    let Some((chromium, chromedriver)) = browser_tools() else {
+        return;
+    };
+    let target = FakeTarget::with_conditions(&["a"]).await;
+    // the seeds' readiness shape: 503, one check of two failing
+    target.set_health(503, crate::common::HEALTH_DEGRADED);
+    let base = target.base().to_string();
+    let dir = tempfile::tempdir().unwrap();
+    // no `route`: notifications are off
+    let config = format!(
+        "storage: {{ flush_interval: 1s }}\n\
+         scrape: {{ interval: 1s, timeout: 1s }}\n\
+         evaluation: {{ interval: 1s }}\n\
+         rule_files: [rules.yml]\n\
+         targets:\n  - name: svc\n    metrics: {base}/metrics\n    health: {base}/health\n"
+    );
+    let d = Daemon::in_dir(dir.path())
+        .file("rules.yml", TIMELINE_RULES)
+        .config(&config)
+        .start();
+    let browser = Browser::start_with_env(
+        &chromium,
+        &chromedriver,
+        dir.path(),
+        &[("TZ", BROWSER_ZONE)],
+    )
+    .await;
+    browser.viewport(1280, 800).await;
+    d.wait_ready().await;
+    browser.navigate(&format!("{}/?refresh=1", d.base)).await;
+
+    // 2. the health endpoint answered with a failing check: degraded (amber), not down, with
+    // the failing check named; the API says so too
+    browser.click("a[data-tab=targets]").await;
+    let health_row = "#targets tr.target[data-kind=health]";
+    browser.wait_for(&format!("{health_row}.degraded")).await;
+    assert_eq!(
+        browser.text(&format!("{health_row} .badge")).await,
+        "degraded"
+    );
+    assert!(
+        browser.find("#targets tr.target.down").await.is_err(),
+        "nothing is shown as down"
+    );
+    let failing = browser.text(&format!("{health_row} .check.failing")).await;
+    assert_eq!(failing, "pdns: connection refused");
+    assert_eq!(
+        browser
+            .text(&format!("{health_row} .check.ok[data-check=database]"))
+            .await,
+        "database: ok"
+    );
+    let targets = d.get_json("/api/v1/targets").await;
+    let health = targets["data"]["activeTargets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["kind"] == "health")
+        .unwrap()
+        .clone();
+    assert_eq!(health["degraded"], true, "{health}");
+    save_screenshot(&browser.screenshot().await, "targets-degraded-1280.png");
+    browser.viewport(390, 844).await;
+    save_screenshot(&browser.screenshot().await, "targets-degraded-390.png");
+    assert!(!browser.overflows_horizontally().await);
+    browser.viewport(1280, 800).await;
+
+    // 3. no route: "notifications are off" with the hint, not "no notifications yet"
+    browser.click("a[data-tab=notifications]").await;
+    browser
+        .wait_for("#notifications-body .notifications-off")
+        .await;
+    let off = browser.text("#notifications-body").await;
+    assert!(off.contains("Notifications are off"), "{off}");
+    assert!(
+        off.contains("no route") && off.contains("tocsin.yml"),
+        "{off}"
+    );
+    assert!(!off.contains("no notifications yet"), "{off}");
+    save_screenshot(&browser.screenshot().await, "notifications-off.png");
+
+    // the alert goes pending, then firing
+    target.set_conditions(&[("a", true)]);
+    d.wait_json("/api/v1/alerts", DEADLINE, |v| {
+        v["data"]["alerts"]
+            .as_array()
+            .is_some_and(|a| a.iter().any(|x| x["state"] == "firing"))
+    })
+    .await;
+    browser.click("a[data-tab=alerts]").await;
+    browser
+        .wait_for(&format!("{}.firing time", alert_row("a")))
+        .await;
+
+    // 4. every time the page prints is 24-hour with the browser's zone, and is the right time
+    // in that zone
+    let zone = browser
+        .script(
+            "return [new Date().getTimezoneOffset(), \
+             new Intl.DateTimeFormat(undefined, {timeZoneName: 'short'}).formatToParts(new Date())\
+             .find((p) => p.type === 'timeZoneName').value]",
+            json!([]),
+        )
+        .await;
+    assert_eq!(
+        zone[0], -330,
+        "the browser runs in {BROWSER_ZONE}, UTC+5:30"
+    );
+    let zone_name = zone[1].as_str().unwrap().to_string();
+    assert_ne!(zone_name, "UTC");
+    let times = printed_times(&browser).await;
+    assert!(
+        times.len() >= 4,
+        "updated, alert since, rule and target times: {times:?}"
+    );
+    for (text, expected) in &times {
+        let clock = text.rsplit_once(' ').map(|(rest, z)| {
+            assert_eq!(z, zone_name, "{text}");
+            rest.rsplit(' ').next().unwrap()
+        });
+        assert_eq!(clock, Some(expected.as_str()), "{text}");
+    }
+    let page = browser
+        .script("return document.body.innerText", json!([]))
+        .await;
+    let page = page.as_str().unwrap();
+    assert!(
+        !page.contains(" AM") && !page.contains(" PM"),
+        "no 12-hour time: {page}"
+    );
+    let titles = browser
+        .script(
+            "return [...document.querySelectorAll('.ev, time')].map((e) => e.title)",
+            json!([]),
+        )
+        .await;
+    for t in titles.as_array().unwrap() {
+        let t = t.as_str().unwrap();
+        let iso = t
+            .as_bytes()
+            .windows(3)
+            .any(|w| w[0].is_ascii_digit() && w[1] == b'T' && w[2].is_ascii_digit());
+        assert!(
+            t.contains(&format!(" {zone_name}")) && !iso,
+            "a tooltip in the same form: {t}"
+        );
+    }
+    save_screenshot(&browser.screenshot().await, "alerts-24h-zone.png");
+
+    // the condition ends: resolved
+    target.set_conditions(&[("a", false)]);
+    d.wait_json("/api/v1/rules", DEADLINE, |v| {
+        v["data"]["groups"][0]["rules"][0]["transitions"]
+            .as_array()
+            .is_some_and(|t| t.first().is_some_and(|x| x["to"] == "inactive"))
+    })
+    .await;
+
+    // 6. the rule's timeline: inactive → pending → firing → resolved, each with its time
+    browser.click("a[data-tab=rules]").await;
+    let rule = "#rules tr.rule[data-rule=SlowCondition]";
+    browser
+        .wait_for(&format!(
+            "{rule} details.timeline li.change[data-to=resolved]"
+        ))
+        .await;
+    browser
+        .click(&format!("{rule} details.timeline summary"))
+        .await;
+    browser
+        .wait_for(&format!("{rule} details.timeline[open]"))
+        .await;
+    let changes = browser
+        .script(
+            "return [...document.querySelectorAll(arguments[0])].map((li) => \
+             [li.dataset.to, li.querySelector('time').textContent, li.textContent])",
+            json!([format!("{rule} li.change")]),
+        )
+        .await;
+    let changes = changes.as_array().unwrap();
+    let kinds: Vec<&str> = changes.iter().map(|c| c[0].as_str().unwrap()).collect();
+    assert_eq!(kinds, ["pending", "firing", "resolved"], "{changes:?}");
+    assert!(
+        changes[0][2].as_str().unwrap().contains("inactive →"),
+        "{changes:?}"
+    );
+    assert!(
+        changes[2][2].as_str().unwrap().contains("firing →"),
+        "{changes:?}"
+    );
+    assert!(
+        changes[0][2].as_str().unwrap().contains("cond=\"a\""),
+        "the alert's labels: {changes:?}"
+    );
+    let summary = browser
+        .text(&format!("{rule} details.timeline summary"))
+        .await;
+    assert!(
+        summary.starts_with("resolved") && summary.contains("3 changes"),
+        "{summary}"
+    );
+    // the timeline stays open across refreshes
+    let updated = "return document.getElementById('updated').querySelector('time').dateTime";
+    let before = browser.script(updated, json!([])).await;
+    let deadline = Deadline::within("a refresh", DEADLINE).every(POLL);
+    while browser.script(updated, json!([])).await == before {
+        deadline.tick().await;
+    }
+    assert!(
+        browser
+            .find(&format!("{rule} details.timeline[open]"))
+            .await
+            .is_ok()
+    );
+    save_screenshot(&browser.screenshot().await, "rule-timeline-1280.png");
+    browser.viewport(390, 844).await;
+    save_screenshot(&browser.screenshot().await, "rule-timeline-390.png");
+    assert!(!browser.overflows_horizontally().await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_first_screen_without_rules_says_where_rules_come_from() {
+    let Some((chromium, chromedriver)) = browser_tools() else {
+        return;
+    };
+    let target = FakeTarget::start().await;
+    let hook = WebhookSink::start(Answer::Status(200)).await;
+    let dir = tempfile::tempdir().unwrap();
+    // no rule_files; a route, so notifications are on and none has been sent yet
+    let config = format!(
+        "scrape: {{ interval: 1s, timeout: 1s }}\n\
+         targets:\n  - name: svc\n    metrics: {}/metrics\n\
+         route: {{ receiver: ops }}\n\
+         receivers:\n  - name: ops\n    webhook: {{ url: \"{}\" }}\n",
+        target.base(),
+        hook.url()
+    );
+    let d = Daemon::in_dir(dir.path()).config(&config).start();
+    let browser = Browser::start(&chromium, &chromedriver, dir.path()).await;
+    browser.viewport(1280, 800).await;
+    d.wait_ready().await;
+    browser.navigate(&format!("{}/?refresh=1", d.base)).await;
+
+    // 5. the alerts panel (the first screen) and the rules panel explain, instead of an empty table
+    browser.wait_for("#alerts-body .no-rules").await;
+    let first = browser.text("#alerts-body").await;
+    for want in [
+        "No rules loaded",
+        "has no rule_files",
+        "rule_files: [tocsin:self, rules/*.yml]",
+        "rules/ directory",
+        "tocsin check tocsin.yml rules/",
+        "Rules and alerts",
+    ] {
+        assert!(first.contains(want), "{want:?} missing: {first}");
+    }
+    assert!(!first.contains("nothing pending or firing"), "{first}");
+    assert!(browser.find("#alerts-body table").await.is_err());
+    let href = browser
+        .script(
+            "return document.querySelector('#alerts-body a.doc-link').getAttribute('href')",
+            json!([]),
+        )
+        .await;
+    assert_eq!(href, "/ui/docs/rules");
+    let docs = reqwest::get(d.url("/ui/docs/rules")).await.unwrap();
+    assert_eq!(docs.status(), 200);
+    let docs = docs.text().await.unwrap();
+    assert!(
+        docs.starts_with("## Rules and alerts") && docs.contains("rule_files"),
+        "{docs}"
+    );
+    assert!(!docs.contains("## Notifications"), "one section: {docs}");
+    save_screenshot(&browser.screenshot().await, "empty-first-screen-1280.png");
+    browser.viewport(390, 844).await;
+    save_screenshot(&browser.screenshot().await, "empty-first-screen-390.png");
+    assert!(!browser.overflows_horizontally().await);
+    browser.viewport(1280, 800).await;
+    browser.click("a[data-tab=rules]").await;
+    browser.wait_for("#rules-body .no-rules").await;
+
+    // with a route and nothing sent: "no notifications yet", not "off"
+    browser.click("a[data-tab=notifications]").await;
+    browser.wait_for("#notifications-body .empty").await;
+    let history = browser.text("#notifications-body").await;
+    assert!(history.contains("no notifications yet"), "{history}");
+    assert!(
+        browser
+            .find("#notifications-body .notifications-off")
+            .await
+            .is_err()
+    );
 }
