@@ -115,20 +115,22 @@ def ratio(a, b):
 
 
 def print_table(title, rows, names):
-    """rows: list of (label, {name: figures}); prints a table of the main figures with ratios of
-    names[0] over names[1]."""
+    """rows: list of (label, {name: figures}); prints a table of the main figures with the ratios
+    of names[0] over each of the others."""
     keys = [("cpu_s_per_cycle", "CPU s/cycle"), ("rss_mean_mb", "RSS mean MB"), ("rss_max_mb", "RSS max MB"),
             ("group_eval_mean_ms", "group eval ms"), ("eval_s_per_cycle", "eval s/cycle"),
             ("missed", "missed"), ("failed_rule_evals", "failed")]
     print(f"\n{title}")
-    head = f"{'':>8} | {'figure':<14} | " + " | ".join(f"{n:>12}" for n in names) + f" | {'ratio':>7}"
+    head = (f"{'':>8} | {'figure':<14} | " + " | ".join(f"{n:>12}" for n in names)
+            + "".join(f" | {names[0][:6] + '/' + o[:6]:>13}" for o in names[1:]))
     print(head)
     print("-" * len(head))
     for label, figs in rows:
         for k, name in keys:
             vals = [figs[n].get(k) for n in names]
-            r = ratio(vals[0], vals[1]) if k not in ("missed", "failed_rule_evals") else ""
-            print(f"{label:>8} | {name:<14} | " + " | ".join(f"{str(v):>12}" for v in vals) + f" | {str(r):>7}")
+            rs = [ratio(vals[0], v) if k not in ("missed", "failed_rule_evals") else "" for v in vals[1:]]
+            print(f"{label:>8} | {name:<14} | " + " | ".join(f"{str(v):>12}" for v in vals)
+                  + "".join(f" | {str(r):>13}" for r in rs))
 
 
 def tocsin_scraper(port):
@@ -137,6 +139,15 @@ def tocsin_scraper(port):
         s, c = group_stats(m, "tocsin_rule_group_duration_seconds_sum", "tocsin_rule_group_duration_seconds_count")
         return (s, c, metric(m, "tocsin_rule_group_iterations_missed_total") or 0.0,
                 metric(m, "tocsin_rule_evaluation_failures_total") or 0.0)
+    return f
+
+
+def vmalert_scraper(port):
+    def f():
+        m = get(f"http://127.0.0.1:{port}/metrics")
+        s, c = group_stats(m, "vmalert_iteration_duration_seconds_sum", "vmalert_iteration_duration_seconds_count")
+        return (s, c, metric(m, "vmalert_iteration_missed_total") or 0.0,
+                metric(m, "vmalert_execution_errors_total") or 0.0)
     return f
 
 
@@ -223,16 +234,9 @@ receivers:
             print(f"{n} rules in {groups} groups: warm-up {a.warmup}s, window {a.window}s", flush=True)
             time.sleep(a.warmup)
 
-            def vmalert_scrape(port=p_vmalert):
-                m = get(f"http://127.0.0.1:{port}/metrics")
-                s, c = group_stats(m, "vmalert_iteration_duration_seconds_sum",
-                                   "vmalert_iteration_duration_seconds_count")
-                return (s, c, metric(m, "vmalert_iteration_missed_total") or 0.0,
-                        (metric(m, "vmalert_alerting_rules_errors_total") or 0.0)
-                        + (metric(m, "vmalert_recording_rules_errors_total") or 0.0))
 
             procs = {"tocsin": run.procs[f"tocsin-{n}"], "vmalert": run.procs[f"vmalert-{n}"]}
-            dt, cycles, figs = measure(procs, {"tocsin": tocsin_scraper(p_tocsin), "vmalert": vmalert_scrape},
+            dt, cycles, figs = measure(procs, {"tocsin": tocsin_scraper(p_tocsin), "vmalert": vmalert_scraper(p_vmalert)},
                                        a.window, a.interval, groups)
             tm = get(f"http://127.0.0.1:{p_tocsin}/metrics")
             figs["tocsin"]["datasource_queries"] = metric(tm, "tocsin_datasource_queries_total")
