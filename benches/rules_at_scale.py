@@ -162,7 +162,14 @@ scrape_configs:
         pm = get(f"http://127.0.0.1:{p_prom}/metrics")
         figs["tocsin"]["samples_ingested_total"] = metric(tm, "tocsin_samples_ingested_total")
         figs["prometheus"]["samples_appended_total"] = metric(pm, "prometheus_tsdb_head_samples_appended_total")
-        figs["tocsin"]["alerts"] = len(json.loads(get(f"http://127.0.0.1:{p_tocsin}/api/v2/alerts")))
+        figs["tocsin"]["alerts_firing"] = len(json.loads(get(f"http://127.0.0.1:{p_tocsin}/api/v2/alerts")))
+        figs["prometheus"]["alerts_firing"] = sum(
+            1 for x in json.loads(get(f"http://127.0.0.1:{p_prom}/api/v1/alerts"))["data"]["alerts"]
+            if x.get("state") == "firing")
+        if a.vmalert:
+            figs["vmalert"]["alerts_firing"] = sum(
+                1 for x in json.loads(get(f"http://127.0.0.1:{p_vmalert}/api/v1/alerts"))["data"]["alerts"]
+                if x.get("state") == "firing")
         res = {"rules": a.rules, "groups": groups, "series": a.series, "scrape_interval_s": a.scrape_interval,
                "interval_s": a.interval, "tocsin_core": a.core, "window_s": dt, "cycles": cycles,
                "daemons": figs, "sink": dict(sunk),

@@ -9,8 +9,9 @@ one Alertmanager-API sink served here (tocsin through an `alertmanager` receiver
 `-notifier.url`), and are measured over the same window: CPU seconds per evaluation cycle (process
 CPU from /proc over the window / the cycles the window holds), RSS mean and max, each one's own
 group-duration metric (tocsin_rule_group_duration_seconds, vmalert_iteration_duration_seconds:
-mean per group evaluation, and summed over the groups per cycle), missed iterations, failed rule
-evaluations. Both are stopped before the next size.
+mean per group evaluation, and summed over the groups per cycle: groups run concurrently, so this
+sum can exceed the interval), missed iterations, failed rule evaluations, the most threads seen, and
+the alerts firing at the end (the same in both when they agree). Both are stopped before the next size.
 """
 import argparse, json, os, shutil, subprocess, sys, tempfile, threading, time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -81,6 +82,14 @@ class Launcher:
             log.close()
 
 
+def thread_count(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("Threads:"):
+                return int(line.split()[1])
+    return 0
+
+
 def measure(procs, scrape, window, interval_s, groups):
     """Samples RSS once a second over `window` seconds; returns per-daemon figures. `scrape[name]`
     returns (duration sum, evaluations, missed, failures) from the daemon's own metrics."""
@@ -88,10 +97,12 @@ def measure(procs, scrape, window, interval_s, groups):
     s0 = {n: scrape[n]() for n in procs}
     c0 = {n: cpu_seconds(p.pid) for n, p in procs.items()}
     rss = {n: [] for n in procs}
+    threads = {n: 0 for n in procs}
     end = t0 + window
     while time.time() < end:
         for n, p in procs.items():
             rss[n].append(rss_bytes(p.pid))
+            threads[n] = max(threads[n], thread_count(p.pid))
         time.sleep(1)
     c1 = {n: cpu_seconds(p.pid) for n, p in procs.items()}
     s1 = {n: scrape[n]() for n in procs}
@@ -106,6 +117,7 @@ def measure(procs, scrape, window, interval_s, groups):
             "cpu_s_per_s": round(cpu / dt, 4),
             "rss_mean_mb": round(sum(rss[n]) / len(rss[n]) / 2**20, 1),
             "rss_max_mb": round(max(rss[n]) / 2**20, 1),
+            "threads_max": threads[n],
             "group_evaluations": int(dcount),
             "group_eval_mean_ms": round(dsum / dcount * 1000, 2) if dcount else None,
             "eval_s_per_cycle": round(dsum / (dcount / groups), 3) if dcount else None,
@@ -124,8 +136,9 @@ def print_table(title, rows, names):
     """rows: list of (label, {name: figures}); prints a table of the main figures with the ratios
     of names[0] over each of the others."""
     keys = [("cpu_s_per_cycle", "CPU s/cycle"), ("rss_mean_mb", "RSS mean MB"), ("rss_max_mb", "RSS max MB"),
-            ("group_eval_mean_ms", "group eval ms"), ("eval_s_per_cycle", "eval s/cycle"),
-            ("missed", "missed"), ("failed_rule_evals", "failed")]
+            ("threads_max", "threads max"), ("group_eval_mean_ms", "group eval ms"),
+            ("eval_s_per_cycle", "group s/cycle"), ("missed", "missed"), ("failed_rule_evals", "failed"),
+            ("alerts_firing", "alerts firing")]
     print(f"\n{title}")
     head = (f"{'':>8} | {'figure':<14} | " + " | ".join(f"{n:>12}" for n in names)
             + "".join(f" | {names[0][:6] + '/' + o[:6]:>13}" for o in names[1:]))
@@ -134,7 +147,9 @@ def print_table(title, rows, names):
     for label, figs in rows:
         for k, name in keys:
             vals = [figs[n].get(k) for n in names]
-            rs = [ratio(vals[0], v) if k not in ("missed", "failed_rule_evals") else "" for v in vals[1:]]
+            counts = ("missed", "failed_rule_evals", "threads_max", "alerts_firing")
+            rs = [ratio(vals[0], v) if k not in counts else ""
+                  for v in vals[1:]]
             print(f"{label:>8} | {name:<14} | " + " | ".join(f"{str(v):>12}" for v in vals)
                   + "".join(f" | {str(r):>13}" for r in rs))
 
