@@ -182,6 +182,8 @@ def main():
     ap.add_argument("--warmup", type=int, default=30)
     ap.add_argument("--window", type=int, default=90)
     ap.add_argument("--per-group", type=int, default=100)
+    ap.add_argument("--tocsin-extra", default="",
+                    help="YAML appended to tocsin's configuration, for experiments (e.g. 'scrape: {self_metrics: false}')")
     ap.add_argument("--tocsin", required=True)
     ap.add_argument("--peer", required=True)
     ap.add_argument("--out", required=True)
@@ -244,6 +246,7 @@ route: {{ receiver: sink }}
 receivers:
   - name: sink
     alertmanager: {{ urls: ['http://127.0.0.1:{p_sink}'] }}
+{a.tocsin_extra}
 """)
             run.start(f"tocsin-{n}", [a.tocsin, "run", "--config", f"{d}/tocsin.yml"], cwd=d)
             run.start(f"vmalert-{n}", ["vmalert", f"-httpListenAddr=127.0.0.1:{p_vmalert}",
