@@ -492,3 +492,61 @@ async fn a_hanging_receiver_times_out_and_a_huge_error_answer_is_not_read() {
     assert_eq!(daemon.metric(&m("timeout")).await, got[0].samples as f64);
     assert_eq!(daemon.metric(&m("http_5xx")).await, got[0].samples as f64);
 }
+
+/// `queue.max_age` (by default `storage.retention`): queued batches whose newest sample is
+/// older are dropped, counted as `too_old` and logged as a warning; younger samples queued
+/// behind them still go out. The age comes from the samples' own timestamps (pushed two hours
+/// back, against a one-hour retention), not from waiting.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batches_older_than_the_retention_are_dropped_with_a_counted_warning() {
+    let (url, got) = scripted_receiver(vec![]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = Daemon::in_dir(dir.path())
+        .config(&format!(
+            "scrape: {{ self_metrics: false }}\nstorage: {{ flush_interval: 1s, retention: 1h }}\n\
+             remote_write:\n  - name: edge\n    url: {url}\n    \
+             queue: {{ min_backoff: 50ms, max_backoff: 500ms, batch_send_deadline: 500ms }}\n"
+        ))
+        .start();
+    daemon.wait_ready().await;
+    let push = async |body: String| {
+        let r = reqwest::Client::new()
+            .post(daemon.url("/api/v1/import/prometheus"))
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 204, "{}", r.text().await.unwrap());
+    };
+    let old = now_ms() - 2 * 3_600_000;
+    push(format!(
+        "demo_old{{i=\"1\"}} 1 {old}\ndemo_old{{i=\"2\"}} 2 {}\n",
+        old + 1_000
+    ))
+    .await;
+    let dropped = "tocsin_remote_write_samples_dropped_total{remote=\"edge\",reason=\"too_old\"}";
+    daemon
+        .wait_metric(dropped, 2.0, Duration::from_secs(30))
+        .await;
+    push(format!("demo_new 3 {}\n", now_ms())).await;
+    Deadline::within("demo_new at the receiver", Duration::from_secs(30))
+        .until(|| {
+            got.lock()
+                .unwrap()
+                .iter()
+                .any(|r| r.first.iter().any(|(n, _)| n == "demo_new"))
+        })
+        .await;
+    let got = got.lock().unwrap().clone();
+    assert!(
+        got.iter()
+            .all(|r| r.first.iter().all(|(n, _)| n != "demo_old")),
+        "an expired sample was sent: {got:#?}"
+    );
+    assert_eq!(daemon.metric(dropped).await, 2.0);
+    let log = format!("{}{}", daemon.stdout(), daemon.stderr());
+    assert!(
+        log.contains("remote write backlog older than its max_age") && log.contains("WARN"),
+        "the drop is logged as a warning: {log}"
+    );
+}
