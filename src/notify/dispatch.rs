@@ -500,4 +500,91 @@ mod tests {
             assert_eq!(n.changed, [fp("B", "b"), fp("C", "c")].into());
         }
     }
+
+    /// Groups by every label, as `group_by: [...]` does: the replica's label is in the group key.
+    struct ByEverything;
+    impl Routes for ByEverything {
+        fn routes(&self, labels: &Labels, _now: i64) -> Vec<RouteTarget> {
+            vec![RouteTarget {
+                receiver: "ops".into(),
+                group_key: format!("{{}}:{}", crate::notify::route::label_set_text(labels)),
+                group_labels: labels.clone(),
+                group_wait_ms: 0,
+                group_interval_ms: 60_000,
+                repeat_interval_ms: 3_600_000,
+                send_resolved: true,
+                ..Default::default()
+            }]
+        }
+    }
+
+    /// Two replicas (`external_labels: {replica: a|b}`) flushing the same alert at different
+    /// times: one key per group state on both, a new key for each reminder and for the
+    /// resolution, though their group keys and fingerprints differ by the replica label.
+    #[test]
+    fn replicas_give_one_group_state_one_key_whatever_their_flush_times() {
+        let replica = |r: &str, status: AlertState, ends_at: Option<i64>| {
+            let labels = Labels::from_pairs([("alertname", "Down"), ("instance", "x")])
+                .with_defaults(&Labels::from_pairs([("replica", r)]));
+            AlertSnapshot {
+                fingerprint: labels.fingerprint(),
+                labels,
+                annotations: BTreeMap::new(),
+                status,
+                starts_at: 1_000,
+                ends_at,
+                generator_url: String::new(),
+            }
+        };
+        // (ticks of a, ticks of b): each replica's notifications' keys, in order
+        let run = |r: &str, ticks: &[i64]| {
+            let external = Labels::from_pairs([("replica", r)]);
+            let mut d = Dispatcher::new();
+            let mut log = HashMap::new();
+            let mut out = Vec::new();
+            for &now in ticks {
+                let alert = if now < 5_000_000 {
+                    replica(r, AlertState::Firing, None)
+                } else {
+                    replica(r, AlertState::Resolved, Some(5_000_000))
+                };
+                for o in d.tick(&[alert], &ByEverything, &log, "", &external, now) {
+                    log.insert(
+                        (
+                            o.notification.receiver.clone(),
+                            o.notification.group_key.clone(),
+                        ),
+                        o.log.clone(),
+                    );
+                    out.push((o.notification.change, o.notification.idempotency_key));
+                }
+            }
+            out
+        };
+        let a = run("a", &[1_000, 61_000, 3_661_000, 3_721_000, 5_000_000]);
+        let b = run("b", &[18_000, 78_000, 3_678_000, 3_738_000, 5_017_000]);
+        let changes: Vec<Change> = a.iter().map(|(c, _)| *c).collect();
+        assert_eq!(
+            changes,
+            vec![
+                Change::FirstNotification,
+                Change::RepeatIntervalElapsed,
+                Change::AllResolved
+            ]
+        );
+        assert_eq!(a, b, "the same keys on both replicas");
+        let keys: BTreeSet<&String> = a.iter().map(|(_, k)| k).collect();
+        assert_eq!(keys.len(), 3, "each state and reminder its own key: {a:?}");
+        // without the external labels taken out, the replicas' keys would differ
+        let mut d = Dispatcher::new();
+        let unaware = d.tick(
+            &[replica("b", AlertState::Firing, None)],
+            &ByEverything,
+            &HashMap::new(),
+            "",
+            &Labels::default(),
+            18_000,
+        );
+        assert_ne!(unaware[0].notification.idempotency_key, a[0].1);
+    }
 }
