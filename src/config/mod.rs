@@ -1389,8 +1389,13 @@ impl Config {
     ) -> Result<Vec<remote_write::RemoteWrite>, remote_write::RemoteWriteSecretError> {
         self.remote_write
             .iter()
-            .map(|r| remote_write::build(&r.value, env))
+            .map(|r| remote_write::build(&r.value, env, self.retention()))
             .collect()
+    }
+
+    /// `storage.retention`: how long the store keeps samples.
+    pub fn retention(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.storage.retention.value.as_millis().max(0) as u64)
     }
 
     /// The names of the configured datasources.

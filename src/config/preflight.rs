@@ -87,7 +87,7 @@ impl Config {
             }
         }
         for r in &self.remote_write {
-            if let Err(e) = super::remote_write::build(&r.value, env) {
+            if let Err(e) = super::remote_write::build(&r.value, env, self.retention()) {
                 errors.push(PreflightError::RemoteWrite(e));
             }
         }

@@ -137,6 +137,11 @@ pub struct RemoteWriteQueueConfig {
     /// oldest queued batches are dropped, counted in `tocsin_remote_write_samples_dropped_total`
     /// and logged. Default `20000000` (~240 MB on disk).
     pub max_pending_samples: Option<u64>,
+    /// The backlog's age bound: queued batches whose newest sample is older than this (a
+    /// receiver down for long) are dropped, oldest first, counted in
+    /// `tocsin_remote_write_samples_dropped_total{reason="too_old"}` and logged as a warning.
+    /// Default `storage.retention`: what the store itself no longer keeps is not sent either.
+    pub max_age: Option<PromDuration>,
 }
 
 /// Which kinds an entry sends.
@@ -162,6 +167,8 @@ pub struct RemoteWrite {
     pub min_backoff: Duration,
     pub max_backoff: Duration,
     pub max_pending_samples: u64,
+    /// `queue.max_age`, or the store's retention
+    pub max_age: Duration,
     /// `write_relabel`: (keep, regex over the metric name), in order
     pub relabel: Vec<(bool, regex::Regex)>,
 }
@@ -382,6 +389,9 @@ pub fn validate(entries: &[Spanned<RemoteWriteConfig>], path: &Path) -> Vec<Fiel
                     "must not exceed max_backoff".into(),
                 );
             }
+            if q.max_age.is_some_and(|d| d.as_millis() <= 0) {
+                err(line, col, ".queue.max_age", "must be positive".into());
+            }
             if q.max_pending_samples == Some(0) {
                 err(
                     line,
@@ -415,9 +425,11 @@ fn secret(
 }
 
 /// `r` with defaults applied and secrets read (`*_env` from `env`); `r` is validated.
+/// `retention` (`storage.retention`) is the default `queue.max_age`.
 pub fn build(
     r: &RemoteWriteConfig,
     env: &HashMap<String, String>,
+    retention: Duration,
 ) -> Result<RemoteWrite, RemoteWriteSecretError> {
     let name = entry_name(r).unwrap_or_default();
     let url = match &r.url {
@@ -494,6 +506,9 @@ pub fn build(
         min_backoff: ms(q.min_backoff, DEFAULT_MIN_BACKOFF_MS),
         max_backoff: ms(q.max_backoff, DEFAULT_MAX_BACKOFF_MS),
         max_pending_samples: q.max_pending_samples.unwrap_or(DEFAULT_MAX_PENDING_SAMPLES),
+        max_age: q.max_age.map_or(retention, |d| {
+            Duration::from_millis(d.as_millis().max(1) as u64)
+        }),
         relabel: r
             .write_relabel
             .iter()
@@ -527,7 +542,7 @@ mod tests {
              - url: http://vm:8428/api/v1/write\n    bearer_token_env: T\n    bearer_token_file: /t\n    \
              headers: { Authorization: x, Content-Encoding: y }\n    send: []\n  \
              - url_env: RW\n  \
-             - name: q\n    queue: { max_samples_per_send: 0, min_backoff: 10s, max_backoff: 1s, max_pending_samples: 0 }\n  \
+             - name: q\n    queue: { max_samples_per_send: 0, min_backoff: 10s, max_backoff: 1s, max_pending_samples: 0, max_age: 0s }\n  \
              - name: u\n    url: http://x\n    url_file: /u\n",
         );
         for want in [
@@ -542,6 +557,7 @@ mod tests {
             "remote_write[4].queue.max_samples_per_send: must be between 1 and 50000",
             "remote_write[4].queue.min_backoff: must not exceed max_backoff",
             "remote_write[4].queue.max_pending_samples: must be positive",
+            "remote_write[4].queue.max_age: must be positive",
             "remote_write[5].url: set one of url, url_env and url_file",
         ] {
             assert!(e.contains(want), "{want}\n---\n{e}");
@@ -567,7 +583,8 @@ mod tests {
             &format!(
                 "remote_write:\n  - url: http://127.0.0.1:8428/api/v1/write\n  \
                  - name: mimir\n    url_file: {}\n    bearer_token_env: TOK\n    send: [alerts, recorded]\n    \
-                 timeout: 5s\n    queue: {{ max_samples_per_send: 500, batch_send_deadline: 1s, min_backoff: 1s, max_backoff: 1m, max_pending_samples: 1000 }}\n",
+                 timeout: 5s\n    queue: {{ max_samples_per_send: 500, batch_send_deadline: 1s, min_backoff: 1s, max_backoff: 1m, max_pending_samples: 1000, max_age: 36h }}\n\
+                 storage: {{ retention: 2d }}\n",
                 file.display()
             ),
             Path::new("t.yml"),
@@ -597,6 +614,9 @@ mod tests {
         assert_eq!(built[1].batch_send_deadline, Duration::from_secs(1));
         assert_eq!(built[1].max_backoff, Duration::from_secs(60));
         assert_eq!(built[1].max_pending_samples, 1000);
+        // the age bound: the store's retention unless set
+        assert_eq!(built[0].max_age, Duration::from_secs(2 * 86_400));
+        assert_eq!(built[1].max_age, Duration::from_secs(36 * 3_600));
         assert!(built[0].sends_name("anything"));
         // neither the URL's key nor the token is printed
         let debug = format!("{built:?}");

@@ -15,6 +15,10 @@ pub struct LogEntry {
     pub resolved: BTreeSet<u64>,
     /// when it was sent (ms)
     pub at: i64,
+    /// how many repeats (`repeat interval elapsed`, `resend delay elapsed`) of this same group
+    /// state it was, 0 for the first notification of a state: part of the idempotency key, so
+    /// each reminder has its own key, the same on both replicas of an HA pair
+    pub repeats: u32,
 }
 
 /// Decides whether to notify about a group now. `firing` and `resolved` are the fingerprints of
@@ -83,24 +87,38 @@ pub fn decide_forward(
     (now - prev.at >= resend_ms).then_some(Change::ResendDelayElapsed)
 }
 
+/// One alert of a group as its idempotency key counts it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct KeyedAlert {
+    /// the fingerprint of the alert's labels without `external_labels` (those a replica added)
+    pub fingerprint: u64,
+    pub resolved: bool,
+    /// the time of that state: the firing time (`startsAt`), or the resolve time (`endsAt`)
+    pub at: i64,
+}
+
 /// A key naming one group state for one receiver: what a receiver can dedup a repeated delivery
-/// on (the one at-least-once case: a crash between sending and logging).
+/// on. Within one tocsin, the at-least-once case (a crash between sending and logging) resends
+/// the stored row, so a retry always carries the key of its first attempt. Across the two
+/// replicas of an HA pair, the key is built only from what both compute alike when they see the
+/// same data: the group key and the alerts' fingerprints without `external_labels`, the alerts'
+/// own firing and resolve times (evaluation slots are wall-clock aligned, the same on both), and
+/// the count of repeats of that state, never the time a replica happened to flush the group; so
+/// the same notification from both replicas carries the same key, and a changed group state (an
+/// alert firing, resolving, or firing again later) a new one.
 pub fn idempotency_key(
     receiver: &str,
     group_key: &str,
-    firing: &BTreeSet<u64>,
-    resolved: &BTreeSet<u64>,
-    at: i64,
+    alerts: &[KeyedAlert],
+    repeats: u32,
 ) -> String {
-    let mut buf = format!("{receiver}\u{0}{group_key}\u{0}{at}\u{0}");
-    // fingerprints as the hex text they were before they were numbers, so keys stay the same
-    for f in firing {
-        buf.push_str(&crate::labels::format_fingerprint(*f));
-        buf.push(',');
-    }
-    buf.push('\u{0}');
-    for r in resolved {
-        buf.push_str(&crate::labels::format_fingerprint(*r));
+    let mut alerts = alerts.to_vec();
+    alerts.sort_unstable();
+    let mut buf = format!("{receiver}\u{0}{group_key}\u{0}{repeats}\u{0}");
+    for a in &alerts {
+        buf.push_str(&crate::labels::format_fingerprint(a.fingerprint));
+        buf.push_str(if a.resolved { ":r:" } else { ":f:" });
+        buf.push_str(&a.at.to_string());
         buf.push(',');
     }
     format!("{:016x}", xxhash_rust::xxh3::xxh3_64(buf.as_bytes()))
@@ -132,6 +150,7 @@ mod tests {
             firing: set(&["a"]),
             resolved: none.clone(),
             at: 0,
+            repeats: 0,
         };
         assert_eq!(
             decide(Some(&prev), &set(&["a"]), &none, true, 4 * H, H),
@@ -153,6 +172,7 @@ mod tests {
             firing: set(&["a", "b"]),
             resolved: none.clone(),
             at: 0,
+            repeats: 0,
         };
         assert_eq!(
             decide(Some(&two), &set(&["a"]), &set(&["b"]), true, 4 * H, H),
@@ -167,6 +187,7 @@ mod tests {
             firing: none.clone(),
             resolved: set(&["x"]),
             at: 0,
+            repeats: 0,
         };
         assert_eq!(
             decide(Some(&empty), &none, &set(&["x", "y"]), true, 4 * H, H),
@@ -262,37 +283,59 @@ mod tests {
                 firing: set(f),
                 resolved: set(r),
                 at,
+                repeats: 0,
             });
             let got = decide_forward(prev.as_ref(), &set(firing), &set(resolved), M, *now);
             assert_eq!(got, *want, "{name}");
         }
     }
 
+    /// Each case: a group state that must get the same key as the first, or another.
     #[test]
-    fn idempotency_key_is_stable_per_group_state() {
-        let k1 = idempotency_key("ops", "g", &set(&["a", "b"]), &set(&[]), 5);
-        assert_eq!(
-            k1,
-            idempotency_key("ops", "g", &set(&["b", "a"]), &set(&[]), 5)
-        );
-        assert_ne!(
-            k1,
-            idempotency_key("ops", "g", &set(&["a"]), &set(&["b"]), 5)
-        );
-        assert_ne!(
-            k1,
-            idempotency_key("oncall", "g", &set(&["a", "b"]), &set(&[]), 5)
-        );
-    }
-
-    #[test]
-    fn idempotency_key_hashes_fingerprints_as_the_hex_text_they_were() {
-        // the same keys as when fingerprints were strings: a receiver deduplicating on them
-        // sees no change across the upgrade
-        let text = "ops\u{0}g\u{0}5\u{0}0000000000000001,00000000000000ff,\u{0}000000000000abcd,";
-        assert_eq!(
-            idempotency_key("ops", "g", &[1, 0xff].into(), &[0xabcd].into(), 5),
-            format!("{:016x}", xxhash_rust::xxh3::xxh3_64(text.as_bytes()))
-        );
+    fn idempotency_key_names_the_group_state_and_nothing_else() {
+        let fp =
+            |name: &str| crate::labels::Labels::from_pairs([("alertname", name)]).fingerprint();
+        let f = |name: &str, at| KeyedAlert {
+            fingerprint: fp(name),
+            resolved: false,
+            at,
+        };
+        let r = |name: &str, at| KeyedAlert {
+            fingerprint: fp(name),
+            resolved: true,
+            at,
+        };
+        let k1 = idempotency_key("ops", "g", &[f("a", 5), f("b", 7)], 0);
+        // the same state: the same key, whatever the order the alerts come in
+        assert_eq!(k1, idempotency_key("ops", "g", &[f("b", 7), f("a", 5)], 0));
+        // another state, receiver, group or repeat: another key
+        for (why, other) in [
+            (
+                "one resolved",
+                idempotency_key("ops", "g", &[f("a", 5), r("b", 9)], 0),
+            ),
+            (
+                "fired again later",
+                idempotency_key("ops", "g", &[f("a", 5), f("b", 8)], 0),
+            ),
+            (
+                "one alert fewer",
+                idempotency_key("ops", "g", &[f("a", 5)], 0),
+            ),
+            (
+                "receiver",
+                idempotency_key("oncall", "g", &[f("a", 5), f("b", 7)], 0),
+            ),
+            (
+                "group",
+                idempotency_key("ops", "h", &[f("a", 5), f("b", 7)], 0),
+            ),
+            (
+                "a reminder",
+                idempotency_key("ops", "g", &[f("a", 5), f("b", 7)], 1),
+            ),
+        ] {
+            assert_ne!(k1, other, "{why}");
+        }
     }
 }

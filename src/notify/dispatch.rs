@@ -12,8 +12,8 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use super::dedup::{LogEntry, decide, decide_forward, idempotency_key};
-use super::{AlertSnapshot, AlertState, Notification};
+use super::dedup::{KeyedAlert, LogEntry, decide, decide_forward, idempotency_key};
+use super::{AlertSnapshot, AlertState, Change, Notification};
 use crate::labels::Labels;
 
 /// Where one alert goes: what a routing tree says for it.
@@ -81,12 +81,15 @@ impl Dispatcher {
 
     /// One tick at `now`: `alerts` are the alerts that may be notified (firing, and resolved ones
     /// still within retention), `log` the notification log by (receiver, group key).
+    /// `external` are the `external_labels` the alerts carry: the idempotency keys leave them
+    /// out, so both replicas of an HA pair give one group state the same key.
     pub fn tick(
         &mut self,
         alerts: &[AlertSnapshot],
         routes: &dyn Routes,
         log: &HashMap<(String, String), LogEntry>,
         external_url: &str,
+        external: &Labels,
         now: i64,
     ) -> Vec<Outgoing> {
         let mut members: BTreeMap<(String, String), (RouteTarget, Vec<AlertSnapshot>)> =
@@ -159,6 +162,37 @@ impl Dispatcher {
                     .cloned()
                     .collect(),
             };
+            let repeats = match (change, prev) {
+                (Change::RepeatIntervalElapsed | Change::ResendDelayElapsed, Some(p)) => {
+                    p.repeats.saturating_add(1)
+                }
+                _ => 0,
+            };
+            let keyed: Vec<KeyedAlert> = group_alerts
+                .iter()
+                .map(|a| KeyedAlert {
+                    fingerprint: without_external(&a.labels, external)
+                        .map_or(a.fingerprint, |l| l.fingerprint()),
+                    resolved: a.status == AlertState::Resolved,
+                    at: match a.status {
+                        AlertState::Firing => a.starts_at,
+                        AlertState::Resolved => a.ends_at.unwrap_or(a.starts_at),
+                    },
+                })
+                .collect();
+            let key_group = match without_external(&route.group_labels, external) {
+                Some(labels) => {
+                    // the route's id, then the group labels without the replica's
+                    let full = crate::notify::route::label_set_text(&route.group_labels);
+                    let id = route
+                        .group_key
+                        .strip_suffix(full.as_str())
+                        .unwrap_or(&route.group_key);
+                    format!("{id}{}", crate::notify::route::label_set_text(&labels))
+                }
+                None => route.group_key.clone(),
+            };
+            let idempotency_key = idempotency_key(&key.0, &key_group, &keyed, repeats);
             let mut sent: Vec<AlertSnapshot> = group_alerts;
             sent.retain(|a| match (a.status, route.digest) {
                 // forwarded whole: Alertmanager merges by fingerprint
@@ -175,6 +209,7 @@ impl Dispatcher {
                 firing: firing.clone(),
                 resolved: resolved.clone(),
                 at: now,
+                repeats,
             };
             let notification = Notification {
                 receiver: route.receiver.clone(),
@@ -182,7 +217,7 @@ impl Dispatcher {
                 group_labels: route.group_labels.clone(),
                 alerts: sent,
                 external_url: external_url.to_string(),
-                idempotency_key: idempotency_key(&key.0, &key.1, &firing, &resolved, now),
+                idempotency_key,
                 change,
                 changed,
             };
@@ -195,6 +230,20 @@ impl Dispatcher {
         }
         out
     }
+}
+
+/// `labels` without the pairs `external` added (a label of the same name and value), or None
+/// when it has none of them.
+fn without_external(labels: &Labels, external: &Labels) -> Option<Labels> {
+    let added = |name: &str| {
+        external
+            .get(name)
+            .is_some_and(|v| labels.get(name) == Some(v))
+    };
+    external
+        .iter()
+        .any(|(name, _)| added(name))
+        .then(|| labels.filter(|name| !added(name)))
 }
 
 #[cfg(test)]
@@ -243,7 +292,14 @@ mod tests {
         alerts: &[AlertSnapshot],
         now: i64,
     ) -> Vec<Outgoing> {
-        let out = d.tick(alerts, &ByAlertname, log, "http://t", now);
+        let out = d.tick(
+            alerts,
+            &ByAlertname,
+            log,
+            "http://t",
+            &Labels::default(),
+            now,
+        );
         for o in &out {
             log.insert(
                 (
@@ -318,11 +374,24 @@ mod tests {
         let log = HashMap::new();
         let a = alert("Down", "a", AlertState::Firing);
         let one = std::slice::from_ref(&a);
-        assert!(d.tick(one, &Muted(true), &log, "", 0).is_empty());
-        assert!(d.tick(one, &Muted(true), &log, "", 30_000).is_empty());
+        assert!(
+            d.tick(one, &Muted(true), &log, "", &Labels::default(), 0)
+                .is_empty()
+        );
+        assert!(
+            d.tick(one, &Muted(true), &log, "", &Labels::default(), 30_000)
+                .is_empty()
+        );
         // unmuted: the next flush (group_interval after the muted one) sends
-        assert!(d.tick(one, &Muted(false), &log, "", 60_000).is_empty());
-        assert_eq!(d.tick(one, &Muted(false), &log, "", 330_000).len(), 1);
+        assert!(
+            d.tick(one, &Muted(false), &log, "", &Labels::default(), 60_000)
+                .is_empty()
+        );
+        assert_eq!(
+            d.tick(one, &Muted(false), &log, "", &Labels::default(), 330_000)
+                .len(),
+            1
+        );
     }
 
     #[test]
@@ -341,7 +410,7 @@ mod tests {
         let mut d = Dispatcher::new();
         let mut log = HashMap::new();
         let mut tick = |alerts: &[AlertSnapshot], now| {
-            let out = d.tick(alerts, &Forward, &log, "", now);
+            let out = d.tick(alerts, &Forward, &log, "", &Labels::default(), now);
             for o in &out {
                 log.insert(("ops".into(), "{alertmanager}:ops".into()), o.log.clone());
             }
@@ -409,13 +478,16 @@ mod tests {
             let b = alert("B", "b", AlertState::Firing);
             let c = alert("C", "c", AlertState::Firing);
             let r = Digested(mode);
-            let out = d.tick(&[a.clone(), b.clone()], &r, &log, "", 0);
+            let out = d.tick(&[a.clone(), b.clone()], &r, &log, "", &Labels::default(), 0);
             assert_eq!(out.len(), 1, "one notification for both alert names");
             log.insert(("ops".into(), "{digest}:ops".into()), out[0].log.clone());
-            assert!(d.tick(&[a.clone(), b.clone()], &r, &log, "", 1).is_empty());
+            assert!(
+                d.tick(&[a.clone(), b.clone()], &r, &log, "", &Labels::default(), 1)
+                    .is_empty()
+            );
             // b resolves and c starts
             let b_res = alert("B", "b", AlertState::Resolved);
-            let out = d.tick(&[a.clone(), b_res, c], &r, &log, "", 2);
+            let out = d.tick(&[a.clone(), b_res, c], &r, &log, "", &Labels::default(), 2);
             let n = &out[0].notification;
             let listed: Vec<&str> = n
                 .alerts
@@ -427,5 +499,92 @@ mod tests {
             assert_eq!(listed, want, "{mode:?}");
             assert_eq!(n.changed, [fp("B", "b"), fp("C", "c")].into());
         }
+    }
+
+    /// Groups by every label, as `group_by: [...]` does: the replica's label is in the group key.
+    struct ByEverything;
+    impl Routes for ByEverything {
+        fn routes(&self, labels: &Labels, _now: i64) -> Vec<RouteTarget> {
+            vec![RouteTarget {
+                receiver: "ops".into(),
+                group_key: format!("{{}}:{}", crate::notify::route::label_set_text(labels)),
+                group_labels: labels.clone(),
+                group_wait_ms: 0,
+                group_interval_ms: 60_000,
+                repeat_interval_ms: 3_600_000,
+                send_resolved: true,
+                ..Default::default()
+            }]
+        }
+    }
+
+    /// Two replicas (`external_labels: {replica: a|b}`) flushing the same alert at different
+    /// times: one key per group state on both, a new key for each reminder and for the
+    /// resolution, though their group keys and fingerprints differ by the replica label.
+    #[test]
+    fn replicas_give_one_group_state_one_key_whatever_their_flush_times() {
+        let replica = |r: &str, status: AlertState, ends_at: Option<i64>| {
+            let labels = Labels::from_pairs([("alertname", "Down"), ("instance", "x")])
+                .with_defaults(&Labels::from_pairs([("replica", r)]));
+            AlertSnapshot {
+                fingerprint: labels.fingerprint(),
+                labels,
+                annotations: BTreeMap::new(),
+                status,
+                starts_at: 1_000,
+                ends_at,
+                generator_url: String::new(),
+            }
+        };
+        // (ticks of a, ticks of b): each replica's notifications' keys, in order
+        let run = |r: &str, ticks: &[i64]| {
+            let external = Labels::from_pairs([("replica", r)]);
+            let mut d = Dispatcher::new();
+            let mut log = HashMap::new();
+            let mut out = Vec::new();
+            for &now in ticks {
+                let alert = if now < 5_000_000 {
+                    replica(r, AlertState::Firing, None)
+                } else {
+                    replica(r, AlertState::Resolved, Some(5_000_000))
+                };
+                for o in d.tick(&[alert], &ByEverything, &log, "", &external, now) {
+                    log.insert(
+                        (
+                            o.notification.receiver.clone(),
+                            o.notification.group_key.clone(),
+                        ),
+                        o.log.clone(),
+                    );
+                    out.push((o.notification.change, o.notification.idempotency_key));
+                }
+            }
+            out
+        };
+        let a = run("a", &[1_000, 61_000, 3_661_000, 3_721_000, 5_000_000]);
+        let b = run("b", &[18_000, 78_000, 3_678_000, 3_738_000, 5_017_000]);
+        let changes: Vec<Change> = a.iter().map(|(c, _)| *c).collect();
+        assert_eq!(
+            changes,
+            vec![
+                Change::FirstNotification,
+                Change::RepeatIntervalElapsed,
+                Change::AllResolved
+            ]
+        );
+        assert_eq!(a, b, "the same keys on both replicas");
+        let keys: BTreeSet<&String> = a.iter().map(|(_, k)| k).collect();
+        assert_eq!(keys.len(), 3, "each state and reminder its own key: {a:?}");
+        // without the external labels taken out, the replicas' keys would differ
+        let mut d = Dispatcher::new();
+        let unaware = d.tick(
+            &[replica("b", AlertState::Firing, None)],
+            &ByEverything,
+            &HashMap::new(),
+            "",
+            &Labels::default(),
+            18_000,
+        );
+        assert_ne!(unaware[0].notification.idempotency_key, a[0].1);
     }
 }

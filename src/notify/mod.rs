@@ -236,6 +236,13 @@ pub struct LogEntryRow {
     #[serde(with = "persist::hex_fingerprints")]
     pub resolved: BTreeSet<u64>,
     pub at: i64,
+    /// absent in rows written before repeats were counted: 0
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub repeats: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 impl persist::Row for LogEntryRow {
@@ -253,6 +260,7 @@ impl dedup::LogEntry {
             firing: self.firing.clone(),
             resolved: self.resolved.clone(),
             at: self.at,
+            repeats: self.repeats,
         };
         serde_json::to_string(&row).expect("log entry rows serialize")
     }
@@ -264,6 +272,7 @@ impl dedup::LogEntry {
             firing: r.firing,
             resolved: r.resolved,
             at: r.at,
+            repeats: r.repeats,
         })
     }
 }
@@ -342,10 +351,16 @@ mod tests {
             firing: [0xaa].into(),
             resolved: [0xbb].into(),
             at: 5,
+            repeats: 0,
         };
         assert_eq!(dedup::LogEntry::from_json(&e.to_json()).unwrap(), e);
         let old = r#"{"at":5,"firing":["00000000000000aa"],"resolved":["00000000000000bb"]}"#;
         assert_eq!(dedup::LogEntry::from_json(old).unwrap(), e);
+        let reminded = dedup::LogEntry { repeats: 3, ..e };
+        assert_eq!(
+            dedup::LogEntry::from_json(&reminded.to_json()).unwrap(),
+            reminded
+        );
         let damaged = dedup::LogEntry::from_json(r#"{"firing":[],"resolved":[]}"#)
             .unwrap_err()
             .to_string();

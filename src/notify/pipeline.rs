@@ -95,10 +95,14 @@ impl Stages<'_> {
                         || !self.inhibitor.inhibited(&s.labels, &sources))
             })
             .collect();
-        let out =
-            state
-                .dispatcher
-                .tick(&candidates, self.routes, &state.log, self.external_url, now);
+        let out = state.dispatcher.tick(
+            &candidates,
+            self.routes,
+            &state.log,
+            self.external_url,
+            self.external_labels,
+            now,
+        );
         for o in &out {
             let n = &o.notification;
             state

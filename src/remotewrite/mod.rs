@@ -20,10 +20,12 @@
 //! `Retry-After` honoured up to [`MAX_RETRY_AFTER`]), a timeout or no connection retried with
 //! [`Backoff`]; any other status dropped with a counted error (the receiver refuses the data:
 //! retrying would block the queue for ever). A backlog over `max_pending_samples` drops its
-//! oldest batches ([`overflow`]), counted and logged.
+//! oldest batches ([`overflow`]), counted and logged; so do batches whose newest sample is older
+//! than `queue.max_age` (by default the store's retention: [`expired`]), before the count bound.
 //!
-//! Time: the task reads its [`Clock`] once per attempt (to read a `Retry-After` date); waits
-//! use tokio's timer, so paused-time tests drive them.
+//! Time: the task reads its [`Clock`] once per attempt (to read a `Retry-After` date) and once
+//! per look at the backlog (for its age bound); waits use tokio's timer, so paused-time tests
+//! drive them.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -247,6 +249,24 @@ pub fn overflow(backlog: &[RwQueued], max: u64) -> Option<(RwPosition, u64)> {
     })
 }
 
+/// The oldest rows of `backlog` (oldest first) whose newest sample is before `cutoff` (ms): the
+/// position after them and the samples they hold. Only a prefix goes, so what remains is whole
+/// batches in order; a row of old samples queued behind a newer one (a push with old
+/// timestamps) waits for its turn.
+pub fn expired(backlog: &[RwQueued], cutoff: i64) -> Option<(RwPosition, u64)> {
+    let old = backlog.iter().take_while(|q| q.maxt < cutoff);
+    let (last, dropped) = old.fold((None, 0), |(_, n), q| (Some(q.id), n + q.samples));
+    last.map(|row| {
+        (
+            RwPosition {
+                row,
+                done: u64::MAX,
+            },
+            dropped,
+        )
+    })
+}
+
 /// The store's queue kinds an entry reads.
 fn kinds(rw: &RemoteWrite) -> u8 {
     let mut k = 0;
@@ -384,7 +404,7 @@ impl RemoteWriter {
                     }
                     continue;
                 };
-                let (backlog, dropped_to) = match self.bound(backlog).await {
+                let (backlog, dropped_to) = match self.bound(backlog, self.clock.now_ms()).await {
                     Some(b) => b,
                     None => {
                         if !self.pause(backoff.next_delay(), &mut shutdown).await {
@@ -530,7 +550,7 @@ impl RemoteWriter {
                                 .store_call("backlog", move |s| s.rw_backlog(pos, kinds))
                                 .await;
                             if let Some((backlog, dropped_to)) = match b {
-                                Some(b) => self.bound(b).await,
+                                Some(b) => self.bound(b, self.clock.now_ms()).await,
                                 None => None,
                             } {
                                 pending = backlog.iter().map(|q| q.samples).sum();
@@ -580,24 +600,47 @@ impl RemoteWriter {
         }
     }
 
-    /// Enforces `max_pending_samples` on `backlog` (the queue after the position, oldest
-    /// first): drops the oldest whole rows over it (the position moves past them, durably;
-    /// counted and logged). Returns what remains and the new position if it moved; None when
-    /// the store failed.
-    async fn bound(&self, backlog: Vec<RwQueued>) -> Option<(Vec<RwQueued>, Option<RwPosition>)> {
-        let Some((to, dropped)) = overflow(&backlog, self.rw.max_pending_samples) else {
-            return Some((backlog, None));
+    /// Enforces the backlog's bounds on `backlog` (the queue after the position, oldest first)
+    /// at `now`: drops the oldest whole rows older than `max_age`, then the oldest over
+    /// `max_pending_samples` (the position moves past them, durably; each counted by its reason
+    /// and logged). Returns what remains and the new position if it moved; None when the store
+    /// failed.
+    async fn bound(
+        &self,
+        backlog: Vec<RwQueued>,
+        now: i64,
+    ) -> Option<(Vec<RwQueued>, Option<RwPosition>)> {
+        let max_age_ms = i64::try_from(self.rw.max_age.as_millis()).unwrap_or(i64::MAX);
+        let old = expired(&backlog, now.saturating_sub(max_age_ms));
+        let young: Vec<RwQueued> = match old {
+            Some((to, _)) => backlog.into_iter().filter(|q| q.id > to.row).collect(),
+            None => backlog,
+        };
+        let over = overflow(&young, self.rw.max_pending_samples);
+        let Some((to, _)) = over.or(old) else {
+            return Some((young, None));
         };
         let n = self.rw.name.clone();
         self.store_call("ack", move |s| s.rw_ack(&n, to)).await?;
-        tracing::error!(
-            remote = self.rw.name,
-            dropped,
-            max_pending_samples = self.rw.max_pending_samples,
-            "remote write backlog over its bound: oldest samples dropped"
-        );
-        self.count(true, "backlog", dropped as usize);
-        let rest = backlog.into_iter().filter(|q| q.id > to.row).collect();
+        if let Some((_, dropped)) = old {
+            tracing::warn!(
+                remote = self.rw.name,
+                dropped,
+                max_age = %crate::duration::PromDuration(self.rw.max_age),
+                "remote write backlog older than its max_age: oldest samples dropped"
+            );
+            self.count(true, "too_old", dropped as usize);
+        }
+        if let Some((_, dropped)) = over {
+            tracing::error!(
+                remote = self.rw.name,
+                dropped,
+                max_pending_samples = self.rw.max_pending_samples,
+                "remote write backlog over its bound: oldest samples dropped"
+            );
+            self.count(true, "backlog", dropped as usize);
+        }
+        let rest = young.into_iter().filter(|q| q.id > to.row).collect();
         Some((rest, Some(to)))
     }
 
@@ -913,5 +956,29 @@ mod tests {
             ))
         );
         assert_eq!(overflow(&[], 0), None);
+    }
+
+    #[test]
+    fn batches_older_than_the_cutoff_go_as_a_prefix() {
+        let q = |id, samples, maxt| RwQueued { id, samples, maxt };
+        let backlog = [
+            q(1, 10, 1_000),
+            q(2, 20, 2_000),
+            q(3, 30, 5_000),
+            q(4, 40, 1_500),
+        ];
+        let at = |row| RwPosition {
+            row,
+            done: u64::MAX,
+        };
+        // nothing older than the cutoff: nothing goes
+        assert_eq!(expired(&backlog, 1_000), None);
+        // the newest sample decides: a row is old only when all of it is
+        assert_eq!(expired(&backlog, 1_001), Some((at(1), 10)));
+        assert_eq!(expired(&backlog, 2_001), Some((at(2), 30)));
+        // an old row behind a young one waits for its turn: only a prefix goes, in order
+        assert_eq!(expired(&backlog, 5_000), Some((at(2), 30)));
+        assert_eq!(expired(&backlog, 9_000), Some((at(4), 100)));
+        assert_eq!(expired(&[], i64::MAX), None);
     }
 }

@@ -6,6 +6,9 @@
 //! - The datasource going down: the rule records the error, its alert keeps its state for
 //!   `datasource_error_for` and then resolves, `tocsin_datasource_up` is 0 and the shipped
 //!   `TocsinDatasourceDown` fires (after its `for: 1m`: this test takes about 80 s).
+//! - Shadow mode on a remote group: `tocsin run --dry-run`, and a rule's `dry_run: true`,
+//!   evaluate against VictoriaMetrics, record the would-be notification as `shadow` in
+//!   `/api/v1/notifications`, and deliver nothing to the webhook.
 //! - `tocsin replay --datasource URL` over history written into the engine (Prometheus: blocks
 //!   made by `promtool tsdb create-blocks-from openmetrics`; VictoriaMetrics: its
 //!   `/api/v1/import/prometheus`) gives the expected transitions, the same in `range` and
@@ -171,7 +174,7 @@ pub(crate) async fn victoria_metrics_on(bin: &Path, dir: &Path, addr: SocketAddr
 
 /// Imports text-format samples (timestamps in ms) into VictoriaMetrics and makes them
 /// searchable at once.
-async fn vm_import(vm: &Engine, text: String) {
+pub(crate) async fn vm_import(vm: &Engine, text: String) {
     let client = reqwest::Client::new();
     let r = client
         .post(format!("{}/api/v1/import/prometheus", vm.url()))
@@ -188,7 +191,7 @@ async fn vm_import(vm: &Engine, text: String) {
     assert!(r.status().is_success(), "force_flush: {}", r.status());
 }
 
-fn now_ms() -> i64 {
+pub(crate) fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
@@ -378,6 +381,136 @@ async fn a_rule_on_victoria_metrics_fires() {
             .await
             >= 1.0
     );
+}
+
+/// The shadow records of `/api/v1/notifications` (`status=shadow`) for `alertname`.
+fn shadow_of(v: &Value, alertname: &str) -> Vec<Value> {
+    v["data"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|n| n["status"] == "shadow" && n["alerts"][0]["labels"]["alertname"] == alertname)
+        .cloned()
+        .collect()
+}
+
+/// Shadow mode on groups evaluated by a remote engine: with `tocsin run --dry-run`, and with
+/// a rule's `dry_run: true` beside an ordinary rule, the alerts fire from VictoriaMetrics'
+/// data, the notifications they would send are recorded as `shadow`, and the webhook gets
+/// nothing from them: the ordinary rule's notification, queued in the same tick through the
+/// same integration, is the marker that the shadow one was not sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shadow_mode_on_a_remote_group_records_and_delivers_nothing() {
+    use crate::common::{Answer, WebhookSink};
+    let Some(bin) = on_path("victoria-metrics") else {
+        println!("skipping: victoria-metrics not installed (apt install victoria-metrics)");
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let vm = victoria_metrics(&bin, dir.path()).await;
+    let now = now_ms();
+    let text: String = (-12..=24)
+        .map(|i| format!("demo_live{{job=\"vm\"}} 3 {}\n", now + i * 5_000))
+        .collect();
+    vm_import(&vm, text).await;
+    let hook = WebhookSink::start(Answer::Status(200)).await;
+    let notify = format!(
+        "route: {{ receiver: ops, group_by: [alertname], group_wait: 0s, group_interval: 1s, \
+         repeat_interval: 1h }}\nreceivers:\n  - name: ops\n    webhook: {{ url: \"{}\" }}\n",
+        hook.url()
+    );
+    let config = format!("{}{notify}", tocsin_config(&vm.url(), "5m")).replace(
+        "rule_files: [\"tocsin:self\", rules.yml]",
+        "rule_files: [rules.yml]",
+    );
+    // the whole daemon in shadow mode
+    let dry_dir = tempfile::tempdir().unwrap();
+    let dry = Daemon::in_dir(dry_dir.path())
+        .file("rules.yml", RULES)
+        .config(&config)
+        .arg("--dry-run")
+        .start();
+    // one rule in shadow mode beside an ordinary one, both on the engine
+    let shadow_rules = format!(
+        "{RULES}      - alert: LiveShadow\n        expr: demo_live > 1\n        dry_run: true\n"
+    );
+    let live_dir = tempfile::tempdir().unwrap();
+    let live = Daemon::in_dir(live_dir.path())
+        .file("rules.yml", &shadow_rules)
+        .config(&config)
+        .start();
+    dry.wait_ready().await;
+    live.wait_ready().await;
+
+    // --dry-run: the alert fires from the remote data, its notification is a shadow record
+    let alert = firing_live_high(&dry).await;
+    assert_eq!(alert["labels"]["job"], "vm", "{alert}");
+    let recorded = dry
+        .wait_json(
+            "/api/v1/notifications?status=shadow",
+            Duration::from_secs(30),
+            |v| !shadow_of(v, "LiveHigh").is_empty(),
+        )
+        .await;
+    let n = &shadow_of(&recorded, "LiveHigh")[0];
+    assert_eq!(n["integration"], "ops/webhook", "{n}");
+    assert_eq!(n["alerts"][0]["status"], "firing", "{n}");
+    assert_eq!(n["alerts"][0]["labels"]["job"], "vm", "{n}");
+    assert!(
+        n["subject"]
+            .as_str()
+            .is_some_and(|s| s.starts_with("[FIRING:1] LiveHigh")),
+        "{n}"
+    );
+    assert!(
+        dry.metric("tocsin_notifications_shadow_total{receiver=\"ops\"}")
+            .await
+            >= 1.0
+    );
+    assert_eq!(dry.metric("tocsin_notification_outbox_depth").await, 0.0);
+    assert!(
+        dry.metric("tocsin_datasource_queries_total{datasource=\"engine\",result=\"ok\"}")
+            .await
+            >= 1.0
+    );
+
+    // dry_run: true on one rule: the ordinary rule's notification reaches the webhook, the
+    // shadow rule's is recorded and never sent
+    hook.wait_for("LiveHigh from the ordinary rule", |h| {
+        h.body["groupLabels"]["alertname"] == "LiveHigh"
+    })
+    .await;
+    let recorded = live
+        .wait_json(
+            "/api/v1/notifications?status=shadow",
+            Duration::from_secs(30),
+            |v| !shadow_of(v, "LiveShadow").is_empty(),
+        )
+        .await;
+    assert!(shadow_of(&recorded, "LiveHigh").is_empty(), "{recorded}");
+    let rules = live.get_json("/api/v1/rules").await;
+    let shadow_rule = rules["data"]["groups"][0]["rules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["name"] == "LiveShadow")
+        .unwrap()
+        .clone();
+    assert_eq!(shadow_rule["dryRun"], true, "{shadow_rule}");
+    assert_eq!(shadow_rule["state"], "firing", "{shadow_rule}");
+
+    // nothing from either shadow reached the webhook: every request there is the ordinary
+    // rule's, from the daemon not in dry-run
+    let hits = hook.bodies();
+    assert!(!hits.is_empty());
+    for body in &hits {
+        assert_eq!(body["groupLabels"]["alertname"], "LiveHigh", "{body}");
+        assert_eq!(
+            body["externalURL"],
+            live.url("").trim_end_matches('/'),
+            "{body}"
+        );
+    }
 }
 
 // ------------------------------------------------------------------------------------ replay

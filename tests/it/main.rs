@@ -8,6 +8,7 @@ mod daemon;
 mod daemon_inproc;
 mod datasource;
 mod ha_alertmanager;
+mod ha_webhook;
 mod import;
 mod notify_daemon;
 mod notify_receivers;

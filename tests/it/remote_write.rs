@@ -492,3 +492,131 @@ async fn a_hanging_receiver_times_out_and_a_huge_error_answer_is_not_read() {
     assert_eq!(daemon.metric(&m("timeout")).await, got[0].samples as f64);
     assert_eq!(daemon.metric(&m("http_5xx")).await, got[0].samples as f64);
 }
+
+/// `queue.max_age` (by default `storage.retention`): queued batches whose newest sample is
+/// older are dropped, counted as `too_old` and logged as a warning; younger samples queued
+/// behind them still go out. The age comes from the samples' own timestamps (pushed two hours
+/// back, against a one-hour retention), not from waiting.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batches_older_than_the_retention_are_dropped_with_a_counted_warning() {
+    let (url, got) = scripted_receiver(vec![]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = Daemon::in_dir(dir.path())
+        .config(&format!(
+            "scrape: {{ self_metrics: false }}\nstorage: {{ flush_interval: 1s, retention: 1h }}\n\
+             remote_write:\n  - name: edge\n    url: {url}\n    \
+             queue: {{ min_backoff: 50ms, max_backoff: 500ms, batch_send_deadline: 500ms }}\n"
+        ))
+        .start();
+    daemon.wait_ready().await;
+    let push = async |body: String| {
+        let r = reqwest::Client::new()
+            .post(daemon.url("/api/v1/import/prometheus"))
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 204, "{}", r.text().await.unwrap());
+    };
+    let old = now_ms() - 2 * 3_600_000;
+    push(format!(
+        "demo_old{{i=\"1\"}} 1 {old}\ndemo_old{{i=\"2\"}} 2 {}\n",
+        old + 1_000
+    ))
+    .await;
+    let dropped = "tocsin_remote_write_samples_dropped_total{remote=\"edge\",reason=\"too_old\"}";
+    daemon
+        .wait_metric(dropped, 2.0, Duration::from_secs(30))
+        .await;
+    push(format!("demo_new 3 {}\n", now_ms())).await;
+    Deadline::within("demo_new at the receiver", Duration::from_secs(30))
+        .until(|| {
+            got.lock()
+                .unwrap()
+                .iter()
+                .any(|r| r.first.iter().any(|(n, _)| n == "demo_new"))
+        })
+        .await;
+    let got = got.lock().unwrap().clone();
+    assert!(
+        got.iter()
+            .all(|r| r.first.iter().all(|(n, _)| n != "demo_old")),
+        "an expired sample was sent: {got:#?}"
+    );
+    assert_eq!(daemon.metric(dropped).await, 2.0);
+    let log = format!("{}{}", daemon.stdout(), daemon.stderr());
+    assert!(
+        log.contains("remote write backlog older than its max_age") && log.contains("WARN"),
+        "the drop is logged as a warning: {log}"
+    );
+}
+
+/// The age bound in-process, on the writer's injected clock: with the receiver down, two batches
+/// wait (one 10 minutes old, one 30 minutes ahead of the clock); nothing is too old under a
+/// 1 h `max_age` until the manual clock moves 66 minutes on, then the older batch alone is
+/// dropped as `too_old` while the writer keeps retrying the younger one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_age_bound_follows_the_injected_clock() {
+    use tocsin::clock::ManualClock;
+    use tocsin::store::RW_SCRAPED;
+    let (url, got) = scripted_receiver(vec![503; 100_000]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(crate::common::open_store(&dir));
+    store.rw_configure(&["edge".into()], RW_SCRAPED).unwrap();
+    let t0: i64 = 1_800_000_000_000;
+    let (m, h) = (60_000, 3_600_000);
+    let series = store.series_ref(crate::common::labels(&[("__name__", "demo_age")]));
+    for t in [t0 - 10 * m, t0 + 30 * m] {
+        store.append(&[(series, t, 1.0)]);
+        store.flush(t).unwrap();
+    }
+    let cfg = tocsin::config::Config::from_yaml(
+        &format!(
+            "remote_write:\n  - name: edge\n    url: {url}\n    \
+             queue: {{ max_age: 1h, min_backoff: 10ms, max_backoff: 50ms }}\n"
+        ),
+        std::path::Path::new("t.yml"),
+    )
+    .unwrap();
+    let rw = cfg
+        .build_remote_writes(&Default::default())
+        .unwrap()
+        .remove(0);
+    let clock = Arc::new(ManualClock::new(t0));
+    let metrics = Arc::new(tocsin::selfmetrics::SelfMetrics::new(0.0));
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let writer = tocsin::remotewrite::RemoteWriter {
+        rw,
+        store: store.clone(),
+        clock: clock.clone(),
+        metrics: metrics.clone(),
+        external_labels: Default::default(),
+    };
+    let task = tokio::spawn(writer.run(stopped));
+    let metric = |name: &str| crate::common::metric_value(&metrics.encode(), name);
+    let too_old = "tocsin_remote_write_samples_dropped_total{remote=\"edge\",reason=\"too_old\"}";
+    let pending = "tocsin_remote_write_samples_pending{remote=\"edge\"}";
+    // a few retries of the first batch at t0: nothing is too old
+    Deadline::within("three attempts at t0", Duration::from_secs(30))
+        .until(|| got.lock().unwrap().len() >= 3)
+        .await;
+    assert_eq!(metric(too_old), 0.0);
+    assert_eq!(metric(pending), 2.0);
+    // 66 minutes on: the batch from t0 - 10 m is past the hour, the other is not
+    clock.set(t0 + h + 6 * m);
+    Deadline::within("the old batch dropped", Duration::from_secs(30))
+        .until(|| metric(too_old) == 1.0)
+        .await;
+    Deadline::within("the young batch retried", Duration::from_secs(30))
+        .until(|| {
+            got.lock()
+                .unwrap()
+                .last()
+                .is_some_and(|r| r.first == vec![("demo_age".to_string(), t0 + 30 * m)])
+        })
+        .await;
+    assert_eq!(metric(pending), 1.0);
+    assert_eq!(metric(too_old), 1.0);
+    stop.send(true).unwrap();
+    task.await.unwrap();
+}

@@ -122,3 +122,34 @@ fn promtool_test_data_passes_and_fails_as_with_promtool() {
     }
     assert!(wrong.is_empty(), "{}", wrong.join("\n\n"));
 }
+
+/// Rule groups that name a `datasource:` are unit-tested over the test file's input series,
+/// as promtool tests any group: no configuration declares the names, none is needed, and a
+/// wrong expectation fails as for any other group.
+#[test]
+fn groups_on_a_datasource_are_tested_over_the_input_series() {
+    let root = project_dir();
+    let example = root.join("fixtures/examples/datasource-victoriametrics.rules_test.yml");
+    // from a directory without any tocsin.yml
+    let elsewhere = tempfile::tempdir().unwrap();
+    let (ok, out) = tocsin(&["test"], std::slice::from_ref(&example), elsewhere.path());
+    assert!(ok, "{out}");
+    assert!(out.contains("SUCCESS"), "{out}");
+    // the same file with a wrong expectation: the group is really evaluated
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        root.join("fixtures/examples/datasource-victoriametrics.rules.yml"),
+        dir.path().join("datasource-victoriametrics.rules.yml"),
+    )
+    .unwrap();
+    let wrong = std::fs::read_to_string(&example)
+        .unwrap()
+        .replace("instance: \"host1:9100\" }", "instance: \"host2:9100\" }");
+    std::fs::write(dir.path().join("wrong_test.yml"), wrong).unwrap();
+    let (ok, out) = tocsin(&["test", "wrong_test.yml"], &[], dir.path());
+    assert!(!ok, "{out}");
+    assert!(
+        out.contains("alertname: InstanceDown") && out.contains("host1:9100"),
+        "the failure names the alert the group raised: {out}"
+    );
+}

@@ -37,7 +37,7 @@ pub use inhibit::{InhibitRuleConfig, Inhibitor};
 pub use time_intervals::{
     TimeInterval, TimeIntervalConfig, TimeIntervalSpec, TimeIntervals, TimeOfDayConfig,
 };
-pub use tree::{GroupBy, RouteConfig, RouteMatch, Router};
+pub use tree::{GroupBy, RouteConfig, RouteMatch, Router, label_set_text};
 
 /// Alertmanager's default `group_wait`: how long a new group waits for more alerts (30s).
 pub const DEFAULT_GROUP_WAIT_MS: i64 = 30_000;

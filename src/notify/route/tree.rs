@@ -582,6 +582,13 @@ fn write_matchers(out: &mut String, matchers: &[Matcher]) {
 }
 
 /// `{a="1", b="2"}`, as Alertmanager prints label sets in group keys.
+/// A label set as a group key writes it (`{alertname="Down", service="api"}`).
+pub fn label_set_text(labels: &Labels) -> String {
+    let mut out = String::new();
+    write_label_set(&mut out, labels);
+    out
+}
+
 fn write_label_set(out: &mut String, labels: &Labels) {
     out.push('{');
     for (i, (k, v)) in labels.iter().enumerate() {
