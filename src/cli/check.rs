@@ -131,7 +131,12 @@ fn warn_unknown_labels(rules: &tocsin::rules::RuleSet, path: &std::path::Path) {
     let names = tocsin::store::Store::open_read_only(path).and_then(|s| s.label_names());
     match names {
         Ok(names) => {
-            for w in tocsin::rules::labelcheck::unknown_labels(rules, &names) {
+            for mut w in tocsin::rules::labelcheck::unknown_labels(rules, &names) {
+                // the file was read a moment ago to load it; reading it again to point at the
+                // label costs nothing measurable
+                if let Ok(text) = std::fs::read_to_string(&w.file) {
+                    w.locate(&text);
+                }
                 println!("{w}");
             }
         }

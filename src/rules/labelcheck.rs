@@ -22,8 +22,10 @@ use super::{Condition, RuleKind, RuleSet, is_self_rules};
 #[derive(Debug, Clone, PartialEq)]
 pub struct UnknownLabel {
     pub file: PathBuf,
-    /// the rule's first line
+    /// the rule's first line, or the label's own line once [`UnknownLabel::locate`]d
     pub line: u64,
+    /// the label's column once located; 0: not located
+    pub col: u64,
     pub group: String,
     pub rule: String,
     pub label: String,
@@ -33,18 +35,49 @@ pub struct UnknownLabel {
 
 impl fmt::Display for UnknownLabel {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}:", self.file.display(), self.line)?;
+        if self.col > 0 {
+            write!(f, "{}:", self.col)?;
+        }
         write!(
             f,
-            "{}:{}: warning: group {:?}, rule {:?}: label `{}` is not on any series",
-            self.file.display(),
-            self.line,
-            self.group,
-            self.rule,
-            self.label
+            " warning: group {:?}, rule {:?}: label `{}` is not on any series",
+            self.group, self.rule, self.label
         )?;
         match &self.suggestion {
             Some(s) => write!(f, "; did you mean `{s}`?"),
             None => Ok(()),
+        }
+    }
+}
+
+impl UnknownLabel {
+    /// Points at the label in the rule file's text `source`: its first whole-word occurrence
+    /// at or after the rule's first line (the rule's expression, where the label is written).
+    /// Left at the rule's line when not found.
+    pub fn locate(&mut self, source: &str) {
+        let is_word = |c: char| c.is_ascii_alphanumeric() || c == '_';
+        let start = match (self.line as usize).checked_sub(1) {
+            Some(0) => 0,
+            Some(n) => match source.match_indices('\n').nth(n - 1) {
+                Some((i, _)) => i + 1,
+                None => return,
+            },
+            None => return,
+        };
+        let found = source[start..]
+            .match_indices(self.label.as_str())
+            .map(|(i, _)| start + i)
+            .find(|&at| {
+                let before = source[..at].chars().next_back();
+                let after = source[at + self.label.len()..].chars().next();
+                !before.is_some_and(is_word) && !after.is_some_and(is_word)
+            });
+        if let Some(at) = found {
+            let before = &source[..at];
+            self.line = before.matches('\n').count() as u64 + 1;
+            let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+            self.col = source[line_start..at].chars().count() as u64 + 1;
         }
     }
 }
@@ -86,6 +119,7 @@ pub fn unknown_labels(rules: &RuleSet, known: &BTreeSet<String>) -> Vec<UnknownL
                 out.push(UnknownLabel {
                     file: g.file.clone(),
                     line: r.line,
+                    col: 0,
                     group: g.name.clone(),
                     rule: r.name.clone(),
                     label,
@@ -240,6 +274,22 @@ mod tests {
                 r#"r.yml:8: warning: group "g", rule "Ratio": label `servce` is not on any series; did you mean `service`?"#,
                 r#"r.yml:8: warning: group "g", rule "Ratio": label `zone` is not on any series"#,
             ]
+        );
+    }
+
+    #[test]
+    fn a_warning_is_located_at_the_label_in_the_rule_s_expression() {
+        let text = "groups:\n  - name: g\n    rules:\n      - alert: instnace_typo\n        expr: up{instnace=\"a\"} == 0\n";
+        let set = rules(text);
+        let mut found = unknown_labels(&set, &names(&["instance"]));
+        assert_eq!(found.len(), 1);
+        found[0].locate(text);
+        // not the rule's name on line 4 (no whole word), the matcher on line 5
+        assert_eq!((found[0].line, found[0].col), (5, 18));
+        assert!(
+            found[0].to_string().starts_with("r.yml:5:18: warning:"),
+            "{}",
+            found[0]
         );
     }
 

@@ -1654,3 +1654,56 @@ mod parallel_tests {
         }
     }
 }
+
+#[cfg(test)]
+mod watch_tests {
+    use super::*;
+
+    #[test]
+    fn a_change_affects_the_test_file_itself_and_those_that_read_the_changed_file() {
+        let p = |s: &str| PathBuf::from(s);
+        let tests = vec![
+            (p("/t/a_test.yml"), vec![p("/r/a.yml"), p("/r/shared.yml")]),
+            (p("/t/b_test.yml"), vec![p("/r/b.yml"), p("/r/shared.yml")]),
+            (p("/t/c_test.yml"), vec![p("/r/c.yml")]),
+        ];
+        let changed = |paths: &[&str]| paths.iter().map(|s| p(s)).collect();
+        assert_eq!(
+            affected_tests(&tests, &changed(&["/r/shared.yml"])),
+            vec![p("/t/a_test.yml"), p("/t/b_test.yml")]
+        );
+        assert_eq!(
+            affected_tests(&tests, &changed(&["/t/c_test.yml", "/r/a.yml"])),
+            vec![p("/t/a_test.yml"), p("/t/c_test.yml")]
+        );
+        // an editor's swap file or an unrelated file: nothing
+        assert!(affected_tests(&tests, &changed(&["/r/.a.yml.swp", "/r/d.yml"])).is_empty());
+    }
+
+    #[test]
+    fn a_test_file_s_inputs_are_its_rule_files_globs_expanded_and_its_config() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        std::fs::create_dir_all(d.join("rules")).unwrap();
+        std::fs::write(d.join("rules/a.yml"), "groups: []\n").unwrap();
+        std::fs::write(d.join("rules/b.yml"), "groups: []\n").unwrap();
+        std::fs::write(
+            d.join("x_test.yml"),
+            "rule_files: ['rules/*.yml', missing.yml]\nconfig: tocsin.yml\ntests: []\n",
+        )
+        .unwrap();
+        assert_eq!(
+            test_inputs(&d.join("x_test.yml")),
+            vec![
+                d.join("missing.yml"),
+                d.join("rules/a.yml"),
+                d.join("rules/b.yml"),
+                d.join("tocsin.yml"),
+            ]
+        );
+        // unreadable or unparsable: nothing but itself matters
+        std::fs::write(d.join("bad_test.yml"), "rule_files: [\n").unwrap();
+        assert!(test_inputs(&d.join("bad_test.yml")).is_empty());
+        assert!(test_inputs(&d.join("absent_test.yml")).is_empty());
+    }
+}

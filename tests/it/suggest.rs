@@ -69,8 +69,8 @@ fn check_warns_about_labels_no_stored_series_has_and_still_passes() {
     assert_eq!(
         warnings,
         vec![
-            r#"rules.yml:4: warning: group "node", rule "Down": label `instnace` is not on any series; did you mean `instance`?"#,
-            r#"rules.yml:6: warning: group "node", rule "job:load": label `jobs` is not on any series; did you mean `job`?"#,
+            r#"rules.yml:5:18: warning: group "node", rule "Down": label `instnace` is not on any series; did you mean `instance`?"#,
+            r#"rules.yml:7:23: warning: group "node", rule "job:load": label `jobs` is not on any series; did you mean `job`?"#,
         ],
         "{stdout}"
     );
