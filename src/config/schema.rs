@@ -34,6 +34,11 @@ pub const DRAFT: &str = "http://json-schema.org/draft-07/schema#";
 pub const DURATION_PATTERN: &str =
     r"^\s*(0|([0-9]+y)?([0-9]+w)?([0-9]+d)?([0-9]+h)?([0-9]+m)?([0-9]+s)?([0-9]+ms)?)\s*$";
 
+/// What yaml-language-server and VS Code say of a string that is not a duration (instead of
+/// the pattern), as `patternErrorMessage`.
+pub const DURATION_HELP: &str = "a duration: a number and a unit, units from the largest (y w d h \
+    m s ms), e.g. 30s, 5m, 1h30m; 0 alone is zero";
+
 /// The pattern of a size as [`super::ByteSize::parse`] reads it: bytes, or a number with a unit.
 pub const SIZE_PATTERN: &str = r"^\s*[0-9]+\s*(B|KB|MB|GB|KiB|MiB|GiB)?\s*$";
 
@@ -176,16 +181,17 @@ pub fn generate_from(
     if walk.uses.contains("duration") {
         definitions.insert(
             "duration".into(),
+            // no description here: an editor's hover shows the field's own (yaml-language-server
+            // prefers the innermost description it finds)
             json!({
-                "description": "A Prometheus duration: a number and a unit, units from the largest \
-                    (y w d h m s ms), e.g. 30s, 5m, 1h30m; 0 alone is zero.",
                 "anyOf": [
                     {
                         "type": "string",
                         // every part of the pattern is optional: a digit makes it non-empty
-                        "allOf": [{ "pattern": DURATION_PATTERN }, { "pattern": "[0-9]" }],
-                        // shown by VS Code and yaml-language-server instead of the pattern
-                        "patternErrorMessage": "a duration such as 30s, 5m or 1h30m"
+                        "allOf": [
+                            { "pattern": DURATION_PATTERN, "patternErrorMessage": DURATION_HELP },
+                            { "pattern": "[0-9]", "patternErrorMessage": DURATION_HELP }
+                        ]
                     },
                     { "const": 0 }
                 ]
@@ -196,11 +202,14 @@ pub fn generate_from(
         definitions.insert(
             "size".into(),
             json!({
-                "description": "A size: bytes, or a number with a unit (B KB MB GB KiB MiB GiB), \
-                    e.g. 512KiB, 32MiB.",
                 "anyOf": [
                     { "type": "integer", "minimum": 0 },
-                    { "type": "string", "pattern": SIZE_PATTERN }
+                    {
+                        "type": "string",
+                        "pattern": SIZE_PATTERN,
+                        "patternErrorMessage": "a size: bytes, or a number with a unit (B KB MB \
+                            GB KiB MiB GiB), e.g. 512KiB or 32MiB"
+                    }
                 ]
             }),
         );
@@ -325,11 +334,11 @@ impl Walk<'_> {
                 }
                 let listed = variants
                     .iter()
-                    .map(|v| format!("`{}`: {}", v.name, flat(&v.doc)))
+                    .map(|v| format!("- `{}`: {}", v.name, flat(&v.doc)))
                     .collect::<Vec<_>>()
-                    .join("; ");
+                    .join("\n");
                 Ok(json!({
-                    "description": format!("{description} One of {listed}."),
+                    "description": format!("{description}\n\n{listed}"),
                     "type": "string",
                     "enum": names,
                     // VS Code and yaml-language-server show these beside each completion
