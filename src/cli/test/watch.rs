@@ -53,12 +53,14 @@ pub(super) fn watch(
     };
     let given: Vec<PathBuf> = given.iter().map(absolute).collect::<Result<_>>()?;
     let mut tests = expand_dirs(&given)?;
-    let mut outcome = run_and_print(&tests, run, junit, compat)?;
 
     let pending = Arc::new(Mutex::new(Pending::default()));
     let stop = Arc::new(AtomicBool::new(false));
     // a channel of one: a wake-up already queued covers every later change
     let (wake, woken) = mpsc::sync_channel::<()>(1);
+    // before the first run, so a Ctrl-C during it ends the watch as cleanly as a later one
+    spawn_ctrl_c(stop.clone(), wake.clone())?;
+    let mut outcome = run_and_print(&tests, run, junit, compat)?;
 
     let mut debouncer = {
         let pending = pending.clone();
@@ -82,7 +84,6 @@ pub(super) fn watch(
         })
         .context("cannot start the file watcher")?
     };
-    spawn_ctrl_c(stop.clone(), wake)?;
 
     let mut inputs: Vec<(PathBuf, Vec<PathBuf>)> = with_inputs(&tests);
     let mut watched: BTreeSet<PathBuf> = BTreeSet::new();
@@ -93,7 +94,7 @@ pub(super) fn watch(
     );
 
     loop {
-        if woken.recv().is_err() || stop.load(Ordering::SeqCst) {
+        if stop.load(Ordering::SeqCst) || woken.recv().is_err() || stop.load(Ordering::SeqCst) {
             break;
         }
         let Pending { paths, everything } =
