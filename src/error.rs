@@ -47,6 +47,40 @@ pub fn nearest<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) ->
     best.map(|(_, c)| c)
 }
 
+/// serde's message for an unknown field or enum value (``unknown field `group_wiat`, expected one
+/// of `receiver`, `group_by`, …``), with the nearest expected name added: ``…, did you mean
+/// `group_wait`?``. Any other message is returned as it is.
+pub fn suggest_expected(message: &str) -> String {
+    let Some(start) = ["unknown field `", "unknown variant `"]
+        .iter()
+        .find_map(|p| message.find(p).map(|i| i + p.len()))
+    else {
+        return message.to_string();
+    };
+    let Some(len) = message[start..].find('`') else {
+        return message.to_string();
+    };
+    let word = &message[start..start + len];
+    let rest = &message[start + len + 1..];
+    let Some(expected) = rest
+        .find("expected ")
+        .map(|i| &rest[i + "expected ".len()..])
+    else {
+        return message.to_string();
+    };
+    // serde writes ``one of `a`, `b` `` or `` `a` or `b` ``; serde-saphyr drops the backquotes
+    let list = expected.strip_prefix("one of ").unwrap_or(expected);
+    let candidates = list
+        .split(", ")
+        .flat_map(|c| c.split(" or "))
+        .map(|c| c.trim().trim_matches('`'))
+        .filter(|c| !c.is_empty() && !c.contains(' '));
+    match nearest(word, candidates) {
+        Some(near) => format!("{message}, did you mean `{near}`?"),
+        None => message.to_string(),
+    }
+}
+
 fn levenshtein(a: &[char], b: &str) -> usize {
     let b: Vec<char> = b.chars().take(a.len() + 4).collect();
     let mut prev: Vec<usize> = (0..=b.len()).collect();
@@ -79,6 +113,39 @@ mod tests {
             "an exact name needs no suggestion"
         );
         assert_eq!(nearest(&"r".repeat(10_000), names), None);
+    }
+
+    #[test]
+    fn serde_unknown_names_get_the_nearest_expected_one() {
+        assert_eq!(
+            suggest_expected(
+                "unknown field `group_wiat`, expected one of `receiver`, `group_by`, `group_wait`"
+            ),
+            "unknown field `group_wiat`, expected one of `receiver`, `group_by`, `group_wait`, \
+             did you mean `group_wait`?"
+        );
+        assert_eq!(
+            suggest_expected("unknown variant `jsn`, expected `text` or `json`"),
+            "unknown variant `jsn`, expected `text` or `json`, did you mean `json`?"
+        );
+        // serde-saphyr's form, without backquotes around the expected names
+        assert_eq!(
+            suggest_expected("unknown variant `JSON`, expected one of text, json"),
+            "unknown variant `JSON`, expected one of text, json"
+        );
+        assert_eq!(
+            suggest_expected("unknown field `group_wiat`, expected one of receiver, group_wait"),
+            "unknown field `group_wiat`, expected one of receiver, group_wait, did you mean `group_wait`?"
+        );
+        // nothing close, or not such a message: unchanged
+        for m in [
+            "unknown field `zzzzzz`, expected `a` or `b`",
+            "invalid type: integer `3`, expected a string",
+            "unknown field `x`, there are no fields",
+            "unknown field `unterminated",
+        ] {
+            assert_eq!(suggest_expected(m), m);
+        }
     }
 
     /// An error with a fixed text and an optional cause.

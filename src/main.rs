@@ -55,7 +55,8 @@ fn run(cli: Cli) -> Result<Outcome> {
             run,
             junit,
             promql_compat,
-        } => cli::test::test(&files, run.as_deref(), junit, promql_compat),
+            watch,
+        } => cli::test::test(&files, run.as_deref(), junit, promql_compat, watch),
         Command::Scrape {
             url,
             timeout,
@@ -70,6 +71,11 @@ fn run(cli: Cli) -> Result<Outcome> {
         } => cli::route_test::route_test(&labels, config, verify_receivers.as_deref()),
         Command::Query(args) => cli::query::query(args),
         Command::ConfigReference => cli::config_reference(),
+        Command::Schema {
+            kind_flag,
+            kind,
+            out_dir,
+        } => cli::schema::schema(kind.or(kind_flag), out_dir.as_deref()),
         Command::Replay(args) => cli::replay::replay(args),
     }
 }

@@ -23,6 +23,8 @@ pub(crate) fn check(paths: Vec<PathBuf>) -> Result<Outcome> {
     // the datasources of the configurations given: a group's `datasource:` must name one (with
     // rule files alone, the names cannot be checked)
     let mut datasources: Option<Vec<String>> = None;
+    // the configuration's store, when it exists: rules' label names are compared with its series'
+    let mut store_path: Option<PathBuf> = None;
     for path in paths {
         if path.is_dir() {
             let found = tocsin::rules::rule_files_in(&path)
@@ -61,6 +63,7 @@ pub(crate) fn check(paths: Vec<PathBuf>) -> Result<Outcome> {
                     ),
                 }
                 default_interval = cfg.evaluation.interval.value.as_millis();
+                store_path = Some(cfg.storage.path.clone());
                 datasources
                     .get_or_insert_with(Vec::new)
                     .extend(cfg.datasource_names());
@@ -102,6 +105,9 @@ pub(crate) fn check(paths: Vec<PathBuf>) -> Result<Outcome> {
                         .sum();
                     println!("{}: ok ({n} rules)", f.display());
                 }
+                if let Some(store) = store_path.filter(|p| p.is_file()) {
+                    warn_unknown_labels(&set, &store);
+                }
             }
             Err(RuleErrors(errors)) => {
                 for e in errors {
@@ -116,4 +122,27 @@ pub(crate) fn check(paths: Vec<PathBuf>) -> Result<Outcome> {
     } else {
         Outcome::Ok
     })
+}
+
+/// Warns (on stdout; the check still passes) about each label name a rule uses that no series
+/// of the store at `path` carries, with the nearest name. The store is opened read-only: safe
+/// beside a running daemon. A store that cannot be opened is reported and skipped.
+fn warn_unknown_labels(rules: &tocsin::rules::RuleSet, path: &std::path::Path) {
+    let names = tocsin::store::Store::open_read_only(path).and_then(|s| s.label_names());
+    match names {
+        Ok(names) => {
+            for mut w in tocsin::rules::labelcheck::unknown_labels(rules, &names) {
+                // the file was read a moment ago to load it; reading it again to point at the
+                // label costs nothing measurable
+                if let Ok(text) = std::fs::read_to_string(&w.file) {
+                    w.locate(&text);
+                }
+                println!("{w}");
+            }
+        }
+        Err(e) => println!(
+            "{}: warning: cannot read the store's label names: {e}",
+            path.display()
+        ),
+    }
 }

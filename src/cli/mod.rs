@@ -8,6 +8,7 @@ pub(crate) mod query;
 pub(crate) mod replay;
 pub(crate) mod route_test;
 pub(crate) mod run;
+pub(crate) mod schema;
 pub(crate) mod scrape;
 pub(crate) mod silence;
 pub(crate) mod test;
@@ -78,7 +79,8 @@ pub(crate) enum Command {
         #[arg(long, short, global = true)]
         config: Option<PathBuf>,
     },
-    /// Run rule unit tests in promtool's format. Exit 0 all passed, 1 a test failed.
+    /// Run rule unit tests in promtool's format. Exit 0 all passed, 1 a test failed. With
+    /// --watch, rerun the affected ones on every save.
     Test {
         /// test files, or directories (their `*_test.yml` and `*_test.yaml` files)
         files: Vec<PathBuf>,
@@ -92,6 +94,10 @@ pub(crate) enum Command {
         /// 2.x, which wrote most existing rule tests)
         #[arg(long, default_value = "2", value_parser = test::parse_compat)]
         promql_compat: tocsin::promql::Compat,
+        /// after the first run, rerun the affected test files whenever a test file or a rule
+        /// file they load changes, until Ctrl-C (exit code: the last run's)
+        #[arg(long)]
+        watch: bool,
     },
     /// Fetch one metrics endpoint and print its samples, or the parse error with its line; a
     /// health endpoint (a JSON answer) prints the samples its health probe would write.
@@ -124,6 +130,21 @@ pub(crate) enum Command {
     /// Print the configuration reference (Markdown), generated from the config types' doc
     /// comments. Exit 2 if a config type, field or value lacks one.
     ConfigReference,
+    /// Print the JSON Schema (draft-07) of tocsin.yml (`config`), rule files (`rules`) or rule
+    /// test files (`tests`), generated from the same doc comments as config-reference, for
+    /// editors: yaml-language-server (VS Code's YAML extension) completes and checks with it.
+    /// `--out-dir DIR` writes all three as DIR/tocsin-{config,rules,tests}.schema.json.
+    Schema {
+        /// config, rules or tests
+        #[arg(long = "kind", value_name = "KIND")]
+        kind_flag: Option<tocsin::config::schema::SchemaKind>,
+        /// config, rules or tests
+        #[arg(conflicts_with = "kind_flag")]
+        kind: Option<tocsin::config::schema::SchemaKind>,
+        /// write the three schemas into this directory (created if missing)
+        #[arg(long, conflicts_with_all = ["kind", "kind_flag"])]
+        out_dir: Option<PathBuf>,
+    },
     /// Evaluate a PromQL expression (or, with --rhai, a rule script) against a store file
     /// (read-only: safe beside a running daemon) and print the result: `tocsin query EXPR` at one
     /// time, `tocsin query range EXPR --start -1h` over a range; `-o json` prints Prometheus's API

@@ -1,6 +1,9 @@
 //! `tocsin test`: rule unit tests in promtool's format.
 
-use std::path::PathBuf;
+mod watch;
+
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 
@@ -50,8 +53,8 @@ pub(crate) fn test(
     run: Option<&str>,
     junit: Option<PathBuf>,
     compat: tocsin::promql::Compat,
+    watch: bool,
 ) -> Result<Outcome> {
-    use tocsin::rules::unittest::{junit_xml, run_files};
     let run = run
         .map(regex::Regex::new)
         .transpose()
@@ -59,29 +62,45 @@ pub(crate) fn test(
     if files.is_empty() {
         bail!("no test files given");
     }
+    if watch {
+        return watch::watch(files, run.as_ref(), junit.as_deref(), compat);
+    }
     let files = expand_dirs(files)?;
+    run_and_print(&files, run.as_ref(), junit.as_deref(), compat)
+}
+
+/// Runs `files` and prints their reports in order (promtool's layout); writes the JUnit report
+/// when asked.
+fn run_and_print(
+    files: &[PathBuf],
+    run: Option<&regex::Regex>,
+    junit: Option<&Path>,
+    compat: tocsin::promql::Compat,
+) -> Result<Outcome> {
+    use tocsin::rules::unittest::{junit_xml, run_files};
     let mut failed = false;
     let mut reports = Vec::new();
     // files (and their groups) run in parallel; the output is printed afterwards, in order
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let results = run_files(&files, run.as_ref(), compat, threads);
+    let results = run_files(files, run, compat, threads);
+    let mut out = std::io::stdout().lock();
     for (f, result) in files.iter().zip(results) {
-        println!("Unit Testing:  {}", f.display());
+        let _ = writeln!(out, "Unit Testing:  {}", f.display());
         match result {
             Ok(r) => {
                 for g in &r.groups {
                     for msg in &g.skipped {
-                        println!("  skipped in {}: {msg}", g.name);
+                        let _ = writeln!(out, "  skipped in {}: {msg}", g.name);
                     }
                 }
                 if r.passed() {
-                    println!("  SUCCESS");
+                    let _ = writeln!(out, "  SUCCESS");
                 } else {
                     failed = true;
-                    println!("  FAILED:");
+                    let _ = writeln!(out, "  FAILED:");
                     for g in r.groups.iter().filter(|g| !g.failures.is_empty()) {
                         for msg in &g.failures {
-                            println!("    in {}: {msg}", g.name);
+                            let _ = writeln!(out, "    in {}: {msg}", g.name);
                         }
                     }
                 }
@@ -89,14 +108,15 @@ pub(crate) fn test(
             }
             Err(e) => {
                 failed = true;
-                println!("  FAILED:\n{e}");
+                let _ = writeln!(out, "  FAILED:\n{e}");
                 reports.push(Err((f.clone(), e.to_string())));
             }
         }
-        println!();
+        let _ = writeln!(out);
     }
+    let _ = out.flush();
     if let Some(path) = junit {
-        std::fs::write(&path, junit_xml(&reports))
+        std::fs::write(path, junit_xml(&reports))
             .with_context(|| format!("cannot write {}", path.display()))?;
     }
     Ok(if failed {

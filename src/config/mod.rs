@@ -11,6 +11,7 @@ pub mod import;
 pub mod preflight;
 pub mod reference;
 pub mod remote_write;
+pub mod schema;
 pub mod sd;
 pub mod secret;
 
@@ -1602,7 +1603,8 @@ pub(crate) fn parse_message(e: &serde_saphyr::Error) -> String {
         let lower = c.to_lowercase();
         msg.replace_range(..1, &lower);
     }
-    msg
+    // a misspelt field or value: the nearest name serde expected
+    crate::error::suggest_expected(&msg)
 }
 
 #[cfg(test)]

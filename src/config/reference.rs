@@ -101,26 +101,28 @@ pub enum ReferenceError {
 
 /// A `///` comment, its lines joined.
 #[derive(Debug, Clone, PartialEq)]
-struct Doc(Vec<String>);
+pub(crate) struct Doc(pub(crate) Vec<String>);
 
 #[derive(Debug, Clone, PartialEq)]
-struct Field {
-    name: String,
-    ty: String,
-    doc: Doc,
-    has_default: bool,
-    line: usize,
+pub(crate) struct Field {
+    pub(crate) name: String,
+    pub(crate) ty: String,
+    pub(crate) doc: Doc,
+    pub(crate) has_default: bool,
+    /// the function of `#[serde(deserialize_with = "...")]`, which reads what the user writes
+    pub(crate) deserialize_with: Option<String>,
+    pub(crate) line: usize,
 }
 
 #[derive(Debug, Clone, PartialEq)]
-struct Variant {
-    name: String,
-    doc: Doc,
-    line: usize,
+pub(crate) struct Variant {
+    pub(crate) name: String,
+    pub(crate) doc: Doc,
+    pub(crate) line: usize,
 }
 
 #[derive(Debug, Clone, PartialEq)]
-enum Body {
+pub(crate) enum Body {
     Struct {
         fields: Vec<Field>,
         all_default: bool,
@@ -133,11 +135,11 @@ enum Body {
 /// A top-level type; its body is read only when the reference reaches it (error enums and
 /// other types beside the config types are never read).
 #[derive(Debug, Clone)]
-struct Item {
-    name: String,
-    file: String,
-    line: usize,
-    doc: Doc,
+pub(crate) struct Item {
+    pub(crate) name: String,
+    pub(crate) file: String,
+    pub(crate) line: usize,
+    pub(crate) doc: Doc,
     is_enum: bool,
     attrs: Vec<String>,
     /// the whole file, and the index of the body's first line in it
@@ -146,7 +148,14 @@ struct Item {
 }
 
 impl Item {
-    fn body(&self) -> Result<Body, ReferenceError> {
+    /// Whether serde refuses fields the type does not name (`#[serde(deny_unknown_fields)]`).
+    pub(crate) fn denies_unknown_fields(&self) -> bool {
+        self.attrs
+            .iter()
+            .any(|a| serde_words(a).contains(&"deny_unknown_fields"))
+    }
+
+    pub(crate) fn body(&self) -> Result<Body, ReferenceError> {
         let lines: Vec<&str> = self.lines.iter().map(String::as_str).collect();
         Ok(if self.is_enum {
             let (variants, _) = parse_variants(&self.file, &lines, self.body_start, &self.attrs)?;
@@ -378,18 +387,18 @@ fn render_type(
 }
 
 /// `Name<inner>` → inner.
-fn generic<'a>(ty: &'a str, name: &str) -> Option<&'a str> {
+pub(crate) fn generic<'a>(ty: &'a str, name: &str) -> Option<&'a str> {
     ty.strip_prefix(name)?.strip_prefix('<')?.strip_suffix('>')
 }
 
 /// The value of the first "Default `...`" in a comment.
-fn stated_default(text: &str) -> Option<&str> {
+pub(crate) fn stated_default(text: &str) -> Option<&str> {
     let rest = &text[text.find("Default `")? + "Default `".len()..];
     rest.find('`').map(|end| &rest[..end])
 }
 
 /// A comment as one line; intra-doc links (`` [`x`] ``) become code.
-fn flat(doc: &Doc) -> String {
+pub(crate) fn flat(doc: &Doc) -> String {
     unlink(
         &doc.0
             .iter()
@@ -401,7 +410,7 @@ fn flat(doc: &Doc) -> String {
 }
 
 /// A comment as Markdown paragraphs (blank `///` lines separate them).
-fn paragraphs(doc: &Doc) -> String {
+pub(crate) fn paragraphs(doc: &Doc) -> String {
     let mut paras: Vec<String> = vec![String::new()];
     for l in &doc.0 {
         let l = l.trim();
@@ -434,9 +443,10 @@ fn cell(s: &str) -> String {
     s.replace('|', "\\|")
 }
 
-/// Every top-level `pub struct` / `pub enum` with a brace body in one file. Items inside other
-/// items (a `mod tests`) are indented and so ignored.
-fn parse_items(file: &str, text: &str) -> Vec<Item> {
+/// Every top-level `struct` / `enum` with a brace body in one file (public or not: the rule
+/// and rule-test file types are private to their modules). Items inside other items (a `mod
+/// tests`) are indented and so ignored.
+pub(crate) fn parse_items(file: &str, text: &str) -> Vec<Item> {
     let lines: Vec<&str> = text.lines().collect();
     let shared = std::rc::Rc::new(lines.iter().map(|l| l.to_string()).collect::<Vec<_>>());
     let mut items = Vec::new();
@@ -456,10 +466,14 @@ fn parse_items(file: &str, text: &str) -> Vec<Item> {
             i = next;
             continue;
         }
-        let header = line
-            .strip_prefix("pub struct ")
+        let decl = line
+            .strip_prefix("pub ")
+            .or_else(|| line.strip_prefix("pub(crate) "))
+            .unwrap_or(line);
+        let header = decl
+            .strip_prefix("struct ")
             .map(|r| (r, false))
-            .or_else(|| line.strip_prefix("pub enum ").map(|r| (r, true)));
+            .or_else(|| decl.strip_prefix("enum ").map(|r| (r, true)));
         if let Some((rest, is_enum)) = header
             && let Some(name) = rest.strip_suffix(" {")
             && !name.contains(['<', ' '])
@@ -593,6 +607,10 @@ fn parse_fields(
             ty: ty.trim().to_string(),
             doc,
             has_default: attrs.iter().any(|a| serde_words(a).contains(&"default")),
+            deserialize_with: attrs
+                .iter()
+                .find_map(|a| serde_value(a, "deserialize_with"))
+                .map(str::to_string),
             line: at,
         });
         Ok(())

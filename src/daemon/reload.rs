@@ -634,6 +634,9 @@ impl Reloader {
             };
             if errors.is_empty() {
                 loaded = snapshot;
+                // label names the new rules read that no stored series has: warnings only
+                let manager = self.manager.clone();
+                tokio::task::spawn_blocking(move || manager.warn_unknown_labels());
             }
             let ok = errors.is_empty();
             self.history.record(ReloadRecord {

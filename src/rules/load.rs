@@ -55,65 +55,106 @@ pub fn is_self_rules(path: &Path) -> bool {
 
 // ---------------------------------------------------------------- raw file format
 
+// The `///` comments of these types are the user documentation of the rule file format:
+// `tocsin schema rules` turns them into the JSON Schema editors read (`config::schema`).
+
+/// A rule file: Prometheus's rule-file format (it loads unchanged), plus `script`, `resolve`,
+/// `flap_detection` and `dry_run` on rules.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawFile {
+    /// The rule groups. Each group is evaluated on its own schedule, its rules in order.
     #[serde(default)]
     groups: Vec<RawGroup>,
 }
 
+/// A group of rules evaluated together, in order, at one time per tick; a recording rule's
+/// result is visible to the rules after it.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawGroup {
+    /// The group's name, unique among the loaded files; its identity (schedule and alert state
+    /// follow it when it moves to another file).
     name: Spanned<String>,
+    /// How often the group is evaluated (at least 1s). Default: `evaluation.interval` of
+    /// tocsin.yml.
     #[serde(default)]
     interval: Option<Spanned<PromDuration>>,
+    /// The most series a recording rule or alerts an alerting rule may produce; an evaluation
+    /// over it fails. 0 (the default): no limit.
     #[serde(default)]
     limit: Option<Spanned<i64>>,
+    /// How far back from the evaluation time the group's queries look, for data that arrives
+    /// late. Default: none (a datasource's own `query_offset` for a remote group).
     #[serde(default)]
     query_offset: Option<Spanned<PromDuration>>,
+    /// The name of a `datasources:` entry of tocsin.yml whose engine answers this group's
+    /// queries instead of the embedded store (PromQL rules only).
     #[serde(default)]
     datasource: Option<Spanned<String>>,
+    /// Labels added to every series and alert of the group's rules (a rule's own labels win).
     #[serde(default)]
     labels: BTreeMap<String, Spanned<String>>,
+    /// The rules, evaluated in this order.
     #[serde(default)]
     rules: Vec<RawRule>,
 }
 
+/// One rule: an alerting rule (`alert`) or a recording rule (`record`), with its condition in
+/// PromQL (`expr`) or a Rhai script (`script`), exactly one of each pair.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawRule {
+    /// The alert's name (the `alertname` label); makes this an alerting rule.
     #[serde(default)]
     alert: Option<Spanned<String>>,
+    /// The name of the series this recording rule writes (a valid metric name).
     #[serde(default)]
     record: Option<Spanned<String>>,
+    /// The condition or recorded value in PromQL: an instant vector whose every element is an
+    /// alert instance (or recorded series).
     #[serde(default)]
     expr: Option<Spanned<String>>,
+    /// The condition as a Rhai script (tocsin's extension) returning a vector, a bool or a
+    /// number, instead of `expr`.
     #[serde(default)]
     script: Option<Spanned<String>>,
+    /// A PromQL condition that must hold before a firing alert resolves (hysteresis), instead of
+    /// resolving as soon as `expr` returns nothing.
     #[serde(default)]
     resolve: Option<Spanned<String>>,
+    /// How long the condition must hold before the alert fires (pending meanwhile). Default `0s`.
     #[serde(default, rename = "for")]
     for_: Option<Spanned<PromDuration>>,
+    /// How long a firing alert keeps firing after its condition stopped holding. Default `0s`.
     #[serde(default)]
     keep_firing_for: Option<Spanned<PromDuration>>,
+    /// Labels added to the alert or recorded series; templates in alerting rules
+    /// (`{{ $labels.instance }}`).
     #[serde(default)]
     labels: BTreeMap<String, Spanned<String>>,
+    /// An alert's annotations (`summary`, `description`, …): templates with `$labels`,
+    /// `$value`, `humanize` and Prometheus's other template functions.
     #[serde(default)]
     annotations: BTreeMap<String, Spanned<String>>,
+    /// Nagios-style flap detection over the last 21 evaluations: a flapping alert sends no
+    /// notification until it settles.
     #[serde(default)]
     flap_detection: Option<Spanned<RawFlap>>,
+    /// Evaluate and record this rule's alerts but deliver no notification for them (shadow
+    /// mode for one rule). Default `false`.
     #[serde(default)]
     dry_run: bool,
 }
 
+/// Flap detection thresholds, in percent of state changes over the last 21 evaluations.
 #[derive(Debug, Deserialize, Clone, Copy)]
 #[serde(deny_unknown_fields)]
 struct RawFlap {
-    /// percent state change below which a flapping alert stops flapping (Nagios default 20)
+    /// Percent state change below which a flapping alert stops flapping. Default `20` (Nagios's).
     #[serde(default = "default_flap_low")]
     low: f64,
-    /// percent state change above which an alert starts flapping (Nagios default 30)
+    /// Percent state change above which an alert starts flapping. Default `30` (Nagios's).
     #[serde(default = "default_flap_high")]
     high: f64,
 }

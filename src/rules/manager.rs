@@ -345,6 +345,36 @@ impl RuleManager {
         self.board.read().expect("board lock").rules.clone()
     }
 
+    /// Each label name the rules in use read that no series of the store carries
+    /// (`labelcheck`), logged as a warning with the nearest name; the daemon calls it on a
+    /// blocking thread after each successful rule load. Returns how many.
+    pub fn warn_unknown_labels(&self) -> usize {
+        let names = match self.store.label_names() {
+            Ok(names) => names,
+            Err(error) => {
+                tracing::warn!(%error, "cannot read the store's label names to check the rules' labels");
+                return 0;
+            }
+        };
+        let found = super::labelcheck::unknown_labels(&self.rules(), &names);
+        for u in &found {
+            tracing::warn!(
+                file = %u.file.display(),
+                line = u.line,
+                group = %u.group,
+                rule = %u.rule,
+                label = %u.label,
+                suggestion = u.suggestion.as_deref().unwrap_or(""),
+                "label is not on any series{}",
+                u.suggestion
+                    .as_deref()
+                    .map(|s| format!("; did you mean `{s}`?"))
+                    .unwrap_or_default()
+            );
+        }
+        found.len()
+    }
+
     /// The rule set in use and every group's published states, read under the board's lock
     /// held for `Arc` clones only.
     fn snapshot(&self) -> (Arc<RuleSet>, Vec<(String, Arc<GroupStates>)>) {

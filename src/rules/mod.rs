@@ -17,6 +17,7 @@
 //! - [`unittest`]: `tocsin test`, promtool's rule unit-test format over the real engine and tracker.
 
 pub mod group;
+pub mod labelcheck;
 pub mod load;
 pub mod manager;
 pub mod replay;

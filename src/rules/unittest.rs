@@ -65,52 +65,78 @@ pub enum TestFileError {
     },
 }
 
+// The `///` comments of these types are the user documentation of the rule test file format:
+// `tocsin schema tests` turns them into the JSON Schema editors read (`config::schema`).
+
+/// A rule unit-test file (`*_test.yml`): promtool's format, plus `notification_test` and
+/// `config`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawTestFile {
+    /// The rule files under test: paths or glob patterns, relative to this file.
     #[serde(default)]
     rule_files: Vec<String>,
+    /// How often the rule groups are evaluated during the tests. Default `1m` (promtool's).
     #[serde(default)]
     evaluation_interval: Option<PromDuration>,
+    /// Group names in the order they are evaluated at each step; groups not named come after.
     #[serde(default)]
     group_eval_order: Vec<String>,
+    /// Compare sample values allowing floating-point artifacts (promtool's `fuzzy_compare`).
+    /// Default `false`.
     #[serde(default)]
     fuzzy_compare: bool,
-    /// a tocsin.yml (relative to the test file) whose `route`, `receivers`, `inhibit_rules` and
-    /// `time_intervals` notification tests use
+    /// A tocsin.yml (relative to the test file) whose `route`, `receivers`, `inhibit_rules` and
+    /// `time_intervals` notification tests use. Default: every alert to one receiver `default`.
     #[serde(default)]
     config: Option<Spanned<String>>,
+    /// The test groups, each with its own series and time starting at 0.
     #[serde(default)]
     tests: Vec<RawTestGroup>,
 }
 
+/// One test group: input series, and what the rules must produce from them.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawTestGroup {
+    /// The group's name (`tocsin test --run` selects by it). Default: `test N`.
     #[serde(default)]
     name: String,
+    /// The step between the values of `input_series`. Default: `evaluation_interval`.
     #[serde(default)]
     interval: Option<PromDuration>,
+    /// The series the rules read, each with its values in the expanding notation.
     #[serde(default)]
     input_series: Vec<RawSeries>,
+    /// Alerts expected at given times.
     #[serde(default)]
     alert_rule_test: Vec<RawAlertTest>,
+    /// PromQL expressions and their expected results at given times.
     #[serde(default)]
     promql_expr_test: Vec<RawExprTest>,
+    /// Notifications receivers are expected to get (tocsin's extension), through the real
+    /// routing, grouping and inhibition.
     #[serde(default)]
     notification_test: Vec<RawNotificationTest>,
+    /// Labels templates see as `$externalLabels`.
     #[serde(default)]
     external_labels: BTreeMap<String, String>,
+    /// The URL templates see as `$externalURL`, and notifications link to.
     #[serde(default)]
     external_url: String,
+    /// The time of the first sample: Unix seconds or RFC 3339. Default `0`.
     #[serde(default)]
     start_timestamp: Option<Scalar>,
 }
 
+/// One input series.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawSeries {
+    /// The series in PromQL notation: `up{job="api", instance="a:9100"}`.
     series: String,
+    /// Its values, one per `interval`: `1 2 3`, `0+10x5` (start, step, count), `1x3`, `_`
+    /// (missing), `stale`.
     #[serde(default)]
     values: Option<Scalar>,
 }
@@ -134,43 +160,57 @@ impl Scalar {
     }
 }
 
+/// The alerts of one alerting rule at one time.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawAlertTest {
+    /// The time since the test's start, as a duration (`10m`).
     #[serde(deserialize_with = "crate::duration::deserialize_time_offset")]
     eval_time: PromDuration,
+    /// The alerting rule's name.
     alertname: String,
+    /// The firing alerts expected (pending ones are not listed); empty: none fires.
     #[serde(default)]
     exp_alerts: Vec<RawExpAlert>,
 }
 
+/// One expected firing alert.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawExpAlert {
+    /// Its complete label set, the rule's and `alertname` included.
     #[serde(default)]
     exp_labels: BTreeMap<String, String>,
+    /// Its annotations, rendered.
     #[serde(default)]
     exp_annotations: BTreeMap<String, String>,
 }
 
+/// A PromQL expression's result at one time.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawExprTest {
+    /// The expression, over the input series and the series rules recorded.
     expr: String,
+    /// The time since the test's start, as a duration (`10m`).
     #[serde(deserialize_with = "crate::duration::deserialize_time_offset")]
     eval_time: PromDuration,
+    /// The samples expected, in any order; empty: an empty result.
     #[serde(default)]
     exp_samples: Vec<RawExpSample>,
 }
 
+/// One expected sample.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawExpSample {
+    /// Its labels in PromQL notation: `up{job="api"}` or `{job="api"}`.
     #[serde(default)]
     labels: String,
+    /// Its value.
     #[serde(default)]
     value: Option<Scalar>,
-    /// a native histogram (not supported: the check is skipped and reported)
+    /// A native histogram (not supported: the check is skipped and reported).
     #[serde(default)]
     histogram: Option<String>,
 }
@@ -180,11 +220,12 @@ struct RawExpSample {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawNotificationTest {
+    /// The end of the window, as a duration since the test's start (`10m`).
     eval_time: Spanned<PromDuration>,
-    /// every entry must match a distinct notification sent in the window; empty: none sent
+    /// Every entry must match a distinct notification sent in the window; empty: none sent.
     #[serde(default)]
     exp_notifications: Vec<RawExpNotification>,
-    /// notifications beyond the expected ones do not fail the test
+    /// Notifications beyond the expected ones do not fail the test. Default `false`.
     #[serde(default)]
     ignore_extra: bool,
 }
@@ -193,31 +234,36 @@ struct RawNotificationTest {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawExpNotification {
+    /// The receiver (from the `config` file's `receivers`, or `default`).
     receiver: String,
-    /// the notification's overall status (firing when any alert it lists fires)
+    /// The notification's overall status (firing when any alert it lists fires).
     #[serde(default)]
     status: Option<ExpStatus>,
-    /// the email's exact subject
+    /// The email's exact subject.
     #[serde(default)]
     subject: Option<String>,
+    /// A text the email's subject must contain.
     #[serde(default)]
     subject_contains: Option<String>,
-    /// texts that must all appear in the email's text part
+    /// Texts that must all appear in the email's text part.
     #[serde(default)]
     body_contains: Vec<String>,
-    /// webhook payload fields: a JSON pointer (`/alerts/0/status`) or a dotted path
-    /// (`alerts.0.labels.alertname`) → the expected value
+    /// Webhook payload fields: a JSON pointer (`/alerts/0/status`) or a dotted path
+    /// (`alerts.0.labels.alertname`) → the expected value.
     #[serde(default)]
     webhook: BTreeMap<String, serde_json::Value>,
-    /// the number of alerts the notification lists
+    /// The number of alerts the notification lists.
     #[serde(default)]
     alerts: Option<usize>,
 }
 
+/// A notification's status.
 #[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 enum ExpStatus {
+    /// at least one of its alerts fires
     Firing,
+    /// all its alerts resolved
     Resolved,
 }
 
@@ -326,6 +372,54 @@ fn parallel_map<T: Sync, R: Send>(
     });
     out.into_iter()
         .map(|r| r.expect("every item ran"))
+        .collect()
+}
+
+/// The files a test file reads besides itself, for `tocsin test --watch`: its `rule_files`
+/// (each pattern expanded relative to the file; a pattern that matches nothing yet contributes
+/// its own path, so creating that file counts) and its `config`. Paths are as the test file's
+/// directory gives them. A file that cannot be read or parsed reads nothing else (its own
+/// change reruns it). At most [`MAX_WATCH_INPUTS`] paths.
+pub fn test_inputs(path: &Path) -> Vec<PathBuf> {
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return Vec::new();
+    };
+    let Ok(raw) = serde_saphyr::from_str::<RawTestFile>(&text) else {
+        return Vec::new();
+    };
+    let base = path.parent().unwrap_or(Path::new("."));
+    let mut out = Vec::new();
+    for pattern in &raw.rule_files {
+        match super::expand_globs(std::slice::from_ref(pattern), base) {
+            Ok(files) => out.extend(files),
+            Err(_) => out.push(base.join(pattern)),
+        }
+    }
+    if let Some(config) = &raw.config {
+        out.push(base.join(&config.value));
+    }
+    out.sort();
+    out.dedup();
+    out.truncate(MAX_WATCH_INPUTS);
+    out
+}
+
+/// The most input files [`test_inputs`] returns for one test file.
+pub const MAX_WATCH_INPUTS: usize = 1024;
+
+/// The test files a change to `changed` affects, in `tests`' order: each test file that changed
+/// and each whose inputs (`tests[i].1`, from [`test_inputs`]) include a changed file. Paths are
+/// compared as given: callers pass absolute ones on both sides.
+pub fn affected_tests(
+    tests: &[(PathBuf, Vec<PathBuf>)],
+    changed: &std::collections::BTreeSet<PathBuf>,
+) -> Vec<PathBuf> {
+    tests
+        .iter()
+        .filter(|(test, inputs)| {
+            changed.contains(test) || inputs.iter().any(|i| changed.contains(i))
+        })
+        .map(|(test, _)| test.clone())
         .collect()
 }
 
@@ -1558,5 +1652,58 @@ mod parallel_tests {
                 .map(|i| at + i)
                 .expect(name);
         }
+    }
+}
+
+#[cfg(test)]
+mod watch_tests {
+    use super::*;
+
+    #[test]
+    fn a_change_affects_the_test_file_itself_and_those_that_read_the_changed_file() {
+        let p = |s: &str| PathBuf::from(s);
+        let tests = vec![
+            (p("/t/a_test.yml"), vec![p("/r/a.yml"), p("/r/shared.yml")]),
+            (p("/t/b_test.yml"), vec![p("/r/b.yml"), p("/r/shared.yml")]),
+            (p("/t/c_test.yml"), vec![p("/r/c.yml")]),
+        ];
+        let changed = |paths: &[&str]| paths.iter().map(|s| p(s)).collect();
+        assert_eq!(
+            affected_tests(&tests, &changed(&["/r/shared.yml"])),
+            vec![p("/t/a_test.yml"), p("/t/b_test.yml")]
+        );
+        assert_eq!(
+            affected_tests(&tests, &changed(&["/t/c_test.yml", "/r/a.yml"])),
+            vec![p("/t/a_test.yml"), p("/t/c_test.yml")]
+        );
+        // an editor's swap file or an unrelated file: nothing
+        assert!(affected_tests(&tests, &changed(&["/r/.a.yml.swp", "/r/d.yml"])).is_empty());
+    }
+
+    #[test]
+    fn a_test_file_s_inputs_are_its_rule_files_globs_expanded_and_its_config() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        std::fs::create_dir_all(d.join("rules")).unwrap();
+        std::fs::write(d.join("rules/a.yml"), "groups: []\n").unwrap();
+        std::fs::write(d.join("rules/b.yml"), "groups: []\n").unwrap();
+        std::fs::write(
+            d.join("x_test.yml"),
+            "rule_files: ['rules/*.yml', missing.yml]\nconfig: tocsin.yml\ntests: []\n",
+        )
+        .unwrap();
+        assert_eq!(
+            test_inputs(&d.join("x_test.yml")),
+            vec![
+                d.join("missing.yml"),
+                d.join("rules/a.yml"),
+                d.join("rules/b.yml"),
+                d.join("tocsin.yml"),
+            ]
+        );
+        // unreadable or unparsable: nothing but itself matters
+        std::fs::write(d.join("bad_test.yml"), "rule_files: [\n").unwrap();
+        assert!(test_inputs(&d.join("bad_test.yml")).is_empty());
+        assert!(test_inputs(&d.join("absent_test.yml")).is_empty());
     }
 }

@@ -1118,6 +1118,31 @@ const VERIFY_DIRECTLY: usize = 4096;
 
 /// Series on disk: lookups for series that are not in memory, the label index, pruning.
 impl Db {
+    /// The label names of the label index, each once, sorted, at most `limit`: a skip scan, one
+    /// index seek a name (not a row a series). None of an older store without the index (a
+    /// read-only open does not build it).
+    pub fn label_names(&self, limit: usize) -> Result<Vec<String>, StoreError> {
+        let has_index: bool = self.conn.query_row(
+            "SELECT count(*) > 0 FROM sqlite_master WHERE type = 'table' AND name = 'series_labels'",
+            [],
+            |r| r.get(0),
+        )?;
+        if !has_index {
+            return Ok(Vec::new());
+        }
+        let mut stmt = self.conn.prepare_cached(
+            "WITH RECURSIVE n(name) AS (
+                 SELECT min(name) FROM series_labels
+                 UNION ALL
+                 SELECT (SELECT min(name) FROM series_labels WHERE name > n.name) FROM n
+                 WHERE n.name IS NOT NULL LIMIT ?1
+             )
+             SELECT name FROM n WHERE name IS NOT NULL",
+        )?;
+        let rows = stmt.query_map([limit as i64], |r| r.get::<_, String>(0))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
     /// The highest series id the file ever held (rows pruned since included), 0 for none.
     pub fn max_series_id(&self) -> Result<SeriesRef, StoreError> {
         let rows: Option<i64> = self

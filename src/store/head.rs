@@ -231,6 +231,11 @@ impl Head {
         self.by_labels.len()
     }
 
+    /// The label names of the series in memory (the postings' keys).
+    pub fn label_names(&self) -> impl Iterator<Item = &str> {
+        self.postings.keys().map(String::as_str)
+    }
+
     /// Registers a series under a known id (used when loading from disk, and by `create`).
     pub fn insert(&mut self, id: SeriesRef, labels: Arc<Labels>, mem_since: i64) {
         self.next_id = self.next_id.max(id.saturating_add(1));

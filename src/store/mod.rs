@@ -334,6 +334,10 @@ pub struct Store {
     rw_written: tokio::sync::watch::Sender<u64>,
 }
 
+/// The most label names [`Store::label_names`] reads from disk: far beyond any real store (a
+/// name is a label key, not a value), a bound on a damaged or hostile file.
+pub const MAX_LABEL_NAMES: usize = 100_000;
+
 impl Store {
     /// Opens (or creates) the store at `path` and replays what was flushed but not yet in chunks.
     pub fn open(path: &Path, opts: StoreOptions) -> Result<Store, StoreError> {
@@ -471,6 +475,26 @@ impl Store {
             "loaded the head"
         );
         Ok(head)
+    }
+
+    /// Every label name a series of the store carries, in memory or on disk, sorted, at most
+    /// [`MAX_LABEL_NAMES`] from disk: what `tocsin check` and the rule load compare rules' label
+    /// names with (`rules::labelcheck`).
+    pub fn label_names(&self) -> Result<std::collections::BTreeSet<String>, StoreError> {
+        let mut names: std::collections::BTreeSet<String> = self
+            .head
+            .read()
+            .expect("head lock")
+            .label_names()
+            .map(str::to_string)
+            .collect();
+        names.extend(
+            self.db
+                .lock()
+                .expect("db lock")
+                .label_names(MAX_LABEL_NAMES)?,
+        );
+        Ok(names)
     }
 
     /// Keeps at least `ms` of recent data per series in memory (the rule engine sets its longest
