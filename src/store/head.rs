@@ -63,6 +63,8 @@ pub(crate) struct MemSeries {
 /// A series' closed chunks in memory, oldest first: none (the usual case without a head window)
 /// costs one word, not a deque's four (`benches/memory.rs`).
 #[derive(Debug, Default)]
+// the box is the point: the inline size of `Option<Box<_>>` is one word, a deque's is four
+#[allow(clippy::box_collection)]
 pub(crate) struct ClosedChunks(Option<Box<VecDeque<ClosedChunk>>>);
 
 impl ClosedChunks {
