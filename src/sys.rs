@@ -23,8 +23,9 @@ pub fn release_free_memory() {
 /// How many malloc arenas glibc may create for the daemon's threads (`M_ARENA_MAX`).
 pub const MALLOC_ARENAS: i32 = 2;
 
-/// Caps glibc's malloc arenas at [`MALLOC_ARENAS`] (as `MALLOC_ARENA_MAX=2` would), unless the
-/// environment sets `MALLOC_ARENA_MAX` itself. Call before the runtime starts its threads.
+/// Caps glibc's malloc arenas at [`MALLOC_ARENAS`] (as `MALLOC_ARENA_MAX=2` would); `main`
+/// calls it unless the environment sets `MALLOC_ARENA_MAX` itself. Call before the runtime
+/// starts its threads.
 ///
 /// Why: glibc gives each contending thread an arena of its own, up to 8 per core; the daemon's
 /// worker, blocking and evaluation threads (30-40 with many rule groups) each kept a 13-65 MB
@@ -35,9 +36,6 @@ pub const MALLOC_ARENAS: i32 = 2;
 pub fn limit_malloc_arenas() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     {
-        if std::env::var_os("MALLOC_ARENA_MAX").is_some() {
-            return;
-        }
         unsafe extern "C" {
             fn mallopt(param: i32, value: i32) -> i32;
         }

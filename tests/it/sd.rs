@@ -639,7 +639,7 @@ async fn dns_sd_finds_a_and_srv_targets_in_a_real_dnsmasq() {
     std::fs::write(
         dir.path().join("tocsin.yml"),
         format!(
-            "{}targets:\n  - name: a\n    interval: 200ms\n    dns_sd: [{{ names: [node.sd.test], type: A, port: {port}, refresh_interval: 1s, nameserver: '{}' }}]\n    relabel_configs:\n      - {{ source_labels: [__meta_dns_name], target_label: dns_name }}\n  - name: srv\n    interval: 1m\n    dns_sd: [{{ names: [_metrics._tcp.sd.test], nameserver: '{}' }}]\n    relabel_configs:\n      - {{ source_labels: [__meta_dns_srv_record_target], regex: 'other\\..*', action: drop }}\n      - {{ source_labels: [__meta_dns_srv_record_port], target_label: srv_port }}\n",
+            "{}targets:\n  - name: a\n    interval: 200ms\n    dns_sd: [{{ names: [node.sd.test], type: A, port: {port}, refresh_interval: 1s, nameserver: '{}' }}]\n    relabel_configs:\n      - {{ source_labels: [__meta_dns_name], target_label: dns_name }}\n  - name: srv\n    interval: 1m\n    dns_sd: [{{ names: [_metrics._tcp.sd.test], refresh_interval: 1s, nameserver: '{}' }}]\n    relabel_configs:\n      - {{ source_labels: [__meta_dns_srv_record_target], regex: 'other\\..*', action: drop }}\n      - {{ source_labels: [__meta_dns_srv_record_port], target_label: srv_port }}\n",
             header(dir.path(), &listen),
             dns.addr,
             dns.addr
