@@ -1,9 +1,9 @@
 #!/usr/bin/env python3
 """Series churn benchmark (called by churn.sh): RSS over time under 1,000 new series a second."""
-import argparse, json, os, shutil, signal, subprocess, sys, tempfile, threading, time
+import argparse, json, os, signal, subprocess, sys, tempfile, threading, time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from compare_prometheus import free_port, get, metric, rss_bytes, wait_http
+from compare_prometheus import remove_work, free_port, get, metric, rss_bytes, wait_http
 
 
 def churn_target(rate, port):
@@ -128,10 +128,7 @@ targets:
         if proc.poll() is None:
             proc.kill()
         log.close()
-        if os.environ.get("KEEP") != "1":
-            shutil.rmtree(work, ignore_errors=True)
-        else:
-            print(f"kept: {work}")
+        remove_work(work)
     out = os.path.join(a.out, f"churn-{a.minutes:g}m.json")
     json.dump(res, open(out, "w"), indent=2)
     summary = {k: v for k, v in res.items() if k != "rss_mb"}

@@ -74,6 +74,22 @@ def stop_all(procs, timeout=30):
                 p.kill()
 
 
+def remove_work(work):
+    """Deletes a run's work directory, unless KEEP=1 asks to keep it (then says where it is)."""
+    if os.environ.get("KEEP") != "1":
+        shutil.rmtree(work, ignore_errors=True)
+    else:
+        print(f"kept: {work}")
+
+
+def stop_and_clean(procs, logs, work):
+    """The end of a run: its processes stopped, its log files closed, its work directory gone."""
+    stop_all(procs)
+    for log in logs:
+        log.close()
+    remove_work(work)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--series", type=int, required=True)
@@ -192,13 +208,7 @@ targets:
         print(json.dumps(res, indent=2))
         print(f"written: {out}")
     finally:
-        stop_all(procs.values())
-        for log in logs:
-            log.close()
-        if os.environ.get("KEEP") != "1":
-            shutil.rmtree(work, ignore_errors=True)
-        else:
-            print(f"kept: {work}")
+        stop_and_clean(procs.values(), logs, work)
 
 
 if __name__ == "__main__":

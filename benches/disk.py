@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """Bytes per sample of tocsin's whole data directory over a bounded run (called by disk.sh)."""
-import argparse, json, os, shutil, signal, sqlite3, subprocess, sys, tempfile, time, urllib.request
+import argparse, json, os, signal, sqlite3, subprocess, sys, tempfile, time, urllib.request
 
-from compare_prometheus import cpu_seconds, dir_bytes, free_port, get, metric, stop_all, wait_http, rss_bytes
+from compare_prometheus import stop_and_clean, cpu_seconds, dir_bytes, free_port, get, metric, wait_http, rss_bytes
 
 
 def files(path):
@@ -185,13 +185,7 @@ targets:
         print(json.dumps({k: v for k, v in res.items() if k != "timeline"}, indent=2))
         print(f"written: {out}")
     finally:
-        stop_all(procs.values())
-        for log in logs:
-            log.close()
-        if os.environ.get("KEEP") != "1":
-            shutil.rmtree(work, ignore_errors=True)
-        else:
-            print(f"kept: {work}")
+        stop_and_clean(procs.values(), logs, work)
 
 
 if __name__ == "__main__":

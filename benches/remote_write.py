@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """Remote write throughput, tocsin beside Prometheus (called by remote-write.sh)."""
-import argparse, json, os, shutil, signal, sqlite3, subprocess, sys, tempfile, time
+import argparse, json, os, signal, sqlite3, subprocess, sys, tempfile, time
 
-from compare_prometheus import cpu_seconds, rss_bytes, get, metric, free_port, wait_http, stop_all
+from compare_prometheus import stop_and_clean, cpu_seconds, rss_bytes, get, metric, free_port, wait_http
 
 
 def main():
@@ -133,13 +133,7 @@ remote_write:
         json.dump(res, open(out, "w"), indent=2)
         print(f"written: {out}")
     finally:
-        stop_all(procs.values())
-        for log in logs:
-            log.close()
-        if os.environ.get("KEEP") != "1":
-            shutil.rmtree(work, ignore_errors=True)
-        else:
-            print(f"kept: {work}")
+        stop_and_clean(procs.values(), logs, work)
 
 
 if __name__ == "__main__":

@@ -12,10 +12,10 @@ scrape, store and rules), RSS mean and max, its own group-duration metric (mean 
 evaluation; summed over the groups per cycle), missed iterations, failed rule evaluations, and the
 longest single group evaluation seen (each one's last-duration gauge, sampled every second).
 """
-import argparse, json, os, shutil, sys, tempfile, threading, time
+import argparse, json, os, sys, tempfile, threading, time
 
 from bench_rules import rules_yaml
-from compare_prometheus import free_port, get, metric, wait_http
+from compare_prometheus import remove_work, free_port, get, metric, wait_http
 from vmalert import Launcher, alert_sink, group_stats, measure, print_table, ratio, tocsin_scraper, vmalert_scraper
 
 
@@ -192,10 +192,7 @@ scrape_configs:
         run.close()
         if sink:
             sink.shutdown()
-        if os.environ.get("KEEP") != "1":
-            shutil.rmtree(work, ignore_errors=True)
-        else:
-            print(f"kept: {work}")
+        remove_work(work)
 
 
 if __name__ == "__main__":

@@ -13,11 +13,11 @@ mean per group evaluation, and summed over the groups per cycle: groups run conc
 sum can exceed the interval), missed iterations, failed rule evaluations, the most threads seen, and
 the alerts firing at the end (the same in both when they agree). Both are stopped before the next size.
 """
-import argparse, json, os, shutil, subprocess, sys, tempfile, threading, time
+import argparse, json, os, subprocess, sys, tempfile, threading, time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from bench_rules import rules_yaml
-from compare_prometheus import cpu_seconds, free_port, get, metric, rss_bytes, stop_all, wait_http
+from compare_prometheus import remove_work, cpu_seconds, free_port, get, metric, rss_bytes, stop_all, wait_http
 
 
 def alert_sink(port):
@@ -289,10 +289,7 @@ receivers:
         run.close()
         if sink:
             sink.shutdown()
-        if os.environ.get("KEEP") != "1":
-            shutil.rmtree(work, ignore_errors=True)
-        else:
-            print(f"kept: {work}")
+        remove_work(work)
 
 
 if __name__ == "__main__":
