@@ -264,14 +264,38 @@ pub(crate) fn read_secret(
     }
 }
 
-fn secret(
-    datasource: &str,
+/// A client's bearer token and its basic-auth `(username, password)`.
+pub(crate) type ClientAuth = (Option<Secret>, Option<(String, Secret)>);
+
+/// A client's bearer token and basic-auth pair, read from its `bearer_token_env`/`_file` and
+/// `basic_auth` (the settings datasources and `remote_write` entries share).
+pub(crate) fn read_client_auth(
     env: &HashMap<String, String>,
-    env_field: (&'static str, &Option<String>),
-    file_field: (&'static str, &Option<PathBuf>),
-) -> Result<Option<Secret>, DatasourceSecretError> {
+    bearer_token_env: &Option<String>,
+    bearer_token_file: &Option<PathBuf>,
+    basic_auth: Option<&BasicAuthConfig>,
+) -> Result<ClientAuth, SecretProblem> {
+    let bearer_token = read_secret(
+        env,
+        ("bearer_token_env", bearer_token_env),
+        ("bearer_token_file", bearer_token_file),
+    )?;
+    let basic_auth = match basic_auth {
+        Some(b) => read_secret(
+            env,
+            ("basic_auth.password_env", &b.password_env),
+            ("basic_auth.password_file", &b.password_file),
+        )?
+        .map(|p| (b.username.clone(), p)),
+        None => None,
+    };
+    Ok((bearer_token, basic_auth))
+}
+
+/// The error of datasource `datasource` for a secret it could not read.
+fn secret_error(datasource: &str, p: SecretProblem) -> DatasourceSecretError {
     let datasource = datasource.to_string();
-    read_secret(env, env_field, file_field).map_err(|p| match p {
+    match p {
         SecretProblem::MissingEnv { field, var } => DatasourceSecretError::MissingEnv {
             datasource,
             field,
@@ -282,7 +306,7 @@ fn secret(
             field,
             source,
         },
-    })
+    }
 }
 
 /// `d` with defaults applied and secrets read (`*_env` from `env`).
@@ -291,22 +315,13 @@ pub fn build(
     env: &HashMap<String, String>,
 ) -> Result<Datasource, DatasourceSecretError> {
     let name = d.name.value.clone();
-    let bearer_token = secret(
-        &name,
+    let (bearer_token, basic_auth) = read_client_auth(
         env,
-        ("bearer_token_env", &d.bearer_token_env),
-        ("bearer_token_file", &d.bearer_token_file),
-    )?;
-    let basic_auth = match &d.basic_auth {
-        Some(b) => secret(
-            &name,
-            env,
-            ("basic_auth.password_env", &b.password_env),
-            ("basic_auth.password_file", &b.password_file),
-        )?
-        .map(|p| (b.username.clone(), p)),
-        None => None,
-    };
+        &d.bearer_token_env,
+        &d.bearer_token_file,
+        d.basic_auth.as_ref(),
+    )
+    .map_err(|p| secret_error(&name, p))?;
     let mut url = url::Url::parse(&d.url.value).expect("validated url");
     // a base path joins as a directory: `…/prometheus` + `api/v1/query`
     if !url.path().ends_with('/') {

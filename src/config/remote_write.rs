@@ -10,7 +10,9 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde_saphyr::Spanned;
 
-use super::datasource::{BasicAuthConfig, SecretProblem, client_problems, read_secret};
+use super::datasource::{
+    BasicAuthConfig, SecretProblem, client_problems, read_client_auth, read_secret,
+};
 use super::{FieldError, Secret, SecretFileError};
 use crate::duration::PromDuration;
 
@@ -405,14 +407,10 @@ pub fn validate(entries: &[Spanned<RemoteWriteConfig>], path: &Path) -> Vec<Fiel
     errors
 }
 
-fn secret(
-    remote: &str,
-    env: &HashMap<String, String>,
-    env_field: (&'static str, &Option<String>),
-    file_field: (&'static str, &Option<PathBuf>),
-) -> Result<Option<Secret>, RemoteWriteSecretError> {
+/// The error of remote `remote` for a secret it could not read.
+fn secret_error(remote: &str, p: SecretProblem) -> RemoteWriteSecretError {
     let remote = remote.to_string();
-    read_secret(env, env_field, file_field).map_err(|p| match p {
+    match p {
         SecretProblem::MissingEnv { field, var } => {
             RemoteWriteSecretError::MissingEnv { remote, field, var }
         }
@@ -421,7 +419,7 @@ fn secret(
             field,
             source,
         },
-    })
+    }
 }
 
 /// `r` with defaults applied and secrets read (`*_env` from `env`); `r` is validated.
@@ -440,36 +438,23 @@ pub fn build(
             } else {
                 "url_file"
             };
-            let text = secret(
-                &name,
-                env,
-                ("url_env", &r.url_env),
-                ("url_file", &r.url_file),
-            )?
-            .map(|s| s.0)
-            .unwrap_or_default();
+            let text = read_secret(env, ("url_env", &r.url_env), ("url_file", &r.url_file))
+                .map_err(|p| secret_error(&name, p))?
+                .map(|s| s.0)
+                .unwrap_or_default();
             http_url(&text).map_err(|_| RemoteWriteSecretError::BadUrl {
                 remote: name.clone(),
                 field,
             })?
         }
     };
-    let bearer_token = secret(
-        &name,
+    let (bearer_token, basic_auth) = read_client_auth(
         env,
-        ("bearer_token_env", &r.bearer_token_env),
-        ("bearer_token_file", &r.bearer_token_file),
-    )?;
-    let basic_auth = match &r.basic_auth {
-        Some(b) => secret(
-            &name,
-            env,
-            ("basic_auth.password_env", &b.password_env),
-            ("basic_auth.password_file", &b.password_file),
-        )?
-        .map(|p| (b.username.clone(), p)),
-        None => None,
-    };
+        &r.bearer_token_env,
+        &r.bearer_token_file,
+        r.basic_auth.as_ref(),
+    )
+    .map_err(|p| secret_error(&name, p))?;
     let send = match &r.send {
         Some(kinds) => SendSet {
             scraped: kinds.contains(&RemoteWriteSend::Scraped),
