@@ -434,16 +434,20 @@ impl RuleManager {
     /// Every alert of the rule set in use, split into those of ordinary rules and those of
     /// `dry_run` rules; the alerts other systems posted, as they are at `now`, are ordinary.
     fn alerts_by_mode(&self, now: i64) -> Alerts {
-        let (rules, lists) = {
+        // the groups' lists in rule-set order, taken under the lock (Arcs only)
+        let lists: Vec<Arc<Alerts>> = {
             let board = self.board.read().expect("board lock");
-            (board.rules.clone(), board.alerts.clone())
+            board
+                .rules
+                .groups
+                .iter()
+                .filter_map(|g| board.alerts.get(&g.name).cloned())
+                .collect()
         };
         let mut out = Alerts::default();
-        for g in &rules.groups {
-            if let Some(a) = lists.get(&g.name) {
-                out.real.extend(a.real.iter().cloned());
-                out.shadow.extend(a.shadow.iter().cloned());
-            }
+        for a in &lists {
+            out.real.extend(a.real.iter().cloned());
+            out.shadow.extend(a.shadow.iter().cloned());
         }
         // a rule edited (its key changed) is a removal and a new rule: while the new one has
         // the same alert firing or resolved, that one speaks for it (one alert per fingerprint)

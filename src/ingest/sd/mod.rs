@@ -528,7 +528,6 @@ pub fn targets_and_dropped<'a>(
                 address,
                 &g.labels,
             );
-            let discovered = (dropped.len() < keep_dropped).then(|| labels.clone());
             match job
                 .relabel
                 .apply(labels)
@@ -537,7 +536,16 @@ pub fn targets_and_dropped<'a>(
                 Some(t) => out.push(t),
                 None => {
                     dropped_count += 1;
-                    dropped.extend(discovered);
+                    if dropped.len() < keep_dropped {
+                        // built again (pure) for the few dropped, not copied for every address
+                        dropped.push(initial_labels(
+                            &job.template,
+                            &job.scheme,
+                            &job.metrics_path,
+                            address,
+                            &g.labels,
+                        ));
+                    }
                 }
             }
         }
