@@ -250,6 +250,14 @@ impl RemoteEngine for Client {
             }
         })
     }
+
+    fn instant_async<'a>(
+        &'a self,
+        query: &'a str,
+        t: i64,
+    ) -> Option<crate::rules::source::AnswerFuture<'a>> {
+        Some(Box::pin(self.query(query, t)))
+    }
 }
 
 /// One range query to run ahead of a replay: `query` at `start + k·step` up to `end` (ms).

@@ -347,6 +347,15 @@ fn stopped(ctx: &GroupContext<'_>) -> Result<(), String> {
     }
 }
 
+/// The queries `group`'s conditions send to its datasource, in rule order (one per PromQL
+/// condition; scripts do not run remotely), for fetching them ahead ([`super::source::Fetched`]).
+pub fn remote_queries(group: &Group) -> impl Iterator<Item = &str> {
+    group.rules.iter().filter_map(|r| match &r.condition {
+        Condition::PromQL { text, .. } => Some(text.as_str()),
+        Condition::Script { .. } => None,
+    })
+}
+
 /// Evaluates a condition at `t` into an instant vector (a scalar becomes one sample without
 /// labels, a script's bool or number likewise), on the group's source: tocsin's engine, or the
 /// remote engine (whose warnings are appended to `warnings`).

@@ -70,7 +70,8 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio::time::{Instant, MissedTickBehavior};
 
-use super::group::{GroupContext, RuleOutcome};
+use super::group::{GroupContext, RuleOutcome, remote_queries};
+use super::source::{Fetched, RemoteEngine};
 use super::step::{self, Alerts, EvalBatch};
 use super::tracker::{Alert, AlertStatus, RuleState};
 use super::{Group, RuleErrors, RuleSet, expand_globs, load_files};
@@ -942,11 +943,26 @@ impl RuleManager {
             let started = std::time::Instant::now();
             let cancel = self.root.child();
             let token = cancel.clone();
-            let evaluation =
-                crate::task::blocking(&self.metrics, "rule_group", &group.name, move || {
-                    let outcomes = me.evaluate_owned(&g, &mut own, t, &token);
+            // a remote group's conditions are sent from here, on the runtime, and the blocking
+            // evaluation takes their answers (`source::Fetched`)
+            let remote = self.config.datasources.shared(&group);
+            let evaluation = async move {
+                let fetched = match remote {
+                    Some(engine) => {
+                        let at = super::group::query_time(&g, Some(engine.as_ref()), t);
+                        Some(Fetched::fetch(engine, remote_queries(&g), at, &token).await)
+                    }
+                    None => None,
+                };
+                let metrics = me.metrics.clone();
+                let name = g.name.clone();
+                crate::task::blocking(&metrics, "rule_group", &name, move || {
+                    let remote = fetched.as_ref().map(|f| f as &dyn RemoteEngine);
+                    let outcomes = me.evaluate_owned(&g, &mut own, t, &token, remote);
                     (own, outcomes)
-                });
+                })
+                .await
+            };
             let joined = within_budget(evaluation, &cancel, budget).await;
             if cancel.reason() == Some(CancelReason::GroupBudget(budget)) {
                 tracing::warn!(
@@ -1006,18 +1022,21 @@ impl RuleManager {
             states: self.published(&group.name),
             first_seen: HashMap::new(),
         };
-        self.evaluate_owned(group, &mut own, t, &self.root.child())
+        self.evaluate_owned(group, &mut own, t, &self.root.child(), None)
     }
 
     /// Evaluates `group` at `t` over the states its task owns as one [`step`](super::step),
     /// publishes the new states, ticks the pipeline and commits the batch: recorded series,
     /// alert states and the notifications they cause become durable together (blocking).
+    /// `fetched`: the answers of a remote group's conditions, fetched ahead (None: the group's
+    /// datasource, or the store, is queried as the step goes).
     fn evaluate_owned(
         &self,
         group: &Group,
         own: &mut GroupOwned,
         t: i64,
         cancel: &Cancel,
+        fetched: Option<&dyn RemoteEngine>,
     ) -> Vec<RuleOutcome> {
         let in_grace = self.in_grace(&mut own.first_seen, t);
         let store = self.store.clone();
@@ -1031,7 +1050,7 @@ impl RuleManager {
             in_grace: &in_grace,
             note: &note,
             cancel: Some(cancel),
-            remote: self.config.datasources.of(group),
+            remote: fetched.or_else(|| self.config.datasources.of(group)),
         };
         let batch = step::evaluate(group, &mut own.states, &ctx, t);
         {
@@ -1261,6 +1280,17 @@ mod tests {
         metrics: Arc<SelfMetrics>,
         hook: impl Fn(&Group) + Send + Sync + 'static,
     ) -> Arc<RuleManager> {
+        manager_on(dir, rules, metrics, hook, Default::default())
+    }
+
+    /// [`manager`] with `datasources`.
+    fn manager_on(
+        dir: &std::path::Path,
+        rules: &str,
+        metrics: Arc<SelfMetrics>,
+        hook: impl Fn(&Group) + Send + Sync + 'static,
+        datasources: super::super::source::Datasources,
+    ) -> Arc<RuleManager> {
         std::fs::write(dir.join("rules.yml"), rules).unwrap();
         let store = Arc::new(Store::open(&dir.join("tocsin.db"), StoreOptions::default()).unwrap());
         let config = RuleConfig {
@@ -1271,7 +1301,7 @@ mod tests {
             external_labels: Default::default(),
             external_url: String::new(),
             compat: Default::default(),
-            datasources: Default::default(),
+            datasources,
         };
         RuleManager::builder(store, Arc::new(TokioClock::new(T0)), metrics, config)
             .hook(hook)
@@ -1317,6 +1347,46 @@ mod tests {
         // and a reload that takes it away again spares it no more
         manager.set_grace(HashMap::new());
         assert!(manager.in_grace(&mut first_seen, T0 + 2_000).is_empty());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_remote_group_sends_its_queries_from_its_task_and_its_evaluation_blocks_on_none() {
+        use super::super::source::{Datasources, testing::Recording};
+        let dir = tempfile::tempdir().unwrap();
+        let engine = Arc::new(Recording::default());
+        let datasources = Datasources(HashMap::from([(
+            "engine".to_string(),
+            engine.clone() as Arc<dyn RemoteEngine>,
+        )]));
+        let manager = manager_on(
+            dir.path(),
+            "groups:\n  - name: g\n    interval: 10s\n    datasource: engine\n    rules:\n      - alert: A\n        expr: up == 0\n      - alert: B\n        expr: up == 0\n      - record: r\n        expr: sum(x)\n      - alert: C\n        expr: vector(1)\n        annotations:\n          n: '{{ with query \"count(up)\" }}{{ . | first | value }}{{ end }}'\n",
+            Arc::new(SelfMetrics::new(0.0)),
+            |_| {},
+            datasources,
+        );
+        assert!(manager.reload().await.ok);
+        while manager.groups_evaluated() != (1, 1) {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+        manager.stop().await;
+        let fetched = engine.fetched.lock().unwrap().clone();
+        let texts: Vec<&str> = fetched.iter().map(|(q, _)| q.as_str()).collect();
+        // one evaluation: each distinct condition once, from the task
+        assert_eq!(texts, ["up == 0", "sum(x)", "vector(1)"]);
+        // and only the template's query, which no condition announces, on the blocking thread
+        let blocking = engine.blocking.lock().unwrap().clone();
+        let texts: Vec<&str> = blocking.iter().map(|(q, _)| q.as_str()).collect();
+        assert_eq!(texts, ["count(up)"]);
+        assert_eq!(fetched[0].1, blocking[0].1);
+        // the answers reached the rules: the three alerting rules fire (no `for`)
+        let mut names: Vec<String> = manager
+            .alerts()
+            .into_iter()
+            .map(|(_, a)| a.labels.get("alertname").unwrap_or_default().to_string())
+            .collect();
+        names.sort();
+        assert_eq!(names, ["A", "B", "C"]);
     }
 
     #[tokio::test(start_paused = true)]
