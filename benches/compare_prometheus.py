@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Measure tocsin beside Prometheus on one synthetic target (called by compare-prometheus.sh)."""
-import argparse, json, os, shutil, signal, sqlite3, subprocess, sys, tempfile, time, urllib.request
+import argparse, json, os, shutil, signal, sqlite3, subprocess, sys, tempfile, threading, time, urllib.parse, urllib.request
 
 CLK = os.sysconf("SC_CLK_TCK")
 PAGE = os.sysconf("SC_PAGE_SIZE")
@@ -41,6 +41,55 @@ def metric(text, name):
             total += float(line.rsplit(" ", 1)[1] if "}" not in line else line.rsplit("}", 1)[1].split()[0])
             found = True
     return total if found else None
+
+
+# the seed rule issue 16 times the API with: scaidns's 5xx ratio (../shared/peer/rules/seed.yml)
+SEED_QUERY = ('sum by (job, instance) (rate(scaidns_http_requests_total{status=~"5.."}[5m])) / '
+              'sum by (job, instance) (rate(scaidns_http_requests_total[5m])) > 0.005')
+
+
+def timed_get(url, timeout=10):
+    """Seconds a GET took to answer in full, or None when it failed."""
+    start = time.perf_counter()
+    try:
+        get(url, timeout)
+    except Exception:
+        return None
+    return time.perf_counter() - start
+
+
+def quantile(xs, q):
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, int(q * len(xs)))] if xs else None
+
+
+class ApiProbe(threading.Thread):
+    """Times the seed rule's `/api/v1/query` and `/health/ready` on each daemon once a second
+    while ingest runs (issue 16: p99 under 100 ms at a million series)."""
+
+    def __init__(self, ports):
+        super().__init__(daemon=True)
+        self.ports, self.stop = ports, threading.Event()
+        self.times = {n: {"query": [], "ready": [], "failed": 0} for n in ports}
+
+    def run(self):
+        q = urllib.parse.urlencode({"query": SEED_QUERY})
+        ready = {"prometheus": "/-/ready", "tocsin": "/health/ready"}
+        while not self.stop.wait(1.0):
+            for n, port in self.ports.items():
+                for kind, path in (("query", f"/api/v1/query?{q}"), ("ready", ready[n])):
+                    took = timed_get(f"http://127.0.0.1:{port}{path}")
+                    if took is None:
+                        self.times[n]["failed"] += 1
+                    else:
+                        self.times[n][kind].append(took)
+
+    def summary(self, n):
+        t = self.times[n]
+        ms = lambda v: round(v * 1000, 1) if v is not None else None
+        return {"api_query_p50_ms": ms(quantile(t["query"], 0.5)), "api_query_p99_ms": ms(quantile(t["query"], 0.99)),
+                "api_query_max_ms": ms(max(t["query"], default=None)), "ready_p99_ms": ms(quantile(t["ready"], 0.99)),
+                "api_requests": len(t["query"]) + len(t["ready"]), "api_failed": t["failed"]}
 
 
 def free_port():
@@ -157,13 +206,27 @@ targets:
             }
 
         s0 = snapshot()
+        probe = ApiProbe({"prometheus": p_prom, "tocsin": p_tocsin})
+        probe.start()
         rss = {"prometheus": [], "tocsin": []}
         end = time.time() + a.window
         while time.time() < end:
             for n in rss:
                 rss[n].append(rss_bytes(procs[n].pid))
             time.sleep(1)
+        probe.stop.set()
+        probe.join()
         s1 = snapshot()
+        # whether scrapes kept up: the slowest scrape of the window beside the interval, by each
+        # daemon's own `scrape_duration_seconds`
+        slowest = {}
+        for n, port in (("prometheus", p_prom), ("tocsin", p_tocsin)):
+            q = urllib.parse.urlencode({"query": f'max_over_time(scrape_duration_seconds{{job="seed"}}[{int(s1["t"] - s0["t"])}s])'})
+            try:
+                r = json.loads(get(f"http://127.0.0.1:{port}/api/v1/query?{q}", 60))["data"]["result"]
+                slowest[n] = round(float(r[0]["value"][1]), 3) if r else None
+            except Exception:
+                slowest[n] = None
         dt = s1["t"] - s0["t"]
         res = {"series": a.series, "interval_s": a.interval, "window_s": round(dt, 1), "daemons": {}}
         for n in ("prometheus", "tocsin"):
@@ -174,6 +237,10 @@ targets:
                 "rss_max_mb": round(max(rss[n]) / 2**20, 1),
                 "samples_per_s": round(samples / dt),
                 "disk_growth_bytes_per_sample": round((s1["disk"][n] - s0["disk"][n]) / samples, 3) if samples else None,
+                # samples ingested against what the target's series at the interval would give
+                "keep_up": round(samples / dt / (a.series / a.interval), 3),
+                "slowest_scrape_s": slowest[n],
+                **probe.summary(n),
             }
         # compacted figures: Prometheus's snapshot block and tocsin's chunks after a clean stop
         snap = json.loads(urllib.request.urlopen(urllib.request.Request(
