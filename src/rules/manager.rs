@@ -1180,18 +1180,22 @@ impl RuleManager {
         batch.outcomes
     }
 
+    /// Sets `tocsin_alerts{state}` from the published alert lists (every alert of every rule,
+    /// shadow ones included), not by walking every rule's state.
     fn update_alert_gauges(&self) {
-        let (_, groups) = self.snapshot();
         let (mut pending, mut firing) = (0, 0);
-        for a in groups
-            .iter()
-            .flat_map(|(_, st)| st.values())
-            .flat_map(|rs| rs.alerts.values())
         {
-            match a.status {
-                AlertStatus::Pending => pending += 1,
-                AlertStatus::Firing => firing += 1,
-                AlertStatus::Inactive => {}
+            let board = self.board.read().expect("board lock");
+            for a in board
+                .alerts
+                .values()
+                .flat_map(|l| l.real.iter().chain(&l.shadow))
+            {
+                match a.status {
+                    AlertStatus::Pending => pending += 1,
+                    AlertStatus::Firing => firing += 1,
+                    AlertStatus::Inactive => {}
+                }
             }
         }
         self.metrics
@@ -1354,6 +1358,7 @@ mod tests {
         use super::super::source::{Datasources, testing::Recording};
         let dir = tempfile::tempdir().unwrap();
         let engine = Arc::new(Recording::default());
+        let metrics = Arc::new(SelfMetrics::new(0.0));
         let datasources = Datasources(HashMap::from([(
             "engine".to_string(),
             engine.clone() as Arc<dyn RemoteEngine>,
@@ -1361,7 +1366,7 @@ mod tests {
         let manager = manager_on(
             dir.path(),
             "groups:\n  - name: g\n    interval: 10s\n    datasource: engine\n    rules:\n      - alert: A\n        expr: up == 0\n      - alert: B\n        expr: up == 0\n      - record: r\n        expr: sum(x)\n      - alert: C\n        expr: vector(1)\n        annotations:\n          n: '{{ with query \"count(up)\" }}{{ . | first | value }}{{ end }}'\n",
-            Arc::new(SelfMetrics::new(0.0)),
+            metrics.clone(),
             |_| {},
             datasources,
         );
@@ -1387,6 +1392,8 @@ mod tests {
             .collect();
         names.sort();
         assert_eq!(names, ["A", "B", "C"]);
+        let gauge = |state| metrics.alerts.get_or_create(&StateLabels { state }).get();
+        assert_eq!((gauge("firing"), gauge("pending")), (3, 0));
     }
 
     #[tokio::test(start_paused = true)]
