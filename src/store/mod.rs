@@ -24,6 +24,7 @@
 pub mod chunk;
 mod db;
 mod head;
+mod meta;
 mod rwqueue;
 mod wal;
 
@@ -36,6 +37,7 @@ use std::time::Instant;
 pub use head::{
     AppendStats, BLOCK_MS, SAMPLES_PER_CHUNK, STALENESS_MS, SeriesRef, block_of, is_stale,
 };
+pub use meta::Capped;
 pub use rwqueue::{RW_RULES, RW_SCRAPED, RwPosition, RwQueued, RwRow};
 
 use crate::labels::{Labels, Matcher};
