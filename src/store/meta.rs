@@ -70,6 +70,12 @@ impl<T: Ord> Smallest<T> {
     }
 }
 
+/// Times are kept a quarter of i64 from its ends, so the range arithmetic cannot overflow
+/// (Prometheus's own bounds are ±292 million years).
+fn clamp(t: i64) -> i64 {
+    t.clamp(i64::MIN / 4, i64::MAX / 4)
+}
+
 /// How one series of the head is judged against a time range.
 enum InRange {
     Yes,
@@ -154,8 +160,8 @@ impl Store {
             }
         };
         if sets.is_empty() && self.range_holds_the_file(mint, maxt)? {
-            let has = [Matcher::new(crate::labels::MatchOp::NotEqual, name, "")
-                .expect("not a regex")];
+            let has =
+                [Matcher::new(crate::labels::MatchOp::NotEqual, name, "").expect("not a regex")];
             self.visit_head_in_range(&has, mint, maxt, &mut |l| take(l))?;
             let values = self
                 .db
@@ -169,8 +175,9 @@ impl Store {
             }
         } else if sets.is_empty() {
             // only series carrying the label can give a value: narrow by it
-            let has = vec![Matcher::new(crate::labels::MatchOp::NotEqual, name, "")
-                .expect("not a regex")];
+            let has = vec![
+                Matcher::new(crate::labels::MatchOp::NotEqual, name, "").expect("not a regex"),
+            ];
             self.visit_in_range(&[has], mint, maxt, &mut |l| take(l))?;
         } else {
             self.visit_in_range(sets, mint, maxt, &mut |l| take(l))?;
@@ -183,6 +190,9 @@ impl Store {
     /// first sample and ends at or after the head's horizon. Series in memory are judged one by
     /// one all the same.
     fn range_holds_the_file(&self, mint: i64, maxt: i64) -> Result<bool, StoreError> {
+        if maxt < mint {
+            return Ok(false);
+        }
         let horizon = self.head.read().expect("head lock").horizon();
         if maxt < horizon.saturating_sub(1) {
             return Ok(false);
@@ -202,6 +212,10 @@ impl Store {
         maxt: i64,
         f: &mut dyn FnMut(&Labels),
     ) -> Result<(), StoreError> {
+        let (mint, maxt) = (clamp(mint), clamp(maxt));
+        if maxt < mint {
+            return Ok(());
+        }
         let all = [Vec::new()];
         let sets = if sets.is_empty() { &all[..] } else { sets };
         for set in sets {
@@ -240,6 +254,10 @@ impl Store {
         maxt: i64,
         f: &mut dyn FnMut(&Labels),
     ) -> Result<(Vec<SeriesRef>, i64), StoreError> {
+        let (mint, maxt) = (clamp(mint), clamp(maxt));
+        if maxt < mint {
+            return Ok((Vec::new(), self.head.read().expect("head lock").horizon()));
+        }
         let mut older = Vec::new();
         let (ids, horizon) = {
             let head = self.head.read().expect("head lock");
@@ -326,7 +344,11 @@ mod tests {
         // `old` is idle past the staleness period: it leaves memory
         s.flush(2 * H + 600_000).unwrap();
         s.flush(2 * H + 600_000 + STALENESS_MS).unwrap();
-        assert_eq!(s.series(&[eq("__name__", "old")]).len(), 0, "old left memory");
+        assert_eq!(
+            s.series(&[eq("__name__", "old")]).len(),
+            0,
+            "old left memory"
+        );
         assert_eq!(s.series(&[eq("__name__", "live")]).len(), 1);
         s
     }
@@ -345,7 +367,11 @@ mod tests {
         assert_eq!(all(2 * H, 3 * H), both[..1], "head only");
         assert_eq!(all(600_001, 2 * H - 1), Vec::<String>::new(), "the gap");
         assert_eq!(all(600_000, 600_000), both[1..], "inclusive end");
-        assert_eq!(all(2 * H + 600_000, i64::MAX / 4), both[..1], "inclusive start");
+        assert_eq!(
+            all(2 * H + 600_000, i64::MAX / 4),
+            both[..1],
+            "inclusive start"
+        );
         // matchers narrow both parts
         let one = s
             .series_matching(&[vec![eq("job", "a")]], i64::MIN / 4, i64::MAX / 4, 100)
@@ -434,6 +460,22 @@ mod tests {
         assert_eq!(found(2 * H + 60_001, 3 * H), 0, "after the last sample");
         assert_eq!(found(-H, -1), 0, "before the first");
         assert_eq!(found(30_000, 30_001), 0, "between two samples");
+    }
+
+    #[test]
+    fn extreme_and_inverted_ranges_answer_without_overflow() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = store(dir.path());
+        for (mint, maxt, n) in [(i64::MIN, i64::MAX, 2), (i64::MAX, i64::MIN, 0), (5, 4, 0)] {
+            assert_eq!(
+                s.series_matching(&[], mint, maxt, 10).unwrap().items.len(),
+                n
+            );
+            let names = s.label_names_matching(&[], mint, maxt, 10).unwrap();
+            assert_eq!(names.items.is_empty(), n == 0);
+            let values = s.label_values_matching("job", &[], mint, maxt, 10).unwrap();
+            assert_eq!(values.items.len(), n);
+        }
     }
 
     #[test]
