@@ -185,16 +185,12 @@ impl Store {
         Ok(out.finish())
     }
 
-    /// Whether every series on disk that is not in memory has its samples inside [mint, maxt]
-    /// (so the label index alone answers for them): the range starts at or before the file's
-    /// first sample and ends at or after the head's horizon. Series in memory are judged one by
-    /// one all the same.
+    /// Whether every series of the file (the label index holds them all, those in memory too)
+    /// has a sample inside [mint, maxt], so the index alone answers: the range starts at or
+    /// before the file's first sample and has no end (the API's default). A range with an end
+    /// is judged series by series, since a series in memory may have samples only after it.
     fn range_holds_the_file(&self, mint: i64, maxt: i64) -> Result<bool, StoreError> {
-        if maxt < mint {
-            return Ok(false);
-        }
-        let horizon = self.head.read().expect("head lock").horizon();
-        if maxt < horizon.saturating_sub(1) {
+        if clamp(maxt) < i64::MAX / 4 {
             return Ok(false);
         }
         Ok(match self.sample_range()? {
@@ -460,6 +456,33 @@ mod tests {
         assert_eq!(found(2 * H + 60_001, 3 * H), 0, "after the last sample");
         assert_eq!(found(-H, -1), 0, "before the first");
         assert_eq!(found(30_000, 30_001), 0, "between two samples");
+    }
+
+    #[test]
+    fn the_label_index_answers_only_for_a_range_without_end() {
+        // nothing left memory, everything is flushed: the index holds every series
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(&dir.path().join("t.db"), StoreOptions::default()).unwrap();
+        let id = s.series_ref(labels(&[("__name__", "m"), ("job", "a")]));
+        for t in (H..H + 60_000).step_by(15_000) {
+            s.append(&[(id, t, 1.0)]);
+        }
+        s.flush(H + 60_000).unwrap();
+        let values = |mint, maxt| {
+            s.label_values_matching("job", &[], mint, maxt, 10)
+                .unwrap()
+                .items
+        };
+        let names = |mint, maxt| s.label_names_matching(&[], mint, maxt, 10).unwrap().items;
+        assert_eq!(values(0, 1_000), Vec::<String>::new(), "before the samples");
+        assert_eq!(names(0, 1_000), Vec::<String>::new());
+        assert_eq!(values(0, i64::MAX), ["a"]);
+        assert_eq!(names(i64::MIN, i64::MAX), ["__name__", "job"]);
+        assert_eq!(
+            values(H + 60_001, i64::MAX),
+            Vec::<String>::new(),
+            "after them"
+        );
     }
 
     #[test]
