@@ -76,6 +76,20 @@ fn clamp(t: i64) -> i64 {
     t.clamp(i64::MIN / 4, i64::MAX / 4)
 }
 
+/// What a visit of the series in a range asks its collector about one series.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Visit {
+    /// would it add anything (asked before the series' samples are looked at, which cost more
+    /// than its labels): false skips it
+    Wants,
+    /// it has a sample in the range: take what it adds
+    Take,
+}
+
+/// The collector a visit calls with each series and what it asks; returns whether the series
+/// is (or was) wanted.
+type Visitor<'a> = dyn FnMut(&Labels, Visit) -> bool + 'a;
+
 /// How one series of the head is judged against a time range.
 enum InRange {
     Yes,
@@ -96,10 +110,12 @@ impl Store {
         limit: usize,
     ) -> Result<Capped<Arc<Labels>>, StoreError> {
         let mut out: Smallest<Arc<Labels>> = Smallest::new(limit);
-        self.visit_in_range(sets, mint, maxt, &mut |labels| {
-            if out.wants(labels) {
+        self.visit_in_range(sets, mint, maxt, &mut |labels, visit| {
+            let wanted = out.wants(labels);
+            if wanted && visit == Visit::Take {
                 out.insert(Arc::new(labels.clone()));
             }
+            wanted
         })?;
         Ok(out.finish())
     }
@@ -115,15 +131,21 @@ impl Store {
         limit: usize,
     ) -> Result<Capped<String>, StoreError> {
         let mut out: Smallest<String> = Smallest::new(limit);
-        let mut take = |labels: &Labels| {
+        let mut take = |labels: &Labels, visit: Visit| {
+            let mut wanted = false;
             for (name, _) in labels.iter() {
                 if out.wants(name) {
-                    out.insert(name.to_string());
+                    wanted = true;
+                    match visit {
+                        Visit::Wants => break,
+                        Visit::Take => out.insert(name.to_string()),
+                    }
                 }
             }
+            wanted
         };
         if sets.is_empty() && self.range_holds_the_file(mint, maxt)? {
-            self.visit_head_in_range(&[], mint, maxt, &mut |l| take(l))?;
+            self.visit_head_in_range(&[], mint, maxt, &mut take)?;
             let names = self
                 .db
                 .lock()
@@ -135,7 +157,7 @@ impl Store {
                 }
             }
         } else {
-            self.visit_in_range(sets, mint, maxt, &mut |l| take(l))?;
+            self.visit_in_range(sets, mint, maxt, &mut take)?;
         }
         Ok(out.finish())
     }
@@ -152,17 +174,20 @@ impl Store {
         limit: usize,
     ) -> Result<Capped<String>, StoreError> {
         let mut out: Smallest<String> = Smallest::new(limit);
-        let mut take = |labels: &Labels| {
-            if let Some(v) = labels.get(name)
-                && out.wants(v)
-            {
+        let mut take = |labels: &Labels, visit: Visit| {
+            let Some(v) = labels.get(name) else {
+                return false;
+            };
+            let wanted = out.wants(v);
+            if wanted && visit == Visit::Take {
                 out.insert(v.to_string());
             }
+            wanted
         };
         if sets.is_empty() && self.range_holds_the_file(mint, maxt)? {
             let has =
                 [Matcher::new(crate::labels::MatchOp::NotEqual, name, "").expect("not a regex")];
-            self.visit_head_in_range(&has, mint, maxt, &mut |l| take(l))?;
+            self.visit_head_in_range(&has, mint, maxt, &mut take)?;
             let values = self
                 .db
                 .lock()
@@ -178,9 +203,9 @@ impl Store {
             let has = vec![
                 Matcher::new(crate::labels::MatchOp::NotEqual, name, "").expect("not a regex"),
             ];
-            self.visit_in_range(&[has], mint, maxt, &mut |l| take(l))?;
+            self.visit_in_range(&[has], mint, maxt, &mut take)?;
         } else {
-            self.visit_in_range(sets, mint, maxt, &mut |l| take(l))?;
+            self.visit_in_range(sets, mint, maxt, &mut take)?;
         }
         Ok(out.finish())
     }
@@ -200,13 +225,16 @@ impl Store {
     }
 
     /// Calls `f` with the labels of every series matching any of `sets` (none: every series)
-    /// with a sample in [mint, maxt]; a series matching several sets may come more than once.
+    /// with a sample in [mint, maxt] ([`Visit::Take`]), after asking whether it would add
+    /// anything ([`Visit::Wants`]: a label name every series has is found in the first, and the
+    /// others' samples are never read for it); a series matching several sets may come more
+    /// than once.
     fn visit_in_range(
         &self,
         sets: &[Vec<Matcher>],
         mint: i64,
         maxt: i64,
-        f: &mut dyn FnMut(&Labels),
+        f: &mut Visitor<'_>,
     ) -> Result<(), StoreError> {
         let (mint, maxt) = (clamp(mint), clamp(maxt));
         if maxt < mint {
@@ -225,13 +253,16 @@ impl Store {
             let blocks = db.block_range()?;
             let skip = |id: SeriesRef| in_memory.binary_search(&id).is_ok();
             db.visit_series(set, &skip, &mut |id, labels| {
+                if !f(&labels, Visit::Wants) {
+                    return Ok(());
+                }
                 let found = match db.series_end(id)? {
                     Some(end) if end < mint => false,
                     Some(end) if end <= hi => true,
                     _ => db.has_sample_in(id, (mint, hi), i64::MAX, blocks)?,
                 };
                 if found {
-                    f(&labels);
+                    f(&labels, Visit::Take);
                 }
                 Ok(())
             })?;
@@ -248,7 +279,7 @@ impl Store {
         set: &[Matcher],
         mint: i64,
         maxt: i64,
-        f: &mut dyn FnMut(&Labels),
+        f: &mut Visitor<'_>,
     ) -> Result<(Vec<SeriesRef>, i64), StoreError> {
         let (mint, maxt) = (clamp(mint), clamp(maxt));
         if maxt < mint {
@@ -263,6 +294,9 @@ impl Store {
                 let Some(labels) = head.labels(id) else {
                     continue;
                 };
+                if !f(labels, Visit::Wants) {
+                    continue;
+                }
                 // the open chunk holds the newest samples: when its last one is at or before
                 // maxt it decides alone (in the range, or every sample is older than mint)
                 let judged = match head.latest_from_open(id, maxt, maxt - mint + 1) {
@@ -281,7 +315,9 @@ impl Store {
                     }
                 };
                 match judged {
-                    InRange::Yes => f(labels),
+                    InRange::Yes => {
+                        f(labels, Visit::Take);
+                    }
                     InRange::No => {}
                     InRange::OnDisk(before) => older.push((id, labels.clone(), before)),
                 }
@@ -293,7 +329,7 @@ impl Store {
             let blocks = db.block_range()?;
             for (id, labels, before) in older {
                 if db.has_sample_in(id, (mint, maxt), before, blocks)? {
-                    f(&labels);
+                    f(&labels, Visit::Take);
                 }
             }
         }
@@ -513,5 +549,97 @@ mod tests {
         let c = s.finish();
         assert_eq!(c.items, ["a", "b"]);
         assert!(c.truncated);
+    }
+}
+
+#[cfg(test)]
+mod measure {
+    use super::*;
+    use crate::store::{STALENESS_MS, StoreOptions};
+
+    /// Times the three reads over 50,000 series in memory and 50,000 that left memory (a debug
+    /// build's figures: `cargo test --lib store::meta::measure -- --ignored --nocapture`).
+    #[test]
+    #[ignore]
+    fn time_the_reads_over_100k_series() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(&dir.path().join("t.db"), StoreOptions::default()).unwrap();
+        let h = 3_600_000;
+        let mk = |generation: &str, i: usize| {
+            Labels::from_pairs([
+                ("__name__", format!("m_{}", i % 100)),
+                ("gen", generation.to_string()),
+                ("idx", i.to_string()),
+                ("job", format!("j{}", i % 10)),
+            ])
+        };
+        let old = s.series_refs((0..50_000).map(|i| mk("old", i)).collect());
+        for t in [0, 15_000] {
+            let batch: Vec<_> = old.iter().map(|&id| (id, t, 1.0)).collect();
+            s.append(&batch);
+        }
+        let live = s.series_refs((0..50_000).map(|i| mk("live", i)).collect());
+        for t in [2 * h, 2 * h + 15_000] {
+            let batch: Vec<_> = live.iter().map(|&id| (id, t, 1.0)).collect();
+            s.append(&batch);
+        }
+        s.flush(2 * h + 15_000).unwrap();
+        s.flush(2 * h + 15_000 + STALENESS_MS).unwrap();
+        assert_eq!(s.series(&[]).len(), 50_000);
+        let time = |what: &str, f: &dyn Fn() -> usize| {
+            let started = std::time::Instant::now();
+            let n = f();
+            eprintln!("{what}: {n} items in {:?}", started.elapsed());
+        };
+        let (lo, hi) = (i64::MIN, i64::MAX);
+        let job = vec![Matcher::equal("job", "j3")];
+        time("names, all time", &|| {
+            s.label_names_matching(&[], lo, hi, 100_000)
+                .unwrap()
+                .items
+                .len()
+        });
+        time("names, last hour", &|| {
+            s.label_names_matching(&[], 2 * h, 3 * h, 100_000)
+                .unwrap()
+                .items
+                .len()
+        });
+        time("names, 3 h with end", &|| {
+            s.label_names_matching(&[], 0, 3 * h, 100_000)
+                .unwrap()
+                .items
+                .len()
+        });
+        time("__name__ values, all time", &|| {
+            s.label_values_matching("__name__", &[], lo, hi, 100_000)
+                .unwrap()
+                .items
+                .len()
+        });
+        time("__name__ values, 3 h with end", &|| {
+            s.label_values_matching("__name__", &[], 0, 3 * h, 100_000)
+                .unwrap()
+                .items
+                .len()
+        });
+        time("idx values, 3 h with end", &|| {
+            s.label_values_matching("idx", &[], 0, 3 * h, 100_000)
+                .unwrap()
+                .items
+                .len()
+        });
+        time("series job=j3, 3 h", &|| {
+            s.series_matching(&[job.clone()], 0, 3 * h, 100_000)
+                .unwrap()
+                .items
+                .len()
+        });
+        time("series job=j3, limit 10", &|| {
+            s.series_matching(&[job.clone()], 0, 3 * h, 10)
+                .unwrap()
+                .items
+                .len()
+        });
     }
 }
