@@ -630,13 +630,13 @@ mod measure {
                 .len()
         });
         time("series job=j3, 3 h", &|| {
-            s.series_matching(&[job.clone()], 0, 3 * h, 100_000)
+            s.series_matching(std::slice::from_ref(&job), 0, 3 * h, 100_000)
                 .unwrap()
                 .items
                 .len()
         });
         time("series job=j3, limit 10", &|| {
-            s.series_matching(&[job.clone()], 0, 3 * h, 10)
+            s.series_matching(std::slice::from_ref(&job), 0, 3 * h, 10)
                 .unwrap()
                 .items
                 .len()
