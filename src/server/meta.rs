@@ -12,7 +12,7 @@
 
 use std::sync::Arc;
 
-use axum::extract::rejection::BytesRejection;
+use axum::extract::rejection::{BytesRejection, PathRejection};
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Json, Response};
@@ -287,9 +287,11 @@ pub(super) async fn labels(
 /// sorted.
 pub(super) async fn label_values(
     State(s): State<AppState>,
-    Path(name): Path<String>,
+    name: Result<Path<String>, PathRejection>,
     RawQuery(q): RawQuery,
 ) -> Result<Response, ApiError> {
+    // a path that does not decode (invalid UTF-8 in its escapes) in Prometheus's error shape
+    let Path(name) = name.map_err(|e| bad_data(format!("invalid label name: {e}")))?;
     let name = label_name_param(&name)?;
     let params = super::api::params(q.as_deref(), &[]);
     let req = Arc::new(meta_request(&params)?);

@@ -305,6 +305,8 @@ async fn names_values_and_series_of_a_scraped_target_answer_as_prometheus_does()
     );
     let (code, v) = get(&api(&format!("label/{}/values", "a".repeat(2000)))).await;
     assert_eq!(code, 400, "{v}");
+    let (code, v) = get(&api("label/%ff%fe/values")).await;
+    assert_eq!((code, &v["errorType"]), (400, &json!("bad_data")), "{v}");
 
     // and the daemon is still well
     assert_eq!(
