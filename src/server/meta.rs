@@ -8,9 +8,11 @@
 //! each (400 beyond), selectors that match every series refused as Prometheus refuses them, and
 //! at most [`MAX_RESULTS`] items an answer: more are cut, with a warning naming the bound (as
 //! `limit` cuts). The store reads run under `spawn_blocking` (`Store::series_matching` and its
-//! siblings), which keep at most the answer's items in memory however many series match.
+//! siblings), which keep at most the answer's items in memory however many series match, within
+//! a query's default timeout (2 min; 503 `timeout`), and stop when the request ends.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use axum::extract::rejection::{BytesRejection, PathRejection};
 use axum::extract::{Path, RawQuery, State};
@@ -22,7 +24,7 @@ use super::api::{param, request_params, time_param};
 use super::{ApiError, AppState, api_error};
 use crate::labels::{MatchOp, Matcher};
 use crate::promql::json::labels_map;
-use crate::store::Capped;
+use crate::store::{Capped, StoreError};
 
 /// Most `match[]` selectors one request may give (Prometheus has no bound; Grafana sends one).
 pub const MAX_SELECTORS: usize = 100;
@@ -234,10 +236,27 @@ fn answer(data: serde_json::Value, truncated: bool, req: &MetaRequest) -> Respon
     Json(json!({"status": "success", "data": data, "warnings": [warning]})).into_response()
 }
 
-/// Runs a store read on a blocking thread; 503 without a store, 500 when it fails.
+/// How long a metadata read may take ([`super::api::DEFAULT_TIMEOUT`], a query's): then the
+/// answer is 503 `timeout` and the read stops at its next series.
+const READ_TIMEOUT: std::time::Duration = super::api::DEFAULT_TIMEOUT;
+
+/// Tells a store read to stop when dropped: after the answer (harmless), on a timeout, or when
+/// the client went away and axum dropped the handler's future.
+struct StopOnDrop(Arc<AtomicBool>);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Runs a store read on a blocking thread within [`READ_TIMEOUT`] (the read is told to stop
+/// after it, or when the request ends); 503 without a store or on the timeout, 500 when it fails.
 async fn read_store<T: Send + 'static>(
     s: &AppState,
-    f: impl FnOnce(&crate::store::Store) -> Result<Capped<T>, crate::store::StoreError> + Send + 'static,
+    f: impl FnOnce(&crate::store::Store, &dyn Fn() -> bool) -> Result<Capped<T>, StoreError>
+    + Send
+    + 'static,
 ) -> Result<Capped<T>, Response> {
     let Some(store) = s.store.clone() else {
         return Err(api_error(
@@ -246,14 +265,25 @@ async fn read_store<T: Send + 'static>(
             "no store",
         ));
     };
-    match tokio::task::spawn_blocking(move || f(&store)).await {
-        Ok(Ok(c)) => Ok(c),
-        Ok(Err(e)) => Err(api_error(
+    let stop = StopOnDrop(Arc::new(AtomicBool::new(false)));
+    let flag = stop.0.clone();
+    let read = tokio::task::spawn_blocking(move || f(&store, &|| flag.load(Ordering::Relaxed)));
+    match tokio::time::timeout(READ_TIMEOUT, read).await {
+        Err(_) => Err(api_error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "timeout",
+            format!(
+                "the store read took longer than {}s",
+                READ_TIMEOUT.as_secs()
+            ),
+        )),
+        Ok(Ok(Ok(c))) => Ok(c),
+        Ok(Ok(Err(e))) => Err(api_error(
             StatusCode::INTERNAL_SERVER_ERROR,
             "internal",
             e.to_string(),
         )),
-        Err(e) => Err(api_error(
+        Ok(Err(e)) => Err(api_error(
             StatusCode::INTERNAL_SERVER_ERROR,
             "internal",
             format!("the store read failed: {e}"),
@@ -272,8 +302,8 @@ pub(super) async fn labels(
     let params = request_params(q.as_deref(), &headers, body)?;
     let req = Arc::new(meta_request(&params)?);
     let r = req.clone();
-    let found = read_store(&s, move |store| {
-        store.label_names_matching(&r.sets, r.mint, r.maxt, r.limit)
+    let found = read_store(&s, move |store, stop| {
+        store.label_names_matching(&r.sets, r.mint, r.maxt, r.limit, stop)
     })
     .await;
     Ok(match found {
@@ -296,8 +326,8 @@ pub(super) async fn label_values(
     let params = super::api::params(q.as_deref(), &[]);
     let req = Arc::new(meta_request(&params)?);
     let r = req.clone();
-    let found = read_store(&s, move |store| {
-        store.label_values_matching(&name, &r.sets, r.mint, r.maxt, r.limit)
+    let found = read_store(&s, move |store, stop| {
+        store.label_values_matching(&name, &r.sets, r.mint, r.maxt, r.limit, stop)
     })
     .await;
     Ok(match found {
@@ -320,8 +350,8 @@ pub(super) async fn series(
     }
     let req = Arc::new(meta_request(&params)?);
     let r = req.clone();
-    let found = read_store(&s, move |store| {
-        store.series_matching(&r.sets, r.mint, r.maxt, r.limit)
+    let found = read_store(&s, move |store, stop| {
+        store.series_matching(&r.sets, r.mint, r.maxt, r.limit, stop)
     })
     .await;
     Ok(match found {

@@ -108,9 +108,10 @@ impl Store {
         mint: i64,
         maxt: i64,
         limit: usize,
+        stop: &dyn Fn() -> bool,
     ) -> Result<Capped<Arc<Labels>>, StoreError> {
         let mut out: Smallest<Arc<Labels>> = Smallest::new(limit);
-        self.visit_in_range(sets, mint, maxt, &mut |labels, visit| {
+        self.visit_in_range(sets, (mint, maxt), stop, &mut |labels, visit| {
             let wanted = out.wants(labels);
             if wanted && visit == Visit::Take {
                 out.insert(Arc::new(labels.clone()));
@@ -129,6 +130,7 @@ impl Store {
         mint: i64,
         maxt: i64,
         limit: usize,
+        stop: &dyn Fn() -> bool,
     ) -> Result<Capped<String>, StoreError> {
         let mut out: Smallest<String> = Smallest::new(limit);
         let mut take = |labels: &Labels, visit: Visit| {
@@ -145,7 +147,7 @@ impl Store {
             wanted
         };
         if sets.is_empty() && self.range_holds_the_file(mint, maxt)? {
-            self.visit_head_in_range(&[], mint, maxt, &mut take)?;
+            self.visit_head_in_range(&[], (mint, maxt), stop, &mut take)?;
             let names = self
                 .db
                 .lock()
@@ -157,7 +159,7 @@ impl Store {
                 }
             }
         } else {
-            self.visit_in_range(sets, mint, maxt, &mut take)?;
+            self.visit_in_range(sets, (mint, maxt), stop, &mut take)?;
         }
         Ok(out.finish())
     }
@@ -172,6 +174,7 @@ impl Store {
         mint: i64,
         maxt: i64,
         limit: usize,
+        stop: &dyn Fn() -> bool,
     ) -> Result<Capped<String>, StoreError> {
         let mut out: Smallest<String> = Smallest::new(limit);
         let mut take = |labels: &Labels, visit: Visit| {
@@ -187,7 +190,7 @@ impl Store {
         if sets.is_empty() && self.range_holds_the_file(mint, maxt)? {
             let has =
                 [Matcher::new(crate::labels::MatchOp::NotEqual, name, "").expect("not a regex")];
-            self.visit_head_in_range(&has, mint, maxt, &mut take)?;
+            self.visit_head_in_range(&has, (mint, maxt), stop, &mut take)?;
             let values = self
                 .db
                 .lock()
@@ -203,9 +206,9 @@ impl Store {
             let has = vec![
                 Matcher::new(crate::labels::MatchOp::NotEqual, name, "").expect("not a regex"),
             ];
-            self.visit_in_range(&[has], mint, maxt, &mut take)?;
+            self.visit_in_range(&[has], (mint, maxt), stop, &mut take)?;
         } else {
-            self.visit_in_range(sets, mint, maxt, &mut take)?;
+            self.visit_in_range(sets, (mint, maxt), stop, &mut take)?;
         }
         Ok(out.finish())
     }
@@ -232,8 +235,8 @@ impl Store {
     fn visit_in_range(
         &self,
         sets: &[Vec<Matcher>],
-        mint: i64,
-        maxt: i64,
+        (mint, maxt): (i64, i64),
+        stop: &dyn Fn() -> bool,
         f: &mut Visitor<'_>,
     ) -> Result<(), StoreError> {
         let (mint, maxt) = (clamp(mint), clamp(maxt));
@@ -243,7 +246,7 @@ impl Store {
         let all = [Vec::new()];
         let sets = if sets.is_empty() { &all[..] } else { sets };
         for set in sets {
-            let (in_memory, horizon) = self.visit_head_in_range(set, mint, maxt, f)?;
+            let (in_memory, horizon) = self.visit_head_in_range(set, (mint, maxt), stop, f)?;
             let hi = maxt.min(horizon.saturating_sub(1));
             if mint > hi {
                 continue;
@@ -253,6 +256,9 @@ impl Store {
             let blocks = db.block_range()?;
             let skip = |id: SeriesRef| in_memory.binary_search(&id).is_ok();
             db.visit_series(set, &skip, &mut |id, labels| {
+                if stop() {
+                    return Err(StoreError::Stopped);
+                }
                 if !f(&labels, Visit::Wants) {
                     return Ok(());
                 }
@@ -277,8 +283,8 @@ impl Store {
     fn visit_head_in_range(
         &self,
         set: &[Matcher],
-        mint: i64,
-        maxt: i64,
+        (mint, maxt): (i64, i64),
+        stop: &dyn Fn() -> bool,
         f: &mut Visitor<'_>,
     ) -> Result<(Vec<SeriesRef>, i64), StoreError> {
         let (mint, maxt) = (clamp(mint), clamp(maxt));
@@ -290,7 +296,10 @@ impl Store {
             let head = self.head.read().expect("head lock");
             let ids = head.select_ids(set);
             let mut buf = Vec::new();
-            for &id in &ids {
+            for (n, &id) in ids.iter().enumerate() {
+                if n % 1024 == 1023 && stop() {
+                    return Err(StoreError::Stopped);
+                }
                 let Some(labels) = head.labels(id) else {
                     continue;
                 };
@@ -328,6 +337,9 @@ impl Store {
             let db = self.db.lock().expect("db lock");
             let blocks = db.block_range()?;
             for (id, labels, before) in older {
+                if stop() {
+                    return Err(StoreError::Stopped);
+                }
                 if db.has_sample_in(id, (mint, maxt), before, blocks)? {
                     f(&labels, Visit::Take);
                 }
@@ -389,7 +401,7 @@ mod tests {
     fn series_come_from_memory_and_disk_inside_the_range_only() {
         let dir = tempfile::tempdir().unwrap();
         let s = store(dir.path());
-        let all = |mint, maxt| names(&s.series_matching(&[], mint, maxt, 100).unwrap());
+        let all = |mint, maxt| names(&s.series_matching(&[], mint, maxt, 100, &|| false).unwrap());
         let both = [
             "live{job=\"b\"}".to_string(),
             "old{job=\"a\", zone=\"x\"}".to_string(),
@@ -406,7 +418,13 @@ mod tests {
         );
         // matchers narrow both parts
         let one = s
-            .series_matching(&[vec![eq("job", "a")]], i64::MIN / 4, i64::MAX / 4, 100)
+            .series_matching(
+                &[vec![eq("job", "a")]],
+                i64::MIN / 4,
+                i64::MAX / 4,
+                100,
+                &|| false,
+            )
             .unwrap();
         assert_eq!(names(&one), both[1..]);
         // several sets are a union, each series once
@@ -416,6 +434,7 @@ mod tests {
                 i64::MIN / 4,
                 i64::MAX / 4,
                 100,
+                &|| false,
             )
             .unwrap();
         assert_eq!(names(&union), both);
@@ -426,17 +445,19 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let s = store(dir.path());
         let (lo, hi) = (i64::MIN / 4, i64::MAX / 4);
-        let one = s.series_matching(&[], lo, hi, 1).unwrap();
+        let one = s.series_matching(&[], lo, hi, 1, &|| false).unwrap();
         assert_eq!(names(&one), ["live{job=\"b\"}"]);
         assert!(one.truncated);
-        let two = s.series_matching(&[], lo, hi, 2).unwrap();
+        let two = s.series_matching(&[], lo, hi, 2, &|| false).unwrap();
         assert!(!two.truncated, "exactly the limit is not a cut");
-        let n = s.label_names_matching(&[], lo, hi, 2).unwrap();
+        let n = s.label_names_matching(&[], lo, hi, 2, &|| false).unwrap();
         assert_eq!(n.items, ["__name__", "job"]);
         assert!(n.truncated);
-        let v = s.label_values_matching("job", &[], 0, 600_000, 1).unwrap();
+        let v = s
+            .label_values_matching("job", &[], 0, 600_000, 1, &|| false)
+            .unwrap();
         assert_eq!((v.items, v.truncated), (vec!["a".to_string()], false));
-        let none = s.series_matching(&[], lo, hi, 0).unwrap();
+        let none = s.series_matching(&[], lo, hi, 0, &|| false).unwrap();
         assert!(none.items.is_empty() && none.truncated);
     }
 
@@ -446,10 +467,12 @@ mod tests {
         let s = store(dir.path());
         let (lo, hi) = (i64::MIN / 4, i64::MAX / 4);
         let names = |sets: &[Vec<Matcher>], mint, maxt| {
-            s.label_names_matching(sets, mint, maxt, 100).unwrap().items
+            s.label_names_matching(sets, mint, maxt, 100, &|| false)
+                .unwrap()
+                .items
         };
         let values = |name, sets: &[Vec<Matcher>], mint, maxt| {
-            s.label_values_matching(name, sets, mint, maxt, 100)
+            s.label_values_matching(name, sets, mint, maxt, 100, &|| false)
                 .unwrap()
                 .items
         };
@@ -484,7 +507,12 @@ mod tests {
         s.flush(2 * H).unwrap();
         s.append(&[(id, 2 * H + 60_000, 1.0)]);
         assert_eq!(s.series(&[]).len(), 1, "still in memory");
-        let found = |mint, maxt| s.series_matching(&[], mint, maxt, 10).unwrap().items.len();
+        let found = |mint, maxt| {
+            s.series_matching(&[], mint, maxt, 10, &|| false)
+                .unwrap()
+                .items
+                .len()
+        };
         assert_eq!(found(0, 60_000), 1, "an early sample, on disk");
         assert_eq!(found(2 * H - 60_000, 2 * H), 1, "the last sample on disk");
         assert_eq!(found(2 * H + 60_000, 3 * H), 1, "the sample in memory");
@@ -505,11 +533,15 @@ mod tests {
         }
         s.flush(H + 60_000).unwrap();
         let values = |mint, maxt| {
-            s.label_values_matching("job", &[], mint, maxt, 10)
+            s.label_values_matching("job", &[], mint, maxt, 10, &|| false)
                 .unwrap()
                 .items
         };
-        let names = |mint, maxt| s.label_names_matching(&[], mint, maxt, 10).unwrap().items;
+        let names = |mint, maxt| {
+            s.label_names_matching(&[], mint, maxt, 10, &|| false)
+                .unwrap()
+                .items
+        };
         assert_eq!(values(0, 1_000), Vec::<String>::new(), "before the samples");
         assert_eq!(names(0, 1_000), Vec::<String>::new());
         assert_eq!(values(0, i64::MAX), ["a"]);
@@ -522,17 +554,43 @@ mod tests {
     }
 
     #[test]
+    fn a_read_told_to_stop_stops_with_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = store(dir.path());
+        let (lo, hi) = (i64::MIN / 4, 0);
+        // the disk part (the range is before the horizon) asks at each series
+        let stopped = s.series_matching(&[], lo, hi, 10, &|| true);
+        assert!(matches!(stopped, Err(StoreError::Stopped)), "{stopped:?}");
+        let stopped = s.label_values_matching("job", &[], lo, hi, 10, &|| true);
+        assert!(matches!(stopped, Err(StoreError::Stopped)), "{stopped:?}");
+        assert_eq!(
+            s.series_matching(&[], lo, hi, 10, &|| false)
+                .unwrap()
+                .items
+                .len(),
+            1
+        );
+    }
+
+    #[test]
     fn extreme_and_inverted_ranges_answer_without_overflow() {
         let dir = tempfile::tempdir().unwrap();
         let s = store(dir.path());
         for (mint, maxt, n) in [(i64::MIN, i64::MAX, 2), (i64::MAX, i64::MIN, 0), (5, 4, 0)] {
             assert_eq!(
-                s.series_matching(&[], mint, maxt, 10).unwrap().items.len(),
+                s.series_matching(&[], mint, maxt, 10, &|| false)
+                    .unwrap()
+                    .items
+                    .len(),
                 n
             );
-            let names = s.label_names_matching(&[], mint, maxt, 10).unwrap();
+            let names = s
+                .label_names_matching(&[], mint, maxt, 10, &|| false)
+                .unwrap();
             assert_eq!(names.items.is_empty(), n == 0);
-            let values = s.label_values_matching("job", &[], mint, maxt, 10).unwrap();
+            let values = s
+                .label_values_matching("job", &[], mint, maxt, 10, &|| false)
+                .unwrap();
             assert_eq!(values.items.len(), n);
         }
     }
@@ -594,49 +652,49 @@ mod measure {
         let (lo, hi) = (i64::MIN, i64::MAX);
         let job = vec![Matcher::equal("job", "j3")];
         time("names, all time", &|| {
-            s.label_names_matching(&[], lo, hi, 100_000)
+            s.label_names_matching(&[], lo, hi, 100_000, &|| false)
                 .unwrap()
                 .items
                 .len()
         });
         time("names, last hour", &|| {
-            s.label_names_matching(&[], 2 * h, 3 * h, 100_000)
+            s.label_names_matching(&[], 2 * h, 3 * h, 100_000, &|| false)
                 .unwrap()
                 .items
                 .len()
         });
         time("names, 3 h with end", &|| {
-            s.label_names_matching(&[], 0, 3 * h, 100_000)
+            s.label_names_matching(&[], 0, 3 * h, 100_000, &|| false)
                 .unwrap()
                 .items
                 .len()
         });
         time("__name__ values, all time", &|| {
-            s.label_values_matching("__name__", &[], lo, hi, 100_000)
+            s.label_values_matching("__name__", &[], lo, hi, 100_000, &|| false)
                 .unwrap()
                 .items
                 .len()
         });
         time("__name__ values, 3 h with end", &|| {
-            s.label_values_matching("__name__", &[], 0, 3 * h, 100_000)
+            s.label_values_matching("__name__", &[], 0, 3 * h, 100_000, &|| false)
                 .unwrap()
                 .items
                 .len()
         });
         time("idx values, 3 h with end", &|| {
-            s.label_values_matching("idx", &[], 0, 3 * h, 100_000)
+            s.label_values_matching("idx", &[], 0, 3 * h, 100_000, &|| false)
                 .unwrap()
                 .items
                 .len()
         });
         time("series job=j3, 3 h", &|| {
-            s.series_matching(std::slice::from_ref(&job), 0, 3 * h, 100_000)
+            s.series_matching(std::slice::from_ref(&job), 0, 3 * h, 100_000, &|| false)
                 .unwrap()
                 .items
                 .len()
         });
         time("series job=j3, limit 10", &|| {
-            s.series_matching(std::slice::from_ref(&job), 0, 3 * h, 10)
+            s.series_matching(std::slice::from_ref(&job), 0, 3 * h, 10, &|| false)
                 .unwrap()
                 .items
                 .len()

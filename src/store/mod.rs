@@ -95,6 +95,10 @@ pub enum StoreError {
     /// A read or write failed after opening (disk full, I/O error).
     #[error("store: {0}")]
     Sqlite(#[from] rusqlite::Error),
+    /// A read was told to stop before it ended (the metadata API's request timed out or its
+    /// client went away).
+    #[error("store read stopped: its request ended")]
+    Stopped,
 }
 
 /// Takes the exclusive write lock of the store at `path`: an advisory lock (`flock`) on
