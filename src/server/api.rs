@@ -147,7 +147,7 @@ pub(super) fn params(query: Option<&str>, form: &[u8]) -> Vec<(String, String)> 
     out
 }
 
-fn param<'a>(params: &'a [(String, String)], name: &str) -> Option<&'a str> {
+pub(super) fn param<'a>(params: &'a [(String, String)], name: &str) -> Option<&'a str> {
     params
         .iter()
         .find(|(k, _)| k == name)
@@ -159,7 +159,7 @@ fn bad_data(msg: impl Into<String>) -> ApiError {
 }
 
 /// The parameters of a GET or form POST: a body must be `application/x-www-form-urlencoded`.
-fn request_params(
+pub(super) fn request_params(
     q: Option<&str>,
     headers: &HeaderMap,
     body: Result<axum::body::Bytes, BytesRejection>,
@@ -184,7 +184,7 @@ fn request_params(
 }
 
 /// A time parameter: unix seconds or RFC 3339, in ms.
-fn time_param(params: &[(String, String)], name: &str) -> Result<Option<i64>, ApiError> {
+pub(super) fn time_param(params: &[(String, String)], name: &str) -> Result<Option<i64>, ApiError> {
     param(params, name)
         .map(|v| {
             crate::timefmt::parse_time(v).map_err(|_| {

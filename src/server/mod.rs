@@ -1,5 +1,6 @@
 //! The HTTP surface (axum): liveness, readiness, status, self-metrics, and the JSON API under
-//! `/api/v1/` (alerts, rules, targets, silences, query, query_range, status, its OpenAPI document).
+//! `/api/v1/` (alerts, rules, targets, silences, query, query_range, labels, label values, series,
+//! status, its OpenAPI document).
 //!
 //! Every route is one entry of [`routes`]: the router is built from that list and the test of the
 //! OpenAPI document (`openapi.json`, served at `/api/v1/openapi.json`) compares it with the same
@@ -12,6 +13,7 @@
 
 mod amv2;
 mod api;
+mod meta;
 
 pub use api::{MAX_CONCURRENT_QUERIES, MAX_POINTS, QueryLimits};
 
@@ -132,6 +134,16 @@ pub fn routes() -> Vec<Route> {
         route(Method::GET, "/api/v1/query_range", Read, api::query_range),
         route(Method::POST, "/api/v1/query_range", Read, api::query_range),
         route(Method::GET, "/api/v1/status", Read, api::status),
+        route(Method::GET, "/api/v1/labels", Read, meta::labels),
+        route(Method::POST, "/api/v1/labels", Read, meta::labels),
+        route(
+            Method::GET,
+            "/api/v1/label/{name}/values",
+            Read,
+            meta::label_values,
+        ),
+        route(Method::GET, "/api/v1/series", Read, meta::series),
+        route(Method::POST, "/api/v1/series", Read, meta::series),
         route(
             Method::GET,
             "/api/v1/notifications",

@@ -1321,10 +1321,25 @@ impl Db {
         matchers: &[crate::labels::Matcher],
         skip: &dyn Fn(SeriesRef) -> bool,
     ) -> Result<Vec<(SeriesRef, Labels)>, StoreError> {
+        let mut out = Vec::new();
+        self.visit_series(matchers, skip, &mut |id, labels| {
+            out.push((id, labels));
+            Ok(())
+        })?;
+        Ok(out)
+    }
+
+    /// [`Db::select_series`] without collecting: `f` gets each matching series in turn, so a
+    /// reader that keeps few of them (the metadata API) holds only the candidates' ids.
+    pub fn visit_series(
+        &self,
+        matchers: &[crate::labels::Matcher],
+        skip: &dyn Fn(SeriesRef) -> bool,
+        f: &mut dyn FnMut(SeriesRef, Labels) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
         let mut narrowing: Vec<&crate::labels::Matcher> =
             matchers.iter().filter(|m| !m.matches_empty()).collect();
         narrowing.sort_by_key(|m| m.op != crate::labels::MatchOp::Equal);
-        let mut out = Vec::new();
         if narrowing.is_empty() || !self.has_label_index()? {
             // nothing narrows (or no index): every row
             let mut stmt = self
@@ -1339,10 +1354,10 @@ impl Db {
                 let labels = self
                     .parse_labels(id, row.get_ref(1)?.as_str().map_err(rusqlite::Error::from)?)?;
                 if matchers.iter().all(|m| m.matches_labels(&labels)) {
-                    out.push((id as SeriesRef, labels));
+                    f(id as SeriesRef, labels)?;
                 }
             }
-            return Ok(out);
+            return Ok(());
         }
         let mut candidates: Option<Vec<SeriesRef>> = None;
         for m in narrowing {
@@ -1365,10 +1380,10 @@ impl Db {
             if let Some(labels) = self.series_labels(id)?
                 && matchers.iter().all(|m| m.matches_labels(&labels))
             {
-                out.push((id, labels));
+                f(id, labels)?;
             }
         }
-        Ok(out)
+        Ok(())
     }
 
     /// Deletes the series whose recorded end lies before `before` and that `keep` does not
@@ -1438,5 +1453,77 @@ impl Db {
         Ok(self
             .conn
             .query_row("SELECT min(mint) FROM wal", [], |r| r.get(0))?)
+    }
+}
+
+/// Reads for the metadata API (`/api/v1/labels`, `/api/v1/label/<name>/values`, `/api/v1/series`).
+impl Db {
+    /// The recorded last sample time of a series that left memory (`series_ends`), None when
+    /// none is recorded (the series is in memory, or was at a crash).
+    pub fn series_end(&self, series: SeriesRef) -> Result<Option<i64>, StoreError> {
+        Ok(self
+            .conn
+            .prepare_cached("SELECT maxt FROM series_ends WHERE series_id = ?1")?
+            .query_row([i64::from(series)], |r| r.get(0))
+            .optional()?)
+    }
+
+    /// Whether chunks on disk hold a sample of `series` in [mint, maxt] before `before`: blocks
+    /// oldest first, stopping at the first sample found (one index seek a block until then).
+    pub fn has_sample_in(
+        &self,
+        series: SeriesRef,
+        (mint, maxt): (i64, i64),
+        before: i64,
+        blocks: Option<(i64, i64)>,
+    ) -> Result<bool, StoreError> {
+        let hi = maxt.min(before.saturating_sub(1));
+        let Some((first, last)) = blocks else {
+            return Ok(false);
+        };
+        if hi < mint {
+            return Ok(false);
+        }
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT mint, data FROM chunks WHERE block = ?1 AND series_id = ?2 AND maxt >= ?3 AND mint <= ?4
+             ORDER BY mint",
+        )?;
+        let mut buf = Vec::new();
+        for block in block_of(mint).max(first)..=block_of(hi).min(last) {
+            let mut rows = stmt.query(params![block, i64::from(series), mint, hi])?;
+            while let Some(row) = rows.next()? {
+                let cmint: i64 = row.get(0)?;
+                let data = row.get_ref(1)?.as_blob().map_err(rusqlite::Error::from)?;
+                super::chunk::decode_range(data, mint, hi, &mut buf).map_err(|e| {
+                    StoreError::Corrupt {
+                        path: self.path.clone(),
+                        detail: format!("chunk of series {series} at {cmint}: {e}"),
+                    }
+                })?;
+                if !buf.is_empty() {
+                    return Ok(true);
+                }
+            }
+        }
+        Ok(false)
+    }
+
+    /// The values label `name` takes in the label index, each once, sorted, at most `limit`: a
+    /// skip scan (one index seek a value, not a row a series), as [`Db::label_names`].
+    pub fn label_values(&self, name: &str, limit: usize) -> Result<Vec<String>, StoreError> {
+        if !self.has_label_index()? {
+            return Ok(Vec::new());
+        }
+        let mut stmt = self.conn.prepare_cached(
+            "WITH RECURSIVE v(value) AS (
+                 SELECT min(value) FROM series_labels WHERE name = ?1
+                 UNION ALL
+                 SELECT (SELECT min(value) FROM series_labels WHERE name = ?1 AND value > v.value)
+                 FROM v WHERE v.value IS NOT NULL LIMIT ?2
+             )
+             SELECT value FROM v WHERE value IS NOT NULL",
+        )?;
+        let rows = stmt.query_map(params![name, limit as i64], |r| r.get::<_, String>(0))?;
+        Ok(rows.collect::<Result<_, _>>()?)
     }
 }

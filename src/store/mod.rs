@@ -24,6 +24,7 @@
 pub mod chunk;
 mod db;
 mod head;
+mod meta;
 mod rwqueue;
 mod wal;
 
@@ -36,6 +37,7 @@ use std::time::Instant;
 pub use head::{
     AppendStats, BLOCK_MS, SAMPLES_PER_CHUNK, STALENESS_MS, SeriesRef, block_of, is_stale,
 };
+pub use meta::Capped;
 pub use rwqueue::{RW_RULES, RW_SCRAPED, RwPosition, RwQueued, RwRow};
 
 use crate::labels::{Labels, Matcher};
@@ -93,6 +95,10 @@ pub enum StoreError {
     /// A read or write failed after opening (disk full, I/O error).
     #[error("store: {0}")]
     Sqlite(#[from] rusqlite::Error),
+    /// A read was told to stop before it ended (the metadata API's request timed out or its
+    /// client went away).
+    #[error("store read stopped: its request ended")]
+    Stopped,
 }
 
 /// Takes the exclusive write lock of the store at `path`: an advisory lock (`flock`) on

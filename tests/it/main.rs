@@ -1,6 +1,7 @@
 //! The one integration-test binary: real SQLite files, real HTTP servers on 127.0.0.1, the real binary.
 mod amtool;
 mod api;
+mod api_meta;
 mod architecture;
 mod check;
 mod common;
