@@ -889,6 +889,25 @@ impl RuleManager {
         }
     }
 
+    /// What the manager holds beside its group tasks, taken out part by part, for
+    /// `benches/rule_memory.rs` to weigh each by dropping it under a counting allocator. Leaves
+    /// the manager with no rules and no states: only for measuring, after [`RuleManager::stop`].
+    #[doc(hidden)]
+    pub fn take_parts_for_measurement(&self) -> Vec<(&'static str, Box<dyn std::any::Any + Send>)> {
+        let board = std::mem::take(&mut *self.board.write().expect("board lock"));
+        let warnings = std::mem::take(&mut *self.warnings.lock().expect("warnings lock"));
+        let retired = std::mem::take(&mut *self.retired.lock().expect("retired lock"));
+        let restored = std::mem::take(&mut *self.restored.lock().expect("restored lock"));
+        vec![
+            ("published states (board)", Box::new(board.groups)),
+            ("published alert lists (board)", Box::new(board.alerts)),
+            ("evaluated group names (board)", Box::new(board.evaluated)),
+            ("datasource warnings by rule", Box::new(warnings)),
+            ("retired and restored alerts", Box::new((retired, restored))),
+            ("rule set (board)", Box::new(board.rules)),
+        ]
+    }
+
     /// Stops every group task (after a running evaluation finishes).
     pub async fn stop(&self) {
         halt(&mut *self.running.lock().await).await;
