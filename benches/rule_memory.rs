@@ -233,10 +233,7 @@ fn rule(r: usize, series: usize) -> (String, String, &'static str) {
             let q = QUEUES[r % QUEUES.len()];
             (
                 format!("QueueTooDeep{r}"),
-                format!(
-                    "scaisend_queue_depth{{queue=\"{q}\"}} > {}",
-                    1_000_000 + r
-                ),
+                format!("scaisend_queue_depth{{queue=\"{q}\"}} > {}", 1_000_000 + r),
                 "",
             )
         }
@@ -329,36 +326,39 @@ struct Parsed {
 }
 
 fn weigh_parsed(set: &RuleSet) -> Parsed {
+    let rules: Vec<&tocsin::rules::Rule> = set.groups.iter().flat_map(|g| &g.rules).collect();
+    // the trees the rule set holds (a remote group's are not kept), each built again
+    let mut asts = Vec::with_capacity(rules.len());
     let before = live();
-    let mut asts = Vec::new();
-    for r in set.groups.iter().flat_map(|g| &g.rules) {
-        if let Condition::PromQL { text, .. } = &r.condition {
+    for r in &rules {
+        if let Condition::PromQL { text, expr } = &r.condition
+            && expr.is_parsed()
+        {
             asts.push(Arc::new(tocsin::promql::parse(text).unwrap()));
         }
     }
     let ast_bytes = live() - before;
     drop(asts);
+    let mut templates = Vec::with_capacity(rules.len() * 4);
     let before = live();
-    let mut templates = Vec::new();
-    for r in set.groups.iter().flat_map(|g| &g.rules) {
+    for r in &rules {
         let annotations = match &r.kind {
             RuleKind::Alert { annotations, .. } => annotations.as_slice(),
             RuleKind::Record => &[],
         };
-        for (k, t) in r.labels.iter().chain(annotations) {
-            templates.push((k.clone(), Arc::new(Template::parse(t.source()).unwrap())));
+        for (_, t) in r.labels.iter().chain(annotations) {
+            templates.push(Arc::new(Template::parse(t.source()).unwrap()));
         }
     }
     let template_bytes = live() - before;
     drop(templates);
-    // the rule's own strings, by capacity: name, key, condition text
-    let strings: usize = set
-        .groups
+    // the rule's own strings, by capacity: name, key, condition text (an `Arc<str>`)
+    let strings: usize = rules
         .iter()
-        .flat_map(|g| &g.rules)
         .map(|r| {
             let text = match &r.condition {
-                Condition::PromQL { text, .. } | Condition::Script { text, .. } => text.capacity(),
+                Condition::PromQL { text, .. } => text.len() + 16,
+                Condition::Script { text, .. } => text.capacity(),
             };
             r.name.capacity() + r.key.capacity() + text
         })
@@ -443,7 +443,8 @@ async fn run(rules: usize, per_group: usize, evaluations: i64) {
 
     let start = live();
     let sqlite_start = sqlite_bytes();
-    let store = Arc::new(Store::open(&dir.path().join("tocsin.db"), StoreOptions::default()).unwrap());
+    let store =
+        Arc::new(Store::open(&dir.path().join("tocsin.db"), StoreOptions::default()).unwrap());
     let mut datasources = Datasources::default();
     datasources
         .0
@@ -517,8 +518,8 @@ async fn run(rules: usize, per_group: usize, evaluations: i64) {
         sqlite_base - sqlite_start
     );
     out.line("parsed rule set (load_rules)", parsed);
-    out.line("  PromQL ASTs (Arc<Expr>)", weighed.asts);
-    out.line("  templates (labels, annotations, with names)", weighed.templates);
+    out.line("  PromQL syntax trees held", weighed.asts);
+    out.line("  templates (labels, annotations)", weighed.templates);
     out.line("  name, key, condition text", weighed.strings);
     out.line(
         "  the rest (Rule, Group, Vecs)",

@@ -710,7 +710,7 @@ impl RuleManager {
             .iter()
             .filter_map(|g| {
                 let st = owned.get(&g.name)?;
-                Some((g.name.clone(), Arc::new(Alerts::of([(g, st)]))))
+                Some((g.name.clone(), Arc::new(Alerts::of([(&**g, st)]))))
             })
             .collect();
         let replaced = {
@@ -875,7 +875,7 @@ impl RuleManager {
         let mut tasks = JoinSet::new();
         for g in &set.groups {
             let me = self.clone();
-            let group = Arc::new(g.clone());
+            let group = g.clone();
             let rx = rx.clone();
             let own = GroupOwned {
                 states: owned.remove(&g.name).unwrap_or_default(),
@@ -1111,7 +1111,7 @@ impl RuleManager {
             .groups
             .iter()
             .find(|g| g.name == group)
-            .map(|g| Arc::new(Alerts::of([(g, states)])));
+            .map(|g| Arc::new(Alerts::of([(&**g, states)])));
         let all = {
             let mut board = self.board.write().expect("board lock");
             // a reload in between replaced the rule set: its lists stand until the next publish

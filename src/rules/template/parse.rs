@@ -315,7 +315,12 @@ impl Parser<'_> {
             _ => 0,
         };
         self.enter(off)?;
-        let result = self.nodes_at_depth();
+        // a template is parsed once and kept for the rule's life: its lists hold what they
+        // need (a list grown by pushes holds room for 4 nodes of ~100 B each)
+        let result = self.nodes_at_depth().map(|(mut nodes, end)| {
+            nodes.shrink_to_fit();
+            (nodes, end)
+        });
         self.depth -= 1;
         result
     }
@@ -569,6 +574,10 @@ impl Parser<'_> {
         {
             self.scopes.last_mut().expect("scope").push(d.clone());
         }
+        for c in &mut cmds {
+            c.shrink_to_fit();
+        }
+        cmds.shrink_to_fit();
         Ok(Pipeline { decl, cmds })
     }
 }
