@@ -372,12 +372,12 @@ impl Parser<'_> {
                     let (body, end) = self.nodes()?;
                     let otherwise = self.else_part(end, off)?;
                     self.scopes.pop();
-                    out.push(Node::Range {
+                    out.push(Node::Range(Box::new(RangeNode {
                         pipe,
                         vars,
                         body,
                         otherwise,
-                    });
+                    })));
                 }
                 "with" => {
                     let pipe = self.pipeline(&toks[1..], off)?;
@@ -385,11 +385,11 @@ impl Parser<'_> {
                     let (body, end) = self.nodes()?;
                     self.scopes.pop();
                     let otherwise = self.else_part(end, off)?;
-                    out.push(Node::With {
+                    out.push(Node::With(Box::new(WithNode {
                         pipe,
                         body,
                         otherwise,
-                    });
+                    })));
                 }
                 "define" | "template" | "block" | "break" | "continue" => {
                     return Err(self.err(off, format!("{{{{{kw}}}}} is not supported")));
