@@ -380,7 +380,7 @@ fn range_jobs(
             for c in std::iter::once(&rule.condition).chain(resolve) {
                 if let Condition::PromQL { text, .. } = c {
                     jobs.push(tocsin::datasource::RangeJob {
-                        query: text.clone(),
+                        query: text.to_string(),
                         start: at(first),
                         end: at(last),
                         step,

@@ -458,7 +458,7 @@ mod tests {
         )
         .unwrap();
         let set = crate::rules::RuleSet {
-            groups: set,
+            groups: set.into_iter().map(std::sync::Arc::new).collect(),
             files: Vec::new(),
         };
         let e = set

@@ -470,6 +470,10 @@ fn render(
     ctx: &GroupContext<'_>,
     query: &EngineQuery<'_, '_>,
 ) -> String {
+    // most label templates are plain texts (`severity: page`): no data to build
+    if tmpl.is_plain() {
+        return tmpl.source().to_string();
+    }
     let mut labels: BTreeMap<String, String> = metric
         .iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))

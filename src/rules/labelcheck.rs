@@ -135,14 +135,14 @@ pub fn unknown_labels(rules: &RuleSet, known: &BTreeSet<String>) -> Vec<UnknownL
 fn conditions<'a>(kind: &'a RuleKind, condition: &'a Condition) -> Vec<&'a Expr> {
     let mut out = Vec::new();
     if let Condition::PromQL { expr, .. } = condition {
-        out.push(expr.as_ref());
+        out.push(expr.tree());
     }
     if let RuleKind::Alert {
         resolve: Some(Condition::PromQL { expr, .. }),
         ..
     } = kind
     {
-        out.push(expr.as_ref());
+        out.push(expr.tree());
     }
     out
 }
@@ -237,7 +237,7 @@ mod tests {
             super::super::parse_file(yaml, std::path::Path::new("r.yml"), 15_000, &scripts)
                 .unwrap();
         RuleSet {
-            groups,
+            groups: groups.into_iter().map(std::sync::Arc::new).collect(),
             files: Vec::new(),
         }
     }

@@ -12,7 +12,7 @@ use serde::Deserialize;
 use serde_saphyr::Spanned;
 
 use super::{
-    Condition, FlapDetection, Group, Rule, RuleError, RuleErrors, RuleKind, RuleSet,
+    Condition, FlapDetection, Group, PromExpr, Rule, RuleError, RuleErrors, RuleKind, RuleSet,
     is_rule_test_file_name,
 };
 use crate::duration::{MIN_RULE_INTERVAL, PromDuration};
@@ -318,7 +318,7 @@ pub fn load_files(
                         continue;
                     }
                     group_names.insert(g.name.clone(), (path.clone(), line));
-                    set.groups.push(g);
+                    set.groups.push(Arc::new(g));
                 }
             }
             Err(mut e) => errors.append(&mut e.0),
@@ -433,6 +433,8 @@ fn parse_file_at(
                 );
             }
         }
+        // a group on a remote datasource sends its expressions' texts: their trees are not kept
+        let keep_trees = g.datasource.is_none();
         let mut rules = Vec::new();
         let mut seen_rules: HashMap<(String, Vec<(String, String)>), u64> = HashMap::new();
         for (ri, r) in g.rules.into_iter().enumerate() {
@@ -548,7 +550,9 @@ fn parse_file_at(
                 );
             }
             let condition = match (&r.expr, &r.script) {
-                (Some(e), None) => compile_promql(e, &ctx, "expr", text, path, &mut errors),
+                (Some(e), None) => {
+                    compile_promql(e, &ctx, "expr", text, path, &mut errors, keep_trees)
+                }
                 (None, Some(s)) => compile_script(s, &ctx, scripts, path, &mut errors),
                 (Some(e), Some(_)) => {
                     push(
@@ -588,7 +592,7 @@ fn parse_file_at(
                     labels.push((k.clone(), t));
                 }
             }
-            let kind = if is_alert {
+            let mut kind = if is_alert {
                 let mut annotations = Vec::new();
                 for (k, v) in &r.annotations {
                     if let Some(t) = compile_template(
@@ -602,10 +606,9 @@ fn parse_file_at(
                         annotations.push((k.clone(), t));
                     }
                 }
-                let resolve = r
-                    .resolve
-                    .as_ref()
-                    .and_then(|e| compile_promql(e, &ctx, "resolve", text, path, &mut errors));
+                let resolve = r.resolve.as_ref().and_then(|e| {
+                    compile_promql(e, &ctx, "resolve", text, path, &mut errors, keep_trees)
+                });
                 let flap = r.flap_detection.as_ref().and_then(|f| {
                     let v = f.value;
                     let ok = (0.0..=100.0).contains(&v.low) && (0.0..=100.0).contains(&v.high) && v.low < v.high;
@@ -657,6 +660,11 @@ fn parse_file_at(
                 continue;
             };
             let key = rule_key(&gname, &name, &condition, &static_labels);
+            // kept for the rule's life: no room for more (a pushed list has room for 4)
+            labels.shrink_to_fit();
+            if let RuleKind::Alert { annotations, .. } = &mut kind {
+                annotations.shrink_to_fit();
+            }
             rules.push(Rule {
                 name,
                 kind,
@@ -667,6 +675,7 @@ fn parse_file_at(
                 line,
             });
         }
+        rules.shrink_to_fit();
         groups.push(Group {
             name: gname,
             file: path.to_path_buf(),
@@ -812,6 +821,8 @@ fn push<T>(errors: &mut Vec<RuleError>, path: &Path, at: &Spanned<T>, ctx: &str,
     });
 }
 
+/// `keep_tree`: whether tocsin's engine evaluates the expression (the group has no
+/// `datasource:`); a remote group's expressions are validated and kept as text.
 fn compile_promql(
     e: &Spanned<String>,
     ctx: &str,
@@ -819,6 +830,7 @@ fn compile_promql(
     source: &str,
     path: &Path,
     errors: &mut Vec<RuleError>,
+    keep_tree: bool,
 ) -> Option<Condition> {
     match crate::promql::parse(&e.value) {
         Ok(expr) => {
@@ -848,8 +860,14 @@ fn compile_promql(
                 );
                 return None;
             }
+            let text: Arc<str> = Arc::from(e.value.as_str());
+            let expr = if keep_tree {
+                PromExpr::parsed(text.clone(), expr)
+            } else {
+                PromExpr::text_only(text.clone())
+            };
             Some(Condition::PromQL {
-                text: e.value.clone(),
+                text,
                 expr: Arc::new(expr),
             })
         }
@@ -1132,6 +1150,35 @@ mod tests {
         };
         assert_eq!((*hold, *keep_firing_for), (300_000, 60_000));
         assert!(!g[0].rules[1].is_alert());
+    }
+
+    #[test]
+    fn a_remote_group_keeps_its_expressions_as_text_and_a_local_group_its_trees() {
+        let g = parse(
+            "groups:\n  - name: remote\n    datasource: vm\n    rules:\n      - alert: A\n        expr: up == 0\n        resolve: up == 1\n  - name: local\n    rules:\n      - alert: B\n        expr: up == 0\n",
+        )
+        .unwrap();
+        let expr = |c: &Condition| match c {
+            Condition::PromQL { expr, .. } => expr.clone(),
+            Condition::Script { .. } => panic!("promql expected"),
+        };
+        let remote = expr(&g[0].rules[0].condition);
+        let RuleKind::Alert {
+            resolve: Some(resolve),
+            ..
+        } = &g[0].rules[0].kind
+        else {
+            panic!("resolve expected")
+        };
+        let local = expr(&g[1].rules[0].condition);
+        assert!(!remote.is_parsed() && !expr(resolve).is_parsed());
+        assert!(local.is_parsed());
+        // still validated at load: a remote group's bad expression is an error
+        let e = parse("groups:\n  - name: remote\n    datasource: vm\n    rules:\n      - alert: A\n        expr: sum(up\n").unwrap_err();
+        assert!(e.to_string().contains("r.yml:6:"), "{e}");
+        // whatever walks a remote tree (`tocsin check`'s label names) gets it, parsed again
+        assert_eq!(remote.tree(), local.tree());
+        assert!(remote.is_parsed());
     }
 
     #[test]

@@ -711,7 +711,7 @@ impl RuleManager {
             .iter()
             .filter_map(|g| {
                 let st = owned.get(&g.name)?;
-                Some((g.name.clone(), Arc::new(Alerts::of([(g, st)]))))
+                Some((g.name.clone(), Arc::new(Alerts::of([(&**g, st)]))))
             })
             .collect();
         let replaced = {
@@ -876,7 +876,7 @@ impl RuleManager {
         let mut tasks = JoinSet::new();
         for g in &set.groups {
             let me = self.clone();
-            let group = Arc::new(g.clone());
+            let group = g.clone();
             let rx = rx.clone();
             let own = GroupOwned {
                 states: owned.remove(&g.name).unwrap_or_default(),
@@ -888,6 +888,25 @@ impl RuleManager {
             shutdown: tx,
             tasks,
         }
+    }
+
+    /// What the manager holds beside its group tasks, taken out part by part, for
+    /// `benches/rule_memory.rs` to weigh each by dropping it under a counting allocator. Leaves
+    /// the manager with no rules and no states: only for measuring, after [`RuleManager::stop`].
+    #[doc(hidden)]
+    pub fn take_parts_for_measurement(&self) -> Vec<(&'static str, Box<dyn std::any::Any + Send>)> {
+        let board = std::mem::take(&mut *self.board.write().expect("board lock"));
+        let warnings = std::mem::take(&mut *self.warnings.lock().expect("warnings lock"));
+        let retired = std::mem::take(&mut *self.retired.lock().expect("retired lock"));
+        let restored = std::mem::take(&mut *self.restored.lock().expect("restored lock"));
+        vec![
+            ("published states (board)", Box::new(board.groups)),
+            ("published alert lists (board)", Box::new(board.alerts)),
+            ("evaluated group names (board)", Box::new(board.evaluated)),
+            ("datasource warnings by rule", Box::new(warnings)),
+            ("retired and restored alerts", Box::new((retired, restored))),
+            ("rule set (board)", Box::new(board.rules)),
+        ]
     }
 
     /// Stops every group task (after a running evaluation finishes).
@@ -1111,7 +1130,7 @@ impl RuleManager {
             .groups
             .iter()
             .find(|g| g.name == group)
-            .map(|g| Arc::new(Alerts::of([(g, states)])));
+            .map(|g| Arc::new(Alerts::of([(&**g, states)])));
         let all = {
             let mut board = self.board.write().expect("board lock");
             // a reload in between replaced the rule set: its lists stand until the next publish

@@ -71,8 +71,8 @@ pub struct RuleErrors(pub Vec<RuleError>);
 #[derive(Clone)]
 pub enum Condition {
     PromQL {
-        text: String,
-        expr: Arc<promql_parser::parser::Expr>,
+        text: Arc<str>,
+        expr: Arc<PromExpr>,
     },
     Script {
         text: String,
@@ -89,8 +89,67 @@ impl fmt::Debug for Condition {
 impl Condition {
     pub fn text(&self) -> &str {
         match self {
-            Condition::PromQL { text, .. } | Condition::Script { text, .. } => text,
+            Condition::PromQL { text, .. } => text,
+            Condition::Script { text, .. } => text,
         }
+    }
+}
+
+/// A PromQL expression validated at load, its syntax tree kept only where tocsin's engine
+/// runs it: a rule of a group on a remote datasource sends its text, and its tree (2.4 KB a
+/// rule for `benches/vmalert.sh`'s rules, `benches/rule_memory.rs`) is parsed again only if
+/// something walks it. Dereferences to the tree.
+pub struct PromExpr {
+    text: Arc<str>,
+    /// boxed: an empty cell costs 8 bytes, not the size of an `Expr`
+    tree: std::sync::OnceLock<Box<promql_parser::parser::Expr>>,
+}
+
+impl PromExpr {
+    /// An expression whose tree is kept.
+    pub fn parsed(text: Arc<str>, tree: promql_parser::parser::Expr) -> PromExpr {
+        PromExpr {
+            text,
+            tree: std::sync::OnceLock::from(Box::new(tree)),
+        }
+    }
+
+    /// An expression `crate::promql::parse` accepted, whose tree is dropped until needed.
+    pub fn text_only(text: Arc<str>) -> PromExpr {
+        PromExpr {
+            text,
+            tree: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// The syntax tree, parsed again if it was not kept.
+    pub fn tree(&self) -> &promql_parser::parser::Expr {
+        self.tree.get_or_init(|| {
+            // the same text parsed at load, and parsing is deterministic
+            Box::new(
+                crate::promql::parse(&self.text)
+                    .expect("an expression validated at load parses again"),
+            )
+        })
+    }
+
+    /// Whether the tree is held now.
+    pub fn is_parsed(&self) -> bool {
+        self.tree.get().is_some()
+    }
+}
+
+impl std::ops::Deref for PromExpr {
+    type Target = promql_parser::parser::Expr;
+
+    fn deref(&self) -> &Self::Target {
+        self.tree()
+    }
+}
+
+impl fmt::Debug for PromExpr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.text)
     }
 }
 
@@ -201,7 +260,8 @@ impl RuleSet {
 /// Every group of every rule file, validated and compiled.
 #[derive(Debug, Clone, Default)]
 pub struct RuleSet {
-    pub groups: Vec<Group>,
+    /// shared with the group tasks, which each hold theirs (a copy per task was 300 B a rule)
+    pub groups: Vec<Arc<Group>>,
     /// the files loaded, for the watcher
     pub files: Vec<PathBuf>,
 }

@@ -349,7 +349,7 @@ pub fn replay(r: &Replay<'_>, progress: &mut dyn FnMut(u64, u64)) -> Timeline {
         let notify = recorder.as_mut().map(|rec| step::Notify {
             stages: rec as &mut dyn Tick,
             // the group's own states are out of `states` for the step
-            others: Alerts::of(r.rules.groups.iter().zip(&states)),
+            others: Alerts::of(r.rules.groups.iter().map(|g| &**g).zip(&states)),
             all_evaluated,
         });
         let batch = step::step(group, &mut own, &ctx, t, notify);
@@ -913,7 +913,7 @@ mod tests {
     fn rules(text: &str) -> RuleSet {
         let groups = parse_file(text, Path::new("r.yml"), 15_000, &ScriptEngine::new()).unwrap();
         RuleSet {
-            groups,
+            groups: groups.into_iter().map(std::sync::Arc::new).collect(),
             files: vec![PathBuf::from("r.yml")],
         }
     }

@@ -115,6 +115,12 @@ pub struct RuleState {
 }
 
 impl RuleState {
+    /// Whether the state holds nothing to remember: no alert, no series written by the last
+    /// evaluation, no datasource outage running. Such a state is not kept between evaluations.
+    pub fn is_empty(&self) -> bool {
+        self.alerts.is_empty() && self.series.is_empty() && self.unavailable_since.is_none()
+    }
+
     /// Applies one evaluation's candidates at `now`. `resolvable` holds the source keys for
     /// which the rule's `resolve` condition holds (ignored without one). Returns the
     /// transitions, in fingerprint order.

@@ -661,7 +661,7 @@ fn run_group(tg: &RawTestGroup, fc: &FileContext, skipped: &mut Vec<String>) -> 
             let notify = recorder.as_mut().map(|rec| step::Notify {
                 stages: rec as &mut dyn Tick,
                 // the group's own states are out of `states` for the step
-                others: Alerts::of(rules.groups.iter().zip(&states)),
+                others: Alerts::of(rules.groups.iter().map(|g| &**g).zip(&states)),
                 all_evaluated: evaluated_once,
             });
             let batch = step::step(g, &mut own, &ctx, ts, notify);

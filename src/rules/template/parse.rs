@@ -315,7 +315,12 @@ impl Parser<'_> {
             _ => 0,
         };
         self.enter(off)?;
-        let result = self.nodes_at_depth();
+        // a template is parsed once and kept for the rule's life: its lists hold what they
+        // need (a list grown by pushes holds room for 4 nodes of ~100 B each)
+        let result = self.nodes_at_depth().map(|(mut nodes, end)| {
+            nodes.shrink_to_fit();
+            (nodes, end)
+        });
         self.depth -= 1;
         result
     }
@@ -367,12 +372,12 @@ impl Parser<'_> {
                     let (body, end) = self.nodes()?;
                     let otherwise = self.else_part(end, off)?;
                     self.scopes.pop();
-                    out.push(Node::Range {
+                    out.push(Node::Range(Box::new(RangeNode {
                         pipe,
                         vars,
                         body,
                         otherwise,
-                    });
+                    })));
                 }
                 "with" => {
                     let pipe = self.pipeline(&toks[1..], off)?;
@@ -380,11 +385,11 @@ impl Parser<'_> {
                     let (body, end) = self.nodes()?;
                     self.scopes.pop();
                     let otherwise = self.else_part(end, off)?;
-                    out.push(Node::With {
+                    out.push(Node::With(Box::new(WithNode {
                         pipe,
                         body,
                         otherwise,
-                    });
+                    })));
                 }
                 "define" | "template" | "block" | "break" | "continue" => {
                     return Err(self.err(off, format!("{{{{{kw}}}}} is not supported")));
@@ -569,6 +574,10 @@ impl Parser<'_> {
         {
             self.scopes.last_mut().expect("scope").push(d.clone());
         }
+        for c in &mut cmds {
+            c.shrink_to_fit();
+        }
+        cmds.shrink_to_fit();
         Ok(Pipeline { decl, cmds })
     }
 }

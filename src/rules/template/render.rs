@@ -158,11 +158,12 @@ impl Renderer<'_> {
                         self.scoped(otherwise, dot)?;
                     }
                 }
-                Node::With {
-                    pipe,
-                    body,
-                    otherwise,
-                } => {
+                Node::With(with) => {
+                    let WithNode {
+                        pipe,
+                        body,
+                        otherwise,
+                    } = &**with;
                     let v = self.pipeline(pipe, dot)?;
                     if v.truthy() {
                         self.scoped(body, &v)?;
@@ -170,12 +171,13 @@ impl Renderer<'_> {
                         self.scoped(otherwise, dot)?;
                     }
                 }
-                Node::Range {
-                    pipe,
-                    vars,
-                    body,
-                    otherwise,
-                } => {
+                Node::Range(range) => {
+                    let RangeNode {
+                        pipe,
+                        vars,
+                        body,
+                        otherwise,
+                    } = &**range;
                     let v = self.pipeline(pipe, dot)?;
                     let items: Vec<(Val, Val)> = match v {
                         Val::Results(r) => r
