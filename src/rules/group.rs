@@ -351,7 +351,7 @@ fn stopped(ctx: &GroupContext<'_>) -> Result<(), String> {
 /// condition; scripts do not run remotely), for fetching them ahead ([`super::source::Fetched`]).
 pub fn remote_queries(group: &Group) -> impl Iterator<Item = &str> {
     group.rules.iter().filter_map(|r| match &r.condition {
-        Condition::PromQL { text, .. } => Some(text.as_str()),
+        Condition::PromQL { text, .. } => Some(&**text),
         Condition::Script { .. } => None,
     })
 }
