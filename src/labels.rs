@@ -947,7 +947,10 @@ mod tests {
         let a = Labels::from_pairs([("a", "bc")]);
         assert_ne!(ab, a);
         assert_ne!(ab.fingerprint(), a.fingerprint());
-        assert_eq!(l.filter(|k| k == "b").iter().collect::<Vec<_>>(), [("b", &*long(64))]);
+        assert_eq!(
+            l.filter(|k| k == "b").iter().collect::<Vec<_>>(),
+            [("b", &*long(64))]
+        );
     }
 
     #[test]

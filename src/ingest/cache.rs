@@ -390,14 +390,22 @@ mod tests {
     fn a_cache_entry_keeps_its_scrape_number_and_staleness_flag_across_the_wrap() {
         assert!(std::mem::size_of::<(SeriesKey, CacheEntry)>() <= 24);
         let mut e = CacheEntry { series: 7, seen: 0 };
-        for (generation, track) in [(1u64, true), (5, false), ((1 << 31) - 1, true), (1 << 31, false)] {
+        for (generation, track) in [
+            (1u64, true),
+            (5, false),
+            ((1 << 31) - 1, true),
+            (1 << 31, false),
+        ] {
             e.set_seen(generation, track);
             assert!(e.seen_in(generation), "{generation}");
             assert!(!e.seen_in(generation + 1), "{generation}");
             assert_eq!(e.track_staleness(), track, "{generation}");
             assert_eq!(e.age(generation), 0);
             // the age counts on across 2^31 scrapes
-            assert_eq!(e.age(generation + CACHE_KEEP_SCRAPES), CACHE_KEEP_SCRAPES as u32);
+            assert_eq!(
+                e.age(generation + CACHE_KEEP_SCRAPES),
+                CACHE_KEEP_SCRAPES as u32
+            );
         }
         assert_eq!(e.series, 7);
     }

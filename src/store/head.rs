@@ -597,10 +597,7 @@ impl Head {
     pub fn memory(&self) -> super::HeadMemory {
         use std::mem::size_of;
         let mut m = super::HeadMemory {
-            series_map: table_bytes(
-                self.series.capacity(),
-                size_of::<(SeriesRef, MemSeries)>(),
-            ),
+            series_map: table_bytes(self.series.capacity(), size_of::<(SeriesRef, MemSeries)>()),
             label_lookup: table_bytes(
                 self.by_labels.capacity(),
                 size_of::<(Arc<Labels>, SeriesRef)>(),
@@ -625,10 +622,7 @@ impl Head {
         }
         for (name, values) in &self.postings {
             m.postings += name.capacity()
-                + table_bytes(
-                    values.capacity(),
-                    size_of::<(Box<str>, PostingList)>(),
-                );
+                + table_bytes(values.capacity(), size_of::<(Box<str>, PostingList)>());
             for (value, ids) in values {
                 m.postings += value.len();
                 if let PostingList::Many(ids) = ids {
