@@ -111,6 +111,7 @@ fn main() {
     store.flush(t_end).unwrap();
     let after = live();
     let stats = store.stats();
+    let parts = store.head_memory();
     drop(cache);
     let without_cache = live();
     println!("memory: {series} series, {scrapes} scrapes at 1 s, flush every 5 s, no head window");
@@ -140,5 +141,38 @@ fn main() {
         "    the rest (labels, postings, series, store)  {:>10} B  {:>7.1} B/series",
         without_cache - base - stats.head_chunk_bytes as isize,
         per(without_cache - base - stats.head_chunk_bytes as isize)
+    );
+    // the head part by part, estimated from capacities (`Store::head_memory`); what is left of
+    // the exact count is the store's own state (SQLite's cache, buffers) and the estimates' error
+    println!("  the head by part (estimated from capacities):");
+    let rows = [
+        ("open chunk buffers", parts.open_chunks),
+        ("closed chunks", parts.closed_chunks),
+        ("series map", parts.series_map),
+        ("label sets", parts.labels),
+        ("label lookup", parts.label_lookup),
+        ("postings", parts.postings),
+    ];
+    let mut sum = 0isize;
+    for (name, bytes) in rows {
+        sum += bytes as isize;
+        println!(
+            "    {name:<27}{:>10} B  {:>7.1} B/series",
+            bytes,
+            per(bytes as isize)
+        );
+    }
+    println!(
+        "    {:<27}{:>10} B  {:>7.1} B/series",
+        "scrape cache (exact)",
+        after - without_cache,
+        per(after - without_cache)
+    );
+    let rest = after - base - sum - (after - without_cache);
+    println!(
+        "    {:<27}{:>10} B  {:>7.1} B/series",
+        "the rest (store, SQLite)",
+        rest,
+        per(rest)
     );
 }

@@ -12,14 +12,49 @@ use crate::ingest::textparse::{Entry, Format, Parser, Sample};
 use crate::labels::Labels;
 use crate::store::{AppendStats, SeriesRef, Store, chunk::stale_nan};
 
+/// 8 bytes, so a map entry is 24 with its key instead of 32 (with a `u64` scrape number and a
+/// `bool`, and a 16-aligned `u128` key): ~10 bytes a series (`benches/memory.rs`).
 struct CacheEntry {
     series: SeriesRef,
-    /// the scrape number that last saw this series (duplicates, staleness and pruning)
-    seen: u64,
-    /// the last sample had no explicit timestamp, so the series ends with a staleness marker when it
-    /// vanishes (Prometheus does not mark series that carry their own timestamps)
-    track_staleness: bool,
+    /// the low 31 bits of the scrape number that last saw this series (duplicates, staleness and
+    /// pruning; compared modulo 2^31, and entries leave after `CACHE_KEEP_SCRAPES`), and in the
+    /// top bit whether the last sample had no explicit timestamp, so the series ends with a
+    /// staleness marker when it vanishes (Prometheus does not mark series that carry their own
+    /// timestamps)
+    seen: u32,
 }
+
+/// The low 31 bits of a scrape number, as [`CacheEntry::seen`] keeps it.
+fn stamp(generation: u64) -> u32 {
+    generation as u32 & GENERATION_MASK
+}
+
+const GENERATION_MASK: u32 = u32::MAX >> 1;
+const TRACK_STALENESS: u32 = !GENERATION_MASK;
+
+impl CacheEntry {
+    fn seen_in(&self, generation: u64) -> bool {
+        self.seen & GENERATION_MASK == stamp(generation)
+    }
+
+    fn track_staleness(&self) -> bool {
+        self.seen & TRACK_STALENESS != 0
+    }
+
+    fn set_seen(&mut self, generation: u64, track_staleness: bool) {
+        self.seen = stamp(generation) | if track_staleness { TRACK_STALENESS } else { 0 };
+    }
+
+    /// Scrapes since the one that last saw the series (modulo 2^31).
+    fn age(&self, generation: u64) -> u32 {
+        stamp(generation).wrapping_sub(self.seen & GENERATION_MASK) & GENERATION_MASK
+    }
+}
+
+/// The cache key: the 128-bit xxh3 of a raw series text ([`series_key`]), as two words (a `u128`
+/// is 16-aligned and would pad every entry to 32 bytes).
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+struct SeriesKey(u64, u64);
 
 /// What an ingested scrape did.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -43,27 +78,28 @@ pub struct ScrapeCache {
     /// keyed by the 128-bit xxh3 of the raw series text ([`series_key`]), looked up 100k times a
     /// scrape: the texts themselves (60-100 bytes each) are not kept, which saved ~60 bytes a
     /// series (`benches/memory.rs`); two texts with one key would need ~2^64 series
-    entries: HashMap<u128, CacheEntry, BuildHasherDefault<KeyHasher>>,
+    entries: HashMap<SeriesKey, CacheEntry, BuildHasherDefault<KeyHasher>>,
     /// the scrape number of the last successful scrape; series seen then and not now are stale
     generation: u64,
 }
 
 /// The cache key of a raw series text (metric name plus label block as exposed).
-fn series_key(series: &str) -> u128 {
-    xxhash_rust::xxh3::xxh3_128(series.as_bytes())
+fn series_key(series: &str) -> SeriesKey {
+    let h = xxhash_rust::xxh3::xxh3_128(series.as_bytes());
+    SeriesKey(h as u64, (h >> 64) as u64)
 }
 
-/// Hashes a [`series_key`], which is a hash already: its low 64 bits.
+/// Hashes a [`series_key`], which is a hash already: its two words XORed.
 #[derive(Default)]
 struct KeyHasher(u64);
 
 impl Hasher for KeyHasher {
     fn write(&mut self, bytes: &[u8]) {
-        // not used by u128 keys; correct for anything else
+        // not used by the two-word keys; correct for anything else
         self.0 = xxhash_rust::xxh3::xxh3_64_with_seed(bytes, self.0);
     }
-    fn write_u128(&mut self, i: u128) {
-        self.0 = i as u64;
+    fn write_u64(&mut self, i: u64) {
+        self.0 ^= i;
     }
     fn finish(&self) -> u64 {
         self.0
@@ -254,8 +290,9 @@ impl ScrapeCache {
                     // `mark_all_stale` marks the series of the last successful scrape (a series
                     // seen now after an older gap gets a second, harmless staleness marker)
                     for entry in self.entries.values_mut() {
-                        if entry.seen == generation {
-                            entry.seen = previous;
+                        if entry.seen_in(generation) {
+                            let track = entry.track_staleness();
+                            entry.set_seen(previous, track);
                         }
                     }
                     self.generation = previous;
@@ -269,8 +306,8 @@ impl ScrapeCache {
                     series_key(samples[i].series),
                     CacheEntry {
                         series: id,
-                        seen: 0,
-                        track_staleness: false,
+                        // not seen in this scrape yet (`take` marks it), and not tracked
+                        seen: stamp(previous),
                     },
                 );
             }
@@ -284,7 +321,7 @@ impl ScrapeCache {
             }
         }
         for e in self.entries.values() {
-            if e.seen == previous && previous > 0 && e.track_staleness {
+            if e.seen_in(previous) && previous > 0 && e.track_staleness() {
                 batch.push((e.series, t, stale_nan()));
                 report.stale += 1;
             }
@@ -293,7 +330,7 @@ impl ScrapeCache {
         report.appended = stats.appended.saturating_sub(report.stale);
         report.out_of_order = stats.out_of_order + stats.duplicates;
         self.entries
-            .retain(|_, e| e.seen + CACHE_KEEP_SCRAPES > generation);
+            .retain(|_, e| u64::from(e.age(generation)) < CACHE_KEEP_SCRAPES);
         Ok(report)
     }
 
@@ -306,12 +343,11 @@ impl ScrapeCache {
         batch: &mut Vec<(SeriesRef, i64, f64)>,
         report: &mut IngestReport,
     ) {
-        if entry.seen == generation {
+        if entry.seen_in(generation) {
             report.duplicates += 1;
             return;
         }
-        entry.seen = generation;
-        entry.track_staleness = s.timestamp_ms.is_none();
+        entry.set_seen(generation, s.timestamp_ms.is_none());
         batch.push((entry.series, s.timestamp_ms.unwrap_or(t), s.value));
     }
 
@@ -322,7 +358,7 @@ impl ScrapeCache {
         let batch: Vec<_> = self
             .entries
             .values()
-            .filter(|e| e.seen == last && last > 0 && e.track_staleness)
+            .filter(|e| e.seen_in(last) && last > 0 && e.track_staleness())
             .map(|e| (e.series, t, stale_nan()))
             .collect();
         store.append(&batch);
@@ -343,5 +379,34 @@ impl ScrapeCache {
                 ("scrape_samples_scraped", scraped as f64),
             ],
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cache_entry_keeps_its_scrape_number_and_staleness_flag_across_the_wrap() {
+        assert!(std::mem::size_of::<(SeriesKey, CacheEntry)>() <= 24);
+        let mut e = CacheEntry { series: 7, seen: 0 };
+        for (generation, track) in [
+            (1u64, true),
+            (5, false),
+            ((1 << 31) - 1, true),
+            (1 << 31, false),
+        ] {
+            e.set_seen(generation, track);
+            assert!(e.seen_in(generation), "{generation}");
+            assert!(!e.seen_in(generation + 1), "{generation}");
+            assert_eq!(e.track_staleness(), track, "{generation}");
+            assert_eq!(e.age(generation), 0);
+            // the age counts on across 2^31 scrapes
+            assert_eq!(
+                e.age(generation + CACHE_KEEP_SCRAPES),
+                CACHE_KEEP_SCRAPES as u32
+            );
+        }
+        assert_eq!(e.series, 7);
     }
 }

@@ -99,7 +99,9 @@ pub enum ChunkError {
 pub struct ChunkEncoder {
     /// header and bit stream; a write stores a whole 8-byte word at the stream's last byte, so the
     /// buffer always reaches 8 bytes past it (the chunk is a prefix: see `bits`)
-    buf: Vec<u8>,
+    /// (a boxed slice, not a `Vec`: the length is `bits`, so a capacity word would be spent on
+    /// every series of the head)
+    buf: Box<[u8]>,
     /// length of the bit stream; the chunk is the header and `bits.div_ceil(8)` bytes (u32: even
     /// `u16::MAX` samples of the longest form, 145 bits each, stay far below 2^32)
     bits: u32,
@@ -108,8 +110,6 @@ pub struct ChunkEncoder {
     tail: u64,
     /// samples so far; mirrors the header, kept to avoid parsing it on every push
     count: u16,
-    /// time of sample 0, for `first_t` (readers ask it on every append to decide when to cut)
-    first_t: i64,
     /// what the next sample is coded against
     state: State,
 }
@@ -219,11 +219,10 @@ impl ChunkEncoder {
     pub fn new() -> Self {
         ChunkEncoder {
             // the header and room for the first sample (up to 18 bytes) and then some
-            buf: vec![0; GROW_BYTES],
+            buf: vec![0; GROW_BYTES].into_boxed_slice(),
             bits: 0,
             tail: 0,
             count: 0,
-            first_t: 0,
             state: State::START,
         }
     }
@@ -246,7 +245,6 @@ impl ChunkEncoder {
                 self.write_uvarint(zigzag(t));
                 self.write_bits(bits, 64);
                 self.state.value = bits;
-                self.first_t = t;
             }
             1 => {
                 let delta = t.wrapping_sub(self.state.t) as u64;
@@ -284,8 +282,21 @@ impl ChunkEncoder {
     }
 
     /// Time of the oldest sample.
+    /// Read back from the stream's first varint, not kept in a field: the head asks it once a
+    /// chunk or a query, and the field cost 8 bytes on every series (`benches/memory.rs`).
     pub fn first_t(&self) -> Option<i64> {
-        (self.count > 0).then_some(self.first_t)
+        if self.count == 0 {
+            return None;
+        }
+        let mut z = 0u64;
+        // the encoder wrote at most 10 bytes, the last without the high bit
+        for (i, &b) in self.buf[2..].iter().take(10).enumerate() {
+            z |= u64::from(b & 0x7f) << (7 * i);
+            if b & 0x80 == 0 {
+                break;
+            }
+        }
+        Some(unzigzag(z))
     }
 
     /// Time of the newest sample.
@@ -303,6 +314,11 @@ impl ChunkEncoder {
         &self.buf[..self.byte_len()]
     }
 
+    /// Bytes of the buffer (what the encoder holds on the heap; more than [`ChunkEncoder::byte_len`]).
+    pub fn capacity_bytes(&self) -> usize {
+        self.buf.len()
+    }
+
     /// Length of [`ChunkEncoder::bytes`].
     pub fn byte_len(&self) -> usize {
         2 + self.bits.div_ceil(8) as usize
@@ -318,17 +334,12 @@ impl ChunkEncoder {
     /// (the whole chunk is decoded to recover the coding state).
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, ChunkError> {
         let mut it = decode(bytes)?;
-        let mut first_t = 0;
-        while let Some((t, _)) = it.step()? {
-            if it.read == 1 {
-                first_t = t;
-            }
-        }
+        while it.step()?.is_some() {}
         let mut buf = Vec::with_capacity(bytes.len() + GROW_BYTES);
         buf.extend_from_slice(bytes);
         buf.resize(buf.capacity(), 0);
         Ok(ChunkEncoder {
-            buf,
+            buf: buf.into_boxed_slice(),
             // the decoder checked that the stream ends in the last byte, padded with zeros
             bits: it.r.pos() as u32,
             tail: match (it.r.pos() % 8, bytes.last()) {
@@ -336,7 +347,6 @@ impl ChunkEncoder {
                 _ => 0,
             },
             count: it.count,
-            first_t,
             state: it.state,
         })
     }
@@ -376,8 +386,10 @@ impl ChunkEncoder {
 
     #[cold]
     fn grow(&mut self) {
-        self.buf.reserve_exact(GROW_BYTES);
-        self.buf.resize(self.buf.capacity(), 0);
+        let mut buf = std::mem::take(&mut self.buf).into_vec();
+        buf.reserve_exact(GROW_BYTES);
+        buf.resize(buf.capacity(), 0);
+        self.buf = buf.into_boxed_slice();
     }
 
     /// Unsigned LEB128, byte by byte (the stream is byte-aligned where varints occur).

@@ -36,6 +36,9 @@ pub fn block_of(t: i64) -> i64 {
     t.div_euclid(BLOCK_MS)
 }
 
+/// `MemSeries::last_t` of a series without a sample: the one timestamp `append` refuses.
+pub(crate) const NO_SAMPLE: i64 = i64::MIN;
+
 /// A series handle: its persistent id.
 pub type SeriesRef = u32;
 
@@ -54,8 +57,9 @@ pub(crate) struct MemSeries {
     /// closed chunks still inside the head window, oldest first
     pub closed: ClosedChunks,
     pub open: ChunkEncoder,
-    /// time of the newest sample ever appended (also after the open chunk was cut), for ordering
-    pub last_t: Option<i64>,
+    /// time of the newest sample ever appended (also after the open chunk was cut), for ordering;
+    /// [`NO_SAMPLE`] before the first (a sentinel, not an `Option`: 8 bytes on every series)
+    pub last_t: i64,
     /// oldest time whose samples are all in memory; earlier samples must be read from disk
     pub mem_since: i64,
 }
@@ -126,11 +130,15 @@ pub(crate) type IdMap<V> = HashMap<SeriesRef, V, BuildHasherDefault<IdHasher>>;
 
 /// The ids (ascending) of the series with one label value. Most values name one series (an
 /// `idx`, a request path, a pod): that one id is held inline, so such a value costs no list on
-/// the heap (measured by `benches/memory.rs`).
+/// the heap (measured by `benches/memory.rs`). The list of a shared value is boxed: 16 bytes
+/// inline instead of a `Vec`'s 32, paid by every value of the postings (21 bytes a series with
+/// one unique label).
 #[derive(Debug, Clone, PartialEq, Eq)]
+// the box is the point: the few shared values pay a pointer, the many unique ones save 16 bytes
+#[allow(clippy::box_collection)]
 enum PostingList {
     One(SeriesRef),
-    Many(Vec<SeriesRef>),
+    Many(Box<Vec<SeriesRef>>),
 }
 
 impl PostingList {
@@ -147,7 +155,7 @@ impl PostingList {
             PostingList::One(x) if *x == id => {}
             PostingList::One(x) => {
                 let x = *x;
-                *self = PostingList::Many(if x < id { vec![x, id] } else { vec![id, x] });
+                *self = PostingList::Many(Box::new(if x < id { vec![x, id] } else { vec![id, x] }));
             }
             PostingList::Many(ids) => match ids.last() {
                 Some(&last) if last > id => {
@@ -289,7 +297,7 @@ impl Head {
                 labels,
                 closed: ClosedChunks::default(),
                 open: ChunkEncoder::new(),
-                last_t: None,
+                last_t: NO_SAMPLE,
                 mem_since,
             },
         );
@@ -323,8 +331,8 @@ impl Head {
     pub fn collect_idle(&mut self, cutoff: i64) -> Vec<(SeriesRef, i64)> {
         let mut idle = Vec::new();
         for (&id, s) in self.series.iter_mut() {
-            let Some(last) = s.last_t else { continue };
-            if last >= cutoff {
+            let last = s.last_t;
+            if last == NO_SAMPLE || last >= cutoff {
                 continue;
             }
             if !s.open.is_empty() {
@@ -347,7 +355,7 @@ impl Head {
             let Some(s) = self.series.get(&id) else {
                 continue;
             };
-            let still_idle = s.last_t == Some(last) && s.open.is_empty();
+            let still_idle = s.last_t == last && s.open.is_empty();
             if still_idle && !unflushed.contains(&id) {
                 self.remove(id);
                 dropped += 1;
@@ -382,7 +390,13 @@ impl Head {
             stats.unknown_series += 1;
             return;
         };
-        if let Some(last) = s.last_t {
+        if t == NO_SAMPLE {
+            // the sentinel itself cannot be a sample's time
+            stats.out_of_order += 1;
+            return;
+        }
+        let last = s.last_t;
+        if last != NO_SAMPLE {
             if t < last {
                 stats.out_of_order += 1;
                 return;
@@ -400,8 +414,9 @@ impl Head {
                 return;
             }
         }
+        // the chunk's samples share a block, so its last sample's block is its first's
         let must_cut = s.open.len() >= SAMPLES_PER_CHUNK
-            || s.open.first_t().is_some_and(|f| block_of(f) != block_of(t));
+            || s.open.last_t().is_some_and(|l| block_of(l) != block_of(t));
         if must_cut {
             let c = Self::close(id, s);
             self.cut.push(c);
@@ -415,7 +430,7 @@ impl Head {
             stats.out_of_order += 1;
             return;
         }
-        s.last_t = Some(t);
+        s.last_t = t;
         stats.appended += 1;
     }
 
@@ -437,7 +452,8 @@ impl Head {
     pub fn maintain(&mut self, now: i64, keep_since: i64) {
         let current = block_of(now);
         for (&id, s) in self.series.iter_mut() {
-            if s.open.first_t().is_some_and(|f| block_of(f) < current) {
+            // one block per chunk: the last sample's block is the first's
+            if s.open.last_t().is_some_and(|l| block_of(l) < current) {
                 let c = Self::close(id, s);
                 self.cut.push(c);
             }
@@ -557,8 +573,64 @@ impl Head {
     /// After a restart: the newest sample of `id` already in a chunk on disk, so appends resume after it.
     pub fn set_last_t(&mut self, id: SeriesRef, t: i64) {
         if let Some(s) = self.series.get_mut(&id) {
-            s.last_t = Some(s.last_t.map_or(t, |l| l.max(t)));
+            s.last_t = s.last_t.max(t);
         }
+    }
+}
+
+/// Heap bytes of a hashbrown table (std's `HashMap`) of `capacity` entries of `entry` bytes: a
+/// power-of-two number of slots, at most 7/8 full, a control byte each and a group's worth more.
+pub(crate) fn table_bytes(capacity: usize, entry: usize) -> usize {
+    if capacity == 0 {
+        return 0;
+    }
+    let buckets = if capacity < 8 {
+        (capacity + 1).next_power_of_two()
+    } else {
+        (capacity * 8 / 7).next_power_of_two()
+    };
+    buckets * (entry + 1) + 16
+}
+
+impl Head {
+    /// The head's heap bytes by part, estimated from capacities.
+    pub fn memory(&self) -> super::HeadMemory {
+        use std::mem::size_of;
+        let mut m = super::HeadMemory {
+            series_map: table_bytes(self.series.capacity(), size_of::<(SeriesRef, MemSeries)>()),
+            label_lookup: table_bytes(
+                self.by_labels.capacity(),
+                size_of::<(Arc<Labels>, SeriesRef)>(),
+            ),
+            postings: table_bytes(
+                self.postings.capacity(),
+                size_of::<(String, HashMap<Box<str>, PostingList>)>(),
+            ),
+            ..Default::default()
+        };
+        for s in self.series.values() {
+            // an `Arc`'s allocation: two counts and the value
+            m.labels += 2 * size_of::<usize>() + size_of::<Labels>() + s.labels.packed_len();
+            m.open_chunks += s.open.capacity_bytes();
+            if let Some(d) = &s.closed.0 {
+                m.closed_chunks += size_of::<VecDeque<ClosedChunk>>()
+                    + d.capacity() * size_of::<ClosedChunk>()
+                    + d.iter()
+                        .map(|c| 2 * size_of::<usize>() + c.data.len())
+                        .sum::<usize>();
+            }
+        }
+        for (name, values) in &self.postings {
+            m.postings += name.capacity()
+                + table_bytes(values.capacity(), size_of::<(Box<str>, PostingList)>());
+            for (value, ids) in values {
+                m.postings += value.len();
+                if let PostingList::Many(ids) = ids {
+                    m.postings += size_of::<Vec<SeriesRef>>() + ids.capacity() * 4;
+                }
+            }
+        }
+        m
     }
 }
 
@@ -578,7 +650,8 @@ mod tests {
     #[test]
     fn a_series_without_closed_chunks_holds_no_deque() {
         // every series of the head pays this: a regression shows here before it shows in RSS
-        assert!(std::mem::size_of::<MemSeries>() <= 120);
+        assert!(std::mem::size_of::<MemSeries>() <= 96);
+        assert!(std::mem::size_of::<PostingList>() <= 16);
         let chunk = |maxt| ClosedChunk {
             series: 1,
             mint: 0,

@@ -289,6 +289,25 @@ pub struct FlushStats {
     pub seconds: f64,
 }
 
+/// Heap bytes the head holds, part by part, estimated from capacities (hash tables as
+/// hashbrown lays them out: a bucket and a control byte per slot): `benches/memory.rs` prints
+/// them beside the exact live bytes a counting allocator sees.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct HeadMemory {
+    /// the id → series map (its slots: each series' struct, open chunk state included)
+    pub series_map: usize,
+    /// the label set → id map
+    pub label_lookup: usize,
+    /// the label sets (each `Arc`'s allocation and the packed text)
+    pub labels: usize,
+    /// label name → value → ids, with the names, values and lists
+    pub postings: usize,
+    /// open chunks' buffers (capacity, not only the bytes written)
+    pub open_chunks: usize,
+    /// closed chunks still in memory and their deques
+    pub closed_chunks: usize,
+}
+
 /// Sizes for self-metrics.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct StoreStats {
@@ -905,7 +924,8 @@ impl Store {
             let head = self.head.read().expect("head lock");
             head.series
                 .iter()
-                .filter_map(|(&id, s)| s.last_t.map(|t| (id, t)))
+                .filter(|(_, s)| s.last_t != head::NO_SAMPLE)
+                .map(|(&id, s)| (id, s.last_t))
                 .collect()
         };
         let mut db = self.db.lock().expect("db lock");
@@ -1352,6 +1372,11 @@ impl Store {
             head_chunk_bytes,
             disk_bytes: self.db.lock().expect("db lock").size_bytes(),
         }
+    }
+
+    /// The head's heap bytes by part (see [`HeadMemory`]).
+    pub fn head_memory(&self) -> HeadMemory {
+        self.head.read().expect("head lock").memory()
     }
 
     /// Bytes of chunk data on disk and the samples they hold.
