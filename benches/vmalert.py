@@ -97,11 +97,13 @@ def measure(procs, scrape, window, interval_s, groups):
     s0 = {n: scrape[n]() for n in procs}
     c0 = {n: cpu_seconds(p.pid) for n, p in procs.items()}
     rss = {n: [] for n in procs}
+    anon = {n: [] for n in procs}
     threads = {n: 0 for n in procs}
     end = t0 + window
     while time.time() < end:
         for n, p in procs.items():
             rss[n].append(rss_bytes(p.pid))
+            anon[n].append(anon_bytes(p.pid))
             threads[n] = max(threads[n], thread_count(p.pid))
         time.sleep(1)
     c1 = {n: cpu_seconds(p.pid) for n, p in procs.items()}
@@ -117,6 +119,9 @@ def measure(procs, scrape, window, interval_s, groups):
             "cpu_s_per_s": round(cpu / dt, 4),
             "rss_mean_mb": round(sum(rss[n]) / len(rss[n]) / 2**20, 1),
             "rss_max_mb": round(max(rss[n]) / 2**20, 1),
+            # RSS without the file pages (the binary's code and data, shared and evictable):
+            # what each daemon allocated
+            "anon_mean_mb": round(sum(anon[n]) / len(anon[n]) / 2**20, 1),
             "threads_max": threads[n],
             "group_evaluations": int(dcount),
             "group_eval_mean_ms": round(dsum / dcount * 1000, 2) if dcount else None,
@@ -128,6 +133,15 @@ def measure(procs, scrape, window, interval_s, groups):
     return round(dt, 1), round(cycles, 2), res
 
 
+def anon_bytes(pid):
+    """RssAnon of /proc/PID/status: resident memory that is not a file's pages."""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("RssAnon:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
 def ratio(a, b):
     return round(a / b, 3) if a is not None and b else None
 
@@ -136,7 +150,7 @@ def print_table(title, rows, names):
     """rows: list of (label, {name: figures}); prints a table of the main figures with the ratios
     of names[0] over each of the others."""
     keys = [("cpu_s_per_cycle", "CPU s/cycle"), ("rss_mean_mb", "RSS mean MB"), ("rss_max_mb", "RSS max MB"),
-            ("threads_max", "threads max"), ("group_eval_mean_ms", "group eval ms"),
+            ("anon_mean_mb", "anon RSS MB"), ("threads_max", "threads max"), ("group_eval_mean_ms", "group eval ms"),
             ("eval_s_per_cycle", "group s/cycle"), ("missed", "missed"), ("failed_rule_evals", "failed"),
             ("alerts_firing", "alerts firing")]
     print(f"\n{title}")
@@ -271,7 +285,7 @@ receivers:
             res = {"rules": n, "groups": groups, "window_s": dt, "cycles": cycles, "daemons": figs,
                    "ratios_tocsin_over_vmalert": {
                        k: ratio(figs["tocsin"][k], figs["vmalert"][k])
-                       for k in ("cpu_s_per_cycle", "rss_mean_mb", "rss_max_mb", "group_eval_mean_ms",
+                       for k in ("cpu_s_per_cycle", "rss_mean_mb", "rss_max_mb", "anon_mean_mb", "group_eval_mean_ms",
                                  "eval_s_per_cycle")}}
             results["sizes"][str(n)] = res
             print(json.dumps(res, indent=2), flush=True)
