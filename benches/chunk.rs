@@ -1,6 +1,8 @@
 //! Chunk encoding and decoding: 120-sample chunks (Prometheus's and the head's size) for 10k
-//! series of two kinds, a float counter (`value += rate * 15 s + noise`) and a float gauge that
-//! wanders around a level; prints the bytes per sample of each kind.
+//! series of four kinds, a float counter (`value += rate * 15 s + noise`), a float gauge that
+//! wanders around a level, and as `../shared/peer/target.py` prints them, an integer counter and a
+//! gauge with three decimals; prints the bytes per sample of each kind, open (XOR) and as stored
+//! (`seal`: the decimal form where it is smaller), and times `seal` and decoding the stored form.
 //!
 //! Timestamps are 15 s apart, with a few ms of jitter on one scrape in ten (the scheduler snaps
 //! the others to their slot), so the common one-bit timestamp and the 14-bit case both run.
@@ -8,7 +10,7 @@
 use std::hint::black_box;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use tocsin::store::chunk::{ChunkEncoder, decode, decode_range};
+use tocsin::store::chunk::{ChunkEncoder, decode, decode_range, seal};
 
 const SERIES: usize = 10_000;
 const SAMPLES: usize = 120;
@@ -18,6 +20,8 @@ const T0: i64 = 1_700_000_000_000;
 enum Kind {
     Counter,
     Gauge,
+    IntCounter,
+    DecimalGauge,
 }
 
 impl Kind {
@@ -25,6 +29,8 @@ impl Kind {
         match self {
             Kind::Counter => "counter",
             Kind::Gauge => "gauge",
+            Kind::IntCounter => "int_counter",
+            Kind::DecimalGauge => "decimal_gauge",
         }
     }
 }
@@ -47,8 +53,9 @@ fn series(kind: Kind, seed: u64) -> Vec<(i64, f64)> {
     // per-series level: requests/s of a counter, or the gauge's mean (e.g. MB in use)
     let level = 1.0 + 100.0 * rng.unit();
     let mut v = match kind {
-        Kind::Counter => (1e6 * rng.unit()).round(),
+        Kind::Counter | Kind::IntCounter => (1e6 * rng.unit()).round(),
         Kind::Gauge => 1e6 * level,
+        Kind::DecimalGauge => 10.0 * level,
     };
     (0..SAMPLES)
         .map(|i| {
@@ -61,6 +68,14 @@ fn series(kind: Kind, seed: u64) -> Vec<(i64, f64)> {
             v = match kind {
                 Kind::Counter => v + level * 15.0 + (rng.unit() - 0.5) * level,
                 Kind::Gauge => 1e6 * level * (1.0 + 0.05 * (rng.unit() - 0.5)),
+                // target.py: `%d` of a counter growing by rate × U(0.5, 1.5) a scrape
+                Kind::IntCounter => v + (level * 0.5 * (0.5 + rng.unit())).floor(),
+                // target.py: `%.3f` of a walk by U(-5, 5)
+                Kind::DecimalGauge => (v + 10.0 * rng.unit() - 5.0).max(0.0),
+            };
+            let v = match kind {
+                Kind::DecimalGauge => format!("{v:.3}").parse().expect("a decimal"),
+                _ => v,
             };
             (t, v)
         })
@@ -79,15 +94,42 @@ fn bench(c: &mut Criterion) {
     let mut g = c.benchmark_group("chunk");
     g.throughput(Throughput::Elements((SERIES * SAMPLES) as u64));
     g.sample_size(20);
-    for kind in [Kind::Counter, Kind::Gauge] {
+    for kind in [
+        Kind::Counter,
+        Kind::Gauge,
+        Kind::IntCounter,
+        Kind::DecimalGauge,
+    ] {
         let name = kind.name();
         let data: Vec<Vec<(i64, f64)>> = (0..SERIES as u64).map(|s| series(kind, s + 1)).collect();
         let chunks: Vec<Vec<u8>> = data.iter().map(|s| encode(s).bytes().to_vec()).collect();
         let bytes: usize = chunks.iter().map(Vec::len).sum();
+        let sealed: Vec<Vec<u8>> = chunks.iter().map(|c| seal(c).into_owned()).collect();
+        let stored: usize = sealed.iter().map(Vec::len).sum();
+        let per = |b: usize| b as f64 / (SERIES * SAMPLES) as f64;
         println!(
-            "chunk/{name}: {:.3} bytes/sample ({SERIES} chunks of {SAMPLES} samples)",
-            bytes as f64 / (SERIES * SAMPLES) as f64
+            "chunk/{name}: {:.3} bytes/sample open, {:.3} stored ({SERIES} chunks of {SAMPLES} samples)",
+            per(bytes),
+            per(stored)
         );
+        g.bench_function(format!("seal_{name}"), |b| {
+            b.iter(|| {
+                for c in &chunks {
+                    black_box(seal(c).len());
+                }
+            })
+        });
+        g.bench_function(format!("decode_stored_{name}"), |b| {
+            b.iter(|| {
+                let mut sum = 0.0;
+                for c in &sealed {
+                    for (_, v) in decode(c).expect("valid chunk") {
+                        sum += v;
+                    }
+                }
+                black_box(sum)
+            })
+        });
         g.bench_function(format!("encode_{name}"), |b| {
             b.iter(|| {
                 for s in &data {

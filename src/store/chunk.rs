@@ -2,13 +2,17 @@
 //!
 //! The encoding is bit-for-bit Prometheus's XOR chunk (`tsdb/chunkenc/xor.go`, `EncXOR`), so a
 //! sample costs what it costs in Prometheus's TSDB and a chunk of either program decodes in the
-//! other.
+//! other. Open chunks are always XOR chunks; when a chunk is written to disk, [`seal`] re-codes it
+//! as a decimal chunk (`chunk/dec.rs`) if that is smaller, which it is for integer counters and
+//! gauges with a few decimals (most of what exporters publish). [`decode`] reads both.
 //!
 //! # Format
 //!
 //! A chunk is a 2-byte header followed by a bit stream:
 //!
-//! - bytes 0..2: the number of samples `n`, `u16` big-endian.
+//! - bytes 0..2: the number of samples `n`, `u16` big-endian, at most [`MAX_SAMPLES`]. The top bit
+//!   is never set: a header with it set is a decimal chunk ([`seal`], `chunk/dec.rs`), tocsin's own
+//!   denser form for chunks whose values are all short decimals.
 //! - bytes 2..: bits written most significant bit of each byte first. The last byte is padded with
 //!   zero bits; nothing follows it. An empty chunk is exactly `[0, 0]`.
 //!
@@ -64,6 +68,14 @@
 //! - The format has no checksum: a header count one too high goes unnoticed when the padding
 //!   holds two zero bits (they decode as a repeat of the last delta and value).
 
+mod dec;
+
+/// Most samples a chunk holds: the header's top bit marks a decimal chunk, so a count uses 15 bits.
+pub const MAX_SAMPLES: u16 = 0x7fff;
+
+/// The header bit of a decimal chunk.
+const DEC_FLAG: u16 = 0x8000;
+
 /// Bit pattern of Prometheus's staleness marker: a NaN, written when a series disappears.
 pub const STALE_NAN_BITS: u64 = 0x7ff0_0000_0000_0002;
 
@@ -83,7 +95,7 @@ pub enum ChunkError {
     /// `push` of a sample not newer than the chunk's last one.
     #[error("sample at {got} is not after the chunk's last sample at {last}")]
     OutOfOrder { last: i64, got: i64 },
-    /// `push` to a chunk already holding `u16::MAX` samples (the header cannot count more).
+    /// `push` to a chunk already holding [`MAX_SAMPLES`] samples (the header cannot count more).
     #[error("chunk is full")]
     Full,
     /// Decoding bytes that are truncated or malformed; the text says what was wrong.
@@ -114,7 +126,7 @@ pub struct ChunkEncoder {
     state: State,
 }
 
-/// Iterates the samples of an encoded chunk, oldest first.
+/// Iterates the samples of an encoded chunk (XOR or decimal), oldest first.
 ///
 /// Damaged bytes never panic: the iteration stops early and [`ChunkIter::error`] says why. A clean
 /// end (all `n` samples read, nothing after them) leaves `error()` at `None`. Items are plain
@@ -122,18 +134,29 @@ pub struct ChunkEncoder {
 /// that care check `error()` once after the loop (or use [`decode_range`], which returns it).
 #[derive(Clone, Debug)]
 pub struct ChunkIter<'a> {
+    inner: Inner<'a>,
+    error: Option<ChunkError>,
+}
+
+#[derive(Clone, Debug)]
+enum Inner<'a> {
+    Xor(XorIter<'a>),
+    Dec(dec::DecIter<'a>),
+}
+
+/// The decoder of an XOR chunk's stream.
+#[derive(Clone, Debug)]
+struct XorIter<'a> {
     r: BitReader<'a>,
     /// samples the header announces
     count: u16,
     /// samples decoded so far
     read: u16,
     state: State,
-    error: Option<ChunkError>,
 }
 
-/// Starts decoding a chunk. Fails only if there is no 2-byte header (or an empty chunk has bytes
-/// after it); damage in the stream shows during iteration.
-pub fn decode(bytes: &[u8]) -> Result<ChunkIter<'_>, ChunkError> {
+/// Splits a chunk into its header count (decimal flag included) and the bytes after it.
+fn split_header(bytes: &[u8]) -> Result<(u16, &[u8]), ChunkError> {
     let Some((header, stream)) = bytes.split_first_chunk::<2>() else {
         return Err(ChunkError::Corrupt("missing header"));
     };
@@ -141,7 +164,36 @@ pub fn decode(bytes: &[u8]) -> Result<ChunkIter<'_>, ChunkError> {
     if count == 0 && !stream.is_empty() {
         return Err(ChunkError::Corrupt("bytes after the last sample"));
     }
-    Ok(ChunkIter::new(stream, count))
+    Ok((count, stream))
+}
+
+/// Starts decoding a chunk. Fails only if there is no 2-byte header (or an empty chunk has bytes
+/// after it, or a decimal chunk's own header is malformed); damage in the stream shows during
+/// iteration.
+pub fn decode(bytes: &[u8]) -> Result<ChunkIter<'_>, ChunkError> {
+    let (count, stream) = split_header(bytes)?;
+    let inner = if count & DEC_FLAG != 0 {
+        Inner::Dec(dec::DecIter::new(count & !DEC_FLAG, stream)?)
+    } else {
+        Inner::Xor(XorIter::new(stream, count))
+    };
+    Ok(ChunkIter { inner, error: None })
+}
+
+/// The number of samples a chunk's header announces (0 without a header).
+pub fn sample_count(bytes: &[u8]) -> u16 {
+    split_header(bytes).map_or(0, |(count, _)| count & !DEC_FLAG)
+}
+
+/// The form of a closed chunk to store: the decimal coding of its samples when that is smaller
+/// (every value a decimal of at most 15 fractional digits, `|value × 10^scale| < 2^53`), else the
+/// chunk as it is. Bit-exact either way: a value the decimal form would not give back exactly keeps
+/// the whole chunk XOR. Damaged or decimal input is returned unchanged.
+pub fn seal(bytes: &[u8]) -> std::borrow::Cow<'_, [u8]> {
+    match dec::encode(bytes) {
+        Some(d) if d.len() < bytes.len() => std::borrow::Cow::Owned(d),
+        _ => std::borrow::Cow::Borrowed(bytes),
+    }
 }
 
 /// Appends the samples with `mint <= t <= maxt` (inclusive) to `out`, stopping at the first sample
@@ -158,7 +210,7 @@ pub fn decode_range(
     }
     let mut it = decode(bytes)?;
     // the header's count bounds what this chunk adds: one allocation instead of a doubling series
-    out.reserve(usize::from(it.count - it.read));
+    out.reserve(it.remaining());
     while let Some((t, v)) = it.step()? {
         if t > maxt {
             break;
@@ -230,7 +282,7 @@ impl ChunkEncoder {
     /// Appends a sample. `t` must be after the last sample's time; the value is kept bit-exactly.
     /// On error nothing is written.
     pub fn push(&mut self, t: i64, v: f64) -> Result<(), ChunkError> {
-        if self.count == u16::MAX {
+        if self.count == MAX_SAMPLES {
             return Err(ChunkError::Full);
         }
         if self.count > 0 && t <= self.state.t {
@@ -326,14 +378,22 @@ impl ChunkEncoder {
 
     /// The samples pushed so far, oldest first.
     pub fn iter(&self) -> ChunkIter<'_> {
-        ChunkIter::new(&self.bytes()[2..], self.count)
+        ChunkIter {
+            inner: Inner::Xor(XorIter::new(&self.bytes()[2..], self.count)),
+            error: None,
+        }
     }
 
     /// Rebuilds an encoder from bytes produced by [`ChunkEncoder::bytes`], able to keep appending:
     /// further pushes give the same bytes as if the chunk had never been closed. Fails on any damage
-    /// (the whole chunk is decoded to recover the coding state).
+    /// (the whole chunk is decoded to recover the coding state) and on a decimal chunk ([`seal`]'s
+    /// form is for storage only).
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, ChunkError> {
-        let mut it = decode(bytes)?;
+        let (count, stream) = split_header(bytes)?;
+        if count & DEC_FLAG != 0 {
+            return Err(ChunkError::Corrupt("a decimal chunk cannot be appended to"));
+        }
+        let mut it = XorIter::new(stream, count);
         while it.step()?.is_some() {}
         let mut buf = Vec::with_capacity(bytes.len() + GROW_BYTES);
         buf.extend_from_slice(bytes);
@@ -452,23 +512,17 @@ fn dod_code(dod: i64) -> Option<(u64, u32)> {
     None
 }
 
-impl<'a> ChunkIter<'a> {
+impl<'a> XorIter<'a> {
     fn new(stream: &'a [u8], count: u16) -> Self {
-        ChunkIter {
+        XorIter {
             r: BitReader::new(stream),
             count,
             read: 0,
             state: State::START,
-            error: None,
         }
     }
 
-    /// Why the iteration ended early, if the bytes were damaged.
-    pub fn error(&self) -> Option<&ChunkError> {
-        self.error.as_ref()
-    }
-
-    /// The next sample, `None` after the last; the `Result` form of `next` for internal loops.
+    /// The next sample, `None` after the last.
     #[inline(always)]
     fn step(&mut self) -> Result<Option<(i64, f64)>, ChunkError> {
         if self.read == self.count {
@@ -500,6 +554,30 @@ impl<'a> ChunkIter<'a> {
     }
 }
 
+impl ChunkIter<'_> {
+    /// Why the iteration ended early, if the bytes were damaged.
+    pub fn error(&self) -> Option<&ChunkError> {
+        self.error.as_ref()
+    }
+
+    /// Samples not yet read, as the header announces them.
+    fn remaining(&self) -> usize {
+        match &self.inner {
+            Inner::Xor(x) => usize::from(x.count - x.read),
+            Inner::Dec(d) => d.remaining(),
+        }
+    }
+
+    /// The next sample, `None` after the last; the `Result` form of `next` for internal loops.
+    #[inline(always)]
+    fn step(&mut self) -> Result<Option<(i64, f64)>, ChunkError> {
+        match &mut self.inner {
+            Inner::Xor(x) => x.step(),
+            Inner::Dec(d) => d.step(),
+        }
+    }
+}
+
 impl Iterator for ChunkIter<'_> {
     type Item = (i64, f64);
 
@@ -522,7 +600,7 @@ impl Iterator for ChunkIter<'_> {
         let left = if self.error.is_some() {
             0
         } else {
-            usize::from(self.count - self.read)
+            self.remaining()
         };
         (0, Some(left))
     }
@@ -1108,12 +1186,14 @@ mod tests {
     #[test]
     fn full_chunk_is_refused() {
         let mut c = ChunkEncoder::new();
-        for i in 0..i64::from(u16::MAX) {
+        for i in 0..i64::from(MAX_SAMPLES) {
             c.push(i * 1000, (i % 7) as f64).unwrap();
         }
         assert_eq!(c.push(1 << 40, 1.0), Err(ChunkError::Full));
-        assert_eq!(c.len(), usize::from(u16::MAX));
-        assert_eq!(c.iter().count(), usize::from(u16::MAX));
+        assert_eq!(c.len(), usize::from(MAX_SAMPLES));
+        assert_eq!(c.iter().count(), usize::from(MAX_SAMPLES));
+        // the header's top bit stays clear: it marks a decimal chunk
+        assert_eq!(c.bytes()[0] & 0x80, 0);
         assert_eq!(
             ChunkEncoder::from_bytes(c.bytes()).unwrap().bytes(),
             c.bytes()
@@ -1183,9 +1263,14 @@ mod tests {
                 assert!(ranged.is_ok());
                 assert_eq!(&exact(out), samples);
                 assert!(samples.windows(2).all(|w| w[0].0 < w[1].0));
-                // a clean chunk reopens to the same bytes
-                let reopened = ChunkEncoder::from_bytes(bytes).unwrap();
-                assert_eq!(reopened.bytes(), bytes);
+                // a clean XOR chunk reopens to the same bytes (a flipped top bit makes a
+                // decimal chunk, which is never reopened)
+                match ChunkEncoder::from_bytes(bytes) {
+                    Ok(reopened) => assert_eq!(reopened.bytes(), bytes),
+                    Err(e) => {
+                        assert_eq!(bytes[0] & 0x80, 0x80, "{e}");
+                    }
+                }
             } else {
                 assert!(ranged.is_err());
                 assert!(ChunkEncoder::from_bytes(bytes).is_err());

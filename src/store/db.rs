@@ -487,12 +487,14 @@ impl Db {
                 "INSERT INTO chunks (block, series_id, mint, maxt, data) VALUES (?1, ?2, ?3, ?4, ?5)",
             )?;
             for c in &batch.chunks {
+                // stored in the smaller of its XOR and decimal forms (chunk.rs), here and not at
+                // the cut: every series of a scrape cuts at once, and this is outside the head lock
                 ins_chunk.execute(params![
                     block_of(c.mint),
                     i64::from(c.series),
                     c.mint,
                     c.maxt,
-                    &c.data[..]
+                    &*super::chunk::seal(&c.data)
                 ])?;
             }
             if let Some((mint, maxt, raw)) = &batch.wal {
@@ -739,9 +741,7 @@ impl Db {
         while let Some(row) = rows.next()? {
             let data: Vec<u8> = row.get(0)?;
             bytes += data.len() as u64;
-            samples += data
-                .get(..2)
-                .map_or(0, |h| u64::from(u16::from_be_bytes([h[0], h[1]])));
+            samples += u64::from(super::chunk::sample_count(&data));
         }
         Ok((bytes, samples))
     }
