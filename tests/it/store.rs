@@ -138,7 +138,9 @@ fn old_data_is_read_from_disk_after_leaving_the_head_window() {
     // sealed, so compared with the two hours as open XOR chunks)
     let mut two_hours = tocsin::store::chunk::ChunkEncoder::new();
     for i in 0..480 {
-        two_hours.push(T0 + 1000 + i * 15_000, i as f64 * 1.5).unwrap();
+        two_hours
+            .push(T0 + 1000 + i * 15_000, i as f64 * 1.5)
+            .unwrap();
     }
     assert!(
         stats.head_chunk_bytes * 3 < two_hours.byte_len(),
