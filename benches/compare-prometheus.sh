@@ -11,7 +11,8 @@
 # per sample for both, with tocsin/Prometheus ratios; whether scrapes kept up (samples ingested
 # against series / interval, and the slowest scrape of the window); and the latency of the API
 # during ingest (a seed rule's /api/v1/query and the readiness endpoint, once a second: p50, p99,
-# max). A million series at 15 s, issue 16's production size: compare-prometheus.sh 1000000 600 15 Results: $OUT/compare-nN.json (OUT=/tmp/tocsin-compare).
+# max). A million series at 15 s, issue 16's production size: compare-prometheus.sh 1000000 600 15
+# (~15 min). Results: $OUT/compare-nN.json (OUT=/tmp/tocsin-compare).
 # Everything runs on 127.0.0.1 and is stopped again by PID. Needs ../shared/peer/setup.sh (Prometheus, apt).
 set -euo pipefail
 N=${1:?usage: compare-prometheus.sh N [WINDOW] [INTERVAL]}

@@ -256,7 +256,7 @@ targets:
         cbytes, csamples, overhead = 0, 0, 0
         for (data,) in db.execute("SELECT data FROM chunks"):
             cbytes += len(data)
-            csamples += int.from_bytes(data[:2], "big")
+            csamples += int.from_bytes(data[:2], "big") & 0x7FFF  # top bit: a decimal chunk
         db.close()
         res["daemons"]["tocsin"]["chunk_bytes_per_sample"] = round(cbytes / csamples, 3) if csamples else None
         res["daemons"]["tocsin"]["file_bytes_per_sample"] = round(

@@ -151,10 +151,12 @@ targets:
         procs["tocsin"].send_signal(signal.SIGTERM)
         procs["tocsin"].wait(timeout=120)
         db = sqlite3.connect(db_path)
-        cbytes, csamples, chunks = 0, 0, 0
+        cbytes, csamples, chunks, decimal = 0, 0, 0, 0
         for (d,) in db.execute("SELECT data FROM chunks"):
             cbytes += len(d)
-            csamples += int.from_bytes(d[:2], "big")
+            # the header's top bit marks a decimal chunk (src/store/chunk/dec.rs); 15 bits count
+            csamples += int.from_bytes(d[:2], "big") & 0x7FFF
+            decimal += d[0] >> 7
             chunks += 1
         wal_rows, wal_bytes = db.execute("SELECT count(*), coalesce(sum(length(data)), 0) FROM wal").fetchone()
         # where the file's pages go: per table and index, bytes in pages and bytes unused in them
@@ -172,7 +174,7 @@ targets:
             "wal_before_stop": live_wal,
             "after_stop": {
                 "dir_bytes": size, "files": files(data), "pages": pages(db_path),
-                "chunk_samples": csamples, "chunks": chunks, "chunk_bytes": cbytes,
+                "chunk_samples": csamples, "chunks": chunks, "decimal_chunks": decimal, "chunk_bytes": cbytes,
                 "chunk_bytes_per_sample": round(cbytes / csamples, 3) if csamples else None,
                 "dir_bytes_per_stored_sample": round(size / csamples, 3) if csamples else None,
                 "wal_rows": wal_rows, "wal_bytes": wal_bytes, "tables": tables,
