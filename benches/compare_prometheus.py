@@ -179,9 +179,11 @@ scrape_configs:
         start("prometheus", ["prometheus", f"--config.file={work}/prometheus.yml", f"--storage.tsdb.path={prom_data}",
                              f"--web.listen-address=127.0.0.1:{p_prom}", "--web.enable-admin-api",
                              "--storage.tsdb.retention.time=1d", "--log.level=warn"])
+        # Prometheus scrapes without a sample or body limit by default; tocsin's defaults (200,000
+        # samples, 32 MiB) would refuse a million series, so both run unbounded here
         with open(os.path.join(work, "tocsin.yml"), "w") as f:
             f.write(f"""storage: {{ path: {work}/tocsin-data/tocsin.db }}
-scrape: {{ interval: {a.interval}s, timeout: {timeout}s }}
+scrape: {{ interval: {a.interval}s, timeout: {timeout}s, sample_limit: {max(200_000, 2 * a.series)}, body_size_limit: 1GiB }}
 server: {{ listen: 127.0.0.1:{p_tocsin} }}
 log: {{ level: warn }}
 targets:
@@ -270,9 +272,12 @@ targets:
             "compacted_bytes_per_sample": round(t["chunk_bytes_per_sample"] / p["block_bytes_per_sample"], 3)
             if t.get("chunk_bytes_per_sample") and p.get("block_bytes_per_sample") else None,
         }
-        out = os.path.join(a.out, f"compare-n{a.series}-i{a.interval}.json")
-        json.dump(res, open(out, "w"), indent=2)
+        # printed first: a run is minutes long, and its figures must survive a bad --out
         print(json.dumps(res, indent=2))
+        os.makedirs(a.out, exist_ok=True)
+        out = os.path.join(a.out, f"compare-n{a.series}-i{a.interval}.json")
+        with open(out, "w") as f:
+            json.dump(res, f, indent=2)
         print(f"written: {out}")
     finally:
         stop_and_clean(procs.values(), logs, work)
