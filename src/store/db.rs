@@ -24,8 +24,9 @@ use crate::labels::Labels;
 const APPLICATION_ID: i64 = 0x746f_6373;
 /// Schema version in `PRAGMA user_version`. 2: `wal` rows may be in wal.rs's grouped layout
 /// (a version-1 tocsin refuses such a store as newer instead of failing on its rows); version-1
-/// stores, raw rows only, open and are upgraded in place.
-const SCHEMA_VERSION: i64 = 2;
+/// stores, raw rows only, open and are upgraded in place. 3: `chunks` rows may be decimal chunks
+/// (chunk/dec.rs), which a version-2 tocsin would report as corrupt: it refuses the store instead.
+const SCHEMA_VERSION: i64 = 3;
 
 /// `PRAGMA auto_vacuum` value of incremental vacuum: free pages stay in the file until
 /// `PRAGMA incremental_vacuum` returns them.
@@ -325,7 +326,8 @@ impl Db {
             });
         }
         if read_only {
-            // version 1 differs only in its `wal` rows being raw, which wal.rs still reads
+            // versions 1 and 2 differ only in their `wal` rows being raw and their chunks all XOR,
+            // which wal.rs and chunk.rs still read
             if !(1..=SCHEMA_VERSION).contains(&version) {
                 return Err(StoreError::Corrupt {
                     path: path.to_path_buf(),

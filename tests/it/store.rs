@@ -1003,7 +1003,7 @@ fn a_store_of_the_previous_version_replays_its_raw_wal_rows_and_is_upgraded() {
         store.flush(t + 2000).unwrap();
         // dropped without close: the next open replays both layouts
     }
-    assert_eq!(pragma(&path, "user_version"), 2);
+    assert_eq!(pragma(&path, "user_version"), 3);
     assert_eq!(pragma(&path, "auto_vacuum"), 2, "incremental");
     let conn = rusqlite::Connection::open(&path).unwrap();
     let layouts: Vec<bool> = conn
