@@ -20,7 +20,9 @@
 //! groups: uvarint              number of series groups that follow
 //! per group, ids ascending:
 //!   id delta: uvarint          from the previous group's id (the first from 0); 0 continues the
-//!                              same series (a series with more than 65535 samples in one batch)
+//!                              same series (a series with more than `chunk::MAX_SAMPLES`,
+//!                              32,767, samples in one batch; an older tocsin put up to 65,535
+//!                              in a group, which would now read as a damaged decimal chunk)
 //!   len: uvarint               bytes of the chunk that follows
 //!   chunk: len bytes           the series' samples, oldest first, as a `chunk.rs` XOR chunk whose
 //!                              times are `t - base` (so its first time is a small varint)
