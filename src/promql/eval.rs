@@ -775,8 +775,9 @@ impl<'a> Ctx<'a> {
     }
 }
 
-/// The selector's matchers in the store's form, one set per `or` alternative.
-fn convert_matchers(vs: &VectorSelector) -> Result<Vec<Vec<Matcher>>, QueryError> {
+/// The selector's matchers in the store's form, one set per `or` alternative (also the
+/// metadata API's `match[]`).
+pub(crate) fn convert_matchers(vs: &VectorSelector) -> Result<Vec<Vec<Matcher>>, QueryError> {
     let convert = |set: &[PMatcher]| -> Result<Vec<Matcher>, QueryError> {
         let mut out = Vec::with_capacity(set.len() + 1);
         if let Some(name) = &vs.name {

@@ -13,6 +13,7 @@
 pub mod aggregate;
 pub mod binary;
 mod eval;
+pub(crate) use eval::convert_matchers;
 mod functions;
 pub mod json;
 mod memstore;

@@ -22,7 +22,7 @@ use serde_json::json;
 
 use super::api::{param, request_params, time_param};
 use super::{ApiError, AppState, api_error};
-use crate::labels::{MatchOp, Matcher};
+use crate::labels::Matcher;
 use crate::promql::json::labels_map;
 use crate::store::{Capped, StoreError};
 
@@ -115,7 +115,6 @@ fn meta_request(params: &[(String, String)]) -> Result<MetaRequest, ApiError> {
 /// [`crate::labels::compile_regex`]'s limits; each `or` alternative becomes its own set, and
 /// each set needs a matcher that does not match the empty string.
 fn selector_sets(text: &str) -> Result<Vec<Vec<Matcher>>, String> {
-    use promql_parser::label::MatchOp as P;
     use promql_parser::parser::Expr;
     if text.len() > MAX_SELECTOR_BYTES {
         return Err(format!(
@@ -143,38 +142,17 @@ fn selector_sets(text: &str) -> Result<Vec<Vec<Matcher>>, String> {
             "{text:?} is not a series selector (no offset or @ modifier)"
         ));
     }
-    let convert = |set: &[promql_parser::label::Matcher]| -> Result<Vec<Matcher>, String> {
-        let mut out = Vec::with_capacity(set.len() + 1);
-        if let Some(name) = &vs.name {
-            out.push(Matcher::equal(crate::labels::METRIC_NAME, name));
-        }
-        for m in set {
-            let op = match m.op {
-                P::Equal => MatchOp::Equal,
-                P::NotEqual => MatchOp::NotEqual,
-                P::Re(_) => MatchOp::Regex,
-                P::NotRe(_) => MatchOp::NotRegex,
-            };
-            out.push(Matcher::new(op, &m.name, &m.value).map_err(|e| e.to_string())?);
-        }
-        if out.iter().all(Matcher::matches_empty) {
-            return Err(EMPTY_MATCHING.to_string());
-        }
-        Ok(out)
-    };
-    if vs.matchers.or_matchers.is_empty() {
-        Ok(vec![convert(&vs.matchers.matchers)?])
-    } else {
-        vs.matchers
-            .or_matchers
-            .iter()
-            .map(|alt| {
-                let mut all = vs.matchers.matchers.clone();
-                all.extend(alt.iter().cloned());
-                convert(&all)
-            })
-            .collect()
+    let sets = crate::promql::convert_matchers(&vs).map_err(|e| match e {
+        crate::promql::QueryError::Eval(message) => message,
+        other => other.to_string(),
+    })?;
+    if sets
+        .iter()
+        .any(|set| set.iter().all(Matcher::matches_empty))
+    {
+        return Err(EMPTY_MATCHING.to_string());
     }
+    Ok(sets)
 }
 
 /// A label name from the path: plain, or in Prometheus 3's `U__` escaping (`U__my_2e_label` is
