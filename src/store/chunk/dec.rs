@@ -357,6 +357,7 @@ impl<'a> DecIter<'a> {
 
 #[cfg(test)]
 mod tests {
+    use super::super::tests::XorShift;
     use super::super::{ChunkEncoder, decode, decode_range, seal};
     use super::*;
     use proptest::prelude::*;
@@ -392,22 +393,6 @@ mod tests {
 
     fn is_decimal(bytes: &[u8]) -> bool {
         bytes[0] & 0x80 != 0
-    }
-
-    struct XorShift(u64);
-
-    impl XorShift {
-        fn next(&mut self) -> u64 {
-            self.0 ^= self.0 << 13;
-            self.0 ^= self.0 >> 7;
-            self.0 ^= self.0 << 17;
-            self.0
-        }
-
-        /// uniform in [0, 1)
-        fn unit(&mut self) -> f64 {
-            (self.next() >> 11) as f64 / (1u64 << 53) as f64
-        }
     }
 
     /// `../shared/peer/target.py`'s padding series: a counter printed with `%d` growing by
