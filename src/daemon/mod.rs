@@ -122,7 +122,8 @@ pub struct Running {
 }
 
 impl Daemon {
-    /// Opens the store, starts every loop and the HTTP server, and requests the first rule load.
+    /// Starts the HTTP server (answering `/health/live` at once and 503 elsewhere until the rest
+    /// is up), opens the store, starts every loop, and requests the first rule load.
     pub async fn start(
         cfg: Config,
         clock: Arc<dyn Clock>,
@@ -143,11 +144,6 @@ impl Daemon {
             head_window_ms: cfg.storage.head_window.as_millis(),
             retention_ms: cfg.storage.retention.value.as_millis(),
         };
-        let store = {
-            let path = store_path.clone();
-            tokio::task::spawn_blocking(move || Store::open(&path, store_opts)).await??
-        };
-        let store = Arc::new(store);
         let listener = tokio::net::TcpListener::bind(&cfg.server.listen.value)
             .await
             .map_err(|source| DaemonError::Listen {
@@ -164,6 +160,28 @@ impl Daemon {
         {
             return Err(DaemonError::OpenWrites { addr });
         }
+        // the server answers from the start: `/health/live` at once, everything else 503 until
+        // the store is open and every loop runs (a store with a million series takes seconds to
+        // open, and an orchestrator would kill a process whose liveness check waited on it);
+        // dropping `shutdown_tx` on an error below stops it
+        let (shutdown_tx, shutdown_rx) = watch::channel(false);
+        let gate = crate::server::Gate::default();
+        let server = {
+            let mut server_shutdown = shutdown_rx.clone();
+            let app = gate.router();
+            tokio::spawn(async move {
+                axum::serve(listener, app)
+                    .with_graceful_shutdown(async move {
+                        let _ = server_shutdown.changed().await;
+                    })
+                    .await
+            })
+        };
+        let store = {
+            let path = store_path.clone();
+            tokio::task::spawn_blocking(move || Store::open(&path, store_opts)).await??
+        };
+        let store = Arc::new(store);
         tracing::info!(listen = %addr, store = %store_path.display(), targets = targets.len(), discovering = sources.jobs.len(), "tocsin started");
 
         let metrics = Arc::new(SelfMetrics::new(started_ms as f64 / 1000.0));
@@ -177,7 +195,6 @@ impl Daemon {
             client: crate::ingest::client(),
             heartbeats: heartbeats.clone(),
         };
-        let (shutdown_tx, shutdown_rx) = watch::channel(false);
         // the static targets start at once; the discovery loop adds the discovered ones and
         // follows reloads
         let (targets_tx, targets_rx) = watch::channel(Arc::new(targets));
@@ -383,14 +400,7 @@ impl Daemon {
             })),
             push_body_limit: cfg.server.push_body_size_limit.value.0,
         });
-        let mut server_shutdown = shutdown_rx.clone();
-        let server = tokio::spawn(async move {
-            axum::serve(listener, app)
-                .with_graceful_shutdown(async move {
-                    let _ = server_shutdown.changed().await;
-                })
-                .await
-        });
+        gate.open(app);
         Ok(Running {
             addr,
             store,

@@ -18,13 +18,13 @@ pub enum ScrapeError {
     Http(String),
     #[error("server returned HTTP status {0}")]
     Status(u16),
-    #[error("body exceeds the limit of {limit} bytes")]
+    #[error("body exceeds the limit of {limit} bytes (body_size_limit)")]
     BodyTooLarge { limit: u64 },
     #[error("malformed exposition: {0}")]
     Parse(#[from] ParseError),
     #[error(transparent)]
     LabelLimit(#[from] crate::ingest::cache::LabelLimitError),
-    #[error("{got} samples exceed the sample limit of {limit}")]
+    #[error("{got} samples exceed the sample limit of {limit} (sample_limit)")]
     SampleLimit { limit: usize, got: usize },
     /// The ingest task panicked (a bug): logged and counted in `tocsin_task_panics_total`.
     #[error("ingest failed unexpectedly (a panic, logged)")]

@@ -643,7 +643,7 @@ mod tests {
                 Err(ScrapeError::BodyTooLarge { limit: 10 }),
                 false,
                 false,
-                Some("body exceeds the limit of 10 bytes"),
+                Some("body exceeds the limit of 10 bytes (body_size_limit)"),
             ),
         ];
         for (name, outcome, up, success, error) in cases {

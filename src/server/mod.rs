@@ -180,6 +180,73 @@ pub fn routes() -> Vec<Route> {
     ]
 }
 
+/// The HTTP server of a daemon that is starting: it listens before the store opens (a store with
+/// a million series takes seconds), answers `/health/live` and `/-/healthy` at once, readiness
+/// and everything else 503 (`Retry-After: 1`), and hands every request to the daemon's router
+/// once [`Gate::open`] gave it. Prometheus answers the same way while it replays its WAL.
+#[derive(Clone, Default)]
+pub struct Gate(Arc<std::sync::OnceLock<Router>>);
+
+impl Gate {
+    /// The router to serve from the start.
+    pub fn router(&self) -> Router {
+        let gate = self.clone();
+        Router::new().fallback(move |req: axum::extract::Request| {
+            let gate = gate.clone();
+            async move {
+                match gate.0.get() {
+                    Some(app) => {
+                        use tower::ServiceExt;
+                        match app.clone().oneshot(req).await {
+                            Ok(r) => r,
+                            Err(never) => match never {},
+                        }
+                    }
+                    None => starting(req.uri().path()),
+                }
+            }
+        })
+    }
+
+    /// Serves `app` from now on (the first call wins).
+    pub fn open(&self, app: Router) {
+        let _ = self.0.set(app);
+    }
+}
+
+/// The answers while the daemon starts (see [`Gate`]).
+fn starting(path: &str) -> Response {
+    match path {
+        "/health/live" => Json(json!({"status": "ok"})).into_response(),
+        "/-/healthy" => "tocsin is Healthy.\n".into_response(),
+        "/health/ready" => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            [(header::RETRY_AFTER, "1")],
+            Json(json!({
+                "status": "degraded",
+                "checks": { "store": "opening", "scrape_loop": "not running" },
+            })),
+        )
+            .into_response(),
+        "/-/ready" => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            [(header::RETRY_AFTER, "1")],
+            "Service Unavailable\n",
+        )
+            .into_response(),
+        _ => {
+            let mut r = api_error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                "tocsin is starting: the store is opening",
+            );
+            r.headers_mut()
+                .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
+            r
+        }
+    }
+}
+
 pub fn router(state: AppState) -> Router {
     let mut router = Router::new();
     for r in routes() {
@@ -969,6 +1036,45 @@ mod tests {
             checked += 1;
         }
         assert!(checked >= 10, "only {checked} json routes checked");
+    }
+
+    #[tokio::test]
+    async fn a_starting_daemon_is_live_and_answers_503_until_its_router_is_given() {
+        let dir = tempfile::tempdir().unwrap();
+        let gate = Gate::default();
+        let get = |path: &'static str| {
+            gate.router()
+                .oneshot(Request::get(path).body(Body::empty()).unwrap())
+        };
+        assert_eq!(get("/health/live").await.unwrap().status(), StatusCode::OK);
+        assert_eq!(get("/-/healthy").await.unwrap().status(), StatusCode::OK);
+        for path in ["/health/ready", "/-/ready", "/api/v1/alerts", "/ui/"] {
+            let resp = get(path).await.unwrap();
+            assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE, "{path}");
+            assert_eq!(resp.headers()[header::RETRY_AFTER], "1", "{path}");
+        }
+        let resp = get("/api/v1/alerts").await.unwrap();
+        let body: Value = serde_json::from_slice(
+            &axum::body::to_bytes(resp.into_body(), 1 << 16)
+                .await
+                .unwrap(),
+        )
+        .unwrap();
+        assert_eq!(body["status"], "error");
+        assert_eq!(body["errorType"], "unavailable");
+        // once open, every request reaches the daemon's router, its access checks included
+        let mut state = state(dir.path()).await;
+        state.read_token = Some("r".into());
+        gate.open(router(state));
+        assert_eq!(
+            get("/api/v1/alerts").await.unwrap().status(),
+            StatusCode::UNAUTHORIZED
+        );
+        assert_eq!(get("/health/ready").await.unwrap().status(), StatusCode::OK);
+        assert_eq!(
+            get("/nowhere").await.unwrap().status(),
+            StatusCode::NOT_FOUND
+        );
     }
 
     #[tokio::test]

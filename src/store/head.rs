@@ -400,6 +400,34 @@ impl Head {
             stats.unknown_series += 1;
             return;
         };
+        Self::append_to(id, s, &mut self.cut, t, v, stats);
+    }
+
+    /// Appends one series' samples, oldest first, as [`Head::append`] each (write-ahead replay:
+    /// one lookup a series, not a sample).
+    pub fn append_series<R>(
+        &mut self,
+        id: SeriesRef,
+        stats: &mut AppendStats,
+        fill: impl FnOnce(&mut dyn FnMut(i64, f64)) -> R,
+    ) -> R {
+        match self.series.get_mut(&id) {
+            Some(s) => {
+                let cut = &mut self.cut;
+                fill(&mut |t, v| Self::append_to(id, s, cut, t, v, stats))
+            }
+            None => fill(&mut |_, _| stats.unknown_series += 1),
+        }
+    }
+
+    fn append_to(
+        id: SeriesRef,
+        s: &mut MemSeries,
+        cut: &mut Vec<ClosedChunk>,
+        t: i64,
+        v: f64,
+        stats: &mut AppendStats,
+    ) {
         if t == NO_SAMPLE {
             // the sentinel itself cannot be a sample's time
             stats.out_of_order += 1;
@@ -429,7 +457,7 @@ impl Head {
             || s.open.last_t().is_some_and(|l| block_of(l) != block_of(t));
         if must_cut {
             let c = Self::close(id, s);
-            self.cut.push(c);
+            cut.push(c);
         }
         if s.mem_since == i64::MAX {
             // first sample in memory of a series loaded from disk

@@ -423,16 +423,35 @@ impl Store {
         head_window_ms: i64,
         recent: bool,
     ) -> Result<Head, StoreError> {
+        let started = Instant::now();
         let mut head = Head::default();
-        head.set_next_id(db.max_series_id()?.saturating_add(1));
+        let max_id = db.max_series_id()?;
+        head.set_next_id(max_id.saturating_add(1));
+        let corrupt = |e: wal::WalError| StoreError::Corrupt {
+            path: path.to_path_buf(),
+            detail: e.to_string(),
+        };
         let batches = db.wal_batches()?;
-        let mut decoded = Vec::with_capacity(batches.len());
+        // rows of the grouped layout are replayed series by series straight from their bytes;
+        // a store with raw rows (written before that layout) is decoded whole, as it was
+        let mut grouped = Vec::with_capacity(batches.len());
         for (_, data) in &batches {
-            decoded.push(wal::decode(data).map_err(|e| StoreError::Corrupt {
-                path: path.to_path_buf(),
-                detail: e.to_string(),
-            })?);
+            match wal::Groups::new(data).map_err(corrupt)? {
+                Some(g) => grouped.push(g),
+                None => {
+                    grouped.clear();
+                    break;
+                }
+            }
         }
+        let raw: Vec<Vec<(SeriesRef, i64, f64)>> = if grouped.len() == batches.len() {
+            Vec::new()
+        } else {
+            batches
+                .iter()
+                .map(|(_, data)| wal::decode(data).map_err(corrupt))
+                .collect::<Result<_, _>>()?
+        };
         let newest = db.sample_range()?.map(|(_, max)| max);
         // series whose last sample is this recent are loaded; older ones stay on disk
         let cutoff = match newest {
@@ -457,49 +476,116 @@ impl Store {
             Some(b) => db.chunk_maxt_since(b)?,
             None => HashMap::new(),
         };
-        for samples in &decoded {
+        // the write-ahead rows' series: a bit each (ids are dense and at most `max_id`; one past
+        // it names a series the file lacks, whose samples cannot be placed)
+        let mut in_wal = vec![0u64; (max_id as usize >> 6) + 1];
+        let mut mark = |id: SeriesRef| {
+            if id <= max_id {
+                in_wal[id as usize >> 6] |= 1 << (id & 63);
+            }
+        };
+        for g in &grouped {
+            for group in g.clone() {
+                mark(group.map_err(corrupt)?.0);
+            }
+        }
+        for samples in &raw {
             for &(id, _, _) in samples {
+                mark(id);
+            }
+        }
+        for (word, bits) in in_wal.iter().enumerate() {
+            let mut bits = *bits;
+            while bits != 0 {
+                let id = (word as u64 * 64 + u64::from(bits.trailing_zeros())) as SeriesRef;
+                bits &= bits - 1;
                 wanted
                     .entry(id)
                     .or_insert_with(|| persisted.get(&id).copied());
             }
         }
+        drop(in_wal);
         let mut ids: Vec<(SeriesRef, Option<i64>)> = wanted.into_iter().collect();
         ids.sort_unstable();
-        for &(id, maxt) in &ids {
-            let Some(labels) = db.series_labels(id)? else {
-                // a WAL row naming a series the file lacks: its samples cannot be placed
-                continue;
-            };
+        let only_ids: Vec<SeriesRef> = ids.iter().map(|&(id, _)| id).collect();
+        db.series_labels_many(&only_ids, |id, labels| {
+            let maxt = ids
+                .binary_search_by_key(&id, |&(i, _)| i)
+                .ok()
+                .and_then(|k| ids[k].1);
             head.insert(id, Arc::new(labels), i64::MAX);
             if let Some(t) = maxt {
                 head.set_last_t(id, t);
             }
             // its recorded end (from before a restart) is void while it is in memory
             head.revived.push(id);
-        }
+        })?;
+        drop((ids, only_ids, persisted));
         if db.series_count()? > head.series_count() as u64 {
             head.raise_horizon(cutoff);
         }
+        let loaded = started.elapsed();
         if !batches.is_empty() {
             let mut stats = AppendStats::default();
-            for samples in decoded {
+            for samples in raw {
                 for (id, t, v) in samples {
                     head.append(id, t, v, &mut stats);
                 }
             }
+            Self::replay_grouped(&mut head, grouped, &mut stats).map_err(corrupt)?;
             tracing::info!(
                 batches = batches.len(),
                 samples = stats.appended,
+                seconds = (started.elapsed() - loaded).as_secs_f64(),
                 "replayed write-ahead batches"
             );
         }
-        tracing::debug!(
+        tracing::info!(
             series = head.series_count(),
             horizon = head.horizon(),
+            seconds = started.elapsed().as_secs_f64(),
+            series_seconds = loaded.as_secs_f64(),
             "loaded the head"
         );
         Ok(head)
+    }
+
+    /// Replays grouped write-ahead rows series by series: the smallest id any row has next, its
+    /// groups from every row in write order, so each series' samples keep their order and its
+    /// open chunk stays in the cache while it is rebuilt (appending row by row sent every sample
+    /// of a million-series row to another series). Nothing is decoded ahead: memory stays the
+    /// rows' bytes.
+    fn replay_grouped(
+        head: &mut Head,
+        rows: Vec<wal::Groups<'_>>,
+        stats: &mut AppendStats,
+    ) -> Result<(), wal::WalError> {
+        let mut rows: Vec<(i64, std::iter::Peekable<wal::Groups<'_>>)> =
+            rows.into_iter().map(|g| (g.base(), g.peekable())).collect();
+        loop {
+            let mut next: Option<SeriesRef> = None;
+            for (_, row) in rows.iter_mut() {
+                match row.peek() {
+                    Some(Ok((id, _))) => next = Some(next.map_or(*id, |n| n.min(*id))),
+                    Some(Err(_)) => return Err(row.next().and_then(Result::err).expect("peeked")),
+                    None => {}
+                }
+            }
+            let Some(id) = next else {
+                return Ok(());
+            };
+            head.append_series(id, stats, |push| {
+                for (base, row) in rows.iter_mut() {
+                    while let Some((_, bytes)) = row
+                        .next_if(|g| matches!(g, Ok((i, _)) if *i == id))
+                        .transpose()?
+                    {
+                        wal::decode_group(*base, id, bytes, &mut *push)?;
+                    }
+                }
+                Ok::<(), wal::WalError>(())
+            })?;
+        }
     }
 
     /// Every label name a series of the store carries, in memory or on disk, sorted, at most

@@ -226,7 +226,10 @@ async fn sample_limit_fails_the_scrape_and_stores_nothing() {
     let err = cache
         .ingest(&store, EXPOSITION, Format::Text, T0, 3)
         .unwrap_err();
-    assert_eq!(err.to_string(), "4 samples exceed the sample limit of 3");
+    assert_eq!(
+        err.to_string(),
+        "4 samples exceed the sample limit of 3 (sample_limit)"
+    );
     assert!(store.series(&[]).is_empty());
 }
 
