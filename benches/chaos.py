@@ -313,7 +313,7 @@ class Daemon:
             f.write("groups: []\n")
 
     def start(self, attempts=3):
-        """Starts the daemon and waits for /health/live; an exit before that is a crash (the
+        """Starts the daemon and waits for its API; an exit before that is a crash (the
         start is retried, at most `attempts` times in all)."""
         for _ in range(attempts):
             self.lives += 1
@@ -333,8 +333,9 @@ class Daemon:
                 )
             deadline = time.time() + 60
             while time.time() < deadline and self.proc.poll() is None:
-                v = get_json(self.base + "/health/live", timeout=2)
-                if v and v.get("status") == "ok":
+                # /health/live answers from the first moment; the API once the store is open
+                v = get_json(self.base + "/api/v1/openapi.json", timeout=2)
+                if v and "openapi" in v:
                     return
                 time.sleep(0.1)
             if self.proc.poll() is None:

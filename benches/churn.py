@@ -85,7 +85,7 @@ targets:
     rows = []
     res = {"minutes": a.minutes, "rate_per_s": a.rate, "binary": a.tocsin}
     try:
-        wait_http(f"http://127.0.0.1:{p_tocsin}/health/live")
+        wait_http(f"http://127.0.0.1:{p_tocsin}/api/v1/openapi.json")
         start = time.time()
         end = start + a.minutes * 60
         print(f"{'min':>6} {'rss_mb':>8} {'head_series':>12}", flush=True)

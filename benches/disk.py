@@ -115,7 +115,7 @@ targets:
     metrics: http://127.0.0.1:{p_target}/metrics
 """)
         start("tocsin", [a.tocsin, "run", "--config", f"{work}/tocsin.yml"])
-        wait_http(f"http://127.0.0.1:{p_tocsin}/health/live")
+        wait_http(f"http://127.0.0.1:{p_tocsin}/api/v1/openapi.json")
         print(f"N={a.series} interval={a.interval}s for {a.minutes} min, one line every {a.every}s", flush=True)
         t0 = time.time()
         end = t0 + a.minutes * 60

@@ -71,7 +71,7 @@ log: {{ level: warn }}
                "--log", hooks], "receiver.log")
         wait_http("http://127.0.0.1:%d/metrics" % p_target)
         tocsin = start([a.tocsin, "run", "-c", os.path.join(run, "tocsin.yml")], "tocsin.log")
-        wait_http("http://127.0.0.1:%d/health/live" % p_tocsin)
+        wait_http("http://127.0.0.1:%d/api/v1/openapi.json" % p_tocsin)
         time.sleep(5 * a.interval)  # warm-up: a few scrapes and evaluations
         ctl = measure.Control(control)
         wlog = measure.WebhookLog(hooks)

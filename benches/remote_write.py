@@ -66,7 +66,7 @@ remote_write:
 """)
         start("tocsin", [a.tocsin, "run", "--config", f"{work}/tocsin.yml"])
         wait_http(f"http://127.0.0.1:{p_prom}/-/ready")
-        wait_http(f"http://127.0.0.1:{p_tocsin}/health/live")
+        wait_http(f"http://127.0.0.1:{p_tocsin}/api/v1/openapi.json")
         print(f"warm-up {a.warmup}s: N={a.series} interval={a.interval}s", flush=True)
         time.sleep(a.warmup)
 

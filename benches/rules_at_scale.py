@@ -131,7 +131,7 @@ scrape_configs:
             wait_http(f"http://127.0.0.1:{p_vmalert}/metrics")
             scrapers["vmalert"] = vmalert_scraper(p_vmalert)
         wait_http(f"http://127.0.0.1:{p_prom}/-/ready", 120)
-        wait_http(f"http://127.0.0.1:{p_tocsin}/health/live", 120)
+        wait_http(f"http://127.0.0.1:{p_tocsin}/api/v1/openapi.json", 120)
         print(f"{a.rules} rules in {groups} groups every {a.interval}s over {a.series} series scraped every "
               f"{a.scrape_interval}s; tocsin on core {a.core}; warm-up {a.warmup}s, window {a.window}s", flush=True)
         time.sleep(a.warmup)

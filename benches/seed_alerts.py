@@ -130,7 +130,7 @@ log: {{ level: warn }}
                "--log", hooks], "receiver.log")
         wait_http(base + "/metrics")
         start([a.tocsin, "run", "-c", os.path.join(run, "tocsin.yml")], "tocsin.log")
-        wait_http("http://127.0.0.1:%d/health/live" % p_tocsin)
+        wait_http("http://127.0.0.1:%d/api/v1/openapi.json" % p_tocsin)
         time.sleep(a.window)
     finally:
         stop_all(procs, timeout=10)

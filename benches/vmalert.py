@@ -267,7 +267,7 @@ receivers:
                                        f"-datasource.url=http://127.0.0.1:{p_vm}", f"-rule={d}/rules.yml",
                                        f"-notifier.url=http://127.0.0.1:{p_sink}",
                                        f"-evaluationInterval={a.interval}s", "-loggerLevel=WARN"], cwd=d)
-            wait_http(f"http://127.0.0.1:{p_tocsin}/health/live")
+            wait_http(f"http://127.0.0.1:{p_tocsin}/api/v1/openapi.json")
             wait_http(f"http://127.0.0.1:{p_vmalert}/metrics")
             print(f"{n} rules in {groups} groups: warm-up {a.warmup}s, window {a.window}s", flush=True)
             time.sleep(a.warmup)

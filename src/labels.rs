@@ -85,15 +85,28 @@ impl<'a> Iterator for LabelsIter<'a> {
 }
 
 impl Labels {
-    fn pack(pairs: &[(String, String)]) -> Self {
-        let mut data =
-            String::with_capacity(pairs.iter().map(|(k, v)| k.len() + v.len() + 2).sum());
+    fn pack<K: AsRef<str>, V: AsRef<str>>(pairs: &[(K, V)]) -> Self {
+        let mut data = String::with_capacity(
+            pairs
+                .iter()
+                .map(|(k, v)| k.as_ref().len() + v.as_ref().len() + 2)
+                .sum(),
+        );
         for (k, v) in pairs {
-            push_pair(&mut data, k, v);
+            push_pair(&mut data, k.as_ref(), v.as_ref());
         }
         Labels {
             data: data.into_boxed_str(),
         }
+    }
+
+    /// Builds a label set from pairs already in its order (names strictly ascending, no empty
+    /// value), as the store writes them, without copying each name and value first; None when
+    /// they are not in that order ([`Labels::from_pairs`] sorts them).
+    pub fn from_sorted(pairs: &[(&str, &str)]) -> Option<Self> {
+        let ordered =
+            pairs.windows(2).all(|w| w[0].0 < w[1].0) && pairs.iter().all(|(_, v)| !v.is_empty());
+        ordered.then(|| Labels::pack(pairs))
     }
 
     /// Builds a label set: sorts by name, drops empty values, and keeps the last value of a repeated name.
@@ -853,6 +866,23 @@ impl<'a> MatcherParser<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn from_sorted_takes_pairs_in_order_and_refuses_others() {
+        let pairs = [("__name__", "up"), ("instance", "a:1"), ("job", "x")];
+        assert_eq!(Labels::from_sorted(&pairs), Some(Labels::from_pairs(pairs)));
+        assert_eq!(
+            Labels::from_sorted(&[]),
+            Some(Labels::from_pairs::<[(&str, &str); 0], &str, &str>([]))
+        );
+        for bad in [
+            vec![("job", "x"), ("instance", "a:1")],
+            vec![("job", "x"), ("job", "y")],
+            vec![("instance", ""), ("job", "x")],
+        ] {
+            assert_eq!(Labels::from_sorted(&bad), None, "{bad:?}");
+        }
+    }
 
     /// Parses `input` with `parse` and renders the result as `name op "value"` items joined by
     /// `, `, or as `error at N: kind`.

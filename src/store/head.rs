@@ -180,13 +180,24 @@ impl PostingList {
         }
     }
 
-    /// Removes `id`; true when the list is left empty (the caller drops it).
-    fn remove(&mut self, id: SeriesRef) -> bool {
+    /// Removes `gone` (ascending); true when the list is left empty (the caller drops it). One
+    /// pass over the list however many go: a target of a million series that stops leaves a
+    /// list of a million ids (its `job`) to empty at once, which one removal at a time made a
+    /// quadratic copy (hours under the head lock).
+    fn remove_all(&mut self, gone: &[SeriesRef]) -> bool {
         match self {
-            PostingList::One(x) => *x == id,
+            PostingList::One(x) => gone.binary_search(x).is_ok(),
             PostingList::Many(ids) => {
-                if let Ok(pos) = ids.binary_search(&id) {
-                    ids.remove(pos);
+                if let [id] = gone {
+                    if let Ok(pos) = ids.binary_search(id) {
+                        ids.remove(pos);
+                    }
+                } else {
+                    let mut gone = gone.iter().copied().peekable();
+                    ids.retain(|&id| {
+                        while gone.next_if(|&g| g < id).is_some() {}
+                        gone.next_if_eq(&id).is_none()
+                    });
                 }
                 match ids.as_slice() {
                     [] => true,
@@ -286,6 +297,12 @@ impl Head {
     }
 
     /// Registers a series under a known id (used when loading from disk, and by `create`).
+    /// Room for `n` more series (start-up knows how many it loads: no rehash on the way).
+    pub fn reserve(&mut self, n: usize) {
+        self.series.reserve(n);
+        self.by_labels.reserve(n);
+    }
+
     pub fn insert(&mut self, id: SeriesRef, labels: Arc<Labels>, mem_since: i64) {
         self.next_id = self.next_id.max(id.saturating_add(1));
         for (k, v) in labels.iter() {
@@ -315,17 +332,29 @@ impl Head {
 
     /// Takes a series out of memory: its entry, its label lookup and its postings (a posting list
     /// or value map left empty goes too).
-    fn remove(&mut self, id: SeriesRef) {
-        let Some(s) = self.series.remove(&id) else {
-            return;
-        };
-        self.by_labels.remove(&*s.labels);
-        for (k, v) in s.labels.iter() {
+    /// Takes series out of memory (`ids` ascending): their entries, their label lookups and their
+    /// postings (a posting list or value map left empty goes too), each posting list in one pass.
+    fn remove_many(&mut self, ids: &[SeriesRef]) {
+        let mut removed: Vec<(SeriesRef, Arc<Labels>)> = Vec::with_capacity(ids.len());
+        for &id in ids {
+            if let Some(s) = self.series.remove(&id) {
+                self.by_labels.remove(&*s.labels);
+                removed.push((id, s.labels));
+            }
+        }
+        // each posting list and the ids it loses, ascending as `ids` are
+        let mut touched: HashMap<(&str, &str), Vec<SeriesRef>> = HashMap::new();
+        for (id, labels) in &removed {
+            for pair in labels.iter() {
+                touched.entry(pair).or_default().push(*id);
+            }
+        }
+        for ((k, v), gone) in touched {
             let Some(values) = self.postings.get_mut(k) else {
                 continue;
             };
-            if let Some(ids) = values.get_mut(v)
-                && ids.remove(id)
+            if let Some(list) = values.get_mut(v)
+                && list.remove_all(&gone)
             {
                 values.remove(v);
             }
@@ -360,17 +389,19 @@ impl Head {
     /// horizon to `cutoff`. Returns how many left.
     pub fn drop_idle(&mut self, idle: &[(SeriesRef, i64)], cutoff: i64) -> usize {
         let unflushed: HashSet<SeriesRef> = self.new_series.iter().copied().collect();
-        let mut dropped = 0;
-        for &(id, last) in idle {
-            let Some(s) = self.series.get(&id) else {
-                continue;
-            };
-            let still_idle = s.last_t == last && s.open.is_empty();
-            if still_idle && !unflushed.contains(&id) {
-                self.remove(id);
-                dropped += 1;
-            }
-        }
+        let mut gone: Vec<SeriesRef> = idle
+            .iter()
+            .filter(|&&(id, last)| {
+                self.series.get(&id).is_some_and(|s| {
+                    s.last_t == last && s.open.is_empty() && !unflushed.contains(&id)
+                })
+            })
+            .map(|&(id, _)| id)
+            .collect();
+        // ascending already ([`Head::collect_idle`]): a pass, which `remove_many` relies on
+        gone.sort_unstable();
+        let dropped = gone.len();
+        self.remove_many(&gone);
         if !idle.is_empty() {
             self.raise_horizon(cutoff);
         }
@@ -715,14 +746,82 @@ mod tests {
             l.insert(id);
         }
         assert_eq!(l.as_slice(), [1, 5, 7, 9]);
-        assert!(!l.remove(3));
-        assert!(!l.remove(1));
-        assert!(!l.remove(9));
+        assert!(!l.remove_all(&[3]));
+        assert!(!l.remove_all(&[1]));
+        assert!(!l.remove_all(&[9]));
         assert_eq!(l.as_slice(), [5, 7]);
-        assert!(!l.remove(5));
+        assert!(!l.remove_all(&[5]));
         assert_eq!(l, PostingList::One(7));
-        assert!(!l.remove(8));
-        assert!(l.remove(7));
+        assert!(!l.remove_all(&[8]));
+        assert!(l.remove_all(&[7]));
+        // many at once, in one pass: ids absent from the list are ignored
+        let mut l = PostingList::One(0);
+        for id in 1..100 {
+            l.insert(id);
+        }
+        let gone: Vec<SeriesRef> = (0..200).filter(|id| id % 3 != 1).collect();
+        assert!(!l.remove_all(&gone));
+        assert_eq!(
+            l.as_slice(),
+            (0..100).filter(|id| id % 3 == 1).collect::<Vec<_>>()
+        );
+        let all: Vec<SeriesRef> = (0..100).collect();
+        assert!(l.remove_all(&all), "emptied");
+        let mut l = PostingList::One(4);
+        l.insert(6);
+        l.insert(8);
+        assert!(!l.remove_all(&[4, 8]));
+        assert_eq!(l, PostingList::One(6));
+    }
+
+    #[test]
+    fn many_idle_series_of_one_target_leave_together_and_the_rest_stay_indexed() {
+        let mut head = Head::default();
+        let mut stats = AppendStats::default();
+        let ids: Vec<SeriesRef> = (0..3000)
+            .map(|i| {
+                head.get_or_create(labels(&[
+                    ("__name__", "x"),
+                    ("job", "big"),
+                    ("series", &i.to_string()),
+                    ("parity", if i % 2 == 0 { "even" } else { "odd" }),
+                ]))
+            })
+            .collect();
+        for (i, &id) in ids.iter().enumerate() {
+            head.append(id, 1_000, 1.0, &mut stats);
+            if i % 3 == 0 {
+                head.append(id, 400_000, 1.0, &mut stats);
+            }
+        }
+        head.new_series.clear();
+        let idle = head.collect_idle(300_000);
+        assert_eq!(idle.len(), 2000);
+        assert_eq!(head.drop_idle(&idle, 300_000), 2000);
+        let kept: Vec<SeriesRef> = ids.iter().copied().step_by(3).collect();
+        assert_eq!(head.postings["job"]["big"].as_slice(), kept);
+        assert_eq!(
+            head.postings["parity"]["even"].as_slice(),
+            kept.iter()
+                .copied()
+                .filter(|id| (id - ids[0]).is_multiple_of(2))
+                .collect::<Vec<_>>()
+        );
+        assert_eq!(
+            head.postings["series"].len(),
+            1000,
+            "the values of the gone series go"
+        );
+        assert_eq!(head.series_count(), 1000);
+        for (i, &id) in ids.iter().enumerate() {
+            let l = labels(&[
+                ("__name__", "x"),
+                ("job", "big"),
+                ("series", &i.to_string()),
+                ("parity", if i % 2 == 0 { "even" } else { "odd" }),
+            ]);
+            assert_eq!(head.lookup(&l), (i % 3 == 0).then_some(id), "{i}");
+        }
     }
 
     #[test]

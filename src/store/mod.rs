@@ -464,17 +464,17 @@ impl Store {
             Some(b) => cutoff.min(b * BLOCK_MS),
             None => cutoff,
         };
-        let mut wanted: HashMap<SeriesRef, Option<i64>> = HashMap::new();
-        if since != i64::MIN && recent {
-            for (id, maxt) in db.series_active_since(since)? {
-                if maxt >= cutoff {
-                    wanted.insert(id, Some(maxt));
-                }
-            }
-        }
-        let persisted = match first_wal_block {
+        // the end of each series' newest chunk from the first block either needs on: the recent
+        // series are loaded, and a write-ahead row's samples up to it are already in chunks
+        let first_block = match (first_wal_block, recent && since != i64::MIN) {
+            (Some(b), true) => Some(b.min(block_of(since))),
+            (Some(b), false) => Some(b),
+            (None, true) => Some(block_of(since)),
+            (None, false) => None,
+        };
+        let maxts = match first_block {
             Some(b) => db.chunk_maxt_since(b)?,
-            None => HashMap::new(),
+            None => Vec::new(),
         };
         // the write-ahead rows' series: a bit each (ids are dense and at most `max_id`; one past
         // it names a series the file lacks, whose samples cannot be placed)
@@ -494,20 +494,49 @@ impl Store {
                 mark(id);
             }
         }
-        for (word, bits) in in_wal.iter().enumerate() {
-            let mut bits = *bits;
-            while bits != 0 {
-                let id = (word as u64 * 64 + u64::from(bits.trailing_zeros())) as SeriesRef;
-                bits &= bits - 1;
-                wanted
-                    .entry(id)
-                    .or_insert_with(|| persisted.get(&id).copied());
-            }
+        let wal_ids = in_wal.iter().enumerate().flat_map(|(word, &bits)| {
+            let mut bits = bits;
+            std::iter::from_fn(move || {
+                (bits != 0).then(|| {
+                    let id = (word as u64 * 64 + u64::from(bits.trailing_zeros())) as SeriesRef;
+                    bits &= bits - 1;
+                    id
+                })
+            })
+        });
+        // both ascending: the union, each with its newest chunk's end if it has one
+        let mut ids: Vec<(SeriesRef, Option<i64>)> = Vec::new();
+        let mut wal_ids = wal_ids.peekable();
+        let mut chunked = maxts.iter().copied().peekable();
+        loop {
+            let (id, maxt) = match (wal_ids.peek().copied(), chunked.peek().copied()) {
+                (None, None) => break,
+                (Some(w), Some((c, maxt))) if c <= w => {
+                    chunked.next();
+                    if c == w {
+                        wal_ids.next();
+                    } else if !(recent && maxt >= cutoff) {
+                        continue;
+                    }
+                    (c, Some(maxt))
+                }
+                (None, Some((c, maxt))) => {
+                    chunked.next();
+                    if !(recent && maxt >= cutoff) {
+                        continue;
+                    }
+                    (c, Some(maxt))
+                }
+                (Some(w), _) => {
+                    wal_ids.next();
+                    (w, None)
+                }
+            };
+            ids.push((id, maxt));
         }
-        drop(in_wal);
-        let mut ids: Vec<(SeriesRef, Option<i64>)> = wanted.into_iter().collect();
-        ids.sort_unstable();
+        drop((in_wal, maxts));
         let only_ids: Vec<SeriesRef> = ids.iter().map(|&(id, _)| id).collect();
+        head.reserve(ids.len());
         db.series_labels_many(&only_ids, |id, labels| {
             let maxt = ids
                 .binary_search_by_key(&id, |&(i, _)| i)
@@ -520,7 +549,7 @@ impl Store {
             // its recorded end (from before a restart) is void while it is in memory
             head.revived.push(id);
         })?;
-        drop((ids, only_ids, persisted));
+        drop((ids, only_ids));
         if db.series_count()? > head.series_count() as u64 {
             head.raise_horizon(cutoff);
         }

@@ -656,11 +656,18 @@ impl Daemon {
         format!("{}{path}", self.base)
     }
 
-    /// Waits (bounded by [`STARTUP`]) until `/health/live` answers `"status": "ok"`; returns
-    /// that answer.
+    /// Waits (bounded by [`STARTUP`]) until the daemon serves its API: `/health/live` answers
+    /// from the first moment, the rest once the store is open and every loop runs (until then
+    /// `/api/v1/openapi.json`, open to all, is a 503). Returns `/health/live`'s answer.
     pub async fn wait_ready(&self) -> Value {
-        self.wait_json("/health/live", STARTUP, |v| v["status"] == "ok")
-            .await
+        let live = self
+            .wait_json("/health/live", STARTUP, |v| v["status"] == "ok")
+            .await;
+        self.wait_json("/api/v1/openapi.json", STARTUP, |v| {
+            v["openapi"].is_string()
+        })
+        .await;
+        live
     }
 
     /// Polls `GET path` until its JSON body satisfies `ok`; returns that body.
