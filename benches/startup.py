@@ -122,13 +122,22 @@ def main():
         data = os.path.join(work, "data")
         os.makedirs(data)
         store = os.path.join(data, "tocsin.db")
-        end_ms = int(time.time() * 1000)
+        # the history ends when tocsin starts, as after a quick restart: the fixture writes
+        # ~1.7M samples a second here, so it ends that far ahead and tocsin starts at its end
+        # (data older than the staleness period would leave memory at the first flush)
+        samples = a.series * a.hours * 3600 / a.interval
+        end_ms = int((time.time() + 10 + samples / 1.7e6) * 1000)
         t = time.monotonic()
         subprocess.run([a.fixture, "--exposition", expo, "--job", "seed", "--instance", f"127.0.0.1:{target_port}",
                         "--store", store, "--end-ms", str(end_ms), "--hours", str(a.hours),
                         "--interval", str(a.interval), "--crash"], check=True)
         build_s = time.monotonic() - t
         store_mb = dir_bytes(data) / 1e6
+        wait = end_ms / 1000 - time.time()
+        if wait > 0:
+            time.sleep(wait)
+        age = time.time() - end_ms / 1000
+        print(f"the newest sample is {age:.0f} s old when tocsin starts", flush=True)
         print(f"store: {a.series} series, {a.hours} h at {a.interval}s, {store_mb:.0f} MB, built in {build_s:.0f} s", flush=True)
         with open(os.path.join(work, "tocsin.yml"), "w") as f:
             f.write(f"""storage: {{ path: {store} }}
@@ -140,7 +149,7 @@ targets:
     metrics: http://127.0.0.1:{target_port}/metrics
 """)
         results = {"series": a.series, "hours": a.hours, "interval": a.interval, "store_mb": store_mb,
-                   "fixture_seconds": build_s}
+                   "fixture_seconds": build_s, "newest_sample_age_seconds": age}
         for label in ("after-crash", "after-clean-stop"):
             proc, fig = start_and_time(a, work, port, target_port, label)
             procs.append(proc)

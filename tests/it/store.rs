@@ -109,6 +109,51 @@ fn a_crash_replays_every_series_of_many_write_ahead_rows_in_order() {
 }
 
 #[test]
+fn the_sample_range_covers_chunks_and_write_ahead_rows_also_in_a_store_without_its_record() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = open_store(&dir);
+        assert_eq!(store.sample_range().unwrap(), None);
+        // two series, 300 samples at 1 s: chunks cut at 120, the rest in write-ahead rows
+        counter(&store, "a", T0 + 5_000, 300, 1000);
+        counter(&store, "b", T0, 130, 1000);
+        store.flush(T0 + 400_000).unwrap();
+        assert_eq!(
+            store.sample_range().unwrap(),
+            Some((T0, T0 + 5_000 + 299_000))
+        );
+        store.close(T0 + 400_000).unwrap();
+        assert_eq!(
+            store.sample_range().unwrap(),
+            Some((T0, T0 + 5_000 + 299_000))
+        );
+    }
+    // as a store written before the newest chunk end was recorded
+    rusqlite::Connection::open(dir.path().join("tocsin.db"))
+        .unwrap()
+        .execute("DELETE FROM store_meta WHERE key = 'newest_chunk_t'", [])
+        .unwrap();
+    let reader = Store::open_read_only(&dir.path().join("tocsin.db")).unwrap();
+    assert_eq!(
+        reader.sample_range().unwrap(),
+        Some((T0, T0 + 304_000)),
+        "read from the chunk rows"
+    );
+    drop(reader);
+    let store = open_store(&dir);
+    assert_eq!(store.sample_range().unwrap(), Some((T0, T0 + 304_000)));
+    let recorded: i64 = rusqlite::Connection::open(dir.path().join("tocsin.db"))
+        .unwrap()
+        .query_row(
+            "SELECT value FROM store_meta WHERE key = 'newest_chunk_t'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(recorded, T0 + 304_000, "recorded again at a writable open");
+}
+
+#[test]
 fn replay_after_repeated_crashes_does_not_duplicate() {
     let dir = tempfile::tempdir().unwrap();
     for round in 0..3i64 {
