@@ -49,6 +49,54 @@ pub fn limit_malloc_arenas() {
     }
 }
 
+/// Blocks of at least this many bytes are mapped apart and unmapped when freed (`M_MMAP_THRESHOLD`).
+pub const MALLOC_MMAP_THRESHOLD: i32 = 64 << 10;
+/// Free memory above this at the heap's top goes back at once (`M_TRIM_THRESHOLD`).
+pub const MALLOC_TRIM_THRESHOLD: i32 = 128 << 10;
+
+/// Sets glibc's mmap and trim thresholds to [`MALLOC_MMAP_THRESHOLD`] and
+/// [`MALLOC_TRIM_THRESHOLD`], each unless the environment sets glibc's own variable for it
+/// (`MALLOC_MMAP_THRESHOLD_`, `MALLOC_TRIM_THRESHOLD_`), which then wins. Call before the
+/// runtime starts its threads.
+///
+/// Why: by default glibc raises its mmap threshold to the largest block freed so far (up to 32
+/// MiB), so after the first scrape a scrape's body, its parsed batch and a flush's write-ahead
+/// buffer (megabytes each at 100k series, every second) come from the heap, and what they leave
+/// free between flushes stays in it. Measured with tocsin alone on `target.py` at 100k series @
+/// 1 s (RSS mean over 120 s): 134 MB by default, 106 MB with these values (anonymous 114 ->
+/// 86 MB). A no-op on other C libraries.
+pub fn tune_malloc_thresholds() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        unsafe extern "C" {
+            fn mallopt(param: i32, value: i32) -> i32;
+        }
+        /// glibc's `M_TRIM_THRESHOLD` and `M_MMAP_THRESHOLD` (malloc.h)
+        const M_TRIM_THRESHOLD: i32 = -1;
+        const M_MMAP_THRESHOLD: i32 = -3;
+        for (param, value, env) in [
+            (
+                M_MMAP_THRESHOLD,
+                MALLOC_MMAP_THRESHOLD,
+                "MALLOC_MMAP_THRESHOLD_",
+            ),
+            (
+                M_TRIM_THRESHOLD,
+                MALLOC_TRIM_THRESHOLD,
+                "MALLOC_TRIM_THRESHOLD_",
+            ),
+        ] {
+            if std::env::var_os(env).is_none() {
+                // SAFETY: mallopt only sets a glibc tunable; it takes no pointers from us and is
+                // called before the runtime starts its threads
+                unsafe {
+                    mallopt(param, value);
+                }
+            }
+        }
+    }
+}
+
 /// The message [`exit_clearly_on_bus_error`] writes, built before the handler is installed (a
 /// signal handler may not allocate).
 static BUS_ERROR_MESSAGE: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();

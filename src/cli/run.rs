@@ -46,11 +46,13 @@ pub(crate) async fn daemon(
 }
 
 /// Caps glibc's malloc arenas ([`tocsin::sys::limit_malloc_arenas`]) unless the environment
-/// sets `MALLOC_ARENA_MAX`, glibc's own variable, which then wins. Before the runtime starts.
+/// sets `MALLOC_ARENA_MAX`, glibc's own variable, which then wins, and sets its mmap and trim
+/// thresholds ([`tocsin::sys::tune_malloc_thresholds`]). Before the runtime starts.
 pub(crate) fn limit_malloc_arenas() {
     if std::env::var_os("MALLOC_ARENA_MAX").is_none() {
         tocsin::sys::limit_malloc_arenas();
     }
+    tocsin::sys::tune_malloc_thresholds();
 }
 
 async fn wait_for_signal() -> std::io::Result<()> {
