@@ -54,10 +54,10 @@ pub const MALLOC_MMAP_THRESHOLD: i32 = 64 << 10;
 /// Free memory above this at the heap's top goes back at once (`M_TRIM_THRESHOLD`).
 pub const MALLOC_TRIM_THRESHOLD: i32 = 128 << 10;
 
-/// Sets glibc's mmap and trim thresholds to [`MALLOC_MMAP_THRESHOLD`] and
-/// [`MALLOC_TRIM_THRESHOLD`], each unless the environment sets glibc's own variable for it
-/// (`MALLOC_MMAP_THRESHOLD_`, `MALLOC_TRIM_THRESHOLD_`), which then wins. Call before the
-/// runtime starts its threads.
+/// Sets glibc's mmap threshold to [`MALLOC_MMAP_THRESHOLD`] (when `mmap`) and its trim
+/// threshold to [`MALLOC_TRIM_THRESHOLD`] (when `trim`); `main` leaves out the one whose glibc
+/// variable (`MALLOC_MMAP_THRESHOLD_`, `MALLOC_TRIM_THRESHOLD_`) the environment sets. Call before
+/// the runtime starts its threads.
 ///
 /// Why: by default glibc raises its mmap threshold to the largest block freed so far (up to 32
 /// MiB), so after the first scrape a scrape's body, its parsed batch and a flush's write-ahead
@@ -65,7 +65,7 @@ pub const MALLOC_TRIM_THRESHOLD: i32 = 128 << 10;
 /// free between flushes stays in it. Measured with tocsin alone on `target.py` at 100k series @
 /// 1 s (RSS mean over 120 s): 134 MB by default, 106 MB with these values (anonymous 114 ->
 /// 86 MB). A no-op on other C libraries.
-pub fn tune_malloc_thresholds() {
+pub fn tune_malloc_thresholds(mmap: bool, trim: bool) {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     {
         unsafe extern "C" {
@@ -74,19 +74,11 @@ pub fn tune_malloc_thresholds() {
         /// glibc's `M_TRIM_THRESHOLD` and `M_MMAP_THRESHOLD` (malloc.h)
         const M_TRIM_THRESHOLD: i32 = -1;
         const M_MMAP_THRESHOLD: i32 = -3;
-        for (param, value, env) in [
-            (
-                M_MMAP_THRESHOLD,
-                MALLOC_MMAP_THRESHOLD,
-                "MALLOC_MMAP_THRESHOLD_",
-            ),
-            (
-                M_TRIM_THRESHOLD,
-                MALLOC_TRIM_THRESHOLD,
-                "MALLOC_TRIM_THRESHOLD_",
-            ),
+        for (param, value, set) in [
+            (M_MMAP_THRESHOLD, MALLOC_MMAP_THRESHOLD, mmap),
+            (M_TRIM_THRESHOLD, MALLOC_TRIM_THRESHOLD, trim),
         ] {
-            if std::env::var_os(env).is_none() {
+            if set {
                 // SAFETY: mallopt only sets a glibc tunable; it takes no pointers from us and is
                 // called before the runtime starts its threads
                 unsafe {
@@ -95,6 +87,8 @@ pub fn tune_malloc_thresholds() {
             }
         }
     }
+    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+    let _ = (mmap, trim);
 }
 
 /// The message [`exit_clearly_on_bus_error`] writes, built before the handler is installed (a

@@ -52,7 +52,10 @@ pub(crate) fn limit_malloc_arenas() {
     if std::env::var_os("MALLOC_ARENA_MAX").is_none() {
         tocsin::sys::limit_malloc_arenas();
     }
-    tocsin::sys::tune_malloc_thresholds();
+    tocsin::sys::tune_malloc_thresholds(
+        std::env::var_os("MALLOC_MMAP_THRESHOLD_").is_none(),
+        std::env::var_os("MALLOC_TRIM_THRESHOLD_").is_none(),
+    );
 }
 
 async fn wait_for_signal() -> std::io::Result<()> {
