@@ -30,7 +30,7 @@ fn run(cli: Cli) -> Result<Outcome> {
             dry_run,
             allow_open_writes,
         } => {
-            cli::run::limit_malloc_arenas();
+            cli::run::tune_malloc();
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .thread_stack_size(tocsin::daemon::THREAD_STACK_BYTES)

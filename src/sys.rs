@@ -34,19 +34,27 @@ pub const MALLOC_ARENAS: i32 = 2;
 /// the daemon's allocation pattern is many small objects, for which a shared arena costs
 /// little contention. A no-op on other C libraries.
 pub fn limit_malloc_arenas() {
+    /// glibc's `M_ARENA_MAX` (malloc.h)
+    const M_ARENA_MAX: i32 = -8;
+    mallopt(M_ARENA_MAX, MALLOC_ARENAS);
+}
+
+/// Sets one glibc malloc tunable (`mallopt`); a no-op on other C libraries. Only before the
+/// runtime starts its threads.
+fn mallopt(param: i32, value: i32) {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     {
         unsafe extern "C" {
             fn mallopt(param: i32, value: i32) -> i32;
         }
-        /// glibc's `M_ARENA_MAX` (malloc.h)
-        const M_ARENA_MAX: i32 = -8;
         // SAFETY: mallopt only sets a glibc tunable; it takes no pointers from us and is called
         // before the runtime starts its threads
         unsafe {
-            mallopt(M_ARENA_MAX, MALLOC_ARENAS);
+            mallopt(param, value);
         }
     }
+    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+    let _ = (param, value);
 }
 
 /// Blocks of at least this many bytes are mapped apart and unmapped when freed (`M_MMAP_THRESHOLD`).
@@ -66,29 +74,15 @@ pub const MALLOC_TRIM_THRESHOLD: i32 = 128 << 10;
 /// 1 s (RSS mean over 120 s): 134 MB by default, 106 MB with these values (anonymous 114 ->
 /// 86 MB). A no-op on other C libraries.
 pub fn tune_malloc_thresholds(mmap: bool, trim: bool) {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    {
-        unsafe extern "C" {
-            fn mallopt(param: i32, value: i32) -> i32;
-        }
-        /// glibc's `M_TRIM_THRESHOLD` and `M_MMAP_THRESHOLD` (malloc.h)
-        const M_TRIM_THRESHOLD: i32 = -1;
-        const M_MMAP_THRESHOLD: i32 = -3;
-        for (param, value, set) in [
-            (M_MMAP_THRESHOLD, MALLOC_MMAP_THRESHOLD, mmap),
-            (M_TRIM_THRESHOLD, MALLOC_TRIM_THRESHOLD, trim),
-        ] {
-            if set {
-                // SAFETY: mallopt only sets a glibc tunable; it takes no pointers from us and is
-                // called before the runtime starts its threads
-                unsafe {
-                    mallopt(param, value);
-                }
-            }
-        }
+    /// glibc's `M_TRIM_THRESHOLD` and `M_MMAP_THRESHOLD` (malloc.h)
+    const M_TRIM_THRESHOLD: i32 = -1;
+    const M_MMAP_THRESHOLD: i32 = -3;
+    if mmap {
+        mallopt(M_MMAP_THRESHOLD, MALLOC_MMAP_THRESHOLD);
     }
-    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
-    let _ = (mmap, trim);
+    if trim {
+        mallopt(M_TRIM_THRESHOLD, MALLOC_TRIM_THRESHOLD);
+    }
 }
 
 /// The message [`exit_clearly_on_bus_error`] writes, built before the handler is installed (a

@@ -48,7 +48,7 @@ pub(crate) async fn daemon(
 /// Caps glibc's malloc arenas ([`tocsin::sys::limit_malloc_arenas`]) unless the environment
 /// sets `MALLOC_ARENA_MAX`, glibc's own variable, which then wins, and sets its mmap and trim
 /// thresholds ([`tocsin::sys::tune_malloc_thresholds`]). Before the runtime starts.
-pub(crate) fn limit_malloc_arenas() {
+pub(crate) fn tune_malloc() {
     if std::env::var_os("MALLOC_ARENA_MAX").is_none() {
         tocsin::sys::limit_malloc_arenas();
     }
