@@ -188,17 +188,11 @@ impl PostingList {
         match self {
             PostingList::One(x) => gone.binary_search(x).is_ok(),
             PostingList::Many(ids) => {
-                if let [id] = gone {
-                    if let Ok(pos) = ids.binary_search(id) {
-                        ids.remove(pos);
-                    }
-                } else {
-                    let mut gone = gone.iter().copied().peekable();
-                    ids.retain(|&id| {
-                        while gone.next_if(|&g| g < id).is_some() {}
-                        gone.next_if_eq(&id).is_none()
-                    });
-                }
+                let mut gone = gone.iter().copied().peekable();
+                ids.retain(|&id| {
+                    while gone.next_if(|&g| g < id).is_some() {}
+                    gone.next_if_eq(&id).is_none()
+                });
                 match ids.as_slice() {
                     [] => true,
                     [one] => {
@@ -296,13 +290,13 @@ impl Head {
         self.postings.keys().map(String::as_str)
     }
 
-    /// Registers a series under a known id (used when loading from disk, and by `create`).
     /// Room for `n` more series (start-up knows how many it loads: no rehash on the way).
     pub fn reserve(&mut self, n: usize) {
         self.series.reserve(n);
         self.by_labels.reserve(n);
     }
 
+    /// Registers a series under a known id (used when loading from disk, and by `create`).
     pub fn insert(&mut self, id: SeriesRef, labels: Arc<Labels>, mem_since: i64) {
         self.next_id = self.next_id.max(id.saturating_add(1));
         for (k, v) in labels.iter() {
@@ -330,8 +324,6 @@ impl Head {
         );
     }
 
-    /// Takes a series out of memory: its entry, its label lookup and its postings (a posting list
-    /// or value map left empty goes too).
     /// Takes series out of memory (`ids` ascending): their entries, their label lookups and their
     /// postings (a posting list or value map left empty goes too), each posting list in one pass.
     fn remove_many(&mut self, ids: &[SeriesRef]) {
