@@ -454,17 +454,26 @@ impl Db {
     }
 
     /// The first and last sample time in chunks and write-ahead rows, None when the file holds
-    /// no sample. Reads only the first and last block's rows (index seeks on `block`).
+    /// no sample. Reads only the first block's index entries and [`Db::newest_sample`]'s.
     pub fn sample_range(&self) -> Result<Option<(i64, i64)>, StoreError> {
-        // the first block's smallest `mint` from the index; the newest chunk end as the flushes
-        // recorded it (every chunk row of the last block, not in the index, took 1.1 s to read
-        // at a million series), read from the rows for a store written before that record
         let cmin: Option<i64> = self.conn.query_row(
             "SELECT min(mint) FROM chunks WHERE block = (SELECT min(block) FROM chunks)",
             [],
             |r| r.get(0),
         )?;
-        let cmax = match cmin {
+        let wmin: Option<i64> = self
+            .conn
+            .query_row("SELECT min(mint) FROM wal", [], |r| r.get(0))?;
+        let min = cmin.into_iter().chain(wmin).min();
+        Ok(min.zip(self.newest_sample()?))
+    }
+
+    /// The last sample time in chunks and write-ahead rows (what `open` needs, without
+    /// [`Db::sample_range`]'s scan of the first block): the newest chunk end as the flushes
+    /// recorded it (every chunk row of the last block, not in the index, took 1.1 s to read at a
+    /// million series), read from the rows for a store written before that record.
+    pub fn newest_sample(&self) -> Result<Option<i64>, StoreError> {
+        let cmax = match self.block_range()? {
             None => None,
             Some(_) => match self.meta_value("newest_chunk_t")? {
                 Some(t) => Some(t),
@@ -475,26 +484,28 @@ impl Db {
                 )?,
             },
         };
-        let (wmin, wmax): (Option<i64>, Option<i64>) =
-            self.conn
-                .query_row("SELECT min(mint), max(maxt) FROM wal", [], |r| {
-                    Ok((r.get(0)?, r.get(1)?))
-                })?;
-        let min = cmin.into_iter().chain(wmin).min();
-        let max = cmax.into_iter().chain(wmax).max();
-        Ok(min.zip(max))
+        let wmax: Option<i64> = self
+            .conn
+            .query_row("SELECT max(maxt) FROM wal", [], |r| r.get(0))?;
+        Ok(cmax.into_iter().chain(wmax).max())
     }
 
     /// A `store_meta` value; None when absent, or without the table (a read-only open of a
-    /// store an older tocsin wrote).
+    /// store an older tocsin wrote has none).
     fn meta_value(&self, key: &str) -> Result<Option<i64>, StoreError> {
-        match self
-            .conn
-            .prepare_cached("SELECT value FROM store_meta WHERE key = ?1")
-        {
-            Ok(mut stmt) => Ok(stmt.query_row([key], |r| r.get(0)).optional()?),
-            Err(_) => Ok(None),
+        let has_meta: bool = self.conn.query_row(
+            "SELECT count(*) > 0 FROM sqlite_master WHERE type = 'table' AND name = 'store_meta'",
+            [],
+            |r| r.get(0),
+        )?;
+        if !has_meta {
+            return Ok(None);
         }
+        Ok(self
+            .conn
+            .prepare_cached("SELECT value FROM store_meta WHERE key = ?1")?
+            .query_row([key], |r| r.get(0))
+            .optional()?)
     }
 
     /// When each target was first watched (ms), without recording anything (read-only stores).
@@ -1252,22 +1263,7 @@ impl Db {
             .conn
             .query_row("SELECT max(id) FROM series", [], |r| r.get(0))?;
         // a read-only open of a store an older tocsin wrote has no `store_meta` (nor pruned ids)
-        let has_meta: bool = self.conn.query_row(
-            "SELECT count(*) > 0 FROM sqlite_master WHERE type = 'table' AND name = 'store_meta'",
-            [],
-            |r| r.get(0),
-        )?;
-        let meta: Option<i64> = if has_meta {
-            self.conn
-                .query_row(
-                    "SELECT value FROM store_meta WHERE key = 'max_series_id'",
-                    [],
-                    |r| r.get(0),
-                )
-                .optional()?
-        } else {
-            None
-        };
+        let meta = self.meta_value("max_series_id")?;
         Ok(rows.into_iter().chain(meta).max().unwrap_or(0) as SeriesRef)
     }
 

@@ -452,7 +452,7 @@ impl Store {
                 .map(|(_, data)| wal::decode(data).map_err(corrupt))
                 .collect::<Result<_, _>>()?
         };
-        let newest = db.sample_range()?.map(|(_, max)| max);
+        let newest = db.newest_sample()?;
         // series whose last sample is this recent are loaded; older ones stay on disk
         let cutoff = match newest {
             None => i64::MIN,
