@@ -202,7 +202,7 @@ impl Gate {
                             Err(never) => match never {},
                         }
                     }
-                    None => starting(req.uri().path()),
+                    None => starting(req.uri().path()).await,
                 }
             }
         })
@@ -215,10 +215,10 @@ impl Gate {
 }
 
 /// The answers while the daemon starts (see [`Gate`]).
-fn starting(path: &str) -> Response {
+async fn starting(path: &str) -> Response {
     match path {
-        "/health/live" => Json(json!({"status": "ok"})).into_response(),
-        "/-/healthy" => "tocsin is Healthy.\n".into_response(),
+        "/health/live" => live().await.into_response(),
+        "/-/healthy" => healthy().await.into_response(),
         "/health/ready" => (
             StatusCode::SERVICE_UNAVAILABLE,
             [(header::RETRY_AFTER, "1")],
