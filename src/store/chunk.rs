@@ -180,6 +180,27 @@ pub fn decode(bytes: &[u8]) -> Result<ChunkIter<'_>, ChunkError> {
     Ok(ChunkIter { inner, error: None })
 }
 
+/// The sample of a chunk holding exactly one, read without a decoder: the header `0x00 0x01`, the
+/// time as a zigzag varint of at most 9 bytes and the value's 8 bytes (big-endian), nothing after.
+/// What write-ahead replay meets most (one sample a series a flush at scrape intervals longer than
+/// the flush's); None for anything else, which [`decode`] reads as before (it reads these bytes
+/// the same way).
+#[inline]
+pub fn single_sample(bytes: &[u8]) -> Option<(i64, f64)> {
+    let [0, 1, rest @ ..] = bytes else {
+        return None;
+    };
+    let mut t = 0u64;
+    for (i, &b) in rest.iter().take(9).enumerate() {
+        t |= u64::from(b & 0x7f) << (7 * i);
+        if b < 0x80 {
+            let value: [u8; 8] = rest[i + 1..].try_into().ok()?;
+            return Some((unzigzag(t), f64::from_bits(u64::from_be_bytes(value))));
+        }
+    }
+    None
+}
+
 /// The number of samples a chunk's header announces (0 without a header).
 pub fn sample_count(bytes: &[u8]) -> u16 {
     split_header(bytes).map_or(0, |(count, _)| count & !DEC_FLAG)
@@ -1298,6 +1319,47 @@ mod tests {
                 random[1] %= 8;
             }
             check(&random);
+        }
+    }
+
+    /// The one-sample reader agrees with the decoder: on every one-sample chunk the encoder
+    /// writes, and on any bytes it accepts.
+    #[test]
+    fn single_sample_reads_what_decode_reads() {
+        for (t, v) in [
+            (0, 0.0),
+            (1_700_000_000_000, 1.5),
+            (-5, -0.0),
+            ((1 << 62) - 1, f64::NAN),
+            (-(1 << 62), stale_nan()),
+            (63, f64::INFINITY),
+        ] {
+            let c = encode(&[(t, v)]);
+            assert_eq!(
+                single_sample(c.bytes()).map(|(t, v)| (t, v.to_bits())),
+                Some((t, v.to_bits()))
+            );
+        }
+        // a time whose varint takes 10 bytes, and two samples, are left to the decoder
+        assert_eq!(single_sample(encode(&[(i64::MAX, 1.0)]).bytes()), None);
+        assert_eq!(single_sample(encode(&[(1, 1.0), (2, 2.0)]).bytes()), None);
+        let mut rng = 0x1234_5678_9abc_def0u64;
+        for _ in 0..200_000 {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            let len = (rng % 14) as usize;
+            let mut bytes = vec![0u8, 1];
+            let mut x = rng;
+            for _ in 0..len {
+                x = x.rotate_left(9).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+                bytes.push(x as u8);
+            }
+            if let Some((t, v)) = single_sample(&bytes) {
+                let mut it = decode(&bytes).unwrap();
+                assert_eq!(exact(it.by_ref()), vec![(t, v.to_bits())], "{bytes:?}");
+                assert_eq!(it.error(), None, "{bytes:?}");
+            }
         }
     }
 }

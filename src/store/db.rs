@@ -438,11 +438,23 @@ impl Db {
 
     /// The WAL rows in write order: (mint, data).
     pub fn wal_batches(&self) -> Result<Vec<(i64, Vec<u8>)>, StoreError> {
-        let mut stmt = self
-            .conn
-            .prepare("SELECT mint, data FROM wal ORDER BY id")?;
-        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
-        Ok(rows.collect::<Result<_, _>>()?)
+        // each row's bytes are read straight into its buffer: a `SELECT data` first assembles a
+        // row (megabytes at a million series) in SQLite's memory, through its page cache, and
+        // then it is copied again
+        let mut stmt = self.conn.prepare("SELECT id, mint FROM wal ORDER BY id")?;
+        let rows: Vec<(i64, i64)> = stmt
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .collect::<Result<_, _>>()?;
+        rows.into_iter()
+            .map(|(id, mint)| {
+                let blob = self
+                    .conn
+                    .blob_open(rusqlite::MAIN_DB, "wal", "data", id, true)?;
+                let mut data = vec![0u8; blob.len()];
+                blob.read_at_exact(&mut data, 0)?;
+                Ok((mint, data))
+            })
+            .collect()
     }
 
     pub fn notes(&self) -> Result<Vec<(SeriesRef, i64, String)>, StoreError> {

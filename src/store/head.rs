@@ -18,6 +18,7 @@ use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Arc;
 
 use super::chunk::{self, ChunkEncoder};
+use crate::hash::BuildSeeded;
 use crate::labels::{Labels, MatchOp, Matcher};
 
 /// Length of a storage block in milliseconds. Chunks never cross a block boundary; retention
@@ -64,6 +65,21 @@ pub(crate) struct MemSeries {
     pub mem_since: i64,
 }
 
+impl MemSeries {
+    /// A series with no labels yet, whose samples write-ahead replay rebuilds while the labels
+    /// load ([`Head::adopt`] then moves them in): `last_t` is the end of its newest chunk on
+    /// disk, if any (samples up to it are in chunks already).
+    pub fn detached(labels: Arc<Labels>, last_t: Option<i64>) -> MemSeries {
+        MemSeries {
+            labels,
+            closed: ClosedChunks::default(),
+            open: ChunkEncoder::new(),
+            last_t: last_t.unwrap_or(NO_SAMPLE),
+            mem_since: i64::MAX,
+        }
+    }
+}
+
 /// A series' closed chunks in memory, oldest first: none (the usual case without a head window)
 /// costs one word, not a deque's four (`benches/memory.rs`).
 #[derive(Debug, Default)]
@@ -105,6 +121,73 @@ pub struct AppendStats {
     pub out_of_order: usize,
     /// a sample for an id not in memory (resolved from disk by the store, or dropped with it)
     pub unknown_series: usize,
+}
+
+impl AppendStats {
+    /// Adds another part's counts (a replay's threads).
+    pub fn add(&mut self, o: AppendStats) {
+        self.appended += o.appended;
+        self.duplicates += o.duplicates;
+        self.out_of_order += o.out_of_order;
+        self.unknown_series += o.unknown_series;
+    }
+}
+
+/// A run of series in id order ([`MemSeries::detached`]) that write-ahead replay appends to, by
+/// index in the run (the replay walks its ids alongside each row's, no lookup), with the chunks it
+/// cuts kept apart until [`Head::finish_replay`] takes them.
+pub(crate) struct ReplayPart<'s> {
+    series: &'s mut [(SeriesRef, MemSeries)],
+    cut: Vec<ClosedChunk>,
+    stats: AppendStats,
+}
+
+impl<'s> ReplayPart<'s> {
+    pub fn new(series: &'s mut [(SeriesRef, MemSeries)]) -> Self {
+        ReplayPart {
+            series,
+            cut: Vec::new(),
+            stats: AppendStats::default(),
+        }
+    }
+
+    /// How many series the run holds.
+    pub fn len(&self) -> usize {
+        self.series.len()
+    }
+
+    /// The id of the run's `i`th series (`i < len`).
+    pub fn id_at(&self, i: usize) -> SeriesRef {
+        self.series[i].0
+    }
+
+    /// The first id of the run.
+    pub fn first_id(&self) -> Option<SeriesRef> {
+        self.series.first().map(|(id, _)| *id)
+    }
+
+    /// Appends samples of series `id`, oldest first, as [`Head::append`] each, to the run's `i`th
+    /// series if it has that id (else they count as unknown).
+    pub fn append_at<R>(
+        &mut self,
+        i: usize,
+        id: SeriesRef,
+        fill: impl FnOnce(&mut dyn FnMut(i64, f64)) -> R,
+    ) -> R {
+        let stats = &mut self.stats;
+        match self.series.get_mut(i) {
+            Some((sid, s)) if *sid == id => {
+                let cut = &mut self.cut;
+                fill(&mut |t, v| Head::append_to(id, s, cut, t, v, stats))
+            }
+            _ => fill(&mut |_, _| stats.unknown_series += 1),
+        }
+    }
+
+    /// The chunks cut and the counts, for [`Head::finish_replay`].
+    pub fn finish(self) -> (Vec<ClosedChunk>, AppendStats) {
+        (self.cut, self.stats)
+    }
 }
 
 /// Hashes a series id for the head's map: ids are dense small integers, so one multiply spreads
@@ -211,9 +294,9 @@ pub(crate) struct Head {
     /// the series in memory by id: a map, not a vector indexed by id, so a million ids that came
     /// and went cost nothing once they left
     pub series: IdMap<MemSeries>,
-    by_labels: HashMap<Arc<Labels>, SeriesRef>,
+    by_labels: HashMap<Arc<Labels>, SeriesRef, BuildSeeded>,
     /// label name → label value → ids (ascending); no empty list or map is kept
-    postings: HashMap<String, HashMap<Box<str>, PostingList>>,
+    postings: HashMap<String, HashMap<Box<str>, PostingList, BuildSeeded>, BuildSeeded>,
     /// chunks cut since the last flush, to persist
     pub cut: Vec<ClosedChunk>,
     /// series created since the last flush, to persist
@@ -233,8 +316,8 @@ impl Default for Head {
     fn default() -> Self {
         Head {
             series: IdMap::default(),
-            by_labels: HashMap::new(),
-            postings: HashMap::new(),
+            by_labels: HashMap::default(),
+            postings: HashMap::default(),
             cut: Vec::new(),
             new_series: Vec::new(),
             revived: Vec::new(),
@@ -426,21 +509,23 @@ impl Head {
         Self::append_to(id, s, &mut self.cut, t, v, stats);
     }
 
-    /// Appends one series' samples, oldest first, as [`Head::append`] each (write-ahead replay:
-    /// one lookup a series, not a sample).
-    pub fn append_series<R>(
-        &mut self,
-        id: SeriesRef,
-        stats: &mut AppendStats,
-        fill: impl FnOnce(&mut dyn FnMut(i64, f64)) -> R,
-    ) -> R {
-        match self.series.get_mut(&id) {
-            Some(s) => {
-                let cut = &mut self.cut;
-                fill(&mut |t, v| Self::append_to(id, s, cut, t, v, stats))
-            }
-            None => fill(&mut |_, _| stats.unknown_series += 1),
-        }
+    /// Takes the chunks a replay's parts cut (in the parts' order, which is id order), to persist.
+    pub fn finish_replay(&mut self, cut: Vec<ClosedChunk>) {
+        self.cut.extend(cut);
+    }
+
+    /// Gives a series loaded from disk what write-ahead replay rebuilt for it apart
+    /// ([`MemSeries::detached`]): its open chunk, the chunks it closed, its last time and
+    /// `mem_since`. False when no series of the head has the id (the file lacks its labels).
+    pub fn adopt(&mut self, id: SeriesRef, replayed: MemSeries) -> bool {
+        let Some(s) = self.series.get_mut(&id) else {
+            return false;
+        };
+        s.open = replayed.open;
+        s.closed = replayed.closed;
+        s.last_t = s.last_t.max(replayed.last_t);
+        s.mem_since = replayed.mem_since;
+        true
     }
 
     fn append_to(
@@ -665,7 +750,7 @@ impl Head {
             ),
             postings: table_bytes(
                 self.postings.capacity(),
-                size_of::<(String, HashMap<Box<str>, PostingList>)>(),
+                size_of::<(String, HashMap<Box<str>, PostingList, BuildSeeded>)>(),
             ),
             ..Default::default()
         };

@@ -265,6 +265,11 @@ impl<'a> Groups<'a> {
         }))
     }
 
+    /// The row's size in bytes.
+    pub(crate) fn byte_len(&self) -> usize {
+        self.buf.len()
+    }
+
     /// The time every group's chunk counts from.
     pub(crate) fn base(&self) -> i64 {
         self.base
@@ -319,6 +324,10 @@ pub(crate) fn decode_group(
     bytes: &[u8],
     mut f: impl FnMut(i64, f64),
 ) -> Result<(), WalError> {
+    if let Some((t, v)) = chunk::single_sample(bytes) {
+        f(t.wrapping_add(base), v);
+        return Ok(());
+    }
     let mut it = chunk::decode(bytes).map_err(|source| WalError::Chunk { series: id, source })?;
     for (t, v) in it.by_ref() {
         f(t.wrapping_add(base), v);
