@@ -392,6 +392,28 @@ impl ChunkEncoder {
         self.buf.len()
     }
 
+    /// Gives an encoder without samples `buf` to write into, returning the buffer it had: write-
+    /// ahead replay lends each series of a block one large enough for a chunk, so rebuilding
+    /// never grows it (growing 32 bytes at a time was a realloc every dozen samples, and page
+    /// faults and heap churn across a million series). Bytes after the header may be anything.
+    pub fn lend(&mut self, mut buf: Box<[u8]>) -> Box<[u8]> {
+        debug_assert_eq!(self.count, 0, "lend before the first sample");
+        if self.count != 0 || buf.len() < GROW_BYTES {
+            return buf;
+        }
+        buf[..2].fill(0);
+        std::mem::replace(&mut self.buf, buf)
+    }
+
+    /// Moves the chunk into a buffer of its own size (the stream and the 8 bytes every write
+    /// needs past it) and returns the one it was in, to lend again.
+    pub fn compact(&mut self) -> Box<[u8]> {
+        let used = self.byte_len();
+        let mut exact = vec![0u8; 2 + (self.bits / 8) as usize + 8].into_boxed_slice();
+        exact[..used].copy_from_slice(&self.buf[..used]);
+        std::mem::replace(&mut self.buf, exact)
+    }
+
     /// Length of [`ChunkEncoder::bytes`].
     pub fn byte_len(&self) -> usize {
         2 + self.bits.div_ceil(8) as usize
@@ -1361,5 +1383,42 @@ mod tests {
                 assert_eq!(it.error(), None, "{bytes:?}");
             }
         }
+    }
+
+    /// An encoder writing into a lent buffer (with garbage after the header) and moved into one
+    /// of its own size gives the same bytes as one that grew by itself, and keeps appending.
+    #[test]
+    fn a_lent_then_compacted_buffer_gives_the_same_chunk() {
+        let samples: Vec<(i64, f64)> = (0..120)
+            .map(|i| {
+                (
+                    1_700_000_000_000 + i * 15_000 + (i % 3),
+                    (i * i) as f64 * 0.37,
+                )
+            })
+            .collect();
+        let plain = encode(&samples);
+        for split in [0, 1, 2, 7, 60, 119, 120] {
+            let mut c = ChunkEncoder::new();
+            let old = c.lend(vec![0xa5; 512].into_boxed_slice());
+            assert_eq!(old.len(), GROW_BYTES);
+            assert_eq!(c.bytes(), &[0, 0]);
+            for &(t, v) in &samples[..split] {
+                c.push(t, v).unwrap();
+            }
+            assert!(
+                c.compact().len() >= 512,
+                "the lent buffer comes back (grown if it had to)"
+            );
+            assert_eq!(c.capacity_bytes(), 2 + c.bits as usize / 8 + 8);
+            for &(t, v) in &samples[split..] {
+                c.push(t, v).unwrap();
+            }
+            assert_eq!(c.bytes(), plain.bytes(), "split at {split}");
+            assert_eq!(exact(c.iter()), exact(samples.iter().copied()));
+        }
+        // a buffer too small to write into is not taken
+        let mut c = ChunkEncoder::new();
+        assert_eq!(c.lend(vec![0; 4].into_boxed_slice()).len(), 4);
     }
 }

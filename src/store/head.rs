@@ -133,6 +133,10 @@ impl AppendStats {
     }
 }
 
+/// The buffer write-ahead replay lends a series while it rebuilds its open chunk
+/// ([`ReplayPart::lend`]): a full chunk of 120 samples at ~3 bytes each, with room.
+pub(crate) const REPLAY_CHUNK_BYTES: usize = 512;
+
 /// A run of series in id order ([`MemSeries::detached`]) that write-ahead replay appends to, by
 /// index in the run (the replay walks its ids alongside each row's, no lookup), with the chunks it
 /// cuts kept apart until [`Head::finish_replay`] takes them.
@@ -159,6 +163,30 @@ impl<'s> ReplayPart<'s> {
     /// The id of the run's `i`th series (`i < len`).
     pub fn id_at(&self, i: usize) -> SeriesRef {
         self.series[i].0
+    }
+
+    /// Lends the series `range` without samples a buffer of [`REPLAY_CHUNK_BYTES`] each, from
+    /// `pool` when it has one ([`ChunkEncoder::lend`]), before a block of the replay.
+    pub fn lend(&mut self, range: std::ops::Range<usize>, pool: &mut Vec<Box<[u8]>>) {
+        for (_, s) in &mut self.series[range] {
+            if s.open.is_empty() {
+                let buf = pool
+                    .pop()
+                    .unwrap_or_else(|| vec![0; REPLAY_CHUNK_BYTES].into_boxed_slice());
+                drop(s.open.lend(buf));
+            }
+        }
+    }
+
+    /// After a block: each series' open chunk moves into a buffer of its size, and the lent
+    /// buffers go back to `pool` (a chunk cut meanwhile took its buffer with it).
+    pub fn compact(&mut self, range: std::ops::Range<usize>, pool: &mut Vec<Box<[u8]>>) {
+        for (_, s) in &mut self.series[range] {
+            let buf = s.open.compact();
+            if buf.len() >= REPLAY_CHUNK_BYTES {
+                pool.push(buf);
+            }
+        }
     }
 
     /// The first id of the run.

@@ -741,8 +741,10 @@ impl Store {
         }
         let n = part.len();
         let mut start = 0;
+        let mut pool = Vec::new();
         loop {
             let end = (start + block.max(1)).min(n);
+            part.lend(start..end, &mut pool);
             // the block takes the ids below the next block's first (the last: below `to`)
             let below = if end < n { Some(part.id_at(end)) } else { to };
             for (base, row) in rows.iter_mut() {
@@ -760,6 +762,7 @@ impl Store {
                     return Err(row.next().and_then(Result::err).expect("peeked"));
                 }
             }
+            part.compact(start..end, &mut pool);
             if end >= n {
                 return Ok(part.finish());
             }
