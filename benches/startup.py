@@ -97,6 +97,9 @@ def main():
     ap.add_argument("--hours", type=float, default=2.0)
     ap.add_argument("--interval", type=int, default=15)
     ap.add_argument("--timeout", type=float, default=120.0)
+    ap.add_argument("--most-rows", action="store_true",
+                    help="end the history where a crash leaves the most write-ahead rows (a chunk's "
+                         "119 samples since its cut), up to 120 intervals before tocsin starts")
     ap.add_argument("--tocsin", required=True)
     ap.add_argument("--fixture", required=True, help="the startup_fixture binary")
     ap.add_argument("--peer", required=True)
@@ -127,6 +130,12 @@ def main():
         # (data older than the staleness period would leave memory at the first flush)
         samples = a.series * a.hours * 3600 / a.interval
         end_ms = int((time.time() + 10 + samples / 1.7e6) * 1000)
+        if a.most_rows:
+            # chunks are cut at 120 samples and at the hour: the rows a crash leaves are the
+            # samples since the last cut, so without this their count depends on the clock
+            # (19 to 120 at 15 s); the history then ends up to 120 intervals before the start
+            span = 120 * a.interval * 1000
+            end_ms -= (end_ms - (span - a.interval * 1000)) % span
         t = time.monotonic()
         subprocess.run([a.fixture, "--exposition", expo, "--job", "seed", "--instance", f"127.0.0.1:{target_port}",
                         "--store", store, "--end-ms", str(end_ms), "--hours", str(a.hours),
