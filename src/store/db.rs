@@ -242,6 +242,9 @@ pub(crate) enum WalTrim {
     All,
 }
 
+/// A write-ahead row: its first sample's time and its bytes (shared while opening walks them).
+pub(crate) type WalRow = (i64, Arc<Vec<u8>>);
+
 pub(crate) struct Db {
     conn: Connection,
     path: PathBuf,
@@ -437,7 +440,12 @@ impl Db {
     }
 
     /// The WAL rows in write order: (mint, data).
-    pub fn wal_batches(&self) -> Result<Vec<(i64, Vec<u8>)>, StoreError> {
+    /// The write-ahead rows in order; `each` sees every row
+    /// as soon as it is read (opening the store walks them for their series meanwhile).
+    pub fn wal_batches(
+        &self,
+        mut each: impl FnMut(&Arc<Vec<u8>>),
+    ) -> Result<Vec<WalRow>, StoreError> {
         // each row's bytes are read straight into its buffer: a `SELECT data` first assembles a
         // row (megabytes at a million series) in SQLite's memory, through its page cache, and
         // then it is copied again
@@ -452,6 +460,8 @@ impl Db {
                     .blob_open(rusqlite::MAIN_DB, "wal", "data", id, true)?;
                 let mut data = vec![0u8; blob.len()];
                 blob.read_at_exact(&mut data, 0)?;
+                let data = Arc::new(data);
+                each(&data);
                 Ok((mint, data))
             })
             .collect()
