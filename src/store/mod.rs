@@ -666,14 +666,12 @@ impl Store {
         Ok(head)
     }
 
-    /// Replays grouped write-ahead rows series by series: the smallest id any row has next, its
-    /// groups from every row in write order, so each series' samples keep their order and its
-    /// open chunk stays in the cache while it is rebuilt (appending row by row sent every sample
-    /// of a million-series row to another series). Nothing is decoded ahead: memory stays the
-    /// rows' bytes. Past [`PARALLEL_REPLAY_BYTES`] of rows the series are split into runs of
-    /// consecutive ids, one a core (at most [`MAX_REPLAY_THREADS`]): each run's thread walks every
-    /// row from its first id on and owns its series, so no lock is taken and the order within a
-    /// series is the same as on one thread.
+    /// Replays grouped write-ahead rows into `series` (ascending ids; those of the rows), each
+    /// series' samples in write order. Nothing is decoded ahead: memory stays the rows' bytes.
+    /// Past [`PARALLEL_REPLAY_BYTES`] of rows the series are split into runs of consecutive ids,
+    /// one a core (at most [`MAX_REPLAY_THREADS`]): each run's thread reads every row from its
+    /// first id on and owns its series, so no lock is taken and a series' samples keep their
+    /// order ([`Store::replay_part`]). Returns the chunks cut and the counts.
     fn replay_grouped(
         series: &mut [(SeriesRef, head::MemSeries)],
         rows: &[wal::Groups<'_>],
