@@ -439,9 +439,8 @@ impl Db {
         Ok(out)
     }
 
-    /// The WAL rows in write order: (mint, data).
-    /// The write-ahead rows in order; `each` sees every row
-    /// as soon as it is read (opening the store walks them for their series meanwhile).
+    /// The WAL rows in write order: (mint, data). `each` sees every row as soon as it is read
+    /// (opening the store walks them for their series meanwhile).
     pub fn wal_batches(
         &self,
         mut each: impl FnMut(&Arc<Vec<u8>>),

@@ -446,24 +446,26 @@ impl Store {
         // bit each: ids are dense and at most `max_id`; one past it names a series the file
         // lacks, whose samples cannot be placed): at a million series a crash leaves ~120 rows
         // of a million groups, ~1 s to walk after ~1.5 s to read
+        let mark = move |in_wal: &mut [u64], id: SeriesRef| {
+            if id <= max_id {
+                in_wal[id as usize >> 6] |= 1 << (id & 63);
+            }
+        };
         let (batches, in_wal) = std::thread::scope(|scope| {
             let (tx, rx) = std::sync::mpsc::channel::<Arc<Vec<u8>>>();
             let walker = scope.spawn(move || {
                 let mut in_wal = vec![0u64; (max_id as usize >> 6) + 1];
-                let mut mark = |id: SeriesRef| {
-                    if id <= max_id {
-                        in_wal[id as usize >> 6] |= 1 << (id & 63);
-                    }
-                };
                 let mut failed = None;
                 for row in rx {
                     if failed.is_some() {
                         continue;
                     }
                     let walked = match wal::Groups::new(&row) {
-                        Ok(Some(mut groups)) => groups.try_for_each(|g| g.map(|(id, _)| mark(id))),
-                        // a row of the raw layout: decoded whole (as its replay does)
-                        Ok(None) => wal::decode(&row).map(|s| s.iter().for_each(|x| mark(x.0))),
+                        Ok(Some(mut groups)) => {
+                            groups.try_for_each(|g| g.map(|(id, _)| mark(&mut in_wal, id)))
+                        }
+                        // a row of the raw layout: its ids are marked once it is decoded below
+                        Ok(None) => Ok(()),
                         Err(e) => Err(e),
                     };
                     failed = walked.err();
@@ -481,7 +483,7 @@ impl Store {
             (batches, in_wal)
         });
         let batches = batches?;
-        let in_wal = in_wal.map_err(corrupt)?;
+        let mut in_wal = in_wal.map_err(corrupt)?;
         let read_wal = started.elapsed();
         // rows of the grouped layout are replayed series by series straight from their bytes;
         // a store with raw rows (written before that layout) is decoded whole, as it was
@@ -503,6 +505,11 @@ impl Store {
                 .map(|(_, data)| wal::decode(data).map_err(corrupt))
                 .collect::<Result<_, _>>()?
         };
+        for samples in &raw {
+            for &(id, _, _) in samples {
+                mark(&mut in_wal, id);
+            }
+        }
         let newest = db.newest_sample()?;
         // series whose last sample is this recent are loaded; older ones stay on disk
         let cutoff = match newest {
