@@ -143,6 +143,7 @@ impl Daemon {
         let store_opts = StoreOptions {
             head_window_ms: cfg.storage.head_window.as_millis(),
             retention_ms: cfg.storage.retention.value.as_millis(),
+            ..StoreOptions::default()
         };
         let listener = tokio::net::TcpListener::bind(&cfg.server.listen.value)
             .await

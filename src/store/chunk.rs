@@ -432,26 +432,54 @@ impl ChunkEncoder {
     /// (the whole chunk is decoded to recover the coding state) and on a decimal chunk ([`seal`]'s
     /// form is for storage only).
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, ChunkError> {
+        let mut enc = ChunkEncoder {
+            buf: Box::new([]),
+            bits: 0,
+            tail: 0,
+            count: 0,
+            state: State::START,
+        };
+        enc.resume(bytes)?;
+        Ok(enc)
+    }
+
+    /// Makes an encoder without samples hold the chunk `bytes` (as [`ChunkEncoder::from_bytes`]),
+    /// in its own buffer when that has room (one [`ChunkEncoder::lend`] gave it): write-ahead
+    /// replay of a checkpoint takes each series' open chunk whole instead of appending its samples
+    /// one by one. On an error the encoder is left without samples.
+    pub fn resume(&mut self, bytes: &[u8]) -> Result<(), ChunkError> {
+        debug_assert_eq!(self.count, 0, "resume before the first sample");
         let (count, stream) = split_header(bytes)?;
         if count & DEC_FLAG != 0 {
             return Err(ChunkError::Corrupt("a decimal chunk cannot be appended to"));
         }
         let mut it = XorIter::new(stream, count);
         while it.step()?.is_some() {}
-        let mut buf = Vec::with_capacity(bytes.len() + GROW_BYTES);
-        buf.extend_from_slice(bytes);
-        buf.resize(buf.capacity(), 0);
-        Ok(ChunkEncoder {
-            buf: buf.into_boxed_slice(),
-            // the decoder checked that the stream ends in the last byte, padded with zeros
-            bits: it.r.pos() as u32,
-            tail: match (it.r.pos() % 8, bytes.last()) {
-                (1.., Some(&last)) => u64::from(last) << 56,
-                _ => 0,
-            },
-            count: it.count,
-            state: it.state,
-        })
+        // every write stores a word at the stream's last byte: 8 bytes past it, and then some
+        if self.buf.len() < bytes.len() + GROW_BYTES {
+            self.buf = vec![0; bytes.len() + GROW_BYTES].into_boxed_slice();
+        }
+        self.buf[..bytes.len()].copy_from_slice(bytes);
+        // the decoder checked that the stream ends in the last byte, padded with zeros
+        self.bits = it.r.pos() as u32;
+        self.tail = match (it.r.pos() % 8, bytes.last()) {
+            (1.., Some(&last)) => u64::from(last) << 56,
+            _ => 0,
+        };
+        self.count = it.count;
+        self.state = it.state;
+        Ok(())
+    }
+
+    /// Drops every sample, keeping the buffer.
+    pub fn clear(&mut self) {
+        if let Some(header) = self.buf.get_mut(..2) {
+            header.fill(0);
+        }
+        self.bits = 0;
+        self.tail = 0;
+        self.count = 0;
+        self.state = State::START;
     }
 
     /// Writes the low `n` bits of `v` (1 ≤ n ≤ 64), most significant first. Higher bits of `v`

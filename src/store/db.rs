@@ -194,6 +194,9 @@ pub(crate) struct FlushBatch {
     pub wal: Option<(i64, i64, Vec<u8>)>,
     /// samples in `wal`
     pub wal_samples: usize,
+    /// a checkpoint (every open chunk, `wal::CheckpointWriter`): written instead of the `wal`
+    /// row, whose samples it holds, and every row before it is deleted
+    pub checkpoint: Vec<super::wal::CheckpointRow>,
     pub chunks: Vec<ClosedChunk>,
     pub notes: Vec<(SeriesRef, i64, String)>,
     /// which WAL rows are in chunks now and are deleted
@@ -594,14 +597,27 @@ impl Db {
                 // the compact form is made here, outside the head lock (see wal.rs); remote write
                 // queues the same bytes
                 let data = super::wal::encode(raw);
-                tx.prepare_cached("INSERT INTO wal (mint, maxt, data) VALUES (?1, ?2, ?3)")?
-                    .execute(params![mint, maxt, &data])?;
+                if batch.checkpoint.is_empty() {
+                    tx.prepare_cached("INSERT INTO wal (mint, maxt, data) VALUES (?1, ?2, ?3)")?
+                        .execute(params![mint, maxt, &data])?;
+                }
                 if batch.rw_kind != 0 {
                     tx.prepare_cached(
                         "INSERT INTO rw_queue (kind, mint, maxt, samples, data) VALUES (?1, ?2, ?3, ?4, ?5)",
                     )?
                     .execute(params![batch.rw_kind, mint, maxt, batch.wal_samples as i64, &data])?;
                 }
+            }
+            let mut first_checkpoint_row = None;
+            for row in &batch.checkpoint {
+                tx.prepare_cached("INSERT INTO wal (mint, maxt, data) VALUES (?1, ?2, ?3)")?
+                    .execute(params![row.mint, row.maxt, &row.data])?;
+                first_checkpoint_row.get_or_insert(tx.last_insert_rowid());
+            }
+            if let Some(first) = first_checkpoint_row {
+                // their samples are in the checkpoint or in chunks
+                tx.prepare_cached("DELETE FROM wal WHERE id < ?1")?
+                    .execute([first])?;
             }
             let mut ins_note = tx.prepare_cached(
                 "INSERT INTO notes (series_id, t, text) VALUES (?1, ?2, ?3)

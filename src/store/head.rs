@@ -212,6 +212,38 @@ impl<'s> ReplayPart<'s> {
         }
     }
 
+    /// Takes `bytes`, a whole chunk with absolute times (a checkpoint's group: `wal::CheckpointWriter`),
+    /// as the open chunk of the run's `i`th series, without appending its samples one by one,
+    /// when that is what appending them would give: the series has that id and no open chunk,
+    /// every sample is after its last and in one block, and the chunk is not over-full. False
+    /// otherwise (and on damage), and nothing changed: the caller appends the samples instead.
+    pub fn resume_at(&mut self, i: usize, id: SeriesRef, bytes: &[u8]) -> bool {
+        let Some((sid, s)) = self.series.get_mut(i) else {
+            return false;
+        };
+        if *sid != id || !s.open.is_empty() || s.open.resume(bytes).is_err() {
+            return false;
+        }
+        let (first, last) = match (s.open.first_t(), s.open.last_t()) {
+            (Some(f), Some(l)) => (f, l),
+            _ => return false,
+        };
+        let fits = s.open.len() <= SAMPLES_PER_CHUNK
+            && (s.last_t == NO_SAMPLE || first > s.last_t)
+            && first != NO_SAMPLE
+            && block_of(first) == block_of(last);
+        if !fits {
+            s.open.clear();
+            return false;
+        }
+        if s.mem_since == i64::MAX {
+            s.mem_since = first;
+        }
+        s.last_t = last;
+        self.stats.appended += s.open.len();
+        true
+    }
+
     /// The chunks cut and the counts, for [`Head::finish_replay`].
     pub fn finish(self) -> (Vec<ClosedChunk>, AppendStats) {
         (self.cut, self.stats)
@@ -648,6 +680,25 @@ impl Head {
         }
     }
 
+    /// A checkpoint: every open chunk, in id order, as write-ahead rows of about `max_row_bytes`
+    /// at most ([`super::wal::CheckpointWriter`]).
+    pub fn checkpoint(&self, max_row_bytes: usize) -> Vec<super::wal::CheckpointRow> {
+        let mut ids: Vec<SeriesRef> = self
+            .series
+            .iter()
+            .filter(|(_, s)| !s.open.is_empty())
+            .map(|(&id, _)| id)
+            .collect();
+        ids.sort_unstable();
+        let mut writer = super::wal::CheckpointWriter::new(max_row_bytes);
+        for id in ids {
+            if let Some(s) = self.series.get(&id) {
+                writer.push(id, &s.open);
+            }
+        }
+        writer.finish()
+    }
+
     /// The oldest sample time still only in an open chunk; samples before it are in closed chunks.
     pub fn open_low_watermark(&self) -> Option<i64> {
         self.series.values().filter_map(|s| s.open.first_t()).min()
@@ -819,6 +870,102 @@ mod tests {
 
     fn labels(pairs: &[(&str, &str)]) -> Labels {
         Labels::from_pairs(pairs.iter().copied())
+    }
+
+    #[test]
+    fn a_checkpoint_chunk_is_taken_whole_only_where_appending_it_gives_the_same() {
+        let t0 = 1_700_000_000_000 - 1_700_000_000_000 % super::super::BLOCK_MS;
+        let mut chunk = ChunkEncoder::new();
+        for k in 0..50 {
+            chunk.push(t0 + k * 15_000, (k * k) as f64 * 0.1).unwrap();
+        }
+        let bytes = chunk.bytes().to_vec();
+        let nobody = Arc::new(Labels::default());
+        // appended one by one: the reference
+        let mut want = vec![(7, MemSeries::detached(nobody.clone(), Some(t0 - 1)))];
+        let mut part = ReplayPart::new(&mut want);
+        part.append_at(0, 7, |push| {
+            for (t, v) in chunk.iter() {
+                push(t, v);
+            }
+        });
+        let want_stats = part.finish().1;
+        let mut got = vec![(7, MemSeries::detached(nobody.clone(), Some(t0 - 1)))];
+        let mut part = ReplayPart::new(&mut got);
+        assert!(!part.resume_at(0, 8, &bytes), "another id");
+        assert!(!part.resume_at(1, 7, &bytes), "past the run");
+        assert!(!part.resume_at(0, 7, &bytes[..bytes.len() - 1]), "damaged");
+        assert!(part.resume_at(0, 7, &bytes));
+        assert!(
+            !part.resume_at(0, 7, &bytes),
+            "the series has an open chunk now"
+        );
+        assert_eq!(part.finish().1, want_stats);
+        let (g, w) = (&got[0].1, &want[0].1);
+        assert_eq!(g.open.bytes(), w.open.bytes());
+        assert_eq!((g.last_t, g.mem_since), (w.last_t, w.mem_since));
+        // samples at or before the series' last (in a chunk on disk), a chunk across blocks or
+        // over-full: appended one by one instead, and the series is left as it was
+        let mut across = ChunkEncoder::new();
+        across.push(t0 - 1000, 1.0).unwrap();
+        across.push(t0 + 1000, 2.0).unwrap();
+        let mut full = ChunkEncoder::new();
+        for k in 0..=SAMPLES_PER_CHUNK as i64 {
+            full.push(t0 + k, 0.0).unwrap();
+        }
+        for (last, bytes) in [
+            (Some(t0), &bytes[..]),
+            (Some(t0 + 49 * 15_000), &bytes[..]),
+            (None, across.bytes()),
+            (None, full.bytes()),
+        ] {
+            let mut s = vec![(7, MemSeries::detached(nobody.clone(), last))];
+            let mut part = ReplayPart::new(&mut s);
+            assert!(!part.resume_at(0, 7, bytes), "{last:?}");
+            assert_eq!(part.finish().1, AppendStats::default());
+            assert!(s[0].1.open.is_empty());
+            assert_eq!(s[0].1.last_t, last.unwrap_or(NO_SAMPLE));
+        }
+    }
+
+    #[test]
+    fn a_checkpoint_holds_every_open_chunk_in_id_order_in_rows_under_the_size() {
+        let t0 = 1_700_000_000_000i64;
+        let mut head = Head::default();
+        let mut stats = AppendStats::default();
+        for id in (0..300u32).rev() {
+            head.insert(id, Arc::new(labels(&[("i", &id.to_string())])), i64::MIN);
+            // a third without samples, the rest with a few; 250 and up have cut a chunk
+            if id % 3 != 0 {
+                let n = if id >= 250 {
+                    130
+                } else {
+                    u64::from(id % 7) + 1
+                };
+                for k in 0..n as i64 {
+                    head.append(id, t0 + k * 1000, f64::from(id) + k as f64, &mut stats);
+                }
+            }
+        }
+        let rows = head.checkpoint(512);
+        assert!(rows.len() > 3, "{} rows", rows.len());
+        let mut seen = Vec::new();
+        for row in &rows {
+            assert!(row.data.len() <= 512 + 64, "{}", row.data.len());
+            let samples = super::super::wal::decode(&row.data).unwrap();
+            assert_eq!(samples.len(), row.samples);
+            assert_eq!(row.mint, samples.iter().map(|s| s.1).min().unwrap());
+            assert_eq!(row.maxt, samples.iter().map(|s| s.1).max().unwrap());
+            seen.extend(samples);
+        }
+        let mut want = Vec::new();
+        let mut ids: Vec<_> = head.series.keys().copied().collect();
+        ids.sort_unstable();
+        for id in ids {
+            want.extend(head.series[&id].open.iter().map(|(t, v)| (id, t, v)));
+        }
+        assert_eq!(seen, want);
+        assert!(Head::default().checkpoint(512).is_empty());
     }
 
     #[test]

@@ -158,6 +158,12 @@ pub struct StoreOptions {
     pub head_window_ms: i64,
     /// data older than this (ms) is deleted, in whole blocks
     pub retention_ms: i64,
+    /// a flush writes a checkpoint (every open chunk whole, replacing the write-ahead rows
+    /// before it) once the rows since the last hold this many samples a series in memory…
+    pub checkpoint_samples_per_series: usize,
+    /// …and at least this many samples (below it a crashed start replays them in well under a
+    /// second, and the checkpoint's writes would cost more than they save)
+    pub checkpoint_min_samples: usize,
 }
 
 impl Default for StoreOptions {
@@ -165,6 +171,8 @@ impl Default for StoreOptions {
         StoreOptions {
             head_window_ms: 0,
             retention_ms: 15 * 24 * 3_600_000,
+            checkpoint_samples_per_series: 32,
+            checkpoint_min_samples: 16 << 20,
         }
     }
 }
@@ -328,6 +336,8 @@ struct Pending {
     /// queued since: an outcome the sender reports under the memory id goes to the row. Entries
     /// leave when their outcome comes; at most the notifications queued while writes failed.
     moved: HashMap<i64, i64>,
+    /// samples written to write-ahead rows since the last checkpoint
+    since_checkpoint: usize,
 }
 
 /// Writes the store failed and when one last succeeded, for the self-metrics.
@@ -369,6 +379,10 @@ const PARALLEL_REPLAY_BYTES: usize = 4 << 20;
 
 /// The most threads write-ahead replay uses (one a core up to this).
 const MAX_REPLAY_THREADS: usize = 4;
+
+/// The most bytes of one checkpoint row (a blob is at most a gigabyte; a checkpoint of a
+/// million series is ~100 MB).
+const CHECKPOINT_ROW_BYTES: usize = 64 << 20;
 
 /// Series a replay thread rebuilds at a time, row after row: their open chunks (a few hundred
 /// bytes each) stay in a core's cache.
@@ -782,6 +796,11 @@ impl Store {
                     while at < end && part.id_at(at) < id {
                         at += 1;
                     }
+                    // a checkpoint's open chunk (absolute times) is taken whole when it can be
+                    if *base == 0 && chunk::sample_count(bytes) > 1 && part.resume_at(at, id, bytes)
+                    {
+                        continue;
+                    }
                     part.append_at(at, id, |push| wal::decode_group(*base, id, bytes, push))?;
                 }
                 if let Some(Err(_)) = row.peek() {
@@ -997,7 +1016,24 @@ impl Store {
                 .filter_map(|id| head.labels(id).map(|l| (id, l.clone())))
                 .collect();
             let wal = std::mem::take(&mut pending.wal);
+            pending.since_checkpoint += wal.count;
+            let due = self
+                .opts
+                .checkpoint_samples_per_series
+                .saturating_mul(head.series_count())
+                .max(self.opts.checkpoint_min_samples);
+            let checkpoint = if pending.since_checkpoint >= due && pending.since_checkpoint > 0 {
+                pending.since_checkpoint = 0;
+                // an older one that waits to be written is void: this one holds all it holds
+                for b in &mut pending.failed {
+                    b.checkpoint = Vec::new();
+                }
+                head.checkpoint(CHECKPOINT_ROW_BYTES)
+            } else {
+                Vec::new()
+            };
             let fresh = FlushBatch {
+                checkpoint,
                 new_series,
                 wal_samples: wal.count,
                 wal: (!wal.is_empty()).then_some((wal.mint, wal.maxt, wal.buf)),
@@ -1090,6 +1126,7 @@ impl Store {
                     wal.push(id, t, v);
                 }
             }
+            pending.since_checkpoint += wal.count;
             // series rows before the wal row that names them (scrapes' new series come along)
             let new_series = std::mem::take(&mut head.new_series)
                 .into_iter()

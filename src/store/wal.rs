@@ -210,6 +210,101 @@ pub(crate) fn encode(raw: &[u8]) -> Vec<u8> {
     out
 }
 
+/// One row of a checkpoint ([`CheckpointWriter`]).
+#[derive(Debug)]
+pub(crate) struct CheckpointRow {
+    /// the oldest and newest sample of its chunks
+    pub mint: i64,
+    pub maxt: i64,
+    pub samples: usize,
+    pub data: Vec<u8>,
+}
+
+/// Writes a checkpoint of the head: every open chunk whole, as the groups of grouped rows
+/// (layout 1) with base 0, so the chunks' bytes are the head's as they are (their times are
+/// absolute) and any reader of rows reads them as samples. Rows stay under a size (a blob is at
+/// most a gigabyte), each a complete row; the group count is written as a 5-byte varint padded
+/// with continuation bits (the decoder reads non-minimal varints) so it can be filled in last.
+pub(crate) struct CheckpointWriter {
+    max_bytes: usize,
+    rows: Vec<CheckpointRow>,
+    /// the row being written: its groups so far and last id
+    groups: u64,
+    prev: SeriesRef,
+}
+
+/// Bytes of a checkpoint row's header: the marker, the layout, base 0 and the padded count.
+const CHECKPOINT_HEADER: usize = 9;
+
+impl CheckpointWriter {
+    /// A writer of rows of at most about `max_bytes` (a chunk larger than that gets a row alone).
+    pub(crate) fn new(max_bytes: usize) -> Self {
+        CheckpointWriter {
+            max_bytes,
+            rows: Vec::new(),
+            groups: 0,
+            prev: 0,
+        }
+    }
+
+    /// Adds a series' open chunk; ids must ascend.
+    pub(crate) fn push(&mut self, id: SeriesRef, chunk: &ChunkEncoder) {
+        let (Some(first), Some(last)) = (chunk.first_t(), chunk.last_t()) else {
+            return;
+        };
+        let bytes = chunk.bytes();
+        let full = self
+            .rows
+            .last()
+            .is_none_or(|r| self.groups > 0 && r.data.len() + bytes.len() + 10 > self.max_bytes);
+        if full {
+            self.finish_row();
+            let mut data = Vec::with_capacity(self.max_bytes.min(1 << 20));
+            data.extend_from_slice(&MARKER);
+            data.push(LAYOUT_GROUPED);
+            data.push(0); // base: zigzag(0)
+            data.extend_from_slice(&[0x80, 0x80, 0x80, 0x80, 0x00]);
+            self.rows.push(CheckpointRow {
+                mint: first,
+                maxt: last,
+                samples: 0,
+                data,
+            });
+            self.groups = 0;
+            self.prev = 0;
+        }
+        let row = self.rows.last_mut().expect("a row");
+        debug_assert!(self.groups == 0 || id > self.prev, "ids ascend");
+        put_uvarint(&mut row.data, u64::from(id - self.prev));
+        put_uvarint(&mut row.data, bytes.len() as u64);
+        row.data.extend_from_slice(bytes);
+        row.mint = row.mint.min(first);
+        row.maxt = row.maxt.max(last);
+        row.samples += chunk.len();
+        self.groups += 1;
+        self.prev = id;
+    }
+
+    fn finish_row(&mut self) {
+        if let Some(row) = self.rows.last_mut() {
+            let n = self.groups;
+            for (i, b) in row.data[CHECKPOINT_HEADER - 5..CHECKPOINT_HEADER]
+                .iter_mut()
+                .enumerate()
+            {
+                let more = if i < 4 { 0x80 } else { 0 };
+                *b = ((n >> (7 * i)) & 0x7f) as u8 | more;
+            }
+        }
+    }
+
+    /// The rows, oldest ids first (none without an open chunk).
+    pub(crate) fn finish(mut self) -> Vec<CheckpointRow> {
+        self.finish_row();
+        self.rows
+    }
+}
+
 /// Decodes a stored batch, either layout; damage is an error, never a panic.
 pub(crate) fn decode(buf: &[u8]) -> Result<Vec<(SeriesRef, i64, f64)>, WalError> {
     let Some(groups) = Groups::new(buf)? else {

@@ -62,10 +62,44 @@ fn a_crash_replays_every_series_of_many_write_ahead_rows_in_order() {
     // 60 series over 60 flushes of 3 scrapes each: series start and stop at different rows, so
     // rows hold different series; 180 scrapes cut chunks before the crash (their samples are
     // both in chunks and in rows still needed by other series) and the replay cuts none twice
+    let rows = crash_and_replay(StoreOptions::default());
+    assert_eq!(rows, 19, "the rows since the oldest open chunk began");
+}
+
+#[test]
+fn a_crash_replays_a_checkpoint_and_the_rows_after_it() {
+    // the same with a checkpoint (every open chunk, replacing the rows before it) at every
+    // flush, and every 20 samples a series: open chunks, chunks cut after a checkpoint, series
+    // that stopped before one or started after one all come back as they were appended
+    let every_flush = StoreOptions {
+        checkpoint_samples_per_series: 0,
+        checkpoint_min_samples: 0,
+        ..StoreOptions::default()
+    };
+    assert_eq!(
+        crash_and_replay(every_flush),
+        1,
+        "one checkpoint row, no other"
+    );
+    let now_and_then = StoreOptions {
+        checkpoint_samples_per_series: 20,
+        checkpoint_min_samples: 0,
+        ..StoreOptions::default()
+    };
+    let rows = crash_and_replay(now_and_then);
+    assert!(
+        (2..=10).contains(&rows),
+        "{rows} rows: a checkpoint and the rows after it"
+    );
+}
+
+/// Writes 60 series over 60 flushes, drops the store as a crash does, reopens it and checks that
+/// every sample is back, once and in order; returns the write-ahead rows the crash left.
+fn crash_and_replay(opts: StoreOptions) -> i64 {
     let dir = tempfile::tempdir().unwrap();
     let mut want: std::collections::BTreeMap<String, Vec<(i64, f64)>> = Default::default();
     {
-        let store = open_store(&dir);
+        let store = open_store_with(&dir, opts);
         let ids: Vec<_> = (0..60)
             .map(|k| {
                 store.series_ref(labels(&[
@@ -93,7 +127,11 @@ fn a_crash_replays_every_series_of_many_write_ahead_rows_in_order() {
         }
         // dropped without close(): as after kill -9
     }
-    let store = open_store(&dir);
+    let rows: i64 = rusqlite::Connection::open(dir.path().join("tocsin.db"))
+        .unwrap()
+        .query_row("SELECT count(*) FROM wal", [], |r| r.get(0))
+        .unwrap();
+    let store = open_store_with(&dir, opts);
     for (series, samples) in &want {
         let got = samples_of(
             &store,
@@ -106,6 +144,7 @@ fn a_crash_replays_every_series_of_many_write_ahead_rows_in_order() {
     // and appends continue after the replayed samples
     let id = store.series_ref(labels(&[("__name__", "replayed"), ("series", "s00")]));
     assert_eq!(store.append(&[(id, T0 + 5_000_000, 1.0)]).appended, 1);
+    rows
 }
 
 #[test]
@@ -265,6 +304,8 @@ fn retention_drops_whole_old_blocks() {
     let opts = StoreOptions {
         head_window_ms: 60_000,
         retention_ms: 2 * BLOCK_MS,
+
+        ..StoreOptions::default()
     };
     let store = open_store_with(&dir, opts);
     counter(&store, "a", T0, 4 * 240, 15_000); // four hours
@@ -857,6 +898,8 @@ fn retention_prunes_series_whose_last_chunk_it_deleted_and_never_reuses_their_id
     let opts = StoreOptions {
         head_window_ms: 0,
         retention_ms: BLOCK_MS,
+
+        ..StoreOptions::default()
     };
     let top = {
         let store = open_store_with(&dir, opts);
@@ -1150,6 +1193,7 @@ fn retention_returns_the_space_of_deleted_blocks_to_the_file_system() {
     let opts = StoreOptions {
         head_window_ms: 0,
         retention_ms: 2 * BLOCK_MS,
+        ..StoreOptions::default()
     };
     let store = open_store_with(&dir, opts);
     // 300 series, six hours at 15 s: 432k samples, several MB of chunks
