@@ -99,7 +99,8 @@ def main():
     ap.add_argument("--timeout", type=float, default=120.0)
     ap.add_argument("--most-rows", action="store_true",
                     help="end the history where a crash leaves the most write-ahead rows (a chunk's "
-                         "119 samples since its cut), up to 120 intervals before tocsin starts")
+                         "119 samples since its cut, the last flush before a checkpoint), up to 120 "
+                         "intervals before tocsin starts")
     ap.add_argument("--tocsin", required=True)
     ap.add_argument("--fixture", required=True, help="the startup_fixture binary")
     ap.add_argument("--peer", required=True)
@@ -136,9 +137,16 @@ def main():
             # (19 to 120 at 15 s); the history then ends up to 120 intervals before the start
             span = 120 * a.interval * 1000
             end_ms -= (end_ms - (span - a.interval * 1000)) % span
+            # and a flush writes a checkpoint (every open chunk, replacing the rows before it)
+            # once the rows since the last hold 32 samples a series, at least 16 Mi: the crash
+            # comes at the last flush before one (the fixture flushes once a scrape)
+            per = max(32, -(-(16 << 20) // a.series))
+            full = int(a.hours * 3600 / a.interval)
+            steps = full - (full + 1) % per
         t = time.monotonic()
         subprocess.run([a.fixture, "--exposition", expo, "--job", "seed", "--instance", f"127.0.0.1:{target_port}",
                         "--store", store, "--end-ms", str(end_ms), "--hours", str(a.hours),
+                        *(["--steps", str(steps)] if a.most_rows else []),
                         "--interval", str(a.interval), "--crash"], check=True)
         build_s = time.monotonic() - t
         store_mb = dir_bytes(data) / 1e6

@@ -4,7 +4,7 @@
 #
 #   usage: benches/startup.sh [N] [HOURS] [INTERVAL] [--most-rows]
 #          (default 1000000 2 15: ~2.6 GB of store, ~15 min; --most-rows ends the history where a
-#          crash leaves the most write-ahead rows, up to 120 intervals before tocsin starts, so
+#          crash leaves the most write-ahead rows: the last flush before a checkpoint, up to 120 intervals before tocsin starts, so
 #          the replay's size does not depend on the clock)
 #
 # Builds the store through tocsin's own store code (benches/startup_fixture.rs) from one body of

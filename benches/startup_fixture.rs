@@ -6,7 +6,7 @@
 //! for the benchmark) or cut into chunks as a clean stop does (`--clean`).
 //!
 //! `cargo bench --bench startup_fixture -- --exposition F --job J --instance I --store DB
-//! --end-ms T [--hours 2] [--interval 15] [--clean]`
+//! --end-ms T [--hours 2 | --steps N] [--interval 15] [--clean]`
 //!
 //! Values follow the exposition's: each series moves from its scraped value by a per-series
 //! step with the scraped value's decimals (counters up, gauges both ways), so chunks compress as
@@ -27,6 +27,8 @@ struct Args {
     end_ms: i64,
     hours: f64,
     interval_s: i64,
+    /// scrapes to write (default: `hours` of them)
+    steps: Option<i64>,
     clean: bool,
 }
 
@@ -39,6 +41,7 @@ fn args() -> Args {
         end_ms: 0,
         hours: 2.0,
         interval_s: 15,
+        steps: None,
         clean: false,
     };
     let mut it = std::env::args().skip(1);
@@ -52,6 +55,7 @@ fn args() -> Args {
             "--end-ms" => a.end_ms = v().parse().expect("--end-ms"),
             "--hours" => a.hours = v().parse().expect("--hours"),
             "--interval" => a.interval_s = v().parse().expect("--interval"),
+            "--steps" => a.steps = Some(v().parse().expect("--steps")),
             "--clean" => a.clean = true,
             "--crash" => a.clean = false,
             // cargo bench passes --bench
@@ -60,7 +64,7 @@ fn args() -> Args {
     }
     assert!(
         !a.exposition.is_empty() && !a.store.is_empty() && a.end_ms > 0,
-        "usage: --exposition F --job J --instance I --store DB --end-ms T [--hours H] [--interval S] [--clean]"
+        "usage: --exposition F --job J --instance I --store DB --end-ms T [--hours H | --steps N] [--interval S] [--clean]"
     );
     a
 }
@@ -104,7 +108,9 @@ fn main() {
         }
     }
     let n = series.len();
-    let steps = (a.hours * 3600.0 / a.interval_s as f64) as i64;
+    let steps = a
+        .steps
+        .unwrap_or((a.hours * 3600.0 / a.interval_s as f64) as i64);
     let start_ms = a.end_ms - (steps - 1) * a.interval_s * 1000;
     eprintln!(
         "{n} series, {steps} scrapes every {}s from {start_ms} to {}",
