@@ -1,5 +1,5 @@
 //! Store benchmarks: append throughput (one scrape of 100k series per batch, as the scraper does),
-//! flush of that batch to SQLite, and a read of the last 5 minutes of 100k series.
+//! flush of that batch to SQLite (also with a checkpoint of every open chunk), and a read of the last 5 minutes of 100k series.
 //!
 //! `TOCSIN_BENCH_SERIES=1000000 cargo bench --bench store -- append` runs the append and flush at
 //! another size (a million series no longer fits the caches: the head lock's hold time at issue
@@ -23,7 +23,15 @@ fn append_series() -> usize {
 const T0: i64 = 1_700_000_000_000;
 
 fn make_store(dir: &tempfile::TempDir, n: usize) -> (Store, Vec<SeriesRef>) {
-    let store = Store::open(&dir.path().join("bench.db"), StoreOptions::default()).unwrap();
+    make_store_with(dir, n, StoreOptions::default())
+}
+
+fn make_store_with(
+    dir: &tempfile::TempDir,
+    n: usize,
+    opts: StoreOptions,
+) -> (Store, Vec<SeriesRef>) {
+    let store = Store::open(&dir.path().join("bench.db"), opts).unwrap();
     let labels = (0..n)
         .map(|i| {
             Labels::from_pairs([
@@ -70,6 +78,32 @@ fn append(c: &mut Criterion) {
     // the append benchmark left many scrapes unflushed: start the flush benchmark clean
     store.flush(T0 + step * 1000).unwrap();
     g.bench_function("flush_one_scrape_of_100k", |b| {
+        b.iter_batched(
+            || {
+                step += 1;
+                store.append(&scrape_batch(&ids, step));
+                T0 + step * 1000
+            },
+            |now| black_box(store.flush(now).unwrap()),
+            BatchSize::LargeInput,
+        )
+    });
+    // the same flush writing a checkpoint (every open chunk: ~60 samples a series on average,
+    // chunks are cut at 120) instead of its write-ahead row; what it costs beyond the flush is
+    // paid every 32 samples a series (`StoreOptions::checkpoint_samples_per_series`)
+    drop(store);
+    let dir = tempfile::tempdir().unwrap();
+    let every_flush = StoreOptions {
+        checkpoint_samples_per_series: 0,
+        checkpoint_min_samples: 0,
+        ..StoreOptions::default()
+    };
+    let (store, ids) = make_store_with(&dir, n, every_flush);
+    for step in 0..60 {
+        store.append(&scrape_batch(&ids, step));
+    }
+    let mut step = 60;
+    g.bench_function("flush_one_scrape_of_100k_with_a_checkpoint", |b| {
         b.iter_batched(
             || {
                 step += 1;

@@ -593,7 +593,11 @@ impl Db {
                 )?
                 .execute([newest])?;
             }
-            if let Some((mint, maxt, raw)) = &batch.wal {
+            if let Some((mint, maxt, raw)) = batch
+                .wal
+                .as_ref()
+                .filter(|_| batch.checkpoint.is_empty() || batch.rw_kind != 0)
+            {
                 // the compact form is made here, outside the head lock (see wal.rs); remote write
                 // queues the same bytes
                 let data = super::wal::encode(raw);

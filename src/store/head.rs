@@ -683,18 +683,18 @@ impl Head {
     /// A checkpoint: every open chunk, in id order, as write-ahead rows of about `max_row_bytes`
     /// at most ([`super::wal::CheckpointWriter`]).
     pub fn checkpoint(&self, max_row_bytes: usize) -> Vec<super::wal::CheckpointRow> {
-        let mut ids: Vec<SeriesRef> = self
+        let mut open: Vec<(SeriesRef, &ChunkEncoder)> = self
             .series
             .iter()
             .filter(|(_, s)| !s.open.is_empty())
-            .map(|(&id, _)| id)
+            .map(|(&id, s)| (id, &s.open))
             .collect();
-        ids.sort_unstable();
-        let mut writer = super::wal::CheckpointWriter::new(max_row_bytes);
-        for id in ids {
-            if let Some(s) = self.series.get(&id) {
-                writer.push(id, &s.open);
-            }
+        open.sort_unstable_by_key(|&(id, _)| id);
+        // each group: its chunk, an id delta and a length of at most 5 bytes each
+        let total = open.iter().map(|(_, c)| c.byte_len() + 10).sum();
+        let mut writer = super::wal::CheckpointWriter::new(max_row_bytes, total);
+        for (id, chunk) in open {
+            writer.push(id, chunk);
         }
         writer.finish()
     }

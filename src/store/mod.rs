@@ -1033,6 +1033,8 @@ impl Store {
         let started = Instant::now();
         let idle_cutoff;
         let idle;
+        // how long a checkpoint held the head lock, if this flush writes one
+        let mut checkpoint_took = None;
         // the file lock first: see the module doc (writes reach the file in snapshot order)
         let mut db = self.db.lock().expect("db lock");
         let batches = {
@@ -1061,7 +1063,10 @@ impl Store {
                 for b in &mut pending.failed {
                     b.checkpoint = Vec::new();
                 }
-                head.checkpoint(CHECKPOINT_ROW_BYTES)
+                let copied = Instant::now();
+                let rows = head.checkpoint(CHECKPOINT_ROW_BYTES);
+                checkpoint_took = Some(copied.elapsed());
+                rows
             } else {
                 Vec::new()
             };
@@ -1085,7 +1090,17 @@ impl Store {
             all.push(fresh);
             all
         };
+        let checkpoint_bytes: usize = batches
+            .last()
+            .map_or(0, |b| b.checkpoint.iter().map(|r| r.data.len()).sum());
         let mut stats = self.write(&mut db, batches, Some(now))?;
+        if let Some(took) = checkpoint_took {
+            tracing::info!(
+                bytes = checkpoint_bytes,
+                copy_seconds = took.as_secs_f64(),
+                "wrote a checkpoint of the open chunks"
+            );
+        }
         {
             // everything cut and every series row is on disk now: idle series may leave memory
             // (one that got a sample meanwhile stays, and its end just written is void)

@@ -260,9 +260,19 @@ mod tests {
 
     #[test]
     fn flushed_and_committed_samples_are_queued_in_order_and_survive_a_restart() {
+        queued_in_order_across_a_restart(StoreOptions::default());
+        // a flush that writes a checkpoint instead of its write-ahead row still queues the row
+        queued_in_order_across_a_restart(StoreOptions {
+            checkpoint_samples_per_series: 0,
+            checkpoint_min_samples: 0,
+            ..StoreOptions::default()
+        });
+    }
+
+    fn queued_in_order_across_a_restart(opts: StoreOptions) {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("s.db");
-        let store = Store::open(&path, StoreOptions::default()).unwrap();
+        let store = Store::open(&path, opts).unwrap();
         // before remote write is on, nothing is queued
         let a = store.series_ref(labels("a"));
         store.append(&[(a, 1_000, 1.0)]);
@@ -310,7 +320,7 @@ mod tests {
             )
             .unwrap();
         drop(store);
-        let store = Store::open(&path, StoreOptions::default()).unwrap();
+        let store = Store::open(&path, opts).unwrap();
         store
             .rw_configure(&["vm".into()], RW_SCRAPED | RW_RULES)
             .unwrap();

@@ -231,19 +231,23 @@ pub(crate) struct CheckpointWriter {
     /// the row being written: its groups so far and last id
     groups: u64,
     prev: SeriesRef,
+    /// bytes of the groups still to come, at most: each row is allocated once
+    left: usize,
 }
 
 /// Bytes of a checkpoint row's header: the marker, the layout, base 0 and the padded count.
 const CHECKPOINT_HEADER: usize = 9;
 
 impl CheckpointWriter {
-    /// A writer of rows of at most about `max_bytes` (a chunk larger than that gets a row alone).
-    pub(crate) fn new(max_bytes: usize) -> Self {
+    /// A writer of rows of at most about `max_bytes` (a chunk larger than that gets a row alone)
+    /// for groups of `total` bytes at most (each a chunk and 10 bytes).
+    pub(crate) fn new(max_bytes: usize, total: usize) -> Self {
         CheckpointWriter {
             max_bytes,
             rows: Vec::new(),
             groups: 0,
             prev: 0,
+            left: total,
         }
     }
 
@@ -259,7 +263,8 @@ impl CheckpointWriter {
             .is_none_or(|r| self.groups > 0 && r.data.len() + bytes.len() + 10 > self.max_bytes);
         if full {
             self.finish_row();
-            let mut data = Vec::with_capacity(self.max_bytes.min(1 << 20));
+            let mut data =
+                Vec::with_capacity(CHECKPOINT_HEADER + self.left.min(self.max_bytes + 10));
             data.extend_from_slice(&MARKER);
             data.push(LAYOUT_GROUPED);
             data.push(0); // base: zigzag(0)
@@ -281,6 +286,7 @@ impl CheckpointWriter {
         row.mint = row.mint.min(first);
         row.maxt = row.maxt.max(last);
         row.samples += chunk.len();
+        self.left = self.left.saturating_sub(bytes.len() + 10);
         self.groups += 1;
         self.prev = id;
     }
