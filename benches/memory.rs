@@ -19,10 +19,16 @@ use tocsin::store::{Store, StoreOptions};
 struct Counting;
 
 static LIVE: AtomicIsize = AtomicIsize::new(0);
+/// the most ever live, inside a flush too (what RSS, a high-water mark, follows)
+static HIGH: AtomicIsize = AtomicIsize::new(0);
 
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        LIVE.fetch_add(layout.size() as isize, Ordering::Relaxed);
+        let size = layout.size() as isize;
+        HIGH.fetch_max(
+            LIVE.fetch_add(size, Ordering::Relaxed) + size,
+            Ordering::Relaxed,
+        );
         unsafe { System.alloc(layout) }
     }
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
@@ -30,8 +36,9 @@ unsafe impl GlobalAlloc for Counting {
         unsafe { System.dealloc(ptr, layout) }
     }
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        LIVE.fetch_add(
-            new_size as isize - layout.size() as isize,
+        let grow = new_size as isize - layout.size() as isize;
+        HIGH.fetch_max(
+            LIVE.fetch_add(grow, Ordering::Relaxed) + grow,
             Ordering::Relaxed,
         );
         unsafe { System.realloc(ptr, layout, new_size) }
@@ -122,10 +129,11 @@ fn main() {
         per(first_scrape - base)
     );
     println!(
-        "  after {scrapes} scrapes            {:>10} B  {:>7.1} B/series  (peak {:.1} B/series)",
+        "  after {scrapes} scrapes            {:>10} B  {:>7.1} B/series  (peak {:.1} B/series between scrapes, {:.1} inside them and flushes)",
         after - base,
         per(after - base),
-        per(peak - base)
+        per(peak - base),
+        per(HIGH.load(Ordering::Relaxed) - base)
     );
     println!(
         "    of which the scrape cache  {:>10} B  {:>7.1} B/series",

@@ -89,7 +89,12 @@ pub(crate) struct ClosedChunks(Option<Box<VecDeque<ClosedChunk>>>);
 
 impl ClosedChunks {
     pub fn push_back(&mut self, c: ClosedChunk) {
-        self.0.get_or_insert_default().push_back(c);
+        // room for one: without a head window a series holds its cut chunk only until the next
+        // flush, and every series of a scrape cuts at once (a deque's default first allocation,
+        // four, was ~120 bytes a series more at that peak: `benches/memory.rs`)
+        self.0
+            .get_or_insert_with(|| Box::new(VecDeque::with_capacity(1)))
+            .push_back(c);
     }
 
     pub fn front(&self) -> Option<&ClosedChunk> {

@@ -1051,6 +1051,10 @@ impl Store {
                 .filter_map(|id| head.labels(id).map(|l| (id, l.clone())))
                 .collect();
             let wal = std::mem::take(&mut pending.wal);
+            // the next batch is likely this one's size: room for it at its first sample, not
+            // grown by doubling (copies, and up to twice the bytes at the peak when every
+            // series cuts; not at once: this batch's bytes are still being written)
+            pending.wal.room = wal.buf.len() + wal.buf.len() / 8;
             pending.since_checkpoint += wal.count;
             let due = self
                 .opts

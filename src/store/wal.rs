@@ -82,6 +82,8 @@ pub(crate) struct WalBatch {
     pub mint: i64,
     pub maxt: i64,
     pub count: usize,
+    /// bytes to reserve at the first sample (the previous batch's size)
+    pub room: usize,
 }
 
 fn put_uvarint(buf: &mut Vec<u8>, mut x: u64) {
@@ -120,6 +122,7 @@ fn unzigzag(z: u64) -> i64 {
 impl WalBatch {
     pub fn push(&mut self, id: SeriesRef, t: i64, v: f64) {
         if self.count == 0 {
+            self.buf.reserve(self.room);
             self.mint = t;
             self.maxt = t;
         } else {
