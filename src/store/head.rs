@@ -28,15 +28,6 @@ pub const BLOCK_MS: i64 = 3_600_000;
 /// for regular series, and a chunk decodes in well under a microsecond per sample).
 pub const SAMPLES_PER_CHUNK: usize = 120;
 
-/// Chunks a block must hold for each series to cut at a phase of its own ([`Head::at_phase`]).
-const PHASED_CHUNKS_PER_BLOCK: i64 = 4;
-
-/// The fewest samples a chunk is cut at its series' phase with: a series whose chunk passes its
-/// point with fewer (one in 15 of those that start together) stays in step with the fills; a
-/// chunk filled a sample before its point (a late scrape moved the point) is not followed by a
-/// chunk of one sample.
-const PHASE_MIN_SAMPLES: usize = 8;
-
 /// How long a series may go without a sample before it leaves the head (beyond the head window):
 /// Prometheus's lookback delta, after which an instant query no longer sees its last sample.
 pub const STALENESS_MS: i64 = 5 * 60 * 1000;
@@ -636,8 +627,7 @@ impl Head {
         }
         // the chunk's samples share a block, so its last sample's block is its first's
         let must_cut = s.open.len() >= SAMPLES_PER_CHUNK
-            || s.open.last_t().is_some_and(|l| block_of(l) != block_of(t))
-            || Self::at_phase(id, &s.open, t);
+            || s.open.last_t().is_some_and(|l| block_of(l) != block_of(t));
         if must_cut {
             let c = Self::close(id, s);
             cut.push(c);
@@ -653,39 +643,6 @@ impl Head {
         }
         s.last_t = t;
         stats.appended += 1;
-    }
-
-    /// Whether `t` passes a cut point of the series' own phase: series scraped together fill
-    /// their chunks together, so at a 1 s scrape every series of a target cut at the same
-    /// sample, and the head's memory was a sawtooth whose peaks (every chunk full, and then
-    /// every cut one waiting for the flush) set the RSS. Where a block holds at least
-    /// [`PHASED_CHUNKS_PER_BLOCK`] chunks (scrapes up to 7.5 s apart), each block has a grid of
-    /// cut points a chunk's span apart (the span from the open chunk's own interval), shifted by
-    /// a fraction of the span drawn from the series id: a chunk of at least
-    /// [`PHASE_MIN_SAMPLES`] samples is cut at the sample that passes a point, so the series'
-    /// chunks fill out of step (one shorter chunk when a series starts or a block begins); a
-    /// chunk that passes a point with fewer (it began just before, after a full one was cut)
-    /// is not cut for it, and the series keeps that phase. Longer intervals keep two chunks
-    /// an hour at :00 and :30 (a third, shorter one would cost more in chunk rows than it saves).
-    fn at_phase(id: SeriesRef, open: &ChunkEncoder, t: i64) -> bool {
-        let n = open.len();
-        if n < PHASE_MIN_SAMPLES {
-            return false;
-        }
-        let (Some(first), Some(last)) = (open.first_t(), open.last_t()) else {
-            return false;
-        };
-        let interval = last.saturating_sub(first) / (n as i64 - 1);
-        let span = interval.saturating_mul(SAMPLES_PER_CHUNK as i64);
-        if interval <= 0 || span.saturating_mul(PHASED_CHUNKS_PER_BLOCK) > BLOCK_MS {
-            return false;
-        }
-        // a fraction in 1,024ths of the span, from the id (a multiplicative hash's top bits)
-        let shift =
-            span * ((u64::from(id).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 54) as i64) / 1024;
-        let start = block_of(first) * BLOCK_MS + shift;
-        let point = |x: i64| x.saturating_sub(start).div_euclid(span);
-        point(t) > point(last)
     }
 
     fn close(id: SeriesRef, s: &mut MemSeries) -> ClosedChunk {
@@ -1014,67 +971,6 @@ mod tests {
         }
         assert_eq!(seen, want);
         assert!(Head::default().checkpoint(512).is_empty());
-    }
-
-    /// Scrapes `n` series every `interval` ms for `scrapes` from `t0`, returning the chunks
-    /// each scrape cut.
-    fn cuts_per_scrape(n: u32, t0: i64, interval: i64, scrapes: i64) -> Vec<Vec<ClosedChunk>> {
-        let mut head = Head::default();
-        let mut stats = AppendStats::default();
-        for id in 0..n {
-            head.insert(id, Arc::new(labels(&[("i", &id.to_string())])), i64::MIN);
-        }
-        (0..scrapes)
-            .map(|k| {
-                for id in 0..n {
-                    head.append(id, t0 + k * interval, f64::from(id), &mut stats);
-                }
-                std::mem::take(&mut head.cut)
-            })
-            .collect()
-    }
-
-    #[test]
-    fn series_scraped_together_cut_their_chunks_out_of_step() {
-        use super::super::BLOCK_MS;
-        // 1 s scrapes from 10 minutes into a block to 10 minutes into the next: 1,200 series
-        let n = 1200;
-        let t0 = 1_700_000_000_000 - 1_700_000_000_000 % BLOCK_MS + 600_000;
-        let cuts = cuts_per_scrape(n, t0, 1000, 3600);
-        let boundary = 3000; // the scrape at the next block's start
-        assert_eq!(
-            cuts[boundary].len(),
-            n as usize,
-            "a block's end cuts every series"
-        );
-        for (k, cut) in cuts.iter().enumerate() {
-            for c in cut {
-                let samples = usize::from(chunk::sample_count(&c.data));
-                assert!(samples <= SAMPLES_PER_CHUNK, "scrape {k}: {samples}");
-                // only a block's end cuts a chunk shorter than the phase's minimum
-                if k != boundary {
-                    assert!(samples >= PHASE_MIN_SAMPLES, "scrape {k}: {samples}");
-                }
-            }
-            // past each series' first chunk, a scrape cuts a few percent of them, not all
-            // (those whose point came too early in their first chunk stay at the fills' step)
-            if (240..3600).contains(&k) && k != boundary {
-                assert!(cut.len() <= 120, "scrape {k} cut {}", cut.len());
-            }
-        }
-        let chunks: usize = cuts.iter().map(Vec::len).sum();
-        // 3,600 samples a series in chunks of 120 and one shorter a start or block
-        assert!(chunks <= n as usize * 32, "{chunks} chunks");
-        // at 15 s a block holds two chunks: every series cuts at the same scrapes (:00, :30)
-        let cuts = cuts_per_scrape(100, t0 - 600_000, 15_000, 480);
-        for (k, cut) in cuts.iter().enumerate() {
-            assert!(
-                cut.is_empty() || cut.len() == 100,
-                "scrape {k} cut {}",
-                cut.len()
-            );
-            assert_eq!(cut.is_empty(), k == 0 || k % 120 != 0, "scrape {k}");
-        }
     }
 
     #[test]
