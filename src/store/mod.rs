@@ -159,7 +159,8 @@ pub struct StoreOptions {
     /// data older than this (ms) is deleted, in whole blocks
     pub retention_ms: i64,
     /// a flush writes a checkpoint (every open chunk whole, replacing the write-ahead rows
-    /// before it) once the rows since the last hold this many samples a series in memory…
+    /// before it) once the rows since the last that are still stored (not yet all in chunks)
+    /// hold this many samples a series in memory…
     pub checkpoint_samples_per_series: usize,
     /// …and at least this many samples (below it a crashed start replays them in well under a
     /// second, and the checkpoint's writes would cost more than they save)
@@ -336,8 +337,9 @@ struct Pending {
     /// queued since: an outcome the sender reports under the memory id goes to the row. Entries
     /// leave when their outcome comes; at most the notifications queued while writes failed.
     moved: HashMap<i64, i64>,
-    /// samples written to write-ahead rows since the last checkpoint
-    since_checkpoint: usize,
+    /// the write-ahead rows since the last checkpoint that are still stored (as far as this
+    /// process knows): each one's newest sample and samples, the checkpoint's measure
+    wal_rows: std::collections::VecDeque<(i64, usize)>,
 }
 
 /// Writes the store failed and when one last succeeded, for the self-metrics.
@@ -1055,14 +1057,27 @@ impl Store {
             // grown by doubling (copies, and up to twice the bytes at the peak when every
             // series cuts; not at once: this batch's bytes are still being written)
             pending.wal.room = wal.buf.len() + wal.buf.len() / 8;
-            pending.since_checkpoint += wal.count;
+            let wal_trim = match head.open_low_watermark() {
+                Some(w) => WalTrim::Before(w),
+                None => WalTrim::All,
+            };
+            // what a crash would replay after this flush: the rows it keeps (at a 1 s scrape
+            // every series cuts together every 2 minutes and the rows go with the chunks)
+            if !wal.is_empty() {
+                pending.wal_rows.push_back((wal.maxt, wal.count));
+            }
+            match wal_trim {
+                WalTrim::Before(w) => pending.wal_rows.retain(|&(maxt, _)| maxt >= w),
+                _ => pending.wal_rows.clear(),
+            }
+            let kept: usize = pending.wal_rows.iter().map(|&(_, n)| n).sum();
             let due = self
                 .opts
                 .checkpoint_samples_per_series
                 .saturating_mul(head.series_count())
                 .max(self.opts.checkpoint_min_samples);
-            let checkpoint = if pending.since_checkpoint >= due && pending.since_checkpoint > 0 {
-                pending.since_checkpoint = 0;
+            let checkpoint = if kept >= due && kept > 0 {
+                pending.wal_rows.clear();
                 // an older one that waits to be written is void: this one holds all it holds
                 for b in &mut pending.failed {
                     b.checkpoint = Vec::new();
@@ -1081,10 +1096,7 @@ impl Store {
                 wal: (!wal.is_empty()).then_some((wal.mint, wal.maxt, wal.buf)),
                 chunks: std::mem::take(&mut head.cut),
                 notes: std::mem::take(&mut pending.notes),
-                wal_trim: match head.open_low_watermark() {
-                    Some(w) => WalTrim::Before(w),
-                    None => WalTrim::All,
-                },
+                wal_trim,
                 ends: idle.clone(),
                 revived: std::mem::take(&mut head.revived),
                 rw_kind: self.rw_kinds.load(Ordering::Relaxed) & RW_SCRAPED,
@@ -1178,7 +1190,9 @@ impl Store {
                     wal.push(id, t, v);
                 }
             }
-            pending.since_checkpoint += wal.count;
+            if !wal.is_empty() {
+                pending.wal_rows.push_back((wal.maxt, wal.count));
+            }
             // series rows before the wal row that names them (scrapes' new series come along)
             let new_series = std::mem::take(&mut head.new_series)
                 .into_iter()

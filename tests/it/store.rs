@@ -1254,3 +1254,41 @@ fn retention_returns_the_space_of_deleted_blocks_to_the_file_system() {
         "everything was past retention"
     );
 }
+
+#[test]
+fn a_checkpoint_is_written_only_while_the_rows_kept_hold_enough_samples() {
+    // one series at 1 s, flushed every 5 s for 10 minutes: its chunk is cut every 120 samples
+    // and the rows before go with it, so at most ~125 samples are ever kept in rows
+    let checkpoints = |per_series: usize| {
+        let dir = tempfile::tempdir().unwrap();
+        let opts = StoreOptions {
+            checkpoint_samples_per_series: per_series,
+            checkpoint_min_samples: 0,
+            ..StoreOptions::default()
+        };
+        let store = open_store_with(&dir, opts);
+        let id = store.series_ref(labels(&[("__name__", "up")]));
+        for k in 0..600 {
+            store.append(&[(id, T0 + 1000 + k * 1000, k as f64)]);
+            if k % 5 == 4 {
+                store.flush(T0 + 1000 + k * 1000).unwrap();
+            }
+        }
+        drop(store);
+        let conn = rusqlite::Connection::open(dir.path().join("tocsin.db")).unwrap();
+        let mut stmt = conn.prepare("SELECT data FROM wal").unwrap();
+        let rows: Vec<Vec<u8>> = stmt
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        // a checkpoint row's times are absolute: its base, the fourth byte, is zigzag(0)
+        rows.iter().filter(|r| r.get(3) == Some(&0)).count()
+    };
+    assert_eq!(checkpoints(130), 0, "the cuts keep the rows short");
+    assert_eq!(
+        checkpoints(20),
+        1,
+        "a checkpoint replaces the rows once they hold 20"
+    );
+}
