@@ -77,17 +77,7 @@ fn append(c: &mut Criterion) {
     });
     // the append benchmark left many scrapes unflushed: start the flush benchmark clean
     store.flush(T0 + step * 1000).unwrap();
-    g.bench_function("flush_one_scrape_of_100k", |b| {
-        b.iter_batched(
-            || {
-                step += 1;
-                store.append(&scrape_batch(&ids, step));
-                T0 + step * 1000
-            },
-            |now| black_box(store.flush(now).unwrap()),
-            BatchSize::LargeInput,
-        )
-    });
+    flush_one_scrape(&mut g, "flush_one_scrape_of_100k", &store, &ids, &mut step);
     // the same flush writing a checkpoint (every open chunk: ~60 samples a series on average,
     // chunks are cut at 120) instead of its write-ahead row; what it costs beyond the flush is
     // paid every 32 samples a series (`StoreOptions::checkpoint_samples_per_series`)
@@ -103,18 +93,35 @@ fn append(c: &mut Criterion) {
         store.append(&scrape_batch(&ids, step));
     }
     let mut step = 60;
-    g.bench_function("flush_one_scrape_of_100k_with_a_checkpoint", |b| {
+    flush_one_scrape(
+        &mut g,
+        "flush_one_scrape_of_100k_with_a_checkpoint",
+        &store,
+        &ids,
+        &mut step,
+    );
+    g.finish();
+}
+
+/// Times the flush of one scrape of `ids` (appended untimed, at the next step).
+fn flush_one_scrape(
+    g: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
+    name: &str,
+    store: &Store,
+    ids: &[SeriesRef],
+    step: &mut i64,
+) {
+    g.bench_function(name, |b| {
         b.iter_batched(
             || {
-                step += 1;
-                store.append(&scrape_batch(&ids, step));
-                T0 + step * 1000
+                *step += 1;
+                store.append(&scrape_batch(ids, *step));
+                T0 + *step * 1000
             },
             |now| black_box(store.flush(now).unwrap()),
             BatchSize::LargeInput,
         )
     });
-    g.finish();
 }
 
 /// 10 minutes at 1 s of every series, flushed every 10 s.

@@ -1035,7 +1035,7 @@ impl Store {
         let started = Instant::now();
         let idle_cutoff;
         let idle;
-        // how long a checkpoint held the head lock, if this flush writes one
+        // how long a checkpoint held the head lock and its bytes, if this flush writes one
         let mut checkpoint_took = None;
         // the file lock first: see the module doc (writes reach the file in snapshot order)
         let mut db = self.db.lock().expect("db lock");
@@ -1084,7 +1084,8 @@ impl Store {
                 }
                 let copied = Instant::now();
                 let rows = head.checkpoint(CHECKPOINT_ROW_BYTES);
-                checkpoint_took = Some(copied.elapsed());
+                let bytes: usize = rows.iter().map(|r| r.data.len()).sum();
+                checkpoint_took = Some((copied.elapsed(), bytes));
                 rows
             } else {
                 Vec::new()
@@ -1106,13 +1107,10 @@ impl Store {
             all.push(fresh);
             all
         };
-        let checkpoint_bytes: usize = batches
-            .last()
-            .map_or(0, |b| b.checkpoint.iter().map(|r| r.data.len()).sum());
         let mut stats = self.write(&mut db, batches, Some(now))?;
-        if let Some(took) = checkpoint_took {
+        if let Some((took, bytes)) = checkpoint_took {
             tracing::info!(
-                bytes = checkpoint_bytes,
+                bytes,
                 copy_seconds = took.as_secs_f64(),
                 "wrote a checkpoint of the open chunks"
             );
