@@ -378,6 +378,13 @@ impl ScrapeCache {
                 self.slots.clear();
                 self.index.clear();
             }
+            // a target's first scrape sizes the cache to it, instead of doubling up to 1.3x
+            if self.slots.is_empty() {
+                self.slots.reserve_exact(fresh.len());
+            }
+            let slots = &self.slots;
+            self.index
+                .reserve(fresh.len(), |&j| key_hash(&slots[j as usize].key));
             let ids = store.series_refs(labels);
             report.new_series = ids.len();
             for (&i, id) in fresh.iter().zip(ids) {
