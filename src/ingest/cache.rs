@@ -105,9 +105,17 @@ fn key_hash(key: &SeriesKey) -> u64 {
 /// starts afresh, and the store's index finds the series again.
 const MAX_SLOTS: usize = u32::MAX as usize;
 
-/// The cache key of a raw series text (metric name plus label block as exposed).
-fn series_key(series: &str) -> SeriesKey {
-    let h = xxhash_rust::xxh3::xxh3_128(series.as_bytes());
+/// The cache key of a raw series text (metric name plus label block as exposed) validated with
+/// `float_label` (its family's kind: the parser checks a summary's `quantile` and a histogram's
+/// `le` to be floats), so a text is known only as it was validated: a family whose `# TYPE`
+/// changes has its series checked again.
+fn series_key(series: &str, float_label: Option<&str>) -> SeriesKey {
+    let seed = match float_label {
+        None => 0,
+        Some("le") => 1,
+        Some(_) => 2,
+    };
+    let h = xxhash_rust::xxh3::xxh3_128_with_seed(series.as_bytes(), seed);
     SeriesKey(h as u64, (h >> 64) as u64)
 }
 
@@ -317,11 +325,21 @@ impl ScrapeCache {
         let mut changed: Vec<(usize, u32)> = Vec::new();
         self.cursor = 0;
         let mut failure = None;
-        for entry in Parser::with_format(body, format) {
-            let s = match entry {
-                Ok(Entry::Sample(s)) => s,
-                Ok(_) => continue,
-                Err(e) => {
+        let mut parser = Parser::with_format(body, format);
+        loop {
+            // the parser asks the cache about each sample line's series text before checking its
+            // labels: a cached text was checked when first seen; the answer is kept for the line
+            let mut asked = None;
+            let mut known = |series: &str, float_label: Option<&'static str>| {
+                let found = self.find(series_key(series, float_label));
+                asked = Some(found);
+                found.is_some()
+            };
+            let s = match parser.next_known(&mut known) {
+                None => break,
+                Some(Ok(Entry::Sample(s))) => s,
+                Some(Ok(_)) => continue,
+                Some(Err(e)) => {
                     failure = Some(e.into());
                     break;
                 }
@@ -335,7 +353,11 @@ impl ScrapeCache {
                 failure = Some(ScrapeError::SampleLimit { limit, got });
                 break;
             }
-            let Some(i) = self.find(series_key(s.series)) else {
+            let found = match asked {
+                Some(found) => found,
+                None => self.find(series_key(s.series, s.float_label)),
+            };
+            let Some(i) = found else {
                 missing.push(s);
                 continue;
             };
@@ -393,11 +415,11 @@ impl ScrapeCache {
                     // not seen in this scrape yet (`take` marks it), and not tracked
                     seen: stamp(previous),
                 };
-                self.insert(series_key(missing[i].series), entry);
+                self.insert(series_key(missing[i].series, missing[i].float_label), entry);
             }
             batch.reserve(missing.len());
             for s in &missing {
-                let found = self.find(series_key(s.series));
+                let found = self.find(series_key(s.series, s.float_label));
                 debug_assert!(found.is_some(), "every missing series was resolved");
                 if let Some(i) = found {
                     let entry = &mut self.slots[i].entry;
@@ -546,6 +568,26 @@ mod tests {
             assert_eq!(samples(&store, name), want, "{name}");
         }
         assert_eq!(samples(&store, "x"), [(2000, Some(2.0)), (3000, Some(3.0))]);
+    }
+
+    #[test]
+    fn a_cached_series_is_checked_again_when_its_family_changes_kind() {
+        let (_dir, store) = store();
+        let mut cache = ScrapeCache::new(Labels::from_pairs([("job", "j")]));
+        // untyped, `le` may be any text
+        scrape(&mut cache, &store, "h_bucket{le=\"abc\"} 1\n", 1000);
+        scrape(&mut cache, &store, "h_bucket{le=\"abc\"} 2\n", 2000);
+        // a histogram's `le` must be a float: the cached text does not skip that check
+        let err = cache
+            .ingest(
+                &store,
+                "# TYPE h histogram\nh_bucket{le=\"abc\"} 3\n",
+                Format::Text,
+                3000,
+                1000,
+            )
+            .unwrap_err();
+        assert!(err.to_string().contains("not a float"), "{err}");
     }
 
     #[test]
