@@ -447,6 +447,52 @@ async fn hanging_webhook() -> (
 }
 
 #[tokio::test]
+async fn an_idle_sender_delivers_as_soon_as_an_evaluation_wakes_it() {
+    use std::time::Duration;
+    use tocsin::notify::sender::run;
+
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(open_store(&dir));
+    let (addr, hits) = answering_webhook().await;
+    let integrations = HashMap::from([(
+        "ops/webhook".to_string(),
+        webhook_integration(addr, Duration::from_secs(5)),
+    )]);
+    let clock = Arc::new(ManualClock::new(1_000));
+    let sender = Sender::new(store.clone(), clock, integrations, HashMap::new());
+    let wakeup = Arc::new(tokio::sync::Notify::new());
+    let (_reload_tx, reload_rx) = tokio::sync::watch::channel(None);
+    let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
+    let task = tokio::spawn(run(
+        sender,
+        Arc::new(tocsin::selfmetrics::SelfMetrics::new(0.0)),
+        wakeup.clone(),
+        reload_rx,
+        shutdown_rx,
+    ));
+    // the empty outbox makes the loop wait long (5 s) between passes; each row queued by an
+    // evaluation wakes it, so each goes out well within that
+    for (i, key) in ["a", "b", "c"].into_iter().enumerate() {
+        enqueue(&store, "ops/webhook", &notification(key), 0);
+        wakeup.notify_one();
+        let deadline = Deadline::new(
+            "the woken sender delivers",
+            Duration::from_secs(2),
+            Duration::from_millis(10),
+        );
+        while hits.load(Ordering::SeqCst) < i + 1 {
+            deadline.tick().await;
+        }
+    }
+    assert_eq!(store.outbox_depth().unwrap(), 0);
+    shutdown_tx.send(true).unwrap();
+    tokio::time::timeout(Duration::from_secs(10), task)
+        .await
+        .unwrap()
+        .unwrap();
+}
+
+#[tokio::test]
 async fn a_hanging_webhook_does_not_delay_another_receivers_delivery() {
     use std::time::Duration;
     use tocsin::notify::sender::run;
