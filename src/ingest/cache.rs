@@ -84,7 +84,7 @@ pub struct ScrapeCache {
     /// the slot after the last one found: a target exposes its series in the same order at every
     /// scrape, so the next sample's series is nearly always there, and a scrape reads the slots
     /// front to back instead of probing the index at random (at 100k series those probes missed
-    /// the CPU cache on every sample: ~10% of ingest CPU under perf)
+    /// the CPU cache on every sample: ~15% of a 100k-series scrape's CPU under perf)
     cursor: usize,
     /// the scrape number of the last successful scrape; series seen then and not now are stale
     generation: u64,
@@ -99,6 +99,11 @@ struct Slot {
 /// The index's hash of a key, which is a hash already: its two words XORed.
 fn key_hash(key: &SeriesKey) -> u64 {
     key.0 ^ key.1
+}
+
+/// The index's hasher: an index's hash is that of its slot's key.
+fn slot_hash(slots: &[Slot]) -> impl Fn(&u32) -> u64 + '_ {
+    move |&j| key_hash(&slots[j as usize].key)
 }
 
 /// A cache holds at most this many series (its indices are `u32`); one that would hold more
@@ -258,7 +263,7 @@ impl ScrapeCache {
         self.slots.push(Slot { key, entry });
         let slots = &self.slots;
         self.index
-            .insert_unique(key_hash(&key), i, |&j| key_hash(&slots[j as usize].key));
+            .insert_unique(key_hash(&key), i, slot_hash(slots));
     }
 
     /// Forgets the series unseen for [`CACHE_KEEP_SCRAPES`] scrapes (bounded memory under
@@ -273,16 +278,14 @@ impl ScrapeCache {
         self.index.clear();
         let slots = &self.slots;
         for (i, s) in slots.iter().enumerate() {
-            self.index.insert_unique(key_hash(&s.key), i as u32, |&j| {
-                key_hash(&slots[j as usize].key)
-            });
+            self.index
+                .insert_unique(key_hash(&s.key), i as u32, slot_hash(slots));
         }
         // what a burst of series left goes back
         if self.slots.capacity() > 2 * self.slots.len() + 1024 {
             self.slots.shrink_to_fit();
             let slots = &self.slots;
-            self.index
-                .shrink_to_fit(|&j| key_hash(&slots[j as usize].key));
+            self.index.shrink_to_fit(slot_hash(slots));
         }
     }
 
@@ -405,8 +408,7 @@ impl ScrapeCache {
                 self.slots.reserve_exact(fresh.len());
             }
             let slots = &self.slots;
-            self.index
-                .reserve(fresh.len(), |&j| key_hash(&slots[j as usize].key));
+            self.index.reserve(fresh.len(), slot_hash(slots));
             let ids = store.series_refs(labels);
             report.new_series = ids.len();
             for (&i, id) in fresh.iter().zip(ids) {
