@@ -25,6 +25,11 @@ use crate::config::Target;
 use crate::selfmetrics::{ScrapeLabels, SelfMetrics};
 use crate::store::Store;
 
+/// How long after start the flush loop hands back the executable's pages start-up alone used
+/// ([`crate::sys::release_unused_code_pages`]): by then the store is open, the write-ahead log
+/// replayed, the rules compiled and every target scraped.
+const RELEASE_CODE_AFTER: Duration = Duration::from_secs(60);
+
 /// What `/status` shows of one endpoint.
 #[derive(Debug, Clone, Serialize)]
 pub struct EndpointStatus {
@@ -846,14 +851,29 @@ impl Scheduler {
     }
 
     async fn flush_loop(self, every: Duration, mut shutdown: watch::Receiver<bool>) {
-        let mut ticker = tokio::time::interval_at(Instant::now() + every, every);
+        let started = Instant::now();
+        let mut ticker = tokio::time::interval_at(started + every, every);
         ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let mut code_released = false;
         loop {
             if !crate::task::next_tick(&mut ticker, &mut shutdown).await {
                 return;
             }
             let now = self.clock.now_ms();
             self.flush(now).await;
+            if !code_released && started.elapsed() >= RELEASE_CODE_AFTER {
+                code_released = true;
+                let released = tokio::task::spawn_blocking(crate::sys::release_unused_code_pages);
+                match released.await {
+                    Ok(Ok(bytes)) => {
+                        tracing::debug!(bytes, "released the code pages start-up used")
+                    }
+                    Ok(Err(e)) => {
+                        tracing::debug!(error = %e, "could not release the code pages start-up used")
+                    }
+                    Err(_) => {}
+                }
+            }
         }
     }
 
