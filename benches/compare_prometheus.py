@@ -17,6 +17,16 @@ def rss_bytes(pid):
         return int(f.read().split()[1]) * PAGE
 
 
+def rss_anon_bytes(pid):
+    """The anonymous part of the resident set (heap, stacks, modified pages): RSS less the
+    file-backed pages (the executable's and libraries' code), which the kernel can drop."""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("RssAnon:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
 def dir_bytes(path):
     total = 0
     for root, _, files in os.walk(path):
@@ -211,10 +221,12 @@ targets:
         probe = ApiProbe({"prometheus": p_prom, "tocsin": p_tocsin})
         probe.start()
         rss = {"prometheus": [], "tocsin": []}
+        anon = {"prometheus": [], "tocsin": []}
         end = time.time() + a.window
         while time.time() < end:
             for n in rss:
                 rss[n].append(rss_bytes(procs[n].pid))
+                anon[n].append(rss_anon_bytes(procs[n].pid))
             time.sleep(1)
         probe.stop.set()
         probe.join()
@@ -237,6 +249,7 @@ targets:
                 "cpu_s_per_s": round((s1["cpu"][n] - s0["cpu"][n]) / dt, 4),
                 "rss_mean_mb": round(sum(rss[n]) / len(rss[n]) / 2**20, 1),
                 "rss_max_mb": round(max(rss[n]) / 2**20, 1),
+                "rss_anon_mean_mb": round(sum(anon[n]) / len(anon[n]) / 2**20, 1),
                 "samples_per_s": round(samples / dt),
                 "disk_growth_bytes_per_sample": round((s1["disk"][n] - s0["disk"][n]) / samples, 3) if samples else None,
                 # samples ingested against what the target's series at the interval would give
@@ -268,6 +281,7 @@ targets:
             "cpu": round(t["cpu_s_per_s"] / p["cpu_s_per_s"], 3) if p["cpu_s_per_s"] else None,
             "rss_mean": round(t["rss_mean_mb"] / p["rss_mean_mb"], 3),
             "rss_max": round(t["rss_max_mb"] / p["rss_max_mb"], 3),
+            "rss_anon_mean": round(t["rss_anon_mean_mb"] / p["rss_anon_mean_mb"], 3),
             "samples_per_s": round(t["samples_per_s"] / p["samples_per_s"], 3) if p["samples_per_s"] else None,
             "compacted_bytes_per_sample": round(t["chunk_bytes_per_sample"] / p["block_bytes_per_sample"], 3)
             if t.get("chunk_bytes_per_sample") and p.get("block_bytes_per_sample") else None,

@@ -73,7 +73,7 @@ impl MemSeries {
         MemSeries {
             labels,
             closed: ClosedChunks::default(),
-            open: ChunkEncoder::new(),
+            open: ChunkEncoder::adaptive(),
             last_t: last_t.unwrap_or(NO_SAMPLE),
             mem_since: i64::MAX,
         }
@@ -465,7 +465,7 @@ impl Head {
             MemSeries {
                 labels,
                 closed: ClosedChunks::default(),
-                open: ChunkEncoder::new(),
+                open: ChunkEncoder::adaptive(),
                 last_t: NO_SAMPLE,
                 mem_since,
             },
@@ -646,7 +646,7 @@ impl Head {
     }
 
     fn close(id: SeriesRef, s: &mut MemSeries) -> ClosedChunk {
-        let enc = std::mem::take(&mut s.open);
+        let enc = std::mem::replace(&mut s.open, ChunkEncoder::adaptive());
         let c = ClosedChunk {
             series: id,
             mint: enc.first_t().expect("closed chunk is not empty"),
@@ -880,10 +880,12 @@ mod tests {
     #[test]
     fn a_checkpoint_chunk_is_taken_whole_only_where_appending_it_gives_the_same() {
         let t0 = 1_700_000_000_000 - 1_700_000_000_000 % super::super::BLOCK_MS;
-        let mut chunk = ChunkEncoder::new();
+        // the head's open chunks are adaptive: these values keep the decimal form
+        let mut chunk = ChunkEncoder::adaptive();
         for k in 0..50 {
-            chunk.push(t0 + k * 15_000, (k * k) as f64 * 0.1).unwrap();
+            chunk.push(t0 + k * 15_000, (k * k) as f64 * 0.5).unwrap();
         }
+        assert!(chunk.is_decimal());
         let bytes = chunk.bytes().to_vec();
         let nobody = Arc::new(Labels::default());
         // appended one by one: the reference

@@ -36,12 +36,10 @@
 //!   counters with a steady rate. Wider residuals carry their own width, so a counter reset costs
 //!   one or two long forms, not a wider `w` for the whole chunk.
 
-use super::{
-    BitReader, ChunkError, DEC_FLAG, XorIter, dod_code, next_t, read_dod, unzigzag, zigzag,
-};
+use super::{BitReader, ChunkError, DEC_FLAG, dod_code, next_t, read_dod, unzigzag, zigzag};
 
 /// The largest scale: values with at most 15 digits after the point.
-const MAX_SCALE: usize = 15;
+pub(super) const MAX_SCALE: usize = 15;
 
 /// 10^0 ..= 10^15, each exact as an `f64`.
 const POW10: [f64; MAX_SCALE + 1] = [
@@ -56,8 +54,10 @@ const MODE_DOD: u8 = 0x80;
 
 /// `v` as `m / 10^scale` with `m` an exact integer, if that division gives `v` back bit for bit
 /// (so never for NaN, infinities or `-0.0`, which stay XOR-coded).
-fn mantissa(v: f64, scale: usize) -> Option<i64> {
-    let x = v * POW10[scale];
+#[inline]
+pub(super) fn mantissa(v: f64, scale: u8) -> Option<i64> {
+    let scale = usize::from(scale);
+    let x = *POW10.get(scale)? * v;
     // (NaN compares false: refused here too)
     if x.abs().partial_cmp(&EXACT_INT) != Some(std::cmp::Ordering::Less) {
         return None;
@@ -75,8 +75,36 @@ fn mantissa(v: f64, scale: usize) -> Option<i64> {
     (back.to_bits() == v.to_bits()).then_some(m)
 }
 
+/// The smallest scale at which `v` is a decimal, and its integer there.
+pub(super) fn smallest_scale(v: f64) -> Option<(u8, i64)> {
+    (0..=MAX_SCALE as u8).find_map(|s| mantissa(v, s).map(|m| (s, m)))
+}
+
+/// The integer of a value [`mantissa`] accepted at `scale` (the same rounding, without checking
+/// the way back again).
+#[inline]
+pub(super) fn mantissa_of_kept(v: f64, scale: u8) -> i64 {
+    let x = v * POW10[usize::from(scale) & MAX_SCALE];
+    let m = x as i64;
+    let frac = x - m as f64;
+    m + i64::from(frac >= 0.5) - i64::from(frac <= -0.5)
+}
+
+/// The short residual width that codes the deltas of `ms` in the fewest bits.
+pub(super) fn best_delta_width(ms: impl Iterator<Item = i64>) -> u8 {
+    let mut hist = [0u32; 65];
+    let mut prev = None;
+    for m in ms {
+        if let Some(p) = prev {
+            hist[width(m.wrapping_sub(p)) as usize] += 1;
+        }
+        prev = Some(m);
+    }
+    residual_cost(&hist).1
+}
+
 /// Width in bits of a residual's zigzag form; 0 for a zero residual.
-fn width(r: i64) -> u32 {
+pub(super) fn width(r: i64) -> u32 {
     64 - zigzag(r).leading_zeros()
 }
 
@@ -101,26 +129,27 @@ fn residual_cost(hist: &[u32; 65]) -> (u64, u8) {
     best
 }
 
-/// The decimal form of an XOR chunk's samples, or `None` when a value has no exact short decimal,
-/// the chunk is damaged, empty, or already decimal. The caller keeps whichever form is smaller.
-pub(super) fn encode(xor: &[u8]) -> Option<Vec<u8>> {
-    let (count, stream) = super::split_header(xor).ok()?;
-    if count == 0 || count & DEC_FLAG != 0 {
-        return None;
-    }
+/// The decimal form of a chunk's samples with the residual mode and width that fit them best, or
+/// `None` when a value has no exact short decimal or the chunk is damaged or empty. The input is
+/// an XOR chunk or a decimal one (an open chunk's: delta residuals, a width fitted to its first
+/// samples). The caller keeps whichever form is smaller.
+pub(super) fn encode(chunk: &[u8]) -> Option<Vec<u8>> {
     // one pass: decode, and find each value's integer at the smallest scale all values so far fit;
     // a float with no short decimal ends it at its first value
-    let mut it = XorIter::new(stream, count);
-    let n = usize::from(count);
+    let mut it = super::decode(chunk).ok()?;
+    let n = it.remaining();
+    if n == 0 {
+        return None;
+    }
     let (mut ts, mut ms) = (Vec::with_capacity(n), Vec::<i64>::with_capacity(n));
-    let mut scale = 0;
+    let mut scale = 0u8;
     while let Some((t, v)) = it.step().ok()? {
         let m = loop {
             if let Some(m) = mantissa(v, scale) {
                 break m;
             }
             scale += 1;
-            if scale > MAX_SCALE {
+            if usize::from(scale) > MAX_SCALE {
                 return None;
             }
             // the earlier integers at the new scale: `10m / 10^(e+1)` is the same rational as
@@ -152,8 +181,9 @@ pub(super) fn encode(xor: &[u8]) -> Option<Vec<u8>> {
         (0, delta_w)
     };
 
-    let mut w = BitWriter::with_capacity(xor.len());
-    w.out.extend_from_slice(&(DEC_FLAG | count).to_be_bytes());
+    let mut w = BitWriter::with_capacity(chunk.len());
+    w.out
+        .extend_from_slice(&(DEC_FLAG | ms.len() as u16).to_be_bytes());
     w.out.extend_from_slice(&[scale as u8 | mode, short]);
     let (mut t_prev, mut dt) = (ts[0], 0u64);
     w.write_uvarint(zigzag(t_prev));
@@ -554,7 +584,13 @@ mod tests {
             decode(&[0x80, 0x01, 0]).err(),
             Some(ChunkError::Corrupt("missing decimal chunk header"))
         );
-        assert!(ChunkEncoder::from_bytes(&s).is_err(), "not reopened");
+        // a sealed chunk reopens only where pushing its samples gives its bytes again
+        if let Ok(c) = ChunkEncoder::from_bytes(&s) {
+            assert_eq!(c.bytes(), &s[..]);
+        }
+        let dods = sealed(&[(1, 5.0), (1001, 6.0), (2001, 7.0)]);
+        assert_eq!(dods[2] & MODE_DOD, MODE_DOD);
+        assert!(ChunkEncoder::from_bytes(&dods).is_err(), "not reopened");
         // every truncation is an error and the samples before it are right
         for cut in 4..s.len() {
             let mut it = decode(&s[..cut]).unwrap();
@@ -577,8 +613,16 @@ mod tests {
                 let ranged = decode_range(&bad, i64::MIN, i64::MAX, &mut out);
                 assert_eq!(ranged.is_ok(), it.error().is_none());
             }
-            // sealing damaged or decimal bytes changes nothing
-            assert_eq!(&*seal(&bad), &bad[..]);
+            // sealing keeps what the bytes decode to: damaged bytes are left as they are, a
+            // decimal chunk that decodes cleanly may be re-coded smaller
+            let sealed = seal(&bad);
+            if *sealed != bad[..] {
+                let mut it = decode(&bad).unwrap();
+                let want = exact(it.by_ref());
+                assert!(it.error().is_none(), "damaged bytes were re-coded");
+                assert_eq!(exact(decode(&sealed).unwrap()), want);
+                assert!(sealed.len() < bad.len());
+            }
         }
     }
 
@@ -614,5 +658,103 @@ mod tests {
             // `sealed` asserts the round trip and the size
             let _ = sealed(&samples);
         }
+
+        #[test]
+        fn an_open_chunk_reads_back_what_was_pushed_and_resumes_anywhere(
+            start in -(1i64 << 50)..(1i64 << 50),
+            steps in prop::collection::vec((1i64..100_000, value()), 1..200),
+            one_kind in any::<bool>(),
+            split in any::<prop::sample::Index>(),
+        ) {
+            let mut t = start;
+            let mut samples = Vec::new();
+            for (dt, v) in steps {
+                t += dt;
+                // half the cases keep to integers, which stay in the decimal form throughout (`+ 0.0`:
+                // -0.0 is no decimal)
+                let v = if one_kind && v.is_finite() { (v / 7.0).round() + 0.0 } else { v };
+                samples.push((t, v));
+            }
+            let mut whole = ChunkEncoder::adaptive();
+            for &(t, v) in &samples {
+                whole.push(t, v).unwrap();
+            }
+            let want = exact(samples.iter().copied());
+            prop_assert_eq!(exact(whole.iter()), want.clone());
+            let mut it = decode(whole.bytes()).unwrap();
+            prop_assert_eq!(exact(it.by_ref()), want.clone());
+            prop_assert_eq!(it.error(), None);
+            prop_assert_eq!(whole.first_t(), Some(samples[0].0));
+            prop_assert_eq!(whole.last_t(), Some(t));
+            if one_kind && samples.iter().all(|s| s.1.abs() < 1e15) {
+                prop_assert!(whole.is_decimal(), "integers left the decimal form");
+            }
+            // a chunk resumed after any of its samples appends as if never closed
+            let k = split.index(samples.len() + 1);
+            let mut head = ChunkEncoder::adaptive();
+            for &(t, v) in &samples[..k] {
+                head.push(t, v).unwrap();
+            }
+            let mut resumed = ChunkEncoder::adaptive();
+            resumed.resume(head.bytes()).unwrap();
+            for &(t, v) in &samples[k..] {
+                resumed.push(t, v).unwrap();
+            }
+            prop_assert_eq!(resumed.bytes(), whole.bytes());
+            // sealing keeps the samples and never grows the chunk
+            let s = seal(whole.bytes());
+            prop_assert!(s.len() <= whole.byte_len());
+            prop_assert_eq!(exact(decode(&s).unwrap()), want);
+        }
+    }
+
+    #[test]
+    fn an_open_decimal_chunk_holds_target_like_series_in_what_sealing_would_store() {
+        for gauge in [false, true] {
+            let samples = target_like(20.0, gauge, 7);
+            let mut open = ChunkEncoder::adaptive();
+            for &(t, v) in &samples {
+                open.push(t, v).unwrap();
+            }
+            assert!(open.is_decimal());
+            let stored = sealed(&samples);
+            let x = xor(&samples);
+            // within 10% of the fitted form, far under XOR's
+            assert!(
+                open.byte_len() * 10 <= stored.len() * 11,
+                "gauge {gauge}: open {} bytes, sealed {}",
+                open.byte_len(),
+                stored.len()
+            );
+            assert!(
+                open.byte_len() * 3 < x.len() * 2,
+                "gauge {gauge}: xor {}",
+                x.len()
+            );
+        }
+        // a value with more decimals re-codes at a finer scale; one with none, as XOR
+        let mut c = ChunkEncoder::adaptive();
+        for (i, v) in [1.0, 2.5, 2.25, 3.125].into_iter().enumerate() {
+            c.push(i as i64 * 1000, v).unwrap();
+        }
+        assert!(c.is_decimal());
+        assert_eq!(c.bytes()[2], 3, "scale");
+        c.push(5000, 0.1 + 0.2).unwrap();
+        assert!(!c.is_decimal());
+        c.push(6000, 7.0).unwrap();
+        let got: Vec<_> = exact(c.iter());
+        let want = [
+            (0, 1.0),
+            (1000, 2.5),
+            (2000, 2.25),
+            (3000, 3.125),
+            (5000, 0.1 + 0.2),
+            (6000, 7.0),
+        ];
+        assert_eq!(got, exact(want));
+        // emptied, it may take the decimal form again
+        c.clear();
+        c.push(0, 4.0).unwrap();
+        assert!(c.is_decimal());
     }
 }
