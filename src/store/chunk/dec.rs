@@ -184,7 +184,7 @@ pub(super) fn encode(chunk: &[u8]) -> Option<Vec<u8>> {
     let mut w = BitWriter::with_capacity(chunk.len());
     w.out
         .extend_from_slice(&(DEC_FLAG | ms.len() as u16).to_be_bytes());
-    w.out.extend_from_slice(&[scale as u8 | mode, short]);
+    w.out.extend_from_slice(&[scale | mode, short]);
     let (mut t_prev, mut dt) = (ts[0], 0u64);
     w.write_uvarint(zigzag(t_prev));
     w.write_uvarint(zigzag(ms[0]));
