@@ -83,7 +83,15 @@ fn series(kind: Kind, seed: u64) -> Vec<(i64, f64)> {
 }
 
 fn encode(samples: &[(i64, f64)]) -> ChunkEncoder {
-    let mut e = ChunkEncoder::new();
+    encode_into(ChunkEncoder::new(), samples)
+}
+
+/// The head's open chunk: decimal while the values are short decimals.
+fn encode_adaptive(samples: &[(i64, f64)]) -> ChunkEncoder {
+    encode_into(ChunkEncoder::adaptive(), samples)
+}
+
+fn encode_into(mut e: ChunkEncoder, samples: &[(i64, f64)]) -> ChunkEncoder {
     for &(t, v) in samples {
         e.push(t, v).expect("increasing timestamps");
     }
@@ -106,12 +114,34 @@ fn bench(c: &mut Criterion) {
         let bytes: usize = chunks.iter().map(Vec::len).sum();
         let sealed: Vec<Vec<u8>> = chunks.iter().map(|c| seal(c).into_owned()).collect();
         let stored: usize = sealed.iter().map(Vec::len).sum();
+        let adaptive: Vec<Vec<u8>> = data
+            .iter()
+            .map(|s| encode_adaptive(s).bytes().to_vec())
+            .collect();
+        let open: usize = adaptive.iter().map(Vec::len).sum();
+        let resealed: usize = adaptive.iter().map(|c| seal(c).len()).sum();
         let per = |b: usize| b as f64 / (SERIES * SAMPLES) as f64;
         println!(
-            "chunk/{name}: {:.3} bytes/sample open, {:.3} stored ({SERIES} chunks of {SAMPLES} samples)",
+            "chunk/{name}: {:.3} bytes/sample open as XOR, {:.3} stored; {:.3} open as the head's (adaptive), {:.3} stored ({SERIES} chunks of {SAMPLES} samples)",
             per(bytes),
-            per(stored)
+            per(stored),
+            per(open),
+            per(resealed)
         );
+        g.bench_function(format!("seal_adaptive_{name}"), |b| {
+            b.iter(|| {
+                for c in &adaptive {
+                    black_box(seal(c).len());
+                }
+            })
+        });
+        g.bench_function(format!("encode_adaptive_{name}"), |b| {
+            b.iter(|| {
+                for s in &data {
+                    black_box(encode_adaptive(s).byte_len());
+                }
+            })
+        });
         g.bench_function(format!("seal_{name}"), |b| {
             b.iter(|| {
                 for c in &chunks {

@@ -143,6 +143,14 @@ pub(super) fn encode(chunk: &[u8]) -> Option<Vec<u8>> {
     }
     let (mut ts, mut ms) = (Vec::with_capacity(n), Vec::<i64>::with_capacity(n));
     let mut scale = 0u8;
+    if let super::Inner::Dec(d) = &mut it.inner {
+        // already integers at a scale that holds them all: only the residuals change
+        scale = d.scale;
+        while let Some((t, m)) = d.step_integer().ok()? {
+            ts.push(t);
+            ms.push(m);
+        }
+    }
     while let Some((t, v)) = it.step().ok()? {
         let m = loop {
             if let Some(m) = mantissa(v, scale) {
@@ -348,6 +356,14 @@ impl<'a> DecIter<'a> {
 
     #[inline]
     pub(super) fn step(&mut self) -> Result<Option<(i64, f64)>, ChunkError> {
+        Ok(self
+            .step_integer()?
+            .map(|(t, m)| (t, m as f64 / POW10[usize::from(self.scale)])))
+    }
+
+    /// The next sample's time and integer (its value times 10^scale).
+    #[inline]
+    fn step_integer(&mut self) -> Result<Option<(i64, i64)>, ChunkError> {
         if self.read == self.count {
             return Ok(None);
         }
@@ -378,10 +394,7 @@ impl<'a> DecIter<'a> {
         if self.read == self.count {
             self.r.check_end()?;
         }
-        Ok(Some((
-            self.t,
-            self.m as f64 / POW10[usize::from(self.scale)],
-        )))
+        Ok(Some((self.t, self.m)))
     }
 }
 
