@@ -82,13 +82,10 @@ fn series(kind: Kind, seed: u64) -> Vec<(i64, f64)> {
         .collect()
 }
 
+/// The samples in an XOR chunk ([`ChunkEncoder::new`]); the head's open chunks are adaptive
+/// ([`ChunkEncoder::adaptive`]: decimal while the values are short decimals).
 fn encode(samples: &[(i64, f64)]) -> ChunkEncoder {
     encode_into(ChunkEncoder::new(), samples)
-}
-
-/// The head's open chunk: decimal while the values are short decimals.
-fn encode_adaptive(samples: &[(i64, f64)]) -> ChunkEncoder {
-    encode_into(ChunkEncoder::adaptive(), samples)
 }
 
 fn encode_into(mut e: ChunkEncoder, samples: &[(i64, f64)]) -> ChunkEncoder {
@@ -116,7 +113,7 @@ fn bench(c: &mut Criterion) {
         let stored: usize = sealed.iter().map(Vec::len).sum();
         let adaptive: Vec<Vec<u8>> = data
             .iter()
-            .map(|s| encode_adaptive(s).bytes().to_vec())
+            .map(|s| encode_into(ChunkEncoder::adaptive(), s).bytes().to_vec())
             .collect();
         let open: usize = adaptive.iter().map(Vec::len).sum();
         let resealed: usize = adaptive.iter().map(|c| seal(c).len()).sum();
@@ -128,27 +125,28 @@ fn bench(c: &mut Criterion) {
             per(open),
             per(resealed)
         );
-        g.bench_function(format!("seal_adaptive_{name}"), |b| {
-            b.iter(|| {
-                for c in &adaptive {
-                    black_box(seal(c).len());
-                }
-            })
-        });
-        g.bench_function(format!("encode_adaptive_{name}"), |b| {
-            b.iter(|| {
-                for s in &data {
-                    black_box(encode_adaptive(s).byte_len());
-                }
-            })
-        });
-        g.bench_function(format!("seal_{name}"), |b| {
-            b.iter(|| {
-                for c in &chunks {
-                    black_box(seal(c).len());
-                }
-            })
-        });
+        // each open form: sealing its chunks and encoding the samples into it
+        let empty_xor: fn() -> ChunkEncoder = ChunkEncoder::new;
+        let forms = [
+            ("", &chunks, empty_xor),
+            ("adaptive_", &adaptive, ChunkEncoder::adaptive),
+        ];
+        for (form, open_chunks, empty) in forms {
+            g.bench_function(format!("seal_{form}{name}"), |b| {
+                b.iter(|| {
+                    for c in open_chunks {
+                        black_box(seal(c).len());
+                    }
+                })
+            });
+            g.bench_function(format!("encode_{form}{name}"), |b| {
+                b.iter(|| {
+                    for s in &data {
+                        black_box(encode_into(empty(), s).byte_len());
+                    }
+                })
+            });
+        }
         g.bench_function(format!("decode_stored_{name}"), |b| {
             b.iter(|| {
                 let mut sum = 0.0;
@@ -158,13 +156,6 @@ fn bench(c: &mut Criterion) {
                     }
                 }
                 black_box(sum)
-            })
-        });
-        g.bench_function(format!("encode_{name}"), |b| {
-            b.iter(|| {
-                for s in &data {
-                    black_box(encode(s).byte_len());
-                }
             })
         });
         g.bench_function(format!("decode_{name}"), |b| {

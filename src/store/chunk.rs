@@ -545,11 +545,8 @@ impl ChunkEncoder {
     /// sealed chunk (deltas of deltas, a width fitted to all its samples) gives other bytes: it
     /// is refused, as before, and the caller appends its samples instead.
     fn resume_decimal(&mut self, bytes: &[u8]) -> Result<(), ChunkError> {
-        let mut it = decode(bytes)?;
-        let samples: Vec<(i64, f64)> = it.by_ref().collect();
-        if let Some(e) = it.error() {
-            return Err(e.clone());
-        }
+        let mut samples = Vec::new();
+        decode_range(bytes, i64::MIN, i64::MAX, &mut samples)?;
         let adaptive = std::mem::replace(&mut self.adaptive, true);
         let pushed = samples.iter().try_for_each(|&(t, v)| self.push(t, v));
         self.adaptive = adaptive;
@@ -653,11 +650,8 @@ impl ChunkEncoder {
     /// does. The caller then pushes the value.
     #[cold]
     fn widen(&mut self, v: f64) -> Result<(), ChunkError> {
-        let mut it = self.iter();
-        let samples: Vec<(i64, f64)> = it.by_ref().collect();
-        if let Some(e) = it.error() {
-            return Err(e.clone());
-        }
+        let mut samples = Vec::new();
+        decode_range(self.bytes(), i64::MIN, i64::MAX, &mut samples)?;
         let (scale, width) = (self.buf[2], self.buf[3]);
         let finer = (scale + 1..=dec::MAX_SCALE as u8).find(|&s| {
             dec::mantissa(v, s).is_some()
