@@ -62,10 +62,7 @@ pub(super) fn mantissa(v: f64, scale: u8) -> Option<i64> {
     if x.abs().partial_cmp(&EXACT_INT) != Some(std::cmp::Ordering::Less) {
         return None;
     }
-    // rounded by hand: `f64::round` is a libm call on baseline x86-64, and this runs per sample
-    let mut m = x as i64;
-    let frac = x - m as f64;
-    m += i64::from(frac >= 0.5) - i64::from(frac <= -0.5);
+    let m = round_half_away(x);
     // (a division by 1 changes nothing, and integers are most of what is sealed)
     let back = if scale == 0 {
         m as f64
@@ -84,7 +81,13 @@ pub(super) fn smallest_scale(v: f64) -> Option<(u8, i64)> {
 /// the way back again).
 #[inline]
 pub(super) fn mantissa_of_kept(v: f64, scale: u8) -> i64 {
-    let x = v * POW10[usize::from(scale) & MAX_SCALE];
+    round_half_away(POW10[usize::from(scale) & MAX_SCALE] * v)
+}
+
+/// `x` rounded to the nearest integer, halves away from zero, by hand: `f64::round` is a libm
+/// call on baseline x86-64, and this runs per sample.
+#[inline]
+fn round_half_away(x: f64) -> i64 {
     let m = x as i64;
     let frac = x - m as f64;
     m + i64::from(frac >= 0.5) - i64::from(frac <= -0.5)
