@@ -629,6 +629,10 @@ mod tests {
                 let ranged = decode_range(&bad, i64::MIN, i64::MAX, &mut out);
                 assert_eq!(ranged.is_ok(), it.error().is_none());
             }
+            // reopening damaged bytes fails or gives them back exactly, never panics
+            if let Ok(c) = ChunkEncoder::from_bytes(&bad) {
+                assert_eq!(c.bytes(), &bad[..]);
+            }
             // sealing keeps what the bytes decode to: damaged bytes are left as they are, a
             // decimal chunk that decodes cleanly may be re-coded smaller
             let sealed = seal(&bad);
