@@ -19,13 +19,14 @@
 //! - [`ui`]: the web UI at `/`, a static bundle embedded in the binary, reading the JSON API.
 //! - Shared vocabulary: [`labels`] (label sets, the one matcher grammar), [`persist`] (persisted
 //!   rows' versions and errors), [`error`] (error chains), [`hash`], [`task`] (blocking work with
-//!   panics caught), [`clock`], [`duration`], [`timefmt`], [`selfmetrics`], [`sys`] (the one libc call).
+//!   panics caught), [`fswatch`] (file watching in batches), [`clock`], [`duration`], [`timefmt`], [`selfmetrics`], [`sys`] (the one libc call).
 pub mod clock;
 pub mod config;
 pub mod daemon;
 pub mod datasource;
 pub mod duration;
 pub mod error;
+pub mod fswatch;
 pub mod hash;
 pub mod ingest;
 pub mod labels;

@@ -41,11 +41,12 @@ use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::Duration;
 
 use notify::event::ModifyKind;
-use notify::{EventKind, RecommendedWatcher, RecursiveMode};
-use notify_debouncer_full::{DebounceEventResult, Debouncer, RecommendedCache};
+use notify::{EventKind, RecursiveMode};
 use serde::Serialize;
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info, warn};
+
+use crate::fswatch::{Batch, Debouncer};
 
 /// How long file events are held and merged before they become one reload request: long enough
 /// to cover an editor's save (temporary file, rename, swap file cleanup), short enough to feel
@@ -313,14 +314,13 @@ pub fn watch_rule_files(
         watched: BTreeSet::new(),
     }));
     let weak: Weak<Mutex<Inner>> = Arc::downgrade(&inner);
-    let debouncer =
-        notify_debouncer_full::new_debouncer(DEBOUNCE, None, move |result: DebounceEventResult| {
-            // runs on notify's debouncer thread; a failed upgrade means the RuleWatcher is gone
-            if let Some(inner) = weak.upgrade() {
-                lock(&inner).on_batch(result);
-            }
-        })
-        .map_err(ReloadError::CreateWatcher)?;
+    let debouncer = Debouncer::new(DEBOUNCE, move |batch: Batch| {
+        // runs on the watcher's thread; a failed upgrade means the RuleWatcher is gone
+        if let Some(inner) = weak.upgrade() {
+            lock(&inner).on_batch(batch);
+        }
+    })
+    .map_err(ReloadError::CreateWatcher)?;
 
     {
         let mut guard = lock(&inner);
@@ -1009,7 +1009,7 @@ impl fmt::Debug for RuleWatcher {
 /// The watcher's state, owned by [`RuleWatcher`] and used by the event handler.
 struct Inner {
     /// the notify watcher and its debouncer thread; `None` once the RuleWatcher is dropped
-    debouncer: Option<Debouncer<RecommendedWatcher, RecommendedCache>>,
+    debouncer: Option<Debouncer>,
     /// where requests go
     tx: mpsc::Sender<ReloadRequest>,
     /// rule files watched by name (absolute)
@@ -1025,19 +1025,18 @@ struct Inner {
 
 impl Inner {
     /// Handles one debounced batch: at most one request, watches repaired first.
-    fn on_batch(&mut self, result: DebounceEventResult) {
+    fn on_batch(&mut self, batch: Batch) {
         if self.debouncer.is_none() {
             return;
         }
-        let events = match result {
-            Ok(events) => events,
-            Err(errors) => {
-                for error in errors {
-                    warn!(error = %error, "rule file watcher error");
-                }
-                return;
-            }
-        };
+        let events: Vec<notify::Event> = batch
+            .into_iter()
+            .filter_map(|event| {
+                event
+                    .inspect_err(|error| warn!(error = %error, "rule file watcher error"))
+                    .ok()
+            })
+            .collect();
         let mut changed = BTreeSet::new();
         let mut touched = Vec::new();
         let mut rescan = false;

@@ -3,7 +3,7 @@
 //! reruns every test file that reads it (`unittest::test_inputs`, `unittest::affected_tests`);
 //! a new test file in a watched directory runs. Until Ctrl-C.
 //!
-//! The watcher is the rule loader's: notify with notify-debouncer-full, directories watched
+//! The watcher is the rule loader's: notify with `fswatch`, directories watched
 //! non-recursively (so an editor's atomic save, a write to a new file renamed over the old one,
 //! is seen), events coalesced for [`DEBOUNCE`]. Bounded: changed paths wait in one set of at
 //! most [`MAX_PENDING`] (more means "rerun everything"), the waker is a channel of one, and at
@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex, mpsc};
 
 use anyhow::{Context, Result, bail};
 use notify::RecursiveMode;
-use notify_debouncer_full::{DebounceEventResult, new_debouncer};
+use tocsin::fswatch::{Batch, Debouncer};
 
 use tocsin::rules::unittest::{affected_tests, test_inputs};
 
@@ -65,19 +65,22 @@ pub(super) fn watch(
     let mut debouncer = {
         let pending = pending.clone();
         let wake = wake.clone();
-        new_debouncer(DEBOUNCE, None, move |result: DebounceEventResult| {
+        Debouncer::new(DEBOUNCE, move |batch: Batch| {
             let mut p = pending.lock().unwrap_or_else(|e| e.into_inner());
-            match result {
-                Ok(events) => {
-                    for path in events.into_iter().flat_map(|e| e.event.paths) {
-                        if p.paths.len() >= MAX_PENDING {
-                            p.everything = true;
-                            break;
+            for event in batch {
+                match event {
+                    Ok(event) if !event.need_rescan() => {
+                        for path in event.paths {
+                            if p.paths.len() >= MAX_PENDING {
+                                p.everything = true;
+                                break;
+                            }
+                            p.paths.insert(path);
                         }
-                        p.paths.insert(path);
                     }
+                    // an error or lost events: rerun everything
+                    _ => p.everything = true,
                 }
-                Err(_) => p.everything = true,
             }
             drop(p);
             let _ = wake.try_send(());
@@ -175,10 +178,7 @@ fn lexical(path: &Path) -> PathBuf {
 /// non-recursively; a directory that does not exist yet is skipped and tried again after the
 /// next change).
 fn rewatch(
-    debouncer: &mut notify_debouncer_full::Debouncer<
-        notify::RecommendedWatcher,
-        notify_debouncer_full::RecommendedCache,
-    >,
+    debouncer: &mut Debouncer,
     watched: &mut BTreeSet<PathBuf>,
     given: &[PathBuf],
     inputs: &[(PathBuf, Vec<PathBuf>)],

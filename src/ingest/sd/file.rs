@@ -14,8 +14,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use notify::RecursiveMode;
-use notify_debouncer_full::{DebounceEventResult, Debouncer, RecommendedCache};
 use tokio::sync::mpsc;
+
+use crate::fswatch::{Batch, Debouncer};
 
 use super::{Group, MAX_SD_BYTES, SdError};
 
@@ -137,19 +138,13 @@ fn expand(patterns: &[PathBuf]) -> Result<Vec<PathBuf>, SdError> {
 /// Watches the directories of `patterns` (not recursively) and sends on `wake` at each debounced
 /// batch of events (dropped while one is pending); `None` when no directory can be watched (the
 /// periodic refresh still runs). Stops when dropped.
-pub fn watch(
-    patterns: &[PathBuf],
-    wake: mpsc::Sender<()>,
-) -> Option<Debouncer<notify::RecommendedWatcher, RecommendedCache>> {
-    let mut debouncer = notify_debouncer_full::new_debouncer(
-        crate::daemon::reload::DEBOUNCE,
-        None,
-        move |result: DebounceEventResult| {
-            if result.is_ok_and(|events| events.iter().any(|e| !e.kind.is_access())) {
-                let _ = wake.try_send(());
-            }
-        },
-    )
+pub fn watch(patterns: &[PathBuf], wake: mpsc::Sender<()>) -> Option<Debouncer> {
+    // any event but a read, a rescan (lost events) or a watcher error re-reads the files
+    let mut debouncer = Debouncer::new(crate::daemon::reload::DEBOUNCE, move |batch: Batch| {
+        if batch.iter().any(|e| e.as_ref().map_or(true, |e| !e.kind.is_access())) {
+            let _ = wake.try_send(());
+        }
+    })
     .map_err(|e| tracing::warn!(error = %e, "cannot watch file_sd files; they are re-read every refresh_interval"))
     .ok()?;
     let dirs: std::collections::BTreeSet<PathBuf> = patterns
