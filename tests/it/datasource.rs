@@ -764,6 +764,46 @@ async fn hanging_huge_garbage_and_refusing_engines_fail_with_their_kind() {
     ));
 }
 
+/// Instant queries (small answers, one per rule and evaluation) ask for the answer as it is;
+/// range queries (replay, megabytes) accept gzip.
+#[tokio::test]
+async fn instant_queries_ask_for_uncompressed_answers_and_range_queries_accept_gzip() {
+    use std::sync::{Arc, Mutex};
+    let seen: Arc<Mutex<Vec<(String, String)>>> = Arc::default();
+    let record = seen.clone();
+    let app = axum::Router::new().fallback(move |req: axum::extract::Request| {
+        let record = record.clone();
+        async move {
+            let accept = req
+                .headers()
+                .get("accept-encoding")
+                .map(|v| v.to_str().unwrap().to_string())
+                .unwrap_or_default();
+            let path = req.uri().path().to_string();
+            let result = if path.ends_with("query_range") {
+                "matrix"
+            } else {
+                "vector"
+            };
+            record.lock().unwrap().push((path, accept));
+            (
+                [("content-type", "application/json")],
+                format!(r#"{{"status":"success","data":{{"resultType":"{result}","result":[]}}}}"#),
+            )
+        }
+    });
+    let addr = crate::common::serve(app).await;
+    let d = tocsin::config::datasource::from_url(&format!("http://{addr}")).unwrap();
+    let c = tocsin::datasource::Client::new(d, tokio::runtime::Handle::current(), None);
+    c.query("up", 1_000).await.unwrap();
+    c.query_range("up", 0, 60_000, 15_000).await.unwrap();
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(seen.len(), 2, "{seen:?}");
+    assert_eq!(seen[0], ("/api/v1/query".into(), "identity".into()));
+    assert_eq!(seen[1].0, "/api/v1/query_range");
+    assert!(seen[1].1.contains("gzip"), "{seen:?}");
+}
+
 // ------------------------------------------------------------------------------------- check
 
 #[test]
