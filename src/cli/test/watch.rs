@@ -17,8 +17,8 @@ use std::sync::{Arc, Mutex, mpsc};
 
 use anyhow::{Context, Result, bail};
 use notify::RecursiveMode;
-use tocsin::fswatch::{Batch, Debouncer};
 
+use tocsin::fswatch::{Batch, Debouncer};
 use tocsin::rules::unittest::{affected_tests, test_inputs};
 
 use super::{Outcome, expand_dirs, run_and_print};
