@@ -16,7 +16,7 @@ use std::path::PathBuf;
 
 use promql_parser::parser::{Expr, LabelModifier, VectorMatchCardinality};
 
-use super::{Condition, RuleKind, RuleSet, is_self_rules};
+use super::{Condition, PromExpr, RuleKind, RuleSet, is_self_rules};
 
 /// One label name a rule uses that is not known.
 #[derive(Debug, Clone, PartialEq)]
@@ -97,7 +97,7 @@ pub fn unknown_labels(rules: &RuleSet, known: &BTreeSet<String>) -> Vec<UnknownL
             all.extend(r.labels.iter().map(|(k, _)| k.clone()));
             for c in conditions(&r.kind, &r.condition) {
                 let mut made = BTreeSet::new();
-                introduced(c, &mut made);
+                c.with_tree(|tree| introduced(tree, &mut made));
                 all.extend(made);
             }
         }
@@ -107,7 +107,7 @@ pub fn unknown_labels(rules: &RuleSet, known: &BTreeSet<String>) -> Vec<UnknownL
         for r in &g.rules {
             let mut used = Vec::new();
             for c in conditions(&r.kind, &r.condition) {
-                used_labels(c, &mut used);
+                c.with_tree(|tree| used_labels(tree, &mut used));
             }
             let mut seen = BTreeSet::new();
             for label in used {
@@ -132,17 +132,17 @@ pub fn unknown_labels(rules: &RuleSet, known: &BTreeSet<String>) -> Vec<UnknownL
 }
 
 /// A rule's PromQL expressions: its condition and its `resolve`.
-fn conditions<'a>(kind: &'a RuleKind, condition: &'a Condition) -> Vec<&'a Expr> {
+fn conditions<'a>(kind: &'a RuleKind, condition: &'a Condition) -> Vec<&'a PromExpr> {
     let mut out = Vec::new();
     if let Condition::PromQL { expr, .. } = condition {
-        out.push(expr.tree());
+        out.push(&**expr);
     }
     if let RuleKind::Alert {
         resolve: Some(Condition::PromQL { expr, .. }),
         ..
     } = kind
     {
-        out.push(expr.tree());
+        out.push(&**expr);
     }
     out
 }
@@ -275,6 +275,20 @@ mod tests {
                 r#"r.yml:8: warning: group "g", rule "Ratio": label `zone` is not on any series"#,
             ]
         );
+    }
+
+    #[test]
+    fn checking_a_remote_group_walks_its_trees_without_keeping_them() {
+        let set = rules(
+            "groups:\n  - name: remote\n    datasource: vm\n    rules:\n      - alert: A\n        expr: up{instnace=\"a\"} == 0\n        resolve: up == 1\n",
+        );
+        let found = unknown_labels(&set, &names(&["instance"]));
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert_eq!(found[0].suggestion.as_deref(), Some("instance"));
+        let r = &set.groups[0].rules[0];
+        for c in conditions(&r.kind, &r.condition) {
+            assert!(!c.is_parsed(), "{c:?}");
+        }
     }
 
     #[test]

@@ -133,6 +133,17 @@ impl PromExpr {
         })
     }
 
+    /// `f` over the syntax tree: the one kept, or one parsed for this call and dropped after it,
+    /// so a walk over every rule (the label check after a load) does not keep the trees of
+    /// remote rules (measured: 22 of the daemon's 47 MB of heap at 10,000 remote rules).
+    pub fn with_tree<R>(&self, f: impl FnOnce(&promql_parser::parser::Expr) -> R) -> R {
+        match self.tree.get() {
+            Some(tree) => f(tree),
+            None => f(&crate::promql::parse(&self.text)
+                .expect("an expression validated at load parses again")),
+        }
+    }
+
     /// Whether the tree is held now.
     pub fn is_parsed(&self) -> bool {
         self.tree.get().is_some()
