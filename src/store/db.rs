@@ -170,13 +170,14 @@ pub const SENT_KEPT: i64 = 1000;
 /// Keeps the newest 20 evaluations of rule `?1` in `rule_evals` (and any as old as the 20th:
 /// [`Db::rule_evals`] reads 20), by the time of the 20th, one index search, where a `NOT IN` the
 /// newest 20 built the list at every evaluation (1.8 → 1.0 ms a cycle of 100 rules, insert and
-/// commit included). Written so that SQLite never
-/// re-prepares it: SQLite marks a statement to be compiled again at every bind of a parameter
-/// that its `LIMIT` reads, or that an `ORDER BY` query compares a column to (in case the value
-/// changes the plan), which at every rule's evaluation was ~7% of the daemon's CPU beside
-/// vmalert at 100 remote rules (`perf`). So the count is a literal and the key goes through a
-/// `CAST`, which hides the parameter from the planner's look-ahead and keeps the plan (a search of
-/// `rule_evals_by_key`).
+/// commit included).
+///
+/// Written so that SQLite never re-prepares it: SQLite marks a statement to be compiled again at
+/// every bind of a parameter that its `LIMIT` reads, or that an `ORDER BY` query compares a
+/// column to (in case the value changes the plan), which at every rule's evaluation was ~7% of
+/// the daemon's CPU beside vmalert at 100 remote rules (`perf`). So the count is a literal and
+/// the key goes through a `CAST`, which hides the parameter from the planner's look-ahead and
+/// keeps the plan (a search of `rule_evals_by_key`).
 const PRUNE_RULE_EVALS: &str = "DELETE FROM rule_evals WHERE rule_key = ?1 AND t <
     (SELECT t FROM rule_evals WHERE rule_key = CAST(?1 AS TEXT) ORDER BY t DESC LIMIT 1 OFFSET 19)";
 
