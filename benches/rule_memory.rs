@@ -7,7 +7,8 @@
 //!
 //! Printed per part, in bytes and bytes per rule: the parsed rule set (the PromQL ASTs, the
 //! templates, the strings and the rest, each weighed by building it again alone), what
-//! installing it adds (the group tasks and the empty states), what evaluating adds, then the
+//! installing it adds (the group tasks and the empty states), what evaluating adds, what the label
+//! check the daemon runs after each load keeps (it walks every tree: none may stay), then the
 //! teardown: the group tasks' own states, the published snapshots, the alert lists, the rule set,
 //! and what stays in the store (the `ALERTS` series). The base is a manager with zero rules over
 //! an empty store. SQLite's memory is outside Rust's allocator: printed apart
@@ -488,8 +489,13 @@ async fn run(rules: usize, per_group: usize, evaluations: i64) {
     run_until(quiet_time(&group_names, evaluations)).await;
     let evaluated = live() - before_eval;
     let eval_peak = peak() - before_eval;
-    let total = live() - base;
     let firing = manager.alerts().len();
+    // the label check the daemon runs after each load, over the store's label names (the ALERTS
+    // series give some): it walks every rule's tree and must keep none of them
+    let before_check = live();
+    let unknown = manager.warn_unknown_labels();
+    let checked = live() - before_check;
+    let total = live() - base;
 
     // the teardown, part by part
     let before_stop = live();
@@ -528,6 +534,10 @@ async fn run(rules: usize, per_group: usize, evaluations: i64) {
     out.line("installed (apply: tasks, empty states)", installed);
     out.line("evaluated (states, snapshots, store, metrics)", evaluated);
     out.line("  peak during evaluation, over the installed", eval_peak);
+    out.line(
+        &format!("label check after a load, kept ({unknown} unknown)"),
+        checked,
+    );
     out.line("total over the base", total);
     println!("  teardown:");
     out.line("  group tasks (own states, Arc<Group>, futures)", tasks);
