@@ -1683,13 +1683,12 @@ mod tests {
     use crate::store::{RuleEval, RuleStateRow, RuleTransition};
     use rusqlite::StatementStatus;
 
-    #[test]
-    fn a_rule_keeps_its_newest_20_evaluations_and_100_transitions() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut db = Db::open(&dir.path().join("t.db"), false).unwrap();
-        for t in 0..130 {
-            let row = |key: &str| RuleStateRow {
-                rule_key: key.into(),
+    /// One flush of an evaluation at `t` of each rule of `keys`, each with one transition.
+    fn evaluate(db: &mut Db, keys: &[&str], t: i64) {
+        let rules = keys
+            .iter()
+            .map(|key| RuleStateRow {
+                rule_key: key.to_string(),
                 eval: Some(RuleEval {
                     t,
                     duration_s: 0.0,
@@ -1705,12 +1704,21 @@ mod tests {
                     flapping: None,
                 }],
                 ..Default::default()
-            };
-            db.flush(&FlushBatch {
-                rules: vec![row("a"), row("b")],
-                ..Default::default()
             })
-            .unwrap();
+            .collect();
+        db.flush(&FlushBatch {
+            rules,
+            ..Default::default()
+        })
+        .unwrap();
+    }
+
+    #[test]
+    fn a_rule_keeps_its_newest_20_evaluations_and_100_transitions() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut db = Db::open(&dir.path().join("t.db"), false).unwrap();
+        for t in 0..130 {
+            evaluate(&mut db, &["a", "b"], t);
         }
         for key in ["a", "b"] {
             let evals = db.rule_evals(key).unwrap();
@@ -1740,32 +1748,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut db = Db::open(&dir.path().join("t.db"), false).unwrap();
         for t in 0..3 {
-            let rules = ["g/a/1", "g/b/2"]
-                .iter()
-                .map(|key| RuleStateRow {
-                    rule_key: key.to_string(),
-                    eval: Some(RuleEval {
-                        t,
-                        duration_s: 0.0,
-                        results: 0,
-                        error: None,
-                    }),
-                    transitions: vec![RuleTransition {
-                        t,
-                        fingerprint: 1,
-                        labels: "{}".into(),
-                        from: "inactive".into(),
-                        to: "pending".into(),
-                        flapping: None,
-                    }],
-                    ..Default::default()
-                })
-                .collect();
-            db.flush(&FlushBatch {
-                rules,
-                ..Default::default()
-            })
-            .unwrap();
+            evaluate(&mut db, &["g/a/1", "g/b/2"], t);
         }
         // a read of two series over three blocks: six runs
         let mut out = Vec::new();
