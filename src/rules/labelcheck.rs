@@ -91,41 +91,46 @@ pub fn unknown_labels(rules: &RuleSet, known: &BTreeSet<String>) -> Vec<UnknownL
     }
     let mut all: BTreeSet<String> = known.clone();
     all.extend(["__name__", "alertname", "alertstate"].map(String::from));
+    // one walk of each expression, for the labels it introduces and (outside the built-in rule
+    // files) those it reads: a remote rule's tree is parsed for the walk only
+    let mut reads = Vec::new();
     for g in &rules.groups {
         all.extend(g.labels.keys().cloned());
+        let checked = !is_self_rules(&g.file);
         for r in &g.rules {
             all.extend(r.labels.iter().map(|(k, _)| k.clone()));
+            let mut used = Vec::new();
             for c in conditions(&r.kind, &r.condition) {
-                let mut made = BTreeSet::new();
-                c.with_tree(|tree| introduced(tree, &mut made));
-                all.extend(made);
+                c.with_tree(|tree| {
+                    introduced(tree, &mut all);
+                    if checked {
+                        used_labels(tree, &mut used);
+                    }
+                });
+            }
+            if checked {
+                reads.push((g, r, used));
             }
         }
     }
     let mut out = Vec::new();
-    for g in rules.groups.iter().filter(|g| !is_self_rules(&g.file)) {
-        for r in &g.rules {
-            let mut used = Vec::new();
-            for c in conditions(&r.kind, &r.condition) {
-                c.with_tree(|tree| used_labels(tree, &mut used));
+    for (g, r, used) in reads {
+        let mut seen = BTreeSet::new();
+        for label in used {
+            if all.contains(&label) || !seen.insert(label.clone()) {
+                continue;
             }
-            let mut seen = BTreeSet::new();
-            for label in used {
-                if all.contains(&label) || !seen.insert(label.clone()) {
-                    continue;
-                }
-                let suggestion = crate::error::nearest(&label, known.iter().map(String::as_str))
-                    .map(String::from);
-                out.push(UnknownLabel {
-                    file: g.file.clone(),
-                    line: r.line,
-                    col: 0,
-                    group: g.name.clone(),
-                    rule: r.name.clone(),
-                    label,
-                    suggestion,
-                });
-            }
+            let suggestion =
+                crate::error::nearest(&label, known.iter().map(String::as_str)).map(String::from);
+            out.push(UnknownLabel {
+                file: g.file.clone(),
+                line: r.line,
+                col: 0,
+                group: g.name.clone(),
+                rule: r.name.clone(),
+                label,
+                suggestion,
+            });
         }
     }
     out
