@@ -60,31 +60,13 @@ impl Debouncer {
     where
         F: FnMut(Batch) + Send + 'static,
     {
-        Self::with_limits(quiet, QUEUED, MAX_BATCH, handler)
-    }
-
-    fn with_limits<F>(
-        quiet: Duration,
-        queued: usize,
-        max_batch: usize,
-        handler: F,
-    ) -> notify::Result<Debouncer>
-    where
-        F: FnMut(Batch) + Send + 'static,
-    {
-        let (tx, rx) = mpsc::sync_channel::<notify::Result<Event>>(queued);
+        let (tx, rx) = mpsc::sync_channel::<notify::Result<Event>>(QUEUED);
         let overflow = Arc::new(AtomicBool::new(false));
         let dropped = overflow.clone();
-        let watcher = notify::recommended_watcher(move |event| {
-            // the platform watcher's thread must never block; a full queue is a lost event,
-            // which the next batch reports as a rescan
-            if let Err(mpsc::TrySendError::Full(_)) = tx.try_send(event) {
-                dropped.store(true, Ordering::Release);
-            }
-        })?;
+        let watcher = notify::recommended_watcher(move |event| forward(&tx, &dropped, event))?;
         std::thread::Builder::new()
             .name("tocsin-file-watch".into())
-            .spawn(move || gather(&rx, &overflow, quiet, max_batch, handler))
+            .spawn(move || gather(&rx, &overflow, quiet, MAX_BATCH, handler))
             .map_err(notify::Error::io)?;
         Ok(Debouncer { watcher })
     }
@@ -95,6 +77,18 @@ impl Debouncer {
 
     pub fn unwatch(&mut self, path: &Path) -> notify::Result<()> {
         self.watcher.unwatch(path)
+    }
+}
+
+/// What the platform watcher's thread does with an event: queues it without ever blocking; a
+/// full queue is a lost event, which the next batch reports as a rescan.
+fn forward(
+    tx: &mpsc::SyncSender<notify::Result<Event>>,
+    overflow: &AtomicBool,
+    event: notify::Result<Event>,
+) {
+    if let Err(mpsc::TrySendError::Full(_)) = tx.try_send(event) {
+        overflow.store(true, Ordering::Release);
     }
 }
 
@@ -183,56 +177,57 @@ mod tests {
         }
     }
 
+    /// `n` events forwarded as the platform watcher's thread does into a queue of `capacity`,
+    /// whose sender is then gone, and the overflow flag.
+    fn forwarded(n: usize, capacity: usize) -> (mpsc::Receiver<notify::Result<Event>>, AtomicBool) {
+        let (tx, rx) = mpsc::sync_channel(capacity);
+        let overflow = AtomicBool::new(false);
+        for i in 0..n {
+            let event = Event::new(EventKind::Any).add_path(PathBuf::from(format!("/r/{i}.yml")));
+            forward(&tx, &overflow, Ok(event));
+        }
+        (rx, overflow)
+    }
+
+    /// The batches the watcher's thread hands over for what `rx` holds.
+    fn gathered(
+        rx: &mpsc::Receiver<notify::Result<Event>>,
+        overflow: &AtomicBool,
+        max_batch: usize,
+    ) -> Vec<Batch> {
+        let mut batches = Vec::new();
+        gather(rx, overflow, Duration::from_millis(100), max_batch, |b| {
+            batches.push(b)
+        });
+        batches
+    }
+
+    fn is_rescan(e: &notify::Result<Event>) -> bool {
+        e.as_ref().unwrap().need_rescan()
+    }
+
     #[test]
     fn events_beyond_a_batch_are_dropped_and_the_batch_asks_for_a_rescan() {
-        let dir = tempfile::tempdir().unwrap();
-        let (tx, rx) = mpsc::channel();
-        let mut d = Debouncer::with_limits(Duration::from_millis(200), QUEUED, 8, move |b| {
-            let _ = tx.send(b);
-        })
-        .unwrap();
-        d.watch(dir.path(), RecursiveMode::NonRecursive).unwrap();
-        for i in 0..50 {
-            std::fs::write(dir.path().join(format!("{i}")), "x").unwrap();
-        }
-        let batch = rx.recv_timeout(WAIT).unwrap();
-        assert!(batch.len() <= 9, "{} events", batch.len());
-        let last = batch.last().unwrap().as_ref().unwrap();
-        assert!(last.need_rescan(), "{last:?}");
+        let (rx, overflow) = forwarded(50, QUEUED);
+        let batches = gathered(&rx, &overflow, 8);
+        assert_eq!(batches.len(), 1, "{batches:?}");
+        let batch = &batches[0];
+        assert_eq!(batch.len(), 9, "{batch:?}");
+        assert!(!batch[..8].iter().any(is_rescan));
+        assert!(is_rescan(&batch[8]), "{batch:?}");
     }
 
     #[test]
     fn a_full_queue_is_reported_as_a_rescan() {
-        let dir = tempfile::tempdir().unwrap();
-        let (tx, rx) = mpsc::channel();
-        // a queue of 16 (a write is ~3 events), and a handler that holds the thread in its first
-        // batch until told, so the 20 writes made meanwhile overflow the queue
-        let (entered, inside) = mpsc::channel::<()>();
-        let (go, wait) = mpsc::channel::<()>();
-        let mut first = true;
-        let mut d = Debouncer::with_limits(Duration::from_millis(100), 16, MAX_BATCH, move |b| {
-            if std::mem::take(&mut first) {
-                let _ = entered.send(());
-                let _ = wait.recv();
-            }
-            let _ = tx.send(b);
-        })
-        .unwrap();
-        d.watch(dir.path(), RecursiveMode::NonRecursive).unwrap();
-        std::fs::write(dir.path().join("a"), "x").unwrap();
-        inside.recv_timeout(WAIT).unwrap();
-        for i in 0..20 {
-            std::fs::write(dir.path().join(format!("b{i}")), "x").unwrap();
-        }
-        go.send(()).unwrap();
-        let held = rx.recv_timeout(WAIT).unwrap();
-        assert!(held.iter().all(|e| !e.as_ref().unwrap().need_rescan()));
-        let next = rx.recv_timeout(WAIT).unwrap();
-        assert!(next.len() <= 17, "{next:?}");
-        assert!(
-            next.last().unwrap().as_ref().unwrap().need_rescan(),
-            "{next:?}"
-        );
+        // 20 events into a queue of 16: the 16 that fitted and a rescan for the 4 lost
+        let (rx, overflow) = forwarded(20, 16);
+        let batches = gathered(&rx, &overflow, MAX_BATCH);
+        assert_eq!(batches.len(), 1, "{batches:?}");
+        let batch = &batches[0];
+        assert_eq!(batch.len(), 17, "{batch:?}");
+        assert!(!batch[..16].iter().any(is_rescan));
+        assert!(is_rescan(&batch[16]), "{batch:?}");
+        assert!(!overflow.load(Ordering::Acquire), "reported once");
     }
 
     #[test]
