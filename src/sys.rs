@@ -58,9 +58,11 @@ fn mallopt(param: i32, value: i32) {
 }
 
 /// Blocks of at least this many bytes are mapped apart and unmapped when freed (`M_MMAP_THRESHOLD`).
-pub const MALLOC_MMAP_THRESHOLD: i32 = 64 << 10;
+/// Above the HTTP client's read buffer (412 KB at most): mapped apart, every buffer a scrape
+/// reads into was fresh memory (10 a second at 100k series, page faults 6% of the CPU).
+pub const MALLOC_MMAP_THRESHOLD: i32 = 512 << 10;
 /// Free memory above this at the heap's top goes back at once (`M_TRIM_THRESHOLD`).
-pub const MALLOC_TRIM_THRESHOLD: i32 = 128 << 10;
+pub const MALLOC_TRIM_THRESHOLD: i32 = 1 << 20;
 
 /// Sets glibc's mmap threshold to [`MALLOC_MMAP_THRESHOLD`] (when `mmap`) and its trim
 /// threshold to [`MALLOC_TRIM_THRESHOLD`] (when `trim`); `main` leaves out the one whose glibc
@@ -68,11 +70,12 @@ pub const MALLOC_TRIM_THRESHOLD: i32 = 128 << 10;
 /// the runtime starts its threads.
 ///
 /// Why: by default glibc raises its mmap threshold to the largest block freed so far (up to 32
-/// MiB), so after the first scrape a scrape's body, its parsed batch and a flush's write-ahead
-/// buffer (megabytes each at 100k series, every second) come from the heap, and what they leave
-/// free between flushes stays in it. Measured with tocsin alone on `target.py` at 100k series @
-/// 1 s (RSS mean over 120 s): 134 MB by default, 106 MB with these values (anonymous 114 ->
-/// 86 MB). A no-op on other C libraries.
+/// MiB), so after the first scrape a scrape's parsed batch and a flush's write-ahead buffers
+/// (megabytes each at 100k series, every second) come from the heap, and what they leave free
+/// between flushes stays in it. Measured with tocsin alone on `target.py` at 100k series @ 1 s
+/// (RSS mean over 120 s): 134 MB by default, 106 MB with 64 KB and 128 KB (anonymous 114 ->
+/// 86 MB). At 512 KB and 1 MB the HTTP client's read buffers are reused instead of mapped
+/// afresh: CPU -10%, RSS +1 MB (`benches/` A/B, two runs each). A no-op on other C libraries.
 pub fn tune_malloc_thresholds(mmap: bool, trim: bool) {
     /// glibc's `M_TRIM_THRESHOLD` and `M_MMAP_THRESHOLD` (malloc.h)
     const M_TRIM_THRESHOLD: i32 = -1;

@@ -7,7 +7,7 @@ use super::fetch::ScrapeError;
 use super::health::write_gauges;
 use crate::config::LabelLimits;
 use crate::hash::BuildOneShot;
-use crate::ingest::textparse::{Entry, Format, Parser, Sample};
+use crate::ingest::textparse::{Entry, Format, OwnedSample, ParseState, Parser, Sample};
 use crate::labels::Labels;
 use crate::store::{AppendStats, SeriesRef, Store, chunk::stale_nan};
 
@@ -306,7 +306,7 @@ impl ScrapeCache {
     /// Parses `body` (in `format`) and appends its samples at time `t` (samples with their own
     /// timestamp keep it). All or nothing: a parse error, an exceeded sample limit or label limit
     /// stores no sample from the body. Series of the previous scrape missing now get a staleness
-    /// marker.
+    /// marker. The whole body at once: [`Self::begin`] takes one as it arrives.
     pub fn ingest(
         &mut self,
         store: &Store,
@@ -315,135 +315,32 @@ impl ScrapeCache {
         t: i64,
         sample_limit: usize,
     ) -> Result<IngestReport, ScrapeError> {
+        let mut scrape = self.begin(format, t, sample_limit);
+        scrape.feed_text(body);
+        scrape.finish(store)
+    }
+
+    /// Starts ingesting a body in `format` scraped at `t`, fed as it arrives
+    /// ([`Ingest::feed`]); nothing reaches the store before [`Ingest::finish`].
+    pub fn begin(&mut self, format: Format, t: i64, sample_limit: usize) -> Ingest<'_> {
         let previous = self.generation;
-        let generation = previous + 1;
-        let limit = sample_limit.min(MAX_SLOTS);
-        let mut report = IngestReport::default();
-        // a cached series' sample goes to the batch as its line is read: only the samples of
-        // series the cache lacks are kept, to be resolved together after the body
-        let mut batch: Vec<(SeriesRef, i64, f64)> = Vec::with_capacity(self.slots.len() + 16);
-        let mut missing: Vec<Sample<'_>> = Vec::new();
-        // the marks this scrape changed other than from "seen in the previous scrape" (a series
-        // back after a gap, or now with or without its own timestamp), for `undo`
-        let mut changed: Vec<(usize, u32)> = Vec::new();
         self.cursor = 0;
-        let mut failure = None;
-        let mut parser = Parser::with_format(body, format);
-        loop {
-            // the parser asks the cache about each sample line's series text before checking its
-            // labels: a cached text was checked when first seen; the answer is kept for the line
-            let mut asked = None;
-            let mut known = |series: &str, float_label: Option<&'static str>| {
-                let found = self.find(series_key(series, float_label));
-                asked = Some(found);
-                found.is_some()
-            };
-            let s = match parser.next_known(&mut known) {
-                None => break,
-                Some(Ok(Entry::Sample(s))) => s,
-                Some(Ok(_)) => continue,
-                Some(Err(e)) => {
-                    failure = Some(e.into());
-                    break;
-                }
-            };
-            report.scraped += 1;
-            if report.scraped > limit {
-                // count them all without keeping them, for the error message
-                let got = Parser::with_format(body, format)
-                    .filter(|e| matches!(e, Ok(Entry::Sample(_))))
-                    .count();
-                failure = Some(ScrapeError::SampleLimit { limit, got });
-                break;
-            }
-            let found = match asked {
-                Some(found) => found,
-                None => self.find(series_key(s.series, s.float_label)),
-            };
-            let Some(i) = found else {
-                missing.push(s);
-                continue;
-            };
-            let entry = &mut self.slots[i].entry;
-            if let Some(before) = Self::take(entry, &s, t, generation, &mut batch, &mut report)
-                && before != stamp(previous) | (entry.seen & TRACK_STALENESS)
-            {
-                changed.push((i, before));
-            }
+        // a cached series' sample goes to the batch as its line is read
+        let batch = Vec::with_capacity(self.slots.len() + 16);
+        Ingest {
+            cache: self,
+            t,
+            previous,
+            generation: previous + 1,
+            limit: sample_limit.min(MAX_SLOTS),
+            report: IngestReport::default(),
+            batch,
+            missing: Vec::new(),
+            changed: Vec::new(),
+            failure: None,
+            parse: ParseState::new(format),
+            carry: Vec::new(),
         }
-        if let Some(e) = failure {
-            self.undo(generation, previous, &changed);
-            return Err(e);
-        }
-        if !missing.is_empty() {
-            // resolve new series under one store lock; a series exposed twice gets one entry
-            let mut fresh: Vec<usize> = Vec::with_capacity(missing.len());
-            let mut names: std::collections::HashSet<&str, BuildOneShot> = Default::default();
-            for (i, s) in missing.iter().enumerate() {
-                if names.insert(s.series) {
-                    fresh.push(i);
-                }
-            }
-            // a series is checked once, when first seen: its text is the cache key after that
-            let labels = match fresh
-                .iter()
-                .map(|&i| self.series_labels(&missing[i]))
-                .collect::<Result<Vec<_>, _>>()
-            {
-                Ok(labels) => labels,
-                Err(e) => {
-                    // the scrape fails as a whole: the caller's `mark_all_stale` then marks the
-                    // series of the last successful scrape
-                    self.undo(generation, previous, &changed);
-                    return Err(e.into());
-                }
-            };
-            if self.slots.len() + fresh.len() > MAX_SLOTS {
-                // start afresh (the scrape's samples of cached series are in the batch already)
-                self.slots.clear();
-                self.index.clear();
-            }
-            // a target's first scrape sizes the cache to it, instead of doubling up to 1.3x
-            if self.slots.is_empty() {
-                self.slots.reserve_exact(fresh.len());
-            }
-            let slots = &self.slots;
-            self.index.reserve(fresh.len(), slot_hash(slots));
-            let ids = store.series_refs(labels);
-            report.new_series = ids.len();
-            for (&i, id) in fresh.iter().zip(ids) {
-                let entry = CacheEntry {
-                    series: id,
-                    // not seen in this scrape yet (`take` marks it), and not tracked
-                    seen: stamp(previous),
-                };
-                self.insert(series_key(missing[i].series, missing[i].float_label), entry);
-            }
-            batch.reserve(missing.len());
-            for s in &missing {
-                let found = self.find(series_key(s.series, s.float_label));
-                debug_assert!(found.is_some(), "every missing series was resolved");
-                if let Some(i) = found {
-                    let entry = &mut self.slots[i].entry;
-                    Self::take(entry, s, t, generation, &mut batch, &mut report);
-                }
-            }
-        }
-        if previous > 0 {
-            for slot in &self.slots {
-                let e = &slot.entry;
-                if e.seen_in(previous) && e.track_staleness() {
-                    batch.push((e.series, t, stale_nan()));
-                    report.stale += 1;
-                }
-            }
-        }
-        self.generation = generation;
-        let stats: AppendStats = store.append(&batch);
-        report.appended = stats.appended.saturating_sub(report.stale);
-        report.out_of_order = stats.out_of_order + stats.duplicates;
-        self.prune(generation);
-        Ok(report)
     }
 
     /// Queues one sample of a cached series, unless the series was already seen in this scrape;
@@ -495,6 +392,267 @@ impl ScrapeCache {
                 ("scrape_samples_scraped", scraped as f64),
             ],
         );
+    }
+}
+
+/// A scrape being ingested ([`ScrapeCache::begin`]): the body goes in piece by piece as it
+/// arrives ([`Self::feed`]), so it is never held whole (at 100k series it was 6 MB of fresh
+/// pages every scrape: 8% of the daemon's CPU in page faults under perf), and
+/// [`Self::finish`] appends its samples, all or none.
+pub struct Ingest<'c> {
+    cache: &'c mut ScrapeCache,
+    t: i64,
+    /// the scrape numbers of the last successful scrape and of this one
+    previous: u64,
+    generation: u64,
+    limit: usize,
+    report: IngestReport,
+    /// the samples of cached series, as their lines are read
+    batch: Vec<(SeriesRef, i64, f64)>,
+    /// the samples of series the cache lacks, resolved together by `finish`
+    missing: Vec<OwnedSample>,
+    /// the marks this scrape changed other than from "seen in the previous scrape" (a series
+    /// back after a gap, or now with or without its own timestamp), for `undo`
+    changed: Vec<(usize, u32)>,
+    /// the first error; parsing stops there (but for counting samples past the limit)
+    failure: Option<ScrapeError>,
+    parse: ParseState,
+    /// the start of a line the last piece cut
+    carry: Vec<u8>,
+}
+
+impl Ingest<'_> {
+    /// Takes the next bytes of the body, cut anywhere: whole lines are parsed now, the rest
+    /// waits for the bytes that end its line.
+    pub fn feed(&mut self, mut bytes: &[u8]) {
+        if !self.carry.is_empty() {
+            let Some(end) = memchr::memchr(b'\n', bytes) else {
+                self.carry.extend_from_slice(bytes);
+                return;
+            };
+            self.carry.extend_from_slice(&bytes[..=end]);
+            let line = std::mem::take(&mut self.carry);
+            self.feed_bytes(&line);
+            self.carry = line;
+            self.carry.clear();
+            bytes = &bytes[end + 1..];
+        }
+        match memchr::memrchr(b'\n', bytes) {
+            Some(end) => {
+                self.feed_bytes(&bytes[..=end]);
+                self.carry.extend_from_slice(&bytes[end + 1..]);
+            }
+            None => self.carry.extend_from_slice(bytes),
+        }
+    }
+
+    /// Whether more of the body is of use: false once parsing stopped at an error.
+    pub fn wants_more(&self) -> bool {
+        !self.stopped()
+    }
+
+    /// Whole lines, checked to be UTF-8.
+    fn feed_bytes(&mut self, bytes: &[u8]) {
+        if self.stopped() {
+            return;
+        }
+        match super::textparse::text_piece(bytes, self.parse.line()) {
+            Ok(text) => self.feed_text(text),
+            Err(e) => self.fail(e.into()),
+        }
+    }
+
+    /// Whether parsing has stopped: after an error (past the sample limit, parsing goes on
+    /// only to count the samples for the message).
+    fn stopped(&self) -> bool {
+        self.failure.is_some() || self.parse.done()
+    }
+
+    fn fail(&mut self, e: ScrapeError) {
+        // past the sample limit, an error ends the count: the limit is what the target hears of
+        if self.failure.is_none() && self.report.scraped <= self.limit {
+            self.failure = Some(e);
+        } else if self.failure.is_none() {
+            self.failure = Some(ScrapeError::SampleLimit {
+                limit: self.limit,
+                got: self.report.scraped,
+            });
+        }
+    }
+
+    /// Whole lines of text (the last piece may end without a newline).
+    fn feed_text(&mut self, text: &str) {
+        if self.stopped() {
+            return;
+        }
+        let state = std::mem::replace(&mut self.parse, ParseState::new(Format::Text));
+        let mut parser = Parser::resume(text, state);
+        let cache = &mut *self.cache;
+        let generation = self.generation;
+        let stamp_previous = stamp(self.previous);
+        let mut error = None;
+        loop {
+            // the parser asks the cache about each sample line's series text before checking its
+            // labels: a cached text was checked when first seen; the answer is kept for the line
+            let mut asked = None;
+            let mut known = |series: &str, float_label: Option<&'static str>| {
+                let found = cache.find(series_key(series, float_label));
+                asked = Some(found);
+                found.is_some()
+            };
+            let s = match parser.next_known(&mut known) {
+                None => break,
+                Some(Ok(Entry::Sample(s))) => s,
+                Some(Ok(_)) => continue,
+                Some(Err(e)) => {
+                    error = Some(e);
+                    break;
+                }
+            };
+            self.report.scraped += 1;
+            if self.report.scraped > self.limit {
+                // counted without being kept, for the error message
+                continue;
+            }
+            let found = match asked {
+                Some(found) => found,
+                None => cache.find(series_key(s.series, s.float_label)),
+            };
+            let Some(i) = found else {
+                self.missing.push(s.to_owned_sample());
+                continue;
+            };
+            let entry = &mut cache.slots[i].entry;
+            if let Some(before) = ScrapeCache::take(
+                entry,
+                &s,
+                self.t,
+                generation,
+                &mut self.batch,
+                &mut self.report,
+            ) && before != stamp_previous | (entry.seen & TRACK_STALENESS)
+            {
+                self.changed.push((i, before));
+            }
+        }
+        self.parse = parser.into_state();
+        if let Some(e) = error {
+            self.fail(e.into());
+        }
+    }
+
+    /// Ends the body (its unfinished last line is its last line) and appends the scrape's
+    /// samples, or none of them if it failed: an error (a parse error, or an exceeded sample
+    /// or label limit, or `failed`: the fetch broke off) leaves the cache as the last good
+    /// scrape left it.
+    pub fn finish(self, store: &Store) -> Result<IngestReport, ScrapeError> {
+        self.finish_or(store, None)
+    }
+
+    /// [`Self::finish`], failing with `failed` when the body did not arrive whole.
+    pub fn finish_or(
+        mut self,
+        store: &Store,
+        failed: Option<ScrapeError>,
+    ) -> Result<IngestReport, ScrapeError> {
+        if failed.is_none() && !self.carry.is_empty() {
+            let last = std::mem::take(&mut self.carry);
+            self.feed_bytes(&last);
+        }
+        let Ingest {
+            cache,
+            t,
+            previous,
+            generation,
+            limit,
+            mut report,
+            mut batch,
+            missing,
+            changed,
+            failure,
+            ..
+        } = self;
+        let failure = failed.or(failure).or_else(|| {
+            (report.scraped > limit).then_some(ScrapeError::SampleLimit {
+                limit,
+                got: report.scraped,
+            })
+        });
+        if let Some(e) = failure {
+            cache.undo(generation, previous, &changed);
+            return Err(e);
+        }
+        if !missing.is_empty() {
+            // resolve new series under one store lock; a series exposed twice gets one entry
+            let mut fresh: Vec<usize> = Vec::with_capacity(missing.len());
+            let mut names: std::collections::HashSet<&str, BuildOneShot> = Default::default();
+            for (i, s) in missing.iter().enumerate() {
+                if names.insert(s.sample().series) {
+                    fresh.push(i);
+                }
+            }
+            // a series is checked once, when first seen: its text is the cache key after that
+            let labels = match fresh
+                .iter()
+                .map(|&i| cache.series_labels(&missing[i].sample()))
+                .collect::<Result<Vec<_>, _>>()
+            {
+                Ok(labels) => labels,
+                Err(e) => {
+                    // the scrape fails as a whole: the caller's `mark_all_stale` then marks the
+                    // series of the last successful scrape
+                    cache.undo(generation, previous, &changed);
+                    return Err(e.into());
+                }
+            };
+            if cache.slots.len() + fresh.len() > MAX_SLOTS {
+                // start afresh (the scrape's samples of cached series are in the batch already)
+                cache.slots.clear();
+                cache.index.clear();
+            }
+            // a target's first scrape sizes the cache to it, instead of doubling up to 1.3x
+            if cache.slots.is_empty() {
+                cache.slots.reserve_exact(fresh.len());
+            }
+            let slots = &cache.slots;
+            cache.index.reserve(fresh.len(), slot_hash(slots));
+            let ids = store.series_refs(labels);
+            report.new_series = ids.len();
+            for (&i, id) in fresh.iter().zip(ids) {
+                let entry = CacheEntry {
+                    series: id,
+                    // not seen in this scrape yet (`take` marks it), and not tracked
+                    seen: stamp(previous),
+                };
+                let s = missing[i].sample();
+                cache.insert(series_key(s.series, s.float_label), entry);
+            }
+            batch.reserve(missing.len());
+            for owned in &missing {
+                let s = owned.sample();
+                let found = cache.find(series_key(s.series, s.float_label));
+                debug_assert!(found.is_some(), "every missing series was resolved");
+                if let Some(i) = found {
+                    let entry = &mut cache.slots[i].entry;
+                    ScrapeCache::take(entry, &s, t, generation, &mut batch, &mut report);
+                }
+            }
+        }
+        if previous > 0 {
+            for slot in &cache.slots {
+                let e = &slot.entry;
+                if e.seen_in(previous) && e.track_staleness() {
+                    batch.push((e.series, t, stale_nan()));
+                    report.stale += 1;
+                }
+            }
+        }
+        cache.generation = generation;
+        let stats: AppendStats = store.append(&batch);
+        report.appended = stats.appended.saturating_sub(report.stale);
+        report.out_of_order = stats.out_of_order + stats.duplicates;
+        cache.prune(generation);
+        Ok(report)
     }
 }
 
@@ -551,6 +709,181 @@ mod tests {
         cache
             .ingest(store, body, Format::Text, t, 1000)
             .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// What an ingest holds before `finish`: the report, the samples batched and those waiting
+    /// for their series, the error, the lines read (as text: NaN compares equal).
+    fn held(scrape: &Ingest<'_>) -> String {
+        format!(
+            "{:?} {:?} {:?} {:?} {}",
+            scrape.report,
+            scrape.batch,
+            scrape.missing,
+            scrape.failure.as_ref().map(|e| e.to_string()),
+            scrape.parse.line()
+        )
+    }
+
+    /// Feeds `body` cut at `cuts` (byte offsets, ascending) and returns what the ingest holds.
+    fn fed_in_pieces(
+        cache: &mut ScrapeCache,
+        body: &[u8],
+        format: Format,
+        cuts: &[usize],
+        limit: usize,
+    ) -> String {
+        let mut scrape = cache.begin(format, 5000, limit);
+        let mut at = 0;
+        for &cut in cuts.iter().chain([&body.len()]) {
+            scrape.feed(&body[at..cut]);
+            at = cut;
+        }
+        // the end of the body, as `finish` takes it
+        let last = std::mem::take(&mut scrape.carry);
+        scrape.feed_bytes(&last);
+        let got = held(&scrape);
+        // unfinished: the cache goes back to its marks before, for the next feed
+        scrape
+            .cache
+            .undo(scrape.generation, scrape.previous, &scrape.changed);
+        got
+    }
+
+    /// A body cut anywhere, even inside a line or a character, and fed in its pieces is read as
+    /// the whole body is: the same samples to the same series, for a cold cache (every series
+    /// new) and a warm one.
+    #[test]
+    fn a_body_cut_anywhere_reads_as_the_whole_body() {
+        let (_dir, store) = store();
+        let body = "# HELP req_total Requests \\\\ served.\n# TYPE req_total counter\n\
+                    req_total{path=\"/ä\",code=\"200\"} 10\nreq_total{path=\"/ö\\\"q\",code=\"500\"} 1e3 1700000000000\n\
+                    # TYPE lat histogram\nlat_bucket{le=\"0.5\"} 3\nlat_bucket{le=\"+Inf\"} 4\nlat_sum 1.5\nlat_count 4\n\
+                    \n  up_like 1\nreq_total{path=\"/ä\",code=\"200\"} 11\n";
+        let body = body.as_bytes();
+        let mut warm = ScrapeCache::new(Labels::from_pairs([("job", "j")]));
+        warm.ingest(
+            &store,
+            std::str::from_utf8(body).unwrap(),
+            Format::Text,
+            1000,
+            100,
+        )
+        .unwrap();
+        for cache_warm in [false, true] {
+            let fresh = || ScrapeCache::new(Labels::from_pairs([("job", "j")]));
+            let mut whole_cache = fresh();
+            let whole = if cache_warm {
+                fed_in_pieces(&mut warm, body, Format::Text, &[], 100)
+            } else {
+                fed_in_pieces(&mut whole_cache, body, Format::Text, &[], 100)
+            };
+            assert!(whole.contains("None"), "{whole}");
+            for cut in 1..body.len() {
+                for cuts in [vec![cut], (cut..body.len()).step_by(cut).collect()] {
+                    let got = if cache_warm {
+                        fed_in_pieces(&mut warm, body, Format::Text, &cuts, 100)
+                    } else {
+                        fed_in_pieces(&mut fresh(), body, Format::Text, &cuts, 100)
+                    };
+                    assert_eq!(got, whole, "warm {cache_warm}, cut at {cuts:?}");
+                }
+            }
+        }
+    }
+
+    /// The errors of a body fed in pieces name the line the whole body's do, and an error in a
+    /// later piece fails the scrape as a whole: a bad line, a bad byte, text after `# EOF`, the
+    /// sample limit, a last line without its newline.
+    #[test]
+    fn errors_in_any_piece_name_the_line_of_the_whole_body() {
+        let (_dir, store) = store();
+        let cases: [(&[u8], Format, usize, &str); 6] = [
+            (
+                b"a 1\nb 2\nc{x=\"1\"} 3\nd{ 4\ne 5\n",
+                Format::Text,
+                100,
+                "line 4, column",
+            ),
+            (
+                b"a 1\nb 2\nc{x=\"\xff\"} 3\nd 4\n",
+                Format::Text,
+                100,
+                "line 3, column 6: invalid utf-8",
+            ),
+            (
+                b"a 1\n# EOF\n\n\nb 2\n",
+                Format::OpenMetrics,
+                100,
+                "line 5: content after # EOF",
+            ),
+            (
+                b"a 1\nb 2\nc 3\nd 4\ne 5\n",
+                Format::Text,
+                2,
+                "5 samples exceed the sample limit of 2",
+            ),
+            (
+                b"a 1\nb 2\nc 3\nd 4\nbad{\ne 5\n",
+                Format::Text,
+                2,
+                "4 samples exceed the sample limit of 2",
+            ),
+            (
+                b"a 1\nb 2\nc 3",
+                Format::Text,
+                100,
+                "line 3, column 4: the last line does not end",
+            ),
+        ];
+        for (body, format, limit, want) in cases {
+            let failed = |cuts: &[usize]| {
+                let mut cache = ScrapeCache::new(Labels::default());
+                let mut scrape = cache.begin(format, 5000, limit);
+                let mut at = 0;
+                for &cut in cuts.iter().chain([&body.len()]) {
+                    scrape.feed(&body[at..cut]);
+                    at = cut;
+                }
+                scrape.finish(&store).unwrap_err().to_string()
+            };
+            let whole = failed(&[]);
+            assert!(whole.contains(want), "{whole}");
+            for cut in 1..body.len() {
+                assert_eq!(failed(&[cut]), whole, "cut at {cut}");
+                assert_eq!(
+                    failed(&(cut..body.len()).step_by(cut).collect::<Vec<_>>()),
+                    whole,
+                    "cut every {cut}"
+                );
+            }
+        }
+        assert!(
+            store.series(&[]).is_empty(),
+            "a failed scrape stored nothing"
+        );
+    }
+
+    /// A body that broke off (the fetch's error) stores nothing of what arrived, and the cache
+    /// keeps the marks of the last good scrape.
+    #[test]
+    fn a_body_that_broke_off_stores_none_of_its_pieces() {
+        let (_dir, store) = store();
+        let mut cache = ScrapeCache::new(Labels::from_pairs([("job", "j")]));
+        scrape(&mut cache, &store, "a 1\n", 1000);
+        let mut broken = cache.begin(Format::Text, 2000, 100);
+        broken.feed(b"a 2\nnew 2\nhalf");
+        let err = broken
+            .finish_or(
+                &store,
+                Some(ScrapeError::Timeout(std::time::Duration::from_secs(1))),
+            )
+            .unwrap_err();
+        assert!(matches!(err, ScrapeError::Timeout(_)), "{err}");
+        assert_eq!(samples(&store, "a"), [(1000, Some(1.0))]);
+        assert!(samples(&store, "new").is_empty());
+        // the next good scrape sees `a` as seen in the last good one: no gap, no marker
+        let r = scrape(&mut cache, &store, "a 3\n", 3000);
+        assert_eq!((r.appended, r.stale, r.new_series), (1, 0, 0));
     }
 
     #[test]

@@ -614,42 +614,73 @@ impl Scheduler {
         mut cache: ScrapeCache,
     ) -> ScrapeCache {
         let started = Instant::now();
-        let fetched = super::fetch(
-            &self.client,
+        // the body goes to the parser as it arrives, never held whole: a fetch task hands its
+        // pieces over a bounded channel to the ingest on a blocking thread
+        let (head_tx, head_rx) = tokio::sync::oneshot::channel();
+        let (pieces_tx, mut pieces) = tokio::sync::mpsc::channel(super::fetch::PIECES_IN_FLIGHT);
+        let get = super::fetch::Get {
+            client: &self.client,
             url,
-            target.timeout.0,
-            target.body_size_limit,
-            target.bearer_token.as_ref(),
-            super::SCRAPE_ACCEPT,
-        )
-        .await
-        .and_then(|r| {
-            if (200..300).contains(&r.status) {
-                Ok(r)
-            } else {
-                Err(ScrapeError::Status(r.status))
-            }
-        });
-        let fetch_seconds = started.elapsed().as_secs_f64();
+            timeout: target.timeout.0,
+            body_limit: target.body_size_limit,
+            bearer: target.bearer_token.as_ref(),
+            accept: super::SCRAPE_ACCEPT,
+        };
+        let fetch = super::fetch::stream(get, head_tx, pieces_tx);
         let store = self.store.clone();
         let limit = target.sample_limit;
-        let joined = crate::task::blocking(&self.metrics, "scrape", &target.name, move || {
-            let result = fetched.and_then(|resp| {
-                let body = super::textparse::text_body(&resp.body)?;
-                let format = super::textparse::Format::from_content_type(&resp.content_type);
-                cache.ingest(&store, body, format, t, limit)
-            });
-            match &result {
-                Ok(report) => cache.write_report(&store, t, true, fetch_seconds, report.scraped),
-                Err(_) => {
-                    cache.mark_all_stale(&store, t);
-                    cache.write_report(&store, t, false, fetch_seconds, 0);
+        let ingest = async {
+            let head = head_rx
+                .await
+                .unwrap_or_else(|_| Err(ScrapeError::Http("the fetch ended early".into())))
+                .and_then(|h| {
+                    if (200..300).contains(&h.status) {
+                        Ok(h)
+                    } else {
+                        Err(ScrapeError::Status(h.status))
+                    }
+                });
+            crate::task::blocking(&self.metrics, "scrape", &target.name, move || {
+                let result = head.and_then(|head| {
+                    let format = super::textparse::Format::from_content_type(&head.content_type);
+                    let mut scrape = cache.begin(format, t, limit);
+                    let mut broke = None;
+                    while let Some(piece) = pieces.blocking_recv() {
+                        match piece {
+                            Ok(bytes) => {
+                                scrape.feed(&bytes);
+                                super::fetch::give_back(bytes);
+                            }
+                            Err(e) => {
+                                broke = Some(e);
+                                break;
+                            }
+                        }
+                        if !scrape.wants_more() {
+                            break;
+                        }
+                    }
+                    // the fetch stops at its next piece
+                    drop(pieces);
+                    scrape.finish_or(&store, broke)
+                });
+                // the body's last piece has arrived (or the fetch failed): what the scrape took
+                let fetch_seconds = started.elapsed().as_secs_f64();
+                match &result {
+                    Ok(report) => {
+                        cache.write_report(&store, t, true, fetch_seconds, report.scraped)
+                    }
+                    Err(_) => {
+                        cache.mark_all_stale(&store, t);
+                        cache.write_report(&store, t, false, fetch_seconds, 0);
+                    }
                 }
-            }
-            (cache, result)
-        })
-        .await;
-        let (cache, result) = match joined {
+                (cache, result, fetch_seconds)
+            })
+            .await
+        };
+        let ((), joined) = tokio::join!(fetch, ingest);
+        let (cache, result, fetch_seconds) = match joined {
             Some(r) => r,
             None => {
                 // the cache went with the panicking task: start afresh (known series are
@@ -658,6 +689,7 @@ impl Scheduler {
                     ScrapeCache::new(super::metrics_base_labels(target, url))
                         .with_label_limits(target.label_limits),
                     Err(ScrapeError::Panicked),
+                    started.elapsed().as_secs_f64(),
                 )
             }
         };

@@ -158,6 +158,54 @@ impl<'a> Sample<'a> {
             rest: self.label_block,
         }
     }
+
+    /// The sample with its text copied, to keep past the piece of the body it was read from.
+    pub fn to_owned_sample(&self) -> OwnedSample {
+        // `name` and `label_block` are slices of `series` (an empty block may be any "")
+        let at = |part: &str| {
+            if part.is_empty() {
+                return 0..0;
+            }
+            let start = part.as_ptr() as usize - self.series.as_ptr() as usize;
+            start..start + part.len()
+        };
+        OwnedSample {
+            series: self.series.into(),
+            name: at(self.name),
+            label_block: at(self.label_block),
+            value: self.value,
+            timestamp_ms: self.timestamp_ms,
+            line: self.line,
+            float_label: self.float_label,
+        }
+    }
+}
+
+/// A [`Sample`] that owns its text ([`Sample::to_owned_sample`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct OwnedSample {
+    series: Box<str>,
+    name: std::ops::Range<usize>,
+    label_block: std::ops::Range<usize>,
+    value: f64,
+    timestamp_ms: Option<i64>,
+    line: usize,
+    float_label: Option<&'static str>,
+}
+
+impl OwnedSample {
+    /// The sample, borrowing this copy.
+    pub fn sample(&self) -> Sample<'_> {
+        Sample {
+            series: &self.series,
+            name: &self.series[self.name.clone()],
+            value: self.value,
+            timestamp_ms: self.timestamp_ms,
+            line: self.line,
+            label_block: &self.series[self.label_block.clone()],
+            float_label: self.float_label,
+        }
+    }
 }
 
 /// Iterator over a validated label block.
@@ -258,10 +306,16 @@ impl std::error::Error for ParseError {}
 /// A response body as text, or an error naming the line and column of its first byte that is
 /// not UTF-8. One validation pass over the body; the line is only counted on error.
 pub fn text_body(body: &[u8]) -> Result<&str, ParseError> {
+    text_piece(body, 0)
+}
+
+/// As [`text_body`] for a piece of a body that starts after line `lines_before` (a piece read as
+/// the body arrives: [`Parser::resume`]).
+pub fn text_piece(body: &[u8], lines_before: usize) -> Result<&str, ParseError> {
     std::str::from_utf8(body).map_err(|e| {
         let at = e.valid_up_to();
         let before = &body[..at];
-        let line = before.iter().filter(|&&c| c == b'\n').count() + 1;
+        let line = lines_before + before.iter().filter(|&&c| c == b'\n').count() + 1;
         let start = before
             .iter()
             .rposition(|&c| c == b'\n')
@@ -302,16 +356,50 @@ struct Family {
 /// and `_count` alternate: each costs a compare, not a hash lookup).
 const RECENT: usize = 4;
 
-/// Iterates the entries of an exposition body.
-pub struct Parser<'a> {
-    text: &'a str,
+/// What a parser carries from one piece of a body to the next ([`Parser::resume`]): the format,
+/// the line count, whether it stopped, and every family named so far.
+#[derive(Debug, Clone)]
+pub struct ParseState {
     format: Format,
-    pos: usize,
     line: usize,
     done: bool,
+    /// stopped at `# EOF`: any later non-blank text is an error
+    after_eof: bool,
     /// every family named so far, by name (the `_sum`/`_count`/`_bucket` of a typed summary or
-    /// histogram count as their base, as in `expfmt`)
-    families: HashMap<&'a str, Family, BuildOneShot>,
+    /// histogram count as their base, as in `expfmt`); owned, so the state outlives a piece
+    families: HashMap<Box<str>, Family, BuildOneShot>,
+}
+
+impl ParseState {
+    /// The state before the first line of a body in `format`.
+    pub fn new(format: Format) -> Self {
+        ParseState {
+            format,
+            line: 0,
+            done: false,
+            after_eof: false,
+            families: HashMap::default(),
+        }
+    }
+
+    /// Lines read so far (the 1-based number of the last one).
+    pub fn line(&self) -> usize {
+        self.line
+    }
+
+    /// Whether the parser has nothing more to say about any further text: after an error (not
+    /// after `# EOF`, where text that is not blank is still an error).
+    pub fn done(&self) -> bool {
+        self.done && !self.after_eof
+    }
+}
+
+/// Iterates the entries of an exposition body, or of one piece of it: a body read as it arrives
+/// is parsed piece by piece, each piece whole lines ([`Parser::resume`], [`Parser::into_state`]).
+pub struct Parser<'a> {
+    text: &'a str,
+    pos: usize,
+    st: ParseState,
     recent: [(&'a str, MetricKind); RECENT],
     recent_next: usize,
 }
@@ -323,16 +411,25 @@ impl<'a> Parser<'a> {
     }
 
     pub fn with_format(text: &'a str, format: Format) -> Self {
+        Parser::resume(text, ParseState::new(format))
+    }
+
+    /// Goes on with the next piece of a body, `text`, where `state` left off. Every piece but the
+    /// last ends with `\n` (a piece holds whole lines), so line numbers and the checks across
+    /// lines (a family's one `# HELP` and `# TYPE`, nothing after `# EOF`) hold over the body.
+    pub fn resume(text: &'a str, state: ParseState) -> Self {
         Parser {
             text,
-            format,
             pos: 0,
-            line: 0,
-            done: false,
-            families: HashMap::default(),
+            st: state,
             recent: [("", MetricKind::Untyped); RECENT],
             recent_next: 0,
         }
+    }
+
+    /// What the next piece resumes from.
+    pub fn into_state(self) -> ParseState {
+        self.st
     }
 }
 
@@ -477,7 +574,7 @@ impl<'a> Parser<'a> {
     /// An error at 0-based byte `col` of the current line, where the line's text starts at `col0`.
     fn err_at(&self, col0: usize, col: usize, message: String) -> ParseError {
         ParseError {
-            line: self.line,
+            line: self.st.line,
             column: Some(col0 + col + 1),
             message,
         }
@@ -486,18 +583,18 @@ impl<'a> Parser<'a> {
     /// The family `name` belongs to (created if new): the name itself, or the base of a typed
     /// summary, histogram (or OpenMetrics family) it is a series of.
     fn family_of(&mut self, name: &'a str) -> &'a str {
-        if self.families.contains_key(name) {
+        if self.st.families.contains_key(name) {
             return name;
         }
         if let Some(u) = name.rfind('_').filter(|&u| u > 0) {
             let (base, suffix) = name.split_at(u);
-            if let Some(Family { kind: Some(k), .. }) = self.families.get(base)
-                && belongs(suffix, *k, self.format)
+            if let Some(Family { kind: Some(k), .. }) = self.st.families.get(base)
+                && belongs(suffix, *k, self.st.format)
             {
                 return base;
             }
         }
-        self.families.insert(name, Family::default());
+        self.st.families.insert(name.into(), Family::default());
         name
     }
 
@@ -510,7 +607,7 @@ impl<'a> Parser<'a> {
             }
         }
         let key = self.family_of(name);
-        let family = self.families.get_mut(key).expect("created by family_of");
+        let family = self.st.families.get_mut(key).expect("created by family_of");
         let kind = *family.kind.get_or_insert(MetricKind::Untyped);
         self.recent[self.recent_next] = (name, kind);
         self.recent_next = (self.recent_next + 1) % RECENT;
@@ -521,7 +618,7 @@ impl<'a> Parser<'a> {
     /// for any other comment. As in Prometheus, `#HELP` is metadata too, and a `# HELP` or
     /// `# TYPE` with nothing after the name is a comment.
     fn comment(&mut self, line: &'a str, col0: usize) -> Result<Option<Entry<'a>>, ParseError> {
-        if self.format == Format::OpenMetrics && line == "# EOF" {
+        if self.st.format == Format::OpenMetrics && line == "# EOF" {
             return Ok(Some(Entry::Eof));
         }
         let b = line.as_bytes();
@@ -567,9 +664,9 @@ impl<'a> Parser<'a> {
             return Ok(None);
         }
         let text = &line[ts..];
-        let line_no = self.line;
+        let line_no = self.st.line;
         if keyword == "HELP" {
-            let first = self.families[key].help_line;
+            let first = self.st.families[key].help_line;
             if first != 0 {
                 return Err(self.err_at(
                     col0,
@@ -606,7 +703,7 @@ impl<'a> Parser<'a> {
                     i += 1;
                 }
             }
-            self.families.get_mut(key).expect("created").help_line = line_no;
+            self.st.families.get_mut(key).expect("created").help_line = line_no;
             let text = if escaped {
                 Cow::Owned(unescape(text, false))
             } else {
@@ -614,7 +711,7 @@ impl<'a> Parser<'a> {
             };
             return Ok(Some(Entry::Help { name, text }));
         }
-        let family = self.families[key];
+        let family = self.st.families[key];
         if family.type_line != 0 {
             return Err(self.err_at(
                 col0,
@@ -628,7 +725,7 @@ impl<'a> Parser<'a> {
         if family.kind.is_some() {
             return Err(self.err_at(col0, 0, format!("# TYPE for {key} after its samples")));
         }
-        let om = self.format == Format::OpenMetrics;
+        let om = self.st.format == Format::OpenMetrics;
         let kind = match text {
             "counter" => MetricKind::Counter,
             "gauge" => MetricKind::Gauge,
@@ -656,7 +753,7 @@ impl<'a> Parser<'a> {
                 ));
             }
         };
-        let family = self.families.get_mut(key).expect("created");
+        let family = self.st.families.get_mut(key).expect("created");
         family.kind = Some(kind);
         family.type_line = line_no;
         Ok(Some(Entry::Type { name, kind }))
@@ -812,7 +909,7 @@ impl<'a> Parser<'a> {
         })?;
         let mut timestamp_ms = None;
         if vend < b.len() {
-            let om = self.format == Format::OpenMetrics;
+            let om = self.st.format == Format::OpenMetrics;
             let tstart = skip_ws(b, vend);
             if tstart == b.len() {
                 return Err(self.err_at(col0, vend, "trailing whitespace after the value".into()));
@@ -870,7 +967,7 @@ impl<'a> Parser<'a> {
             name,
             value,
             timestamp_ms,
-            line: self.line,
+            line: self.st.line,
             label_block,
             float_label: None,
         })
@@ -1071,8 +1168,8 @@ impl<'a> Parser<'a> {
         &mut self,
         known: &mut KnownSeries<'_, 'a>,
     ) -> Option<Result<Entry<'a>, ParseError>> {
-        if self.done {
-            return None;
+        if self.st.done {
+            return self.after_eof();
         }
         let text = self.text;
         while self.pos < text.len() {
@@ -1083,13 +1180,13 @@ impl<'a> Parser<'a> {
             };
             let full = &text[self.pos..self.pos + len];
             self.pos += len + 1;
-            self.line += 1;
+            self.st.line += 1;
             let line = full.trim_start_matches([' ', '\t']);
             if line.is_empty() {
                 continue;
             }
             let col0 = full.len() - line.len();
-            let result = if !terminated && self.format == Format::Text {
+            let result = if !terminated && self.st.format == Format::Text {
                 Err(self.err_at(
                     col0,
                     line.len(),
@@ -1099,15 +1196,9 @@ impl<'a> Parser<'a> {
                 match self.comment(line, col0) {
                     Ok(None) => continue,
                     Ok(Some(Entry::Eof)) => {
-                        self.done = true;
-                        let trailing = text.get(self.pos..).unwrap_or("");
-                        if let Some(extra) = trailing.lines().position(|l| !l.trim().is_empty()) {
-                            return Some(Err(ParseError {
-                                line: self.line + extra + 1,
-                                column: None,
-                                message: "content after # EOF".into(),
-                            }));
-                        }
+                        self.st.done = true;
+                        self.st.after_eof = true;
+                        // what follows is checked at the next call, in this piece or a later one
                         return Some(Ok(Entry::Eof));
                     }
                     other => other.map(|e| e.expect("some")),
@@ -1122,12 +1213,35 @@ impl<'a> Parser<'a> {
                 self.sample(line, col0, known).map(Entry::Sample)
             };
             if result.is_err() {
-                self.done = true;
+                self.st.done = true;
             }
             return Some(result);
         }
-        self.done = true;
         None
+    }
+
+    /// After `# EOF`: an error for the first non-blank text after it (once), else `None`.
+    fn after_eof(&mut self) -> Option<Result<Entry<'a>, ParseError>> {
+        if !self.st.after_eof {
+            return None;
+        }
+        let trailing = self.text.get(self.pos..).unwrap_or("");
+        self.pos = self.text.len();
+        let mut lines = trailing.split_inclusive('\n');
+        match lines.position(|l| !l.trim().is_empty()) {
+            Some(extra) => {
+                self.st.after_eof = false;
+                Some(Err(ParseError {
+                    line: self.st.line + extra + 1,
+                    column: None,
+                    message: "content after # EOF".into(),
+                }))
+            }
+            None => {
+                self.st.line += trailing.matches('\n').count();
+                None
+            }
+        }
     }
 }
 

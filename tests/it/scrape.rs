@@ -972,3 +972,84 @@ async fn quoted_utf8_names_are_scraped_stored_queried_and_alerted_on() {
     assert_eq!(result[0]["metric"]["my.label"], "v");
     assert_eq!(result[0]["value"][1], "3");
 }
+
+/// A raw server whose first answer is a whole body, and every later one promises 1 MB and closes
+/// after 64 KB of new series, the last line cut.
+async fn serve_good_then_cut() -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        for n in 0.. {
+            let (mut sock, _) = listener.accept().await.unwrap();
+            let mut buf = [0u8; 1024];
+            let _ = tokio::io::AsyncReadExt::read(&mut sock, &mut buf).await;
+            let (length, body) = if n == 0 {
+                let body = "good_metric 1\n".to_string();
+                (body.len(), body)
+            } else {
+                let lines: String = (0..3000).map(|i| format!("partial_{i} {i}\n")).collect();
+                (1 << 20, lines[..64 << 10].to_string())
+            };
+            let head = format!(
+                "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\nconnection: close\r\ncontent-length: {length}\r\n\r\n"
+            );
+            let _ = sock.write_all(head.as_bytes()).await;
+            let _ = sock.write_all(body.as_bytes()).await;
+            let _ = sock.flush().await;
+            drop(sock);
+        }
+    });
+    format!("http://{addr}")
+}
+
+/// The scheduler parses a body as it arrives; one that breaks off after many pieces fails the
+/// scrape as a whole: `up` 0 with the reason, none of the series that arrived is stored, and
+/// the last good scrape's series end with a staleness marker.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_that_breaks_off_after_many_pieces_stores_none_of_them() {
+    use std::sync::Arc;
+    use tocsin::clock::SystemClock;
+    use tocsin::ingest::scheduler::{Scheduler, StatusBoard};
+    use tocsin::selfmetrics::SelfMetrics;
+
+    let base = serve_good_then_cut().await;
+    let yaml = format!(
+        "targets:\n  - name: svc\n    metrics: {base}/metrics\n    interval: 1s\n    timeout: 1s\n"
+    );
+    let targets = Config::from_yaml(&yaml, std::path::Path::new("t.yml"))
+        .unwrap()
+        .build_targets(&Default::default())
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(open_store(&dir));
+    let status = Arc::new(StatusBoard::default());
+    let scheduler = Scheduler {
+        store: store.clone(),
+        clock: Arc::new(SystemClock),
+        metrics: Arc::new(SelfMetrics::new(0.0)),
+        status: status.clone(),
+        client: tocsin::ingest::client(),
+        heartbeats: Default::default(),
+    };
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    let mut tasks = scheduler.spawn(targets, Duration::from_secs(3600), rx);
+    let err = wait_for_error(&status, "request failed").await;
+    assert!(err.contains("request failed"), "{err}");
+    let now = tocsin::clock::Clock::now_ms(&SystemClock);
+    let up = store.latest(&name_is("up"), now + 1_000, 300_000).unwrap();
+    assert_eq!(up[0].2, 0.0);
+    let good = samples_of(&store, &name_is("good_metric"), 0, i64::MAX);
+    assert_eq!(
+        good.len(),
+        2,
+        "one sample, then its staleness marker: {good:?}"
+    );
+    assert_eq!(good[0].1, 1.0);
+    assert!(tocsin::store::chunk::is_stale(good[1].1));
+    let partial = store
+        .series(&[matcher(MatchOp::Regex, "__name__", "partial_.*")])
+        .len();
+    assert_eq!(partial, 0, "series of the cut body were stored");
+    tx.send(true).unwrap();
+    while tasks.join_next().await.is_some() {}
+}
