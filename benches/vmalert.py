@@ -198,7 +198,8 @@ def main():
     ap.add_argument("--per-group", type=int, default=100)
     ap.add_argument("--tocsin-extra", default="",
                     help="YAML appended to tocsin's configuration, for experiments (e.g. 'scrape: {self_metrics: false}')")
-    ap.add_argument("--tocsin", required=True)
+    ap.add_argument("--tocsin", required=True, type=os.path.abspath,
+                    help="the binary; a relative path is taken from the current directory")
     ap.add_argument("--peer", required=True)
     ap.add_argument("--out", required=True)
     a = ap.parse_args()

@@ -641,6 +641,9 @@ impl Scheduler {
                     }
                 });
             crate::task::blocking(&self.metrics, "scrape", &target.name, move || {
+                // until the body's last piece arrived (or the fetch failed): what the scrape
+                // took, as before the samples are appended
+                let mut took = None;
                 let result = head.and_then(|head| {
                     let format = super::textparse::Format::from_content_type(&head.content_type);
                     let mut scrape = cache.begin(format, t, limit);
@@ -662,10 +665,10 @@ impl Scheduler {
                     }
                     // the fetch stops at its next piece
                     drop(pieces);
+                    took = Some(started.elapsed().as_secs_f64());
                     scrape.finish_or(&store, broke)
                 });
-                // the body's last piece has arrived (or the fetch failed): what the scrape took
-                let fetch_seconds = started.elapsed().as_secs_f64();
+                let fetch_seconds = took.unwrap_or_else(|| started.elapsed().as_secs_f64());
                 match &result {
                     Ok(report) => {
                         cache.write_report(&store, t, true, fetch_seconds, report.scraped)
