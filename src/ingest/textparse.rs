@@ -161,18 +161,24 @@ impl<'a> Sample<'a> {
 
     /// The sample with its text copied, to keep past the piece of the body it was read from.
     pub fn to_owned_sample(&self) -> OwnedSample {
-        // `name` and `label_block` are slices of `series` (an empty block may be any "")
-        let at = |part: &str| {
-            if part.is_empty() {
-                return 0..0;
+        // the parser's `name` and `label_block` are slices of `series`: one copy holds all three
+        // (a part from elsewhere, or an empty block, is copied after it)
+        let mut text = String::from(self.series);
+        let mut at = |part: &str| {
+            let start = (part.as_ptr() as usize).wrapping_sub(self.series.as_ptr() as usize);
+            if !part.is_empty() && start.checked_add(part.len()) <= Some(self.series.len()) {
+                return start..start + part.len();
             }
-            let start = part.as_ptr() as usize - self.series.as_ptr() as usize;
-            start..start + part.len()
+            text.push_str(part);
+            text.len() - part.len()..text.len()
         };
+        let name = at(self.name);
+        let label_block = at(self.label_block);
         OwnedSample {
-            series: self.series.into(),
-            name: at(self.name),
-            label_block: at(self.label_block),
+            series_len: self.series.len(),
+            series: text.into_boxed_str(),
+            name,
+            label_block,
             value: self.value,
             timestamp_ms: self.timestamp_ms,
             line: self.line,
@@ -184,7 +190,9 @@ impl<'a> Sample<'a> {
 /// A [`Sample`] that owns its text ([`Sample::to_owned_sample`]).
 #[derive(Debug, Clone, PartialEq)]
 pub struct OwnedSample {
+    /// the series text, then any part that was not a slice of it
     series: Box<str>,
+    series_len: usize,
     name: std::ops::Range<usize>,
     label_block: std::ops::Range<usize>,
     value: f64,
@@ -197,7 +205,7 @@ impl OwnedSample {
     /// The sample, borrowing this copy.
     pub fn sample(&self) -> Sample<'_> {
         Sample {
-            series: &self.series,
+            series: &self.series[..self.series_len],
             name: &self.series[self.name.clone()],
             value: self.value,
             timestamp_ms: self.timestamp_ms,
@@ -1303,6 +1311,21 @@ mod tests {
         let text = format!("m{{{}}} 1\n", pairs.join(","));
         let s = one(&text);
         assert_eq!(s.labels().count(), 50_000);
+    }
+
+    /// A sample copied to outlive its text reads as the original, whether its parts are slices
+    /// of its series text (as the parser makes them) or not.
+    #[test]
+    fn an_owned_sample_reads_as_the_original() {
+        let text = "m{a=\"1\",b=\"x\\\"y\"} 2 17\n{\"u.n\", c=\"3\"} 4\nbare 5\n";
+        for s in parse_samples(text).unwrap() {
+            let owned = s.to_owned_sample();
+            assert_eq!(owned.sample(), s);
+            assert_eq!(labels(&owned.sample()), labels(&s));
+            let mut moved = s.clone();
+            moved.name = "elsewhere";
+            assert_eq!(moved.to_owned_sample().sample(), moved);
+        }
     }
 
     #[test]
