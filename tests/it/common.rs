@@ -895,3 +895,48 @@ async fn smtp_session(
     }
     Ok(())
 }
+
+/// A scrape scheduler running the targets of `yaml` (a tocsin.yml) on a store in a temporary
+/// directory, read by `clock`; [`RunningScheduler::stop`] ends its tasks.
+pub struct RunningScheduler {
+    pub store: Arc<Store>,
+    pub status: Arc<tocsin::ingest::scheduler::StatusBoard>,
+    shutdown: tokio::sync::watch::Sender<bool>,
+    tasks: tokio::task::JoinSet<()>,
+    _dir: tempfile::TempDir,
+}
+
+pub fn start_scheduler(yaml: &str, clock: Arc<dyn tocsin::clock::Clock>) -> RunningScheduler {
+    let targets = tocsin::config::Config::from_yaml(yaml, Path::new("t.yml"))
+        .unwrap()
+        .build_targets(&Default::default())
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(open_store(&dir));
+    let status = Arc::new(tocsin::ingest::scheduler::StatusBoard::default());
+    let scheduler = tocsin::ingest::scheduler::Scheduler {
+        store: store.clone(),
+        clock,
+        metrics: Arc::new(tocsin::selfmetrics::SelfMetrics::new(0.0)),
+        status: status.clone(),
+        client: tocsin::ingest::client(),
+        heartbeats: Default::default(),
+    };
+    let (shutdown, rx) = tokio::sync::watch::channel(false);
+    let tasks = scheduler.spawn(targets, Duration::from_secs(3600), rx);
+    RunningScheduler {
+        store,
+        status,
+        shutdown,
+        tasks,
+        _dir: dir,
+    }
+}
+
+impl RunningScheduler {
+    /// Stops every task and waits for them to end.
+    pub async fn stop(mut self) {
+        self.shutdown.send(true).unwrap();
+        while self.tasks.join_next().await.is_some() {}
+    }
+}

@@ -5,15 +5,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::sync::watch;
 
 use crate::common::*;
 use crate::probe_tls::{probe_from, raw_server, run_bounded, value};
 use tocsin::clock::{Clock, SystemClock};
-use tocsin::config::Config;
-use tocsin::ingest::scheduler::{Scheduler, StatusBoard};
 use tocsin::labels::MatchOp;
-use tocsin::selfmetrics::SelfMetrics;
 
 /// An echo-ish server: answers `PING` with a greeting and `pong`.
 async fn pong_server() -> std::net::SocketAddr {
@@ -96,23 +92,8 @@ async fn probes_run_by_the_scheduler_show_in_the_status_board_and_the_store() {
       - {{kind: tcp, name: backup, address: \"{dead}\", interval: 100ms, timeout: 100ms}}
 "
     );
-    let targets = Config::from_yaml(&yaml, std::path::Path::new("t.yml"))
-        .unwrap()
-        .build_targets(&Default::default())
-        .unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let store = Arc::new(open_store(&dir));
-    let status = Arc::new(StatusBoard::default());
-    let scheduler = Scheduler {
-        store: store.clone(),
-        clock: Arc::new(SystemClock),
-        metrics: Arc::new(SelfMetrics::new(0.0)),
-        status: status.clone(),
-        client: tocsin::ingest::client(),
-        heartbeats: Default::default(),
-    };
-    let (tx, rx) = watch::channel(false);
-    let mut tasks = scheduler.spawn(targets, Duration::from_secs(3600), rx);
+    let running = start_scheduler(&yaml, Arc::new(SystemClock));
+    let (store, status) = (running.store.clone(), running.status.clone());
     let deadline = Deadline::within("probes never ran", WAIT).every(Duration::from_millis(20));
     let (tcp, backup) = deadline
         .until_some(async || {
@@ -122,8 +103,7 @@ async fn probes_run_by_the_scheduler_show_in_the_status_board_and_the_store() {
             (tcp.up.is_some() && backup.up.is_some()).then_some((tcp, backup))
         })
         .await;
-    tx.send(true).unwrap();
-    while tasks.join_next().await.is_some() {}
+    running.stop().await;
     assert_eq!(tcp.up, Some(true));
     assert_eq!(tcp.last_error, None);
     assert_eq!(tcp.url, format!("tcp://{pong}"));

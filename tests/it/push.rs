@@ -486,31 +486,15 @@ async fn a_heartbeat_that_never_comes_is_down_after_the_first_interval() {
     interval: 1s
     heartbeat: { expected_interval: 1500ms }
 ";
-    let targets = Config::from_yaml(yaml, std::path::Path::new("t.yml"))
-        .unwrap()
-        .build_targets(&Default::default())
-        .unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let store = Arc::new(open_store(&dir));
-    let status = Arc::new(StatusBoard::default());
-    let scheduler = Scheduler {
-        store: store.clone(),
-        clock: Arc::new(TokioClock::new(T0)),
-        metrics: Arc::new(SelfMetrics::new(0.0)),
-        status: status.clone(),
-        client: tocsin::ingest::client(),
-        heartbeats: Default::default(),
-    };
-    let (tx, rx) = watch::channel(false);
-    let mut tasks = scheduler.spawn(targets, Duration::from_secs(3600), rx);
+    let running = start_scheduler(yaml, Arc::new(TokioClock::new(T0)));
+    let (store, status) = (running.store.clone(), running.status.clone());
     tokio::time::sleep(Duration::from_millis(2_200)).await;
     let (up, error) = {
         let e = status.endpoints.read().unwrap();
         let s = &e[&("cron".to_string(), "heartbeat")];
         (s.up, s.last_error.clone())
     };
-    tx.send(true).unwrap();
-    while tasks.join_next().await.is_some() {}
+    running.stop().await;
     assert_eq!(up, Some(false));
     assert_eq!(
         error.as_deref(),

@@ -3,14 +3,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::watch;
-
 use crate::common::*;
 use tocsin::clock::{Clock, SystemClock};
-use tocsin::config::Config;
-use tocsin::ingest::scheduler::{Scheduler, StatusBoard};
 use tocsin::labels::MatchOp;
-use tocsin::selfmetrics::SelfMetrics;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hanging_target_does_not_delay_another() {
@@ -29,23 +24,8 @@ async fn a_hanging_target_does_not_delay_another() {
     timeout: 1s
 "
     );
-    let targets = Config::from_yaml(&yaml, std::path::Path::new("t.yml"))
-        .unwrap()
-        .build_targets(&Default::default())
-        .unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let store = Arc::new(open_store(&dir));
-    let status = Arc::new(StatusBoard::default());
-    let scheduler = Scheduler {
-        store: store.clone(),
-        clock: Arc::new(SystemClock),
-        metrics: Arc::new(SelfMetrics::new(0.0)),
-        status: status.clone(),
-        client: tocsin::ingest::client(),
-        heartbeats: Default::default(),
-    };
-    let (tx, rx) = watch::channel(false);
-    let mut tasks = scheduler.spawn(targets, Duration::from_secs(3600), rx);
+    let running = start_scheduler(&yaml, Arc::new(SystemClock));
+    let (store, status) = (running.store.clone(), running.status.clone());
 
     // wait (bounded) until the stuck target's first scrape has timed out
     let deadline = Deadline::within("stuck target never timed out", Duration::from_secs(20))
@@ -65,8 +45,7 @@ async fn a_hanging_target_does_not_delay_another() {
         })
         .await;
     assert_eq!(err, "timeout after 1s");
-    tx.send(true).unwrap();
-    while tasks.join_next().await.is_some() {}
+    running.stop().await;
 
     // while the stuck scrape hung for a second, the fast target kept its 100 ms rhythm
     let up = store

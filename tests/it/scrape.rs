@@ -684,8 +684,6 @@ async fn wait_up(status: &tocsin::ingest::scheduler::StatusBoard) {
 async fn each_label_limit_fails_a_real_scrape() {
     use std::sync::Arc;
     use tocsin::clock::SystemClock;
-    use tocsin::ingest::scheduler::{Scheduler, StatusBoard};
-    use tocsin::selfmetrics::SelfMetrics;
 
     let target = FakeTarget::start().await;
     let good = "# TYPE ok_metric gauge\nok_metric{a=\"1\"} 1\n";
@@ -695,23 +693,8 @@ async fn each_label_limit_fails_a_real_scrape() {
     let yaml = format!(
         "scrape:\n  label_limit: 6\ntargets:\n  - name: svc\n    metrics: {base}/metrics\n    interval: 100ms\n    timeout: 100ms\n    label_name_length_limit: 12\n    label_value_length_limit: 20\n"
     );
-    let targets = Config::from_yaml(&yaml, std::path::Path::new("t.yml"))
-        .unwrap()
-        .build_targets(&Default::default())
-        .unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let store = Arc::new(open_store(&dir));
-    let status = Arc::new(StatusBoard::default());
-    let scheduler = Scheduler {
-        store: store.clone(),
-        clock: Arc::new(SystemClock),
-        metrics: Arc::new(SelfMetrics::new(0.0)),
-        status: status.clone(),
-        client: tocsin::ingest::client(),
-        heartbeats: Default::default(),
-    };
-    let (tx, rx) = tokio::sync::watch::channel(false);
-    let mut tasks = scheduler.spawn(targets, Duration::from_secs(3600), rx);
+    let running = start_scheduler(&yaml, Arc::new(SystemClock));
+    let (store, status) = (running.store.clone(), running.status.clone());
     wait_up(&status).await;
 
     let cases = [
@@ -753,8 +736,7 @@ async fn each_label_limit_fails_a_real_scrape() {
             "{bad} was stored"
         );
     }
-    tx.send(true).unwrap();
-    while tasks.join_next().await.is_some() {}
+    running.stop().await;
 }
 
 /// The body's format is the response's: OpenMetrics (exemplars, float timestamps, `# EOF`) only
@@ -1007,32 +989,14 @@ async fn serve_good_then_cut() -> String {
 /// the last good scrape's series end with a staleness marker.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_body_that_breaks_off_after_many_pieces_stores_none_of_them() {
-    use std::sync::Arc;
     use tocsin::clock::SystemClock;
-    use tocsin::ingest::scheduler::{Scheduler, StatusBoard};
-    use tocsin::selfmetrics::SelfMetrics;
 
     let base = serve_good_then_cut().await;
     let yaml = format!(
         "targets:\n  - name: svc\n    metrics: {base}/metrics\n    interval: 1s\n    timeout: 1s\n"
     );
-    let targets = Config::from_yaml(&yaml, std::path::Path::new("t.yml"))
-        .unwrap()
-        .build_targets(&Default::default())
-        .unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let store = Arc::new(open_store(&dir));
-    let status = Arc::new(StatusBoard::default());
-    let scheduler = Scheduler {
-        store: store.clone(),
-        clock: Arc::new(SystemClock),
-        metrics: Arc::new(SelfMetrics::new(0.0)),
-        status: status.clone(),
-        client: tocsin::ingest::client(),
-        heartbeats: Default::default(),
-    };
-    let (tx, rx) = tokio::sync::watch::channel(false);
-    let mut tasks = scheduler.spawn(targets, Duration::from_secs(3600), rx);
+    let running = start_scheduler(&yaml, std::sync::Arc::new(SystemClock));
+    let (store, status) = (running.store.clone(), running.status.clone());
     let err = wait_for_error(&status, "request failed").await;
     assert!(err.contains("request failed"), "{err}");
     let now = tocsin::clock::Clock::now_ms(&SystemClock);
@@ -1050,6 +1014,5 @@ async fn a_body_that_breaks_off_after_many_pieces_stores_none_of_them() {
         .series(&[matcher(MatchOp::Regex, "__name__", "partial_.*")])
         .len();
     assert_eq!(partial, 0, "series of the cut body were stored");
-    tx.send(true).unwrap();
-    while tasks.join_next().await.is_some() {}
+    running.stop().await;
 }
