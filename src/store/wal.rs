@@ -217,12 +217,6 @@ pub(crate) fn encode(raw: &[u8]) -> Vec<u8> {
     if runs.len() > MERGE_MAX_RUNS {
         return encode_sorted(raw);
     }
-    // times relative to the batch's first keep their order unless the span overflows i64
-    let base = if maxt.checked_sub(mint).is_some() {
-        mint
-    } else {
-        0
-    };
     // each run's next record (id, time, value), read ahead; a run ends where the next begins
     let ends: Vec<usize> = runs
         .iter()
@@ -230,7 +224,6 @@ pub(crate) fn encode(raw: &[u8]) -> Vec<u8> {
         .map(|r| r.pos)
         .chain([raw.len()])
         .collect();
-    let mut heads: Vec<Option<(SeriesRef, i64, f64)>> = Vec::with_capacity(runs.len());
     let next = |runs: &mut [Run], r: usize| -> Option<(SeriesRef, i64, f64)> {
         let run = &mut runs[r];
         if run.pos >= ends[r] {
@@ -241,21 +234,11 @@ pub(crate) fn encode(raw: &[u8]) -> Vec<u8> {
         run.t = run.t.wrapping_add(d);
         Some((id, run.t, v))
     };
-    for r in 0..runs.len() {
-        heads.push(next(&mut runs, r));
-    }
-    let mut out = Vec::with_capacity(raw.len() / 2);
-    out.extend_from_slice(&MARKER);
-    out.push(LAYOUT_GROUPED);
-    put_uvarint(&mut out, zigzag(base));
-    // the group count goes here once known: room for the longest varint, closed up after
-    let count_at = out.len();
-    out.extend_from_slice(&[0; 10]);
-    let mut groups = 0u64;
-    let mut prev_id: SeriesRef = 0;
-    let mut enc = ChunkEncoder::new();
-    // the run holding the smallest id, the earliest run among equals (its records came first)
-    let smallest = |heads: &[Option<(SeriesRef, i64, f64)>]| {
+    let mut heads: Vec<Option<(SeriesRef, i64, f64)>> =
+        (0..runs.len()).map(|r| next(&mut runs, r)).collect();
+    // the head of the run holding the smallest id, the earliest run among equals (its records
+    // came first)
+    let merged = std::iter::from_fn(move || {
         let mut best: Option<(usize, SeriesRef)> = None;
         for (r, h) in heads.iter().enumerate() {
             if let Some((id, ..)) = h
@@ -264,23 +247,55 @@ pub(crate) fn encode(raw: &[u8]) -> Vec<u8> {
                 best = Some((r, *id));
             }
         }
-        best
-    };
-    let mut current = smallest(&heads);
-    while let Some((_, id)) = current {
+        let (r, _) = best?;
+        let head = heads[r];
+        heads[r] = next(&mut runs, r);
+        head
+    });
+    grouped(merged, base_of(mint, maxt), raw.len() / 2).unwrap_or_else(|| raw.to_vec())
+}
+
+/// The time a grouped row's times are relative to: the batch's first, unless the span from it
+/// to the last overflows `i64` (then 0).
+fn base_of(mint: i64, maxt: i64) -> i64 {
+    if maxt.checked_sub(mint).is_some() {
+        mint
+    } else {
+        0
+    }
+}
+
+/// The grouped row (layout 1) of `samples` in series order, each series' in append order;
+/// `None` when a series' times do not increase (the caller keeps the raw form).
+fn grouped(
+    samples: impl Iterator<Item = (SeriesRef, i64, f64)>,
+    base: i64,
+    capacity: usize,
+) -> Option<Vec<u8>> {
+    let mut samples = samples.peekable();
+    let mut out = Vec::with_capacity(capacity);
+    out.extend_from_slice(&MARKER);
+    out.push(LAYOUT_GROUPED);
+    put_uvarint(&mut out, zigzag(base));
+    // the group count goes here once known: room for the longest varint, closed up after
+    let count_at = out.len();
+    out.extend_from_slice(&[0; 10]);
+    let mut groups = 0u64;
+    let mut prev_id: SeriesRef = 0;
+    // one encoder for every group
+    let mut enc = ChunkEncoder::new();
+    while let Some(&(id, ..)) = samples.peek() {
         enc.clear();
-        while let Some((r, next_id)) = current
+        while let Some(&(next_id, t, v)) = samples.peek()
             && next_id == id
         {
-            let (_, t, v) = heads[r].expect("a current run has a head");
             match enc.push(t.wrapping_sub(base), v) {
                 Ok(()) => {
-                    heads[r] = next(&mut runs, r);
-                    current = smallest(&heads);
+                    samples.next();
                 }
                 // a full chunk: the next group continues the series (id delta 0)
                 Err(chunk::ChunkError::Full) => break,
-                Err(_) => return raw.to_vec(),
+                Err(_) => return None,
             }
         }
         put_uvarint(&mut out, u64::from(id - prev_id));
@@ -293,7 +308,7 @@ pub(crate) fn encode(raw: &[u8]) -> Vec<u8> {
     put_uvarint(&mut count, groups);
     out[count_at..count_at + count.len()].copy_from_slice(&count);
     out.drain(count_at + count.len()..count_at + 10);
-    out
+    Some(out)
 }
 
 /// [`encode`] by decoding the whole batch and sorting it by series (stable: each series keeps
@@ -309,41 +324,7 @@ fn encode_sorted(raw: &[u8]) -> Vec<u8> {
     samples.sort_by_key(|s| s.0);
     let mint = samples.iter().map(|s| s.1).min().unwrap_or(0);
     let maxt = samples.iter().map(|s| s.1).max().unwrap_or(0);
-    // times relative to the batch's first keep their order unless the span overflows i64
-    let base = if maxt.checked_sub(mint).is_some() {
-        mint
-    } else {
-        0
-    };
-    let mut out = Vec::with_capacity(raw.len() / 2);
-    out.extend_from_slice(&MARKER);
-    out.push(LAYOUT_GROUPED);
-    put_uvarint(&mut out, zigzag(base));
-    let mut body = Vec::with_capacity(raw.len() / 2);
-    let mut groups = 0u64;
-    let mut prev_id: SeriesRef = 0;
-    let mut i = 0;
-    while i < samples.len() {
-        let id = samples[i].0;
-        let mut enc = ChunkEncoder::new();
-        while i < samples.len() && samples[i].0 == id {
-            let (_, t, v) = samples[i];
-            match enc.push(t.wrapping_sub(base), v) {
-                Ok(()) => i += 1,
-                // a full chunk: the next group continues the series (id delta 0)
-                Err(chunk::ChunkError::Full) => break,
-                Err(_) => return raw.to_vec(),
-            }
-        }
-        put_uvarint(&mut body, u64::from(id - prev_id));
-        put_uvarint(&mut body, enc.byte_len() as u64);
-        body.extend_from_slice(enc.bytes());
-        prev_id = id;
-        groups += 1;
-    }
-    put_uvarint(&mut out, groups);
-    out.extend_from_slice(&body);
-    out
+    grouped(samples.into_iter(), base_of(mint, maxt), raw.len() / 2).unwrap_or_else(|| raw.to_vec())
 }
 
 /// One row of a checkpoint ([`CheckpointWriter`]).
