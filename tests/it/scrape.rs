@@ -1016,3 +1016,54 @@ async fn a_body_that_breaks_off_after_many_pieces_stores_none_of_them() {
     assert_eq!(partial, 0, "series of the cut body were stored");
     running.stop().await;
 }
+
+/// A raw server answering every request with `body` and no length: the body ends when the
+/// connection closes, so only the bytes read count against a size limit.
+async fn serve_unannounced(body: String) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let (mut sock, _) = listener.accept().await.unwrap();
+            let mut buf = [0u8; 1024];
+            let _ = tokio::io::AsyncReadExt::read(&mut sock, &mut buf).await;
+            let head = "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\nconnection: close\r\n\r\n";
+            let _ = sock.write_all(head.as_bytes()).await;
+            let _ = sock.write_all(body.as_bytes()).await;
+            drop(sock);
+        }
+    });
+    format!("http://{addr}/metrics")
+}
+
+/// Through the scheduler, a body over the target's `body_size_limit` fails the scrape, whether
+/// its length is announced or not, its lines short or one line without an end (the start of a
+/// line waits for its end, within the limit): `up` 0, the limit named, nothing stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_streamed_body_over_the_size_limit_fails_and_stores_nothing() {
+    use tocsin::clock::SystemClock;
+
+    let target = FakeTarget::start().await;
+    let lines: String = (0..5000).map(|i| format!("many_{i} {i}\n")).collect();
+    let one = format!("one_line{{a=\"{}\"}} 1", "x".repeat(200_000));
+    target.route("/lines", Reply::text(lines.clone()));
+    let urls = [
+        target.url("/lines"),
+        serve_unannounced(lines).await,
+        serve_unannounced(one).await,
+    ];
+    for url in urls {
+        let yaml = format!(
+            "targets:\n  - name: svc\n    metrics: {url}\n    interval: 1s\n    timeout: 1s\n    body_size_limit: 16KiB\n"
+        );
+        let running = start_scheduler(&yaml, std::sync::Arc::new(SystemClock));
+        let err = wait_for_error(&running.status, "body_size_limit").await;
+        assert!(err.contains("16384"), "{url}: {err}");
+        let stored =
+            running
+                .store
+                .series(&[matcher(MatchOp::Regex, "__name__", "many_.*|one_line")]);
+        assert!(stored.is_empty(), "{url}: {} series stored", stored.len());
+        running.stop().await;
+    }
+}
