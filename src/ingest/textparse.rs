@@ -151,6 +151,19 @@ fn block_end(b: &[u8], start: usize) -> Option<usize> {
     }
 }
 
+/// The index after the last `}` of `b` at or after `start`: found from the end of the line,
+/// which in the text format is a few bytes of value and timestamp away.
+fn last_brace_end(b: &[u8], start: usize) -> Option<usize> {
+    let mut i = b.len();
+    while i > start {
+        i -= 1;
+        if b[i] == b'}' {
+            return Some(i + 1);
+        }
+    }
+    None
+}
+
 impl<'a> Sample<'a> {
     /// Labels in written order, values unescaped.
     pub fn labels(&self) -> LabelIter<'a> {
@@ -508,12 +521,55 @@ fn quoted_name(b: &[u8], i: usize) -> Result<(usize, usize), (usize, &'static st
     Ok((start, j))
 }
 
+/// The most common values of all, integer counters and gauges with a few decimals: at most 15
+/// digits with an optional sign and '.', read exactly. The digits make an integer below 2^53
+/// and the divisor a power of ten below 10^16, both exact as f64, so the one rounding of the
+/// division gives the correctly rounded value, as a full parse would (Clinger's fast path).
+/// `None` for anything else (exponents, words, more digits), which the full parse reads.
+fn short_decimal(b: &[u8]) -> Option<f64> {
+    const POW10: [f64; 16] = [
+        1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15,
+    ];
+    let (negative, digits) = match b.first()? {
+        b'-' => (true, &b[1..]),
+        b'+' => (false, &b[1..]),
+        _ => (false, b),
+    };
+    if digits.is_empty() || digits.len() > 16 {
+        return None;
+    }
+    let mut n = 0u64;
+    let mut count = 0usize;
+    let mut point = None;
+    for (i, &c) in digits.iter().enumerate() {
+        let d = c.wrapping_sub(b'0');
+        if d < 10 {
+            n = n * 10 + u64::from(d);
+            count += 1;
+        } else if c == b'.' && point.is_none() {
+            point = Some(i);
+        } else {
+            return None;
+        }
+    }
+    // "." alone, or more digits than the exact range holds
+    if count == 0 || count > 15 {
+        return None;
+    }
+    let fraction = point.map_or(0, |p| digits.len() - 1 - p);
+    let v = n as f64 / POW10[fraction];
+    Some(if negative { -v } else { v })
+}
+
 /// Go `ParseFloat` for exposition values, as Prometheus calls it; `None` if invalid or out of
 /// range (Go's `ErrRange`: `1e309`; an underflow is 0, as in Go).
 pub fn parse_value(s: &str) -> Option<f64> {
     let b = s.as_bytes();
     let first = *b.first()?;
-    // fast path and the common case: a plain decimal number
+    if let Some(v) = short_decimal(b) {
+        return Some(v);
+    }
+    // a plain decimal number
     if first.is_ascii_digit() || first == b'-' || first == b'+' || first == b'.' {
         let unsigned = s.strip_prefix(['+', '-']).unwrap_or(s);
         if unsigned.eq_ignore_ascii_case("inf") || unsigned.eq_ignore_ascii_case("infinity") {
@@ -531,7 +587,7 @@ pub fn parse_value(s: &str) -> Option<f64> {
         {
             return None;
         }
-        // the most common value of all, an integer counter: exact below 2^53 (15 digits)
+        // a signed integer: exact below 2^53 (15 digits)
         if !unsigned.is_empty()
             && unsigned.len() <= 15
             && unsigned.bytes().all(|c| c.is_ascii_digit())
@@ -793,7 +849,15 @@ impl<'a> Parser<'a> {
         let mut j = i;
         if after_name < b.len() && b[after_name] == b'{' {
             let block_start = after_name + 1;
-            j = match block_end(b, block_start) {
+            // in the text format only a value and a timestamp follow the block, never a '}': the
+            // last '}' of the line ends it when its series text is a known one (an unknown text,
+            // or a line with a '}' after its block, is checked in full below)
+            let end = if self.st.format == Format::Text {
+                last_brace_end(b, block_start)
+            } else {
+                block_end(b, block_start)
+            };
+            j = match end {
                 // a series text validated before is not checked again
                 Some(end) if known(&line[..end], special) => end,
                 _ => self.labels(line, col0, block_start, special)?,
@@ -1667,7 +1731,7 @@ mod tests {
                         ),
                         0..4,
                     ),
-                    proptest::sample::select(vec!["1", "2.5", "x", "1 17"]),
+                    proptest::sample::select(vec!["1", "2.5", "x", "1 17", "1 }", "}", "1 {a=\"}\"}"]),
                     proptest::bool::ANY,
                 ),
                 1..12,
@@ -1718,6 +1782,21 @@ mod tests {
             let want = text.parse::<f64>().unwrap();
             let got = parse_value(&text).unwrap();
             proptest::prop_assert_eq!(got.to_bits(), want.to_bits(), "{}", text);
+        }
+
+        /// The short-decimal fast path reads what the float parser reads, bit for bit, for
+        /// decimals around its 15-digit bound, and rejects what the float parser rejects
+        #[test]
+        fn a_decimal_value_is_read_as_the_float_parser_reads_it(
+            sign in proptest::sample::select(vec!["", "-", "+"]),
+            int in "[0-9]{0,10}",
+            point in proptest::sample::select(vec!["", ".", ".."]),
+            fraction in "[0-9]{0,10}",
+        ) {
+            let text = format!("{sign}{int}{point}{fraction}");
+            let want = text.parse::<f64>().ok();
+            let got = parse_value(&text);
+            proptest::prop_assert_eq!(got.map(f64::to_bits), want.map(f64::to_bits), "{}", text);
         }
 
         /// Any body made of the format's own tokens (quotes, braces, escapes, names, values,
