@@ -211,8 +211,8 @@ fn labels_json(labels: &Labels, out: &mut String) {
 #[derive(Default)]
 pub(crate) struct FlushBatch {
     pub new_series: Vec<(SeriesRef, Arc<Labels>)>,
-    /// `(mint, maxt, raw records)`: written in wal.rs's compact form
-    pub wal: Option<(i64, i64, Vec<u8>)>,
+    /// the raw records: written in wal.rs's compact form
+    pub wal: Option<super::wal::WalBatch>,
     /// samples in `wal`
     pub wal_samples: usize,
     /// a checkpoint (every open chunk, `wal::CheckpointWriter`): written instead of the `wal`
@@ -621,14 +621,15 @@ impl Db {
                 )?
                 .execute([newest])?;
             }
-            if let Some((mint, maxt, raw)) = batch
+            if let Some(wal) = batch
                 .wal
                 .as_ref()
                 .filter(|_| batch.checkpoint.is_empty() || batch.rw_kind != 0)
             {
                 // the compact form is made here, outside the head lock (see wal.rs); remote write
                 // queues the same bytes
-                let data = super::wal::encode(raw);
+                let data = wal.encode();
+                let (mint, maxt) = (wal.mint, wal.maxt);
                 if batch.checkpoint.is_empty() {
                     tx.prepare_cached("INSERT INTO wal (mint, maxt, data) VALUES (?1, ?2, ?3)")?
                         .execute(params![mint, maxt, &data])?;

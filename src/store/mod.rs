@@ -1094,7 +1094,7 @@ impl Store {
                 checkpoint,
                 new_series,
                 wal_samples: wal.count,
-                wal: (!wal.is_empty()).then_some((wal.mint, wal.maxt, wal.buf)),
+                wal: (!wal.is_empty()).then_some(wal),
                 chunks: std::mem::take(&mut head.cut),
                 notes: std::mem::take(&mut pending.notes),
                 wal_trim,
@@ -1199,7 +1199,7 @@ impl Store {
             let fresh = FlushBatch {
                 new_series,
                 wal_samples: wal.count,
-                wal: (!wal.is_empty()).then_some((wal.mint, wal.maxt, wal.buf)),
+                wal: (!wal.is_empty()).then_some(wal),
                 rules: rows.rules,
                 outbox: rows
                     .outbox

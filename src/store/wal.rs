@@ -7,7 +7,7 @@
 //! record's t (the first from 0), value: 8 bytes little-endian f64 bits`, in append order. Scrapes
 //! stamp every sample of a target with the same time, so most deltas are one byte; a record is
 //! ~11-12 bytes. Pushing is a few byte writes under the head lock; the compact form is made later,
-//! by [`encode`], outside it (when the flush writes the row). Stores written before the compact
+//! by [`WalBatch::encode`], outside it (when the flush writes the row). Stores written before the compact
 //! form existed hold raw rows (layout 0), and [`decode`] still reads them.
 //!
 //! # On disk: the grouped form (layout 1)
@@ -45,7 +45,7 @@
 //! - Decoding never panics and allocates at most in proportion to the input: damage (truncation,
 //!   a bad marker or version, a chunk the chunk decoder rejects, an id past `u32`, bytes after the
 //!   last group) is reported as a [`WalError`] naming what was wrong.
-//! - [`encode`] falls back to the raw form (layout 0) if a series' times do not strictly increase
+//! - [`WalBatch::encode`] falls back to the raw form (layout 0) if a series' times do not strictly increase
 //!   in the batch, which the head never lets happen; such a row decodes all the same.
 
 use super::chunk::{self, ChunkEncoder};
@@ -84,6 +84,11 @@ pub(crate) struct WalBatch {
     pub count: usize,
     /// bytes to reserve at the first sample (the previous batch's size)
     pub room: usize,
+    /// where each run of increasing ids starts, kept as the
+    /// records are pushed so that [`WalBatch::encode`] need not read the batch twice; at most
+    /// [`MERGE_MAX_RUNS`] + 1 (more than that many runs are grouped by sorting)
+    runs: Vec<Run>,
+    last_id: Option<SeriesRef>,
 }
 
 fn put_uvarint(buf: &mut Vec<u8>, mut x: u64) {
@@ -94,7 +99,15 @@ fn put_uvarint(buf: &mut Vec<u8>, mut x: u64) {
     buf.push(x as u8);
 }
 
+#[inline]
 fn get_uvarint(buf: &[u8], pos: &mut usize) -> Option<u64> {
+    // most ids' and time deltas' varints are one byte
+    if let Some(&b) = buf.get(*pos)
+        && b < 0x80
+    {
+        *pos += 1;
+        return Some(u64::from(b));
+    }
     let mut x = 0u64;
     let mut shift = 0;
     loop {
@@ -129,6 +142,13 @@ impl WalBatch {
             self.mint = self.mint.min(t);
             self.maxt = self.maxt.max(t);
         }
+        if self.last_id.is_none_or(|last| id <= last) && self.runs.len() <= MERGE_MAX_RUNS {
+            self.runs.push(Run {
+                pos: self.buf.len(),
+                t: self.prev_t,
+            });
+        }
+        self.last_id = Some(id);
         put_uvarint(&mut self.buf, u64::from(id));
         put_uvarint(&mut self.buf, zigzag(t.wrapping_sub(self.prev_t)));
         self.buf.extend_from_slice(&v.to_bits().to_le_bytes());
@@ -138,6 +158,27 @@ impl WalBatch {
 
     pub fn is_empty(&self) -> bool {
         self.count == 0
+    }
+
+    /// The row to store for the batch (raw records, see the module doc): the grouped form,
+    /// or the raw bytes themselves if they cannot be grouped (a series' times not increasing).
+    ///
+    /// The records are grouped by series with the order of each kept: the batch is a few runs of
+    /// increasing ids (each scrape of a target appends its series in the order they were first
+    /// seen, which is their ids' order), merged here as they are read. At 100k series and 5 s
+    /// flushes, decoding the whole batch to sort it made 12 MB of fresh memory per flush (page
+    /// faults, the sort: ~5% of the daemon's CPU under perf). A batch of more runs (many small
+    /// targets, series added out of order) is decoded and sorted as before; both give the same
+    /// bytes [`tests::merging_runs_gives_the_bytes_sorting_does`]. The runs are found as the
+    /// records are pushed, so the batch is read once.
+    pub fn encode(&self) -> Vec<u8> {
+        if self.runs.is_empty() {
+            return Vec::new();
+        }
+        if self.runs.len() > MERGE_MAX_RUNS {
+            return encode_sorted(&self.buf);
+        }
+        merge_runs(&self.buf, self.runs.clone(), self.mint, self.maxt)
     }
 }
 
@@ -165,7 +206,7 @@ fn decode_raw(buf: &[u8]) -> Result<Vec<(SeriesRef, i64, f64)>, WalError> {
 
 /// A run of raw records whose series ids strictly increase: where it starts, and the time
 /// before its first record (times are deltas across runs).
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, Debug)]
 struct Run {
     pos: usize,
     t: i64,
@@ -183,16 +224,9 @@ fn raw_record(buf: &[u8], pos: &mut usize) -> Option<(SeriesRef, i64, f64)> {
 /// Past this many runs a batch is grouped by sorting its decoded samples instead of merging.
 const MERGE_MAX_RUNS: usize = 32;
 
-/// The row to store for a batch in memory (raw records, see the module doc): the grouped form,
-/// or the raw bytes themselves if they cannot be grouped (a series' times not increasing).
-///
-/// The records are grouped by series with the order of each kept: the batch is a few runs of
-/// increasing ids (each scrape of a target appends its series in the order they were first
-/// seen, which is their ids' order), merged here as they are read. At 100k series and 5 s
-/// flushes, decoding the whole batch to sort it made 12 MB of fresh memory per flush (page
-/// faults, the sort: ~5% of the daemon's CPU under perf). A batch of more runs (many small
-/// targets, series added out of order) is decoded and sorted as before; both give the same
-/// bytes [`tests::merging_runs_gives_the_bytes_sorting_does`].
+/// [`WalBatch::encode`] of raw records alone, finding their runs by reading them first (the
+/// batch finds them as they are pushed); the raw bytes if a record is damaged.
+#[cfg(test)]
 pub(crate) fn encode(raw: &[u8]) -> Vec<u8> {
     let mut runs: Vec<Run> = Vec::new();
     let (mut pos, mut t) = (0, 0i64);
@@ -217,6 +251,12 @@ pub(crate) fn encode(raw: &[u8]) -> Vec<u8> {
     if runs.len() > MERGE_MAX_RUNS {
         return encode_sorted(raw);
     }
+    merge_runs(raw, runs, mint, maxt)
+}
+
+/// The grouped row of the valid raw records `raw`, made of `runs` of increasing ids (their
+/// times `mint..=maxt`), merged; the raw bytes if a series' times do not increase.
+fn merge_runs(raw: &[u8], mut runs: Vec<Run>, mint: i64, maxt: i64) -> Vec<u8> {
     // each run's next record (id, time, value), read ahead; a run ends where the next begins
     let ends: Vec<usize> = runs
         .iter()
@@ -236,21 +276,30 @@ pub(crate) fn encode(raw: &[u8]) -> Vec<u8> {
     };
     let mut heads: Vec<Option<(SeriesRef, i64, f64)>> =
         (0..runs.len()).map(|r| next(&mut runs, r)).collect();
-    // the head of the run holding the smallest id, the earliest run among equals (its records
-    // came first)
+    // the smallest id among the runs' heads, then its records run by run in the runs' order
+    // (the order they were appended in). A run holds a series at most once (its ids increase),
+    // so after a run's record of the series only later runs can hold more: the smallest id is
+    // looked for once a series, not once a sample (a batch is mostly runs of the same series)
+    let mut series: Option<(SeriesRef, usize)> = None;
     let merged = std::iter::from_fn(move || {
-        let mut best: Option<(usize, SeriesRef)> = None;
-        for (r, h) in heads.iter().enumerate() {
-            if let Some((id, ..)) = h
-                && best.is_none_or(|(_, b)| *id < b)
-            {
-                best = Some((r, *id));
+        loop {
+            let (id, from) = match series {
+                Some(current) => current,
+                None => {
+                    let id = heads.iter().flatten().map(|h| h.0).min()?;
+                    (id, 0)
+                }
+            };
+            match (from..heads.len()).find(|&r| heads[r].is_some_and(|h| h.0 == id)) {
+                Some(r) => {
+                    let head = heads[r];
+                    heads[r] = next(&mut runs, r);
+                    series = Some((id, r + 1));
+                    return head;
+                }
+                None => series = None,
             }
         }
-        let (r, _) = best?;
-        let head = heads[r];
-        heads[r] = next(&mut runs, r);
-        head
     });
     grouped(merged, base_of(mint, maxt), raw.len() / 2).unwrap_or_else(|| raw.to_vec())
 }
@@ -311,7 +360,7 @@ fn grouped(
     Some(out)
 }
 
-/// [`encode`] by decoding the whole batch and sorting it by series (stable: each series keeps
+/// [`WalBatch::encode`] by decoding the whole batch and sorting it by series (stable: each series keeps
 /// its append order), for batches of many runs.
 fn encode_sorted(raw: &[u8]) -> Vec<u8> {
     let Ok(mut samples) = decode_raw(raw) else {
@@ -708,7 +757,8 @@ mod tests {
             x % n
         };
         for case in 0..300 {
-            let runs = 1 + rand(MERGE_MAX_RUNS as u64) as usize;
+            // past the merge's most runs too: those batches are sorted
+            let runs = 1 + rand(MERGE_MAX_RUNS as u64 + 8) as usize;
             let mut t = 1_700_000_000_000 + rand(1000) as i64;
             let mut b = WalBatch::default();
             for _ in 0..runs {
@@ -728,10 +778,12 @@ mod tests {
                 t += if case % 10 == 0 { -1 } else { 1000 };
             }
             assert_eq!(encode(&b.buf), encode_sorted(&b.buf), "case {case}");
+            assert_eq!(b.encode(), encode(&b.buf), "case {case}");
         }
         let long: Vec<_> = (0..70_000i64).map(|i| (9, i * 10, i as f64)).collect();
         let b = batch(&long);
         assert_eq!(encode(&b.buf), encode_sorted(&b.buf));
+        assert_eq!(b.encode(), encode(&b.buf));
     }
 
     proptest! {
