@@ -433,6 +433,24 @@ impl ChunkEncoder {
         &self.buf[..self.byte_len()]
     }
 
+    /// Asks for the bytes a push reads and writes (the header, the last byte) to be brought
+    /// into the cache, without waiting (`Head::prefetch`).
+    #[inline]
+    pub fn prefetch(&self) {
+        #[cfg(target_arch = "x86_64")]
+        {
+            use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
+            let first = self.buf.as_ptr();
+            let last = first.wrapping_add(self.byte_len().saturating_sub(1));
+            // SAFETY: SSE is part of x86-64; a prefetch is a hint that dereferences nothing and
+            // cannot fault, and both addresses are within the buffer anyway
+            unsafe {
+                _mm_prefetch::<_MM_HINT_T0>(first.cast());
+                _mm_prefetch::<_MM_HINT_T0>(last.cast());
+            }
+        }
+    }
+
     /// Bytes of the buffer (what the encoder holds on the heap; more than [`ChunkEncoder::byte_len`]).
     pub fn capacity_bytes(&self) -> usize {
         self.buf.len()

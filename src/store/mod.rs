@@ -386,6 +386,10 @@ const MAX_REPLAY_THREADS: usize = 4;
 /// million series is ~100 MB).
 const CHECKPOINT_ROW_BYTES: usize = 64 << 20;
 
+/// How many samples ahead [`Store::append`] asks for the memory of the series it appends to
+/// ([`head::Head::prefetch`]).
+const APPEND_PREFETCH: usize = 16;
+
 /// Label sets the store's open reads and parses before handing them to the thread that puts
 /// them in the head.
 const LABEL_BATCH: usize = 4096;
@@ -961,7 +965,10 @@ impl Store {
         {
             let mut head = self.head.write().expect("head lock");
             let mut pending = self.pending.lock().expect("pending lock");
-            for &(id, t, v) in samples {
+            for (i, &(id, t, v)) in samples.iter().enumerate() {
+                if let Some(&(ahead, ..)) = samples.get(i + APPEND_PREFETCH) {
+                    head.prefetch(ahead);
+                }
                 let before = (stats.appended, stats.unknown_series);
                 head.append(id, t, v, &mut stats);
                 if stats.appended > before.0 {
