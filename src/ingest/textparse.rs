@@ -569,7 +569,7 @@ pub fn parse_value(s: &str) -> Option<f64> {
     if let Some(v) = short_decimal(b) {
         return Some(v);
     }
-    // a plain decimal number
+    // any other number
     if first.is_ascii_digit() || first == b'-' || first == b'+' || first == b'.' {
         let unsigned = s.strip_prefix(['+', '-']).unwrap_or(s);
         if unsigned.eq_ignore_ascii_case("inf") || unsigned.eq_ignore_ascii_case("infinity") {
@@ -587,18 +587,7 @@ pub fn parse_value(s: &str) -> Option<f64> {
         {
             return None;
         }
-        // a signed integer: exact below 2^53 (15 digits)
-        if !unsigned.is_empty()
-            && unsigned.len() <= 15
-            && unsigned.bytes().all(|c| c.is_ascii_digit())
-        {
-            let n = unsigned
-                .bytes()
-                .fold(0u64, |n, c| n * 10 + u64::from(c - b'0'));
-            let v = n as f64;
-            return Some(if first == b'-' { -v } else { v });
-        }
-        // the words are handled above, so an infinite result is an overflow
+        // (integers and decimals of up to 15 digits were read above) the words are handled above, so an infinite result is an overflow
         return s.parse::<f64>().ok().filter(|v| v.is_finite());
     }
     if s.eq_ignore_ascii_case("nan") {
