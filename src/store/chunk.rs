@@ -443,7 +443,7 @@ impl ChunkEncoder {
             let first = self.buf.as_ptr();
             let last = first.wrapping_add(self.byte_len().saturating_sub(1));
             // SAFETY: SSE is part of x86-64; a prefetch is a hint that dereferences nothing and
-            // cannot fault, and both addresses are within the buffer anyway
+            // cannot fault, whatever the address (an encoder without a buffer included)
             unsafe {
                 _mm_prefetch::<_MM_HINT_T0>(first.cast());
                 _mm_prefetch::<_MM_HINT_T0>(last.cast());
