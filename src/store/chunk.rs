@@ -1117,7 +1117,7 @@ fn unzigzag(z: u64) -> i64 {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     fn encode(samples: &[(i64, f64)]) -> ChunkEncoder {
@@ -1157,11 +1157,11 @@ mod tests {
         c
     }
 
-    /// A deterministic pseudo-random sequence (xorshift64).
-    pub(super) struct XorShift(pub(super) u64);
+    /// A deterministic pseudo-random sequence (xorshift64), for the store's tests.
+    pub(crate) struct XorShift(pub(crate) u64);
 
     impl XorShift {
-        pub(super) fn next(&mut self) -> u64 {
+        pub(crate) fn next(&mut self) -> u64 {
             self.0 ^= self.0 << 13;
             self.0 ^= self.0 >> 7;
             self.0 ^= self.0 << 17;
@@ -1171,6 +1171,11 @@ mod tests {
         /// uniform in [0, 1)
         pub(super) fn unit(&mut self) -> f64 {
             (self.next() >> 11) as f64 / (1u64 << 53) as f64
+        }
+
+        /// in [0, n) (`n` > 0)
+        pub(crate) fn below(&mut self, n: u64) -> u64 {
+            self.next() % n
         }
     }
 

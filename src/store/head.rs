@@ -1159,13 +1159,8 @@ mod tests {
 
     #[test]
     fn the_kept_low_watermark_follows_first_samples_and_cuts_exactly() {
-        let mut x = 0x9e37_79b9_7f4a_7c15u64;
-        let mut rand = move |n: u64| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x % n
-        };
+        let mut rng = crate::store::chunk::tests::XorShift(0x9e37_79b9_7f4a_7c15u64);
+        let mut rand = |n: u64| rng.below(n);
         let mut head = Head::default();
         let mut stats = AppendStats::default();
         let mut ids = Vec::new();

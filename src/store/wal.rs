@@ -749,13 +749,8 @@ mod tests {
     /// do not increase (the raw form), a series past a chunk's capacity.
     #[test]
     fn merging_runs_gives_the_bytes_sorting_does() {
-        let mut x = 0x2545_f491_4f6c_dd1du64;
-        let mut rand = move |n: u64| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x % n
-        };
+        let mut rng = crate::store::chunk::tests::XorShift(0x2545_f491_4f6c_dd1du64);
+        let mut rand = |n: u64| rng.below(n);
         for case in 0..300 {
             // past the merge's most runs too: those batches are sorted
             let runs = 1 + rand(MERGE_MAX_RUNS as u64 + 8) as usize;
