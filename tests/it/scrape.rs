@@ -34,23 +34,35 @@ fn html() -> Reply {
     Reply::text("<html><body>It works!</body></html>").header("content-type", "text/html")
 }
 
-/// A raw server that promises 1000 bytes and closes after 100.
-async fn serve_truncated() -> String {
+/// A raw HTTP/1.1 server on loopback: the `n`th connection (from 0) gets `answer(n)`, a head
+/// and a body written as they are, and is closed. Its address.
+async fn serve_raw(
+    answer: impl Fn(u64) -> (String, String) + Send + 'static,
+) -> std::net::SocketAddr {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
-        loop {
+        for n in 0.. {
             let (mut sock, _) = listener.accept().await.unwrap();
             let mut buf = [0u8; 1024];
             let _ = tokio::io::AsyncReadExt::read(&mut sock, &mut buf).await;
-            let body = "metric_a 1\n".repeat(10);
-            let head =
-                "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: 1000\r\n\r\n";
+            let (head, body) = answer(n);
             let _ = sock.write_all(head.as_bytes()).await;
             let _ = sock.write_all(body.as_bytes()).await;
+            let _ = sock.flush().await;
             drop(sock);
         }
     });
+    addr
+}
+
+/// A raw server that promises 1000 bytes and closes after 100.
+async fn serve_truncated() -> String {
+    let addr = serve_raw(|_| {
+        let head = "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: 1000\r\n\r\n";
+        (head.to_string(), "metric_a 1\n".repeat(10))
+    })
+    .await;
     format!("http://{addr}/metrics")
 }
 
@@ -958,29 +970,20 @@ async fn quoted_utf8_names_are_scraped_stored_queried_and_alerted_on() {
 /// A raw server whose first answer is a whole body, and every later one promises 1 MB and closes
 /// after 64 KB of new series, the last line cut.
 async fn serve_good_then_cut() -> String {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        for n in 0.. {
-            let (mut sock, _) = listener.accept().await.unwrap();
-            let mut buf = [0u8; 1024];
-            let _ = tokio::io::AsyncReadExt::read(&mut sock, &mut buf).await;
-            let (length, body) = if n == 0 {
-                let body = "good_metric 1\n".to_string();
-                (body.len(), body)
-            } else {
-                let lines: String = (0..3000).map(|i| format!("partial_{i} {i}\n")).collect();
-                (1 << 20, lines[..64 << 10].to_string())
-            };
-            let head = format!(
-                "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\nconnection: close\r\ncontent-length: {length}\r\n\r\n"
-            );
-            let _ = sock.write_all(head.as_bytes()).await;
-            let _ = sock.write_all(body.as_bytes()).await;
-            let _ = sock.flush().await;
-            drop(sock);
-        }
-    });
+    let addr = serve_raw(|n| {
+        let (length, body) = if n == 0 {
+            let body = "good_metric 1\n".to_string();
+            (body.len(), body)
+        } else {
+            let lines: String = (0..3000).map(|i| format!("partial_{i} {i}\n")).collect();
+            (1 << 20, lines[..64 << 10].to_string())
+        };
+        let head = format!(
+            "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\nconnection: close\r\ncontent-length: {length}\r\n\r\n"
+        );
+        (head, body)
+    })
+    .await;
     format!("http://{addr}")
 }
 
@@ -1020,19 +1023,11 @@ async fn a_body_that_breaks_off_after_many_pieces_stores_none_of_them() {
 /// A raw server answering every request with `body` and no length: the body ends when the
 /// connection closes, so only the bytes read count against a size limit.
 async fn serve_unannounced(body: String) -> String {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        loop {
-            let (mut sock, _) = listener.accept().await.unwrap();
-            let mut buf = [0u8; 1024];
-            let _ = tokio::io::AsyncReadExt::read(&mut sock, &mut buf).await;
-            let head = "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\nconnection: close\r\n\r\n";
-            let _ = sock.write_all(head.as_bytes()).await;
-            let _ = sock.write_all(body.as_bytes()).await;
-            drop(sock);
-        }
-    });
+    let addr = serve_raw(move |_| {
+        let head = "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\nconnection: close\r\n\r\n";
+        (head.to_string(), body.clone())
+    })
+    .await;
     format!("http://{addr}/metrics")
 }
 
