@@ -558,22 +558,33 @@ impl ChunkEncoder {
         self.decimal = false;
     }
 
-    /// [`ChunkEncoder::resume`] of a decimal chunk: its samples pushed again, which gives its
-    /// bytes back exactly when an adaptive encoder wrote them (pushing is deterministic). A
-    /// sealed chunk (deltas of deltas, a width fitted to all its samples) gives other bytes: it
-    /// is refused, as before, and the caller appends its samples instead.
+    /// [`ChunkEncoder::resume`] of a decimal chunk: decoded to its end for the coding state, then
+    /// its bytes taken as they are. Only the delta mode continues: an adaptive encoder writes
+    /// nothing else, while a sealed chunk may code deltas of deltas (its width fitted to all its
+    /// samples), which appending cannot continue; it is refused, as before, and the caller
+    /// appends its samples instead. Pushing every sample again gave the same bytes, at ~3x the
+    /// cost: at a million series a checkpoint's ~90M samples were a third of a crashed start.
     fn resume_decimal(&mut self, bytes: &[u8]) -> Result<(), ChunkError> {
-        let mut samples = Vec::new();
-        decode_range(bytes, i64::MIN, i64::MAX, &mut samples)?;
-        let adaptive = std::mem::replace(&mut self.adaptive, true);
-        let pushed = samples.iter().try_for_each(|&(t, v)| self.push(t, v));
-        self.adaptive = adaptive;
-        if pushed.is_err() || self.bytes() != bytes {
-            self.clear();
-            return Err(ChunkError::Corrupt(
-                "a sealed decimal chunk cannot be appended to",
-            ));
+        let (count, stream) = split_header(bytes)?;
+        let end = dec::open_end(count & !DEC_FLAG, stream)?;
+        if self.buf.len() < bytes.len() + GROW_BYTES {
+            self.buf = vec![0; bytes.len() + GROW_BYTES].into_boxed_slice();
         }
+        self.buf[..bytes.len()].copy_from_slice(bytes);
+        // the decoder checked that the stream ends in the last byte, padded with zeros
+        self.bits = end.bits;
+        self.tail = match (end.bits % 8, bytes.last()) {
+            (1.., Some(&last)) => u64::from(last) << 56,
+            _ => 0,
+        };
+        self.count = end.count;
+        self.state = State {
+            t: end.t,
+            delta: end.delta,
+            value: end.value.to_bits(),
+            ..State::START
+        };
+        self.decimal = true;
         Ok(())
     }
 

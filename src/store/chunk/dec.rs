@@ -401,6 +401,51 @@ impl<'a> DecIter<'a> {
     }
 }
 
+/// Where an encoder of an open decimal chunk stands after its last sample.
+pub(super) struct OpenEnd {
+    pub count: u16,
+    /// bits of the stream after the 2-byte header: the scale and width bytes, then the samples
+    pub bits: u32,
+    pub t: i64,
+    /// the last time delta (0 after one sample)
+    pub delta: u64,
+    pub value: f64,
+}
+
+/// Decodes a decimal chunk (`count` without the flag; `stream` after the 2-byte header) to its
+/// end for what appending to it needs ([`super::ChunkEncoder::resume`]). Refused: deltas of
+/// deltas (a sealed form appending cannot continue), times that do not increase, and a last
+/// integer that its value does not give back (damage: the next residual would be taken against
+/// another integer than the decoder's).
+pub(super) fn open_end(count: u16, stream: &[u8]) -> Result<OpenEnd, ChunkError> {
+    let mut it = DecIter::new(count, stream)?;
+    if it.mode == MODE_DOD {
+        return Err(ChunkError::Corrupt(
+            "a sealed decimal chunk cannot be appended to",
+        ));
+    }
+    let mut last = None;
+    while let Some((t, _)) = it.step_integer()? {
+        if last.is_some_and(|l| t <= l) {
+            return Err(ChunkError::Corrupt("decimal chunk times do not increase"));
+        }
+        last = Some(t);
+    }
+    let value = it.m as f64 / POW10[usize::from(it.scale)];
+    if mantissa_of_kept(value, it.scale) != it.m {
+        return Err(ChunkError::Corrupt(
+            "decimal chunk's last integer is out of range",
+        ));
+    }
+    Ok(OpenEnd {
+        count,
+        bits: 16 + it.r.pos() as u32,
+        t: it.t,
+        delta: it.dt,
+        value,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::tests::XorShift;
@@ -503,6 +548,55 @@ mod tests {
         assert_eq!(s[2] & MODE_DOD, MODE_DOD, "deltas of deltas");
         // header 5, t0 6, m0 3, d1 3, r1 1: 18 bytes; then 1 + 1 bits a sample
         assert!(s.len() <= 18 + 118 * 2 / 8 + 1, "{} bytes", s.len());
+    }
+
+    #[test]
+    fn resuming_refuses_what_appending_cannot_continue() {
+        // a sealed chunk of deltas of deltas
+        let samples: Vec<_> = (0..120)
+            .map(|i| (T0 + i * 15_000, 1e6 + 25.0 * i as f64))
+            .collect();
+        let dods = sealed(&samples);
+        assert_eq!(dods[2] & MODE_DOD, MODE_DOD);
+        let refused = |bytes: &[u8]| {
+            let mut c = ChunkEncoder::adaptive();
+            let err = c.resume(bytes).is_err();
+            // refused, and left without samples
+            err && c.is_empty()
+        };
+        assert!(refused(&dods));
+        // by hand: header, scale 0, width 8, then the bits (zigzag varints are whole bytes here)
+        let chunk = |n: u16, rest: &[u8]| {
+            let mut b = (DEC_FLAG | n).to_be_bytes().to_vec();
+            b.extend_from_slice(&[0, 8]);
+            b.extend_from_slice(rest);
+            b
+        };
+        // t0 = 1, m0 = 1: resumes; then a second sample at the same time (dt 0, residual `0`)
+        let one = chunk(1, &[2, 2]);
+        assert!(!refused(&one));
+        assert!(refused(&chunk(2, &[2, 2, 0, 0])));
+        // and with dt 1 it resumes: the encoder continues where the decoder stands
+        let two = chunk(2, &[2, 2, 1, 0]);
+        assert!(!refused(&two));
+        let mut c = ChunkEncoder::adaptive();
+        c.resume(&two).unwrap();
+        c.push(3, 1.0).unwrap();
+        assert_eq!(
+            exact(decode(c.bytes()).unwrap()),
+            exact([(1, 1.0), (2, 1.0), (3, 1.0)])
+        );
+        // an integer of 2^60 + 1: no f64 gives it back, so the next residual would be misread
+        let mut big = vec![];
+        let mut z = ((1u64 << 60) + 1) << 1;
+        while z >= 0x80 {
+            big.push(z as u8 | 0x80);
+            z >>= 7;
+        }
+        big.push(z as u8);
+        let mut rest = vec![2];
+        rest.extend_from_slice(&big);
+        assert!(refused(&chunk(1, &rest)));
     }
 
     #[test]
