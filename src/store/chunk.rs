@@ -437,18 +437,9 @@ impl ChunkEncoder {
     /// into the cache, without waiting (`Head::prefetch`).
     #[inline]
     pub fn prefetch(&self) {
-        #[cfg(target_arch = "x86_64")]
-        {
-            use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
-            let first = self.buf.as_ptr();
-            let last = first.wrapping_add(self.byte_len().saturating_sub(1));
-            // SAFETY: SSE is part of x86-64; a prefetch is a hint that dereferences nothing and
-            // cannot fault, whatever the address (an encoder without a buffer included)
-            unsafe {
-                _mm_prefetch::<_MM_HINT_T0>(first.cast());
-                _mm_prefetch::<_MM_HINT_T0>(last.cast());
-            }
-        }
+        let first = self.buf.as_ptr();
+        crate::sys::prefetch(first);
+        crate::sys::prefetch(first.wrapping_add(self.byte_len().saturating_sub(1)));
     }
 
     /// Bytes of the buffer (what the encoder holds on the heap; more than [`ChunkEncoder::byte_len`]).

@@ -14,10 +14,10 @@
 //! - a chunk leaves the open slot exactly once, through `cut`, which hands it to the flusher.
 
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Arc;
 
 use super::chunk::{self, ChunkEncoder};
+use super::idtable::IdTable;
 use crate::hash::BuildSeeded;
 use crate::labels::{Labels, MatchOp, Matcher};
 
@@ -255,37 +255,6 @@ impl<'s> ReplayPart<'s> {
     }
 }
 
-/// Hashes a series id for the head's map: ids are dense small integers, so one multiply spreads
-/// them (SipHash on every appended sample's id is measurable at 100k samples a scrape).
-#[derive(Default)]
-pub(crate) struct IdHasher(u64);
-
-impl Hasher for IdHasher {
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.0 = (self.0.rotate_left(8) ^ u64::from(b)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-        }
-    }
-    fn write_u32(&mut self, i: u32) {
-        // runs of 64 consecutive ids keep consecutive buckets (a scrape appends its series in id
-        // order, so it walks the table instead of missing the cache on every sample); the runs
-        // themselves are spread by a multiply, whose high bits also make the tag hashbrown keeps
-        // (the store hands out ids densely). 1M-series append: 454 -> 210-228 ms a scrape
-        // (benches/store.rs), 100k: 31 -> 24 ms. Measured on a 1M-entry map, no id pattern
-        // (sequential, two far ranges, churned window, random, strides of 64 and 4,096) was more
-        // than 2x slower than with the plain multiply, which strides of 4,096 made 25x slower
-        let i = u64::from(i);
-        let m = (i >> 6).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-        let x = m ^ m >> 29;
-        self.0 = (x << 6) | (i & 63);
-    }
-    fn finish(&self) -> u64 {
-        self.0
-    }
-}
-
-pub(crate) type IdMap<V> = HashMap<SeriesRef, V, BuildHasherDefault<IdHasher>>;
-
 /// The ids (ascending) of the series with one label value. Most values name one series (an
 /// `idx`, a request path, a pod): that one id is held inline, so such a value costs no list on
 /// the heap (measured by `benches/memory.rs`). The list of a shared value is boxed: 16 bytes
@@ -358,7 +327,7 @@ impl PostingList {
 pub(crate) struct Head {
     /// the series in memory by id: a map, not a vector indexed by id, so a million ids that came
     /// and went cost nothing once they left
-    pub series: IdMap<MemSeries>,
+    pub series: IdTable<MemSeries>,
     by_labels: HashMap<Arc<Labels>, SeriesRef, BuildSeeded>,
     /// label name → label value → ids (ascending); no empty list or map is kept
     postings: HashMap<String, HashMap<Box<str>, PostingList, BuildSeeded>, BuildSeeded>,
@@ -383,7 +352,7 @@ pub(crate) struct Head {
 impl Default for Head {
     fn default() -> Self {
         Head {
-            series: IdMap::default(),
+            series: IdTable::default(),
             by_labels: HashMap::default(),
             postings: HashMap::default(),
             cut: Vec::new(),
@@ -411,7 +380,7 @@ impl Head {
     /// header and last bytes) without waiting for it: [`Store::append`] does this a few samples
     /// ahead, so the reads of several series' chunks overlap instead of stalling each append
     /// (the chunk's first byte was 40% of `ChunkEncoder::push` under perf at 100k series). The
-    /// entry itself is looked up here, which brings it in for the append too.
+    /// entry is read here: [`Head::prefetch_entry`] asked for it earlier still.
     ///
     /// [`Store::append`]: super::Store::append
     #[inline]
@@ -419,6 +388,13 @@ impl Head {
         if let Some(s) = self.series.get(&id) {
             s.open.prefetch();
         }
+    }
+
+    /// Asks for series `id`'s entry without reading it ([`IdTable::prefetch`]), for
+    /// [`Head::prefetch`] some samples later.
+    #[inline]
+    pub fn prefetch_entry(&self, id: SeriesRef) {
+        self.series.prefetch(id);
     }
 
     pub fn contains(&self, id: SeriesRef) -> bool {
@@ -527,7 +503,7 @@ impl Head {
     /// leave memory with [`Head::drop_idle`] once the flush that carries their chunks is written.
     pub fn collect_idle(&mut self, cutoff: i64) -> Vec<(SeriesRef, i64)> {
         let mut idle = Vec::new();
-        for (&id, s) in self.series.iter_mut() {
+        for (id, s) in self.series.iter_mut() {
             let last = s.last_t;
             if last == NO_SAMPLE || last >= cutoff {
                 continue;
@@ -563,9 +539,9 @@ impl Head {
         if !idle.is_empty() {
             self.raise_horizon(cutoff);
         }
-        if dropped > 0 && self.series.capacity() > 2 * self.series.len() + 1024 {
-            // the map does not shrink by itself: after a wave of churn it would keep its peak
-            self.series.shrink_to_fit();
+        if dropped > 0 && self.by_labels.capacity() > 2 * self.by_labels.len() + 1024 {
+            // the maps do not shrink by themselves: after a wave of churn they would keep their peak
+            self.series.shrink();
             self.by_labels.shrink_to_fit();
         }
         dropped
@@ -688,7 +664,7 @@ impl Head {
     /// before `keep_since` from memory (they stay on disk).
     pub fn maintain(&mut self, now: i64, keep_since: i64) {
         let current = block_of(now);
-        for (&id, s) in self.series.iter_mut() {
+        for (id, s) in self.series.iter_mut() {
             // one block per chunk: the last sample's block is the first's
             if s.open.last_t().is_some_and(|l| block_of(l) < current) {
                 let c = Self::close(id, s);
@@ -703,7 +679,7 @@ impl Head {
 
     /// Cuts every open chunk (at shutdown, so the whole head is in durable chunks).
     pub fn cut_all(&mut self) {
-        for (&id, s) in self.series.iter_mut() {
+        for (id, s) in self.series.iter_mut() {
             if !s.open.is_empty() {
                 let c = Self::close(id, s);
                 self.cut.push(c);
@@ -718,7 +694,7 @@ impl Head {
             .series
             .iter()
             .filter(|(_, s)| !s.open.is_empty())
-            .map(|(&id, s)| (id, &s.open))
+            .map(|(id, s)| (id, &s.open))
             .collect();
         open.sort_unstable_by_key(|&(id, _)| id);
         // each group: its chunk, an id delta and a length of at most 5 bytes each
@@ -782,7 +758,7 @@ impl Head {
         let ids: Vec<SeriesRef> = match candidates {
             Some(ids) => ids,
             None => {
-                let mut all: Vec<SeriesRef> = self.series.keys().copied().collect();
+                let mut all: Vec<SeriesRef> = self.series.keys().collect();
                 all.sort_unstable();
                 all
             }
@@ -866,7 +842,7 @@ impl Head {
     pub fn memory(&self) -> super::HeadMemory {
         use std::mem::size_of;
         let mut m = super::HeadMemory {
-            series_map: table_bytes(self.series.capacity(), size_of::<(SeriesRef, MemSeries)>()),
+            series_map: self.series.heap_bytes(),
             label_lookup: table_bytes(
                 self.by_labels.capacity(),
                 size_of::<(Arc<Labels>, SeriesRef)>(),
@@ -1005,7 +981,7 @@ mod tests {
             seen.extend(samples);
         }
         let mut want = Vec::new();
-        let mut ids: Vec<_> = head.series.keys().copied().collect();
+        let mut ids: Vec<_> = head.series.keys().collect();
         ids.sort_unstable();
         for id in ids {
             want.extend(head.series[&id].open.iter().map(|(t, v)| (id, t, v)));

@@ -24,6 +24,7 @@
 pub mod chunk;
 mod db;
 mod head;
+mod idtable;
 mod meta;
 mod rwqueue;
 mod wal;
@@ -387,7 +388,8 @@ const MAX_REPLAY_THREADS: usize = 4;
 const CHECKPOINT_ROW_BYTES: usize = 64 << 20;
 
 /// How many samples ahead [`Store::append`] asks for the memory of the series it appends to
-/// ([`head::Head::prefetch`]).
+/// ([`head::Head::prefetch`]: its open chunk); its entry, twice as far ahead
+/// ([`head::Head::prefetch_entry`]).
 const APPEND_PREFETCH: usize = 16;
 
 /// Label sets the store's open reads and parses before handing them to the thread that puts
@@ -966,6 +968,9 @@ impl Store {
             let mut head = self.head.write().expect("head lock");
             let mut pending = self.pending.lock().expect("pending lock");
             for (i, &(id, t, v)) in samples.iter().enumerate() {
+                if let Some(&(ahead, ..)) = samples.get(i + 2 * APPEND_PREFETCH) {
+                    head.prefetch_entry(ahead);
+                }
                 if let Some(&(ahead, ..)) = samples.get(i + APPEND_PREFETCH) {
                     head.prefetch(ahead);
                 }
@@ -1327,7 +1332,7 @@ impl Store {
             head.series
                 .iter()
                 .filter(|(_, s)| s.last_t != head::NO_SAMPLE)
-                .map(|(&id, s)| (id, s.last_t))
+                .map(|(id, s)| (id, s.last_t))
                 .collect()
         };
         let mut db = self.db.lock().expect("db lock");
