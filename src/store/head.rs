@@ -325,8 +325,8 @@ impl PostingList {
 
 #[derive(Debug)]
 pub(crate) struct Head {
-    /// the series in memory by id: a map, not a vector indexed by id, so a million ids that came
-    /// and went cost nothing once they left
+    /// the series in memory by id: pages of 64 ids (`idtable.rs`), not a vector indexed by id, so
+    /// a million ids that came and went cost nothing once their pages emptied
     pub series: IdTable<MemSeries>,
     by_labels: HashMap<Arc<Labels>, SeriesRef, BuildSeeded>,
     /// label name → label value → ids (ascending); no empty list or map is kept
