@@ -587,7 +587,8 @@ pub fn parse_value(s: &str) -> Option<f64> {
         {
             return None;
         }
-        // (integers and decimals of up to 15 digits were read above) the words are handled above, so an infinite result is an overflow
+        // integers and decimals of up to 15 digits were read above, and the words too: an
+        // infinite result here is an overflow
         return s.parse::<f64>().ok().filter(|v| v.is_finite());
     }
     if s.eq_ignore_ascii_case("nan") {

@@ -145,12 +145,8 @@ impl<V> IdTable<V> {
 
     /// Bytes on the heap: the page map's table and the pages.
     pub fn heap_bytes(&self) -> usize {
-        let buckets = if self.pages.capacity() == 0 {
-            0
-        } else {
-            (self.pages.capacity() * 8 / 7).next_power_of_two()
-        };
-        buckets * (size_of::<(u32, Box<Page<V>>)>() + 1) + self.pages.len() * size_of::<Page<V>>()
+        super::head::table_bytes(self.pages.capacity(), size_of::<(u32, Box<Page<V>>)>())
+            + self.pages.len() * size_of::<Page<V>>()
     }
 
     /// Asks the processor for the entry of `id` without waiting (its first two cache lines): an
