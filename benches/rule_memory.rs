@@ -37,6 +37,8 @@ struct Counting;
 
 static LIVE: AtomicIsize = AtomicIsize::new(0);
 static PEAK: AtomicIsize = AtomicIsize::new(0);
+/// live allocations (blocks): each costs malloc its header and rounding on top of its size
+static BLOCKS: AtomicIsize = AtomicIsize::new(0);
 
 fn grew(by: isize) {
     let now = LIVE.fetch_add(by, Ordering::Relaxed) + by;
@@ -46,10 +48,12 @@ fn grew(by: isize) {
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         grew(layout.size() as isize);
+        BLOCKS.fetch_add(1, Ordering::Relaxed);
         unsafe { System.alloc(layout) }
     }
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
         LIVE.fetch_sub(layout.size() as isize, Ordering::Relaxed);
+        BLOCKS.fetch_sub(1, Ordering::Relaxed);
         unsafe { System.dealloc(ptr, layout) }
     }
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
@@ -341,6 +345,7 @@ fn weigh_parsed(set: &RuleSet) -> Parsed {
     let ast_bytes = live() - before;
     drop(asts);
     let mut templates = Vec::with_capacity(rules.len() * 4);
+    let mut seen = std::collections::HashSet::with_capacity(rules.len() * 4);
     let before = live();
     for r in &rules {
         let annotations = match &r.kind {
@@ -348,7 +353,10 @@ fn weigh_parsed(set: &RuleSet) -> Parsed {
             RuleKind::Record => &[],
         };
         for (_, t) in r.labels.iter().chain(annotations) {
-            templates.push(Arc::new(Template::parse(t.source()).unwrap()));
+            // a template shared by several rules (a plain text, parsed once a load) once
+            if seen.insert(Arc::as_ptr(t)) {
+                templates.push(Arc::new(Template::parse(t.source()).unwrap()));
+            }
         }
     }
     let template_bytes = live() - before;
@@ -472,9 +480,13 @@ async fn run(rules: usize, per_group: usize, evaluations: i64) {
     let base = live();
     let sqlite_base = sqlite_bytes();
 
-    // the parsed rule set
+    // the parsed rule set, and the most held while parsing it
+    reset_peak();
+    let blocks_base = BLOCKS.load(Ordering::Relaxed);
     let set = manager.load_rules().unwrap();
     let parsed = live() - base;
+    let load_peak = peak() - base;
+    let parsed_blocks = BLOCKS.load(Ordering::Relaxed) - blocks_base;
     let group_names: Vec<String> = set.groups.iter().map(|g| g.name.clone()).collect();
     let weighed = weigh_parsed(&set);
 
@@ -496,6 +508,7 @@ async fn run(rules: usize, per_group: usize, evaluations: i64) {
     let unknown = manager.warn_unknown_labels();
     let checked = live() - before_check;
     let total = live() - base;
+    let total_blocks = BLOCKS.load(Ordering::Relaxed) - blocks_base;
 
     // the teardown, part by part
     let before_stop = live();
@@ -524,6 +537,13 @@ async fn run(rules: usize, per_group: usize, evaluations: i64) {
         sqlite_base - sqlite_start
     );
     out.line("parsed rule set (load_rules)", parsed);
+    out.line("  peak while loading", load_peak);
+    println!(
+        "  {:<46} {:>12}    {:>8.1} a rule",
+        "  allocations held",
+        parsed_blocks,
+        parsed_blocks as f64 / rules as f64
+    );
     out.line("  PromQL syntax trees held", weighed.asts);
     out.line("  templates (labels, annotations)", weighed.templates);
     out.line("  name, key, condition text", weighed.strings);
@@ -539,6 +559,12 @@ async fn run(rules: usize, per_group: usize, evaluations: i64) {
         checked,
     );
     out.line("total over the base", total);
+    println!(
+        "  {:<46} {:>12}    {:>8.1} a rule",
+        "  allocations held",
+        total_blocks,
+        total_blocks as f64 / rules as f64
+    );
     println!("  teardown:");
     out.line("  group tasks (own states, Arc<Group>, futures)", tasks);
     for (name, bytes) in &parts {

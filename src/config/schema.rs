@@ -6,7 +6,7 @@
 //! Draft-07 because it is the newest draft yaml-language-server (VS Code's YAML extension)
 //! supports fully; 2019-09 and 2020-12 schemas get a "not yet fully supported" warning there.
 //!
-//! How Rust types read: `Option<T>` may be `null`; `Spanned<T>` is `T`; `Vec<T>` an array;
+//! How Rust types read: `Option<T>` may be `null`; `Spanned<T>` and `Box<T>` are `T`; `Vec<T>` an array;
 //! `BTreeMap<String, T>` an object of `T`; a struct an object whose properties are its fields,
 //! with `required` for the fields serde needs (no `Option`, no `#[serde(default)]` on the field
 //! or the struct) and `additionalProperties: false` exactly when the struct has
@@ -356,8 +356,16 @@ impl Walk<'_> {
             let (s, _) = self.type_schema(inner)?;
             return Some((nullable(s), true));
         }
-        if let Some(inner) = generic(ty, "Spanned") {
+        if let Some(inner) = generic(ty, "Spanned").or_else(|| generic(ty, "Box")) {
             return self.type_schema(inner);
+        }
+        // rule files' labels and annotations: a map of names to strings, read as sorted pairs
+        if ty == "RawMap" {
+            let (v, _) = self.type_schema("String")?;
+            return Some((
+                json!({ "type": "object", "additionalProperties": v }),
+                false,
+            ));
         }
         if let Some(inner) = generic(ty, "Vec") {
             let (s, _) = self.type_schema(inner)?;
