@@ -227,13 +227,26 @@ impl Daemon {
         scrapes.spawn(self_scrape.run(shutdown_rx.clone()));
 
         // remote write: the store queues what the entries send (nothing without entries), one
-        // sender each
+        // sender each. A dry run writes nothing to any remote, as it delivers no notification:
+        // a shadow instance's samples, recorded series and ALERTS would land in the storage the
+        // live instance writes. Nothing is queued either (so a later live run sends only its own
+        // samples), and the store is left unconfigured, so the positions and backlog of a live
+        // run's entries stay for the next one.
         let remote_writes = {
-            let entries = cfg.build_remote_writes(&opts.env)?;
-            let names: Vec<String> = entries.iter().map(|r| r.name.clone()).collect();
-            let kinds = crate::remotewrite::queue_kinds(&entries);
-            let s = store.clone();
-            tokio::task::spawn_blocking(move || s.rw_configure(&names, kinds)).await??;
+            let mut entries = cfg.build_remote_writes(&opts.env)?;
+            if opts.dry_run && !entries.is_empty() {
+                tracing::warn!(
+                    entries = entries.len(),
+                    "dry run: remote write is off, nothing is queued or sent"
+                );
+                entries.clear();
+            }
+            if !opts.dry_run {
+                let names: Vec<String> = entries.iter().map(|r| r.name.clone()).collect();
+                let kinds = crate::remotewrite::queue_kinds(&entries);
+                let s = store.clone();
+                tokio::task::spawn_blocking(move || s.rw_configure(&names, kinds)).await??;
+            }
             let mut set = tokio::task::JoinSet::new();
             for rw in entries {
                 let writer = crate::remotewrite::RemoteWriter {

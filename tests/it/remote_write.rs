@@ -10,6 +10,7 @@
 //!   another value.
 //! - 503 and 429 are retried (the same request again, `Retry-After` honoured); 400 drops the
 //!   request with a counted error and the queue moves on.
+//! - `tocsin run --dry-run` queues and sends nothing.
 //!
 //! A test whose binary is absent prints `skipping: …` and passes.
 
@@ -619,4 +620,49 @@ async fn the_age_bound_follows_the_injected_clock() {
     assert_eq!(metric(too_old), 1.0);
     stop.send(true).unwrap();
     task.await.unwrap();
+}
+
+/// `tocsin run --dry-run` writes to no remote: no request while it stores samples, and nothing
+/// queued, so the live run after it on the same store sends only samples of its own, from after
+/// its start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dry_run_queues_and_sends_nothing() {
+    let target = Arc::new(FakeTarget::start().await);
+    let _counter = counting_target(&target);
+    let (url, got) = scripted_receiver(Vec::new()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = config(target.base(), &[("edge", url)], "");
+    let mut shadow = Daemon::in_dir(dir.path())
+        .config(&yaml)
+        .arg("--dry-run")
+        .start();
+    shadow.wait_ready().await;
+    // three flushes of stored samples: a live run sends each within half a second
+    // (`batch_send_deadline`)
+    shadow
+        .wait_metric(
+            "tocsin_store_flush_seconds_count",
+            3.0,
+            Duration::from_secs(30),
+        )
+        .await;
+    assert!(!tocsin_samples(&shadow).await.is_empty());
+    assert_eq!(got.lock().unwrap().len(), 0, "a dry run sent samples");
+    let log = format!("{}{}", shadow.stdout(), shadow.stderr());
+    assert!(
+        log.contains("dry run: remote write is off, nothing is queued or sent"),
+        "{log}"
+    );
+    assert!(shadow.terminate().await.success());
+    let live_from = now_ms();
+    let live = Daemon::in_dir(dir.path()).config(&yaml).start();
+    live.wait_ready().await;
+    Deadline::within("the live run's first request", Duration::from_secs(30))
+        .until(|| !got.lock().unwrap().is_empty())
+        .await;
+    let first: Vec<(String, i64)> = got.lock().unwrap()[0].first.clone();
+    assert!(
+        first.iter().all(|(_, t)| *t >= live_from),
+        "the live run sent samples of the dry run (before {live_from}): {first:?}"
+    );
 }
