@@ -31,13 +31,17 @@ def main():
     ap.add_argument("--interval", type=float, default=1.0)
     ap.add_argument("--cycles", type=int, default=40)
     ap.add_argument("--out", default="/tmp/tocsin-latency")
+    # the scrape's place in its interval is hashed from the target's URL, port included, and the
+    # latency depends on where it falls against the rule group's slot (up to one interval): two
+    # binaries compare only on the same port (a free port each run otherwise)
+    ap.add_argument("--target-port", type=int, default=0)
     a = ap.parse_args()
     sys.path.insert(0, a.peer)
     import measure  # the peer's Control and WebhookLog: same control file and log handling
 
     os.makedirs(a.out, exist_ok=True)
     run = tempfile.mkdtemp(prefix="run-", dir=a.out)
-    p_target, p_recv, p_tocsin = free_port(), free_port(), free_port()
+    p_target, p_recv, p_tocsin = a.target_port or free_port(), free_port(), free_port()
     control = os.path.join(run, "control.json")
     hooks = os.path.join(run, "webhooks.jsonl")
     iv = "%dms" % int(a.interval * 1000)
