@@ -102,7 +102,7 @@ struct RawGroup {
 
 // The fields most rules leave out are boxed: a file's raw rules are all held at once while it
 // loads, and each `Spanned` field is 80 bytes or more (two locations of 28), so a rule is 328 bytes
-// instead of ~700.
+// instead of ~650.
 /// One rule: an alerting rule (`alert`) or a recording rule (`record`), with its condition in
 /// PromQL (`expr`) or a Rhai script (`script`), exactly one of each pair.
 #[derive(Debug, Deserialize)]
@@ -151,9 +151,9 @@ struct RawRule {
 }
 
 /// A YAML mapping of label (or annotation) names to strings, as pairs sorted by name: what a
-/// `BTreeMap<String, Spanned<String>>` holds, in a tenth of its memory. A file's raw rules are all
-/// held at once while it loads, and a map's first B-tree node is room for 11 pairs of 128 bytes,
-/// so two maps a rule made three quarters of the load's peak (`benches/rule_memory.rs`: 40 MB to
+/// `BTreeMap<String, Spanned<String>>` holds, in a fifth of its memory for a rule's few labels. A
+/// file's raw rules are all held at once while it loads, and a map's first B-tree node is room for
+/// 11 pairs of 104 bytes, so two maps a rule made over half of the load's peak (`benches/rule_memory.rs`: 40 MB to
 /// load 10,000 rules that keep 10.6). The parser refuses a repeated key, as it does for a map.
 #[derive(Debug, Default)]
 struct RawMap(Vec<(String, Spanned<String>)>);
