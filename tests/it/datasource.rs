@@ -804,6 +804,85 @@ async fn instant_queries_ask_for_uncompressed_answers_and_range_queries_accept_g
     assert!(seen[1].1.contains("gzip"), "{seen:?}");
 }
 
+/// README's topology "tocsin + VictoriaMetrics as storage" from its example,
+/// `fixtures/examples/datasource-victoriametrics.yml` with its rules file, as shipped but for the
+/// addresses (VictoriaMetrics on the test's port, answering the `prom` datasource too; the webhook
+/// a loopback sink) and a store flushed every second: tocsin's own series reach VictoriaMetrics by
+/// remote write with the example's `replica` label, and every rule of both remote groups
+/// evaluates there without an error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_example_topology_runs_on_victoria_metrics() {
+    use crate::common::{Answer, WebhookSink};
+    let Some(bin) = on_path("victoria-metrics") else {
+        println!("skipping: victoria-metrics not installed (apt install victoria-metrics)");
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let vm = victoria_metrics(&bin, dir.path()).await;
+    let sink = WebhookSink::start(Answer::Status(200)).await;
+    let examples = crate::common::project_dir().join("fixtures/examples");
+    let mut yaml =
+        std::fs::read_to_string(examples.join("datasource-victoriametrics.yml")).unwrap();
+    for (from, to) in [
+        ("http://127.0.0.1:8428", vm.url()),
+        ("http://127.0.0.1:9090", vm.url()),
+        ("http://127.0.0.1:9099/hook", sink.url().to_string()),
+    ] {
+        assert!(yaml.contains(from), "the example no longer names {from}");
+        yaml = yaml.replace(from, &to);
+    }
+    yaml.push_str("storage: { flush_interval: 1s }\n");
+    let rules =
+        std::fs::read_to_string(examples.join("datasource-victoriametrics.rules.yml")).unwrap();
+    let daemon = Daemon::in_dir(dir.path())
+        .file("datasource-victoriametrics.rules.yml", &rules)
+        .config(&yaml)
+        .env("VM_PASSWORD", "x")
+        .start();
+    daemon.wait_ready().await;
+    let query = format!(
+        "{}/api/v1/query?query=count(%7B__name__%3D~%22tocsin_.*%22%2Creplica%3D%22a%22%7D)",
+        vm.url()
+    );
+    let written = Deadline::within(
+        "tocsin's own series in VictoriaMetrics",
+        Duration::from_secs(60),
+    )
+    .until_some(async || {
+        let body = reqwest::get(&query).await.ok()?.text().await.ok()?;
+        let v: Value = serde_json::from_str(&body).ok()?;
+        let n: f64 = v["data"]["result"][0]["value"][1].as_str()?.parse().ok()?;
+        (n > 0.0).then_some(n)
+    })
+    .await;
+    assert!(written >= 10.0, "{written} series");
+    // both remote groups evaluated every rule (their interval is 30 s) and none failed
+    let remote = |v: &Value| -> Vec<Value> {
+        v["data"]["groups"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|g| g["name"] == "node" || g["name"] == "prometheus-itself")
+            .flat_map(|g| g["rules"].as_array().cloned().unwrap_or_default())
+            .collect()
+    };
+    let v = daemon
+        .wait_json("/api/v1/rules", Duration::from_secs(90), |v| {
+            let rules = remote(v);
+            rules.len() >= 3 && rules.iter().all(|r| r["health"] != "unknown")
+        })
+        .await;
+    for r in remote(&v) {
+        assert_eq!(r["health"], "ok", "{r}");
+    }
+    assert_eq!(
+        daemon
+            .metric("tocsin_datasource_up{datasource=\"vm\"}")
+            .await,
+        1.0
+    );
+}
+
 // ------------------------------------------------------------------------------------- check
 
 #[test]
