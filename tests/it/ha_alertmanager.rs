@@ -14,6 +14,9 @@
 //! 4. with one Alertmanager killed, a new firing still reaches the webhook (the surviving
 //!    tocsin's queue for the dead one retries without holding the other back).
 //!
+//! And README's example of the topology, `fixtures/examples/ha-pair-alertmanager.yml`, run as
+//! shipped but for its addresses and a 1 s `resend_delay`: one notification for both replicas.
+//!
 //! "Exactly once" is judged after the surviving daemons have delivered enough resends to both
 //! Alertmanagers to cover the cluster's group interval and peer timeout: a condition on
 //! counters, not a sleep. The cluster's `group_interval` (10 s) is longer than its peer timeout
@@ -418,4 +421,168 @@ async fn a_resolution_queued_while_alertmanager_is_down_survives_a_kill_9() {
         })
         .await;
     assert_eq!(resolution(&delivered), Some(ends));
+}
+
+/// README's topology "HA pair + Alertmanager cluster" from its example,
+/// `fixtures/examples/ha-pair-alertmanager.yml`, as shipped but for the addresses (the target,
+/// the two Alertmanagers, the rule file's path, the loopback listener), `replica: b` for the
+/// second replica and a 1 s `resend_delay`, so the window in which a duplicate would show is
+/// seconds, not minutes. The seed rules' `ScaiDNSWebhookEventsFailing` (no `for`) fires on both
+/// replicas at the example's 15 s intervals; the cluster notifies the webhook once, without the
+/// `replica` label the example drops.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_example_ha_pair_notifies_once_through_the_cluster() {
+    let Some(am_bin) = on_path("prometheus-alertmanager") else {
+        println!(
+            "skipping: prometheus-alertmanager not installed (apt install prometheus-alertmanager)"
+        );
+        return;
+    };
+    tokio::time::timeout(BOUND, example_ha_pair(&am_bin))
+        .await
+        .unwrap_or_else(|_| panic!("the example HA run took longer than {BOUND:?}"));
+}
+
+async fn example_ha_pair(am_bin: &Path) {
+    let target = std::sync::Arc::new(FakeTarget::start().await);
+    // a webhook event fails every 100 ms: the counter rises between any two scrapes
+    let t = target.clone();
+    let _failing = tokio::spawn(async move {
+        for n in 0u64.. {
+            t.set_metrics(&format!(
+                "# TYPE scaidns_webhook_events_total counter\n\
+                 scaidns_webhook_events_total{{event_type=\"record.created\",status=\"error\"}} {n}\n"
+            ));
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    });
+    let sink = WebhookSink::start(Answer::Status(200)).await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("alertmanager.yml"),
+        format!(
+            "route: {{ receiver: hook, group_by: [alertname], group_wait: 1s, \
+             group_interval: 10s, repeat_interval: 1h }}\n\
+             receivers:\n  - name: hook\n    webhook_configs:\n      \
+             - {{ url: \"{}\", send_resolved: true }}\n",
+            sink.url()
+        ),
+    )
+    .unwrap();
+    let (web1, web2, c1, c2) = (free_addr(), free_addr(), free_addr(), free_addr());
+    let (web1, web2, c1, c2) = (
+        web1.to_string(),
+        web2.to_string(),
+        c1.to_string(),
+        c2.to_string(),
+    );
+    let am1 = Am::start(am_bin, dir.path(), "am1", &web1, &c1, &c2);
+    let am2 = Am::start(am_bin, dir.path(), "am2", &web2, &c2, &c1);
+    let start = Deadline::within("both alertmanagers up and clustered", WAIT)
+        .every(Duration::from_millis(200));
+    while !(am1.clustered(2).await && am2.clustered(2).await) {
+        start.tick().await;
+    }
+
+    let root = crate::common::project_dir();
+    let example =
+        std::fs::read_to_string(root.join("fixtures/examples/ha-pair-alertmanager.yml")).unwrap();
+    let rules = root.join("rules/scaidns.yml");
+    let replica = |name: &str| {
+        let mut yaml = example.clone();
+        for (from, to) in [
+            (
+                "http://10.0.0.20:8000/metrics".to_string(),
+                target.url("/metrics"),
+            ),
+            (
+                "http://10.0.0.20:8000/health/ready".to_string(),
+                target.url("/health"),
+            ),
+            (
+                "[\"http://10.0.0.31:9093\", \"http://10.0.0.32:9093\"]".to_string(),
+                format!("[\"{}\", \"{}\"]", am1.base, am2.base),
+            ),
+            (
+                "../../rules/scaidns.yml".to_string(),
+                rules.display().to_string(),
+            ),
+            (
+                "resend_delay: 1m".to_string(),
+                "resend_delay: 1s".to_string(),
+            ),
+            (
+                "external_labels: { replica: a }".to_string(),
+                format!("external_labels: {{ replica: {name} }}"),
+            ),
+            // the daemon listens where the test says (TOCSIN_LISTEN), on loopback
+            (
+                "server: { listen: 0.0.0.0:9477 }".to_string(),
+                String::new(),
+            ),
+        ] {
+            assert!(yaml.contains(&from), "the example no longer has {from}");
+            yaml = yaml.replace(&from, &to);
+        }
+        yaml
+    };
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = Daemon::in_dir(dir_a.path())
+        .config(&replica("a"))
+        .env("AM_TOKEN", "x")
+        .start();
+    let b = Daemon::in_dir(dir_b.path())
+        .config(&replica("b"))
+        .env("AM_TOKEN", "x")
+        .start();
+    a.wait_ready().await;
+    b.wait_ready().await;
+
+    // two scrapes 15 s apart, then an evaluation at 15 s: up to ~45 s
+    Deadline::within("the firing notification", Duration::from_secs(90))
+        .until(|| sink.hits().iter().any(|h| h.status() == "firing"))
+        .await;
+    let first = sink.bodies()[0].clone();
+    let alert = &first["alerts"][0];
+    assert_eq!(alert["labels"]["alertname"], "ScaiDNSWebhookEventsFailing");
+    assert!(
+        alert["labels"].get("replica").is_none(),
+        "the example drops the replica label: {alert}"
+    );
+    // both replicas went on delivering to both Alertmanagers for longer than the peer timeout
+    // and the group interval: still the one notification. A firing alert is resent at the
+    // evaluations after `resend_delay`, here every 15 s: two more deliveries to each are 30 s,
+    // over the 10 s group interval and the 2 s peer timeout in which a duplicate would come
+    let delivered = |i: usize| {
+        format!(
+            "tocsin_notifications_total{{integration=\"alertmanager/alertmanager[{i}]\",result=\"delivered\"}}"
+        )
+    };
+    for d in [&a, &b] {
+        for i in [0, 1] {
+            let n = d.metric(&delivered(i)).await;
+            d.wait_metric(&delivered(i), n + 2.0, Duration::from_secs(60))
+                .await;
+        }
+    }
+    let got: Vec<String> = sink
+        .bodies()
+        .iter()
+        .flat_map(|b| {
+            b["alerts"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|a| format!("{} {}", b["status"], a["labels"]["alertname"]))
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    assert_eq!(
+        got.iter()
+            .filter(|g| g.contains("ScaiDNSWebhookEventsFailing"))
+            .count(),
+        1,
+        "{}",
+        summary(&sink)
+    );
 }
