@@ -212,10 +212,7 @@ fn summary(sink: &WebhookSink) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_ha_pair_behind_an_alertmanager_cluster_notifies_once_and_survives_losing_one_of_each() {
-    let Some(am_bin) = on_path("prometheus-alertmanager") else {
-        println!(
-            "skipping: prometheus-alertmanager not installed (apt install prometheus-alertmanager)"
-        );
+    let Some(am_bin) = alertmanager_bin() else {
         return;
     };
     tokio::time::timeout(BOUND, ha_pair(&am_bin))
@@ -223,12 +220,12 @@ async fn an_ha_pair_behind_an_alertmanager_cluster_notifies_once_and_survives_lo
         .unwrap_or_else(|_| panic!("the HA run took longer than {BOUND:?}"));
 }
 
-async fn ha_pair(am_bin: &Path) {
-    let target = FakeTarget::with_conditions(&["a"]).await;
-    let sink = WebhookSink::start(Answer::Status(200)).await;
-    let dir = tempfile::tempdir().unwrap();
+/// Two Alertmanagers clustered over gossip on loopback, with their data in `dir`, notifying
+/// `sink` (grouped by alertname, 1 s group wait, 10 s group interval, 5 s `resolve_timeout`);
+/// returns once each sees the other.
+async fn cluster(am_bin: &Path, dir: &Path, sink: &WebhookSink) -> (Am, Am) {
     std::fs::write(
-        dir.path().join("alertmanager.yml"),
+        dir.join("alertmanager.yml"),
         format!(
             "global: {{ resolve_timeout: 5s }}\n\
              route: {{ receiver: hook, group_by: [alertname], group_wait: 1s, \
@@ -239,20 +236,34 @@ async fn ha_pair(am_bin: &Path) {
         ),
     )
     .unwrap();
-    let (web1, web2, c1, c2) = (free_addr(), free_addr(), free_addr(), free_addr());
-    let (web1, web2, c1, c2) = (
-        web1.to_string(),
-        web2.to_string(),
-        c1.to_string(),
-        c2.to_string(),
-    );
-    let mut am1 = Am::start(am_bin, dir.path(), "am1", &web1, &c1, &c2);
-    let am2 = Am::start(am_bin, dir.path(), "am2", &web2, &c2, &c1);
+    let [web1, web2, c1, c2] =
+        [free_addr(), free_addr(), free_addr(), free_addr()].map(|a| a.to_string());
+    let am1 = Am::start(am_bin, dir, "am1", &web1, &c1, &c2);
+    let am2 = Am::start(am_bin, dir, "am2", &web2, &c2, &c1);
     let start = Deadline::within("both alertmanagers up and clustered", WAIT)
         .every(Duration::from_millis(200));
     while !(am1.clustered(2).await && am2.clustered(2).await) {
         start.tick().await;
     }
+    (am1, am2)
+}
+
+/// Debian's `prometheus-alertmanager`, or None after printing why the test is skipped.
+fn alertmanager_bin() -> Option<PathBuf> {
+    let bin = on_path("prometheus-alertmanager");
+    if bin.is_none() {
+        println!(
+            "skipping: prometheus-alertmanager not installed (apt install prometheus-alertmanager)"
+        );
+    }
+    bin
+}
+
+async fn ha_pair(am_bin: &Path) {
+    let target = FakeTarget::with_conditions(&["a"]).await;
+    let sink = WebhookSink::start(Answer::Status(200)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (mut am1, am2) = cluster(am_bin, dir.path(), &sink).await;
 
     let ams = [am1.base.as_str(), am2.base.as_str()];
     let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
@@ -432,10 +443,7 @@ async fn a_resolution_queued_while_alertmanager_is_down_survives_a_kill_9() {
 /// `replica` label the example drops.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_example_ha_pair_notifies_once_through_the_cluster() {
-    let Some(am_bin) = on_path("prometheus-alertmanager") else {
-        println!(
-            "skipping: prometheus-alertmanager not installed (apt install prometheus-alertmanager)"
-        );
+    let Some(am_bin) = alertmanager_bin() else {
         return;
     };
     tokio::time::timeout(BOUND, example_ha_pair(&am_bin))
@@ -458,31 +466,7 @@ async fn example_ha_pair(am_bin: &Path) {
     });
     let sink = WebhookSink::start(Answer::Status(200)).await;
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(
-        dir.path().join("alertmanager.yml"),
-        format!(
-            "route: {{ receiver: hook, group_by: [alertname], group_wait: 1s, \
-             group_interval: 10s, repeat_interval: 1h }}\n\
-             receivers:\n  - name: hook\n    webhook_configs:\n      \
-             - {{ url: \"{}\", send_resolved: true }}\n",
-            sink.url()
-        ),
-    )
-    .unwrap();
-    let (web1, web2, c1, c2) = (free_addr(), free_addr(), free_addr(), free_addr());
-    let (web1, web2, c1, c2) = (
-        web1.to_string(),
-        web2.to_string(),
-        c1.to_string(),
-        c2.to_string(),
-    );
-    let am1 = Am::start(am_bin, dir.path(), "am1", &web1, &c1, &c2);
-    let am2 = Am::start(am_bin, dir.path(), "am2", &web2, &c2, &c1);
-    let start = Deadline::within("both alertmanagers up and clustered", WAIT)
-        .every(Duration::from_millis(200));
-    while !(am1.clustered(2).await && am2.clustered(2).await) {
-        start.tick().await;
-    }
+    let (am1, am2) = cluster(am_bin, dir.path(), &sink).await;
 
     let root = crate::common::project_dir();
     let example =
