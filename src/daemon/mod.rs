@@ -234,14 +234,15 @@ impl Daemon {
         // run's entries stay for the next one.
         let remote_writes = {
             let mut entries = cfg.build_remote_writes(&opts.env)?;
-            if opts.dry_run && !entries.is_empty() {
-                tracing::warn!(
-                    entries = entries.len(),
-                    "dry run: remote write is off, nothing is queued or sent"
-                );
+            if opts.dry_run {
+                if !entries.is_empty() {
+                    tracing::warn!(
+                        entries = entries.len(),
+                        "dry run: remote write is off, nothing is queued or sent"
+                    );
+                }
                 entries.clear();
-            }
-            if !opts.dry_run {
+            } else {
                 let names: Vec<String> = entries.iter().map(|r| r.name.clone()).collect();
                 let kinds = crate::remotewrite::queue_kinds(&entries);
                 let s = store.clone();

@@ -151,26 +151,16 @@ struct RawRule {
 }
 
 /// A YAML mapping of label (or annotation) names to strings, as pairs sorted by name: what a
-/// `BTreeMap<String, Spanned<String>>` holds, in a fifth of its memory for a rule's few labels. A
-/// file's raw rules are all held at once while it loads, and a map's first B-tree node is room for
-/// 11 pairs of 104 bytes, so two maps a rule made over half of the load's peak (`benches/rule_memory.rs`: 40 MB to
-/// load 10,000 rules that keep 10.6). The parser refuses a repeated key, as it does for a map.
+/// `BTreeMap<String, Spanned<String>>` holds, in a fifth of its memory for a rule's few labels.
+/// A file's raw rules are all held at once while it loads, and a map's first B-tree node is room
+/// for 11 pairs of 104 bytes, so two maps a rule made over half of the load's peak
+/// (`benches/rule_memory.rs`: 40 MB to load 10,000 rules that keep 10.6). The parser refuses a
+/// repeated key, as it does for a map.
 #[derive(Debug, Default)]
 struct RawMap(Vec<(String, Spanned<String>)>);
 
 impl RawMap {
     fn iter(&self) -> impl Iterator<Item = (&String, &Spanned<String>)> {
-        self.0.iter().map(|(k, v)| (k, v))
-    }
-}
-
-impl<'a> IntoIterator for &'a RawMap {
-    type Item = (&'a String, &'a Spanned<String>);
-    type IntoIter = std::iter::Map<
-        std::slice::Iter<'a, (String, Spanned<String>)>,
-        fn(&'a (String, Spanned<String>)) -> (&'a String, &'a Spanned<String>),
-    >;
-    fn into_iter(self) -> Self::IntoIter {
         self.0.iter().map(|(k, v)| (k, v))
     }
 }
@@ -489,7 +479,7 @@ fn parse_file_at(
             Some(l) => l.value as usize,
             None => 0,
         };
-        for (k, v) in &g.labels {
+        for (k, v) in g.labels.iter() {
             if !valid_label_name(k) {
                 push(
                     &mut errors,
@@ -643,7 +633,7 @@ fn parse_file_at(
                 }
             };
             let mut labels = Vec::new();
-            for (k, v) in &r.labels {
+            for (k, v) in r.labels.iter() {
                 if !valid_label_name(k) || k == crate::labels::METRIC_NAME {
                     push(
                         &mut errors,
@@ -667,7 +657,7 @@ fn parse_file_at(
             }
             let mut kind = if is_alert {
                 let mut annotations = Vec::new();
-                for (k, v) in &r.annotations {
+                for (k, v) in r.annotations.iter() {
                     if let Some(t) = compile_template(
                         v,
                         &ctx,
