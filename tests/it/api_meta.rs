@@ -10,8 +10,9 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
+use crate::common::on_path;
 use crate::common::{Daemon, Deadline, FakeTarget, Reply};
-use crate::datasource::{on_path, prometheus};
+use crate::datasource::prometheus;
 
 const METRICS: &str = "# TYPE demo_requests_total counter\n\
     demo_requests_total{method=\"get\",code=\"200\"} 5\n\

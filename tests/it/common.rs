@@ -64,6 +64,23 @@ pub const WAIT: Duration = Duration::from_secs(15);
 /// The bound on a daemon's start (the first test of a run may wait for a cold disk).
 pub const STARTUP: Duration = Duration::from_secs(30);
 
+/// `name` found in a directory of `PATH`.
+pub fn on_path(name: &str) -> Option<PathBuf> {
+    std::env::split_paths(&std::env::var_os("PATH")?)
+        .map(|dir| dir.join(name))
+        .find(|p| p.is_file())
+}
+
+/// The engine `name` on `PATH`, or None after printing that the test is skipped and the Debian
+/// `package` that ships it (CI installs them all).
+pub fn installed(name: &str, package: &str) -> Option<PathBuf> {
+    let bin = on_path(name);
+    if bin.is_none() {
+        println!("skipping: {name} not installed (apt install {package})");
+    }
+    bin
+}
+
 /// A loopback address nothing listens on (bound, then released): a port for a daemon or server
 /// the test starts, or a receiver that is down.
 pub fn free_addr() -> SocketAddr {

@@ -24,13 +24,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::common::{BIN, Daemon, Deadline, FakeTarget, free_addr};
-
-pub(crate) fn on_path(name: &str) -> Option<PathBuf> {
-    std::env::split_paths(&std::env::var_os("PATH")?)
-        .map(|dir| dir.join(name))
-        .find(|p| p.is_file())
-}
+use crate::common::{BIN, Daemon, Deadline, FakeTarget, free_addr, installed, on_path};
 
 /// An engine process this test started; dropping it kills it by its PID (through `Child`) and,
 /// when the test is failing, prints its log.
@@ -255,8 +249,7 @@ fn last_error(v: &Value, name: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rule_on_prometheus_fires_and_survives_an_outage_for_its_grace() {
-    let Some(bin) = on_path("prometheus") else {
-        println!("skipping: prometheus not installed (apt install prometheus)");
+    let Some(bin) = installed("prometheus", "prometheus") else {
         return;
     };
     let target = FakeTarget::start().await;
@@ -346,8 +339,7 @@ async fn a_rule_on_prometheus_fires_and_survives_an_outage_for_its_grace() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rule_on_victoria_metrics_fires() {
-    let Some(bin) = on_path("victoria-metrics") else {
-        println!("skipping: victoria-metrics not installed (apt install victoria-metrics)");
+    let Some(bin) = installed("victoria-metrics", "victoria-metrics") else {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
@@ -402,8 +394,7 @@ fn shadow_of(v: &Value, alertname: &str) -> Vec<Value> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shadow_mode_on_a_remote_group_records_and_delivers_nothing() {
     use crate::common::{Answer, WebhookSink};
-    let Some(bin) = on_path("victoria-metrics") else {
-        println!("skipping: victoria-metrics not installed (apt install victoria-metrics)");
+    let Some(bin) = installed("victoria-metrics", "victoria-metrics") else {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
@@ -593,8 +584,7 @@ fn history_start() -> i64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replay_over_victoria_metrics_history_finds_the_incident_in_both_modes() {
-    let Some(bin) = on_path("victoria-metrics") else {
-        println!("skipping: victoria-metrics not installed (apt install victoria-metrics)");
+    let Some(bin) = installed("victoria-metrics", "victoria-metrics") else {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
@@ -813,8 +803,7 @@ async fn instant_queries_ask_for_uncompressed_answers_and_range_queries_accept_g
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_example_topology_runs_on_victoria_metrics() {
     use crate::common::{Answer, WebhookSink};
-    let Some(bin) = on_path("victoria-metrics") else {
-        println!("skipping: victoria-metrics not installed (apt install victoria-metrics)");
+    let Some(bin) = installed("victoria-metrics", "victoria-metrics") else {
         return;
     };
     let dir = tempfile::tempdir().unwrap();

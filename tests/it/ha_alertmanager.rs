@@ -32,7 +32,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::common::{Answer, Daemon, Deadline, FakeTarget, WebhookSink, free_addr};
+use crate::common::{Answer, Daemon, Deadline, FakeTarget, WebhookSink, free_addr, installed};
 
 /// The bound on the whole test.
 const BOUND: Duration = Duration::from_secs(150);
@@ -42,12 +42,6 @@ const WAIT: Duration = Duration::from_secs(30);
 /// interval and the cluster's peer timeout (10 s + 2 s), Alertmanager's `resolve_timeout` (5 s)
 /// and the `endsAt` horizon (4 s).
 const QUIET_DELIVERIES: f64 = 13.0;
-
-fn on_path(name: &str) -> Option<PathBuf> {
-    std::env::split_paths(&std::env::var_os("PATH")?)
-        .map(|dir| dir.join(name))
-        .find(|p| p.is_file())
-}
 
 /// An Alertmanager this test started; dropping it kills it by its PID (through `Child`) and,
 /// when the test is failing, prints the end of its log.
@@ -163,10 +157,11 @@ const RULES: &str = "groups:\n  - name: ha\n    rules:\n      - alert: Condition
                      expr: demo_condition == 1\n        labels: { severity: page }\n        \
                      annotations: { summary: \"condition {{ $labels.cond }} on\" }\n";
 
-/// The series of delivered notifications to the `i`th Alertmanager of receiver `am`.
-fn delivered(i: usize) -> String {
+/// The series of delivered notifications to the `i`th Alertmanager of `receiver` (`am` in this
+/// file's configurations, `alertmanager` in the example's).
+fn delivered(receiver: &str, i: usize) -> String {
     format!(
-        "tocsin_notifications_total{{integration=\"am/alertmanager[{i}]\",result=\"delivered\"}}"
+        "tocsin_notifications_total{{integration=\"{receiver}/alertmanager[{i}]\",result=\"delivered\"}}"
     )
 }
 
@@ -184,11 +179,11 @@ async fn quiet(daemons: &[&Daemon]) {
     let mut from = Vec::new();
     for d in daemons {
         for i in [0, 1] {
-            from.push((d, i, d.metric(&delivered(i)).await));
+            from.push((d, i, d.metric(&delivered("am", i)).await));
         }
     }
     for (d, i, n) in from {
-        d.wait_metric(&delivered(i), n + QUIET_DELIVERIES, WAIT)
+        d.wait_metric(&delivered("am", i), n + QUIET_DELIVERIES, WAIT)
             .await;
     }
 }
@@ -212,7 +207,7 @@ fn summary(sink: &WebhookSink) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_ha_pair_behind_an_alertmanager_cluster_notifies_once_and_survives_losing_one_of_each() {
-    let Some(am_bin) = alertmanager_bin() else {
+    let Some(am_bin) = installed("prometheus-alertmanager", "prometheus-alertmanager") else {
         return;
     };
     tokio::time::timeout(BOUND, ha_pair(&am_bin))
@@ -246,17 +241,6 @@ async fn cluster(am_bin: &Path, dir: &Path, sink: &WebhookSink) -> (Am, Am) {
         start.tick().await;
     }
     (am1, am2)
-}
-
-/// Debian's `prometheus-alertmanager`, or None after printing why the test is skipped.
-fn alertmanager_bin() -> Option<PathBuf> {
-    let bin = on_path("prometheus-alertmanager");
-    if bin.is_none() {
-        println!(
-            "skipping: prometheus-alertmanager not installed (apt install prometheus-alertmanager)"
-        );
-    }
-    bin
 }
 
 async fn ha_pair(am_bin: &Path) {
@@ -337,8 +321,8 @@ async fn ha_pair(am_bin: &Path) {
         .until(|| notifications(&sink) == ["firing", "resolved", "firing"])
         .await;
     // the queue for the dead one retries and holds nothing back
-    let n = b.metric(&delivered(1)).await;
-    b.wait_metric(&delivered(1), n + 3.0, WAIT).await;
+    let n = b.metric(&delivered("am", 1)).await;
+    b.wait_metric(&delivered("am", 1), n + 3.0, WAIT).await;
     let retried = b
         .metric("tocsin_notifications_total{integration=\"am/alertmanager[0]\",result=\"retried\"}")
         .await;
@@ -443,7 +427,7 @@ async fn a_resolution_queued_while_alertmanager_is_down_survives_a_kill_9() {
 /// `replica` label the example drops.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_example_ha_pair_notifies_once_through_the_cluster() {
-    let Some(am_bin) = alertmanager_bin() else {
+    let Some(am_bin) = installed("prometheus-alertmanager", "prometheus-alertmanager") else {
         return;
     };
     tokio::time::timeout(BOUND, example_ha_pair(&am_bin))
@@ -537,16 +521,15 @@ async fn example_ha_pair(am_bin: &Path) {
     // and the group interval: still the one notification. A firing alert is resent at the
     // evaluations after `resend_delay`, here every 15 s: two more deliveries to each are 30 s,
     // over the 10 s group interval and the 2 s peer timeout in which a duplicate would come
-    let delivered = |i: usize| {
-        format!(
-            "tocsin_notifications_total{{integration=\"alertmanager/alertmanager[{i}]\",result=\"delivered\"}}"
-        )
-    };
     for d in [&a, &b] {
         for i in [0, 1] {
-            let n = d.metric(&delivered(i)).await;
-            d.wait_metric(&delivered(i), n + 2.0, Duration::from_secs(60))
-                .await;
+            let n = d.metric(&delivered("alertmanager", i)).await;
+            d.wait_metric(
+                &delivered("alertmanager", i),
+                n + 2.0,
+                Duration::from_secs(60),
+            )
+            .await;
         }
     }
     let got: Vec<String> = sink

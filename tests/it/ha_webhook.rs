@@ -19,8 +19,9 @@ use std::time::Duration;
 
 use serde_json::Value;
 
+use crate::common::installed;
 use crate::common::{Answer, Daemon, Deadline, Hit, Script, WebhookSink, smtp_server};
-use crate::datasource::{now_ms, on_path, victoria_metrics, vm_import};
+use crate::datasource::{now_ms, victoria_metrics, vm_import};
 
 const WAIT: Duration = Duration::from_secs(60);
 
@@ -76,8 +77,7 @@ fn mail_key(data: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn both_replicas_give_one_group_state_the_same_idempotency_key() {
-    let Some(bin) = on_path("victoria-metrics") else {
-        println!("skipping: victoria-metrics not installed (apt install victoria-metrics)");
+    let Some(bin) = installed("victoria-metrics", "victoria-metrics") else {
         return;
     };
     let dir = tempfile::tempdir().unwrap();

@@ -36,7 +36,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde_json::Value;
 
 use crate::common::{
-    Answer, Daemon, Deadline, FakeTarget, Hit, WebhookSink, free_addr, project_dir,
+    Answer, Daemon, Deadline, FakeTarget, Hit, WebhookSink, free_addr, on_path, project_dir,
 };
 
 /// The rule file both sides load.
@@ -50,13 +50,6 @@ const BOUND: Duration = Duration::from_secs(60);
 const START: Duration = Duration::from_secs(25);
 /// The bound on one notification reaching both webhooks.
 const NOTIFY: Duration = Duration::from_secs(15);
-
-/// `name` found in a directory of `PATH`.
-fn on_path(name: &str) -> Option<PathBuf> {
-    std::env::split_paths(&std::env::var_os("PATH")?)
-        .map(|dir| dir.join(name))
-        .find(|p| p.is_file())
-}
 
 /// A peer process this test started; dropping it kills it by its PID (through `Child`) and,
 /// when the test is failing, prints its log.

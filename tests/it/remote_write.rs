@@ -21,8 +21,8 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::common::{Daemon, Deadline, FakeTarget, serve};
-use crate::datasource::{on_path, prometheus, victoria_metrics, victoria_metrics_on};
+use crate::common::{Daemon, Deadline, FakeTarget, installed, on_path, serve};
+use crate::datasource::{prometheus, victoria_metrics, victoria_metrics_on};
 
 /// Serves `demo_seq N` with N going up by one every 100 ms, until the test ends.
 fn counting_target(target: &Arc<FakeTarget>) -> tokio::task::JoinHandle<()> {
@@ -219,8 +219,7 @@ async fn remote_written_series_fire_rules_on_victoria_metrics_and_prometheus() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_receiver_down_and_a_killed_tocsin_lose_no_sample() {
-    let Some(vm_bin) = on_path("victoria-metrics") else {
-        println!("skipping: victoria-metrics not installed (apt install victoria-metrics)");
+    let Some(vm_bin) = installed("victoria-metrics", "victoria-metrics") else {
         return;
     };
     let dir = tempfile::tempdir().unwrap();

@@ -17,7 +17,7 @@ use axum::routing::get;
 use serde_json::{Value, json};
 
 use crate::common::{
-    Answer, DEMO_RULES, Daemon, Deadline, FakeTarget, WebhookSink, free_addr, serve,
+    Answer, DEMO_RULES, Daemon, Deadline, FakeTarget, WebhookSink, free_addr, on_path, serve,
 };
 
 const TOKEN_VAR: &str = "TOCSIN_UI_TEST_TOKEN";
@@ -31,13 +31,6 @@ const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
 
 // ---------------------------------------------------------------------------------------------
 // the browser: chromedriver and a tiny W3C WebDriver client
-
-/// `name` found in a directory of `PATH`.
-fn on_path(name: &str) -> Option<PathBuf> {
-    std::env::split_paths(&std::env::var_os("PATH")?)
-        .map(|dir| dir.join(name))
-        .find(|p| p.is_file())
-}
 
 /// The browser and its driver, or None (after printing why) when they are not installed.
 fn browser_tools() -> Option<(PathBuf, PathBuf)> {
